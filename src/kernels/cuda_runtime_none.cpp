@@ -1,0 +1,9 @@
+// The CPU-only build's answer to device discovery.
+#ifndef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_runtime.h"
+
+namespace intellect::cuda {
+int device_count() { return 0; }
+std::string describe_device(int) { return "this build has no CUDA backend (INTELLECT_CUDA=OFF)"; }
+}  // namespace intellect::cuda
+#endif

@@ -1,0 +1,12 @@
+// SwiGLU on the output of the fused gate|up GEMM: each row of `gate_up` holds
+// F gate values then F up values; out = silu(gate) * up.
+#pragma once
+#include <cstdint>
+
+namespace intellect::cpu {
+
+void swiglu_forward(float* out, const float* gate_up, int64_t N, int64_t F);
+// dgate_up [N, 2F] is overwritten.
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int64_t F);
+
+}  // namespace intellect::cpu

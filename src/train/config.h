@@ -1,0 +1,79 @@
+// The run's configuration: a JSON file (configs/*.json) plus `--set
+// dotted.key=value` overrides. Every field is validated with an error naming
+// the file and the field; unknown keys are errors.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+
+namespace intellect {
+
+struct ScheduleConfig {
+  std::string type = "cosine";  // constant | cosine | wsd-sqrt | wsd-linear
+  int64_t warmup_steps = 0;
+  int64_t decay_steps = 0;      // wsd: length of the final decay phase
+  double min_lr_ratio = 0.0;    // cosine floor, and where wsd decays to
+};
+
+struct OptimConfig {
+  double lr = 3e-4, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_norms_and_embeddings = false;  // weight decay on 1-D gains and the embedding too
+  double grad_clip = 1.0;                   // 0 = off
+  ScheduleConfig schedule;
+};
+
+struct TrainConfig {
+  std::string device = "cpu";  // cpu | cuda
+  uint64_t seed = 1;
+  int64_t steps = 100;          // inner optimizer steps
+  int64_t batch_size = 8;       // sequences per optimizer step
+  int64_t micro_batch_size = 8; // sequences per forward/backward
+  int64_t seq_len = 128;
+  double z_loss_weight = 0.0;
+  int64_t threads = 0;          // CPU threads, 0 = all cores
+  int64_t log_every = 1;
+  int64_t eval_every = 0;       // 0 = only at the end (when data.val is set)
+  int64_t eval_batches = 4;
+  std::string out_dir = "runs/default";
+  std::string metrics_file = "";  // default: <out_dir>/metrics.jsonl
+};
+
+struct DataConfig {
+  std::string train;           // shard file, directory or glob
+  std::string val;             // optional
+  std::string tokenizer = "byte";
+};
+
+struct DilocoConfig {
+  int64_t inner_steps = 100;
+  double outer_lr = 0.7;
+  double outer_momentum = 0.9;
+  bool nesterov = true;
+  std::string compression = "int8";  // none | int8
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  DilocoConfig diloco;
+  nlohmann::json json;  // the document after overrides, as recorded with each run
+  std::string source;   // the file it came from, or "<embedded default>"
+
+  int64_t grad_accum_steps() const { return train.batch_size / train.micro_batch_size; }
+  int64_t tokens_per_step() const { return train.batch_size * train.seq_len; }
+};
+
+// Parses and validates. `source` is used in error messages.
+Config parse_config(const nlohmann::json& doc, const std::string& source);
+// Reads `path` (or the embedded tiny config when path is empty) and applies
+// overrides in order.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+}  // namespace intellect

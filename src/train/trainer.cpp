@@ -1,0 +1,164 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "ckpt/safetensors.h"
+#include "data/dataloader.h"
+#include "data/token_shard.h"
+#include "model/init.h"
+#include "model/llama_cpu.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace intellect {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Mean next-token loss over `batches` fixed batches from the start of the
+// validation shards, so every evaluation sees the same tokens.
+double evaluate(LlamaCpu& model, const float* params, const std::vector<std::string>& shards,
+                const Config& cfg) {
+  DataLoader val(shards, static_cast<int>(cfg.train.micro_batch_size),
+                 static_cast<int>(cfg.train.seq_len));
+  std::vector<int32_t> x, y;
+  double ce = 0.0;
+  int64_t n = 0;
+  for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
+    val.next(x, y);
+    cpu::LossSums s = model.forward(params, x.data(), y.data(), cfg.train.micro_batch_size,
+                                    cfg.train.seq_len, 0.0f, 0.0f);
+    ce += s.ce;
+    n += s.n_valid;
+  }
+  return ce / static_cast<double>(n);
+}
+
+void save_model(const std::string& dir, const Config& cfg, const ParamLayout& layout,
+                const std::vector<float>& params, int64_t step) {
+  make_dirs(dir);
+  st::Writer w;
+  for (const ParamEntry& e : layout.entries()) w.add_f32(e.name, e.shape, params.data() + e.offset);
+  w.set_metadata("format", "intellect");
+  w.set_metadata("step", std::to_string(step));
+  w.write(dir + "/model.safetensors");
+  const std::string cfg_text = cfg.json.dump(2) + "\n";
+  write_file_atomic(dir + "/config.json", cfg_text.data(), cfg_text.size());
+}
+
+}  // namespace
+
+TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
+  if (cfg.train.device != "cpu")
+    fail(cfg.source, ": train.device: \"", cfg.train.device,
+         "\" is not available in this build's trainer yet; use \"cpu\"");
+  if (cfg.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg.train.threads));
+
+  const ModelConfig& mc = cfg.model;
+  const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len;
+  const int64_t accum = cfg.grad_accum_steps();
+  const int64_t tokens_per_step = cfg.tokens_per_step();
+
+  const std::vector<std::string> train_shards = expand_shard_pattern(cfg.data.train);
+  const std::vector<std::string> val_shards =
+      cfg.data.val.empty() ? std::vector<std::string>{} : expand_shard_pattern(cfg.data.val);
+  DataLoader loader(train_shards, static_cast<int>(B), static_cast<int>(T));
+
+  LlamaCpu model(mc);
+  const ParamLayout& layout = model.layout();
+  std::vector<float> params(layout.total()), grads(layout.total());
+  init_params(params.data(), layout, mc, cfg.train.seed);
+  AdamW optim(layout, cfg.optim);
+
+  make_dirs(cfg.train.out_dir);
+  const std::string metrics_path =
+      cfg.train.metrics_file.empty() ? cfg.train.out_dir + "/metrics.jsonl" : cfg.train.metrics_file;
+  std::ofstream metrics(metrics_path, std::ios::trunc);
+  if (!metrics) fail("cannot write metrics file '", metrics_path, "'");
+
+  const double unigram = unigram_entropy_nats(train_shards, static_cast<uint32_t>(mc.vocab_size));
+  std::fprintf(stderr,
+               "intellect: %s | %.2fM parameters, %lld layers, dim %lld | %lld tokens/step "
+               "(%lld x %lld seq x %lld accum) | %d threads\n",
+               cfg.source.c_str(), static_cast<double>(layout.total()) / 1e6,
+               static_cast<long long>(mc.n_layers), static_cast<long long>(mc.dim),
+               static_cast<long long>(tokens_per_step), static_cast<long long>(B),
+               static_cast<long long>(T), static_cast<long long>(accum), omp_get_max_threads());
+  std::fprintf(stderr, "intellect: training data %zu shard(s), %llu tokens, unigram entropy %.3f nats/token\n",
+               train_shards.size(), static_cast<unsigned long long>(loader.total_tokens()), unigram);
+
+  TrainResult result;
+  std::vector<int32_t> x, y;
+  const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
+  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+    const Clock::time_point t0 = Clock::now();
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    double ce = 0.0, z = 0.0;
+    int64_t n = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      loader.next(x, y);
+      cpu::LossSums s = model.forward(params.data(), x.data(), y.data(), B, T,
+                                      static_cast<float>(cfg.train.z_loss_weight), grad_scale);
+      model.backward(params.data(), grads.data());
+      ce += s.ce;
+      z += s.z;
+      n += s.n_valid;
+    }
+    const double lr = lr_at(cfg.optim, step, cfg.train.steps);
+    const OptimStats os = optim.step(params.data(), grads.data(), lr);
+    const double dt = seconds_since(t0);
+    const double loss = ce / static_cast<double>(n);
+    const double z_loss = cfg.train.z_loss_weight * z / static_cast<double>(n);
+    if (!std::isfinite(loss) || !std::isfinite(os.grad_norm))
+      fail("step ", step + 1, ": loss ", loss, ", grad norm ", os.grad_norm,
+           " is not finite: lower optim.lr or raise optim.schedule.warmup_steps");
+    if (step == 0) result.first_loss = loss;
+    result.last_loss = loss;
+    result.steps = step + 1;
+
+    const double tok_s = static_cast<double>(tokens_per_step) / dt;
+    nlohmann::json line = {{"step", step + 1},          {"loss", loss},
+                           {"z_loss", z_loss},          {"grad_norm", os.grad_norm},
+                           {"lr", lr},                  {"tokens_per_s", tok_s},
+                           {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step}};
+    const bool last = step + 1 == cfg.train.steps || (stop && stop->load());
+    const bool eval_now = !val_shards.empty() &&
+                          (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
+    if (eval_now) {
+      result.final_val_loss = evaluate(model, params.data(), val_shards, cfg);
+      line["val_loss"] = result.final_val_loss;
+    }
+    metrics << line.dump() << "\n" << std::flush;
+    if ((step + 1) % cfg.train.log_every == 0 || step == 0 || last) {
+      std::fprintf(stdout, "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.3e | %.0f tok/s | %.1f ms",
+                   static_cast<long long>(step + 1), static_cast<long long>(cfg.train.steps), loss,
+                   os.grad_norm, lr, tok_s, dt * 1e3);
+      if (eval_now) std::fprintf(stdout, " | val loss %.4f", result.final_val_loss);
+      std::fprintf(stdout, "\n");
+      std::fflush(stdout);
+    }
+    if (stop && stop->load()) {
+      std::fprintf(stderr, "intellect: stopping after step %lld on request\n",
+                   static_cast<long long>(step + 1));
+      break;
+    }
+  }
+  save_model(cfg.train.out_dir, cfg, layout, params, result.steps);
+  std::fprintf(stderr, "intellect: loss %.4f -> %.4f (unigram entropy %.3f); model saved to %s/model.safetensors\n",
+               result.first_loss, result.last_loss, unigram, cfg.train.out_dir.c_str());
+  return result;
+}
+
+}  // namespace intellect

@@ -1,0 +1,136 @@
+// Config loading: presets parse, every field is validated with the file and
+// field named, unknown keys are refused, --set overrides apply.
+#include "train/config.h"
+#include "train/schedule.h"
+#include "test_util.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace intellect {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
+
+const std::string kConfigs = std::string(INTELLECT_SOURCE_DIR) + "/configs/";
+
+TEST(Config, PresetsParse) {
+  for (const char* name : {"tiny.json", "150m.json", "1b.json", "10b.json"}) {
+    SCOPED_TRACE(name);
+    Config c = load_config(kConfigs + name, {});
+    EXPECT_GT(c.model.num_params(), 0);
+  }
+}
+
+TEST(Config, TenBillionPresetIsIntellect1) {
+  Config c = load_config(kConfigs + "10b.json", {});
+  EXPECT_EQ(c.model.n_layers, 42);
+  EXPECT_EQ(c.model.dim, 4096);
+  EXPECT_EQ(c.model.ffn_dim, 14336);
+  EXPECT_EQ(c.model.n_heads, 32);
+  EXPECT_EQ(c.model.n_kv_heads, 8);
+  EXPECT_EQ(c.model.head_dim, 128);
+  EXPECT_EQ(c.model.vocab_size, 128256);
+  EXPECT_EQ(c.model.max_seq_len, 8192);
+  EXPECT_DOUBLE_EQ(c.model.rope_theta, 500000.0);
+  EXPECT_DOUBLE_EQ(c.model.norm_eps, 1e-5);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.train.batch_size, 128);
+  EXPECT_EQ(c.train.seq_len, 8192);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 7.5e-5);
+  EXPECT_DOUBLE_EQ(c.optim.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optim.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(c.optim.grad_clip, 1.0);
+  EXPECT_EQ(c.optim.schedule.type, "wsd-sqrt");
+  EXPECT_EQ(c.optim.schedule.warmup_steps, 1000);
+  EXPECT_DOUBLE_EQ(c.train.z_loss_weight, 2e-4);
+  EXPECT_EQ(c.diloco.inner_steps, 100);
+  EXPECT_DOUBLE_EQ(c.diloco.outer_lr, 0.7);
+  EXPECT_DOUBLE_EQ(c.diloco.outer_momentum, 0.9);
+  EXPECT_TRUE(c.diloco.nesterov);
+  EXPECT_EQ(c.diloco.compression, "int8");
+  // ~10.2B parameters, as INTELLECT-1.
+  EXPECT_NEAR(static_cast<double>(c.model.num_params()), 10.2e9, 0.2e9);
+}
+
+TEST(Config, EmbeddedDefaultIsTiny) {
+  Config c = load_config("", {});
+  EXPECT_EQ(c.model.dim, load_config(kConfigs + "tiny.json", {}).model.dim);
+  EXPECT_CONTAINS(c.source, "embedded");
+}
+
+TEST(Config, OverridesApply) {
+  Config c = load_config("", {"train.steps=7", "optim.lr=1e-3", "data.train=some/dir",
+                              "model.rope_scaling={\"type\":\"llama3\",\"factor\":8}"});
+  EXPECT_EQ(c.train.steps, 7);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);
+  EXPECT_EQ(c.data.train, "some/dir");
+  EXPECT_EQ(c.model.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.json["train"]["steps"], 7);
+}
+
+TEST(Config, ErrorsNameFileAndField) {
+  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dim=-3"}); }), "model.dim: must be in [1");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dim=\"wide\""}); }),
+                  "model.dim: expected an integer, got \"wide\"");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dimm=3"}); }), "model.dimm: unknown key");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"trian.steps=3"}); }), "trian: unknown key");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"train.device=tpu"}); }),
+                  "train.device: must be one of \"cpu\", \"cuda\"");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"train.micro_batch_size=5"}); }),
+                  "train.micro_batch_size: must divide");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"model.n_kv_heads=3"}); }), "model.n_kv_heads: must divide");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"optim.schedule.type=wsd-sqrt"}); }),
+                  "optim.schedule.decay_steps: is required");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"optim.beta1=1.5"}); }), "optim.beta1");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"train.seq_len=100000"}); }), "train.seq_len");
+  EXPECT_CONTAINS(error_of([] { load_config("", {"nokey"}); }), "expected dotted.key=value");
+  const std::string path = ::testing::TempDir() + "/broken.json";
+  write_file_atomic(path, "{ \"model\": ", 11);
+  EXPECT_CONTAINS(error_of([&] { load_config(path, {}); }), path + ": not valid JSON");
+  const std::string path2 = ::testing::TempDir() + "/missing.json";
+  const std::string text = R"({"model": {"vocab_size": 10, "dim": 8, "n_layers": 1, "n_heads": 2,
+    "ffn_dim": 16, "max_seq_len": 8}, "train": {"steps": 1, "batch_size": 1}, "optim": {},
+    "data": {"train": "x"}})";
+  write_file_atomic(path2, text.data(), text.size());
+  EXPECT_CONTAINS(error_of([&] { load_config(path2, {}); }), path2 + ": optim.lr: is required");
+  EXPECT_CONTAINS(error_of([] { load_config("/nonexistent/x.json", {}); }), "/nonexistent/x.json");
+}
+
+TEST(Schedule, WarmupCosineAndWsdSqrt) {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.schedule.type = "cosine";
+  o.schedule.warmup_steps = 10;
+  o.schedule.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(lr_at(o, 0, 110), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(o, 9, 110), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(o, 10, 110), 1.0);
+  EXPECT_NEAR(lr_at(o, 60, 110), 0.55, 1e-12);
+  EXPECT_NEAR(lr_at(o, 110, 110), 0.1, 1e-12);
+  o.schedule.type = "wsd-sqrt";
+  o.schedule.decay_steps = 100;
+  o.schedule.min_lr_ratio = 0.0;
+  // stable until 1000 − 100 = 900, then 1 − sqrt((s − 900)/100)
+  EXPECT_DOUBLE_EQ(lr_at(o, 500, 1000), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(o, 900, 1000), 1.0);
+  EXPECT_NEAR(lr_at(o, 925, 1000), 1.0 - std::sqrt(0.25), 1e-12);
+  EXPECT_NEAR(lr_at(o, 999, 1000), 1.0 - std::sqrt(0.99), 1e-12);
+  o.schedule.type = "wsd-linear";
+  EXPECT_NEAR(lr_at(o, 925, 1000), 0.75, 1e-12);
+  o.schedule.type = "constant";
+  EXPECT_DOUBLE_EQ(lr_at(o, 925, 1000), 1.0);
+}
+
+}  // namespace
+}  // namespace intellect

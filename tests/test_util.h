@@ -1,0 +1,78 @@
+// Shared helpers for the tests: seeded random data, relative error, and a
+// central-difference gradient check.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "util/rng.h"
+
+#ifndef INTELLECT_SHARED_DATA
+#define INTELLECT_SHARED_DATA "../shared/data"
+#endif
+#ifndef INTELLECT_BINARY_DIR
+#define INTELLECT_BINARY_DIR "build"
+#endif
+#ifndef INTELLECT_SOURCE_DIR
+#define INTELLECT_SOURCE_DIR "."
+#endif
+
+namespace intellect::test {
+
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(normal01(seed, i));
+  return v;
+}
+
+// max |a−b| / max(max |b|, floor): one number for a whole tensor.
+inline double rel_error(const float* a, const float* b, size_t n, double floor = 1e-6) {
+  double diff = 0.0, ref = floor;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;  // NaN never passes
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    ref = std::max(ref, std::fabs(static_cast<double>(b[i])));
+  }
+  return diff / ref;
+}
+inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return rel_error(a.data(), b.data(), std::min(a.size(), b.size()));
+}
+
+// Compares analytic ∂L/∂x[i] with (L(x+h) − L(x−h)) / 2h at `samples` indices
+// spread over x. `loss` must read x through the pointer it is given.
+inline void expect_gradient(const std::string& what, std::vector<float>& x,
+                            const std::vector<float>& analytic,
+                            const std::function<double()>& loss, int samples = 24,
+                            float h = 1e-2f, double tol = 2e-2) {
+  ASSERT_EQ(x.size(), analytic.size()) << what;
+  double max_g = 1e-3;
+  for (float g : analytic) max_g = std::max(max_g, std::fabs(static_cast<double>(g)));
+  const size_t n = x.size();
+  const size_t count = std::min<size_t>(n, static_cast<size_t>(samples));
+  for (size_t s = 0; s < count; ++s) {
+    const size_t i = count == n ? s : static_cast<size_t>(hash_u64(0x5eed, s) % n);
+    const float saved = x[i];
+    x[i] = saved + h;
+    const double lp = loss();
+    x[i] = saved - h;
+    const double lm = loss();
+    x[i] = saved;
+    const double numeric = (lp - lm) / (2.0 * h);
+    EXPECT_NEAR(analytic[i], numeric, tol * max_g)
+        << what << ": index " << i << " analytic " << analytic[i] << " numeric " << numeric;
+  }
+}
+
+inline double dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+}  // namespace intellect::test
