@@ -68,7 +68,7 @@ TEST_P(LlamaCpuGradient, MatchesFiniteDifferences) {
     for (float v : grad) max_g = std::max(max_g, double(std::fabs(v)));
     for (int s = 0; s < 6; ++s) {
       const size_t i = e.offset + hash_u64(11, s + e.offset) % e.numel;
-      const float saved = p[i], h = 1e-2f;
+      const float saved = p[i], h = 2e-3f;  // small: a max-z-loss argmax must not flip
       p[i] = saved + h;
       const double lp = loss();
       p[i] = saved - h;
@@ -155,7 +155,7 @@ TEST(HfFixture, RefusesBadDirectories) {
     load_hf_model(dir2);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("gate_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("config.json implies [64,200]"), std::string::npos) << e.what();
   }
 }
 

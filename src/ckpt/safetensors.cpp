@@ -598,10 +598,10 @@ std::vector<uint8_t> Writer::serialize_header() const {
   // 8), which lets readers of an mmap use the tensors in place.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  std::vector<uint8_t> out(8);
   const uint64_t n = text.size();
+  std::vector<uint8_t> out(8 + text.size());
   std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), text.begin(), text.end());
+  std::memcpy(out.data() + 8, text.data(), text.size());
   return out;
 }
 

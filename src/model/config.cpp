@@ -25,9 +25,9 @@ ModelConfig ModelConfig::from_json(JsonReader& r) {
   c.init_std = r.get_double("init_std", 0.02, 0.0, 10.0);
   c.bos_id = r.get_int("bos_id", -1, -1, c.vocab_size - 1);
   c.eos_id = r.get_int("eos_id", -1, -1, c.vocab_size - 1);
-  if (r.has("rope_scaling") && !r.is_null("rope_scaling")) {
-    JsonReader s = r.child("rope_scaling");
-    c.rope_scaling.type = s.get_string("type", std::nullopt, {"none", "llama3"});
+  {
+    JsonReader s = r.child("rope_scaling");  // null or absent: no scaling
+    c.rope_scaling.type = s.get_string("type", "none", {"none", "llama3"});
     c.rope_scaling.factor = s.get_double("factor", 8.0, 1e-6, 1e6);
     c.rope_scaling.low_freq_factor = s.get_double("low_freq_factor", 1.0, 1e-6, 1e6);
     c.rope_scaling.high_freq_factor = s.get_double("high_freq_factor", 4.0, 1e-6, 1e6);
@@ -37,8 +37,6 @@ ModelConfig ModelConfig::from_json(JsonReader& r) {
         c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
       s.error("high_freq_factor", "must be greater than low_freq_factor");
     s.finish();
-  } else {
-    r.child("rope_scaling");  // marks the key as known when it is null
   }
   if (c.n_heads % c.n_kv_heads != 0)
     r.error("n_kv_heads", str("must divide n_heads (", c.n_heads, "), got ", c.n_kv_heads));

@@ -56,7 +56,7 @@ Config parse_config(const json& doc, const std::string& source) {
     JsonReader s = r.child("schedule");
     ScheduleConfig& sc = o.schedule;
     sc.type = s.get_string("type", "cosine", {"constant", "cosine", "wsd-sqrt", "wsd-linear"});
-    sc.warmup_steps = s.get_int("warmup_steps", 0, 0, c.train.steps);
+    sc.warmup_steps = s.get_int("warmup_steps", 0, 0, kBig);
     const bool wsd = sc.type.starts_with("wsd");
     sc.decay_steps = s.get_int("decay_steps", wsd ? std::optional<int64_t>() : 0, 0, c.train.steps);
     if (wsd && sc.warmup_steps + sc.decay_steps > c.train.steps)

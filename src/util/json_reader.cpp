@@ -99,7 +99,7 @@ std::string JsonReader::get_string(const std::string& key, std::optional<std::st
 
 JsonReader JsonReader::child(const std::string& key) {
   const json* v = lookup(key, false);
-  if (!v) return JsonReader(json::object(), source_, field(key));
+  if (!v || v->is_null()) return JsonReader(json::object(), source_, field(key));
   return JsonReader(*v, source_, field(key));
 }
 

@@ -24,7 +24,7 @@ class JsonReader {
                          const std::vector<std::string>& allowed = {});
   bool has(const std::string& key) const;
   bool is_null(const std::string& key) const;
-  // A nested object; an absent key reads as {} so its fields take their defaults.
+  // A nested object; an absent or null key reads as {} so its fields take their defaults.
   JsonReader child(const std::string& key);
   // Refuses keys that no get_* asked for.
   void finish() const;
