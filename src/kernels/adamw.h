@@ -20,3 +20,31 @@ void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const 
 double sum_squares(const float* g, size_t n);
 
 }  // namespace intellect::cpu
+
+#ifdef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_types.h"
+namespace intellect::cuda {
+// Parameter ranges with and without weight decay, as flat [begin, end) pairs.
+struct DecayRanges {
+  const int64_t* bounds;  // device: n+1 increasing offsets, bounds[0] = 0, bounds[n] = total
+  const uint8_t* decay;   // device: n flags
+  int n;
+};
+struct AdamWArgs {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;           // 1-based
+  float max_norm;         // clip the global gradient norm to this; 0 = no clipping
+  uint64_t seed;          // for stochastic rounding when there are no master weights
+};
+// One cooperative launch: global gradient norm (fixed-order reduction), clip
+// factor, then the AdamW update of every element. `master` (fp32) is the
+// weight that is updated when present, and params gets its bf16 rounding;
+// without it, params is updated in fp32 and stochastically rounded back.
+// m/v are fp32 or bf16 (state_bf16). norm_out (device) gets the norm before
+// clipping. `scratch` holds adamw_scratch_floats() floats.
+void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
+                int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
+                float* scratch, cudaStream_t stream);
+size_t adamw_scratch_floats();
+}  // namespace intellect::cuda
+#endif

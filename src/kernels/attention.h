@@ -25,3 +25,18 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         const float* lse, const AttentionShape& s);
 
 }  // namespace intellect::cpu
+
+#ifdef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_types.h"
+namespace intellect::cuda {
+// The fallback fused attention: our own flash-style kernels (online softmax,
+// T×T scores never stored) on CUDA cores, any head_dim ≤ 256. cuDNN's fused
+// SDPA (attention_cudnn.h) is the fast path; this one is always available.
+// lse [B, H, T] fp32; dqkv overwritten; scratch holds B*H*T floats (dO·O).
+void attention_forward(bf16* out, float* lse, const bf16* qkv, const cpu::AttentionShape& s,
+                       cudaStream_t stream);
+void attention_backward(bf16* dqkv, float* scratch, const bf16* dout, const bf16* qkv,
+                        const bf16* out, const float* lse, const cpu::AttentionShape& s,
+                        cudaStream_t stream);
+}  // namespace intellect::cuda
+#endif

@@ -21,3 +21,21 @@ LossSums cross_entropy(const float* logits, float* dlogits, const int32_t* targe
                        int64_t V, float z_weight, float grad_scale);
 
 }  // namespace intellect::cpu
+
+#ifdef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_types.h"
+namespace intellect::cuda {
+// One pass per row over bf16 logits [N, V]: the row's loss terms go to
+// row_ce/row_z (0 for ignored rows) and the logits are overwritten by
+// dlogits = grad_scale · ∂(ce + z_weight·max²)/∂logits, so no probabilities
+// are ever stored. logits_f32 (nullable) receives a float copy first.
+void cross_entropy_forward_backward(bf16* logits, float* row_ce, float* row_z,
+                                    float* logits_f32, const int32_t* targets, int64_t N,
+                                    int64_t V, float z_weight, float grad_scale,
+                                    cudaStream_t stream);
+// sums[0] += Σ row_ce, sums[1] += Σ row_z, sums[2] += valid rows: one block,
+// fixed order, so the step's loss is deterministic.
+void accumulate_loss(double* sums, const float* row_ce, const float* row_z, const int32_t* targets,
+                     int64_t N, cudaStream_t stream);
+}  // namespace intellect::cuda
+#endif

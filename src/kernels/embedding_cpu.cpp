@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/embedding.h"
@@ -28,6 +29,27 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* tokens,
       for (int64_t c = c0; c < c1; ++c) row[c] += g[c];
     }
   }
+}
+
+}  // namespace intellect::cpu
+
+namespace intellect::cpu {
+
+TokenBuckets bucket_tokens(const int32_t* tokens, int64_t n_tokens) {
+  TokenBuckets b;
+  b.positions.resize(n_tokens);
+  for (int64_t i = 0; i < n_tokens; ++i) b.positions[i] = static_cast<int32_t>(i);
+  // Stable: positions of one token stay in ascending order.
+  std::stable_sort(b.positions.begin(), b.positions.end(),
+                   [&](int32_t x, int32_t y) { return tokens[x] < tokens[y]; });
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    if (i == 0 || tokens[b.positions[i]] != tokens[b.positions[i - 1]]) {
+      b.starts.push_back(static_cast<int32_t>(i));
+      b.tokens.push_back(tokens[b.positions[i]]);
+    }
+  }
+  b.starts.push_back(static_cast<int32_t>(n_tokens));
+  return b;
 }
 
 }  // namespace intellect::cpu

@@ -32,3 +32,14 @@ void rope_apply(float* x, int64_t B, int64_t T, int64_t n_heads, int64_t row_str
                 const RopeTable& table, bool inverse);
 
 }  // namespace intellect::cpu
+
+#ifdef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_types.h"
+namespace intellect::cuda {
+// In place on bf16 rows, with device tables cos/sin [T, head_dim/2] (fp32),
+// the same layout as cpu::rope_apply.
+void rope_apply(bf16* x, int64_t B, int64_t T, int64_t n_heads, int64_t row_stride,
+                int64_t head_dim, const float* cos, const float* sin, bool inverse,
+                cudaStream_t stream);
+}  // namespace intellect::cuda
+#endif

@@ -1,0 +1,146 @@
+// AdamW over the whole flat parameter buffer in one cooperative launch:
+//   phase 1: each block sums g² over its grid-stride share → partial[block]
+//   grid sync
+//   phase 2: every block reduces the partials in block order (same value in
+//            every block, deterministic), derives the clip factor, and updates
+//            its share: m, v, then the weight (fp32 master, or the bf16 weight
+//            itself with stochastic rounding).
+// DRAM floor per element: g read twice (8 B) + bf16 weight r/w (4 B) + m, v r/w
+// (16 B fp32 or 8 B bf16) + master r/w (8 B when present).
+#include <cooperative_groups.h>
+
+#include "kernels/adamw.h"
+#include "kernels/cuda_common.cuh"
+
+namespace intellect::cuda {
+
+namespace cg = cooperative_groups;
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kMaxBlocks = 1024;
+
+__device__ __forceinline__ uint32_t hash32(uint64_t seed, uint64_t i) {
+  uint64_t x = seed ^ (i * 0x9E3779B97F4A7C15ull);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<uint32_t>(x ^ (x >> 31));
+}
+
+// Unbiased rounding of an fp32 value to bf16: add random low bits, truncate.
+__device__ __forceinline__ bf16 stochastic_round(float x, uint32_t r) {
+  uint32_t bits = __float_as_uint(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return __float2bfloat16(x);  // inf/nan as they are
+  bits += (r & 0xffffu);
+  bits &= 0xffff0000u;
+  return __float2bfloat16_rz(__uint_as_float(bits));
+}
+
+template <typename S>
+__device__ __forceinline__ float load_state(const S* p, int64_t i) {
+  if constexpr (sizeof(S) == 4) return p[i];
+  else return __bfloat162float(p[i]);
+}
+template <typename S>
+__device__ __forceinline__ void store_state(S* p, int64_t i, float x) {
+  if constexpr (sizeof(S) == 4) p[i] = x;
+  else p[i] = __float2bfloat16(x);
+}
+
+// Index of the range holding element i (bounds are few and cached).
+__device__ __forceinline__ int find_range(const int64_t* bounds, int n, int64_t i) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (bounds[mid] <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+template <typename S>
+__global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* master,
+                                                         const float* grads, S* m, S* v, int64_t n,
+                                                         DecayRanges ranges, AdamWArgs a,
+                                                         float* norm_out, float* partial) {
+  cg::grid_group grid = cg::this_grid();
+  __shared__ float scratch[32];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+
+  float ss = 0.0f;
+  for (int64_t i = first; i < n; i += stride) ss += grads[i] * grads[i];
+  ss = block_sum(ss, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = ss;
+  grid.sync();
+
+  __shared__ float s_scale;
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
+    const float norm = static_cast<float>(sqrt(total));
+    if (blockIdx.x == 0) *norm_out = norm;
+    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
+  }
+  __syncthreads();
+  const float scale = s_scale;
+
+  const float bc1 = 1.0f - powf(a.beta1, static_cast<float>(a.step));
+  const float bc2_sqrt = sqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
+  const float step_size = a.lr / bc1;
+  int r = 0;
+  for (int64_t i = first; i < n; i += stride) {
+    if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);
+    const float wd = ranges.decay[r] ? a.weight_decay : 0.0f;
+    const float g = grads[i] * scale;
+    const float mi = a.beta1 * load_state(m, i) + (1.0f - a.beta1) * g;
+    const float vi = a.beta2 * load_state(v, i) + (1.0f - a.beta2) * g * g;
+    store_state(m, i, mi);
+    store_state(v, i, vi);
+    const float w = master ? master[i] : __bfloat162float(params[i]);
+    const float updated = w * (1.0f - a.lr * wd) - step_size * (mi / (sqrtf(vi) / bc2_sqrt + a.eps));
+    if (master) {
+      master[i] = updated;
+      params[i] = __float2bfloat16(updated);
+    } else {
+      params[i] = stochastic_round(updated, hash32(a.seed + static_cast<uint64_t>(a.step), i));
+    }
+  }
+}
+
+template <typename S>
+void launch(bf16* params, float* master, const float* grads, void* m, void* v, int64_t n,
+            const DecayRanges& ranges, const AdamWArgs& args, float* norm_out, float* scratch,
+            cudaStream_t stream) {
+  auto kernel = adamw_kernel<S>;
+  int device = 0, sms = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  int blocks = sms * per_sm;  // all resident at once, as grid.sync() requires
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  if (blocks < 1) fail("adamw: the kernel cannot be made resident on this GPU");
+  S* ms = static_cast<S*>(m);
+  S* vs = static_cast<S*>(v);
+  DecayRanges r = ranges;
+  AdamWArgs a = args;
+  void* kargs[] = {&params, &master, const_cast<float**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch};
+  CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, kThreads,
+                                         kargs, 0, stream));
+}
+
+}  // namespace
+
+size_t adamw_scratch_floats() { return kMaxBlocks; }
+
+void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
+                int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
+                float* scratch, cudaStream_t stream) {
+  if (state_bf16)
+    launch<bf16>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, stream);
+  else
+    launch<float>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, stream);
+}
+
+}  // namespace intellect::cuda

@@ -1,0 +1,60 @@
+// Embedding on the GPU. Forward is a row gather; backward sums each token's
+// rows in position order (buckets built on the host), so it is deterministic
+// and needs no atomics.
+#include "kernels/cuda_common.cuh"
+#include "kernels/embedding.h"
+
+namespace intellect::cuda {
+
+namespace {
+
+// One block per token row; 16-byte copies when the row allows it.
+__global__ void embedding_forward_kernel(bf16* out, const int32_t* tokens, const bf16* table,
+                                         int64_t dim, bool vec) {
+  const int64_t n = blockIdx.x;
+  const bf16* src = table + static_cast<int64_t>(tokens[n]) * dim;
+  bf16* dst = out + n * dim;
+  if (vec) {
+    for (int64_t i = threadIdx.x * 8; i < dim; i += blockDim.x * 8) store8(dst + i, load8(src + i));
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
+// Block (bucket, column chunk): each thread owns one column and walks the
+// bucket's positions in order.
+__global__ void embedding_backward_kernel(float* dtable, const bf16* dout, const int32_t* positions,
+                                          const int32_t* starts, const int32_t* tokens,
+                                          int64_t dim) {
+  const int64_t g = blockIdx.x;
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= dim) return;
+  float acc = 0.0f;
+  for (int32_t i = starts[g]; i < starts[g + 1]; ++i)
+    acc += __bfloat162float(dout[static_cast<int64_t>(positions[i]) * dim + c]);
+  dtable[static_cast<int64_t>(tokens[g]) * dim + c] += acc;
+}
+
+}  // namespace
+
+void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t n_tokens,
+                       int64_t dim, cudaStream_t stream) {
+  if (n_tokens == 0) return;
+  const bool vec = dim % 8 == 0 && aligned16(out) && aligned16(table);
+  embedding_forward_kernel<<<static_cast<unsigned>(n_tokens), vec ? 128 : 256, 0, stream>>>(
+      out, tokens, table, dim, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
+void embedding_backward(float* dtable, const bf16* dout, const int32_t* positions,
+                        const int32_t* starts, const int32_t* bucket_tokens, int64_t n_buckets,
+                        int64_t dim, cudaStream_t stream) {
+  if (n_buckets == 0) return;
+  const int threads = 256;
+  dim3 grid(static_cast<unsigned>(n_buckets), ceil_div(dim, threads));
+  embedding_backward_kernel<<<grid, threads, 0, stream>>>(dtable, dout, positions, starts,
+                                                          bucket_tokens, dim);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace intellect::cuda

@@ -1,0 +1,155 @@
+// RMSNorm on the GPU, forward fused with the residual add that precedes it.
+//
+// Forward, one block per row: pass 1 adds the residual (writing the sum) and
+// accumulates Σx²; pass 2 re-reads the sum (hot in L2) and writes the norm.
+// DRAM floor: read a, b; write sum, norm: 8 bytes per element.
+// Backward: pass 1 Σ g·w·x per row, pass 2 dx and per-block dw partials in
+// shared memory; a second kernel reduces the partials in block order.
+#include "kernels/cuda_common.cuh"
+#include "kernels/rmsnorm.h"
+
+namespace intellect::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <bool kVec>
+__global__ void residual_rmsnorm_forward_kernel(bf16* resid_out, bf16* norm_out, float* rstd,
+                                                const bf16* a, const bf16* b, const bf16* w,
+                                                int64_t D, float eps) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const bf16* ar = a + row * D;
+  const bf16* br = b ? b + row * D : nullptr;
+  bf16* sr = b ? resid_out + row * D : nullptr;
+  const bf16* xr = b ? sr : ar;  // the row the norm reads
+  float ss = 0.0f;
+  if constexpr (kVec) {
+    for (int64_t i = threadIdx.x * 8; i < D; i += blockDim.x * 8) {
+      Bf16x8 x = load8(ar + i);
+      if (br) {
+        const Bf16x8 y = load8(br + i);
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          x.v[k] = __float2bfloat16(__bfloat162float(x.v[k]) + __bfloat162float(y.v[k]));
+        store8(sr + i, x);
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float f = __bfloat162float(x.v[k]);
+        ss += f * f;
+      }
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+      bf16 x = ar[i];
+      if (br) {
+        x = __float2bfloat16(__bfloat162float(x) + __bfloat162float(br[i]));
+        sr[i] = x;
+      }
+      const float f = __bfloat162float(x);
+      ss += f * f;
+    }
+  }
+  const float r = rsqrtf(block_sum(ss, scratch) / static_cast<float>(D) + eps);
+  if (threadIdx.x == 0) rstd[row] = r;
+  bf16* out = norm_out + row * D;
+  if constexpr (kVec) {
+    for (int64_t i = threadIdx.x * 8; i < D; i += blockDim.x * 8) {
+      const Bf16x8 x = load8(xr + i), g = load8(w + i);
+      Bf16x8 o;
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        o.v[k] = __float2bfloat16(__bfloat162float(g.v[k]) * (__bfloat162float(x.v[k]) * r));
+      store8(out + i, o);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+      out[i] = __float2bfloat16(__bfloat162float(w[i]) * (__bfloat162float(xr[i]) * r));
+  }
+}
+
+// Grid-stride over rows; partial dw for this block's rows in shared memory,
+// each column owned by one thread, so the partial sums are deterministic.
+__global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* dout, const bf16* x,
+                                        const bf16* w, const float* rstd, int64_t N, int64_t D,
+                                        bool accumulate) {
+  extern __shared__ float dw_part[];  // D floats
+  __shared__ float scratch[32];
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dw_part[i] = 0.0f;
+  for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
+    const bf16* g = dout + row * D;
+    const bf16* xr = x + row * D;
+    const float r = rstd[row];
+    float dot = 0.0f;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+      dot += __bfloat162float(g[i]) * __bfloat162float(w[i]) * __bfloat162float(xr[i]);
+    dot = block_sum(dot, scratch);
+    const float c = r * r * r * dot / static_cast<float>(D);
+    bf16* o = dx + row * D;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+      const float gi = __bfloat162float(g[i]), xi = __bfloat162float(xr[i]);
+      float v = r * __bfloat162float(w[i]) * gi - c * xi;
+      if (accumulate) v += __bfloat162float(o[i]);
+      o[i] = __float2bfloat16(v);
+      dw_part[i] += gi * xi * r;
+    }
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[blockIdx.x * D + i] = dw_part[i];
+}
+
+__global__ void reduce_partials_kernel(float* dw, const float* partial, int blocks, int64_t D) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= D) return;
+  float s = 0.0f;
+  for (int b = 0; b < blocks; ++b) s += partial[b * D + i];
+  dw[i] += s;
+}
+
+int backward_blocks(int64_t N) {
+  int device = 0, sms = 132;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return static_cast<int>(N < 2 * sms ? N : 2 * sms);
+}
+
+}  // namespace
+
+void residual_rmsnorm_forward(bf16* resid_out, bf16* norm_out, float* rstd, const bf16* a,
+                              const bf16* b, const bf16* w, int64_t N, int64_t D, float eps,
+                              cudaStream_t stream) {
+  if (N == 0) return;
+  const bool vec = D % 8 == 0 && aligned16(a) && aligned16(norm_out) && aligned16(w) &&
+                   (!b || (aligned16(b) && aligned16(resid_out)));
+  if (vec)
+    residual_rmsnorm_forward_kernel<true><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
+        resid_out, norm_out, rstd, a, b, w, D, eps);
+  else
+    residual_rmsnorm_forward_kernel<false><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
+        resid_out, norm_out, rstd, a, b, w, D, eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+size_t rmsnorm_backward_scratch_floats(int64_t N, int64_t D) {
+  return static_cast<size_t>(backward_blocks(N)) * static_cast<size_t>(D);
+}
+
+void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, const bf16* x,
+                      const bf16* w, const float* rstd, int64_t N, int64_t D, bool accumulate,
+                      cudaStream_t stream) {
+  if (N == 0) return;
+  const int blocks = backward_blocks(N);
+  const size_t smem = sizeof(float) * static_cast<size_t>(D);
+  if (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_backward_kernel,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(dx, scratch, dout, x, w, rstd, N, D,
+                                                              accumulate);
+  CUDA_CHECK_LAUNCH();
+  reduce_partials_kernel<<<ceil_div(D, 256), 256, 0, stream>>>(dw, scratch, blocks, D);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace intellect::cuda
