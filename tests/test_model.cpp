@@ -97,7 +97,7 @@ TEST(LlamaCpu, GradientsAccumulateOverCalls) {
   for (size_t i = 0; i < p.size(); ++i) ASSERT_NEAR(g2[i], 2 * g1[i], 1e-6 + 1e-5 * std::fabs(g1[i]));
 }
 
-const std::string kFixture = std::string(INTELLECT_SHARED_DATA) + "/fixtures/tiny-llama-hf";
+const std::string kFixture = test::shared_data_dir() + "/fixtures/tiny-llama-hf";
 
 TEST(HfFixture, ConfigIsReadFromTransformersV5Form) {
   if (!path_exists(kFixture + "/config.json")) GTEST_SKIP() << "no fixture at " << kFixture;
@@ -118,7 +118,7 @@ TEST(HfFixture, IntellectForwardMatchesPyTorchLogitsLossAndGradients) {
   if (!path_exists(kFixture + "/golden.safetensors")) GTEST_SKIP() << "no fixture at " << kFixture;
   const std::string out = ::testing::TempDir() + "/forward_out.safetensors";
   std::filesystem::remove(out);
-  const std::string cmd = std::string(INTELLECT_BINARY_DIR) + "/intellect_forward --model " + kFixture +
+  const std::string cmd = test::binary_dir() + "/intellect_forward --model " + kFixture +
                           " --tokens " + kFixture + "/golden.safetensors --out " + out + " --grads";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const st::File got = st::File::open(out), want = st::File::open(kFixture + "/golden.safetensors");

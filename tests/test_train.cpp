@@ -105,7 +105,7 @@ Cmd run(const std::string& cmd) {
   return r;
 }
 
-const std::string kTrain = std::string(INTELLECT_BINARY_DIR) + "/intellect_train";
+const std::string kTrain = test::binary_dir() + "/intellect_train";
 
 TEST(TrainCli, BadInputFailsWithClearMessages) {
   Cmd r = run(kTrain + " --bogus");

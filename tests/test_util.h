@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -22,6 +23,17 @@
 #endif
 
 namespace intellect::test {
+
+// Where the shared test data and the built tools are: the build's paths,
+// unless the environment says otherwise (as on a machine the build was copied to).
+inline std::string shared_data_dir() {
+  const char* e = std::getenv("INTELLECT_SHARED_DATA");
+  return e ? e : INTELLECT_SHARED_DATA;
+}
+inline std::string binary_dir() {
+  const char* e = std::getenv("INTELLECT_BINARY_DIR");
+  return e ? e : INTELLECT_BINARY_DIR;
+}
 
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
   std::vector<float> v(n);

@@ -11,7 +11,7 @@
 
 #include "ckpt/hf_llama.h"
 #include "ckpt/safetensors.h"
-#include "model/llama_cpu.h"
+#include "train/backend.h"
 #include "util/error.h"
 
 namespace {
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (device != "cpu") fail("--device ", device, ": only cpu is available in this build");
+    if (device != "cpu" && device != "cuda") fail("--device ", device, ": expected cpu or cuda");
     if (threads > 0) omp_set_num_threads(threads);
     HfModel hf = load_hf_model(model_dir);
     const ModelConfig& cfg = hf.config;
@@ -83,18 +83,26 @@ int main(int argc, char** argv) {
       for (int64_t t = 0; t + 1 < T; ++t) targets[b * T + t] = ids[b * T + t + 1];
     const int64_t n_targets = B * (T - 1);
 
-    LlamaCpu model(cfg);
+    Config run;
+    run.model = cfg;
+    run.train.device = device;
+    run.train.seq_len = T;
+    std::unique_ptr<Backend> backend = make_backend(run, B, T);
+    backend->set_params(hf.params.data());
+    backend->zero_grads();
     const float scale = n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f;
-    const cpu::LossSums s = model.forward(hf.params.data(), ids.data(), targets.data(), B, T, 0.0f, scale);
+    std::vector<float> logits(static_cast<size_t>(B * T * cfg.vocab_size));
+    backend->run(ids.data(), targets.data(), B, 0.0f, scale, want_grads, logits.data());
+    const cpu::LossSums s = backend->take_loss();
     const float loss = n_targets > 0 ? static_cast<float>(s.ce / static_cast<double>(n_targets)) : NAN;
 
     st::Writer w;
-    w.add_f32("logits", {B, T, cfg.vocab_size}, model.logits());
+    w.add_f32("logits", {B, T, cfg.vocab_size}, logits.data());
     w.add_f32("loss", {1}, &loss);
     if (want_grads) {
-      std::vector<float> grads(model.layout().total(), 0.0f);
-      model.backward(hf.params.data(), grads.data());
-      for (const HfTensor& t : hf_tensor_map(cfg, model.layout()))
+      std::vector<float> grads(backend->layout().total(), 0.0f);
+      backend->get_grads(grads.data());
+      for (const HfTensor& t : hf_tensor_map(cfg, backend->layout()))
         w.add_f32("grad." + t.name, t.shape, grads.data() + t.offset);
     }
     w.set_metadata("format", "pt");

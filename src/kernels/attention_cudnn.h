@@ -47,8 +47,8 @@ class CudnnAttention {
   void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                 const __nv_bfloat16* out, const float* lse, void* workspace);
 
-  // Which engines the heuristics picked, their workspace needs and cuDNN's JSON of the
-  // plans (for logs and the first runs on a new machine).
+  // Which engines the heuristics picked, their workspace needs and how cuDNN classified
+  // the graphs (SDPA_FWD / SDPA_BWD), for logs and the first runs on a new machine.
   std::string describe() const;
 
   // A GPU and cuDNN >= 9 at run time.

@@ -38,6 +38,25 @@ Config parse_config(const json& doc, const std::string& source) {
     t.log_every = r.get_int("log_every", 1, 1, kBig);
     t.eval_every = r.get_int("eval_every", 0, 0, kBig);
     t.eval_batches = r.get_int("eval_batches", 4, 1, kBig);
+    t.attention = r.get_string("attention", "auto", {"auto", "cudnn", "fallback"});
+    // recompute: "none", "all", or a list of block indices.
+    t.recompute.assign(c.model.n_layers, false);
+    if (r.has("recompute")) {
+      const json v = r.get_json("recompute");
+      if (v.is_string()) {
+        const std::string mode = r.get_string("recompute", "none", {"none", "all"});
+        if (mode == "all") t.recompute.assign(c.model.n_layers, true);
+      } else if (v.is_array()) {
+        for (const json& e : v) {
+          if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= c.model.n_layers)
+            r.error("recompute", str("block indices must be integers in [0, ", c.model.n_layers,
+                                     "), got ", e.dump()));
+          t.recompute[e.get<int64_t>()] = true;
+        }
+      } else {
+        r.error("recompute", str("expected \"none\", \"all\" or a list of block indices, got ", v.dump()));
+      }
+    }
     t.out_dir = r.get_string("out_dir", "runs/default");
     t.metrics_file = r.get_string("metrics_file", "");
     if (t.out_dir.empty()) r.error("out_dir", "must not be empty");
@@ -74,6 +93,12 @@ Config parse_config(const json& doc, const std::string& source) {
     c.data.val = r.get_string("val", "");
     c.data.tokenizer = r.get_string("tokenizer", "byte");
     if (c.data.train.empty()) r.error("train", "must name shard files, a directory or a glob");
+    r.finish();
+  }
+  {
+    JsonReader r = root.child("precision");
+    c.precision.master_weights = r.get_bool("master_weights", true);
+    c.precision.optim_state_dtype = r.get_string("optim_state_dtype", "fp32", {"fp32", "bf16"});
     r.finish();
   }
   {

@@ -39,8 +39,17 @@ struct TrainConfig {
   int64_t log_every = 1;
   int64_t eval_every = 0;       // 0 = only at the end (when data.val is set)
   int64_t eval_batches = 4;
+  std::vector<bool> recompute;  // per block: recompute activations in backward (empty = none)
+  std::string attention = "auto";  // CUDA attention: auto | cudnn | fallback
   std::string out_dir = "runs/default";
   std::string metrics_file = "";  // default: <out_dir>/metrics.jsonl
+};
+
+// CUDA backend precision. Parameters and activations are bf16 with fp32
+// accumulation; these choose what the optimizer keeps.
+struct PrecisionConfig {
+  bool master_weights = true;             // fp32 master copy; off = bf16 weights, stochastic rounding
+  std::string optim_state_dtype = "fp32"; // fp32 | bf16 (AdamW m and v)
 };
 
 struct DataConfig {
@@ -63,6 +72,7 @@ struct Config {
   OptimConfig optim;
   DataConfig data;
   DilocoConfig diloco;
+  PrecisionConfig precision;
   nlohmann::json json;  // the document after overrides, as recorded with each run
   std::string source;   // the file it came from, or "<embedded default>"
 

@@ -11,8 +11,7 @@
 #include "data/dataloader.h"
 #include "data/token_shard.h"
 #include "model/init.h"
-#include "model/llama_cpu.h"
-#include "train/optimizer.h"
+#include "train/backend.h"
 #include "train/schedule.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -29,21 +28,17 @@ double seconds_since(Clock::time_point t0) {
 
 // Mean next-token loss over `batches` fixed batches from the start of the
 // validation shards, so every evaluation sees the same tokens.
-double evaluate(LlamaCpu& model, const float* params, const std::vector<std::string>& shards,
-                const Config& cfg) {
+double evaluate(Backend& backend, const std::vector<std::string>& shards, const Config& cfg) {
   DataLoader val(shards, static_cast<int>(cfg.train.micro_batch_size),
                  static_cast<int>(cfg.train.seq_len));
   std::vector<int32_t> x, y;
-  double ce = 0.0;
-  int64_t n = 0;
+  backend.take_loss();  // nothing pending belongs to the evaluation
   for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
     val.next(x, y);
-    cpu::LossSums s = model.forward(params, x.data(), y.data(), cfg.train.micro_batch_size,
-                                    cfg.train.seq_len, 0.0f, 0.0f);
-    ce += s.ce;
-    n += s.n_valid;
+    backend.run(x.data(), y.data(), cfg.train.micro_batch_size, 0.0f, 0.0f, false);
   }
-  return ce / static_cast<double>(n);
+  const cpu::LossSums s = backend.take_loss();
+  return s.ce / static_cast<double>(s.n_valid);
 }
 
 void save_model(const std::string& dir, const Config& cfg, const ParamLayout& layout,
@@ -61,9 +56,6 @@ void save_model(const std::string& dir, const Config& cfg, const ParamLayout& la
 }  // namespace
 
 TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
-  if (cfg.train.device != "cpu")
-    fail(cfg.source, ": train.device: \"", cfg.train.device,
-         "\" is not available in this build's trainer yet; use \"cpu\"");
   if (cfg.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg.train.threads));
 
   const ModelConfig& mc = cfg.model;
@@ -76,11 +68,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       cfg.data.val.empty() ? std::vector<std::string>{} : expand_shard_pattern(cfg.data.val);
   DataLoader loader(train_shards, static_cast<int>(B), static_cast<int>(T));
 
-  LlamaCpu model(mc);
-  const ParamLayout& layout = model.layout();
-  std::vector<float> params(layout.total()), grads(layout.total());
+  std::unique_ptr<Backend> backend = make_backend(cfg, B, T);
+  const ParamLayout& layout = backend->layout();
+  std::vector<float> params(layout.total());
   init_params(params.data(), layout, mc, cfg.train.seed);
-  AdamW optim(layout, cfg.optim);
+  backend->set_params(params.data());
 
   make_dirs(cfg.train.out_dir);
   const std::string metrics_path =
@@ -98,29 +90,23 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                static_cast<long long>(T), static_cast<long long>(accum), omp_get_max_threads());
   std::fprintf(stderr, "intellect: training data %zu shard(s), %llu tokens, unigram entropy %.3f nats/token\n",
                train_shards.size(), static_cast<unsigned long long>(loader.total_tokens()), unigram);
+  std::fprintf(stderr, "intellect: backend %s\n", backend->describe().c_str());
 
   TrainResult result;
   std::vector<int32_t> x, y;
   const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
-    std::fill(grads.begin(), grads.end(), 0.0f);
-    double ce = 0.0, z = 0.0;
-    int64_t n = 0;
+    backend->zero_grads();
     for (int64_t micro = 0; micro < accum; ++micro) {
       loader.next(x, y);
-      cpu::LossSums s = model.forward(params.data(), x.data(), y.data(), B, T,
-                                      static_cast<float>(cfg.train.z_loss_weight), grad_scale);
-      model.backward(params.data(), grads.data());
-      ce += s.ce;
-      z += s.z;
-      n += s.n_valid;
+      backend->run(x.data(), y.data(), B, static_cast<float>(cfg.train.z_loss_weight), grad_scale, true);
     }
     const double lr = lr_at(cfg.optim, step, cfg.train.steps);
-    const OptimStats os = optim.step(params.data(), grads.data(), lr);
+    const StepStats os = backend->step(lr);
     const double dt = seconds_since(t0);
-    const double loss = ce / static_cast<double>(n);
-    const double z_loss = cfg.train.z_loss_weight * z / static_cast<double>(n);
+    const double loss = os.loss.ce / static_cast<double>(os.loss.n_valid);
+    const double z_loss = cfg.train.z_loss_weight * os.loss.z / static_cast<double>(os.loss.n_valid);
     if (!std::isfinite(loss) || !std::isfinite(os.grad_norm))
       fail("step ", step + 1, ": loss ", loss, ", grad norm ", os.grad_norm,
            " is not finite: lower optim.lr or raise optim.schedule.warmup_steps");
@@ -137,7 +123,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     const bool eval_now = !val_shards.empty() &&
                           (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
     if (eval_now) {
-      result.final_val_loss = evaluate(model, params.data(), val_shards, cfg);
+      result.final_val_loss = evaluate(*backend, val_shards, cfg);
       line["val_loss"] = result.final_val_loss;
     }
     metrics << line.dump() << "\n" << std::flush;
@@ -155,6 +141,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       break;
     }
   }
+  backend->get_params(params.data());
   save_model(cfg.train.out_dir, cfg, layout, params, result.steps);
   std::fprintf(stderr, "intellect: loss %.4f -> %.4f (unigram entropy %.3f); model saved to %s/model.safetensors\n",
                result.first_loss, result.last_loss, unigram, cfg.train.out_dir.c_str());

@@ -27,6 +27,8 @@ void JsonReader::error(const std::string& key, const std::string& what) const {
 }
 
 bool JsonReader::has(const std::string& key) const { return obj_.contains(key); }
+
+const json& JsonReader::get_json(const std::string& key) { return *lookup(key, true); }
 bool JsonReader::is_null(const std::string& key) const {
   return obj_.contains(key) && obj_.at(key).is_null();
 }

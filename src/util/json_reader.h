@@ -22,6 +22,8 @@ class JsonReader {
   bool get_bool(const std::string& key, std::optional<bool> def);
   std::string get_string(const std::string& key, std::optional<std::string> def,
                          const std::vector<std::string>& allowed = {});
+  // The raw value (marks the key as known); the caller validates it.
+  const nlohmann::json& get_json(const std::string& key);
   bool has(const std::string& key) const;
   bool is_null(const std::string& key) const;
   // A nested object; an absent or null key reads as {} so its fields take their defaults.

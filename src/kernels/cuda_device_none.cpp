@@ -1,6 +1,6 @@
 // The CPU-only build's answer to device discovery.
 #ifndef INTELLECT_HAVE_CUDA
-#include "kernels/cuda_runtime.h"
+#include "kernels/cuda_device.h"
 
 namespace intellect::cuda {
 int device_count() { return 0; }

@@ -1,6 +1,6 @@
 #include <cuda_runtime.h>
 
-#include "kernels/cuda_runtime.h"
+#include "kernels/cuda_device.h"
 #include "util/error.h"
 
 namespace intellect::cuda {

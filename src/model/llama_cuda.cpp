@@ -1,0 +1,402 @@
+#ifdef INTELLECT_HAVE_CUDA
+#include "model/llama_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/attention_cudnn.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/cuda_device.h"
+#include "kernels/embedding.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "util/error.h"
+
+namespace intellect {
+
+using cuda::bf16;
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
+}
+
+// Classifier rows per chunk: bf16 logits of one chunk stay under 512 MiB, so
+// a 128256-entry vocabulary at 8192 tokens runs in four chunks.
+int64_t classifier_chunk(int64_t N, int64_t V) {
+  const int64_t rows = std::max<int64_t>(1, (int64_t(512) << 20) / (2 * V));
+  return std::min(N, rows);
+}
+
+}  // namespace
+
+template <class T>
+T* LlamaCuda::alloc(size_t count) {
+  if (count == 0) return nullptr;
+  void* p = nullptr;
+  const size_t bytes = count * sizeof(T);
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail("out of GPU memory: allocating ", bytes / double(1 << 20), " MiB after ",
+         allocated_ / double(1 << 30), " GiB (", cudaGetErrorString(e),
+         "). Lower train.micro_batch_size or train.seq_len, or set train.recompute to \"all\"");
+  }
+  allocations_.push_back(p);
+  allocated_ += bytes;
+  return static_cast<T*>(p);
+}
+
+LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t max_batch,
+                     int64_t seq_len)
+    : cfg_(cfg), opts_(opts), layout_(cfg), max_batch_(max_batch), T_(seq_len) {
+  if (cuda::device_count() == 0)
+    fail("train.device is \"cuda\" but no CUDA GPU is visible (", cuda::describe_device(0), ")");
+  if (seq_len > cfg.max_seq_len) fail("seq_len ", seq_len, " exceeds model.max_seq_len ", cfg.max_seq_len);
+  if (!opts_.recompute.empty() && static_cast<int64_t>(opts_.recompute.size()) != cfg.n_layers)
+    fail("recompute: expected one flag per block (", cfg.n_layers, "), got ", opts_.recompute.size());
+  if (opts_.recompute.empty()) opts_.recompute.assign(cfg.n_layers, false);
+  check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+  check(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming), "event");
+
+  const int64_t P = static_cast<int64_t>(layout_.total());
+  const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
+  params_ = alloc<bf16>(P);
+  if (opts_.master_weights) master_ = alloc<float>(P);
+  grads_ = alloc<float>(P);
+  if (opts_.optim_state_bf16) {
+    m_ = alloc<bf16>(P);
+    v_ = alloc<bf16>(P);
+  } else {
+    m_ = alloc<float>(P);
+    v_ = alloc<float>(P);
+  }
+  check(cudaMemsetAsync(m_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset m");
+  check(cudaMemsetAsync(v_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset v");
+
+  // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
+  std::vector<int64_t> bounds{0};
+  std::vector<uint8_t> flags;
+  for (const ParamEntry& e : layout_.entries()) {
+    const uint8_t decay = opts_.decay_norms_and_embeddings || (!e.is_norm && e.name != "embed");
+    if (!flags.empty() && flags.back() == decay) {
+      bounds.back() = static_cast<int64_t>(e.offset + e.numel);
+    } else {
+      flags.push_back(decay);
+      bounds.push_back(static_cast<int64_t>(e.offset + e.numel));
+    }
+  }
+  n_decay_ranges_ = static_cast<int>(flags.size());
+  decay_bounds_ = alloc<int64_t>(bounds.size());
+  decay_flags_ = alloc<uint8_t>(flags.size());
+  check(cudaMemcpy(decay_bounds_, bounds.data(), bounds.size() * 8, cudaMemcpyHostToDevice), "bounds");
+  check(cudaMemcpy(decay_flags_, flags.data(), flags.size(), cudaMemcpyHostToDevice), "flags");
+  adam_scratch_ = alloc<float>(cuda::adamw_scratch_floats());
+  norm_dev_ = alloc<float>(1);
+  loss_dev_ = alloc<double>(3);
+  check(cudaMemsetAsync(loss_dev_, 0, 3 * sizeof(double), stream_), "memset loss");
+
+  // Activations.
+  auto block_buffers = [&](Block& b) {
+    b.norm1 = alloc<bf16>(N * D);
+    b.qkv = alloc<bf16>(N * cfg.qkv_dim());
+    b.att = alloc<bf16>(N * cfg.q_dim());
+    b.resid_mid = alloc<bf16>(N * D);
+    b.norm2 = alloc<bf16>(N * D);
+    b.gate_up = alloc<bf16>(N * 2 * F);
+    b.act = alloc<bf16>(N * F);
+    b.rstd1 = alloc<float>(N);
+    b.rstd2 = alloc<float>(N);
+    b.lse = alloc<float>(max_batch * cfg.n_heads * seq_len);
+  };
+  for (int64_t l = 0; l <= cfg.n_layers; ++l) resid_.push_back(alloc<bf16>(N * D));
+  blocks_.resize(cfg.n_layers);
+  bool any_recompute = false;
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (opts_.recompute[l]) any_recompute = true;
+    else block_buffers(blocks_[l]);
+  }
+  if (any_recompute) {
+    block_buffers(shared_block_);
+    for (int64_t l = 0; l < cfg.n_layers; ++l)
+      if (opts_.recompute[l]) blocks_[l] = shared_block_;
+  }
+  norm_f_ = alloc<bf16>(N * D);
+  rstd_f_ = alloc<float>(N);
+  proj_ = alloc<bf16>(N * D);
+  chunk_rows_ = classifier_chunk(N, V);
+  logits_ = alloc<bf16>(chunk_rows_ * V);
+  row_ce_ = alloc<float>(N);
+  row_z_ = alloc<float>(N);
+
+  const RopeTable rope = rope_table(cfg, seq_len);
+  rope_cos_ = alloc<float>(rope.cos.size());
+  rope_sin_ = alloc<float>(rope.sin.size());
+  check(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice), "rope");
+  check(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice), "rope");
+
+  dresid_ = alloc<bf16>(N * D);
+  dnorm_ = alloc<bf16>(N * D);
+  dqkv_ = alloc<bf16>(N * cfg.qkv_dim());
+  datt_ = alloc<bf16>(N * cfg.q_dim());
+  dgate_up_ = alloc<bf16>(N * 2 * F);
+  dact_ = alloc<bf16>(N * F);
+  norm_scratch_ = alloc<float>(cuda::rmsnorm_backward_scratch_floats(N, D));
+  attn_scratch_ = alloc<float>(max_batch * cfg.n_heads * seq_len);
+
+  tokens_ = alloc<int32_t>(N);
+  targets_ = alloc<int32_t>(N);
+  bucket_pos_ = alloc<int32_t>(N);
+  bucket_start_ = alloc<int32_t>(N + 1);
+  bucket_tok_ = alloc<int32_t>(N);
+  check(cudaMallocHost(&staging_, sizeof(int32_t) * (5 * N + 1)), "pinned staging");
+  check(cudaMallocHost(&loss_host_, 3 * sizeof(double)), "pinned loss");
+  check(cudaMallocHost(&norm_host_, sizeof(float)), "pinned norm");
+
+  // Attention: cuDNN's fused SDPA when asked or available, else the fallback.
+  if (opts_.attention != "fallback") {
+    const cpu::AttentionShape shape{max_batch, seq_len, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim};
+    try {
+      if (!cuda::CudnnAttention::available()) fail("cuDNN is not available at run time");
+      cudnn_attn_ = std::make_unique<cuda::CudnnAttention>(shape, stream_);
+      cudnn_batch_ = max_batch;
+    } catch (const Error& e) {
+      if (opts_.attention == "cudnn") throw;
+      std::fprintf(stderr, "intellect: cuDNN attention unavailable (%s); using the fallback kernel\n",
+                   e.what());
+    }
+  }
+  workspace_bytes_ = cuda::Blas::kWorkspaceBytes;
+  if (cudnn_attn_) workspace_bytes_ = std::max(workspace_bytes_, cudnn_attn_->workspace_bytes());
+  workspace_ = alloc<uint8_t>(workspace_bytes_);
+  blas_ = std::make_unique<cuda::Blas>(stream_, workspace_, cuda::Blas::kWorkspaceBytes);
+  check(cudaStreamSynchronize(stream_), "init");
+}
+
+LlamaCuda::~LlamaCuda() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  cudnn_attn_.reset();
+  blas_.reset();
+  for (void* p : allocations_) cudaFree(p);
+  if (staging_) cudaFreeHost(staging_);
+  if (loss_host_) cudaFreeHost(loss_host_);
+  if (norm_host_) cudaFreeHost(norm_host_);
+  if (staging_free_) cudaEventDestroy(staging_free_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::string LlamaCuda::attention_impl() const {
+  return cudnn_attn_ ? "cuDNN fused SDPA" : "fallback flash-style kernel";
+}
+
+void LlamaCuda::upload_params(const float* host) {
+  const size_t P = layout_.total();
+  std::vector<bf16> b(P);
+  for (size_t i = 0; i < P; ++i) b[i] = __float2bfloat16(host[i]);
+  check(cudaMemcpyAsync(params_, b.data(), P * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
+  if (master_)
+    check(cudaMemcpyAsync(master_, host, P * sizeof(float), cudaMemcpyHostToDevice, stream_), "master");
+  check(cudaStreamSynchronize(stream_), "upload");
+}
+
+void LlamaCuda::download_params(float* host) {
+  const size_t P = layout_.total();
+  if (master_) {
+    check(cudaMemcpyAsync(host, master_, P * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
+    check(cudaStreamSynchronize(stream_), "download");
+    return;
+  }
+  std::vector<bf16> b(P);
+  check(cudaMemcpyAsync(b.data(), params_, P * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "params");
+  check(cudaStreamSynchronize(stream_), "download");
+  for (size_t i = 0; i < P; ++i) host[i] = __bfloat162float(b[i]);
+}
+
+void LlamaCuda::download_grads(float* host) {
+  check(cudaMemcpyAsync(host, grads_, layout_.total() * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+        "grads");
+  check(cudaStreamSynchronize(stream_), "download grads");
+}
+
+void LlamaCuda::zero_grads() {
+  check(cudaMemsetAsync(grads_, 0, layout_.total() * sizeof(float), stream_), "zero grads");
+}
+
+void LlamaCuda::attention_forward(const Block& a, int64_t B) {
+  if (cudnn_attn_ && B == cudnn_batch_) {
+    cudnn_attn_->forward(a.att, a.lse, a.qkv, workspace_);
+  } else {
+    cuda::attention_forward(a.att, a.lse, a.qkv,
+                            {B, T_, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim}, stream_);
+  }
+}
+
+void LlamaCuda::attention_backward(const Block& a, int64_t B) {
+  if (cudnn_attn_ && B == cudnn_batch_) {
+    cudnn_attn_->backward(dqkv_, datt_, a.qkv, a.att, a.lse, workspace_);
+  } else {
+    cuda::attention_backward(dqkv_, attn_scratch_, datt_, a.qkv, a.att, a.lse,
+                             {B, T_, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim}, stream_);
+  }
+}
+
+void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing) {
+  const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
+  const float eps = static_cast<float>(cfg_.norm_eps);
+  const BlockOffsets& o = layout_.block(l);
+  if (l == 0 || recomputing) {
+    // The block's input is already stored: the embedding, or (recomputing) the sum
+    // this block wrote during the forward pass.
+    cuda::residual_rmsnorm_forward(nullptr, a.norm1, a.rstd1, resid_[l], nullptr,
+                                   params_ + o.attn_norm, N, D, eps, stream_);
+  } else {
+    // The previous block's MLP output (proj_) joins the residual stream here,
+    // fused with this block's first norm.
+    cuda::residual_rmsnorm_forward(resid_[l], a.norm1, a.rstd1, blocks_[l - 1].resid_mid, proj_,
+                                   params_ + o.attn_norm, N, D, eps, stream_);
+  }
+  blas_->forward(a.qkv, a.norm1, params_ + o.wqkv, N, cfg_.qkv_dim(), D);
+  cuda::rope_apply(a.qkv, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
+                   rope_cos_, rope_sin_, false, stream_);
+  attention_forward(a, B);
+  blas_->forward(proj_, a.att, params_ + o.wo, N, D, cfg_.q_dim());
+  cuda::residual_rmsnorm_forward(a.resid_mid, a.norm2, a.rstd2, resid_[l], proj_,
+                                 params_ + o.mlp_norm, N, D, eps, stream_);
+  blas_->forward(a.gate_up, a.norm2, params_ + o.w_gate_up, N, 2 * F, D);
+  cuda::swiglu_forward(a.act, a.gate_up, N, F, stream_);
+  blas_->forward(proj_, a.act, params_ + o.w_down, N, D, F);  // added by the next fused norm
+}
+
+void LlamaCuda::backward_block(int l, const Block& a, int64_t B) {
+  const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
+  const BlockOffsets& o = layout_.block(l);
+  float* G = grads_;
+  const bf16* P = params_;
+  blas_->backward(dact_, G + o.w_down, dresid_, a.act, P + o.w_down, N, D, F);
+  cuda::swiglu_backward(dgate_up_, dact_, a.gate_up, N, F, stream_);
+  blas_->backward(dnorm_, G + o.w_gate_up, dgate_up_, a.norm2, P + o.w_gate_up, N, 2 * F, D);
+  cuda::rmsnorm_backward(dresid_, G + o.mlp_norm, norm_scratch_, dnorm_, a.resid_mid, P + o.mlp_norm,
+                         a.rstd2, N, D, true, stream_);
+  blas_->backward(datt_, G + o.wo, dresid_, a.att, P + o.wo, N, D, cfg_.q_dim());
+  attention_backward(a, B);
+  cuda::rope_apply(dqkv_, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
+                   rope_cos_, rope_sin_, true, stream_);
+  blas_->backward(dnorm_, G + o.wqkv, dqkv_, a.norm1, P + o.wqkv, N, cfg_.qkv_dim(), D);
+  cuda::rmsnorm_backward(dresid_, G + o.attn_norm, norm_scratch_, dnorm_, resid_[l], P + o.attn_norm,
+                         a.rstd1, N, D, true, stream_);
+}
+
+void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool backward,
+                           float* logits_host) {
+  const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk_rows_) {
+    const int64_t rows = std::min(chunk_rows_, N - r0);
+    blas_->forward(logits_, norm_f_ + r0 * D, params_ + layout_.lm_head(), rows, V, D);
+    float* f32 = nullptr;
+    if (logits_host) {
+      if (!logits_f32_) logits_f32_ = alloc<float>(chunk_rows_ * V);  // only for inspection tools
+      f32 = logits_f32_;
+    }
+    cuda::cross_entropy_forward_backward(logits_, row_ce_ + r0, row_z_ + r0, f32, targets_ + r0, rows, V,
+                                         z_weight, grad_scale, stream_);
+    if (logits_host) {
+      check(cudaMemcpyAsync(logits_host + r0 * V, f32, rows * V * sizeof(float), cudaMemcpyDeviceToHost,
+                            stream_), "logits");
+      check(cudaStreamSynchronize(stream_), "logits");
+    }
+    if (backward)
+      blas_->backward(dnorm_ + r0 * D, grads_ + layout_.lm_head(), logits_, norm_f_ + r0 * D,
+                      params_ + layout_.lm_head(), rows, V, D);
+  }
+  cuda::accumulate_loss(loss_dev_, row_ce_, row_z_, targets_, N, stream_);
+}
+
+void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B,
+                                 float z_weight, float grad_scale, bool backward,
+                                 float* logits_host) {
+  if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
+  const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
+  const float eps = static_cast<float>(cfg_.norm_eps);
+  for (int64_t i = 0; i < N; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
+    if (targets[i] >= V)
+      fail("target id ", targets[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
+  }
+  // Stage the batch (and the embedding-backward buckets) through pinned memory;
+  // wait only until the previous batch's copies have left it.
+  check(cudaEventSynchronize(staging_free_), "staging");
+  const cpu::TokenBuckets buckets = cpu::bucket_tokens(tokens, N);
+  n_buckets_ = static_cast<int64_t>(buckets.tokens.size());
+  int32_t* s = staging_;
+  std::memcpy(s, tokens, N * 4);
+  std::memcpy(s + N, targets, N * 4);
+  std::memcpy(s + 2 * N, buckets.positions.data(), N * 4);
+  std::memcpy(s + 3 * N, buckets.tokens.data(), n_buckets_ * 4);
+  std::memcpy(s + 4 * N, buckets.starts.data(), (n_buckets_ + 1) * 4);
+  check(cudaMemcpyAsync(tokens_, s, N * 4, cudaMemcpyHostToDevice, stream_), "tokens");
+  check(cudaMemcpyAsync(targets_, s + N, N * 4, cudaMemcpyHostToDevice, stream_), "targets");
+  check(cudaMemcpyAsync(bucket_pos_, s + 2 * N, N * 4, cudaMemcpyHostToDevice, stream_), "buckets");
+  check(cudaMemcpyAsync(bucket_tok_, s + 3 * N, n_buckets_ * 4, cudaMemcpyHostToDevice, stream_), "buckets");
+  check(cudaMemcpyAsync(bucket_start_, s + 4 * N, (n_buckets_ + 1) * 4, cudaMemcpyHostToDevice, stream_),
+        "buckets");
+  check(cudaEventRecord(staging_free_, stream_), "staging event");
+
+  cuda::embedding_forward(resid_[0], tokens_, params_ + layout_.embed(), N, D, stream_);
+  for (int l = 0; l < cfg_.n_layers; ++l) forward_block(l, blocks_[l], B, false);
+  const int last = static_cast<int>(cfg_.n_layers) - 1;
+  cuda::residual_rmsnorm_forward(resid_[cfg_.n_layers], norm_f_, rstd_f_, blocks_[last].resid_mid,
+                                 proj_, params_ + layout_.final_norm(), N, D, eps, stream_);
+  classifier(B, z_weight, grad_scale, backward, logits_host);
+  if (!backward) return;
+
+  // dnorm_ holds ∂L/∂norm_f from the classifier.
+  cuda::rmsnorm_backward(dresid_, grads_ + layout_.final_norm(), norm_scratch_, dnorm_,
+                         resid_[cfg_.n_layers], params_ + layout_.final_norm(), rstd_f_, N, D, false,
+                         stream_);
+  for (int l = static_cast<int>(cfg_.n_layers) - 1; l >= 0; --l) {
+    if (opts_.recompute[l]) forward_block(l, blocks_[l], B, true);  // from its stored input
+    backward_block(l, blocks_[l], B);
+  }
+  cuda::embedding_backward(grads_ + layout_.embed(), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
+                           n_buckets_, D, stream_);
+}
+
+cpu::LossSums LlamaCuda::take_loss() {
+  check(cudaMemcpyAsync(loss_host_, loss_dev_, 3 * sizeof(double), cudaMemcpyDeviceToHost, stream_),
+        "loss");
+  check(cudaMemsetAsync(loss_dev_, 0, 3 * sizeof(double), stream_), "loss reset");
+  check(cudaStreamSynchronize(stream_), "loss");
+  cpu::LossSums s;
+  s.ce = loss_host_[0];
+  s.z = loss_host_[1];
+  s.n_valid = static_cast<int64_t>(loss_host_[2]);
+  return s;
+}
+
+CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, double eps,
+                                        double weight_decay, double grad_clip, int64_t step,
+                                        uint64_t seed) {
+  const cuda::DecayRanges ranges{decay_bounds_, decay_flags_, n_decay_ranges_};
+  const cuda::AdamWArgs args{static_cast<float>(lr),  static_cast<float>(beta1),
+                             static_cast<float>(beta2), static_cast<float>(eps),
+                             static_cast<float>(weight_decay), step,
+                             static_cast<float>(grad_clip), seed};
+  cuda::adamw_step(params_, master_, grads_, m_, v_, opts_.optim_state_bf16,
+                   static_cast<int64_t>(layout_.total()), ranges, args, norm_dev_, adam_scratch_, stream_);
+  check(cudaMemcpyAsync(norm_host_, norm_dev_, sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
+  CudaStepStats st;
+  st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too
+  st.grad_norm = *norm_host_;
+  return st;
+}
+
+}  // namespace intellect
+#endif

@@ -1,0 +1,138 @@
+// The Llama-3 model on the CUDA backend: bf16 parameters and activations,
+// fp32 accumulation, fp32 gradients, AdamW state in fp32 or bf16, optional
+// fp32 master weights, per-block activation recomputation. Same flat layout
+// and same op sequence as LlamaCpu, which is its oracle.
+//
+// All device memory is allocated in the constructor: a training step makes no
+// allocations, and the only host synchronisation is reading the step's loss
+// and gradient norm after the optimizer.
+#pragma once
+#ifdef INTELLECT_HAVE_CUDA
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/cuda_types.h"
+#include "model/config.h"
+#include "model/layout.h"
+
+namespace intellect {
+
+namespace cuda {
+class Blas;
+class CudnnAttention;
+}  // namespace cuda
+
+struct CudaOptions {
+  bool master_weights = true;
+  bool optim_state_bf16 = false;
+  std::vector<bool> recompute;       // per block; empty = none
+  std::string attention = "auto";    // auto | cudnn | fallback
+  bool decay_norms_and_embeddings = false;
+};
+
+struct CudaStepStats {
+  cpu::LossSums loss;
+  double grad_norm = 0.0;
+};
+
+class LlamaCuda {
+ public:
+  // max_batch × seq_len is the largest micro-batch; buffers are sized for it.
+  LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t max_batch, int64_t seq_len);
+  ~LlamaCuda();
+  LlamaCuda(const LlamaCuda&) = delete;
+  LlamaCuda& operator=(const LlamaCuda&) = delete;
+
+  const ParamLayout& layout() const { return layout_; }
+  const ModelConfig& config() const { return cfg_; }
+  std::string attention_impl() const;
+
+  void upload_params(const float* host);   // fp32 → bf16 params (and master)
+  void download_params(float* host);       // current weights as fp32 (master when present)
+  void download_grads(float* host);
+  void zero_grads();
+
+  // One micro-batch [B, T] of host tokens/targets (targets < 0 ignored).
+  // Accumulates loss sums on the device and, with backward, gradients.
+  // logits_host (nullable) receives fp32 logits [B*T, V] (synchronises).
+  void forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight,
+                        float grad_scale, bool backward, float* logits_host = nullptr);
+
+  // AdamW on the accumulated gradients; returns the loss sums since the last
+  // call and the gradient norm (before clipping). Synchronises once.
+  CudaStepStats optimizer_step(double lr, double beta1, double beta2, double eps,
+                               double weight_decay, double grad_clip, int64_t step, uint64_t seed);
+  // Loss sums since the last call, without an optimizer step (evaluation).
+  cpu::LossSums take_loss();
+
+  cudaStream_t stream() const { return stream_; }
+  size_t device_bytes() const { return allocated_; }
+
+ private:
+  struct Block {
+    cuda::bf16 *norm1, *qkv, *att, *resid_mid, *norm2, *gate_up, *act;
+    float *rstd1, *rstd2, *lse;
+  };
+  template <class T>
+  T* alloc(size_t count);
+  void forward_block(int l, const Block& a, int64_t B, bool recomputing);
+  void backward_block(int l, const Block& a, int64_t B);
+  void classifier(int64_t B, float z_weight, float grad_scale, bool backward, float* logits_host);
+  void attention_forward(const Block& a, int64_t B);
+  void attention_backward(const Block& a, int64_t B);
+
+  ModelConfig cfg_;
+  CudaOptions opts_;
+  ParamLayout layout_;
+  int64_t max_batch_, T_;
+  int64_t chunk_rows_;  // classifier rows per chunk
+  cudaStream_t stream_ = nullptr;
+  std::vector<void*> allocations_;
+  size_t allocated_ = 0;
+
+  // parameters and optimizer state (flat)
+  cuda::bf16* params_ = nullptr;
+  float* master_ = nullptr;
+  float* grads_ = nullptr;
+  void *m_ = nullptr, *v_ = nullptr;
+  int64_t* decay_bounds_ = nullptr;
+  uint8_t* decay_flags_ = nullptr;
+  int n_decay_ranges_ = 0;
+  float* adam_scratch_ = nullptr;
+  float* norm_dev_ = nullptr;
+  double* loss_dev_ = nullptr;  // ce, z, n
+
+  // activations
+  std::vector<cuda::bf16*> resid_;  // L+1 residual streams
+  std::vector<Block> blocks_;       // recomputed blocks share one Block
+  Block shared_block_{};
+  cuda::bf16 *norm_f_ = nullptr, *proj_ = nullptr, *logits_ = nullptr;
+  float *rstd_f_ = nullptr, *row_ce_ = nullptr, *row_z_ = nullptr, *logits_f32_ = nullptr;
+  float *rope_cos_ = nullptr, *rope_sin_ = nullptr;
+  // backward scratch
+  cuda::bf16 *dresid_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr,
+             *dgate_up_ = nullptr, *dact_ = nullptr;
+  float* norm_scratch_ = nullptr;  // rmsnorm dw partials
+  float* attn_scratch_ = nullptr;  // fallback attention's dO·O
+  void* workspace_ = nullptr;      // cuBLAS + cuDNN
+  size_t workspace_bytes_ = 0;
+
+  // batch inputs: device, and pinned host staging
+  int32_t *tokens_ = nullptr, *targets_ = nullptr, *bucket_pos_ = nullptr, *bucket_start_ = nullptr,
+          *bucket_tok_ = nullptr;
+  int32_t* staging_ = nullptr;  // pinned, 5 * max_batch*T + 1
+  cudaEvent_t staging_free_ = nullptr;
+  int64_t n_buckets_ = 0;
+  double* loss_host_ = nullptr;  // pinned
+  float* norm_host_ = nullptr;   // pinned
+
+  std::unique_ptr<cuda::Blas> blas_;
+  std::unique_ptr<cuda::CudnnAttention> cudnn_attn_;
+  int64_t cudnn_batch_ = -1;
+};
+
+}  // namespace intellect
+#endif

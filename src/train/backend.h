@@ -1,0 +1,46 @@
+// A Backend is one model replica on one device, with its optimizer: what the
+// training loop and the tools drive. The CPU backend (fp32, the oracle) and
+// the CUDA backend (bf16, fast) share the flat parameter layout, so weights,
+// gradients and everything built on flat ranges move between them unchanged.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kernels/cross_entropy.h"
+#include "model/layout.h"
+#include "train/config.h"
+
+namespace intellect {
+
+struct StepStats {
+  cpu::LossSums loss;       // summed over the step's micro-batches
+  double grad_norm = 0.0;   // global norm before clipping
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string describe() const = 0;
+  virtual const ParamLayout& layout() const = 0;
+
+  virtual void set_params(const float* host) = 0;  // fp32, flat
+  virtual void get_params(float* host) = 0;
+  virtual void get_grads(float* host) = 0;
+  virtual void zero_grads() = 0;
+
+  // One micro-batch [B, seq_len]: forward, and backward when asked (gradients
+  // accumulate). Loss sums accumulate until take_loss() or step().
+  // logits_host (nullable) receives fp32 logits [B*T, V].
+  virtual void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight,
+                   float grad_scale, bool backward, float* logits_host = nullptr) = 0;
+  virtual cpu::LossSums take_loss() = 0;
+  // AdamW at learning rate lr (step counter kept inside).
+  virtual StepStats step(double lr) = 0;
+};
+
+// The backend named by train.device, sized for micro-batches of up to
+// max_batch sequences of seq_len tokens.
+std::unique_ptr<Backend> make_backend(const Config& cfg, int64_t max_batch, int64_t seq_len);
+
+}  // namespace intellect

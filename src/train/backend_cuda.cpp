@@ -1,0 +1,63 @@
+#ifdef INTELLECT_HAVE_CUDA
+#include "kernels/cuda_device.h"
+#include "model/llama_cuda.h"
+#include "train/backend.h"
+#include "util/error.h"
+
+namespace intellect {
+
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const Config& cfg, int64_t max_batch, int64_t seq_len)
+      : cfg_(cfg), model_(cfg.model, options(cfg), max_batch, seq_len) {}
+
+  std::string describe() const override {
+    return str("cuda: ", cuda::describe_device(0), ", bf16, ",
+               cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
+               ", AdamW state ", cfg_.precision.optim_state_dtype, ", attention: ", model_.attention_impl(),
+               ", ", model_.device_bytes() / double(1 << 30), " GiB allocated");
+  }
+  const ParamLayout& layout() const override { return model_.layout(); }
+  void set_params(const float* host) override { model_.upload_params(host); }
+  void get_params(float* host) override { model_.download_params(host); }
+  void get_grads(float* host) override { model_.download_grads(host); }
+  void zero_grads() override { model_.zero_grads(); }
+  void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
+           bool backward, float* logits_host) override {
+    model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host);
+  }
+  cpu::LossSums take_loss() override { return model_.take_loss(); }
+  StepStats step(double lr) override {
+    ++steps_;
+    const OptimConfig& o = cfg_.optim;
+    const CudaStepStats s = model_.optimizer_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay,
+                                                  o.grad_clip, steps_, cfg_.train.seed);
+    return {s.loss, s.grad_norm};
+  }
+
+ private:
+  static CudaOptions options(const Config& cfg) {
+    CudaOptions o;
+    o.master_weights = cfg.precision.master_weights;
+    o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
+    o.recompute = cfg.train.recompute;
+    o.attention = cfg.train.attention;
+    o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
+    return o;
+  }
+
+  Config cfg_;
+  LlamaCuda model_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, int64_t max_batch, int64_t seq_len) {
+  return std::make_unique<CudaBackend>(cfg, max_batch, seq_len);
+}
+
+}  // namespace intellect
+#endif

@@ -1,0 +1,325 @@
+// Every CUDA kernel against its CPU twin on fresh random inputs, at several
+// shapes including odd ones, with poisoned outputs. Labelled `gpu`: skipped
+// with a message where there is no GPU.
+#include <algorithm>
+
+#include "gpu_util.h"
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/attention_cudnn.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+
+namespace intellect {
+namespace {
+
+using namespace test;
+
+TEST(CudaKernels, Embedding) {
+  REQUIRE_GPU();
+  for (auto [N, V, D] : std::vector<std::array<int64_t, 3>>{{1, 3, 8}, {37, 11, 13}, {512, 300, 256}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V << " D=" << D);
+    auto table = randn_bf16(V * D, 1);
+    std::vector<int32_t> tok(N);
+    for (int64_t i = 0; i < N; ++i) tok[i] = static_cast<int32_t>(hash_u64(2, i) % V);
+    DeviceBuffer<bf16> d_table(V * D), d_out(N * D);
+    DeviceBuffer<int32_t> d_tok(N);
+    d_table.upload(to_bf16(table));
+    d_tok.upload(tok);
+    cuda::embedding_forward(d_out.get(), d_tok.get(), d_table.get(), N, D, nullptr);
+    std::vector<float> ref(N * D);
+    cpu::embedding_forward(ref.data(), tok.data(), table.data(), N, V, D);
+    EXPECT_EQ(rel_error(to_f32(d_out.download()), ref), 0.0);
+
+    auto g = randn_bf16(N * D, 3);
+    const cpu::TokenBuckets b = cpu::bucket_tokens(tok.data(), N);
+    DeviceBuffer<int32_t> pos(N), starts(b.starts.size()), btok(b.tokens.size());
+    pos.upload(b.positions);
+    starts.upload(b.starts);
+    btok.upload(b.tokens);
+    DeviceBuffer<bf16> d_g(N * D);
+    d_g.upload(to_bf16(g));
+    auto init = randn(V * D, 4);
+    DeviceBuffer<float> d_dt(V * D);
+    d_dt.upload(init);
+    cuda::embedding_backward(d_dt.get(), d_g.get(), pos.get(), starts.get(), btok.get(),
+                             static_cast<int64_t>(b.tokens.size()), D, nullptr);
+    std::vector<float> dref = init;
+    cpu::embedding_backward(dref.data(), g.data(), tok.data(), N, D);
+    EXPECT_LT(rel_error(d_dt.download(), dref), 1e-5);
+  }
+}
+
+TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
+  REQUIRE_GPU();
+  for (auto [N, D] : std::vector<std::array<int64_t, 2>>{{1, 8}, {7, 13}, {64, 4096}, {33, 1000}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " D=" << D);
+    const float eps = 1e-5f;
+    auto a = randn_bf16(N * D, 5), b = randn_bf16(N * D, 6), w = randn_bf16(D, 7, 0.2f);
+    for (auto& x : w) x = __bfloat162float(__float2bfloat16(x + 1.0f));
+    DeviceBuffer<bf16> da(N * D), db(N * D), dw(D), dsum(N * D), dnorm(N * D);
+    DeviceBuffer<float> drstd(N);
+    da.upload(to_bf16(a));
+    db.upload(to_bf16(b));
+    dw.upload(to_bf16(w));
+    cuda::residual_rmsnorm_forward(dsum.get(), dnorm.get(), drstd.get(), da.get(), db.get(), dw.get(), N, D,
+                                   eps, nullptr);
+    std::vector<float> sum(N * D), ref(N * D), rstd(N);
+    for (int64_t i = 0; i < N * D; ++i) sum[i] = __bfloat162float(__float2bfloat16(a[i] + b[i]));
+    cpu::rmsnorm_forward(ref.data(), rstd.data(), sum.data(), w.data(), N, D, eps);
+    EXPECT_EQ(rel_error(to_f32(dsum.download()), sum), 0.0);
+    EXPECT_LT(rel_error(to_f32(dnorm.download()), ref), kBf16Tol);
+    EXPECT_LT(rel_error(drstd.download(), rstd), 1e-4);
+    // without the residual add
+    DeviceBuffer<bf16> dnorm2(N * D);
+    cuda::residual_rmsnorm_forward(nullptr, dnorm2.get(), drstd.get(), da.get(), nullptr, dw.get(), N, D, eps,
+                                   nullptr);
+    std::vector<float> ref2(N * D), rstd2(N);
+    cpu::rmsnorm_forward(ref2.data(), rstd2.data(), a.data(), w.data(), N, D, eps);
+    EXPECT_LT(rel_error(to_f32(dnorm2.download()), ref2), kBf16Tol);
+
+    // backward, accumulating into an existing gradient
+    auto g = randn_bf16(N * D, 8), dx0 = randn_bf16(N * D, 9);
+    DeviceBuffer<bf16> dg(N * D), ddx(N * D);
+    DeviceBuffer<float> ddw(D), scratch(cuda::rmsnorm_backward_scratch_floats(N, D));
+    dg.upload(to_bf16(g));
+    ddx.upload(to_bf16(dx0));
+    std::vector<float> dw0(D, 0.5f);
+    ddw.upload(dw0);
+    // drstd holds rstd of `a` from the second forward: redo the first.
+    cuda::residual_rmsnorm_forward(dsum.get(), dnorm.get(), drstd.get(), da.get(), db.get(), dw.get(), N, D,
+                                   eps, nullptr);
+    cuda::rmsnorm_backward(ddx.get(), ddw.get(), scratch.get(), dg.get(), dsum.get(), dw.get(), drstd.get(), N,
+                           D, true, nullptr);
+    std::vector<float> rdx = dx0, rdw = dw0;
+    cpu::rmsnorm_backward(rdx.data(), rdw.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, true);
+    EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
+    EXPECT_LT(rel_error(ddw.download(), rdw), 1e-3);
+  }
+}
+
+TEST(CudaKernels, Rope) {
+  REQUIRE_GPU();
+  for (auto [B, T, H, hd] : std::vector<std::array<int64_t, 4>>{{1, 1, 1, 2}, {2, 9, 3, 16}, {1, 64, 12, 128}}) {
+    SCOPED_TRACE(::testing::Message() << "B=" << B << " T=" << T << " H=" << H << " hd=" << hd);
+    ModelConfig c;
+    c.head_dim = hd;
+    c.rope_theta = 500000.0;
+    c.rope_scaling.type = "llama3";
+    c.rope_scaling.original_max_position = 16;
+    const RopeTable tab = rope_table(c, T);
+    const int64_t stride = H * hd + 6;
+    auto x = randn_bf16(B * T * stride, 10);
+    DeviceBuffer<bf16> dx(x.size());
+    DeviceBuffer<float> dcos(tab.cos.size()), dsin(tab.sin.size());
+    dx.upload(to_bf16(x));
+    dcos.upload(tab.cos);
+    dsin.upload(tab.sin);
+    for (bool inverse : {false, true}) {
+      cuda::rope_apply(dx.get(), B, T, H, stride, hd, dcos.get(), dsin.get(), inverse, nullptr);
+      std::vector<float> ref = x;
+      cpu::rope_apply(ref.data(), B, T, H, stride, tab, inverse);
+      EXPECT_LT(rel_error(to_f32(dx.download()), ref), kBf16Tol);
+      dx.upload(to_bf16(x));
+    }
+  }
+}
+
+TEST(CudaKernels, Swiglu) {
+  REQUIRE_GPU();
+  for (auto [N, F] : std::vector<std::array<int64_t, 2>>{{1, 1}, {7, 13}, {128, 1024}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " F=" << F);
+    auto gu = randn_bf16(N * 2 * F, 11, 2.0f), g = randn_bf16(N * F, 12);
+    DeviceBuffer<bf16> dgu(gu.size()), dout(N * F), dg(N * F), ddgu(gu.size());
+    dgu.upload(to_bf16(gu));
+    dg.upload(to_bf16(g));
+    cuda::swiglu_forward(dout.get(), dgu.get(), N, F, nullptr);
+    cuda::swiglu_backward(ddgu.get(), dg.get(), dgu.get(), N, F, nullptr);
+    std::vector<float> ref(N * F), dref(gu.size());
+    cpu::swiglu_forward(ref.data(), gu.data(), N, F);
+    cpu::swiglu_backward(dref.data(), g.data(), gu.data(), N, F);
+    EXPECT_LT(rel_error(to_f32(dout.download()), ref), kBf16Tol);
+    EXPECT_LT(rel_error(to_f32(ddgu.download()), dref), kBf16Tol);
+  }
+}
+
+TEST(CudaKernels, CrossEntropyWithZLoss) {
+  REQUIRE_GPU();
+  for (auto [N, V] : std::vector<std::array<int64_t, 2>>{{1, 2}, {9, 258}, {16, 128256}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V);
+    auto logits = randn_bf16(N * V, 13, 3.0f);
+    std::vector<int32_t> tgt(N);
+    for (int64_t i = 0; i < N; ++i) tgt[i] = static_cast<int32_t>(hash_u64(14, i) % V);
+    if (N > 2) tgt[1] = -1;
+    int64_t valid = 0;
+    for (auto t : tgt) valid += t >= 0;
+    const float zw = 1e-2f, scale = 1.0f / valid;
+    DeviceBuffer<bf16> dl(N * V);
+    DeviceBuffer<float> ce(N), z(N), f32(N * V);
+    DeviceBuffer<int32_t> dt(N);
+    DeviceBuffer<double> sums(3);
+    dl.upload(to_bf16(logits));
+    dt.upload(tgt);
+    cudaMemset(sums.get(), 0, 3 * sizeof(double));
+    cuda::cross_entropy_forward_backward(dl.get(), ce.get(), z.get(), f32.get(), dt.get(), N, V, zw, scale, nullptr);
+    cuda::accumulate_loss(sums.get(), ce.get(), z.get(), dt.get(), N, nullptr);
+    std::vector<float> dref(N * V);
+    const cpu::LossSums ref = cpu::cross_entropy(logits.data(), dref.data(), tgt.data(), N, V, zw, scale);
+    EXPECT_EQ(rel_error(f32.download(), logits), 0.0);
+    const auto s = sums.download();
+    EXPECT_NEAR(s[0], ref.ce, 1e-4 * (1 + ref.ce));
+    EXPECT_NEAR(s[1], ref.z, 1e-4 * (1 + ref.z));
+    EXPECT_EQ(s[2], static_cast<double>(ref.n_valid));
+    EXPECT_LT(rel_error(to_f32(dl.download()), dref), kBf16Tol);
+  }
+}
+
+class CudaAdamW : public ::testing::TestWithParam<std::pair<bool, bool>> {};
+
+TEST_P(CudaAdamW, MatchesCpuWithClipping) {
+  REQUIRE_GPU();
+  const auto [master, state_bf16] = GetParam();
+  const int64_t n = 100003;
+  auto p = randn_bf16(n, 15), g = randn(n, 16, 3.0f);
+  // Two ranges: the first 1000 elements without decay.
+  std::vector<int64_t> bounds = {0, 1000, n};
+  std::vector<uint8_t> flags = {0, 1};
+  DeviceBuffer<int64_t> dbounds(3);
+  DeviceBuffer<uint8_t> dflags(2);
+  dbounds.upload(bounds);
+  dflags.upload(flags);
+  DeviceBuffer<bf16> dp(n);
+  DeviceBuffer<float> dmaster(n), dg(n), norm(1), scratch(cuda::adamw_scratch_floats());
+  DeviceBuffer<float> m32(n), v32(n);
+  DeviceBuffer<bf16> m16(n), v16(n);
+  dp.upload(to_bf16(p));
+  dmaster.upload(p);
+  dg.upload(g);
+  cudaMemset(m32.get(), 0, n * 4);
+  cudaMemset(v32.get(), 0, n * 4);
+  cudaMemset(m16.get(), 0, n * 2);
+  cudaMemset(v16.get(), 0, n * 2);
+  const cuda::DecayRanges ranges{dbounds.get(), dflags.get(), 2};
+  const double gnorm = std::sqrt(cpu::sum_squares(g.data(), n));
+  const float max_norm = static_cast<float>(gnorm / 2);  // clipping active
+  std::vector<float> rp = p, rm(n, 0.0f), rv(n, 0.0f);
+  for (int64_t step = 1; step <= 3; ++step) {
+    const cuda::AdamWArgs a{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, max_norm, 42};
+    cuda::adamw_step(dp.get(), master ? dmaster.get() : nullptr, dg.get(), state_bf16 ? (void*)m16.get() : m32.get(),
+                     state_bf16 ? (void*)v16.get() : v32.get(), state_bf16, n, ranges, a, norm.get(), scratch.get(),
+                     nullptr);
+    const float clip = static_cast<float>(max_norm / (gnorm + 1e-6));
+    cpu::adamw_update(rp.data(), g.data(), rm.data(), rv.data(), 1000, {1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, step, clip});
+    cpu::adamw_update(rp.data() + 1000, g.data() + 1000, rm.data() + 1000, rv.data() + 1000, n - 1000,
+                      {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, clip});
+  }
+  EXPECT_NEAR(norm.download()[0], gnorm, 1e-4 * gnorm);
+  // Compare the parameter change, which is what the optimizer computes.
+  const auto got = master ? dmaster.download() : to_f32(dp.download());
+  std::vector<float> dgot(n), dref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    dgot[i] = got[i] - p[i];
+    dref[i] = rp[i] - p[i];
+  }
+  // bf16 weights without master move by stochastically rounded steps: compare on average.
+  if (master && !state_bf16) {
+    EXPECT_LT(rel_error(dgot, dref), 1e-3);
+  } else {
+    double err = 0, mag = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      err += std::fabs(dgot[i] - dref[i]);
+      mag += std::fabs(dref[i]);
+      ASSERT_TRUE(std::isfinite(dgot[i]));
+    }
+    EXPECT_LT(err / mag, master ? 2e-2 : 0.5);  // mean relative deviation
+    double bias = 0;
+    for (int64_t i = 0; i < n; ++i) bias += dgot[i] - dref[i];
+    EXPECT_LT(std::fabs(bias) / mag, 2e-2) << "rounding must be unbiased";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precision, CudaAdamW,
+                         ::testing::Values(std::pair{true, false}, std::pair{true, true},
+                                           std::pair{false, false}));
+
+struct AttnCase {
+  int64_t B, T, H, KV, hd;
+};
+
+void check_attention(const AttnCase& c, bool use_cudnn) {
+  const cpu::AttentionShape s{c.B, c.T, c.H, c.KV, c.hd};
+  const int64_t N = c.B * c.T;
+  auto qkv = randn_bf16(N * s.qkv_stride(), 17), dout = randn_bf16(N * s.out_stride(), 18);
+  std::vector<float> out(N * s.out_stride()), lse(c.B * c.H * c.T), dqkv(qkv.size());
+  cpu::attention_forward(out.data(), lse.data(), qkv.data(), s);
+  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s);
+  DeviceBuffer<bf16> d_qkv(qkv.size()), d_out(out.size()), d_dout(dout.size()), d_dqkv(qkv.size());
+  DeviceBuffer<float> d_lse(lse.size()), scratch(lse.size());
+  d_qkv.upload(to_bf16(qkv));
+  d_dout.upload(to_bf16(dout));
+  if (use_cudnn) {
+    cuda::CudnnAttention attn(s, nullptr);
+    DeviceBuffer<uint8_t> ws(std::max<size_t>(attn.workspace_bytes(), 1));
+    attn.forward(d_out.get(), d_lse.get(), d_qkv.get(), ws.get());
+    attn.backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), ws.get());
+  } else {
+    cuda::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s, nullptr);
+    cuda::attention_backward(d_dqkv.get(), scratch.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), s,
+                             nullptr);
+  }
+  EXPECT_LT(rel_error(to_f32(d_out.download()), out), kBf16Tol);
+  EXPECT_LT(rel_error(d_lse.download(), lse), 1e-3);
+  EXPECT_LT(rel_error(to_f32(d_dqkv.download()), dqkv), 3e-2);
+}
+
+TEST(CudaKernels, AttentionFallback) {
+  REQUIRE_GPU();
+  for (const AttnCase& c : {AttnCase{1, 1, 1, 1, 2}, AttnCase{2, 37, 4, 2, 16}, AttnCase{1, 70, 6, 3, 40},
+                            AttnCase{1, 129, 8, 2, 128}}) {
+    SCOPED_TRACE(::testing::Message() << "B=" << c.B << " T=" << c.T << " H=" << c.H << " KV=" << c.KV
+                                      << " hd=" << c.hd);
+    check_attention(c, false);
+  }
+}
+
+TEST(CudaKernels, AttentionCudnn) {
+  REQUIRE_GPU();
+  if (!cuda::CudnnAttention::available()) GTEST_SKIP() << "cuDNN not available at run time";
+  for (const AttnCase& c : {AttnCase{1, 64, 4, 2, 64}, AttnCase{2, 129, 8, 2, 128}}) {
+    SCOPED_TRACE(::testing::Message() << "B=" << c.B << " T=" << c.T << " H=" << c.H << " KV=" << c.KV
+                                      << " hd=" << c.hd);
+    check_attention(c, true);
+  }
+}
+
+TEST(CudaKernels, Matmul) {
+  REQUIRE_GPU();
+  DeviceBuffer<uint8_t> ws(cuda::Blas::kWorkspaceBytes);
+  cuda::Blas blas(nullptr, ws.get(), cuda::Blas::kWorkspaceBytes);
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {17, 33, 9}, {256, 768, 512}}) {
+    SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K);
+    auto x = randn_bf16(M * K, 19), w = randn_bf16(N * K, 20), g = randn_bf16(M * N, 21);
+    DeviceBuffer<bf16> dx(M * K), dw(N * K), dy(M * N), dg(M * N), ddx(M * K);
+    DeviceBuffer<float> ddw(N * K);
+    dx.upload(to_bf16(x));
+    dw.upload(to_bf16(w));
+    dg.upload(to_bf16(g));
+    std::vector<float> dw0(N * K, 0.25f);
+    ddw.upload(dw0);
+    blas.forward(dy.get(), dx.get(), dw.get(), M, N, K);
+    blas.backward(ddx.get(), ddw.get(), dg.get(), dx.get(), dw.get(), M, N, K);
+    std::vector<float> y(M * N), rdx(M * K), rdw = dw0;
+    cpu::matmul_forward(y.data(), x.data(), w.data(), M, N, K);
+    cpu::matmul_backward(rdx.data(), rdw.data(), g.data(), x.data(), w.data(), M, N, K);
+    EXPECT_LT(rel_error(to_f32(dy.download()), y), kBf16Tol);
+    EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
+    EXPECT_LT(rel_error(ddw.download(), rdw), 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace intellect

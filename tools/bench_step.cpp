@@ -1,0 +1,304 @@
+// bench_step: times full training steps (forward, backward, AdamW) of a config
+// on the GPU with CUDA events, after warm-up, and prints tokens/s, achieved
+// TFLOP/s and MFU; then each kernel alone at the same shapes against its floor.
+//   bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]
+// Batches are random tokens: the data pipeline is not what is measured.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/attention_cudnn.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/cuda_device.h"
+#include "kernels/embedding.h"
+#include "kernels/matmul.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "model/init.h"
+#include "model/llama_cuda.h"
+#include "train/config.h"
+#include "util/error.h"
+#include "util/rng.h"
+
+namespace {
+
+using namespace intellect;
+using cuda::bf16;
+
+constexpr double kPeakTflops = 989.0;     // H100/H200 dense bf16, the MFU yardstick
+constexpr double kGemmTflops = 790.0;     // measured cuBLAS bf16 rate on the lent H200
+constexpr double kCopyTBs = 4.2;          // measured device copy bandwidth
+
+void check(cudaError_t e) {
+  if (e != cudaSuccess) fail("CUDA: ", cudaGetErrorString(e));
+}
+
+// Mean milliseconds of fn over iters runs on stream s, after one warm-up run.
+double time_ms(cudaStream_t s, int iters, const std::function<void()>& fn) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a));
+  check(cudaEventCreate(&b));
+  fn();
+  check(cudaEventRecord(a, s));
+  for (int i = 0; i < iters; ++i) fn();
+  check(cudaEventRecord(b, s));
+  check(cudaEventSynchronize(b));
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / iters;
+}
+
+template <class T>
+T* dalloc(size_t n) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+  check(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
+void fill_random_bf16(bf16* p, size_t n, uint64_t seed, float scale) {
+  std::vector<bf16> h(n);
+  for (size_t i = 0; i < n; ++i) h[i] = __float2bfloat16(scale * static_cast<float>(normal01(seed, i)));
+  check(cudaMemcpy(p, h.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+}
+
+void row_mem(const char* name, double ms, double bytes) {
+  const double floor_ms = bytes / (kCopyTBs * 1e12) * 1e3;
+  std::printf("  %-34s %9.3f ms  %7.2f TB/s  floor %8.3f ms  %5.1f%% of copy bandwidth\n", name, ms,
+              bytes / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms);
+}
+void row_flops(const char* name, double ms, double flops, double ceiling) {
+  const double floor_ms = flops / (ceiling * 1e12) * 1e3;
+  std::printf("  %-34s %9.3f ms  %7.1f TFLOP/s  floor %8.3f ms  %5.1f%% of %.0f TFLOP/s\n", name, ms,
+              flops / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms, ceiling);
+}
+
+void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
+  const ModelConfig& m = cfg.model;
+  const int64_t N = B * T, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
+  cudaStream_t s;
+  check(cudaStreamCreate(&s));
+  const int it = 20;
+  std::printf("\nper-kernel timings at N=%lld tokens (floors: bytes / %.1f TB/s copy bandwidth; "
+              "FLOPs / %.0f TFLOP/s measured cuBLAS bf16)\n",
+              static_cast<long long>(N), kCopyTBs, kGemmTflops);
+  bf16 *a = dalloc<bf16>(N * std::max(2 * F, Q)), *b = dalloc<bf16>(N * std::max(2 * F, Q)),
+       *c = dalloc<bf16>(N * std::max(2 * F, Q)), *d = dalloc<bf16>(N * std::max(2 * F, Q));
+  fill_random_bf16(a, N * std::max(2 * F, Q), 1, 1.0f);
+  fill_random_bf16(b, N * std::max(2 * F, Q), 2, 1.0f);
+  bf16* w = dalloc<bf16>(std::max(2 * F, std::max(V, Q)) * std::max(D, F));
+  fill_random_bf16(w, std::max(2 * F, std::max(V, Q)) * std::max(D, F), 3, 0.02f);
+  float* dw = dalloc<float>(std::max(2 * F, std::max(V, Q)) * std::max(D, F));
+  float* rstd = dalloc<float>(N);
+  float* scratch = dalloc<float>(std::max<size_t>(cuda::rmsnorm_backward_scratch_floats(N, D), N * m.n_heads));
+  void* ws = dalloc<uint8_t>(cuda::Blas::kWorkspaceBytes);
+  cuda::Blas blas(s, ws, cuda::Blas::kWorkspaceBytes);
+
+  // GEMMs
+  struct G { const char* name; int64_t M, Nn, K; };
+  const int64_t chunk = std::min<int64_t>(N, (int64_t(512) << 20) / (2 * V));
+  for (const G& g : {G{"gemm qkv   fwd", N, Q, D}, G{"gemm o     fwd", N, D, m.q_dim()},
+                     G{"gemm gate|up fwd", N, 2 * F, D}, G{"gemm down  fwd", N, D, F},
+                     G{"gemm lm_head fwd (chunk)", chunk, V, D}}) {
+    row_flops(g.name, time_ms(s, it, [&] { blas.forward(c, a, w, g.M, g.Nn, g.K); }), 2.0 * g.M * g.Nn * g.K,
+              kGemmTflops);
+  }
+  for (const G& g : {G{"gemm gate|up bwd (dX+dW)", N, 2 * F, D}, G{"gemm down bwd (dX+dW)", N, D, F}}) {
+    row_flops(g.name, time_ms(s, it, [&] { blas.backward(c, dw, a, b, w, g.M, g.Nn, g.K); }),
+              4.0 * g.M * g.Nn * g.K, kGemmTflops);
+  }
+  // memory-bound kernels
+  bf16* wn = dalloc<bf16>(D);
+  fill_random_bf16(wn, D, 4, 1.0f);
+  row_mem("residual+rmsnorm fwd", time_ms(s, it, [&] {
+            cuda::residual_rmsnorm_forward(c, d, rstd, a, b, wn, N, D, 1e-5f, s);
+          }), 8.0 * N * D);
+  row_mem("rmsnorm bwd (accumulate)", time_ms(s, it, [&] {
+            cuda::rmsnorm_backward(c, dw, scratch, a, b, wn, rstd, N, D, true, s);
+          }), 8.0 * N * D);
+  const RopeTable rope = rope_table(m, T);
+  float* rc = dalloc<float>(rope.cos.size());
+  float* rsn = dalloc<float>(rope.sin.size());
+  check(cudaMemcpy(rc, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(rsn, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice));
+  row_mem("rope (q and k)", time_ms(s, it, [&] {
+            cuda::rope_apply(a, B, T, m.n_heads + m.n_kv_heads, Q, m.head_dim, rc, rsn, false, s);
+          }), 4.0 * N * (m.n_heads + m.n_kv_heads) * m.head_dim);
+  row_mem("swiglu fwd", time_ms(s, it, [&] { cuda::swiglu_forward(c, a, N, F, s); }), 6.0 * N * F);
+  row_mem("swiglu bwd", time_ms(s, it, [&] { cuda::swiglu_backward(c, b, a, N, F, s); }), 10.0 * N * F);
+  std::vector<int32_t> tok(N);
+  for (int64_t i = 0; i < N; ++i) tok[i] = static_cast<int32_t>(hash_u64(5, i) % V);
+  int32_t* dtok = dalloc<int32_t>(N);
+  check(cudaMemcpy(dtok, tok.data(), N * 4, cudaMemcpyHostToDevice));
+  bf16* table = dalloc<bf16>(V * D);
+  row_mem("embedding fwd", time_ms(s, it, [&] { cuda::embedding_forward(c, dtok, table, N, D, s); }),
+          4.0 * N * D);
+  const cpu::TokenBuckets bk = cpu::bucket_tokens(tok.data(), N);
+  int32_t *bp = dalloc<int32_t>(N), *bs = dalloc<int32_t>(bk.starts.size()), *bt = dalloc<int32_t>(bk.tokens.size());
+  check(cudaMemcpy(bp, bk.positions.data(), N * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(bs, bk.starts.data(), bk.starts.size() * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(bt, bk.tokens.data(), bk.tokens.size() * 4, cudaMemcpyHostToDevice));
+  float* dtable = dalloc<float>(V * D);
+  row_mem("embedding bwd (deterministic)", time_ms(s, it, [&] {
+            cuda::embedding_backward(dtable, a, bp, bs, bt, static_cast<int64_t>(bk.tokens.size()), D, s);
+          }), 2.0 * N * D + 8.0 * bk.tokens.size() * D);
+  cudaFree(dtable);
+  cudaFree(table);
+  bf16* logits = dalloc<bf16>(chunk * V);
+  fill_random_bf16(logits, chunk * V, 6, 2.0f);
+  float *ce = dalloc<float>(N), *zz = dalloc<float>(N);
+  row_mem("cross-entropy+z fwd/bwd (chunk)", time_ms(s, it, [&] {
+            cuda::cross_entropy_forward_backward(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
+          }), 4.0 * chunk * V);
+  cudaFree(logits);
+
+  // attention
+  const cpu::AttentionShape as{B, T, m.n_heads, m.n_kv_heads, m.head_dim};
+  const double attn_fwd = 4.0 * B * m.n_heads * double(T) * T * m.head_dim / 2;
+  float* lse = dalloc<float>(B * m.n_heads * T);
+  if (cuda::CudnnAttention::available()) {
+    try {
+      cuda::CudnnAttention attn(as, s);
+      void* aws = dalloc<uint8_t>(attn.workspace_bytes());
+      row_flops("attention fwd (cuDNN)", time_ms(s, it, [&] { attn.forward(c, lse, a, aws); }), attn_fwd, kGemmTflops);
+      row_flops("attention fwd+bwd (cuDNN)", time_ms(s, it, [&] {
+                  attn.forward(c, lse, a, aws);
+                  attn.backward(d, b, a, c, lse, aws);
+                }), 3.5 * attn_fwd, kGemmTflops);
+      cudaFree(aws);
+    } catch (const Error& e) {
+      std::printf("  attention (cuDNN): unavailable: %s\n", e.what());
+    }
+  }
+  const int fit = T > 2048 ? 2 : it;  // the fallback is slow at long T
+  row_flops("attention fwd (fallback)", time_ms(s, fit, [&] { cuda::attention_forward(c, lse, a, as, s); }),
+            attn_fwd, kGemmTflops);
+  row_flops("attention fwd+bwd (fallback)", time_ms(s, fit, [&] {
+              cuda::attention_forward(c, lse, a, as, s);
+              cuda::attention_backward(d, scratch, b, a, c, lse, as, s);
+            }), 3.5 * attn_fwd, kGemmTflops);
+
+  // AdamW over the model's parameters
+  const int64_t P = m.num_params();
+  bf16* p = dalloc<bf16>(P);
+  float *master = cfg.precision.master_weights ? dalloc<float>(P) : nullptr, *g = dalloc<float>(P);
+  const bool sb = cfg.precision.optim_state_dtype == "bf16";
+  void *mm = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P), *vv = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
+  int64_t* bounds = dalloc<int64_t>(2);
+  uint8_t* flags = dalloc<uint8_t>(1);
+  const int64_t hb[2] = {0, P};
+  const uint8_t hf[1] = {1};
+  check(cudaMemcpy(bounds, hb, 16, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(flags, hf, 1, cudaMemcpyHostToDevice));
+  float *norm = dalloc<float>(1), *ascratch = dalloc<float>(cuda::adamw_scratch_floats());
+  int64_t step = 0;
+  const double state_bytes = sb ? 8.0 : 16.0;
+  row_mem("adamw (one launch, norm+clip)", time_ms(s, 5, [&] {
+            cuda::adamw_step(p, master, g, mm, vv, sb, P, {bounds, flags, 1},
+                             {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, ascratch, s);
+          }), P * (8.0 + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int steps = 10, warmup = 3;
+  bool kernels = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_step: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--config") config_path = value();
+    else if (a == "--set") overrides.push_back(value());
+    else if (a == "--steps") steps = std::atoi(value().c_str());
+    else if (a == "--warmup") warmup = std::atoi(value().c_str());
+    else if (a == "--no-kernels") kernels = false;
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]\n");
+      return 2;
+    }
+  }
+  try {
+    overrides.insert(overrides.begin(), "train.device=cuda");
+    const Config cfg = load_config(config_path, overrides);
+    if (cuda::device_count() == 0) fail("no CUDA GPU: ", cuda::describe_device(0));
+    const ModelConfig& m = cfg.model;
+    const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len, accum = cfg.grad_accum_steps();
+    CudaOptions o;
+    o.master_weights = cfg.precision.master_weights;
+    o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
+    o.recompute = cfg.train.recompute;
+    o.attention = cfg.train.attention;
+    LlamaCuda model(m, o, B, T);
+    std::vector<float> params(model.layout().total());
+    init_params(params.data(), model.layout(), m, 1);
+    model.upload_params(params.data());
+    params = {};
+    std::vector<int32_t> x(B * T), y(B * T);
+    for (int64_t i = 0; i < B * T; ++i) {
+      x[i] = static_cast<int32_t>(hash_u64(11, i) % m.vocab_size);
+      y[i] = static_cast<int32_t>(hash_u64(12, i) % m.vocab_size);
+    }
+    const double tokens = static_cast<double>(B * T * accum);
+    auto one_step = [&](int64_t step) {
+      model.zero_grads();
+      for (int64_t a = 0; a < accum; ++a) model.forward_backward(x.data(), y.data(), B, 2e-4f, 1.0f / tokens, true);
+      return model.optimizer_step(1e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, step, 1);
+    };
+    for (int i = 0; i < warmup; ++i) one_step(i + 1);
+    cudaEvent_t e0, e1;
+    check(cudaEventCreate(&e0));
+    check(cudaEventCreate(&e1));
+    check(cudaEventRecord(e0, model.stream()));
+    for (int i = 0; i < steps; ++i) one_step(warmup + i + 1);
+    check(cudaEventRecord(e1, model.stream()));
+    check(cudaEventSynchronize(e1));
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, e0, e1));
+    const double step_s = ms / 1e3 / steps;
+    const double n_params = static_cast<double>(m.num_params());
+    const double flops_tok = 6.0 * (n_params - static_cast<double>(m.num_embedding_params())) +
+                             12.0 * m.n_layers * m.dim * static_cast<double>(T);
+    const double tok_s = tokens / step_s;
+    const double tflops = flops_tok * tok_s / 1e12;
+    std::printf("bench_step: %s\n", cfg.source.c_str());
+    std::printf("  device: %s\n", cuda::describe_device(0).c_str());
+    std::printf("  model: %.3fB parameters, %lld layers, dim %lld, ffn %lld, heads %lld/%lld, vocab %lld\n",
+                n_params / 1e9, (long long)m.n_layers, (long long)m.dim, (long long)m.ffn_dim,
+                (long long)m.n_heads, (long long)m.n_kv_heads, (long long)m.vocab_size);
+    std::printf("  step: %lld x %lld tokens x %lld accum; attention: %s; recompute: %lld of %lld blocks; "
+                "master weights %s; AdamW state %s; %.1f GiB on the GPU\n",
+                (long long)B, (long long)T, (long long)accum, model.attention_impl().c_str(),
+                (long long)std::count(o.recompute.begin(), o.recompute.end(), true), (long long)m.n_layers,
+                o.master_weights ? "fp32" : "off", cfg.precision.optim_state_dtype.c_str(),
+                model.device_bytes() / double(1 << 30));
+    std::printf("  %d steps after %d warm-up: %.2f ms/step, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%%\n", steps,
+                warmup, step_s * 1e3, tok_s, tflops, 100.0 * tflops / kPeakTflops);
+    std::printf("  (MFU: FLOPs/token = 6*(N - input-embedding params) + 12*L*d*T = %.3g, against %.0f TFLOP/s, "
+                "H100/H200 dense bf16)\n", flops_tok, kPeakTflops);
+    if (kernels) bench_kernels(cfg, B, T);
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_step: error: %s\n", e.what());
+    return 1;
+  }
+}
