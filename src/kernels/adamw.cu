@@ -59,6 +59,50 @@ __device__ __forceinline__ int find_range(const int64_t* bounds, int n, int64_t 
   return lo;
 }
 
+// The per-element AdamW update, shared by the vector and the tail paths.
+template <typename S>
+__device__ __forceinline__ void update_one(bf16* params, float* master, S* m, S* v, int64_t i, float g,
+                                           float wd, const AdamWArgs& a, float step_size,
+                                           float bc2_sqrt) {
+  const float mi = a.beta1 * load_state(m, i) + (1.0f - a.beta1) * g;
+  const float vi = a.beta2 * load_state(v, i) + (1.0f - a.beta2) * g * g;
+  store_state(m, i, mi);
+  store_state(v, i, vi);
+  const float w = master ? master[i] : __bfloat162float(params[i]);
+  const float updated = w * (1.0f - a.lr * wd) - step_size * (mi / (sqrtf(vi) / bc2_sqrt + a.eps));
+  if (master) {
+    master[i] = updated;
+    params[i] = __float2bfloat16(updated);
+  } else {
+    params[i] = stochastic_round(updated, hash32(a.seed + static_cast<uint64_t>(a.step), i));
+  }
+}
+
+// Four consecutive values as one access: 16 bytes of fp32 or 8 bytes of bf16.
+struct alignas(8) Bf16x4 {
+  bf16 v[4];
+};
+__device__ __forceinline__ void load4(const float* p, int64_t i, float out[4]) {
+  const float4 x = *reinterpret_cast<const float4*>(p + i);
+  out[0] = x.x, out[1] = x.y, out[2] = x.z, out[3] = x.w;
+}
+__device__ __forceinline__ void load4(const bf16* p, int64_t i, float out[4]) {
+  const Bf16x4 x = *reinterpret_cast<const Bf16x4*>(p + i);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) out[k] = __bfloat162float(x.v[k]);
+}
+__device__ __forceinline__ void store4(float* p, int64_t i, const float x[4]) {
+  *reinterpret_cast<float4*>(p + i) = make_float4(x[0], x[1], x[2], x[3]);
+}
+__device__ __forceinline__ void store4(bf16* p, int64_t i, const float x[4]) {
+  Bf16x4 o;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) o.v[k] = __float2bfloat16(x[k]);
+  *reinterpret_cast<Bf16x4*>(p + i) = o;
+}
+
+// Elements are taken four at a time (16-byte gradient loads); the last n % 4
+// by the first threads.
 template <typename S>
 __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* master,
                                                          const float* grads, S* m, S* v, int64_t n,
@@ -66,11 +110,17 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* ma
                                                          float* norm_out, float* partial) {
   cg::grid_group grid = cg::this_grid();
   __shared__ float scratch[32];
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t n4 = n / 4;
+  const float4* g4 = reinterpret_cast<const float4*>(grads);
 
   float ss = 0.0f;
-  for (int64_t i = first; i < n; i += stride) ss += grads[i] * grads[i];
+  for (int64_t q = first; q < n4; q += threads) {
+    const float4 g = g4[q];
+    ss += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+  }
+  for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += grads[i] * grads[i];
   ss = block_sum(ss, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = ss;
   grid.sync();
@@ -90,22 +140,49 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* ma
   const float bc2_sqrt = sqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
   const float step_size = a.lr / bc1;
   int r = 0;
-  for (int64_t i = first; i < n; i += stride) {
+  for (int64_t q = first; q < n4; q += threads) {
+    const int64_t i = 4 * q;
     if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);
-    const float wd = ranges.decay[r] ? a.weight_decay : 0.0f;
-    const float g = grads[i] * scale;
-    const float mi = a.beta1 * load_state(m, i) + (1.0f - a.beta1) * g;
-    const float vi = a.beta2 * load_state(v, i) + (1.0f - a.beta2) * g * g;
-    store_state(m, i, mi);
-    store_state(v, i, vi);
-    const float w = master ? master[i] : __bfloat162float(params[i]);
-    const float updated = w * (1.0f - a.lr * wd) - step_size * (mi / (sqrtf(vi) / bc2_sqrt + a.eps));
-    if (master) {
-      master[i] = updated;
-      params[i] = __float2bfloat16(updated);
-    } else {
-      params[i] = stochastic_round(updated, hash32(a.seed + static_cast<uint64_t>(a.step), i));
+    const float4 g = g4[q];
+    const float gs[4] = {g.x * scale, g.y * scale, g.z * scale, g.w * scale};
+    if (i + 3 >= ranges.bounds[r + 1]) {  // straddles a decay boundary: element by element
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int rk = find_range(ranges.bounds, ranges.n, i + k);
+        update_one(params, master, m, v, i + k, gs[k], ranges.decay[rk] ? a.weight_decay : 0.0f, a,
+                   step_size, bc2_sqrt);
+      }
+      continue;
     }
+    const float decay = 1.0f - a.lr * (ranges.decay[r] ? a.weight_decay : 0.0f);
+    float mi[4], vi[4], w[4];
+    load4(m, i, mi);
+    load4(v, i, vi);
+    if (master) load4(master, i, w);
+    else load4(params, i, w);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      mi[k] = a.beta1 * mi[k] + (1.0f - a.beta1) * gs[k];
+      vi[k] = a.beta2 * vi[k] + (1.0f - a.beta2) * gs[k] * gs[k];
+      w[k] = w[k] * decay - step_size * (mi[k] / (sqrtf(vi[k]) / bc2_sqrt + a.eps));
+    }
+    store4(m, i, mi);
+    store4(v, i, vi);
+    if (master) {
+      store4(master, i, w);
+      store4(params, i, w);
+    } else {
+      Bf16x4 o;
+      const uint64_t seed = a.seed + static_cast<uint64_t>(a.step);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) o.v[k] = stochastic_round(w[k], hash32(seed, i + k));
+      *reinterpret_cast<Bf16x4*>(params + i) = o;
+    }
+  }
+  for (int64_t i = 4 * n4 + first; i < n; i += threads) {
+    const int rk = find_range(ranges.bounds, ranges.n, i);
+    update_one(params, master, m, v, i, grads[i] * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
+               step_size, bc2_sqrt);
   }
 }
 
@@ -137,6 +214,9 @@ size_t adamw_scratch_floats() { return kMaxBlocks; }
 void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
                 int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
                 float* scratch, cudaStream_t stream) {
+  if (!aligned16(grads) || !aligned16(params) || !aligned16(m) || !aligned16(v) ||
+      (master && !aligned16(master)))
+    fail("adamw: parameter, gradient and state buffers must be 16-byte aligned");
   if (state_bf16)
     launch<bf16>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, stream);
   else

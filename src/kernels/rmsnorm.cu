@@ -3,8 +3,9 @@
 // Forward, one block per row: pass 1 adds the residual (writing the sum) and
 // accumulates Σx²; pass 2 re-reads the sum (hot in L2) and writes the norm.
 // DRAM floor: read a, b; write sum, norm: 8 bytes per element.
-// Backward: pass 1 Σ g·w·x per row, pass 2 dx and per-block dw partials in
-// shared memory; a second kernel reduces the partials in block order.
+// Backward: pass 1 Σ g·w·x per row, pass 2 dx and per-block dw partials; a
+// second kernel reduces the partials in block order (deterministic).
+// Backward DRAM floor: read dout, x and dx, write dx: 8 bytes per element.
 #include "kernels/cuda_common.cuh"
 #include "kernels/rmsnorm.h"
 
@@ -100,6 +101,69 @@ __global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* do
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[blockIdx.x * D + i] = dw_part[i];
 }
 
+// The fast path for D % 8 == 0 and D ≤ kGroups·8·blockDim: each thread owns
+// kGroups fixed groups of 8 columns, keeps its slice of the row (dout and x)
+// in registers between the two passes, and its dw partials in registers too.
+template <int kGroups>
+__global__ void __launch_bounds__(kThreads) rmsnorm_backward_vec_kernel(
+    bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
+    int64_t N, int64_t D, bool accumulate) {
+  __shared__ float scratch[32];
+  float wv[kGroups][8], dw[kGroups][8] = {};
+  bool own[kGroups];
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) {
+    const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
+    own[j] = c < D;
+    if (own[j]) {
+      const Bf16x8 t = load8(w + c);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) wv[j][k] = __bfloat162float(t.v[k]);
+    }
+  }
+  for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
+    float gv[kGroups][8], xv[kGroups][8];
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j) {
+      if (!own[j]) continue;
+      const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
+      const Bf16x8 gt = load8(dout + row * D + c), xt = load8(x + row * D + c);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        gv[j][k] = __bfloat162float(gt.v[k]);
+        xv[j][k] = __bfloat162float(xt.v[k]);
+        dot += gv[j][k] * wv[j][k] * xv[j][k];
+      }
+    }
+    dot = block_sum(dot, scratch);
+    const float r = rstd[row];
+    const float c3 = r * r * r * dot / static_cast<float>(D);
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j) {
+      if (!own[j]) continue;
+      const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
+      Bf16x8 o;
+      if (accumulate) o = load8(dx + row * D + c);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        float v = r * wv[j][k] * gv[j][k] - c3 * xv[j][k];
+        if (accumulate) v += __bfloat162float(o.v[k]);
+        o.v[k] = __float2bfloat16(v);
+        dw[j][k] += gv[j][k] * xv[j][k] * r;
+      }
+      store8(dx + row * D + c, o);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) {
+    if (!own[j]) continue;
+    const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) partial[blockIdx.x * D + c + k] = dw[j][k];
+  }
+}
+
 __global__ void reduce_partials_kernel(float* dw, const float* partial, int blocks, int64_t D) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= D) return;
@@ -141,6 +205,20 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
                       cudaStream_t stream) {
   if (N == 0) return;
   const int blocks = backward_blocks(N);
+  const bool vec = D % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
+  const int groups = static_cast<int>((D + 8 * kThreads - 1) / (8 * kThreads));
+  if (vec && groups <= 4) {
+    switch (groups) {
+      case 1: rmsnorm_backward_vec_kernel<1><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
+      case 2: rmsnorm_backward_vec_kernel<2><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
+      case 3: rmsnorm_backward_vec_kernel<3><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
+      default: rmsnorm_backward_vec_kernel<4><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
+    }
+    CUDA_CHECK_LAUNCH();
+    reduce_partials_kernel<<<ceil_div(D, 256), 256, 0, stream>>>(dw, scratch, blocks, D);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const size_t smem = sizeof(float) * static_cast<size_t>(D);
   if (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_backward_kernel,
