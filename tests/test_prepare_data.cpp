@@ -220,7 +220,6 @@ TEST(PrepareData, GzipAndZstdInputs) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(bad_out + "/manifest.json")) << name;
-    auto o = options("byte", {dir + "/" + name}, bad_out);
     for (const auto& e : fs::directory_iterator(bad_out)) fs::remove(e.path());
   }
 }
