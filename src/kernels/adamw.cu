@@ -104,8 +104,10 @@ __device__ __forceinline__ void store4(bf16* p, int64_t i, const float x[4]) {
 // Elements are taken four at a time (16-byte gradient loads); the last n % 4
 // by the first threads.
 template <typename S>
-__global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* master,
-                                                         const float* grads, S* m, S* v, int64_t n,
+__global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ params,
+                                                         float* __restrict__ master,
+                                                         const float* __restrict__ grads,
+                                                         S* __restrict__ m, S* __restrict__ v, int64_t n,
                                                          DecayRanges ranges, AdamWArgs a,
                                                          float* norm_out, float* partial) {
   cg::grid_group grid = cg::this_grid();
@@ -140,6 +142,8 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* params, float* ma
   const float bc2_sqrt = sqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
   const float step_size = a.lr / bc1;
   int r = 0;
+  // Unrolled so the loads of the next group are in flight with this one's math.
+#pragma unroll 2
   for (int64_t q = first; q < n4; q += threads) {
     const int64_t i = 4 * q;
     if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);

@@ -105,7 +105,7 @@ __global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* do
 // kGroups fixed groups of 8 columns, keeps its slice of the row (dout and x)
 // in registers between the two passes, and its dw partials in registers too.
 template <int kGroups>
-__global__ void __launch_bounds__(kThreads) rmsnorm_backward_vec_kernel(
+__global__ void __launch_bounds__(kThreads, 2) rmsnorm_backward_vec_kernel(
     bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
     int64_t N, int64_t D, bool accumulate) {
   __shared__ float scratch[32];
@@ -164,12 +164,26 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_vec_kernel(
   }
 }
 
+// dw[c] += Σ_b partial[b][c]: one block per 32 columns, its 8 warps take
+// every 8th partial row (coalesced 128-byte reads), then warp sums combine
+// in warp order. Fixed order throughout, so dw is deterministic.
 __global__ void reduce_partials_kernel(float* dw, const float* partial, int blocks, int64_t D) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= D) return;
+  __shared__ float part[8][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t c = blockIdx.x * 32 + lane;
   float s = 0.0f;
-  for (int b = 0; b < blocks; ++b) s += partial[b * D + i];
-  dw[i] += s;
+  if (c < D) {
+#pragma unroll 4
+    for (int b = warp; b < blocks; b += 8) s += partial[b * D + c];
+  }
+  part[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && c < D) {
+    float t = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) t += part[w][lane];
+    dw[c] += t;
+  }
 }
 
 int backward_blocks(int64_t N) {
@@ -215,7 +229,7 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
       default: rmsnorm_backward_vec_kernel<4><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
     }
     CUDA_CHECK_LAUNCH();
-    reduce_partials_kernel<<<ceil_div(D, 256), 256, 0, stream>>>(dw, scratch, blocks, D);
+    reduce_partials_kernel<<<ceil_div(D, 32), 256, 0, stream>>>(dw, scratch, blocks, D);
     CUDA_CHECK_LAUNCH();
     return;
   }
@@ -226,7 +240,7 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
   rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(dx, scratch, dout, x, w, rstd, N, D,
                                                               accumulate);
   CUDA_CHECK_LAUNCH();
-  reduce_partials_kernel<<<ceil_div(D, 256), 256, 0, stream>>>(dw, scratch, blocks, D);
+  reduce_partials_kernel<<<ceil_div(D, 32), 256, 0, stream>>>(dw, scratch, blocks, D);
   CUDA_CHECK_LAUNCH();
 }
 
