@@ -21,11 +21,18 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kMaxBlocks = 1024;
 
+// 32-bit mixing (murmur3's finaliser) of the element index and the step's
+// seed: 64-bit multiplies are several instructions each on the GPU, and this
+// runs once per parameter per step.
 __device__ __forceinline__ uint32_t hash32(uint64_t seed, uint64_t i) {
-  uint64_t x = seed ^ (i * 0x9E3779B97F4A7C15ull);
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return static_cast<uint32_t>(x ^ (x >> 31));
+  uint32_t x = static_cast<uint32_t>(i) ^ (static_cast<uint32_t>(i >> 32) * 0x9E3779B9u) ^
+               static_cast<uint32_t>(seed) ^ (static_cast<uint32_t>(seed >> 32) * 0x85EBCA77u);
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
 }
 
 // Unbiased rounding of an fp32 value to bf16: add random low bits, truncate.
@@ -74,7 +81,7 @@ __device__ __forceinline__ void update_one(bf16* params, float* master, S* m, S*
     master[i] = updated;
     params[i] = __float2bfloat16(updated);
   } else {
-    params[i] = stochastic_round(updated, hash32(a.seed + static_cast<uint64_t>(a.step), i));
+    params[i] = stochastic_round(updated, hash32(a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(a.step), i));
   }
 }
 
@@ -177,7 +184,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
       store4(params, i, w);
     } else {
       Bf16x4 o;
-      const uint64_t seed = a.seed + static_cast<uint64_t>(a.step);
+      const uint64_t seed = a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(a.step);
 #pragma unroll
       for (int k = 0; k < 4; ++k) o.v[k] = stochastic_round(w[k], hash32(seed, i + k));
       *reinterpret_cast<Bf16x4*>(params + i) = o;

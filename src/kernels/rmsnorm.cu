@@ -102,38 +102,33 @@ __global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* do
 }
 
 // The fast path for D % 8 == 0 and D ≤ kGroups·8·blockDim: each thread owns
-// kGroups fixed groups of 8 columns, keeps its slice of the row (dout and x)
-// in registers between the two passes, and its dw partials in registers too.
+// kGroups fixed groups of 8 columns, keeps its slice of the row (dout, x and
+// the dx it adds to) in registers between the two passes, and its dw partials
+// in registers too.
 template <int kGroups>
-__global__ void __launch_bounds__(kThreads, 2) rmsnorm_backward_vec_kernel(
+__global__ void __launch_bounds__(kThreads, kGroups == 1 ? 4 : (kGroups == 2 ? 3 : 2)) rmsnorm_backward_vec_kernel(
     bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
     int64_t N, int64_t D, bool accumulate) {
   __shared__ float scratch[32];
-  float wv[kGroups][8], dw[kGroups][8] = {};
+  float dw[kGroups][8] = {};
   bool own[kGroups];
 #pragma unroll
-  for (int j = 0; j < kGroups; ++j) {
-    const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
-    own[j] = c < D;
-    if (own[j]) {
-      const Bf16x8 t = load8(w + c);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) wv[j][k] = __bfloat162float(t.v[k]);
-    }
-  }
+  for (int j = 0; j < kGroups; ++j) own[j] = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8 < D;
   for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     float gv[kGroups][8], xv[kGroups][8];
+    Bf16x8 prev[kGroups];  // dx to accumulate into, loaded with the row: one memory round trip
     float dot = 0.0f;
 #pragma unroll
     for (int j = 0; j < kGroups; ++j) {
       if (!own[j]) continue;
       const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
-      const Bf16x8 gt = load8(dout + row * D + c), xt = load8(x + row * D + c);
+      if (accumulate) prev[j] = load8(dx + row * D + c);
+      const Bf16x8 gt = load8(dout + row * D + c), xt = load8(x + row * D + c), wt = load8(w + c);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
         gv[j][k] = __bfloat162float(gt.v[k]);
         xv[j][k] = __bfloat162float(xt.v[k]);
-        dot += gv[j][k] * wv[j][k] * xv[j][k];
+        dot += gv[j][k] * __bfloat162float(wt.v[k]) * xv[j][k];
       }
     }
     dot = block_sum(dot, scratch);
@@ -143,12 +138,12 @@ __global__ void __launch_bounds__(kThreads, 2) rmsnorm_backward_vec_kernel(
     for (int j = 0; j < kGroups; ++j) {
       if (!own[j]) continue;
       const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
+      const Bf16x8 wt = load8(w + c);  // 8 KB gain vector: an L1 hit
       Bf16x8 o;
-      if (accumulate) o = load8(dx + row * D + c);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        float v = r * wv[j][k] * gv[j][k] - c3 * xv[j][k];
-        if (accumulate) v += __bfloat162float(o.v[k]);
+        float v = r * __bfloat162float(wt.v[k]) * gv[j][k] - c3 * xv[j][k];
+        if (accumulate) v += __bfloat162float(prev[j].v[k]);
         o.v[k] = __float2bfloat16(v);
         dw[j][k] += gv[j][k] * xv[j][k] * r;
       }
@@ -190,7 +185,7 @@ int backward_blocks(int64_t N) {
   int device = 0, sms = 132;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return static_cast<int>(N < 2 * sms ? N : 2 * sms);
+  return static_cast<int>(N < 4 * sms ? N : 4 * sms);
 }
 
 }  // namespace
