@@ -24,7 +24,7 @@ std::string error_of(const std::function<void()>& f) {
 const std::string kConfigs = std::string(INTELLECT_SOURCE_DIR) + "/configs/";
 
 TEST(Config, PresetsParse) {
-  for (const char* name : {"tiny.json", "150m.json", "1b.json", "10b.json"}) {
+  for (const char* name : {"tiny.json", "tiny-shakespeare.json", "150m.json", "1b.json", "10b.json"}) {
     SCOPED_TRACE(name);
     Config c = load_config(kConfigs + name, {});
     EXPECT_GT(c.model.num_params(), 0);
@@ -74,7 +74,7 @@ TEST(Config, OverridesApply) {
                               "model.rope_scaling={\"type\":\"llama3\",\"factor\":8}"});
   EXPECT_EQ(c.train.steps, 7);
   EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);
-  EXPECT_EQ(c.data.train, "some/dir");
+  EXPECT_EQ(c.data.train.at(0).path, "some/dir");
   EXPECT_EQ(c.model.rope_scaling.type, "llama3");
   EXPECT_EQ(c.json["train"]["steps"], 7);
 }

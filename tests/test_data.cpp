@@ -1,4 +1,4 @@
-// Token shards, byte tokenizer, data loader and the generated corpus.
+// Token shards, byte tokenizer and the generated corpus (the loader: test_loader.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 
 #include "data/byte_tokenizer.h"
-#include "data/dataloader.h"
 #include "data/synthetic_corpus.h"
 #include "data/token_shard.h"
 #include "util/error.h"
@@ -66,14 +65,6 @@ std::vector<uint32_t> iota_tokens(uint32_t first, uint32_t n) {
   std::vector<uint32_t> v(n);
   for (uint32_t i = 0; i < n; ++i) v[i] = first + i;
   return v;
-}
-
-using Batch = std::pair<std::vector<int32_t>, std::vector<int32_t>>;
-
-Batch next_batch(DataLoader& dl) {
-  Batch b;
-  dl.next(b.first, b.second);
-  return b;
 }
 
 }  // namespace
@@ -209,156 +200,6 @@ TEST(DataTokenizer, DecodeSkipsBosEosAndRejectsUnknownIds) {
   EXPECT_EQ(tok.decode(ids), "hi!");
   std::vector<uint32_t> bad = {'a', 258};
   expect_error([&] { tok.decode(bad); }, {"258", "position 1"});
-}
-
-// --- data loader --------------------------------------------------------------
-
-TEST(DataLoaderTest, ExactWindows) {
-  // One shard 100..120 (21 tokens), T = 4: windows start at 0, 4, 8, 12, 16.
-  const std::string path = fresh_dir("l") + "/a.bin";
-  write_token_shard(path, iota_tokens(100, 21));
-  DataLoader dl({path}, 2, 4);
-  EXPECT_EQ(dl.windows_per_epoch(), 5u);
-  EXPECT_EQ(dl.total_tokens(), 21u);
-  auto [in, tg] = next_batch(dl);
-  EXPECT_EQ(in, (std::vector<int32_t>{100, 101, 102, 103, 104, 105, 106, 107}));
-  EXPECT_EQ(tg, (std::vector<int32_t>{101, 102, 103, 104, 105, 106, 107, 108}));
-  std::tie(in, tg) = next_batch(dl);
-  EXPECT_EQ(in, (std::vector<int32_t>{108, 109, 110, 111, 112, 113, 114, 115}));
-  EXPECT_EQ(tg, (std::vector<int32_t>{109, 110, 111, 112, 113, 114, 115, 116}));
-  // The last window uses the shard's last token as its last target, then wraps.
-  std::tie(in, tg) = next_batch(dl);
-  EXPECT_EQ(in, (std::vector<int32_t>{116, 117, 118, 119, 100, 101, 102, 103}));
-  EXPECT_EQ(tg, (std::vector<int32_t>{117, 118, 119, 120, 101, 102, 103, 104}));
-}
-
-TEST(DataLoaderTest, WindowsNeverStraddleShards) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/a.bin", iota_tokens(0, 11));    // T=3: windows at 0, 3, 6; token 10 is never a target
-  write_token_shard(dir + "/b.bin", iota_tokens(1000, 7));  // windows at 0, 3
-  DataLoader dl({dir + "/a.bin", dir + "/b.bin"}, 1, 3);
-  EXPECT_EQ(dl.windows_per_epoch(), 5u);
-  std::vector<std::vector<int32_t>> expected_inputs = {
-      {0, 1, 2}, {3, 4, 5}, {6, 7, 8}, {1000, 1001, 1002}, {1003, 1004, 1005}, {0, 1, 2}};
-  std::vector<int32_t> expected_last_target = {3, 6, 9, 1003, 1006, 3};
-  for (size_t i = 0; i < expected_inputs.size(); ++i) {
-    auto [in, tg] = next_batch(dl);
-    EXPECT_EQ(in, expected_inputs[i]) << "window " << i;
-    EXPECT_EQ(tg.back(), expected_last_target[i]) << "window " << i;
-  }
-}
-
-TEST(DataLoaderTest, RanksAreDisjointAndCoverEveryWindow) {
-  const std::string dir = fresh_dir("l");
-  // Distinct tokens everywhere, so a window is known by its first token.
-  write_token_shard(dir + "/a.bin", iota_tokens(0, 8 * 9 + 1));      // 9 windows of T=8
-  write_token_shard(dir + "/b.bin", iota_tokens(10000, 8 * 15 + 5));  // 15 windows
-  const std::vector<std::string> paths = {dir + "/a.bin", dir + "/b.bin"};
-  const int world = 3, batch = 2, T = 8;  // 24 windows = 4 steps of 6
-  std::map<int32_t, int> seen;            // first token -> rank
-  std::vector<DataLoader> loaders;
-  for (int r = 0; r < world; ++r) loaders.emplace_back(paths, batch, T, r, world);
-  for (int step = 0; step < 4; ++step) {
-    for (int r = 1; r < world; ++r)
-      EXPECT_EQ(loaders[r].position(), loaders[0].position()) << "one position for all ranks";
-    for (int r = 0; r < world; ++r) {
-      auto [in, tg] = next_batch(loaders[r]);
-      for (int b = 0; b < batch; ++b) {
-        const int32_t first = in[static_cast<size_t>(b * T)];
-        EXPECT_TRUE(seen.emplace(first, r).second) << "window at token " << first << " read twice";
-        // Rank r reads global windows r, r+world, ...: window index step*batch*world + b*world + r.
-        const int g = step * batch * world + b * world + r;
-        const int32_t expected_first = g < 9 ? g * T : 10000 + (g - 9) * T;
-        EXPECT_EQ(first, expected_first) << "rank " << r << " step " << step << " row " << b;
-      }
-    }
-  }
-  EXPECT_EQ(seen.size(), 24u);  // every window of the epoch, once
-}
-
-TEST(DataLoaderTest, WrapsAroundDeterministically) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/a.bin", iota_tokens(0, 5 * 7 + 1));  // 7 windows of T=5
-  // 7 windows, batch 3, world 2: 6 windows per step, so epochs and steps do not
-  // line up and rank 1's stream wraps mid-batch.
-  for (int r = 0; r < 2; ++r) {
-    DataLoader dl({dir + "/a.bin"}, 3, 5, r, 2);
-    std::vector<int32_t> firsts;
-    for (int step = 0; step < 7; ++step) {
-      auto [in, tg] = next_batch(dl);
-      for (int b = 0; b < 3; ++b) firsts.push_back(in[static_cast<size_t>(b * 5)]);
-    }
-    for (size_t k = 0; k < firsts.size(); ++k)
-      EXPECT_EQ(firsts[k], static_cast<int32_t>(((r + 2 * k) % 7) * 5)) << "rank " << r << " k " << k;
-    // 7 steps * 6 windows = 42 = 6 epochs: back at the start.
-    EXPECT_EQ(dl.position(), (DataPosition{0, 0}));
-  }
-}
-
-TEST(DataLoaderTest, SeekResumesExactly) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/a.bin", iota_tokens(0, 61));
-  write_token_shard(dir + "/b.bin", iota_tokens(5000, 45));
-  write_token_shard(dir + "/c.bin", iota_tokens(9000, 33));
-  const std::vector<std::string> paths = {dir + "/a.bin", dir + "/b.bin", dir + "/c.bin"};
-  for (int world : {1, 2, 3}) {
-    for (int r = 0; r < world; ++r) {
-      DataLoader ref(paths, 2, 4, r, world);
-      std::vector<DataPosition> positions;
-      std::vector<Batch> batches;
-      for (int step = 0; step < 40; ++step) {  // several epochs
-        positions.push_back(ref.position());
-        batches.push_back(next_batch(ref));
-      }
-      for (int step = 0; step < 40; step += 3) {
-        // Through JSON, as a checkpoint stores it.
-        const DataPosition p = DataPosition::from_json(nlohmann::json::parse(positions[step].to_json().dump()));
-        EXPECT_EQ(p, positions[step]);
-        DataLoader resumed(paths, 2, 4, r, world);
-        resumed.seek(p);
-        for (int k = step; k < std::min(step + 8, 40); ++k)
-          ASSERT_EQ(next_batch(resumed), batches[k]) << "world " << world << " rank " << r << " from step " << step;
-      }
-    }
-  }
-}
-
-TEST(DataLoaderTest, SeekRejectsPositionsThatDoNotFit) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/a.bin", iota_tokens(0, 41));  // T=4: windows at 0..36
-  DataLoader dl({dir + "/a.bin"}, 1, 4);
-  expect_error([&] { dl.seek({1, 0}); }, {"shard 1", "only 1 shards"});
-  expect_error([&] { dl.seek({0, 6}); }, {"offset 6", "a.bin", "multiples of 4"});
-  expect_error([&] { dl.seek({0, 40}); }, {"offset 40"});
-  dl.seek({0, 36});
-  EXPECT_EQ(next_batch(dl).first, (std::vector<int32_t>{36, 37, 38, 39}));
-  expect_error([&] { DataPosition::from_json({{"shard", 1}}); }, {"offset"});
-  expect_error([&] { DataPosition::from_json({{"shard", -1}, {"offset", 0}}); }, {"non-negative"});
-}
-
-TEST(DataLoaderTest, ShardTooShortAndBadArguments) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/ok.bin", iota_tokens(0, 100));
-  write_token_shard(dir + "/short.bin", iota_tokens(0, 16));
-  expect_error([&] { DataLoader({dir + "/ok.bin", dir + "/short.bin"}, 1, 16); },
-               {"short.bin", "16 tokens", "seq_len+1 = 17"});
-  DataLoader fits({dir + "/short.bin"}, 1, 15);  // exactly one window
-  EXPECT_EQ(fits.windows_per_epoch(), 1u);
-  expect_error([&] { DataLoader({}, 1, 4); }, {"no token shards"});
-  expect_error([&] { DataLoader({dir + "/ok.bin"}, 0, 4); }, {"batch"});
-  expect_error([&] { DataLoader({dir + "/ok.bin"}, 1, 0); }, {"seq_len"});
-  expect_error([&] { DataLoader({dir + "/ok.bin"}, 1, 4, 2, 2); }, {"rank 2"});
-}
-
-TEST(DataLoaderTest, UnigramEntropy) {
-  const std::string dir = fresh_dir("l");
-  write_token_shard(dir + "/a.bin", std::vector<uint32_t>{0, 1, 0});
-  write_token_shard(dir + "/b.bin", std::vector<uint32_t>{1, 2, 3, 2, 3});
-  // Counts 2,2,2,2 of 8: ln 4.
-  EXPECT_NEAR(unigram_entropy_nats({dir + "/a.bin", dir + "/b.bin"}, 4), std::log(4.0), 1e-12);
-  EXPECT_NEAR(unigram_entropy_nats({dir + "/a.bin"}, 258), -(2.0 / 3 * std::log(2.0 / 3) + 1.0 / 3 * std::log(1.0 / 3)),
-              1e-12);
-  expect_error([&] { unigram_entropy_nats({dir + "/b.bin"}, 3); }, {"b.bin", "token id 3", "vocabulary of 3"});
 }
 
 // --- generated corpus ---------------------------------------------------------

@@ -1,16 +1,21 @@
-// Deterministic llm.c-style data loader over token shards.
+// Deterministic loader over a mixture of datasets of token shards.
 //
-// The shards, taken in the given order, form one stream of windows per epoch:
-// in a shard of n tokens, window i covers tokens [i*T, i*T + T + 1) for every
-// i with i*T + T + 1 <= n (T = seq_len), so consecutive windows advance by T
-// and share one token (the last target of one is the first input of the next).
-// Windows never straddle shards. After the last window of the last shard the
-// stream continues with the first window of the first shard (a new epoch).
+// Each batch row is one window of seq_len + 1 tokens (see dataset_windows.h
+// for windows and partitions) from one dataset. Which dataset is a
+// counter-based draw: row i (counting every row this loader has produced)
+// takes u = uniform01(mix seed, i) and picks the first dataset whose
+// cumulative normalised weight exceeds u, so over many rows each dataset
+// supplies its weight's share, and the choice for row i is a pure function of
+// (seed, partition, i). Each dataset keeps its own read position: the number
+// of windows this loader has read from it.
 //
-// With `world` nodes, rank r reads global windows r, r+world, r+2*world, ...,
-// so nodes never read the same window, and together they read every window.
-// Each next() gives `batch` windows to each rank, so all ranks advance the
-// global stream by batch*world windows per step, in lockstep.
+// Weights are relative: they are divided by their sum, so {3, 1} means 75% /
+// 25%. (The trainer prints the shares it uses, so a typo that makes the
+// weights sum to 1.45 instead of 1 is visible.)
+//
+// The mix seed is a function of the seed and the partition, so partitions
+// draw independently and a global batch over all nodes is closer to the
+// weights than any one node's rows.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,56 +23,83 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/token_shard.h"
+#include "data/batch.h"
+#include "data/dataset_windows.h"
 
 namespace intellect {
 
-// Where the next step starts in the global window stream: the shard index and
-// the token offset of the step's first window (the one rank 0 reads next).
-// It is the same on every rank, so one saved position resumes all of them.
-struct DataPosition {
-  uint64_t shard = 0;
-  uint64_t offset = 0;
+struct DatasetSource {
+  std::string name;
+  std::vector<std::string> shards;  // in order
+  double weight = 1.0;              // relative; positive
+};
+
+struct LoaderOptions {
+  std::vector<DatasetSource> datasets;
+  int rows = 1;             // windows per batch
+  int seq_len = 1;
+  int64_t bos_id = -1;      // document starts for Batch::cu_seqlens; -1 = none
+  int64_t vocab_size = 0;   // > 0: a token id >= vocab_size fails, naming shard and position
+  uint64_t seed = 0;        // mixture draws
+  uint64_t partition = 0, partitions = 1;
+};
+
+// Where the next batch starts: for each dataset, how many windows this
+// partition has read from it, and how many rows the mixture has drawn. With
+// the same options, a loader seeked to it produces exactly the batches that
+// followed when it was taken. It serialises to JSON as
+//   {"partition": 0, "partitions": 4, "seq_len": 8192, "rows": 1024,
+//    "datasets": [{"name": "fineweb-edu", "windows_read": 570}, ...]}
+struct DatasetPosition {
+  std::string name;
+  uint64_t windows_read = 0;
+  bool operator==(const DatasetPosition&) const = default;
+};
+
+struct LoaderPosition {
+  uint64_t partition = 0, partitions = 1, seq_len = 0;
+  uint64_t rows = 0;  // the mixture generator's counter
+  std::vector<DatasetPosition> datasets;
 
   nlohmann::json to_json() const;
-  static DataPosition from_json(const nlohmann::json& j);
-  bool operator==(const DataPosition&) const = default;
+  // Fails, saying which field is wrong, on anything to_json could not have written.
+  static LoaderPosition from_json(const nlohmann::json& j);
+  bool operator==(const LoaderPosition&) const = default;
 };
 
 class DataLoader {
  public:
-  DataLoader(std::vector<std::string> shard_paths, int batch, int seq_len, int rank = 0,
-             int world = 1);
+  explicit DataLoader(const LoaderOptions& options);
 
-  // Fills inputs and targets (resized to batch*seq_len, row-major [batch, seq_len])
-  // with this rank's next batch windows; targets are the inputs shifted by one.
-  // Token ids are copied as they are: range checks belong to the caller's vocab.
-  void next(std::vector<int32_t>& inputs, std::vector<int32_t>& targets);
+  // Fills `batch` (resizing its vectors) with the next options.rows windows.
+  void next(Batch& batch);
 
-  // After seek(p), next() returns exactly the batches that followed when
-  // position() returned p (with the same shards, batch, seq_len and world).
-  DataPosition position() const;
-  void seek(DataPosition p);
+  LoaderPosition position() const;
+  // Fails when the position does not belong to this loader: another
+  // partitioning, seq_len or set of dataset names.
+  void seek(const LoaderPosition& p);
 
-  uint64_t total_tokens() const { return total_tokens_; }
-  uint64_t windows_per_epoch() const { return total_windows_; }
-  size_t num_shards() const { return shards_.size(); }
+  const std::vector<DatasetWindows>& datasets() const { return datasets_; }
+  // Normalised weights, in dataset order; they sum to 1.
+  const std::vector<double>& shares() const { return shares_; }
+  const LoaderOptions& options() const { return options_; }
+  // Which dataset row i of the stream draws (what next() uses).
+  size_t draw(uint64_t row) const;
 
  private:
-  // Global window index (within an epoch) -> shard index and token offset.
-  void locate(uint64_t window, size_t& shard, uint64_t& offset) const;
-
-  std::vector<TokenShard> shards_;
-  std::vector<uint64_t> first_window_;  // first global window of each shard; back() = total
-  int batch_, seq_len_, rank_, world_;
-  uint64_t total_windows_ = 0;
-  uint64_t total_tokens_ = 0;
-  uint64_t step_window_ = 0;  // global window where the next step starts, in [0, total)
+  LoaderOptions options_;
+  std::vector<DatasetWindows> datasets_;
+  std::vector<double> shares_, cumulative_;
+  uint64_t mix_seed_ = 0;
+  uint64_t rows_ = 0;
+  std::vector<uint64_t> read_;  // windows read per dataset
 };
 
-// Entropy (nats) of the unigram token distribution over all the shards: the
+// Entropy (nats) of the unigram token distribution of the mixture: each
+// dataset's token frequencies weighted by its normalised weight. It is the
 // loss of a model that ignores context, which a trained model must beat.
 // Fails on a token id >= vocab, naming the shard.
+double unigram_entropy_nats(const std::vector<DatasetSource>& datasets, uint32_t vocab);
 double unigram_entropy_nats(const std::vector<std::string>& shard_paths, uint32_t vocab);
 
 }  // namespace intellect

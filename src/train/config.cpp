@@ -9,6 +9,52 @@ namespace intellect {
 
 using nlohmann::json;
 
+namespace {
+
+// data.train / data.val: a path string (one dataset, named after the split),
+// or a list of {"name", "path", "weight"} objects. An empty string or null
+// for the optional val means none.
+std::vector<DataSource> read_sources(JsonReader& r, const std::string& key, const std::string& source,
+                                     bool required) {
+  if (!required && (!r.has(key) || r.is_null(key))) {
+    r.get_json(key);  // marks it as known when present
+    return {};
+  }
+  const json& v = r.get_json(key);
+  if (v.is_string()) {
+    const std::string path = v.get<std::string>();
+    if (path.empty()) {
+      if (!required) return {};
+      r.error(key, "must name shard files, a directory or a glob");
+    }
+    return {{key, path, 1.0}};
+  }
+  if (!v.is_array())
+    r.error(key, str("expected a path (shard file, directory or glob) or a list of {\"name\", \"path\", "
+                     "\"weight\"} datasets, got ", v.dump()));
+  if (v.empty())
+    r.error(key, "is an empty mixture: list at least one {\"name\", \"path\", \"weight\"} dataset");
+  std::vector<DataSource> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    JsonReader e(v[i], source, r.field(key) + "[" + std::to_string(i) + "]");
+    DataSource d;
+    d.name = e.get_string("name", std::nullopt);
+    if (d.name.empty()) e.error("name", "must not be empty");
+    for (const DataSource& other : out)
+      if (other.name == d.name) e.error("name", str("\"", d.name, "\" is used by two datasets; names must be unique"));
+    d.path = e.get_string("path", std::nullopt);
+    if (d.path.empty()) e.error("path", "must name shard files, a directory or a glob");
+    d.weight = e.get_double("weight", std::nullopt, -1e300, 1e300);
+    if (!(d.weight > 0.0))
+      e.error("weight", str("must be positive (weights are relative shares), got ", d.weight));
+    e.finish();
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+}  // namespace
+
 Config parse_config(const json& doc, const std::string& source) {
   Config c;
   c.json = doc;
@@ -89,10 +135,23 @@ Config parse_config(const json& doc, const std::string& source) {
   }
   {
     JsonReader r = root.child("data");
-    c.data.train = r.get_string("train", std::nullopt);
-    c.data.val = r.get_string("val", "");
-    c.data.tokenizer = r.get_string("tokenizer", "byte");
-    if (c.data.train.empty()) r.error("train", "must name shard files, a directory or a glob");
+    DataConfig& d = c.data;
+    d.train = read_sources(r, "train", source, true);
+    d.val = read_sources(r, "val", source, false);
+    d.tokenizer = r.get_string("tokenizer", "byte");
+    d.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(c.train.seed), 0, kBig));
+    d.node_count = r.get_int("node_count", 1, 1, kBig);
+    d.node_rank = r.get_int("node_rank", 0, 0, kBig);
+    if (d.node_rank >= d.node_count)
+      r.error("node_rank", str("must be below data.node_count (", d.node_count, "), got ", d.node_rank));
+    d.partitions = r.get_int("partitions", d.node_count, 1, kBig);
+    if (d.partitions < d.node_count)
+      r.error("partitions", str("must be at least data.node_count (", d.node_count, ") so that every node "
+                                "owns a partition of its own, got ", d.partitions));
+    d.partition = r.get_int("partition", d.node_rank, 0, kBig);
+    if (d.partition >= d.partitions)
+      r.error("partition", str("must be below data.partitions (", d.partitions, "), got ", d.partition));
+    d.prefetch = r.get_int("prefetch", 2, 0, 64);
     r.finish();
   }
   {

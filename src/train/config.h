@@ -52,10 +52,27 @@ struct PrecisionConfig {
   std::string optim_state_dtype = "fp32"; // fp32 | bf16 (AdamW m and v)
 };
 
+// One dataset of a mixture. In the config either a string (the path; one
+// dataset named after the split, weight 1) or a list of
+// {"name", "path", "weight"} objects.
+struct DataSource {
+  std::string name;
+  std::string path;     // shard file, directory or glob
+  double weight = 1.0;  // relative: the loader divides by the sum
+};
+
 struct DataConfig {
-  std::string train;           // shard file, directory or glob
-  std::string val;             // optional
+  std::vector<DataSource> train;
+  std::vector<DataSource> val;  // empty: no validation
   std::string tokenizer = "byte";
+  uint64_t seed = 1;            // mixture draws; default train.seed
+  // This node's place in the run (the mesh will set them): node_rank of
+  // node_count. The data is cut into `partitions` disjoint parts (default
+  // node_count) and this node reads part `partition` (default node_rank);
+  // more partitions than nodes leave fresh parts for nodes that join later.
+  int64_t node_rank = 0, node_count = 1;
+  int64_t partitions = 1, partition = 0;
+  int64_t prefetch = 2;         // batches read ahead on a background thread; 0 = off
 };
 
 struct DilocoConfig {

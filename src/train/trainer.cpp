@@ -9,9 +9,10 @@
 
 #include "ckpt/safetensors.h"
 #include "data/dataloader.h"
-#include "data/token_shard.h"
+#include "data/prefetch.h"
 #include "model/init.h"
 #include "train/backend.h"
+#include "train/data_setup.h"
 #include "train/schedule.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -27,15 +28,14 @@ double seconds_since(Clock::time_point t0) {
 }
 
 // Mean next-token loss over `batches` fixed batches from the start of the
-// validation shards, so every evaluation sees the same tokens.
-double evaluate(Backend& backend, const std::vector<std::string>& shards, const Config& cfg) {
-  DataLoader val(shards, static_cast<int>(cfg.train.micro_batch_size),
-                 static_cast<int>(cfg.train.seq_len));
-  std::vector<int32_t> x, y;
+// validation data, so every evaluation sees the same tokens.
+double evaluate(Backend& backend, const LoaderOptions& val_options, const Config& cfg) {
+  DataLoader val(val_options);
+  Batch batch;
   backend.take_loss();  // nothing pending belongs to the evaluation
   for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
-    val.next(x, y);
-    backend.run(x.data(), y.data(), cfg.train.micro_batch_size, 0.0f, 0.0f, false);
+    val.next(batch);
+    backend.run(batch.inputs.data(), batch.targets.data(), cfg.train.micro_batch_size, 0.0f, 0.0f, false);
   }
   const cpu::LossSums s = backend.take_loss();
   return s.ce / static_cast<double>(s.n_valid);
@@ -53,6 +53,27 @@ void save_model(const std::string& dir, const Config& cfg, const ParamLayout& la
   write_file_atomic(dir + "/config.json", cfg_text.data(), cfg_text.size());
 }
 
+// One line per dataset when there is a mixture or a partitioning to report.
+void print_data_plan(const Config& cfg, const DataLoader& loader) {
+  const auto& ds = loader.datasets();
+  if (ds.size() > 1) {
+    double sum = 0.0;
+    for (const DataSource& s : cfg.data.train) sum += s.weight;
+    if (std::fabs(sum - 1.0) > 1e-6)
+      std::fprintf(stderr, "intellect: data.train weights sum to %g, not 1; they are used as relative shares\n",
+                   sum);
+    for (size_t i = 0; i < ds.size(); ++i)
+      std::fprintf(stderr, "intellect:   %-20s %5.1f%% | %zu shard(s), %llu tokens, %llu windows in this partition\n",
+                   ds[i].name().c_str(), 100.0 * loader.shares()[i], ds[i].shards().size(),
+                   static_cast<unsigned long long>(ds[i].total_tokens()),
+                   static_cast<unsigned long long>(ds[i].windows_per_epoch()));
+  }
+  if (cfg.data.partitions > 1)
+    std::fprintf(stderr, "intellect: node %lld of %lld reads data partition %lld of %lld\n",
+                 static_cast<long long>(cfg.data.node_rank), static_cast<long long>(cfg.data.node_count),
+                 static_cast<long long>(cfg.data.partition), static_cast<long long>(cfg.data.partitions));
+}
+
 }  // namespace
 
 TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
@@ -63,10 +84,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   const int64_t accum = cfg.grad_accum_steps();
   const int64_t tokens_per_step = cfg.tokens_per_step();
 
-  const std::vector<std::string> train_shards = expand_shard_pattern(cfg.data.train);
-  const std::vector<std::string> val_shards =
-      cfg.data.val.empty() ? std::vector<std::string>{} : expand_shard_pattern(cfg.data.val);
-  DataLoader loader(train_shards, static_cast<int>(B), static_cast<int>(T));
+  const LoaderOptions train_options = train_loader_options(cfg);
+  const bool have_val = !cfg.data.val.empty();
+  const LoaderOptions val_options = have_val ? val_loader_options(cfg) : LoaderOptions{};
+  if (have_val) DataLoader check(val_options);  // bad val data fails now, not at the first evaluation
+  PrefetchLoader loader(train_options, static_cast<int>(cfg.data.prefetch));
 
   std::unique_ptr<Backend> backend = make_backend(cfg, B, T);
   const ParamLayout& layout = backend->layout();
@@ -80,7 +102,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   std::ofstream metrics(metrics_path, std::ios::trunc);
   if (!metrics) fail("cannot write metrics file '", metrics_path, "'");
 
-  const double unigram = unigram_entropy_nats(train_shards, static_cast<uint32_t>(mc.vocab_size));
+  const double unigram = unigram_entropy_nats(train_options.datasets, static_cast<uint32_t>(mc.vocab_size));
   std::fprintf(stderr,
                "intellect: %s | %.2fM parameters, %lld layers, dim %lld | %lld tokens/step "
                "(%lld x %lld seq x %lld accum) | %d threads\n",
@@ -88,19 +110,27 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                static_cast<long long>(mc.n_layers), static_cast<long long>(mc.dim),
                static_cast<long long>(tokens_per_step), static_cast<long long>(B),
                static_cast<long long>(T), static_cast<long long>(accum), omp_get_max_threads());
+  size_t n_shards = 0;
+  uint64_t n_tokens = 0;
+  for (const DatasetWindows& d : loader.loader().datasets()) {
+    n_shards += d.shards().size();
+    n_tokens += d.total_tokens();
+  }
   std::fprintf(stderr, "intellect: training data %zu shard(s), %llu tokens, unigram entropy %.3f nats/token\n",
-               train_shards.size(), static_cast<unsigned long long>(loader.total_tokens()), unigram);
+               n_shards, static_cast<unsigned long long>(n_tokens), unigram);
+  print_data_plan(cfg, loader.loader());
   std::fprintf(stderr, "intellect: backend %s\n", backend->describe().c_str());
 
   TrainResult result;
-  std::vector<int32_t> x, y;
+  Batch batch;
   const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
   for (int64_t step = 0; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
     backend->zero_grads();
     for (int64_t micro = 0; micro < accum; ++micro) {
-      loader.next(x, y);
-      backend->run(x.data(), y.data(), B, static_cast<float>(cfg.train.z_loss_weight), grad_scale, true);
+      loader.next(batch);
+      backend->run(batch.inputs.data(), batch.targets.data(), B, static_cast<float>(cfg.train.z_loss_weight),
+                   grad_scale, true);
     }
     const double lr = lr_at(cfg.optim, step, cfg.train.steps);
     const StepStats os = backend->step(lr);
@@ -118,12 +148,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     nlohmann::json line = {{"step", step + 1},          {"loss", loss},
                            {"z_loss", z_loss},          {"grad_norm", os.grad_norm},
                            {"lr", lr},                  {"tokens_per_s", tok_s},
-                           {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step}};
+                           {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step},
+                           {"data_position", loader.position().to_json()}};
     const bool last = step + 1 == cfg.train.steps || (stop && stop->load());
-    const bool eval_now = !val_shards.empty() &&
+    const bool eval_now = have_val &&
                           (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
     if (eval_now) {
-      result.final_val_loss = evaluate(*backend, val_shards, cfg);
+      result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
     }
     metrics << line.dump() << "\n" << std::flush;
@@ -143,6 +174,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   }
   backend->get_params(params.data());
   save_model(cfg.train.out_dir, cfg, layout, params, result.steps);
+  // Where the next step's data starts, for a run that continues this one.
+  const std::string position_text = loader.position().to_json().dump(2) + "\n";
+  write_file_atomic(cfg.train.out_dir + "/data_position.json", position_text.data(), position_text.size());
   std::fprintf(stderr, "intellect: loss %.4f -> %.4f (unigram entropy %.3f); model saved to %s/model.safetensors\n",
                result.first_loss, result.last_loss, unigram, cfg.train.out_dir.c_str());
   return result;
