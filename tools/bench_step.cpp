@@ -188,12 +188,8 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
               cuda::attention_backward(d, scratch, b, a, c, lse, as, s);
             }), 3.5 * attn_fwd, kGemmTflops);
 
-  // AdamW over the model's parameters
+  // AdamW over the model's parameters, in the run's precision and in the default one.
   const int64_t P = m.num_params();
-  bf16* p = dalloc<bf16>(P);
-  float *master = cfg.precision.master_weights ? dalloc<float>(P) : nullptr, *g = dalloc<float>(P);
-  const bool sb = cfg.precision.optim_state_dtype == "bf16";
-  void *mm = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P), *vv = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
   int64_t* bounds = dalloc<int64_t>(2);
   uint8_t* flags = dalloc<uint8_t>(1);
   const int64_t hb[2] = {0, P};
@@ -201,12 +197,32 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   check(cudaMemcpy(bounds, hb, 16, cudaMemcpyHostToDevice));
   check(cudaMemcpy(flags, hf, 1, cudaMemcpyHostToDevice));
   float *norm = dalloc<float>(1), *ascratch = dalloc<float>(cuda::adamw_scratch_floats());
-  int64_t step = 0;
-  const double state_bytes = sb ? 8.0 : 16.0;
-  row_mem("adamw (one launch, norm+clip)", time_ms(s, 5, [&] {
-            cuda::adamw_step(p, master, g, mm, vv, sb, P, {bounds, flags, 1},
-                             {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, ascratch, s);
-          }), P * (8.0 + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  cudaFree(d);
+  cudaFree(w);
+  cudaFree(dw);
+  for (const bool master_on : {cfg.precision.master_weights, !cfg.precision.master_weights}) {
+    const bool sb = master_on ? false : cfg.precision.optim_state_dtype == "bf16";
+    bf16* p = dalloc<bf16>(P);
+    float *master = master_on ? dalloc<float>(P) : nullptr, *g = dalloc<float>(P);
+    void* mm = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
+    void* vv = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
+    int64_t step = 0;
+    const double state_bytes = sb ? 8.0 : 16.0;
+    const std::string name = std::string("adamw ") + (master_on ? "fp32 master" : "bf16 weights+SR") +
+                             (sb ? ", bf16 m/v" : ", fp32 m/v");
+    row_mem(name.c_str(), time_ms(s, 5, [&] {
+              cuda::adamw_step(p, master, g, mm, vv, sb, P, {bounds, flags, 1},
+                               {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, ascratch, s);
+            }), P * (8.0 + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
+    cudaFree(p);
+    cudaFree(master);
+    cudaFree(g);
+    cudaFree(mm);
+    cudaFree(vv);
+  }
   cudaStreamDestroy(s);
 }
 

@@ -9,6 +9,8 @@
 #include "kernels/cuda_common.cuh"
 #include "kernels/rmsnorm.h"
 
+#include <algorithm>
+
 namespace intellect::cuda {
 
 namespace {
@@ -101,62 +103,49 @@ __global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* do
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[blockIdx.x * D + i] = dw_part[i];
 }
 
-// The fast path for D % 8 == 0 and D ≤ kGroups·8·blockDim: each thread owns
-// kGroups fixed groups of 8 columns, keeps its slice of the row (dout, x and
-// the dx it adds to) in registers between the two passes, and its dw partials
-// in registers too.
-template <int kGroups>
-__global__ void __launch_bounds__(kThreads, kGroups == 1 ? 4 : (kGroups == 2 ? 3 : 2)) rmsnorm_backward_vec_kernel(
+// The fast path for D % 8 == 0 and D ≤ 8·1024: each thread owns one group of
+// 8 columns, keeps its slice of the row (dout, x and the dx it adds to) in
+// registers between the two passes, and its dw partials in registers too.
+// Few registers, so several blocks share an SM and more rows are in flight.
+__global__ void __launch_bounds__(1024) rmsnorm_backward_vec_kernel(
     bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
     int64_t N, int64_t D, bool accumulate) {
   __shared__ float scratch[32];
-  float dw[kGroups][8] = {};
-  bool own[kGroups];
-#pragma unroll
-  for (int j = 0; j < kGroups; ++j) own[j] = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8 < D;
+  const int64_t c = static_cast<int64_t>(threadIdx.x) * 8;
+  const bool own = c < D;
+  float dw[8] = {};
   for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
-    float gv[kGroups][8], xv[kGroups][8];
-    Bf16x8 prev[kGroups];  // dx to accumulate into, loaded with the row: one memory round trip
+    float gv[8], xv[8];
+    Bf16x8 prev;  // the dx to accumulate into, loaded with the row: one memory round trip
     float dot = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kGroups; ++j) {
-      if (!own[j]) continue;
-      const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
-      if (accumulate) prev[j] = load8(dx + row * D + c);
+    if (own) {
+      if (accumulate) prev = load8(dx + row * D + c);
       const Bf16x8 gt = load8(dout + row * D + c), xt = load8(x + row * D + c), wt = load8(w + c);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        gv[j][k] = __bfloat162float(gt.v[k]);
-        xv[j][k] = __bfloat162float(xt.v[k]);
-        dot += gv[j][k] * __bfloat162float(wt.v[k]) * xv[j][k];
+        gv[k] = __bfloat162float(gt.v[k]);
+        xv[k] = __bfloat162float(xt.v[k]);
+        dot += gv[k] * __bfloat162float(wt.v[k]) * xv[k];
       }
     }
     dot = block_sum(dot, scratch);
+    if (!own) continue;
     const float r = rstd[row];
     const float c3 = r * r * r * dot / static_cast<float>(D);
+    const Bf16x8 wt = load8(w + c);  // the gain vector is an L1 hit
+    Bf16x8 o;
 #pragma unroll
-    for (int j = 0; j < kGroups; ++j) {
-      if (!own[j]) continue;
-      const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
-      const Bf16x8 wt = load8(w + c);  // 8 KB gain vector: an L1 hit
-      Bf16x8 o;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        float v = r * __bfloat162float(wt.v[k]) * gv[j][k] - c3 * xv[j][k];
-        if (accumulate) v += __bfloat162float(prev[j].v[k]);
-        o.v[k] = __float2bfloat16(v);
-        dw[j][k] += gv[j][k] * xv[j][k] * r;
-      }
-      store8(dx + row * D + c, o);
+    for (int k = 0; k < 8; ++k) {
+      float v = r * __bfloat162float(wt.v[k]) * gv[k] - c3 * xv[k];
+      if (accumulate) v += __bfloat162float(prev.v[k]);
+      o.v[k] = __float2bfloat16(v);
+      dw[k] += gv[k] * xv[k] * r;
     }
+    store8(dx + row * D + c, o);
   }
+  if (own)
 #pragma unroll
-  for (int j = 0; j < kGroups; ++j) {
-    if (!own[j]) continue;
-    const int64_t c = (threadIdx.x + static_cast<int64_t>(j) * blockDim.x) * 8;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) partial[blockIdx.x * D + c + k] = dw[j][k];
-  }
+    for (int k = 0; k < 8; ++k) partial[blockIdx.x * D + c + k] = dw[k];
 }
 
 // dw[c] += Σ_b partial[b][c]: one block per 32 columns, its 8 warps take
@@ -215,14 +204,10 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
   if (N == 0) return;
   const int blocks = backward_blocks(N);
   const bool vec = D % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
-  const int groups = static_cast<int>((D + 8 * kThreads - 1) / (8 * kThreads));
-  if (vec && groups <= 4) {
-    switch (groups) {
-      case 1: rmsnorm_backward_vec_kernel<1><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
-      case 2: rmsnorm_backward_vec_kernel<2><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
-      case 3: rmsnorm_backward_vec_kernel<3><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
-      default: rmsnorm_backward_vec_kernel<4><<<blocks, kThreads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate); break;
-    }
+  if (vec && D <= 8 * 1024) {
+    // D/8 threads rounded up to whole warps.
+    const int threads = static_cast<int>(std::min<int64_t>(1024, (D / 8 + 31) / 32 * 32));
+    rmsnorm_backward_vec_kernel<<<blocks, threads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate);
     CUDA_CHECK_LAUNCH();
     reduce_partials_kernel<<<ceil_div(D, 32), 256, 0, stream>>>(dw, scratch, blocks, D);
     CUDA_CHECK_LAUNCH();
