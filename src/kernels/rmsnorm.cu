@@ -148,24 +148,22 @@ __global__ void __launch_bounds__(1024) rmsnorm_backward_vec_kernel(
     for (int k = 0; k < 8; ++k) partial[blockIdx.x * D + c + k] = dw[k];
 }
 
-// dw[c] += Σ_b partial[b][c]: one block per 32 columns, its 8 warps take
-// every 8th partial row (coalesced 128-byte reads), then warp sums combine
-// in warp order. Fixed order throughout, so dw is deterministic.
-__global__ void reduce_partials_kernel(float* dw, const float* partial, int blocks, int64_t D) {
-  __shared__ float part[8][32];
+// dw[c] += Σ_b partial[b][c]: one block of 32 warps per 32 columns; warp w
+// sums partial rows w, w+32, … (coalesced 128-byte reads), then the warp sums
+// combine in warp order. Fixed order throughout, so dw is deterministic.
+__global__ void __launch_bounds__(1024) reduce_partials_kernel(float* dw, const float* partial,
+                                                               int blocks, int64_t D) {
+  __shared__ float part[32][33];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t c = blockIdx.x * 32 + lane;
   float s = 0.0f;
-  if (c < D) {
-#pragma unroll 4
-    for (int b = warp; b < blocks; b += 8) s += partial[b * D + c];
-  }
+  if (c < D)
+    for (int b = warp; b < blocks; b += 32) s += partial[b * D + c];
   part[warp][lane] = s;
   __syncthreads();
   if (warp == 0 && c < D) {
     float t = 0.0f;
-#pragma unroll
-    for (int w = 0; w < 8; ++w) t += part[w][lane];
+    for (int w = 0; w < 32; ++w) t += part[w][lane];
     dw[c] += t;
   }
 }
@@ -209,7 +207,7 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
     const int threads = static_cast<int>(std::min<int64_t>(1024, (D / 8 + 31) / 32 * 32));
     rmsnorm_backward_vec_kernel<<<blocks, threads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate);
     CUDA_CHECK_LAUNCH();
-    reduce_partials_kernel<<<ceil_div(D, 32), 256, 0, stream>>>(dw, scratch, blocks, D);
+    reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, blocks, D);
     CUDA_CHECK_LAUNCH();
     return;
   }
@@ -220,7 +218,7 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
   rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(dx, scratch, dout, x, w, rstd, N, D,
                                                               accumulate);
   CUDA_CHECK_LAUNCH();
-  reduce_partials_kernel<<<ceil_div(D, 32), 256, 0, stream>>>(dw, scratch, blocks, D);
+  reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, blocks, D);
   CUDA_CHECK_LAUNCH();
 }
 
