@@ -225,6 +225,39 @@ void LlamaCuda::download_grads(float* host) {
   check(cudaStreamSynchronize(stream_), "download grads");
 }
 
+void LlamaCuda::download_optimizer_state(std::vector<float>& m, std::vector<float>& v) {
+  const size_t P = layout_.total();
+  m.resize(P);
+  v.resize(P);
+  for (auto [dev, host] : {std::pair<void*, float*>{m_, m.data()}, {v_, v.data()}}) {
+    if (opts_.optim_state_bf16) {
+      std::vector<bf16> b(P);
+      check(cudaMemcpyAsync(b.data(), dev, P * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "state");
+      check(cudaStreamSynchronize(stream_), "state");
+      for (size_t i = 0; i < P; ++i) host[i] = __bfloat162float(b[i]);
+    } else {
+      check(cudaMemcpyAsync(host, dev, P * sizeof(float), cudaMemcpyDeviceToHost, stream_), "state");
+    }
+  }
+  check(cudaStreamSynchronize(stream_), "state");
+}
+
+void LlamaCuda::upload_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
+  const size_t P = layout_.total();
+  if (m.size() != P || v.size() != P) fail("optimizer state has ", m.size(), " values, the model ", P);
+  for (auto [dev, host] : {std::pair<void*, const float*>{m_, m.data()}, {v_, v.data()}}) {
+    if (opts_.optim_state_bf16) {
+      std::vector<bf16> b(P);
+      for (size_t i = 0; i < P; ++i) b[i] = __float2bfloat16(host[i]);
+      check(cudaMemcpyAsync(dev, b.data(), P * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "state");
+      check(cudaStreamSynchronize(stream_), "state");
+    } else {
+      check(cudaMemcpyAsync(dev, host, P * sizeof(float), cudaMemcpyHostToDevice, stream_), "state");
+    }
+  }
+  check(cudaStreamSynchronize(stream_), "state");
+}
+
 void LlamaCuda::zero_grads() {
   check(cudaMemsetAsync(grads_, 0, layout_.total() * sizeof(float), stream_), "zero grads");
 }

@@ -53,6 +53,9 @@ class LlamaCuda {
   void upload_params(const float* host);   // fp32 → bf16 params (and master)
   void download_params(float* host);       // current weights as fp32 (master when present)
   void download_grads(float* host);
+  // AdamW m and v as fp32 (converted from bf16 when the state is bf16).
+  void download_optimizer_state(std::vector<float>& m, std::vector<float>& v);
+  void upload_optimizer_state(const std::vector<float>& m, const std::vector<float>& v);
   void zero_grads();
 
   // One micro-batch [B, T] of host tokens/targets (targets < 0 ignored).

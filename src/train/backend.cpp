@@ -26,6 +26,18 @@ class CpuBackend final : public Backend {
   void get_params(float* host) override { std::copy(params_.begin(), params_.end(), host); }
   void get_grads(float* host) override { std::copy(grads_.begin(), grads_.end(), host); }
   void zero_grads() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+  void get_optimizer_state(std::vector<float>& m, std::vector<float>& v, int64_t& step) override {
+    m = optim_.m();
+    v = optim_.v();
+    step = optim_.steps_taken();
+  }
+  void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v, int64_t step) override {
+    if (m.size() != optim_.m().size() || v.size() != optim_.v().size())
+      fail("optimizer state has ", m.size(), " values, the model ", optim_.m().size());
+    optim_.m() = m;
+    optim_.v() = v;
+    optim_.set_steps_taken(step);
+  }
 
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
            bool backward, float* logits_host) override {

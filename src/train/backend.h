@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/cross_entropy.h"
 #include "model/layout.h"
@@ -28,6 +29,11 @@ class Backend {
   virtual void get_params(float* host) = 0;
   virtual void get_grads(float* host) = 0;
   virtual void zero_grads() = 0;
+  // AdamW's state as flat fp32 buffers and its step counter, for checkpoints.
+  virtual void get_optimizer_state(std::vector<float>& exp_avg, std::vector<float>& exp_avg_sq,
+                                   int64_t& step) = 0;
+  virtual void set_optimizer_state(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq,
+                                   int64_t step) = 0;
 
   // One micro-batch [B, seq_len]: forward, and backward when asked (gradients
   // accumulate). Loss sums accumulate until take_loss() or step().

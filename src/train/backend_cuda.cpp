@@ -24,6 +24,14 @@ class CudaBackend final : public Backend {
   void get_params(float* host) override { model_.download_params(host); }
   void get_grads(float* host) override { model_.download_grads(host); }
   void zero_grads() override { model_.zero_grads(); }
+  void get_optimizer_state(std::vector<float>& m, std::vector<float>& v, int64_t& step) override {
+    model_.download_optimizer_state(m, v);
+    step = steps_;
+  }
+  void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v, int64_t step) override {
+    model_.upload_optimizer_state(m, v);
+    steps_ = step;
+  }
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
            bool backward, float* logits_host) override {
     model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host);

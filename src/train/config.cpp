@@ -73,6 +73,7 @@ Config parse_config(const json& doc, const std::string& source) {
     t.device = r.get_string("device", "cpu", {"cpu", "cuda"});
     t.seed = static_cast<uint64_t>(r.get_int("seed", 1, 0, kBig));
     t.steps = r.get_int("steps", std::nullopt, 1, kBig);
+    t.stop_after_steps = r.get_int("stop_after_steps", 0, 0, kBig);
     t.batch_size = r.get_int("batch_size", std::nullopt, 1, kBig);
     t.micro_batch_size = r.get_int("micro_batch_size", t.batch_size, 1, t.batch_size);
     if (t.batch_size % t.micro_batch_size != 0)
@@ -158,6 +159,21 @@ Config parse_config(const json& doc, const std::string& source) {
     JsonReader r = root.child("precision");
     c.precision.master_weights = r.get_bool("master_weights", true);
     c.precision.optim_state_dtype = r.get_string("optim_state_dtype", "fp32", {"fp32", "bf16"});
+    r.finish();
+  }
+  {
+    JsonReader r = root.child("ckpt");
+    CheckpointConfig& k = c.ckpt;
+    k.dir = r.get_string("dir", c.train.out_dir + "/checkpoints");
+    k.every = r.get_int("every", 0, 0, kBig);
+    k.keep = r.get_int("keep", 3, 1, 1000000);
+    k.save_final = r.get_bool("save_final", true);
+    k.resume = r.get_string("resume", "none");
+    k.init_from = r.get_string("init_from", "");
+    if (k.dir.empty()) r.error("dir", "must not be empty");
+    if (k.resume.empty()) r.error("resume", "must be \"none\", \"auto\" or a checkpoint step directory");
+    if (k.resume != "none" && !k.init_from.empty())
+      r.error("init_from", "cannot be combined with ckpt.resume: a resumed run already has its weights");
     r.finish();
   }
   {

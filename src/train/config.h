@@ -31,6 +31,7 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda
   uint64_t seed = 1;
   int64_t steps = 100;          // inner optimizer steps
+  int64_t stop_after_steps = 0; // end this invocation after N steps (a resumable pause); 0 = run to the end
   int64_t batch_size = 8;       // sequences per optimizer step
   int64_t micro_batch_size = 8; // sequences per forward/backward
   int64_t seq_len = 128;
@@ -75,6 +76,15 @@ struct DataConfig {
   int64_t prefetch = 2;         // batches read ahead on a background thread; 0 = off
 };
 
+struct CheckpointConfig {
+  std::string dir;               // default: <train.out_dir>/checkpoints
+  int64_t every = 0;             // save every N steps (0: only at the end)
+  int64_t keep = 3;              // newest complete checkpoints kept
+  bool save_final = true;        // also save when the run ends or is stopped
+  std::string resume = "none";   // none | auto (newest valid under dir) | a step directory
+  std::string init_from;         // weights only (e.g. from ckpt_convert import)
+};
+
 struct DilocoConfig {
   int64_t inner_steps = 100;
   double outer_lr = 0.7;
@@ -90,6 +100,7 @@ struct Config {
   DataConfig data;
   DilocoConfig diloco;
   PrecisionConfig precision;
+  CheckpointConfig ckpt;
   nlohmann::json json;  // the document after overrides, as recorded with each run
   std::string source;   // the file it came from, or "<embedded default>"
 

@@ -23,6 +23,7 @@ class AdamW {
   OptimStats step(float* params, const float* grads, double lr);
 
   int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
 

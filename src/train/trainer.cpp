@@ -2,11 +2,16 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 
+#include <filesystem>
+
+#include "ckpt/async_checkpointer.h"
+#include "ckpt/checkpoint.h"
 #include "ckpt/safetensors.h"
 #include "data/dataloader.h"
 #include "data/prefetch.h"
@@ -16,6 +21,7 @@
 #include "train/schedule.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json_reader.h"
 
 namespace intellect {
 
@@ -74,6 +80,54 @@ void print_data_plan(const Config& cfg, const DataLoader& loader) {
                  static_cast<long long>(cfg.data.partition), static_cast<long long>(cfg.data.partitions));
 }
 
+void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
+
+// The tokenizer files a checkpoint carries, so an export is usable as it is.
+std::vector<std::string> tokenizer_files(const Config& cfg) {
+  namespace fs = std::filesystem;
+  const std::string& t = cfg.data.tokenizer;
+  if (t.empty() || t == "byte") return {};
+  std::error_code ec;
+  const fs::path base = fs::is_directory(t, ec) ? fs::path(t) : fs::path(t).parent_path();
+  std::vector<std::string> files;
+  if (!fs::is_directory(t, ec) && fs::exists(t, ec)) files.push_back(t);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+    const fs::path p = base / name;
+    if (fs::exists(p, ec) && std::find(files.begin(), files.end(), p.string()) == files.end())
+      files.push_back(p.string());
+  }
+  return files;
+}
+
+// A checkpoint's weights only fit a model of the same shape.
+void check_same_model(const nlohmann::json& ckpt_config, const Config& cfg, const std::string& dir) {
+  JsonReader r(ckpt_config.at("model"), dir + " (manifest)", "model");
+  const nlohmann::json theirs = ModelConfig::from_json(r).to_json(), ours = cfg.model.to_json();
+  std::string diff;
+  for (auto& [k, v] : ours.items()) {
+    if (k == "init_std") continue;  // only used to initialise
+    if (!theirs.contains(k) || theirs[k] != v)
+      diff += str("\n  model.", k, ": checkpoint ", theirs.contains(k) ? theirs[k].dump() : "absent", ", config ",
+                  v.dump());
+  }
+  if (!diff.empty())
+    fail(dir, ": the checkpoint was written for a different model than ", cfg.source, ":", diff);
+}
+
+// On resume the metrics file keeps the lines up to the resumed step, so it
+// reads as one run.
+void trim_metrics(const std::string& path, int64_t last_step) {
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= last_step) kept += line + "\n";
+    } catch (const nlohmann::json::parse_error&) {  // a line cut by a crash
+    }
+  }
+  write_file_atomic(path, kept.data(), kept.size());
+}
+
 }  // namespace
 
 TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
@@ -96,11 +150,61 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   init_params(params.data(), layout, mc, cfg.train.seed);
   backend->set_params(params.data());
 
+  // Where this run starts: a checkpoint to resume, weights to start from, or step 0.
+  int64_t start_step = 0;
+  std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
+  if (resume_dir == "auto") {
+    resume_dir = newest_valid_checkpoint(cfg.ckpt.dir, [](const std::string& m) { note("ckpt.resume=auto: " + m); });
+    if (resume_dir.empty()) note(str("ckpt.resume=auto: no valid checkpoint under ", cfg.ckpt.dir, "; starting from step 0"));
+  }
+  if (!resume_dir.empty()) {
+    CheckpointState st = read_checkpoint(resume_dir, true);
+    check_same_model(st.config, cfg, resume_dir);
+    if (st.exp_avg.empty())
+      fail(resume_dir, ": holds weights only (no optimizer state), so training cannot resume from it; "
+           "start from its weights with ckpt.init_from instead");
+    if (st.step >= cfg.train.steps)
+      fail(resume_dir, ": is at step ", st.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
+    backend->set_params(st.params.data());
+    backend->set_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
+    if (!st.data_position.is_null()) loader.seek(LoaderPosition::from_json(st.data_position));
+    start_step = st.step;
+    note(str("resuming from ", resume_dir, " at step ", start_step));
+  } else if (!cfg.ckpt.init_from.empty()) {
+    const CheckpointState st = read_checkpoint(cfg.ckpt.init_from, false);
+    check_same_model(st.config, cfg, cfg.ckpt.init_from);
+    backend->set_params(st.params.data());
+    note(str("weights from ", cfg.ckpt.init_from, " (step ", st.step, "); optimizer and data start fresh"));
+  }
+
   make_dirs(cfg.train.out_dir);
   const std::string metrics_path =
       cfg.train.metrics_file.empty() ? cfg.train.out_dir + "/metrics.jsonl" : cfg.train.metrics_file;
-  std::ofstream metrics(metrics_path, std::ios::trunc);
+  if (start_step > 0 && path_exists(metrics_path)) trim_metrics(metrics_path, start_step);
+  std::ofstream metrics(metrics_path, start_step > 0 ? std::ios::app : std::ios::trunc);
   if (!metrics) fail("cannot write metrics file '", metrics_path, "'");
+
+  std::unique_ptr<AsyncCheckpointer> checkpointer;
+  if (cfg.ckpt.every > 0 || cfg.ckpt.save_final)
+    checkpointer = std::make_unique<AsyncCheckpointer>(cfg.ckpt.dir, cfg.ckpt.keep, note);
+  // Copies the state to host memory and hands it to the writer thread; the
+  // step pays only for the copy (and for waiting if the last save still runs).
+  auto save_checkpoint = [&](int64_t steps_done, double lr) {
+    const Clock::time_point t0 = Clock::now();
+    CheckpointState st;
+    st.step = steps_done;
+    st.config = cfg.json;
+    st.params.resize(layout.total());
+    backend->get_params(st.params.data());
+    backend->get_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
+    st.data_position = loader.position().to_json();
+    st.rng = {{"train_seed", cfg.train.seed}, {"data_seed", cfg.data.seed},
+              {"note", "all generators are counter-based: (seed, step/index) is the whole state"}};
+    st.schedule = {{"step", steps_done}, {"lr", lr}, {"total_steps", cfg.train.steps}};
+    st.tokenizer_files = tokenizer_files(cfg);
+    const double waited = checkpointer->save(std::move(st));
+    return std::make_pair(seconds_since(t0), waited);
+  };
 
   const double unigram = unigram_entropy_nats(train_options.datasets, static_cast<uint32_t>(mc.vocab_size));
   std::fprintf(stderr,
@@ -124,7 +228,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   TrainResult result;
   Batch batch;
   const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
-  for (int64_t step = 0; step < cfg.train.steps; ++step) {
+  int64_t steps_this_run = 0;
+  double lr = 0.0;
+  for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
     backend->zero_grads();
     for (int64_t micro = 0; micro < accum; ++micro) {
@@ -132,7 +238,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       backend->run(batch.inputs.data(), batch.targets.data(), B, static_cast<float>(cfg.train.z_loss_weight),
                    grad_scale, true);
     }
-    const double lr = lr_at(cfg.optim, step, cfg.train.steps);
+    lr = lr_at(cfg.optim, step, cfg.train.steps);
     const StepStats os = backend->step(lr);
     const double dt = seconds_since(t0);
     const double loss = os.loss.ce / static_cast<double>(os.loss.n_valid);
@@ -140,7 +246,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (!std::isfinite(loss) || !std::isfinite(os.grad_norm))
       fail("step ", step + 1, ": loss ", loss, ", grad norm ", os.grad_norm,
            " is not finite: lower optim.lr or raise optim.schedule.warmup_steps");
-    if (step == 0) result.first_loss = loss;
+    if (step == start_step) result.first_loss = loss;
+    ++steps_this_run;
     result.last_loss = loss;
     result.steps = step + 1;
 
@@ -150,12 +257,19 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                            {"lr", lr},                  {"tokens_per_s", tok_s},
                            {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step},
                            {"data_position", loader.position().to_json()}};
-    const bool last = step + 1 == cfg.train.steps || (stop && stop->load());
+    const bool pause = cfg.train.stop_after_steps > 0 && steps_this_run >= cfg.train.stop_after_steps;
+    const bool last = step + 1 == cfg.train.steps || (stop && stop->load()) || pause;
     const bool eval_now = have_val &&
                           (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
     if (eval_now) {
       result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
+    }
+    if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
+      const auto [stall, waited] = save_checkpoint(step + 1, lr);
+      line["ckpt_stall_ms"] = stall * 1e3;
+      if (waited > 0.01)
+        note(str("step ", step + 1, ": waited ", waited, " s for the previous checkpoint to finish writing"));
     }
     metrics << line.dump() << "\n" << std::flush;
     if ((step + 1) % cfg.train.log_every == 0 || step == 0 || last) {
@@ -167,13 +281,17 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       std::fflush(stdout);
     }
     if (stop && stop->load()) {
-      std::fprintf(stderr, "intellect: stopping after step %lld on request\n",
-                   static_cast<long long>(step + 1));
+      note(str("stopping after step ", step + 1, " on request"));
+      break;
+    }
+    if (pause) {
+      note(str("stopping after ", steps_this_run, " steps of this run (train.stop_after_steps); resume with ckpt.resume=auto"));
       break;
     }
   }
+  if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
   backend->get_params(params.data());
-  save_model(cfg.train.out_dir, cfg, layout, params, result.steps);
+  save_model(cfg.train.out_dir, cfg, layout, params, start_step + steps_this_run);
   // Where the next step's data starts, for a run that continues this one.
   const std::string position_text = loader.position().to_json().dump(2) + "\n";
   write_file_atomic(cfg.train.out_dir + "/data_position.json", position_text.data(), position_text.size());
