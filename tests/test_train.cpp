@@ -29,7 +29,9 @@ const std::string& corpus_dir() {
   return dir;
 }
 
+// Arguments for a fresh small run into out_dir (emptied first).
 std::vector<std::string> small_run(const std::string& out_dir, int64_t steps) {
+  std::filesystem::remove_all(out_dir);
   return {"model.dim=48",           "model.n_layers=2",      "model.n_heads=4",
           "model.n_kv_heads=2",     "model.head_dim=12",     "model.ffn_dim=128",
           "model.max_seq_len=64",   "train.seq_len=64",      "train.batch_size=8",

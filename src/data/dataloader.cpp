@@ -181,8 +181,10 @@ double unigram_entropy_nats(const std::vector<DatasetSource>& datasets, uint32_t
     std::fill(counts.begin(), counts.end(), 0);
     uint64_t total = 0;
     for (const auto& path : d.shards) {
+      if (total >= kUnigramSampleTokens) break;  // an estimate: big datasets are sampled from their start
       TokenShard shard = TokenShard::open(path);
-      const auto tokens = shard.tokens();
+      const auto tokens = shard.tokens().first(
+          std::min<size_t>(shard.tokens().size(), kUnigramSampleTokens - total));
       for (size_t i = 0; i < tokens.size(); ++i) {
         if (tokens[i] >= vocab)
           fail("token shard '", path, "' has token id ", tokens[i], " at position ", i,

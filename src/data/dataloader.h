@@ -95,10 +95,13 @@ class DataLoader {
   std::vector<uint64_t> read_;  // windows read per dataset
 };
 
-// Entropy (nats) of the unigram token distribution of the mixture: each
+// Entropy (nats) of the unigram token distribution of the mixture (sampled: see below): each
 // dataset's token frequencies weighted by its normalised weight. It is the
 // loss of a model that ignores context, which a trained model must beat.
 // Fails on a token id >= vocab, naming the shard.
+// At most kUnigramSampleTokens tokens per dataset are read (from its first
+// shards), so a run over terabytes of data starts at once.
+inline constexpr uint64_t kUnigramSampleTokens = uint64_t(1) << 25;
 double unigram_entropy_nats(const std::vector<DatasetSource>& datasets, uint32_t vocab);
 double unigram_entropy_nats(const std::vector<std::string>& shard_paths, uint32_t vocab);
 

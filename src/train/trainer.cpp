@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -175,6 +176,19 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     check_same_model(st.config, cfg, cfg.ckpt.init_from);
     backend->set_params(st.params.data());
     note(str("weights from ", cfg.ckpt.init_from, " (step ", st.step, "); optimizer and data start fresh"));
+  }
+
+  // A fresh run never mixes its checkpoints with an earlier run's, and never
+  // deletes them: they are moved aside, and the user is told.
+  if (resume_dir.empty() && (cfg.ckpt.every > 0 || cfg.ckpt.save_final) && !list_checkpoints(cfg.ckpt.dir).empty()) {
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+    std::string aside = cfg.ckpt.dir + ".previous-" + stamp;
+    for (int i = 1; path_exists(aside); ++i) aside = cfg.ckpt.dir + ".previous-" + stamp + "-" + std::to_string(i);
+    std::filesystem::rename(cfg.ckpt.dir, aside);
+    note(str(cfg.ckpt.dir, " held checkpoints of an earlier run: moved to ", aside,
+             " (set ckpt.resume=auto to continue a run instead of starting over)"));
   }
 
   make_dirs(cfg.train.out_dir);
