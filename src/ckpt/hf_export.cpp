@@ -225,8 +225,8 @@ std::vector<std::string> write_hf_weights(const std::string& dir, const ModelCon
 
 // ---------------------------------------------------------------- export -----
 
-std::string resolve_checkpoint(const std::string& path_in,
-                               const std::function<void(const std::string&)>& log) {
+ExportSource read_checkpoint_for_export(const std::string& path_in,
+                                        const std::function<void(const std::string&)>& log) {
   const std::string path = strip_trailing_slashes(path_in);
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("checkpoint '", path, "' does not exist");
@@ -237,19 +237,20 @@ std::string resolve_checkpoint(const std::string& path_in,
   // with it); a name like step_* is one too, even when its writer died early.
   if (fs::exists(path + "/manifest.json", ec) || fs::exists(path + "/COMPLETE", ec) ||
       fs::path(path).filename().string().starts_with("step_"))
-    return path;
+    return {path, read_checkpoint(path, /*with_optimizer=*/false)};
   const std::vector<std::string> steps = list_checkpoints(path);
   if (steps.empty())
     fail("'", path, "' is not a checkpoint: it has no manifest.json (a step directory) and no "
          "step_* directories (a checkpoint root)");
-  std::string newest = newest_valid_checkpoint(path, [&](const std::string& why) {
-    if (log) log(why);
-  });
-  if (newest.empty())
-    fail("no valid checkpoint under '", path, "': none of its ", steps.size(),
-         " step directories reads back cleanly (the reasons are above)");
-  if (!fs::exists(newest, ec) && fs::exists(path + "/" + newest, ec)) newest = path + "/" + newest;
-  return newest;
+  for (const std::string& dir : steps) {
+    try {
+      return {dir, read_checkpoint(dir, /*with_optimizer=*/false)};
+    } catch (const Error& e) {
+      if (log) log(str("skipping ", dir, ": ", e.what()));
+    }
+  }
+  fail("no valid checkpoint under '", path, "': none of its ", steps.size(),
+       " step directories reads back cleanly (the reasons are above)");
 }
 
 namespace {
@@ -335,15 +336,16 @@ HfExportResult export_checkpoint_to_hf(const std::string& ckpt, const std::strin
       fail("output '", out, "' already exists and is not empty; choose another directory, or pass "
            "--force to replace it");
   }
-  HfExportResult r;
-  r.checkpoint = resolve_checkpoint(ckpt, opt.log);
-  if (is_inside(r.checkpoint, out))
-    fail("output '", out, "' contains the checkpoint '", r.checkpoint,
+  // Refuse before reading what may be tens of GB.
+  if (fs::exists(ckpt, ec) && is_inside(ckpt, out))
+    fail("output '", out, "' contains the checkpoint '", ckpt,
          "'; writing there would destroy it: choose another directory");
-
+  ExportSource src = read_checkpoint_for_export(ckpt, opt.log);
+  HfExportResult r;
+  r.checkpoint = src.dir;
+  r.step = src.state.step;
   const ModelConfig cfg = checkpoint_model_config(r.checkpoint);
-  CheckpointState state = read_checkpoint(r.checkpoint, /*with_optimizer=*/false);
-  r.step = state.step;
+  const CheckpointState& state = src.state;
   if (opt.log)
     opt.log(str("read ", r.checkpoint, " (step ", state.step, ", ", state.params.size(),
                 " parameters)"));

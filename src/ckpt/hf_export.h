@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/checkpoint.h"
 #include "model/config.h"
 
 namespace intellect {
@@ -69,10 +70,17 @@ std::vector<std::string> write_hf_weights(const std::string& dir, const ModelCon
                                           const std::vector<float>& params,
                                           const HfExportOptions& opt);
 
-// A step directory as given, or for a checkpoint root the newest checkpoint
-// that validates (each one skipped is reported through opt.log).
-std::string resolve_checkpoint(const std::string& path,
-                               const std::function<void(const std::string&)>& log);
+// Reads a checkpoint's weights (read_checkpoint without the optimizer) from a
+// step directory, or from a checkpoint root: the newest step that reads back
+// cleanly, each one skipped reported through `log`. (Not newest_valid_checkpoint,
+// which loads each candidate's optimizer state too: three times the model in
+// memory, then a second read.)
+struct ExportSource {
+  std::string dir;  // the step directory
+  CheckpointState state;
+};
+ExportSource read_checkpoint_for_export(const std::string& path,
+                                        const std::function<void(const std::string&)>& log);
 
 // `ckpt_convert export`: reads the checkpoint (weights only) and writes the HF
 // directory `out_dir` atomically, with the checkpoint's tokenizer/ files.
