@@ -58,14 +58,6 @@ std::string fresh_dir(const std::string& name) {
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 TEST(Checkpoint, RoundTripIsExact) {
   const std::string root = fresh_dir("ckpt_roundtrip");
@@ -130,18 +122,18 @@ TEST(Checkpoint, CorruptionTruncationAndMismatchAreRefused) {
   // one flipped bit in the data section
   bytes[bytes.size() - 100] ^= 0x10;
   write_file_atomic(model, bytes.data(), bytes.size());
-  EXPECT_NE(error_of([&] { read_checkpoint(dir); }).find("does not match its checksum"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint(dir); }).find("does not match its checksum"), std::string::npos);
   // truncated
   bytes[bytes.size() - 100] ^= 0x10;
   write_file_atomic(model, bytes.data(), bytes.size() - 64);
-  EXPECT_NE(error_of([&] { read_checkpoint(dir); }).find("truncated"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint(dir); }).find("truncated"), std::string::npos);
   // missing marker
   write_file_atomic(model, bytes.data(), bytes.size());
   EXPECT_NO_THROW(read_checkpoint(dir));
   fs::remove(dir + "/COMPLETE");
-  EXPECT_NE(error_of([&] { read_checkpoint(dir); }).find("no COMPLETE marker"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint(dir); }).find("no COMPLETE marker"), std::string::npos);
   // not a checkpoint at all
-  EXPECT_NE(error_of([&] { read_checkpoint(root + "/nope"); }).find("does not exist"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { read_checkpoint(root + "/nope"); }).find("does not exist"), std::string::npos);
 }
 
 TEST(Checkpoint, KeepsTheNewestN) {
@@ -227,7 +219,7 @@ TEST(Checkpoint, ResumeIsBitIdenticalOnCpu) {
   auto other = args(b);
   other.push_back("ckpt.resume=auto");
   other[0] = "model.dim=64";
-  const std::string e = error_of([&] { train(load_config("", other)); });
+  const std::string e = test::error_of([&] { train(load_config("", other)); });
   EXPECT_NE(e.find("different model"), std::string::npos) << e;
   EXPECT_NE(e.find("model.dim: checkpoint 32, config 64"), std::string::npos) << e;
 }

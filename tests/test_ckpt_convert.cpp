@@ -33,20 +33,6 @@ const std::string kTool = test::binary_dir() + "/ckpt_convert";
 const std::string kForward = test::binary_dir() + "/intellect_forward";
 const std::string kFixture = test::shared_data_dir() + "/fixtures/tiny-llama-hf";
 
-struct Cmd {
-  int status;
-  std::string output;
-};
-Cmd run(const std::string& cmd) {
-  Cmd r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 // A fresh directory for one test.
 std::string scratch(const std::string& name) {
@@ -283,7 +269,7 @@ TEST(CkptConvertShards, SmallShardSizeGivesIndexedShardsThatReimportIdentically)
   const std::string dir = scratch("shards");
   const ModelConfig c = small_config(false, false);
   const CheckpointState orig = make_checkpoint(dir + "/ckpt", c, 40);
-  const Cmd r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32 --shard-size 20KB");
+  const test::CommandResult r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32 --shard-size 20KB");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("wrote model-00001-of-"), std::string::npos) << r.output;
 
@@ -319,7 +305,7 @@ TEST(CkptConvertShards, SmallShardSizeGivesIndexedShardsThatReimportIdentically)
       EXPECT_LE(bytes, 20'000u) << file;
     }
   }
-  const Cmd imp = run(kTool + " import --hf " + dir + "/hf --out " + dir + "/back --step 40");
+  const test::CommandResult imp = test::run_command(kTool + " import --hf " + dir + "/hf --out " + dir + "/back --step 40");
   ASSERT_EQ(imp.status, 0) << imp.output;
   const CheckpointState back = read_checkpoint(dir + "/back/step_00000040");
   EXPECT_TRUE(bitwise_equal(back.params, orig.params));
@@ -377,10 +363,10 @@ TEST(CkptConvertConfig, ConfigJsonHasTheFieldsTransformersReads) {
 TEST(CkptConvertFixture, ImportExportReimportIsBitExactAndForwardMatches) {
   if (!path_exists(kFixture + "/golden.safetensors")) GTEST_SKIP() << "no fixture at " << kFixture;
   const std::string dir = scratch("fixture");
-  Cmd r = run(kTool + " import --hf " + kFixture + " --out " + dir + "/ckpt --step 7");
+  test::CommandResult r = test::run_command(kTool + " import --hf " + kFixture + " --out " + dir + "/ckpt --step 7");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("step_00000007"), std::string::npos) << r.output;
-  r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32");
   ASSERT_EQ(r.status, 0) << r.output;
   // Every exported tensor equals the fixture's, bit for bit.
   const st::File orig = st::File::open(kFixture + "/model.safetensors");
@@ -393,7 +379,7 @@ TEST(CkptConvertFixture, ImportExportReimportIsBitExactAndForwardMatches) {
   }
   const ModelConfig fixture_cfg = load_hf_model(kFixture).config;
   EXPECT_EQ(load_hf_model(dir + "/hf").config.to_json(), fixture_cfg.to_json());
-  r = run(kTool + " import --hf " + dir + "/hf --out " + dir + "/back");
+  r = test::run_command(kTool + " import --hf " + dir + "/hf --out " + dir + "/back");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(bitwise_equal(read_checkpoint(dir + "/back/step_00000000").params,
                             read_checkpoint(dir + "/ckpt/step_00000007").params));
@@ -401,16 +387,16 @@ TEST(CkptConvertFixture, ImportExportReimportIsBitExactAndForwardMatches) {
   // The forward pass sees the same model: identical logits.
   for (const std::string& model : {kFixture, dir + "/hf"}) {
     const std::string out = dir + (model == kFixture ? "/logits_orig.safetensors" : "/logits_export.safetensors");
-    r = run(kForward + " --model " + model + " --tokens " + kFixture + "/golden.safetensors --out " + out);
+    r = test::run_command(kForward + " --model " + model + " --tokens " + kFixture + "/golden.safetensors --out " + out);
     ASSERT_EQ(r.status, 0) << r.output;
   }
   const std::vector<float> a = st::File::open(dir + "/logits_orig.safetensors").read_f32("logits");
   const std::vector<float> b = st::File::open(dir + "/logits_export.safetensors").read_f32("logits");
   EXPECT_TRUE(bitwise_equal(a, b)) << "rel error " << test::rel_error(b, a);
   // bf16 export: close to the fp32 logits (bf16 weights, fp32 compute).
-  r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf_bf16");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf_bf16");
   ASSERT_EQ(r.status, 0) << r.output;
-  r = run(kForward + " --model " + dir + "/hf_bf16 --tokens " + kFixture + "/golden.safetensors --out " + dir +
+  r = test::run_command(kForward + " --model " + dir + "/hf_bf16 --tokens " + kFixture + "/golden.safetensors --out " + dir +
           "/logits_bf16.safetensors");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::vector<float> c = st::File::open(dir + "/logits_bf16.safetensors").read_f32("logits");
@@ -432,7 +418,7 @@ TEST(CkptConvertRoot, ExportsTheNewestValidCheckpointOfARoot) {
     fs::permissions(p, fs::perms::owner_write, fs::perm_options::add);
     write_file_atomic(p, b.data(), b.size());
   }
-  const Cmd r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32");
+  const test::CommandResult r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("skipping " + dir + "/ckpt/step_00000200"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("step_00000100 (step 100)"), std::string::npos) << r.output;
@@ -443,35 +429,35 @@ TEST(CkptConvertRoot, ExportsTheNewestValidCheckpointOfARoot) {
 
 TEST(CkptConvertCli, BadInputsGiveClearErrorsAndExitCodes) {
   const std::string dir = scratch("cli");
-  Cmd r = run(kTool);
+  test::CommandResult r = test::run_command(kTool);
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("usage:"), std::string::npos) << r.output;
-  r = run(kTool + " convert");
+  r = test::run_command(kTool + " convert");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("unknown command 'convert'"), std::string::npos) << r.output;
-  r = run(kTool + " export --ckpt x --out y --bogus");
+  r = test::run_command(kTool + " export --ckpt x --out y --bogus");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("unknown argument '--bogus'"), std::string::npos) << r.output;
-  r = run(kTool + " export --ckpt x");
+  r = test::run_command(kTool + " export --ckpt x");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("export needs --ckpt and --out"), std::string::npos) << r.output;
-  r = run(kTool + " import --hf x --out y --step -3");
+  r = test::run_command(kTool + " import --hf x --out y --step -3");
   EXPECT_EQ(r.status, 2);
-  r = run(kTool + " export --ckpt x --out y --dtype fp16");
+  r = test::run_command(kTool + " export --ckpt x --out y --dtype fp16");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("--dtype 'fp16'"), std::string::npos) << r.output;
-  r = run(kTool + " --help");
+  r = test::run_command(kTool + " --help");
   EXPECT_EQ(r.status, 0);
 
   // Missing checkpoint, a directory that is not one, a bad size.
-  r = run(kTool + " export --ckpt " + dir + "/nope --out " + dir + "/hf");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/nope --out " + dir + "/hf");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("checkpoint '" + dir + "/nope' does not exist"), std::string::npos) << r.output;
   fs::create_directories(dir + "/plain");
-  r = run(kTool + " export --ckpt " + dir + "/plain --out " + dir + "/hf");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/plain --out " + dir + "/hf");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("'" + dir + "/plain' is not a checkpoint"), std::string::npos) << r.output;
-  r = run(kTool + " export --ckpt " + dir + "/plain --out " + dir + "/hf --shard-size 5XB");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/plain --out " + dir + "/hf --shard-size 5XB");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("--shard-size '5XB': unknown unit 'xb'"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir + "/hf"));
@@ -481,24 +467,24 @@ TEST(CkptConvertCli, BadInputsGiveClearErrorsAndExitCodes) {
   const ModelConfig c = small_config(false, false);
   make_checkpoint(dir + "/ckpt", c, 9);
   fs::remove(dir + "/ckpt/step_00000009/COMPLETE");
-  r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("no valid checkpoint under '" + dir + "/ckpt'"), std::string::npos) << r.output;
-  r = run(kTool + " export --ckpt " + dir + "/ckpt/step_00000009 --out " + dir + "/hf");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt/step_00000009 --out " + dir + "/hf");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("incomplete checkpoint"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir + "/hf.partial"));
 
   // Import: missing directory, not a HF directory, an existing step.
-  r = run(kTool + " import --hf " + dir + "/nope --out " + dir + "/imp");
+  r = test::run_command(kTool + " import --hf " + dir + "/nope --out " + dir + "/imp");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("'" + dir + "/nope' does not exist"), std::string::npos) << r.output;
-  r = run(kTool + " import --hf " + dir + "/plain --out " + dir + "/imp");
+  r = test::run_command(kTool + " import --hf " + dir + "/plain --out " + dir + "/imp");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("no config.json"), std::string::npos) << r.output;
   if (path_exists(kFixture + "/config.json")) {
-    ASSERT_EQ(run(kTool + " import --hf " + kFixture + " --out " + dir + "/imp").status, 0);
-    r = run(kTool + " import --hf " + kFixture + " --out " + dir + "/imp");
+    ASSERT_EQ(test::run_command(kTool + " import --hf " + kFixture + " --out " + dir + "/imp").status, 0);
+    r = test::run_command(kTool + " import --hf " + kFixture + " --out " + dir + "/imp");
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.output.find("already exists"), std::string::npos) << r.output;
   }
@@ -511,7 +497,7 @@ TEST(CkptConvertCli, ExistingOutputIsRefusedUnlessForced) {
   fs::create_directories(dir + "/hf");
   write_file_atomic(dir + "/hf/old.txt", "old", 3);
   const std::string cmd = kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/hf --dtype fp32";
-  Cmd r = run(cmd);
+  test::CommandResult r = test::run_command(cmd);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("output '" + dir + "/hf' already exists and is not empty"), std::string::npos)
       << r.output;
@@ -522,7 +508,7 @@ TEST(CkptConvertCli, ExistingOutputIsRefusedUnlessForced) {
   // replaces the whole directory.
   fs::create_directories(dir + "/hf.partial");
   write_file_atomic(dir + "/hf.partial/junk", "x", 1);
-  r = run(cmd + " --force");
+  r = test::run_command(cmd + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_FALSE(fs::exists(dir + "/hf/old.txt"));
   EXPECT_FALSE(fs::exists(dir + "/hf.partial"));
@@ -530,11 +516,11 @@ TEST(CkptConvertCli, ExistingOutputIsRefusedUnlessForced) {
 
   // An empty directory is fine without --force.
   fs::create_directories(dir + "/empty");
-  r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/empty");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + "/empty");
   EXPECT_EQ(r.status, 0) << r.output;
 
   // Never into a directory that holds the checkpoint, even with --force.
-  r = run(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + " --force");
+  r = test::run_command(kTool + " export --ckpt " + dir + "/ckpt --out " + dir + " --force");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("contains the checkpoint"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(dir + "/ckpt/step_00000001/COMPLETE"));

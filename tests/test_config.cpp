@@ -9,14 +9,6 @@
 namespace intellect {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 #define EXPECT_CONTAINS(haystack, needle) \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
@@ -80,31 +72,31 @@ TEST(Config, OverridesApply) {
 }
 
 TEST(Config, ErrorsNameFileAndField) {
-  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dim=-3"}); }), "model.dim: must be in [1");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dim=\"wide\""}); }),
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dim=-3"}); }), "model.dim: must be in [1");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dim=\"wide\""}); }),
                   "model.dim: expected an integer, got \"wide\"");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"model.dimm=3"}); }), "model.dimm: unknown key");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"trian.steps=3"}); }), "trian: unknown key");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"train.device=tpu"}); }),
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dimm=3"}); }), "model.dimm: unknown key");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"trian.steps=3"}); }), "trian: unknown key");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.device=tpu"}); }),
                   "train.device: must be one of \"cpu\", \"cuda\"");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"train.micro_batch_size=5"}); }),
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.micro_batch_size=5"}); }),
                   "train.micro_batch_size: must divide");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"model.n_kv_heads=3"}); }), "model.n_kv_heads: must divide");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"optim.schedule.type=wsd-sqrt"}); }),
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.n_kv_heads=3"}); }), "model.n_kv_heads: must divide");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"optim.schedule.type=wsd-sqrt"}); }),
                   "optim.schedule.decay_steps: is required");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"optim.beta1=1.5"}); }), "optim.beta1");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"train.seq_len=100000"}); }), "train.seq_len");
-  EXPECT_CONTAINS(error_of([] { load_config("", {"nokey"}); }), "expected dotted.key=value");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"optim.beta1=1.5"}); }), "optim.beta1");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.seq_len=100000"}); }), "train.seq_len");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"nokey"}); }), "expected dotted.key=value");
   const std::string path = ::testing::TempDir() + "/broken.json";
   write_file_atomic(path, "{ \"model\": ", 11);
-  EXPECT_CONTAINS(error_of([&] { load_config(path, {}); }), path + ": not valid JSON");
+  EXPECT_CONTAINS(test::error_of([&] { load_config(path, {}); }), path + ": not valid JSON");
   const std::string path2 = ::testing::TempDir() + "/missing.json";
   const std::string text = R"({"model": {"vocab_size": 10, "dim": 8, "n_layers": 1, "n_heads": 2,
     "ffn_dim": 16, "max_seq_len": 8}, "train": {"steps": 1, "batch_size": 1}, "optim": {},
     "data": {"train": "x"}})";
   write_file_atomic(path2, text.data(), text.size());
-  EXPECT_CONTAINS(error_of([&] { load_config(path2, {}); }), path2 + ": optim.lr: is required");
-  EXPECT_CONTAINS(error_of([] { load_config("/nonexistent/x.json", {}); }), "/nonexistent/x.json");
+  EXPECT_CONTAINS(test::error_of([&] { load_config(path2, {}); }), path2 + ": optim.lr: is required");
+  EXPECT_CONTAINS(test::error_of([] { load_config("/nonexistent/x.json", {}); }), "/nonexistent/x.json");
 }
 
 TEST(Schedule, WarmupCosineAndWsdSqrt) {

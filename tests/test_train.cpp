@@ -92,34 +92,20 @@ TEST(Train, GradientAccumulationMatchesOneBigBatch) {
   }
 }
 
-struct Cmd {
-  int status;
-  std::string output;
-};
-Cmd run(const std::string& cmd) {
-  Cmd r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 const std::string kTrain = test::binary_dir() + "/intellect_train";
 
 TEST(TrainCli, BadInputFailsWithClearMessages) {
-  Cmd r = run(kTrain + " --bogus");
+  test::CommandResult r = test::run_command(kTrain + " --bogus");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("unknown argument '--bogus'"), std::string::npos) << r.output;
-  r = run(kTrain + " --set model.dim=0");
+  r = test::run_command(kTrain + " --set model.dim=0");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("model.dim: must be in [1"), std::string::npos) << r.output;
-  r = run(kTrain + " --set data.train=/nonexistent/shards_*.bin --set train.steps=1");
+  r = test::run_command(kTrain + " --set data.train=/nonexistent/shards_*.bin --set train.steps=1");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("/nonexistent/shards_*.bin"), std::string::npos) << r.output;
-  r = run(kTrain + " --print-config --set train.steps=3");
+  r = test::run_command(kTrain + " --print-config --set train.steps=3");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.output.find("\"steps\": 3"), std::string::npos) << r.output;
 }
@@ -127,7 +113,7 @@ TEST(TrainCli, BadInputFailsWithClearMessages) {
 TEST(TrainCli, NotAShardIsRefused) {
   const std::string bad = ::testing::TempDir() + "/not_a_shard.bin";
   write_file_atomic(bad, "hello world, not tokens", 23);
-  Cmd r = run(kTrain + " --set train.steps=1 --set data.val= --set data.train=" + bad);
+  test::CommandResult r = test::run_command(kTrain + " --set train.steps=1 --set data.val= --set data.train=" + bad);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
 }
@@ -136,7 +122,7 @@ TEST(TrainCli, TrainsFromTheCommandLine) {
   const std::string out = ::testing::TempDir() + "/cli_run";
   std::string cmd = kTrain;
   for (const std::string& s : small_run(out, 3)) cmd += " --set " + s;
-  Cmd r = run(cmd);
+  test::CommandResult r = test::run_command(cmd);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("step      3/3 | loss"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("unigram entropy"), std::string::npos) << r.output;

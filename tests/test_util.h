@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -33,6 +36,34 @@ inline std::string shared_data_dir() {
 inline std::string binary_dir() {
   const char* e = std::getenv("INTELLECT_BINARY_DIR");
   return e ? e : INTELLECT_BINARY_DIR;
+}
+
+// The message of the intellect::Error that f throws, or "<no error>".
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+// Runs a shell command; returns its exit status and stdout+stderr.
+struct CommandResult {
+  int status;
+  std::string output;
+};
+inline CommandResult run_command(const std::string& cmd) {
+  CommandResult r{-1, ""};
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {

@@ -30,11 +30,7 @@ double AsyncCheckpointer::save(CheckpointState&& state) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return !pending_ && !busy_; });
-  if (error_) {
-    std::exception_ptr e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+  rethrow_pending_error();
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   pending_ = std::move(state);
   lock.unlock();
@@ -45,11 +41,14 @@ double AsyncCheckpointer::save(CheckpointState&& state) {
 void AsyncCheckpointer::wait() {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return !pending_ && !busy_; });
-  if (error_) {
-    std::exception_ptr e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+  rethrow_pending_error();
+}
+
+void AsyncCheckpointer::rethrow_pending_error() {
+  if (!error_) return;
+  std::exception_ptr e = error_;
+  error_ = nullptr;
+  std::rethrow_exception(e);
 }
 
 void AsyncCheckpointer::run() {

@@ -31,6 +31,7 @@ class AsyncCheckpointer {
 
  private:
   void run();
+  void rethrow_pending_error();  // with mu_ held
   std::string root_;
   int64_t keep_;
   Log log_;
