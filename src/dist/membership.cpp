@@ -1,0 +1,151 @@
+#include "dist/membership.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace intellect {
+
+Membership::Membership(MembershipOptions options) : opt_(options) {}
+
+Registration Membership::join(const std::string& name, const std::string& address, MembershipTime now) {
+  NodeRecord n;
+  n.id = next_id_++;
+  n.name = name;
+  n.address = address;
+  n.last_seen = now;
+  if (!free_partitions_.empty()) {
+    // A joiner takes over the data of a node that left, from where it stopped
+    // (the position itself is tracked by the coordinator's data accounting).
+    n.partition = *free_partitions_.begin();
+    free_partitions_.erase(free_partitions_.begin());
+  } else {
+    n.partition = next_partition_++;
+  }
+  nodes_[n.id] = n;
+  ++epoch_;
+  return {n.id, n.partition, epoch_};
+}
+
+const NodeRecord& Membership::node(uint64_t id) const {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) fail("node ", id, " is not a member of the run (evicted or never joined)");
+  return it->second;
+}
+
+void Membership::heartbeat(uint64_t id, MembershipTime now) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end())
+    fail("heartbeat from node ", id, ", which is not a member (evicted after silence?): it must join again");
+  it->second.last_seen = std::max(it->second.last_seen, now);
+}
+
+void Membership::leave(uint64_t id) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return;
+  free_partitions_.insert(it->second.partition);
+  nodes_.erase(it);
+  ++epoch_;
+}
+
+std::vector<uint64_t> Membership::evict_silent(MembershipTime now) {
+  std::vector<uint64_t> gone;
+  for (const auto& [id, n] : nodes_)
+    if (now - n.last_seen > opt_.heartbeat_timeout) gone.push_back(id);
+  for (uint64_t id : gone) leave(id);
+  return gone;
+}
+
+std::vector<uint64_t> Membership::ids() const {
+  std::vector<uint64_t> v;
+  for (const auto& [id, n] : nodes_) v.push_back(id);
+  return v;
+}
+
+void Membership::ready(uint64_t id, int64_t outer_step, MembershipTime now) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) fail("ready from node ", id, ", which is not a member");
+  it->second.ready_step = outer_step;
+  it->second.last_seen = std::max(it->second.last_seen, now);
+  first_ready_.emplace(outer_step, now);
+}
+
+std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime now) {
+  auto first = first_ready_.find(outer_step);
+  if (first == first_ready_.end()) return std::nullopt;
+  std::vector<uint64_t> ready;
+  for (const auto& [id, n] : nodes_)
+    if (n.ready_step == outer_step) ready.push_back(id);
+  if (ready.empty()) return std::nullopt;
+  const bool everyone = ready.size() == nodes_.size();
+  if (!everyone && now - first->second < opt_.ready_timeout) return std::nullopt;
+  first_ready_.erase(first_ready_.begin(), std::next(first));  // older steps are done too
+  return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids
+}
+
+Ring Membership::reform_ring(const Ring& failed, const std::vector<uint64_t>& lost) {
+  Ring r = failed;
+  r.nodes.erase(std::remove_if(r.nodes.begin(), r.nodes.end(),
+                               [&](uint64_t id) {
+                                 return !nodes_.count(id) ||
+                                        std::find(lost.begin(), lost.end(), id) != lost.end();
+                               }),
+                r.nodes.end());
+  r.epoch = epoch_;
+  return r;
+}
+
+HashCheck Membership::report_hash(const Ring& ring, uint64_t id, uint64_t hash) {
+  if (std::find(ring.nodes.begin(), ring.nodes.end(), id) == ring.nodes.end())
+    fail("hash from node ", id, ", which is not in the ring of outer step ", ring.outer_step);
+  auto& reports = hashes_[{ring.outer_step, ring.epoch}];
+  reports[id] = hash;
+  HashCheck c;
+  c.hashes = reports;
+  c.complete = reports.size() == ring.nodes.size();
+  if (c.complete) {
+    c.agree = std::all_of(reports.begin(), reports.end(),
+                          [&](const auto& kv) { return kv.second == reports.begin()->second; });
+    hashes_.erase({ring.outer_step, ring.epoch});
+  }
+  return c;
+}
+
+nlohmann::json Membership::to_json() const {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& [id, n] : nodes_)
+    nodes.push_back({{"id", id}, {"name", n.name}, {"address", n.address}, {"partition", n.partition},
+                     {"ready_step", n.ready_step}});
+  return {{"epoch", epoch_},
+          {"next_id", next_id_},
+          {"next_partition", next_partition_},
+          {"free_partitions", std::vector<uint64_t>(free_partitions_.begin(), free_partitions_.end())},
+          {"nodes", nodes}};
+}
+
+Membership Membership::from_json(const nlohmann::json& j, MembershipOptions options, MembershipTime now) {
+  Membership m(options);
+  try {
+    m.epoch_ = j.at("epoch").get<uint64_t>() + 1;  // a restart is a membership change
+    m.next_id_ = j.at("next_id").get<uint64_t>();
+    m.next_partition_ = j.at("next_partition").get<uint64_t>();
+    for (uint64_t p : j.at("free_partitions")) m.free_partitions_.insert(p);
+    for (const auto& n : j.at("nodes")) {
+      NodeRecord r;
+      r.id = n.at("id").get<uint64_t>();
+      r.name = n.at("name").get<std::string>();
+      r.address = n.at("address").get<std::string>();
+      r.partition = n.at("partition").get<uint64_t>();
+      r.ready_step = n.at("ready_step").get<int64_t>();
+      r.last_seen = now;  // nodes get a full timeout to find the restarted coordinator
+      if (r.id >= m.next_id_ || r.partition >= m.next_partition_)
+        fail("membership state: node ", r.id, " has an id or partition beyond the recorded counters");
+      m.nodes_[r.id] = r;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("membership state is malformed: ", e.what());
+  }
+  return m;
+}
+
+}  // namespace intellect

@@ -1,0 +1,98 @@
+// The coordinator's view of a run: which nodes are in it, which data
+// partition each reads, who is alive, who is ready for which outer step, the
+// ring each outer step uses, and whether the nodes agree on the result.
+//
+// Pure state and rules, no I/O: the coordinator's network loop calls it with
+// the time, so every rule (timeouts, eviction, ring forming, partition
+// hand-over) is tested with a fake clock.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace intellect {
+
+using MembershipClock = std::chrono::steady_clock;
+using MembershipTime = MembershipClock::time_point;
+
+struct MembershipOptions {
+  std::chrono::milliseconds heartbeat_timeout{6000};  // INTELLECT-1: 2 s beats, 6 s timeout
+  // After the first node is ready for an outer step, how long the others get
+  // before the ring forms without them (they join the next round).
+  std::chrono::milliseconds ready_timeout{30000};
+};
+
+struct NodeRecord {
+  uint64_t id = 0;
+  std::string name;       // for logs
+  std::string address;    // where peers reach it for ring traffic, "host:port"
+  uint64_t partition = 0; // the data partition it reads
+  MembershipTime last_seen{};
+  int64_t ready_step = -1;  // the outer step it reported ready for
+};
+
+struct Registration {
+  uint64_t id;
+  uint64_t partition;
+  uint64_t epoch;  // membership epoch after the join
+};
+
+struct Ring {
+  int64_t outer_step;
+  uint64_t epoch;
+  std::vector<uint64_t> nodes;  // ring order: each sends to the next
+};
+
+struct HashCheck {
+  bool complete = false;               // every ring member reported
+  bool agree = false;                  // and all hashes are equal
+  std::map<uint64_t, uint64_t> hashes; // node -> hash
+};
+
+class Membership {
+ public:
+  explicit Membership(MembershipOptions options = {});
+
+  // A new node: the lowest partition freed by a node that left, else a fresh one.
+  Registration join(const std::string& name, const std::string& address, MembershipTime now);
+  void heartbeat(uint64_t id, MembershipTime now);  // fails for an unknown (e.g. evicted) node
+  void leave(uint64_t id);                          // a clean goodbye; its partition is freed
+  // Nodes silent for longer than the heartbeat timeout, removed; returns them.
+  std::vector<uint64_t> evict_silent(MembershipTime now);
+
+  // Outer steps: nodes report ready; the ring forms when every live node is
+  // ready for the step, or ready_timeout after the first one was.
+  void ready(uint64_t id, int64_t outer_step, MembershipTime now);
+  std::optional<Ring> try_form_ring(int64_t outer_step, MembershipTime now);
+  // After a failed round: the same step, without the nodes that failed.
+  Ring reform_ring(const Ring& failed, const std::vector<uint64_t>& lost);
+
+  // Each ring member reports the hash of its outer parameters after the step.
+  HashCheck report_hash(const Ring& ring, uint64_t id, uint64_t hash);
+
+  bool contains(uint64_t id) const { return nodes_.count(id) != 0; }
+  const NodeRecord& node(uint64_t id) const;
+  size_t size() const { return nodes_.size(); }
+  uint64_t epoch() const { return epoch_; }
+  std::vector<uint64_t> ids() const;
+
+  // The small state a coordinator persists to survive a restart.
+  nlohmann::json to_json() const;
+  static Membership from_json(const nlohmann::json& j, MembershipOptions options, MembershipTime now);
+
+ private:
+  MembershipOptions opt_;
+  std::map<uint64_t, NodeRecord> nodes_;
+  std::set<uint64_t> free_partitions_;
+  uint64_t next_id_ = 1, next_partition_ = 0, epoch_ = 0;
+  std::map<int64_t, MembershipTime> first_ready_;
+  std::map<std::pair<int64_t, uint64_t>, std::map<uint64_t, uint64_t>> hashes_;  // (step, epoch) -> reports
+};
+
+}  // namespace intellect

@@ -1,0 +1,128 @@
+// The coordinator's membership rules with a fake clock: joins and partition
+// hand-over, heartbeats and eviction, ring forming, re-forming after a
+// failure, hash agreement, and the state a restarted coordinator reloads.
+#include "dist/membership.h"
+#include "test_util.h"
+#include "util/error.h"
+
+namespace intellect {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct FakeClock {
+  MembershipTime t{};
+  MembershipTime operator()(int64_t ms) { return t + milliseconds(ms); }
+};
+
+TEST(Membership, JoinsGetFreshPartitionsAndLeaversHandTheirsOver) {
+  Membership m;
+  FakeClock c;
+  const Registration a = m.join("a", "127.0.0.1:1", c(0)), b = m.join("b", "127.0.0.1:2", c(0)),
+                     d = m.join("d", "127.0.0.1:3", c(0));
+  EXPECT_EQ(a.partition, 0u);
+  EXPECT_EQ(b.partition, 1u);
+  EXPECT_EQ(d.partition, 2u);
+  EXPECT_LT(a.epoch, d.epoch);
+  m.leave(b.id);
+  const Registration e = m.join("e", "127.0.0.1:4", c(10));
+  EXPECT_EQ(e.partition, 1u) << "a joiner takes over the partition of the node that left";
+  EXPECT_EQ(m.join("f", "127.0.0.1:5", c(10)).partition, 3u);
+  EXPECT_EQ(m.size(), 4u);
+}
+
+TEST(Membership, SilentNodesAreEvictedAfterTheTimeout) {
+  Membership m(MembershipOptions{milliseconds(6000), milliseconds(30000)});
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0));
+  m.heartbeat(a.id, c(4000));
+  EXPECT_TRUE(m.evict_silent(c(6000)).empty());  // exactly at the timeout: still in
+  const auto gone = m.evict_silent(c(6001));
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0], b.id);
+  EXPECT_FALSE(m.contains(b.id));
+  std::string e = test::error_of([&] { m.heartbeat(b.id, c(6002)); });
+  EXPECT_NE(e.find("must join again"), std::string::npos) << e;
+  EXPECT_EQ(m.evict_silent(c(10001)), std::vector<uint64_t>{a.id});
+}
+
+TEST(Membership, RingFormsWhenAllAreReadyOrAfterTheReadyTimeout) {
+  Membership m(MembershipOptions{milliseconds(60000), milliseconds(1000)});
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0)), d = m.join("d", "x:3", c(0));
+  EXPECT_FALSE(m.try_form_ring(1, c(0)));
+  m.ready(b.id, 1, c(10));
+  m.ready(a.id, 1, c(20));
+  EXPECT_FALSE(m.try_form_ring(1, c(500))) << "d still has time";
+  m.ready(d.id, 1, c(600));
+  auto ring = m.try_form_ring(1, c(600));
+  ASSERT_TRUE(ring);
+  EXPECT_EQ(ring->nodes, (std::vector<uint64_t>{a.id, b.id, d.id}));
+  // Step 2: d is late, the ring forms without it after the timeout.
+  m.ready(a.id, 2, c(1000));
+  m.ready(b.id, 2, c(1000));
+  EXPECT_FALSE(m.try_form_ring(2, c(1999)));
+  ring = m.try_form_ring(2, c(2001));
+  ASSERT_TRUE(ring);
+  EXPECT_EQ(ring->nodes, (std::vector<uint64_t>{a.id, b.id}));
+  EXPECT_FALSE(m.try_form_ring(2, c(2002))) << "a step's ring forms once";
+}
+
+TEST(Membership, FailedRoundReformsWithoutTheLostNode) {
+  Membership m;
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0)), d = m.join("d", "x:3", c(0));
+  for (auto id : {a.id, b.id, d.id}) m.ready(id, 5, c(1));
+  const Ring ring = *m.try_form_ring(5, c(1));
+  m.leave(b.id);  // b died mid-round
+  const Ring again = m.reform_ring(ring, {b.id});
+  EXPECT_EQ(again.outer_step, 5);
+  EXPECT_EQ(again.nodes, (std::vector<uint64_t>{a.id, d.id}));
+  EXPECT_GT(again.epoch, ring.epoch);
+}
+
+TEST(Membership, HashesMustAgree) {
+  Membership m;
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0));
+  m.ready(a.id, 1, c(1));
+  m.ready(b.id, 1, c(1));
+  const Ring ring = *m.try_form_ring(1, c(1));
+  HashCheck h = m.report_hash(ring, a.id, 0xabc);
+  EXPECT_FALSE(h.complete);
+  h = m.report_hash(ring, b.id, 0xabc);
+  EXPECT_TRUE(h.complete);
+  EXPECT_TRUE(h.agree);
+  m.ready(a.id, 2, c(2));
+  m.ready(b.id, 2, c(2));
+  const Ring r2 = *m.try_form_ring(2, c(2));
+  m.report_hash(r2, a.id, 1);
+  h = m.report_hash(r2, b.id, 2);
+  EXPECT_TRUE(h.complete);
+  EXPECT_FALSE(h.agree);
+  EXPECT_EQ(h.hashes.at(b.id), 2u);
+  EXPECT_THROW(m.report_hash(r2, 999, 1), Error);
+}
+
+TEST(Membership, StateSurvivesARestart) {
+  Membership m;
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0));
+  m.join("d", "x:3", c(0));
+  m.leave(b.id);
+  m.ready(a.id, 7, c(5));
+  const nlohmann::json saved = m.to_json();
+  Membership r = Membership::from_json(saved, {}, c(100));
+  EXPECT_EQ(r.size(), 2u);
+  EXPECT_GT(r.epoch(), m.epoch());
+  EXPECT_EQ(r.node(a.id).ready_step, 7);
+  EXPECT_EQ(r.join("e", "x:4", c(101)).partition, 1u) << "the freed partition is still free";
+  EXPECT_GT(r.join("f", "x:5", c(101)).id, a.id);
+  nlohmann::json bad = saved;
+  bad["nodes"][0]["partition"] = 99;
+  EXPECT_THROW(Membership::from_json(bad, {}, c(0)), Error);
+  EXPECT_THROW(Membership::from_json(nlohmann::json{{"epoch", 1}}, {}, c(0)), Error);
+}
+
+}  // namespace
+}  // namespace intellect
