@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   nlohmann-json3-dev libgtest-dev   # config/JSON, tests
-  libuv1-dev libsodium-dev          # the global mesh (event loop, authentication, hashing)
+  libuv1-dev libsodium-dev          # the global mesh (event loop, authentication, checksums)
+  libxxhash-dev                     # outer-parameter hashes (DiLoCo consistency check)
   libpcre2-dev                      # the tokenizer's pre-tokenizer regex
   zlib1g-dev libzstd-dev            # compressed .jsonl inputs
 )

@@ -77,7 +77,7 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   for (const auto& [id, n] : nodes_)
     if (n.ready_step == outer_step) ready.push_back(id);
   if (ready.empty()) return std::nullopt;
-  const bool everyone = ready.size() == nodes_.size();
+  const bool everyone = ready.size() == nodes_.size() && ready.size() >= opt_.min_ring;
   if (!everyone && now - first->second < opt_.ready_timeout) return std::nullopt;
   first_ready_.erase(first_ready_.begin(), std::next(first));  // older steps are done too
   return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids

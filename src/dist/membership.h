@@ -26,6 +26,9 @@ struct MembershipOptions {
   // After the first node is ready for an outer step, how long the others get
   // before the ring forms without them (they join the next round).
   std::chrono::milliseconds ready_timeout{30000};
+  // Nodes a ring waits for (up to ready_timeout) even when every member is
+  // ready: a swarm that starts together averages together from the first step.
+  size_t min_ring = 1;
 };
 
 struct NodeRecord {

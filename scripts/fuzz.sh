@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in fuzz/ with clang (ASan + UBSan) outside the
+# CMake build and runs each for a bounded time: scripts/fuzz.sh [seconds per
+# target, default 20]. The corpora persist in build-fuzz/corpus/ so later runs
+# start where earlier ones stopped. Exits non-zero on the first crash; the
+# crashing input is left in build-fuzz/ (crash-*), to be replayed with
+# `build-fuzz/<target> build-fuzz/crash-...`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-20}"
+
+if ! command -v clang++ >/dev/null 2>&1; then
+  echo "fuzz: installing clang"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends clang
+fi
+
+out=build-fuzz
+mkdir -p "$out"
+# Only the sources the targets reach; libsodium for the handshake's HMAC.
+lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/bytes.cpp src/util/file.cpp)
+flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+       -fno-sanitize-recover=undefined -Isrc)
+
+for target in fuzz_frame_decoder fuzz_handshake; do
+  echo "fuzz: building $target"
+  clang++ "${flags[@]}" "fuzz/$target.cpp" "${lib_sources[@]}" -lsodium -o "$out/$target"
+done
+
+for target in fuzz_frame_decoder fuzz_handshake; do
+  mkdir -p "$out/corpus/$target"
+  echo "fuzz: running $target for ${seconds}s"
+  # -rss_limit_mb bounds memory: the largest frame the decoder accepts is 64 MiB.
+  (cd "$out" && "./$target" -max_total_time="$seconds" -rss_limit_mb=1024 -print_final_stats=1 \
+     "corpus/$target" 2>&1 | grep -E "^(#[0-9]+ *DONE|stat::|==[0-9]+==ERROR|SUMMARY|Done)" || true)
+  # libFuzzer writes crash-*/leak-*/timeout-* files on failure.
+  if compgen -G "$out/crash-*" >/dev/null || compgen -G "$out/leak-*" >/dev/null ||
+     compgen -G "$out/timeout-*" >/dev/null; then
+    echo "fuzz: $target found a failing input:"; ls "$out" | grep -E "^(crash|leak|timeout)-" || true
+    exit 1
+  fi
+done
+echo "fuzz: no crashes"

@@ -1,0 +1,193 @@
+#include "dist/control.h"
+
+#include <type_traits>
+
+#include "dist/bytes.h"
+#include "util/error.h"
+
+namespace intellect::control {
+
+namespace {
+
+// Message kinds on the wire; the values never change meaning.
+enum Kind : uint8_t {
+  kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello
+};
+
+void put(ByteWriter& w, const Join& m) {
+  w.u8(kJoin);
+  w.str(m.name);
+  w.str(m.address);
+  w.u32(m.gpus);
+}
+void put(ByteWriter& w, const Welcome& m) {
+  w.u8(kWelcome);
+  w.u64(m.node_id);
+  w.u64(m.partition);
+  w.u64(m.epoch);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u32(m.heartbeat_ms);
+  w.u32(m.timeout_ms);
+  w.str(m.data_position);
+}
+void put(ByteWriter& w, const Heartbeat& m) {
+  w.u8(kHeartbeat);
+  w.u64(m.node_id);
+}
+void put(ByteWriter& w, const Leave& m) {
+  w.u8(kLeave);
+  w.u64(m.node_id);
+  w.str(m.reason);
+}
+void put(ByteWriter& w, const Ready& m) {
+  w.u8(kReady);
+  w.u64(m.node_id);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.str(m.data_position);
+}
+void put(ByteWriter& w, const RingAnnounce& m) {
+  w.u8(kRingAnnounce);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.epoch);
+  w.u64(m.round);
+  w.u32(static_cast<uint32_t>(m.members.size()));
+  for (const RingMember& r : m.members) {
+    w.u64(r.node_id);
+    w.str(r.address);
+  }
+}
+void put(ByteWriter& w, const RingFailed& m) {
+  w.u8(kRingFailed);
+  w.u64(m.node_id);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.round);
+  w.str(m.reason);
+}
+void put(ByteWriter& w, const OuterHash& m) {
+  w.u8(kOuterHash);
+  w.u64(m.node_id);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.hash);
+}
+void put(ByteWriter& w, const Refused& m) {
+  w.u8(kRefused);
+  w.str(m.reason);
+}
+void put(ByteWriter& w, const PeerHello& m) {
+  w.u8(kPeerHello);
+  w.u64(m.node_id);
+  w.u64(m.round);
+}
+
+int64_t step_field(ByteReader& r, const char* field) {
+  const uint64_t v = r.u64(field);
+  if (v > static_cast<uint64_t>(INT64_MAX)) fail("control message: ", field, " out of range");
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode(const Message& m) {
+  ByteWriter w(64);
+  std::visit([&](const auto& msg) { put(w, msg); }, m);
+  return w.take();
+}
+
+Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
+  ByteReader r(payload, "control message from " + from);
+  Message out;
+  switch (r.u8("kind")) {
+    case kJoin: {
+      Join m;
+      m.name = r.str("name", kMaxName);
+      m.address = r.str("address", kMaxName);
+      m.gpus = r.u32("gpus");
+      if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
+      out = m;
+      break;
+    }
+    case kWelcome: {
+      Welcome m;
+      m.node_id = r.u64("node_id");
+      m.partition = r.u64("partition");
+      m.epoch = r.u64("epoch");
+      m.outer_step = step_field(r, "outer_step");
+      m.heartbeat_ms = r.u32("heartbeat_ms");
+      m.timeout_ms = r.u32("timeout_ms");
+      m.data_position = r.str("data_position", kMaxJson);
+      if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
+        fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
+             m.timeout_ms, " ms");
+      out = m;
+      break;
+    }
+    case kHeartbeat: out = Heartbeat{r.u64("node_id")}; break;
+    case kLeave: {
+      Leave m;
+      m.node_id = r.u64("node_id");
+      m.reason = r.str("reason", kMaxName);
+      out = m;
+      break;
+    }
+    case kReady: {
+      Ready m;
+      m.node_id = r.u64("node_id");
+      m.outer_step = step_field(r, "outer_step");
+      m.data_position = r.str("data_position", kMaxJson);
+      out = m;
+      break;
+    }
+    case kRingAnnounce: {
+      RingAnnounce m;
+      m.outer_step = step_field(r, "outer_step");
+      m.epoch = r.u64("epoch");
+      m.round = r.u64("round");
+      const uint32_t n = r.u32("members");
+      if (n == 0 || n > kMaxRing) fail("control message from ", from, ": a ring of ", n, " nodes");
+      for (uint32_t i = 0; i < n; ++i) {
+        RingMember mem;
+        mem.node_id = r.u64("member node_id");
+        mem.address = r.str("member address", kMaxName);
+        m.members.push_back(std::move(mem));
+      }
+      out = m;
+      break;
+    }
+    case kRingFailed: {
+      RingFailed m;
+      m.node_id = r.u64("node_id");
+      m.outer_step = step_field(r, "outer_step");
+      m.round = r.u64("round");
+      m.reason = r.str("reason", kMaxName);
+      out = m;
+      break;
+    }
+    case kOuterHash: {
+      OuterHash m;
+      m.node_id = r.u64("node_id");
+      m.outer_step = step_field(r, "outer_step");
+      m.hash = r.u64("hash");
+      out = m;
+      break;
+    }
+    case kRefused: out = Refused{r.str("reason", kMaxName)}; break;
+    case kPeerHello: {
+      PeerHello m;
+      m.node_id = r.u64("node_id");
+      m.round = r.u64("round");
+      out = m;
+      break;
+    }
+    default: fail("control message from ", from, ": unknown kind ", int(payload.empty() ? 0 : payload[0]));
+  }
+  r.expect_end();
+  return out;
+}
+
+const char* name(const Message& m) {
+  static const char* names[] = {"join", "welcome", "heartbeat", "leave", "ready", "ring-announce",
+                                "ring-failed", "outer-hash", "refused", "peer-hello"};
+  return names[m.index()];
+}
+
+}  // namespace intellect::control

@@ -1,0 +1,191 @@
+#include "dist/coordinator.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "dist/mesh_node.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace intellect {
+
+Coordinator::Coordinator(CoordinatorOptions options)
+    : opt_(std::move(options)),
+      transport_(TransportOptions{opt_.secret, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
+                                  size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
+      members_(opt_.membership) {
+  const auto [host, port] = split_host_port(opt_.listen, "coordinator listen address");
+  port_ = transport_.listen(host, port);
+  log(str("coordinator listening on ", host, ":", port_));
+}
+
+void Coordinator::log(const std::string& m) {
+  if (opt_.log) opt_.log(m);
+  else std::fprintf(stderr, "[coordinator] %s\n", m.c_str());
+}
+
+void Coordinator::send(ConnId conn, const control::Message& m) {
+  Frame f;
+  f.type = FrameType::control;
+  f.payload = control::encode(m);
+  try {
+    transport_.send(conn, std::move(f), deadline_in(std::chrono::milliseconds(10000)));
+  } catch (const Error& e) {
+    log(str("could not send ", control::name(m), ": ", e.what()));
+  }
+}
+
+void Coordinator::persist() {
+  if (opt_.state_file.empty()) return;
+  nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_}};
+  const std::string text = j.dump(2) + "\n";
+  write_file_atomic(opt_.state_file, text.data(), text.size());
+}
+
+void Coordinator::drop_node(uint64_t id, const std::string& why) {
+  if (!members_.contains(id)) return;
+  log(str("node ", id, " (", members_.node(id).name, ") leaves the run: ", why));
+  members_.leave(id);
+  auto c = conn_of_.find(id);
+  if (c != conn_of_.end()) {
+    node_of_.erase(c->second);
+    transport_.close(c->second, why);
+    conn_of_.erase(c);
+  }
+  persist();
+}
+
+void Coordinator::announce(Ring ring) {
+  control::RingAnnounce a;
+  a.outer_step = ring.outer_step;
+  a.epoch = ring.epoch;
+  a.round = next_round_++;
+  for (uint64_t id : ring.nodes) a.members.push_back({id, members_.node(id).address});
+  rings_[ring.outer_step] = ring;
+  std::string names;
+  for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
+  log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
+  for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
+}
+
+void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTime now) {
+  auto known = node_of_.find(conn);
+  if (const auto* j = std::get_if<control::Join>(&msg)) {
+    if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
+    const Registration r = members_.join(j->name, j->address, now);
+    conn_of_[r.id] = conn;
+    node_of_[conn] = r.id;
+    control::Welcome w;
+    w.node_id = r.id;
+    w.partition = r.partition;
+    w.epoch = r.epoch;
+    w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
+    w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
+    auto pos = partition_position_.find(r.partition);
+    if (pos != partition_position_.end()) w.data_position = pos->second;
+    log(str("node ", r.id, " (", j->name, " at ", j->address, ") joined: partition ", r.partition, ", ",
+            members_.size(), " node(s)"));
+    send(conn, w);
+    persist();
+    return;
+  }
+  if (known == node_of_.end()) {
+    send(conn, control::Refused{"join first"});
+    transport_.close(conn, "spoke before joining");
+    return;
+  }
+  const uint64_t id = known->second;
+  if (const auto* h = std::get_if<control::Heartbeat>(&msg)) {
+    if (h->node_id != id) return send(conn, control::Refused{"heartbeat for another node"});
+    members_.heartbeat(id, now);
+  } else if (std::get_if<control::Leave>(&msg)) {
+    drop_node(id, "said goodbye");
+  } else if (const auto* r = std::get_if<control::Ready>(&msg)) {
+    members_.ready(id, r->outer_step, now);
+    if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
+  } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
+    auto it = rings_.find(f->outer_step);
+    if (it == rings_.end()) return;
+    log(str("node ", id, " reports outer step ", f->outer_step, " round ", f->round, " failed: ", f->reason));
+    // Give connection-closed events of dead nodes a moment to arrive, then
+    // re-form without every node that is gone.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::optional<TransportEvent> ev;
+    while ((ev = transport_.next_event(deadline_in(std::chrono::milliseconds(0)))))
+      if (ev->kind == TransportEvent::Kind::closed) connection_closed(ev->conn, ev->reason);
+    std::vector<uint64_t> lost;
+    for (uint64_t n : it->second.nodes)
+      if (!members_.contains(n)) lost.push_back(n);
+    if (++retries_[f->outer_step] > opt_.max_retries) {
+      log(str("outer step ", f->outer_step, ": giving up after ", opt_.max_retries, " retries"));
+      for (uint64_t n : it->second.nodes)
+        if (conn_of_.count(n)) send(conn_of_.at(n), control::Refused{"all-reduce failed too many times"});
+      rings_.erase(it);
+      return;
+    }
+    Ring again = members_.reform_ring(it->second, lost);
+    if (!again.nodes.empty()) announce(again);
+  } else if (const auto* o = std::get_if<control::OuterHash>(&msg)) {
+    auto it = rings_.find(o->outer_step);
+    if (it == rings_.end()) return;
+    const HashCheck c = members_.report_hash(it->second, id, o->hash);
+    if (!c.complete) return;
+    if (c.agree) {
+      ++agreed_;
+      log(str("outer step ", o->outer_step, ": all ", c.hashes.size(), " nodes agree (hash ", o->hash, ")"));
+    } else {
+      ++disagreed_;
+      std::string list;
+      for (const auto& [n, h] : c.hashes) list += str(" node ", n, "=", h);
+      log(str("OUTER PARAMETERS DIVERGED at outer step ", o->outer_step, ":", list));
+    }
+    rings_.erase(it);
+  }
+}
+
+void Coordinator::dispatch(const Message& m) {
+  try {
+    handle(m.conn, control::decode(m.frame.payload, transport_.peer(m.conn)), MembershipClock::now());
+  } catch (const Error& e) {
+    log(str("dropping ", transport_.peer(m.conn), ": ", e.what()));
+    if (node_of_.count(m.conn)) drop_node(node_of_.at(m.conn), e.what());
+    else transport_.close(m.conn, e.what());
+  }
+}
+
+void Coordinator::connection_closed(ConnId conn, const std::string& reason) {
+  // Frames the node sent before closing (its last hash, its goodbye) count.
+  try {
+    while (std::optional<Message> m = transport_.recv(conn, deadline_in(std::chrono::milliseconds(0)))) dispatch(*m);
+  } catch (const Error&) {  // inbox empty and the connection closed
+  }
+  if (node_of_.count(conn)) drop_node(node_of_.at(conn), "connection lost: " + reason);
+  node_of_.erase(conn);
+}
+
+void Coordinator::run(const std::atomic<bool>& stop) {
+  while (!stop.load()) {
+    std::optional<TransportEvent> ev;
+    while ((ev = transport_.next_event(deadline_in(std::chrono::milliseconds(0)))))
+      if (ev->kind == TransportEvent::Kind::closed) connection_closed(ev->conn, ev->reason);
+    if (std::optional<Message> m = transport_.recv(kAnyConn, deadline_in(std::chrono::milliseconds(20)))) dispatch(*m);
+    for (uint64_t id : members_.evict_silent(MembershipClock::now())) {
+      log(str("node ", id, " evicted: no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
+      auto c = conn_of_.find(id);
+      if (c != conn_of_.end()) {
+        node_of_.erase(c->second);
+        transport_.close(c->second, "evicted");
+        conn_of_.erase(c);
+      }
+      persist();
+    }
+    // Rings for every outer step some node is ready for.
+    std::set<int64_t> steps;
+    for (uint64_t id : members_.ids()) steps.insert(members_.node(id).ready_step);
+    for (int64_t s : steps)
+      if (s >= 0 && !rings_.count(s))
+        if (std::optional<Ring> r = members_.try_form_ring(s, MembershipClock::now())) announce(*r);
+  }
+}
+
+}  // namespace intellect

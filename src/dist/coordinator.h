@@ -1,0 +1,62 @@
+// The coordinator: one event-driven loop that keeps the run's membership
+// (joins, heartbeats, goodbyes, eviction of silent nodes), forms a ring for
+// each outer step from the nodes that reported ready and announces it,
+// re-forms it when a round fails, and checks that every node ends the step
+// with the same outer parameters. It carries no bulk data.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "dist/control.h"
+#include "dist/membership.h"
+#include "dist/transport.h"
+
+namespace intellect {
+
+struct CoordinatorOptions {
+  std::string listen = "127.0.0.1:0";
+  RunSecret secret;
+  std::chrono::milliseconds heartbeat_interval{2000};
+  MembershipOptions membership;   // heartbeat timeout, ready timeout
+  int max_retries = 3;            // re-formed rounds per outer step
+  std::string state_file;         // persisted membership (empty: none)
+  std::function<void(const std::string&)> log;
+};
+
+class Coordinator {
+ public:
+  explicit Coordinator(CoordinatorOptions options);
+  uint16_t port() const { return port_; }
+  // Serves until `stop` is set.
+  void run(const std::atomic<bool>& stop);
+  // Outer steps whose hashes all agreed / disagreed (for tests and the log).
+  int64_t agreed_steps() const { return agreed_; }
+  int64_t disagreed_steps() const { return disagreed_; }
+
+ private:
+  void handle(ConnId conn, const control::Message& m, MembershipTime now);
+  void dispatch(const Message& m);
+  void connection_closed(ConnId conn, const std::string& reason);
+  void drop_node(uint64_t id, const std::string& why);
+  void announce(Ring ring);
+  void send(ConnId conn, const control::Message& m);
+  void persist();
+  void log(const std::string& m);
+
+  CoordinatorOptions opt_;
+  Transport transport_;
+  uint16_t port_ = 0;
+  Membership members_;
+  std::map<uint64_t, ConnId> conn_of_;   // node -> control connection
+  std::map<ConnId, uint64_t> node_of_;
+  std::map<int64_t, Ring> rings_;        // outer step -> its current ring
+  std::map<int64_t, int> retries_;
+  std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
+  uint64_t next_round_ = 1;
+  int64_t agreed_ = 0, disagreed_ = 0;
+};
+
+}  // namespace intellect

@@ -1,0 +1,80 @@
+#include "dist/diloco.h"
+
+#include <xxhash.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace intellect {
+
+// lr and μ are applied as float, as torch does for fp32 parameters, so a
+// step here and torch's SGD on the same fp32 tensors round alike.
+OuterOptimizer::OuterOptimizer(size_t n, double lr, double momentum, bool nesterov)
+    : n_(n), lr_(static_cast<float>(lr)), mu_(static_cast<float>(momentum)), nesterov_(nesterov) {
+  if (!(lr > 0.0) || !std::isfinite(lr)) fail("DiLoCo outer lr is ", lr, "; it must be a positive number (diloco.outer_lr)");
+  if (!(momentum >= 0.0 && momentum < 1.0))
+    fail("DiLoCo outer momentum is ", momentum, "; it must be in [0, 1) (diloco.outer_momentum)");
+  if (nesterov && momentum == 0.0)
+    fail("DiLoCo Nesterov momentum needs outer_momentum > 0 (torch refuses it too); set diloco.nesterov=false");
+}
+
+void OuterOptimizer::init(const float* params) {
+  outer_.assign(params, params + n_);
+  momentum_.assign(n_, 0.0f);
+  steps_ = 0;
+  initialized_ = true;
+}
+
+void OuterOptimizer::set_state(const float* params, const float* momentum) {
+  outer_.assign(params, params + n_);
+  momentum_.assign(momentum, momentum + n_);
+  initialized_ = true;
+}
+
+void OuterOptimizer::require_init(const char* what) const {
+  if (!initialized_) fail("OuterOptimizer::", what, " called before init(): give it the starting parameters first");
+}
+
+std::vector<float> OuterOptimizer::pseudo_gradient(const float* current) const {
+  std::vector<float> g(n_);
+  pseudo_gradient(current, g.data());
+  return g;
+}
+
+void OuterOptimizer::pseudo_gradient(const float* current, float* out) const {
+  require_init("pseudo_gradient");
+  const float* o = outer_.data();
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) out[i] = o[i] - current[i];
+}
+
+void OuterOptimizer::step(const float* g, float* new_params_out) {
+  require_init("step");
+  // Check first: a half-applied step would leave the nodes disagreeing.
+  for (size_t i = 0; i < n_; ++i)
+    if (!std::isfinite(g[i]))
+      fail("DiLoCo outer step: averaged pseudo-gradient value ", i, " is ", g[i],
+           "; refusing to step (the outer parameters are unchanged)");
+  float* p = outer_.data();
+  float* v = momentum_.data();
+  const float lr = lr_, mu = mu_;
+  const bool nesterov = nesterov_;
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) {
+    const float vi = mu * v[i] + g[i];  // torch: buf.mul_(μ).add_(g)
+    v[i] = vi;
+    const float update = nesterov ? g[i] + mu * vi : vi;
+    p[i] = p[i] - lr * update;
+  }
+  ++steps_;
+  if (new_params_out) std::memcpy(new_params_out, p, n_ * sizeof(float));
+}
+
+uint64_t OuterOptimizer::params_hash() const {
+  require_init("params_hash");
+  return XXH3_64bits(outer_.data(), n_ * sizeof(float));
+}
+
+}  // namespace intellect

@@ -1,0 +1,54 @@
+// DiLoCo's outer optimizer: SGD with (Nesterov) momentum applied to the
+// averaged pseudo-gradient, exactly as torch.optim.SGD(momentum=μ,
+// nesterov=...) with dampening 0 and no weight decay treats a gradient:
+//   v = μ·v + g;  update = g + μ·v (Nesterov) or v;  outer −= lr·update.
+// (torch's first step sets v = g, which is the same as v = μ·0 + g.)
+// Outer parameters and momentum live in fp32 host memory, in the flat
+// parameter layout; the new outer parameters become every node's inner
+// parameters for the next H inner steps.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace intellect {
+
+class OuterOptimizer {
+ public:
+  OuterOptimizer(size_t n, double lr, double momentum, bool nesterov);
+
+  // Sets the outer parameters (the inner parameters at the start of the
+  // first outer step) and zeroes the momentum.
+  void init(const float* params);
+  // Restores a checkpointed state.
+  void set_state(const float* params, const float* momentum);
+
+  // outer − current: what the inner steps would subtract, as a gradient.
+  std::vector<float> pseudo_gradient(const float* current) const;
+  void pseudo_gradient(const float* current, float* out) const;
+
+  // One outer step with the averaged pseudo-gradient; writes the new outer
+  // parameters to new_params_out (may be null). Refuses a non-finite
+  // pseudo-gradient before changing any state.
+  void step(const float* averaged_pseudo_gradient, float* new_params_out);
+
+  // xxHash3-64 of the outer parameters' bytes: equal on every node after a
+  // step, which is the mesh's consistency check.
+  uint64_t params_hash() const;
+
+  size_t size() const { return n_; }
+  int64_t steps_taken() const { return steps_; }
+  const std::vector<float>& params() const { return outer_; }
+  const std::vector<float>& momentum() const { return momentum_; }
+
+ private:
+  void require_init(const char* what) const;
+  size_t n_;
+  float lr_, mu_;
+  bool nesterov_;
+  bool initialized_ = false;
+  int64_t steps_ = 0;
+  std::vector<float> outer_, momentum_;
+};
+
+}  // namespace intellect

@@ -1,0 +1,108 @@
+// The mesh's wire unit: a fixed 12-byte header, then the payload.
+//
+//   offset 0  u32 magic             "INTL" (0x4c544e49 little-endian)
+//   offset 4  u16 protocol version  kProtocolVersion
+//   offset 6  u16 type              a FrameType
+//   offset 8  u32 payload length    at most max_payload(type)
+//
+// All fields are little-endian. Each type has its own payload limit, checked
+// on the header before a byte of payload is buffered, so a peer cannot make
+// us allocate more than the type allows; before authentication only the
+// handshake types (at most 256 bytes) are accepted.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace intellect {
+
+constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wire
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kFrameHeaderSize = 12;
+
+enum class FrameType : uint16_t {
+  // Handshake (auth.h): only these may arrive before the peer is authenticated.
+  auth_challenge = 1,  // acceptor -> initiator: acceptor nonce
+  auth_response = 2,   // initiator -> acceptor: initiator nonce + initiator proof
+  auth_confirm = 3,    // acceptor -> initiator: acceptor proof
+  // After authentication.
+  control = 16,  // coordinator and membership messages
+  data = 17,     // bulk tensors (ring all-reduce chunks)
+};
+
+struct FrameTypeInfo {
+  FrameType type;
+  const char* name;
+  uint32_t max_payload;
+  bool handshake;  // allowed before authentication (and only then)
+};
+
+// The type's entry, or nullptr for a value we do not know.
+const FrameTypeInfo* frame_type_info(uint16_t type);
+const char* frame_type_name(FrameType type);  // "unknown" for values not in the table
+
+struct Frame {
+  FrameType type = FrameType::control;
+  std::vector<uint8_t> payload;
+};
+
+using FrameHeader = std::array<uint8_t, kFrameHeaderSize>;
+
+// Fails (Error) if the payload exceeds the type's limit: we never send what
+// the peer would refuse.
+FrameHeader encode_frame_header(FrameType type, size_t payload_size);
+std::vector<uint8_t> encode_frame(const Frame& frame);  // header + payload in one buffer
+
+enum class DecodeError : uint8_t {
+  none,
+  bad_magic,            // not an intellect peer, or the stream lost sync
+  unsupported_version,  // an intellect peer of another protocol version
+  unknown_type,
+  type_not_allowed,  // a handshake type after authentication or the reverse
+  oversize,          // payload length above the type's limit
+};
+const char* decode_error_name(DecodeError e);
+
+// Incremental decoder for one TCP stream. Feed it whatever the socket
+// delivered; it consumes bytes up to the end of the next complete frame, so
+// the caller can act on each frame (e.g. finish the handshake and switch
+// phase) before the bytes behind it are interpreted. Once it reports an error
+// the stream is unusable (frame boundaries are lost) and it consumes nothing.
+class FrameDecoder {
+ public:
+  enum class Phase { handshake, established };
+  explicit FrameDecoder(Phase phase = Phase::established) : phase_(phase) {}
+
+  // Returns how many of the n bytes were consumed: all of them, or fewer when
+  // a frame completed (ready()) or the stream turned out invalid (failed()).
+  // Must not be called while ready(): take() the frame first.
+  size_t feed(const uint8_t* data, size_t n);
+
+  bool ready() const { return ready_; }
+  Frame take();  // the completed frame; ready() is false afterwards
+
+  bool failed() const { return error_ != DecodeError::none; }
+  DecodeError error() const { return error_; }
+  const std::string& error_message() const { return message_; }
+
+  // True while part of a frame has arrived and the rest has not: the span in
+  // which a stalled peer is detected.
+  bool mid_frame() const { return !ready_ && (header_have_ > 0); }
+  void set_phase(Phase p) { phase_ = p; }
+  Phase phase() const { return phase_; }
+
+ private:
+  bool check_header();
+  Phase phase_;
+  FrameHeader header_{};
+  size_t header_have_ = 0;  // bytes of header_ filled; == kFrameHeaderSize once parsed
+  size_t payload_len_ = 0;  // the parsed header's payload length
+  Frame frame_;
+  bool ready_ = false;
+  DecodeError error_ = DecodeError::none;
+  std::string message_;
+};
+
+}  // namespace intellect

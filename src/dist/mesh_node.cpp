@@ -1,0 +1,199 @@
+#include "dist/mesh_node.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace intellect {
+
+namespace {
+
+void log_to(const std::function<void(const std::string&)>& log, const std::string& m) {
+  if (log) log(m);
+  else std::fprintf(stderr, "[mesh] %s\n", m.c_str());
+}
+
+// The ring's two links over authenticated transport connections: data frames
+// to the next node, from the previous one.
+class TransportRingLink final : public RingLink {
+ public:
+  TransportRingLink(Transport& t, ConnId next, ConnId prev) : t_(t), next_(next), prev_(prev) {}
+  void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override {
+    Frame f;
+    f.type = FrameType::data;
+    f.payload.assign(msg.begin(), msg.end());
+    t_.send(next_, std::move(f), deadline);
+  }
+  std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override {
+    std::optional<Message> m = t_.recv(prev_, deadline);
+    if (!m) fail("ring: no message from the previous node before the deadline");
+    if (m->frame.type != FrameType::data) fail("ring: the previous node sent a ", frame_type_name(m->frame.type),
+                                               " frame where ring data was expected");
+    return std::move(m->frame.payload);
+  }
+  void abort() noexcept override {
+    try {
+      t_.close(next_, "ring round aborted");
+      t_.close(prev_, "ring round aborted");
+    } catch (...) {
+    }
+  }
+
+ private:
+  Transport& t_;
+  ConnId next_, prev_;
+};
+
+}  // namespace
+
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    fail(what, ": expected host:port, got '", s, "'");
+  const std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (*end != '\0' || p < 0 || p > 65535) fail(what, ": bad port in '", s, "'");
+  return {host, static_cast<uint16_t>(p)};
+}
+
+MeshNode::MeshNode(MeshNodeOptions options)
+    : opt_(std::move(options)), transport_(TransportOptions{opt_.secret, std::chrono::milliseconds(10000),
+                                                            opt_.message_timeout, size_t(128) << 20,
+                                                            size_t(256) << 20, 64, opt_.log}) {
+  const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
+  const uint16_t port = transport_.listen(lhost, lport);
+  address_ = lhost + ":" + std::to_string(port);
+  const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
+  coord_ = transport_.connect(chost, cport, deadline_in(opt_.join_timeout));
+  send_control(coord_, control::Join{opt_.name, address_, 1});
+  const control::Message reply = recv_control(deadline_in(opt_.join_timeout));
+  if (const auto* r = std::get_if<control::Refused>(&reply)) fail("the coordinator refused to let this node join: ", r->reason);
+  const auto* w = std::get_if<control::Welcome>(&reply);
+  if (!w) fail("the coordinator answered the join with '", control::name(reply), "'");
+  welcome_ = *w;
+  log_to(opt_.log, str("joined the run as node ", welcome_.node_id, " (data partition ", welcome_.partition,
+                       ", epoch ", welcome_.epoch, "), listening for peers on ", address_));
+  heartbeat_ = std::thread([this] {
+    const auto every = std::chrono::milliseconds(welcome_.heartbeat_ms);
+    while (!stop_.load()) {
+      try {
+        send_control(coord_, control::Heartbeat{welcome_.node_id});
+      } catch (const Error& e) {
+        log_to(opt_.log, str("heartbeat failed: ", e.what()));
+      }
+      for (auto t = std::chrono::milliseconds(0); t < every && !stop_.load(); t += std::chrono::milliseconds(50))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+}
+
+MeshNode::~MeshNode() {
+  try {
+    leave("node shutting down");
+  } catch (...) {
+  }
+  stop_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+void MeshNode::leave(const std::string& reason) {
+  if (left_.exchange(true)) return;
+  send_control(coord_, control::Leave{welcome_.node_id, reason});
+  transport_.close(coord_, "left the run");
+}
+
+void MeshNode::send_control(ConnId conn, const control::Message& m) {
+  Frame f;
+  f.type = FrameType::control;
+  f.payload = control::encode(m);
+  transport_.send(conn, std::move(f), deadline_in(opt_.message_timeout));
+}
+
+control::Message MeshNode::recv_control(Deadline deadline) {
+  std::optional<Message> m = transport_.recv(coord_, deadline);
+  if (!m) fail("no message from the coordinator before the deadline");
+  if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
+  return control::decode(m->frame.payload, "the coordinator");
+}
+
+ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline) {
+  for (;;) {
+    std::optional<TransportEvent> ev = transport_.next_event(deadline);
+    if (!ev) fail("ring: node ", peer_id, " did not connect before the deadline");
+    if (ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
+    std::optional<Message> hello = transport_.recv(ev->conn, deadline);
+    if (!hello || hello->frame.type != FrameType::control) {
+      transport_.close(ev->conn, "no peer hello");
+      continue;
+    }
+    const control::Message m = control::decode(hello->frame.payload, ev->peer);
+    const auto* h = std::get_if<control::PeerHello>(&m);
+    if (h && h->node_id == peer_id && h->round == round) return ev->conn;
+    transport_.close(ev->conn, "not the expected ring neighbour for this round");
+  }
+}
+
+OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_position,
+                                  std::span<const float> input, std::span<float> output) {
+  OuterRoundStats stats;
+  send_control(coord_, control::Ready{welcome_.node_id, outer_step, data_position});
+  for (int attempt = 0;; ++attempt) {
+    const Deadline deadline = deadline_in(opt_.round_timeout);
+    control::Message m = recv_control(deadline);
+    while (!std::holds_alternative<control::RingAnnounce>(m)) {
+      if (const auto* r = std::get_if<control::Refused>(&m)) fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
+      m = recv_control(deadline);
+    }
+    const control::RingAnnounce ring = std::get<control::RingAnnounce>(m);
+    if (ring.outer_step != outer_step) fail("the coordinator announced a ring for outer step ", ring.outer_step,
+                                            " while this node is at ", outer_step);
+    const auto me = std::find_if(ring.members.begin(), ring.members.end(),
+                                 [&](const control::RingMember& r) { return r.node_id == welcome_.node_id; });
+    if (me == ring.members.end()) fail("the announced ring does not include this node");
+    const size_t n = ring.members.size(), i = static_cast<size_t>(me - ring.members.begin());
+    stats.ring_size = n;
+    stats.round = ring.round;
+    stats.retries = attempt;
+    if (n == 1) {
+      std::copy(input.begin(), input.end(), output.begin());
+      return stats;
+    }
+    const control::RingMember& next = ring.members[(i + 1) % n];
+    const control::RingMember& prev = ring.members[(i + n - 1) % n];
+    ConnId to_next = 0, from_prev = 0;
+    try {
+      const auto [host, port] = split_host_port(next.address, str("address of node ", next.node_id));
+      to_next = transport_.connect(host, port, deadline);
+      send_control(to_next, control::PeerHello{welcome_.node_id, ring.round});
+      from_prev = accept_peer(prev.node_id, ring.round, deadline);
+      TransportRingLink link(transport_, to_next, from_prev);
+      RingOptions ro;
+      ro.rank = static_cast<int>(i);
+      ro.world = static_cast<int>(n);
+      ro.round = ring.round;
+      ro.compression = opt_.compression;
+      ro.message_timeout = opt_.message_timeout;
+      ro.deadline = deadline;
+      const RingStats rs = ring_allreduce_average(link, ro, input, output);
+      stats.bytes_sent = rs.bytes_sent;
+      stats.bytes_received = rs.bytes_received;
+      stats.seconds = rs.seconds;
+      transport_.close(to_next, "round done");
+      transport_.close(from_prev, "round done");
+      return stats;
+    } catch (const Error& e) {
+      if (to_next) transport_.close(to_next, "round failed");
+      if (from_prev) transport_.close(from_prev, "round failed");
+      log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
+      send_control(coord_, control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
+      if (attempt + 1 > opt_.max_retries) throw;
+    }
+  }
+}
+
+void MeshNode::report_hash(int64_t outer_step, uint64_t hash) {
+  send_control(coord_, control::OuterHash{welcome_.node_id, outer_step, hash});
+}
+
+}  // namespace intellect

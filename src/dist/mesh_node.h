@@ -1,0 +1,76 @@
+// A training node's side of the mesh: it joins the run at the coordinator,
+// keeps a heartbeat going on its own thread, and at each outer step averages
+// its pseudo-gradient over the ring the coordinator announces, dialling the
+// next node and accepting the previous one peer to peer (the coordinator
+// never carries bulk data). A failed round is reported and retried on the
+// ring the coordinator re-forms, a bounded number of times.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+
+#include "dist/control.h"
+#include "dist/ring_allreduce.h"
+#include "dist/transport.h"
+
+namespace intellect {
+
+struct MeshNodeOptions {
+  std::string coordinator;                // "host:port"
+  std::string listen = "127.0.0.1:0";     // where peers dial this node (port 0: any free one)
+  std::string name;
+  RunSecret secret;
+  Compression compression = Compression::Int8;
+  std::chrono::milliseconds join_timeout{30000};
+  std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce
+  std::chrono::milliseconds message_timeout{60000};
+  int max_retries = 3;
+  std::function<void(const std::string&)> log;
+};
+
+struct OuterRoundStats {
+  size_t ring_size = 1;
+  uint64_t round = 0;
+  int retries = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  double seconds = 0.0;
+};
+
+// "host:port" -> (host, port); fails with a message naming `what`.
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what);
+
+class MeshNode {
+ public:
+  explicit MeshNode(MeshNodeOptions options);
+  ~MeshNode();  // says goodbye (if not yet) and stops the heartbeat
+  MeshNode(const MeshNode&) = delete;
+  MeshNode& operator=(const MeshNode&) = delete;
+
+  const control::Welcome& welcome() const { return welcome_; }
+  uint64_t id() const { return welcome_.node_id; }
+
+  // output = average of every ring member's input for this outer step.
+  OuterRoundStats average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                          std::span<float> output);
+  void report_hash(int64_t outer_step, uint64_t hash);
+  void leave(const std::string& reason);
+
+ private:
+  control::Message recv_control(Deadline deadline);
+  void send_control(ConnId conn, const control::Message& m);
+  ConnId accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline);
+
+  MeshNodeOptions opt_;
+  Transport transport_;
+  std::string address_;  // advertised "host:port"
+  ConnId coord_ = 0;
+  control::Welcome welcome_;
+  std::atomic<bool> stop_{false}, left_{false};
+  std::thread heartbeat_;
+};
+
+}  // namespace intellect

@@ -1,0 +1,177 @@
+#include "dist/quantize.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "util/error.h"
+
+namespace intellect {
+
+// Tables are memcpy'd, not byte-swapped: every machine we target is little-endian.
+static_assert(std::endian::native == std::endian::little, "the int8 wire format assumes a little-endian host");
+
+size_t int8_encoded_bytes(size_t n, size_t block) {
+  INTELLECT_CHECK(block > 0);
+  const size_t nblocks = (n + block - 1) / block;
+  return nblocks * kInt8TableBytes + n;
+}
+
+// Index of the first NaN/inf, or n. The scan ORs an exponent-all-ones test
+// over integer bits, which vectorises (a float compare chain would not).
+static size_t first_non_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &x[i], 4);
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  if (!bad) return n;
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return n;
+}
+
+void int8_encode_block(const float* x, size_t n, uint8_t* out) {
+  float table[kInt8Bins];  // copied out with memcpy: `out` need not be aligned
+  uint8_t* codes = out + kInt8TableBytes;
+
+  if (const size_t bad = first_non_finite(x, n); bad < n)
+    fail("int8 quantization: value ", bad, " of a block of ", n, " is ", x[bad],
+         "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged: "
+         "lower the learning rate or restore the last checkpoint)");
+  if (n == 0) {
+    for (auto& t : table) t = 0.0f;
+    std::memcpy(out, table, kInt8TableBytes);
+    return;
+  }
+
+  float lo = x[0], hi = x[0];
+  for (size_t i = 0; i < n; ++i) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+  }
+
+  // A constant block: every value is bin 0 and bin 0 is that value, exactly.
+  if (lo == hi) {
+    std::memset(codes, 0, n);
+    for (auto& t : table) t = lo;
+    std::memcpy(out, table, kInt8TableBytes);
+    return;
+  }
+
+  // code = round((x − lo) · 255 / (hi − lo)), computed as x·scale − lo·scale so
+  // that x − lo cannot overflow when the range spans most of the float line.
+  // The range is taken in double: hi − lo may overflow or be denormal in float.
+  const double range = static_cast<double>(hi) - static_cast<double>(lo);
+  const double scale_d = 255.0 / range;
+  const float scale = static_cast<float>(scale_d);
+  const float bias = static_cast<float>(static_cast<double>(lo) * scale_d);
+  if (std::isfinite(scale) && std::isfinite(bias)) {
+    for (size_t i = 0; i < n; ++i) {
+      float q = x[i] * scale - bias + 0.5f;
+      q = q < 0.0f ? 0.0f : q;
+      q = q > 255.0f ? 255.0f : q;  // truncation below is floor: q ≥ 0
+      codes[i] = static_cast<uint8_t>(static_cast<int32_t>(q));
+    }
+  } else {  // a range of a few denormals: scale overflows float, so do it in double
+    for (size_t i = 0; i < n; ++i) {
+      double q = (static_cast<double>(x[i]) - lo) * scale_d + 0.5;
+      q = q < 0.0 ? 0.0 : (q > 255.0 ? 255.0 : q);
+      codes[i] = static_cast<uint8_t>(static_cast<int32_t>(q));
+    }
+  }
+
+  // Bin means. Four interleaved histograms break the store-to-load dependency
+  // when neighbouring values share a bin; sums are double so a 64K-value bin
+  // mean is exact to float precision. Fixed combination order: deterministic.
+  double sum[4][kInt8Bins] = {};
+  uint32_t cnt[4][kInt8Bins] = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) {
+      sum[k][codes[i + k]] += x[i + k];
+      cnt[k][codes[i + k]] += 1;
+    }
+  }
+  for (; i < n; ++i) {
+    sum[0][codes[i]] += x[i];
+    cnt[0][codes[i]] += 1;
+  }
+  for (size_t b = 0; b < kInt8Bins; ++b) {
+    const double s = (sum[0][b] + sum[1][b]) + (sum[2][b] + sum[3][b]);
+    const uint64_t c = uint64_t{cnt[0][b]} + cnt[1][b] + cnt[2][b] + cnt[3][b];
+    // An empty bin is never looked up; its centre keeps the table monotone and finite.
+    table[b] = c ? static_cast<float>(s / static_cast<double>(c))
+                 : static_cast<float>(lo + range * (static_cast<double>(b) / 255.0));
+  }
+  std::memcpy(out, table, kInt8TableBytes);
+}
+
+void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what) {
+  INTELLECT_CHECK(block > 0);
+  const size_t nblocks = (n + block - 1) / block;
+  // Exceptions must not leave an OpenMP region: the first failing block is
+  // recorded, and its message rethrown with the position in the whole buffer.
+  std::string error;
+  int64_t error_block = -1;
+#pragma omp parallel for schedule(dynamic, 1) if (nblocks > 1)
+  for (int64_t b = 0; b < static_cast<int64_t>(nblocks); ++b) {
+    const size_t begin = static_cast<size_t>(b) * block;
+    const size_t len = std::min(block, n - begin);
+    try {
+      int8_encode_block(x + begin, len, out + begin + static_cast<size_t>(b) * kInt8TableBytes);
+    } catch (const std::exception& e) {
+#pragma omp critical(int8_encode_error)
+      if (error_block < 0 || b < error_block) {
+        error_block = b;
+        error = e.what();
+      }
+    }
+  }
+  if (error_block >= 0)
+    fail("encoding ", what, " (block ", error_block, ", starting at element ",
+         static_cast<size_t>(error_block) * block, "): ", error);
+}
+
+void int8_validate(const uint8_t* in, size_t n, size_t block, const char* what) {
+  INTELLECT_CHECK(block > 0);
+  const size_t nblocks = (n + block - 1) / block;
+  float table[kInt8Bins];
+  for (size_t b = 0; b < nblocks; ++b) {
+    std::memcpy(table, in + b * (block + kInt8TableBytes), kInt8TableBytes);
+    if (const size_t bad = first_non_finite(table, kInt8Bins); bad < kInt8Bins)
+      fail(what, ": int8 block ", b, " has bin ", bad, " = ", table[bad],
+           "; a peer sent a non-finite value (a diverged node or a corrupt message)");
+  }
+}
+
+template <bool kAdd>
+static void decode_impl(const uint8_t* in, size_t n, size_t block, float* out) {
+  INTELLECT_CHECK(block > 0);
+  const size_t nblocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) if (nblocks > 1)
+  for (int64_t b = 0; b < static_cast<int64_t>(nblocks); ++b) {
+    const size_t begin = static_cast<size_t>(b) * block;
+    const size_t len = std::min(block, n - begin);
+    const uint8_t* p = in + begin + static_cast<size_t>(b) * kInt8TableBytes;
+    float table[kInt8Bins];
+    std::memcpy(table, p, kInt8TableBytes);
+    const uint8_t* codes = p + kInt8TableBytes;
+    float* o = out + begin;
+    if constexpr (kAdd) {
+      for (size_t i = 0; i < len; ++i) o[i] += table[codes[i]];
+    } else {
+      for (size_t i = 0; i < len; ++i) o[i] = table[codes[i]];
+    }
+  }
+}
+
+void int8_decode(const uint8_t* in, size_t n, size_t block, float* out) { decode_impl<false>(in, n, block, out); }
+void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc) { decode_impl<true>(in, n, block, acc); }
+
+}  // namespace intellect

@@ -1,0 +1,53 @@
+// int8 codec for pseudo-gradients on the wire: each block of fp32 values is
+// mapped onto 256 uniform bins spanning the block's [min, max], and sent as
+// one byte per value plus a 256-entry table holding, for each bin, the mean of
+// the original values that fell into it. Decoding looks each byte up in the
+// table, so a bin decodes to the mean of its members rather than its centre
+// (INTELLECT-1 did the same, after hivemind's Uniform8BitQuantization).
+//
+// Why [min, max] and not a symmetric or ±kσ range: nothing is clipped, so
+// every value decodes to within one bin width, (max − min) / 255, of itself:
+// a hard bound the tests check. A σ-based range spends its bins better on a
+// Gaussian core, but an outlier beyond the clip decodes to the mean of the
+// edge bin, an error of many σ on exactly the coordinates that moved most.
+// Blocks are small (64K values by default), so one outlier only coarsens the
+// bins of its own block, and the bin means recover most of that loss.
+// Pseudo-gradient blocks also have nonzero means, which an affine map keeps.
+//
+// Encoded block layout (little-endian): 256 float32 bin means, then n codes.
+// Non-finite input is refused: a NaN or inf pseudo-gradient must never be
+// averaged into everyone's parameters.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace intellect {
+
+constexpr size_t kInt8Bins = 256;
+constexpr size_t kInt8TableBytes = kInt8Bins * sizeof(float);
+
+// Bytes of one encoded block of n values.
+inline size_t int8_block_bytes(size_t n) { return kInt8TableBytes + n; }
+// Bytes of n values encoded in blocks of `block` values (the last may be short).
+size_t int8_encoded_bytes(size_t n, size_t block);
+
+// One block. `out` holds int8_block_bytes(n). Throws Error naming the index of
+// the first NaN/inf. A constant block decodes exactly; n = 0 writes a table only.
+void int8_encode_block(const float* x, size_t n, uint8_t* out);
+
+// n values in blocks of `block`, blocks encoded in parallel (OpenMP). The
+// output is the blocks' encodings back to back; it does not depend on the
+// thread count. `what` names the data in errors.
+void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what = "values");
+
+// Checks that every table in an encoding of n values holds finite values;
+// throws Error naming `what` otherwise. Codes need no check: any byte is a bin.
+void int8_validate(const uint8_t* in, size_t n, size_t block, const char* what);
+
+// Decoding (parallel over blocks). `in` must have been validated when it came
+// from anywhere but our own encoder.
+void int8_decode(const uint8_t* in, size_t n, size_t block, float* out);
+// acc[i] += decoded value i: the reduce-scatter's accumulation, done in fp32.
+void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc);
+
+}  // namespace intellect

@@ -1,0 +1,353 @@
+#include "dist/ring_allreduce.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "dist/bytes.h"
+#include "dist/quantize.h"
+#include "util/error.h"
+
+namespace intellect {
+
+static_assert(std::endian::native == std::endian::little, "fp32 payloads are memcpy'd: little-endian hosts only");
+
+namespace {
+
+constexpr uint32_t kMagic = 0x52415249;  // "IRAR" in memory order
+constexpr uint8_t kVersion = 1;
+constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
+constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
+
+size_t payload_bytes(Compression c, size_t count, size_t block) {
+  return c == Compression::Int8 ? int8_encoded_bytes(count, block) : count * sizeof(float);
+}
+
+// Index of the first NaN/inf among n little-endian float32 at p, or n.
+size_t first_non_finite_bytes(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, p + 4 * i, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) return i;
+  }
+  return n;
+}
+
+// The sender thread's queue. Unbounded on purpose: the receiving thread must
+// never block on a send, or N ranks each waiting for their successor to drain
+// would deadlock the ring. It holds at most one round of outgoing messages.
+class SendQueue {
+ public:
+  void push(std::vector<uint8_t> msg) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      q_.push_back(std::move(msg));
+    }
+    cv_.notify_one();
+  }
+  // False once closed and drained, or stopped.
+  bool pop(std::vector<uint8_t>& out) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stopped_ || closed_ || !q_.empty(); });
+    if (stopped_ || q_.empty()) return false;
+    out = std::move(q_.front());
+    q_.pop_front();
+    return true;
+  }
+  void close() {  // no more messages: the sender exits once the queue is empty
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void stop() {  // abandon what is queued
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    q_.clear();
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::vector<uint8_t>> q_;
+  bool closed_ = false, stopped_ = false;
+};
+
+// The first failure wins: a neighbour's abort makes the other thread's call
+// fail too, and that second message would hide the cause.
+class FirstError {
+ public:
+  void record(const std::string& msg) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!set_) {
+      set_ = true;
+      msg_ = msg;
+    }
+  }
+  bool get(std::string& out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    out = msg_;
+    return set_;
+  }
+
+ private:
+  std::mutex mu_;
+  bool set_ = false;
+  std::string msg_;
+};
+
+}  // namespace
+
+Compression parse_compression(const std::string& s) {
+  if (s == "none") return Compression::None;
+  if (s == "int8") return Compression::Int8;
+  fail("unknown all-reduce compression \"", s, "\": use \"none\" or \"int8\" (diloco.compression)");
+}
+
+const char* compression_name(Compression c) { return c == Compression::Int8 ? "int8" : "none"; }
+
+std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
+  ByteWriter w(kRingHeaderBytes);
+  w.u32(kMagic);
+  w.u8(kVersion);
+  w.u8(h.phase);
+  w.u8(static_cast<uint8_t>(h.compression));
+  w.u8(0);
+  w.u64(h.round);
+  w.u64(h.total_elems);
+  w.u32(h.world);
+  w.u32(h.step);
+  w.u32(h.segment);
+  w.u32(h.chunk);
+  w.u32(h.count);
+  w.u32(h.int8_block);
+  INTELLECT_CHECK(w.size() == kRingHeaderBytes);
+  return w.take();
+}
+
+RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& what) {
+  ByteReader r(msg.data(), msg.size(), what);
+  if (r.u32("magic") != kMagic)
+    fail(what, ": not a ring all-reduce message (bad magic); the peer runs another protocol or the stream is out of sync");
+  if (const uint8_t v = r.u8("version"); v != kVersion)
+    fail(what, ": ring message version ", int(v), ", we speak ", int(kVersion), "; run the same intellect build on every node");
+  RingHeader h;
+  h.phase = r.u8("phase");
+  if (h.phase > kAllGather) fail(what, ": phase ", int(h.phase), " is neither reduce-scatter (0) nor all-gather (1)");
+  const uint8_t c = r.u8("compression");
+  if (c > 1) fail(what, ": compression ", int(c), " is neither none (0) nor int8 (1)");
+  h.compression = static_cast<Compression>(c);
+  if (r.u8("reserved") != 0) fail(what, ": reserved header byte is not zero");
+  h.round = r.u64("round");
+  h.total_elems = r.u64("total_elems");
+  h.world = r.u32("world");
+  h.step = r.u32("step");
+  h.segment = r.u32("segment");
+  h.chunk = r.u32("chunk");
+  h.count = r.u32("count");
+  h.int8_block = r.u32("int8_block");
+  if ((h.compression == Compression::Int8) != (h.int8_block != 0))
+    fail(what, ": int8_block is ", h.int8_block, " with compression ", compression_name(h.compression),
+         " (must be > 0 exactly when int8)");
+  const size_t want = payload_bytes(h.compression, h.count, h.int8_block);
+  if (r.remaining() != want)
+    fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values with compression ",
+         compression_name(h.compression), " take ", want, " bytes (truncated or corrupt message)");
+  return h;
+}
+
+void expect_ring_header(const RingHeader& got, const RingHeader& want, const std::string& what) {
+  auto check = [&](const char* field, uint64_t g, uint64_t w, const char* hint) {
+    if (g != w) fail(what, ": ", field, " is ", g, ", expected ", w, " (", hint, ")");
+  };
+  check("round", got.round, want.round, "a stale message from an earlier attempt, or peers on different rounds");
+  check("world", got.world, want.world, "the peers disagree on the ring size");
+  check("total_elems", got.total_elems, want.total_elems,
+        "the peers have different parameter counts: check that every node runs the same model config");
+  check("compression", static_cast<uint64_t>(got.compression), static_cast<uint64_t>(want.compression),
+        "set the same diloco.compression on every node");
+  check("int8_block", got.int8_block, want.int8_block, "the peers use different quantization block sizes");
+  const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
+  check("phase", got.phase, want.phase, order);
+  check("step", got.step, want.step, order);
+  check("segment", got.segment, want.segment, order);
+  check("chunk", got.chunk, want.chunk, order);
+  check("count", got.count, want.count, order);
+}
+
+RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
+                                 std::span<float> output) {
+  const auto t0 = RingClock::now();
+  const std::string ctx = str("ring all-reduce round ", opt.round, " (rank ", opt.rank, " of ", opt.world, ")");
+  // A rank that cannot take part aborts its link at once, so that its
+  // neighbours fail now instead of at their deadline.
+  auto refuse = [&](const auto&... why) {
+    link.abort();
+    fail(ctx, ": ", why..., ". The round is abandoned and the input is untouched");
+  };
+  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) refuse("rank must be in [0, world) and world ≥ 1");
+  if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) refuse("chunk_elems must be in [1, 2^32)");
+  if (opt.compression == Compression::Int8 && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
+    refuse("int8_block must be in [1, 2^32)");
+  if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
+  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
+  if (!input.empty() && output.data() < in_hi && in_lo < output.data() + output.size())
+    refuse("output overlaps input; the input must survive a failed round, so pass a separate buffer");
+  const size_t S = input.size();
+  const auto N = static_cast<size_t>(opt.world), r = static_cast<size_t>(opt.rank);
+  if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
+
+  // Refuse our own NaN/inf before anyone averages it, in either mode.
+  for (size_t i = 0; i < S; ++i)
+    if (!std::isfinite(input[i]))
+      refuse("input value ", i, " is ", input[i],
+             "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
+
+  RingStats stats;
+  std::copy(input.begin(), input.end(), output.begin());
+  if (N == 1) {
+    stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+    return stats;
+  }
+
+  const bool int8 = opt.compression == Compression::Int8;
+  const size_t block = int8 ? opt.int8_block : 0;
+  auto seg_begin = [&](size_t s) { return S * s / N; };
+  auto seg_len = [&](size_t s) { return S * (s + 1) / N - S * s / N; };
+  auto n_chunks = [&](size_t s) { return (seg_len(s) + opt.chunk_elems - 1) / opt.chunk_elems; };
+  auto wrap = [&](int64_t s) { return static_cast<size_t>(((s % int64_t(N)) + int64_t(N)) % int64_t(N)); };
+  auto op_deadline = [&] { return std::min(RingClock::now() + opt.message_timeout, opt.deadline); };
+  auto header = [&](uint8_t phase, size_t step, size_t seg, size_t chunk, size_t count) {
+    RingHeader h;
+    h.phase = phase;
+    h.compression = opt.compression;
+    h.round = opt.round;
+    h.total_elems = S;
+    h.world = static_cast<uint32_t>(N);
+    h.step = static_cast<uint32_t>(step);
+    h.segment = static_cast<uint32_t>(seg);
+    h.chunk = static_cast<uint32_t>(chunk);
+    h.count = static_cast<uint32_t>(count);
+    h.int8_block = static_cast<uint32_t>(block);
+    return h;
+  };
+  // Header + payload for `count` values at x; with int8 the payload is their encoding.
+  auto build = [&](const RingHeader& h, const float* x) {
+    std::vector<uint8_t> msg = encode_ring_header(h);
+    msg.resize(kRingHeaderBytes + payload_bytes(opt.compression, h.count, block));
+    if (int8)
+      int8_encode(x, h.count, block, msg.data() + kRingHeaderBytes, "the partial sum");
+    else
+      std::memcpy(msg.data() + kRingHeaderBytes, x, h.count * sizeof(float));
+    return msg;
+  };
+
+  SendQueue queue;
+  FirstError first_error;
+  std::thread sender([&] {
+    try {
+      std::vector<uint8_t> msg;
+      while (queue.pop(msg)) {
+        link.send_to_next(msg, op_deadline());
+        stats.bytes_sent += msg.size();
+        stats.messages_sent += 1;
+      }
+    } catch (const std::exception& e) {
+      first_error.record(str("sending to the next rank: ", e.what()));
+      link.abort();  // unblocks the receiving thread
+    }
+  });
+
+  try {
+    // Receives the message the schedule says comes next and checks it.
+    auto receive = [&](const RingHeader& want) {
+      const std::string what =
+          str(want.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ", want.step,
+              ", segment ", want.segment, ", chunk ", want.chunk, ") from the previous rank");
+      std::vector<uint8_t> msg = link.recv_from_prev(op_deadline());
+      stats.bytes_received += msg.size();
+      stats.messages_received += 1;
+      expect_ring_header(parse_ring_header(msg, what), want, what);
+      const uint8_t* payload = msg.data() + kRingHeaderBytes;
+      if (int8) {
+        int8_validate(payload, want.count, block, what.c_str());
+      } else if (const size_t bad = first_non_finite_bytes(payload, want.count); bad < want.count) {
+        fail(what, ": value ", bad, " is not finite (a diverged peer or a corrupt message)");
+      }
+      return msg;
+    };
+
+    // Reduce-scatter, step 0: our own segment r, straight from the input copy.
+    for (size_t c = 0; c < n_chunks(r); ++c) {
+      const size_t off = seg_begin(r) + c * opt.chunk_elems;
+      const size_t len = std::min(opt.chunk_elems, seg_begin(r) + seg_len(r) - off);
+      queue.push(build(header(kReduceScatter, 0, r, c, len), output.data() + off));
+    }
+    // Reduce-scatter, steps 0..N−2 received; each accumulated chunk goes on at once.
+    for (size_t t = 0; t + 1 < N; ++t) {
+      const size_t g = wrap(int64_t(r) - int64_t(t) - 1);
+      for (size_t c = 0; c < n_chunks(g); ++c) {
+        const size_t off = seg_begin(g) + c * opt.chunk_elems;
+        const size_t len = std::min(opt.chunk_elems, seg_begin(g) + seg_len(g) - off);
+        float* acc = output.data() + off;
+        const std::vector<uint8_t> msg = receive(header(kReduceScatter, t, g, c, len));
+        const uint8_t* payload = msg.data() + kRingHeaderBytes;
+        if (int8) {
+          int8_decode_add(payload, len, block, acc);
+        } else {
+          for (size_t i = 0; i < len; ++i) {
+            float v;
+            std::memcpy(&v, payload + 4 * i, 4);
+            acc[i] += v;
+          }
+        }
+        if (t + 2 < N) {
+          queue.push(build(header(kReduceScatter, t + 1, g, c, len), acc));
+          continue;
+        }
+        // g = r + 1: we own this chunk's full sum. Average, quantize once,
+        // and keep the decoded values ourselves so every rank agrees bit for bit.
+        for (size_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(N);
+        std::vector<uint8_t> out = build(header(kAllGather, 0, g, c, len), acc);
+        if (int8) int8_decode(out.data() + kRingHeaderBytes, len, block, acc);
+        queue.push(std::move(out));
+      }
+    }
+    // All-gather: take each owner's bytes and pass them on unchanged.
+    for (size_t t = 0; t + 1 < N; ++t) {
+      const size_t g = wrap(int64_t(r) - int64_t(t));
+      for (size_t c = 0; c < n_chunks(g); ++c) {
+        const size_t off = seg_begin(g) + c * opt.chunk_elems;
+        const size_t len = std::min(opt.chunk_elems, seg_begin(g) + seg_len(g) - off);
+        std::vector<uint8_t> msg = receive(header(kAllGather, t, g, c, len));
+        const uint8_t* payload = msg.data() + kRingHeaderBytes;
+        if (int8)
+          int8_decode(payload, len, block, output.data() + off);
+        else
+          std::memcpy(output.data() + off, payload, len * sizeof(float));
+        if (t + 2 < N) {
+          const uint32_t next_step = static_cast<uint32_t>(t + 1);
+          std::memcpy(msg.data() + kStepOffset, &next_step, 4);
+          queue.push(std::move(msg));
+        }
+      }
+    }
+    queue.close();
+  } catch (const std::exception& e) {
+    first_error.record(e.what());
+    link.abort();  // unblocks the sender, and tells the neighbours
+    queue.stop();
+  }
+  sender.join();
+  if (std::string msg; first_error.get(msg))
+    fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
+  stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+  return stats;
+}
+
+}  // namespace intellect

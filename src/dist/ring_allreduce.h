@@ -1,0 +1,106 @@
+// Ring all-reduce (average) of a flat fp32 buffer over N ranks, written
+// against an abstract link so the same code runs over in-memory channels in
+// the tests and over the TCP transport between nodes.
+//
+// The buffer is cut into N segments; segment s is [S·s/N, S·(s+1)/N). Each
+// segment is cut into chunks of `chunk_elems` values: one message each, the
+// unit of pipelining. Reduce-scatter: in step t rank r sends segment r − t
+// and adds what it receives (segment r − t − 1) into its own copy, so after
+// N − 1 steps it holds the full sum of segment r + 1, which it owns. The owner
+// divides by N and, with int8, quantizes that average ONCE and replaces its
+// own copy with the decoded values. All-gather: the owner's bytes travel
+// round the ring unchanged, so every rank decodes the same bytes and ends
+// with bit-identical results. Each rank sends 2(N − 1)/N of the buffer.
+//
+// Because the order of messages on a link is fixed by (N, S, chunk size),
+// each rank knows exactly which message comes next and checks its header
+// field by field against that expectation: nothing from the network is
+// trusted (sizes, indices, round, and non-finite values are all refused).
+//
+// Concurrency: one sender thread per call drains a queue into the link while
+// the calling thread receives, accumulates and quantizes (OpenMP over the
+// int8 blocks of a chunk). A chunk is forwarded as soon as it has been
+// accumulated, so hop t + 1 of chunk c overlaps hop t of chunk c + 1.
+//
+// Failure: any link error, timeout or invalid message aborts the round on
+// this rank with an Error (and aborts the link, so the neighbours fail fast
+// rather than at their deadline). The input is never written; the output is
+// unspecified after a failure. Retry with a new ring and a new round id.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace intellect {
+
+using RingClock = std::chrono::steady_clock;
+
+// One rank's two neighbours. send_to_next and recv_from_prev are called from
+// two different threads at once and must be safe to do so. Both throw Error
+// on failure or when the deadline passes; abort() may be called from any
+// thread and must make calls in progress and later calls throw promptly
+// (closing the connections is the natural implementation: it also tells the
+// neighbours that this rank gave up).
+struct RingLink {
+  virtual ~RingLink() = default;
+  // Delivers one whole message, in order. The span is valid only during the call.
+  virtual void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) = 0;
+  // The next whole message from the previous rank, in the order it was sent.
+  virtual std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) = 0;
+  virtual void abort() noexcept = 0;
+};
+
+enum class Compression : uint8_t { None = 0, Int8 = 1 };
+// "none" | "int8" (the config's diloco.compression); anything else is an Error.
+Compression parse_compression(const std::string& s);
+const char* compression_name(Compression c);
+
+struct RingOptions {
+  int rank = 0;
+  int world = 1;
+  uint64_t round = 0;  // distinct per attempt: a retried round must not accept a stale message
+  Compression compression = Compression::Int8;
+  size_t chunk_elems = size_t{1} << 20;  // values per message
+  size_t int8_block = size_t{1} << 16;   // values per quantization table
+  std::chrono::milliseconds message_timeout{60000};  // per send / receive
+  RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
+};
+
+struct RingStats {
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  uint64_t messages_sent = 0, messages_received = 0;
+  double seconds = 0.0;
+};
+
+// output = average over the ring of every rank's input. input and output
+// must have the same size on every rank and must not overlap; input is only
+// read. With world = 1 the output is the input, unquantized.
+RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
+                                 std::span<float> output);
+
+// --- message format, exposed for the tests ----------------------------------
+// Header, little-endian, 48 bytes:
+//   u32 magic 'IRAR'  u8 version  u8 phase (0 reduce-scatter, 1 all-gather)
+//   u8 compression  u8 reserved(0)  u64 round  u64 total_elems  u32 world
+//   u32 step  u32 segment  u32 chunk  u32 count  u32 int8_block (0 for none)
+// then the payload: count float32 (none), or int8_encoded_bytes(count, block).
+struct RingHeader {
+  uint8_t phase = 0;
+  Compression compression = Compression::None;
+  uint64_t round = 0;
+  uint64_t total_elems = 0;
+  uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0;
+};
+constexpr size_t kRingHeaderBytes = 48;
+
+std::vector<uint8_t> encode_ring_header(const RingHeader& h);
+// Parses and checks magic, version, reserved bits, the enums and that the
+// payload size matches count and compression. `what` names the message in errors.
+RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& what);
+// Fails naming the first field where `got` differs from `want`.
+void expect_ring_header(const RingHeader& got, const RingHeader& want, const std::string& what);
+
+}  // namespace intellect

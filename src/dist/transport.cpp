@@ -1,0 +1,685 @@
+#include "dist/transport.h"
+
+#include <signal.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "util/error.h"
+
+namespace intellect {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 << 10;
+constexpr size_t kMaxEvents = 4096;         // undrained events beyond this are dropped, oldest first
+constexpr size_t kMaxClosedRecords = 4096;  // closed connections remembered for close_reason()
+
+std::string uv_error(int rc) { return str(uv_err_name(rc), " (", uv_strerror(rc), ")"); }
+
+sockaddr_storage parse_address(const std::string& host, uint16_t port, const char* what) {
+  sockaddr_storage ss{};
+  if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) return ss;
+  if (uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) return ss;
+  fail("cannot ", what, " '", host, "': not a numeric IPv4 or IPv6 address (host names are not "
+       "resolved; give the node's IP)");
+}
+
+std::string address_text(const sockaddr_storage& ss) {
+  char ip[64] = "?";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    return str(ip, ":", port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    return str("[", ip, "]:", port);
+  }
+  return "?";
+}
+
+long long ms(std::chrono::milliseconds d) { return static_cast<long long>(d.count()); }
+
+}  // namespace
+
+// What caller threads see of one connection; guarded by TransportLoop::mu.
+struct ConnShared {
+  enum class State { handshaking, open, closed };
+  State state = State::handshaking;
+  bool inbound = false;
+  std::string peer, reason;
+  size_t queued = 0;  // bytes accepted by send() and not yet written (or cancelled)
+  std::deque<std::pair<uint64_t, Frame>> inbox;  // (arrival sequence, frame)
+  size_t inbox_bytes = 0;
+  bool close_requested = false;  // close() was called: send() refuses new frames
+  bool read_paused = false;      // the loop stopped reading: inbox over budget
+  bool resume_posted = false;  // a resume command is on its way to the loop
+};
+
+// Loop-thread state of one connection: its two handles, the handshake and the
+// decoder. Freed when both handles have closed.
+struct Conn {
+  TransportLoop* t = nullptr;
+  ConnId id = 0;
+  std::shared_ptr<ConnShared> sh;
+  uv_tcp_t tcp;
+  uv_timer_t timer;  // the watchdog: handshake deadline, stalled reads and writes
+  uv_connect_t connect_req;
+  uv_shutdown_t shutdown_req;
+  Handshake hs;
+  FrameDecoder dec{FrameDecoder::Phase::handshake};
+  int handles_open = 0;
+  bool closing = false, shutting_down = false, reading = false;
+  uint64_t opened_ms = 0, last_read_ms = 0, last_write_ms = 0;
+  size_t writes_in_flight = 0, last_write_queue = 0;
+  std::unique_ptr<uint8_t[]> buf{new uint8_t[kReadChunk]};
+  std::string close_reason;  // for a graceful close, until the flush completes
+
+  Conn(AuthRole role, const RunSecret& secret, Handshake::OwnNonceCheck check)
+      : hs(role, secret, std::move(check)) {}
+};
+
+struct WriteReq {
+  uv_write_t req;
+  Conn* c;
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+  size_t accounted;  // bytes to give back to the connection's send budget
+};
+
+// The handle is the first member, so a close callback's uv_handle_t* is the
+// Listener (tcp.data points at the loop for on_connection).
+struct Listener {
+  uv_tcp_t tcp;
+};
+
+struct TransportLoop {
+  TransportOptions opt;
+  uv_loop_t loop;
+  uv_async_t wake;
+  std::thread thread;
+  uint64_t tick_ms = 0;
+
+  // Shared with caller threads.
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::function<void()>> commands;
+  bool stopped = false;  // the shutdown command is queued: post() refuses more
+  ConnId next_id = 1;
+  uint64_t next_seq = 1;
+  std::map<ConnId, std::shared_ptr<ConnShared>> shared;
+  std::deque<ConnId> closed_order;
+  std::deque<TransportEvent> events;
+
+  // Loop thread only.
+  std::unordered_map<ConnId, Conn*> conns;
+  std::vector<Listener*> listeners;
+  std::set<Nonce> challenges_out;  // our acceptor nonces of handshakes in progress
+  size_t pending_inbound = 0;
+
+  void log(const std::string& m) {
+    if (opt.log) {
+      opt.log(m);
+    } else {
+      std::cerr << "[mesh] " << m << "\n";
+    }
+  }
+
+  bool post(std::function<void()> fn) {
+    {
+      std::lock_guard lk(mu);
+      if (stopped) return false;
+      commands.push_back(std::move(fn));
+    }
+    uv_async_send(&wake);
+    return true;
+  }
+
+  static void on_wake(uv_async_t* a) {
+    auto* t = static_cast<TransportLoop*>(a->data);
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lk(t->mu);
+      batch.swap(t->commands);
+    }
+    for (auto& fn : batch) fn();
+  }
+
+  std::shared_ptr<ConnShared> find_shared(ConnId id) const {
+    auto it = shared.find(id);
+    return it == shared.end() ? nullptr : it->second;
+  }
+
+  void push_event(TransportEvent e) {
+    if (events.size() >= kMaxEvents) events.pop_front();
+    events.push_back(std::move(e));
+  }
+
+  // --- connection lifecycle (loop thread) ---------------------------------
+
+  Conn* new_conn(ConnId id, AuthRole role, std::shared_ptr<ConnShared> sh) {
+    auto* c = new Conn(role, opt.secret, [this](const Nonce& n) { return challenges_out.count(n) > 0; });
+    c->t = this;
+    c->id = id;
+    c->sh = std::move(sh);
+    uv_tcp_init(&loop, &c->tcp);
+    uv_timer_init(&loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles_open = 2;
+    c->opened_ms = c->last_read_ms = c->last_write_ms = uv_now(&loop);
+    uv_timer_start(&c->timer, on_tick, tick_ms, tick_ms);
+    conns[id] = c;
+    return c;
+  }
+
+  static void on_handle_closed(uv_handle_t* h) {
+    auto* c = static_cast<Conn*>(h->data);
+    if (--c->handles_open == 0) {
+      c->t->conns.erase(c->id);
+      delete c;
+    }
+  }
+
+  // Closes at once: queued writes are cancelled. Idempotent.
+  void drop(Conn* c, const std::string& reason) {
+    if (c->closing) return;
+    c->closing = true;
+    bool was_handshaking = !c->hs.done();
+    if (c->hs.role() == AuthRole::acceptor) {
+      challenges_out.erase(c->hs.own_nonce());
+      if (was_handshaking) --pending_inbound;
+    }
+    bool was_open;
+    {
+      std::lock_guard lk(mu);
+      was_open = c->sh->state == ConnShared::State::open;
+      c->sh->state = ConnShared::State::closed;
+      c->sh->reason = reason;
+      closed_order.push_back(c->id);
+      // Forget the oldest closed connections whose frames were all taken.
+      while (closed_order.size() > kMaxClosedRecords) {
+        auto it = shared.find(closed_order.front());
+        if (it != shared.end() && !it->second->inbox.empty()) break;
+        if (it != shared.end()) shared.erase(it);
+        closed_order.pop_front();
+      }
+      if (was_open)
+        push_event({TransportEvent::Kind::closed, c->id, c->sh->inbound, c->sh->peer, reason});
+    }
+    cv.notify_all();
+    log(str(was_open ? "closed connection " : "dropped connection ", c->id, " ",
+            c->sh->inbound ? "from " : "to ", c->sh->peer, ": ", reason));
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_handle_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), on_handle_closed);
+  }
+
+  // Flushes queued writes, then closes; the watchdog bounds the flush.
+  void close_gracefully(Conn* c, const std::string& reason) {
+    if (c->closing || c->shutting_down) return;
+    c->shutting_down = true;
+    c->close_reason = reason;
+    c->last_write_ms = uv_now(&loop);  // the flush gets a full io_timeout
+    c->shutdown_req.data = c;
+    int rc = uv_shutdown(&c->shutdown_req, reinterpret_cast<uv_stream_t*>(&c->tcp), on_shutdown);
+    if (rc != 0) drop(c, reason);
+  }
+
+  static void on_shutdown(uv_shutdown_t* req, int) {
+    auto* c = static_cast<Conn*>(req->data);
+    c->t->drop(c, c->close_reason);
+  }
+
+  // The socket is connected (either direction): start reading and the handshake.
+  void start_conn(Conn* c) {
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 30);
+    int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
+    if (rc != 0) return drop(c, str("cannot read from the socket: ", uv_error(rc)));
+    c->reading = true;
+    if (auto first = c->hs.start()) {
+      challenges_out.insert(c->hs.own_nonce());
+      write_frame(c, std::move(*first), 0);
+    }
+  }
+
+  static void on_connection(uv_stream_t* server, int status) {
+    auto* t = static_cast<TransportLoop*>(server->data);
+    if (status < 0) return t->log(str("accept failed: ", uv_error(status)));
+    ConnId id;
+    auto sh = std::make_shared<ConnShared>();
+    sh->inbound = true;
+    {
+      std::lock_guard lk(t->mu);
+      id = t->next_id++;
+      t->shared[id] = sh;
+    }
+    Conn* c = t->new_conn(id, AuthRole::acceptor, sh);
+    ++t->pending_inbound;
+    int rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp));
+    if (rc != 0) return t->drop(c, str("accept failed: ", uv_error(rc)));
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      std::lock_guard lk(t->mu);
+      sh->peer = address_text(ss);
+    }
+    if (t->pending_inbound > t->opt.max_pending_handshakes)
+      return t->drop(c, str("more than ", t->opt.max_pending_handshakes,
+                            " inbound connections are still authenticating; refusing this one"));
+    t->start_conn(c);
+  }
+
+  static void on_connect(uv_connect_t* req, int status) {
+    auto* c = static_cast<Conn*>(req->data);
+    if (c->closing) return;
+    if (status < 0) return c->t->drop(c, str("TCP connect failed: ", uv_error(status)));
+    c->t->start_conn(c);
+  }
+
+  // --- reading ---------------------------------------------------------------
+
+  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    auto* c = static_cast<Conn*>(h->data);
+    *buf = uv_buf_init(reinterpret_cast<char*>(c->buf.get()), kReadChunk);
+  }
+
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+    auto* c = static_cast<Conn*>(s->data);
+    TransportLoop* t = c->t;
+    if (c->closing || nread == 0) return;
+    if (nread < 0) {
+      if (nread == UV_EOF)
+        return t->drop(c, c->dec.mid_frame() ? "peer closed the connection in the middle of a frame"
+                          : c->hs.done()     ? "peer closed the connection"
+                                             : "peer closed the connection during the handshake");
+      return t->drop(c, str("read failed: ", uv_error(static_cast<int>(nread))));
+    }
+    c->last_read_ms = uv_now(&t->loop);
+    const uint8_t* p = c->buf.get();
+    size_t n = static_cast<size_t>(nread);
+    try {
+      while (n > 0 && !c->closing) {
+        size_t k = c->dec.feed(p, n);
+        p += k;
+        n -= k;
+        if (c->dec.failed()) return t->drop(c, str("protocol error: ", c->dec.error_message()));
+        if (c->dec.ready()) t->on_frame(c, c->dec.take());
+      }
+    } catch (const std::exception& e) {  // allocation failure, or a bug: this connection only
+      t->drop(c, str("error while handling a frame: ", e.what()));
+    }
+  }
+
+  void on_frame(Conn* c, Frame f) {
+    if (!c->hs.done()) {
+      std::optional<Frame> reply = c->hs.on_frame(f);
+      if (c->hs.failed()) return drop(c, str("authentication failed: ", c->hs.failure()));
+      if (reply) write_frame(c, std::move(*reply), 0);
+      if (c->hs.done()) authenticated(c);
+      return;
+    }
+    size_t bytes = f.payload.size();
+    bool pause;
+    {
+      std::lock_guard lk(mu);
+      c->sh->inbox.emplace_back(next_seq++, std::move(f));
+      c->sh->inbox_bytes += bytes;
+      pause = c->sh->inbox_bytes > opt.max_inbox_bytes && !c->sh->read_paused;
+      if (pause) c->sh->read_paused = true;
+    }
+    cv.notify_all();
+    if (pause) {
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+      c->reading = false;
+    }
+  }
+
+  void authenticated(Conn* c) {
+    c->dec.set_phase(FrameDecoder::Phase::established);
+    if (c->hs.role() == AuthRole::acceptor) {
+      challenges_out.erase(c->hs.own_nonce());
+      --pending_inbound;
+    }
+    {
+      std::lock_guard lk(mu);
+      c->sh->state = ConnShared::State::open;
+      push_event({TransportEvent::Kind::authenticated, c->id, c->sh->inbound, c->sh->peer, ""});
+    }
+    cv.notify_all();
+  }
+
+  void resume_reading(ConnId id) {
+    auto it = conns.find(id);
+    if (it == conns.end()) return;
+    Conn* c = it->second;
+    {
+      std::lock_guard lk(mu);
+      c->sh->resume_posted = false;
+      if (c->sh->inbox_bytes > opt.max_inbox_bytes / 2) return;  // refilled meanwhile
+      c->sh->read_paused = false;
+    }
+    if (c->closing || c->reading) return;
+    c->last_read_ms = uv_now(&loop);  // the pause was ours, not the peer's
+    int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
+    if (rc != 0) return drop(c, str("cannot resume reading: ", uv_error(rc)));
+    c->reading = true;
+  }
+
+  // --- writing ---------------------------------------------------------------
+
+  void give_back(Conn* c, size_t bytes) {
+    if (bytes == 0) return;
+    {
+      std::lock_guard lk(mu);
+      c->sh->queued -= bytes;
+    }
+    cv.notify_all();
+  }
+
+  void write_frame(Conn* c, Frame f, size_t accounted) {
+    if (c->closing || c->shutting_down) return give_back(c, accounted);
+    auto* w = new WriteReq;
+    w->c = c;
+    w->header = encode_frame_header(f.type, f.payload.size());
+    w->payload = std::move(f.payload);
+    w->accounted = accounted;
+    w->req.data = w;
+    uv_buf_t bufs[2] = {uv_buf_init(reinterpret_cast<char*>(w->header.data()), kFrameHeaderSize),
+                        uv_buf_init(reinterpret_cast<char*>(w->payload.data()),
+                                    static_cast<unsigned>(w->payload.size()))};
+    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), bufs, w->payload.empty() ? 1 : 2,
+                      on_write);
+    if (rc != 0) {
+      delete w;
+      give_back(c, accounted);
+      return drop(c, str("write failed: ", uv_error(rc)));
+    }
+    if (c->writes_in_flight++ == 0) c->last_write_ms = uv_now(&loop);
+  }
+
+  static void on_write(uv_write_t* req, int status) {
+    auto* w = static_cast<WriteReq*>(req->data);
+    Conn* c = w->c;
+    TransportLoop* t = c->t;
+    --c->writes_in_flight;
+    c->last_write_ms = uv_now(&t->loop);
+    t->give_back(c, w->accounted);
+    delete w;
+    if (status < 0 && status != UV_ECANCELED) t->drop(c, str("write failed: ", uv_error(status)));
+  }
+
+  // --- the watchdog ----------------------------------------------------------
+
+  static void on_tick(uv_timer_t* timer) {
+    auto* c = static_cast<Conn*>(timer->data);
+    TransportLoop* t = c->t;
+    if (c->closing) return;
+    uint64_t now = uv_now(&t->loop);
+    if (!c->hs.done() && now - c->opened_ms > static_cast<uint64_t>(t->opt.handshake_timeout.count()))
+      return t->drop(c, str("no completed handshake within ", ms(t->opt.handshake_timeout),
+                            " ms (handshake_timeout)"));
+    const uint64_t io = static_cast<uint64_t>(t->opt.io_timeout.count());
+    if (c->reading && c->dec.mid_frame() && now - c->last_read_ms > io)
+      return t->drop(c, str("peer stalled in the middle of a frame: no bytes for ",
+                            ms(t->opt.io_timeout), " ms (io_timeout)"));
+    // libuv reports no partial progress of a write; a shrinking write queue is progress too.
+    size_t wq = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    if (wq != c->last_write_queue) {
+      c->last_write_queue = wq;
+      c->last_write_ms = now;
+    }
+    if ((c->writes_in_flight > 0 || c->shutting_down) && now - c->last_write_ms > io)
+      return t->drop(c, str("peer accepted none of our queued data for ", ms(t->opt.io_timeout),
+                            " ms (io_timeout)"));
+  }
+
+  // --- shutdown --------------------------------------------------------------
+
+  void shutdown_loop() {
+    for (Listener* l : listeners)
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
+               [](uv_handle_t* h) { delete reinterpret_cast<Listener*>(h); });
+    listeners.clear();
+    std::vector<Conn*> all;
+    for (auto& [id, c] : conns) all.push_back(c);
+    for (Conn* c : all) drop(c, "this node's transport shut down");
+    uv_close(reinterpret_cast<uv_handle_t*>(&wake), nullptr);
+  }
+};
+
+Transport::Transport(TransportOptions options) : impl_(new TransportLoop) {
+  TransportLoop* t = impl_.get();
+  t->opt = std::move(options);
+  if (t->opt.secret.empty()) fail("Transport needs the run secret (TransportOptions::secret)");
+  if (t->opt.handshake_timeout.count() <= 0 || t->opt.io_timeout.count() <= 0)
+    fail("Transport timeouts must be positive (handshake_timeout ", ms(t->opt.handshake_timeout),
+         " ms, io_timeout ", ms(t->opt.io_timeout), " ms)");
+  if (t->opt.max_queued_bytes == 0 || t->opt.max_inbox_bytes == 0)
+    fail("Transport byte budgets (max_queued_bytes, max_inbox_bytes) must be positive");
+  // The watchdog ticks a few times per shortest timeout, so a timeout fires
+  // within ~25% of its nominal time.
+  auto shortest = std::min(t->opt.handshake_timeout, t->opt.io_timeout);
+  t->tick_ms = std::clamp<uint64_t>(static_cast<uint64_t>(shortest.count()) / 4, 5, 1000);
+  int rc = uv_loop_init(&t->loop);
+  if (rc != 0) fail("cannot start the network event loop: ", uv_error(rc));
+  uv_async_init(&t->loop, &t->wake, TransportLoop::on_wake);
+  t->wake.data = t;
+  t->thread = std::thread([t] {
+    // A write to a socket the peer closed raises SIGPIPE in the writing
+    // thread; blocked here, it becomes an EPIPE error for that connection
+    // instead of killing the process.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+  });
+}
+
+Transport::~Transport() {
+  TransportLoop* t = impl_.get();
+  {
+    std::lock_guard lk(t->mu);
+    t->commands.push_back([t] { t->shutdown_loop(); });
+    t->stopped = true;
+  }
+  uv_async_send(&t->wake);
+  t->thread.join();
+  uv_loop_close(&t->loop);
+}
+
+uint16_t Transport::listen(const std::string& host, uint16_t port) {
+  TransportLoop* t = impl_.get();
+  sockaddr_storage addr = parse_address(host, port, "listen on");
+  std::promise<uint16_t> result;
+  auto fut = result.get_future();
+  bool posted = t->post([t, addr, host, port, &result] {
+    auto* l = new Listener;
+    uv_tcp_init(&t->loop, &l->tcp);
+    l->tcp.data = t;
+    auto fail_with = [&](const char* what, int rc) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
+               [](uv_handle_t* h) { delete reinterpret_cast<Listener*>(h); });
+      result.set_exception(std::make_exception_ptr(
+          Error(str("cannot listen on ", host, ":", port, ": ", what, " failed: ", uv_error(rc),
+                    rc == UV_EADDRINUSE ? "; another process uses this port, pick another" : ""))));
+    };
+    int rc = uv_tcp_bind(&l->tcp, reinterpret_cast<const sockaddr*>(&addr), 0);
+    if (rc != 0) return fail_with("bind", rc);
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 128, TransportLoop::on_connection);
+    if (rc != 0) return fail_with("listen", rc);
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&l->tcp, reinterpret_cast<sockaddr*>(&bound), &len);
+    t->listeners.push_back(l);
+    uint16_t p = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                                             : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    result.set_value(p);
+  });
+  if (!posted) fail("cannot listen: the transport is shutting down");
+  return fut.get();
+}
+
+ConnId Transport::connect(const std::string& host, uint16_t port, Deadline deadline) {
+  TransportLoop* t = impl_.get();
+  sockaddr_storage addr = parse_address(host, port, "connect to");
+  auto sh = std::make_shared<ConnShared>();
+  sh->peer = address_text(addr);
+  ConnId id;
+  {
+    std::lock_guard lk(t->mu);
+    id = t->next_id++;
+    t->shared[id] = sh;
+  }
+  bool posted = t->post([t, id, sh, addr] {
+    Conn* c = t->new_conn(id, AuthRole::initiator, sh);
+    c->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, reinterpret_cast<const sockaddr*>(&addr),
+                            TransportLoop::on_connect);
+    if (rc != 0) t->drop(c, str("TCP connect failed: ", uv_error(rc)));
+  });
+  if (!posted) fail("cannot connect to ", sh->peer, ": the transport is shutting down");
+  std::unique_lock lk(t->mu);
+  bool settled = t->cv.wait_until(lk, deadline, [&] { return sh->state != ConnShared::State::handshaking; });
+  if (!settled) {
+    lk.unlock();
+    close(id, "connect deadline passed");
+    fail("connecting to ", sh->peer, " did not complete (TCP + authentication) before the deadline; "
+         "is the node up and reachable?");
+  }
+  if (sh->state == ConnShared::State::closed)
+    fail("cannot connect to ", sh->peer, ": ", sh->reason);
+  return id;
+}
+
+void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
+  TransportLoop* t = impl_.get();
+  const FrameTypeInfo* info = frame_type_info(static_cast<uint16_t>(frame.type));
+  if (!info || info->handshake)
+    fail("cannot send a frame of type ", static_cast<unsigned>(frame.type), " (", frame_type_name(frame.type),
+         "): only application types may be sent on an authenticated connection");
+  encode_frame_header(frame.type, frame.payload.size());  // fails now, not on the loop, if too large
+  const size_t bytes = kFrameHeaderSize + frame.payload.size();
+  std::unique_lock lk(t->mu);
+  auto sh = t->find_shared(conn);
+  if (!sh) fail("send on unknown connection id ", conn);
+  if (sh->state == ConnShared::State::handshaking)
+    fail("send on connection ", conn, " to ", sh->peer, " before it authenticated");
+  if (sh->close_requested && sh->state != ConnShared::State::closed)
+    fail("cannot send to ", sh->peer, ": close() was already called on this connection");
+  const size_t budget = t->opt.max_queued_bytes;
+  bool ok = t->cv.wait_until(lk, deadline, [&] {
+    return sh->state == ConnShared::State::closed || sh->queued == 0 || sh->queued + bytes <= budget;
+  });
+  if (sh->state == ConnShared::State::closed)
+    fail("cannot send to ", sh->peer, ": the connection is closed (", sh->reason, ")");
+  if (!ok)
+    fail("sending ", bytes, " bytes to ", sh->peer, " timed out: ", sh->queued,
+         " bytes are still queued (budget ", budget, "); the peer is not reading fast enough");
+  sh->queued += bytes;
+  lk.unlock();
+  auto payload = std::make_shared<Frame>(std::move(frame));
+  bool posted = t->post([t, conn, payload, bytes, sh] {
+    auto it = t->conns.find(conn);
+    if (it == t->conns.end()) {
+      std::lock_guard g(t->mu);
+      sh->queued -= bytes;
+      return;
+    }
+    t->write_frame(it->second, std::move(*payload), bytes);
+  });
+  if (!posted) fail("cannot send to ", sh->peer, ": the transport is shutting down");
+}
+
+std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
+  TransportLoop* t = impl_.get();
+  std::unique_lock lk(t->mu);
+  std::shared_ptr<ConnShared> from;
+  ConnId from_id = 0;
+  auto pick = [&]() -> bool {
+    if (conn != kAnyConn) {
+      from = t->find_shared(conn);
+      if (!from) fail("recv on unknown connection id ", conn);
+      from_id = conn;
+      return !from->inbox.empty() || from->state == ConnShared::State::closed;
+    }
+    uint64_t best = UINT64_MAX;
+    for (auto& [id, sh] : t->shared)
+      if (!sh->inbox.empty() && sh->inbox.front().first < best) {
+        best = sh->inbox.front().first;
+        from = sh;
+        from_id = id;
+      }
+    return from != nullptr;
+  };
+  if (!t->cv.wait_until(lk, deadline, pick)) return std::nullopt;
+  if (from->inbox.empty())
+    fail("connection ", conn, " to ", from->peer, " is closed: ", from->reason);
+  Message m{from_id, std::move(from->inbox.front().second)};
+  from->inbox.pop_front();
+  from->inbox_bytes -= m.frame.payload.size();
+  bool resume = from->read_paused && !from->resume_posted && from->inbox_bytes <= t->opt.max_inbox_bytes / 2;
+  if (resume) from->resume_posted = true;
+  lk.unlock();
+  if (resume) t->post([t, from_id] { t->resume_reading(from_id); });
+  return m;
+}
+
+std::optional<TransportEvent> Transport::next_event(Deadline deadline) {
+  TransportLoop* t = impl_.get();
+  std::unique_lock lk(t->mu);
+  if (!t->cv.wait_until(lk, deadline, [&] { return !t->events.empty(); })) return std::nullopt;
+  TransportEvent e = std::move(t->events.front());
+  t->events.pop_front();
+  return e;
+}
+
+void Transport::close(ConnId conn, const std::string& reason) {
+  TransportLoop* t = impl_.get();
+  {
+    std::lock_guard lk(t->mu);
+    if (auto sh = t->find_shared(conn)) sh->close_requested = true;
+  }
+  t->post([t, conn, reason] {
+    auto it = t->conns.find(conn);
+    if (it != t->conns.end()) t->close_gracefully(it->second, reason);
+  });
+}
+
+bool Transport::is_open(ConnId conn) const {
+  std::lock_guard lk(impl_->mu);
+  auto sh = impl_->find_shared(conn);
+  return sh && sh->state == ConnShared::State::open;
+}
+
+std::string Transport::close_reason(ConnId conn) const {
+  std::lock_guard lk(impl_->mu);
+  auto sh = impl_->find_shared(conn);
+  if (!sh) return "unknown connection";
+  return sh->state == ConnShared::State::closed ? sh->reason : "";
+}
+
+std::string Transport::peer(ConnId conn) const {
+  std::lock_guard lk(impl_->mu);
+  auto sh = impl_->find_shared(conn);
+  return sh ? sh->peer : "";
+}
+
+}  // namespace intellect

@@ -1,0 +1,603 @@
+// The mesh's math: the int8 codec, the ring all-reduce over in-memory links
+// (one thread per rank), its failure semantics and message validation, and
+// DiLoCo's outer Nesterov step.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "dist/diloco.h"
+#include "dist/quantize.h"
+#include "dist/ring_allreduce.h"
+#include "util/error.h"
+#include "util/rng.h"
+
+namespace intellect {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Pseudo-gradient-like data: N(0, σ) with 0.1% outliers twenty times larger.
+std::vector<float> pseudo_grad(size_t n, uint64_t seed, double sigma = 1e-3) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double k = uniform01(seed + 1000, i) < 1e-3 ? 20.0 : 1.0;
+    v[i] = static_cast<float>(sigma * k * normal01(seed, i));
+  }
+  return v;
+}
+
+double rms(const std::vector<float>& a) {
+  double s = 0;
+  for (float x : a) s += double(x) * x;
+  return std::sqrt(s / std::max<size_t>(a.size(), 1));
+}
+
+double rms_diff(const std::vector<float>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(s / std::max<size_t>(a.size(), 1));
+}
+
+// --- int8 codec ------------------------------------------------------------
+
+std::vector<float> round_trip(const std::vector<float>& x, size_t block) {
+  std::vector<uint8_t> enc(int8_encoded_bytes(x.size(), block));
+  int8_encode(x.data(), x.size(), block, enc.data());
+  int8_validate(enc.data(), x.size(), block, "test");
+  std::vector<float> y(x.size());
+  int8_decode(enc.data(), x.size(), block, y.data());
+  return y;
+}
+
+TEST(DistQuant, RoundTripWithinOneBinWidth) {
+  const size_t block = 1000;
+  const auto x = pseudo_grad(10'007, 1);  // last block short
+  const auto y = round_trip(x, block);
+  for (size_t b = 0; b * block < x.size(); ++b) {
+    const size_t lo = b * block, hi = std::min(x.size(), lo + block);
+    const float mn = *std::min_element(x.begin() + lo, x.begin() + hi);
+    const float mx = *std::max_element(x.begin() + lo, x.begin() + hi);
+    const double width = (double(mx) - mn) / 255.0;
+    for (size_t i = lo; i < hi; ++i) ASSERT_LE(std::fabs(double(y[i]) - x[i]), width * 1.0001) << i;
+  }
+}
+
+TEST(DistQuant, GaussianErrorIsSmall) {
+  auto x = std::vector<float>(1 << 16);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(normal01(3, i));
+  const auto y = round_trip(x, 1 << 16);
+  std::vector<double> xd(x.begin(), x.end());
+  // Bins of (max − min)/255 ≈ 8.5σ/255 give an RMS error ≈ width/√12 ≈ 1% of σ.
+  EXPECT_LT(rms_diff(y, xd) / rms(x), 0.012);
+}
+
+TEST(DistQuant, BinMeansEqualOriginalMeans) {
+  const size_t n = 5000;
+  const auto x = pseudo_grad(n, 2);
+  std::vector<uint8_t> enc(int8_block_bytes(n));
+  int8_encode_block(x.data(), n, enc.data());
+  const uint8_t* codes = enc.data() + kInt8TableBytes;
+  std::vector<double> sum_x(256, 0.0), sum_y(256, 0.0);
+  std::vector<int> cnt(256, 0);
+  std::vector<float> y(n);
+  int8_decode(enc.data(), n, n, y.data());
+  for (size_t i = 0; i < n; ++i) {
+    sum_x[codes[i]] += x[i];
+    sum_y[codes[i]] += y[i];
+    cnt[codes[i]]++;
+  }
+  int used = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (!cnt[b]) continue;
+    ++used;
+    const double mx = sum_x[b] / cnt[b], my = sum_y[b] / cnt[b];
+    EXPECT_NEAR(my, mx, 1e-6 * std::fabs(mx) + 1e-12) << "bin " << b;
+  }
+  EXPECT_GT(used, 50);
+}
+
+TEST(DistQuant, ConstantTinyAndEmptyBlocks) {
+  for (size_t n : {size_t{1}, size_t{2}, size_t{7}, size_t{300}}) {
+    const std::vector<float> c(n, -0.3125f);
+    EXPECT_EQ(round_trip(c, 64), c) << n;
+  }
+  const std::vector<float> two = {1.0f, -2.0f};
+  EXPECT_EQ(round_trip(two, 64), two);  // each value alone in its bin: exact
+  EXPECT_TRUE(round_trip({}, 64).empty());
+  EXPECT_EQ(int8_encoded_bytes(0, 64), 0u);
+  // Extreme ranges: the whole float line, and a range of a few denormals.
+  const std::vector<float> wide = {-3e38f, 3e38f, 0.0f};
+  const auto w = round_trip(wide, 64);
+  EXPECT_EQ(w[0], wide[0]);
+  EXPECT_EQ(w[1], wide[1]);
+  const std::vector<float> denorm = {1e-45f, 3e-45f, 1e-45f};
+  EXPECT_EQ(round_trip(denorm, 64), denorm);
+}
+
+TEST(DistQuant, DeterministicAcrossThreadCounts) {
+  const auto x = pseudo_grad(50'000, 4);
+  std::vector<uint8_t> a(int8_encoded_bytes(x.size(), 4096)), b(a.size());
+  omp_set_num_threads(1);
+  int8_encode(x.data(), x.size(), 4096, a.data());
+  omp_set_num_threads(2);
+  int8_encode(x.data(), x.size(), 4096, b.data());
+  EXPECT_EQ(a, b);
+}
+
+TEST(DistQuant, NonFiniteRefused) {
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    auto x = pseudo_grad(3000, 5);
+    x[2500] = bad;
+    std::vector<uint8_t> enc(int8_encoded_bytes(x.size(), 1000));
+    try {
+      int8_encode(x.data(), x.size(), 1000, enc.data(), "the pseudo-gradient");
+      FAIL() << "non-finite value accepted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("starting at element 2000"), std::string::npos) << m;
+      EXPECT_NE(m.find("value 500"), std::string::npos) << m;
+      EXPECT_NE(m.find("must not be averaged"), std::string::npos) << m;
+    }
+  }
+  // A table with a NaN (from a peer) is caught by validation.
+  const auto x = pseudo_grad(100, 6);
+  std::vector<uint8_t> enc(int8_encoded_bytes(100, 100));
+  int8_encode(x.data(), 100, 100, enc.data());
+  const float nan = NAN;
+  std::memcpy(enc.data() + 4 * 17, &nan, 4);
+  EXPECT_THROW(int8_validate(enc.data(), 100, 100, "peer"), Error);
+}
+
+// --- in-memory links ---------------------------------------------------------
+
+// One direction of a ring edge: a FIFO of whole messages that can be closed.
+class Channel {
+ public:
+  void send(std::span<const uint8_t> m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) fail("channel closed by the peer");
+    q_.emplace_back(m.begin(), m.end());
+    cv_.notify_all();
+  }
+  std::vector<uint8_t> recv(RingClock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_until(lock, deadline, [&] { return closed_ || !q_.empty(); })) fail("receive timed out");
+    if (closed_) fail("channel closed by the peer");
+    auto m = std::move(q_.front());
+    q_.pop_front();
+    return m;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::vector<uint8_t>> q_;
+  bool closed_ = false;
+};
+
+// Rank r sends on channel r and receives on channel r − 1. Faults: after
+// `die_after` sends the link fails and closes (a crashed peer); after
+// `stall_after` sends it silently drops everything (a hung peer); `corrupt`
+// rewrites each outgoing message.
+struct MemLink : RingLink {
+  Channel *out = nullptr, *in = nullptr;
+  int die_after = -1, stall_after = -1;
+  std::function<void(std::vector<uint8_t>&)> corrupt;
+  std::atomic<int> sent{0};
+
+  void send_to_next(std::span<const uint8_t> m, RingClock::time_point) override {
+    const int k = sent++;
+    // The ring aborts the link (closing both channels) when this throws.
+    if (die_after >= 0 && k >= die_after) fail("link died (injected)");
+    if (stall_after >= 0 && k >= stall_after) return;
+    if (corrupt) {
+      std::vector<uint8_t> c(m.begin(), m.end());
+      corrupt(c);
+      out->send(c);
+      return;
+    }
+    out->send(m);
+  }
+  std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override { return in->recv(deadline); }
+  void abort() noexcept override {
+    out->close();
+    in->close();
+  }
+};
+
+struct Ring {
+  std::vector<std::unique_ptr<Channel>> ch;
+  std::vector<std::unique_ptr<MemLink>> links;
+  explicit Ring(int n) {
+    for (int i = 0; i < n; ++i) ch.push_back(std::make_unique<Channel>());
+    for (int i = 0; i < n; ++i) {
+      links.push_back(std::make_unique<MemLink>());
+      links[i]->out = ch[i].get();
+      links[i]->in = ch[(i + n - 1) % n].get();
+    }
+  }
+};
+
+struct RunResult {
+  std::vector<std::vector<float>> out;
+  std::vector<std::string> errors;  // empty string: success
+  double seconds = 0;
+};
+
+RunResult run_ring(Ring& ring, const std::vector<std::vector<float>>& inputs, RingOptions base) {
+  const int n = static_cast<int>(inputs.size());
+  RunResult res;
+  res.out.assign(n, std::vector<float>(inputs[0].size(), -7.0f));
+  res.errors.assign(n, "");
+  const auto t0 = RingClock::now();
+  std::vector<std::thread> th;
+  for (int r = 0; r < n; ++r)
+    th.emplace_back([&, r] {
+      RingOptions o = base;
+      o.rank = r;
+      o.world = n;
+      try {
+        ring_allreduce_average(*ring.links[r], o, inputs[r], res.out[r]);
+      } catch (const Error& e) {
+        res.errors[r] = e.what();
+      }
+    });
+  for (auto& t : th) t.join();
+  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+  return res;
+}
+
+std::vector<std::vector<float>> make_inputs(int n, size_t size, uint64_t seed) {
+  std::vector<std::vector<float>> v;
+  for (int r = 0; r < n; ++r) v.push_back(pseudo_grad(size, seed + 17 * r));
+  return v;
+}
+
+std::vector<double> exact_average(const std::vector<std::vector<float>>& in) {
+  std::vector<double> a(in[0].size(), 0.0);
+  for (auto& v : in)
+    for (size_t i = 0; i < a.size(); ++i) a[i] += v[i];
+  for (auto& x : a) x /= in.size();
+  return a;
+}
+
+RingOptions small_opts(Compression c) {
+  RingOptions o;
+  o.round = 11;
+  o.compression = c;
+  o.chunk_elems = 1000;
+  o.int8_block = 256;
+  o.message_timeout = 5s;
+  return o;
+}
+
+TEST(DistRing, Fp32MatchesExactAverage) {
+  for (int n : {1, 2, 3, 5}) {
+    for (size_t size : {size_t{10'007}, size_t{3}, size_t{0}, size_t{5}}) {
+      Ring ring(n);
+      const auto in = make_inputs(n, size, 100 + n);
+      const auto copy = in;
+      const auto res = run_ring(ring, in, small_opts(Compression::None));
+      const auto want = exact_average(in);
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "n=" << n << " size=" << size;
+        EXPECT_EQ(res.out[r], res.out[0]) << "ranks disagree, n=" << n;
+        for (size_t i = 0; i < size; ++i)
+          ASSERT_NEAR(res.out[r][i], want[i], 1e-6 * (std::fabs(want[i]) + 1e-3) * n) << i;
+      }
+      EXPECT_EQ(in, copy);  // inputs untouched
+    }
+  }
+}
+
+TEST(DistRing, OneRankIsIdentity) {
+  Ring ring(1);
+  const auto in = make_inputs(1, 777, 9);
+  for (Compression c : {Compression::None, Compression::Int8}) {
+    const auto res = run_ring(ring, in, small_opts(c));
+    ASSERT_EQ(res.errors[0], "");
+    EXPECT_EQ(res.out[0], in[0]);
+  }
+}
+
+TEST(DistRing, Int8BitIdenticalAndAccurate) {
+  for (int n : {2, 3, 5}) {
+    for (size_t size : {size_t{20'011}, size_t{4}, size_t{1}}) {
+      Ring ring(n);
+      const auto in = make_inputs(n, size, 200 + n);
+      const auto copy = in;
+      const auto res = run_ring(ring, in, small_opts(Compression::Int8));
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "n=" << n << " size=" << size;
+        ASSERT_EQ(0, std::memcmp(res.out[r].data(), res.out[0].data(), size * 4)) << "rank " << r << " differs";
+      }
+      EXPECT_EQ(in, copy);
+      if (size > 1000) {
+        const auto want = exact_average(in);
+        std::vector<float> wf(want.begin(), want.end());
+        // Outliers make the bins coarse (see the report): a loose but real bound.
+        EXPECT_LT(rms_diff(res.out[0], want) / rms(wf), 0.2) << "n=" << n;
+      }
+    }
+  }
+}
+
+// The error table for the report (printed; the bound above is the check).
+TEST(DistRing, Int8ErrorTable) {
+  const size_t size = 1 << 17;
+  for (int n : {2, 3, 4, 8}) {
+    for (bool outliers : {false, true}) {
+      std::vector<std::vector<float>> in;
+      for (int r = 0; r < n; ++r) {
+        std::vector<float> v(size);
+        for (size_t i = 0; i < size; ++i) {
+          const double k = outliers && uniform01(500 + r, i) < 1e-3 ? 20.0 : 1.0;
+          v[i] = static_cast<float>(1e-3 * k * normal01(300 + r, i));
+        }
+        in.push_back(std::move(v));
+      }
+      Ring ring(n);
+      RingOptions o = small_opts(Compression::Int8);
+      o.chunk_elems = 1 << 15;
+      o.int8_block = 1 << 16;
+      const auto res = run_ring(ring, in, o);
+      ASSERT_EQ(res.errors[0], "");
+      const auto want = exact_average(in);
+      std::vector<float> wf(want.begin(), want.end());
+      std::printf("int8 ring N=%d %-9s relative RMS error of the average: %.4f\n", n,
+                  outliers ? "outliers" : "gaussian", rms_diff(res.out[0], want) / rms(wf));
+    }
+  }
+}
+
+void expect_all_fail(const RunResult& res, double within_s, const char* what) {
+  for (size_t r = 0; r < res.errors.size(); ++r) {
+    EXPECT_NE(res.errors[r], "") << what << ": rank " << r << " did not fail";
+    EXPECT_NE(res.errors[r].find("input is untouched"), std::string::npos) << res.errors[r];
+  }
+  EXPECT_LT(res.seconds, within_s) << what;
+}
+
+TEST(DistRing, DeadLinkFailsEveryRankPromptly) {
+  for (Compression c : {Compression::None, Compression::Int8}) {
+    Ring ring(5);
+    ring.links[2]->die_after = 7;
+    const auto in = make_inputs(5, 20'000, 7);
+    const auto copy = in;
+    const auto res = run_ring(ring, in, small_opts(c));
+    expect_all_fail(res, 2.0, "dead link");  // far under the 5 s message timeout: aborts propagate
+    EXPECT_NE(res.errors[2].find("link died"), std::string::npos) << res.errors[2];
+    EXPECT_EQ(in, copy);
+  }
+}
+
+TEST(DistRing, StalledPeerTimesOut) {
+  Ring ring(3);
+  ring.links[1]->stall_after = 3;
+  const auto in = make_inputs(3, 9'000, 8);
+  RingOptions o = small_opts(Compression::Int8);
+  o.message_timeout = 300ms;
+  const auto res = run_ring(ring, in, o);
+  expect_all_fail(res, 3.0, "stalled peer");
+  // Whoever times out first aborts, and the others may see that abort first.
+  EXPECT_TRUE(std::any_of(res.errors.begin(), res.errors.end(),
+                          [](const std::string& e) { return e.find("timed out") != std::string::npos; }));
+}
+
+TEST(DistRing, RoundDeadlineBoundsTheRound) {
+  Ring ring(2);
+  ring.links[0]->stall_after = 0;
+  const auto in = make_inputs(2, 5'000, 9);
+  RingOptions o = small_opts(Compression::None);
+  o.message_timeout = 60s;
+  o.deadline = RingClock::now() + 200ms;
+  const auto res = run_ring(ring, in, o);
+  expect_all_fail(res, 2.0, "round deadline");
+}
+
+TEST(DistRing, RetryAfterFailureSucceeds) {
+  const auto in = make_inputs(3, 6'000, 10);
+  {
+    Ring ring(3);
+    ring.links[0]->die_after = 2;
+    expect_all_fail(run_ring(ring, in, small_opts(Compression::Int8)), 2.0, "first attempt");
+  }
+  Ring ring(3);
+  RingOptions o = small_opts(Compression::Int8);
+  o.round = 12;
+  const auto res = run_ring(ring, in, o);
+  for (auto& e : res.errors) EXPECT_EQ(e, "");
+}
+
+// Each corruption of rank 0's outgoing messages must be caught by rank 1.
+TEST(DistRing, MalformedMessagesRejected) {
+  struct Case {
+    const char* name;
+    std::function<void(std::vector<uint8_t>&)> f;
+    const char* expect;
+  };
+  auto put32 = [](std::vector<uint8_t>& m, size_t off, uint32_t v) { std::memcpy(m.data() + off, &v, 4); };
+  const std::vector<Case> cases = {
+      {"magic", [&](auto& m) { m[0] ^= 1; }, "bad magic"},
+      {"version", [&](auto& m) { m[4] = 9; }, "version"},
+      {"phase", [&](auto& m) { m[5] = 7; }, "phase"},
+      {"compression", [&](auto& m) { m[6] = 5; }, "compression"},
+      {"round", [&](auto& m) { m[8] ^= 1; }, "round is"},
+      {"total", [&](auto& m) { m[16] ^= 1; }, "parameter counts"},
+      {"segment", [&](auto& m) { put32(m, 32, 99); }, "segment is 99"},
+      {"chunk", [&](auto& m) { put32(m, 36, 1234); }, "chunk is 1234"},
+      {"count", [&](auto& m) { put32(m, 40, 0xffffffffu); }, "payload of"},
+      {"truncated", [&](auto& m) { m.resize(m.size() - 1); }, "payload of"},
+      {"short header", [&](auto& m) { m.resize(20); }, "truncated"},
+      {"nan table", [&](auto& m) { const float x = NAN; std::memcpy(m.data() + kRingHeaderBytes + 8, &x, 4); },
+       "non-finite"},
+  };
+  const auto in = make_inputs(3, 3'000, 11);
+  for (const auto& c : cases) {
+    Ring ring(3);
+    ring.links[0]->corrupt = c.f;
+    const auto res = run_ring(ring, in, small_opts(Compression::Int8));
+    expect_all_fail(res, 2.0, c.name);
+    EXPECT_NE(res.errors[1].find(c.expect), std::string::npos) << c.name << ": " << res.errors[1];
+  }
+  // fp32 payloads are checked for NaN too.
+  Ring ring(2);
+  ring.links[0]->corrupt = [](auto& m) { const float x = NAN; std::memcpy(m.data() + kRingHeaderBytes, &x, 4); };
+  const auto res = run_ring(ring, make_inputs(2, 100, 12), small_opts(Compression::None));
+  EXPECT_NE(res.errors[1].find("not finite"), std::string::npos) << res.errors[1];
+}
+
+TEST(DistRing, HeaderRoundTripAndChecks) {
+  RingHeader h;
+  h.phase = 1;
+  h.compression = Compression::Int8;
+  h.round = 0x0102030405060708ull;
+  h.total_elems = 1ull << 40;
+  h.world = 8;
+  h.step = 3;
+  h.segment = 5;
+  h.chunk = 6;
+  h.count = 10;
+  h.int8_block = 4;
+  auto m = encode_ring_header(h);
+  ASSERT_EQ(m.size(), kRingHeaderBytes);
+  m.resize(kRingHeaderBytes + int8_encoded_bytes(10, 4));
+  const RingHeader g = parse_ring_header(m, "test");
+  EXPECT_NO_THROW(expect_ring_header(g, h, "test"));
+  RingHeader other = h;
+  other.step = 4;
+  EXPECT_THROW(expect_ring_header(g, other, "test"), Error);
+  m[7] = 1;  // reserved
+  EXPECT_THROW(parse_ring_header(m, "test"), Error);
+  EXPECT_EQ(parse_compression("int8"), Compression::Int8);
+  EXPECT_EQ(parse_compression("none"), Compression::None);
+  EXPECT_THROW(parse_compression("fp8"), Error);
+}
+
+TEST(DistRing, NonFiniteInputAndBadArgumentsRefused) {
+  Ring ring(2);
+  auto in = make_inputs(2, 100, 13);
+  in[1][42] = NAN;
+  const auto res = run_ring(ring, in, small_opts(Compression::None));
+  EXPECT_NE(res.errors[1].find("input value 42"), std::string::npos) << res.errors[1];
+  EXPECT_NE(res.errors[0], "");  // its neighbour gave up, so must it, and promptly
+  EXPECT_LT(res.seconds, 2.0);
+  std::vector<float> buf(10);
+  RingOptions o = small_opts(Compression::None);
+  EXPECT_THROW(ring_allreduce_average(*ring.links[0], o, std::span<const float>(buf), std::span<float>(buf)), Error);
+}
+
+// --- DiLoCo outer step --------------------------------------------------------
+
+TEST(DistDiloco, NesterovMatchesHandComputedSequence) {
+  // lr = 0.5, μ = 0.5: every intermediate is a short binary fraction, so the
+  // expected values are exact in float.
+  OuterOptimizer opt(2, 0.5, 0.5, true);
+  const float p0[2] = {1.0f, -2.0f};
+  opt.init(p0);
+  const float g1[2] = {1.0f, 0.5f}, g2[2] = {-1.0f, 0.25f};
+  float out[2];
+  // step 1: v = g = (1, .5); update = g + μv = (1.5, .75); p = (1 − .75, −2 − .375)
+  opt.step(g1, out);
+  EXPECT_EQ(out[0], 0.25f);
+  EXPECT_EQ(out[1], -2.375f);
+  EXPECT_EQ(opt.momentum()[0], 1.0f);
+  // step 2: v = .5·(1, .5) + (−1, .25) = (−.5, .5); update = g + μv = (−1.25, .5);
+  // p = (.25 + .625, −2.375 − .25)
+  opt.step(g2, out);
+  EXPECT_EQ(out[0], 0.875f);
+  EXPECT_EQ(out[1], -2.625f);
+  EXPECT_EQ(opt.momentum()[0], -0.5f);
+  EXPECT_EQ(opt.momentum()[1], 0.5f);
+  EXPECT_EQ(opt.steps_taken(), 2);
+
+  // Without Nesterov the update is v itself.
+  OuterOptimizer plain(2, 0.5, 0.5, false);
+  plain.init(p0);
+  plain.step(g1, out);
+  EXPECT_EQ(out[0], 0.5f);     // 1 − .5·1
+  EXPECT_EQ(out[1], -2.25f);   // −2 − .5·.5
+  plain.step(g2, out);
+  EXPECT_EQ(out[0], 0.75f);    // .5 − .5·(−.5)
+  EXPECT_EQ(out[1], -2.5f);    // −2.25 − .5·.5
+}
+
+TEST(DistDiloco, IntellectSettingsMatchDoubleReference) {
+  // lr 0.7, Nesterov 0.9 (INTELLECT-1) over five steps against a double reference.
+  const size_t n = 1000;
+  OuterOptimizer opt(n, 0.7, 0.9, true);
+  std::vector<float> p = pseudo_grad(n, 20, 1.0);
+  opt.init(p.data());
+  std::vector<double> rp(p.begin(), p.end()), rv(n, 0.0);
+  std::vector<float> out(n);
+  for (int s = 0; s < 5; ++s) {
+    const auto g = pseudo_grad(n, 30 + s);
+    opt.step(g.data(), out.data());
+    for (size_t i = 0; i < n; ++i) {
+      rv[i] = 0.9 * rv[i] + g[i];
+      rp[i] -= 0.7 * (g[i] + 0.9 * rv[i]);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], rp[i], 1e-5 * (std::fabs(rp[i]) + 1.0)) << i;
+}
+
+TEST(DistDiloco, PseudoGradientHashAndRefusal) {
+  OuterOptimizer opt(3, 0.7, 0.9, true);
+  const float p[3] = {1.0f, 2.0f, 3.0f}, cur[3] = {0.5f, 2.0f, 4.0f};
+  EXPECT_THROW(opt.pseudo_gradient(cur), Error);  // before init
+  opt.init(p);
+  EXPECT_EQ(opt.pseudo_gradient(cur), (std::vector<float>{0.5f, 0.0f, -1.0f}));
+  const uint64_t h0 = opt.params_hash();
+  OuterOptimizer twin(3, 0.7, 0.9, true);
+  twin.init(p);
+  EXPECT_EQ(twin.params_hash(), h0);
+  const float bad[3] = {0.0f, NAN, 0.0f};
+  EXPECT_THROW(opt.step(bad, nullptr), Error);
+  EXPECT_EQ(opt.params_hash(), h0);  // unchanged by the refused step
+  const float g[3] = {0.0f, 0.0f, 1e-3f};
+  opt.step(g, nullptr);
+  EXPECT_NE(opt.params_hash(), h0);
+  EXPECT_THROW(OuterOptimizer(3, 0.7, 0.0, true), Error);
+  EXPECT_THROW(OuterOptimizer(3, -1.0, 0.9, true), Error);
+}
+
+// A whole outer step on one node: the all-reduce is the identity, so the
+// result is exactly the local outer step.
+TEST(DistDiloco, OneNodeOuterStepThroughTheRing) {
+  const size_t n = 5000;
+  const auto start = pseudo_grad(n, 40, 1.0);
+  auto current = start;
+  for (size_t i = 0; i < n; ++i) current[i] -= 0.01f * static_cast<float>(normal01(41, i));
+  OuterOptimizer a(n, 0.7, 0.9, true), b(n, 0.7, 0.9, true);
+  a.init(start.data());
+  b.init(start.data());
+  const auto g = a.pseudo_gradient(current.data());
+  std::vector<float> avg(n);
+  Ring ring(1);
+  RingOptions o = small_opts(Compression::Int8);
+  ring_allreduce_average(*ring.links[0], o, g, avg);
+  std::vector<float> pa(n), pb(n);
+  a.step(avg.data(), pa.data());
+  b.step(g.data(), pb.data());
+  EXPECT_EQ(pa, pb);
+  EXPECT_EQ(a.params_hash(), b.params_hash());
+}
+
+}  // namespace
+}  // namespace intellect

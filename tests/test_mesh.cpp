@@ -1,0 +1,130 @@
+// The mesh end to end on loopback: a coordinator and several nodes in one
+// process, each node averaging its own vector over the ring the coordinator
+// forms; nodes agree bit for bit, a wrong secret is refused, and a node that
+// dies during the rounds makes the others retry without it instead of hanging.
+#include <thread>
+
+#include "dist/coordinator.h"
+#include "dist/mesh_node.h"
+#include "test_util.h"
+#include "util/error.h"
+
+namespace intellect {
+namespace {
+
+using std::chrono::milliseconds;
+
+RunSecret secret(uint8_t fill) { return RunSecret(std::vector<uint8_t>(32, fill), "test secret"); }
+
+struct Swarm {
+  std::atomic<bool> stop{false};
+  std::unique_ptr<Coordinator> coordinator;
+  std::thread thread;
+  explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3) {
+    CoordinatorOptions o;
+    o.secret = secret(7);
+    o.heartbeat_interval = milliseconds(200);
+    o.membership.heartbeat_timeout = milliseconds(1500);
+    o.membership.ready_timeout = ready_timeout;
+    o.membership.min_ring = min_ring;
+    o.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+    coordinator = std::make_unique<Coordinator>(o);
+    thread = std::thread([this] { coordinator->run(stop); });
+  }
+  ~Swarm() {
+    stop = true;
+    thread.join();
+  }
+  MeshNodeOptions node(const std::string& name, uint8_t key = 7) const {
+    MeshNodeOptions o;
+    o.coordinator = "127.0.0.1:" + std::to_string(coordinator->port());
+    o.name = name;
+    o.secret = secret(key);
+    o.round_timeout = milliseconds(10000);
+    o.message_timeout = milliseconds(3000);
+    o.log = [](const std::string&) {};
+    return o;
+  }
+};
+
+TEST(Mesh, ThreeNodesAverageToIdenticalResults) {
+  Swarm swarm;
+  const size_t n = 100003;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(3);
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNode node(swarm.node("n" + std::to_string(i)));
+        for (int64_t step = 1; step <= 2; ++step) {
+          std::vector<float> in = test::randn(n, 100 * i + step, 1e-3f);
+          const OuterRoundStats s = node.average(step, "{}", in, out[i]);
+          EXPECT_EQ(s.ring_size, 3u);
+          EXPECT_GT(s.bytes_sent, 0u);
+          node.report_hash(step, 42);
+        }
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(out[0], out[2]);
+  // The int8 average is close to the exact one (step 2's inputs).
+  double err = 0, ref = 0;
+  std::vector<std::vector<float>> in;
+  for (int i = 0; i < 3; ++i) in.push_back(test::randn(n, 100 * i + 2, 1e-3f));
+  for (size_t k = 0; k < n; ++k) {
+    const double avg = (double(in[0][k]) + in[1][k] + in[2][k]) / 3;
+    err += (out[0][k] - avg) * (out[0][k] - avg);
+    ref += avg * avg;
+  }
+  EXPECT_LT(std::sqrt(err / ref), 0.05);
+  for (int tries = 0; tries < 50 && swarm.coordinator->agreed_steps() < 2; ++tries)
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_EQ(swarm.coordinator->agreed_steps(), 2);
+}
+
+TEST(Mesh, WrongSecretIsRefused) {
+  Swarm swarm;
+  MeshNodeOptions o = swarm.node("intruder", 9);
+  o.join_timeout = milliseconds(2000);
+  EXPECT_THROW(MeshNode bad(o), Error);
+}
+
+TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
+  Swarm swarm(milliseconds(3000));
+  const size_t n = 50000;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<OuterRoundStats> stats(3);
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        auto node = std::make_unique<MeshNode>(swarm.node("n" + std::to_string(i)));
+        std::vector<float> in = test::randn(n, i, 1e-3f);
+        if (i == 2) {  // reports ready, then vanishes without a goodbye or a round
+          std::vector<float> tmp(n);
+          node->average(1, "{}", std::span<const float>(in.data(), 0), std::span<float>(tmp.data(), 0));
+          return;
+        }
+        stats[i] = node->average(1, "{}", in, out[i]);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  EXPECT_EQ(out[0], out[1]);
+  // Whether the goodbye reached the coordinator before or after the ring was
+  // announced, the round completes with the two that are left.
+  EXPECT_EQ(stats[0].ring_size, 2u);
+  EXPECT_EQ(stats[1].ring_size, 2u);
+}
+
+}  // namespace
+}  // namespace intellect

@@ -1,0 +1,140 @@
+// bench_quantize: throughput of the int8 pseudo-gradient codec (encode,
+// decode, decode-and-add) in GB/s of fp32 values, at 1 and N threads, and its
+// relative RMS error on pseudo-gradient-like data (Gaussian with 0.1% outliers
+// twenty times larger), next to the ±3σ clipped range INTELLECT-1 used
+// (hivemind's Uniform8BitQuantization) as the yardstick for our choice of
+// [min, max] per block.
+//
+//   bench_quantize [--values N] [--block B] [--threads T] [--repeat R]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "dist/quantize.h"
+#include "util/error.h"
+#include "util/rng.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: bench_quantize [--values N] [--block B] [--threads T] [--repeat R]\n"
+    "  --values N   fp32 values to encode (default 67108864 = 256 MiB)\n"
+    "  --block B    values per quantization table (default 65536)\n"
+    "  --threads T  the multi-threaded runs' thread count (default 0 = all cores)\n"
+    "  --repeat R   runs per measurement; the best is reported (default 3)\n";
+
+// The σ-based alternative, for comparison only: bins span mean ± 3σ of the
+// block, values beyond are clipped into the edge bins, bins decode to means.
+void sigma_round_trip(const float* x, size_t n, float* y) {
+  double mean = 0.0, var = 0.0;
+  for (size_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  for (size_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const double sd = std::sqrt(var / static_cast<double>(n > 1 ? n - 1 : 1));
+  const double scale = sd > 0 ? 6.0 * sd / 256.0 : 1.0;
+  std::vector<double> sum(256, 0.0);
+  std::vector<size_t> cnt(256, 0);
+  std::vector<uint8_t> code(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double q = std::nearbyint((x[i] - mean) / scale) + 128.0;
+    code[i] = static_cast<uint8_t>(std::clamp(q, 0.0, 255.0));
+    sum[code[i]] += x[i];
+    cnt[code[i]] += 1;
+  }
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(sum[code[i]] / static_cast<double>(cnt[code[i]]));
+}
+
+void report_error(const char* name, const std::vector<float>& x, const std::vector<float>& y) {
+  double err2 = 0.0, ref2 = 0.0, worst = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double d = static_cast<double>(y[i]) - x[i];
+    err2 += d * d;
+    ref2 += static_cast<double>(x[i]) * x[i];
+    worst = std::max(worst, std::fabs(d));
+  }
+  std::printf("%-37s relative RMS error %.3e, max abs error %.3e (data RMS %.3e)\n", name,
+              std::sqrt(err2 / ref2), worst, std::sqrt(ref2 / static_cast<double>(x.size())));
+}
+
+template <class F>
+double best_seconds(int repeat, F&& f) {
+  double best = 1e30;
+  for (int i = 0; i < repeat; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+size_t parse_size(const char* flag, const char* v) {
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  if (!*v || *end || x < 0) intellect::fail(flag, " needs a non-negative integer, got \"", v, "\"\n", kUsage);
+  return static_cast<size_t>(x);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  size_t n = size_t{1} << 26, block = size_t{1} << 16, threads = 0, repeat = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) intellect::fail("missing value after ", a, "\n", kUsage);
+    const char* v = argv[++i];
+    if (a == "--values") n = parse_size("--values", v);
+    else if (a == "--block") block = parse_size("--block", v);
+    else if (a == "--threads") threads = parse_size("--threads", v);
+    else if (a == "--repeat") repeat = parse_size("--repeat", v);
+    else intellect::fail("unknown option ", a, "\n", kUsage);
+  }
+  if (block == 0 || repeat == 0) intellect::fail("--block and --repeat must be positive\n", kUsage);
+  const int nt = threads ? static_cast<int>(threads) : omp_get_max_threads();
+
+  std::vector<float> x(n);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const double outlier = intellect::uniform01(7, i) < 1e-3 ? 20.0 : 1.0;
+    x[i] = static_cast<float>(1e-3 * outlier * intellect::normal01(42, i));
+  }
+  std::vector<uint8_t> enc(intellect::int8_encoded_bytes(n, block));
+  std::vector<float> y(n, 0.0f);
+  const double gb = static_cast<double>(n) * sizeof(float) / 1e9;
+
+  std::printf("int8 codec: %zu values (%.0f MiB fp32), block %zu, encoded %.1f MiB (%.2f bytes/value)\n", n,
+              n * 4.0 / 1048576.0, block, enc.size() / 1048576.0, static_cast<double>(enc.size()) / n);
+  for (int t : {1, nt}) {
+    omp_set_num_threads(t);
+    const double te = best_seconds(repeat, [&] { intellect::int8_encode(x.data(), n, block, enc.data()); });
+    const double td = best_seconds(repeat, [&] { intellect::int8_decode(enc.data(), n, block, y.data()); });
+    const double ta = best_seconds(repeat, [&] { intellect::int8_decode_add(enc.data(), n, block, y.data()); });
+    std::printf("threads %2d: encode %6.2f GB/s  decode %6.2f GB/s  decode+add %6.2f GB/s\n", t, gb / te,
+                gb / td, gb / ta);
+    if (t == nt) break;
+  }
+
+  for (bool outliers : {true, false}) {
+    if (!outliers)
+      for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(1e-3 * intellect::normal01(42, i));
+    intellect::int8_encode(x.data(), n, block, enc.data());
+    intellect::int8_decode(enc.data(), n, block, y.data());
+    report_error(outliers ? "ours [min,max], 0.1% outliers x20:" : "ours [min,max], Gaussian:", x, y);
+    for (size_t b = 0; b < n; b += block) sigma_round_trip(x.data() + b, std::min(block, n - b), y.data() + b);
+    report_error(outliers ? "mean+-3sd clipped, 0.1% outliers x20:" : "mean+-3sd clipped, Gaussian:", x, y);
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_quantize: %s\n", e.what());
+  return 1;
+}
