@@ -348,12 +348,14 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
 }
 
 std::string newest_valid_checkpoint(const std::string& root,
-                                    const std::function<void(const std::string&)>& report) {
+                                    const std::function<void(const std::string&)>& report,
+                                    const std::function<void(const CheckpointState&)>& accept) {
   for (const std::string& dir : list_checkpoints(root)) {
     try {
-      read_checkpoint(dir, true);
+      const CheckpointState s = read_checkpoint(dir, true);
+      if (accept) accept(s);
       return dir;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // malformed manifests raise JSON and filesystem errors too
       if (report) report(str("skipping ", dir, ": ", e.what()));
     }
   }

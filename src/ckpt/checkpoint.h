@@ -61,10 +61,12 @@ ModelConfig checkpoint_model_config(const std::string& step_dir);
 // Step directories under root, newest first (complete or not).
 std::vector<std::string> list_checkpoints(const std::string& root);
 
-// The newest checkpoint under root that reads back cleanly; "" if none.
-// Each one skipped is reported through `report` with the reason.
+// The newest checkpoint under root that reads back cleanly and that `accept`
+// (when given) does not refuse by throwing; "" if none. Each one skipped is
+// reported through `report` with the reason.
 std::string newest_valid_checkpoint(const std::string& root,
-                                    const std::function<void(const std::string&)>& report);
+                                    const std::function<void(const std::string&)>& report,
+                                    const std::function<void(const CheckpointState&)>& accept = {});
 
 // Removes all but the newest `keep` complete checkpoints, and leftover
 // .partial directories of writers that died.

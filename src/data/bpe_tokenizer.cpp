@@ -139,6 +139,10 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec)
   for (const auto& a : spec.added) max_id = std::max(max_id, a.id);
   if (spec.vocab.empty()) fail("tokenizer '", name_, "' has an empty vocabulary");
   if (max_id >= kNone - 1) fail("tokenizer '", name_, "' has a token id too large: ", max_id);
+  const size_t entries = spec.vocab.size() + spec.added.size();
+  if (max_id > 2 * entries + 1024)
+    fail("tokenizer '", name_, "' has token id ", max_id, " but only ", entries,
+         " entries: ids must be (nearly) dense");
   tokens_.resize(size_t(max_id) + 1);
   is_token_.assign(size_t(max_id) + 1, 0);
 

@@ -1,5 +1,7 @@
 #include "data/dataset_windows.h"
 
+#include <cstdio>
+
 #include <algorithm>
 
 #include "util/error.h"
@@ -25,10 +27,14 @@ DatasetWindows::DatasetWindows(std::string name, const std::vector<std::string>&
   for (const auto& path : shard_paths) {
     TokenShard shard = TokenShard::open(path);
     const uint64_t n = shard.size();
-    if (n < T + 1)
-      fail("token shard '", path, "' of dataset '", name_, "' has ", n,
-           " tokens, too few for one training window of seq_len+1 = ", T + 1,
-           " tokens; use a smaller seq_len or drop the shard");
+    if (n < T + 1) {
+      // A short tail shard (prepare_data's last one, say) holds no window:
+      // skip it, and say so; a dataset with no usable shard fails below.
+      std::fprintf(stderr, "intellect: skipping token shard '%s' of dataset '%s': %llu tokens, fewer than one "
+                   "window of seq_len+1 = %llu\n", path.c_str(), name_.c_str(), static_cast<unsigned long long>(n),
+                   static_cast<unsigned long long>(T + 1));
+      continue;
+    }
     first_window_.push_back(total_windows_);
     total_windows_ += (n - 1) / T;
     total_tokens_ += n;

@@ -277,9 +277,9 @@ class SequencePreTokenizer final : public PreTokenizer {
   }
 
   bool splits_after_newline() const override {
-    for (const auto& s : stages_)
-      if (s->splits_after_newline()) return true;  // one stage cutting there suffices
-    return false;
+    // Only the first stage sees the raw text: a later stage cutting there
+    // says nothing about whether an earlier one matches across the cut.
+    return !stages_.empty() && stages_.front()->splits_after_newline();
   }
 
  private:

@@ -94,6 +94,10 @@ std::unique_ptr<BpeTokenizer> load_tiktoken_model(const std::string& path) {
         rank_text.find_first_not_of("0123456789") != std::string_view::npos)
       fail(where(), "the rank '", rank_text, "' is not a non-negative integer");
     for (char c : rank_text) rank = rank * 10 + static_cast<uint32_t>(c - '0');
+    // Ranks are dense (0..n-1); bounding them by the line count keeps a
+    // malformed file from allocating gigabytes before it is refused.
+    if (rank > 4 * (spec.vocab.size() + 1024))
+      fail(where(), "rank ", rank, " is far beyond the ", spec.vocab.size(), " tokens read so far: ranks must be dense");
     if (rank >= seen.size()) seen.resize(size_t(rank) + 1, 0);
     if (seen[rank]) fail(where(), "rank ", rank, " appears twice");
     seen[rank] = 1;

@@ -179,11 +179,32 @@ Config parse_config(const json& doc, const std::string& source) {
   {
     JsonReader r = root.child("diloco");
     DilocoConfig& d = c.diloco;
+    d.enabled = r.get_bool("enabled", false);
     d.inner_steps = r.get_int("inner_steps", 100, 1, kBig);
     d.outer_lr = r.get_double("outer_lr", 0.7, 0.0, 100.0);
     d.outer_momentum = r.get_double("outer_momentum", 0.9, 0.0, 0.999999);
     d.nesterov = r.get_bool("nesterov", true);
     d.compression = r.get_string("compression", "int8", {"none", "int8"});
+    r.finish();
+  }
+  {
+    JsonReader r = root.child("mesh");
+    MeshConfig& m = c.mesh;
+    m.coordinator = r.get_string("coordinator", "");
+    m.listen = r.get_string("listen", "127.0.0.1:0");
+    m.name = r.get_string("name", "");
+    m.secret_file = r.get_string("secret_file", "");
+    m.heartbeat_ms = r.get_int("heartbeat_ms", 2000, 10, 3600000);
+    m.timeout_ms = r.get_int("timeout_ms", 6000, 20, 36000000);
+    m.ready_timeout_ms = r.get_int("ready_timeout_ms", 30000, 0, 36000000);
+    m.round_timeout_ms = r.get_int("round_timeout_ms", 600000, 100, 360000000);
+    m.max_retries = r.get_int("max_retries", 3, 0, 1000);
+    if (m.timeout_ms <= m.heartbeat_ms)
+      r.error("timeout_ms", str("must exceed mesh.heartbeat_ms (", m.heartbeat_ms, "), got ", m.timeout_ms));
+    if (!m.coordinator.empty()) {
+      if (!c.diloco.enabled) r.error("coordinator", "needs diloco.enabled = true: the mesh averages DiLoCo steps");
+      if (m.secret_file.empty()) r.error("secret_file", "is required with a coordinator: every connection is authenticated");
+    }
     r.finish();
   }
   root.finish();

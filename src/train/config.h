@@ -86,11 +86,24 @@ struct CheckpointConfig {
 };
 
 struct DilocoConfig {
+  bool enabled = false;              // outer steps every inner_steps (alone, or over the mesh)
   int64_t inner_steps = 100;
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
   bool nesterov = true;
   std::string compression = "int8";  // none | int8
+};
+
+// The global mesh: where the coordinator is and how this node takes part.
+struct MeshConfig {
+  std::string coordinator;              // "host:port"; empty: no mesh (DiLoCo alone)
+  std::string listen = "127.0.0.1:0";   // where ring peers dial this node
+  std::string name;                     // for logs; default: hostname-pid
+  std::string secret_file;              // the run's shared secret (>= 32 bytes)
+  int64_t heartbeat_ms = 2000, timeout_ms = 6000;  // INTELLECT-1's 2 s / 6 s
+  int64_t ready_timeout_ms = 30000;     // coordinator: how long a ring waits for late nodes
+  int64_t round_timeout_ms = 600000;    // a node: waiting for its ring and the all-reduce
+  int64_t max_retries = 3;
 };
 
 struct Config {
@@ -101,6 +114,7 @@ struct Config {
   DilocoConfig diloco;
   PrecisionConfig precision;
   CheckpointConfig ckpt;
+  MeshConfig mesh;
   nlohmann::json json;  // the document after overrides, as recorded with each run
   std::string source;   // the file it came from, or "<embedded default>"
 

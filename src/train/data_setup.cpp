@@ -1,5 +1,8 @@
 #include "train/data_setup.h"
 
+#include <filesystem>
+#include <set>
+
 #include "data/token_shard.h"
 #include "util/error.h"
 
@@ -35,6 +38,16 @@ LoaderOptions val_loader_options(const Config& cfg) {
   if (cfg.data.val.empty()) fail("no validation data: set data.val");
   LoaderOptions o = common_options(cfg, cfg.data.val);
   o.seed = kValSeed;
+  // A directory pattern takes every *.bin in it: make_corpus's train_ and
+  // val_ shards side by side would otherwise put the held-out set in training.
+  std::set<std::string> train;
+  for (const DataSource& s : cfg.data.train)
+    for (const std::string& p : expand_shard_pattern(s.path)) train.insert(std::filesystem::weakly_canonical(p).string());
+  for (const DatasetSource& d : o.datasets)
+    for (const std::string& p : d.shards)
+      if (train.count(std::filesystem::weakly_canonical(p).string()))
+        fail("data.val shard '", p, "' is also a training shard (data.train): validation must be held out; "
+             "use patterns such as DIR/train_*.bin and DIR/val_*.bin");
   return o;
 }
 

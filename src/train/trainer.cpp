@@ -155,7 +155,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   int64_t start_step = 0;
   std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
   if (resume_dir == "auto") {
-    resume_dir = newest_valid_checkpoint(cfg.ckpt.dir, [](const std::string& m) { note("ckpt.resume=auto: " + m); });
+    resume_dir = newest_valid_checkpoint(
+        cfg.ckpt.dir, [](const std::string& m) { note("ckpt.resume=auto: " + m); },
+        [&](const CheckpointState& st) { check_same_model(st.config, cfg, "this checkpoint"); });
     if (resume_dir.empty()) note(str("ckpt.resume=auto: no valid checkpoint under ", cfg.ckpt.dir, "; starting from step 0"));
   }
   if (!resume_dir.empty()) {
@@ -171,6 +173,20 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (!st.data_position.is_null()) loader.seek(LoaderPosition::from_json(st.data_position));
     start_step = st.step;
     note(str("resuming from ", resume_dir, " at step ", start_step));
+    // Checkpoints beyond the resumed step belong to a future this run
+    // abandons (a roll-back, or ones skipped as corrupt): keep them, aside,
+    // so this run's saves and its rotation never collide with them.
+    std::vector<std::string> newer;
+    for (const std::string& d : list_checkpoints(cfg.ckpt.dir))
+      if (std::filesystem::path(d).filename().string() > checkpoint_dir_name(start_step)) newer.push_back(d);
+    if (!newer.empty()) {
+      const std::string aside = cfg.ckpt.dir + ".after-step-" + std::to_string(start_step) + "-" +
+                                std::to_string(static_cast<long long>(std::time(nullptr)));
+      make_dirs(aside);
+      for (const std::string& d : newer)
+        std::filesystem::rename(d, aside + "/" + std::filesystem::path(d).filename().string());
+      note(str("moved ", newer.size(), " checkpoint(s) newer than step ", start_step, " to ", aside));
+    }
   } else if (!cfg.ckpt.init_from.empty()) {
     const CheckpointState st = read_checkpoint(cfg.ckpt.init_from, false);
     check_same_model(st.config, cfg, cfg.ckpt.init_from);
@@ -205,6 +221,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   // step pays only for the copy (and for waiting if the last save still runs).
   auto save_checkpoint = [&](int64_t steps_done, double lr) {
     const Clock::time_point t0 = Clock::now();
+    // Wait for the previous save first: two host copies of the whole state
+    // would double the memory a checkpoint needs.
+    const Clock::time_point w0 = Clock::now();
+    checkpointer->wait();
+    const double waited = seconds_since(w0);
     CheckpointState st;
     st.step = steps_done;
     st.config = cfg.json;
@@ -216,7 +237,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
               {"note", "all generators are counter-based: (seed, step/index) is the whole state"}};
     st.schedule = {{"step", steps_done}, {"lr", lr}, {"total_steps", cfg.train.steps}};
     st.tokenizer_files = tokenizer_files(cfg);
-    const double waited = checkpointer->save(std::move(st));
+    checkpointer->save(std::move(st));
     return std::make_pair(seconds_since(t0), waited);
   };
 
@@ -272,7 +293,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                            {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step},
                            {"data_position", loader.position().to_json()}};
     const bool pause = cfg.train.stop_after_steps > 0 && steps_this_run >= cfg.train.stop_after_steps;
-    const bool last = step + 1 == cfg.train.steps || (stop && stop->load()) || pause;
+    const bool stopping = stop && stop->load();  // read once: a signal mid-step still gets the final save
+    const bool last = step + 1 == cfg.train.steps || stopping || pause;
     const bool eval_now = have_val &&
                           (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
     if (eval_now) {
@@ -294,7 +316,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       std::fprintf(stdout, "\n");
       std::fflush(stdout);
     }
-    if (stop && stop->load()) {
+    if (stopping) {
       note(str("stopping after step ", step + 1, " on request"));
       break;
     }
