@@ -8,9 +8,18 @@
 #include <string>
 #include <vector>
 
+#include <sodium.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "dist/coordinator.h"
 #include "train/config.h"
 #include "train/trainer.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace {
 
@@ -23,10 +32,103 @@ void on_signal(int) {
 void usage(FILE* f) {
   std::fprintf(f,
                "usage: intellect_train [--config FILE] [--set dotted.key=value]... [--print-config]\n"
-               "  --config FILE    JSON config (default: the embedded configs/tiny.json)\n"
-               "  --set K=V        override one field, e.g. --set train.steps=50 --set optim.lr=1e-3\n"
-               "  --print-config   print the config after overrides and exit\n"
-               "Ctrl-C stops after the current step and saves the model.\n");
+               "                       [--local-nodes N]\n"
+               "  --config FILE     JSON config (default: the embedded configs/tiny.json)\n"
+               "  --set K=V         override one field, e.g. --set train.steps=50 --set optim.lr=1e-3\n"
+               "  --print-config    print the config after overrides and exit\n"
+               "  --local-nodes N   a DiLoCo swarm on this machine: a coordinator and N training\n"
+               "                    processes on loopback, each with its own data partition and\n"
+               "                    log under <train.out_dir>/node-<i>/\n"
+               "Ctrl-C stops after the current step and saves a checkpoint and the model.\n");
+}
+
+// A coordinator thread and N copies of this program on loopback.
+int run_local_swarm(int n, const std::string& config_path, const std::vector<std::string>& overrides,
+                    const char* self) {
+  using namespace intellect;
+  const Config base = load_config(config_path, overrides);
+  const std::string root = base.train.out_dir;
+  make_dirs(root);
+  std::string secret_path = base.mesh.secret_file;
+  if (secret_path.empty()) {
+    // A fresh secret for this swarm, readable by this user only.
+    if (sodium_init() < 0) fail("libsodium failed to initialise");
+    std::vector<uint8_t> key(32);
+    randombytes_buf(key.data(), key.size());
+    secret_path = root + "/swarm.secret";
+    write_file_atomic(secret_path, key.data(), key.size());
+    ::chmod(secret_path.c_str(), 0600);
+  }
+  CoordinatorOptions co;
+  co.secret = load_run_secret(secret_path);
+  co.heartbeat_interval = std::chrono::milliseconds(base.mesh.heartbeat_ms);
+  co.membership.heartbeat_timeout = std::chrono::milliseconds(base.mesh.timeout_ms);
+  co.membership.ready_timeout = std::chrono::milliseconds(base.mesh.ready_timeout_ms);
+  co.membership.min_ring = static_cast<size_t>(n);
+  co.max_retries = static_cast<int>(base.mesh.max_retries);
+  co.state_file = root + "/coordinator.json";
+  co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
+  Coordinator coordinator(co);
+  std::atomic<bool> stop_coordinator{false};
+  std::thread coordinator_thread([&] { coordinator.run(stop_coordinator); });
+
+  std::vector<pid_t> children;
+  for (int i = 0; i < n; ++i) {
+    const std::string dir = root + "/node-" + std::to_string(i);
+    make_dirs(dir);
+    std::vector<std::string> args = {self};
+    if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
+    for (const std::string& o : overrides) args.insert(args.end(), {"--set", o});
+    for (const std::string& o :
+         {std::string("diloco.enabled=true"), "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()),
+          "mesh.secret_file=" + secret_path, "mesh.name=node-" + std::to_string(i), "train.out_dir=" + dir,
+          "data.partitions=" + std::to_string(std::max<int64_t>(n, base.data.partitions))})
+      args.insert(args.end(), {"--set", o});
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("fork failed");
+    if (pid == 0) {
+      const std::string log = dir + "/train.log";
+      FILE* f = std::freopen(log.c_str(), "w", stdout);
+      if (f) ::dup2(::fileno(stdout), 2);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      std::_Exit(127);
+    }
+    children.push_back(pid);
+    std::fprintf(stderr, "intellect: node-%d started (pid %d), log %s/train.log\n", i, pid, dir.c_str());
+  }
+  int failures = 0;
+  size_t done = 0;
+  std::vector<bool> finished(children.size(), false);
+  bool forwarded = false;
+  while (done < children.size()) {
+    if (g_stop.load() && !forwarded) {  // pass Ctrl-C on: every node saves and stops
+      for (size_t i = 0; i < children.size(); ++i)
+        if (!finished[i]) ::kill(children[i], SIGTERM);
+      forwarded = true;
+    }
+    for (size_t i = 0; i < children.size(); ++i) {
+      if (finished[i]) continue;
+      int status = 0;
+      if (::waitpid(children[i], &status, WNOHANG) != children[i]) continue;
+      finished[i] = true;
+      ++done;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      failures += !ok;
+      std::fprintf(stderr, "intellect: node-%zu %s\n", i,
+                   ok ? "finished" : (WIFEXITED(status) ? intellect::str("failed with exit code ", WEXITSTATUS(status)).c_str()
+                                                         : "was killed"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  stop_coordinator = true;
+  coordinator_thread.join();
+  std::fprintf(stderr, "intellect: swarm of %d: %d node(s) failed; outer steps where all nodes agreed: %lld, "
+               "diverged: %lld\n", n, failures, static_cast<long long>(coordinator.agreed_steps()),
+               static_cast<long long>(coordinator.disagreed_steps()));
+  return failures > 0 || coordinator.disagreed_steps() > 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -35,6 +137,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool print_only = false;
+  int local_nodes = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -49,6 +152,13 @@ int main(int argc, char** argv) {
     else if (a == "--set") overrides.push_back(value("--set"));
     else if (a.rfind("--set=", 0) == 0) overrides.push_back(a.substr(6));
     else if (a == "--print-config") print_only = true;
+    else if (a == "--local-nodes") {
+      local_nodes = std::atoi(value("--local-nodes").c_str());
+      if (local_nodes < 1 || local_nodes > 64) {
+        std::fprintf(stderr, "intellect_train: --local-nodes must be between 1 and 64\n");
+        return 2;
+      }
+    }
     else if (a == "-h" || a == "--help") { usage(stdout); return 0; }
     else {
       std::fprintf(stderr, "intellect_train: unknown argument '%s'\n", a.c_str());
@@ -64,6 +174,7 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    if (local_nodes > 0) return run_local_swarm(local_nodes, config_path, overrides, argv[0]);
     intellect::train(cfg, &g_stop);
     return 0;
   } catch (const intellect::Error& e) {

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +17,8 @@
 #include "ckpt/safetensors.h"
 #include "data/dataloader.h"
 #include "data/prefetch.h"
+#include "dist/diloco.h"
+#include "dist/mesh_node.h"
 #include "model/init.h"
 #include "train/backend.h"
 #include "train/data_setup.h"
@@ -139,11 +142,36 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   const int64_t accum = cfg.grad_accum_steps();
   const int64_t tokens_per_step = cfg.tokens_per_step();
 
-  const LoaderOptions train_options = train_loader_options(cfg);
+  // With a mesh, this node joins the run first: the coordinator assigns its
+  // data partition (a fresh one, or that of a node which left, with its position).
+  std::unique_ptr<MeshNode> mesh;
+  LoaderOptions train_options = train_loader_options(cfg);
+  std::string inherited_position;
+  if (!cfg.mesh.coordinator.empty()) {
+    MeshNodeOptions mo;
+    mo.coordinator = cfg.mesh.coordinator;
+    mo.listen = cfg.mesh.listen;
+    mo.name = cfg.mesh.name.empty() ? str("node-", ::getpid()) : cfg.mesh.name;
+    mo.secret = load_run_secret(cfg.mesh.secret_file, [](const std::string& m) { note(m); });
+    mo.compression = parse_compression(cfg.diloco.compression);
+    mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
+    mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
+    mo.log = [](const std::string& m) { note("mesh: " + m); };
+    mesh = std::make_unique<MeshNode>(std::move(mo));
+    if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))
+      fail("the coordinator assigned data partition ", mesh->welcome().partition, " but data.partitions is ",
+           cfg.data.partitions, ": raise data.partitions to the largest number of nodes the run will have");
+    train_options.partition = mesh->welcome().partition;
+    inherited_position = mesh->welcome().data_position;
+  }
   const bool have_val = !cfg.data.val.empty();
   const LoaderOptions val_options = have_val ? val_loader_options(cfg) : LoaderOptions{};
   if (have_val) DataLoader check(val_options);  // bad val data fails now, not at the first evaluation
   PrefetchLoader loader(train_options, static_cast<int>(cfg.data.prefetch));
+  if (!inherited_position.empty()) {
+    loader.seek(LoaderPosition::from_json(nlohmann::json::parse(inherited_position)));
+    note(str("continuing data partition ", train_options.partition, " where its previous node stopped"));
+  }
 
   std::unique_ptr<Backend> backend = make_backend(cfg, B, T);
   const ParamLayout& layout = backend->layout();
@@ -263,6 +291,46 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   TrainResult result;
   Batch batch;
   const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
+  // DiLoCo: outer parameters and momentum in fp32 host memory; every
+  // inner_steps steps the pseudo-gradient (outer - current) is averaged over
+  // the mesh (or taken as it is, alone) and an outer Nesterov step gives the
+  // new outer and inner parameters.
+  std::unique_ptr<OuterOptimizer> outer;
+  std::vector<float> pseudo, averaged;
+  if (cfg.diloco.enabled) {
+    outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
+                                             cfg.diloco.nesterov);
+    backend->get_params(params.data());
+    outer->init(params.data());
+    pseudo.resize(layout.total());
+    averaged.resize(layout.total());
+    if (start_step % cfg.diloco.inner_steps != 0)
+      note("resuming between outer steps: the outer parameters restart from the resumed weights");
+  }
+  auto outer_step = [&](int64_t steps_done) {
+    const int64_t k = steps_done / cfg.diloco.inner_steps;
+    backend->get_params(params.data());
+    outer->pseudo_gradient(params.data(), pseudo.data());
+    OuterRoundStats rs;
+    const Clock::time_point t0 = Clock::now();
+    if (mesh) rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
+    else averaged = pseudo;
+    const double allreduce_s = seconds_since(t0);
+    outer->step(averaged.data(), params.data());
+    backend->set_params(params.data());
+    const uint64_t hash = outer->params_hash();
+    if (mesh) mesh->report_hash(k, hash);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+    return nlohmann::json{{"outer_step", k},
+                          {"ring_size", rs.ring_size},
+                          {"bytes_sent", rs.bytes_sent},
+                          {"bytes_received", rs.bytes_received},
+                          {"allreduce_s", allreduce_s},
+                          {"retries", rs.retries},
+                          {"hash", hex}};
+  };
+
   int64_t steps_this_run = 0;
   double lr = 0.0;
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
@@ -301,6 +369,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
     }
+    if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
+      line["outer"] = outer_step(step + 1);
+      std::fprintf(stdout, "outer step %lld | ring of %lld | %.2f s all-reduce | hash %s\n",
+                   static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()),
+                   static_cast<long long>(line["outer"]["ring_size"].get<int64_t>()),
+                   line["outer"]["allreduce_s"].get<double>(), line["outer"]["hash"].get<std::string>().c_str());
+    }
     if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
       const auto [stall, waited] = save_checkpoint(step + 1, lr);
       line["ckpt_stall_ms"] = stall * 1e3;
@@ -326,6 +401,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     }
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
+  if (mesh) mesh->leave("training finished");
   backend->get_params(params.data());
   save_model(cfg.train.out_dir, cfg, layout, params, start_step + steps_this_run);
   // Where the next step's data starts, for a run that continues this one.
