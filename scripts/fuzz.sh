@@ -9,27 +9,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 
-if ! command -v clang++ >/dev/null 2>&1; then
-  echo "fuzz: installing clang"
+# clang with libFuzzer's runtime, and libomp's omp.h (the int8 codec includes it).
+if ! command -v clang++ >/dev/null 2>&1 || ! dpkg-query -W -f='${Status}' libomp-dev 2>/dev/null | grep -q "ok installed"; then
+  echo "fuzz: installing clang and libomp-dev"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends clang
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends clang libomp-dev
 fi
 
 out=build-fuzz
 mkdir -p "$out"
 # Only the sources the targets reach; libsodium for the handshake's HMAC.
-lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/bytes.cpp src/util/file.cpp)
+lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp
+             src/dist/ring_allreduce.cpp src/util/file.cpp)
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -Isrc)
 
-for target in fuzz_frame_decoder fuzz_handshake; do
+for target in fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message; do
   echo "fuzz: building $target"
-  clang++ "${flags[@]}" "fuzz/$target.cpp" "${lib_sources[@]}" -lsodium -o "$out/$target"
+  clang++ "${flags[@]}" -Wno-unknown-pragmas "fuzz/$target.cpp" "${lib_sources[@]}" -lsodium -pthread -o "$out/$target"
 done
 
-for target in fuzz_frame_decoder fuzz_handshake; do
+for target in fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message; do
   mkdir -p "$out/corpus/$target"
   echo "fuzz: running $target for ${seconds}s"
   # -rss_limit_mb bounds memory: the largest frame the decoder accepts is 64 MiB.
