@@ -19,10 +19,12 @@ struct SwarmRun {
   std::vector<std::vector<nlohmann::json>> metrics;  // per node
 };
 
-SwarmRun run_swarm(const std::string& compression) {
-  const std::string out = ::testing::TempDir() + "/swarm_" + compression;
+SwarmRun run_swarm(const std::string& compression, const std::string& env = "",
+                   const std::vector<std::string>& extra = {}) {
+  const std::string out = ::testing::TempDir() + "/swarm_" + compression + (env.empty() ? "" : "_kill");
   std::filesystem::remove_all(out);
-  std::string cmd = test::binary_dir() + "/intellect_train --local-nodes 3";
+  std::string cmd = env + " " + test::binary_dir() + "/intellect_train --local-nodes 3";
+  for (const std::string& s : extra) cmd += " --set " + s;
   for (const std::string& s :
        {"train.out_dir=" + out, std::string("train.steps=24"), std::string("diloco.inner_steps=6"),
         "diloco.compression=" + compression, std::string("train.threads=1"), std::string("model.dim=48"),
@@ -85,6 +87,23 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
                        fp32.metrics[0][5]["outer"]["bytes_sent"].get<double>();
   std::printf("int8 / fp32 bytes sent per node: %.3f\n", ratio);
   EXPECT_LT(ratio, 0.27);
+}
+
+// node-2 is killed (SIGKILL, no goodbye) right after it receives the ring of
+// outer step 2: its neighbours' round fails, the coordinator re-forms the ring
+// without it, and the other two finish every outer step together.
+TEST_F(Swarm, NodeKilledDuringAnAllReduceMakesTheOthersRetryWithoutIt) {
+  const SwarmRun r = run_swarm("int8", "INTELLECT_MESH_TEST_KILL=node-2:2",
+                               {"mesh.timeout_ms=1500", "mesh.heartbeat_ms=300", "mesh.ready_timeout_ms=2000"});
+  EXPECT_NE(r.status, 0) << "the swarm reports the node it lost";
+  EXPECT_NE(r.output.find("node-2 was killed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("diverged: 0"), std::string::npos) << r.output;
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(r.metrics[i].size(), 24u) << r.output;
+  const auto& o2 = r.metrics[0][11]["outer"];  // outer step 2
+  EXPECT_EQ(o2["ring_size"], 2);
+  EXPECT_GE(o2["retries"].get<int>(), 1);
+  for (size_t s = 5; s < 24; s += 6) EXPECT_EQ(r.metrics[0][s]["outer"]["hash"], r.metrics[1][s]["outer"]["hash"]);
+  EXPECT_EQ(r.metrics[0][23]["outer"]["ring_size"], 2);
 }
 
 }  // namespace

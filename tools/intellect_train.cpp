@@ -32,14 +32,41 @@ void on_signal(int) {
 void usage(FILE* f) {
   std::fprintf(f,
                "usage: intellect_train [--config FILE] [--set dotted.key=value]... [--print-config]\n"
-               "                       [--local-nodes N]\n"
+               "                       [--local-nodes N | --coordinator]\n"
                "  --config FILE     JSON config (default: the embedded configs/tiny.json)\n"
                "  --set K=V         override one field, e.g. --set train.steps=50 --set optim.lr=1e-3\n"
                "  --print-config    print the config after overrides and exit\n"
                "  --local-nodes N   a DiLoCo swarm on this machine: a coordinator and N training\n"
                "                    processes on loopback, each with its own data partition and\n"
                "                    log under <train.out_dir>/node-<i>/\n"
+               "  --coordinator     run only the coordinator of a mesh, on mesh.listen, with\n"
+               "                    mesh.secret_file, until Ctrl-C / SIGTERM\n"
                "Ctrl-C stops after the current step and saves a checkpoint and the model.\n");
+}
+
+intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, const std::string& secret_path) {
+  intellect::CoordinatorOptions co;
+  co.listen = c.mesh.listen;
+  co.secret = intellect::load_run_secret(secret_path);
+  co.heartbeat_interval = std::chrono::milliseconds(c.mesh.heartbeat_ms);
+  co.membership.heartbeat_timeout = std::chrono::milliseconds(c.mesh.timeout_ms);
+  co.membership.ready_timeout = std::chrono::milliseconds(c.mesh.ready_timeout_ms);
+  co.max_retries = static_cast<int>(c.mesh.max_retries);
+  co.state_file = c.train.out_dir + "/coordinator.json";
+  co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
+  return co;
+}
+
+// The coordinator alone, until a signal.
+int run_coordinator(const intellect::Config& c) {
+  using namespace intellect;
+  if (c.mesh.secret_file.empty()) fail("--coordinator needs mesh.secret_file: every connection is authenticated");
+  make_dirs(c.train.out_dir);
+  Coordinator coordinator(coordinator_options(c, c.mesh.secret_file));
+  coordinator.run(g_stop);
+  std::fprintf(stderr, "intellect: coordinator stopped; outer steps agreed: %lld, diverged: %lld\n",
+               static_cast<long long>(coordinator.agreed_steps()), static_cast<long long>(coordinator.disagreed_steps()));
+  return coordinator.disagreed_steps() > 0 ? 1 : 0;
 }
 
 // A coordinator thread and N copies of this program on loopback.
@@ -59,15 +86,9 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
     write_file_atomic(secret_path, key.data(), key.size());
     ::chmod(secret_path.c_str(), 0600);
   }
-  CoordinatorOptions co;
-  co.secret = load_run_secret(secret_path);
-  co.heartbeat_interval = std::chrono::milliseconds(base.mesh.heartbeat_ms);
-  co.membership.heartbeat_timeout = std::chrono::milliseconds(base.mesh.timeout_ms);
-  co.membership.ready_timeout = std::chrono::milliseconds(base.mesh.ready_timeout_ms);
+  CoordinatorOptions co = coordinator_options(base, secret_path);
+  co.listen = "127.0.0.1:0";
   co.membership.min_ring = static_cast<size_t>(n);
-  co.max_retries = static_cast<int>(base.mesh.max_retries);
-  co.state_file = root + "/coordinator.json";
-  co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
   Coordinator coordinator(co);
   std::atomic<bool> stop_coordinator{false};
   std::thread coordinator_thread([&] { coordinator.run(stop_coordinator); });
@@ -138,6 +159,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool print_only = false;
   int local_nodes = 0;
+  bool coordinator_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -152,6 +174,7 @@ int main(int argc, char** argv) {
     else if (a == "--set") overrides.push_back(value("--set"));
     else if (a.rfind("--set=", 0) == 0) overrides.push_back(a.substr(6));
     else if (a == "--print-config") print_only = true;
+    else if (a == "--coordinator") coordinator_only = true;
     else if (a == "--local-nodes") {
       local_nodes = std::atoi(value("--local-nodes").c_str());
       if (local_nodes < 1 || local_nodes > 64) {
@@ -174,6 +197,7 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    if (coordinator_only) return run_coordinator(cfg);
     if (local_nodes > 0) return run_local_swarm(local_nodes, config_path, overrides, argv[0]);
     intellect::train(cfg, &g_stop);
     return 0;

@@ -62,6 +62,7 @@ void Coordinator::announce(Ring ring) {
   a.round = next_round_++;
   for (uint64_t id : ring.nodes) a.members.push_back({id, members_.node(id).address});
   rings_[ring.outer_step] = ring;
+  round_of_[ring.outer_step] = a.round;
   std::string names;
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
   log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
@@ -105,7 +106,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
     auto it = rings_.find(f->outer_step);
-    if (it == rings_.end()) return;
+    if (it == rings_.end() || f->round < round_of_[f->outer_step]) return;  // already re-formed
     log(str("node ", id, " reports outer step ", f->outer_step, " round ", f->round, " failed: ", f->reason));
     // Give connection-closed events of dead nodes a moment to arrive, then
     // re-form without every node that is gone.

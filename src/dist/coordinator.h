@@ -54,6 +54,7 @@ class Coordinator {
   std::map<ConnId, uint64_t> node_of_;
   std::map<int64_t, Ring> rings_;        // outer step -> its current ring
   std::map<int64_t, int> retries_;
+  std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
   uint64_t next_round_ = 1;
   int64_t agreed_ = 0, disagreed_ = 0;

@@ -1,12 +1,22 @@
 #include "dist/mesh_node.h"
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 
 #include "util/error.h"
 
 namespace intellect {
 
 namespace {
+
+// Fault injection for the swarm tests: INTELLECT_MESH_TEST_KILL="<name>:<outer step>"
+// kills this process (SIGKILL, no goodbye) once it holds that step's ring,
+// i.e. in the middle of the all-reduce as its neighbours see it.
+void test_kill_point(const std::string& name, int64_t outer_step) {
+  const char* spec = std::getenv("INTELLECT_MESH_TEST_KILL");
+  if (spec && std::string(spec) == name + ":" + std::to_string(outer_step)) ::raise(SIGKILL);
+}
 
 void log_to(const std::function<void(const std::string&)>& log, const std::string& m) {
   if (log) log(m);
@@ -117,11 +127,28 @@ control::Message MeshNode::recv_control(Deadline deadline) {
   return control::decode(m->frame.payload, "the coordinator");
 }
 
+// Waits for the previous ring node to dial in for `round`. Connections that
+// arrive for a later round are kept for it; a newer ring announced by the
+// coordinator meanwhile supersedes this round (kept in next_ring_).
 ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline) {
   for (;;) {
-    std::optional<TransportEvent> ev = transport_.next_event(deadline);
-    if (!ev) fail("ring: node ", peer_id, " did not connect before the deadline");
-    if (ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
+    auto early = early_peers_.find({peer_id, round});
+    if (early != early_peers_.end()) {
+      const ConnId c = early->second;
+      early_peers_.erase(early);
+      if (transport_.is_open(c)) return c;
+    }
+    if (MeshClock::now() > deadline) fail("ring: node ", peer_id, " did not connect before the deadline");
+    if (std::optional<Message> m = transport_.recv(coord_, deadline_in(std::chrono::milliseconds(0)))) {
+      const control::Message cm = control::decode(m->frame.payload, "the coordinator");
+      if (const auto* ring = std::get_if<control::RingAnnounce>(&cm); ring && ring->round > round) {
+        next_ring_ = *ring;
+        fail("ring round ", round, " superseded by round ", ring->round);
+      }
+      if (const auto* r = std::get_if<control::Refused>(&cm)) fail("the coordinator gave up: ", r->reason);
+    }
+    std::optional<TransportEvent> ev = transport_.next_event(deadline_in(std::chrono::milliseconds(20)));
+    if (!ev || ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
     std::optional<Message> hello = transport_.recv(ev->conn, deadline);
     if (!hello || hello->frame.type != FrameType::control) {
       transport_.close(ev->conn, "no peer hello");
@@ -130,6 +157,10 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline
     const control::Message m = control::decode(hello->frame.payload, ev->peer);
     const auto* h = std::get_if<control::PeerHello>(&m);
     if (h && h->node_id == peer_id && h->round == round) return ev->conn;
+    if (h && h->round > round) {
+      early_peers_[{h->node_id, h->round}] = ev->conn;  // a neighbour already in a newer round
+      continue;
+    }
     transport_.close(ev->conn, "not the expected ring neighbour for this round");
   }
 }
@@ -138,19 +169,32 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
                                   std::span<const float> input, std::span<float> output) {
   OuterRoundStats stats;
   send_control(coord_, control::Ready{welcome_.node_id, outer_step, data_position});
+  uint64_t last_round = 0;
   for (int attempt = 0;; ++attempt) {
     const Deadline deadline = deadline_in(opt_.round_timeout);
-    control::Message m = recv_control(deadline);
-    while (!std::holds_alternative<control::RingAnnounce>(m)) {
-      if (const auto* r = std::get_if<control::Refused>(&m)) fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
-      m = recv_control(deadline);
+    control::RingAnnounce ring;
+    if (next_ring_ && next_ring_->round > last_round) {
+      ring = *next_ring_;
+    } else {
+      for (;;) {  // the next ring for this step; older announcements are stale
+        const control::Message m = recv_control(deadline);
+        if (const auto* r = std::get_if<control::Refused>(&m))
+          fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
+        const auto* a = std::get_if<control::RingAnnounce>(&m);
+        if (a && a->round > last_round) {
+          ring = *a;
+          break;
+        }
+      }
     }
-    const control::RingAnnounce ring = std::get<control::RingAnnounce>(m);
+    next_ring_.reset();
+    last_round = ring.round;
     if (ring.outer_step != outer_step) fail("the coordinator announced a ring for outer step ", ring.outer_step,
                                             " while this node is at ", outer_step);
     const auto me = std::find_if(ring.members.begin(), ring.members.end(),
                                  [&](const control::RingMember& r) { return r.node_id == welcome_.node_id; });
     if (me == ring.members.end()) fail("the announced ring does not include this node");
+    test_kill_point(opt_.name, outer_step);
     const size_t n = ring.members.size(), i = static_cast<size_t>(me - ring.members.begin());
     stats.ring_size = n;
     stats.round = ring.round;
@@ -186,7 +230,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       if (to_next) transport_.close(to_next, "round failed");
       if (from_prev) transport_.close(from_prev, "round failed");
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
-      send_control(coord_, control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
+      if (!next_ring_) send_control(coord_, control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
       if (attempt + 1 > opt_.max_retries) throw;
     }
   }

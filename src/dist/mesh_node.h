@@ -8,6 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <optional>
 #include <mutex>
 #include <span>
 #include <string>
@@ -70,6 +72,8 @@ class MeshNode {
   ConnId coord_ = 0;
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
+  std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
+  std::map<std::pair<uint64_t, uint64_t>, ConnId> early_peers_;  // (node, round) -> connection
   std::thread heartbeat_;
 };
 
