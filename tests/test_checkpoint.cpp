@@ -225,5 +225,45 @@ TEST(Checkpoint, ResumeIsBitIdenticalOnCpu) {
   EXPECT_NE(e.find("model.dim: checkpoint 32, config 64"), std::string::npos) << e;
 }
 
+// DiLoCo alone (no mesh): stopping between outer steps and resuming restores
+// the outer parameters and momentum, so the run is still bit-identical.
+TEST(Checkpoint, DilocoResumeBetweenOuterStepsIsBitIdentical) {
+  const std::string corpus = fresh_dir("ckpt_diloco_corpus");
+  CorpusOptions o;
+  o.out_dir = corpus;
+  o.docs = 150;
+  o.val_docs = 10;
+  write_corpus(o);
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{
+        "model.dim=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16",
+        "model.ffn_dim=64", "model.max_seq_len=32", "train.seq_len=32", "train.batch_size=4",
+        "train.micro_batch_size=4", "train.steps=12", "train.log_every=1000", "train.eval_every=0",
+        "data.train=" + corpus + "/train_*.bin", "data.val=", "train.out_dir=" + out, "diloco.enabled=true",
+        "diloco.inner_steps=4"};
+  };
+  const std::string a = fresh_dir("ckpt_diloco_a"), b = fresh_dir("ckpt_diloco_b");
+  train(load_config("", args(a)));
+  auto first = args(b);
+  first.push_back("train.stop_after_steps=6");  // between outer steps 1 (step 4) and 2 (step 8)
+  train(load_config("", first));
+  EXPECT_TRUE(path_exists(b + "/checkpoints/step_00000006/outer.safetensors"));
+  auto second = args(b);
+  second.push_back("ckpt.resume=auto");
+  train(load_config("", second));
+  auto losses = [](const std::string& path) {
+    std::vector<double> v;
+    std::ifstream f(path);
+    for (std::string l; std::getline(f, l);) v.push_back(nlohmann::json::parse(l)["loss"].get<double>());
+    return v;
+  };
+  EXPECT_EQ(losses(a + "/metrics.jsonl"), losses(b + "/metrics.jsonl"));
+  const st::File fa = st::File::open(a + "/model.safetensors"), fb = st::File::open(b + "/model.safetensors");
+  for (const st::TensorInfo& t : fa.tensors()) {
+    const auto x = fa.bytes(t), y = fb.bytes(fb.get(t.name));
+    ASSERT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << t.name;
+  }
+}
+
 }  // namespace
 }  // namespace intellect

@@ -24,6 +24,7 @@ namespace {
 
 constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
+constexpr const char* kOuterFile = "outer.safetensors";
 constexpr const char* kManifestFile = "manifest.json";
 constexpr const char* kCompleteFile = "COMPLETE";
 
@@ -224,6 +225,15 @@ std::string write_checkpoint(const std::string& root, const CheckpointState& s) 
     r = write_flat_safetensors(partial + "/" + kOptimizerFile, t, meta);
     files[kOptimizerFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
   }
+  if (!s.outer.empty()) {
+    if (s.outer.size() != P || s.outer_momentum.size() != P)
+      fail("checkpoint: DiLoCo state has ", s.outer.size(), "/", s.outer_momentum.size(), " values, the model has ", P);
+    std::vector<FlatTensor> t = model_tensors(layout, s.outer.data(), "outer.");
+    const std::vector<FlatTensor> t2 = model_tensors(layout, s.outer_momentum.data(), "outer_momentum.");
+    t.insert(t.end(), t2.begin(), t2.end());
+    r = write_flat_safetensors(partial + "/" + kOuterFile, t, meta);
+    files[kOuterFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
+  }
   if (!s.tokenizer_files.empty()) {
     make_dirs(partial + "/tokenizer");
     for (const std::string& src : s.tokenizer_files) {
@@ -310,25 +320,30 @@ CheckpointState read_checkpoint(const std::string& dir, bool with_optimizer) {
   const ParamLayout layout(mc);
   s.params.resize(layout.total());
   read_flat(st::File::open(dir + "/" + kModelFile), layout, "", s.params.data(), dir);
-  if (with_optimizer && m["files"].contains(kOptimizerFile)) {
-    const st::File f = st::File::open(dir + "/" + kOptimizerFile);
-    s.exp_avg.resize(layout.total());
-    s.exp_avg_sq.resize(layout.total());
-    // Both sets live in one file: check the count once for the pair.
-    size_t expected = 2 * layout.entries().size();
+  // A file of two flat sets of the model's tensors, with name prefixes.
+  auto read_pair = [&](const char* file, const std::string& p1, std::vector<float>& a, const std::string& p2,
+                       std::vector<float>& b) {
+    const st::File f = st::File::open(dir + "/" + file);
+    a.resize(layout.total());
+    b.resize(layout.total());
+    const size_t expected = 2 * layout.entries().size();
     if (f.tensors().size() != expected)
-      fail(dir, ": ", kOptimizerFile, " holds ", f.tensors().size(), " tensors, expected ", expected);
+      fail(dir, ": ", file, " holds ", f.tensors().size(), " tensors, expected ", expected);
     for (const ParamEntry& e : layout.entries())
-      for (const auto& [prefix, flat] : {std::pair<std::string, float*>{"exp_avg.", s.exp_avg.data()},
-                                         {"exp_avg_sq.", s.exp_avg_sq.data()}}) {
+      for (const auto& [prefix, flat] : {std::pair<std::string, float*>{p1, a.data()}, {p2, b.data()}}) {
         const st::TensorInfo* t = f.find(prefix + e.name);
         if (!t || t->shape != e.shape)
-          fail(dir, ": ", kOptimizerFile, " lacks '", prefix + e.name, "' with shape ", st::shape_str(e.shape));
+          fail(dir, ": ", file, " lacks '", prefix + e.name, "' with shape ", st::shape_str(e.shape));
         const std::vector<float> v = f.read_f32(prefix + e.name);
         std::memcpy(flat + e.offset, v.data(), sizeof(float) * e.numel);
       }
+  };
+  if (with_optimizer && m["files"].contains(kOptimizerFile)) {
+    read_pair(kOptimizerFile, "exp_avg.", s.exp_avg, "exp_avg_sq.", s.exp_avg_sq);
     s.optimizer_step = m["optimizer"].is_object() ? m["optimizer"].value("step", int64_t(0)) : 0;
   }
+  if (with_optimizer && m["files"].contains(kOuterFile))
+    read_pair(kOuterFile, "outer.", s.outer, "outer_momentum.", s.outer_momentum);
   s.data_position = m.value("data_position", json(nullptr));
   s.rng = m.value("rng", json(nullptr));
   s.schedule = m.value("schedule", json(nullptr));

@@ -4,6 +4,8 @@
 //     model.safetensors      parameters, F32, internal names (ParamLayout)
 //     optimizer.safetensors  AdamW state: exp_avg.<name>, exp_avg_sq.<name> (F32);
 //                            absent in a weights-only checkpoint (e.g. imported)
+//     outer.safetensors      DiLoCo: outer.<name>, outer_momentum.<name> (F32),
+//                            when the run does outer steps
 //     tokenizer/             the run's tokenizer files, when it has them
 //     manifest.json          format, version, step, config, data position, RNG,
 //                            schedule and optimizer state, per-file BLAKE2b-256
@@ -35,6 +37,8 @@ struct CheckpointState {
   std::vector<float> exp_avg;   // AdamW m (flat); empty = weights only
   std::vector<float> exp_avg_sq;
   int64_t optimizer_step = 0;   // AdamW's bias-correction step
+  std::vector<float> outer;            // DiLoCo outer parameters (flat); empty = none
+  std::vector<float> outer_momentum;
   nlohmann::json data_position; // loader position, or null
   nlohmann::json rng;           // RNG state (seeds; all our generators are counter-based)
   nlohmann::json schedule;      // e.g. {"step": N, "lr": last lr}

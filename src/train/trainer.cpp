@@ -181,6 +181,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
 
   // Where this run starts: a checkpoint to resume, weights to start from, or step 0.
   int64_t start_step = 0;
+  std::vector<float> resumed_outer, resumed_outer_momentum;  // DiLoCo state from a checkpoint
   std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
   if (resume_dir == "auto") {
     resume_dir = newest_valid_checkpoint(
@@ -198,6 +199,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       fail(resume_dir, ": is at step ", st.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
     backend->set_params(st.params.data());
     backend->set_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
+    resumed_outer = std::move(st.outer);
+    resumed_outer_momentum = std::move(st.outer_momentum);
     if (!st.data_position.is_null()) loader.seek(LoaderPosition::from_json(st.data_position));
     start_step = st.step;
     note(str("resuming from ", resume_dir, " at step ", start_step));
@@ -247,6 +250,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     checkpointer = std::make_unique<AsyncCheckpointer>(cfg.ckpt.dir, cfg.ckpt.keep, note);
   // Copies the state to host memory and hands it to the writer thread; the
   // step pays only for the copy (and for waiting if the last save still runs).
+  std::unique_ptr<OuterOptimizer> outer;  // DiLoCo, set up below
+  std::vector<float> pseudo, averaged;
   auto save_checkpoint = [&](int64_t steps_done, double lr) {
     const Clock::time_point t0 = Clock::now();
     // Wait for the previous save first: two host copies of the whole state
@@ -260,6 +265,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     st.params.resize(layout.total());
     backend->get_params(st.params.data());
     backend->get_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
+    if (outer) {
+      st.outer = outer->params();
+      st.outer_momentum = outer->momentum();
+    }
     st.data_position = loader.position().to_json();
     st.rng = {{"train_seed", cfg.train.seed}, {"data_seed", cfg.data.seed},
               {"note", "all generators are counter-based: (seed, step/index) is the whole state"}};
@@ -295,17 +304,19 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   // inner_steps steps the pseudo-gradient (outer - current) is averaged over
   // the mesh (or taken as it is, alone) and an outer Nesterov step gives the
   // new outer and inner parameters.
-  std::unique_ptr<OuterOptimizer> outer;
-  std::vector<float> pseudo, averaged;
   if (cfg.diloco.enabled) {
     outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
                                              cfg.diloco.nesterov);
     backend->get_params(params.data());
-    outer->init(params.data());
+    if (!resumed_outer.empty()) {
+      outer->set_state(resumed_outer.data(), resumed_outer_momentum.data());
+    } else {
+      outer->init(params.data());
+      if (start_step > 0)
+        note("the checkpoint holds no DiLoCo state: the outer parameters restart from the resumed weights");
+    }
     pseudo.resize(layout.total());
     averaged.resize(layout.total());
-    if (start_step % cfg.diloco.inner_steps != 0)
-      note("resuming between outer steps: the outer parameters restart from the resumed weights");
   }
   auto outer_step = [&](int64_t steps_done) {
     const int64_t k = steps_done / cfg.diloco.inner_steps;
