@@ -1,6 +1,7 @@
 #include "dist/mesh_node.h"
 
 #include <algorithm>
+#include <thread>
 #include <csignal>
 #include <cstdlib>
 
@@ -27,8 +28,16 @@ void log_to(const std::function<void(const std::string&)>& log, const std::strin
 // to the next node, from the previous one.
 class TransportRingLink final : public RingLink {
  public:
-  TransportRingLink(Transport& t, ConnId next, ConnId prev) : t_(t), next_(next), prev_(prev) {}
+  TransportRingLink(Transport& t, ConnId next, ConnId prev, double rate)
+      : t_(t), next_(next), prev_(prev), rate_(rate) {}
   void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override {
+    if (rate_ > 0) {  // a token bucket: each message waits for its share of the link
+      const auto now = RingClock::now();
+      if (available_ < now) available_ = now;
+      std::this_thread::sleep_until(available_);
+      available_ += std::chrono::duration_cast<RingClock::duration>(
+          std::chrono::duration<double>(static_cast<double>(msg.size() + kFrameHeaderSize) / rate_));
+    }
     Frame f;
     f.type = FrameType::data;
     f.payload.assign(msg.begin(), msg.end());
@@ -52,6 +61,8 @@ class TransportRingLink final : public RingLink {
  private:
   Transport& t_;
   ConnId next_, prev_;
+  double rate_;
+  RingClock::time_point available_{};
 };
 
 }  // namespace
@@ -211,7 +222,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       to_next = transport_.connect(host, port, deadline);
       send_control(to_next, control::PeerHello{welcome_.node_id, ring.round});
       from_prev = accept_peer(prev.node_id, ring.round, deadline);
-      TransportRingLink link(transport_, to_next, from_prev);
+      TransportRingLink link(transport_, to_next, from_prev, opt_.link_rate_bytes_per_s);
       RingOptions ro;
       ro.rank = static_cast<int>(i);
       ro.world = static_cast<int>(n);

@@ -31,6 +31,9 @@ struct MeshNodeOptions {
   std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce
   std::chrono::milliseconds message_timeout{60000};
   int max_retries = 3;
+  // Pacing of ring traffic sent by this node (bytes/s; 0 = none): plays a
+  // WAN link's capacity on loopback for benchmarks.
+  double link_rate_bytes_per_s = 0.0;
   std::function<void(const std::string&)> log;
 };
 
