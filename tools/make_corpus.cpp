@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/cli.h"
 #include "data/synthetic_corpus.h"
 #include "util/error.h"
 
@@ -31,37 +32,17 @@ constexpr const char* kUsage =
     "  --input FILE...     use these text files, one document each, instead of\n"
     "                      the generated corpus\n";
 
-struct UsageError {
-  std::string message;
-};
-
-uint64_t parse_count(std::string_view flag, const std::string& value) {
-  if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
-    throw UsageError{std::string(flag) + " needs a non-negative integer, got '" + value + "'"};
-  errno = 0;
-  const unsigned long long v = std::strtoull(value.c_str(), nullptr, 10);
-  if (errno == ERANGE) throw UsageError{std::string(flag) + " value '" + value + "' is too large"};
-  return v;
-}
+using intellect::ArgCursor;
+using intellect::UsageError;
+using intellect::parse_count;
 
 intellect::CorpusOptions parse_args(int argc, char** argv) {
   intellect::CorpusOptions o;
   bool have_out = false, have_docs = false, have_seed = false, have_val = false;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i], value;
-    bool inline_value = false;
-    // Both "--docs 5" and "--docs=5".
-    if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-      inline_value = true;
-    }
-    auto take = [&]() -> std::string {
-      if (inline_value) return value;
-      if (i + 1 >= args.size()) throw UsageError{flag + " needs a value"};
-      return args[++i];
-    };
+  ArgCursor args(argc, argv);
+  while (args.next()) {
+    const std::string flag = args.flag();
+    auto take = [&] { return args.value(); };
     if (flag == "--help" || flag == "-h") {
       std::cout << kUsage;
       std::exit(0);
@@ -80,12 +61,9 @@ intellect::CorpusOptions parse_args(int argc, char** argv) {
     } else if (flag == "--shard-tokens") {
       o.shard_tokens = parse_count(flag, take());
     } else if (flag == "--input") {
-      if (inline_value) o.inputs.push_back(value);
-      // Every following argument up to the next flag is an input file.
-      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) o.inputs.push_back(args[++i]);
-      if (o.inputs.empty()) throw UsageError{"--input needs at least one file"};
+      for (std::string& f : args.values("file")) o.inputs.push_back(std::move(f));
     } else {
-      throw UsageError{"unknown argument '" + args[i] + "'"};
+      throw UsageError{"unknown argument '" + args.raw() + "'"};
     }
   }
   if (!have_out || o.out_dir.empty()) throw UsageError{"--out DIR is required"};

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/cli.h"
 #include "data/prepare.h"
 #include "util/error.h"
 
@@ -34,33 +35,17 @@ constexpr const char* kUsage =
     "  --threads N        worker threads (default 0 = all cores)\n"
     "  --force            replace shards and manifest already in DIR\n";
 
-struct UsageError {
-  std::string message;
-};
-
-uint64_t parse_count(std::string_view flag, const std::string& value) {
-  if (value.empty() || value.size() > 18 || value.find_first_not_of("0123456789") != std::string::npos)
-    throw UsageError{std::string(flag) + " needs a non-negative integer, got '" + value + "'"};
-  return std::strtoull(value.c_str(), nullptr, 10);
-}
+using intellect::ArgCursor;
+using intellect::UsageError;
+using intellect::parse_count;
 
 intellect::PrepareOptions parse_args(int argc, char** argv) {
   intellect::PrepareOptions o;
   bool have_tokenizer = false;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i], value;
-    bool inline_value = false;
-    if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-      inline_value = true;
-    }
-    auto take = [&]() -> std::string {
-      if (inline_value) return value;
-      if (i + 1 >= args.size()) throw UsageError{flag + " needs a value"};
-      return args[++i];
-    };
+  ArgCursor args(argc, argv);
+  while (args.next()) {
+    const std::string flag = args.flag();
+    auto take = [&] { return args.value(); };
     if (flag == "--help" || flag == "-h") {
       std::cout << kUsage;
       std::exit(0);
@@ -68,9 +53,7 @@ intellect::PrepareOptions parse_args(int argc, char** argv) {
       o.tokenizer = take();
       have_tokenizer = true;
     } else if (flag == "--input") {
-      if (inline_value) o.inputs.push_back(value);
-      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) o.inputs.push_back(args[++i]);
-      if (o.inputs.empty()) throw UsageError{"--input needs at least one file"};
+      for (std::string& f : args.values("file")) o.inputs.push_back(std::move(f));
     } else if (flag == "--output") {
       o.output_dir = take();
     } else if (flag == "--shard-tokens") {
@@ -84,7 +67,7 @@ intellect::PrepareOptions parse_args(int argc, char** argv) {
     } else if (flag == "--force") {
       o.overwrite = true;
     } else {
-      throw UsageError{"unknown argument '" + args[i] + "'"};
+      throw UsageError{"unknown argument '" + args.raw() + "'"};
     }
   }
   if (!have_tokenizer || o.tokenizer.empty()) throw UsageError{"--tokenizer is required"};

@@ -362,19 +362,25 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
   return dirs;
 }
 
-std::string newest_valid_checkpoint(const std::string& root,
-                                    const std::function<void(const std::string&)>& report,
-                                    const std::function<void(const CheckpointState&)>& accept) {
+FoundCheckpoint find_newest_checkpoint(const std::string& root, bool with_optimizer,
+                                       const std::function<void(const std::string&)>& report,
+                                       const std::function<void(const CheckpointState&)>& accept) {
   for (const std::string& dir : list_checkpoints(root)) {
     try {
-      const CheckpointState s = read_checkpoint(dir, true);
+      CheckpointState s = read_checkpoint(dir, with_optimizer);
       if (accept) accept(s);
-      return dir;
+      return {dir, std::move(s)};
     } catch (const std::exception& e) {  // malformed manifests raise JSON and filesystem errors too
       if (report) report(str("skipping ", dir, ": ", e.what()));
     }
   }
-  return "";
+  return {};
+}
+
+std::string newest_valid_checkpoint(const std::string& root,
+                                    const std::function<void(const std::string&)>& report,
+                                    const std::function<void(const CheckpointState&)>& accept) {
+  return find_newest_checkpoint(root, true, report, accept).dir;
 }
 
 void prune_checkpoints(const std::string& root, int64_t keep) {

@@ -65,9 +65,18 @@ ModelConfig checkpoint_model_config(const std::string& step_dir);
 // Step directories under root, newest first (complete or not).
 std::vector<std::string> list_checkpoints(const std::string& root);
 
-// The newest checkpoint under root that reads back cleanly and that `accept`
-// (when given) does not refuse by throwing; "" if none. Each one skipped is
-// reported through `report` with the reason.
+// The newest checkpoint under root that reads back cleanly (optimizer state
+// included or not) and that `accept` (when given) does not refuse by
+// throwing, with its state as read, so the caller need not read it again;
+// dir is "" if none. Each one skipped is reported through `report`.
+struct FoundCheckpoint {
+  std::string dir;
+  CheckpointState state;
+};
+FoundCheckpoint find_newest_checkpoint(const std::string& root, bool with_optimizer,
+                                       const std::function<void(const std::string&)>& report,
+                                       const std::function<void(const CheckpointState&)>& accept = {});
+// Its directory only.
 std::string newest_valid_checkpoint(const std::string& root,
                                     const std::function<void(const std::string&)>& report,
                                     const std::function<void(const CheckpointState&)>& accept = {});

@@ -242,13 +242,8 @@ ExportSource read_checkpoint_for_export(const std::string& path_in,
   if (steps.empty())
     fail("'", path, "' is not a checkpoint: it has no manifest.json (a step directory) and no "
          "step_* directories (a checkpoint root)");
-  for (const std::string& dir : steps) {
-    try {
-      return {dir, read_checkpoint(dir, /*with_optimizer=*/false)};
-    } catch (const Error& e) {
-      if (log) log(str("skipping ", dir, ": ", e.what()));
-    }
-  }
+  FoundCheckpoint found = find_newest_checkpoint(path, /*with_optimizer=*/false, log);
+  if (!found.dir.empty()) return {found.dir, std::move(found.state)};
   fail("no valid checkpoint under '", path, "': none of its ", steps.size(),
        " step directories reads back cleanly (the reasons are above)");
 }

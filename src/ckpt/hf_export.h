@@ -72,9 +72,8 @@ std::vector<std::string> write_hf_weights(const std::string& dir, const ModelCon
 
 // Reads a checkpoint's weights (read_checkpoint without the optimizer) from a
 // step directory, or from a checkpoint root: the newest step that reads back
-// cleanly, each one skipped reported through `log`. (Not newest_valid_checkpoint,
-// which loads each candidate's optimizer state too: three times the model in
-// memory, then a second read.)
+// cleanly (find_newest_checkpoint without the optimizer), each one skipped
+// reported through `log`.
 struct ExportSource {
   std::string dir;  // the step directory
   CheckpointState state;

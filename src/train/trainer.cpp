@@ -14,6 +14,7 @@
 
 #include "ckpt/async_checkpointer.h"
 #include "ckpt/checkpoint.h"
+#include "ckpt/hf_export.h"
 #include "ckpt/safetensors.h"
 #include "data/dataloader.h"
 #include "data/prefetch.h"
@@ -95,7 +96,7 @@ std::vector<std::string> tokenizer_files(const Config& cfg) {
   const fs::path base = fs::is_directory(t, ec) ? fs::path(t) : fs::path(t).parent_path();
   std::vector<std::string> files;
   if (!fs::is_directory(t, ec) && fs::exists(t, ec)) files.push_back(t);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+  for (const std::string& name : hf_tokenizer_file_names()) {
     const fs::path p = base / name;
     if (fs::exists(p, ec) && std::find(files.begin(), files.end(), p.string()) == files.end())
       files.push_back(p.string());
@@ -183,26 +184,31 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   int64_t start_step = 0;
   std::vector<float> resumed_outer, resumed_outer_momentum;  // DiLoCo state from a checkpoint
   std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
+  CheckpointState resumed;  // read once: the search for a valid checkpoint keeps what it read
   if (resume_dir == "auto") {
-    resume_dir = newest_valid_checkpoint(
-        cfg.ckpt.dir, [](const std::string& m) { note("ckpt.resume=auto: " + m); },
-        [&](const CheckpointState& st) { check_same_model(st.config, cfg, "this checkpoint"); });
+    FoundCheckpoint found = find_newest_checkpoint(
+        cfg.ckpt.dir, true, [](const std::string& m) { note("ckpt.resume=auto: " + m); },
+        [&](const CheckpointState& s) { check_same_model(s.config, cfg, "this checkpoint"); });
+    resume_dir = found.dir;
+    resumed = std::move(found.state);
     if (resume_dir.empty()) note(str("ckpt.resume=auto: no valid checkpoint under ", cfg.ckpt.dir, "; starting from step 0"));
+  } else if (!resume_dir.empty()) {
+    resumed = read_checkpoint(resume_dir, true);
+    check_same_model(resumed.config, cfg, resume_dir);
   }
   if (!resume_dir.empty()) {
-    CheckpointState st = read_checkpoint(resume_dir, true);
-    check_same_model(st.config, cfg, resume_dir);
-    if (st.exp_avg.empty())
+    if (resumed.exp_avg.empty())
       fail(resume_dir, ": holds weights only (no optimizer state), so training cannot resume from it; "
            "start from its weights with ckpt.init_from instead");
-    if (st.step >= cfg.train.steps)
-      fail(resume_dir, ": is at step ", st.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
-    backend->set_params(st.params.data());
-    backend->set_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
-    resumed_outer = std::move(st.outer);
-    resumed_outer_momentum = std::move(st.outer_momentum);
-    if (!st.data_position.is_null()) loader.seek(LoaderPosition::from_json(st.data_position));
-    start_step = st.step;
+    if (resumed.step >= cfg.train.steps)
+      fail(resume_dir, ": is at step ", resumed.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
+    backend->set_params(resumed.params.data());
+    backend->set_optimizer_state(resumed.exp_avg, resumed.exp_avg_sq, resumed.optimizer_step);
+    resumed_outer = std::move(resumed.outer);
+    resumed_outer_momentum = std::move(resumed.outer_momentum);
+    if (!resumed.data_position.is_null()) loader.seek(LoaderPosition::from_json(resumed.data_position));
+    start_step = resumed.step;
+    resumed = CheckpointState{};  // the state now lives in the backend; free the host copy
     note(str("resuming from ", resume_dir, " at step ", start_step));
     // Checkpoints beyond the resumed step belong to a future this run
     // abandons (a roll-back, or ones skipped as corrupt): keep them, aside,
@@ -219,10 +225,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("moved ", newer.size(), " checkpoint(s) newer than step ", start_step, " to ", aside));
     }
   } else if (!cfg.ckpt.init_from.empty()) {
-    const CheckpointState st = read_checkpoint(cfg.ckpt.init_from, false);
-    check_same_model(st.config, cfg, cfg.ckpt.init_from);
-    backend->set_params(st.params.data());
-    note(str("weights from ", cfg.ckpt.init_from, " (step ", st.step, "); optimizer and data start fresh"));
+    const CheckpointState w = read_checkpoint(cfg.ckpt.init_from, false);
+    check_same_model(w.config, cfg, cfg.ckpt.init_from);
+    backend->set_params(w.params.data());
+    note(str("weights from ", cfg.ckpt.init_from, " (step ", w.step, "); optimizer and data start fresh"));
   }
 
   // A fresh run never mixes its checkpoints with an earlier run's, and never
