@@ -87,6 +87,10 @@ TEST(Config, ErrorsNameFileAndField) {
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"optim.beta1=1.5"}); }), "optim.beta1");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.seq_len=100000"}); }), "train.seq_len");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"nokey"}); }), "expected dotted.key=value");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.gpus=2"}); }),
+                  "train.gpus: sharding over several GPUs needs train.device \"cuda\"");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"precision.grad_reduce_dtype=fp16"}); }),
+                  "precision.grad_reduce_dtype: must be one of \"fp32\", \"bf16\"");
   const std::string path = ::testing::TempDir() + "/broken.json";
   write_file_atomic(path, "{ \"model\": ", 11);
   EXPECT_CONTAINS(test::error_of([&] { load_config(path, {}); }), path + ": not valid JSON");

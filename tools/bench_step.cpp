@@ -3,9 +3,13 @@
 // TFLOP/s and MFU; then each kernel alone at the same shapes against its floor.
 //   bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]
 // Batches are random tokens: the data pipeline is not what is measured.
+// With train.gpus > 1 (or 0: all) it times the FSDP backend over the node's
+// GPUs with a wall clock (each step ends in a synchronising optimizer step)
+// and prints tokens/s per GPU, so runs at 1, 2, 4, 8 GPUs give the scaling.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -24,6 +28,7 @@
 #include "kernels/swiglu.h"
 #include "model/init.h"
 #include "model/llama_cuda.h"
+#include "train/backend.h"
 #include "train/config.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -226,6 +231,55 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   cudaStreamDestroy(s);
 }
 
+double flops_per_token(const ModelConfig& m, int64_t T) {
+  return 6.0 * (static_cast<double>(m.num_params()) - static_cast<double>(m.num_embedding_params())) +
+         12.0 * m.n_layers * m.dim * static_cast<double>(T);
+}
+
+// FSDP over several GPUs through the same Backend the trainer drives.
+int bench_fsdp(const Config& cfg, int steps, int warmup) {
+  const ModelConfig& m = cfg.model;
+  const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len, accum = cfg.grad_accum_steps();
+  auto backend = make_backend(cfg, B, T);
+  {
+    std::vector<float> params(backend->layout().total());
+    init_params(params.data(), backend->layout(), m, 1);
+    backend->set_params(params.data());
+  }
+  std::vector<int32_t> x(B * T), y(B * T);
+  const double tokens = static_cast<double>(B * T * accum);
+  auto one_step = [&]() {
+    backend->zero_grads();
+    for (int64_t a = 0; a < accum; ++a) {
+      for (int64_t i = 0; i < B * T; ++i) {  // a different micro-batch per GPU
+        x[i] = static_cast<int32_t>(hash_u64(11 + a, i) % m.vocab_size);
+        y[i] = static_cast<int32_t>(hash_u64(12 + a, i) % m.vocab_size);
+      }
+      backend->run(x.data(), y.data(), B, 2e-4f, static_cast<float>(1.0 / tokens), true);
+    }
+    return backend->step(1e-4);
+  };
+  for (int i = 0; i < warmup; ++i) one_step();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) one_step();
+  const double step_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  int gpus = static_cast<int>(cfg.train.gpus);
+  if (gpus == 0) gpus = cuda::device_count();
+  const double tok_s = tokens / step_s, flops_tok = flops_per_token(m, T);
+  const double tflops = flops_tok * tok_s / 1e12;
+  std::printf("bench_step: %s\n", cfg.source.c_str());
+  std::printf("  backend: %s\n", backend->describe().c_str());
+  std::printf("  model: %.3fB parameters, %lld layers; step: %lld micro-batches of %lld x %lld tokens over %d GPUs\n",
+              m.num_params() / 1e9, (long long)m.n_layers, (long long)accum, (long long)B, (long long)T, gpus);
+  std::printf("  %d steps after %d warm-up: %.2f ms/step, %.0f tokens/s (%.0f per GPU), %.1f TFLOP/s per GPU, "
+              "MFU %.1f%%\n", steps, warmup, step_s * 1e3, tok_s, tok_s / gpus, tflops / gpus,
+              100.0 * tflops / gpus / kPeakTflops);
+  std::printf("  (MFU per GPU: FLOPs/token = %.3g against %.0f TFLOP/s, H100/H200 dense bf16; wall clock)\n",
+              flops_tok, kPeakTflops);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,6 +311,7 @@ int main(int argc, char** argv) {
     overrides.insert(overrides.begin(), "train.device=cuda");
     const Config cfg = load_config(config_path, overrides);
     if (cuda::device_count() == 0) fail("no CUDA GPU: ", cuda::describe_device(0));
+    if (cfg.train.gpus != 1) return bench_fsdp(cfg, steps, warmup);
     const ModelConfig& m = cfg.model;
     const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len, accum = cfg.grad_accum_steps();
     CudaOptions o;
@@ -292,8 +347,7 @@ int main(int argc, char** argv) {
     check(cudaEventElapsedTime(&ms, e0, e1));
     const double step_s = ms / 1e3 / steps;
     const double n_params = static_cast<double>(m.num_params());
-    const double flops_tok = 6.0 * (n_params - static_cast<double>(m.num_embedding_params())) +
-                             12.0 * m.n_layers * m.dim * static_cast<double>(T);
+    const double flops_tok = flops_per_token(m, T);
     const double tok_s = tokens / step_s;
     const double tflops = flops_tok * tok_s / 1e12;
     std::printf("bench_step: %s\n", cfg.source.c_str());

@@ -54,6 +54,42 @@ size_t ShardPlan::owned_elements(int rank) const {
   return n;
 }
 
+std::vector<ShardPiece> ShardPlan::pieces(int rank) const {
+  std::vector<ShardPiece> out;
+  for (size_t u = 0; u < units_.size(); ++u) {
+    const FlatRange r = shard(u, rank);
+    if (r.size() > 0) out.push_back({local_offset_[u], r.begin, r.size()});
+  }
+  return out;
+}
+
+void local_decay_ranges(const ParamLayout& layout, const std::vector<ShardPiece>& pieces, size_t local_n,
+                        bool decay_all, std::vector<int64_t>& bounds, std::vector<uint8_t>& flags) {
+  bounds.assign(1, 0);
+  flags.clear();
+  auto push = [&](size_t end, uint8_t flag) {
+    if (end <= static_cast<size_t>(bounds.back())) return;
+    if (!flags.empty() && flags.back() == flag) {
+      bounds.back() = static_cast<int64_t>(end);
+    } else {
+      flags.push_back(flag);
+      bounds.push_back(static_cast<int64_t>(end));
+    }
+  };
+  for (const ShardPiece& pc : pieces) {
+    INTELLECT_CHECK(pc.local_begin + pc.len <= local_n, "shard piece beyond the local buffer");
+    push(pc.local_begin, 0);
+    const size_t lo = pc.flat_begin, hi = pc.flat_begin + pc.len;
+    for (const ParamEntry& e : layout.entries()) {
+      const size_t b = std::max(lo, e.offset), en = std::min(hi, e.offset + e.numel);
+      if (b >= en) continue;
+      const uint8_t decay = decay_all || (!e.is_norm && e.name != "embed");
+      push(pc.local_begin + (en - lo), decay);
+    }
+  }
+  push(local_n, 0);
+}
+
 std::vector<FlatRange> ring_segments(size_t total, int k) {
   if (k < 1) fail("ring segments: need at least one ring, got ", k);
   std::vector<FlatRange> segs;

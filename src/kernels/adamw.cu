@@ -9,6 +9,8 @@
 // (16 B fp32 or 8 B bf16) + master r/w (8 B when present).
 #include <cooperative_groups.h>
 
+#include <algorithm>
+
 #include "kernels/adamw.h"
 #include "kernels/cuda_common.cuh"
 
@@ -116,7 +118,8 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
                                                          const float* __restrict__ grads,
                                                          S* __restrict__ m, S* __restrict__ v, int64_t n,
                                                          DecayRanges ranges, AdamWArgs a,
-                                                         float* norm_out, float* partial) {
+                                                         float* norm_out, float* partial,
+                                                         const float* sum_squares_in) {
   cg::grid_group grid = cg::this_grid();
   __shared__ float scratch[32];
   const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -124,20 +127,26 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
   const int64_t n4 = n / 4;
   const float4* g4 = reinterpret_cast<const float4*>(grads);
 
-  float ss = 0.0f;
-  for (int64_t q = first; q < n4; q += threads) {
-    const float4 g = g4[q];
-    ss += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+  // A sharded optimizer passes the Σg² of all shards (already all-reduced);
+  // the flag is the same for the whole grid, so grid.sync() stays uniform.
+  if (sum_squares_in == nullptr) {
+    float ss = 0.0f;
+    for (int64_t q = first; q < n4; q += threads) {
+      const float4 g = g4[q];
+      ss += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+    }
+    for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += grads[i] * grads[i];
+    ss = block_sum(ss, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = ss;
+    grid.sync();
   }
-  for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += grads[i] * grads[i];
-  ss = block_sum(ss, scratch);
-  if (threadIdx.x == 0) partial[blockIdx.x] = ss;
-  grid.sync();
 
   __shared__ float s_scale;
   if (threadIdx.x == 0) {
     double total = 0.0;
-    for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
+    if (sum_squares_in) total = *sum_squares_in;
+    else
+      for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
     const float norm = static_cast<float>(sqrt(total));
     if (blockIdx.x == 0) *norm_out = norm;
     s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
@@ -202,7 +211,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
 template <typename S>
 void launch(bf16* params, float* master, const float* grads, void* m, void* v, int64_t n,
             const DecayRanges& ranges, const AdamWArgs& args, float* norm_out, float* scratch,
-            cudaStream_t stream) {
+            const float* sum_squares_in, cudaStream_t stream) {
   auto kernel = adamw_kernel<S>;
   int device = 0, sms = 0, per_sm = 0;
   CUDA_CHECK(cudaGetDevice(&device));
@@ -215,25 +224,61 @@ void launch(bf16* params, float* master, const float* grads, void* m, void* v, i
   S* vs = static_cast<S*>(v);
   DecayRanges r = ranges;
   AdamWArgs a = args;
-  void* kargs[] = {&params, &master, const_cast<float**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch};
+  void* kargs[] = {&params, &master, const_cast<float**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch,
+                   const_cast<float**>(&sum_squares_in)};
   CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, kThreads,
                                          kargs, 0, stream));
+}
+
+// Σg² of one block's grid-stride share → partial[block]; the second kernel
+// adds the partials in block order, so the sum does not depend on timing.
+__global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(const float* __restrict__ g,
+                                                                       int64_t n, float* partial) {
+  __shared__ float scratch[32];
+  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t n4 = n / 4;
+  float ss = 0.0f;
+  for (int64_t q = first; q < n4; q += threads) {
+    const float4 x = reinterpret_cast<const float4*>(g)[q];
+    ss += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+  }
+  for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += g[i] * g[i];
+  ss = block_sum(ss, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = ss;
+}
+
+__global__ void sum_partials_kernel(const float* partial, int blocks, float* out) {
+  double total = 0.0;
+  for (int b = 0; b < blocks; ++b) total += partial[b];
+  *out = static_cast<float>(total);
 }
 
 }  // namespace
 
 size_t adamw_scratch_floats() { return kMaxBlocks; }
 
+void grad_sum_squares(const float* grads, int64_t n, float* out, float* scratch, cudaStream_t stream) {
+  if (!aligned16(grads)) fail("grad_sum_squares: the gradient buffer must be 16-byte aligned");
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int blocks = std::min(kMaxBlocks, 2 * sms);
+  sum_squares_partial_kernel<<<blocks, kThreads, 0, stream>>>(grads, n, scratch);
+  sum_partials_kernel<<<1, 1, 0, stream>>>(scratch, blocks, out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
                 int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
-                float* scratch, cudaStream_t stream) {
+                float* scratch, cudaStream_t stream, const float* sum_squares_in) {
   if (!aligned16(grads) || !aligned16(params) || !aligned16(m) || !aligned16(v) ||
       (master && !aligned16(master)))
     fail("adamw: parameter, gradient and state buffers must be 16-byte aligned");
   if (state_bf16)
-    launch<bf16>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, stream);
+    launch<bf16>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
   else
-    launch<float>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, stream);
+    launch<float>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
 }
 
 }  // namespace intellect::cuda

@@ -12,11 +12,15 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_device.h"
 #include "kernels/embedding.h"
+#include "kernels/grad_shard.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "util/error.h"
+#if defined(INTELLECT_HAVE_NCCL)
+#include "dist/nccl_group.h"
+#endif
 
 namespace intellect {
 
@@ -66,7 +70,24 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
   check(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming), "event");
 
-  const int64_t P = static_cast<int64_t>(layout_.total());
+  if (opts_.world > 1 || opts_.rank != 0) {
+    if (opts_.rank < 0 || opts_.rank >= opts_.world)
+      fail("FSDP rank ", opts_.rank, " is outside the ", opts_.world, " GPUs of the node");
+#if !defined(INTELLECT_HAVE_NCCL)
+    fail("sharding over ", opts_.world, " GPUs needs NCCL, and this build has none (install NCCL and rebuild)");
+#endif
+    if (cfg.tie_embeddings)
+      fail("FSDP over several GPUs needs untied embeddings (model.tie_embeddings=false): the embedding and "
+           "the head are separate flat units");
+    if (!opts_.comm) fail("FSDP rank ", opts_.rank, " of ", opts_.world, " has no NCCL communicator");
+    plan_ = std::make_unique<ShardPlan>(layout_, opts_.world);
+    pieces_ = plan_->pieces(opts_.rank);
+    local_n_ = plan_->local_elements();
+  } else {
+    pieces_ = {ShardPiece{0, 0, layout_.total()}};
+    local_n_ = layout_.total();
+  }
+  const int64_t P = static_cast<int64_t>(local_n_);
   const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
   params_ = alloc<bf16>(P);
   if (opts_.master_weights) master_ = alloc<float>(P);
@@ -81,18 +102,11 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaMemsetAsync(m_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset m");
   check(cudaMemsetAsync(v_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset v");
 
+  check(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_), "memset grads");
   // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
-  std::vector<int64_t> bounds{0};
+  std::vector<int64_t> bounds;
   std::vector<uint8_t> flags;
-  for (const ParamEntry& e : layout_.entries()) {
-    const uint8_t decay = opts_.decay_norms_and_embeddings || (!e.is_norm && e.name != "embed");
-    if (!flags.empty() && flags.back() == decay) {
-      bounds.back() = static_cast<int64_t>(e.offset + e.numel);
-    } else {
-      flags.push_back(decay);
-      bounds.push_back(static_cast<int64_t>(e.offset + e.numel));
-    }
-  }
+  local_decay_ranges(layout_, pieces_, local_n_, opts_.decay_norms_and_embeddings, bounds, flags);
   n_decay_ranges_ = static_cast<int>(flags.size());
   decay_bounds_ = alloc<int64_t>(bounds.size());
   decay_flags_ = alloc<uint8_t>(flags.size());
@@ -100,6 +114,31 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaMemcpy(decay_flags_, flags.data(), flags.size(), cudaMemcpyHostToDevice), "flags");
   adam_scratch_ = alloc<float>(cuda::adamw_scratch_floats());
   norm_dev_ = alloc<float>(1);
+  if (plan_) {
+    // Gather and gradient buffers: two block-sized, one for the embedding or head.
+    size_t block_max = 0, big_max = 0, shard_max = 0;
+    for (size_t u = 0; u < plan_->units().size(); ++u) {
+      const size_t padded = plan_->shard_len(u) * opts_.world;
+      if (u == 0 || u + 1 == plan_->units().size()) big_max = std::max(big_max, padded);
+      else block_max = std::max(block_max, padded);
+      shard_max = std::max(shard_max, plan_->shard_len(u));
+    }
+    for (int s = 0; s < 3; ++s) {
+      const size_t n = s == kBigSlot ? big_max : block_max;
+      slots_[s].buf = alloc<bf16>(n);
+      grad_slots_[s].buf = alloc<float>(n);
+      for (Slot* x : {&slots_[s], &grad_slots_[s]}) {
+        check(cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming), "event");
+        check(cudaEventCreateWithFlags(&x->free, cudaEventDisableTiming), "event");
+      }
+    }
+    rs_out_ = alloc<float>(shard_max);
+    if (opts_.reduce_bf16) rs_in_bf16_ = alloc<bf16>(std::max(big_max, block_max));
+    sum_squares_ = alloc<float>(1);
+    check(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "comm stream");
+    check(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming), "event");
+    check(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming), "event");
+  }
   loss_dev_ = alloc<double>(3);
   check(cudaMemsetAsync(loss_dev_, 0, 3 * sizeof(double), stream_), "memset loss");
 
@@ -182,6 +221,14 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
 
 LlamaCuda::~LlamaCuda() {
   if (stream_) cudaStreamSynchronize(stream_);
+  if (comm_stream_) cudaStreamSynchronize(comm_stream_);
+  for (Slot* x : {&slots_[0], &slots_[1], &slots_[2], &grad_slots_[0], &grad_slots_[1], &grad_slots_[2]}) {
+    if (x->ready) cudaEventDestroy(x->ready);
+    if (x->free) cudaEventDestroy(x->free);
+  }
+  if (comm_done_) cudaEventDestroy(comm_done_);
+  if (compute_done_) cudaEventDestroy(compute_done_);
+  if (comm_stream_) cudaStreamDestroy(comm_stream_);
   cudnn_attn_.reset();
   blas_.reset();
   for (void* p : allocations_) cudaFree(p);
@@ -196,70 +243,171 @@ std::string LlamaCuda::attention_impl() const {
   return cudnn_attn_ ? "cuDNN fused SDPA" : "fallback flash-style kernel";
 }
 
+namespace {
+
+// Host flat buffer ↔ a rank's local buffer, through its pieces. Padding in
+// the local buffer is written as zero.
+template <class T, class F>
+std::vector<T> gather_pieces(const std::vector<ShardPiece>& pieces, size_t local_n, const float* host, F convert) {
+  std::vector<T> local(local_n, convert(0.0f));
+  for (const ShardPiece& pc : pieces)
+    for (size_t i = 0; i < pc.len; ++i) local[pc.local_begin + i] = convert(host[pc.flat_begin + i]);
+  return local;
+}
+template <class T, class F>
+void scatter_pieces(const std::vector<ShardPiece>& pieces, const std::vector<T>& local, float* host, F convert) {
+  for (const ShardPiece& pc : pieces)
+    for (size_t i = 0; i < pc.len; ++i) host[pc.flat_begin + i] = convert(local[pc.local_begin + i]);
+}
+float identity(float x) { return x; }
+bf16 to_bf16(float x) { return __float2bfloat16(x); }
+float from_bf16(bf16 x) { return __bfloat162float(x); }
+
+}  // namespace
+
 void LlamaCuda::upload_params(const float* host) {
-  const size_t P = layout_.total();
-  std::vector<bf16> b(P);
-  for (size_t i = 0; i < P; ++i) b[i] = __float2bfloat16(host[i]);
-  check(cudaMemcpyAsync(params_, b.data(), P * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
-  if (master_)
-    check(cudaMemcpyAsync(master_, host, P * sizeof(float), cudaMemcpyHostToDevice, stream_), "master");
+  wait_for_comm();
+  const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
+  check(cudaMemcpyAsync(params_, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
+  if (master_) {
+    const std::vector<float> f = gather_pieces<float>(pieces_, local_n_, host, identity);
+    check(cudaMemcpyAsync(master_, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_),
+          "master");
+    check(cudaStreamSynchronize(stream_), "upload");  // before f goes away
+  }
   check(cudaStreamSynchronize(stream_), "upload");
+  invalidate_gathered();
 }
 
 void LlamaCuda::download_params(float* host) {
-  const size_t P = layout_.total();
+  wait_for_comm();
   if (master_) {
-    check(cudaMemcpyAsync(host, master_, P * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
+    std::vector<float> f(local_n_);
+    check(cudaMemcpyAsync(f.data(), master_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
     check(cudaStreamSynchronize(stream_), "download");
+    scatter_pieces(pieces_, f, host, identity);
     return;
   }
-  std::vector<bf16> b(P);
-  check(cudaMemcpyAsync(b.data(), params_, P * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "params");
+  std::vector<bf16> b(local_n_);
+  check(cudaMemcpyAsync(b.data(), params_, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "params");
   check(cudaStreamSynchronize(stream_), "download");
-  for (size_t i = 0; i < P; ++i) host[i] = __bfloat162float(b[i]);
+  scatter_pieces(pieces_, b, host, from_bf16);
 }
 
 void LlamaCuda::download_grads(float* host) {
-  check(cudaMemcpyAsync(host, grads_, layout_.total() * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-        "grads");
+  wait_for_comm();
+  std::vector<float> f(local_n_);
+  check(cudaMemcpyAsync(f.data(), grads_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "grads");
   check(cudaStreamSynchronize(stream_), "download grads");
+  scatter_pieces(pieces_, f, host, identity);
 }
 
-void LlamaCuda::download_optimizer_state(std::vector<float>& m, std::vector<float>& v) {
-  const size_t P = layout_.total();
-  m.resize(P);
-  v.resize(P);
-  for (auto [dev, host] : {std::pair<void*, float*>{m_, m.data()}, {v_, v.data()}}) {
+void LlamaCuda::download_optimizer_state(float* m, float* v) {
+  wait_for_comm();
+  for (auto [dev, host] : {std::pair<void*, float*>{m_, m}, {v_, v}}) {
     if (opts_.optim_state_bf16) {
-      std::vector<bf16> b(P);
-      check(cudaMemcpyAsync(b.data(), dev, P * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "state");
+      std::vector<bf16> b(local_n_);
+      check(cudaMemcpyAsync(b.data(), dev, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "state");
       check(cudaStreamSynchronize(stream_), "state");
-      for (size_t i = 0; i < P; ++i) host[i] = __bfloat162float(b[i]);
+      scatter_pieces(pieces_, b, host, from_bf16);
     } else {
-      check(cudaMemcpyAsync(host, dev, P * sizeof(float), cudaMemcpyDeviceToHost, stream_), "state");
+      std::vector<float> f(local_n_);
+      check(cudaMemcpyAsync(f.data(), dev, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "state");
+      check(cudaStreamSynchronize(stream_), "state");
+      scatter_pieces(pieces_, f, host, identity);
     }
   }
-  check(cudaStreamSynchronize(stream_), "state");
 }
 
-void LlamaCuda::upload_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
-  const size_t P = layout_.total();
-  if (m.size() != P || v.size() != P) fail("optimizer state has ", m.size(), " values, the model ", P);
-  for (auto [dev, host] : {std::pair<void*, const float*>{m_, m.data()}, {v_, v.data()}}) {
+void LlamaCuda::upload_optimizer_state(const float* m, const float* v) {
+  wait_for_comm();
+  for (auto [dev, host] : {std::pair<void*, const float*>{m_, m}, {v_, v}}) {
     if (opts_.optim_state_bf16) {
-      std::vector<bf16> b(P);
-      for (size_t i = 0; i < P; ++i) b[i] = __float2bfloat16(host[i]);
-      check(cudaMemcpyAsync(dev, b.data(), P * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "state");
+      const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
+      check(cudaMemcpyAsync(dev, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "state");
       check(cudaStreamSynchronize(stream_), "state");
     } else {
-      check(cudaMemcpyAsync(dev, host, P * sizeof(float), cudaMemcpyHostToDevice, stream_), "state");
+      const std::vector<float> f = gather_pieces<float>(pieces_, local_n_, host, identity);
+      check(cudaMemcpyAsync(dev, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_), "state");
+      check(cudaStreamSynchronize(stream_), "state");
     }
   }
-  check(cudaStreamSynchronize(stream_), "state");
 }
 
 void LlamaCuda::zero_grads() {
-  check(cudaMemsetAsync(grads_, 0, layout_.total() * sizeof(float), stream_), "zero grads");
+  wait_for_comm();
+  check(cudaMemsetAsync(grads_, 0, local_n_ * sizeof(float), stream_), "zero grads");
+}
+
+// --- FSDP choreography ---------------------------------------------------------
+// Two streams: compute (stream_) and communication (comm_stream_). Events
+// order them: a gather into a slot waits until compute has released the
+// slot's previous unit; compute waits until the gather is ready. Everything
+// is issued in the same order on every rank, as NCCL requires.
+
+void LlamaCuda::wait_for_comm() {
+  if (!plan_) return;
+  check(cudaEventRecord(comm_done_, comm_stream_), "comm event");
+  check(cudaStreamWaitEvent(stream_, comm_done_, 0), "wait comm");
+}
+
+void LlamaCuda::invalidate_gathered() {
+  for (Slot& s : slots_) s.unit = -1;
+}
+
+void LlamaCuda::prefetch(int unit, int slot) {
+  if (!plan_) return;
+  Slot& s = slots_[slot];
+  if (s.unit == unit) return;  // still resident from an earlier use
+#if defined(INTELLECT_HAVE_NCCL)
+  const size_t n = plan_->shard_len(unit);
+  check(cudaStreamWaitEvent(comm_stream_, s.free, 0), "wait slot");
+  nccl::all_gather(params_ + plan_->local_offset(unit), s.buf, n, nccl::Type::bf16, opts_.comm, comm_stream_);
+  check(cudaEventRecord(s.ready, comm_stream_), "slot event");
+#endif
+  s.unit = unit;
+}
+
+LlamaCuda::View LlamaCuda::acquire(int unit, int slot) {
+  if (!plan_) return {params_, grads_, 0};
+  prefetch(unit, slot);
+  check(cudaStreamWaitEvent(stream_, slots_[slot].ready, 0), "wait gather");
+  return {static_cast<const bf16*>(slots_[slot].buf), nullptr, plan_->units()[unit].range.begin};
+}
+
+void LlamaCuda::release(int slot) {
+  if (!plan_) return;
+  check(cudaEventRecord(slots_[slot].free, stream_), "release");
+}
+
+void LlamaCuda::grad_begin(View& w, int unit, int slot) {
+  if (!plan_) return;
+  Slot& g = grad_slots_[slot];
+  check(cudaStreamWaitEvent(stream_, g.free, 0), "wait grad slot");
+  check(cudaMemsetAsync(g.buf, 0, plan_->shard_len(unit) * opts_.world * sizeof(float), stream_), "zero");
+  w.g = static_cast<float*>(g.buf);
+  w.base = plan_->units()[unit].range.begin;
+}
+
+void LlamaCuda::grad_end(int unit, int slot) {
+  if (!plan_) return;
+#if defined(INTELLECT_HAVE_NCCL)
+  Slot& g = grad_slots_[slot];
+  const size_t n = plan_->shard_len(unit);
+  float* shard = grads_ + plan_->local_offset(unit);
+  check(cudaEventRecord(g.ready, stream_), "grad event");
+  check(cudaStreamWaitEvent(comm_stream_, g.ready, 0), "wait grad");
+  if (opts_.reduce_bf16) {
+    cuda::to_bf16(rs_in_bf16_, static_cast<const float*>(g.buf), static_cast<int64_t>(n * opts_.world),
+                  comm_stream_);
+    nccl::reduce_scatter_sum(rs_in_bf16_, rs_out_, n, nccl::Type::bf16, opts_.comm, comm_stream_);
+    cuda::add_into(shard, static_cast<const bf16*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
+  } else {
+    nccl::reduce_scatter_sum(g.buf, rs_out_, n, nccl::Type::f32, opts_.comm, comm_stream_);
+    cuda::add_into(shard, static_cast<const float*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
+  }
+  check(cudaEventRecord(g.free, comm_stream_), "grad free");
+#endif
 }
 
 void LlamaCuda::attention_forward(const Block& a, int64_t B) {
@@ -280,7 +428,7 @@ void LlamaCuda::attention_backward(const Block& a, int64_t B) {
   }
 }
 
-void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing) {
+void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing, const View& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const float eps = static_cast<float>(cfg_.norm_eps);
   const BlockOffsets& o = layout_.block(l);
@@ -288,50 +436,48 @@ void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing
     // The block's input is already stored: the embedding, or (recomputing) the sum
     // this block wrote during the forward pass.
     cuda::residual_rmsnorm_forward(nullptr, a.norm1, a.rstd1, resid_[l], nullptr,
-                                   params_ + o.attn_norm, N, D, eps, stream_);
+                                   w.param(o.attn_norm), N, D, eps, stream_);
   } else {
     // The previous block's MLP output (proj_) joins the residual stream here,
     // fused with this block's first norm.
     cuda::residual_rmsnorm_forward(resid_[l], a.norm1, a.rstd1, blocks_[l - 1].resid_mid, proj_,
-                                   params_ + o.attn_norm, N, D, eps, stream_);
+                                   w.param(o.attn_norm), N, D, eps, stream_);
   }
-  blas_->forward(a.qkv, a.norm1, params_ + o.wqkv, N, cfg_.qkv_dim(), D);
+  blas_->forward(a.qkv, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
   cuda::rope_apply(a.qkv, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
                    rope_cos_, rope_sin_, false, stream_);
   attention_forward(a, B);
-  blas_->forward(proj_, a.att, params_ + o.wo, N, D, cfg_.q_dim());
+  blas_->forward(proj_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
   cuda::residual_rmsnorm_forward(a.resid_mid, a.norm2, a.rstd2, resid_[l], proj_,
-                                 params_ + o.mlp_norm, N, D, eps, stream_);
-  blas_->forward(a.gate_up, a.norm2, params_ + o.w_gate_up, N, 2 * F, D);
+                                 w.param(o.mlp_norm), N, D, eps, stream_);
+  blas_->forward(a.gate_up, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
   cuda::swiglu_forward(a.act, a.gate_up, N, F, stream_);
-  blas_->forward(proj_, a.act, params_ + o.w_down, N, D, F);  // added by the next fused norm
+  blas_->forward(proj_, a.act, w.param(o.w_down), N, D, F);  // added by the next fused norm
 }
 
-void LlamaCuda::backward_block(int l, const Block& a, int64_t B) {
+void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const View& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const BlockOffsets& o = layout_.block(l);
-  float* G = grads_;
-  const bf16* P = params_;
-  blas_->backward(dact_, G + o.w_down, dresid_, a.act, P + o.w_down, N, D, F);
+  blas_->backward(dact_, w.grad(o.w_down), dresid_, a.act, w.param(o.w_down), N, D, F);
   cuda::swiglu_backward(dgate_up_, dact_, a.gate_up, N, F, stream_);
-  blas_->backward(dnorm_, G + o.w_gate_up, dgate_up_, a.norm2, P + o.w_gate_up, N, 2 * F, D);
-  cuda::rmsnorm_backward(dresid_, G + o.mlp_norm, norm_scratch_, dnorm_, a.resid_mid, P + o.mlp_norm,
+  blas_->backward(dnorm_, w.grad(o.w_gate_up), dgate_up_, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
+  cuda::rmsnorm_backward(dresid_, w.grad(o.mlp_norm), norm_scratch_, dnorm_, a.resid_mid, w.param(o.mlp_norm),
                          a.rstd2, N, D, true, stream_);
-  blas_->backward(datt_, G + o.wo, dresid_, a.att, P + o.wo, N, D, cfg_.q_dim());
+  blas_->backward(datt_, w.grad(o.wo), dresid_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
   attention_backward(a, B);
   cuda::rope_apply(dqkv_, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
                    rope_cos_, rope_sin_, true, stream_);
-  blas_->backward(dnorm_, G + o.wqkv, dqkv_, a.norm1, P + o.wqkv, N, cfg_.qkv_dim(), D);
-  cuda::rmsnorm_backward(dresid_, G + o.attn_norm, norm_scratch_, dnorm_, resid_[l], P + o.attn_norm,
+  blas_->backward(dnorm_, w.grad(o.wqkv), dqkv_, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
+  cuda::rmsnorm_backward(dresid_, w.grad(o.attn_norm), norm_scratch_, dnorm_, resid_[l], w.param(o.attn_norm),
                          a.rstd1, N, D, true, stream_);
 }
 
 void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool backward,
-                           float* logits_host) {
+                           float* logits_host, const View& w) {
   const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
   for (int64_t r0 = 0; r0 < N; r0 += chunk_rows_) {
     const int64_t rows = std::min(chunk_rows_, N - r0);
-    blas_->forward(logits_, norm_f_ + r0 * D, params_ + layout_.lm_head(), rows, V, D);
+    blas_->forward(logits_, norm_f_ + r0 * D, w.param(layout_.lm_head()), rows, V, D);
     float* f32 = nullptr;
     if (logits_host) {
       if (!logits_f32_) logits_f32_ = alloc<float>(chunk_rows_ * V);  // only for inspection tools
@@ -345,8 +491,8 @@ void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool bac
       check(cudaStreamSynchronize(stream_), "logits");
     }
     if (backward)
-      blas_->backward(dnorm_ + r0 * D, grads_ + layout_.lm_head(), logits_, norm_f_ + r0 * D,
-                      params_ + layout_.lm_head(), rows, V, D);
+      blas_->backward(dnorm_ + r0 * D, w.grad(layout_.lm_head()), logits_, norm_f_ + r0 * D,
+                      w.param(layout_.lm_head()), rows, V, D);
   }
   cuda::accumulate_loss(loss_dev_, row_ce_, row_z_, targets_, N, stream_);
 }
@@ -382,24 +528,54 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
         "buckets");
   check(cudaEventRecord(staging_free_, stream_), "staging event");
 
-  cuda::embedding_forward(resid_[0], tokens_, params_ + layout_.embed(), N, D, stream_);
-  for (int l = 0; l < cfg_.n_layers; ++l) forward_block(l, blocks_[l], B, false);
-  const int last = static_cast<int>(cfg_.n_layers) - 1;
-  cuda::residual_rmsnorm_forward(resid_[cfg_.n_layers], norm_f_, rstd_f_, blocks_[last].resid_mid,
-                                 proj_, params_ + layout_.final_norm(), N, D, eps, stream_);
-  classifier(B, z_weight, grad_scale, backward, logits_host);
-  if (!backward) return;
+  // Units: 0 the embedding, 1 + l block l, L + 1 the head. Blocks alternate
+  // between slots 0 and 1 so the next block gathers while this one computes;
+  // the embedding and the head share the third.
+  const int L = static_cast<int>(cfg_.n_layers), head = L + 1;
+  auto unit = [](int l) { return 1 + l; };
+  auto slot = [](int l) { return l % 2; };
+  prefetch(0, kBigSlot);
+  prefetch(unit(0), slot(0));
+  if (L > 1) prefetch(unit(1), slot(1));
+  const View ew = acquire(0, kBigSlot);
+  cuda::embedding_forward(resid_[0], tokens_, ew.param(layout_.embed()), N, D, stream_);
+  release(kBigSlot);
+  prefetch(head, kBigSlot);
+  for (int l = 0; l < L; ++l) {
+    const View w = acquire(unit(l), slot(l));
+    forward_block(l, blocks_[l], B, false, w);
+    release(slot(l));
+    if (l + 2 < L) prefetch(unit(l + 2), slot(l));
+  }
+  View hw = acquire(head, kBigSlot);
+  if (backward) grad_begin(hw, head, kBigSlot);
+  cuda::residual_rmsnorm_forward(resid_[L], norm_f_, rstd_f_, blocks_[L - 1].resid_mid, proj_,
+                                 hw.param(layout_.final_norm()), N, D, eps, stream_);
+  classifier(B, z_weight, grad_scale, backward, logits_host, hw);
+  if (!backward) {
+    release(kBigSlot);
+    return;
+  }
 
   // dnorm_ holds ∂L/∂norm_f from the classifier.
-  cuda::rmsnorm_backward(dresid_, grads_ + layout_.final_norm(), norm_scratch_, dnorm_,
-                         resid_[cfg_.n_layers], params_ + layout_.final_norm(), rstd_f_, N, D, false,
-                         stream_);
-  for (int l = static_cast<int>(cfg_.n_layers) - 1; l >= 0; --l) {
-    if (opts_.recompute[l]) forward_block(l, blocks_[l], B, true);  // from its stored input
-    backward_block(l, blocks_[l], B);
+  cuda::rmsnorm_backward(dresid_, hw.grad(layout_.final_norm()), norm_scratch_, dnorm_, resid_[L],
+                         hw.param(layout_.final_norm()), rstd_f_, N, D, false, stream_);
+  release(kBigSlot);
+  grad_end(head, kBigSlot);
+  for (int l = L - 1; l >= 0; --l) {
+    View w = acquire(unit(l), slot(l));  // the last two are still resident from the forward pass
+    grad_begin(w, unit(l), slot(l));
+    if (opts_.recompute[l]) forward_block(l, blocks_[l], B, true, w);  // from its stored input
+    backward_block(l, blocks_[l], B, w);
+    release(slot(l));
+    grad_end(unit(l), slot(l));
+    if (l - 2 >= 0) prefetch(unit(l - 2), slot(l));
   }
-  cuda::embedding_backward(grads_ + layout_.embed(), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
+  View eg = plan_ ? View{} : View{params_, grads_, 0};
+  grad_begin(eg, 0, kBigSlot);
+  cuda::embedding_backward(eg.grad(layout_.embed()), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
                            n_buckets_, D, stream_);
+  grad_end(0, kBigSlot);
 }
 
 cpu::LossSums LlamaCuda::take_loss() {
@@ -422,8 +598,28 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
                              static_cast<float>(beta2), static_cast<float>(eps),
                              static_cast<float>(weight_decay), step,
                              static_cast<float>(grad_clip), seed};
-  cuda::adamw_step(params_, master_, grads_, m_, v_, opts_.optim_state_bf16,
-                   static_cast<int64_t>(layout_.total()), ranges, args, norm_dev_, adam_scratch_, stream_);
+  const float* global_ss = nullptr;
+  if (plan_) {
+    // The clip needs the norm over every shard: Σg² here, summed over the node.
+#if defined(INTELLECT_HAVE_NCCL)
+    wait_for_comm();
+    cuda::grad_sum_squares(grads_, static_cast<int64_t>(local_n_), sum_squares_, adam_scratch_, stream_);
+    // On the comm stream: NCCL calls of one communicator stay in one stream's order.
+    check(cudaEventRecord(compute_done_, stream_), "event");
+    check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
+    nccl::all_reduce_sum(sum_squares_, sum_squares_, 1, nccl::Type::f32, opts_.comm, comm_stream_);
+    wait_for_comm();
+    global_ss = sum_squares_;
+#endif
+  }
+  cuda::adamw_step(params_, master_, grads_, m_, v_, opts_.optim_state_bf16, static_cast<int64_t>(local_n_),
+                   ranges, args, norm_dev_, adam_scratch_, stream_, global_ss);
+  if (plan_) {
+    // The next gathers read the updated shards.
+    check(cudaEventRecord(compute_done_, stream_), "event");
+    check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
+    invalidate_gathered();
+  }
   check(cudaMemcpyAsync(norm_host_, norm_dev_, sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
   CudaStepStats st;
   st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too

@@ -17,6 +17,7 @@
 #include "kernels/cuda_types.h"
 #include "model/config.h"
 #include "model/layout.h"
+#include "dist/shard_plan.h"
 
 namespace intellect {
 
@@ -31,6 +32,13 @@ struct CudaOptions {
   std::vector<bool> recompute;       // per block; empty = none
   std::string attention = "auto";    // auto | cudnn | fallback
   bool decay_norms_and_embeddings = false;
+  // FSDP: this replica is rank `rank` of the `world` GPUs of one node and
+  // keeps only its shard of the parameters, gradients and optimizer state
+  // (ShardPlan). Each flat unit (embedding, block, head) is all-gathered just
+  // ahead of use and its gradient reduce-scattered right after.
+  int rank = 0, world = 1;
+  void* comm = nullptr;       // the node's ncclComm_t for this rank (world > 1)
+  bool reduce_bf16 = false;   // reduce-scatter gradients in bf16 (half the bytes) instead of fp32
 };
 
 struct CudaStepStats {
@@ -50,12 +58,15 @@ class LlamaCuda {
   const ModelConfig& config() const { return cfg_; }
   std::string attention_impl() const;
 
+  // Host buffers are whole flat fp32 buffers (layout().total() elements); a
+  // shard (world > 1) reads and writes only the ranges it owns, so all ranks
+  // can fill or read one host buffer side by side.
   void upload_params(const float* host);   // fp32 → bf16 params (and master)
   void download_params(float* host);       // current weights as fp32 (master when present)
   void download_grads(float* host);
   // AdamW m and v as fp32 (converted from bf16 when the state is bf16).
-  void download_optimizer_state(std::vector<float>& m, std::vector<float>& v);
-  void upload_optimizer_state(const std::vector<float>& m, const std::vector<float>& v);
+  void download_optimizer_state(float* m, float* v);
+  void upload_optimizer_state(const float* m, const float* v);
   void zero_grads();
 
   // One micro-batch [B, T] of host tokens/targets (targets < 0 ignored).
@@ -79,17 +90,53 @@ class LlamaCuda {
     cuda::bf16 *norm1, *qkv, *att, *resid_mid, *norm2, *gate_up, *act;
     float *rstd1, *rstd2, *lse;
   };
+  // Where one flat unit's weights and gradients are: the whole flat buffers
+  // (base 0), or FSDP's gathered copy of one unit (base = the unit's first
+  // flat offset). Offsets from ParamLayout index through it either way.
+  struct View {
+    const cuda::bf16* p = nullptr;
+    float* g = nullptr;
+    size_t base = 0;
+    const cuda::bf16* param(size_t off) const { return p + (off - base); }
+    float* grad(size_t off) const { return g + (off - base); }
+  };
+  // FSDP buffers: two for blocks (one in use, one being gathered), one for
+  // the embedding or the head.
+  static constexpr int kBigSlot = 2;
+  struct Slot {
+    void* buf = nullptr;
+    cudaEvent_t ready = nullptr, free = nullptr;
+    int unit = -1;  // which unit the buffer holds (host's view, in issue order)
+  };
   template <class T>
   T* alloc(size_t count);
-  void forward_block(int l, const Block& a, int64_t B, bool recomputing);
-  void backward_block(int l, const Block& a, int64_t B);
-  void classifier(int64_t B, float z_weight, float grad_scale, bool backward, float* logits_host);
+  void forward_block(int l, const Block& a, int64_t B, bool recomputing, const View& w);
+  void backward_block(int l, const Block& a, int64_t B, const View& w);
+  void classifier(int64_t B, float z_weight, float grad_scale, bool backward, float* logits_host,
+                  const View& w);
+  // FSDP choreography (each is a no-op, or the whole buffers, unsharded).
+  void prefetch(int unit, int slot);  // all-gather unit into slot on the comm stream
+  View acquire(int unit, int slot);   // compute stream waits for the gathered unit
+  void release(int slot);             // compute stream is done reading the slot
+  void grad_begin(View& w, int unit, int slot);  // zeroed fp32 buffer for the unit's gradient
+  void grad_end(int unit, int slot);  // reduce-scatter it and add into this rank's shard
+  void wait_for_comm();               // compute stream waits for everything issued on comm
+  void invalidate_gathered();         // the shards changed: gathered copies are stale
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
 
   ModelConfig cfg_;
   CudaOptions opts_;
   ParamLayout layout_;
+  std::unique_ptr<ShardPlan> plan_;      // world > 1
+  std::vector<ShardPiece> pieces_;       // what this rank owns (one piece unsharded)
+  size_t local_n_ = 0;                   // elements in params_, grads_, m_, v_
+  cudaStream_t comm_stream_ = nullptr;
+  cudaEvent_t comm_done_ = nullptr, compute_done_ = nullptr;
+  Slot slots_[3], grad_slots_[3];
+  void* rs_out_ = nullptr;               // one reduced shard (fp32 or bf16)
+  cuda::bf16* rs_in_bf16_ = nullptr;     // a unit's gradient rounded to bf16
+  float* sum_squares_ = nullptr;
   int64_t max_batch_, T_;
   int64_t chunk_rows_;  // classifier rows per chunk
   cudaStream_t stream_ = nullptr;

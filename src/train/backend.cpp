@@ -5,12 +5,11 @@
 #include <vector>
 
 #include "model/llama_cpu.h"
+#include "train/backend_cuda.h"
 #include "train/optimizer.h"
 #include "util/error.h"
 
 namespace intellect {
-
-std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, int64_t max_batch, int64_t seq_len);
 
 namespace {
 

@@ -2,6 +2,7 @@
 #include "kernels/cuda_device.h"
 #include "model/llama_cuda.h"
 #include "train/backend.h"
+#include "train/backend_cuda.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -11,7 +12,7 @@ namespace {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const Config& cfg, int64_t max_batch, int64_t seq_len)
-      : cfg_(cfg), model_(cfg.model, options(cfg), max_batch, seq_len) {}
+      : cfg_(cfg), model_(cfg.model, cuda_options(cfg), max_batch, seq_len) {}
 
   std::string describe() const override {
     return str("cuda: ", cuda::describe_device(0), ", bf16, ",
@@ -25,11 +26,15 @@ class CudaBackend final : public Backend {
   void get_grads(float* host) override { model_.download_grads(host); }
   void zero_grads() override { model_.zero_grads(); }
   void get_optimizer_state(std::vector<float>& m, std::vector<float>& v, int64_t& step) override {
-    model_.download_optimizer_state(m, v);
+    m.resize(model_.layout().total());
+    v.resize(model_.layout().total());
+    model_.download_optimizer_state(m.data(), v.data());
     step = steps_;
   }
   void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v, int64_t step) override {
-    model_.upload_optimizer_state(m, v);
+    const size_t P = model_.layout().total();
+    if (m.size() != P || v.size() != P) fail("optimizer state has ", m.size(), " values, the model ", P);
+    model_.upload_optimizer_state(m.data(), v.data());
     steps_ = step;
   }
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
@@ -46,16 +51,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static CudaOptions options(const Config& cfg) {
-    CudaOptions o;
-    o.master_weights = cfg.precision.master_weights;
-    o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
-    o.recompute = cfg.train.recompute;
-    o.attention = cfg.train.attention;
-    o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
-    return o;
-  }
-
   Config cfg_;
   LlamaCuda model_;
   int64_t steps_ = 0;
@@ -63,7 +58,31 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
+CudaOptions cuda_options(const Config& cfg) {
+  CudaOptions o;
+  o.master_weights = cfg.precision.master_weights;
+  o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
+  o.recompute = cfg.train.recompute;
+  o.attention = cfg.train.attention;
+  o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
+  o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";
+  return o;
+}
+
+int resolve_gpu_count(const Config& cfg) {
+  const int visible = cuda::device_count();
+  if (visible == 0)
+    fail("train.device is \"cuda\" but no CUDA GPU is visible (", cuda::describe_device(0), ")");
+  if (cfg.train.gpus == 0) return visible;
+  if (cfg.train.gpus > visible)
+    fail(cfg.source, ": train.gpus is ", cfg.train.gpus, " but this machine shows ", visible,
+         " GPU(s); lower train.gpus, or set it to 0 to use every visible GPU");
+  return static_cast<int>(cfg.train.gpus);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, int64_t max_batch, int64_t seq_len) {
+  const int gpus = resolve_gpu_count(cfg);
+  if (gpus > 1) return make_fsdp_backend(cfg, gpus, max_batch, seq_len);
   return std::make_unique<CudaBackend>(cfg, max_batch, seq_len);
 }
 

@@ -86,6 +86,10 @@ Config parse_config(const json& doc, const std::string& source) {
     t.eval_every = r.get_int("eval_every", 0, 0, kBig);
     t.eval_batches = r.get_int("eval_batches", 4, 1, kBig);
     t.attention = r.get_string("attention", "auto", {"auto", "cudnn", "fallback"});
+    t.gpus = r.get_int("gpus", 1, 0, 64);
+    if (t.gpus != 1 && t.device != "cuda")
+      r.error("gpus", str("sharding over several GPUs needs train.device \"cuda\", got gpus=", t.gpus,
+                          " with device \"", t.device, "\""));
     // recompute: "none", "all", or a list of block indices.
     t.recompute.assign(c.model.n_layers, false);
     if (r.has("recompute")) {
@@ -159,6 +163,7 @@ Config parse_config(const json& doc, const std::string& source) {
     JsonReader r = root.child("precision");
     c.precision.master_weights = r.get_bool("master_weights", true);
     c.precision.optim_state_dtype = r.get_string("optim_state_dtype", "fp32", {"fp32", "bf16"});
+    c.precision.grad_reduce_dtype = r.get_string("grad_reduce_dtype", "fp32", {"fp32", "bf16"});
     r.finish();
   }
   {

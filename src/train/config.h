@@ -42,6 +42,10 @@ struct TrainConfig {
   int64_t eval_batches = 4;
   std::vector<bool> recompute;  // per block: recompute activations in backward (empty = none)
   std::string attention = "auto";  // CUDA attention: auto | cudnn | fallback
+  // GPUs of this node, sharded FSDP-style over NCCL (0 = every visible GPU).
+  // Each step's micro-batches are dealt out to the GPUs, so the global batch
+  // and the loss curve are those of one GPU.
+  int64_t gpus = 1;
   std::string out_dir = "runs/default";
   std::string metrics_file = "";  // default: <out_dir>/metrics.jsonl
 };
@@ -51,6 +55,7 @@ struct TrainConfig {
 struct PrecisionConfig {
   bool master_weights = true;             // fp32 master copy; off = bf16 weights, stochastic rounding
   std::string optim_state_dtype = "fp32"; // fp32 | bf16 (AdamW m and v)
+  std::string grad_reduce_dtype = "fp32"; // FSDP gradient reduce-scatter: fp32 | bf16 (half the bytes)
 };
 
 // One dataset of a mixture. In the config either a string (the path; one

@@ -9,6 +9,7 @@
 #include "kernels/attention_cudnn.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
+#include "kernels/grad_shard.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -326,6 +327,40 @@ TEST(CudaKernels, Matmul) {
     EXPECT_LT(rel_error(to_f32(dy.download()), y), kBf16Tol);
     EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
     EXPECT_LT(rel_error(ddw.download(), rdw), 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace intellect
+
+namespace intellect {
+namespace {
+
+using namespace test;
+
+// FSDP's gradient helpers against the CPU twin, odd sizes included; the
+// bf16 reduction path rounds once, so its sum is within bf16 of the fp32 one.
+TEST(CudaKernels, GradShardAddIntoAndToBf16) {
+  REQUIRE_GPU();
+  for (int64_t n : {int64_t(1), int64_t(333), int64_t(100003)}) {
+    SCOPED_TRACE(n);
+    const std::vector<float> dst0 = randn(n, 1), src = randn(n, 2);
+    std::vector<float> ref = dst0;
+    cpu::add_into(ref.data(), src.data(), n);
+    DeviceBuffer<float> d_dst(n), d_src(n);
+    d_dst.upload(dst0);
+    d_src.upload(src);
+    cuda::add_into(d_dst.get(), d_src.get(), n, nullptr);
+    EXPECT_EQ(rel_error(d_dst.download(), ref), 0.0);
+
+    DeviceBuffer<bf16> d_half(n);  // poisoned: every element must be written
+    cuda::to_bf16(d_half.get(), d_src.get(), n, nullptr);
+    const std::vector<bf16> half = d_half.download();
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(__bfloat162float(half[i]), __bfloat162float(__float2bfloat16(src[i]))) << i;
+    d_dst.upload(dst0);
+    cuda::add_into(d_dst.get(), d_half.get(), n, nullptr);
+    EXPECT_LT(rel_error(d_dst.download(), ref), 1e-2);
   }
 }
 

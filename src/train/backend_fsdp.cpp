@@ -1,0 +1,290 @@
+// FsdpBackend: one node's GPUs as one replica. One host thread per GPU drives
+// a LlamaCuda shard (rank r of N) on its own device; the shards meet only in
+// NCCL collectives, which every rank issues in the same order.
+//
+// Data parallelism inside the node: the trainer's micro-batches are dealt out
+// one per GPU, N at a time, so a step sees the same micro-batches as on one
+// GPU and the summed gradient is the same (up to summation order). A step
+// whose micro-batch count is not a multiple of N is padded with empty
+// micro-batches (every target ignored): they add nothing but keep the ranks'
+// collectives in step.
+#if defined(INTELLECT_HAVE_CUDA)
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "kernels/cuda_device.h"
+#include "train/backend_cuda.h"
+#include "util/error.h"
+#if defined(INTELLECT_HAVE_NCCL)
+#include "dist/nccl_group.h"
+#endif
+
+namespace intellect {
+
+#if defined(INTELLECT_HAVE_NCCL)
+namespace {
+
+void set_device(int device) {
+  const cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) fail("CUDA: selecting GPU ", device, ": ", cudaGetErrorString(e));
+}
+
+// One thread per GPU, each bound to its device for life; run_all() hands the
+// same job to every thread and waits for all of them.
+class RankThreads {
+ public:
+  explicit RankThreads(int n) {
+    for (int r = 0; r < n; ++r) threads_.emplace_back([this, r] { loop(r); });
+  }
+  ~RankThreads() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+  // Runs fn(rank) on every rank's thread; rethrows the first failure (by rank).
+  void run_all(const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> lock(mu_);
+    job_ = &fn;
+    errors_.assign(threads_.size(), nullptr);
+    pending_ = static_cast<int>(threads_.size());
+    ++generation_;
+    cv_.notify_all();
+    done_cv_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+    for (const std::exception_ptr& e : errors_)
+      if (e) std::rethrow_exception(e);
+  }
+
+ private:
+  void loop(int rank) {
+    uint64_t seen = 0;
+    set_device(rank);
+    for (;;) {
+      const std::function<void(int)>* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+      }
+      std::exception_ptr err;
+      try {
+        (*job)(rank);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      errors_[rank] = err;
+      if (--pending_ == 0) done_cv_.notify_all();
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  const std::function<void(int)>* job_ = nullptr;
+  std::vector<std::exception_ptr> errors_;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+class FsdpBackend final : public Backend {
+ public:
+  FsdpBackend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len)
+      : cfg_(cfg), world_(gpus), T_(seq_len), max_batch_(max_batch), models_(gpus) {
+    std::vector<int> devices(gpus);
+    for (int r = 0; r < gpus; ++r) devices[r] = r;
+    group_ = std::make_unique<NcclGroup>(devices);
+    threads_ = std::make_unique<RankThreads>(gpus);
+    threads_->run_all([&](int r) {
+      CudaOptions o = cuda_options(cfg_);
+      o.rank = r;
+      o.world = world_;
+      o.comm = group_->comm(r);
+      models_[r] = std::make_unique<LlamaCuda>(cfg_.model, o, max_batch_, T_);
+    });
+    if (cfg_.grad_accum_steps() % world_ != 0)
+      std::fprintf(stderr,
+                   "intellect: warning: a step has %lld micro-batches, not a multiple of train.gpus=%d; "
+                   "the last round of each step is padded and some GPUs idle. Make train.batch_size / "
+                   "train.micro_batch_size a multiple of %d.\n",
+                   static_cast<long long>(cfg_.grad_accum_steps()), world_, world_);
+  }
+
+  ~FsdpBackend() override {
+    // Shards first (their streams use the communicators), then NCCL, then threads.
+    if (threads_) {
+      try {
+        threads_->run_all([&](int r) { models_[r].reset(); });
+      } catch (const std::exception&) {
+      }
+    }
+    group_.reset();
+  }
+
+  std::string describe() const override {
+    size_t bytes = 0;
+    for (const auto& m : models_) bytes = std::max(bytes, m->device_bytes());
+    return str("cuda x", world_, " (FSDP over NCCL ", NcclGroup::version(), ", gradients reduced in ",
+               cfg_.precision.grad_reduce_dtype, "): ", cuda::describe_device(0), ", bf16, ",
+               cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
+               ", AdamW state ", cfg_.precision.optim_state_dtype, ", attention: ",
+               models_[0]->attention_impl(), ", ", bytes / double(1 << 30), " GiB allocated per GPU");
+  }
+  const ParamLayout& layout() const override { return models_[0]->layout(); }
+
+  void set_params(const float* host) override {
+    flush();
+    threads_->run_all([&](int r) { models_[r]->upload_params(host); });
+  }
+  void get_params(float* host) override {
+    flush();
+    threads_->run_all([&](int r) { models_[r]->download_params(host); });
+  }
+  void get_grads(float* host) override {
+    flush();
+    threads_->run_all([&](int r) { models_[r]->download_grads(host); });
+  }
+  void zero_grads() override {
+    flush();
+    threads_->run_all([&](int r) { models_[r]->zero_grads(); });
+  }
+  void get_optimizer_state(std::vector<float>& m, std::vector<float>& v, int64_t& step) override {
+    flush();
+    m.assign(layout().total(), 0.0f);
+    v.assign(layout().total(), 0.0f);
+    threads_->run_all([&](int r) { models_[r]->download_optimizer_state(m.data(), v.data()); });
+    step = steps_;
+  }
+  void set_optimizer_state(const std::vector<float>& m, const std::vector<float>& v, int64_t step) override {
+    flush();
+    const size_t P = layout().total();
+    if (m.size() != P || v.size() != P) fail("optimizer state has ", m.size(), " values, the model ", P);
+    threads_->run_all([&](int r) { models_[r]->upload_optimizer_state(m.data(), v.data()); });
+    steps_ = step;
+  }
+
+  void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
+           bool backward, float* logits_host) override {
+    if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
+    // Checked here, before any rank starts: a rank that failed alone would
+    // leave the others waiting in a collective.
+    const int64_t V = cfg_.model.vocab_size;
+    for (int64_t i = 0; i < B * T_; ++i) {
+      if (tokens[i] < 0 || tokens[i] >= V)
+        fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
+      if (targets[i] >= V)
+        fail("target id ", targets[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
+    }
+    if (!pending_.empty() && (pending_.front().backward != backward || logits_host)) flush();
+    MicroBatch mb;
+    mb.tokens.assign(tokens, tokens + B * T_);
+    mb.targets.assign(targets, targets + B * T_);
+    mb.B = B;
+    mb.z_weight = z_weight;
+    mb.grad_scale = grad_scale;
+    mb.backward = backward;
+    mb.logits_host = logits_host;
+    pending_.push_back(std::move(mb));
+    if (static_cast<int>(pending_.size()) == world_ || logits_host) flush();
+  }
+
+  cpu::LossSums take_loss() override {
+    flush();
+    std::vector<cpu::LossSums> per(world_);
+    threads_->run_all([&](int r) { per[r] = models_[r]->take_loss(); });
+    return sum(per);
+  }
+
+  StepStats step(double lr) override {
+    flush();
+    ++steps_;
+    const OptimConfig& o = cfg_.optim;
+    std::vector<CudaStepStats> per(world_);
+    threads_->run_all([&](int r) {
+      per[r] = models_[r]->optimizer_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.grad_clip, steps_,
+                                          cfg_.train.seed + static_cast<uint64_t>(r));
+    });
+    std::vector<cpu::LossSums> losses;
+    for (const CudaStepStats& s : per) losses.push_back(s.loss);
+    return {sum(losses), per[0].grad_norm};  // the norm is global: the same on every rank
+  }
+
+ private:
+  struct MicroBatch {
+    std::vector<int32_t> tokens, targets;
+    int64_t B = 0;
+    float z_weight = 0, grad_scale = 0;
+    bool backward = false;
+    float* logits_host = nullptr;
+  };
+
+  static cpu::LossSums sum(const std::vector<cpu::LossSums>& v) {
+    cpu::LossSums s;
+    for (const cpu::LossSums& x : v) {
+      s.ce += x.ce;
+      s.z += x.z;
+      s.n_valid += x.n_valid;
+    }
+    return s;
+  }
+
+  // Runs the pending micro-batches, one per GPU, padding the round with empty
+  // ones (token 0, every target ignored) so every rank joins the collectives.
+  void flush() {
+    if (pending_.empty()) return;
+    while (static_cast<int>(pending_.size()) < world_) {
+      MicroBatch pad;
+      pad.B = pending_.front().B;
+      pad.tokens.assign(pad.B * T_, 0);
+      pad.targets.assign(pad.B * T_, -1);
+      pad.z_weight = pending_.front().z_weight;
+      pad.grad_scale = pending_.front().grad_scale;
+      pad.backward = pending_.front().backward;
+      pending_.push_back(std::move(pad));
+    }
+    threads_->run_all([&](int r) {
+      const MicroBatch& mb = pending_[r];
+      models_[r]->forward_backward(mb.tokens.data(), mb.targets.data(), mb.B, mb.z_weight, mb.grad_scale,
+                                   mb.backward, mb.logits_host);
+    });
+    pending_.clear();
+  }
+
+  Config cfg_;
+  int world_;
+  int64_t T_, max_batch_;
+  std::unique_ptr<NcclGroup> group_;
+  std::vector<std::unique_ptr<LlamaCuda>> models_;
+  std::unique_ptr<RankThreads> threads_;
+  std::vector<MicroBatch> pending_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_fsdp_backend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len) {
+  return std::make_unique<FsdpBackend>(cfg, gpus, max_batch, seq_len);
+}
+
+#else
+
+std::unique_ptr<Backend> make_fsdp_backend(const Config& cfg, int gpus, int64_t, int64_t) {
+  fail(cfg.source, ": train.gpus asks for ", gpus, " GPUs, and sharding over several GPUs needs NCCL, which "
+       "this build lacks (install NCCL, reconfigure and rebuild)");
+}
+
+#endif
+
+}  // namespace intellect
+#endif

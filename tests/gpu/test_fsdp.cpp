@@ -1,0 +1,189 @@
+// FSDP over a node's GPUs against the one-GPU CUDA backend: the same
+// micro-batches give the same summed gradient, the same clipped step and the
+// same loss curve (bf16 tolerance), whether the step's micro-batches divide
+// evenly over the GPUs or not. Needs two or more GPUs; skips otherwise.
+#include <cstdlib>
+
+#include "gpu_util.h"
+#include "model/init.h"
+#include "train/backend.h"
+#include "train/config.h"
+
+namespace intellect {
+namespace {
+
+using namespace test;
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
+
+#define REQUIRE_GPUS(n)                                                                             \
+  do {                                                                                              \
+    REQUIRE_GPU();                                                                                  \
+    if (::intellect::cuda::device_count() < (n))                                                    \
+      GTEST_SKIP() << "needs " << (n) << " GPUs, this machine shows " << ::intellect::cuda::device_count() \
+                   << "; run on a multi-GPU device kind";                                           \
+  } while (0)
+
+Config tiny(int gpus, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> o = {"train.device=cuda", "train.gpus=" + std::to_string(gpus)};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return load_config(std::string(INTELLECT_SOURCE_DIR) + "/configs/tiny.json", o);
+}
+
+// Deterministic micro-batch k of a config's shape.
+void batch(const Config& c, int k, std::vector<int32_t>& x, std::vector<int32_t>& y) {
+  const int64_t n = c.train.micro_batch_size * c.train.seq_len;
+  x.resize(n);
+  y.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    // A learnable stream: the next token is mostly the previous one plus one.
+    x[i] = static_cast<int32_t>((hash_u64(11, k * n + i / 7) + i % 7) % 200);
+    y[i] = (x[i] + 1) % 200;
+  }
+}
+
+std::vector<float> initial_params(const Config& c, const ParamLayout& layout) {
+  std::vector<float> p(layout.total());
+  init_params(p.data(), layout, c.model, 3);
+  return round_bf16(p);
+}
+
+struct Trace {
+  std::vector<double> loss, norm;
+  std::vector<float> grads0, params;
+};
+
+// `steps` optimizer steps; the gradient of the first step is kept.
+Trace train(const Config& c, int steps) {
+  auto b = make_backend(c, c.train.micro_batch_size, c.train.seq_len);
+  const std::vector<float> p0 = initial_params(c, b->layout());
+  b->set_params(p0.data());
+  Trace t;
+  std::vector<int32_t> x, y;
+  const float scale = 1.0f / static_cast<float>(c.tokens_per_step());
+  for (int s = 0; s < steps; ++s) {
+    b->zero_grads();
+    for (int m = 0; m < c.grad_accum_steps(); ++m) {
+      batch(c, s * 100 + m, x, y);
+      b->run(x.data(), y.data(), c.train.micro_batch_size, static_cast<float>(c.train.z_loss_weight), scale, true);
+    }
+    if (s == 0) {
+      t.grads0.resize(b->layout().total());
+      b->get_grads(t.grads0.data());
+    }
+    const StepStats st = b->step(1e-3);
+    t.loss.push_back(st.loss.ce / static_cast<double>(st.loss.n_valid));
+    t.norm.push_back(st.grad_norm);
+  }
+  t.params.resize(b->layout().total());
+  b->get_params(t.params.data());
+  return t;
+}
+
+void expect_same_run(const Trace& one, const Trace& many, double grad_tol, double loss_tol) {
+  EXPECT_LT(rel_error(many.grads0, one.grads0), grad_tol);
+  ASSERT_EQ(one.loss.size(), many.loss.size());
+  for (size_t s = 0; s < one.loss.size(); ++s) {
+    EXPECT_TRUE(std::isfinite(many.loss[s]));
+    EXPECT_NEAR(many.loss[s], one.loss[s], loss_tol * one.loss[s]) << "step " << s;
+    EXPECT_NEAR(many.norm[s], one.norm[s], 2e-2 * one.norm[s]) << "step " << s;
+  }
+  EXPECT_LT(many.loss.back(), many.loss.front() - 0.5) << "the loss falls";
+  EXPECT_LT(rel_error(many.params, one.params), 2e-2);
+}
+
+TEST(Fsdp, MatchesOneGpuGradientsStepsAndLossCurve) {
+  REQUIRE_GPUS(2);
+  std::vector<int> counts = {2};
+  if (cuda::device_count() > 2) counts.push_back(cuda::device_count());
+  for (int gpus : counts) {
+    SCOPED_TRACE(::testing::Message() << gpus << " GPUs");
+    // 4 micro-batches of 4 per step: divides over 2 and 4 GPUs.
+    const std::vector<std::string> shape = {"train.batch_size=16", "train.micro_batch_size=4"};
+    const Trace one = train(tiny(1, shape), 30);
+    const Trace many = train(tiny(gpus, shape), 30);
+    expect_same_run(one, many, 1e-2, 2e-2);
+  }
+}
+
+TEST(Fsdp, Bf16ReductionAndBf16StateStayClose) {
+  REQUIRE_GPUS(2);
+  const std::vector<std::string> o = {"train.batch_size=16", "train.micro_batch_size=4",
+                                      "precision.master_weights=false", "precision.optim_state_dtype=bf16"};
+  const Trace one = train(tiny(1, o), 20);
+  std::vector<std::string> o2 = o;
+  o2.push_back("precision.grad_reduce_dtype=bf16");
+  const Trace many = train(tiny(2, o2), 20);
+  expect_same_run(one, many, 2e-2, 3e-2);
+}
+
+TEST(Fsdp, UnevenMicroBatchesArePaddedNotLost) {
+  REQUIRE_GPUS(2);
+  // 3 micro-batches per step on 2 GPUs: the second round is padded.
+  const std::vector<std::string> shape = {"train.batch_size=12", "train.micro_batch_size=4"};
+  const Trace one = train(tiny(1, shape), 10);
+  const Trace many = train(tiny(2, shape), 10);
+  expect_same_run(one, many, 1e-2, 2e-2);
+}
+
+TEST(Fsdp, EvaluationLossMatchesOneGpu) {
+  REQUIRE_GPUS(2);
+  const Config c1 = tiny(1), c2 = tiny(2);
+  auto one = make_backend(c1, c1.train.micro_batch_size, c1.train.seq_len);
+  auto many = make_backend(c2, c2.train.micro_batch_size, c2.train.seq_len);
+  const std::vector<float> p = initial_params(c1, one->layout());
+  one->set_params(p.data());
+  many->set_params(p.data());
+  std::vector<int32_t> x, y;
+  for (int k = 0; k < 3; ++k) {  // odd: the last round is padded
+    batch(c1, k, x, y);
+    one->run(x.data(), y.data(), c1.train.micro_batch_size, 0.0f, 0.0f, false);
+    many->run(x.data(), y.data(), c2.train.micro_batch_size, 0.0f, 0.0f, false);
+  }
+  const cpu::LossSums a = one->take_loss(), b = many->take_loss();
+  EXPECT_EQ(a.n_valid, b.n_valid);
+  EXPECT_NEAR(b.ce, a.ce, 1e-3 * a.ce);
+}
+
+TEST(Fsdp, ShardsRoundTripParametersAndOptimizerStateExactly) {
+  REQUIRE_GPUS(2);
+  const Config c = tiny(cuda::device_count());
+  auto b = make_backend(c, c.train.micro_batch_size, c.train.seq_len);
+  const size_t P = b->layout().total();
+  std::vector<float> p(P), m(P), v(P);
+  for (size_t i = 0; i < P; ++i) {
+    p[i] = static_cast<float>(i % 1000) * 1e-3f;  // exact in fp32 master weights
+    m[i] = static_cast<float>(i) * 1e-6f;
+    v[i] = static_cast<float>(i % 77) * 1e-5f;
+  }
+  b->set_params(p.data());
+  b->set_optimizer_state(m, v, 7);
+  std::vector<float> p2(P, -1.0f), m2, v2;
+  int64_t step = 0;
+  b->get_params(p2.data());
+  b->get_optimizer_state(m2, v2, step);
+  EXPECT_EQ(p2, p);
+  EXPECT_EQ(m2, m);
+  EXPECT_EQ(v2, v);
+  EXPECT_EQ(step, 7);
+}
+
+TEST(Fsdp, NvlinkMulticastIsOffWhateverTheEnvironmentSays) {
+  REQUIRE_GPUS(2);
+  setenv("NCCL_NVLS_ENABLE", "1", 1);
+  const Config c = tiny(2);
+  auto b = make_backend(c, c.train.micro_batch_size, c.train.seq_len);
+  ASSERT_NE(std::getenv("NCCL_NVLS_ENABLE"), nullptr);
+  EXPECT_STREQ(std::getenv("NCCL_NVLS_ENABLE"), "0");
+  EXPECT_CONTAINS(b->describe(), "FSDP over NCCL");
+}
+
+TEST(Fsdp, MoreGpusThanVisibleIsAClearError) {
+  REQUIRE_GPU();
+  const Config c = tiny(64);
+  EXPECT_CONTAINS(error_of([&] { make_backend(c, 1, 16); }), "train.gpus is 64 but this machine shows");
+}
+
+}  // namespace
+}  // namespace intellect
