@@ -21,7 +21,7 @@ std::vector<Message> samples() {
           RingFailed{3, 42, 99, "next node timed out"},
           OuterHash{3, 42, 0x1234567890abcdefull},
           Refused{"wrong protocol"},
-          PeerHello{3, 99}};
+          PeerHello{3, 99, 5}};
 }
 
 TEST(Control, EveryMessageRoundTrips) {
@@ -53,6 +53,7 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(Join{"a", "b", 0}), "t"), Error);
   EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, ""}), "t"), Error);
   EXPECT_THROW(decode(encode(RingAnnounce{1, 1, 1, {}}), "t"), Error);
+  EXPECT_THROW(decode(encode(PeerHello{1, 1, kMaxRingLanes}), "t"), Error);  // no such ring lane
 }
 
 TEST(Control, RandomMutationsNeverCrash) {

@@ -94,13 +94,16 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
 // without it, and the other two finish every outer step together.
 TEST_F(Swarm, NodeKilledDuringAnAllReduceMakesTheOthersRetryWithoutIt) {
   const SwarmRun r = run_swarm("int8", "INTELLECT_MESH_TEST_KILL=node-2:2",
-                               {"mesh.timeout_ms=1500", "mesh.heartbeat_ms=300", "mesh.ready_timeout_ms=2000"});
+                               {"mesh.timeout_ms=1500", "mesh.heartbeat_ms=300", "mesh.ready_timeout_ms=2000",
+                                // two parallel rings: a lost node aborts both lanes
+                                "diloco.rings=2"});
   EXPECT_NE(r.status, 0) << "the swarm reports the node it lost";
   EXPECT_NE(r.output.find("node-2 was killed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("diverged: 0"), std::string::npos) << r.output;
   for (int i = 0; i < 2; ++i) ASSERT_EQ(r.metrics[i].size(), 24u) << r.output;
   const auto& o2 = r.metrics[0][11]["outer"];  // outer step 2
   EXPECT_EQ(o2["ring_size"], 2);
+  EXPECT_EQ(o2["rings"], 2);
   EXPECT_GE(o2["retries"].get<int>(), 1);
   for (size_t s = 5; s < 24; s += 6) EXPECT_EQ(r.metrics[0][s]["outer"]["hash"], r.metrics[1][s]["outer"]["hash"]);
   EXPECT_EQ(r.metrics[0][23]["outer"]["ring_size"], 2);

@@ -77,6 +77,7 @@ void put(ByteWriter& w, const PeerHello& m) {
   w.u8(kPeerHello);
   w.u64(m.node_id);
   w.u64(m.round);
+  w.u32(m.lane);
 }
 
 int64_t step_field(ByteReader& r, const char* field) {
@@ -175,6 +176,9 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       PeerHello m;
       m.node_id = r.u64("node_id");
       m.round = r.u64("round");
+      m.lane = r.u32("lane");
+      if (m.lane >= kMaxRingLanes) fail("control message from ", from, ": ring lane ", m.lane, " is not below ",
+                                         kMaxRingLanes);
       out = m;
       break;
     }

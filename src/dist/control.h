@@ -71,11 +71,14 @@ struct OuterHash {
 struct Refused {
   std::string reason;
 };
-// node -> node, first on a ring connection: who is dialling, for which round.
+// node -> node, first on a ring connection: who is dialling, for which round,
+// and which of the round's parallel rings (lanes) the connection carries.
 struct PeerHello {
   uint64_t node_id = 0;
   uint64_t round = 0;
+  uint32_t lane = 0;
 };
+constexpr uint32_t kMaxRingLanes = 64;
 
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
                              PeerHello>;

@@ -1,10 +1,15 @@
 #include "dist/mesh_node.h"
 
 #include <algorithm>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 #include <csignal>
 #include <cstdlib>
 
+#include "dist/shard_plan.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -141,9 +146,9 @@ control::Message MeshNode::recv_control(Deadline deadline) {
 // Waits for the previous ring node to dial in for `round`. Connections that
 // arrive for a later round are kept for it; a newer ring announced by the
 // coordinator meanwhile supersedes this round (kept in next_ring_).
-ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline) {
+ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, Deadline deadline) {
   for (;;) {
-    auto early = early_peers_.find({peer_id, round});
+    auto early = early_peers_.find({peer_id, round, lane});
     if (early != early_peers_.end()) {
       const ConnId c = early->second;
       early_peers_.erase(early);
@@ -167,9 +172,10 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline
     }
     const control::Message m = control::decode(hello->frame.payload, ev->peer);
     const auto* h = std::get_if<control::PeerHello>(&m);
-    if (h && h->node_id == peer_id && h->round == round) return ev->conn;
-    if (h && h->round > round) {
-      early_peers_[{h->node_id, h->round}] = ev->conn;  // a neighbour already in a newer round
+    if (h && h->node_id == peer_id && h->round == round && h->lane == lane) return ev->conn;
+    if (h && (h->round > round || (h->round == round && h->node_id == peer_id))) {
+      // Another lane of this round, or a neighbour already in a newer round.
+      early_peers_[{h->node_id, h->round, h->lane}] = ev->conn;
       continue;
     }
     transport_.close(ev->conn, "not the expected ring neighbour for this round");
@@ -216,30 +222,68 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
     }
     const control::RingMember& next = ring.members[(i + 1) % n];
     const control::RingMember& prev = ring.members[(i + n - 1) % n];
-    ConnId to_next = 0, from_prev = 0;
+    // Never more rings than values (the size is the same on every node).
+    const int K = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt_.rings), 1, std::max<size_t>(1, input.size())));
+    std::vector<ConnId> to_next(K, 0), from_prev(K, 0);
     try {
       const auto [host, port] = split_host_port(next.address, str("address of node ", next.node_id));
-      to_next = transport_.connect(host, port, deadline);
-      send_control(to_next, control::PeerHello{welcome_.node_id, ring.round});
-      from_prev = accept_peer(prev.node_id, ring.round, deadline);
-      TransportRingLink link(transport_, to_next, from_prev, opt_.link_rate_bytes_per_s);
-      RingOptions ro;
-      ro.rank = static_cast<int>(i);
-      ro.world = static_cast<int>(n);
-      ro.round = ring.round;
-      ro.compression = opt_.compression;
-      ro.message_timeout = opt_.message_timeout;
-      ro.deadline = deadline;
-      const RingStats rs = ring_allreduce_average(link, ro, input, output);
-      stats.bytes_sent = rs.bytes_sent;
-      stats.bytes_received = rs.bytes_received;
-      stats.seconds = rs.seconds;
-      transport_.close(to_next, "round done");
-      transport_.close(from_prev, "round done");
+      for (int k = 0; k < K; ++k) {
+        to_next[k] = transport_.connect(host, port, deadline);
+        send_control(to_next[k], control::PeerHello{welcome_.node_id, ring.round, static_cast<uint32_t>(k)});
+      }
+      for (int k = 0; k < K; ++k) from_prev[k] = accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), deadline);
+      // One ring per segment, each on its own thread; the node's pacing (a
+      // WAN link's capacity) is shared out among them.
+      const std::vector<FlatRange> segs = ring_segments(input.size(), K);
+      std::vector<std::unique_ptr<TransportRingLink>> links;
+      for (int k = 0; k < K; ++k)
+        links.push_back(std::make_unique<TransportRingLink>(transport_, to_next[k], from_prev[k],
+                                                            opt_.link_rate_bytes_per_s / K));
+      std::vector<RingStats> lane_stats(K);
+      std::mutex error_mu;
+      std::exception_ptr first_error;  // the cause; the other lanes then fail from the abort
+      auto run_lane = [&](int k) {
+        try {
+          RingOptions ro;
+          ro.rank = static_cast<int>(i);
+          ro.world = static_cast<int>(n);
+          ro.round = ring.round;
+          ro.compression = opt_.compression;
+          ro.message_timeout = opt_.message_timeout;
+          ro.deadline = deadline;
+          lane_stats[k] = ring_allreduce_average(*links[k], ro, input.subspan(segs[k].begin, segs[k].size()),
+                                                 output.subspan(segs[k].begin, segs[k].size()));
+        } catch (...) {
+          {
+            std::lock_guard<std::mutex> lock(error_mu);
+            if (!first_error) first_error = std::current_exception();
+          }
+          for (auto& l : links) l->abort();  // the other lanes fail fast instead of at their deadline
+        }
+      };
+      std::vector<std::thread> lanes;
+      for (int k = 1; k < K; ++k) lanes.emplace_back(run_lane, k);
+      run_lane(0);
+      for (std::thread& t : lanes) t.join();
+      if (first_error) std::rethrow_exception(first_error);
+      stats.bytes_sent = stats.bytes_received = 0;
+      stats.seconds = 0;
+      for (const RingStats& rs : lane_stats) {
+        stats.bytes_sent += rs.bytes_sent;
+        stats.bytes_received += rs.bytes_received;
+        stats.seconds = std::max(stats.seconds, rs.seconds);
+      }
+      stats.rings = K;
+      for (int k = 0; k < K; ++k) {
+        transport_.close(to_next[k], "round done");
+        transport_.close(from_prev[k], "round done");
+      }
       return stats;
     } catch (const Error& e) {
-      if (to_next) transport_.close(to_next, "round failed");
-      if (from_prev) transport_.close(from_prev, "round failed");
+      for (int k = 0; k < K; ++k) {
+        if (to_next[k]) transport_.close(to_next[k], "round failed");
+        if (from_prev[k]) transport_.close(from_prev[k], "round failed");
+      }
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
       if (!next_ring_) send_control(coord_, control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
       if (attempt + 1 > opt_.max_retries) throw;

@@ -4,6 +4,12 @@
 // next node and accepting the previous one peer to peer (the coordinator
 // never carries bulk data). A failed round is reported and retried on the
 // ring the coordinator re-forms, a bounded number of times.
+//
+// Parallel rings: with `rings` = K the buffer is cut into K contiguous
+// segments (ring_segments) and each is averaged over its own pair of
+// connections on its own thread, all K at once (INTELLECT-1 ran one ring per
+// GPU). K is a run-wide setting, not a GPU count, so nodes with different
+// numbers of GPUs take part in the same rings.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -14,6 +20,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "dist/control.h"
 #include "dist/ring_allreduce.h"
@@ -31,6 +38,7 @@ struct MeshNodeOptions {
   std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce
   std::chrono::milliseconds message_timeout{60000};
   int max_retries = 3;
+  int rings = 1;  // parallel rings (lanes) per round, the same on every node
   // Pacing of ring traffic sent by this node (bytes/s; 0 = none): plays a
   // WAN link's capacity on loopback for benchmarks.
   double link_rate_bytes_per_s = 0.0;
@@ -41,8 +49,9 @@ struct OuterRoundStats {
   size_t ring_size = 1;
   uint64_t round = 0;
   int retries = 0;
-  uint64_t bytes_sent = 0, bytes_received = 0;
-  double seconds = 0.0;
+  uint64_t bytes_sent = 0, bytes_received = 0;  // over all rings
+  double seconds = 0.0;                         // the slowest ring
+  int rings = 1;
 };
 
 // "host:port" -> (host, port); fails with a message naming `what`.
@@ -67,7 +76,7 @@ class MeshNode {
  private:
   control::Message recv_control(Deadline deadline);
   void send_control(ConnId conn, const control::Message& m);
-  ConnId accept_peer(uint64_t peer_id, uint64_t round, Deadline deadline);
+  ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, Deadline deadline);
 
   MeshNodeOptions opt_;
   Transport transport_;
@@ -76,7 +85,8 @@ class MeshNode {
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
   std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
-  std::map<std::pair<uint64_t, uint64_t>, ConnId> early_peers_;  // (node, round) -> connection
+  // Connections that arrived before they were waited for: (node, round, lane).
+  std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
   std::thread heartbeat_;
 };
 

@@ -190,6 +190,7 @@ Config parse_config(const json& doc, const std::string& source) {
     d.outer_momentum = r.get_double("outer_momentum", 0.9, 0.0, 0.999999);
     d.nesterov = r.get_bool("nesterov", true);
     d.compression = r.get_string("compression", "int8", {"none", "int8"});
+    d.rings = r.get_int("rings", 1, 1, 16);
     r.finish();
   }
   {

@@ -97,6 +97,10 @@ struct DilocoConfig {
   double outer_momentum = 0.9;
   bool nesterov = true;
   std::string compression = "int8";  // none | int8
+  // Parallel rings per all-reduce, each carrying one contiguous segment of the
+  // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
+  // GPU, 8). Run-wide, independent of any node's GPU count.
+  int64_t rings = 1;
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

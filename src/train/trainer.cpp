@@ -157,6 +157,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.compression = parse_compression(cfg.diloco.compression);
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
+    mo.rings = static_cast<int>(cfg.diloco.rings);
     mo.log = [](const std::string& m) { note("mesh: " + m); };
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))
@@ -341,6 +342,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
     return nlohmann::json{{"outer_step", k},
                           {"ring_size", rs.ring_size},
+                          {"rings", rs.rings},
                           {"bytes_sent", rs.bytes_sent},
                           {"bytes_received", rs.bytes_received},
                           {"allreduce_s", allreduce_s},

@@ -81,7 +81,8 @@ Trace train(const Config& c, int steps) {
   return t;
 }
 
-void expect_same_run(const Trace& one, const Trace& many, double grad_tol, double loss_tol) {
+void expect_same_run(const Trace& one, const Trace& many, double grad_tol, double loss_tol,
+                     double param_tol = 2e-2) {
   EXPECT_LT(rel_error(many.grads0, one.grads0), grad_tol);
   ASSERT_EQ(one.loss.size(), many.loss.size());
   for (size_t s = 0; s < one.loss.size(); ++s) {
@@ -90,7 +91,7 @@ void expect_same_run(const Trace& one, const Trace& many, double grad_tol, doubl
     EXPECT_NEAR(many.norm[s], one.norm[s], 2e-2 * one.norm[s]) << "step " << s;
   }
   EXPECT_LT(many.loss.back(), many.loss.front() - 0.5) << "the loss falls";
-  EXPECT_LT(rel_error(many.params, one.params), 2e-2);
+  EXPECT_LT(rel_error(many.params, one.params), param_tol);
 }
 
 TEST(Fsdp, MatchesOneGpuGradientsStepsAndLossCurve) {
@@ -112,10 +113,16 @@ TEST(Fsdp, Bf16ReductionAndBf16StateStayClose) {
   const std::vector<std::string> o = {"train.batch_size=16", "train.micro_batch_size=4",
                                       "precision.master_weights=false", "precision.optim_state_dtype=bf16"};
   const Trace one = train(tiny(1, o), 20);
+  // bf16 weights are rounded stochastically, with a stream that depends on
+  // the seed and on where an element lives: two one-GPU runs that differ
+  // only in train.seed measure how far that noise alone moves the weights.
+  std::vector<std::string> o_seed = o;
+  o_seed.push_back("train.seed=2");
+  const double noise = rel_error(train(tiny(1, o_seed), 20).params, one.params);
   std::vector<std::string> o2 = o;
   o2.push_back("precision.grad_reduce_dtype=bf16");
   const Trace many = train(tiny(2, o2), 20);
-  expect_same_run(one, many, 2e-2, 3e-2);
+  expect_same_run(one, many, 2e-2, 3e-2, 2.0 * noise + 1e-3);
 }
 
 TEST(Fsdp, UnevenMicroBatchesArePaddedNotLost) {
