@@ -52,6 +52,7 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, co
   co.membership.heartbeat_timeout = std::chrono::milliseconds(c.mesh.timeout_ms);
   co.membership.ready_timeout = std::chrono::milliseconds(c.mesh.ready_timeout_ms);
   co.max_retries = static_cast<int>(c.mesh.max_retries);
+  co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";
   co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
   return co;

@@ -113,6 +113,10 @@ struct MeshConfig {
   int64_t ready_timeout_ms = 30000;     // coordinator: how long a ring waits for late nodes
   int64_t round_timeout_ms = 600000;    // a node: waiting for its ring and the all-reduce
   int64_t max_retries = 3;
+  // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
+  // registered nodes are ready, so a run whose nodes start together averages
+  // together from the first outer step.
+  int64_t min_ring = 1;
 };
 
 struct Config {
