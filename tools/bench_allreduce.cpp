@@ -4,8 +4,9 @@
 // 2(N-1)/N·S·bytes lower bound, and achieved bandwidth. --rate-mbit paces
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
-//                   [--compression none|int8|both] [--rate-mbit 0]
+//                   [--compression none|int8|both] [--rate-mbit 0] [--rings 1]
 #include <sodium.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,27 +34,36 @@ using namespace intellect;
 int usage() {
   std::fprintf(stderr,
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|both] "
-               "[--rate-mbit X]\n");
+               "[--rate-mbit X] [--rings K]\n");
   return 2;
 }
 
 // One node: joins, averages its seeded vector `rounds` times, writes one JSON line per round.
+double cpu_seconds() {  // this process, all threads: user + system
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
-             const std::string& compression, double rate, const std::string& out) {
+             const std::string& compression, double rate, int rings, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
   o.secret = load_run_secret(secret);
   o.compression = parse_compression(compression);
   o.link_rate_bytes_per_s = rate;
+  o.rings = rings;
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
   for (size_t i = 0; i < elems; ++i) in[i] = static_cast<float>(1e-3 * normal01(rank + 1, i));
   std::ofstream f(out);
   for (int r = 1; r <= rounds; ++r) {
+    const double cpu0 = cpu_seconds();
     const OuterRoundStats s = node.average(r, "", in, avg);
-    f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds},
+    const double cpu = cpu_seconds() - cpu0;
+    f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
                         {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries}}
               .dump()
       << "\n";
@@ -68,6 +78,7 @@ int main(int argc, char** argv) {
   size_t elems = size_t(1) << 24;
   std::string compression = "both";
   double rate_mbit = 0.0;
+  int rings = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -77,9 +88,10 @@ int main(int argc, char** argv) {
     else if (a == "--rounds") rounds = std::atoi(v.c_str());
     else if (a == "--compression") compression = v;
     else if (a == "--rate-mbit") rate_mbit = std::atof(v.c_str());
+    else if (a == "--rings") rings = std::atoi(v.c_str());
     else return usage();
   }
-  if (nodes < 2 || rounds < 1 || elems < 1) return usage();
+  if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16) return usage();
   try {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
     const std::string dir = "/tmp/bench_allreduce." + std::to_string(::getpid());
@@ -88,8 +100,9 @@ int main(int argc, char** argv) {
     randombytes_buf(key.data(), key.size());
     write_file_atomic(dir + "/secret", key.data(), key.size());
     ::chmod((dir + "/secret").c_str(), 0600);
-    std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, link pacing %s\n",
-                nodes, elems, elems * 4 / 1e6, rounds,
+    std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
+                "link pacing %s\n",
+                nodes, elems, elems * 4 / 1e6, rounds, rings,
                 rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none");
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
@@ -106,7 +119,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
-                                comp, rate_mbit * 1e6 / 8, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, rate_mbit * 1e6 / 8, rings, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);
@@ -125,7 +138,7 @@ int main(int argc, char** argv) {
       if (failed) fail(failed, " node(s) failed with compression ", comp);
       const double bound = 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * (comp == "none" ? 4.0 : 1.0);
       for (int round = 1; round <= rounds; ++round) {
-        double worst = 0, sent = 0;
+        double worst = 0, sent = 0, cpu = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
@@ -133,12 +146,15 @@ int main(int argc, char** argv) {
             if (j["round"] != round) continue;
             worst = std::max(worst, j["seconds"].get<double>());
             sent += j["sent"].get<double>() / nodes;
+            cpu += j["cpu"].get<double>() / nodes;
           }
         }
+        // CPU seconds per wall second: how many cores a node kept busy (the
+        // profile that tells a CPU-bound all-reduce from one that waits).
         std::printf("  %-4s round %d: %.3f s, %.1f MB sent per node (lower bound %.1f MB at %s, %.3f of it), "
-                    "%.1f MB/s per node%s\n",
+                    "%.1f MB/s per node, %.2f cores busy per node%s\n",
                     comp.c_str(), round, worst, sent / 1e6, bound / 1e6, comp == "none" ? "4 B" : "1 B",
-                    sent / bound, sent / worst / 1e6,
+                    sent / bound, sent / worst / 1e6, cpu / worst,
                     rate_mbit > 0 ? str(", ", 100.0 * sent * 8 / worst / (rate_mbit * 1e6), "% of the pacing cap").c_str()
                                   : "");
       }
