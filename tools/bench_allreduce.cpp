@@ -4,7 +4,7 @@
 // 2(N-1)/N·S·bytes lower bound, and achieved bandwidth. --rate-mbit paces
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
-//                   [--compression none|int8|both] [--rate-mbit 0] [--rings 1]
+//                   [--compression none|int8|both] [--rate-mbit 0] [--rings 1] [--chunk 0]
 #include <sodium.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -34,7 +34,7 @@ using namespace intellect;
 int usage() {
   std::fprintf(stderr,
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|both] "
-               "[--rate-mbit X] [--rings K]\n");
+               "[--rate-mbit X] [--rings K] [--chunk VALUES]\n");
   return 2;
 }
 
@@ -46,7 +46,7 @@ double cpu_seconds() {  // this process, all threads: user + system
 }
 
 int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
-             const std::string& compression, double rate, int rings, const std::string& out) {
+             const std::string& compression, double rate, int rings, size_t chunk, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -54,6 +54,7 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   o.compression = parse_compression(compression);
   o.link_rate_bytes_per_s = rate;
   o.rings = rings;
+  o.chunk_elems = chunk;
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
@@ -79,6 +80,7 @@ int main(int argc, char** argv) {
   std::string compression = "both";
   double rate_mbit = 0.0;
   int rings = 1;
+  size_t chunk = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -89,6 +91,7 @@ int main(int argc, char** argv) {
     else if (a == "--compression") compression = v;
     else if (a == "--rate-mbit") rate_mbit = std::atof(v.c_str());
     else if (a == "--rings") rings = std::atoi(v.c_str());
+    else if (a == "--chunk") chunk = std::strtoull(v.c_str(), nullptr, 10);
     else return usage();
   }
   if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16) return usage();
@@ -119,7 +122,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
-                                comp, rate_mbit * 1e6 / 8, rings, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, rate_mbit * 1e6 / 8, rings, chunk, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);
