@@ -148,7 +148,9 @@ TEST(ShardPlan, LocalDecayRangesCarryEachTensorsFlagAndNoneOnPadding) {
             ASSERT_EQ(local_flag[pc.local_begin + i], flat_flag[pc.flat_begin + i]) << "flat " << pc.flat_begin + i;
           }
         for (size_t i = 0; i < n; ++i)
-          if (!owned[i]) ASSERT_EQ(local_flag[i], 0) << "padding at local " << i;
+          if (!owned[i]) {
+            ASSERT_EQ(local_flag[i], 0) << "padding at local " << i;
+          }
       }
     }
   // Unsharded: the single piece reproduces the flags of the whole buffer.

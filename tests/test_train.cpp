@@ -1,6 +1,8 @@
 // End-to-end training on the CPU backend: the loss falls, runs are
 // deterministic given the seed, metrics and the model are written, and the
 // command line fails cleanly on bad input.
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,7 +19,9 @@ namespace {
 
 const std::string& corpus_dir() {
   static const std::string dir = [] {
-    const std::string d = ::testing::TempDir() + "/train_corpus";
+    // One per process: ctest runs these tests as parallel processes, and a
+    // shared directory would be removed under another test's feet.
+    const std::string d = ::testing::TempDir() + "/train_corpus_" + std::to_string(::getpid());
     std::filesystem::remove_all(d);
     CorpusOptions o;
     o.out_dir = d;

@@ -4,7 +4,7 @@
 // 2(N-1)/N·S·bytes lower bound, and achieved bandwidth. --rate-mbit paces
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
-//                   [--compression none|int8|both] [--rate-mbit 0] [--rings 1] [--chunk 0]
+//                   [--compression none|int8|both] [--rate-mbit 0] [--delay-ms 0] [--rings 1] [--chunk 0]
 #include <sodium.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -34,7 +34,7 @@ using namespace intellect;
 int usage() {
   std::fprintf(stderr,
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|both] "
-               "[--rate-mbit X] [--rings K] [--chunk VALUES]\n");
+               "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES]\n");
   return 2;
 }
 
@@ -46,7 +46,8 @@ double cpu_seconds() {  // this process, all threads: user + system
 }
 
 int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
-             const std::string& compression, double rate, int rings, size_t chunk, const std::string& out) {
+             const std::string& compression, double rate, int rings, size_t chunk, int delay_ms,
+             const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -55,6 +56,7 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   o.link_rate_bytes_per_s = rate;
   o.rings = rings;
   o.chunk_elems = chunk;
+  o.link_delay = std::chrono::milliseconds(delay_ms);
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
   double rate_mbit = 0.0;
   int rings = 1;
   size_t chunk = 0;
+  int delay_ms = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
     else if (a == "--rate-mbit") rate_mbit = std::atof(v.c_str());
     else if (a == "--rings") rings = std::atoi(v.c_str());
     else if (a == "--chunk") chunk = std::strtoull(v.c_str(), nullptr, 10);
+    else if (a == "--delay-ms") delay_ms = std::atoi(v.c_str());
     else return usage();
   }
   if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16) return usage();
@@ -104,9 +108,9 @@ int main(int argc, char** argv) {
     write_file_atomic(dir + "/secret", key.data(), key.size());
     ::chmod((dir + "/secret").c_str(), 0600);
     std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
-                "link pacing %s\n",
+                "link pacing %s, one-way delay %d ms\n",
                 nodes, elems, elems * 4 / 1e6, rounds, rings,
-                rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none");
+                rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms);
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
       CoordinatorOptions co;
@@ -122,7 +126,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
-                                comp, rate_mbit * 1e6 / 8, rings, chunk, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);

@@ -46,6 +46,9 @@ struct MeshNodeOptions {
   // Pacing of ring traffic sent by this node (bytes/s; 0 = none): plays a
   // WAN link's capacity on loopback for benchmarks.
   double link_rate_bytes_per_s = 0.0;
+  // One-way latency added to every ring message (0 = none): with the pacing,
+  // a WAN link on loopback.
+  std::chrono::milliseconds link_delay{0};
   std::function<void(const std::string&)> log;
 };
 
