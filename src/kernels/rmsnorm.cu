@@ -103,51 +103,36 @@ __global__ void rmsnorm_backward_kernel(bf16* dx, float* partial, const bf16* do
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[blockIdx.x * D + i] = dw_part[i];
 }
 
-// The fast path for D % 8 == 0 and D ≤ 8·512: each thread owns one group of
+// The fast path for D % 8 == 0 and D ≤ 8·1024: each thread owns one group of
 // 8 columns, keeps its slice of the row (dout, x and the dx it adds to) in
 // registers between the two passes, and its dw partials in registers too.
-// Speed path, measured against the DRAM floor (bytes / 4.2 TB/s) on the H200:
-//   1. one row per iteration, rows in flight limited by the block reduction: 60%
-//   2. the next row's loads are issued before this row's block reduction, so
-//      the reduction's barriers overlap a memory round trip (this version)
-__global__ void __launch_bounds__(512, 2) rmsnorm_backward_vec_kernel(
+// Few registers, so several blocks share an SM and more rows are in flight.
+__global__ void __launch_bounds__(1024) rmsnorm_backward_vec_kernel(
     bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
     int64_t N, int64_t D, bool accumulate) {
   __shared__ float scratch[32];
   const int64_t c = static_cast<int64_t>(threadIdx.x) * 8;
   const bool own = c < D;
   float dw[8] = {};
-  const Bf16x8 wt = own ? load8(w + c) : Bf16x8{};
-  // Raw bf16 of the next row, in flight while this row reduces.
-  Bf16x8 next_g{}, next_x{}, next_prev{};
-  int64_t row = blockIdx.x;
-  if (own && row < N) {
-    next_g = load8(dout + row * D + c);
-    next_x = load8(x + row * D + c);
-    if (accumulate) next_prev = load8(dx + row * D + c);
-  }
-  for (; row < N; row += gridDim.x) {
+  for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     float gv[8], xv[8];
-    const Bf16x8 prev = next_prev;  // the dx to accumulate into, loaded with the row
+    Bf16x8 prev;  // the dx to accumulate into, loaded with the row: one memory round trip
     float dot = 0.0f;
     if (own) {
+      if (accumulate) prev = load8(dx + row * D + c);
+      const Bf16x8 gt = load8(dout + row * D + c), xt = load8(x + row * D + c), wt = load8(w + c);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        gv[k] = __bfloat162float(next_g.v[k]);
-        xv[k] = __bfloat162float(next_x.v[k]);
+        gv[k] = __bfloat162float(gt.v[k]);
+        xv[k] = __bfloat162float(xt.v[k]);
         dot += gv[k] * __bfloat162float(wt.v[k]) * xv[k];
-      }
-      const int64_t nrow = row + gridDim.x;
-      if (nrow < N) {
-        next_g = load8(dout + nrow * D + c);
-        next_x = load8(x + nrow * D + c);
-        if (accumulate) next_prev = load8(dx + nrow * D + c);
       }
     }
     dot = block_sum(dot, scratch);
     if (!own) continue;
     const float r = rstd[row];
     const float c3 = r * r * r * dot / static_cast<float>(D);
+    const Bf16x8 wt = load8(w + c);  // the gain vector is an L1 hit
     Bf16x8 o;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
@@ -183,13 +168,11 @@ __global__ void __launch_bounds__(1024) reduce_partials_kernel(float* dw, const 
   }
 }
 
-// Two resident blocks of 512 threads per SM (the vector kernel's launch
-// bounds): one wave, no tail of late blocks.
 int backward_blocks(int64_t N) {
   int device = 0, sms = 132;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return static_cast<int>(N < 2 * sms ? N : 2 * sms);
+  return static_cast<int>(N < 4 * sms ? N : 4 * sms);
 }
 
 }  // namespace
@@ -219,9 +202,9 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
   if (N == 0) return;
   const int blocks = backward_blocks(N);
   const bool vec = D % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
-  if (vec && D <= 8 * 512) {
-    // D/8 threads rounded up to whole warps (at most the kernel's 512).
-    const int threads = static_cast<int>(std::min<int64_t>(512, (D / 8 + 31) / 32 * 32));
+  if (vec && D <= 8 * 1024) {
+    // D/8 threads rounded up to whole warps.
+    const int threads = static_cast<int>(std::min<int64_t>(1024, (D / 8 + 31) / 32 * 32));
     rmsnorm_backward_vec_kernel<<<blocks, threads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate);
     CUDA_CHECK_LAUNCH();
     reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, blocks, D);

@@ -57,7 +57,7 @@ TEST(CudaKernels, Embedding) {
 
 TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
   REQUIRE_GPU();
-  for (auto [N, D] : std::vector<std::array<int64_t, 2>>{{1, 8}, {7, 13}, {64, 4096}, {33, 1000}}) {
+  for (auto [N, D] : std::vector<std::array<int64_t, 2>>{{1, 8}, {7, 13}, {64, 4096}, {33, 1000}, {37, 512}, {1001, 4096}}) {
     SCOPED_TRACE(::testing::Message() << "N=" << N << " D=" << D);
     const float eps = 1e-5f;
     auto a = randn_bf16(N * D, 5), b = randn_bf16(N * D, 6), w = randn_bf16(D, 7, 0.2f);
