@@ -117,20 +117,22 @@ void int8_encode_block(const float* x, size_t n, uint8_t* out) {
 // time starting and spinning: on a 64-core host, four nodes with 64-thread
 // teams each kept 14 cores busy and ran int8 rounds 28x slower than with
 // small teams. Parallel rings multiply the teams, one per lane.
-static int quantize_threads(size_t nblocks) {
+static int quantize_threads(size_t nblocks, int cap) {
   constexpr size_t kMaxTeam = 4;
-  return static_cast<int>(std::max<size_t>(1, std::min({nblocks, kMaxTeam,
+  const size_t team = cap > 0 ? static_cast<size_t>(cap) : kMaxTeam;
+  return static_cast<int>(std::max<size_t>(1, std::min({nblocks, team,
                                                         static_cast<size_t>(omp_get_max_threads())})));
 }
 
-void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what) {
+void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what, int threads) {
   INTELLECT_CHECK(block > 0);
   const size_t nblocks = (n + block - 1) / block;
   // Exceptions must not leave an OpenMP region: the first failing block is
   // recorded, and its message rethrown with the position in the whole buffer.
   std::string error;
   int64_t error_block = -1;
-#pragma omp parallel for schedule(dynamic, 1) if (nblocks > 1) num_threads(quantize_threads(nblocks))
+#pragma omp parallel for schedule(dynamic, 1) if (nblocks > 1 && threads != 1) \
+    num_threads(quantize_threads(nblocks, threads))
   for (int64_t b = 0; b < static_cast<int64_t>(nblocks); ++b) {
     const size_t begin = static_cast<size_t>(b) * block;
     const size_t len = std::min(block, n - begin);
@@ -162,10 +164,11 @@ void int8_validate(const uint8_t* in, size_t n, size_t block, const char* what) 
 }
 
 template <bool kAdd>
-static void decode_impl(const uint8_t* in, size_t n, size_t block, float* out) {
+static void decode_impl(const uint8_t* in, size_t n, size_t block, float* out, int threads) {
   INTELLECT_CHECK(block > 0);
   const size_t nblocks = (n + block - 1) / block;
-#pragma omp parallel for schedule(static) if (nblocks > 1) num_threads(quantize_threads(nblocks))
+#pragma omp parallel for schedule(static) if (nblocks > 1 && threads != 1) \
+    num_threads(quantize_threads(nblocks, threads))
   for (int64_t b = 0; b < static_cast<int64_t>(nblocks); ++b) {
     const size_t begin = static_cast<size_t>(b) * block;
     const size_t len = std::min(block, n - begin);
@@ -182,7 +185,11 @@ static void decode_impl(const uint8_t* in, size_t n, size_t block, float* out) {
   }
 }
 
-void int8_decode(const uint8_t* in, size_t n, size_t block, float* out) { decode_impl<false>(in, n, block, out); }
-void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc) { decode_impl<true>(in, n, block, acc); }
+void int8_decode(const uint8_t* in, size_t n, size_t block, float* out, int threads) {
+  decode_impl<false>(in, n, block, out, threads);
+}
+void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int threads) {
+  decode_impl<true>(in, n, block, acc, threads);
+}
 
 }  // namespace intellect

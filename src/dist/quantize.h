@@ -35,10 +35,12 @@ size_t int8_encoded_bytes(size_t n, size_t block);
 // the first NaN/inf. A constant block decodes exactly; n = 0 writes a table only.
 void int8_encode_block(const float* x, size_t n, uint8_t* out);
 
-// n values in blocks of `block`, blocks encoded in parallel (OpenMP). The
-// output is the blocks' encodings back to back; it does not depend on the
-// thread count. `what` names the data in errors.
-void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what = "values");
+// n values in blocks of `block`, blocks encoded in parallel (OpenMP; `threads`
+// caps the team, 0 = a small automatic team). The output is the blocks'
+// encodings back to back; it does not depend on the thread count. `what`
+// names the data in errors.
+void int8_encode(const float* x, size_t n, size_t block, uint8_t* out, const char* what = "values",
+                 int threads = 0);
 
 // Checks that every table in an encoding of n values holds finite values;
 // throws Error naming `what` otherwise. Codes need no check: any byte is a bin.
@@ -46,8 +48,8 @@ void int8_validate(const uint8_t* in, size_t n, size_t block, const char* what);
 
 // Decoding (parallel over blocks). `in` must have been validated when it came
 // from anywhere but our own encoder.
-void int8_decode(const uint8_t* in, size_t n, size_t block, float* out);
+void int8_decode(const uint8_t* in, size_t n, size_t block, float* out, int threads = 0);
 // acc[i] += decoded value i: the reduce-scatter's accumulation, done in fp32.
-void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc);
+void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int threads = 0);
 
 }  // namespace intellect

@@ -241,7 +241,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     std::vector<uint8_t> msg = encode_ring_header(h);
     msg.resize(kRingHeaderBytes + payload_bytes(opt.compression, h.count, block));
     if (int8)
-      int8_encode(x, h.count, block, msg.data() + kRingHeaderBytes, "the partial sum");
+      int8_encode(x, h.count, block, msg.data() + kRingHeaderBytes, "the partial sum", opt.codec_threads);
     else
       std::memcpy(msg.data() + kRingHeaderBytes, x, h.count * sizeof(float));
     return msg;
@@ -298,7 +298,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         const std::vector<uint8_t> msg = receive(header(kReduceScatter, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
         if (int8) {
-          int8_decode_add(payload, len, block, acc);
+          int8_decode_add(payload, len, block, acc, opt.codec_threads);
         } else {
           for (size_t i = 0; i < len; ++i) {
             float v;
@@ -314,7 +314,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         // and keep the decoded values ourselves so every rank agrees bit for bit.
         for (size_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(N);
         std::vector<uint8_t> out = build(header(kAllGather, 0, g, c, len), acc);
-        if (int8) int8_decode(out.data() + kRingHeaderBytes, len, block, acc);
+        if (int8) int8_decode(out.data() + kRingHeaderBytes, len, block, acc, opt.codec_threads);
         queue.push(std::move(out));
       }
     }
@@ -327,7 +327,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         std::vector<uint8_t> msg = receive(header(kAllGather, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
         if (int8)
-          int8_decode(payload, len, block, output.data() + off);
+          int8_decode(payload, len, block, output.data() + off, opt.codec_threads);
         else
           std::memcpy(output.data() + off, payload, len * sizeof(float));
         if (t + 2 < N) {

@@ -65,6 +65,11 @@ struct RingOptions {
   Compression compression = Compression::Int8;
   size_t chunk_elems = size_t{1} << 20;  // values per message
   size_t int8_block = size_t{1} << 16;   // values per quantization table
+  // Threads for one message's int8 codec work (1: the calling thread only).
+  // Parallelism comes from parallel rings, one thread each: per-message
+  // OpenMP teams cost more than they give (two nodes on two cores: 5.3x
+  // slower with teams of two that spin between messages).
+  int codec_threads = 1;
   std::chrono::milliseconds message_timeout{60000};  // per send / receive
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
 };
