@@ -12,8 +12,12 @@ namespace {
 using namespace control;
 
 std::vector<Message> samples() {
-  return {Join{"node-a", "10.0.0.1:7000", 8},
-          Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})"},
+  StateRequest sr{2, 41, 7, {}};
+  sr.digest[0] = 9;
+  StateInfo si{1, 40, {}, 10000, 4096, 3};
+  si.digest[31] = 1;
+  return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001"},
+          Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001"},
           Heartbeat{3},
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})"},
@@ -21,7 +25,12 @@ std::vector<Message> samples() {
           RingFailed{3, 42, 99, "next node timed out"},
           OuterHash{3, 42, 0x1234567890abcdefull},
           Refused{"wrong protocol"},
-          PeerHello{3, 99, 5}};
+          PeerHello{3, 99, 5},
+          DonorRequest{3, 2},
+          DonorAssign{1, "10.0.0.1:7001"},
+          Late{43},
+          sr,
+          si};
 }
 
 TEST(Control, EveryMessageRoundTrips) {
@@ -54,6 +63,9 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, ""}), "t"), Error);
   EXPECT_THROW(decode(encode(RingAnnounce{1, 1, 1, {}}), "t"), Error);
   EXPECT_THROW(decode(encode(PeerHello{1, 1, kMaxRingLanes}), "t"), Error);  // no such ring lane
+  EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10000, 4096, 2}), "t"), Error);  // 10000 bytes need 3 chunks
+  EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10, 0, 0}), "t"), Error);        // no chunk size
+  EXPECT_THROW(decode(encode(StateRequest{4, 1, 0, {}}), "t"), Error);            // no such kind
 }
 
 TEST(Control, RandomMutationsNeverCrash) {

@@ -11,14 +11,18 @@ namespace {
 
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
-  kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello
+  kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello,
+  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo
 };
+
+constexpr uint64_t kMaxStateBytes = uint64_t{1} << 40;  // 1 TiB: far above any model we train
 
 void put(ByteWriter& w, const Join& m) {
   w.u8(kJoin);
   w.str(m.name);
   w.str(m.address);
   w.u32(m.gpus);
+  w.str(m.state_address);
 }
 void put(ByteWriter& w, const Welcome& m) {
   w.u8(kWelcome);
@@ -29,6 +33,8 @@ void put(ByteWriter& w, const Welcome& m) {
   w.u32(m.heartbeat_ms);
   w.u32(m.timeout_ms);
   w.str(m.data_position);
+  w.u64(m.donor_id);
+  w.str(m.donor_address);
 }
 void put(ByteWriter& w, const Heartbeat& m) {
   w.u8(kHeartbeat);
@@ -73,6 +79,36 @@ void put(ByteWriter& w, const Refused& m) {
   w.u8(kRefused);
   w.str(m.reason);
 }
+void put(ByteWriter& w, const DonorRequest& m) {
+  w.u8(kDonorRequest);
+  w.u64(m.node_id);
+  w.u64(m.exclude);
+}
+void put(ByteWriter& w, const DonorAssign& m) {
+  w.u8(kDonorAssign);
+  w.u64(m.donor_id);
+  w.str(m.donor_address);
+}
+void put(ByteWriter& w, const Late& m) {
+  w.u8(kLate);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+}
+void put(ByteWriter& w, const StateRequest& m) {
+  w.u8(kStateRequest);
+  w.u8(m.kind);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u32(m.first_chunk);
+  w.bytes(m.digest.data(), m.digest.size());
+}
+void put(ByteWriter& w, const StateInfo& m) {
+  w.u8(kStateInfo);
+  w.u8(m.kind);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.bytes(m.digest.data(), m.digest.size());
+  w.u64(m.total_bytes);
+  w.u64(m.chunk_bytes);
+  w.u32(m.n_chunks);
+}
 void put(ByteWriter& w, const PeerHello& m) {
   w.u8(kPeerHello);
   w.u64(m.node_id);
@@ -104,6 +140,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.address = r.str("address", kMaxName);
       m.gpus = r.u32("gpus");
       if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
+      m.state_address = r.str("state_address", kMaxName);
       out = m;
       break;
     }
@@ -116,6 +153,8 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.heartbeat_ms = r.u32("heartbeat_ms");
       m.timeout_ms = r.u32("timeout_ms");
       m.data_position = r.str("data_position", kMaxJson);
+      m.donor_id = r.u64("donor_id");
+      m.donor_address = r.str("donor_address", kMaxName);
       if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
         fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
              m.timeout_ms, " ms");
@@ -182,6 +221,50 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       out = m;
       break;
     }
+    case kDonorRequest: {
+      DonorRequest m;
+      m.node_id = r.u64("node_id");
+      m.exclude = r.u64("exclude");
+      out = m;
+      break;
+    }
+    case kDonorAssign: {
+      DonorAssign m;
+      m.donor_id = r.u64("donor_id");
+      m.donor_address = r.str("donor_address", kMaxName);
+      out = m;
+      break;
+    }
+    case kLate: out = Late{step_field(r, "outer_step")}; break;
+    case kStateRequest: {
+      StateRequest m;
+      m.kind = r.u8("kind");
+      if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
+      const uint64_t step = r.u64("outer_step");
+      if (step != UINT64_MAX && step > static_cast<uint64_t>(INT64_MAX))
+        fail("control message from ", from, ": outer_step out of range");
+      m.outer_step = static_cast<int64_t>(step);
+      m.first_chunk = r.u32("first_chunk");
+      r.bytes("digest", m.digest.data(), m.digest.size());
+      out = m;
+      break;
+    }
+    case kStateInfo: {
+      StateInfo m;
+      m.kind = r.u8("kind");
+      if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
+      m.outer_step = step_field(r, "outer_step");
+      r.bytes("digest", m.digest.data(), m.digest.size());
+      m.total_bytes = r.u64("total_bytes");
+      m.chunk_bytes = r.u64("chunk_bytes");
+      m.n_chunks = r.u32("n_chunks");
+      if (m.total_bytes > kMaxStateBytes || m.chunk_bytes == 0 || m.chunk_bytes > (uint64_t{32} << 20) ||
+          m.n_chunks != (m.total_bytes + m.chunk_bytes - 1) / m.chunk_bytes)
+        fail("control message from ", from, ": state of ", m.total_bytes, " bytes in ", m.n_chunks,
+             " chunks of ", m.chunk_bytes, " is inconsistent");
+      out = m;
+      break;
+    }
     default: fail("control message from ", from, ": unknown kind ", int(payload.empty() ? 0 : payload[0]));
   }
   r.expect_end();
@@ -189,8 +272,9 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
 }
 
 const char* name(const Message& m) {
-  static const char* names[] = {"join", "welcome", "heartbeat", "leave", "ready", "ring-announce",
-                                "ring-failed", "outer-hash", "refused", "peer-hello"};
+  static const char* names[] = {"join",        "welcome",      "heartbeat",   "leave",       "ready",
+                                "ring-announce", "ring-failed", "outer-hash", "refused",     "peer-hello",
+                                "donor-request", "donor-assign", "late",      "state-request", "state-info"};
   return names[m.index()];
 }
 

@@ -6,6 +6,7 @@
 // trailing bytes, so a malformed or hostile message is an Error naming the
 // field, never a read past the buffer.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <variant>
@@ -23,6 +24,7 @@ inline constexpr size_t kMaxRing = 4096;        // nodes in one ring
 struct Join {
   std::string name, address;
   uint32_t gpus = 1;
+  std::string state_address;  // where this node serves its state to joiners (empty: it does not)
 };
 // coordinator -> node
 struct Welcome {
@@ -30,6 +32,10 @@ struct Welcome {
   int64_t outer_step = 0;  // the run's current outer step
   uint32_t heartbeat_ms = 2000, timeout_ms = 6000;
   std::string data_position;  // JSON, empty for a fresh partition
+  // A run in progress: fetch the state from this donor before training
+  // (donor_id 0: nothing to fetch, start from the configured initialisation).
+  uint64_t donor_id = 0;
+  std::string donor_address;
 };
 struct Heartbeat {
   uint64_t node_id = 0;
@@ -80,8 +86,39 @@ struct PeerHello {
 };
 constexpr uint32_t kMaxRingLanes = 64;
 
+// node -> coordinator: my donor failed; name another (not `exclude`).
+struct DonorRequest {
+  uint64_t node_id = 0, exclude = 0;
+};
+// coordinator -> node: the donor to use (donor_id 0: none is available now).
+struct DonorAssign {
+  uint64_t donor_id = 0;
+  std::string donor_address;
+};
+// coordinator -> node: the ring for `outer_step` formed without you (you were
+// not ready in time); take that round's average from a donor and go on.
+struct Late {
+  int64_t outer_step = 0;
+};
+// joiner -> donor (state connection): send this blob from chunk first_chunk.
+// outer_step -1 with a snapshot: the newest. A non-zero digest: only that blob.
+struct StateRequest {
+  uint8_t kind = 1;  // StateKind
+  int64_t outer_step = -1;
+  uint32_t first_chunk = 0;
+  std::array<uint8_t, 32> digest{};
+};
+// donor -> joiner: what follows.
+struct StateInfo {
+  uint8_t kind = 1;
+  int64_t outer_step = 0;
+  std::array<uint8_t, 32> digest{};
+  uint64_t total_bytes = 0, chunk_bytes = 0;
+  uint32_t n_chunks = 0;
+};
+
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
-                             PeerHello>;
+                             PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo>;
 
 std::vector<uint8_t> encode(const Message& m);
 // `from` names the sender in errors.

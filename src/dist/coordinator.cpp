@@ -74,18 +74,29 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
   if (const auto* j = std::get_if<control::Join>(&msg)) {
     if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
     const Registration r = members_.join(j->name, j->address, now);
+    members_.set_state_address(r.id, j->state_address);
     conn_of_[r.id] = conn;
     node_of_[conn] = r.id;
     control::Welcome w;
     w.node_id = r.id;
     w.partition = r.partition;
     w.epoch = r.epoch;
+    w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
+    if (!members_.node(r.id).synced) {
+      // A run in progress: the joiner streams the state from a healthy node
+      // while everyone else keeps training.
+      if (std::optional<uint64_t> d = members_.pick_donor(r.id)) {
+        w.donor_id = *d;
+        w.donor_address = members_.node(*d).state_address;
+      }
+    }
     w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
     w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
     auto pos = partition_position_.find(r.partition);
     if (pos != partition_position_.end()) w.data_position = pos->second;
     log(str("node ", r.id, " (", j->name, " at ", j->address, ") joined: partition ", r.partition, ", ",
-            members_.size(), " node(s)"));
+            members_.size(), " node(s)",
+            w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
     send(conn, w);
     persist();
     return;
@@ -101,7 +112,30 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     members_.heartbeat(id, now);
   } else if (std::get_if<control::Leave>(&msg)) {
     drop_node(id, "said goodbye");
+  } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
+    control::DonorAssign a;
+    if (std::optional<uint64_t> d = members_.pick_donor(dr->exclude == id ? 0 : dr->exclude)) {
+      if (*d != id) {
+        a.donor_id = *d;
+        a.donor_address = members_.node(*d).state_address;
+      }
+    }
+    log(str("node ", id, " asks for another donor than node ", dr->exclude, ": ",
+            a.donor_id ? str("node ", a.donor_id) : std::string("none available")));
+    send(conn, a);
   } else if (const auto* r = std::get_if<control::Ready>(&msg)) {
+    auto active = rings_.find(r->outer_step);
+    const bool in_active = active != rings_.end() &&
+                           std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
+                               active->second.nodes.end();
+    if (r->outer_step <= members_.last_ring_step() && !in_active) {
+      // Its ring formed without it (it was still catching up): it takes that
+      // round's average from a donor instead. Nobody waited for it.
+      log(str("node ", id, " is late for outer step ", r->outer_step, "; it will catch up from a donor"));
+      if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
+      send(conn, control::Late{r->outer_step});
+      return;
+    }
     members_.ready(id, r->outer_step, now);
     if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {

@@ -14,6 +14,7 @@ Registration Membership::join(const std::string& name, const std::string& addres
   n.name = name;
   n.address = address;
   n.last_seen = now;
+  n.synced = last_ring_step_ < 0;  // a run in progress: it must fetch the state first
   if (!free_partitions_.empty()) {
     // A joiner takes over the data of a node that left, from where it stopped
     // (the position itself is tracked by the coordinator's data accounting).
@@ -56,6 +57,18 @@ std::vector<uint64_t> Membership::evict_silent(MembershipTime now) {
   return gone;
 }
 
+void Membership::set_state_address(uint64_t id, const std::string& address) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) fail("node ", id, " is not a member");
+  it->second.state_address = address;
+}
+
+std::optional<uint64_t> Membership::pick_donor(uint64_t exclude) const {
+  for (const auto& [id, n] : nodes_)
+    if (id != exclude && n.synced && !n.state_address.empty()) return id;
+  return std::nullopt;
+}
+
 std::vector<uint64_t> Membership::ids() const {
   std::vector<uint64_t> v;
   for (const auto& [id, n] : nodes_) v.push_back(id);
@@ -77,9 +90,16 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   for (const auto& [id, n] : nodes_)
     if (n.ready_step == outer_step) ready.push_back(id);
   if (ready.empty()) return std::nullopt;
-  const bool everyone = ready.size() == nodes_.size() && ready.size() >= opt_.min_ring;
+  size_t synced = 0, synced_ready = 0;
+  for (const auto& [id, n] : nodes_) {
+    synced += n.synced;
+    synced_ready += n.synced && n.ready_step == outer_step;
+  }
+  const bool everyone = synced_ready == synced && ready.size() >= opt_.min_ring;
   if (!everyone && now - first->second < opt_.ready_timeout) return std::nullopt;
   first_ready_.erase(first_ready_.begin(), std::next(first));  // older steps are done too
+  for (uint64_t id : ready) nodes_[id].synced = true;
+  last_ring_step_ = std::max(last_ring_step_, outer_step);
   return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids
 }
 
@@ -115,11 +135,12 @@ nlohmann::json Membership::to_json() const {
   nlohmann::json nodes = nlohmann::json::array();
   for (const auto& [id, n] : nodes_)
     nodes.push_back({{"id", id}, {"name", n.name}, {"address", n.address}, {"partition", n.partition},
-                     {"ready_step", n.ready_step}});
+                     {"ready_step", n.ready_step}, {"state_address", n.state_address}, {"synced", n.synced}});
   return {{"epoch", epoch_},
           {"next_id", next_id_},
           {"next_partition", next_partition_},
           {"free_partitions", std::vector<uint64_t>(free_partitions_.begin(), free_partitions_.end())},
+          {"last_ring_step", last_ring_step_},
           {"nodes", nodes}};
 }
 
@@ -130,6 +151,7 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
     m.next_id_ = j.at("next_id").get<uint64_t>();
     m.next_partition_ = j.at("next_partition").get<uint64_t>();
     for (uint64_t p : j.at("free_partitions")) m.free_partitions_.insert(p);
+    m.last_ring_step_ = j.value("last_ring_step", int64_t{-1});
     for (const auto& n : j.at("nodes")) {
       NodeRecord r;
       r.id = n.at("id").get<uint64_t>();
@@ -137,6 +159,8 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
       r.address = n.at("address").get<std::string>();
       r.partition = n.at("partition").get<uint64_t>();
       r.ready_step = n.at("ready_step").get<int64_t>();
+      r.state_address = n.value("state_address", std::string());
+      r.synced = n.value("synced", true);
       r.last_seen = now;  // nodes get a full timeout to find the restarted coordinator
       if (r.id >= m.next_id_ || r.partition >= m.next_partition_)
         fail("membership state: node ", r.id, " has an id or partition beyond the recorded counters");

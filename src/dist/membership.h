@@ -38,6 +38,10 @@ struct NodeRecord {
   uint64_t partition = 0; // the data partition it reads
   MembershipTime last_seen{};
   int64_t ready_step = -1;  // the outer step it reported ready for
+  std::string state_address;  // where it serves its state to joiners ("" = it does not)
+  // False for a node that joined a run in progress until it first takes part
+  // in a ring: rings never wait for it before then.
+  bool synced = true;
 };
 
 struct Registration {
@@ -69,8 +73,15 @@ class Membership {
   // Nodes silent for longer than the heartbeat timeout, removed; returns them.
   std::vector<uint64_t> evict_silent(MembershipTime now);
 
-  // Outer steps: nodes report ready; the ring forms when every live node is
-  // ready for the step, or ready_timeout after the first one was.
+  void set_state_address(uint64_t id, const std::string& address);
+  // A synced node that serves state, other than `exclude` (lowest id first).
+  std::optional<uint64_t> pick_donor(uint64_t exclude = 0) const;
+  // The newest outer step a ring was formed for (-1: none yet, a fresh run).
+  int64_t last_ring_step() const { return last_ring_step_; }
+
+  // Outer steps: nodes report ready; the ring forms when every synced live
+  // node is ready for the step, or ready_timeout after the first one was.
+  // Nodes that joined mid-run and are ready go in too, and are synced from then.
   void ready(uint64_t id, int64_t outer_step, MembershipTime now);
   std::optional<Ring> try_form_ring(int64_t outer_step, MembershipTime now);
   // After a failed round: the same step, without the nodes that failed.
@@ -94,6 +105,7 @@ class Membership {
   std::map<uint64_t, NodeRecord> nodes_;
   std::set<uint64_t> free_partitions_;
   uint64_t next_id_ = 1, next_partition_ = 0, epoch_ = 0;
+  int64_t last_ring_step_ = -1;
   std::map<int64_t, MembershipTime> first_ready_;
   std::map<std::pair<int64_t, uint64_t>, std::map<uint64_t, uint64_t>> hashes_;  // (step, epoch) -> reports
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -172,14 +173,17 @@ MeshNode::MeshNode(MeshNodeOptions options)
   const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
   const uint16_t port = transport_.listen(lhost, lport);
   address_ = lhost + ":" + std::to_string(port);
+  if (opt_.serve_state) state_ = std::make_unique<StateServer>(opt_.secret, lhost, opt_.log);
   const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
   coord_ = transport_.connect(chost, cport, deadline_in(opt_.join_timeout));
-  send_control(coord_, control::Join{opt_.name, address_, 1});
+  send_control(coord_, control::Join{opt_.name, address_, 1, state_ ? state_->address() : ""});
   const control::Message reply = recv_control(deadline_in(opt_.join_timeout));
   if (const auto* r = std::get_if<control::Refused>(&reply)) fail("the coordinator refused to let this node join: ", r->reason);
   const auto* w = std::get_if<control::Welcome>(&reply);
   if (!w) fail("the coordinator answered the join with '", control::name(reply), "'");
   welcome_ = *w;
+  donor_id_ = welcome_.donor_id;
+  donor_address_ = welcome_.donor_address;
   log_to(opt_.log, str("joined the run as node ", welcome_.node_id, " (data partition ", welcome_.partition,
                        ", epoch ", welcome_.epoch, "), listening for peers on ", address_));
   heartbeat_ = std::thread([this] {
@@ -279,6 +283,8 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         const control::Message m = recv_control(deadline);
         if (const auto* r = std::get_if<control::Refused>(&m))
           fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
+        if (const auto* l = std::get_if<control::Late>(&m); l && l->outer_step == outer_step)
+          throw LateForRound(outer_step, str("the ring of outer step ", outer_step, " formed without this node"));
         const auto* a = std::get_if<control::RingAnnounce>(&m);
         if (a && a->round > last_round) {
           ring = *a;
@@ -377,6 +383,73 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       if (attempt + 1 > opt_.max_retries) throw;
     }
   }
+}
+
+StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
+  StateDownload d;
+  d.kind = kind;
+  d.outer_step = outer_step;
+  const Deadline deadline = deadline_in(give_up);
+  std::string last_error = "no donor was assigned";
+  for (;;) {
+    if (donor_id_ != 0) {
+      try {
+        ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);
+        return d;
+      } catch (const Error& e) {
+        last_error = e.what();
+        log_to(opt_.log, str("fetching the ", state_kind_name(kind), " from node ", donor_id_, " failed after ",
+                             d.next_chunk, " of ", d.n_chunks, " chunks: ", e.what()));
+        if (std::string(e.what()).find("serves a different") != std::string::npos) d = StateDownload{kind, outer_step};
+      }
+    }
+    if (MeshClock::now() > deadline)
+      fail("could not fetch the ", state_kind_name(kind), " (outer step ", outer_step, "): ", last_error);
+    // Another donor, from the coordinator (it may name the same one: then retry it).
+    send_control(coord_, control::DonorRequest{welcome_.node_id, donor_id_});
+    for (;;) {
+      const control::Message m = recv_control(deadline);
+      if (const auto* a = std::get_if<control::DonorAssign>(&m)) {
+        donor_id_ = a->donor_id;
+        donor_address_ = a->donor_address;
+        break;
+      }
+    }
+    if (donor_id_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {
+  if (donor_id_ == 0) return std::nullopt;
+  StateDownload d;
+  d.kind = StateKind::round;
+  d.outer_step = outer_step;
+  try {
+    ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);
+    return d;
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<int64_t> MeshNode::donor_progress() {
+  if (donor_id_ == 0) return std::nullopt;
+  try {
+    return fetch_progress(donor_address_, opt_.secret, opt_.state_timeout);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+void MeshNode::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) {
+  if (state_) state_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(bytes)));
+}
+
+void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged) {
+  if (!state_) return;
+  std::vector<uint8_t> bytes(averaged.size() * sizeof(float));
+  std::memcpy(bytes.data(), averaged.data(), bytes.size());
+  state_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes)));
 }
 
 void MeshNode::report_hash(int64_t outer_step, uint64_t hash) {

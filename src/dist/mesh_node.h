@@ -24,7 +24,9 @@
 
 #include "dist/control.h"
 #include "dist/ring_allreduce.h"
+#include "dist/state_stream.h"
 #include "dist/transport.h"
+#include "util/error.h"
 
 namespace intellect {
 
@@ -49,7 +51,16 @@ struct MeshNodeOptions {
   // One-way latency added to every ring message (0 = none): with the pacing,
   // a WAN link on loopback.
   std::chrono::milliseconds link_delay{0};
+  bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
+  std::chrono::milliseconds state_timeout{30000};  // a donor silent this long is given up
   std::function<void(const std::string&)> log;
+};
+
+// The coordinator formed this outer step's ring without this node (it was
+// still joining, or too slow): take the round's average from a donor.
+struct LateForRound : Error {
+  LateForRound(int64_t step, const std::string& what) : Error(what), outer_step(step) {}
+  int64_t outer_step;
 };
 
 struct OuterRoundStats {
@@ -80,6 +91,25 @@ class MeshNode {
   void report_hash(int64_t outer_step, uint64_t hash);
   void leave(const std::string& reason);
 
+  // Joining a run in progress (welcome().donor_id != 0): fetch a snapshot
+  // (outer_step -1: the donor's newest) or one round's average, from the
+  // assigned donor, switching donors through the coordinator when one fails
+  // and keeping the chunks already received when the next serves the same blob.
+  StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // What this node serves to joiners, after each of its outer steps.
+  // One try at a round's average from the current donor: nullopt when the
+  // donor does not have it (not yet completed, or too old) or fails.
+  std::optional<StateDownload> fetch_round_once(int64_t outer_step);
+  void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
+  // Inner steps done, served to joiners; and the current donor's (nullopt if
+  // there is none or it does not answer).
+  void set_progress(int64_t steps_done) {
+    if (state_) state_->set_progress(steps_done);
+  }
+  std::optional<int64_t> donor_progress();
+  void publish_round(int64_t outer_step, std::span<const float> averaged);
+  uint64_t state_chunks_served() const { return state_ ? state_->chunks_served() : 0; }
+
  private:
   control::Message recv_control(Deadline deadline);
   void send_control(ConnId conn, const control::Message& m);
@@ -95,6 +125,9 @@ class MeshNode {
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
   std::thread heartbeat_;
+  std::unique_ptr<StateServer> state_;
+  uint64_t donor_id_ = 0;
+  std::string donor_address_;
 };
 
 }  // namespace intellect

@@ -23,6 +23,7 @@
 #include "model/init.h"
 #include "train/backend.h"
 #include "train/data_setup.h"
+#include "train/join_state.h"
 #include "train/schedule.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -311,36 +312,117 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   // inner_steps steps the pseudo-gradient (outer - current) is averaged over
   // the mesh (or taken as it is, alone) and an outer Nesterov step gives the
   // new outer and inner parameters.
+  nlohmann::json joined;  // how this node joined a run in progress (null otherwise)
+  // After outer step k was taken from a donor (joining, or late for its
+  // ring), the others are already part-way through the next round's inner
+  // steps. Starting where the donor is (one step ahead, at least one step
+  // before the boundary) makes this node ready with them, so the next ring
+  // includes it without anyone waiting; its first pseudo-gradient then covers
+  // fewer inner steps.
+  auto line_up = [&](int64_t k) -> int64_t {
+    const int64_t H = cfg.diloco.inner_steps, from = k * H;
+    const std::optional<int64_t> p = mesh ? mesh->donor_progress() : std::nullopt;
+    if (!p || *p < from) return from;
+    return std::min(*p + 1, (k + 1) * H - 1);
+  };
   if (cfg.diloco.enabled) {
     outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
                                              cfg.diloco.nesterov);
+    pseudo.resize(layout.total());
+    averaged.resize(layout.total());
     backend->get_params(params.data());
-    if (!resumed_outer.empty()) {
+    if (mesh && mesh->welcome().donor_id != 0) {
+      // A run in progress: its state comes from a donor, streamed while the
+      // others keep training; rounds completed meanwhile are applied from
+      // their averaged pseudo-gradients, so this node arrives identical.
+      const Clock::time_point t_join = Clock::now();
+      note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
+               "): fetching the state from node ", mesh->welcome().donor_id));
+      if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
+      const StateDownload d = mesh->fetch_state(StateKind::snapshot, -1,
+                                                std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
+      JoinState js = decode_join_state(d.bytes, layout.total());
+      outer->set_state(js.outer.data(), js.momentum.data());
+      backend->set_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
+      params = js.outer;
+      int64_t k = js.outer_step, rounds = 0;
+      while (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
+        if (r->bytes.size() != layout.total() * sizeof(float))
+          fail("the donor's round ", k + 1, " holds ", r->bytes.size(), " bytes, not ", layout.total(), " values");
+        std::memcpy(averaged.data(), r->bytes.data(), r->bytes.size());
+        outer->step(averaged.data(), params.data());
+        ++k;
+        ++rounds;
+      }
+      backend->set_params(params.data());
+      start_step = line_up(k);
+      joined = nlohmann::json{{"outer_step", k},
+                              {"first_step", start_step + 1},
+                              {"state_bytes", d.bytes.size()},
+                              {"seconds", seconds_since(t_join)},
+                              {"bad_chunks_refetched", d.bad_chunks},
+                              {"rounds_caught_up", rounds}};
+      note(str("joined at outer step ", k, " (step ", start_step, "): ", d.bytes.size() / 1e6, " MB of state in ",
+               seconds_since(t_join), " s, ", d.bad_chunks, " chunk(s) fetched again, ", rounds,
+               " round(s) caught up"));
+    } else if (!resumed_outer.empty()) {
       outer->set_state(resumed_outer.data(), resumed_outer_momentum.data());
     } else {
       outer->init(params.data());
       if (start_step > 0)
         note("the checkpoint holds no DiLoCo state: the outer parameters restart from the resumed weights");
     }
-    pseudo.resize(layout.total());
-    averaged.resize(layout.total());
   }
+  int64_t skip_to = 0;  // a late node's next step, set by outer_step()
   auto outer_step = [&](int64_t steps_done) {
     const int64_t k = steps_done / cfg.diloco.inner_steps;
     backend->get_params(params.data());
     outer->pseudo_gradient(params.data(), pseudo.data());
     OuterRoundStats rs;
     const Clock::time_point t0 = Clock::now();
-    if (mesh) rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
-    else averaged = pseudo;
+    bool late = false;
+    if (mesh) {
+      try {
+        rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
+      } catch (const LateForRound&) {
+        // The ring went on without this node: its inner steps are dropped and
+        // the round's average comes from a donor, as for a joiner.
+        late = true;
+        const StateDownload r =
+            mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
+        if (r.bytes.size() != averaged.size() * sizeof(float))
+          fail("the donor's round ", k, " holds ", r.bytes.size(), " bytes, not ", averaged.size(), " values");
+        std::memcpy(averaged.data(), r.bytes.data(), r.bytes.size());
+        note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
+        skip_to = line_up(k);
+      }
+    } else {
+      averaged = pseudo;
+    }
     const double allreduce_s = seconds_since(t0);
     outer->step(averaged.data(), params.data());
     backend->set_params(params.data());
     const uint64_t hash = outer->params_hash();
-    if (mesh) mesh->report_hash(k, hash);
+    if (mesh && !late) mesh->report_hash(k, hash);
+    double publish_s = 0.0;
+    if (mesh) {
+      // What a joiner will fetch: this round's average and the state after it.
+      const Clock::time_point tp = Clock::now();
+      mesh->publish_round(k, averaged);
+      JoinState js;
+      js.outer_step = k;
+      js.step = steps_done;
+      backend->get_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
+      js.outer = outer->params();
+      js.momentum = outer->momentum();
+      mesh->publish_snapshot(k, encode_join_state(js));
+      publish_s = seconds_since(tp);
+    }
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
     return nlohmann::json{{"outer_step", k},
+                          {"late", late},
+                          {"publish_s", publish_s},
                           {"ring_size", rs.ring_size},
                           {"rings", rs.rings},
                           {"bytes_sent", rs.bytes_sent},
@@ -352,6 +434,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
 
   int64_t steps_this_run = 0;
   double lr = 0.0;
+  nlohmann::json line_joined;
+  if (mesh) mesh->set_progress(start_step);
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
     backend->zero_grads();
@@ -369,6 +453,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       fail("step ", step + 1, ": loss ", loss, ", grad norm ", os.grad_norm,
            " is not finite: lower optim.lr or raise optim.schedule.warmup_steps");
     if (step == start_step) result.first_loss = loss;
+    if (step == start_step && !joined.is_null()) line_joined = joined;
     ++steps_this_run;
     result.last_loss = loss;
     result.steps = step + 1;
@@ -390,6 +475,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     }
     if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
       line["outer"] = outer_step(step + 1);
+      if (line["outer"]["late"].get<bool>()) std::fprintf(stdout, "outer step %lld | late: caught up from a donor\n",
+                                                          static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()));
       std::fprintf(stdout, "outer step %lld | ring of %lld | %.2f s all-reduce | hash %s\n",
                    static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()),
                    static_cast<long long>(line["outer"]["ring_size"].get<int64_t>()),
@@ -400,6 +487,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       line["ckpt_stall_ms"] = stall * 1e3;
       if (waited > 0.01)
         note(str("step ", step + 1, ": waited ", waited, " s for the previous checkpoint to finish writing"));
+    }
+    if (!line_joined.is_null()) {
+      line["joined"] = line_joined;
+      line_joined = nullptr;
     }
     metrics << line.dump() << "\n" << std::flush;
     if ((step + 1) % cfg.train.log_every == 0 || step == 0 || last) {
@@ -418,6 +509,12 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("stopping after ", steps_this_run, " steps of this run (train.stop_after_steps); resume with ckpt.resume=auto"));
       break;
     }
+    if (skip_to > step + 1) {
+      note(str("lining up with the run: steps ", step + 2, "..", skip_to, " skipped"));
+      step = skip_to - 1;
+      skip_to = 0;
+    }
+    if (mesh) mesh->set_progress(step + 1);
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
   if (mesh) mesh->leave("training finished");

@@ -1,0 +1,130 @@
+// Live state streaming for nodes that join a run in progress.
+//
+// A donor keeps, in host memory, the state it had right after its latest
+// outer step (a snapshot: outer parameters, outer momentum, AdamW moments,
+// counters, serialised by the trainer) and the averaged pseudo-gradients of
+// the few rounds since. A StateServer, on its own transport (own port, own
+// loop thread), serves them while the donor keeps training: the training
+// thread only swaps in a new blob after each outer step.
+//
+// A blob travels in chunks. Each chunk message carries the BLAKE2b-256 of its
+// bytes, computed by the donor when the blob was published; the joiner checks
+// it on arrival and asks again from a bad chunk. A joiner that loses its donor
+// keeps what it has and continues from the next chunk with another donor,
+// provided that donor serves the same blob (same kind, step and digest of the
+// whole).
+//
+// Wire: the request and the answer's summary are control frames; chunks are
+// data frames: magic 'ISTC', u8 version, u8 kind, u16 reserved (0), i64 outer
+// step, u32 index, u32 count, 32-byte digest, then count bytes. Every field
+// is checked against the summary before the bytes are used.
+#pragma once
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/transport.h"
+
+namespace intellect {
+
+// progress: no blob, the donor's count of inner steps done (a joiner uses it
+// to line its first round up with the others').
+enum class StateKind : uint8_t { snapshot = 1, round = 2, progress = 3 };
+const char* state_kind_name(StateKind k);
+
+using Digest = std::array<uint8_t, 32>;
+Digest blake2b_256(std::span<const uint8_t> bytes);
+
+// A published blob: the bytes and the digest of each chunk and of the whole.
+struct StateBlob {
+  StateKind kind = StateKind::snapshot;
+  int64_t outer_step = 0;
+  std::vector<uint8_t> bytes;
+  size_t chunk_bytes = 0;
+  std::vector<Digest> chunk_digests;
+  Digest digest{};  // of the whole, so a second donor can prove it serves the same blob
+  size_t chunks() const { return chunk_digests.size(); }
+};
+std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
+                                                 size_t chunk_bytes = size_t{4} << 20);
+
+// --- chunk messages, exposed for the tests and the fuzzer -------------------
+struct StateChunkHeader {
+  StateKind kind = StateKind::snapshot;
+  int64_t outer_step = 0;
+  uint32_t index = 0, count = 0;
+  Digest digest{};
+};
+constexpr size_t kStateChunkHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4 + 32;
+std::vector<uint8_t> encode_state_chunk(const StateChunkHeader& h, std::span<const uint8_t> bytes);
+// Parses and checks magic, version, kind, reserved bits and that the payload
+// holds exactly `count` bytes. Returns the header; `bytes` views into msg.
+StateChunkHeader parse_state_chunk(std::span<const uint8_t> msg, std::span<const uint8_t>& bytes,
+                                   const std::string& what);
+
+// --- serving ----------------------------------------------------------------
+class StateServer {
+ public:
+  // Listens on host (port 0: any free port) with the run's secret.
+  StateServer(const RunSecret& secret, const std::string& host, std::function<void(const std::string&)> log);
+  ~StateServer();
+  StateServer(const StateServer&) = delete;
+  StateServer& operator=(const StateServer&) = delete;
+  std::string address() const { return address_; }
+
+  // The snapshot a joiner should start from (replaces the previous one).
+  void publish_snapshot(std::shared_ptr<const StateBlob> blob);
+  // A completed round's averaged pseudo-gradient; the newest `keep` are kept.
+  void publish_round(std::shared_ptr<const StateBlob> blob, size_t keep = 8);
+  void set_progress(int64_t steps_done) { progress_ = steps_done; }
+  uint64_t chunks_served() const { return chunks_served_.load(); }
+
+ private:
+  void serve();
+  void serve_one(const Message& request);
+
+  std::function<void(const std::string&)> log_;
+  Transport transport_;
+  std::string address_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const StateBlob> snapshot_;
+  std::map<int64_t, std::shared_ptr<const StateBlob>> rounds_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> chunks_served_{0};
+  std::atomic<int64_t> progress_{0};
+  std::thread thread_;
+};
+
+// --- fetching ---------------------------------------------------------------
+// What a joiner has of one blob so far; carried from one donor to the next.
+struct StateDownload {
+  StateKind kind = StateKind::snapshot;
+  int64_t outer_step = -1;  // for a round: which one; for a snapshot: -1 = the donor's newest
+  bool started = false;     // the summary below is known
+  Digest digest{};
+  uint64_t total_bytes = 0, chunk_bytes = 0;
+  uint32_t n_chunks = 0, next_chunk = 0;
+  std::vector<uint8_t> bytes;
+  uint64_t bad_chunks = 0;  // digests that did not match (fetched again)
+  bool done() const { return started && next_chunk == n_chunks; }
+};
+
+// Fetches the rest of `d` from the StateServer at `address`. Returns normally
+// when complete; throws Error when the donor fails, is gone, or serves a
+// different blob (the download keeps what it had). A chunk whose digest does
+// not match is fetched again, up to `max_bad` times in all.
+void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
+                 std::chrono::milliseconds timeout, int max_bad = 8);
+// The donor's inner steps done, as it last reported them.
+int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout);
+
+}  // namespace intellect

@@ -1,0 +1,67 @@
+#include "train/join_state.h"
+
+#include <cstring>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace intellect {
+
+std::vector<uint8_t> encode_join_state(const JoinState& s) {
+  const size_t n = s.outer.size();
+  if (s.momentum.size() != n || s.exp_avg.size() != n || s.exp_avg_sq.size() != n)
+    fail("join state: the four arrays must have the same length");
+  const std::string header = nlohmann::json{{"format", 1}, {"outer_step", s.outer_step}, {"step", s.step},
+                                            {"adam_step", s.adam_step}, {"n", n}}.dump();
+  std::vector<uint8_t> out(8 + header.size() + 4 * n * sizeof(float));
+  const uint64_t len = header.size();
+  std::memcpy(out.data(), &len, 8);
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  uint8_t* p = out.data() + 8 + header.size();
+  for (const std::vector<float>* a : {&s.outer, &s.momentum, &s.exp_avg, &s.exp_avg_sq}) {
+    std::memcpy(p, a->data(), n * sizeof(float));
+    p += n * sizeof(float);
+  }
+  return out;
+}
+
+JoinState decode_join_state(const std::vector<uint8_t>& bytes, size_t expected_n) {
+  if (bytes.size() < 8) fail("join state: ", bytes.size(), " bytes is too short for a header");
+  uint64_t len = 0;
+  std::memcpy(&len, bytes.data(), 8);
+  if (len > 4096 || 8 + len > bytes.size()) fail("join state: header length ", len, " does not fit");
+  nlohmann::json h;
+  try {
+    h = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data() + 8), len));
+  } catch (const nlohmann::json::exception& e) {
+    fail("join state: the header is not JSON: ", e.what());
+  }
+  JoinState s;
+  size_t n = 0;
+  try {
+    if (h.at("format").get<int>() != 1) fail("join state: format ", h.at("format").dump(), " is not 1");
+    s.outer_step = h.at("outer_step").get<int64_t>();
+    s.step = h.at("step").get<int64_t>();
+    s.adam_step = h.at("adam_step").get<int64_t>();
+    n = h.at("n").get<size_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("join state: header field missing or mistyped: ", e.what());
+  }
+  if (n != expected_n)
+    fail("join state: the donor's model has ", n, " parameters, this one ", expected_n,
+         " (every node of a run must use the same model config)");
+  if (s.outer_step < 0 || s.step < 0 || s.adam_step < 0) fail("join state: negative counters");
+  if (bytes.size() != 8 + len + 4 * n * sizeof(float))
+    fail("join state: ", bytes.size(), " bytes, expected ", 8 + len + 4 * n * sizeof(float));
+  const uint8_t* p = bytes.data() + 8 + len;
+  for (std::vector<float>* a : {&s.outer, &s.momentum, &s.exp_avg, &s.exp_avg_sq}) {
+    a->resize(n);
+    std::memcpy(a->data(), p, n * sizeof(float));
+    p += n * sizeof(float);
+  }
+  return s;
+}
+
+}  // namespace intellect

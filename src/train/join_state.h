@@ -1,0 +1,30 @@
+// What a node that joins a run in progress receives from its donor: the
+// DiLoCo state as of the donor's latest outer step. Outer parameters and
+// momentum are the same on every node after an outer step (the coordinator
+// checks their hash); AdamW's moments are the donor's own, a warm start for
+// the joiner's inner optimizer. The data position is not part of it: the
+// joiner reads the partition the coordinator gave it.
+//
+// Layout: u64 header length, the header as JSON (format, outer_step, step,
+// adam_step, n), then four fp32 arrays of n values: outer parameters, outer
+// momentum, AdamW exp_avg, exp_avg_sq (little-endian).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace intellect {
+
+struct JoinState {
+  int64_t outer_step = 0;  // the outer steps completed
+  int64_t step = 0;        // inner steps completed (outer_step · inner_steps)
+  int64_t adam_step = 0;   // AdamW's step counter
+  std::vector<float> outer, momentum, exp_avg, exp_avg_sq;
+};
+
+std::vector<uint8_t> encode_join_state(const JoinState& s);
+// Checks the format, that every array has n values and that n is `expected_n`
+// (this model's parameter count); fails naming what does not fit.
+JoinState decode_join_state(const std::vector<uint8_t>& bytes, size_t expected_n);
+
+}  // namespace intellect

@@ -1,0 +1,124 @@
+// Elastic membership on loopback, with real intellect_train processes and an
+// in-process coordinator: a node that starts while the run is in progress
+// streams the state from a donor (a chunk corrupted on the way is fetched
+// again), catches up on the rounds it missed, and from then on ends every
+// outer step with the same hash as the others; nobody waits for it.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "dist/coordinator.h"
+#include "test_util.h"
+#include "util/file.h"
+
+namespace intellect {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string corpus_dir() { return ::testing::TempDir() + "/elastic_corpus"; }
+
+std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream f(path);
+  for (std::string l; std::getline(f, l);) lines.push_back(nlohmann::json::parse(l));
+  return lines;
+}
+
+class Elastic : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(corpus_dir() + "/manifest.json")) {
+      const auto r = test::run_command(test::binary_dir() + "/make_corpus --out " + corpus_dir() +
+                                       " --docs 600 --val-docs 0");
+      ASSERT_EQ(r.status, 0) << r.output;
+    }
+  }
+};
+
+TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
+  const std::string root = ::testing::TempDir() + "/elastic_join";
+  std::filesystem::remove_all(root);
+  make_dirs(root);
+  const std::vector<uint8_t> key(32, 0x42);
+  const std::string secret_path = root + "/secret";
+  write_file_atomic(secret_path, key.data(), key.size());
+  ::chmod(secret_path.c_str(), 0600);
+
+  CoordinatorOptions co;
+  co.secret = RunSecret(key, "test secret");
+  co.heartbeat_interval = milliseconds(300);
+  co.membership.heartbeat_timeout = milliseconds(3000);
+  co.membership.ready_timeout = milliseconds(20000);
+  co.membership.min_ring = 2;
+  co.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+  Coordinator coordinator(co);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator.run(stop); });
+
+  auto command = [&](const std::string& name, const std::string& env) {
+    std::string cmd = env + " " + test::binary_dir() + "/intellect_train";
+    for (const std::string& s :
+         {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + secret_path,
+          "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()), std::string("mesh.heartbeat_ms=300"), std::string("mesh.round_timeout_ms=20000"),
+          std::string("diloco.enabled=true"), std::string("diloco.inner_steps=5"), std::string("train.steps=60"),
+          std::string("train.threads=1"), std::string("model.dim=48"), std::string("model.ffn_dim=128"),
+          std::string("model.head_dim=12"), std::string("model.n_layers=2"), std::string("train.eval_every=0"),
+          std::string("train.log_every=1000"), "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="),
+          std::string("data.partitions=3"), std::string("ckpt.save_final=false")})
+      cmd += " --set " + s;
+    return cmd;
+  };
+  // Both donors corrupt the first chunk they serve: the joiner must fetch it again.
+  const std::string donor_env = "INTELLECT_STATE_TEST_CORRUPT=0";
+  std::vector<test::CommandResult> results(3);
+  std::vector<std::thread> nodes;
+  for (int i = 0; i < 2; ++i)
+    nodes.emplace_back([&, i] { results[i] = test::run_command(command("node-" + std::to_string(i), donor_env)); });
+  // The joiner starts once the run is two outer steps in.
+  for (int t = 0; t < 600 && coordinator.agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_GE(coordinator.agreed_steps(), 2) << "the first two nodes did not get going";
+  nodes.emplace_back([&] { results[2] = test::run_command(command("joiner", "")); });
+  for (auto& t : nodes) t.join();
+  stop = true;
+  ct.join();
+
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
+  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  const auto a = read_metrics(root + "/node-0/metrics.jsonl");
+  const auto j = read_metrics(root + "/joiner/metrics.jsonl");
+  ASSERT_EQ(a.size(), 60u);
+  ASSERT_FALSE(j.empty());
+  ASSERT_TRUE(j.front().contains("joined")) << j.front().dump();
+  const auto& joined = j.front()["joined"];
+  EXPECT_GE(joined["outer_step"].get<int64_t>(), 2);
+  EXPECT_GE(joined["bad_chunks_refetched"].get<int64_t>(), 1) << "the corrupted chunk was noticed";
+  // It lined up with the others: its first step is inside the round after the one it joined at.
+  EXPECT_EQ(j.front()["step"], joined["first_step"]);
+  EXPECT_GT(j.front()["step"].get<int64_t>(), joined["outer_step"].get<int64_t>() * 5);
+  EXPECT_LE(j.front()["step"].get<int64_t>(), joined["outer_step"].get<int64_t>() * 5 + 5);
+  EXPECT_EQ(j.back()["step"], 60);
+  // From its first outer step on, the joiner's outer parameters are the others'.
+  std::map<int64_t, std::string> hash_a;
+  for (const auto& l : a)
+    if (l.contains("outer")) hash_a[l["outer"]["outer_step"].get<int64_t>()] = l["outer"]["hash"];
+  int compared = 0, in_ring = 0;
+  for (const auto& l : j) {
+    if (!l.contains("outer")) continue;
+    const int64_t k = l["outer"]["outer_step"].get<int64_t>();
+    EXPECT_EQ(l["outer"]["hash"], hash_a[k]) << "outer step " << k;
+    ++compared;
+    in_ring += !l["outer"]["late"].get<bool>() && l["outer"]["ring_size"].get<int64_t>() == 3;
+  }
+  EXPECT_GE(compared, 3);
+  EXPECT_GE(in_ring, 2) << "the joiner took part in the rings once it had caught up";
+  EXPECT_LT(j.back()["loss"].get<double>(), a.front()["loss"].get<double>() - 1.0) << "and it learned";
+}
+
+}  // namespace
+}  // namespace intellect
