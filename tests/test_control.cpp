@@ -30,7 +30,8 @@ std::vector<Message> samples() {
           DonorAssign{1, "10.0.0.1:7001"},
           Late{43},
           sr,
-          si};
+          si,
+          Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001"}};
 }
 
 TEST(Control, EveryMessageRoundTrips) {

@@ -12,7 +12,7 @@ namespace {
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
   kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello,
-  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo
+  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin
 };
 
 constexpr uint64_t kMaxStateBytes = uint64_t{1} << 40;  // 1 TiB: far above any model we train
@@ -108,6 +108,13 @@ void put(ByteWriter& w, const StateInfo& m) {
   w.u64(m.total_bytes);
   w.u64(m.chunk_bytes);
   w.u32(m.n_chunks);
+}
+void put(ByteWriter& w, const Rejoin& m) {
+  w.u8(kRejoin);
+  w.u64(m.node_id);
+  w.str(m.name);
+  w.str(m.address);
+  w.str(m.state_address);
 }
 void put(ByteWriter& w, const PeerHello& m) {
   w.u8(kPeerHello);
@@ -236,6 +243,15 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       break;
     }
     case kLate: out = Late{step_field(r, "outer_step")}; break;
+    case kRejoin: {
+      Rejoin m;
+      m.node_id = r.u64("node_id");
+      m.name = r.str("name", kMaxName);
+      m.address = r.str("address", kMaxName);
+      m.state_address = r.str("state_address", kMaxName);
+      out = m;
+      break;
+    }
     case kStateRequest: {
       StateRequest m;
       m.kind = r.u8("kind");
@@ -274,7 +290,8 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
 const char* name(const Message& m) {
   static const char* names[] = {"join",        "welcome",      "heartbeat",   "leave",       "ready",
                                 "ring-announce", "ring-failed", "outer-hash", "refused",     "peer-hello",
-                                "donor-request", "donor-assign", "late",      "state-request", "state-info"};
+                                "donor-request", "donor-assign", "late",      "state-request", "state-info",
+                                "rejoin"};
   return names[m.index()];
 }
 

@@ -86,6 +86,12 @@ struct PeerHello {
 };
 constexpr uint32_t kMaxRingLanes = 64;
 
+// node -> coordinator, on a new connection after losing the old one (the
+// coordinator restarted): I am this member, take me back.
+struct Rejoin {
+  uint64_t node_id = 0;
+  std::string name, address, state_address;
+};
 // node -> coordinator: my donor failed; name another (not `exclude`).
 struct DonorRequest {
   uint64_t node_id = 0, exclude = 0;
@@ -118,7 +124,7 @@ struct StateInfo {
 };
 
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
-                             PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo>;
+                             PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo, Rejoin>;
 
 std::vector<uint8_t> encode(const Message& m);
 // `from` names the sender in errors.

@@ -1,6 +1,7 @@
 #include "dist/coordinator.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "dist/mesh_node.h"
@@ -14,6 +15,27 @@ Coordinator::Coordinator(CoordinatorOptions options)
       transport_(TransportOptions{opt_.secret, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
                                   size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
       members_(opt_.membership) {
+  if (!opt_.state_file.empty() && std::filesystem::exists(opt_.state_file)) {
+    // A restart: take the run back where the state file left it. Members get
+    // a full heartbeat timeout to find this coordinator again (Rejoin).
+    const std::vector<uint8_t> raw = read_file(opt_.state_file);
+    const std::string text(raw.begin(), raw.end());
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+      members_ = Membership::from_json(j.at("membership"), opt_.membership, MembershipClock::now());
+      next_round_ = j.at("next_round").get<uint64_t>();
+      const nlohmann::json positions = j.value("partition_position", nlohmann::json::object());
+      for (const auto& [k, v] : positions.items()) partition_position_[std::stoull(k)] = v.get<std::string>();
+      agreed_ = j.value("agreed", int64_t{0});
+      disagreed_ = j.value("disagreed", int64_t{0});
+    } catch (const std::exception& e) {
+      fail(opt_.state_file, ": the coordinator's state file is unreadable (", e.what(),
+           "); move it aside to start a new run's membership from scratch");
+    }
+    log(str("restored from ", opt_.state_file, ": ", members_.size(), " node(s), epoch ", members_.epoch(),
+            ", last outer step ", members_.last_ring_step(), ", next round ", next_round_));
+  }
   const auto [host, port] = split_host_port(opt_.listen, "coordinator listen address");
   port_ = transport_.listen(host, port);
   log(str("coordinator listening on ", host, ":", port_));
@@ -37,7 +59,10 @@ void Coordinator::send(ConnId conn, const control::Message& m) {
 
 void Coordinator::persist() {
   if (opt_.state_file.empty()) return;
-  nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_}};
+  nlohmann::json positions = nlohmann::json::object();
+  for (const auto& [p, pos] : partition_position_) positions[std::to_string(p)] = pos;
+  nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
+                      {"partition_position", positions}, {"agreed", agreed_}, {"disagreed", disagreed_}};
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(opt_.state_file, text.data(), text.size());
 }
@@ -67,6 +92,7 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
   log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
   for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
+  persist();  // a restarted coordinator must know this step's ring was formed
 }
 
 void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTime now) {
@@ -101,6 +127,34 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     persist();
     return;
   }
+  if (const auto* rj = std::get_if<control::Rejoin>(&msg)) {
+    if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
+    if (!members_.contains(rj->node_id)) {
+      send(conn, control::Refused{str("node ", rj->node_id, " is not a member of this run (evicted while away, or "
+                                      "the coordinator lost its state): restart the node to join again")});
+      transport_.close(conn, "unknown node");
+      return;
+    }
+    auto old = conn_of_.find(rj->node_id);
+    if (old != conn_of_.end() && old->second != conn) {
+      node_of_.erase(old->second);
+      transport_.close(old->second, "replaced by a new connection");
+    }
+    conn_of_[rj->node_id] = conn;
+    node_of_[conn] = rj->node_id;
+    members_.heartbeat(rj->node_id, now);
+    const NodeRecord& n = members_.node(rj->node_id);
+    control::Welcome w;
+    w.node_id = n.id;
+    w.partition = n.partition;
+    w.epoch = members_.epoch();
+    w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
+    w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
+    w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
+    log(str("node ", n.id, " (", n.name, ") is back"));
+    send(conn, w);
+    return;
+  }
   if (known == node_of_.end()) {
     send(conn, control::Refused{"join first"});
     transport_.close(conn, "spoke before joining");
@@ -128,7 +182,8 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     const bool in_active = active != rings_.end() &&
                            std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
                                active->second.nodes.end();
-    if (r->outer_step <= members_.last_ring_step() && !in_active) {
+    if (r->outer_step <= members_.last_ring_step() && in_active) return;  // a repeat after a reconnect
+    if (r->outer_step <= members_.last_ring_step()) {
       // Its ring formed without it (it was still catching up): it takes that
       // round's average from a donor instead. Nobody waited for it.
       log(str("node ", id, " is late for outer step ", r->outer_step, "; it will catch up from a donor"));
@@ -138,6 +193,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     }
     members_.ready(id, r->outer_step, now);
     if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
+    persist();
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
     auto it = rings_.find(f->outer_step);
     if (it == rings_.end() || f->round < round_of_[f->outer_step]) return;  // already re-formed
@@ -175,6 +231,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
       log(str("OUTER PARAMETERS DIVERGED at outer step ", o->outer_step, ":", list));
     }
     rings_.erase(it);
+    persist();  // the agreement counts survive a restart
   }
 }
 

@@ -175,7 +175,19 @@ MeshNode::MeshNode(MeshNodeOptions options)
   address_ = lhost + ":" + std::to_string(port);
   if (opt_.serve_state) state_ = std::make_unique<StateServer>(opt_.secret, lhost, opt_.log);
   const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
-  coord_ = transport_.connect(chost, cport, deadline_in(opt_.join_timeout));
+  // The coordinator may be restarting: keep dialling until the join timeout.
+  const Deadline join_deadline = deadline_in(opt_.join_timeout);
+  for (;;) {
+    try {
+      coord_ = transport_.connect(chost, cport, join_deadline);
+      break;
+    } catch (const Error& e) {
+      if (MeshClock::now() + std::chrono::milliseconds(300) > join_deadline)
+        fail("cannot reach the coordinator at ", opt_.coordinator, " within ", opt_.join_timeout.count(),
+             " ms: ", e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  }
   send_control(coord_, control::Join{opt_.name, address_, 1, state_ ? state_->address() : ""});
   const control::Message reply = recv_control(deadline_in(opt_.join_timeout));
   if (const auto* r = std::get_if<control::Refused>(&reply)) fail("the coordinator refused to let this node join: ", r->reason);
@@ -189,10 +201,18 @@ MeshNode::MeshNode(MeshNodeOptions options)
   heartbeat_ = std::thread([this] {
     const auto every = std::chrono::milliseconds(welcome_.heartbeat_ms);
     while (!stop_.load()) {
+      const ConnId c = coord_.load();
       try {
-        send_control(coord_, control::Heartbeat{welcome_.node_id});
+        send_control(c, control::Heartbeat{welcome_.node_id});
       } catch (const Error& e) {
         log_to(opt_.log, str("heartbeat failed: ", e.what()));
+        if (!left_.load() && !transport_.is_open(c)) {
+          try {
+            reconnect(c);
+          } catch (const Error& e2) {
+            log_to(opt_.log, str("could not reach the coordinator again: ", e2.what()));
+          }
+        }
       }
       for (auto t = std::chrono::milliseconds(0); t < every && !stop_.load(); t += std::chrono::milliseconds(50))
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -211,8 +231,61 @@ MeshNode::~MeshNode() {
 
 void MeshNode::leave(const std::string& reason) {
   if (left_.exchange(true)) return;
-  send_control(coord_, control::Leave{welcome_.node_id, reason});
-  transport_.close(coord_, "left the run");
+  const ConnId c = coord_.load();
+  try {  // best effort: a coordinator that is away learns it from the timeout
+    send_control(c, control::Leave{welcome_.node_id, reason});
+  } catch (const Error& e) {
+    log_to(opt_.log, str("could not say goodbye to the coordinator: ", e.what()));
+  }
+  transport_.close(c, "left the run");
+}
+
+void MeshNode::reconnect(ConnId stale) {
+  std::lock_guard<std::mutex> lock(reconnect_mu_);
+  if (coord_.load() != stale) return;  // another thread got there first
+  log_to(opt_.log, "lost the coordinator; reconnecting");
+  const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
+  // As long as a round may take: a coordinator restarted by hand takes a while.
+  const Deadline deadline = deadline_in(opt_.round_timeout);
+  std::string why = "no attempt";
+  while (MeshClock::now() < deadline && !stop_.load()) {
+    ConnId c = 0;
+    try {
+      c = transport_.connect(chost, cport, deadline_in(std::chrono::milliseconds(2000)));
+      send_control(c, control::Rejoin{welcome_.node_id, opt_.name, address_, state_ ? state_->address() : ""});
+      std::optional<Message> m = transport_.recv(c, deadline_in(std::chrono::milliseconds(5000)));
+      if (!m) fail("no answer to the rejoin");
+      const control::Message reply = control::decode(m->frame.payload, "the coordinator");
+      if (const auto* r = std::get_if<control::Refused>(&reply))
+        throw EvictedFromRun(str("the coordinator no longer takes this node: ", r->reason));
+      if (!std::get_if<control::Welcome>(&reply)) fail("the coordinator answered the rejoin with '", control::name(reply), "'");
+      transport_.close(stale, "replaced");
+      coord_ = c;
+      log_to(opt_.log, "back with the coordinator");
+      if (pending_) send_control(c, *pending_);
+      return;
+    } catch (const EvictedFromRun&) {
+      if (c) transport_.close(c, "evicted");
+      throw;
+    } catch (const Error& e) {
+      why = e.what();
+      if (c) transport_.close(c, "rejoin failed");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  fail("the coordinator at ", opt_.coordinator, " did not come back within ", opt_.round_timeout.count(),
+       " ms (last error: ", why, ")");
+}
+
+void MeshNode::send_coordinator(const control::Message& m) {
+  const ConnId c = coord_.load();
+  try {
+    send_control(c, m);
+  } catch (const Error&) {
+    if (transport_.is_open(c)) throw;
+    reconnect(c);
+    send_control(coord_.load(), m);
+  }
 }
 
 void MeshNode::send_control(ConnId conn, const control::Message& m) {
@@ -223,7 +296,17 @@ void MeshNode::send_control(ConnId conn, const control::Message& m) {
 }
 
 control::Message MeshNode::recv_control(Deadline deadline) {
-  std::optional<Message> m = transport_.recv(coord_, deadline);
+  std::optional<Message> m;
+  for (;;) {
+    const ConnId c = coord_.load();
+    try {
+      m = transport_.recv(c, deadline);
+      break;
+    } catch (const Error&) {
+      if (transport_.is_open(c) || left_.load()) throw;
+      reconnect(c);  // re-sends what we are waiting on an answer to
+    }
+  }
   if (!m) fail("no message from the coordinator before the deadline");
   if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
   return control::decode(m->frame.payload, "the coordinator");
@@ -241,8 +324,15 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, De
       if (transport_.is_open(c)) return c;
     }
     if (MeshClock::now() > deadline) fail("ring: node ", peer_id, " did not connect before the deadline");
-    if (std::optional<Message> m = transport_.recv(coord_, deadline_in(std::chrono::milliseconds(0)))) {
-      const control::Message cm = control::decode(m->frame.payload, "the coordinator");
+    std::optional<Message> from_coord;
+    try {
+      from_coord = transport_.recv(coord_.load(), deadline_in(std::chrono::milliseconds(0)));
+    } catch (const Error&) {
+      // The coordinator is away (restarting): the ring it announced goes on;
+      // the next wait for it reconnects.
+    }
+    if (from_coord) {
+      const control::Message cm = control::decode(from_coord->frame.payload, "the coordinator");
       if (const auto* ring = std::get_if<control::RingAnnounce>(&cm); ring && ring->round > round) {
         next_ring_ = *ring;
         fail("ring round ", round, " superseded by round ", ring->round);
@@ -271,7 +361,19 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, De
 OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_position,
                                   std::span<const float> input, std::span<float> output) {
   OuterRoundStats stats;
-  send_control(coord_, control::Ready{welcome_.node_id, outer_step, data_position});
+  const control::Ready ready{welcome_.node_id, outer_step, data_position};
+  {
+    std::lock_guard<std::mutex> lock(reconnect_mu_);
+    pending_ = ready;
+  }
+  struct ClearPending {
+    MeshNode* n;
+    ~ClearPending() {
+      std::lock_guard<std::mutex> lock(n->reconnect_mu_);
+      n->pending_.reset();
+    }
+  } clear_pending{this};
+  send_coordinator(ready);
   uint64_t last_round = 0;
   for (int attempt = 0;; ++attempt) {
     const Deadline deadline = deadline_in(opt_.round_timeout);
@@ -286,6 +388,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         if (const auto* l = std::get_if<control::Late>(&m); l && l->outer_step == outer_step)
           throw LateForRound(outer_step, str("the ring of outer step ", outer_step, " formed without this node"));
         const auto* a = std::get_if<control::RingAnnounce>(&m);
+        if (a && a->outer_step < outer_step) continue;  // a stale ring for a step this node has done
         if (a && a->round > last_round) {
           ring = *a;
           break;
@@ -379,7 +482,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         if (from_prev[k]) transport_.close(from_prev[k], "round failed");
       }
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
-      if (!next_ring_) send_control(coord_, control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
+      if (!next_ring_) send_coordinator(control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
       if (attempt + 1 > opt_.max_retries) throw;
     }
   }
@@ -406,12 +509,19 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
     if (MeshClock::now() > deadline)
       fail("could not fetch the ", state_kind_name(kind), " (outer step ", outer_step, "): ", last_error);
     // Another donor, from the coordinator (it may name the same one: then retry it).
-    send_control(coord_, control::DonorRequest{welcome_.node_id, donor_id_});
+    const control::DonorRequest request{welcome_.node_id, donor_id_};
+    {
+      std::lock_guard<std::mutex> lock(reconnect_mu_);
+      pending_ = request;
+    }
+    send_coordinator(request);
     for (;;) {
       const control::Message m = recv_control(deadline);
       if (const auto* a = std::get_if<control::DonorAssign>(&m)) {
         donor_id_ = a->donor_id;
         donor_address_ = a->donor_address;
+        std::lock_guard<std::mutex> lock(reconnect_mu_);
+        pending_.reset();
         break;
       }
     }
@@ -453,7 +563,7 @@ void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged
 }
 
 void MeshNode::report_hash(int64_t outer_step, uint64_t hash) {
-  send_control(coord_, control::OuterHash{welcome_.node_id, outer_step, hash});
+  send_coordinator(control::OuterHash{welcome_.node_id, outer_step, hash});
 }
 
 }  // namespace intellect

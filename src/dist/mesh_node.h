@@ -63,6 +63,13 @@ struct LateForRound : Error {
   int64_t outer_step;
 };
 
+// The coordinator no longer counts this node as a member (it was silent past
+// the timeout, e.g. stopped, and was evicted): the process should end and be
+// started again, which joins the run afresh and fetches the state.
+struct EvictedFromRun : Error {
+  using Error::Error;
+};
+
 struct OuterRoundStats {
   size_t ring_size = 1;
   uint64_t round = 0;
@@ -113,12 +120,20 @@ class MeshNode {
  private:
   control::Message recv_control(Deadline deadline);
   void send_control(ConnId conn, const control::Message& m);
+  // To the coordinator: on a lost connection, reconnect (Rejoin) and send again.
+  void send_coordinator(const control::Message& m);
+  // A new connection to a restarted coordinator, unless another thread
+  // already replaced `stale`; fails if it does not come back in time or no
+  // longer knows this node. Re-sends the request a caller is waiting on.
+  void reconnect(ConnId stale);
   ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, Deadline deadline);
 
   MeshNodeOptions opt_;
   Transport transport_;
   std::string address_;  // advertised "host:port"
-  ConnId coord_ = 0;
+  std::atomic<ConnId> coord_{0};
+  std::mutex reconnect_mu_;
+  std::optional<control::Message> pending_;  // what the main thread awaits an answer to (under reconnect_mu_)
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
   std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round

@@ -112,6 +112,7 @@ struct MeshConfig {
   int64_t heartbeat_ms = 2000, timeout_ms = 6000;  // INTELLECT-1's 2 s / 6 s
   int64_t ready_timeout_ms = 30000;     // coordinator: how long a ring waits for late nodes
   int64_t round_timeout_ms = 600000;    // a node: waiting for its ring and the all-reduce
+  int64_t message_timeout_ms = 60000;   // a ring peer silent this long (mid-message or between) is given up
   int64_t max_retries = 3;
   // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
   // registered nodes are ready, so a run whose nodes start together averages

@@ -159,6 +159,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
     mo.rings = static_cast<int>(cfg.diloco.rings);
+    mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.log = [](const std::string& m) { note("mesh: " + m); };
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))

@@ -1,0 +1,345 @@
+// intellect_chaos: a coordinator and N training nodes on loopback, with
+// faults injected at random for a bounded time, then checks on what they
+// left. Faults: a node killed (SIGKILL), a node stopped (SIGSTOP, continued
+// a while later: past the heartbeat timeout it is evicted, exits 75 and is
+// started again), a new node started (it joins mid-run and streams the state),
+// and the coordinator killed and restarted on the same address.
+//
+//   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
+//                   [--out DIR] [--set k=v]...
+//
+// Checks, each printed: every node that wrote outer step k wrote the same
+// hash (joiners and late nodes included); no process the driver did not kill
+// ended with an error; every process still running at the end stops on
+// SIGTERM within 60 s (no hang); the loss fell; outer steps kept completing.
+// Exit 0 when all hold. The summary (faults, joins, time to join, retries,
+// outer steps) goes to stdout and <out>/chaos_summary.json.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+#include "util/file.h"
+
+namespace {
+
+using namespace intellect;
+using Clock = std::chrono::steady_clock;
+
+struct Proc {
+  std::string name;
+  pid_t pid = -1;
+  bool alive = false, stopped = false, killed_by_us = false;
+  Clock::time_point cont_at{};  // when a stopped node is continued
+};
+
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::fflush(stdout);  // or the child repeats what this process had buffered
+  const pid_t pid = ::fork();
+  if (pid < 0) fail("fork failed");
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    FILE* f = std::freopen(log.c_str(), "a", stdout);
+    if (f) ::dup2(::fileno(stdout), 2);
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  return pid;
+}
+
+uint16_t free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    fail("could not find a free port");
+  const uint16_t port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+
+std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(path);
+  for (std::string l; std::getline(f, l);) {
+    try {
+      out.push_back(nlohmann::json::parse(l));
+    } catch (const nlohmann::json::exception&) {  // a line cut short by SIGKILL
+    }
+  }
+  return out;
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
+                       "[--set k=v]...\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int nodes = 3, max_nodes = 5, seconds = 60;
+  uint64_t seed = 1;
+  std::string out = "runs/chaos";
+  std::vector<std::string> extra;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) return usage();
+    const std::string v = argv[++i];
+    if (a == "--nodes") nodes = std::atoi(v.c_str());
+    else if (a == "--max-nodes") max_nodes = std::atoi(v.c_str());
+    else if (a == "--seconds") seconds = std::atoi(v.c_str());
+    else if (a == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
+    else if (a == "--out") out = v;
+    else if (a == "--set") extra.push_back(v);
+    else return usage();
+  }
+  if (nodes < 2 || max_nodes < nodes || seconds < 1) return usage();
+  try {
+    const std::string bin = std::filesystem::canonical("/proc/self/exe").parent_path().string();
+    const std::string train = bin + "/intellect_train";
+    std::filesystem::remove_all(out);
+    make_dirs(out);
+    const std::string corpus = out + "/corpus";
+    {
+      const int rc = std::system((bin + "/make_corpus --out " + corpus + " --docs 600 --val-docs 0 > " + out +
+                                  "/make_corpus.log 2>&1").c_str());
+      if (rc != 0) fail("make_corpus failed: see ", out, "/make_corpus.log");
+    }
+    const std::string secret = out + "/run.secret";
+    {
+      std::vector<uint8_t> key(32);
+      std::mt19937_64 r(seed ^ 0x5ec12e7);
+      for (auto& b : key) b = static_cast<uint8_t>(r());
+      write_file_atomic(secret, key.data(), key.size());
+      ::chmod(secret.c_str(), 0600);
+    }
+    const uint16_t port = free_port();
+    const std::string coord = "127.0.0.1:" + std::to_string(port);
+    const std::vector<std::string> mesh = {
+        "mesh.secret_file=" + secret, "mesh.heartbeat_ms=300", "mesh.timeout_ms=2000", "mesh.ready_timeout_ms=4000",
+        "mesh.round_timeout_ms=30000", "mesh.message_timeout_ms=3000", "mesh.max_retries=6"};
+    auto with_sets = [](std::vector<std::string> args, const std::vector<std::string>& sets) {
+      for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
+      return args;
+    };
+    std::vector<std::string> coord_sets = mesh;
+    coord_sets.insert(coord_sets.end(), {"mesh.listen=" + coord, "train.out_dir=" + out + "/coordinator",
+                                         "mesh.min_ring=" + std::to_string(nodes)});
+    Proc coordinator{"coordinator"};
+    auto start_coordinator = [&] {
+      coordinator.pid = spawn(with_sets({train, "--coordinator"}, coord_sets), out + "/coordinator.log");
+      coordinator.alive = true;
+    };
+    std::vector<Proc> procs;
+    int next_node = 0;
+    auto start_node = [&] {
+      Proc p;
+      p.name = "node-" + std::to_string(next_node++);
+      std::vector<std::string> sets = mesh;
+      sets.insert(sets.end(),
+                  {"mesh.coordinator=" + coord, "mesh.name=" + p.name, "train.out_dir=" + out + "/" + p.name,
+                   "diloco.enabled=true", "diloco.inner_steps=5", "train.steps=1000000", "train.threads=1",
+                   "model.dim=48", "model.ffn_dim=128", "model.head_dim=12", "model.n_layers=2",
+                   "train.eval_every=0", "train.log_every=1000", "data.train=" + corpus + "/train_*.bin",
+                   "data.val=", "data.partitions=" + std::to_string(max_nodes + 64), "ckpt.save_final=false"});
+      sets.insert(sets.end(), extra.begin(), extra.end());
+      make_dirs(out + "/" + p.name);
+      p.pid = spawn(with_sets({train}, sets), out + "/" + p.name + "/train.log");
+      p.alive = true;
+      procs.push_back(p);
+      return procs.back().name;
+    };
+
+    nlohmann::json faults = {{"kill9", 0}, {"stop", 0}, {"start", 0}, {"coordinator_restart", 0},
+                             {"evicted_restarted", 0}};
+    std::vector<std::string> failures;
+    std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, logs under %s\n",
+                coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), out.c_str());
+    start_coordinator();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (int i = 0; i < nodes; ++i) start_node();
+
+    std::mt19937_64 rng(seed);
+    auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+    auto reap = [&] {
+      for (Proc& p : procs) {
+        if (!p.alive) continue;
+        int st = 0;
+        if (::waitpid(p.pid, &st, WNOHANG) != p.pid) continue;
+        p.alive = false;
+        if (p.killed_by_us) continue;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
+          faults["evicted_restarted"] = faults["evicted_restarted"].get<int>() + 1;
+          std::printf("  %s was evicted (exit 75); starting a replacement: %s\n", p.name.c_str(), start_node().c_str());
+          return;  // procs changed
+        }
+        failures.push_back(str(p.name, " ended on its own: ", WIFEXITED(st) ? str("exit ", WEXITSTATUS(st))
+                                                                           : str("signal ", WTERMSIG(st)),
+                               " (see its train.log)"));
+      }
+    };
+    auto running = [&] {
+      std::vector<size_t> v;
+      for (size_t i = 0; i < procs.size(); ++i)
+        if (procs[i].alive && !procs[i].stopped) v.push_back(i);
+      return v;
+    };
+    // The first four faults are one of each kind (shuffled), then at random.
+    std::vector<int> plan = {0, 1, 2, 3};
+    std::shuffle(plan.begin(), plan.end(), rng);
+    const Clock::time_point t_end = Clock::now() + std::chrono::seconds(seconds);
+    Clock::time_point next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(4000, 6000)));
+    size_t fault_no = 0;
+    while (Clock::now() < t_end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      reap();
+      for (Proc& p : procs)
+        if (p.alive && p.stopped && Clock::now() >= p.cont_at) {
+          ::kill(p.pid, SIGCONT);
+          p.stopped = false;
+          std::printf("  %s continued\n", p.name.c_str());
+        }
+      if (Clock::now() < next_fault) continue;
+      next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(2000, 5000)));
+      const int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, 4));
+      ++fault_no;
+      const std::vector<size_t> up = running();
+      if (kind == 0 && up.size() > 2) {
+        Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
+        ::kill(p.pid, SIGKILL);
+        p.killed_by_us = true;
+        faults["kill9"] = faults["kill9"].get<int>() + 1;
+        std::printf("  kill -9 %s\n", p.name.c_str());
+      } else if (kind == 1 && up.size() > 2) {
+        Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
+        ::kill(p.pid, SIGSTOP);
+        p.stopped = true;
+        p.cont_at = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(500, 4000)));
+        faults["stop"] = faults["stop"].get<int>() + 1;
+        std::printf("  SIGSTOP %s\n", p.name.c_str());
+      } else if (kind == 2 || up.size() <= 2) {
+        if (static_cast<int>(running().size()) < max_nodes) {
+          faults["start"] = faults["start"].get<int>() + 1;
+          std::printf("  started %s\n", start_node().c_str());
+        }
+      } else {
+        ::kill(coordinator.pid, SIGKILL);
+        ::waitpid(coordinator.pid, nullptr, 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(uniform(300, 1500))));
+        start_coordinator();
+        faults["coordinator_restart"] = faults["coordinator_restart"].get<int>() + 1;
+        std::printf("  coordinator killed and restarted\n");
+      }
+      std::fflush(stdout);
+    }
+
+    // The end: continue the stopped, then ask everyone to stop; nobody may hang.
+    for (Proc& p : procs)
+      if (p.alive && p.stopped) ::kill(p.pid, SIGCONT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    reap();
+    for (Proc& p : procs)
+      if (p.alive) ::kill(p.pid, SIGTERM);
+    for (Proc& p : procs) {
+      if (!p.alive) continue;
+      int st = 0;
+      const Clock::time_point give_up = Clock::now() + std::chrono::seconds(60);
+      while (::waitpid(p.pid, &st, WNOHANG) != p.pid) {
+        if (Clock::now() > give_up) {
+          failures.push_back(p.name + " did not stop within 60 s of SIGTERM (hang)");
+          ::kill(p.pid, SIGKILL);
+          ::waitpid(p.pid, &st, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      p.alive = false;
+      if (WIFEXITED(st) && WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 75)
+        failures.push_back(str(p.name, " exited ", WEXITSTATUS(st), " on SIGTERM (see its train.log)"));
+    }
+    ::kill(coordinator.pid, SIGINT);
+    ::waitpid(coordinator.pid, nullptr, 0);
+
+    // What they wrote.
+    std::map<int64_t, std::set<std::string>> hashes;
+    std::map<int64_t, int> writers;
+    int64_t retries = 0, late = 0, max_outer = 0;
+    nlohmann::json joins = nlohmann::json::array();
+    std::vector<std::pair<int64_t, double>> losses;
+    for (const Proc& p : procs) {
+      for (const nlohmann::json& l : read_metrics(out + "/" + p.name + "/metrics.jsonl")) {
+        losses.emplace_back(l.value("step", int64_t{0}), l.value("loss", 0.0));
+        if (l.contains("joined")) joins.push_back({{"node", p.name}, {"joined", l["joined"]}});
+        if (!l.contains("outer")) continue;
+        const auto& o = l["outer"];
+        const int64_t k = o["outer_step"].get<int64_t>();
+        hashes[k].insert(o["hash"].get<std::string>());
+        ++writers[k];
+        retries += o.value("retries", int64_t{0});
+        late += o.value("late", false);
+        max_outer = std::max(max_outer, k);
+      }
+    }
+    int diverged = 0;
+    for (const auto& [k, h] : hashes)
+      if (h.size() > 1) {
+        ++diverged;
+        failures.push_back(str("outer step ", k, ": ", h.size(), " different hashes among ", writers[k], " nodes"));
+      }
+    std::sort(losses.begin(), losses.end());
+    double first = 0, last = 0;
+    const size_t w = std::min<size_t>(20, losses.size() / 4);
+    for (size_t i = 0; i < w; ++i) {
+      first += losses[i].second / w;
+      last += losses[losses.size() - 1 - i].second / w;
+    }
+    if (w == 0 || !(last < first - 0.3)) failures.push_back(str("the loss did not fall: ", first, " -> ", last));
+    if (max_outer < 3) failures.push_back(str("only ", max_outer, " outer steps completed"));
+    nlohmann::json summary = {{"seconds", seconds},
+                              {"seed", seed},
+                              {"faults", faults},
+                              {"outer_steps", max_outer},
+                              {"outer_steps_checked", hashes.size()},
+                              {"diverged", diverged},
+                              {"retries", retries},
+                              {"late_catch_ups", late},
+                              {"joins", joins},
+                              {"loss_first", first},
+                              {"loss_last", last},
+                              {"failures", failures}};
+    const std::string text = summary.dump(2) + "\n";
+    write_file_atomic(out + "/chaos_summary.json", text.data(), text.size());
+    std::printf("%s", text.c_str());
+    std::printf("intellect_chaos: %s\n", failures.empty() ? "all checks passed" : "CHECKS FAILED");
+    return failures.empty() ? 0 : 1;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "intellect_chaos: error: %s\n", e.what());
+    return 1;
+  }
+}
