@@ -81,6 +81,11 @@ void Coordinator::drop_node(uint64_t id, const std::string& why) {
 }
 
 void Coordinator::announce(Ring ring) {
+  // Only members this coordinator can reach (after a restart, some may not be back yet).
+  ring.nodes.erase(std::remove_if(ring.nodes.begin(), ring.nodes.end(),
+                                  [&](uint64_t id) { return !conn_of_.count(id); }),
+                   ring.nodes.end());
+  if (ring.nodes.empty()) return;
   control::RingAnnounce a;
   a.outer_step = ring.outer_step;
   a.epoch = ring.epoch;
@@ -183,6 +188,13 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
                            std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
                                active->second.nodes.end();
     if (r->outer_step <= members_.last_ring_step() && in_active) return;  // a repeat after a reconnect
+    // Ready for step s: s − 1 is done. Nodes still waiting on an older step
+    // (after a restart, its ring may have completed without them) catch up.
+    for (const auto& [behind, their] : members_.note_step_done(r->outer_step)) {
+      auto c = conn_of_.find(behind);
+      log(str("node ", behind, " waits on outer step ", their, ", which is done; it will catch up from a donor"));
+      if (c != conn_of_.end()) send(c->second, control::Late{their});
+    }
     if (r->outer_step <= members_.last_ring_step()) {
       // Its ring formed without it (it was still catching up): it takes that
       // round's average from a donor instead. Nobody waited for it.

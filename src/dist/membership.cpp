@@ -69,6 +69,21 @@ std::optional<uint64_t> Membership::pick_donor(uint64_t exclude) const {
   return std::nullopt;
 }
 
+std::vector<std::pair<uint64_t, int64_t>> Membership::note_step_done(int64_t step) {
+  std::vector<std::pair<uint64_t, int64_t>> behind;
+  if (step - 1 <= last_ring_step_) return behind;
+  last_ring_step_ = step - 1;
+  if (uncertain_step_ <= last_ring_step_) uncertain_step_ = -1;
+  for (auto& [id, n] : nodes_)
+    if (n.ready_step >= 0 && n.ready_step <= last_ring_step_) {
+      behind.emplace_back(id, n.ready_step);
+      n.ready_step = -1;
+    }
+  for (auto it = first_ready_.begin(); it != first_ready_.end();)
+    it = it->first <= last_ring_step_ ? first_ready_.erase(it) : std::next(it);
+  return behind;
+}
+
 std::vector<uint64_t> Membership::ids() const {
   std::vector<uint64_t> v;
   for (const auto& [id, n] : nodes_) v.push_back(id);
@@ -96,7 +111,13 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
     synced_ready += n.synced && n.ready_step == outer_step;
   }
   const bool everyone = synced_ready == synced && ready.size() >= opt_.min_ring;
-  if (!everyone && now - first->second < opt_.ready_timeout) return std::nullopt;
+  if (outer_step == uncertain_step_) {
+    // Maybe done before the restart: only with every member (those still on
+    // their inner steps will show by their next Ready that it was done).
+    if (ready.size() != nodes_.size()) return std::nullopt;
+  } else if (!everyone && now - first->second < opt_.ready_timeout) {
+    return std::nullopt;
+  }
   first_ready_.erase(first_ready_.begin(), std::next(first));  // older steps are done too
   for (uint64_t id : ready) nodes_[id].synced = true;
   last_ring_step_ = std::max(last_ring_step_, outer_step);
@@ -151,14 +172,19 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
     m.next_id_ = j.at("next_id").get<uint64_t>();
     m.next_partition_ = j.at("next_partition").get<uint64_t>();
     for (uint64_t p : j.at("free_partitions")) m.free_partitions_.insert(p);
-    m.last_ring_step_ = j.value("last_ring_step", int64_t{-1});
+    const int64_t announced = j.value("last_ring_step", int64_t{-1});
+    m.last_ring_step_ = announced >= 0 ? announced - 1 : -1;
+    m.uncertain_step_ = announced;
     for (const auto& n : j.at("nodes")) {
       NodeRecord r;
       r.id = n.at("id").get<uint64_t>();
       r.name = n.at("name").get<std::string>();
       r.address = n.at("address").get<std::string>();
       r.partition = n.at("partition").get<uint64_t>();
-      r.ready_step = n.at("ready_step").get<int64_t>();
+      // Readiness is not restored: a node that was waiting says so again when
+      // it reconnects, and a ring never forms around a node that has not.
+      (void)n.at("ready_step").get<int64_t>();
+      r.ready_step = -1;
       r.state_address = n.value("state_address", std::string());
       r.synced = n.value("synced", true);
       r.last_seen = now;  // nodes get a full timeout to find the restarted coordinator

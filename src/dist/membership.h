@@ -76,8 +76,12 @@ class Membership {
   void set_state_address(uint64_t id, const std::string& address);
   // A synced node that serves state, other than `exclude` (lowest id first).
   std::optional<uint64_t> pick_donor(uint64_t exclude = 0) const;
-  // The newest outer step a ring was formed for (-1: none yet, a fresh run).
+  // The newest outer step known to be under way or done (-1: none yet, a fresh run).
   int64_t last_ring_step() const { return last_ring_step_; }
+  // A node ready for `step` shows that step − 1 was done. Returns the nodes
+  // still waiting on an older step (their ring went on without them, or was
+  // done before a restart): they are no longer ready and must catch up.
+  std::vector<std::pair<uint64_t, int64_t>> note_step_done(int64_t step);  // (node, the step it waited on)
 
   // Outer steps: nodes report ready; the ring forms when every synced live
   // node is ready for the step, or ready_timeout after the first one was.
@@ -106,6 +110,10 @@ class Membership {
   std::set<uint64_t> free_partitions_;
   uint64_t next_id_ = 1, next_partition_ = 0, epoch_ = 0;
   int64_t last_ring_step_ = -1;
+  // After a restart, the newest step whose ring was announced may or may not
+  // have completed: its ring forms only when every member is ready for it (no
+  // timeout), and a node ready for the step after settles that it completed.
+  int64_t uncertain_step_ = -1;
   std::map<int64_t, MembershipTime> first_ready_;
   std::map<std::pair<int64_t, uint64_t>, std::map<uint64_t, uint64_t>> hashes_;  // (step, epoch) -> reports
 };
