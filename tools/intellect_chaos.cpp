@@ -196,8 +196,10 @@ int main(int argc, char** argv) {
         if (p.killed_by_us) continue;
         if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
           faults["evicted_restarted"] = faults["evicted_restarted"].get<int>() + 1;
-          std::printf("  %s was evicted (exit 75); starting a replacement: %s\n", p.name.c_str(), start_node().c_str());
-          return;  // procs changed
+          const std::string gone = p.name;  // start_node() grows procs: p is not to be used after it
+          const std::string replacement = start_node();
+          std::printf("  %s was evicted (exit 75); started a replacement: %s\n", gone.c_str(), replacement.c_str());
+          return;
         }
         failures.push_back(str(p.name, " ended on its own: ", WIFEXITED(st) ? str("exit ", WEXITSTATUS(st))
                                                                            : str("signal ", WTERMSIG(st)),

@@ -32,17 +32,10 @@
 #include <thread>
 #include <vector>
 
+#include "dist/state_chunk.h"
 #include "dist/transport.h"
 
 namespace intellect {
-
-// progress: no blob, the donor's count of inner steps done (a joiner uses it
-// to line its first round up with the others').
-enum class StateKind : uint8_t { snapshot = 1, round = 2, progress = 3 };
-const char* state_kind_name(StateKind k);
-
-using Digest = std::array<uint8_t, 32>;
-Digest blake2b_256(std::span<const uint8_t> bytes);
 
 // A published blob: the bytes and the digest of each chunk and of the whole.
 struct StateBlob {
@@ -56,20 +49,6 @@ struct StateBlob {
 };
 std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
                                                  size_t chunk_bytes = size_t{4} << 20);
-
-// --- chunk messages, exposed for the tests and the fuzzer -------------------
-struct StateChunkHeader {
-  StateKind kind = StateKind::snapshot;
-  int64_t outer_step = 0;
-  uint32_t index = 0, count = 0;
-  Digest digest{};
-};
-constexpr size_t kStateChunkHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4 + 32;
-std::vector<uint8_t> encode_state_chunk(const StateChunkHeader& h, std::span<const uint8_t> bytes);
-// Parses and checks magic, version, kind, reserved bits and that the payload
-// holds exactly `count` bytes. Returns the header; `bytes` views into msg.
-StateChunkHeader parse_state_chunk(std::span<const uint8_t> msg, std::span<const uint8_t>& bytes,
-                                   const std::string& what);
 
 // --- serving ----------------------------------------------------------------
 class StateServer {
