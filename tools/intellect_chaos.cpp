@@ -16,6 +16,7 @@
 // outer steps) goes to stdout and <out>/chaos_summary.json.
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -57,6 +58,9 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   if (pid < 0) fail("fork failed");
   if (pid == 0) {
     ::setpgid(0, 0);
+    // If this driver dies, its run dies with it: no orphans writing into a
+    // directory the next run reuses.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     FILE* f = std::freopen(log.c_str(), "a", stdout);
     if (f) ::dup2(::fileno(stdout), 2);
     std::vector<char*> argv;
