@@ -121,15 +121,15 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
 }
 
 // The short chaos run (the long one is a documented command): a coordinator
-// and three nodes for 45 s under kill -9, SIGSTOP/SIGCONT, new nodes and
-// coordinator restarts; intellect_chaos checks hashes, hangs, crashes and loss.
+// and three nodes for 45 s under kill -9 (one, and half the nodes at once),
+// SIGSTOP/SIGCONT, new nodes and coordinator restarts; intellect_chaos checks hashes, hangs, crashes and loss.
 TEST_F(Elastic, ChaosShortRunKeepsEveryNodeInAgreement) {
   const std::string out = ::testing::TempDir() + "/chaos_short";
   const auto r = test::run_command(test::binary_dir() + "/intellect_chaos --seconds 45 --seed 5 --out " + out);
   ASSERT_EQ(r.status, 0) << r.output;
   std::ifstream f(out + "/chaos_summary.json");
   const nlohmann::json s = nlohmann::json::parse(f);
-  for (const char* kind : {"kill9", "stop", "start", "coordinator_restart"})
+  for (const char* kind : {"kill9", "stop", "start", "coordinator_restart", "kill_half"})
     EXPECT_GE(s["faults"][kind].get<int>(), 1) << kind;
   EXPECT_EQ(s["diverged"], 0);
   EXPECT_GE(s["outer_steps"].get<int>(), 5);

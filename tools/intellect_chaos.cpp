@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
     };
 
     nlohmann::json faults = {{"kill9", 0}, {"stop", 0}, {"start", 0}, {"coordinator_restart", 0},
-                             {"evicted_restarted", 0}};
+                             {"kill_half", 0}, {"evicted_restarted", 0}};
     std::vector<std::string> failures;
     std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), out.c_str());
@@ -216,7 +216,8 @@ int main(int argc, char** argv) {
         if (procs[i].alive && !procs[i].stopped) v.push_back(i);
       return v;
     };
-    // The first four faults are one of each kind (shuffled), then at random.
+    // The first faults are one of each kind (shuffled), then at random; half
+    // the nodes at once (kind 4) needs four running, so the plan starts one first.
     std::vector<int> plan = {0, 1, 2, 3};
     std::shuffle(plan.begin(), plan.end(), rng);
     const Clock::time_point t_end = Clock::now() + std::chrono::seconds(seconds);
@@ -233,10 +234,26 @@ int main(int argc, char** argv) {
         }
       if (Clock::now() < next_fault) continue;
       next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(2000, 5000)));
-      const int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, 4));
+      int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, 5));
+      if (fault_no == plan.size()) kind = 4;
       ++fault_no;
       const std::vector<size_t> up = running();
-      if (kind == 0 && up.size() > 2) {
+      if (kind == 4 && up.size() < 4 && static_cast<int>(up.size()) < max_nodes) {
+        faults["start"] = faults["start"].get<int>() + 1;  // make room for the mass failure next time
+        std::printf("  started %s\n", start_node().c_str());
+        --fault_no;
+      } else if (kind == 4 && up.size() >= 4) {
+        std::vector<size_t> pick = up;
+        std::shuffle(pick.begin(), pick.end(), rng);
+        std::string names;
+        for (size_t i = 0; i < up.size() / 2; ++i) {
+          ::kill(procs[pick[i]].pid, SIGKILL);
+          procs[pick[i]].killed_by_us = true;
+          names += " " + procs[pick[i]].name;
+        }
+        faults["kill_half"] = faults["kill_half"].get<int>() + 1;
+        std::printf("  kill -9 half the nodes at once:%s\n", names.c_str());
+      } else if (kind == 0 && up.size() > 2) {
         Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
         ::kill(p.pid, SIGKILL);
         p.killed_by_us = true;
