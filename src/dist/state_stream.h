@@ -62,8 +62,10 @@ class StateServer {
 
   // The snapshot a joiner should start from (replaces the previous one).
   void publish_snapshot(std::shared_ptr<const StateBlob> blob);
-  // A completed round's averaged pseudo-gradient; the newest `keep` are kept.
-  void publish_round(std::shared_ptr<const StateBlob> blob, size_t keep = 8);
+  // A completed round's averaged pseudo-gradient; the newest `keep` are kept
+  // (a joiner needs only the rounds completed while it downloaded the
+  // snapshot, and each is 4 bytes a parameter: 40 GB at 10B).
+  void publish_round(std::shared_ptr<const StateBlob> blob, size_t keep = 2);
   void set_progress(int64_t steps_done) { progress_ = steps_done; }
   uint64_t chunks_served() const { return chunks_served_.load(); }
 

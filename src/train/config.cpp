@@ -207,6 +207,7 @@ Config parse_config(const json& doc, const std::string& source) {
     m.max_retries = r.get_int("max_retries", 3, 0, 1000);
     m.min_ring = r.get_int("min_ring", 1, 1, 100000);
     m.message_timeout_ms = r.get_int("message_timeout_ms", 60000, 100, 36000000);
+    m.serve_state = r.get_bool("serve_state", true);
     if (m.timeout_ms <= m.heartbeat_ms)
       r.error("timeout_ms", str("must exceed mesh.heartbeat_ms (", m.heartbeat_ms, "), got ", m.timeout_ms));
     if (!m.coordinator.empty()) {

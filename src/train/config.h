@@ -113,6 +113,9 @@ struct MeshConfig {
   int64_t ready_timeout_ms = 30000;     // coordinator: how long a ring waits for late nodes
   int64_t round_timeout_ms = 600000;    // a node: waiting for its ring and the all-reduce
   int64_t message_timeout_ms = 60000;   // a ring peer silent this long (mid-message or between) is given up
+  // Serve this node's state to nodes that join (a snapshot after every outer
+  // step: about 4x the parameters in host memory, plus two rounds' averages).
+  bool serve_state = true;
   int64_t max_retries = 3;
   // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
   // registered nodes are ready, so a run whose nodes start together averages

@@ -160,6 +160,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
     mo.rings = static_cast<int>(cfg.diloco.rings);
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
+    mo.serve_state = cfg.mesh.serve_state;
     mo.log = [](const std::string& m) { note("mesh: " + m); };
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))
@@ -406,7 +407,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     const uint64_t hash = outer->params_hash();
     if (mesh && !late) mesh->report_hash(k, hash);
     double publish_s = 0.0;
-    if (mesh) {
+    if (mesh && cfg.mesh.serve_state) {
       // What a joiner will fetch: this round's average and the state after it.
       const Clock::time_point tp = Clock::now();
       mesh->publish_round(k, averaged);
