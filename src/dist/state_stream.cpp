@@ -104,7 +104,7 @@ void StateServer::serve_one(const Message& m) {
   const auto* req = std::get_if<control::StateRequest>(&msg);
   if (!req) fail("expected a state request, got '", control::name(msg), "'");
   const StateKind kind = static_cast<StateKind>(req->kind);
-  auto send_info = [&](const control::Message& c) {
+  auto send_control = [&](const control::Message& c) {
     Frame f;
     f.type = FrameType::control;
     f.payload = control::encode(c);
@@ -115,7 +115,7 @@ void StateServer::serve_one(const Message& m) {
     info.kind = req->kind;
     info.outer_step = progress_.load();
     info.chunk_bytes = 1;
-    send_info(info);
+    send_control(info);
     return;
   }
   std::shared_ptr<const StateBlob> blob;
@@ -134,12 +134,6 @@ void StateServer::serve_one(const Message& m) {
   }
   const Digest zero{};
   if (blob && req->digest != zero && req->digest != blob->digest) blob.reset();
-  auto send_control = [&](const control::Message& c) {
-    Frame f;
-    f.type = FrameType::control;
-    f.payload = control::encode(c);
-    transport_.send(conn, std::move(f), deadline_in(std::chrono::milliseconds(60000)));
-  };
   if (!blob) {
     send_control(control::Refused{str("no ", state_kind_name(kind), " for outer step ", req->outer_step,
                                       " with that digest here (", have, ")")});

@@ -274,8 +274,9 @@ void LlamaCuda::upload_params(const float* host) {
     check(cudaMemcpyAsync(master_, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_),
           "master");
     check(cudaStreamSynchronize(stream_), "upload");  // before f goes away
+  } else {
+    check(cudaStreamSynchronize(stream_), "upload");  // before b goes away
   }
-  check(cudaStreamSynchronize(stream_), "upload");
   invalidate_gathered();
 }
 
