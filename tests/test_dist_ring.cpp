@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "dist/diloco.h"
 #include "dist/quantize.h"
 #include "dist/ring_allreduce.h"
+#include "dist/round_codec.h"
 #include "util/error.h"
 #include "util/rng.h"
 
@@ -240,11 +242,13 @@ struct RunResult {
   double seconds = 0;
 };
 
-RunResult run_ring(Ring& ring, const std::vector<std::vector<float>>& inputs, RingOptions base) {
+RunResult run_ring(Ring& ring, const std::vector<std::vector<float>>& inputs, RingOptions base,
+                   std::vector<std::vector<RingCarried>>* carried = nullptr) {
   const int n = static_cast<int>(inputs.size());
   RunResult res;
   res.out.assign(n, std::vector<float>(inputs[0].size(), -7.0f));
   res.errors.assign(n, "");
+  if (carried) carried->assign(n, {});
   const auto t0 = RingClock::now();
   std::vector<std::thread> th;
   for (int r = 0; r < n; ++r)
@@ -253,7 +257,7 @@ RunResult run_ring(Ring& ring, const std::vector<std::vector<float>>& inputs, Ri
       o.rank = r;
       o.world = n;
       try {
-        ring_allreduce_average(*ring.links[r], o, inputs[r], res.out[r]);
+        ring_allreduce_average(*ring.links[r], o, inputs[r], res.out[r], carried ? &(*carried)[r] : nullptr);
       } catch (const Error& e) {
         res.errors[r] = e.what();
       }
@@ -339,6 +343,118 @@ TEST(DistRing, Int8BitIdenticalAndAccurate) {
 }
 
 // The error table for the report (printed; the bound above is the check).
+// What a donor serves a late node or a joiner: the all-gather's int8 bytes,
+// which must decode to every rank's output bit for bit at a quarter the size.
+TEST(DistRing, CarriedInt8DecodesToTheOutputBitForBit) {
+  for (int n : {2, 3, 5}) {
+    for (size_t size : {size_t{10'007}, size_t{999}, size_t{4}}) {
+      Ring ring(n);
+      const auto in = make_inputs(n, size, 300 + n);
+      std::vector<std::vector<RingCarried>> carried;
+      const auto res = run_ring(ring, in, small_opts(Compression::Int8), &carried);
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "n=" << n;
+        size_t at = 0;
+        RoundEncoder enc(size);
+        for (const RingCarried& c : carried[r]) {
+          ASSERT_EQ(c.offset, at) << "chunks must come in offset order";
+          at += c.count;
+          enc.add_int8(c.count, c.block, c.encoded);
+        }
+        ASSERT_EQ(at, size);
+        const std::vector<uint8_t> blob = enc.finish();
+        if (size > 5000) {
+          EXPECT_LT(blob.size(), size * sizeof(float) * 0.3 + 100 * 1024) << "not a quarter";
+        }
+        std::vector<float> got(size, -1.0f);
+        decode_round(blob, got, "test round");
+        ASSERT_EQ(0, std::memcmp(got.data(), res.out[r].data(), size * sizeof(float))) << "n=" << n << " rank " << r;
+      }
+    }
+  }
+  // fp32 rounds carry nothing: the caller sends the output as fp32.
+  Ring ring(3);
+  std::vector<std::vector<RingCarried>> carried;
+  const auto res = run_ring(ring, make_inputs(3, 100, 9), small_opts(Compression::None), &carried);
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(carried[r].empty());
+}
+
+TEST(DistRound, Fp32AndMixedPiecesRoundTrip) {
+  const std::vector<float> v = pseudo_grad(3000, 5);
+  std::vector<float> got(v.size());
+  decode_round(encode_round_fp32(v), got, "fp32 round");
+  EXPECT_EQ(got, v);
+  // An int8 piece between two fp32 pieces.
+  std::vector<uint8_t> enc(int8_encoded_bytes(1000, 128));
+  int8_encode(v.data() + 1000, 1000, 128, enc.data());
+  std::vector<float> mid(1000);
+  int8_decode(enc.data(), 1000, 128, mid.data());
+  RoundEncoder e(v.size());
+  e.add_fp32(std::span<const float>(v).subspan(0, 1000));
+  e.add_int8(1000, 128, enc);
+  e.add_fp32(std::span<const float>(v).subspan(2000));
+  std::fill(got.begin(), got.end(), 0.0f);
+  decode_round(e.finish(), got, "mixed round");
+  EXPECT_TRUE(std::equal(got.begin(), got.begin() + 1000, v.begin()));
+  EXPECT_TRUE(std::equal(got.begin() + 1000, got.begin() + 2000, mid.begin()));
+  EXPECT_TRUE(std::equal(got.begin() + 2000, got.end(), v.begin() + 2000));
+  std::vector<float> empty;
+  decode_round(encode_round_fp32(empty), empty, "empty round");
+}
+
+TEST(DistRound, EncoderRefusesPiecesThatDoNotFit) {
+  const std::vector<float> v(10, 1.0f);
+  RoundEncoder e(8);
+  EXPECT_THROW(e.add_fp32(v), Error);
+  e.add_fp32(std::span<const float>(v).subspan(0, 4));
+  EXPECT_THROW(e.finish(), Error);  // 4 of 8 covered
+  std::vector<uint8_t> enc(int8_encoded_bytes(4, 2));
+  EXPECT_THROW(e.add_int8(4, 2, std::span<const uint8_t>(enc).subspan(1)), Error);
+  EXPECT_THROW(e.add_int8(4, 0, enc), Error);
+}
+
+TEST(DistRound, DecoderRefusesEveryMalformedBlob) {
+  const std::vector<float> v = pseudo_grad(600, 7);
+  std::vector<uint8_t> enc(int8_encoded_bytes(500, 256));
+  int8_encode(v.data(), 500, 256, enc.data());
+  RoundEncoder e(v.size());
+  e.add_int8(500, 256, enc);
+  e.add_fp32(std::span<const float>(v).subspan(500));
+  const std::vector<uint8_t> good = e.finish();
+  std::vector<float> out(v.size());
+  decode_round(good, out, "good");
+  // Every truncation fails, as does a trailing byte.
+  for (size_t n = 0; n < good.size(); n += (n < 64 ? 1 : 97))
+    EXPECT_THROW(decode_round(std::span<const uint8_t>(good).subspan(0, n), out, "cut"), Error) << n;
+  std::vector<uint8_t> longer = good;
+  longer.push_back(0);
+  EXPECT_THROW(decode_round(longer, out, "long"), Error);
+  // The wrong model size.
+  std::vector<float> other(v.size() + 1);
+  EXPECT_THROW(decode_round(good, other, "other model"), Error);
+  auto patched = [&](size_t at, uint8_t b) {
+    std::vector<uint8_t> x = good;
+    x[at] = b;
+    return x;
+  };
+  constexpr size_t kHeader = 24, kPiece = 16;
+  EXPECT_THROW(decode_round(patched(0, 'X'), out, "magic"), Error);
+  EXPECT_THROW(decode_round(patched(4, 9), out, "version"), Error);
+  EXPECT_THROW(decode_round(patched(5, 1), out, "reserved"), Error);
+  EXPECT_THROW(decode_round(patched(kHeader, 7), out, "kind"), Error);
+  EXPECT_THROW(decode_round(patched(kHeader + 1, 1), out, "piece reserved"), Error);
+  EXPECT_THROW(decode_round(patched(kHeader + 5, 0), out, "block 0"), Error);  // 256 = bytes 00 01 00 00
+  EXPECT_THROW(decode_round(patched(kHeader + 15, 0x40), out, "huge count"), Error);
+  // A NaN in the int8 table and in the fp32 piece.
+  std::vector<uint8_t> nan_table = good;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(nan_table.data() + kHeader + kPiece + 4 * 3, &nan, 4);
+  EXPECT_THROW(decode_round(nan_table, out, "nan table"), Error);
+  std::vector<uint8_t> nan_value = good;
+  std::memcpy(nan_value.data() + nan_value.size() - 4, &nan, 4);
+  EXPECT_THROW(decode_round(nan_value, out, "nan value"), Error);
+}
+
 TEST(DistRing, Int8ErrorTable) {
   const size_t size = 1 << 17;
   for (int n : {2, 3, 4, 8}) {

@@ -2,10 +2,12 @@
 // process, each node averaging its own vector over the ring the coordinator
 // forms; nodes agree bit for bit, a wrong secret is refused, and a node that
 // dies during the rounds makes the others retry without it instead of hanging.
+#include <cstring>
 #include <thread>
 
 #include "dist/coordinator.h"
 #include "dist/mesh_node.h"
+#include "dist/round_codec.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -69,6 +71,22 @@ void three_nodes_average(int rings, Compression compression, double tolerance) {
           EXPECT_EQ(s.rings, rings);
           EXPECT_GT(s.bytes_sent, 0u);
           node.report_hash(step, 42);
+        }
+        // What a late node or a joiner would fetch of round 2: the rings'
+        // own bytes, decoding to this node's average bit for bit.
+        node.publish_round(2, out[i]);
+        StateDownload d;
+        d.kind = StateKind::round;
+        d.outer_step = 2;
+        fetch_state(d, node.state_address(), o.secret, milliseconds(5000));
+        std::vector<float> got(n, -1.0f);
+        decode_round(d.bytes, got, "round 2");
+        EXPECT_EQ(0, std::memcmp(got.data(), out[i].data(), n * sizeof(float)));
+        const double fraction = double(d.bytes.size()) / (n * sizeof(float));
+        if (compression == Compression::Int8) {
+          EXPECT_LT(fraction, 0.3) << "an int8 round must be about a quarter of fp32 (plus a 1 KiB table a block)";
+        } else {
+          EXPECT_GT(fraction, 1.0);
         }
       } catch (const std::exception& e) {
         errors[i] = e.what();

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "dist/round_codec.h"
 #include "dist/shard_plan.h"
 #include "util/error.h"
 
@@ -431,6 +432,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         links.push_back(std::make_unique<TransportRingLink>(transport_, to_next[k], from_prev[k],
                                                             opt_.link_rate_bytes_per_s / K, opt_.link_delay));
       std::vector<RingStats> lane_stats(K);
+      std::vector<std::vector<RingCarried>> carried(K);
       std::mutex error_mu;
       std::exception_ptr first_error;  // the cause; the other lanes then fail from the abort
       auto run_lane = [&](int k) {
@@ -445,7 +447,8 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
           ro.message_timeout = opt_.message_timeout;
           ro.deadline = deadline;
           lane_stats[k] = ring_allreduce_average(*links[k], ro, input.subspan(segs[k].begin, segs[k].size()),
-                                                 output.subspan(segs[k].begin, segs[k].size()));
+                                                 output.subspan(segs[k].begin, segs[k].size()),
+                                                 opt_.serve_state ? &carried[k] : nullptr);
           links[k]->drain(deadline);
         } catch (...) {
           {
@@ -471,6 +474,19 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         stats.bytes_received += rs.bytes_received;
       }
       stats.rings = K;
+      if (opt_.serve_state) {
+        // The round as the rings carried it, for joiners and late nodes.
+        RoundEncoder round(output.size());
+        for (int k = 0; k < K; ++k) {
+          if (carried[k].empty()) {
+            round.add_fp32(output.subspan(segs[k].begin, segs[k].size()));
+            continue;
+          }
+          for (const RingCarried& c : carried[k]) round.add_int8(c.count, c.block, c.encoded);
+        }
+        last_round_ = round.finish();
+        last_round_step_ = outer_step;
+      }
       for (int k = 0; k < K; ++k) {
         transport_.close(to_next[k], "round done");
         transport_.close(from_prev[k], "round done");
@@ -503,7 +519,11 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
         last_error = e.what();
         log_to(opt_.log, str("fetching the ", state_kind_name(kind), " from node ", donor_id_, " failed after ",
                              d.next_chunk, " of ", d.n_chunks, " chunks: ", e.what()));
-        if (std::string(e.what()).find("serves a different") != std::string::npos) d = StateDownload{kind, outer_step};
+        if (std::string(e.what()).find("serves a different") != std::string::npos) {
+          d = StateDownload{};
+          d.kind = kind;
+          d.outer_step = outer_step;
+        }
       }
     }
     if (MeshClock::now() > deadline)
@@ -557,9 +577,18 @@ void MeshNode::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) 
 
 void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged) {
   if (!state_) return;
-  std::vector<uint8_t> bytes(averaged.size() * sizeof(float));
-  std::memcpy(bytes.data(), averaged.data(), bytes.size());
+  // The ring's own bytes when this node took part (or fetched the round);
+  // fp32 only when it has nothing else (a ring of one).
+  std::vector<uint8_t> bytes = last_round_step_ == outer_step ? std::move(last_round_) : encode_round_fp32(averaged);
+  last_round_.clear();
+  last_round_step_ = -1;
   state_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes)));
+}
+
+void MeshNode::decode_round_into(const StateDownload& d, std::span<float> out) {
+  decode_round(d.bytes, out, str("the donor's round ", d.outer_step));
+  last_round_ = d.bytes;
+  last_round_step_ = d.outer_step;
 }
 
 void MeshNode::report_hash(int64_t outer_step, uint64_t hash) {

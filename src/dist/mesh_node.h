@@ -114,7 +114,14 @@ class MeshNode {
     if (state_) state_->set_progress(steps_done);
   }
   std::optional<int64_t> donor_progress();
+  // The round's average as this node's rings carried it (int8: a quarter
+  // of the fp32 bytes, and exactly what every ring member decoded).
   void publish_round(int64_t outer_step, std::span<const float> averaged);
+  // A fetched round (kind round) into `out`, checked; kept to be served on
+  // by publish_round, so a late node passes on the same bytes.
+  void decode_round_into(const StateDownload& d, std::span<float> out);
+  // Where this node's StateServer listens ("" when it serves none).
+  std::string state_address() const { return state_ ? state_->address() : std::string(); }
   uint64_t state_chunks_served() const { return state_ ? state_->chunks_served() : 0; }
 
  private:
@@ -141,6 +148,8 @@ class MeshNode {
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
   std::thread heartbeat_;
   std::unique_ptr<StateServer> state_;
+  std::vector<uint8_t> last_round_;  // the newest round's wire form (round_codec.h)
+  int64_t last_round_step_ = -1;
   uint64_t donor_id_ = 0;
   std::string donor_address_;
 };

@@ -181,7 +181,7 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
 }
 
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
-                                 std::span<float> output) {
+                                 std::span<float> output, std::vector<RingCarried>* carried) {
   const auto t0 = RingClock::now();
   const std::string ctx = str("ring all-reduce round ", opt.round, " (rank ", opt.rank, " of ", opt.world, ")");
   // A rank that cannot take part aborts its link at once, so that its
@@ -209,6 +209,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
              "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
 
   RingStats stats;
+  if (carried) carried->clear();
   std::copy(input.begin(), input.end(), output.begin());
   if (N == 1) {
     stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
@@ -245,6 +246,20 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     else
       std::memcpy(msg.data() + kRingHeaderBytes, x, h.count * sizeof(float));
     return msg;
+  };
+
+  // The carried encodings, one slot per chunk in offset order.
+  std::vector<size_t> first_chunk_of(N + 1, 0);
+  for (size_t s = 0; s < N; ++s) first_chunk_of[s + 1] = first_chunk_of[s] + n_chunks(s);
+  const bool keep = carried != nullptr && int8;
+  if (keep) carried->resize(first_chunk_of[N]);
+  auto keep_chunk = [&](size_t seg, size_t c, size_t off, size_t len, const uint8_t* payload) {
+    if (!keep) return;
+    RingCarried& k = (*carried)[first_chunk_of[seg] + c];
+    k.offset = off;
+    k.count = len;
+    k.block = block;
+    k.encoded.assign(payload, payload + int8_encoded_bytes(len, block));
   };
 
   SendQueue queue;
@@ -315,6 +330,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         for (size_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(N);
         std::vector<uint8_t> out = build(header(kAllGather, 0, g, c, len), acc);
         if (int8) int8_decode(out.data() + kRingHeaderBytes, len, block, acc, opt.codec_threads);
+        keep_chunk(g, c, off, len, out.data() + kRingHeaderBytes);
         queue.push(std::move(out));
       }
     }
@@ -330,6 +346,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
           int8_decode(payload, len, block, output.data() + off, opt.codec_threads);
         else
           std::memcpy(output.data() + off, payload, len * sizeof(float));
+        keep_chunk(g, c, off, len, payload);
         if (t + 2 < N) {
           const uint32_t next_step = static_cast<uint32_t>(t + 1);
           std::memcpy(msg.data() + kStepOffset, &next_step, 4);
@@ -344,8 +361,10 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     queue.stop();
   }
   sender.join();
-  if (std::string msg; first_error.get(msg))
+  if (std::string msg; first_error.get(msg)) {
+    if (carried) carried->clear();
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
+  }
   stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
   return stats;
 }

@@ -80,11 +80,22 @@ struct RingStats {
   double seconds = 0.0;
 };
 
+// One chunk of the average as the all-gather carried it: its int8 encoding,
+// which decodes to exactly the output's values there. A donor keeps these to
+// hand a late node or a joiner the round at a quarter of the fp32 size.
+struct RingCarried {
+  size_t offset = 0, count = 0;  // values, relative to the input
+  size_t block = 0;              // RingOptions::int8_block
+  std::vector<uint8_t> encoded;  // int8_encoded_bytes(count, block)
+};
+
 // output = average over the ring of every rank's input. input and output
 // must have the same size on every rank and must not overlap; input is only
-// read. With world = 1 the output is the input, unquantized.
+// read. With world = 1 the output is the input, unquantized. With int8 and
+// world > 1, `carried` (when given) receives every chunk's encoding, in
+// offset order; otherwise it is left empty.
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
-                                 std::span<float> output);
+                                 std::span<float> output, std::vector<RingCarried>* carried = nullptr);
 
 // --- message format, exposed for the tests ----------------------------------
 // Header, little-endian, 48 bytes:

@@ -348,10 +348,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       backend->set_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
       params = js.outer;
       int64_t k = js.outer_step, rounds = 0;
+      uint64_t round_bytes = 0;
       while (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
-        if (r->bytes.size() != layout.total() * sizeof(float))
-          fail("the donor's round ", k + 1, " holds ", r->bytes.size(), " bytes, not ", layout.total(), " values");
-        std::memcpy(averaged.data(), r->bytes.data(), r->bytes.size());
+        mesh->decode_round_into(*r, averaged);
+        round_bytes += r->bytes.size();
         outer->step(averaged.data(), params.data());
         ++k;
         ++rounds;
@@ -363,10 +363,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                               {"state_bytes", d.bytes.size()},
                               {"seconds", seconds_since(t_join)},
                               {"bad_chunks_refetched", d.bad_chunks},
-                              {"rounds_caught_up", rounds}};
+                              {"rounds_caught_up", rounds},
+                              {"round_bytes", round_bytes}};
       note(str("joined at outer step ", k, " (step ", start_step, "): ", d.bytes.size() / 1e6, " MB of state in ",
                seconds_since(t_join), " s, ", d.bad_chunks, " chunk(s) fetched again, ", rounds,
-               " round(s) caught up"));
+               " round(s) caught up (", round_bytes / 1e6, " MB)"));
     } else if (!resumed_outer.empty()) {
       outer->set_state(resumed_outer.data(), resumed_outer_momentum.data());
     } else {
@@ -392,9 +393,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
         late = true;
         const StateDownload r =
             mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-        if (r.bytes.size() != averaged.size() * sizeof(float))
-          fail("the donor's round ", k, " holds ", r.bytes.size(), " bytes, not ", averaged.size(), " values");
-        std::memcpy(averaged.data(), r.bytes.data(), r.bytes.size());
+        mesh->decode_round_into(r, averaged);
         note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
         skip_to = line_up(k);
       }

@@ -1,0 +1,125 @@
+#include "dist/round_codec.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "dist/bytes.h"
+#include "dist/quantize.h"
+#include "util/error.h"
+
+namespace intellect {
+
+static_assert(std::endian::native == std::endian::little, "fp32 pieces are memcpy'd: little-endian hosts only");
+
+namespace {
+constexpr uint32_t kMagic = 0x444e5249;  // "IRND" in memory order
+constexpr uint8_t kVersion = 1;
+constexpr uint8_t kFp32 = 0, kInt8 = 1;
+constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
+constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
+
+void piece_header(std::vector<uint8_t>& out, uint8_t kind, uint32_t block, uint64_t count) {
+  ByteWriter w(kPieceHeaderBytes);
+  w.u8(kind);
+  w.u8(0);
+  w.u16(0);
+  w.u32(block);
+  w.u64(count);
+  out.insert(out.end(), w.data().begin(), w.data().end());
+}
+}  // namespace
+
+RoundEncoder::RoundEncoder(size_t total_values) : total_(total_values) {}
+
+void RoundEncoder::add_fp32(std::span<const float> values) {
+  if (values.size() > total_ - covered_)
+    fail("round encoder: ", values.size(), " fp32 values would pass the end (", covered_, " of ", total_, " covered)");
+  piece_header(body_, kFp32, 0, values.size());
+  const size_t at = body_.size();
+  body_.resize(at + values.size_bytes());
+  std::memcpy(body_.data() + at, values.data(), values.size_bytes());
+  covered_ += values.size();
+  ++pieces_;
+}
+
+void RoundEncoder::add_int8(size_t count, size_t block, std::span<const uint8_t> encoded) {
+  if (block == 0 || block > UINT32_MAX) fail("round encoder: int8 block of ", block, " values");
+  if (count > total_ - covered_)
+    fail("round encoder: ", count, " int8 values would pass the end (", covered_, " of ", total_, " covered)");
+  if (encoded.size() != int8_encoded_bytes(count, block))
+    fail("round encoder: ", encoded.size(), " bytes for ", count, " int8 values in blocks of ", block, " (expected ",
+         int8_encoded_bytes(count, block), ")");
+  piece_header(body_, kInt8, static_cast<uint32_t>(block), count);
+  body_.insert(body_.end(), encoded.begin(), encoded.end());
+  covered_ += count;
+  ++pieces_;
+}
+
+std::vector<uint8_t> RoundEncoder::finish() {
+  if (covered_ != total_) fail("round encoder: the pieces cover ", covered_, " of ", total_, " values");
+  ByteWriter w(kHeaderBytes + body_.size());
+  w.u32(kMagic);
+  w.u8(kVersion);
+  w.u8(0);
+  w.u16(0);
+  w.u64(total_);
+  w.u32(pieces_);
+  w.u32(0);
+  w.bytes(body_.data(), body_.size());
+  body_.clear();
+  return w.take();
+}
+
+std::vector<uint8_t> encode_round_fp32(std::span<const float> values) {
+  RoundEncoder e(values.size());
+  e.add_fp32(values);
+  return e.finish();
+}
+
+void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std::string& what) {
+  ByteReader r(blob.data(), blob.size(), what);
+  if (r.u32("magic") != kMagic) fail(what, ": not a round's average (bad magic)");
+  if (const uint8_t v = r.u8("version"); v != kVersion)
+    fail(what, ": format version ", int(v), ", this build reads ", int(kVersion));
+  if (r.u8("reserved") != 0 || r.u16("reserved") != 0) fail(what, ": reserved header bytes are not zero");
+  const uint64_t total = r.u64("total values");
+  if (total != out.size())
+    fail(what, ": holds ", total, " values, but the model has ", out.size(),
+         " parameters (the donor runs another model config)");
+  const uint32_t pieces = r.u32("pieces");
+  if (r.u32("reserved") != 0) fail(what, ": reserved header bytes are not zero");
+  uint64_t at = 0;
+  for (uint32_t p = 0; p < pieces; ++p) {
+    const std::string piece = str(what, ", piece ", p);
+    const uint8_t kind = r.u8("piece kind");
+    if (r.u8("reserved") != 0 || r.u16("reserved") != 0) fail(piece, ": reserved bytes are not zero");
+    const uint32_t block = r.u32("int8 block");
+    const uint64_t count = r.u64("count");
+    if (count > total - at) fail(piece, ": ", count, " values from value ", at, " pass the end (", total, ")");
+    if (kind == kFp32) {
+      if (block != 0) fail(piece, ": an fp32 piece with an int8 block of ", block);
+      if (count > r.remaining() / sizeof(float)) fail(piece, ": truncated (", count, " fp32 values announced)");
+      const uint8_t* p8 = r.view("fp32 values", count * sizeof(float));
+      std::memcpy(out.data() + at, p8, count * sizeof(float));
+      for (uint64_t i = 0; i < count; ++i)
+        if (!std::isfinite(out[at + i])) fail(piece, ": value ", at + i, " is not finite");
+    } else if (kind == kInt8) {
+      if (block == 0) fail(piece, ": an int8 piece with a block of 0");
+      // Per block a 1 KiB table and at least one code: bounds the count
+      // against the bytes left before int8_encoded_bytes is trusted.
+      if (count > r.remaining()) fail(piece, ": truncated (", count, " int8 values announced)");
+      const size_t n = int8_encoded_bytes(count, block);
+      const uint8_t* p8 = r.view("int8 values", n);
+      int8_validate(p8, count, block, piece.c_str());
+      int8_decode(p8, count, block, out.data() + at, 1);
+    } else {
+      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8)");
+    }
+    at += count;
+  }
+  r.expect_end();
+  if (at != total) fail(what, ": the pieces cover ", at, " of ", total, " values (truncated)");
+}
+
+}  // namespace intellect
