@@ -31,7 +31,8 @@ std::vector<Message> samples() {
           Late{43},
           sr,
           si,
-          Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001"}};
+          Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001"},
+          StatePending{250}};
 }
 
 TEST(Control, EveryMessageRoundTrips) {
@@ -66,6 +67,8 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(PeerHello{1, 1, kMaxRingLanes}), "t"), Error);  // no such ring lane
   EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10000, 4096, 2}), "t"), Error);  // 10000 bytes need 3 chunks
   EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10, 0, 0}), "t"), Error);        // no chunk size
+  EXPECT_THROW(decode(encode(StatePending{0}), "t"), Error);                       // retry at once: a busy loop
+  EXPECT_THROW(decode(encode(StatePending{600000}), "t"), Error);
   EXPECT_THROW(decode(encode(StateRequest{4, 1, 0, {}}), "t"), Error);            // no such kind
 }
 

@@ -3,6 +3,9 @@
 // chunk's BLAKE2b, continues with a second donor serving the same blob, and
 // refuses to mix in a different one.
 #include "dist/state_stream.h"
+
+#include <thread>
+
 #include "test_util.h"
 #include "util/error.h"
 
@@ -74,6 +77,58 @@ TEST(StateStream, ServerServesSnapshotsRoundsAndProgressWhileTheyChange) {
   EXPECT_THROW(fetch_state(stranger, server.address(), RunSecret(std::vector<uint8_t>(32, 1), "other"),
                            std::chrono::milliseconds(2000)),
                Error);
+}
+
+// Donors take snapshots only when a joiner asks: the first request is told
+// to wait and raises the flag the trainer polls; a snapshot older than the
+// newest round is refreshed the same way; an idle one is freed.
+TEST(StateStream, SnapshotsAreTakenOnDemandAndFreedWhenIdle) {
+  StateServer server(secret(), "127.0.0.1", [](const std::string&) {});
+  EXPECT_FALSE(server.snapshot_wanted());
+  StateDownload d;
+  std::string error;
+  std::thread joiner([&] {
+    try {
+      fetch_state(d, server.address(), secret(), std::chrono::milliseconds(5000));
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  for (int i = 0; i < 200 && !server.snapshot_wanted(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(server.snapshot_wanted()) << "a joiner's request must ask the trainer for a snapshot";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the joiner waits meanwhile
+  EXPECT_FALSE(d.started);
+  server.publish_snapshot(make_state_blob(StateKind::snapshot, 6, pattern(5000, 1), 1000));
+  EXPECT_FALSE(server.snapshot_wanted());
+  joiner.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(d.outer_step, 6);
+  EXPECT_EQ(d.bytes, pattern(5000, 1));
+
+  // A round newer than the snapshot: the next joiner gets a fresh one.
+  server.publish_round(make_state_blob(StateKind::round, 7, pattern(100, 2), 1000));
+  StateDownload late;
+  EXPECT_NE(test::error_of([&] {
+              fetch_state(late, server.address(), secret(), std::chrono::milliseconds(5000), 8,
+                          std::chrono::milliseconds(500));
+            }).find("still preparing"),
+            std::string::npos);
+  EXPECT_TRUE(server.snapshot_wanted());
+  // But a download already under way finishes the blob it started.
+  StateDownload resumed;
+  resumed.outer_step = 6;
+  fetch_state(resumed, server.address(), secret(), std::chrono::milliseconds(5000));
+  EXPECT_EQ(resumed.bytes, pattern(5000, 1));
+
+  server.drop_idle_snapshot(std::chrono::milliseconds(60000));
+  StateDownload again;
+  again.outer_step = 6;
+  fetch_state(again, server.address(), secret(), std::chrono::milliseconds(5000));  // still there
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  server.drop_idle_snapshot(std::chrono::milliseconds(10));
+  StateDownload gone;
+  gone.outer_step = 6;
+  EXPECT_THROW(fetch_state(gone, server.address(), secret(), std::chrono::milliseconds(5000)), Error);
 }
 
 TEST(StateStream, ADownloadContinuesWithASecondDonorOnlyForTheSameBlob) {

@@ -12,7 +12,7 @@ namespace {
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
   kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello,
-  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin
+  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin, kStatePending
 };
 
 constexpr uint64_t kMaxStateBytes = uint64_t{1} << 40;  // 1 TiB: far above any model we train
@@ -108,6 +108,10 @@ void put(ByteWriter& w, const StateInfo& m) {
   w.u64(m.total_bytes);
   w.u64(m.chunk_bytes);
   w.u32(m.n_chunks);
+}
+void put(ByteWriter& w, const StatePending& m) {
+  w.u8(kStatePending);
+  w.u32(m.retry_ms);
 }
 void put(ByteWriter& w, const Rejoin& m) {
   w.u8(kRejoin);
@@ -243,6 +247,14 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       break;
     }
     case kLate: out = Late{step_field(r, "outer_step")}; break;
+    case kStatePending: {
+      StatePending m;
+      m.retry_ms = r.u32("retry_ms");
+      if (m.retry_ms == 0 || m.retry_ms > 60000)
+        fail("control message from ", from, ": retry_ms ", m.retry_ms, " is outside [1, 60000]");
+      out = m;
+      break;
+    }
     case kRejoin: {
       Rejoin m;
       m.node_id = r.u64("node_id");
@@ -291,7 +303,7 @@ const char* name(const Message& m) {
   static const char* names[] = {"join",        "welcome",      "heartbeat",   "leave",       "ready",
                                 "ring-announce", "ring-failed", "outer-hash", "refused",     "peer-hello",
                                 "donor-request", "donor-assign", "late",      "state-request", "state-info",
-                                "rejoin"};
+                                "rejoin",      "state-pending"};
   return names[m.index()];
 }
 

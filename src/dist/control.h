@@ -123,8 +123,15 @@ struct StateInfo {
   uint32_t n_chunks = 0;
 };
 
+// donor -> joiner: the snapshot asked for is being prepared (a donor takes
+// one only when a joiner asks); ask again after retry_ms.
+struct StatePending {
+  uint32_t retry_ms = 0;
+};
+
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
-                             PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo, Rejoin>;
+                             PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo, Rejoin,
+                             StatePending>;
 
 std::vector<uint8_t> encode(const Message& m);
 // `from` names the sender in errors.

@@ -108,6 +108,12 @@ class MeshNode {
   // donor does not have it (not yet completed, or too old) or fails.
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
   void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
+  // A joiner asked for a snapshot this node does not have yet: publish one.
+  bool snapshot_wanted() const { return state_ && state_->snapshot_wanted(); }
+  // Frees a snapshot no joiner has fetched from for a while.
+  void drop_idle_snapshot() {
+    if (state_) state_->drop_idle_snapshot(2 * opt_.state_timeout);
+  }
   // Inner steps done, served to joiners; and the current donor's (nullopt if
   // there is none or it does not answer).
   void set_progress(int64_t steps_done) {

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -65,10 +66,18 @@ StateServer::~StateServer() {
 void StateServer::publish_snapshot(std::shared_ptr<const StateBlob> blob) {
   std::lock_guard<std::mutex> lock(mu_);
   snapshot_ = std::move(blob);
+  snapshot_used_ = std::chrono::steady_clock::now();
+  snapshot_wanted_ = false;
+}
+
+void StateServer::drop_idle_snapshot(std::chrono::milliseconds idle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (snapshot_ && std::chrono::steady_clock::now() - snapshot_used_ > idle) snapshot_.reset();
 }
 
 void StateServer::publish_round(std::shared_ptr<const StateBlob> blob, size_t keep) {
   std::lock_guard<std::mutex> lock(mu_);
+  newest_round_ = std::max(newest_round_, blob->outer_step);
   rounds_[blob->outer_step] = std::move(blob);
   while (rounds_.size() > keep) rounds_.erase(rounds_.begin());
 }
@@ -120,17 +129,31 @@ void StateServer::serve_one(const Message& m) {
   }
   std::shared_ptr<const StateBlob> blob;
   std::string have;
+  bool pending = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (kind == StateKind::snapshot) {
+      const Digest none{};
+      const bool fresh = req->outer_step < 0 && req->digest == none;
+      if (fresh && (!snapshot_ || snapshot_->outer_step < newest_round_)) {
+        // A new joiner, and nothing current to give it: the trainer takes a
+        // snapshot after its next inner step.
+        snapshot_wanted_ = true;
+        pending = true;
+      }
       blob = snapshot_;
       if (blob && req->outer_step >= 0 && blob->outer_step != req->outer_step) blob.reset();
-      have = snapshot_ ? str("snapshot of outer step ", snapshot_->outer_step) : "no snapshot yet";
+      if (blob) snapshot_used_ = std::chrono::steady_clock::now();
+      have = snapshot_ ? str("snapshot of outer step ", snapshot_->outer_step) : "no snapshot";
     } else {
       auto it = rounds_.find(req->outer_step);
       if (it != rounds_.end()) blob = it->second;
       have = rounds_.empty() ? "no rounds" : str("rounds ", rounds_.begin()->first, "..", rounds_.rbegin()->first);
     }
+  }
+  if (pending) {
+    send_control(control::StatePending{100});
+    return;
   }
   const Digest zero{};
   if (blob && req->digest != zero && req->digest != blob->digest) blob.reset();
@@ -169,6 +192,10 @@ void StateServer::serve_one(const Message& m) {
     }
     transport_.send(conn, std::move(f), deadline_in(std::chrono::milliseconds(60000)));
     const uint64_t served = ++chunks_served_;
+    if (blob->kind == StateKind::snapshot && i % 16 == 15) {
+      std::lock_guard<std::mutex> lock(mu_);
+      snapshot_used_ = std::chrono::steady_clock::now();
+    }
     if (die_after >= 0 && served >= static_cast<uint64_t>(die_after)) ::raise(SIGKILL);
   }
 }
@@ -196,7 +223,8 @@ int64_t fetch_progress(const std::string& address, const RunSecret& secret, std:
 }
 
 void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
-                 std::chrono::milliseconds timeout, int max_bad) {
+                 std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit) {
+  const auto pending_until = std::chrono::steady_clock::now() + pending_limit;
   const auto [host, port] = split_host_port(address, "donor state address");
   Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20,
                                size_t(256) << 20, 4, [](const std::string&) {}});
@@ -216,6 +244,14 @@ void fetch_state(StateDownload& d, const std::string& address, const RunSecret& 
     if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
     const control::Message answer = control::decode(m->frame.payload, address);
     if (const auto* r = std::get_if<control::Refused>(&answer)) fail("the donor at ", address, " refused: ", r->reason);
+    if (const auto* p = std::get_if<control::StatePending>(&answer)) {
+      t.close(conn, "asking again later");
+      if (std::chrono::steady_clock::now() + std::chrono::milliseconds(p->retry_ms) > pending_until)
+        fail("the donor at ", address, " was still preparing its ", state_kind_name(d.kind), " after ",
+             pending_limit.count(), " ms");
+      std::this_thread::sleep_for(std::chrono::milliseconds(p->retry_ms));
+      continue;
+    }
     const auto* info = std::get_if<control::StateInfo>(&answer);
     if (!info) fail("the donor at ", address, " answered '", control::name(answer), "' to a state request");
     if (info->kind != static_cast<uint8_t>(d.kind)) fail("the donor at ", address, " sent another kind of state");

@@ -61,7 +61,14 @@ class StateServer {
   std::string address() const { return address_; }
 
   // The snapshot a joiner should start from (replaces the previous one).
+  // Snapshots are taken on demand: a request for the newest snapshot when
+  // there is none, or only one older than the newest round, is answered
+  // "pending" and raises snapshot_wanted() until the trainer publishes one.
   void publish_snapshot(std::shared_ptr<const StateBlob> blob);
+  bool snapshot_wanted() const { return snapshot_wanted_.load(); }
+  // Frees the snapshot when no chunk of it was served for `idle` (a copy of
+  // the whole state is too big to keep for joiners that may never come).
+  void drop_idle_snapshot(std::chrono::milliseconds idle);
   // A completed round's averaged pseudo-gradient; the newest `keep` are kept
   // (a joiner needs only the rounds completed while it downloaded the
   // snapshot, and each is 4 bytes a parameter: 40 GB at 10B).
@@ -79,6 +86,9 @@ class StateServer {
   mutable std::mutex mu_;
   std::shared_ptr<const StateBlob> snapshot_;
   std::map<int64_t, std::shared_ptr<const StateBlob>> rounds_;
+  int64_t newest_round_ = -1;                             // under mu_
+  std::chrono::steady_clock::time_point snapshot_used_{};  // under mu_
+  std::atomic<bool> snapshot_wanted_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> chunks_served_{0};
   std::atomic<int64_t> progress_{0};
@@ -103,8 +113,11 @@ struct StateDownload {
 // when complete; throws Error when the donor fails, is gone, or serves a
 // different blob (the download keeps what it had). A chunk whose digest does
 // not match is fetched again, up to `max_bad` times in all.
+// A donor that answers "pending" (preparing the snapshot) is asked again,
+// for up to `pending_limit` in all.
 void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
-                 std::chrono::milliseconds timeout, int max_bad = 8);
+                 std::chrono::milliseconds timeout, int max_bad = 8,
+                 std::chrono::milliseconds pending_limit = std::chrono::minutes(10));
 // The donor's inner steps done, as it last reported them.
 int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout);
 

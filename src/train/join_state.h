@@ -17,7 +17,7 @@ namespace intellect {
 
 struct JoinState {
   int64_t outer_step = 0;  // the outer steps completed
-  int64_t step = 0;        // inner steps completed (outer_step · inner_steps)
+  int64_t step = 0;        // inner steps the donor had done when it took the snapshot
   int64_t adam_step = 0;   // AdamW's step counter
   std::vector<float> outer, momentum, exp_avg, exp_avg_sq;
 };

@@ -376,6 +376,24 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
         note("the checkpoint holds no DiLoCo state: the outer parameters restart from the resumed weights");
     }
   }
+  // The outer step whose result the outer optimizer holds: what a snapshot
+  // for a joiner is "as of" (outer parameters and momentum change only there).
+  int64_t outer_done = cfg.diloco.enabled ? start_step / cfg.diloco.inner_steps : 0;
+  if (!joined.is_null()) outer_done = joined["outer_step"].get<int64_t>();
+  // A snapshot for joiners, taken when one asks: outer parameters and
+  // momentum as of outer_done, this node's current AdamW moments (a warm
+  // start for the joiner's inner optimizer; no two nodes' agree anyway).
+  auto publish_snapshot = [&](int64_t steps_done) {
+    const Clock::time_point tp = Clock::now();
+    JoinState js;
+    js.outer_step = outer_done;
+    js.step = steps_done;
+    backend->get_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
+    js.outer = outer->params();
+    js.momentum = outer->momentum();
+    mesh->publish_snapshot(outer_done, encode_join_state(js));
+    return seconds_since(tp);
+  };
   int64_t skip_to = 0;  // a late node's next step, set by outer_step()
   auto outer_step = [&](int64_t steps_done) {
     const int64_t k = steps_done / cfg.diloco.inner_steps;
@@ -405,18 +423,14 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     backend->set_params(params.data());
     const uint64_t hash = outer->params_hash();
     if (mesh && !late) mesh->report_hash(k, hash);
+    outer_done = k;
     double publish_s = 0.0;
     if (mesh && cfg.mesh.serve_state) {
-      // What a joiner will fetch: this round's average and the state after it.
+      // What a late node or a joiner will fetch: this round's average (the
+      // ring's int8 bytes). The snapshot only when a joiner asks for one.
       const Clock::time_point tp = Clock::now();
       mesh->publish_round(k, averaged);
-      JoinState js;
-      js.outer_step = k;
-      js.step = steps_done;
-      backend->get_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
-      js.outer = outer->params();
-      js.momentum = outer->momentum();
-      mesh->publish_snapshot(k, encode_join_state(js));
+      mesh->drop_idle_snapshot();
       publish_s = seconds_since(tp);
     }
     char hex[17];
@@ -482,6 +496,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                    static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()),
                    static_cast<long long>(line["outer"]["ring_size"].get<int64_t>()),
                    line["outer"]["allreduce_s"].get<double>(), line["outer"]["hash"].get<std::string>().c_str());
+    }
+    if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
+      line["snapshot_s"] = publish_snapshot(step + 1);
+      note(str("step ", step + 1, ": took a snapshot of outer step ", outer_done, " for a joiner in ",
+               line["snapshot_s"].get<double>(), " s"));
     }
     if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
       const auto [stall, waited] = save_checkpoint(step + 1, lr);
