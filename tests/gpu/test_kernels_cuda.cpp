@@ -57,7 +57,7 @@ TEST(CudaKernels, Embedding) {
 
 TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
   REQUIRE_GPU();
-  for (auto [N, D] : std::vector<std::array<int64_t, 2>>{{1, 8}, {7, 13}, {64, 4096}, {33, 1000}, {37, 512}, {1001, 4096}}) {
+  for (auto [N, D] : std::vector<std::array<int64_t, 2>>{{1, 8}, {7, 13}, {64, 4096}, {33, 1000}, {37, 512}, {1001, 4096}, {9000, 256}, {2500, 4096}}) {
     SCOPED_TRACE(::testing::Message() << "N=" << N << " D=" << D);
     const float eps = 1e-5f;
     auto a = randn_bf16(N * D, 5), b = randn_bf16(N * D, 6), w = randn_bf16(D, 7, 0.2f);
@@ -99,6 +99,15 @@ TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
     std::vector<float> rdx = dx0, rdw = dw0;
     cpu::rmsnorm_backward(rdx.data(), rdw.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, true);
     EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
+    EXPECT_LT(rel_error(ddw.download(), rdw), 1e-3);
+    // backward, writing a fresh gradient (the output poisoned first)
+    DeviceBuffer<bf16> ddx2(N * D);
+    ddx2.upload(std::vector<bf16>(N * D, __float2bfloat16(NAN)));
+    cuda::rmsnorm_backward(ddx2.get(), ddw.get(), scratch.get(), dg.get(), dsum.get(), dw.get(), drstd.get(), N,
+                           D, false, nullptr);
+    std::vector<float> rdx2(N * D, 0.0f);
+    cpu::rmsnorm_backward(rdx2.data(), rdw.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, false);
+    EXPECT_LT(rel_error(to_f32(ddx2.download()), rdx2), kBf16Tol);
     EXPECT_LT(rel_error(ddw.download(), rdw), 1e-3);
   }
 }
