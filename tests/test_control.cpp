@@ -22,7 +22,7 @@ std::vector<Message> samples() {
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})"},
           RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000"}, {3, "10.0.0.3:7000"}}},
-          RingFailed{3, 42, 99, "next node timed out"},
+          RingFailed{3, 42, 99, "next node timed out", 4},
           OuterHash{3, 42, 0x1234567890abcdefull},
           Refused{"wrong protocol"},
           PeerHello{3, 99, 5},

@@ -2,6 +2,10 @@
 // hand-over, heartbeats and eviction, ring forming, re-forming after a
 // failure, hash agreement, and the state a restarted coordinator reloads.
 #include "dist/membership.h"
+
+#include <algorithm>
+#include <random>
+
 #include "test_util.h"
 #include "util/error.h"
 
@@ -79,6 +83,68 @@ TEST(Membership, FailedRoundReformsWithoutTheLostNode) {
   EXPECT_EQ(again.outer_step, 5);
   EXPECT_EQ(again.nodes, (std::vector<uint64_t>{a.id, d.id}));
   EXPECT_GT(again.epoch, ring.epoch);
+}
+
+// Partitions: rings are arranged so that no broken link joins two neighbours.
+bool valid_ring(const std::vector<uint64_t>& r, const LinkSet& bad) {
+  for (size_t i = 0; r.size() > 1 && i < r.size(); ++i) {
+    const uint64_t a = r[i], b = r[(i + 1) % r.size()];
+    if (bad.count({std::min(a, b), std::max(a, b)})) return false;
+  }
+  return true;
+}
+
+TEST(Membership, RingsAreArrangedAroundBrokenLinks) {
+  std::vector<uint64_t> out;
+  // No broken link: the order is kept.
+  EXPECT_EQ(arrange_ring({4, 2, 9, 7}, {}, &out), (std::vector<uint64_t>{4, 2, 9, 7}));
+  EXPECT_TRUE(out.empty());
+  // 2-9 broken: reordered, everyone kept.
+  const LinkSet one = {{2, 9}};
+  std::vector<uint64_t> r = arrange_ring({4, 2, 9, 7}, one, &out);
+  EXPECT_EQ(r.size(), 4u);
+  EXPECT_TRUE(valid_ring(r, one));
+  EXPECT_TRUE(out.empty());
+  // In a ring of three every pair are neighbours: one end of the link is left out.
+  r = arrange_ring({1, 2, 3}, {{1, 3}}, &out);
+  EXPECT_EQ(r, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(out, (std::vector<uint64_t>{3}));
+  // A node cut off from all but one other cannot be in a ring of three or more.
+  out.clear();
+  const LinkSet star = {{1, 5}, {2, 5}, {3, 5}};
+  r = arrange_ring({1, 2, 3, 5, 6}, star, &out);
+  EXPECT_EQ(out, (std::vector<uint64_t>{5}));
+  EXPECT_EQ(r.size(), 4u);
+  EXPECT_TRUE(valid_ring(r, star));
+  // Two nodes that cannot reach each other: one is left out; one node alone is a ring.
+  out.clear();
+  EXPECT_EQ(arrange_ring({8, 3}, {{3, 8}}, &out), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(out, (std::vector<uint64_t>{8}));
+  out.clear();
+  EXPECT_EQ(arrange_ring({8}, {{3, 8}}, &out), (std::vector<uint64_t>{8}));
+  EXPECT_TRUE(out.empty());
+  // Many nodes, many broken links: whatever comes back is a valid ring of distinct
+  // members, and together with those left out it is everyone.
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    std::vector<uint64_t> nodes;
+    for (uint64_t i = 1; i <= 12; ++i) nodes.push_back(i * 10 + seed % 7);
+    LinkSet bad;
+    std::mt19937_64 rng(seed);
+    for (int k = 0; k < static_cast<int>(seed % 25); ++k) {
+      const uint64_t a = nodes[rng() % nodes.size()], b = nodes[rng() % nodes.size()];
+      if (a != b) bad.insert({std::min(a, b), std::max(a, b)});
+    }
+    out.clear();
+    r = arrange_ring(nodes, bad, &out);
+    EXPECT_TRUE(valid_ring(r, bad)) << "seed " << seed;
+    std::vector<uint64_t> all = r;
+    all.insert(all.end(), out.begin(), out.end());
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(all, nodes) << "seed " << seed;
+    if (bad.size() <= 3) {
+      EXPECT_TRUE(out.empty()) << "twelve nodes and three broken links always leave a ring of all";
+    }
+  }
 }
 
 TEST(Membership, HashesMustAgree) {

@@ -68,6 +68,7 @@ void put(ByteWriter& w, const RingFailed& m) {
   w.u64(static_cast<uint64_t>(m.outer_step));
   w.u64(m.round);
   w.str(m.reason);
+  w.u64(m.unreachable);
 }
 void put(ByteWriter& w, const OuterHash& m) {
   w.u8(kOuterHash);
@@ -210,6 +211,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.outer_step = step_field(r, "outer_step");
       m.round = r.u64("round");
       m.reason = r.str("reason", kMaxName);
+      m.unreachable = r.u64("unreachable");
       out = m;
       break;
     }

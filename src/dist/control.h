@@ -66,6 +66,10 @@ struct RingFailed {
   int64_t outer_step = 0;
   uint64_t round = 0;
   std::string reason;
+  // The ring neighbour this node could not dial (0: none named). A link that
+  // does not work between two live nodes (a partition) would fail every
+  // round they are neighbours in: the coordinator arranges rings around it.
+  uint64_t unreachable = 0;
 };
 // node -> coordinator: hash of my outer parameters after the step.
 struct OuterHash {

@@ -86,6 +86,15 @@ void Coordinator::announce(Ring ring) {
                                   [&](uint64_t id) { return !conn_of_.count(id); }),
                    ring.nodes.end());
   if (ring.nodes.empty()) return;
+  // Around links that do not work; a node that no ring can include this
+  // round takes the round's average from a donor, like a late one.
+  std::vector<uint64_t> left_out;
+  ring.nodes = arrange_ring(ring.nodes, live_bad_links(), &left_out);
+  for (uint64_t id : left_out) {
+    log(str("outer step ", ring.outer_step, ": node ", id,
+            " left out of the ring (links to it fail); it will catch up from a donor"));
+    send(conn_of_.at(id), control::Late{ring.outer_step});
+  }
   control::RingAnnounce a;
   a.outer_step = ring.outer_step;
   a.epoch = ring.epoch;
@@ -99,6 +108,30 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
   persist();  // a restarted coordinator must know this step's ring was formed
 }
+
+LinkSet Coordinator::live_bad_links() {
+  const MembershipTime now = MembershipClock::now();
+  LinkSet live;
+  for (auto it = bad_links_.begin(); it != bad_links_.end();) {
+    if (it->second <= now || !members_.contains(it->first.first) || !members_.contains(it->first.second)) {
+      it = bad_links_.erase(it);
+      continue;
+    }
+    live.insert(it->first);
+    ++it;
+  }
+  return live;
+}
+
+namespace {
+bool ring_has_link(const Ring& r, std::pair<uint64_t, uint64_t> link) {
+  const size_t n = r.nodes.size();
+  if (n < 2) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (std::pair<uint64_t, uint64_t>(std::minmax(r.nodes[i], r.nodes[(i + 1) % n])) == link) return true;
+  return false;
+}
+}  // namespace
 
 void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTime now) {
   auto known = node_of_.find(conn);
@@ -207,8 +240,25 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
     persist();
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
+    std::optional<std::pair<uint64_t, uint64_t>> new_link;
+    if (f->unreachable != 0 && f->unreachable != id && members_.contains(f->unreachable)) {
+      const std::pair<uint64_t, uint64_t> link = std::minmax(id, f->unreachable);
+      if (!live_bad_links().count(link)) new_link = link;
+      bad_links_[link] = now + opt_.bad_link_ttl;
+      log(str("node ", id, " cannot reach node ", f->unreachable, ": rings avoid that link for ",
+              opt_.bad_link_ttl.count(), " ms"));
+    }
     auto it = rings_.find(f->outer_step);
-    if (it == rings_.end() || f->round < round_of_[f->outer_step]) return;  // already re-formed
+    if (it == rings_.end()) return;
+    if (f->round < round_of_[f->outer_step]) {
+      // Already re-formed; but if the newer ring runs over the link just
+      // found broken, it would fail the same way: replace it now.
+      if (new_link && ring_has_link(it->second, *new_link)) {
+        log(str("outer step ", f->outer_step, ": the current ring uses that link; re-forming it"));
+        announce(members_.reform_ring(it->second, {}));
+      }
+      return;
+    }
     log(str("node ", id, " reports outer step ", f->outer_step, " round ", f->round, " failed: ", f->reason));
     // Give connection-closed events of dead nodes a moment to arrive, then
     // re-form without every node that is gone.

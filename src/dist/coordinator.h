@@ -22,6 +22,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds heartbeat_interval{2000};
   MembershipOptions membership;   // heartbeat timeout, ready timeout
   int max_retries = 3;            // re-formed rounds per outer step
+  // How long rings avoid a link a node reported it could not dial (then it
+  // is tried again: partitions heal).
+  std::chrono::milliseconds bad_link_ttl{30000};
   std::string state_file;         // persisted membership (empty: none)
   std::function<void(const std::string&)> log;
 };
@@ -42,6 +45,7 @@ class Coordinator {
   void connection_closed(ConnId conn, const std::string& reason);
   void drop_node(uint64_t id, const std::string& why);
   void announce(Ring ring);
+  LinkSet live_bad_links();
   void send(ConnId conn, const control::Message& m);
   void persist();
   void log(const std::string& m);
@@ -56,6 +60,7 @@ class Coordinator {
   std::map<int64_t, int> retries_;
   std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
+  std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
   uint64_t next_round_ = 1;
   int64_t agreed_ = 0, disagreed_ = 0;
 };

@@ -124,6 +124,60 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids
 }
 
+namespace {
+
+bool is_bad(const LinkSet& bad, uint64_t a, uint64_t b) {
+  return bad.count({std::min(a, b), std::max(a, b)}) != 0;
+}
+
+// Depth-first search for a Hamiltonian cycle through `nodes` avoiding bad
+// links, trying neighbours in the given order (so a valid order is kept).
+// Bounded: rings are small, and a failed search just leaves a node out.
+bool find_cycle(const std::vector<uint64_t>& nodes, const LinkSet& bad, std::vector<uint64_t>& path,
+                std::vector<bool>& used, size_t& budget) {
+  if (path.size() == nodes.size())
+    return nodes.size() < 2 || !is_bad(bad, path.back(), path.front());
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (used[i] || is_bad(bad, path.back(), nodes[i])) continue;
+    if (budget == 0) return false;
+    --budget;
+    used[i] = true;
+    path.push_back(nodes[i]);
+    if (find_cycle(nodes, bad, path, used, budget)) return true;
+    path.pop_back();
+    used[i] = false;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<uint64_t> arrange_ring(std::vector<uint64_t> nodes, const LinkSet& bad,
+                                   std::vector<uint64_t>* left_out) {
+  for (;;) {
+    if (nodes.size() <= 1) return nodes;
+    std::vector<uint64_t> path{nodes.front()};
+    std::vector<bool> used(nodes.size(), false);
+    used[0] = true;
+    size_t budget = 100000;
+    if (find_cycle(nodes, bad, path, used, budget)) return path;
+    // Leave out the node with the most bad links among these (ties: the highest id).
+    size_t worst = 0;
+    int worst_links = -1;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      int links = 0;
+      for (uint64_t other : nodes)
+        if (other != nodes[i] && is_bad(bad, nodes[i], other)) ++links;
+      if (links > worst_links || (links == worst_links && nodes[i] > nodes[worst])) {
+        worst = i;
+        worst_links = links;
+      }
+    }
+    if (left_out) left_out->push_back(nodes[worst]);
+    nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(worst));
+  }
+}
+
 Ring Membership::reform_ring(const Ring& failed, const std::vector<uint64_t>& lost) {
   Ring r = failed;
   r.nodes.erase(std::remove_if(r.nodes.begin(), r.nodes.end(),

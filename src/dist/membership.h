@@ -62,6 +62,17 @@ struct HashCheck {
   std::map<uint64_t, uint64_t> hashes; // node -> hash
 };
 
+// Links known not to work, as (lower id, higher id).
+using LinkSet = std::set<std::pair<uint64_t, uint64_t>>;
+
+// Orders `nodes` into a ring in which no two neighbours form a pair in `bad`,
+// keeping the given order when it already does and staying as close to it as
+// the search allows. When no such ring exists, nodes are left out (the one
+// with the most bad links first, then the highest id) until one does; they
+// are appended to `left_out` (they take the round's average from a donor).
+std::vector<uint64_t> arrange_ring(std::vector<uint64_t> nodes, const LinkSet& bad,
+                                   std::vector<uint64_t>* left_out);
+
 class Membership {
  public:
   explicit Membership(MembershipOptions options = {});

@@ -316,7 +316,8 @@ control::Message MeshNode::recv_control(Deadline deadline) {
 // Waits for the previous ring node to dial in for `round`. Connections that
 // arrive for a later round are kept for it; a newer ring announced by the
 // coordinator meanwhile supersedes this round (kept in next_ring_).
-ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, Deadline deadline) {
+ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step,
+                             Deadline deadline) {
   for (;;) {
     auto early = early_peers_.find({peer_id, round, lane});
     if (early != early_peers_.end()) {
@@ -339,6 +340,8 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, De
         fail("ring round ", round, " superseded by round ", ring->round);
       }
       if (const auto* r = std::get_if<control::Refused>(&cm)) fail("the coordinator gave up: ", r->reason);
+      if (const auto* l = std::get_if<control::Late>(&cm); l && l->outer_step == outer_step)
+        throw LateForRound(outer_step, str("the ring of outer step ", outer_step, " was re-formed without this node"));
     }
     std::optional<TransportEvent> ev = transport_.next_event(deadline_in(std::chrono::milliseconds(20)));
     if (!ev || ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
@@ -417,13 +420,24 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
     // Never more rings than values (the size is the same on every node).
     const int K = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt_.rings), 1, std::max<size_t>(1, input.size())));
     std::vector<ConnId> to_next(K, 0), from_prev(K, 0);
+    uint64_t unreachable = 0;  // the neighbour we could not dial, for the coordinator
     try {
       const auto [host, port] = split_host_port(next.address, str("address of node ", next.node_id));
+      // A live neighbour answers a dial at once; one we cannot reach within a
+      // message timeout is reported as such (a partition between two live
+      // nodes), before the others give up on their messages.
+      const Deadline dial_by = std::min(deadline, deadline_in(opt_.message_timeout / 2));
       for (int k = 0; k < K; ++k) {
-        to_next[k] = transport_.connect(host, port, deadline);
+        try {
+          to_next[k] = transport_.connect(host, port, dial_by);
+        } catch (const Error&) {
+          unreachable = next.node_id;
+          throw;
+        }
         send_control(to_next[k], control::PeerHello{welcome_.node_id, ring.round, static_cast<uint32_t>(k)});
       }
-      for (int k = 0; k < K; ++k) from_prev[k] = accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), deadline);
+      for (int k = 0; k < K; ++k)
+        from_prev[k] = accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), outer_step, deadline);
       // One ring per segment, each on its own thread; the node's pacing (a
       // WAN link's capacity) is shared out among them.
       const std::vector<FlatRange> segs = ring_segments(input.size(), K);
@@ -497,8 +511,10 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         if (to_next[k]) transport_.close(to_next[k], "round failed");
         if (from_prev[k]) transport_.close(from_prev[k], "round failed");
       }
+      if (dynamic_cast<const LateForRound*>(&e)) throw;  // left out of the re-formed ring: not a failure
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
-      if (!next_ring_) send_coordinator(control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what()});
+      if (!next_ring_)
+        send_coordinator(control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what(), unreachable});
       if (attempt + 1 > opt_.max_retries) throw;
     }
   }

@@ -139,7 +139,8 @@ class MeshNode {
   // already replaced `stale`; fails if it does not come back in time or no
   // longer knows this node. Re-sends the request a caller is waiting on.
   void reconnect(ConnId stale);
-  ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, Deadline deadline);
+  // Throws LateForRound when the coordinator re-forms the ring without this node.
+  ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step, Deadline deadline);
 
   MeshNodeOptions opt_;
   Transport transport_;
