@@ -6,7 +6,14 @@
 // and the coordinator killed and restarted on the same address.
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
-//                   [--out DIR] [--set k=v]...
+//                   [--out DIR] [--netns] [--set k=v]...
+//
+// --netns (root, `ip netns`): every node gets its own network namespace on a
+// bridge, so links can fail one by one. A further fault then partitions two
+// live nodes from each other for 4-15 s while both still reach everyone
+// else: each side's neighbour entry for the other points at a MAC nobody has,
+// so packets vanish silently (no RST, no ICMP), as on a broken WAN path.
+// (tc netem, for delay, jitter and loss, is not in this kernel.)
 //
 // Checks, each printed: every node that wrote outer step k wrote the same
 // hash (joiners and late nodes included); no process the driver did not kill
@@ -14,7 +21,9 @@
 // SIGTERM within 60 s (no hang); the loss fell; outer steps kept completing.
 // Exit 0 when all hold. The summary (faults, joins, time to join, retries,
 // outer steps) goes to stdout and <out>/chaos_summary.json.
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -29,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -47,17 +57,84 @@ using Clock = std::chrono::steady_clock;
 
 struct Proc {
   std::string name;
+  int index = 0;  // node-<index>
   pid_t pid = -1;
   bool alive = false, stopped = false, killed_by_us = false;
   Clock::time_point cont_at{};  // when a stopped node is continued
 };
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+// Runs `cmd` through the shell; fails naming it unless it exits 0.
+void sh(const std::string& cmd) {
+  const int rc = std::system((cmd + " 2>&1").c_str());
+  if (rc != 0) fail("`", cmd, "` failed (", rc, "); --netns needs root and `ip netns`");
+}
+
+// The bridge and one namespace per node; torn down when the driver ends.
+class NetLab {
+ public:
+  NetLab() : tag_(std::to_string(::getpid() % 100000)) {
+    bridge_ = "icb" + tag_;
+    std::system(("ip link del " + bridge_ + " >/dev/null 2>&1").c_str());
+    sh("ip link add " + bridge_ + " type bridge");
+    up_ = true;
+    sh("ip addr add 10.231.0.1/16 dev " + bridge_);
+    sh("ip link set " + bridge_ + " up");
+  }
+  ~NetLab() {
+    for (int n : nodes_) std::system(("ip netns del " + ns(n) + " >/dev/null 2>&1").c_str());
+    if (up_) std::system(("ip link del " + bridge_ + " >/dev/null 2>&1").c_str());
+  }
+  static std::string host() { return "10.231.0.1"; }
+  std::string ns(int n) const { return "ic" + tag_ + "-" + std::to_string(n); }
+  static std::string ip(int n) { return str("10.231.", 1 + n / 200, ".", 10 + n % 200); }
+  std::string dev(int n) const { return "in" + std::to_string(n); }  // inside its namespace
+  void add(int n) {
+    const std::string outer = "ic" + tag_ + "v" + std::to_string(n);  // at most 15 characters
+    sh("ip netns add " + ns(n));
+    nodes_.insert(n);
+    sh("ip link add " + outer + " type veth peer name " + dev(n));
+    sh("ip link set " + dev(n) + " netns " + ns(n));
+    sh("ip link set " + outer + " master " + bridge_ + " up");
+    sh("ip netns exec " + ns(n) + " ip addr add " + ip(n) + "/16 dev " + dev(n));
+    sh("ip netns exec " + ns(n) + " ip link set " + dev(n) + " up");
+    sh("ip netns exec " + ns(n) + " ip link set lo up");
+  }
+  void remove(int n) {
+    if (!nodes_.erase(n)) return;
+    std::system(("ip netns del " + ns(n) + " >/dev/null 2>&1").c_str());  // takes its veth pair along
+  }
+  bool has(int n) const { return nodes_.count(n) != 0; }
+  // Each side's neighbour entry for the other: a MAC no one has. Silent loss.
+  void cut(int a, int b) {
+    sh("ip netns exec " + ns(a) + " ip neigh replace " + ip(b) + " lladdr 02:00:00:00:00:01 dev " + dev(a) +
+       " nud permanent");
+    sh("ip netns exec " + ns(b) + " ip neigh replace " + ip(a) + " lladdr 02:00:00:00:00:01 dev " + dev(b) +
+       " nud permanent");
+  }
+  void heal(int a, int b) {
+    if (has(a)) std::system(("ip netns exec " + ns(a) + " ip neigh del " + ip(b) + " dev " + dev(a) + " >/dev/null 2>&1").c_str());
+    if (has(b)) std::system(("ip netns exec " + ns(b) + " ip neigh del " + ip(a) + " dev " + dev(b) + " >/dev/null 2>&1").c_str());
+  }
+
+ private:
+  std::string tag_, bridge_;
+  bool up_ = false;
+  std::set<int> nodes_;
+};
+
+// Starts args[0] with stdout and stderr appended to `log`, in network
+// namespace `netns` when one is named.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log, const std::string& netns = "") {
   std::fflush(stdout);  // or the child repeats what this process had buffered
+  const std::string ns_path = netns.empty() ? "" : "/var/run/netns/" + netns;
   const pid_t pid = ::fork();
   if (pid < 0) fail("fork failed");
   if (pid == 0) {
     ::setpgid(0, 0);
+    if (!ns_path.empty()) {
+      const int fd = ::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) std::_Exit(126);
+    }
     // If this driver dies, its run dies with it: no orphans writing into a
     // directory the next run reuses.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -100,7 +177,7 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--set k=v]...\n");
+                       "[--netns] [--set k=v]...\n");
   return 2;
 }
 
@@ -111,8 +188,13 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   std::string out = "runs/chaos";
   std::vector<std::string> extra;
+  bool use_netns = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--netns") {
+      use_netns = true;
+      continue;
+    }
     if (i + 1 >= argc) return usage();
     const std::string v = argv[++i];
     if (a == "--nodes") nodes = std::atoi(v.c_str());
@@ -143,8 +225,10 @@ int main(int argc, char** argv) {
       write_file_atomic(secret, key.data(), key.size());
       ::chmod(secret.c_str(), 0600);
     }
+    std::unique_ptr<NetLab> lab;
+    if (use_netns) lab = std::make_unique<NetLab>();
     const uint16_t port = free_port();
-    const std::string coord = "127.0.0.1:" + std::to_string(port);
+    const std::string coord = (lab ? NetLab::host() : std::string("127.0.0.1")) + ":" + std::to_string(port);
     const std::vector<std::string> mesh = {
         "mesh.secret_file=" + secret, "mesh.heartbeat_ms=300", "mesh.timeout_ms=2000", "mesh.ready_timeout_ms=4000",
         "mesh.round_timeout_ms=30000", "mesh.message_timeout_ms=3000", "mesh.max_retries=6"};
@@ -164,8 +248,13 @@ int main(int argc, char** argv) {
     int next_node = 0;
     auto start_node = [&] {
       Proc p;
-      p.name = "node-" + std::to_string(next_node++);
+      p.index = next_node++;
+      p.name = "node-" + std::to_string(p.index);
       std::vector<std::string> sets = mesh;
+      if (lab) {
+        lab->add(p.index);
+        sets.push_back("mesh.listen=" + NetLab::ip(p.index) + ":0");
+      }
       sets.insert(sets.end(),
                   {"mesh.coordinator=" + coord, "mesh.name=" + p.name, "train.out_dir=" + out + "/" + p.name,
                    "diloco.enabled=true", "diloco.inner_steps=5", "train.steps=1000000", "train.threads=1",
@@ -174,7 +263,7 @@ int main(int argc, char** argv) {
                    "data.val=", "data.partitions=" + std::to_string(max_nodes + 64), "ckpt.save_final=false"});
       sets.insert(sets.end(), extra.begin(), extra.end());
       make_dirs(out + "/" + p.name);
-      p.pid = spawn(with_sets({train}, sets), out + "/" + p.name + "/train.log");
+      p.pid = spawn(with_sets({train}, sets), out + "/" + p.name + "/train.log", lab ? lab->ns(p.index) : "");
       p.alive = true;
       procs.push_back(p);
       return procs.back().name;
@@ -182,6 +271,12 @@ int main(int argc, char** argv) {
 
     nlohmann::json faults = {{"kill9", 0}, {"stop", 0}, {"start", 0}, {"coordinator_restart", 0},
                              {"kill_half", 0}, {"evicted_restarted", 0}};
+    if (lab) faults["partition"] = 0;
+    struct Cut {
+      int a, b;
+      Clock::time_point heal_at;
+    };
+    std::vector<Cut> cuts;
     std::vector<std::string> failures;
     std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), out.c_str());
@@ -197,6 +292,7 @@ int main(int argc, char** argv) {
         int st = 0;
         if (::waitpid(p.pid, &st, WNOHANG) != p.pid) continue;
         p.alive = false;
+        if (lab) lab->remove(p.index);
         if (p.killed_by_us) continue;
         if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
           faults["evicted_restarted"] = faults["evicted_restarted"].get<int>() + 1;
@@ -219,6 +315,7 @@ int main(int argc, char** argv) {
     // The first faults are one of each kind (shuffled), then at random; half
     // the nodes at once (kind 4) needs four running, so the plan starts one first.
     std::vector<int> plan = {0, 1, 2, 3};
+    if (lab) plan.push_back(5);
     std::shuffle(plan.begin(), plan.end(), rng);
     const Clock::time_point t_end = Clock::now() + std::chrono::seconds(seconds);
     Clock::time_point next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(4000, 6000)));
@@ -232,9 +329,18 @@ int main(int argc, char** argv) {
           p.stopped = false;
           std::printf("  %s continued\n", p.name.c_str());
         }
+      for (auto c = cuts.begin(); c != cuts.end();) {
+        if (Clock::now() < c->heal_at) {
+          ++c;
+          continue;
+        }
+        lab->heal(c->a, c->b);
+        std::printf("  partition node-%d | node-%d healed\n", c->a, c->b);
+        c = cuts.erase(c);
+      }
       if (Clock::now() < next_fault) continue;
       next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(2000, 5000)));
-      int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, 5));
+      int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, lab ? 6 : 5));
       if (fault_no == plan.size()) kind = 4;
       ++fault_no;
       const std::vector<size_t> up = running();
@@ -253,6 +359,14 @@ int main(int argc, char** argv) {
         }
         faults["kill_half"] = faults["kill_half"].get<int>() + 1;
         std::printf("  kill -9 half the nodes at once:%s\n", names.c_str());
+      } else if (kind == 5 && up.size() >= 2) {
+        std::vector<size_t> pick = up;
+        std::shuffle(pick.begin(), pick.end(), rng);
+        const int a = procs[pick[0]].index, b = procs[pick[1]].index;
+        lab->cut(a, b);
+        cuts.push_back({a, b, Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(4000, 15000)))});
+        faults["partition"] = faults["partition"].get<int>() + 1;
+        std::printf("  partition node-%d | node-%d (both still reach everyone else)\n", a, b);
       } else if (kind == 0 && up.size() > 2) {
         Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
         ::kill(p.pid, SIGKILL);
