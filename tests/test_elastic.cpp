@@ -4,10 +4,9 @@
 // again), catches up on the rounds it missed, and from then on ends every
 // outer step with the same hash as the others; nobody waits for it.
 #include <sys/stat.h>
-
-#include <atomic>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>

@@ -202,20 +202,35 @@ void StateServer::serve_one(const Message& m) {
 
 // --- client -------------------------------------------------------------------
 
-int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout) {
+namespace {
+
+// Dials the donor at `address`, sends `req` and returns its answer (a
+// control message: a summary, "pending" or a refusal). `conn` is the
+// connection, for the chunks that may follow.
+control::Message ask_donor(Transport& t, ConnId& conn, const std::string& address, const control::StateRequest& req,
+                           std::chrono::milliseconds timeout) {
   const auto [host, port] = split_host_port(address, "donor state address");
-  Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20, size_t(1) << 20, 4,
-                               [](const std::string&) {}});
-  const ConnId conn = t.connect(host, port, deadline_in(timeout));
-  control::StateRequest req;
-  req.kind = static_cast<uint8_t>(StateKind::progress);
+  conn = t.connect(host, port, deadline_in(timeout));
   Frame f;
   f.type = FrameType::control;
   f.payload = control::encode(req);
   t.send(conn, std::move(f), deadline_in(timeout));
   std::optional<Message> m = t.recv(conn, deadline_in(timeout));
-  if (!m || m->frame.type != FrameType::control) fail("the donor at ", address, " did not report its progress");
-  const control::Message answer = control::decode(m->frame.payload, address);
+  if (!m) fail("the donor at ", address, " did not answer the ", state_kind_name(static_cast<StateKind>(req.kind)),
+               " request in time");
+  if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
+  return control::decode(m->frame.payload, address);
+}
+
+}  // namespace
+
+int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout) {
+  Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20, size_t(1) << 20, 4,
+                               [](const std::string&) {}});
+  control::StateRequest req;
+  req.kind = static_cast<uint8_t>(StateKind::progress);
+  ConnId conn = 0;
+  const control::Message answer = ask_donor(t, conn, address, req, timeout);
   const auto* info = std::get_if<control::StateInfo>(&answer);
   if (!info || info->kind != req.kind) fail("the donor at ", address, " answered '", control::name(answer), "'");
   t.close(conn, "done");
@@ -225,24 +240,16 @@ int64_t fetch_progress(const std::string& address, const RunSecret& secret, std:
 void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
                  std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit) {
   const auto pending_until = std::chrono::steady_clock::now() + pending_limit;
-  const auto [host, port] = split_host_port(address, "donor state address");
   Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20,
                                size_t(256) << 20, 4, [](const std::string&) {}});
   for (;;) {
-    const ConnId conn = t.connect(host, port, deadline_in(timeout));
     control::StateRequest req;
     req.kind = static_cast<uint8_t>(d.kind);
     req.outer_step = d.outer_step;
     req.first_chunk = d.next_chunk;
     if (d.started) req.digest = d.digest;
-    Frame f;
-    f.type = FrameType::control;
-    f.payload = control::encode(req);
-    t.send(conn, std::move(f), deadline_in(timeout));
-    std::optional<Message> m = t.recv(conn, deadline_in(timeout));
-    if (!m) fail("the donor at ", address, " did not answer the state request in time");
-    if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
-    const control::Message answer = control::decode(m->frame.payload, address);
+    ConnId conn = 0;
+    const control::Message answer = ask_donor(t, conn, address, req, timeout);
     if (const auto* r = std::get_if<control::Refused>(&answer)) fail("the donor at ", address, " refused: ", r->reason);
     if (const auto* p = std::get_if<control::StatePending>(&answer)) {
       t.close(conn, "asking again later");
