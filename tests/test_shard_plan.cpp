@@ -138,7 +138,9 @@ TEST(ShardPlan, LocalDecayRangesCarryEachTensorsFlagAndNoneOnPadding) {
         std::vector<int> local_flag(n, -1);
         for (size_t k = 0; k < flags.size(); ++k) {
           ASSERT_LT(bounds[k], bounds[k + 1]);
-          if (k > 0) EXPECT_NE(flags[k], flags[k - 1]) << "adjacent ranges with one flag are merged";
+          if (k > 0) {
+            EXPECT_NE(flags[k], flags[k - 1]) << "adjacent ranges with one flag are merged";
+          }
           for (int64_t i = bounds[k]; i < bounds[k + 1]; ++i) local_flag[i] = flags[k];
         }
         std::vector<bool> owned(n, false);

@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -69,10 +71,28 @@ void sh(const std::string& cmd) {
   if (rc != 0) fail("`", cmd, "` failed (", rc, "); --netns needs root and `ip netns`");
 }
 
+// Lines of a command's output.
+std::vector<std::string> lines_of(const std::string& cmd) {
+  std::vector<std::string> out;
+  FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
+  if (!p) return out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p)) {
+    std::string l(buf);
+    while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+    out.push_back(l);
+  }
+  ::pclose(p);
+  return out;
+}
+
 // The bridge and one namespace per node; torn down when the driver ends.
+// Names carry the driver's pid, so a lab left by a driver that was killed
+// outright is recognised and removed by the next one.
 class NetLab {
  public:
-  NetLab() : tag_(std::to_string(::getpid() % 100000)) {
+  NetLab() : tag_(std::to_string(::getpid())) {
+    remove_stale();
     bridge_ = "icb" + tag_;
     std::system(("ip link del " + bridge_ + " >/dev/null 2>&1").c_str());
     sh("ip link add " + bridge_ + " type bridge");
@@ -89,7 +109,7 @@ class NetLab {
   static std::string ip(int n) { return str("10.231.", 1 + n / 200, ".", 10 + n % 200); }
   std::string dev(int n) const { return "in" + std::to_string(n); }  // inside its namespace
   void add(int n) {
-    const std::string outer = "ic" + tag_ + "v" + std::to_string(n);  // at most 15 characters
+    const std::string outer = "v" + tag_ + "-" + std::to_string(n);  // at most 15 characters (pids < 2^22)
     sh("ip netns add " + ns(n));
     nodes_.insert(n);
     sh("ip link add " + outer + " type veth peer name " + dev(n));
@@ -104,6 +124,23 @@ class NetLab {
     std::system(("ip netns del " + ns(n) + " >/dev/null 2>&1").c_str());  // takes its veth pair along
   }
   bool has(int n) const { return nodes_.count(n) != 0; }
+  static void remove_stale() {
+    auto dead = [](const std::string& pid) {
+      return !pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos &&
+             ::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH;
+    };
+    for (const std::string& l : lines_of("ip netns list")) {
+      const std::string name = l.substr(0, l.find(' '));  // "ic<pid>-<n> (id: 3)"
+      if (name.rfind("ic", 0) != 0 || name.find('-') == std::string::npos) continue;
+      if (dead(name.substr(2, name.find('-') - 2))) std::system(("ip netns del " + name + " >/dev/null 2>&1").c_str());
+    }
+    for (const std::string& l : lines_of("ip -o link show type bridge")) {
+      const size_t at = l.find(": icb");
+      if (at == std::string::npos) continue;
+      const std::string name = l.substr(at + 2, l.find(':', at + 2) - at - 2);
+      if (dead(name.substr(3))) std::system(("ip link del " + name + " >/dev/null 2>&1").c_str());
+    }
+  }
   // Each side's neighbour entry for the other: a MAC no one has. Silent loss.
   void cut(int a, int b) {
     sh("ip netns exec " + ns(a) + " ip neigh replace " + ip(b) + " lladdr 02:00:00:00:00:01 dev " + dev(a) +
@@ -124,6 +161,9 @@ class NetLab {
 
 // Starts args[0] with stdout and stderr appended to `log`, in network
 // namespace `netns` when one is named.
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
 pid_t spawn(const std::vector<std::string>& args, const std::string& log, const std::string& netns = "") {
   std::fflush(stdout);  // or the child repeats what this process had buffered
   const std::string ns_path = netns.empty() ? "" : "/var/run/netns/" + netns;
@@ -320,7 +360,12 @@ int main(int argc, char** argv) {
     const Clock::time_point t_end = Clock::now() + std::chrono::seconds(seconds);
     Clock::time_point next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(4000, 6000)));
     size_t fault_no = 0;
-    while (Clock::now() < t_end) {
+    // Ctrl-C or SIGTERM ends the faults early; the nodes are still stopped,
+    // checked and cleaned up as at the end of a full run.
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    const Clock::time_point t_start = Clock::now();
+    while (Clock::now() < t_end && !g_interrupted) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       reap();
       for (Proc& p : procs)
@@ -458,7 +503,11 @@ int main(int argc, char** argv) {
     }
     if (w == 0 || !(last < first - 0.3)) failures.push_back(str("the loss did not fall: ", first, " -> ", last));
     if (max_outer < 3) failures.push_back(str("only ", max_outer, " outer steps completed"));
+    const double ran_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+    if (g_interrupted) std::printf("intellect_chaos: interrupted after %.0f s of %d\n", ran_s, seconds);
     nlohmann::json summary = {{"seconds", seconds},
+                              {"ran_seconds", ran_s},
+                              {"interrupted", g_interrupted != 0},
                               {"seed", seed},
                               {"faults", faults},
                               {"outer_steps", max_outer},

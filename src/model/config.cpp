@@ -64,4 +64,13 @@ nlohmann::json ModelConfig::to_json() const {
   return j;
 }
 
+void check_token_ids(const int32_t* tokens, const int32_t* targets, int64_t n, int64_t vocab) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", vocab, ")");
+    if (targets[i] >= vocab)
+      fail("target id ", targets[i], " at position ", i, " is outside the vocabulary [0, ", vocab, ")");
+  }
+}
+
 }  // namespace intellect

@@ -47,4 +47,9 @@ struct ModelConfig {
   nlohmann::json to_json() const;
 };
 
+// Fails naming the first token id outside [0, vocab) or target id ≥ vocab
+// (a target below 0 means "no loss here"). The GPU backends check before a
+// launch: a bad id would index past the embedding table on the device.
+void check_token_ids(const int32_t* tokens, const int32_t* targets, int64_t n, int64_t vocab);
+
 }  // namespace intellect

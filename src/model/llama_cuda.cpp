@@ -504,12 +504,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
   const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
   const float eps = static_cast<float>(cfg_.norm_eps);
-  for (int64_t i = 0; i < N; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V)
-      fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
-    if (targets[i] >= V)
-      fail("target id ", targets[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
-  }
+  check_token_ids(tokens, targets, N, V);
   // Stage the batch (and the embedding-backward buckets) through pinned memory;
   // wait only until the previous batch's copies have left it.
   check(cudaEventSynchronize(staging_free_), "staging");

@@ -101,7 +101,7 @@ class RankThreads {
 class FsdpBackend final : public Backend {
  public:
   FsdpBackend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len)
-      : cfg_(cfg), world_(gpus), T_(seq_len), max_batch_(max_batch), models_(gpus) {
+      : cfg_(cfg), world_(gpus), T_(seq_len), max_batch_(max_batch), models_(gpus), slots_(gpus) {
     std::vector<int> devices(gpus);
     for (int r = 0; r < gpus; ++r) devices[r] = r;
     group_ = std::make_unique<NcclGroup>(devices);
@@ -179,15 +179,11 @@ class FsdpBackend final : public Backend {
     if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
     // Checked here, before any rank starts: a rank that failed alone would
     // leave the others waiting in a collective.
-    const int64_t V = cfg_.model.vocab_size;
-    for (int64_t i = 0; i < B * T_; ++i) {
-      if (tokens[i] < 0 || tokens[i] >= V)
-        fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
-      if (targets[i] >= V)
-        fail("target id ", targets[i], " at position ", i, " is outside the vocabulary [0, ", V, ")");
-    }
-    if (!pending_.empty() && (pending_.front().backward != backward || logits_host)) flush();
-    MicroBatch mb;
+    check_token_ids(tokens, targets, B * T_, cfg_.model.vocab_size);
+    if (pending_ > 0 && (slots_[0].backward != backward || logits_host)) flush();
+    // Into a slot kept from earlier micro-batches: no allocation once the
+    // vectors have grown to the planned size.
+    MicroBatch& mb = slots_[pending_++];
     mb.tokens.assign(tokens, tokens + B * T_);
     mb.targets.assign(targets, targets + B * T_);
     mb.B = B;
@@ -195,8 +191,7 @@ class FsdpBackend final : public Backend {
     mb.grad_scale = grad_scale;
     mb.backward = backward;
     mb.logits_host = logits_host;
-    pending_.push_back(std::move(mb));
-    if (static_cast<int>(pending_.size()) == world_ || logits_host) flush();
+    if (pending_ == world_ || logits_host) flush();
   }
 
   cpu::LossSums take_loss() override {
@@ -242,23 +237,23 @@ class FsdpBackend final : public Backend {
   // Runs the pending micro-batches, one per GPU, padding the round with empty
   // ones (token 0, every target ignored) so every rank joins the collectives.
   void flush() {
-    if (pending_.empty()) return;
-    while (static_cast<int>(pending_.size()) < world_) {
-      MicroBatch pad;
-      pad.B = pending_.front().B;
+    if (pending_ == 0) return;
+    for (; pending_ < world_; ++pending_) {
+      MicroBatch& pad = slots_[pending_];
+      pad.B = slots_[0].B;
       pad.tokens.assign(pad.B * T_, 0);
       pad.targets.assign(pad.B * T_, -1);
-      pad.z_weight = pending_.front().z_weight;
-      pad.grad_scale = pending_.front().grad_scale;
-      pad.backward = pending_.front().backward;
-      pending_.push_back(std::move(pad));
+      pad.z_weight = slots_[0].z_weight;
+      pad.grad_scale = slots_[0].grad_scale;
+      pad.backward = slots_[0].backward;
+      pad.logits_host = nullptr;
     }
     threads_->run_all([&](int r) {
-      const MicroBatch& mb = pending_[r];
+      const MicroBatch& mb = slots_[r];
       models_[r]->forward_backward(mb.tokens.data(), mb.targets.data(), mb.B, mb.z_weight, mb.grad_scale,
                                    mb.backward, mb.logits_host);
     });
-    pending_.clear();
+    pending_ = 0;
   }
 
   Config cfg_;
@@ -267,7 +262,8 @@ class FsdpBackend final : public Backend {
   std::unique_ptr<NcclGroup> group_;
   std::vector<std::unique_ptr<LlamaCuda>> models_;
   std::unique_ptr<RankThreads> threads_;
-  std::vector<MicroBatch> pending_;
+  std::vector<MicroBatch> slots_;  // one per rank, reused
+  int pending_ = 0;                // slots filled since the last flush
   int64_t steps_ = 0;
 };
 
