@@ -101,7 +101,7 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       if (block != 0) fail(piece, ": an fp32 piece with an int8 block of ", block);
       if (count > r.remaining() / sizeof(float)) fail(piece, ": truncated (", count, " fp32 values announced)");
       const uint8_t* p8 = r.view("fp32 values", count * sizeof(float));
-      std::memcpy(out.data() + at, p8, count * sizeof(float));
+      if (count > 0) std::memcpy(out.data() + at, p8, count * sizeof(float));  // out may be empty (null)
       for (uint64_t i = 0; i < count; ++i)
         if (!std::isfinite(out[at + i])) fail(piece, ": value ", at + i, " is not finite");
     } else if (kind == kInt8) {
