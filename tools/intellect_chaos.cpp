@@ -93,6 +93,8 @@ class NetLab {
  public:
   NetLab() : tag_(std::to_string(::getpid())) {
     remove_stale();
+    if (!lines_of("ip -o addr show to 10.231.0.1").empty())
+      fail("10.231.0.1 is taken (another intellect_chaos --netns run is active?): run one at a time");
     bridge_ = "icb" + tag_;
     std::system(("ip link del " + bridge_ + " >/dev/null 2>&1").c_str());
     sh("ip link add " + bridge_ + " type bridge");
@@ -215,6 +217,32 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
   return out;
 }
 
+// The newest outer step each node's metrics show, read incrementally.
+class OuterProgress {
+ public:
+  int64_t newest(const std::string& path) {
+    Entry& e = seen_[path];
+    std::ifstream f(path);
+    if (!f) return e.newest;
+    f.seekg(static_cast<std::streamoff>(e.offset));
+    std::string l;
+    while (std::getline(f, l)) {
+      if (f.eof()) break;  // a line still being written: read it next time
+      e.offset += l.size() + 1;
+      const size_t at = l.find("\"outer_step\":");
+      if (at != std::string::npos) e.newest = std::max<int64_t>(e.newest, std::atoll(l.c_str() + at + 13));
+    }
+    return e.newest;
+  }
+
+ private:
+  struct Entry {
+    size_t offset = 0;
+    int64_t newest = -1;
+  };
+  std::map<std::string, Entry> seen_;
+};
+
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
                        "[--netns] [--set k=v]...\n");
@@ -309,6 +337,24 @@ int main(int argc, char** argv) {
       return procs.back().name;
     };
 
+    // A node that has completed an outer step holds the run's state. Faults
+    // never take the last such node that is running: with none left there is
+    // no donor, and the run would have to restart from checkpoints (not what
+    // this driver tests). Everything else is fair game.
+    OuterProgress progress;
+    auto holds_state = [&](const Proc& p) { return progress.newest(out + "/" + p.name + "/metrics.jsonl") >= 0; };
+    auto state_holders_left_without = [&](const std::vector<size_t>& victims) {
+      int n = 0;
+      for (size_t i = 0; i < procs.size(); ++i)
+        if (procs[i].alive && !procs[i].stopped && holds_state(procs[i]) &&
+            std::find(victims.begin(), victims.end(), i) == victims.end())
+          ++n;
+      return n;
+    };
+    int64_t newest_outer = -1;
+    Clock::time_point newest_at = Clock::now();
+    double longest_stall_s = 0;
+    Clock::time_point sampled_at{};
     nlohmann::json faults = {{"kill9", 0}, {"stop", 0}, {"start", 0}, {"coordinator_restart", 0},
                              {"kill_half", 0}, {"evicted_restarted", 0}};
     if (lab) faults["partition"] = 0;
@@ -383,6 +429,18 @@ int main(int argc, char** argv) {
         std::printf("  partition node-%d | node-%d healed\n", c->a, c->b);
         c = cuts.erase(c);
       }
+      if (Clock::now() - sampled_at > std::chrono::seconds(1)) {
+        sampled_at = Clock::now();
+        int64_t now_outer = newest_outer;
+        for (const Proc& p : procs)
+          if (p.alive) now_outer = std::max(now_outer, progress.newest(out + "/" + p.name + "/metrics.jsonl"));
+        const double stalled = std::chrono::duration<double>(Clock::now() - newest_at).count();
+        longest_stall_s = std::max(longest_stall_s, stalled);
+        if (now_outer > newest_outer) {
+          newest_outer = now_outer;
+          newest_at = Clock::now();
+        }
+      }
       if (Clock::now() < next_fault) continue;
       next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(2000, 5000)));
       int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, lab ? 6 : 5));
@@ -396,11 +454,17 @@ int main(int argc, char** argv) {
       } else if (kind == 4 && up.size() >= 4) {
         std::vector<size_t> pick = up;
         std::shuffle(pick.begin(), pick.end(), rng);
+        std::vector<size_t> victims;
+        for (size_t i = 0; i < pick.size() && victims.size() < up.size() / 2; ++i) {
+          std::vector<size_t> more = victims;
+          more.push_back(pick[i]);
+          if (state_holders_left_without(more) >= 1) victims = more;
+        }
         std::string names;
-        for (size_t i = 0; i < up.size() / 2; ++i) {
-          ::kill(procs[pick[i]].pid, SIGKILL);
-          procs[pick[i]].killed_by_us = true;
-          names += " " + procs[pick[i]].name;
+        for (size_t v : victims) {
+          ::kill(procs[v].pid, SIGKILL);
+          procs[v].killed_by_us = true;
+          names += " " + procs[v].name;
         }
         faults["kill_half"] = faults["kill_half"].get<int>() + 1;
         std::printf("  kill -9 half the nodes at once:%s\n", names.c_str());
@@ -413,13 +477,21 @@ int main(int argc, char** argv) {
         faults["partition"] = faults["partition"].get<int>() + 1;
         std::printf("  partition node-%d | node-%d (both still reach everyone else)\n", a, b);
       } else if (kind == 0 && up.size() > 2) {
-        Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
+        size_t v = up[static_cast<size_t>(uniform(0, up.size())) % up.size()];
+        if (state_holders_left_without({v}) < 1)
+          for (size_t u : up)
+            if (state_holders_left_without({u}) >= 1) v = u;
+        Proc& p = procs[v];
         ::kill(p.pid, SIGKILL);
         p.killed_by_us = true;
         faults["kill9"] = faults["kill9"].get<int>() + 1;
         std::printf("  kill -9 %s\n", p.name.c_str());
       } else if (kind == 1 && up.size() > 2) {
-        Proc& p = procs[up[static_cast<size_t>(uniform(0, up.size())) % up.size()]];
+        size_t v = up[static_cast<size_t>(uniform(0, up.size())) % up.size()];
+        if (state_holders_left_without({v}) < 1)
+          for (size_t u : up)
+            if (state_holders_left_without({u}) >= 1) v = u;
+        Proc& p = procs[v];
         ::kill(p.pid, SIGSTOP);
         p.stopped = true;
         p.cont_at = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(500, 4000)));
@@ -441,6 +513,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
+    const double ran_s = std::chrono::duration<double>(Clock::now() - t_start).count();
     // The end: continue the stopped, then ask everyone to stop; nobody may hang.
     for (Proc& p : procs)
       if (p.alive && p.stopped) ::kill(p.pid, SIGCONT);
@@ -503,7 +576,10 @@ int main(int argc, char** argv) {
     }
     if (w == 0 || !(last < first - 0.3)) failures.push_back(str("the loss did not fall: ", first, " -> ", last));
     if (max_outer < 3) failures.push_back(str("only ", max_outer, " outer steps completed"));
-    const double ran_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+    // Outer steps must keep completing: a stretch without one longer than a
+    // few round timeouts (30 s each here) means the run stalled.
+    if (longest_stall_s > 90)
+      failures.push_back(str("no outer step completed for ", longest_stall_s, " s (the run stalled)"));
     if (g_interrupted) std::printf("intellect_chaos: interrupted after %.0f s of %d\n", ran_s, seconds);
     nlohmann::json summary = {{"seconds", seconds},
                               {"ran_seconds", ran_s},
@@ -514,6 +590,7 @@ int main(int argc, char** argv) {
                               {"outer_steps_checked", hashes.size()},
                               {"diverged", diverged},
                               {"retries", retries},
+                              {"longest_stall_s", longest_stall_s},
                               {"late_catch_ups", late},
                               {"joins", joins},
                               {"loss_first", first},

@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
     if (local_nodes > 0) return run_local_swarm(local_nodes, config_path, overrides, argv[0]);
     intellect::train(cfg, &g_stop);
     return 0;
+  } catch (const intellect::StoppedOnRequest& e) {
+    std::fprintf(stderr, "intellect_train: %s; nothing to save yet (the run's state had not arrived)\n", e.what());
+    return 0;
   } catch (const intellect::EvictedFromRun& e) {
     std::fprintf(stderr, "intellect_train: %s. This node was evicted from the run (silent past mesh.timeout_ms); "
                  "start it again to rejoin: it will fetch the run's state from a donor (exit 75)\n", e.what());

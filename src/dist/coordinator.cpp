@@ -149,7 +149,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     if (!members_.node(r.id).synced) {
       // A run in progress: the joiner streams the state from a healthy node
       // while everyone else keeps training.
-      if (std::optional<uint64_t> d = members_.pick_donor(r.id)) {
+      if (std::optional<uint64_t> d = members_.pick_donor({r.id})) {
         w.donor_id = *d;
         w.donor_address = members_.node(*d).state_address;
       }
@@ -206,11 +206,13 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     drop_node(id, "said goodbye");
   } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
     control::DonorAssign a;
-    if (std::optional<uint64_t> d = members_.pick_donor(dr->exclude == id ? 0 : dr->exclude)) {
-      if (*d != id) {
-        a.donor_id = *d;
-        a.donor_address = members_.node(*d).state_address;
-      }
+    // Not itself, not the one that failed it, and none it cannot reach.
+    std::set<uint64_t> exclude = {id, dr->exclude};
+    for (const auto& [a_id, b_id] : live_bad_links())
+      if (a_id == id || b_id == id) exclude.insert(a_id == id ? b_id : a_id);
+    if (std::optional<uint64_t> d = members_.pick_donor(exclude)) {
+      a.donor_id = *d;
+      a.donor_address = members_.node(*d).state_address;
     }
     log(str("node ", id, " asks for another donor than node ", dr->exclude, ": ",
             a.donor_id ? str("node ", a.donor_id) : std::string("none available")));

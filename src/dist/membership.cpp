@@ -63,9 +63,9 @@ void Membership::set_state_address(uint64_t id, const std::string& address) {
   it->second.state_address = address;
 }
 
-std::optional<uint64_t> Membership::pick_donor(uint64_t exclude) const {
+std::optional<uint64_t> Membership::pick_donor(const std::set<uint64_t>& exclude) const {
   for (const auto& [id, n] : nodes_)
-    if (id != exclude && n.synced && !n.state_address.empty()) return id;
+    if (!exclude.count(id) && n.synced && !n.state_address.empty()) return id;
   return std::nullopt;
 }
 

@@ -527,6 +527,8 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
   const Deadline deadline = deadline_in(give_up);
   std::string last_error = "no donor was assigned";
   for (;;) {
+    if (opt_.stop && opt_.stop->load())
+      throw StoppedOnRequest(str("stopped on request while fetching the ", state_kind_name(kind)));
     if (donor_id_ != 0) {
       try {
         ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);

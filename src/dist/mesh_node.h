@@ -54,6 +54,15 @@ struct MeshNodeOptions {
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
   std::chrono::milliseconds state_timeout{30000};  // a donor silent this long is given up
   std::function<void(const std::string&)> log;
+  // Set by a signal handler: long waits for a donor give up with
+  // StoppedOnRequest instead of running to their deadline.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// The process was asked to stop (SIGTERM, Ctrl-C) while it waited for the
+// run's state: not a failure of the run.
+struct StoppedOnRequest : Error {
+  using Error::Error;
 };
 
 // The coordinator formed this outer step's ring without this node (it was

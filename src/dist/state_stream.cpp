@@ -210,7 +210,9 @@ namespace {
 control::Message ask_donor(Transport& t, ConnId& conn, const std::string& address, const control::StateRequest& req,
                            std::chrono::milliseconds timeout) {
   const auto [host, port] = split_host_port(address, "donor state address");
-  conn = t.connect(host, port, deadline_in(timeout));
+  // A donor that is up answers a dial at once: one we cannot reach (gone, or
+  // cut off from us) costs seconds, not the whole timeout, before the next.
+  conn = t.connect(host, port, deadline_in(std::min(timeout, std::chrono::milliseconds(10000))));
   Frame f;
   f.type = FrameType::control;
   f.payload = control::encode(req);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include <filesystem>
 
@@ -162,6 +163,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.serve_state = cfg.mesh.serve_state;
     mo.log = [](const std::string& m) { note("mesh: " + m); };
+    mo.stop = stop;
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))
       fail("the coordinator assigned data partition ", mesh->welcome().partition, " but data.partitions is ",
@@ -327,20 +329,21 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (!p || *p < from) return from;
     return std::min(*p + 1, (k + 1) * H - 1);
   };
+  struct RunState {
+    int64_t outer_step = 0;
+    uint64_t state_bytes = 0;
+    nlohmann::json summary;
+  };
+  std::function<RunState()> take_run_state;
   if (cfg.diloco.enabled) {
     outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
                                              cfg.diloco.nesterov);
     pseudo.resize(layout.total());
     averaged.resize(layout.total());
     backend->get_params(params.data());
-    if (mesh && mesh->welcome().donor_id != 0) {
-      // A run in progress: its state comes from a donor, streamed while the
-      // others keep training; rounds completed meanwhile are applied from
-      // their averaged pseudo-gradients, so this node arrives identical.
-      const Clock::time_point t_join = Clock::now();
-      note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
-               "): fetching the state from node ", mesh->welcome().donor_id));
-      if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
+    // The run's state from a donor: its snapshot, then every round completed
+    // since (the same outer steps on the same bytes as everyone else).
+    take_run_state = [&]() {
       const StateDownload d = mesh->fetch_state(StateKind::snapshot, -1,
                                                 std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
       JoinState js = decode_join_state(d.bytes, layout.total());
@@ -357,17 +360,34 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
         ++rounds;
       }
       backend->set_params(params.data());
+      RunState got;
+      got.outer_step = k;
+      got.state_bytes = d.bytes.size();
+      got.summary = nlohmann::json{{"outer_step", k},
+                                   {"state_bytes", d.bytes.size()},
+                                   {"bad_chunks_refetched", d.bad_chunks},
+                                   {"rounds_caught_up", rounds},
+                                   {"round_bytes", round_bytes}};
+      return got;
+    };
+    if (mesh && mesh->welcome().donor_id != 0) {
+      // A run in progress: its state comes from a donor, streamed while the
+      // others keep training; rounds completed meanwhile are applied from
+      // their averaged pseudo-gradients, so this node arrives identical.
+      const Clock::time_point t_join = Clock::now();
+      note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
+               "): fetching the state from node ", mesh->welcome().donor_id));
+      if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
+      const RunState got = take_run_state();
+      const int64_t k = got.outer_step;
       start_step = line_up(k);
-      joined = nlohmann::json{{"outer_step", k},
-                              {"first_step", start_step + 1},
-                              {"state_bytes", d.bytes.size()},
-                              {"seconds", seconds_since(t_join)},
-                              {"bad_chunks_refetched", d.bad_chunks},
-                              {"rounds_caught_up", rounds},
-                              {"round_bytes", round_bytes}};
-      note(str("joined at outer step ", k, " (step ", start_step, "): ", d.bytes.size() / 1e6, " MB of state in ",
-               seconds_since(t_join), " s, ", d.bad_chunks, " chunk(s) fetched again, ", rounds,
-               " round(s) caught up (", round_bytes / 1e6, " MB)"));
+      joined = got.summary;
+      joined["first_step"] = start_step + 1;
+      joined["seconds"] = seconds_since(t_join);
+      note(str("joined at outer step ", k, " (step ", start_step, "): ", got.state_bytes / 1e6, " MB of state in ",
+               seconds_since(t_join), " s, ", got.summary["bad_chunks_refetched"].get<uint64_t>(),
+               " chunk(s) fetched again, ", got.summary["rounds_caught_up"].get<int64_t>(), " round(s) caught up (",
+               got.summary["round_bytes"].get<uint64_t>() / 1e6, " MB)"));
     } else if (!resumed_outer.empty()) {
       outer->set_state(resumed_outer.data(), resumed_outer_momentum.data());
     } else {
@@ -396,7 +416,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   };
   int64_t skip_to = 0;  // a late node's next step, set by outer_step()
   auto outer_step = [&](int64_t steps_done) {
-    const int64_t k = steps_done / cfg.diloco.inner_steps;
+    int64_t k = steps_done / cfg.diloco.inner_steps;
+    bool resynced = false;  // late, and the run's state was taken afresh
     backend->get_params(params.data());
     outer->pseudo_gradient(params.data(), pseudo.data());
     OuterRoundStats rs;
@@ -409,23 +430,36 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
         // The ring went on without this node: its inner steps are dropped and
         // the round's average comes from a donor, as for a joiner.
         late = true;
-        const StateDownload r =
-            mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-        mesh->decode_round_into(r, averaged);
-        note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
+        try {
+          const StateDownload r =
+              mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
+          mesh->decode_round_into(r, averaged);
+          note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
+        } catch (const EvictedFromRun&) {
+          throw;
+        } catch (const Error& e) {
+          // No live node has that round any more (those that did are gone):
+          // take the run's state afresh, as a joiner does.
+          note(str("outer step ", k, ": no donor has that round (", e.what(),
+                   "); taking the run's state from a donor instead"));
+          k = take_run_state().outer_step;
+          resynced = true;
+        }
         skip_to = line_up(k);
       }
     } else {
       averaged = pseudo;
     }
     const double allreduce_s = seconds_since(t0);
-    outer->step(averaged.data(), params.data());
-    backend->set_params(params.data());
+    if (!resynced) {
+      outer->step(averaged.data(), params.data());
+      backend->set_params(params.data());
+    }
     const uint64_t hash = outer->params_hash();
     if (mesh && !late) mesh->report_hash(k, hash);
     outer_done = k;
     double publish_s = 0.0;
-    if (mesh && cfg.mesh.serve_state) {
+    if (mesh && cfg.mesh.serve_state && !resynced) {
       // What a late node or a joiner will fetch: this round's average (the
       // ring's int8 bytes). The snapshot only when a joiner asks for one.
       const Clock::time_point tp = Clock::now();
