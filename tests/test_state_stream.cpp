@@ -145,10 +145,21 @@ TEST(StateStream, ADownloadContinuesWithASecondDonorOnlyForTheSameBlob) {
   fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000));
   EXPECT_EQ(d.bytes, snap);
   EXPECT_EQ(b.chunks_served(), 5u) << "only the chunks that were missing";
-  // A donor that has moved on to another snapshot is refused mid-download.
+  // A donor that has moved on to another snapshot, or has none, cannot
+  // continue this download: the error says so by its type, and the caller
+  // (MeshNode::fetch_state) starts over with that donor's own snapshot.
   b.publish_snapshot(make_state_blob(StateKind::snapshot, 10, pattern(7'777, 5), 1000));
   d.next_chunk = 3;
-  EXPECT_THROW(fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000)), Error);
+  EXPECT_THROW(fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000)), DonorHasOtherState);
+  StateServer empty(secret(), "127.0.0.1", [](const std::string&) {});
+  d.next_chunk = 3;
+  EXPECT_THROW(fetch_state(d, empty.address(), secret(), std::chrono::milliseconds(5000)), DonorHasOtherState);
+  // A fresh request to it is answered "pending" and asks its trainer for one.
+  StateDownload fresh;
+  EXPECT_THROW(fetch_state(fresh, empty.address(), secret(), std::chrono::milliseconds(5000), 8,
+                           std::chrono::milliseconds(300)),
+               Error);
+  EXPECT_TRUE(empty.snapshot_wanted());
 }
 
 }  // namespace

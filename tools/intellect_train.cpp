@@ -204,7 +204,8 @@ int main(int argc, char** argv) {
     intellect::train(cfg, &g_stop);
     return 0;
   } catch (const intellect::StoppedOnRequest& e) {
-    std::fprintf(stderr, "intellect_train: %s; nothing to save yet (the run's state had not arrived)\n", e.what());
+    std::fprintf(stderr, "intellect_train: %s; nothing saved beyond the last checkpoint (the node was waiting for "
+                 "the run's state from a donor)\n", e.what());
     return 0;
   } catch (const intellect::EvictedFromRun& e) {
     std::fprintf(stderr, "intellect_train: %s. This node was evicted from the run (silent past mesh.timeout_ms); "

@@ -243,7 +243,10 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     persist();
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
     std::optional<std::pair<uint64_t, uint64_t>> new_link;
-    if (f->unreachable != 0 && f->unreachable != id && members_.contains(f->unreachable)) {
+    // Only a peer that is alive by its heartbeats: a dial to a node that is
+    // stopped or dead fails too, and eviction deals with that one.
+    if (f->unreachable != 0 && f->unreachable != id && members_.contains(f->unreachable) &&
+        now - members_.node(f->unreachable).last_seen < 2 * opt_.heartbeat_interval) {
       const std::pair<uint64_t, uint64_t> link = std::minmax(id, f->unreachable);
       if (!live_bad_links().count(link)) new_link = link;
       bad_links_[link] = now + opt_.bad_link_ttl;

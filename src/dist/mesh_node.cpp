@@ -496,7 +496,10 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
             round.add_fp32(output.subspan(segs[k].begin, segs[k].size()));
             continue;
           }
-          for (const RingCarried& c : carried[k]) round.add_int8(c.count, c.block, c.encoded);
+          for (RingCarried& c : carried[k]) {
+            round.add_int8(c.count, c.block, c.encoded);
+            std::vector<uint8_t>().swap(c.encoded);  // one copy of the round at a time
+          }
         }
         last_round_ = round.finish();
         last_round_step_ = outer_step;
@@ -531,17 +534,24 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
       throw StoppedOnRequest(str("stopped on request while fetching the ", state_kind_name(kind)));
     if (donor_id_ != 0) {
       try {
-        ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - MeshClock::now());
+        ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout, 8,
+                                 std::max(left, std::chrono::milliseconds(1)), opt_.stop);
         return d;
       } catch (const Error& e) {
         last_error = e.what();
         log_to(opt_.log, str("fetching the ", state_kind_name(kind), " from node ", donor_id_, " failed after ",
                              d.next_chunk, " of ", d.n_chunks, " chunks: ", e.what()));
-        if (std::string(e.what()).find("serves a different") != std::string::npos) {
+        if (dynamic_cast<const DonorHasOtherState*>(&e)) {
+          // Not what this download started from (or nothing yet): the next
+          // donor's own, from its first chunk.
           d = StateDownload{};
           d.kind = kind;
           d.outer_step = outer_step;
         }
+        // Not at once: a donor that lacks a round may have it in a moment,
+        // and each try costs it and the coordinator a dial.
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
       }
     }
     if (MeshClock::now() > deadline)
@@ -605,6 +615,7 @@ void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged
 
 void MeshNode::decode_round_into(const StateDownload& d, std::span<float> out) {
   decode_round(d.bytes, out, str("the donor's round ", d.outer_step));
+  if (!state_) return;  // nobody to serve it to
   last_round_ = d.bytes;
   last_round_step_ = d.outer_step;
 }

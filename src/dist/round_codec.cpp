@@ -30,7 +30,9 @@ void piece_header(std::vector<uint8_t>& out, uint8_t kind, uint32_t block, uint6
 }
 }  // namespace
 
-RoundEncoder::RoundEncoder(size_t total_values) : total_(total_values) {}
+// The header's bytes are reserved up front and filled in by finish(), so the
+// encoded round (a quarter of the model's fp32 size) is never copied.
+RoundEncoder::RoundEncoder(size_t total_values) : total_(total_values), body_(kHeaderBytes, 0) {}
 
 void RoundEncoder::add_fp32(std::span<const float> values) {
   if (values.size() > total_ - covered_)
@@ -58,7 +60,7 @@ void RoundEncoder::add_int8(size_t count, size_t block, std::span<const uint8_t>
 
 std::vector<uint8_t> RoundEncoder::finish() {
   if (covered_ != total_) fail("round encoder: the pieces cover ", covered_, " of ", total_, " values");
-  ByteWriter w(kHeaderBytes + body_.size());
+  ByteWriter w(kHeaderBytes);
   w.u32(kMagic);
   w.u8(kVersion);
   w.u8(0);
@@ -66,9 +68,12 @@ std::vector<uint8_t> RoundEncoder::finish() {
   w.u64(total_);
   w.u32(pieces_);
   w.u32(0);
-  w.bytes(body_.data(), body_.size());
-  body_.clear();
-  return w.take();
+  std::memcpy(body_.data(), w.data().data(), kHeaderBytes);
+  std::vector<uint8_t> out = std::move(body_);
+  body_.assign(kHeaderBytes, 0);
+  covered_ = 0;
+  pieces_ = 0;
+  return out;
 }
 
 std::vector<uint8_t> encode_round_fp32(std::span<const float> values) {

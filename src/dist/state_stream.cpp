@@ -240,7 +240,8 @@ int64_t fetch_progress(const std::string& address, const RunSecret& secret, std:
 }
 
 void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
-                 std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit) {
+                 std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit,
+                 const std::atomic<bool>* stop) {
   const auto pending_until = std::chrono::steady_clock::now() + pending_limit;
   Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20,
                                size_t(256) << 20, 4, [](const std::string&) {}});
@@ -252,9 +253,11 @@ void fetch_state(StateDownload& d, const std::string& address, const RunSecret& 
     if (d.started) req.digest = d.digest;
     ConnId conn = 0;
     const control::Message answer = ask_donor(t, conn, address, req, timeout);
-    if (const auto* r = std::get_if<control::Refused>(&answer)) fail("the donor at ", address, " refused: ", r->reason);
+    if (const auto* r = std::get_if<control::Refused>(&answer))
+      throw DonorHasOtherState(str("the donor at ", address, " refused: ", r->reason));
     if (const auto* p = std::get_if<control::StatePending>(&answer)) {
       t.close(conn, "asking again later");
+      if (stop && stop->load()) fail("stopped on request while the donor at ", address, " prepared its snapshot");
       if (std::chrono::steady_clock::now() + std::chrono::milliseconds(p->retry_ms) > pending_until)
         fail("the donor at ", address, " was still preparing its ", state_kind_name(d.kind), " after ",
              pending_limit.count(), " ms");
@@ -275,8 +278,9 @@ void fetch_state(StateDownload& d, const std::string& address, const RunSecret& 
       d.started = true;
     } else if (info->digest != d.digest || info->total_bytes != d.total_bytes ||
                info->chunk_bytes != d.chunk_bytes || info->outer_step != d.outer_step) {
-      fail("the donor at ", address, " serves a different ", state_kind_name(d.kind), " (outer step ",
-           info->outer_step, ") than the one being downloaded (outer step ", d.outer_step, ")");
+      throw DonorHasOtherState(str("the donor at ", address, " serves a different ", state_kind_name(d.kind),
+                                   " (outer step ", info->outer_step, ") than the one being downloaded (outer step ",
+                                   d.outer_step, ")"));
     }
     bool bad = false;
     while (d.next_chunk < d.n_chunks) {

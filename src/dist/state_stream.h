@@ -34,6 +34,7 @@
 
 #include "dist/state_chunk.h"
 #include "dist/transport.h"
+#include "util/error.h"
 
 namespace intellect {
 
@@ -114,10 +115,17 @@ struct StateDownload {
 // different blob (the download keeps what it had). A chunk whose digest does
 // not match is fetched again, up to `max_bad` times in all.
 // A donor that answers "pending" (preparing the snapshot) is asked again,
-// for up to `pending_limit` in all.
+// for up to `pending_limit` in all, or until *stop is set.
 void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
                  std::chrono::milliseconds timeout, int max_bad = 8,
-                 std::chrono::milliseconds pending_limit = std::chrono::minutes(10));
+                 std::chrono::milliseconds pending_limit = std::chrono::minutes(10),
+                 const std::atomic<bool>* stop = nullptr);
+
+// The donor does not have what was asked (refused), or serves another blob
+// than the one being resumed: a download from another donor must start over.
+struct DonorHasOtherState : Error {
+  using Error::Error;
+};
 // The donor's inner steps done, as it last reported them.
 int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout);
 

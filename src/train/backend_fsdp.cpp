@@ -248,12 +248,12 @@ class FsdpBackend final : public Backend {
       pad.backward = slots_[0].backward;
       pad.logits_host = nullptr;
     }
+    pending_ = 0;  // before running: a failure must not leave the slots counted full
     threads_->run_all([&](int r) {
       const MicroBatch& mb = slots_[r];
       models_[r]->forward_backward(mb.tokens.data(), mb.targets.data(), mb.B, mb.z_weight, mb.grad_scale,
                                    mb.backward, mb.logits_host);
     });
-    pending_ = 0;
   }
 
   Config cfg_;

@@ -5,13 +5,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
-
-#include <filesystem>
+#include <thread>
 
 #include "ckpt/async_checkpointer.h"
 #include "ckpt/checkpoint.h"
@@ -334,7 +334,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     uint64_t state_bytes = 0;
     nlohmann::json summary;
   };
-  std::function<RunState()> take_run_state;
+  std::function<RunState(int64_t)> take_run_state;
   if (cfg.diloco.enabled) {
     outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
                                              cfg.diloco.nesterov);
@@ -342,8 +342,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     averaged.resize(layout.total());
     backend->get_params(params.data());
     // The run's state from a donor: its snapshot, then every round completed
-    // since (the same outer steps on the same bytes as everyone else).
-    take_run_state = [&]() {
+    // since (the same outer steps on the same bytes as everyone else), at
+    // least up to outer step `at_least` (waiting for rounds still running).
+    take_run_state = [&](int64_t at_least) {
       const StateDownload d = mesh->fetch_state(StateKind::snapshot, -1,
                                                 std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
       JoinState js = decode_join_state(d.bytes, layout.total());
@@ -352,12 +353,25 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       params = js.outer;
       int64_t k = js.outer_step, rounds = 0;
       uint64_t round_bytes = 0;
-      while (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
-        mesh->decode_round_into(*r, averaged);
-        round_bytes += r->bytes.size();
-        outer->step(averaged.data(), params.data());
-        ++k;
-        ++rounds;
+      const Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
+      for (;;) {
+        if (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
+          mesh->decode_round_into(*r, averaged);
+          round_bytes += r->bytes.size();
+          outer->step(averaged.data(), params.data());
+          ++k;
+          ++rounds;
+          continue;
+        }
+        if (k >= at_least) break;
+        // Behind the step this node must reach: the round is still running
+        // (or retried) on the donor. Never go on from an older state: the
+        // next outer step would start from other parameters than everyone's.
+        if (Clock::now() > give_up)
+          fail("could not catch up to outer step ", at_least, ": the donor's state is of outer step ", k,
+               " and no donor has the rounds after it");
+        if (stop && stop->load()) throw StoppedOnRequest("stopped on request while catching up with the run");
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
       backend->set_params(params.data());
       RunState got;
@@ -378,7 +392,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
                "): fetching the state from node ", mesh->welcome().donor_id));
       if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
-      const RunState got = take_run_state();
+      const RunState got = take_run_state(0);
       const int64_t k = got.outer_step;
       start_step = line_up(k);
       joined = got.summary;
@@ -437,12 +451,14 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
           note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
         } catch (const EvictedFromRun&) {
           throw;
+        } catch (const StoppedOnRequest&) {
+          throw;
         } catch (const Error& e) {
           // No live node has that round any more (those that did are gone):
           // take the run's state afresh, as a joiner does.
           note(str("outer step ", k, ": no donor has that round (", e.what(),
                    "); taking the run's state from a donor instead"));
-          k = take_run_state().outer_step;
+          k = take_run_state(k).outer_step;
           resynced = true;
         }
         skip_to = line_up(k);
