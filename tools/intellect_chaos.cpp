@@ -337,16 +337,22 @@ int main(int argc, char** argv) {
       return procs.back().name;
     };
 
-    // A node that has completed an outer step holds the run's state. Faults
-    // never take the last such node that is running: with none left there is
-    // no donor, and the run would have to restart from checkpoints (not what
-    // this driver tests). Everything else is fair game.
+    // Faults never take the last running node that holds the run's newest
+    // state: with none left no donor has it, and the run would have to go
+    // back to an older state or to checkpoints (not what this driver tests).
+    // Everything else is fair game.
     OuterProgress progress;
-    auto holds_state = [&](const Proc& p) { return progress.newest(out + "/" + p.name + "/metrics.jsonl") >= 0; };
+    // Holders are the running nodes at the newest outer step any running
+    // node has reached (one that is behind cannot give a joiner that step).
+    auto newest_of = [&](const Proc& p) { return progress.newest(out + "/" + p.name + "/metrics.jsonl"); };
     auto state_holders_left_without = [&](const std::vector<size_t>& victims) {
+      int64_t newest = -1;
+      for (const Proc& p : procs)
+        if (p.alive && !p.stopped) newest = std::max(newest, newest_of(p));
+      if (newest < 0) return 1;  // no outer step yet: nothing to lose
       int n = 0;
       for (size_t i = 0; i < procs.size(); ++i)
-        if (procs[i].alive && !procs[i].stopped && holds_state(procs[i]) &&
+        if (procs[i].alive && !procs[i].stopped && newest_of(procs[i]) == newest &&
             std::find(victims.begin(), victims.end(), i) == victims.end())
           ++n;
       return n;
