@@ -210,6 +210,12 @@ MeshNode::MeshNode(MeshNodeOptions options)
         if (!left_.load() && !transport_.is_open(c)) {
           try {
             reconnect(c);
+          } catch (const EvictedFromRun& e2) {
+            // No point beating for a run that no longer counts this node:
+            // the main thread sees the flag at its next wait and ends.
+            log_to(opt_.log, str("evicted: ", e2.what()));
+            evicted_ = true;
+            return;
           } catch (const Error& e2) {
             log_to(opt_.log, str("could not reach the coordinator again: ", e2.what()));
           }
@@ -299,6 +305,7 @@ void MeshNode::send_control(ConnId conn, const control::Message& m) {
 control::Message MeshNode::recv_control(Deadline deadline) {
   std::optional<Message> m;
   for (;;) {
+    if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
     const ConnId c = coord_.load();
     try {
       m = transport_.recv(c, deadline);
@@ -530,6 +537,7 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
   const Deadline deadline = deadline_in(give_up);
   std::string last_error = "no donor was assigned";
   for (;;) {
+    if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node (evicted while it fetched the state)");
     if (opt_.stop && opt_.stop->load())
       throw StoppedOnRequest(str("stopped on request while fetching the ", state_kind_name(kind)));
     if (donor_id_ != 0) {

@@ -159,6 +159,7 @@ class MeshNode {
   std::optional<control::Message> pending_;  // what the main thread awaits an answer to (under reconnect_mu_)
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
+  std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node
   std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
