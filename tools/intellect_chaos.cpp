@@ -378,6 +378,14 @@ int main(int argc, char** argv) {
 
     std::mt19937_64 rng(seed);
     auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+    // One running node at random, but not the last holder of the newest state.
+    auto pick_victim = [&](const std::vector<size_t>& up) {
+      size_t v = up[static_cast<size_t>(uniform(0, up.size())) % up.size()];
+      if (state_holders_left_without({v}) < 1)
+        for (size_t u : up)
+          if (state_holders_left_without({u}) >= 1) v = u;
+      return v;
+    };
     auto reap = [&] {
       for (Proc& p : procs) {
         if (!p.alive) continue;
@@ -483,21 +491,13 @@ int main(int argc, char** argv) {
         faults["partition"] = faults["partition"].get<int>() + 1;
         std::printf("  partition node-%d | node-%d (both still reach everyone else)\n", a, b);
       } else if (kind == 0 && up.size() > 2) {
-        size_t v = up[static_cast<size_t>(uniform(0, up.size())) % up.size()];
-        if (state_holders_left_without({v}) < 1)
-          for (size_t u : up)
-            if (state_holders_left_without({u}) >= 1) v = u;
-        Proc& p = procs[v];
+        Proc& p = procs[pick_victim(up)];
         ::kill(p.pid, SIGKILL);
         p.killed_by_us = true;
         faults["kill9"] = faults["kill9"].get<int>() + 1;
         std::printf("  kill -9 %s\n", p.name.c_str());
       } else if (kind == 1 && up.size() > 2) {
-        size_t v = up[static_cast<size_t>(uniform(0, up.size())) % up.size()];
-        if (state_holders_left_without({v}) < 1)
-          for (size_t u : up)
-            if (state_holders_left_without({u}) >= 1) v = u;
-        Proc& p = procs[v];
+        Proc& p = procs[pick_victim(up)];
         ::kill(p.pid, SIGSTOP);
         p.stopped = true;
         p.cont_at = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(500, 4000)));
