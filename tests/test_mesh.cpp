@@ -22,8 +22,10 @@ struct Swarm {
   std::atomic<bool> stop{false};
   std::unique_ptr<Coordinator> coordinator;
   std::thread thread;
-  explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3) {
+  explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
+                 std::function<void()> on_turn = {}) {
     CoordinatorOptions o;
+    o.on_turn = std::move(on_turn);
     o.secret = secret(7);
     o.heartbeat_interval = milliseconds(200);
     o.membership.heartbeat_timeout = milliseconds(1500);
@@ -157,6 +159,50 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   // announced, the round completes with the two that are left.
   EXPECT_EQ(stats[0].ring_size, 2u);
   EXPECT_EQ(stats[1].ring_size, 2u);
+}
+
+}  // namespace
+}  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// A coordinator whose loop stalls past the heartbeat timeout (a slow fsync of
+// its state file, a starved machine) finds the heartbeats sent meanwhile
+// waiting for it: the nodes that sent them are not evicted, and the next
+// round goes on with all of them.
+TEST(Mesh, CoordinatorStallDoesNotEvictNodesThatKeptBeating) {
+  std::atomic<int> stall{0};
+  Swarm swarm(milliseconds(5000), 3, [&] {
+    if (stall.load() == 1) {
+      std::this_thread::sleep_for(milliseconds(2500));  // heartbeat timeout 1500 ms
+      stall = 2;
+    }
+  });
+  std::vector<std::string> errors(3);
+  std::vector<size_t> ring2(3, 0);
+  std::atomic<int> first_done{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNode node(swarm.node("n" + std::to_string(i)));
+        std::vector<float> in(1000, float(i)), out(1000);
+        node.average(1, "{}", in, out);
+        if (++first_done == 3) stall = 1;
+        for (int t = 0; t < 200 && stall.load() != 2; ++t) std::this_thread::sleep_for(milliseconds(50));
+        std::this_thread::sleep_for(milliseconds(1000));  // past the grace after the stall
+        ring2[i] = node.average(2, "{}", in, out).ring_size;
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(stall.load(), 2);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(errors[i], "") << "node " << i;
+    EXPECT_EQ(ring2[i], 3u) << "node " << i << ": a node was evicted for heartbeats the coordinator had not read";
+  }
 }
 
 }  // namespace

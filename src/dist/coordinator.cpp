@@ -57,7 +57,10 @@ void Coordinator::send(ConnId conn, const control::Message& m) {
   }
 }
 
-void Coordinator::persist() {
+void Coordinator::persist() { state_dirty_ = !opt_.state_file.empty(); }
+
+void Coordinator::write_state() {
+  state_dirty_ = false;
   if (opt_.state_file.empty()) return;
   nlohmann::json positions = nlohmann::json::object();
   for (const auto& [p, pos] : partition_position_) positions[std::to_string(p)] = pos;
@@ -105,8 +108,10 @@ void Coordinator::announce(Ring ring) {
   std::string names;
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
   log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
+  // Written before anyone hears of it: a restarted coordinator must know
+  // this step's ring was formed.
+  write_state();
   for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
-  persist();  // a restarted coordinator must know this step's ring was formed
 }
 
 LinkSet Coordinator::live_bad_links() {
@@ -323,12 +328,38 @@ void Coordinator::connection_closed(ConnId conn, const std::string& reason) {
 }
 
 void Coordinator::run(const std::atomic<bool>& stop) {
+  // Silence is only judged while this loop has been listening: after a stall
+  // of this thread (a slow fsync of the state file, a starved VM) or of the
+  // whole process, the heartbeats sent meanwhile are still in the inbox or
+  // the socket, and the nodes that sent them are not silent.
+  const auto stall = std::max<std::chrono::milliseconds>(opt_.heartbeat_interval, std::chrono::milliseconds(250));
+  MembershipTime last_turn = MembershipClock::now(), listening_since = last_turn;
   while (!stop.load()) {
+    if (opt_.on_turn) opt_.on_turn();
     std::optional<TransportEvent> ev;
     while ((ev = transport_.next_event(deadline_in(std::chrono::milliseconds(0)))))
       if (ev->kind == TransportEvent::Kind::closed) connection_closed(ev->conn, ev->reason);
-    if (std::optional<Message> m = transport_.recv(kAnyConn, deadline_in(std::chrono::milliseconds(20)))) dispatch(*m);
-    for (uint64_t id : members_.evict_silent(MembershipClock::now())) {
+    // Everything that has arrived, not one message per turn: a node's
+    // heartbeat must never wait in the inbox while it is judged silent.
+    constexpr int kMaxPerTurn = 4096;
+    int handled = 0;
+    Deadline wait = deadline_in(std::chrono::milliseconds(20));
+    while (handled < kMaxPerTurn) {
+      std::optional<Message> m = transport_.recv(kAnyConn, wait);
+      if (!m) break;
+      dispatch(*m);
+      ++handled;
+      wait = deadline_in(std::chrono::milliseconds(0));
+    }
+    const MembershipTime now = MembershipClock::now();
+    if (now - last_turn > stall) {
+      log(str("this loop stalled for ", std::chrono::duration_cast<std::chrono::milliseconds>(now - last_turn).count(),
+              " ms; nobody is judged silent until it has listened for ", 2 * stall.count(), " ms"));
+      listening_since = now;
+    }
+    last_turn = now;
+    const bool may_evict = handled < kMaxPerTurn && now - listening_since >= 2 * stall;
+    for (uint64_t id : may_evict ? members_.evict_silent(now) : std::vector<uint64_t>{}) {
       log(str("node ", id, " evicted: no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
       auto c = conn_of_.find(id);
       if (c != conn_of_.end()) {
@@ -344,7 +375,11 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     for (int64_t s : steps)
       if (s >= 0 && !rings_.count(s))
         if (std::optional<Ring> r = members_.try_form_ring(s, MembershipClock::now())) announce(*r);
+    // Once per turn, not once per message: each write is two fsyncs, and a
+    // burst of Ready messages would otherwise stall this loop for seconds.
+    if (state_dirty_) write_state();
   }
+  if (state_dirty_) write_state();
 }
 
 }  // namespace intellect

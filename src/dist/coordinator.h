@@ -27,6 +27,7 @@ struct CoordinatorOptions {
   std::chrono::milliseconds bad_link_ttl{30000};
   std::string state_file;         // persisted membership (empty: none)
   std::function<void(const std::string&)> log;
+  std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };
 
 class Coordinator {
@@ -47,7 +48,8 @@ class Coordinator {
   void announce(Ring ring);
   LinkSet live_bad_links();
   void send(ConnId conn, const control::Message& m);
-  void persist();
+  void persist();      // marks the state file stale; run() writes it once per turn
+  void write_state();
   void log(const std::string& m);
 
   CoordinatorOptions opt_;
@@ -63,6 +65,7 @@ class Coordinator {
   std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
   uint64_t next_round_ = 1;
   int64_t agreed_ = 0, disagreed_ = 0;
+  bool state_dirty_ = false;
 };
 
 }  // namespace intellect
