@@ -16,9 +16,9 @@ std::vector<Message> samples() {
   sr.digest[0] = 9;
   StateInfo si{1, 40, {}, 10000, 4096, 3};
   si.digest[31] = 1;
-  return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001"},
-          Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001"},
-          Heartbeat{3},
+  return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17},
+          Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1},
+          Heartbeat{3, 41},
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})"},
           RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000"}, {3, "10.0.0.3:7000"}}},
@@ -31,8 +31,9 @@ std::vector<Message> samples() {
           Late{43},
           sr,
           si,
-          Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001"},
-          StatePending{250}};
+          Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001", -1},
+          StatePending{250},
+          Rewound{40, 2}};
 }
 
 TEST(Control, EveryMessageRoundTrips) {
@@ -44,6 +45,10 @@ TEST(Control, EveryMessageRoundTrips) {
   }
   const auto ring = std::get<RingAnnounce>(decode(encode(samples()[5]), "t"));
   EXPECT_EQ(ring.members[1].address, "10.0.0.3:7000");
+  // "Holds no state" survives the trip; a held step that is neither is refused.
+  EXPECT_EQ(std::get<Heartbeat>(decode(encode(Heartbeat{3, -1}), "t")).held_step, -1);
+  EXPECT_EQ(std::get<Rejoin>(decode(encode(samples()[15]), "t")).held_step, -1);
+  EXPECT_THROW(decode(encode(Heartbeat{3, -2}), "t"), Error);
 }
 
 TEST(Control, MalformedMessagesAreRefused) {
@@ -61,8 +66,8 @@ TEST(Control, MalformedMessagesAreRefused) {
   // a string length far beyond its cap is refused before any copy
   std::vector<uint8_t> huge = {1, 0xff, 0xff, 0xff, 0x7f};
   EXPECT_NE(test::error_of([&] { decode(huge, "peer 1.2.3.4"); }).find("peer 1.2.3.4"), std::string::npos);
-  EXPECT_THROW(decode(encode(Join{"a", "b", 0}), "t"), Error);
-  EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, ""}), "t"), Error);
+  EXPECT_THROW(decode(encode(Join{"a", "b", 0, "", -1}), "t"), Error);
+  EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, "", 0, "", 0}), "t"), Error);
   EXPECT_THROW(decode(encode(RingAnnounce{1, 1, 1, {}}), "t"), Error);
   EXPECT_THROW(decode(encode(PeerHello{1, 1, kMaxRingLanes}), "t"), Error);  // no such ring lane
   EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10000, 4096, 2}), "t"), Error);  // 10000 bytes need 3 chunks

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -31,6 +33,40 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
   return lines;
 }
 
+// An intellect_train node of the tiny test run, as a shell command.
+std::string train_command(const std::string& root, const std::string& name, uint16_t coordinator_port,
+                          const std::string& env, int steps) {
+  std::string cmd = env + " " + test::binary_dir() + "/intellect_train";
+  for (const std::string& s :
+       {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + root + "/secret",
+        "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator_port), std::string("mesh.heartbeat_ms=300"),
+        std::string("mesh.round_timeout_ms=20000"), std::string("diloco.enabled=true"),
+        std::string("diloco.inner_steps=5"), "train.steps=" + std::to_string(steps), std::string("train.threads=1"),
+        std::string("model.dim=48"), std::string("model.ffn_dim=128"), std::string("model.head_dim=12"),
+        std::string("model.n_layers=2"), std::string("train.eval_every=0"), std::string("train.log_every=1000"),
+        "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="), std::string("data.partitions=3"),
+        std::string("ckpt.save_final=false")})
+    cmd += " --set " + s;
+  return cmd;
+}
+
+// A run directory with its secret, and a coordinator for it on loopback.
+struct TestRun {
+  std::string root;
+  std::vector<uint8_t> key = std::vector<uint8_t>(32, 0x42);
+  CoordinatorOptions options;
+  TestRun(const std::string& name) : root(::testing::TempDir() + "/" + name) {
+    std::filesystem::remove_all(root);
+    make_dirs(root);
+    write_file_atomic(root + "/secret", key.data(), key.size());
+    ::chmod((root + "/secret").c_str(), 0600);
+    options.secret = RunSecret(key, "test secret");
+    options.heartbeat_interval = milliseconds(300);
+    options.membership.heartbeat_timeout = milliseconds(3000);
+    options.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+  }
+};
+
 class Elastic : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -43,37 +79,15 @@ class Elastic : public ::testing::Test {
 };
 
 TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
-  const std::string root = ::testing::TempDir() + "/elastic_join";
-  std::filesystem::remove_all(root);
-  make_dirs(root);
-  const std::vector<uint8_t> key(32, 0x42);
-  const std::string secret_path = root + "/secret";
-  write_file_atomic(secret_path, key.data(), key.size());
-  ::chmod(secret_path.c_str(), 0600);
-
-  CoordinatorOptions co;
-  co.secret = RunSecret(key, "test secret");
-  co.heartbeat_interval = milliseconds(300);
-  co.membership.heartbeat_timeout = milliseconds(3000);
-  co.membership.ready_timeout = milliseconds(20000);
-  co.membership.min_ring = 2;
-  co.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
-  Coordinator coordinator(co);
+  TestRun run("elastic_join");
+  const std::string& root = run.root;
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  Coordinator coordinator(run.options);
   std::atomic<bool> stop{false};
   std::thread ct([&] { coordinator.run(stop); });
-
   auto command = [&](const std::string& name, const std::string& env) {
-    std::string cmd = env + " " + test::binary_dir() + "/intellect_train";
-    for (const std::string& s :
-         {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + secret_path,
-          "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()), std::string("mesh.heartbeat_ms=300"), std::string("mesh.round_timeout_ms=20000"),
-          std::string("diloco.enabled=true"), std::string("diloco.inner_steps=5"), std::string("train.steps=60"),
-          std::string("train.threads=1"), std::string("model.dim=48"), std::string("model.ffn_dim=128"),
-          std::string("model.head_dim=12"), std::string("model.n_layers=2"), std::string("train.eval_every=0"),
-          std::string("train.log_every=1000"), "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="),
-          std::string("data.partitions=3"), std::string("ckpt.save_final=false")})
-      cmd += " --set " + s;
-    return cmd;
+    return train_command(root, name, coordinator.port(), env, 60);
   };
   // Both donors corrupt the first chunk they serve: the joiner must fetch it again.
   const std::string donor_env = "INTELLECT_STATE_TEST_CORRUPT=0";
@@ -119,6 +133,89 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
   EXPECT_GE(compared, 3);
   EXPECT_GE(in_ring, 2) << "the joiner took part in the rings once it had caught up";
   EXPECT_LT(j.back()["loss"].get<double>(), a.front()["loss"].get<double>() - 1.0) << "and it learned";
+}
+
+// Every node holding the run's newest state dies at once (kill -9 of both),
+// and the nodes started next have nothing newer than their own step 0: the
+// coordinator finds no live holder of the newest outer step and rewinds the
+// run to the newest step a live node holds. The new nodes, first told they
+// are late and finding no donor, go on from their own state together, agree
+// on every outer step they repeat, and finish, instead of waiting for a
+// donor forever.
+TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) {
+  TestRun run("elastic_rewind");
+  const std::string& root = run.root;
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  run.options.rewind_after = milliseconds(2000);
+  std::vector<std::string> log;
+  std::mutex log_mu;
+  run.options.log = [&](const std::string& m) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    log.push_back(m);
+    if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str());
+  };
+  Coordinator coordinator(run.options);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator.run(stop); });
+  // Each node's pid, so the test can kill it.
+  auto start = [&](const std::string& name, int steps, test::CommandResult* result) {
+    const std::string cmd = "echo $$ > " + root + "/" + name + ".pid; exec " +
+                            train_command(root, name, coordinator.port(), "", steps);
+    return std::thread([cmd, result] { *result = test::run_command(cmd); });
+  };
+  auto pid_of = [&](const std::string& name) {
+    std::ifstream f(root + "/" + name + ".pid");
+    pid_t pid = 0;
+    f >> pid;
+    return pid;
+  };
+  std::vector<test::CommandResult> results(4);
+  std::vector<std::thread> nodes;
+  nodes.push_back(start("a", 100000, &results[0]));
+  nodes.push_back(start("b", 100000, &results[1]));
+  for (int t = 0; t < 600 && coordinator.agreed_steps() < 3; ++t) std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_GE(coordinator.agreed_steps(), 3) << "the first two nodes did not get going";
+  ASSERT_GT(pid_of("a"), 0);
+  ASSERT_GT(pid_of("b"), 0);
+  ::kill(pid_of("a"), SIGKILL);
+  ::kill(pid_of("b"), SIGKILL);
+  nodes[0].join();
+  nodes[1].join();
+  const int64_t lost_at = coordinator.agreed_steps();
+  nodes.push_back(start("c", 30, &results[2]));
+  nodes.push_back(start("d", 30, &results[3]));
+  nodes[2].join();
+  nodes[3].join();
+  stop = true;
+  ct.join();
+
+  ASSERT_EQ(results[2].status, 0) << results[2].output;
+  ASSERT_EQ(results[3].status, 0) << results[3].output;
+  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  bool rewound = false;
+  for (const std::string& m : log) rewound |= m.find("RUN REWOUND") != std::string::npos;
+  EXPECT_TRUE(rewound) << "the coordinator never rewound the run";
+  // Both new nodes went on from their own step 0 and agree on every outer
+  // step they did again; nobody waited for a donor that could not exist.
+  std::map<int64_t, std::string> hash_c;
+  int64_t rewinds_seen = 0;
+  for (const auto& l : read_metrics(root + "/c/metrics.jsonl"))
+    if (l.contains("outer")) {
+      hash_c[l["outer"]["outer_step"].get<int64_t>()] = l["outer"]["hash"];
+      rewinds_seen = std::max(rewinds_seen, l["outer"]["rewinds"].get<int64_t>());
+    }
+  EXPECT_EQ(rewinds_seen, 1);
+  EXPECT_EQ(hash_c.size(), 6u) << "outer steps 1..6 of a 30-step run";
+  int compared = 0;
+  for (const auto& l : read_metrics(root + "/d/metrics.jsonl"))
+    if (l.contains("outer")) {
+      const int64_t k = l["outer"]["outer_step"].get<int64_t>();
+      EXPECT_EQ(l["outer"]["hash"], hash_c[k]) << "outer step " << k;
+      ++compared;
+    }
+  EXPECT_EQ(compared, 6);
+  EXPECT_GE(lost_at, 3);
 }
 
 // The short chaos run (the long one is a documented command): a coordinator

@@ -223,3 +223,49 @@ TEST(Membership, AfterARestartTheLastAnnouncedStepIsSettledByTheNodes) {
 
 }  // namespace
 }  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// What each node holds decides where the run goes back to when every holder
+// of its newest step is gone: held steps only go up (a restored member's is
+// unknown until it says), and a rewind makes the holders of the step the
+// donors and ring members, and everyone else a node that must catch up.
+TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
+  Membership m;
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0)), d = m.join("d", "x:3", c(0));
+  for (const auto* n : {&a, &b, &d}) m.set_state_address(n->id, "x:9");
+  EXPECT_EQ(m.newest_held().first, -1);
+  m.note_held(a.id, 4);
+  m.note_held(b.id, 6);
+  m.note_held(b.id, 5);  // never down
+  m.note_held(d.id, -1);
+  EXPECT_EQ(m.newest_held(), (std::pair<int64_t, uint64_t>{6, b.id}));
+  for (const auto* n : {&a, &b, &d}) m.ready(n->id, 7, c(1));
+  ASSERT_TRUE(m.try_form_ring(7, c(1)));
+  m.ready(a.id, 8, c(2));
+  m.ready(b.id, 7, c(2));  // late: a repeat of a step that is done
+  m.leave(b.id);           // the holder of 6 leaves; a holds 4, d nothing
+  m.rewind(4);
+  EXPECT_EQ(m.last_ring_step(), 4);
+  EXPECT_TRUE(m.node(a.id).synced);
+  EXPECT_FALSE(m.node(d.id).synced) << "holds nothing: it takes step 4 from a donor";
+  EXPECT_EQ(m.node(a.id).ready_step, -1) << "ready for step 8, which is not the next one any more";
+  EXPECT_EQ(m.pick_donor({}), a.id);
+  EXPECT_EQ(m.pick_donor({a.id}), std::nullopt);
+  // The next step forms with the holders only; a joiner's ready is not waited for.
+  m.ready(a.id, 5, c(3));
+  const std::optional<Ring> r = m.try_form_ring(5, c(3));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->nodes, std::vector<uint64_t>{a.id});
+  // Restored after a restart, nobody's held step is known until it says.
+  Membership back = Membership::from_json(m.to_json(), {}, c(4));
+  EXPECT_EQ(back.newest_held().first, kHeldUnknown);
+  back.note_held(a.id, 5);
+  back.note_held(d.id, -1);
+  EXPECT_EQ(back.newest_held(), (std::pair<int64_t, uint64_t>{5, a.id}));
+}
+
+}  // namespace
+}  // namespace intellect

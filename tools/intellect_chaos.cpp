@@ -217,10 +217,13 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
   return out;
 }
 
-// The newest outer step each node's metrics show, read incrementally.
+// The newest outer step each node's metrics show, read incrementally, as
+// (rewinds of the run, outer step): after a rewind the run repeats steps, and
+// the repeat is newer than what came before it.
+using OuterMark = std::pair<int64_t, int64_t>;
 class OuterProgress {
  public:
-  int64_t newest(const std::string& path) {
+  OuterMark newest(const std::string& path) {
     Entry& e = seen_[path];
     std::ifstream f(path);
     if (!f) return e.newest;
@@ -230,7 +233,10 @@ class OuterProgress {
       if (f.eof()) break;  // a line still being written: read it next time
       e.offset += l.size() + 1;
       const size_t at = l.find("\"outer_step\":");
-      if (at != std::string::npos) e.newest = std::max<int64_t>(e.newest, std::atoll(l.c_str() + at + 13));
+      if (at == std::string::npos) continue;
+      const size_t rw = l.find("\"rewinds\":");
+      const OuterMark m{rw == std::string::npos ? 0 : std::atoll(l.c_str() + rw + 10), std::atoll(l.c_str() + at + 13)};
+      e.newest = std::max(e.newest, m);
     }
     return e.newest;
   }
@@ -238,7 +244,7 @@ class OuterProgress {
  private:
   struct Entry {
     size_t offset = 0;
-    int64_t newest = -1;
+    OuterMark newest{-1, -1};
   };
   std::map<std::string, Entry> seen_;
 };
@@ -346,10 +352,10 @@ int main(int argc, char** argv) {
     // node has reached (one that is behind cannot give a joiner that step).
     auto newest_of = [&](const Proc& p) { return progress.newest(out + "/" + p.name + "/metrics.jsonl"); };
     auto state_holders_left_without = [&](const std::vector<size_t>& victims) {
-      int64_t newest = -1;
+      OuterMark newest{-1, -1};
       for (const Proc& p : procs)
         if (p.alive && !p.stopped) newest = std::max(newest, newest_of(p));
-      if (newest < 0) return 1;  // no outer step yet: nothing to lose
+      if (newest.second < 0) return 1;  // no outer step yet: nothing to lose
       int n = 0;
       for (size_t i = 0; i < procs.size(); ++i)
         if (procs[i].alive && !procs[i].stopped && newest_of(procs[i]) == newest &&
@@ -357,7 +363,7 @@ int main(int argc, char** argv) {
           ++n;
       return n;
     };
-    int64_t newest_outer = -1;
+    OuterMark newest_outer{-1, -1};
     Clock::time_point newest_at = Clock::now();
     double longest_stall_s = 0;
     Clock::time_point sampled_at{};
@@ -445,7 +451,7 @@ int main(int argc, char** argv) {
       }
       if (Clock::now() - sampled_at > std::chrono::seconds(1)) {
         sampled_at = Clock::now();
-        int64_t now_outer = newest_outer;
+        OuterMark now_outer = newest_outer;
         for (const Proc& p : procs)
           if (p.alive) now_outer = std::max(now_outer, progress.newest(out + "/" + p.name + "/metrics.jsonl"));
         const double stalled = std::chrono::duration<double>(Clock::now() - newest_at).count();
@@ -548,9 +554,11 @@ int main(int argc, char** argv) {
     ::waitpid(coordinator.pid, nullptr, 0);
 
     // What they wrote.
-    std::map<int64_t, std::set<std::string>> hashes;
-    std::map<int64_t, int> writers;
-    int64_t retries = 0, late = 0, max_outer = 0;
+    // Per attempt at an outer step: after a rewind the run does the lost
+    // steps again, from other data, so their hashes differ from the first time.
+    std::map<OuterMark, std::set<std::string>> hashes;
+    std::map<OuterMark, int> writers;
+    int64_t retries = 0, late = 0, max_outer = 0, rewinds = 0;
     nlohmann::json joins = nlohmann::json::array();
     std::vector<std::pair<int64_t, double>> losses;
     for (const Proc& p : procs) {
@@ -560,18 +568,21 @@ int main(int argc, char** argv) {
         if (!l.contains("outer")) continue;
         const auto& o = l["outer"];
         const int64_t k = o["outer_step"].get<int64_t>();
-        hashes[k].insert(o["hash"].get<std::string>());
-        ++writers[k];
+        const OuterMark m{o.value("rewinds", int64_t{0}), k};
+        hashes[m].insert(o["hash"].get<std::string>());
+        ++writers[m];
+        rewinds = std::max(rewinds, m.first);
         retries += o.value("retries", int64_t{0});
         late += o.value("late", false);
         max_outer = std::max(max_outer, k);
       }
     }
     int diverged = 0;
-    for (const auto& [k, h] : hashes)
+    for (const auto& [m, h] : hashes)
       if (h.size() > 1) {
         ++diverged;
-        failures.push_back(str("outer step ", k, ": ", h.size(), " different hashes among ", writers[k], " nodes"));
+        failures.push_back(str("outer step ", m.second, m.first ? str(" (after rewind ", m.first, ")") : "", ": ",
+                               h.size(), " different hashes among ", writers[m], " nodes"));
       }
     std::sort(losses.begin(), losses.end());
     double first = 0, last = 0;
@@ -596,6 +607,7 @@ int main(int argc, char** argv) {
                               {"outer_steps_checked", hashes.size()},
                               {"diverged", diverged},
                               {"retries", retries},
+                              {"rewinds", rewinds},
                               {"longest_stall_s", longest_stall_s},
                               {"late_catch_ups", late},
                               {"joins", joins},

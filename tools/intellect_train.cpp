@@ -52,6 +52,9 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, co
   co.heartbeat_interval = std::chrono::milliseconds(c.mesh.heartbeat_ms);
   co.membership.heartbeat_timeout = std::chrono::milliseconds(c.mesh.timeout_ms);
   co.membership.ready_timeout = std::chrono::milliseconds(c.mesh.ready_timeout_ms);
+  // A holder of the newest state that is merely slow gets two heartbeat
+  // timeouts to be heard from before the run goes back to an older one.
+  co.rewind_after = 2 * co.membership.heartbeat_timeout;
   co.max_retries = static_cast<int>(c.mesh.max_retries);
   co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";

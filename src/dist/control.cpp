@@ -12,7 +12,7 @@ namespace {
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
   kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello,
-  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin, kStatePending
+  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin, kStatePending, kRewound
 };
 
 constexpr uint64_t kMaxStateBytes = uint64_t{1} << 40;  // 1 TiB: far above any model we train
@@ -23,6 +23,7 @@ void put(ByteWriter& w, const Join& m) {
   w.str(m.address);
   w.u32(m.gpus);
   w.str(m.state_address);
+  w.u64(static_cast<uint64_t>(m.held_step));
 }
 void put(ByteWriter& w, const Welcome& m) {
   w.u8(kWelcome);
@@ -35,10 +36,12 @@ void put(ByteWriter& w, const Welcome& m) {
   w.str(m.data_position);
   w.u64(m.donor_id);
   w.str(m.donor_address);
+  w.u64(m.rewinds);
 }
 void put(ByteWriter& w, const Heartbeat& m) {
   w.u8(kHeartbeat);
   w.u64(m.node_id);
+  w.u64(static_cast<uint64_t>(m.held_step));
 }
 void put(ByteWriter& w, const Leave& m) {
   w.u8(kLeave);
@@ -120,6 +123,12 @@ void put(ByteWriter& w, const Rejoin& m) {
   w.str(m.name);
   w.str(m.address);
   w.str(m.state_address);
+  w.u64(static_cast<uint64_t>(m.held_step));
+}
+void put(ByteWriter& w, const Rewound& m) {
+  w.u8(kRewound);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.rewinds);
 }
 void put(ByteWriter& w, const PeerHello& m) {
   w.u8(kPeerHello);
@@ -130,6 +139,14 @@ void put(ByteWriter& w, const PeerHello& m) {
 
 int64_t step_field(ByteReader& r, const char* field) {
   const uint64_t v = r.u64(field);
+  if (v > static_cast<uint64_t>(INT64_MAX)) fail("control message: ", field, " out of range");
+  return static_cast<int64_t>(v);
+}
+
+// An outer step or -1 (none).
+int64_t held_field(ByteReader& r, const char* field) {
+  const uint64_t v = r.u64(field);
+  if (v == UINT64_MAX) return -1;
   if (v > static_cast<uint64_t>(INT64_MAX)) fail("control message: ", field, " out of range");
   return static_cast<int64_t>(v);
 }
@@ -153,6 +170,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.gpus = r.u32("gpus");
       if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
       m.state_address = r.str("state_address", kMaxName);
+      m.held_step = held_field(r, "held_step");
       out = m;
       break;
     }
@@ -167,13 +185,27 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.data_position = r.str("data_position", kMaxJson);
       m.donor_id = r.u64("donor_id");
       m.donor_address = r.str("donor_address", kMaxName);
+      m.rewinds = r.u64("rewinds");
       if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
         fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
              m.timeout_ms, " ms");
       out = m;
       break;
     }
-    case kHeartbeat: out = Heartbeat{r.u64("node_id")}; break;
+    case kHeartbeat: {
+      Heartbeat m;
+      m.node_id = r.u64("node_id");
+      m.held_step = held_field(r, "held_step");
+      out = m;
+      break;
+    }
+    case kRewound: {
+      Rewound m;
+      m.outer_step = step_field(r, "outer_step");
+      m.rewinds = r.u64("rewinds");
+      out = m;
+      break;
+    }
     case kLeave: {
       Leave m;
       m.node_id = r.u64("node_id");
@@ -263,6 +295,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.name = r.str("name", kMaxName);
       m.address = r.str("address", kMaxName);
       m.state_address = r.str("state_address", kMaxName);
+      m.held_step = held_field(r, "held_step");
       out = m;
       break;
     }
@@ -305,7 +338,7 @@ const char* name(const Message& m) {
   static const char* names[] = {"join",        "welcome",      "heartbeat",   "leave",       "ready",
                                 "ring-announce", "ring-failed", "outer-hash", "refused",     "peer-hello",
                                 "donor-request", "donor-assign", "late",      "state-request", "state-info",
-                                "rejoin",      "state-pending"};
+                                "rejoin",      "state-pending", "rewound"};
   return names[m.index()];
 }
 

@@ -25,6 +25,7 @@ struct Join {
   std::string name, address;
   uint32_t gpus = 1;
   std::string state_address;  // where this node serves its state to joiners (empty: it does not)
+  int64_t held_step = -1;     // the outer step of the state it holds (see Heartbeat)
 };
 // coordinator -> node
 struct Welcome {
@@ -36,9 +37,15 @@ struct Welcome {
   // (donor_id 0: nothing to fetch, start from the configured initialisation).
   uint64_t donor_id = 0;
   std::string donor_address;
+  uint64_t rewinds = 0;  // how often the run went back to an older outer step (see Rewound)
 };
 struct Heartbeat {
   uint64_t node_id = 0;
+  // The outer step whose outer parameters this node holds: its own start
+  // (0, or a resumed checkpoint's) until it has the run's state, then its
+  // newest outer step. -1: none. The coordinator rewinds to the newest one
+  // held when no live node holds the run's newest step any more.
+  int64_t held_step = -1;
 };
 struct Leave {
   uint64_t node_id = 0;
@@ -95,6 +102,7 @@ constexpr uint32_t kMaxRingLanes = 64;
 struct Rejoin {
   uint64_t node_id = 0;
   std::string name, address, state_address;
+  int64_t held_step = -1;
 };
 // node -> coordinator: my donor failed; name another (not `exclude`).
 struct DonorRequest {
@@ -109,6 +117,14 @@ struct DonorAssign {
 // not ready in time); take that round's average from a donor and go on.
 struct Late {
   int64_t outer_step = 0;
+};
+// coordinator -> nodes: no live node holds the run's newest outer step any
+// more (every node that did is gone), so the run goes on from `outer_step`,
+// the newest a live node holds. A node holding it goes on from its own state;
+// any other takes it from a donor. `rewinds` counts these events in the run.
+struct Rewound {
+  int64_t outer_step = 0;
+  uint64_t rewinds = 0;
 };
 // joiner -> donor (state connection): send this blob from chunk first_chunk.
 // outer_step -1 with a snapshot: the newest. A non-zero digest: only that blob.
@@ -135,7 +151,7 @@ struct StatePending {
 
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
                              PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo, Rejoin,
-                             StatePending>;
+                             StatePending, Rewound>;
 
 std::vector<uint8_t> encode(const Message& m);
 // `from` names the sender in errors.

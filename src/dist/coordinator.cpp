@@ -28,6 +28,7 @@ Coordinator::Coordinator(CoordinatorOptions options)
       const nlohmann::json positions = j.value("partition_position", nlohmann::json::object());
       for (const auto& [k, v] : positions.items()) partition_position_[std::stoull(k)] = v.get<std::string>();
       agreed_ = j.value("agreed", int64_t{0});
+      rewinds_ = j.value("rewinds", uint64_t{0});
       disagreed_ = j.value("disagreed", int64_t{0});
     } catch (const std::exception& e) {
       fail(opt_.state_file, ": the coordinator's state file is unreadable (", e.what(),
@@ -65,7 +66,8 @@ void Coordinator::write_state() {
   nlohmann::json positions = nlohmann::json::object();
   for (const auto& [p, pos] : partition_position_) positions[std::to_string(p)] = pos;
   nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
-                      {"partition_position", positions}, {"agreed", agreed_}, {"disagreed", disagreed_}};
+                      {"partition_position", positions}, {"agreed", agreed_}, {"disagreed", disagreed_},
+                      {"rewinds", rewinds_}};
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(opt_.state_file, text.data(), text.size());
 }
@@ -144,6 +146,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
     const Registration r = members_.join(j->name, j->address, now);
     members_.set_state_address(r.id, j->state_address);
+    members_.note_held(r.id, j->held_step);
     conn_of_[r.id] = conn;
     node_of_[conn] = r.id;
     control::Welcome w;
@@ -151,6 +154,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     w.partition = r.partition;
     w.epoch = r.epoch;
     w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
+    w.rewinds = rewinds_;
     if (!members_.node(r.id).synced) {
       // A run in progress: the joiner streams the state from a healthy node
       // while everyone else keeps training.
@@ -186,12 +190,14 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     conn_of_[rj->node_id] = conn;
     node_of_[conn] = rj->node_id;
     members_.heartbeat(rj->node_id, now);
+    members_.note_held(rj->node_id, rj->held_step);
     const NodeRecord& n = members_.node(rj->node_id);
     control::Welcome w;
     w.node_id = n.id;
     w.partition = n.partition;
     w.epoch = members_.epoch();
     w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
+    w.rewinds = rewinds_;
     w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
     w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
     log(str("node ", n.id, " (", n.name, ") is back"));
@@ -207,6 +213,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
   if (const auto* h = std::get_if<control::Heartbeat>(&msg)) {
     if (h->node_id != id) return send(conn, control::Refused{"heartbeat for another node"});
     members_.heartbeat(id, now);
+    members_.note_held(id, h->held_step);
   } else if (std::get_if<control::Leave>(&msg)) {
     drop_node(id, "said goodbye");
   } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
@@ -223,6 +230,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
             a.donor_id ? str("node ", a.donor_id) : std::string("none available")));
     send(conn, a);
   } else if (const auto* r = std::get_if<control::Ready>(&msg)) {
+    members_.note_held(id, r->outer_step - 1);
     auto active = rings_.find(r->outer_step);
     const bool in_active = active != rings_.end() &&
                            std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
@@ -292,6 +300,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     auto it = rings_.find(o->outer_step);
     if (it == rings_.end()) return;
     const HashCheck c = members_.report_hash(it->second, id, o->hash);
+    members_.note_held(id, o->outer_step);
     if (!c.complete) return;
     if (c.agree) {
       ++agreed_;
@@ -305,6 +314,43 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     rings_.erase(it);
     persist();  // the agreement counts survive a restart
   }
+}
+
+void Coordinator::check_stranded(MembershipTime now) {
+  const int64_t newest = members_.last_ring_step();
+  const auto [held, holder] = members_.newest_held();
+  bool alive = newest < 0 || held >= newest || held < 0;  // held < 0: nobody to go on from anyway
+  if (!alive) {
+    // Still being computed by a ring whose members are all here?
+    auto r = rings_.find(newest);
+    alive = r != rings_.end() && !r->second.nodes.empty() &&
+            std::all_of(r->second.nodes.begin(), r->second.nodes.end(),
+                        [&](uint64_t id) { return members_.contains(id); });
+  }
+  if (alive) {
+    stranded_since_.reset();
+    return;
+  }
+  if (!stranded_since_) {
+    stranded_since_ = now;
+    log(str("no live node holds outer step ", newest, " (the newest one held is ", held, ", by node ", holder,
+            "); the run goes back to it unless a holder of ", newest, " is heard from within ",
+            opt_.rewind_after.count(), " ms"));
+    return;
+  }
+  if (now - *stranded_since_ < opt_.rewind_after) return;
+  stranded_since_.reset();
+  // Everything after `held` is lost with the nodes that had it: the run
+  // repeats those outer steps (their inner steps' data is not read again).
+  ++rewinds_;
+  members_.rewind(held);
+  for (auto it = rings_.begin(); it != rings_.end();) it = it->first > held ? rings_.erase(it) : std::next(it);
+  for (auto it = round_of_.begin(); it != round_of_.end();) it = it->first > held ? round_of_.erase(it) : std::next(it);
+  for (auto it = retries_.begin(); it != retries_.end();) it = it->first > held ? retries_.erase(it) : std::next(it);
+  log(str("RUN REWOUND (", rewinds_, "): every holder of outer step ", newest, " is gone; the run goes on from outer step ",
+          held, ", held by node ", holder));
+  for (const auto& [id, conn] : conn_of_) send(conn, control::Rewound{held, rewinds_});
+  write_state();
 }
 
 void Coordinator::dispatch(const Message& m) {
@@ -369,6 +415,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
       }
       persist();
     }
+    check_stranded(MembershipClock::now());
     // Rings for every outer step some node is ready for.
     std::set<int64_t> steps;
     for (uint64_t id : members_.ids()) steps.insert(members_.node(id).ready_step);

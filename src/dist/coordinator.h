@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "dist/control.h"
@@ -26,6 +27,10 @@ struct CoordinatorOptions {
   // is tried again: partitions heal).
   std::chrono::milliseconds bad_link_ttl{30000};
   std::string state_file;         // persisted membership (empty: none)
+  // How long no live node may hold the run's newest outer step before the
+  // run goes back to the newest step one does hold (a holder that is only
+  // slow to say so gets this long).
+  std::chrono::milliseconds rewind_after{12000};
   std::function<void(const std::string&)> log;
   std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };
@@ -46,6 +51,8 @@ class Coordinator {
   void connection_closed(ConnId conn, const std::string& reason);
   void drop_node(uint64_t id, const std::string& why);
   void announce(Ring ring);
+  // Rewinds the run when every holder of its newest outer step is gone.
+  void check_stranded(MembershipTime now);
   LinkSet live_bad_links();
   void send(ConnId conn, const control::Message& m);
   void persist();      // marks the state file stale; run() writes it once per turn
@@ -66,6 +73,8 @@ class Coordinator {
   uint64_t next_round_ = 1;
   int64_t agreed_ = 0, disagreed_ = 0;
   bool state_dirty_ = false;
+  uint64_t rewinds_ = 0;
+  std::optional<MembershipTime> stranded_since_;
 };
 
 }  // namespace intellect

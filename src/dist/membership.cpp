@@ -206,6 +206,33 @@ HashCheck Membership::report_hash(const Ring& ring, uint64_t id, uint64_t hash) 
   return c;
 }
 
+void Membership::note_held(uint64_t id, int64_t step) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end() || step < -1) return;
+  int64_t& held = it->second.held_step;
+  held = held == kHeldUnknown ? step : std::max(held, step);
+}
+
+std::pair<int64_t, uint64_t> Membership::newest_held() const {
+  std::pair<int64_t, uint64_t> best{-1, 0};
+  for (const auto& [id, n] : nodes_)
+    if (n.held_step > best.first) best = {n.held_step, id};
+  return best;
+}
+
+void Membership::rewind(int64_t step) {
+  last_ring_step_ = step;
+  uncertain_step_ = -1;
+  for (auto& [id, n] : nodes_) {
+    n.synced = n.held_step >= step;
+    if (n.ready_step != step + 1) n.ready_step = -1;
+  }
+  for (auto it = first_ready_.begin(); it != first_ready_.end();)
+    it = it->first != step + 1 ? first_ready_.erase(it) : std::next(it);
+  for (auto it = hashes_.begin(); it != hashes_.end();)
+    it = it->first.first > step ? hashes_.erase(it) : std::next(it);
+}
+
 nlohmann::json Membership::to_json() const {
   nlohmann::json nodes = nlohmann::json::array();
   for (const auto& [id, n] : nodes_)
@@ -241,6 +268,7 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
       r.ready_step = -1;
       r.state_address = n.value("state_address", std::string());
       r.synced = n.value("synced", true);
+      r.held_step = kHeldUnknown;  // until it says again
       r.last_seen = now;  // nodes get a full timeout to find the restarted coordinator
       if (r.id >= m.next_id_ || r.partition >= m.next_partition_)
         fail("membership state: node ", r.id, " has an id or partition beyond the recorded counters");

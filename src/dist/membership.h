@@ -42,7 +42,11 @@ struct NodeRecord {
   // False for a node that joined a run in progress until it first takes part
   // in a ring: rings never wait for it before then.
   bool synced = true;
+  // The outer step whose state it holds (control::Heartbeat): -1 none,
+  // kHeldUnknown restored after a coordinator restart and not heard from yet.
+  int64_t held_step = -1;
 };
+inline constexpr int64_t kHeldUnknown = INT64_MAX;
 
 struct Registration {
   uint64_t id;
@@ -104,6 +108,19 @@ class Membership {
 
   // Each ring member reports the hash of its outer parameters after the step.
   HashCheck report_hash(const Ring& ring, uint64_t id, uint64_t hash);
+
+  // What a node says it holds (heartbeats, joins; a Ready for s means s − 1,
+  // a hash for s means s). Only goes up: a node gives up a state only for a
+  // newer one, except in a rewind.
+  void note_held(uint64_t id, int64_t step);
+  // The newest outer step a member holds (-1: none; kHeldUnknown while a
+  // restored member has not said), and one member holding it.
+  std::pair<int64_t, uint64_t> newest_held() const;
+  // The run goes on from outer step `step` (every holder of a newer one is
+  // gone): members holding it are synced (donors, and rings wait for them),
+  // the others must take it from a donor; readiness for any other step than
+  // step + 1 is void.
+  void rewind(int64_t step);
 
   bool contains(uint64_t id) const { return nodes_.count(id) != 0; }
   const NodeRecord& node(uint64_t id) const;

@@ -189,12 +189,13 @@ MeshNode::MeshNode(MeshNodeOptions options)
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
   }
-  send_control(coord_, control::Join{opt_.name, address_, 1, state_ ? state_->address() : ""});
+  send_control(coord_, control::Join{opt_.name, address_, 1, state_ ? state_->address() : "", held_step_.load()});
   const control::Message reply = recv_control(deadline_in(opt_.join_timeout));
   if (const auto* r = std::get_if<control::Refused>(&reply)) fail("the coordinator refused to let this node join: ", r->reason);
   const auto* w = std::get_if<control::Welcome>(&reply);
   if (!w) fail("the coordinator answered the join with '", control::name(reply), "'");
   welcome_ = *w;
+  rewinds_ = welcome_.rewinds;
   donor_id_ = welcome_.donor_id;
   donor_address_ = welcome_.donor_address;
   log_to(opt_.log, str("joined the run as node ", welcome_.node_id, " (data partition ", welcome_.partition,
@@ -204,7 +205,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
     while (!stop_.load()) {
       const ConnId c = coord_.load();
       try {
-        send_control(c, control::Heartbeat{welcome_.node_id});
+        send_control(c, control::Heartbeat{welcome_.node_id, held_step_.load()});
       } catch (const Error& e) {
         log_to(opt_.log, str("heartbeat failed: ", e.what()));
         if (!left_.load() && !transport_.is_open(c)) {
@@ -259,13 +260,16 @@ void MeshNode::reconnect(ConnId stale) {
     ConnId c = 0;
     try {
       c = transport_.connect(chost, cport, deadline_in(std::chrono::milliseconds(2000)));
-      send_control(c, control::Rejoin{welcome_.node_id, opt_.name, address_, state_ ? state_->address() : ""});
+      send_control(c, control::Rejoin{welcome_.node_id, opt_.name, address_, state_ ? state_->address() : "",
+                                      held_step_.load()});
       std::optional<Message> m = transport_.recv(c, deadline_in(std::chrono::milliseconds(5000)));
       if (!m) fail("no answer to the rejoin");
       const control::Message reply = control::decode(m->frame.payload, "the coordinator");
       if (const auto* r = std::get_if<control::Refused>(&reply))
         throw EvictedFromRun(str("the coordinator no longer takes this node: ", r->reason));
-      if (!std::get_if<control::Welcome>(&reply)) fail("the coordinator answered the rejoin with '", control::name(reply), "'");
+      const auto* back = std::get_if<control::Welcome>(&reply);
+      if (!back) fail("the coordinator answered the rejoin with '", control::name(reply), "'");
+      if (back->rewinds > rewinds_.load()) note_rewind(back->outer_step, back->rewinds);
       transport_.close(stale, "replaced");
       coord_ = c;
       log_to(opt_.log, "back with the coordinator");
@@ -302,22 +306,66 @@ void MeshNode::send_control(ConnId conn, const control::Message& m) {
   transport_.send(conn, std::move(f), deadline_in(opt_.message_timeout));
 }
 
-control::Message MeshNode::recv_control(Deadline deadline) {
-  std::optional<Message> m;
-  for (;;) {
-    if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
-    const ConnId c = coord_.load();
-    try {
-      m = transport_.recv(c, deadline);
-      break;
-    } catch (const Error&) {
-      if (transport_.is_open(c) || left_.load()) throw;
-      reconnect(c);  // re-sends what we are waiting on an answer to
-    }
+void MeshNode::note_rewind(int64_t outer_step, uint64_t rewinds) {
+  std::lock_guard<std::mutex> lock(rewind_mu_);
+  if (rewinds <= rewinds_.load()) return;
+  rewinds_ = rewinds;
+  rewound_to_ = outer_step;
+  log_to(opt_.log, str("the run went back to outer step ", outer_step, " (rewind ", rewinds,
+                       "): every node holding a newer one is gone"));
+}
+
+void MeshNode::throw_if_rewound() {
+  std::optional<int64_t> to;
+  {
+    std::lock_guard<std::mutex> lock(rewind_mu_);
+    to.swap(rewound_to_);
   }
-  if (!m) fail("no message from the coordinator before the deadline");
-  if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
-  return control::decode(m->frame.payload, "the coordinator");
+  if (to) throw RunRewound(*to, str("the run went back to outer step ", *to));
+}
+
+control::Message MeshNode::recv_control(Deadline deadline) {
+  for (;;) {
+    std::optional<Message> m;
+    for (;;) {
+      if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
+      throw_if_rewound();
+      const ConnId c = coord_.load();
+      try {
+        m = transport_.recv(c, deadline);
+        break;
+      } catch (const Error&) {
+        if (transport_.is_open(c) || left_.load()) throw;
+        reconnect(c);  // re-sends what we are waiting on an answer to
+      }
+    }
+    if (!m) fail("no message from the coordinator before the deadline");
+    if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
+    control::Message cm = control::decode(m->frame.payload, "the coordinator");
+    // A rewind concerns whatever the caller waits for: it is thrown at the
+    // top of the next turn (after the deadline check, so it is never lost).
+    if (const auto* rw = std::get_if<control::Rewound>(&cm)) {
+      note_rewind(rw->outer_step, rw->rewinds);
+      continue;
+    }
+    return cm;
+  }
+}
+
+void MeshNode::poll_coordinator() {
+  for (;;) {
+    throw_if_rewound();
+    std::optional<Message> m;
+    try {
+      m = transport_.recv(coord_.load(), deadline_in(std::chrono::milliseconds(0)));
+    } catch (const Error&) {
+      return;  // away (restarting): the heartbeat thread reconnects, and a Welcome counts rewinds too
+    }
+    if (!m) return;
+    if (m->frame.type != FrameType::control) continue;
+    const control::Message cm = control::decode(m->frame.payload, "the coordinator");
+    if (const auto* rw = std::get_if<control::Rewound>(&cm)) note_rewind(rw->outer_step, rw->rewinds);
+  }
 }
 
 // Waits for the previous ring node to dial in for `round`. Connections that
@@ -342,6 +390,7 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, in
     }
     if (from_coord) {
       const control::Message cm = control::decode(from_coord->frame.payload, "the coordinator");
+      if (const auto* rw = std::get_if<control::Rewound>(&cm)) note_rewind(rw->outer_step, rw->rewinds);
       if (const auto* ring = std::get_if<control::RingAnnounce>(&cm); ring && ring->round > round) {
         next_ring_ = *ring;
         fail("ring round ", round, " superseded by round ", ring->round);
@@ -393,7 +442,16 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       ring = *next_ring_;
     } else {
       for (;;) {  // the next ring for this step; older announcements are stale
-        const control::Message m = recv_control(deadline);
+        control::Message m;
+        try {
+          m = recv_control(deadline);
+        } catch (const RunRewound& e) {
+          // Back to the state this node holds: its Ready stands (said again,
+          // in case the coordinator dropped it); any other is the trainer's.
+          if (e.outer_step != outer_step - 1) throw;
+          send_coordinator(ready);
+          continue;
+        }
         if (const auto* r = std::get_if<control::Refused>(&m))
           fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
         if (const auto* l = std::get_if<control::Late>(&m); l && l->outer_step == outer_step)

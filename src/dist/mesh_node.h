@@ -79,6 +79,14 @@ struct EvictedFromRun : Error {
   using Error::Error;
 };
 
+// Every node holding the run's newest outer step is gone: the run goes on
+// from `outer_step`, the newest a live node holds (control::Rewound). A node
+// holding it goes on from its own state; any other takes it from a donor.
+struct RunRewound : Error {
+  RunRewound(int64_t step, const std::string& what) : Error(what), outer_step(step) {}
+  int64_t outer_step;
+};
+
 struct OuterRoundStats {
   size_t ring_size = 1;
   uint64_t round = 0;
@@ -112,7 +120,6 @@ class MeshNode {
   // assigned donor, switching donors through the coordinator when one fails
   // and keeping the chunks already received when the next serves the same blob.
   StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
-  // What this node serves to joiners, after each of its outer steps.
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails.
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
@@ -139,6 +146,18 @@ class MeshNode {
   std::string state_address() const { return state_ ? state_->address() : std::string(); }
   uint64_t state_chunks_served() const { return state_ ? state_->chunks_served() : 0; }
 
+  // The outer step whose outer parameters this node holds (its own start
+  // until it has the run's state; -1: none), told to the coordinator with
+  // every heartbeat so it can rewind the run to the newest state a live
+  // node holds when every holder of a newer one is gone.
+  void set_held_step(int64_t outer_step) { held_step_ = outer_step; }
+  // Rewinds of the run this node has heard of (with its outer hashes, they
+  // tell which attempt at an outer step a hash belongs to).
+  uint64_t rewinds() const { return rewinds_.load(); }
+  // Reads what the coordinator sent meanwhile (without waiting), for loops
+  // that wait on donors only; throws RunRewound if the run went back.
+  void poll_coordinator();
+
  private:
   control::Message recv_control(Deadline deadline);
   void send_control(ConnId conn, const control::Message& m);
@@ -160,6 +179,14 @@ class MeshNode {
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
   std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node
+  std::atomic<int64_t> held_step_{-1};
+  std::atomic<uint64_t> rewinds_{0};
+  std::mutex rewind_mu_;
+  std::optional<int64_t> rewound_to_;  // a rewind not yet thrown to the main thread (under rewind_mu_)
+  // A Rewound message, or a Welcome after a reconnect that counts more
+  // rewinds than this node has seen (it missed the message).
+  void note_rewind(int64_t outer_step, uint64_t rewinds);
+  void throw_if_rewound();
   std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;

@@ -352,8 +352,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       backend->set_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
       params = js.outer;
       int64_t k = js.outer_step, rounds = 0;
+      mesh->set_held_step(k);
       uint64_t round_bytes = 0;
-      const Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
+      Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
       for (;;) {
         if (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
           mesh->decode_round_into(*r, averaged);
@@ -361,9 +362,20 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
           outer->step(averaged.data(), params.data());
           ++k;
           ++rounds;
+          mesh->set_held_step(k);
           continue;
         }
         if (k >= at_least) break;
+        try {
+          mesh->poll_coordinator();
+        } catch (const RunRewound& r) {
+          // The rounds this node waits for died with their holders: the run
+          // goes on from an older step, which this node may already hold.
+          note(str("the run went back to outer step ", r.outer_step, " while this node caught up (at ", k, ")"));
+          at_least = r.outer_step;
+          give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
+          continue;
+        }
         // Behind the step this node must reach: the round is still running
         // (or retried) on the donor. Never go on from an older state: the
         // next outer step would start from other parameters than everyone's.
@@ -384,22 +396,43 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                                    {"round_bytes", round_bytes}};
       return got;
     };
+    // The state this node starts from on its own (step 0, or the resumed
+    // checkpoint's outer step): what it holds until it has the run's.
+    const int64_t own_outer = start_step / cfg.diloco.inner_steps;
+    if (mesh) mesh->set_held_step(own_outer);
+    std::optional<RunState> from_donor;
     if (mesh && mesh->welcome().donor_id != 0) {
       // A run in progress: its state comes from a donor, streamed while the
       // others keep training; rounds completed meanwhile are applied from
       // their averaged pseudo-gradients, so this node arrives identical.
-      const Clock::time_point t_join = Clock::now();
       note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
                "): fetching the state from node ", mesh->welcome().donor_id));
       if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
-      const RunState got = take_run_state(0);
+      const Clock::time_point t_join = Clock::now();
+      for (int64_t at_least = 0;;) {
+        try {
+          from_donor = take_run_state(at_least);
+          break;
+        } catch (const RunRewound& r) {
+          // Every holder of the run's newest state is gone. If the run goes
+          // back to the state this node starts from, it goes on from that.
+          if (r.outer_step <= own_outer) {
+            note(str("the run went back to outer step ", r.outer_step, ", which this node holds: no download"));
+            break;
+          }
+          at_least = r.outer_step;
+        }
+      }
+      if (from_donor) from_donor->summary["seconds"] = seconds_since(t_join);
+    }
+    if (from_donor) {
+      const RunState& got = *from_donor;
       const int64_t k = got.outer_step;
       start_step = line_up(k);
       joined = got.summary;
       joined["first_step"] = start_step + 1;
-      joined["seconds"] = seconds_since(t_join);
       note(str("joined at outer step ", k, " (step ", start_step, "): ", got.state_bytes / 1e6, " MB of state in ",
-               seconds_since(t_join), " s, ", got.summary["bad_chunks_refetched"].get<uint64_t>(),
+               got.summary["seconds"].get<double>(), " s, ", got.summary["bad_chunks_refetched"].get<uint64_t>(),
                " chunk(s) fetched again, ", got.summary["rounds_caught_up"].get<int64_t>(), " round(s) caught up (",
                got.summary["round_bytes"].get<uint64_t>() / 1e6, " MB)"));
     } else if (!resumed_outer.empty()) {
@@ -428,7 +461,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mesh->publish_snapshot(outer_done, encode_join_state(js));
     return seconds_since(tp);
   };
-  int64_t skip_to = 0;  // a late node's next step, set by outer_step()
+  // A late node's next step, set by outer_step(): ahead of this node's when
+  // it lines up with the run, behind it when the run went back.
+  std::optional<int64_t> skip_to;
   auto outer_step = [&](int64_t steps_done) {
     int64_t k = steps_done / cfg.diloco.inner_steps;
     bool resynced = false;  // late, and the run's state was taken afresh
@@ -438,31 +473,65 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     const Clock::time_point t0 = Clock::now();
     bool late = false;
     if (mesh) {
-      try {
-        rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
-      } catch (const LateForRound&) {
-        // The ring went on without this node: its inner steps are dropped and
-        // the round's average comes from a donor, as for a joiner.
-        late = true;
+      // In the ring; or late for it (the round's average from a donor); or
+      // the run's state afresh from a donor, of at least `take_at_least`.
+      enum class Way { ring, round_from_donor, state_from_donor } way = Way::ring;
+      int64_t take_at_least = k;
+      for (bool done = false; !done;) {
         try {
-          const StateDownload r =
-              mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-          mesh->decode_round_into(r, averaged);
-          note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
-        } catch (const EvictedFromRun&) {
-          throw;
-        } catch (const StoppedOnRequest&) {
-          throw;
-        } catch (const Error& e) {
-          // No live node has that round any more (those that did are gone):
-          // take the run's state afresh, as a joiner does.
-          note(str("outer step ", k, ": no donor has that round (", e.what(),
-                   "); taking the run's state from a donor instead"));
-          k = take_run_state(k).outer_step;
-          resynced = true;
+          switch (way) {
+            case Way::ring:
+              rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
+              break;
+            case Way::round_from_donor:
+              try {
+                const StateDownload r =
+                    mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
+                mesh->decode_round_into(r, averaged);
+                note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
+              } catch (const EvictedFromRun&) {
+                throw;
+              } catch (const StoppedOnRequest&) {
+                throw;
+              } catch (const RunRewound&) {
+                throw;
+              } catch (const Error& e) {
+                // No live node has that round any more (those that did are
+                // gone): take the run's state afresh, as a joiner does.
+                note(str("outer step ", k, ": no donor has that round (", e.what(),
+                         "); taking the run's state from a donor instead"));
+                way = Way::state_from_donor;
+                continue;
+              }
+              break;
+            case Way::state_from_donor:
+              k = take_run_state(take_at_least).outer_step;
+              resynced = true;
+              break;
+          }
+          done = true;
+        } catch (const LateForRound&) {
+          // The ring went on without this node: its inner steps are dropped
+          // and the round's average comes from a donor, as for a joiner.
+          late = true;
+          way = Way::round_from_donor;
+        } catch (const RunRewound& r) {
+          if (r.outer_step < k) {
+            // Back to a step no newer than this node's: it holds the state
+            // step k starts from, and its pseudo-gradient is still good.
+            note(str("the run went back to outer step ", r.outer_step, ": outer step ", k,
+                     " is done again, from this node's own state"));
+            late = false;
+            way = Way::ring;
+          } else {
+            note(str("the run went back to outer step ", r.outer_step, ": taking that state from a donor"));
+            late = true;
+            way = Way::state_from_donor;
+            take_at_least = r.outer_step;
+          }
         }
-        skip_to = line_up(k);
       }
+      if (late) skip_to = line_up(k);
     } else {
       averaged = pseudo;
     }
@@ -474,6 +543,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     const uint64_t hash = outer->params_hash();
     if (mesh && !late) mesh->report_hash(k, hash);
     outer_done = k;
+    if (mesh) mesh->set_held_step(k);
     double publish_s = 0.0;
     if (mesh && cfg.mesh.serve_state && !resynced) {
       // What a late node or a joiner will fetch: this round's average (the
@@ -494,6 +564,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                           {"bytes_received", rs.bytes_received},
                           {"allreduce_s", allreduce_s},
                           {"retries", rs.retries},
+                          {"rewinds", mesh ? mesh->rewinds() : 0},
                           {"hash", hex}};
   };
 
@@ -579,11 +650,12 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("stopping after ", steps_this_run, " steps of this run (train.stop_after_steps); resume with ckpt.resume=auto"));
       break;
     }
-    if (skip_to > step + 1) {
-      note(str("lining up with the run: steps ", step + 2, "..", skip_to, " skipped"));
-      step = skip_to - 1;
-      skip_to = 0;
+    if (skip_to && *skip_to != step + 1) {
+      if (*skip_to > step + 1) note(str("lining up with the run: steps ", step + 2, "..", *skip_to, " skipped"));
+      else note(str("lining up with the run, which went back: step ", *skip_to + 1, " is next"));
+      step = *skip_to - 1;
     }
+    skip_to.reset();
     if (mesh) mesh->set_progress(step + 1);
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
