@@ -6,8 +6,12 @@
 // and the coordinator killed and restarted on the same address.
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
-//                   [--out DIR] [--netns] [--set k=v]...
+//                   [--out DIR] [--netns] [--lose-state] [--set k=v]...
 //
+// --lose-state: a further fault kills every running node at the newest outer
+// step at once while a node behind them lives on, so no live node holds the
+// run's newest state and the coordinator must rewind the run to the newest
+// step a live node holds (without it, faults spare the last such node).
 // --netns (root, `ip netns`): every node gets its own network namespace on a
 // bridge, so links can fail one by one. A further fault then partitions two
 // live nodes from each other for 4-15 s while both still reach everyone
@@ -99,6 +103,11 @@ class NetLab {
     std::system(("ip link del " + bridge_ + " >/dev/null 2>&1").c_str());
     sh("ip link add " + bridge_ + " type bridge");
     up_ = true;
+    // A fixed address: a bridge whose address was never set takes the
+    // lowest of its ports' and changes it as nodes come and go, and every
+    // node's ARP entry for the coordinator then points nowhere for seconds
+    // (all nodes were evicted at once that way).
+    sh("ip link set " + bridge_ + " address 02:00:0a:e7:00:01");
     sh("ip addr add 10.231.0.1/16 dev " + bridge_);
     sh("ip link set " + bridge_ + " up");
   }
@@ -251,7 +260,7 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--set k=v]...\n");
+                       "[--netns] [--lose-state] [--set k=v]...\n");
   return 2;
 }
 
@@ -262,11 +271,15 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   std::string out = "runs/chaos";
   std::vector<std::string> extra;
-  bool use_netns = false;
+  bool use_netns = false, lose_state = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--netns") {
       use_netns = true;
+      continue;
+    }
+    if (a == "--lose-state") {
+      lose_state = true;
       continue;
     }
     if (i + 1 >= argc) return usage();
@@ -368,7 +381,7 @@ int main(int argc, char** argv) {
     double longest_stall_s = 0;
     Clock::time_point sampled_at{};
     nlohmann::json faults = {{"kill9", 0}, {"stop", 0}, {"start", 0}, {"coordinator_restart", 0},
-                             {"kill_half", 0}, {"evicted_restarted", 0}};
+                             {"kill_half", 0}, {"evicted_restarted", 0}, {"kill_holders", 0}};
     if (lab) faults["partition"] = 0;
     struct Cut {
       int a, b;
@@ -463,7 +476,9 @@ int main(int argc, char** argv) {
       }
       if (Clock::now() < next_fault) continue;
       next_fault = Clock::now() + std::chrono::milliseconds(static_cast<int>(uniform(2000, 5000)));
-      int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, lab ? 6 : 5));
+      const int n_kinds = 5 + (lab ? 1 : 0) + (lose_state ? 1 : 0);
+      int kind = fault_no < plan.size() ? plan[fault_no] : static_cast<int>(uniform(0, n_kinds));
+      if (lose_state && kind == n_kinds - 1) kind = 6;
       if (fault_no == plan.size()) kind = 4;
       ++fault_no;
       const std::vector<size_t> up = running();
@@ -488,6 +503,29 @@ int main(int argc, char** argv) {
         }
         faults["kill_half"] = faults["kill_half"].get<int>() + 1;
         std::printf("  kill -9 half the nodes at once:%s\n", names.c_str());
+      } else if (kind == 6 && up.size() >= 2) {
+        // Every running node at the newest outer step, at once, while some
+        // node behind it is left: the run must go back to what that one holds.
+        OuterMark newest{-1, -1};
+        for (size_t u : up) newest = std::max(newest, newest_of(procs[u]));
+        std::vector<size_t> victims;
+        for (size_t u : up)
+          if (newest_of(procs[u]) == newest) victims.push_back(u);
+        // A survivor that has done an outer step of its own (not a joiner
+        // still fetching, whose only state is step 0).
+        bool survivor = false;
+        for (size_t u : up) survivor |= newest_of(procs[u]) != newest && newest_of(procs[u]).second >= 0;
+        if (newest.second >= 0 && survivor) {
+          std::string names;
+          for (size_t v : victims) {
+            ::kill(procs[v].pid, SIGKILL);
+            procs[v].killed_by_us = true;
+            names += " " + procs[v].name;
+          }
+          faults["kill_holders"] = faults["kill_holders"].get<int>() + 1;
+          std::printf("  kill -9 every holder of outer step %lld:%s\n", static_cast<long long>(newest.second),
+                      names.c_str());
+        }
       } else if (kind == 5 && up.size() >= 2) {
         std::vector<size_t> pick = up;
         std::shuffle(pick.begin(), pick.end(), rng);
