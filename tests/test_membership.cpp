@@ -70,6 +70,25 @@ TEST(Membership, RingFormsWhenAllAreReadyOrAfterTheReadyTimeout) {
   ASSERT_TRUE(ring);
   EXPECT_EQ(ring->nodes, (std::vector<uint64_t>{a.id, b.id}));
   EXPECT_FALSE(m.try_form_ring(2, c(2002))) << "a step's ring forms once";
+  // A node joining now is not waited for while it fetches the state; once it
+  // holds the state step 3 starts from (step 2) it is, like any peer.
+  const auto j = m.join("j", "x:4", c(2100));
+  EXPECT_FALSE(m.node(j.id).synced);
+  m.note_held(j.id, 0);  // its own start: fetching
+  m.ready(a.id, 3, c(3000));
+  m.ready(b.id, 3, c(3000));
+  m.ready(d.id, 3, c(3000));
+  ring = m.try_form_ring(3, c(3000));
+  ASSERT_TRUE(ring) << "nobody waits for a joiner that is still fetching";
+  EXPECT_EQ(ring->nodes.size(), 3u);
+  m.note_held(j.id, 3);  // caught up with step 3
+  for (auto id : {a.id, b.id, d.id}) m.ready(id, 4, c(4000));
+  EXPECT_FALSE(m.try_form_ring(4, c(4500))) << "a caught-up joiner is waited for";
+  m.ready(j.id, 4, c(4600));
+  ring = m.try_form_ring(4, c(4600));
+  ASSERT_TRUE(ring);
+  EXPECT_EQ(ring->nodes.size(), 4u);
+  EXPECT_TRUE(m.node(j.id).synced);
 }
 
 TEST(Membership, FailedRoundReformsWithoutTheLostNode) {

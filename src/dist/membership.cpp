@@ -105,10 +105,17 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   for (const auto& [id, n] : nodes_)
     if (n.ready_step == outer_step) ready.push_back(id);
   if (ready.empty()) return std::nullopt;
+  // Rings wait (up to the ready timeout) for synced nodes, and for a joiner
+  // once it holds the state this step starts from: caught up, it is a peer
+  // doing the same inner steps. Not waited for, a joiner a moment behind the
+  // others would be late at every step and never enter a ring.
+  auto waited_for = [&](const NodeRecord& n) {
+    return n.synced || (n.held_step != kHeldUnknown && n.held_step >= outer_step - 1);
+  };
   size_t synced = 0, synced_ready = 0;
   for (const auto& [id, n] : nodes_) {
-    synced += n.synced;
-    synced_ready += n.synced && n.ready_step == outer_step;
+    synced += waited_for(n);
+    synced_ready += waited_for(n) && n.ready_step == outer_step;
   }
   const bool everyone = synced_ready == synced && ready.size() >= opt_.min_ring;
   if (outer_step == uncertain_step_) {

@@ -99,7 +99,8 @@ class Membership {
   std::vector<std::pair<uint64_t, int64_t>> note_step_done(int64_t step);  // (node, the step it waited on)
 
   // Outer steps: nodes report ready; the ring forms when every synced live
-  // node is ready for the step, or ready_timeout after the first one was.
+  // node (and every joiner already holding the state the step starts from)
+  // is ready for the step, or ready_timeout after the first one was.
   // Nodes that joined mid-run and are ready go in too, and are synced from then.
   void ready(uint64_t id, int64_t outer_step, MembershipTime now);
   std::optional<Ring> try_form_ring(int64_t outer_step, MembershipTime now);
