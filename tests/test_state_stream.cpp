@@ -164,3 +164,29 @@ TEST(StateStream, ADownloadContinuesWithASecondDonorOnlyForTheSameBlob) {
 
 }  // namespace
 }  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// A blob's digest binds its size, chunk size and every chunk's bytes in
+// order, whatever number of threads hashed the chunks.
+TEST(StateStream, BlobDigestBindsEveryChunkAndTheSizes) {
+  std::vector<uint8_t> bytes(10 * 1000 + 7);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 31 + 7);
+  const std::vector<Digest> one = chunk_digests(bytes, 1000, 1), many = chunk_digests(bytes, 1000, 5);
+  ASSERT_EQ(one.size(), 11u);
+  EXPECT_EQ(one, many);
+  EXPECT_EQ(one[10], blake2b_256(std::span<const uint8_t>(bytes).subspan(10000)));
+  const Digest d = blob_digest(bytes.size(), 1000, one);
+  EXPECT_EQ(d, make_state_blob(StateKind::round, 3, bytes, 1000)->digest);
+  std::vector<Digest> swapped = one;
+  std::swap(swapped[0], swapped[1]);
+  EXPECT_NE(blob_digest(bytes.size(), 1000, swapped), d);
+  EXPECT_NE(blob_digest(bytes.size() + 1, 1000, one), d);
+  EXPECT_NE(blob_digest(bytes.size(), 2000, one), d);
+  bytes[5000] ^= 1;
+  EXPECT_NE(blob_digest(bytes.size(), 1000, chunk_digests(bytes, 1000, 3)), d);
+}
+
+}  // namespace
+}  // namespace intellect

@@ -2,6 +2,10 @@
 
 #include <sodium.h>
 
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
 #include "dist/bytes.h"
 #include "util/error.h"
 
@@ -21,6 +25,38 @@ Digest blake2b_256(std::span<const uint8_t> bytes) {
   Digest d{};
   crypto_generichash(d.data(), d.size(), bytes.data(), bytes.size(), nullptr, 0);
   return d;
+}
+
+Digest blob_digest(uint64_t total_bytes, uint64_t chunk_bytes, std::span<const Digest> chunk_digests) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  static const char kDomain[] = "intellect state blob v1";  // not the digest of any chunk's bytes
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(kDomain), sizeof kDomain);
+  ByteWriter w(16);
+  w.u64(total_bytes);
+  w.u64(chunk_bytes);
+  const std::vector<uint8_t> sizes = w.take();
+  crypto_generichash_update(&st, sizes.data(), sizes.size());
+  for (const Digest& d : chunk_digests) crypto_generichash_update(&st, d.data(), d.size());
+  Digest out{};
+  crypto_generichash_final(&st, out.data(), out.size());
+  return out;
+}
+
+std::vector<Digest> chunk_digests(std::span<const uint8_t> bytes, size_t chunk_bytes, size_t threads) {
+  INTELLECT_CHECK(chunk_bytes > 0, "chunk_digests: chunk size 0");
+  const size_t n = (bytes.size() + chunk_bytes - 1) / chunk_bytes;
+  std::vector<Digest> out(n);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;)
+      out[i] = blake2b_256(bytes.subspan(i * chunk_bytes, std::min(chunk_bytes, bytes.size() - i * chunk_bytes)));
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < std::min(threads, n); ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  return out;
 }
 
 std::vector<uint8_t> encode_state_chunk(const StateChunkHeader& h, std::span<const uint8_t> bytes) {

@@ -18,6 +18,12 @@ const char* state_kind_name(StateKind k);
 
 using Digest = std::array<uint8_t, 32>;
 Digest blake2b_256(std::span<const uint8_t> bytes);
+// A blob's digest: BLAKE2b-256 over its size, its chunk size and its chunks'
+// digests in order. As binding as a digest of the bytes, but one pass over
+// them (the chunk digests) instead of two, and those can run in parallel.
+Digest blob_digest(uint64_t total_bytes, uint64_t chunk_bytes, std::span<const Digest> chunk_digests);
+// The digests of every chunk_bytes-long piece of `bytes`, on up to `threads` threads.
+std::vector<Digest> chunk_digests(std::span<const uint8_t> bytes, size_t chunk_bytes, size_t threads);
 
 // --- chunk messages, exposed for the tests and the fuzzer -------------------
 struct StateChunkHeader {

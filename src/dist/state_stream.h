@@ -45,7 +45,7 @@ struct StateBlob {
   std::vector<uint8_t> bytes;
   size_t chunk_bytes = 0;
   std::vector<Digest> chunk_digests;
-  Digest digest{};  // of the whole, so a second donor can prove it serves the same blob
+  Digest digest{};  // blob_digest() of the chunk digests: a second donor proves it serves the same blob
   size_t chunks() const { return chunk_digests.size(); }
 };
 std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
@@ -106,6 +106,7 @@ struct StateDownload {
   uint64_t total_bytes = 0, chunk_bytes = 0;
   uint32_t n_chunks = 0, next_chunk = 0;
   std::vector<uint8_t> bytes;
+  std::vector<Digest> chunk_digests;  // of the chunks received so far, as computed here
   uint64_t bad_chunks = 0;  // digests that did not match (fetched again)
   bool done() const { return started && next_chunk == n_chunks; }
 };
