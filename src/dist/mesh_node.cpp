@@ -235,6 +235,7 @@ MeshNode::~MeshNode() {
   }
   stop_ = true;
   if (heartbeat_.joinable()) heartbeat_.join();
+  if (snapshot_worker_.joinable()) snapshot_worker_.join();  // before the server it publishes to goes
 }
 
 void MeshNode::leave(const std::string& reason) {
@@ -666,7 +667,17 @@ std::optional<int64_t> MeshNode::donor_progress() {
 }
 
 void MeshNode::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) {
-  if (state_) state_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(bytes)));
+  if (!state_) return;
+  if (snapshot_worker_.joinable()) snapshot_worker_.join();  // the previous one (done: it was no longer busy)
+  snapshot_busy_ = true;
+  snapshot_worker_ = std::thread([this, outer_step, b = std::move(bytes)]() mutable {
+    try {
+      state_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(b)));
+    } catch (const std::exception& e) {  // out of memory, say: joiners ask again, the trainer offers another
+      log_to(opt_.log, str("could not publish the snapshot of outer step ", outer_step, ": ", e.what()));
+    }
+    snapshot_busy_ = false;
+  });
 }
 
 void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged) {

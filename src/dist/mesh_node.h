@@ -123,9 +123,12 @@ class MeshNode {
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails.
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
+  // A snapshot for joiners. Returns at once: the blob is hashed and
+  // published on a thread of its own (the caller's copy is all the training
+  // thread pays); joiners are answered "pending" until then.
   void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
   // A joiner asked for a snapshot this node does not have yet: publish one.
-  bool snapshot_wanted() const { return state_ && state_->snapshot_wanted(); }
+  bool snapshot_wanted() const { return state_ && !snapshot_busy_.load() && state_->snapshot_wanted(); }
   // Frees a snapshot no joiner has fetched from for a while.
   void drop_idle_snapshot() {
     if (state_) state_->drop_idle_snapshot(2 * opt_.state_timeout);
@@ -192,6 +195,8 @@ class MeshNode {
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
   std::thread heartbeat_;
   std::unique_ptr<StateServer> state_;
+  std::thread snapshot_worker_;              // hashes and publishes a snapshot
+  std::atomic<bool> snapshot_busy_{false};
   std::vector<uint8_t> last_round_;  // the newest round's wire form (round_codec.h)
   int64_t last_round_step_ = -1;
   uint64_t donor_id_ = 0;

@@ -621,7 +621,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
       line["snapshot_s"] = publish_snapshot(step + 1);
       note(str("step ", step + 1, ": took a snapshot of outer step ", outer_done, " for a joiner in ",
-               line["snapshot_s"].get<double>(), " s"));
+               line["snapshot_s"].get<double>(), " s (hashed and served from other threads)"));
     }
     if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
       const auto [stall, waited] = save_checkpoint(step + 1, lr);
