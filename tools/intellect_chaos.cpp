@@ -425,6 +425,16 @@ int main(int argc, char** argv) {
                                " (see its train.log)"));
       }
     };
+    // kill -9 of several nodes at once; returns their names for the log.
+    auto kill_all = [&](const std::vector<size_t>& victims) {
+      std::string names;
+      for (size_t v : victims) {
+        ::kill(procs[v].pid, SIGKILL);
+        procs[v].killed_by_us = true;
+        names += " " + procs[v].name;
+      }
+      return names;
+    };
     auto running = [&] {
       std::vector<size_t> v;
       for (size_t i = 0; i < procs.size(); ++i)
@@ -495,12 +505,7 @@ int main(int argc, char** argv) {
           more.push_back(pick[i]);
           if (state_holders_left_without(more) >= 1) victims = more;
         }
-        std::string names;
-        for (size_t v : victims) {
-          ::kill(procs[v].pid, SIGKILL);
-          procs[v].killed_by_us = true;
-          names += " " + procs[v].name;
-        }
+        const std::string names = kill_all(victims);
         faults["kill_half"] = faults["kill_half"].get<int>() + 1;
         std::printf("  kill -9 half the nodes at once:%s\n", names.c_str());
       } else if (kind == 6 && up.size() >= 2) {
@@ -516,12 +521,7 @@ int main(int argc, char** argv) {
         bool survivor = false;
         for (size_t u : up) survivor |= newest_of(procs[u]) != newest && newest_of(procs[u]).second >= 0;
         if (newest.second >= 0 && survivor) {
-          std::string names;
-          for (size_t v : victims) {
-            ::kill(procs[v].pid, SIGKILL);
-            procs[v].killed_by_us = true;
-            names += " " + procs[v].name;
-          }
+          const std::string names = kill_all(victims);
           faults["kill_holders"] = faults["kill_holders"].get<int>() + 1;
           std::printf("  kill -9 every holder of outer step %lld:%s\n", static_cast<long long>(newest.second),
                       names.c_str());
