@@ -11,7 +11,9 @@
 #include "data/synthetic_corpus.h"
 #include "test_util.h"
 #include "train/config.h"
+#include "train/join_state.h"
 #include "train/trainer.h"
+#include "util/error.h"
 #include "util/file.h"
 
 namespace intellect {
@@ -132,6 +134,36 @@ TEST(TrainCli, TrainsFromTheCommandLine) {
   EXPECT_NE(r.output.find("unigram entropy"), std::string::npos) << r.output;
   EXPECT_TRUE(path_exists(out + "/model.safetensors"));
   EXPECT_EQ(read_metrics(out + "/metrics.jsonl").size(), 3u);
+}
+
+}  // namespace
+}  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// A joiner's state as a donor encodes it, on one thread or several (arrays
+// of several copy blocks each, the last one short), decodes to the same
+// values; a model of another size is refused by name.
+TEST(JoinState, EncodesOnSeveralThreadsAndDecodesToTheSameValues) {
+  const size_t n = (size_t{5} << 20) + 123;  // 20 MB an array: three 8 MB blocks, the last short
+  std::vector<std::vector<float>> a;
+  for (uint64_t seed = 1; seed <= 4; ++seed) a.push_back(test::randn(n, seed));
+  const JoinStateView view{7, 700, 650, a[0], a[1], a[2], a[3]};
+  const std::vector<uint8_t> one = encode_join_state(view, 1), many = encode_join_state(view, 6);
+  EXPECT_EQ(one, many);
+  const JoinState back = decode_join_state(many, n);
+  EXPECT_EQ(back.outer_step, 7);
+  EXPECT_EQ(back.step, 700);
+  EXPECT_EQ(back.adam_step, 650);
+  EXPECT_EQ(back.outer, a[0]);
+  EXPECT_EQ(back.momentum, a[1]);
+  EXPECT_EQ(back.exp_avg, a[2]);
+  EXPECT_EQ(back.exp_avg_sq, a[3]);
+  EXPECT_EQ(encode_join_state(back), one);
+  EXPECT_NE(test::error_of([&] { decode_join_state(one, n - 1); }).find("same model config"), std::string::npos);
+  std::vector<uint8_t> cut(one.begin(), one.end() - 1);
+  EXPECT_THROW(decode_join_state(cut, n), Error);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace intellect {
@@ -22,6 +23,14 @@ struct JoinState {
   std::vector<float> outer, momentum, exp_avg, exp_avg_sq;
 };
 
+// The same fields, viewed where they live (the outer optimizer, the
+// backend's moments), so a donor copies each byte once, on `threads` threads.
+struct JoinStateView {
+  int64_t outer_step = 0, step = 0, adam_step = 0;
+  std::span<const float> outer, momentum, exp_avg, exp_avg_sq;
+};
+
+std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads = 1);
 std::vector<uint8_t> encode_join_state(const JoinState& s);
 // Checks the format, that every array has n values and that n is `expected_n`
 // (this model's parameter count); fails naming what does not fit.

@@ -450,15 +450,18 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   // A snapshot for joiners, taken when one asks: outer parameters and
   // momentum as of outer_done, this node's current AdamW moments (a warm
   // start for the joiner's inner optimizer; no two nodes' agree anyway).
+  std::vector<float> snap_m, snap_v;  // the moments' host copy, kept: the next snapshot reuses its pages
   auto publish_snapshot = [&](int64_t steps_done) {
     const Clock::time_point tp = Clock::now();
-    JoinState js;
+    JoinStateView js;
     js.outer_step = outer_done;
     js.step = steps_done;
-    backend->get_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
+    backend->get_optimizer_state(snap_m, snap_v, js.adam_step);
     js.outer = outer->params();
     js.momentum = outer->momentum();
-    mesh->publish_snapshot(outer_done, encode_join_state(js));
+    js.exp_avg = snap_m;
+    js.exp_avg_sq = snap_v;
+    mesh->publish_snapshot(outer_done, encode_join_state(js, std::clamp(std::thread::hardware_concurrency(), 1u, 16u)));
     return seconds_since(tp);
   };
   // A late node's next step, set by outer_step(): ahead of this node's when
