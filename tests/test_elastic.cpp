@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <map>
 #include <mutex>
 #include <filesystem>
 #include <fstream>
@@ -35,7 +36,7 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
 
 // An intellect_train node of the tiny test run, as a shell command.
 std::string train_command(const std::string& root, const std::string& name, uint16_t coordinator_port,
-                          const std::string& env, int steps) {
+                          const std::string& env, int steps, const std::vector<std::string>& extra = {}) {
   std::string cmd = env + " " + test::binary_dir() + "/intellect_train";
   for (const std::string& s :
        {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + root + "/secret",
@@ -47,6 +48,7 @@ std::string train_command(const std::string& root, const std::string& name, uint
         "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="), std::string("data.partitions=3"),
         std::string("ckpt.save_final=false")})
     cmd += " --set " + s;
+  for (const std::string& s : extra) cmd += " --set " + s;
   return cmd;
 }
 
@@ -141,12 +143,16 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
 // run to the newest step a live node holds. The new nodes, first told they
 // are late and finding no donor, go on from their own state together, agree
 // on every outer step they repeat, and finish, instead of waiting for a
-// donor forever.
+// donor forever. Then, with those gone too, a first node comes back with
+// ckpt.resume=auto: the run goes back to its checkpoint's outer step, and a
+// fresh node takes that state from it.
 TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) {
   TestRun run("elastic_rewind");
   const std::string& root = run.root;
   run.options.membership.ready_timeout = milliseconds(20000);
-  run.options.membership.min_ring = 2;
+  // 1: a node going on alone from a rewind must not wait for a second one
+  // (the joiner it would wait for needs a snapshot from it first).
+  run.options.membership.min_ring = 1;
   run.options.rewind_after = milliseconds(2000);
   std::vector<std::string> log;
   std::mutex log_mu;
@@ -161,7 +167,7 @@ TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) 
   // Each node's pid, so the test can kill it.
   auto start = [&](const std::string& name, int steps, test::CommandResult* result) {
     const std::string cmd = "echo $$ > " + root + "/" + name + ".pid; exec " +
-                            train_command(root, name, coordinator.port(), "", steps);
+                            train_command(root, name, coordinator.port(), "", steps, {"ckpt.every=15"});
     return std::thread([cmd, result] { *result = test::run_command(cmd); });
   };
   auto pid_of = [&](const std::string& name) {
@@ -176,6 +182,10 @@ TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) 
   nodes.push_back(start("b", 100000, &results[1]));
   for (int t = 0; t < 600 && coordinator.agreed_steps() < 3; ++t) std::this_thread::sleep_for(milliseconds(100));
   ASSERT_GE(coordinator.agreed_steps(), 3) << "the first two nodes did not get going";
+  // "a" has its checkpoint of step 15 (outer step 3) on disk before it dies.
+  for (int t = 0; t < 600 && !std::filesystem::exists(root + "/a/checkpoints/step_00000015"); ++t)
+    std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(std::filesystem::exists(root + "/a/checkpoints/step_00000015"));
   ASSERT_GT(pid_of("a"), 0);
   ASSERT_GT(pid_of("b"), 0);
   ::kill(pid_of("a"), SIGKILL);
@@ -187,8 +197,38 @@ TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) 
   nodes.push_back(start("d", 30, &results[3]));
   nodes[2].join();
   nodes[3].join();
+  // Both holders gone again; now "a" comes back from its own checkpoint
+  // (ckpt.resume=auto, its newest at step 15k, outer step 3k) with a fresh
+  // node: the run goes back to what that checkpoint holds, not to step 0.
+  std::vector<test::CommandResult> again(2);
+  const std::string resume_cmd = "exec " + train_command(root, "a", coordinator.port(), "", 75,
+                                                         {"ckpt.every=15", "ckpt.resume=auto"});
+  std::thread ta([&] { again[0] = test::run_command(resume_cmd); });
+  std::thread te([&] { again[1] = test::run_command("exec " + train_command(root, "e", coordinator.port(), "", 75)); });
+  ta.join();
+  te.join();
   stop = true;
   ct.join();
+  ASSERT_EQ(again[0].status, 0) << again[0].output;
+  ASSERT_EQ(again[1].status, 0) << again[1].output;
+  EXPECT_NE(again[0].output.find("resuming from"), std::string::npos) << again[0].output;
+  std::map<std::pair<int64_t, int64_t>, std::string> hash_a;
+  int64_t first_a = -1;
+  for (const auto& l : read_metrics(root + "/a/metrics.jsonl"))
+    if (l.contains("outer") && l["outer"]["rewinds"].get<int64_t>() >= 2) {
+      if (first_a < 0) first_a = l["outer"]["outer_step"].get<int64_t>();
+      hash_a[{l["outer"]["rewinds"].get<int64_t>(), l["outer"]["outer_step"].get<int64_t>()}] = l["outer"]["hash"];
+    }
+  EXPECT_GE(first_a, 4) << "the resumed node went on from its checkpoint's outer step (3 or later), not from 0";
+  int compared_e = 0;
+  for (const auto& l : read_metrics(root + "/e/metrics.jsonl"))
+    if (l.contains("outer") && !l["outer"]["late"].get<bool>()) {
+      const auto key = std::make_pair(l["outer"]["rewinds"].get<int64_t>(), l["outer"]["outer_step"].get<int64_t>());
+      if (!hash_a.count(key)) continue;
+      EXPECT_EQ(l["outer"]["hash"], hash_a[key]) << "outer step " << key.second;
+      ++compared_e;
+    }
+  EXPECT_GE(compared_e, 2) << "the fresh node took the resumed state and agreed with it";
 
   ASSERT_EQ(results[2].status, 0) << results[2].output;
   ASSERT_EQ(results[3].status, 0) << results[3].output;

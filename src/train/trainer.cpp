@@ -212,7 +212,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     backend->set_optimizer_state(resumed.exp_avg, resumed.exp_avg_sq, resumed.optimizer_step);
     resumed_outer = std::move(resumed.outer);
     resumed_outer_momentum = std::move(resumed.outer_momentum);
-    if (!resumed.data_position.is_null()) loader.seek(LoaderPosition::from_json(resumed.data_position));
+    // In a mesh the coordinator's data accounting decides what this node
+    // reads (its partition may be another one now, and the position it
+    // hands over is newer than any checkpoint's); alone, the checkpoint's.
+    if (!resumed.data_position.is_null() && !mesh) loader.seek(LoaderPosition::from_json(resumed.data_position));
+    if (!resumed.data_position.is_null() && mesh)
+      note(str("the checkpoint's data position is not used: the coordinator assigned partition ",
+               train_options.partition, inherited_position.empty() ? " from its start" : " where its last node stopped"));
     start_step = resumed.step;
     resumed = CheckpointState{};  // the state now lives in the backend; free the host copy
     note(str("resuming from ", resume_dir, " at step ", start_step));
