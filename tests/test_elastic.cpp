@@ -150,9 +150,10 @@ TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) 
   TestRun run("elastic_rewind");
   const std::string& root = run.root;
   run.options.membership.ready_timeout = milliseconds(20000);
-  // 1: a node going on alone from a rewind must not wait for a second one
-  // (the joiner it would wait for needs a snapshot from it first).
-  run.options.membership.min_ring = 1;
+  // Rings of two: after the second rewind the node going on from its own
+  // state waits for the fresh one, which needs a snapshot from it first
+  // (taken as it goes back, since it cannot take one while it waits).
+  run.options.membership.min_ring = 2;
   run.options.rewind_after = milliseconds(2000);
   std::vector<std::string> log;
   std::mutex log_mu;

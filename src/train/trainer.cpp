@@ -530,6 +530,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
             // step k starts from, and its pseudo-gradient is still good.
             note(str("the run went back to outer step ", r.outer_step, ": outer step ", k,
                      " is done again, from this node's own state"));
+            // Others without this state will ask this node for it while it
+            // waits for its ring, where it cannot take a snapshot: one now.
+            if (cfg.mesh.serve_state) publish_snapshot(steps_done);
             late = false;
             way = Way::ring;
           } else {
