@@ -357,8 +357,8 @@ int main(int argc, char** argv) {
     };
 
     // Faults never take the last running node that holds the run's newest
-    // state: with none left no donor has it, and the run would have to go
-    // back to an older state or to checkpoints (not what this driver tests).
+    // state (with none left the run must go back to an older one), except
+    // the --lose-state fault, which does just that.
     // Everything else is fair game.
     OuterProgress progress;
     // Holders are the running nodes at the newest outer step any running
@@ -476,7 +476,7 @@ int main(int argc, char** argv) {
         sampled_at = Clock::now();
         OuterMark now_outer = newest_outer;
         for (const Proc& p : procs)
-          if (p.alive) now_outer = std::max(now_outer, progress.newest(out + "/" + p.name + "/metrics.jsonl"));
+          if (p.alive) now_outer = std::max(now_outer, newest_of(p));
         const double stalled = std::chrono::duration<double>(Clock::now() - newest_at).count();
         longest_stall_s = std::max(longest_stall_s, stalled);
         if (now_outer > newest_outer) {

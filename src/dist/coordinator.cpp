@@ -344,9 +344,9 @@ void Coordinator::check_stranded(MembershipTime now) {
   // repeats those outer steps (their inner steps' data is not read again).
   ++rewinds_;
   members_.rewind(held);
-  for (auto it = rings_.begin(); it != rings_.end();) it = it->first > held ? rings_.erase(it) : std::next(it);
-  for (auto it = round_of_.begin(); it != round_of_.end();) it = it->first > held ? round_of_.erase(it) : std::next(it);
-  for (auto it = retries_.begin(); it != retries_.end();) it = it->first > held ? retries_.erase(it) : std::next(it);
+  rings_.erase(rings_.upper_bound(held), rings_.end());
+  round_of_.erase(round_of_.upper_bound(held), round_of_.end());
+  retries_.erase(retries_.upper_bound(held), retries_.end());
   log(str("RUN REWOUND (", rewinds_, "): every holder of outer step ", newest, " is gone; the run goes on from outer step ",
           held, ", held by node ", holder));
   for (const auto& [id, conn] : conn_of_) send(conn, control::Rewound{held, rewinds_});

@@ -234,10 +234,9 @@ void Membership::rewind(int64_t step) {
     n.synced = n.held_step >= step;
     if (n.ready_step != step + 1) n.ready_step = -1;
   }
-  for (auto it = first_ready_.begin(); it != first_ready_.end();)
-    it = it->first != step + 1 ? first_ready_.erase(it) : std::next(it);
-  for (auto it = hashes_.begin(); it != hashes_.end();)
-    it = it->first.first > step ? hashes_.erase(it) : std::next(it);
+  first_ready_.erase(first_ready_.upper_bound(step + 1), first_ready_.end());
+  first_ready_.erase(first_ready_.begin(), first_ready_.lower_bound(step + 1));
+  hashes_.erase(hashes_.lower_bound({step + 1, 0}), hashes_.end());
 }
 
 nlohmann::json Membership::to_json() const {

@@ -325,31 +325,31 @@ void MeshNode::throw_if_rewound() {
   if (to) throw RunRewound(*to, str("the run went back to outer step ", *to));
 }
 
+bool MeshNode::note_if_rewound(const control::Message& m) {
+  const auto* rw = std::get_if<control::Rewound>(&m);
+  if (rw) note_rewind(rw->outer_step, rw->rewinds);
+  return rw != nullptr;
+}
+
 control::Message MeshNode::recv_control(Deadline deadline) {
+  // A rewind concerns whatever the caller waits for: it is thrown at the top
+  // of the next turn (after the deadline check, so it is never lost).
   for (;;) {
+    if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
+    throw_if_rewound();
+    const ConnId c = coord_.load();
     std::optional<Message> m;
-    for (;;) {
-      if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
-      throw_if_rewound();
-      const ConnId c = coord_.load();
-      try {
-        m = transport_.recv(c, deadline);
-        break;
-      } catch (const Error&) {
-        if (transport_.is_open(c) || left_.load()) throw;
-        reconnect(c);  // re-sends what we are waiting on an answer to
-      }
+    try {
+      m = transport_.recv(c, deadline);
+    } catch (const Error&) {
+      if (transport_.is_open(c) || left_.load()) throw;
+      reconnect(c);  // re-sends what we are waiting on an answer to
+      continue;
     }
     if (!m) fail("no message from the coordinator before the deadline");
     if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
     control::Message cm = control::decode(m->frame.payload, "the coordinator");
-    // A rewind concerns whatever the caller waits for: it is thrown at the
-    // top of the next turn (after the deadline check, so it is never lost).
-    if (const auto* rw = std::get_if<control::Rewound>(&cm)) {
-      note_rewind(rw->outer_step, rw->rewinds);
-      continue;
-    }
-    return cm;
+    if (!note_if_rewound(cm)) return cm;
   }
 }
 
@@ -364,8 +364,7 @@ void MeshNode::poll_coordinator() {
     }
     if (!m) return;
     if (m->frame.type != FrameType::control) continue;
-    const control::Message cm = control::decode(m->frame.payload, "the coordinator");
-    if (const auto* rw = std::get_if<control::Rewound>(&cm)) note_rewind(rw->outer_step, rw->rewinds);
+    note_if_rewound(control::decode(m->frame.payload, "the coordinator"));
   }
 }
 
@@ -391,7 +390,7 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, in
     }
     if (from_coord) {
       const control::Message cm = control::decode(from_coord->frame.payload, "the coordinator");
-      if (const auto* rw = std::get_if<control::Rewound>(&cm)) note_rewind(rw->outer_step, rw->rewinds);
+      note_if_rewound(cm);
       if (const auto* ring = std::get_if<control::RingAnnounce>(&cm); ring && ring->round > round) {
         next_ring_ = *ring;
         fail("ring round ", round, " superseded by round ", ring->round);

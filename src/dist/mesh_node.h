@@ -189,6 +189,7 @@ class MeshNode {
   // A Rewound message, or a Welcome after a reconnect that counts more
   // rewinds than this node has seen (it missed the message).
   void note_rewind(int64_t outer_step, uint64_t rewinds);
+  bool note_if_rewound(const control::Message& m);  // true: it was a Rewound
   void throw_if_rewound();
   std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
   // Connections that arrived before they were waited for: (node, round, lane).

@@ -41,7 +41,8 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
   b->chunk_bytes = chunk_bytes;
   b->bytes = std::move(bytes);
   // One pass over the bytes, on several threads: at 10B a snapshot is
-  // ~160 GB, and it is taken on the training thread.
+  // ~160 GB, and a round (a quarter of that) is published on the training
+  // thread.
   b->chunk_digests = chunk_digests(b->bytes, chunk_bytes, std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16));
   b->digest = blob_digest(b->bytes.size(), chunk_bytes, b->chunk_digests);
   return b;

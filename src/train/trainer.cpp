@@ -470,9 +470,27 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mesh->publish_snapshot(outer_done, encode_join_state(js, std::clamp(std::thread::hardware_concurrency(), 1u, 16u)));
     return seconds_since(tp);
   };
-  // A late node's next step, set by outer_step(): ahead of this node's when
-  // it lines up with the run, behind it when the run went back.
-  std::optional<int64_t> skip_to;
+  int64_t skip_to = 0;  // a late node's next step, set by outer_step()
+  // A late node's round k from a donor; false when no live node has it.
+  auto round_from_donor = [&](int64_t k) {
+    try {
+      const StateDownload r =
+          mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
+      mesh->decode_round_into(r, averaged);
+      note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
+      return true;
+    } catch (const EvictedFromRun&) {
+      throw;
+    } catch (const StoppedOnRequest&) {
+      throw;
+    } catch (const RunRewound&) {
+      throw;
+    } catch (const Error& e) {
+      note(str("outer step ", k, ": no donor has that round (", e.what(),
+               "); taking the run's state from a donor instead"));
+      return false;
+    }
+  };
   auto outer_step = [&](int64_t steps_done) {
     int64_t k = steps_done / cfg.diloco.inner_steps;
     bool resynced = false;  // late, and the run's state was taken afresh
@@ -493,22 +511,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
               rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
               break;
             case Way::round_from_donor:
-              try {
-                const StateDownload r =
-                    mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-                mesh->decode_round_into(r, averaged);
-                note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
-              } catch (const EvictedFromRun&) {
-                throw;
-              } catch (const StoppedOnRequest&) {
-                throw;
-              } catch (const RunRewound&) {
-                throw;
-              } catch (const Error& e) {
-                // No live node has that round any more (those that did are
-                // gone): take the run's state afresh, as a joiner does.
-                note(str("outer step ", k, ": no donor has that round (", e.what(),
-                         "); taking the run's state from a donor instead"));
+              // No live node has that round any more (those that did are
+              // gone): take the run's state afresh, as a joiner does.
+              if (!round_from_donor(k)) {
                 way = Way::state_from_donor;
                 continue;
               }
@@ -662,12 +667,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("stopping after ", steps_this_run, " steps of this run (train.stop_after_steps); resume with ckpt.resume=auto"));
       break;
     }
-    if (skip_to && *skip_to != step + 1) {
-      if (*skip_to > step + 1) note(str("lining up with the run: steps ", step + 2, "..", *skip_to, " skipped"));
-      else note(str("lining up with the run, which went back: step ", *skip_to + 1, " is next"));
-      step = *skip_to - 1;
+    if (skip_to > step + 1) {
+      note(str("lining up with the run: steps ", step + 2, "..", skip_to, " skipped"));
+      step = skip_to - 1;
     }
-    skip_to.reset();
+    skip_to = 0;
     if (mesh) mesh->set_progress(step + 1);
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
