@@ -29,6 +29,7 @@
 #include "model/init.h"
 #include "model/llama_cuda.h"
 #include "train/backend.h"
+#include "train/backend_cuda.h"
 #include "train/config.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -119,7 +120,11 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
               kGemmTflops);
   }
   for (const G& g : {G{"gemm gate|up bwd (dX+dW)", N, 2 * F, D}, G{"gemm down bwd (dX+dW)", N, D, F}}) {
-    row_flops(g.name, time_ms(s, it, [&] { blas.backward(c, dw, a, b, w, g.M, g.Nn, g.K); }),
+    row_flops((g.name + std::string(", dW fp32 +=")).c_str(),
+              time_ms(s, it, [&] { blas.backward(c, {dw, false, true}, a, b, w, g.M, g.Nn, g.K); }),
+              4.0 * g.M * g.Nn * g.K, kGemmTflops);
+    row_flops((g.name + std::string(", dW bf16 =")).c_str(),
+              time_ms(s, it, [&] { blas.backward(c, {dw, true, false}, a, b, w, g.M, g.Nn, g.K); }),
               4.0 * g.M * g.Nn * g.K, kGemmTflops);
   }
   // memory-bound kernels
@@ -129,7 +134,7 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
             cuda::residual_rmsnorm_forward(c, d, rstd, a, b, wn, N, D, 1e-5f, s);
           }), 8.0 * N * D);
   row_mem("rmsnorm bwd (accumulate)", time_ms(s, it, [&] {
-            cuda::rmsnorm_backward(c, dw, scratch, a, b, wn, rstd, N, D, true, s);
+            cuda::rmsnorm_backward(c, {dw, false, true}, scratch, a, b, wn, rstd, N, D, true, s);
           }), 8.0 * N * D);
   const RopeTable rope = rope_table(m, T);
   float* rc = dalloc<float>(rope.cos.size());
@@ -155,7 +160,7 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   check(cudaMemcpy(bt, bk.tokens.data(), bk.tokens.size() * 4, cudaMemcpyHostToDevice));
   float* dtable = dalloc<float>(V * D);
   row_mem("embedding bwd (deterministic)", time_ms(s, it, [&] {
-            cuda::embedding_backward(dtable, a, bp, bs, bt, static_cast<int64_t>(bk.tokens.size()), D, s);
+            cuda::embedding_backward({dtable, false, true}, a, bp, bs, bt, static_cast<int64_t>(bk.tokens.size()), D, s);
           }), 2.0 * N * D + 8.0 * bk.tokens.size() * D);
   cudaFree(dtable);
   cudaFree(table);
@@ -208,20 +213,23 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   cudaFree(d);
   cudaFree(w);
   cudaFree(dw);
+  const bool run_gb = use_bf16_grads(cfg);
   for (const bool master_on : {cfg.precision.master_weights, !cfg.precision.master_weights}) {
     const bool sb = master_on ? false : cfg.precision.optim_state_dtype == "bf16";
+    const bool gb = master_on == cfg.precision.master_weights ? run_gb : false;
     bf16* p = dalloc<bf16>(P);
-    float *master = master_on ? dalloc<float>(P) : nullptr, *g = dalloc<float>(P);
+    float* master = master_on ? dalloc<float>(P) : nullptr;
+    void* g = gb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
     void* mm = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
     void* vv = sb ? (void*)dalloc<bf16>(P) : (void*)dalloc<float>(P);
     int64_t step = 0;
     const double state_bytes = sb ? 8.0 : 16.0;
     const std::string name = std::string("adamw ") + (master_on ? "fp32 master" : "bf16 weights+SR") +
-                             (sb ? ", bf16 m/v" : ", fp32 m/v");
+                             (sb ? ", bf16 m/v" : ", fp32 m/v") + (gb ? ", bf16 g" : ", fp32 g");
     row_mem(name.c_str(), time_ms(s, 5, [&] {
-              cuda::adamw_step(p, master, g, mm, vv, sb, P, {bounds, flags, 1},
+              cuda::adamw_step(p, master, g, gb, mm, vv, sb, P, {bounds, flags, 1},
                                {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, ascratch, s);
-            }), P * (8.0 + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
+            }), P * ((gb ? 4.0 : 8.0) + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
     cudaFree(p);
     cudaFree(master);
     cudaFree(g);
@@ -314,11 +322,7 @@ int main(int argc, char** argv) {
     if (cfg.train.gpus != 1) return bench_fsdp(cfg, steps, warmup);
     const ModelConfig& m = cfg.model;
     const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len, accum = cfg.grad_accum_steps();
-    CudaOptions o;
-    o.master_weights = cfg.precision.master_weights;
-    o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
-    o.recompute = cfg.train.recompute;
-    o.attention = cfg.train.attention;
+    const CudaOptions o = cuda_options(cfg);
     LlamaCuda model(m, o, B, T);
     std::vector<float> params(model.layout().total());
     init_params(params.data(), model.layout(), m, 1);
@@ -336,16 +340,30 @@ int main(int argc, char** argv) {
       return model.optimizer_step(1e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, step, 1);
     };
     for (int i = 0; i < warmup; ++i) one_step(i + 1);
-    cudaEvent_t e0, e1;
-    check(cudaEventCreate(&e0));
-    check(cudaEventCreate(&e1));
-    check(cudaEventRecord(e0, model.stream()));
-    for (int i = 0; i < steps; ++i) one_step(warmup + i + 1);
-    check(cudaEventRecord(e1, model.stream()));
-    check(cudaEventSynchronize(e1));
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, e0, e1));
-    const double step_s = ms / 1e3 / steps;
+    // One pair of events per step (each step ends in the optimizer's one
+    // host synchronisation): the median is what the PyTorch yardstick reports.
+    std::vector<cudaEvent_t> ev(steps + 1);
+    for (cudaEvent_t& e : ev) check(cudaEventCreate(&e));
+    check(cudaEventRecord(ev[0], model.stream()));
+    for (int i = 0; i < steps; ++i) {
+      one_step(warmup + i + 1);
+      check(cudaEventRecord(ev[i + 1], model.stream()));
+    }
+    check(cudaEventSynchronize(ev[steps]));
+    std::vector<double> step_ms(steps);
+    for (int i = 0; i < steps; ++i) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
+      step_ms[i] = ms;
+    }
+    for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+    double mean_ms = 0;
+    for (double x : step_ms) mean_ms += x / steps;
+    std::vector<double> sorted = step_ms;
+    std::sort(sorted.begin(), sorted.end());
+    const double step_s = sorted[steps / 2] / 1e3;
+    size_t free_b = 0, total_b = 0;
+    check(cudaMemGetInfo(&free_b, &total_b));
     const double n_params = static_cast<double>(m.num_params());
     const double flops_tok = flops_per_token(m, T);
     const double tok_s = tokens / step_s;
@@ -355,16 +373,27 @@ int main(int argc, char** argv) {
     std::printf("  model: %.3fB parameters, %lld layers, dim %lld, ffn %lld, heads %lld/%lld, vocab %lld\n",
                 n_params / 1e9, (long long)m.n_layers, (long long)m.dim, (long long)m.ffn_dim,
                 (long long)m.n_heads, (long long)m.n_kv_heads, (long long)m.vocab_size);
-    std::printf("  step: %lld x %lld tokens x %lld accum; attention: %s; recompute: %lld of %lld blocks; "
-                "master weights %s; AdamW state %s; %.1f GiB on the GPU\n",
+    std::printf("  step: %lld x %lld tokens x %lld accum; attention: %s; master weights %s; AdamW state %s; "
+                "gradients %s; %.1f GiB allocated, %.1f GiB of %.1f GiB in use on the GPU\n",
                 (long long)B, (long long)T, (long long)accum, model.attention_impl().c_str(),
-                (long long)std::count(o.recompute.begin(), o.recompute.end(), true), (long long)m.n_layers,
                 o.master_weights ? "fp32" : "off", cfg.precision.optim_state_dtype.c_str(),
-                model.device_bytes() / double(1 << 30));
-    std::printf("  %d steps after %d warm-up: %.2f ms/step, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%%\n", steps,
-                warmup, step_s * 1e3, tok_s, tflops, 100.0 * tflops / kPeakTflops);
+                o.grads_bf16 ? "bf16" : "fp32", model.device_bytes() / double(1 << 30),
+                (total_b - free_b) / double(1 << 30), total_b / double(1 << 30));
+    std::printf("  recompute plan%s: %s\n", o.recompute.automatic ? " (auto)" : "",
+                model.memory_plan().describe().c_str());
+    std::printf("  %d steps after %d warm-up: median %.2f ms/step (mean %.2f, min %.2f, max %.2f), %.0f tokens/s, "
+                "%.1f TFLOP/s, MFU %.1f%%\n", steps, warmup, step_s * 1e3, mean_ms, sorted.front(), sorted.back(),
+                tok_s, tflops, 100.0 * tflops / kPeakTflops);
     std::printf("  (MFU: FLOPs/token = 6*(N - input-embedding params) + 12*L*d*T = %.3g, against %.0f TFLOP/s, "
                 "H100/H200 dense bf16)\n", flops_tok, kPeakTflops);
+    // One more step with phase events: where the time goes (the last
+    // micro-batch's phases, and the optimizer).
+    model.set_phase_timing(true);
+    one_step(warmup + steps + 1);
+    const std::vector<float> ph = model.phase_ms();
+    std::printf("  phases of one step (last micro-batch):");
+    for (int p = 0; p < LlamaCuda::kPhases; ++p) std::printf("%s %s %.2f ms", p ? ";" : "", LlamaCuda::phase_name(p), ph[p]);
+    std::printf("\n");
     if (kernels) bench_kernels(cfg, B, T);
     return 0;
   } catch (const Error& e) {

@@ -5,8 +5,8 @@
 //            every block, deterministic), derives the clip factor, and updates
 //            its share: m, v, then the weight (fp32 master, or the bf16 weight
 //            itself with stochastic rounding).
-// DRAM floor per element: g read twice (8 B) + bf16 weight r/w (4 B) + m, v r/w
-// (16 B fp32 or 8 B bf16) + master r/w (8 B when present).
+// DRAM floor per element: g read twice (8 B fp32 or 4 B bf16) + bf16 weight
+// r/w (4 B) + m, v r/w (16 B fp32 or 8 B bf16) + master r/w (8 B when present).
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -112,10 +112,10 @@ __device__ __forceinline__ void store4(bf16* p, int64_t i, const float x[4]) {
 
 // Elements are taken four at a time (16-byte gradient loads); the last n % 4
 // by the first threads.
-template <typename S>
+template <typename S, typename G>
 __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ params,
                                                          float* __restrict__ master,
-                                                         const float* __restrict__ grads,
+                                                         const G* __restrict__ grads,
                                                          S* __restrict__ m, S* __restrict__ v, int64_t n,
                                                          DecayRanges ranges, AdamWArgs a,
                                                          float* norm_out, float* partial,
@@ -125,17 +125,20 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
   const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t n4 = n / 4;
-  const float4* g4 = reinterpret_cast<const float4*>(grads);
 
   // A sharded optimizer passes the Σg² of all shards (already all-reduced);
   // the flag is the same for the whole grid, so grid.sync() stays uniform.
   if (sum_squares_in == nullptr) {
     float ss = 0.0f;
     for (int64_t q = first; q < n4; q += threads) {
-      const float4 g = g4[q];
-      ss += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
+      float g[4];
+      load4(grads, 4 * q, g);
+      ss += g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + g[3] * g[3];
     }
-    for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += grads[i] * grads[i];
+    for (int64_t i = 4 * n4 + first; i < n; i += threads) {
+      const float g = load_state(grads, i);
+      ss += g * g;
+    }
     ss = block_sum(ss, scratch);
     if (threadIdx.x == 0) partial[blockIdx.x] = ss;
     grid.sync();
@@ -165,8 +168,10 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
   for (int64_t q = first; q < n4; q += threads) {
     const int64_t i = 4 * q;
     if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);
-    const float4 g = g4[q];
-    const float gs[4] = {g.x * scale, g.y * scale, g.z * scale, g.w * scale};
+    float gs[4];
+    load4(grads, i, gs);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) gs[k] *= scale;
     if (i + 3 >= ranges.bounds[r + 1]) {  // straddles a decay boundary: element by element
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -203,16 +208,16 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ para
   }
   for (int64_t i = 4 * n4 + first; i < n; i += threads) {
     const int rk = find_range(ranges.bounds, ranges.n, i);
-    update_one(params, master, m, v, i, grads[i] * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
+    update_one(params, master, m, v, i, load_state(grads, i) * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
                step_size, inv_bc2_sqrt);
   }
 }
 
-template <typename S>
-void launch(bf16* params, float* master, const float* grads, void* m, void* v, int64_t n,
+template <typename S, typename G>
+void launch(bf16* params, float* master, const G* grads, void* m, void* v, int64_t n,
             const DecayRanges& ranges, const AdamWArgs& args, float* norm_out, float* scratch,
             const float* sum_squares_in, cudaStream_t stream) {
-  auto kernel = adamw_kernel<S>;
+  auto kernel = adamw_kernel<S, G>;
   int device = 0, sms = 0, per_sm = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -224,7 +229,7 @@ void launch(bf16* params, float* master, const float* grads, void* m, void* v, i
   S* vs = static_cast<S*>(v);
   DecayRanges r = ranges;
   AdamWArgs a = args;
-  void* kargs[] = {&params, &master, const_cast<float**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch,
+  void* kargs[] = {&params, &master, const_cast<G**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch,
                    const_cast<float**>(&sum_squares_in)};
   CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, kThreads,
                                          kargs, 0, stream));
@@ -232,7 +237,8 @@ void launch(bf16* params, float* master, const float* grads, void* m, void* v, i
 
 // Σg² of one block's grid-stride share → partial[block]; the second kernel
 // adds the partials in block order, so the sum does not depend on timing.
-__global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(const float* __restrict__ g,
+template <typename G>
+__global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(const G* __restrict__ g,
                                                                        int64_t n, float* partial) {
   __shared__ float scratch[32];
   const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -240,10 +246,14 @@ __global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(const flo
   const int64_t n4 = n / 4;
   float ss = 0.0f;
   for (int64_t q = first; q < n4; q += threads) {
-    const float4 x = reinterpret_cast<const float4*>(g)[q];
-    ss += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+    float x[4];
+    load4(g, 4 * q, x);
+    ss += x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3];
   }
-  for (int64_t i = 4 * n4 + first; i < n; i += threads) ss += g[i] * g[i];
+  for (int64_t i = 4 * n4 + first; i < n; i += threads) {
+    const float x = load_state(g, i);
+    ss += x * x;
+  }
   ss = block_sum(ss, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = ss;
 }
@@ -258,27 +268,38 @@ __global__ void sum_partials_kernel(const float* partial, int blocks, float* out
 
 size_t adamw_scratch_floats() { return kMaxBlocks; }
 
-void grad_sum_squares(const float* grads, int64_t n, float* out, float* scratch, cudaStream_t stream) {
+void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out, float* scratch,
+                      cudaStream_t stream) {
   if (!aligned16(grads)) fail("grad_sum_squares: the gradient buffer must be 16-byte aligned");
   int device = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int blocks = std::min(kMaxBlocks, 2 * sms);
-  sum_squares_partial_kernel<<<blocks, kThreads, 0, stream>>>(grads, n, scratch);
+  if (grads_bf16)
+    sum_squares_partial_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const bf16*>(grads), n, scratch);
+  else
+    sum_squares_partial_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(grads), n, scratch);
   sum_partials_kernel<<<1, 1, 0, stream>>>(scratch, blocks, out);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
+void adamw_step(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
+                bool state_bf16,
                 int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
                 float* scratch, cudaStream_t stream, const float* sum_squares_in) {
   if (!aligned16(grads) || !aligned16(params) || !aligned16(m) || !aligned16(v) ||
       (master && !aligned16(master)))
     fail("adamw: parameter, gradient and state buffers must be 16-byte aligned");
-  if (state_bf16)
-    launch<bf16>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
+  const float* g32 = static_cast<const float*>(grads);
+  const bf16* g16 = static_cast<const bf16*>(grads);
+  if (state_bf16 && grads_bf16)
+    launch<bf16>(params, master, g16, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
+  else if (state_bf16)
+    launch<bf16>(params, master, g32, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
+  else if (grads_bf16)
+    launch<float>(params, master, g16, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
   else
-    launch<float>(params, master, grads, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
+    launch<float>(params, master, g32, m, v, n, ranges, args, norm_out, scratch, sum_squares_in, stream);
 }
 
 }  // namespace intellect::cuda

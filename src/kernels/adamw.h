@@ -44,12 +44,15 @@ struct AdamWArgs {
 // clipping. `scratch` holds adamw_scratch_floats() floats.
 // A sharded optimizer (FSDP) passes sum_squares_in (device): Σg² over every
 // shard, all-reduced; the kernel then takes the norm from it instead.
-void adamw_step(bf16* params, float* master, const float* grads, void* m, void* v, bool state_bf16,
+// grads are fp32 or bf16 (grads_bf16).
+void adamw_step(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
+                bool state_bf16,
                 int64_t n, const DecayRanges& ranges, const AdamWArgs& args, float* norm_out,
                 float* scratch, cudaStream_t stream, const float* sum_squares_in = nullptr);
 // Σg² over n elements into *out (device), in a fixed order. `scratch` holds
 // adamw_scratch_floats() floats.
-void grad_sum_squares(const float* grads, int64_t n, float* out, float* scratch, cudaStream_t stream);
+void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out, float* scratch,
+                      cudaStream_t stream);
 size_t adamw_scratch_floats();
 }  // namespace intellect::cuda
 #endif

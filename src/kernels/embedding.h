@@ -32,8 +32,10 @@ namespace intellect::cuda {
 // out[n, :] = table[tokens[n], :] (tokens already range-checked on the host).
 void embedding_forward(bf16* out, const int32_t* tokens, const bf16* table, int64_t n_tokens,
                        int64_t dim, cudaStream_t stream);
-// dtable[token, :] += Σ dout[pos, :] over each bucket's positions, in order.
-void embedding_backward(float* dtable, const bf16* dout, const int32_t* positions,
+// dtable[token, :] += Σ dout[pos, :] over each bucket's positions, in order
+// (summed in fp32, one rounding per row when the table is bf16). Always adds:
+// rows of tokens absent from the batch are left as they are.
+void embedding_backward(const GradOut& dtable, const bf16* dout, const int32_t* positions,
                         const int32_t* starts, const int32_t* bucket_tokens, int64_t n_buckets,
                         int64_t dim, cudaStream_t stream);
 }  // namespace intellect::cuda

@@ -63,7 +63,7 @@ void Blas::forward(bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t 
                             m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void Blas::backward(bf16* din, float* dw, const bf16* dout, const bf16* in, const bf16* w,
+void Blas::backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* in, const bf16* w,
                     int64_t M, int64_t N, int64_t K) {
   cublasHandle_t h = static_cast<cublasHandle_t>(handle_);
   const int m_ = to_int(M, "M"), n_ = to_int(N, "N"), k_ = to_int(K, "K");
@@ -73,11 +73,13 @@ void Blas::backward(bf16* din, float* dw, const bf16* dout, const bf16* in, cons
                               dout, CUDA_R_16BF, n_, &beta, din, CUDA_R_16BF, k_,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  if (dw) {
-    const float alpha = 1.0f, beta = 1.0f;
+  if (dw.p) {
+    // fp32 accumulation inside the GEMM either way; a bf16 gradient is rounded
+    // once per micro-batch when it is written.
+    const float alpha = 1.0f, beta = dw.accumulate ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, k_, n_, m_, &alpha, in, CUDA_R_16BF, k_,
-                              dout, CUDA_R_16BF, n_, &beta, dw, CUDA_R_32F, k_, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+                              dout, CUDA_R_16BF, n_, &beta, dw.p, dw.bf16 ? CUDA_R_16BF : CUDA_R_32F, k_,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 

@@ -25,7 +25,8 @@ void gemm_nn(float* C, const float* A, const float* B, int64_t M, int64_t N, int
 #include "kernels/cuda_types.h"
 namespace intellect::cuda {
 // Linear layers on cuBLAS: bf16 operands, fp32 accumulation. Weight gradients
-// are accumulated in fp32 (beta = 1), so micro-batches add up without loss.
+// go to an fp32 buffer (beta = 1 adds micro-batches up without loss) or a
+// bf16 one (rounded once per write), overwritten or added to (GradOut).
 class Blas {
  public:
   Blas(cudaStream_t stream, void* workspace, size_t workspace_bytes);
@@ -34,8 +35,8 @@ class Blas {
   Blas& operator=(const Blas&) = delete;
   // out[M,N] = in[M,K] · w[N,K]ᵀ
   void forward(bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K);
-  // din[M,K] = dout · w (skipped when null); dw[N,K] += doutᵀ · in (skipped when null)
-  void backward(bf16* din, float* dw, const bf16* dout, const bf16* in, const bf16* w, int64_t M,
+  // din[M,K] = dout · w (skipped when null); dw[N,K] (+)= doutᵀ · in (skipped when dw.p is null)
+  void backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* in, const bf16* w, int64_t M,
                 int64_t N, int64_t K);
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 

@@ -259,11 +259,13 @@ __global__ void __launch_bounds__(1024) rmsnorm_backward_tma_kernel(
     for (int k = 0; k < 8; ++k) partial[blockIdx.x * D + c + k] = dw[k];
 }
 
-// dw[c] += Σ_b partial[b][c]: one block of 32 warps per 32 columns; warp w
+// dw[c] (+)= Σ_b partial[b][c]: one block of 32 warps per 32 columns; warp w
 // sums partial rows w, w+32, … (coalesced 128-byte reads), then the warp sums
-// combine in warp order. Fixed order throughout, so dw is deterministic.
-__global__ void __launch_bounds__(1024) reduce_partials_kernel(float* dw, const float* partial,
-                                                               int blocks, int64_t D) {
+// combine in warp order. Fixed order throughout, so dw is deterministic. The
+// sum is rounded once when the gradient buffer is bf16.
+template <typename G>
+__global__ void __launch_bounds__(1024) reduce_partials_kernel(G* dw, const float* partial, int blocks,
+                                                               int64_t D, bool accumulate) {
   __shared__ float part[32][33];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t c = blockIdx.x * 32 + lane;
@@ -275,8 +277,22 @@ __global__ void __launch_bounds__(1024) reduce_partials_kernel(float* dw, const 
   if (warp == 0 && c < D) {
     float t = 0.0f;
     for (int w = 0; w < 32; ++w) t += part[w][lane];
-    dw[c] += t;
+    if constexpr (sizeof(G) == 4) {
+      dw[c] = accumulate ? dw[c] + t : t;
+    } else {
+      dw[c] = __float2bfloat16(accumulate ? __bfloat162float(dw[c]) + t : t);
+    }
   }
+}
+
+void reduce_partials(const GradOut& dw, const float* partial, int blocks, int64_t D, cudaStream_t stream) {
+  if (dw.bf16)
+    reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw.as<bf16>(), partial, blocks, D,
+                                                                  dw.accumulate);
+  else
+    reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw.as<float>(), partial, blocks, D,
+                                                                  dw.accumulate);
+  CUDA_CHECK_LAUNCH();
 }
 
 int backward_blocks(int64_t N) {
@@ -336,7 +352,7 @@ size_t rmsnorm_backward_scratch_floats(int64_t N, int64_t D) {
   return static_cast<size_t>(backward_blocks(N)) * static_cast<size_t>(D);
 }
 
-void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, const bf16* x,
+void rmsnorm_backward(bf16* dx, const GradOut& dw, float* scratch, const bf16* dout, const bf16* x,
                       const bf16* w, const float* rstd, int64_t N, int64_t D, bool accumulate,
                       cudaStream_t stream) {
   if (N == 0) return;
@@ -356,14 +372,12 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
         rmsnorm_backward_tma_kernel<false><<<tma_blocks, threads, smem, stream>>>(dx, scratch, dout, x, w, rstd, N,
                                                                                    D, stages);
       CUDA_CHECK_LAUNCH();
-      reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, tma_blocks, D);
-      CUDA_CHECK_LAUNCH();
+      reduce_partials(dw, scratch, tma_blocks, D, stream);
       return;
     }
     rmsnorm_backward_vec_kernel<<<blocks, threads, 0, stream>>>(dx, scratch, dout, x, w, rstd, N, D, accumulate);
     CUDA_CHECK_LAUNCH();
-    reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, blocks, D);
-    CUDA_CHECK_LAUNCH();
+    reduce_partials(dw, scratch, blocks, D, stream);
     return;
   }
   const size_t smem = sizeof(float) * static_cast<size_t>(D);
@@ -373,8 +387,7 @@ void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, con
   rmsnorm_backward_kernel<<<blocks, kThreads, smem, stream>>>(dx, scratch, dout, x, w, rstd, N, D,
                                                               accumulate);
   CUDA_CHECK_LAUNCH();
-  reduce_partials_kernel<<<ceil_div(D, 32), 1024, 0, stream>>>(dw, scratch, blocks, D);
-  CUDA_CHECK_LAUNCH();
+  reduce_partials(dw, scratch, blocks, D, stream);
 }
 
 }  // namespace intellect::cuda

@@ -23,9 +23,10 @@ namespace intellect::cuda {
 void residual_rmsnorm_forward(bf16* resid_out, bf16* norm_out, float* rstd, const bf16* a,
                               const bf16* b, const bf16* w, int64_t N, int64_t D, float eps,
                               cudaStream_t stream);
-// dx (+)= ∂L/∂x; dw += ∂L/∂w through per-block partial sums in `scratch`
-// (rmsnorm_backward_scratch_floats(N, D) floats) reduced in a fixed order.
-void rmsnorm_backward(bf16* dx, float* dw, float* scratch, const bf16* dout, const bf16* x,
+// dx (+)= ∂L/∂x; dw (+)= ∂L/∂w through per-block partial sums in `scratch`
+// (rmsnorm_backward_scratch_floats(N, D) floats) reduced in a fixed order
+// (fp32 or bf16, added or overwritten: see GradOut).
+void rmsnorm_backward(bf16* dx, const GradOut& dw, float* scratch, const bf16* dout, const bf16* x,
                       const bf16* w, const float* rstd, int64_t N, int64_t D, bool accumulate,
                       cudaStream_t stream);
 size_t rmsnorm_backward_scratch_floats(int64_t N, int64_t D);

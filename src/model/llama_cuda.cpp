@@ -64,9 +64,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   if (cuda::device_count() == 0)
     fail("train.device is \"cuda\" but no CUDA GPU is visible (", cuda::describe_device(0), ")");
   if (seq_len > cfg.max_seq_len) fail("seq_len ", seq_len, " exceeds model.max_seq_len ", cfg.max_seq_len);
-  if (!opts_.recompute.empty() && static_cast<int64_t>(opts_.recompute.size()) != cfg.n_layers)
-    fail("recompute: expected one flag per block (", cfg.n_layers, "), got ", opts_.recompute.size());
-  if (opts_.recompute.empty()) opts_.recompute.assign(cfg.n_layers, false);
+  if (!opts_.recompute.automatic && static_cast<int64_t>(opts_.recompute.blocks.size()) != cfg.n_layers)
+    fail("recompute: expected one level per block (", cfg.n_layers, "), got ", opts_.recompute.blocks.size());
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
   check(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming), "event");
 
@@ -80,6 +79,9 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
       fail("FSDP over several GPUs needs untied embeddings (model.tie_embeddings=false): the embedding and "
            "the head are separate flat units");
     if (!opts_.comm) fail("FSDP rank ", opts_.rank, " of ", opts_.world, " has no NCCL communicator");
+    if (opts_.grads_bf16)
+      fail("bf16 gradients are for one GPU: FSDP accumulates each rank's gradient shard in fp32 "
+           "(set precision.grad_dtype to \"fp32\" or \"auto\"; precision.grad_reduce_dtype halves the bytes sent)");
     plan_ = std::make_unique<ShardPlan>(layout_, opts_.world);
     pieces_ = plan_->pieces(opts_.rank);
     local_n_ = plan_->local_elements();
@@ -91,7 +93,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
   params_ = alloc<bf16>(P);
   if (opts_.master_weights) master_ = alloc<float>(P);
-  grads_ = alloc<float>(P);
+  const size_t grad_bytes = opts_.grads_bf16 ? 2 : 4;
+  grads_ = alloc<uint8_t>(P * grad_bytes);
   if (opts_.optim_state_bf16) {
     m_ = alloc<bf16>(P);
     v_ = alloc<bf16>(P);
@@ -102,7 +105,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaMemsetAsync(m_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset m");
   check(cudaMemsetAsync(v_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset v");
 
-  check(cudaMemsetAsync(grads_, 0, P * sizeof(float), stream_), "memset grads");
+  check(cudaMemsetAsync(grads_, 0, P * grad_bytes, stream_), "memset grads");
   // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
   std::vector<int64_t> bounds;
   std::vector<uint8_t> flags;
@@ -142,31 +145,6 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   loss_dev_ = alloc<double>(3);
   check(cudaMemsetAsync(loss_dev_, 0, 3 * sizeof(double), stream_), "memset loss");
 
-  // Activations.
-  auto block_buffers = [&](Block& b) {
-    b.norm1 = alloc<bf16>(N * D);
-    b.qkv = alloc<bf16>(N * cfg.qkv_dim());
-    b.att = alloc<bf16>(N * cfg.q_dim());
-    b.resid_mid = alloc<bf16>(N * D);
-    b.norm2 = alloc<bf16>(N * D);
-    b.gate_up = alloc<bf16>(N * 2 * F);
-    b.act = alloc<bf16>(N * F);
-    b.rstd1 = alloc<float>(N);
-    b.rstd2 = alloc<float>(N);
-    b.lse = alloc<float>(max_batch * cfg.n_heads * seq_len);
-  };
-  for (int64_t l = 0; l <= cfg.n_layers; ++l) resid_.push_back(alloc<bf16>(N * D));
-  blocks_.resize(cfg.n_layers);
-  bool any_recompute = false;
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    if (opts_.recompute[l]) any_recompute = true;
-    else block_buffers(blocks_[l]);
-  }
-  if (any_recompute) {
-    block_buffers(shared_block_);
-    for (int64_t l = 0; l < cfg.n_layers; ++l)
-      if (opts_.recompute[l]) blocks_[l] = shared_block_;
-  }
   norm_f_ = alloc<bf16>(N * D);
   rstd_f_ = alloc<float>(N);
   proj_ = alloc<bf16>(N * D);
@@ -216,7 +194,74 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   if (cudnn_attn_) workspace_bytes_ = std::max(workspace_bytes_, cudnn_attn_->workspace_bytes());
   workspace_ = alloc<uint8_t>(workspace_bytes_);
   blas_ = std::make_unique<cuda::Blas>(stream_, workspace_, cuda::Blas::kWorkspaceBytes);
+  // Last, so the plan sees what everything else took.
+  allocate_activations(max_batch, seq_len);
   check(cudaStreamSynchronize(stream_), "init");
+}
+
+// Per-block activations at the levels of the memory plan: planned from the
+// memory still free (less a reserve for the CUDA context's lazily loaded
+// kernels and libraries' internal buffers), or as configured.
+void LlamaCuda::allocate_activations(int64_t max_batch, int64_t seq_len) {
+  const int64_t N = max_batch * seq_len, D = cfg_.dim, F = cfg_.ffn_dim, L = cfg_.n_layers;
+  const BlockBytes bytes = block_activation_bytes(cfg_, max_batch, seq_len);
+  for (int64_t l = 0; l <= L; ++l) resid_.push_back(alloc<bf16>(N * D));
+  if (opts_.recompute.automatic) {
+    size_t free_bytes = 0, total_bytes = 0;
+    check(cudaMemGetInfo(&free_bytes, &total_bytes), "memory info");
+    if (opts_.memory_limit > 0) {
+      // As if the GPU had memory_limit bytes: what is in use counts against it.
+      const size_t used = total_bytes - free_bytes;
+      free_bytes = opts_.memory_limit > used ? opts_.memory_limit - used : 0;
+    }
+    const size_t reserve = size_t(3) << 29;  // 1.5 GiB
+    const size_t budget = free_bytes > reserve ? free_bytes - reserve : 0;
+    mem_plan_ = plan_recompute(bytes, L, budget);
+  } else {
+    mem_plan_ = fixed_plan(bytes, opts_.recompute.blocks);
+  }
+  bool any_ops = false, any_full = false;
+  for (Recompute r : mem_plan_.blocks) {
+    any_ops |= r != Recompute::none;
+    any_full |= r == Recompute::full;
+  }
+  bf16 *shared_norm = any_ops ? alloc<bf16>(N * D) : nullptr, *shared_act = any_ops ? alloc<bf16>(N * F) : nullptr;
+  const auto kept = [&](Block& b) {
+    b.qkv = alloc<bf16>(N * cfg_.qkv_dim());
+    b.att = alloc<bf16>(N * cfg_.q_dim());
+    b.resid_mid = alloc<bf16>(N * D);
+    b.gate_up = alloc<bf16>(N * 2 * F);
+    b.rstd1 = alloc<float>(N);
+    b.rstd2 = alloc<float>(N);
+    b.lse = alloc<float>(max_batch * cfg_.n_heads * seq_len);
+  };
+  if (any_full) {
+    kept(shared_block_);
+    shared_block_.norm1 = shared_block_.norm2 = shared_norm;
+    shared_block_.act = shared_act;
+    shared_block_.level = Recompute::full;
+  }
+  blocks_.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    Block& b = blocks_[l];
+    switch (mem_plan_.blocks[l]) {
+      case Recompute::none:
+        kept(b);
+        b.norm1 = alloc<bf16>(N * D);
+        b.norm2 = alloc<bf16>(N * D);
+        b.act = alloc<bf16>(N * F);
+        break;
+      case Recompute::ops:
+        kept(b);
+        b.norm1 = b.norm2 = shared_norm;  // never live at once
+        b.act = shared_act;
+        break;
+      case Recompute::full:
+        b = shared_block_;
+        break;
+    }
+    b.level = mem_plan_.blocks[l];
+  }
 }
 
 LlamaCuda::~LlamaCuda() {
@@ -236,6 +281,8 @@ LlamaCuda::~LlamaCuda() {
   if (loss_host_) cudaFreeHost(loss_host_);
   if (norm_host_) cudaFreeHost(norm_host_);
   if (staging_free_) cudaEventDestroy(staging_free_);
+  for (cudaEvent_t e : phase_ev_)
+    if (e) cudaEventDestroy(e);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -297,6 +344,17 @@ void LlamaCuda::download_params(float* host) {
 
 void LlamaCuda::download_grads(float* host) {
   wait_for_comm();
+  if (grads_zero_) {
+    std::fill(host, host + layout_.total(), 0.0f);
+    return;
+  }
+  if (opts_.grads_bf16) {
+    std::vector<bf16> b(local_n_);
+    check(cudaMemcpyAsync(b.data(), grads_, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "grads");
+    check(cudaStreamSynchronize(stream_), "download grads");
+    scatter_pieces(pieces_, b, host, from_bf16);
+    return;
+  }
   std::vector<float> f(local_n_);
   check(cudaMemcpyAsync(f.data(), grads_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "grads");
   check(cudaStreamSynchronize(stream_), "download grads");
@@ -337,7 +395,37 @@ void LlamaCuda::upload_optimizer_state(const float* m, const float* v) {
 
 void LlamaCuda::zero_grads() {
   wait_for_comm();
-  check(cudaMemsetAsync(grads_, 0, local_n_ * sizeof(float), stream_), "zero grads");
+  if (plan_) {
+    // FSDP: reduced shards are added into the rank's gradient shard.
+    check(cudaMemsetAsync(grads_, 0, local_n_ * sizeof(float), stream_), "zero grads");
+    return;
+  }
+  // One GPU: the next backward overwrites every gradient instead (one pass
+  // over the buffer saved), except the embedding's, which is a scatter-add
+  // over the batch's tokens. Tied, its first write is the head's GEMM.
+  grads_zero_ = true;
+  if (!cfg_.tie_embeddings) {
+    const size_t elem = opts_.grads_bf16 ? 2 : 4;
+    check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * elem, 0,
+                          layout_.get("embed").numel * elem, stream_), "zero embedding grads");
+  }
+}
+
+// Gradients that zero_grads() left to the next backward, made real zeros
+// (an optimizer step or a download with no backward in between).
+void LlamaCuda::materialize_zero_grads() {
+  if (!grads_zero_) return;
+  check(cudaMemsetAsync(grads_, 0, local_n_ * (opts_.grads_bf16 ? 2 : 4), stream_), "zero grads");
+  grads_zero_ = false;
+}
+
+LlamaCuda::View LlamaCuda::whole() const {
+  View v;
+  v.p = params_;
+  v.g = grads_;
+  v.g_bf16 = opts_.grads_bf16;
+  v.accumulate = !grads_zero_;
+  return v;
 }
 
 // --- FSDP choreography ---------------------------------------------------------
@@ -370,10 +458,13 @@ void LlamaCuda::prefetch(int unit, int slot) {
 }
 
 LlamaCuda::View LlamaCuda::acquire(int unit, int slot) {
-  if (!plan_) return {params_, grads_, 0};
+  if (!plan_) return whole();
   prefetch(unit, slot);
   check(cudaStreamWaitEvent(stream_, slots_[slot].ready, 0), "wait gather");
-  return {static_cast<const bf16*>(slots_[slot].buf), nullptr, plan_->units()[unit].range.begin};
+  View v;
+  v.p = static_cast<const bf16*>(slots_[slot].buf);
+  v.base = plan_->units()[unit].range.begin;
+  return v;
 }
 
 void LlamaCuda::release(int slot) {
@@ -386,7 +477,9 @@ void LlamaCuda::grad_begin(View& w, int unit, int slot) {
   Slot& g = grad_slots_[slot];
   check(cudaStreamWaitEvent(stream_, g.free, 0), "wait grad slot");
   check(cudaMemsetAsync(g.buf, 0, plan_->shard_len(unit) * opts_.world * sizeof(float), stream_), "zero");
-  w.g = static_cast<float*>(g.buf);
+  w.g = g.buf;
+  w.g_bf16 = false;
+  w.accumulate = true;
   w.base = plan_->units()[unit].range.begin;
 }
 
@@ -395,7 +488,7 @@ void LlamaCuda::grad_end(int unit, int slot) {
 #if defined(INTELLECT_HAVE_NCCL)
   Slot& g = grad_slots_[slot];
   const size_t n = plan_->shard_len(unit);
-  float* shard = grads_ + plan_->local_offset(unit);
+  float* shard = static_cast<float*>(grads_) + plan_->local_offset(unit);
   check(cudaEventRecord(g.ready, stream_), "grad event");
   check(cudaStreamWaitEvent(comm_stream_, g.ready, 0), "wait grad");
   if (opts_.reduce_bf16) {
@@ -456,6 +549,17 @@ void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing
   blas_->forward(proj_, a.act, w.param(o.w_down), N, D, F);  // added by the next fused norm
 }
 
+// Op-level recomputation: the second norm and SwiGLU's output, from the
+// mid-block residual and gate|up the block kept (the first norm is redone
+// later, in backward_block, into the buffer the second one frees).
+void LlamaCuda::recompute_ops(int l, const Block& a, int64_t B, const View& w) {
+  const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
+  const BlockOffsets& o = layout_.block(l);
+  cuda::residual_rmsnorm_forward(nullptr, a.norm2, a.rstd2, a.resid_mid, nullptr, w.param(o.mlp_norm), N, D,
+                                 static_cast<float>(cfg_.norm_eps), stream_);
+  cuda::swiglu_forward(a.act, a.gate_up, N, F, stream_);
+}
+
 void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const View& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const BlockOffsets& o = layout_.block(l);
@@ -468,6 +572,12 @@ void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const View& w) 
   attention_backward(a, B);
   cuda::rope_apply(dqkv_, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
                    rope_cos_, rope_sin_, true, stream_);
+  if (a.level != Recompute::none) {
+    // norm1 shares its buffer with norm2 (written after it, in the forward
+    // pass or its recomputation), which is no longer needed.
+    cuda::residual_rmsnorm_forward(nullptr, a.norm1, a.rstd1, resid_[l], nullptr, w.param(o.attn_norm), N, D,
+                                   static_cast<float>(cfg_.norm_eps), stream_);
+  }
   blas_->backward(dnorm_, w.grad(o.wqkv), dqkv_, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
   cuda::rmsnorm_backward(dresid_, w.grad(o.attn_norm), norm_scratch_, dnorm_, resid_[l], w.param(o.attn_norm),
                          a.rstd1, N, D, true, stream_);
@@ -492,7 +602,7 @@ void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool bac
       check(cudaStreamSynchronize(stream_), "logits");
     }
     if (backward)
-      blas_->backward(dnorm_ + r0 * D, w.grad(layout_.lm_head()), logits_, norm_f_ + r0 * D,
+      blas_->backward(dnorm_ + r0 * D, w.grad(layout_.lm_head(), r0 == 0), logits_, norm_f_ + r0 * D,
                       w.param(layout_.lm_head()), rows, V, D);
   }
   cuda::accumulate_loss(loss_dev_, row_ce_, row_z_, targets_, N, stream_);
@@ -534,7 +644,9 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   prefetch(unit(0), slot(0));
   if (L > 1) prefetch(unit(1), slot(1));
   const View ew = acquire(0, kBigSlot);
+  mark(kEmbedFwd);
   cuda::embedding_forward(resid_[0], tokens_, ew.param(layout_.embed()), N, D, stream_);
+  mark(kBlocksFwd);
   release(kBigSlot);
   prefetch(head, kBigSlot);
   for (int l = 0; l < L; ++l) {
@@ -543,6 +655,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
     release(slot(l));
     if (l + 2 < L) prefetch(unit(l + 2), slot(l));
   }
+  mark(kHead);
   View hw = acquire(head, kBigSlot);
   if (backward) grad_begin(hw, head, kBigSlot);
   cuda::residual_rmsnorm_forward(resid_[L], norm_f_, rstd_f_, blocks_[L - 1].resid_mid, proj_,
@@ -558,20 +671,50 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
                          hw.param(layout_.final_norm()), rstd_f_, N, D, false, stream_);
   release(kBigSlot);
   grad_end(head, kBigSlot);
+  mark(kBlocksBwd);
   for (int l = L - 1; l >= 0; --l) {
     View w = acquire(unit(l), slot(l));  // the last two are still resident from the forward pass
     grad_begin(w, unit(l), slot(l));
-    if (opts_.recompute[l]) forward_block(l, blocks_[l], B, true, w);  // from its stored input
-    backward_block(l, blocks_[l], B, w);
+    const Block& a = blocks_[l];
+    if (a.level == Recompute::full) forward_block(l, a, B, true, w);  // from its stored input
+    if (a.level == Recompute::ops) recompute_ops(l, a, B, w);
+    backward_block(l, a, B, w);
     release(slot(l));
     grad_end(unit(l), slot(l));
     if (l - 2 >= 0) prefetch(unit(l - 2), slot(l));
   }
-  View eg = plan_ ? View{} : View{params_, grads_, 0};
+  mark(kEmbedBwd);
+  View eg = plan_ ? View{} : whole();
   grad_begin(eg, 0, kBigSlot);
-  cuda::embedding_backward(eg.grad(layout_.embed()), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
+  // Always added to: zero_grads() zeroed it, or (tied) the head's GEMM wrote it.
+  cuda::embedding_backward(eg.grad(layout_.embed(), false), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
                            n_buckets_, D, stream_);
   grad_end(0, kBigSlot);
+  mark(kOptimizer);
+  grads_zero_ = false;
+}
+
+void LlamaCuda::set_phase_timing(bool on) {
+  if (on && !phase_ev_[0])
+    for (cudaEvent_t& e : phase_ev_) check(cudaEventCreate(&e), "event");
+  phase_timing_ = on;
+}
+
+void LlamaCuda::mark(int boundary) {
+  if (phase_timing_) check(cudaEventRecord(phase_ev_[boundary], stream_), "phase event");
+}
+
+std::vector<float> LlamaCuda::phase_ms() const {
+  std::vector<float> ms(kPhases, 0.0f);
+  if (!phase_ev_[0]) return ms;
+  for (int p = 0; p < kPhases; ++p) check(cudaEventElapsedTime(&ms[p], phase_ev_[p], phase_ev_[p + 1]), "phase");
+  return ms;
+}
+
+const char* LlamaCuda::phase_name(int p) {
+  static const char* names[kPhases] = {"embedding fwd", "blocks fwd", "final norm + classifier fwd/bwd",
+                                       "blocks bwd", "embedding bwd", "optimizer"};
+  return p >= 0 && p < kPhases ? names[p] : "?";
 }
 
 cpu::LossSums LlamaCuda::take_loss() {
@@ -594,12 +737,14 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
                              static_cast<float>(beta2), static_cast<float>(eps),
                              static_cast<float>(weight_decay), step,
                              static_cast<float>(grad_clip), seed};
+  materialize_zero_grads();
   const float* global_ss = nullptr;
   if (plan_) {
     // The clip needs the norm over every shard: Σg² here, summed over the node.
 #if defined(INTELLECT_HAVE_NCCL)
     wait_for_comm();
-    cuda::grad_sum_squares(grads_, static_cast<int64_t>(local_n_), sum_squares_, adam_scratch_, stream_);
+    cuda::grad_sum_squares(grads_, opts_.grads_bf16, static_cast<int64_t>(local_n_), sum_squares_, adam_scratch_,
+                           stream_);
     // On the comm stream: NCCL calls of one communicator stay in one stream's order.
     check(cudaEventRecord(compute_done_, stream_), "event");
     check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
@@ -608,7 +753,7 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
     global_ss = sum_squares_;
 #endif
   }
-  cuda::adamw_step(params_, master_, grads_, m_, v_, opts_.optim_state_bf16, static_cast<int64_t>(local_n_),
+  cuda::adamw_step(params_, master_, grads_, opts_.grads_bf16, m_, v_, opts_.optim_state_bf16, static_cast<int64_t>(local_n_),
                    ranges, args, norm_dev_, adam_scratch_, stream_, global_ss);
   if (plan_) {
     // The next gathers read the updated shards.
@@ -616,6 +761,7 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
     check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
     invalidate_gathered();
   }
+  mark(kPhases);
   check(cudaMemcpyAsync(norm_host_, norm_dev_, sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
   CudaStepStats st;
   st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too

@@ -1,7 +1,8 @@
 // The Llama-3 model on the CUDA backend: bf16 parameters and activations,
-// fp32 accumulation, fp32 gradients, AdamW state in fp32 or bf16, optional
-// fp32 master weights, per-block activation recomputation. Same flat layout
-// and same op sequence as LlamaCpu, which is its oracle.
+// fp32 accumulation, fp32 or bf16 gradients, AdamW state in fp32 or bf16,
+// optional fp32 master weights, per-block recomputation at three levels
+// (model/memory_plan.h), planned from the GPU's free memory by default. Same
+// flat layout and same op sequence as LlamaCpu, which is its oracle.
 //
 // All device memory is allocated in the constructor: a training step makes no
 // allocations, and the only host synchronisation is reading the step's loss
@@ -17,6 +18,7 @@
 #include "kernels/cuda_types.h"
 #include "model/config.h"
 #include "model/layout.h"
+#include "model/memory_plan.h"
 #include "dist/shard_plan.h"
 
 namespace intellect {
@@ -29,7 +31,9 @@ class CudnnAttention;
 struct CudaOptions {
   bool master_weights = true;
   bool optim_state_bf16 = false;
-  std::vector<bool> recompute;       // per block; empty = none
+  RecomputeSpec recompute;           // automatic, or one level per block
+  size_t memory_limit = 0;           // plan as if the GPU had this many bytes (0 = all of it)
+  bool grads_bf16 = false;           // the flat gradient buffer (one GPU only; FSDP shards are fp32)
   std::string attention = "auto";    // auto | cudnn | fallback
   bool decay_norms_and_embeddings = false;
   // FSDP: this replica is rank `rank` of the `world` GPUs of one node and
@@ -55,6 +59,7 @@ class LlamaCuda {
   LlamaCuda& operator=(const LlamaCuda&) = delete;
 
   const ParamLayout& layout() const { return layout_; }
+  const MemoryPlan& memory_plan() const { return mem_plan_; }
   const ModelConfig& config() const { return cfg_; }
   std::string attention_impl() const;
 
@@ -83,22 +88,41 @@ class LlamaCuda {
   cpu::LossSums take_loss();
 
   cudaStream_t stream() const { return stream_; }
+
+  // Where a step's time goes (for bench_step): with timing on, events mark
+  // the phases of each forward_backward and optimizer_step on the compute
+  // stream; phase_ms() reads the last step's (after its synchronisation).
+  enum Phase { kEmbedFwd, kBlocksFwd, kHead, kBlocksBwd, kEmbedBwd, kOptimizer, kPhases };
+  void set_phase_timing(bool on);
+  std::vector<float> phase_ms() const;  // kPhases entries: milliseconds of each phase
+  static const char* phase_name(int p);
   size_t device_bytes() const { return allocated_; }
 
  private:
+  // One block's activations. Depending on its recompute level some point
+  // into shared buffers that are rewritten by the recomputation.
   struct Block {
     cuda::bf16 *norm1, *qkv, *att, *resid_mid, *norm2, *gate_up, *act;
     float *rstd1, *rstd2, *lse;
+    Recompute level = Recompute::none;
   };
   // Where one flat unit's weights and gradients are: the whole flat buffers
   // (base 0), or FSDP's gathered copy of one unit (base = the unit's first
   // flat offset). Offsets from ParamLayout index through it either way.
+  // `accumulate` is false only for the first micro-batch after zero_grads()
+  // on one GPU: its gradients overwrite instead of adding to zeros.
   struct View {
     const cuda::bf16* p = nullptr;
-    float* g = nullptr;
+    void* g = nullptr;
+    bool g_bf16 = false;
+    bool accumulate = true;
     size_t base = 0;
     const cuda::bf16* param(size_t off) const { return p + (off - base); }
-    float* grad(size_t off) const { return g + (off - base); }
+    cuda::GradOut grad(size_t off, bool first_write = true) const {
+      const size_t i = off - base;
+      return {g_bf16 ? static_cast<void*>(static_cast<cuda::bf16*>(g) + i) : static_cast<void*>(static_cast<float*>(g) + i),
+              g_bf16, accumulate || !first_write};
+    }
   };
   // FSDP buffers: two for blocks (one in use, one being gathered), one for
   // the embedding or the head.
@@ -110,7 +134,10 @@ class LlamaCuda {
   };
   template <class T>
   T* alloc(size_t count);
+  void allocate_activations(int64_t max_batch, int64_t seq_len);
+  View whole() const;  // the unsharded buffers
   void forward_block(int l, const Block& a, int64_t B, bool recomputing, const View& w);
+  void recompute_ops(int l, const Block& a, int64_t B, const View& w);  // norm2 and SwiGLU's output
   void backward_block(int l, const Block& a, int64_t B, const View& w);
   void classifier(int64_t B, float z_weight, float grad_scale, bool backward, float* logits_host,
                   const View& w);
@@ -122,6 +149,7 @@ class LlamaCuda {
   void grad_end(int unit, int slot);  // reduce-scatter it and add into this rank's shard
   void wait_for_comm();               // compute stream waits for everything issued on comm
   void invalidate_gathered();         // the shards changed: gathered copies are stale
+  void materialize_zero_grads();
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
 
@@ -129,6 +157,7 @@ class LlamaCuda {
   CudaOptions opts_;
   ParamLayout layout_;
   std::unique_ptr<ShardPlan> plan_;      // world > 1
+  MemoryPlan mem_plan_;
   std::vector<ShardPiece> pieces_;       // what this rank owns (one piece unsharded)
   size_t local_n_ = 0;                   // elements in params_, grads_, m_, v_
   cudaStream_t comm_stream_ = nullptr;
@@ -146,7 +175,8 @@ class LlamaCuda {
   // parameters and optimizer state (flat)
   cuda::bf16* params_ = nullptr;
   float* master_ = nullptr;
-  float* grads_ = nullptr;
+  void* grads_ = nullptr;          // fp32, or bf16 with opts_.grads_bf16
+  bool grads_zero_ = false;        // zero_grads() was called and no backward has written since
   void *m_ = nullptr, *v_ = nullptr;
   int64_t* decay_bounds_ = nullptr;
   uint8_t* decay_flags_ = nullptr;
@@ -158,7 +188,7 @@ class LlamaCuda {
   // activations
   std::vector<cuda::bf16*> resid_;  // L+1 residual streams
   std::vector<Block> blocks_;       // recomputed blocks share one Block
-  Block shared_block_{};
+  Block shared_block_{};             // buffers that recomputed blocks share
   cuda::bf16 *norm_f_ = nullptr, *proj_ = nullptr, *logits_ = nullptr;
   float *rstd_f_ = nullptr, *row_ce_ = nullptr, *row_z_ = nullptr, *logits_f32_ = nullptr;
   float *rope_cos_ = nullptr, *rope_sin_ = nullptr;
@@ -179,6 +209,9 @@ class LlamaCuda {
   double* loss_host_ = nullptr;  // pinned
   float* norm_host_ = nullptr;   // pinned
 
+  void mark(int boundary);  // records phase boundary `boundary` (0..kPhases) when timing
+  bool phase_timing_ = false;
+  cudaEvent_t phase_ev_[kPhases + 1] = {};
   std::unique_ptr<cuda::Blas> blas_;
   std::unique_ptr<cuda::CudnnAttention> cudnn_attn_;
   int64_t cudnn_batch_ = -1;

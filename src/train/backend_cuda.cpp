@@ -17,8 +17,10 @@ class CudaBackend final : public Backend {
   std::string describe() const override {
     return str("cuda: ", cuda::describe_device(0), ", bf16, ",
                cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
-               ", AdamW state ", cfg_.precision.optim_state_dtype, ", attention: ", model_.attention_impl(),
-               ", ", model_.device_bytes() / double(1 << 30), " GiB allocated");
+               ", AdamW state ", cfg_.precision.optim_state_dtype, ", gradients ",
+               cuda_options(cfg_).grads_bf16 ? "bf16" : "fp32", ", attention: ", model_.attention_impl(),
+               ", ", model_.device_bytes() / double(1 << 30), " GiB allocated; recompute plan: ",
+               model_.memory_plan().describe());
   }
   const ParamLayout& layout() const override { return model_.layout(); }
   void set_params(const float* host) override { model_.upload_params(host); }
@@ -58,11 +60,23 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
+bool use_bf16_grads(const Config& cfg) {
+  const std::string& d = cfg.precision.grad_dtype;
+  if (d == "bf16" && cfg.train.gpus != 1)
+    fail(cfg.source, ": precision.grad_dtype \"bf16\" is for one GPU (train.gpus is ", cfg.train.gpus,
+         "): FSDP accumulates each GPU's gradient shard in fp32; use \"auto\" or \"fp32\"");
+  if (d != "auto") return d == "bf16";
+  const int64_t micro_batches = (cfg.train.batch_size + cfg.train.micro_batch_size - 1) / cfg.train.micro_batch_size;
+  return cfg.train.gpus == 1 && micro_batches == 1;
+}
+
 CudaOptions cuda_options(const Config& cfg) {
   CudaOptions o;
   o.master_weights = cfg.precision.master_weights;
   o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
   o.recompute = cfg.train.recompute;
+  o.memory_limit = static_cast<size_t>(cfg.train.memory_limit_gib * double(size_t(1) << 30));
+  o.grads_bf16 = use_bf16_grads(cfg);
   o.attention = cfg.train.attention;
   o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
   o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";

@@ -11,6 +11,8 @@ namespace intellect {
 
 // The model options a config asks for (one GPU; FSDP adds rank and world).
 CudaOptions cuda_options(const Config& cfg);
+// precision.grad_dtype resolved ("auto": bf16 when one GPU takes a step in one micro-batch).
+bool use_bf16_grads(const Config& cfg);
 // train.gpus resolved: 0 means every visible GPU; more than are visible fails.
 int resolve_gpu_count(const Config& cfg);
 

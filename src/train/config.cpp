@@ -90,24 +90,32 @@ Config parse_config(const json& doc, const std::string& source) {
     if (t.gpus != 1 && t.device != "cuda")
       r.error("gpus", str("sharding over several GPUs needs train.device \"cuda\", got gpus=", t.gpus,
                           " with device \"", t.device, "\""));
-    // recompute: "none", "all", or a list of block indices.
-    t.recompute.assign(c.model.n_layers, false);
-    if (r.has("recompute")) {
-      const json v = r.get_json("recompute");
-      if (v.is_string()) {
-        const std::string mode = r.get_string("recompute", "none", {"none", "all"});
-        if (mode == "all") t.recompute.assign(c.model.n_layers, true);
-      } else if (v.is_array()) {
-        for (const json& e : v) {
-          if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= c.model.n_layers)
-            r.error("recompute", str("block indices must be integers in [0, ", c.model.n_layers,
-                                     "), got ", e.dump()));
-          t.recompute[e.get<int64_t>()] = true;
-        }
-      } else {
-        r.error("recompute", str("expected \"none\", \"all\" or a list of block indices, got ", v.dump()));
+    // recompute: "auto", "none", "ops", "all", or a list of blocks to recompute fully.
+    t.recompute = RecomputeSpec{};
+    const json v = r.has("recompute") ? r.get_json("recompute") : json("auto");
+    const auto all = [&](Recompute level) {
+      t.recompute.automatic = false;
+      t.recompute.blocks.assign(c.model.n_layers, level);
+    };
+    if (v.is_string()) {
+      const std::string mode = r.has("recompute") ? r.get_string("recompute", "auto", {"auto", "none", "ops", "all"})
+                                                  : std::string("auto");
+      if (mode == "none") all(Recompute::none);
+      if (mode == "ops") all(Recompute::ops);
+      if (mode == "all") all(Recompute::full);
+    } else if (v.is_array()) {
+      all(Recompute::none);
+      for (const json& e : v) {
+        if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() >= c.model.n_layers)
+          r.error("recompute", str("block indices must be integers in [0, ", c.model.n_layers,
+                                   "), got ", e.dump()));
+        t.recompute.blocks[e.get<int64_t>()] = Recompute::full;
       }
+    } else {
+      r.error("recompute", str("expected \"auto\", \"none\", \"ops\", \"all\" or a list of block indices, got ",
+                               v.dump()));
     }
+    t.memory_limit_gib = r.get_double("memory_limit_gib", 0.0, 0.0, 1e6);
     t.out_dir = r.get_string("out_dir", "runs/default");
     t.metrics_file = r.get_string("metrics_file", "");
     if (t.out_dir.empty()) r.error("out_dir", "must not be empty");
@@ -164,6 +172,7 @@ Config parse_config(const json& doc, const std::string& source) {
     c.precision.master_weights = r.get_bool("master_weights", true);
     c.precision.optim_state_dtype = r.get_string("optim_state_dtype", "fp32", {"fp32", "bf16"});
     c.precision.grad_reduce_dtype = r.get_string("grad_reduce_dtype", "fp32", {"fp32", "bf16"});
+    c.precision.grad_dtype = r.get_string("grad_dtype", "auto", {"auto", "fp32", "bf16"});
     r.finish();
   }
   {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
+#include "model/memory_plan.h"
 
 namespace intellect {
 
@@ -40,7 +41,12 @@ struct TrainConfig {
   int64_t log_every = 1;
   int64_t eval_every = 0;       // 0 = only at the end (when data.val is set)
   int64_t eval_batches = 4;
-  std::vector<bool> recompute;  // per block: recompute activations in backward (empty = none)
+  // What each block keeps for backward (model/memory_plan.h): "auto" (the
+  // least recomputation that fits the GPU's memory, printed at start), "none",
+  // "ops" (recompute norms and SwiGLU), "all" (full), or a list of blocks to
+  // recompute fully.
+  RecomputeSpec recompute;
+  double memory_limit_gib = 0;  // plan "auto" as if the GPU had this much (0 = all of it)
   std::string attention = "auto";  // CUDA attention: auto | cudnn | fallback
   // GPUs of this node, sharded FSDP-style over NCCL (0 = every visible GPU).
   // Each step's micro-batches are dealt out to the GPUs, so the global batch
@@ -56,6 +62,10 @@ struct PrecisionConfig {
   bool master_weights = true;             // fp32 master copy; off = bf16 weights, stochastic rounding
   std::string optim_state_dtype = "fp32"; // fp32 | bf16 (AdamW m and v)
   std::string grad_reduce_dtype = "fp32"; // FSDP gradient reduce-scatter: fp32 | bf16 (half the bytes)
+  // The flat gradient buffer on one GPU: fp32 | bf16 | auto (bf16 when a step
+  // is one micro-batch, so each gradient is one fp32-accumulated GEMM result
+  // rounded once; fp32 when micro-batches accumulate).
+  std::string grad_dtype = "auto";
 };
 
 // One dataset of a mixture. In the config either a string (the path; one

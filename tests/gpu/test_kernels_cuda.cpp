@@ -47,11 +47,19 @@ TEST(CudaKernels, Embedding) {
     auto init = randn(V * D, 4);
     DeviceBuffer<float> d_dt(V * D);
     d_dt.upload(init);
-    cuda::embedding_backward(d_dt.get(), d_g.get(), pos.get(), starts.get(), btok.get(),
+    cuda::embedding_backward({d_dt.get(), false, true}, d_g.get(), pos.get(), starts.get(), btok.get(),
                              static_cast<int64_t>(b.tokens.size()), D, nullptr);
     std::vector<float> dref = init;
     cpu::embedding_backward(dref.data(), g.data(), tok.data(), N, D);
     EXPECT_LT(rel_error(d_dt.download(), dref), 1e-5);
+    // A bf16 table (precision.grad_dtype bf16): summed in fp32, rounded once per row.
+    DeviceBuffer<bf16> d_dt16(V * D);
+    d_dt16.upload(to_bf16(init));
+    cuda::embedding_backward({d_dt16.get(), true, true}, d_g.get(), pos.get(), starts.get(), btok.get(),
+                             static_cast<int64_t>(b.tokens.size()), D, nullptr);
+    std::vector<float> dref16 = round_bf16(init);
+    cpu::embedding_backward(dref16.data(), g.data(), tok.data(), N, D);
+    EXPECT_LT(rel_error(to_f32(d_dt16.download()), dref16), kBf16Tol);
   }
 }
 
@@ -94,8 +102,8 @@ TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
     // drstd holds rstd of `a` from the second forward: redo the first.
     cuda::residual_rmsnorm_forward(dsum.get(), dnorm.get(), drstd.get(), da.get(), db.get(), dw.get(), N, D,
                                    eps, nullptr);
-    cuda::rmsnorm_backward(ddx.get(), ddw.get(), scratch.get(), dg.get(), dsum.get(), dw.get(), drstd.get(), N,
-                           D, true, nullptr);
+    cuda::rmsnorm_backward(ddx.get(), {ddw.get(), false, true}, scratch.get(), dg.get(), dsum.get(), dw.get(),
+                           drstd.get(), N, D, true, nullptr);
     std::vector<float> rdx = dx0, rdw = dw0;
     cpu::rmsnorm_backward(rdx.data(), rdw.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, true);
     EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
@@ -103,12 +111,21 @@ TEST(CudaKernels, ResidualRmsnormForwardAndBackward) {
     // backward, writing a fresh gradient (the output poisoned first)
     DeviceBuffer<bf16> ddx2(N * D);
     ddx2.upload(std::vector<bf16>(N * D, __float2bfloat16(NAN)));
-    cuda::rmsnorm_backward(ddx2.get(), ddw.get(), scratch.get(), dg.get(), dsum.get(), dw.get(), drstd.get(), N,
-                           D, false, nullptr);
+    cuda::rmsnorm_backward(ddx2.get(), {ddw.get(), false, true}, scratch.get(), dg.get(), dsum.get(), dw.get(),
+                           drstd.get(), N, D, false, nullptr);
     std::vector<float> rdx2(N * D, 0.0f);
     cpu::rmsnorm_backward(rdx2.data(), rdw.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, false);
     EXPECT_LT(rel_error(to_f32(ddx2.download()), rdx2), kBf16Tol);
     EXPECT_LT(rel_error(ddw.download(), rdw), 1e-3);
+    // a bf16 weight gradient overwritten (poisoned first), as the first
+    // micro-batch after zero_grads() writes it
+    DeviceBuffer<bf16> ddw16(D);
+    ddw16.upload(std::vector<bf16>(D, __float2bfloat16(NAN)));
+    cuda::rmsnorm_backward(ddx2.get(), {ddw16.get(), true, false}, scratch.get(), dg.get(), dsum.get(), dw.get(),
+                           drstd.get(), N, D, false, nullptr);
+    std::vector<float> rdw16(D, 0.0f);
+    cpu::rmsnorm_backward(rdx2.data(), rdw16.data(), g.data(), sum.data(), w.data(), rstd.data(), N, D, false);
+    EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw16), kBf16Tol);
   }
 }
 
@@ -223,7 +240,8 @@ TEST_P(CudaAdamW, MatchesCpuWithClipping) {
   const float lr = master ? 1e-3f : 1e-2f;
   for (int64_t step = 1; step <= steps; ++step) {
     const cuda::AdamWArgs a{lr, 0.9f, 0.95f, 1e-8f, 0.1f, step, max_norm, 42};
-    cuda::adamw_step(dp.get(), master ? dmaster.get() : nullptr, dg.get(), state_bf16 ? (void*)m16.get() : m32.get(),
+    cuda::adamw_step(dp.get(), master ? dmaster.get() : nullptr, dg.get(), false,
+                     state_bf16 ? (void*)m16.get() : m32.get(),
                      state_bf16 ? (void*)v16.get() : v32.get(), state_bf16, n, ranges, a, norm.get(), scratch.get(),
                      nullptr);
     const float clip = static_cast<float>(max_norm / (gnorm + 1e-6));
@@ -263,6 +281,40 @@ TEST_P(CudaAdamW, MatchesCpuWithClipping) {
 INSTANTIATE_TEST_SUITE_P(Precision, CudaAdamW,
                          ::testing::Values(std::pair{true, false}, std::pair{true, true},
                                            std::pair{false, false}));
+
+// bf16 gradients (precision.grad_dtype bf16) are widened to fp32 as they are
+// read: the same values as fp32 gradients give the same update, bit for bit,
+// and the same norm.
+TEST(CudaKernels, AdamWReadsBf16GradientsAsTheirFp32Values) {
+  REQUIRE_GPU();
+  const int64_t n = 50001;
+  const auto p = randn_bf16(n, 31), g = randn_bf16(n, 32, 2.0f);
+  std::vector<int64_t> bounds = {0, 77, n};
+  std::vector<uint8_t> flags = {0, 1};
+  DeviceBuffer<int64_t> dbounds(3);
+  DeviceBuffer<uint8_t> dflags(2);
+  dbounds.upload(bounds);
+  dflags.upload(flags);
+  const cuda::DecayRanges ranges{dbounds.get(), dflags.get(), 2};
+  std::vector<std::vector<float>> params, norms;
+  for (const bool gb : {false, true}) {
+    DeviceBuffer<bf16> dp(n), m(n), v(n), g16(n);
+    DeviceBuffer<float> g32(n), norm(1), scratch(cuda::adamw_scratch_floats());
+    dp.upload(to_bf16(p));
+    g16.upload(to_bf16(g));
+    g32.upload(g);
+    cudaMemset(m.get(), 0, n * 2);
+    cudaMemset(v.get(), 0, n * 2);
+    for (int64_t step = 1; step <= 2; ++step)
+      cuda::adamw_step(dp.get(), nullptr, gb ? (const void*)g16.get() : (const void*)g32.get(), gb, m.get(), v.get(),
+                       true, n, ranges, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 10.0f, 7}, norm.get(),
+                       scratch.get(), nullptr);
+    params.push_back(to_f32(dp.download()));
+    norms.push_back(norm.download());
+  }
+  EXPECT_EQ(rel_error(params[1], params[0]), 0.0);
+  EXPECT_EQ(norms[1][0], norms[0][0]);
+}
 
 struct AttnCase {
   int64_t B, T, H, KV, hd;
@@ -329,13 +381,23 @@ TEST(CudaKernels, Matmul) {
     std::vector<float> dw0(N * K, 0.25f);
     ddw.upload(dw0);
     blas.forward(dy.get(), dx.get(), dw.get(), M, N, K);
-    blas.backward(ddx.get(), ddw.get(), dg.get(), dx.get(), dw.get(), M, N, K);
+    blas.backward(ddx.get(), {ddw.get(), false, true}, dg.get(), dx.get(), dw.get(), M, N, K);
     std::vector<float> y(M * N), rdx(M * K), rdw = dw0;
     cpu::matmul_forward(y.data(), x.data(), w.data(), M, N, K);
     cpu::matmul_backward(rdx.data(), rdw.data(), g.data(), x.data(), w.data(), M, N, K);
     EXPECT_LT(rel_error(to_f32(dy.download()), y), kBf16Tol);
     EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
     EXPECT_LT(rel_error(ddw.download(), rdw), 1e-4);
+    // bf16 weight gradient: overwritten (poisoned first), then accumulated into
+    DeviceBuffer<bf16> ddw16(N * K);
+    ddw16.upload(std::vector<bf16>(N * K, __float2bfloat16(NAN)));
+    blas.backward(nullptr, {ddw16.get(), true, false}, dg.get(), dx.get(), dw.get(), M, N, K);
+    std::vector<float> rdw1(N * K, 0.0f);
+    cpu::matmul_backward(nullptr, rdw1.data(), g.data(), x.data(), w.data(), M, N, K);
+    EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw1), kBf16Tol);
+    blas.backward(nullptr, {ddw16.get(), true, true}, dg.get(), dx.get(), dw.get(), M, N, K);
+    for (float& v : rdw1) v *= 2;
+    EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw1), kBf16Tol);
   }
 }
 

@@ -1,6 +1,7 @@
 // The CUDA model against the CPU oracle: logits and every gradient of a small
 // model, recomputation, the HF fixture through intellect_forward --device cuda,
 // and GPU training following the CPU loss curve.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -32,7 +33,7 @@ Config small_model(const std::string& device) {
   c.model.max_seq_len = 64;
   c.model.init_std = 0.1;
   c.train.device = device;
-  c.train.recompute.assign(2, false);
+  c.train.recompute = {false, {Recompute::none, Recompute::none}};
   return c;
 }
 
@@ -85,14 +86,106 @@ TEST(CudaModel, RecomputationGivesTheSameGradients) {
   REQUIRE_GPU();
   Config c = small_model("cuda");
   c.train.attention = "fallback";  // deterministic, so the match is exact
-  const Outputs plain = run_once(c, 2, 40);
-  c.train.recompute = {true, false};
-  const Outputs some = run_once(c, 2, 40);
-  c.train.recompute = {true, true};
-  const Outputs all = run_once(c, 2, 40);
-  EXPECT_EQ(rel_error(some.grads, plain.grads), 0.0);
-  EXPECT_EQ(rel_error(all.grads, plain.grads), 0.0);
-  EXPECT_EQ(rel_error(all.logits, plain.logits), 0.0);
+  for (const char* grads : {"fp32", "bf16"}) {
+    SCOPED_TRACE(grads);
+    c.precision.grad_dtype = grads;
+    c.train.recompute = {false, {Recompute::none, Recompute::none}};
+    const Outputs plain = run_once(c, 2, 40);
+    using R = Recompute;
+    for (const std::vector<R>& levels : std::vector<std::vector<R>>{
+             {R::full, R::none}, {R::full, R::full}, {R::ops, R::ops}, {R::ops, R::none}, {R::full, R::ops},
+             {R::ops, R::full}}) {
+      SCOPED_TRACE(::testing::Message() << recompute_name(levels[0]) << ", " << recompute_name(levels[1]));
+      c.train.recompute = {false, levels};
+      const Outputs o = run_once(c, 2, 40);
+      EXPECT_EQ(rel_error(o.grads, plain.grads), 0.0);
+      EXPECT_EQ(rel_error(o.logits, plain.logits), 0.0);
+    }
+  }
+}
+
+// The first backward after zero_grads() overwrites the gradient buffer
+// instead of adding to zeros: a second step's gradients must not contain the
+// first's, and two micro-batches must add up.
+TEST(CudaModel, GradientsStartFreshAfterZeroGradsAndAccumulateAfter) {
+  REQUIRE_GPU();
+  for (const char* grads : {"fp32", "bf16"}) {
+    for (bool tied : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << grads << (tied ? ", tied" : ", untied"));
+      Config c = small_model("cuda");
+      c.train.attention = "fallback";
+      c.model.tie_embeddings = tied;
+      c.precision.grad_dtype = grads;
+      const int64_t B = 2, T = 32;
+      auto backend = make_backend(c, B, T);
+      std::vector<float> p(backend->layout().total());
+      init_params(p.data(), backend->layout(), c.model, 5);
+      backend->set_params(p.data());
+      std::vector<int32_t> x(B * T), y(B * T), x2(B * T);
+      for (int64_t i = 0; i < B * T; ++i) {
+        x[i] = static_cast<int32_t>(hash_u64(6, i) % c.model.vocab_size);
+        x2[i] = static_cast<int32_t>(hash_u64(8, i) % c.model.vocab_size);
+        y[i] = static_cast<int32_t>(hash_u64(7, i) % c.model.vocab_size);
+      }
+      auto grads_of = [&](const std::vector<const std::vector<int32_t>*>& batches) {
+        backend->zero_grads();
+        for (const auto* b : batches) backend->run(b->data(), y.data(), B, 0.0f, 1.0f / (B * T), true, nullptr);
+        backend->take_loss();
+        std::vector<float> g(p.size());
+        backend->get_grads(g.data());
+        return g;
+      };
+      const std::vector<float> one = grads_of({&x}), other = grads_of({&x2});
+      const std::vector<float> again = grads_of({&x});
+      EXPECT_EQ(rel_error(again, one), 0.0);
+      const std::vector<float> both = grads_of({&x, &x2});
+      std::vector<float> sum(p.size());
+      for (size_t i = 0; i < p.size(); ++i) sum[i] = one[i] + other[i];
+      EXPECT_LT(rel_error(both, sum), std::string(grads) == "bf16" ? 1e-2 : 1e-5);
+      // No backward since zero_grads(): the gradients read as zeros.
+      backend->zero_grads();
+      std::vector<float> none(p.size(), 1.0f);
+      backend->get_grads(none.data());
+      EXPECT_EQ(*std::max_element(none.begin(), none.end()), 0.0f);
+      EXPECT_EQ(*std::min_element(none.begin(), none.end()), 0.0f);
+    }
+  }
+}
+
+// bf16 gradients against fp32 ones, on one micro-batch: each is the same
+// fp32-accumulated GEMM result rounded once, so they agree to bf16 precision.
+TEST(CudaModel, Bf16GradientsMatchFp32Gradients) {
+  REQUIRE_GPU();
+  Config c = small_model("cuda");
+  c.precision.grad_dtype = "fp32";
+  const Outputs f32 = run_once(c, 2, 48);
+  c.precision.grad_dtype = "bf16";
+  const Outputs b16 = run_once(c, 2, 48);
+  for (const ParamEntry& e : ParamLayout(c.model).entries())
+    EXPECT_LT(rel_error(b16.grads.data() + e.offset, f32.grads.data() + e.offset, e.numel), 8e-3) << e.name;
+}
+
+// The automatic plan keeps everything when memory allows, and a memory limit
+// just above the states forces recomputation; both train to the same result.
+TEST(CudaModel, AutomaticRecomputePlanFollowsTheMemoryLimit) {
+  REQUIRE_GPU();
+  Config c = small_model("cuda");
+  c.train.attention = "fallback";
+  c.train.recompute = RecomputeSpec{};  // auto
+  const Outputs roomy = run_once(c, 2, 40);
+  {
+    auto b = make_backend(c, 2, 40);
+    EXPECT_NE(b->describe().find("2 keep everything"), std::string::npos) << b->describe();
+  }
+  // A limit at what is in use now leaves nothing for activations: every
+  // block is recomputed fully, with the same gradients.
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  c.train.memory_limit_gib = (total_b - free_b) / double(size_t(1) << 30);
+  auto tight = make_backend(c, 2, 40);
+  EXPECT_NE(tight->describe().find("2 recompute fully"), std::string::npos) << tight->describe();
+  const Outputs small = run_once(c, 2, 40);
+  EXPECT_EQ(rel_error(small.grads, roomy.grads), 0.0);
 }
 
 const std::string kFixture = test::shared_data_dir() + "/fixtures/tiny-llama-hf";
@@ -130,23 +223,35 @@ TEST(CudaTraining, FollowsTheCpuLossCurve) {
   o.docs = 400;
   o.val_docs = 20;
   write_corpus(o);
-  std::vector<double> curves[2];
-  int i = 0;
-  for (const char* device : {"cpu", "cuda"}) {
-    const std::string out = ::testing::TempDir() + "/gpu_run_" + device;
-    train(load_config("", {"train.device=" + std::string(device), "train.steps=60", "train.log_every=1000",
-                           "train.eval_every=0", "data.train=" + dir + "/train_*.bin", "data.val=" + dir + "/val_*.bin",
-                           "train.out_dir=" + out}));
-    curves[i++] = losses(out + "/metrics.jsonl");
+  // The CPU oracle; CUDA with fp32 gradients (tiny.json's two micro-batches
+  // per step); CUDA with one micro-batch of 16 (so bf16 gradients by
+  // default); CUDA with bf16 gradients accumulated over two micro-batches.
+  const std::vector<std::vector<std::string>> runs = {
+      {"train.device=cpu"},
+      {"train.device=cuda"},
+      {"train.device=cuda", "train.micro_batch_size=16"},
+      {"train.device=cuda", "precision.grad_dtype=bf16"}};
+  std::vector<std::vector<double>> curves;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const std::string out = ::testing::TempDir() + "/gpu_run_" + std::to_string(r);
+    std::vector<std::string> args = {"train.steps=60", "train.log_every=1000", "train.eval_every=0",
+                                     "data.train=" + dir + "/train_*.bin", "data.val=" + dir + "/val_*.bin",
+                                     "train.out_dir=" + out};
+    args.insert(args.end(), runs[r].begin(), runs[r].end());
+    train(load_config("", args));
+    curves.push_back(losses(out + "/metrics.jsonl"));
+    ASSERT_EQ(curves.back().size(), 60u);
   }
-  ASSERT_EQ(curves[0].size(), 60u);
-  ASSERT_EQ(curves[1].size(), 60u);
-  double worst = 0;
-  for (size_t s = 0; s < 60; ++s) worst = std::max(worst, std::fabs(curves[0][s] - curves[1][s]));
-  std::printf("tiny config, 60 steps: cpu loss %.4f -> %.4f, cuda loss %.4f -> %.4f, max |diff| %.4f\n",
-              curves[0].front(), curves[0].back(), curves[1].front(), curves[1].back(), worst);
-  EXPECT_LT(worst, 0.1);
-  EXPECT_LT(std::fabs(curves[0].back() - curves[1].back()), 0.05);
+  for (size_t r = 1; r < runs.size(); ++r) {
+    double worst = 0;
+    for (size_t s = 0; s < 60; ++s) worst = std::max(worst, std::fabs(curves[0][s] - curves[r][s]));
+    std::string what;
+    for (const std::string& a : runs[r]) what += " " + a;
+    std::printf("tiny config, 60 steps: cpu loss %.4f -> %.4f,%s: %.4f -> %.4f, max |diff| %.4f\n",
+                curves[0].front(), curves[0].back(), what.c_str(), curves[r].front(), curves[r].back(), worst);
+    EXPECT_LT(worst, 0.1) << what;
+    EXPECT_LT(std::fabs(curves[0].back() - curves[r].back()), 0.05) << what;
+  }
 }
 
 // With deterministic kernels (the fallback attention; cuBLAS GEMMs, our own

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Packs what the lent GPU machine needs into devbin.tgz (git-excluded; name it
+# in the device tool's `carry`): the built binaries, stripped; the shared
+# libraries they load that the device image may lack (cuBLAS, cuDNN and NCCL
+# come from the device's own Python nvidia-* packages instead); the test
+# fixtures and the PyTorch yardstick from ../shared.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${BUILD_DIR:-build}
+rm -rf devbin devbin.tgz
+mkdir -p devbin/lib devbin/shared/data devbin/shared/bench
+bins=(intellect_gpu_tests bench_step intellect_train intellect_forward)
+for b in "${bins[@]}"; do strip -o "devbin/$b" "$build/$b"; done
+for lib in $(ldd "${bins[@]/#/$build/}" | awk '/=> \//{print $3}' | sort -u); do
+  case "$(basename "$lib")" in
+    libcublas*|libcudnn*|libnccl*|libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|libcuda.so*) ;;
+    *) cp -L "$lib" devbin/lib/ ;;
+  esac
+done
+cp -r ../shared/data/fixtures devbin/shared/data/
+cp ../shared/bench/torch_llama_bench.py devbin/shared/bench/
+cp -r scripts/device/*.sh devbin/
+tar czf devbin.tgz devbin
+rm -rf devbin
+ls -l devbin.tgz

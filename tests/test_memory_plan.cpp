@@ -1,0 +1,118 @@
+// The recompute planner (model/memory_plan.h) and train.recompute parsing:
+// pure host arithmetic, so it is checked here, without a GPU.
+#include <gtest/gtest.h>
+
+#include "model/memory_plan.h"
+#include "train/config.h"
+#include "util/error.h"
+
+namespace intellect {
+namespace {
+
+ModelConfig ten_b() {
+  ModelConfig m;
+  m.vocab_size = 128256;
+  m.dim = 4096;
+  m.n_layers = 42;
+  m.n_heads = 32;
+  m.n_kv_heads = 8;
+  m.head_dim = 128;
+  m.ffn_dim = 14336;
+  m.max_seq_len = 8192;
+  return m;
+}
+
+TEST(MemoryPlan, BlockBytesAtTheTenBShapes) {
+  const BlockBytes b = block_activation_bytes(ten_b(), 1, 8192);
+  const size_t N = 8192;
+  // kept: qkv 6144 + attention 4096 + mid residual 4096 + gate|up 28672 columns of bf16, plus stats
+  const size_t kept = N * 2 * (6144 + 4096 + 4096 + 28672) + N * 4 * 2 + 32 * N * 4;
+  EXPECT_EQ(b.ops, kept);
+  EXPECT_EQ(b.none, kept + N * 2 * (2 * 4096 + 14336));
+  EXPECT_EQ(b.shared_ops, N * 2 * (4096 + 14336));
+  EXPECT_EQ(b.shared_full, kept);
+  // Op-level recomputation keeps about two thirds of a block's bytes.
+  EXPECT_NEAR(double(b.ops) / double(b.none), 0.66, 0.01);
+}
+
+TEST(MemoryPlan, ChoosesTheLeastRecomputationThatFits) {
+  const BlockBytes b{100, 60, 45, 60};
+  const int64_t L = 10;
+  bool fits = false;
+  MemoryPlan p = plan_recompute(b, L, 1000, &fits);
+  EXPECT_TRUE(fits);
+  EXPECT_EQ(p.count(Recompute::none), 10);
+  EXPECT_EQ(p.activation_bytes, 1000u);
+
+  // One byte short: op level for as few blocks as needed, the shared 45
+  // bytes included: 8*100 + 2*60 + 45 = 965 (one would be 1005).
+  p = plan_recompute(b, L, 999, &fits);
+  EXPECT_TRUE(fits);
+  EXPECT_EQ(p.count(Recompute::full), 0);
+  EXPECT_EQ(p.count(Recompute::ops), 2);
+  EXPECT_EQ(p.activation_bytes, 965u);
+  // Recomputed blocks come first.
+  EXPECT_EQ(p.blocks[0], Recompute::ops);
+  EXPECT_EQ(p.blocks[1], Recompute::ops);
+  EXPECT_EQ(p.blocks[2], Recompute::none);
+
+  // Every block at op level: 10*60 + 45.
+  p = plan_recompute(b, L, 645, &fits);
+  EXPECT_EQ(p.count(Recompute::ops), 10);
+  EXPECT_EQ(p.activation_bytes, 645u);
+
+  // Below that, full recomputation for the fewest blocks, then the fewest at
+  // op level: one full block costs its shared 60 and saves only 60, so two;
+  // (8-k)*100 + 60k + 45 + 60 <= 644 gives k = 7.
+  p = plan_recompute(b, L, 644, &fits);
+  EXPECT_TRUE(fits);
+  EXPECT_EQ(p.count(Recompute::full), 2);
+  EXPECT_EQ(p.count(Recompute::ops), 7);
+  EXPECT_EQ(p.count(Recompute::none), 1);
+  EXPECT_EQ(p.activation_bytes, 625u);
+
+  // Nothing fits: every block recomputed fully, and said so.
+  p = plan_recompute(b, L, 0, &fits);
+  EXPECT_FALSE(fits);
+  EXPECT_EQ(p.count(Recompute::full), 10);
+  EXPECT_EQ(p.activation_bytes, 105u);
+  EXPECT_NE(p.describe().find("10 recompute fully"), std::string::npos) << p.describe();
+}
+
+TEST(MemoryPlan, FixedPlanCountsSharedBuffersOnce) {
+  const BlockBytes b{100, 60, 45, 60};
+  EXPECT_EQ(fixed_plan(b, {Recompute::none, Recompute::none}).activation_bytes, 200u);
+  EXPECT_EQ(fixed_plan(b, {Recompute::ops, Recompute::ops}).activation_bytes, 165u);
+  EXPECT_EQ(fixed_plan(b, {Recompute::full, Recompute::full}).activation_bytes, 105u);
+  EXPECT_EQ(fixed_plan(b, {Recompute::full, Recompute::ops}).activation_bytes, 165u);
+}
+
+Config with_recompute(const std::string& value) {
+  return load_config("", {"model.n_layers=4", "train.recompute=" + value});
+}
+
+TEST(MemoryPlan, RecomputeConfig) {
+  EXPECT_TRUE(load_config("", {}).train.recompute.automatic);
+  EXPECT_TRUE(with_recompute("auto").train.recompute.automatic);
+  for (auto [value, level] : std::vector<std::pair<std::string, Recompute>>{
+           {"none", Recompute::none}, {"ops", Recompute::ops}, {"all", Recompute::full}}) {
+    const RecomputeSpec r = with_recompute(value).train.recompute;
+    EXPECT_FALSE(r.automatic);
+    EXPECT_EQ(r.blocks, std::vector<Recompute>(4, level)) << value;
+  }
+  const RecomputeSpec list = with_recompute("[0, 2]").train.recompute;
+  EXPECT_EQ(list.blocks, (std::vector<Recompute>{Recompute::full, Recompute::none, Recompute::full, Recompute::none}));
+  for (const char* bad : {"[4]", "\"some\"", "{}", "[-1]"}) {
+    try {
+      with_recompute(bad);
+      ADD_FAILURE() << "accepted train.recompute=" << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("recompute"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(load_config("", {}).precision.grad_dtype, "auto");
+  EXPECT_THROW(load_config("", {"precision.grad_dtype=fp16"}), Error);
+}
+
+}  // namespace
+}  // namespace intellect
