@@ -235,6 +235,99 @@ void launch(bf16* params, float* master, const G* grads, void* m, void* v, int64
                                          kargs, 0, stream));
 }
 
+// The update alone over elements [begin, end), with the clip factor taken
+// from a Σg² already on the device (the whole step's, every shard's): a step
+// can then be applied unit by unit, each just before the unit is next used.
+// Same arithmetic per element as adamw_kernel's update phase.
+template <typename S, typename G>
+__global__ void __launch_bounds__(kThreads) adamw_range_kernel(bf16* __restrict__ params,
+                                                               float* __restrict__ master,
+                                                               const G* __restrict__ grads, S* __restrict__ m,
+                                                               S* __restrict__ v, int64_t begin, int64_t end,
+                                                               DecayRanges ranges, AdamWArgs a,
+                                                               const float* sum_squares) {
+  __shared__ float s_scale;
+  if (threadIdx.x == 0) {
+    const float norm = sqrtf(*sum_squares);
+    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
+  }
+  __syncthreads();
+  const float scale = s_scale;
+  const float bc1 = 1.0f - powf(a.beta1, static_cast<float>(a.step));
+  const float inv_bc2_sqrt = rsqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
+  const float step_size = a.lr / bc1;
+  const uint64_t seed = a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(a.step);
+  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  // Elements before the first multiple of four, and after the last, one by one.
+  const int64_t vbegin = std::min(end, (begin + 3) / 4 * 4), vend = std::max(vbegin, end / 4 * 4);
+  for (int64_t i = begin + first; i < vbegin; i += threads) {
+    const int rk = find_range(ranges.bounds, ranges.n, i);
+    update_one(params, master, m, v, i, load_state(grads, i) * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
+               step_size, inv_bc2_sqrt);
+  }
+  for (int64_t i = vend + first; i < end; i += threads) {
+    const int rk = find_range(ranges.bounds, ranges.n, i);
+    update_one(params, master, m, v, i, load_state(grads, i) * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
+               step_size, inv_bc2_sqrt);
+  }
+  int r = find_range(ranges.bounds, ranges.n, vbegin < vend ? vbegin : 0);
+#pragma unroll 2
+  for (int64_t i = vbegin + 4 * first; i < vend; i += 4 * threads) {
+    if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);
+    float gs[4];
+    load4(grads, i, gs);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) gs[k] *= scale;
+    if (i + 3 >= ranges.bounds[r + 1]) {  // straddles a decay boundary: element by element
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int rk = find_range(ranges.bounds, ranges.n, i + k);
+        update_one(params, master, m, v, i + k, gs[k], ranges.decay[rk] ? a.weight_decay : 0.0f, a, step_size,
+                   inv_bc2_sqrt);
+      }
+      continue;
+    }
+    const float decay = 1.0f - a.lr * (ranges.decay[r] ? a.weight_decay : 0.0f);
+    float mi[4], vi[4], w[4];
+    load4(m, i, mi);
+    load4(v, i, vi);
+    if (master) load4(master, i, w);
+    else load4(params, i, w);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      mi[k] = a.beta1 * mi[k] + (1.0f - a.beta1) * gs[k];
+      vi[k] = a.beta2 * vi[k] + (1.0f - a.beta2) * gs[k] * gs[k];
+      w[k] = w[k] * decay - step_size * __fdividef(mi[k], sqrtf(vi[k]) * inv_bc2_sqrt + a.eps);
+    }
+    store4(m, i, mi);
+    store4(v, i, vi);
+    if (master) {
+      store4(master, i, w);
+      store4(params, i, w);
+    } else {
+      Bf16x4 o;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) o.v[k] = stochastic_round(w[k], hash32(seed, i + k));
+      *reinterpret_cast<Bf16x4*>(params + i) = o;
+    }
+  }
+}
+
+template <typename S, typename G>
+void launch_range(bf16* params, float* master, const G* grads, void* m, void* v, int64_t begin, int64_t end,
+                  const DecayRanges& ranges, const AdamWArgs& args, const float* sum_squares, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t groups = (end - begin + 3) / 4;
+  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(4 * sms, (groups + kThreads - 1) / kThreads)));
+  adamw_range_kernel<S, G><<<blocks, kThreads, 0, stream>>>(params, master, grads, static_cast<S*>(m),
+                                                             static_cast<S*>(v), begin, end, ranges, args,
+                                                             sum_squares);
+  CUDA_CHECK_LAUNCH();
+}
+
 // Σg² of one block's grid-stride share → partial[block]; the second kernel
 // adds the partials in block order, so the sum does not depend on timing.
 template <typename G>
@@ -267,6 +360,24 @@ __global__ void sum_partials_kernel(const float* partial, int blocks, float* out
 }  // namespace
 
 size_t adamw_scratch_floats() { return kMaxBlocks; }
+
+void adamw_update_range(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
+                        bool state_bf16, int64_t begin, int64_t end, const DecayRanges& ranges,
+                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream) {
+  if (begin >= end) return;
+  if (!aligned16(grads) || !aligned16(params) || !aligned16(m) || !aligned16(v) || (master && !aligned16(master)))
+    fail("adamw: parameter, gradient and state buffers must be 16-byte aligned");
+  const float* g32 = static_cast<const float*>(grads);
+  const bf16* g16 = static_cast<const bf16*>(grads);
+  if (state_bf16 && grads_bf16)
+    launch_range<bf16>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, stream);
+  else if (state_bf16)
+    launch_range<bf16>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, stream);
+  else if (grads_bf16)
+    launch_range<float>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, stream);
+  else
+    launch_range<float>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, stream);
+}
 
 void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out, float* scratch,
                       cudaStream_t stream) {

@@ -53,6 +53,13 @@ void adamw_step(bf16* params, float* master, const void* grads, bool grads_bf16,
 // adamw_scratch_floats() floats.
 void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out, float* scratch,
                       cudaStream_t stream);
+// The update of adamw_step alone, over elements [begin, end) of the buffers,
+// its clip factor derived from *sum_squares (device): Σg² of the whole step
+// (grad_sum_squares, all-reduced when sharded). A step applied range by range
+// equals the step applied at once. No host synchronisation.
+void adamw_update_range(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
+                        bool state_bf16, int64_t begin, int64_t end, const DecayRanges& ranges,
+                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream);
 size_t adamw_scratch_floats();
 }  // namespace intellect::cuda
 #endif

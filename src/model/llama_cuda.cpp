@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/adamw.h"
@@ -92,31 +93,27 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   const int64_t P = static_cast<int64_t>(local_n_);
   const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
   params_ = alloc<bf16>(P);
-  if (opts_.master_weights) master_ = alloc<float>(P);
   const size_t grad_bytes = opts_.grads_bf16 ? 2 : 4;
   grads_ = alloc<uint8_t>(P * grad_bytes);
-  if (opts_.optim_state_bf16) {
-    m_ = alloc<bf16>(P);
-    v_ = alloc<bf16>(P);
-  } else {
-    m_ = alloc<float>(P);
-    v_ = alloc<float>(P);
-  }
-  check(cudaMemsetAsync(m_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset m");
-  check(cudaMemsetAsync(v_, 0, P * (opts_.optim_state_bf16 ? 2 : 4), stream_), "memset v");
-
   check(cudaMemsetAsync(grads_, 0, P * grad_bytes, stream_), "memset grads");
   // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
   std::vector<int64_t> bounds;
   std::vector<uint8_t> flags;
   local_decay_ranges(layout_, pieces_, local_n_, opts_.decay_norms_and_embeddings, bounds, flags);
-  n_decay_ranges_ = static_cast<int>(flags.size());
-  decay_bounds_ = alloc<int64_t>(bounds.size());
-  decay_flags_ = alloc<uint8_t>(flags.size());
-  check(cudaMemcpy(decay_bounds_, bounds.data(), bounds.size() * 8, cudaMemcpyHostToDevice), "bounds");
-  check(cudaMemcpy(decay_flags_, flags.data(), flags.size(), cudaMemcpyHostToDevice), "flags");
-  adam_scratch_ = alloc<float>(cuda::adamw_scratch_floats());
-  norm_dev_ = alloc<float>(1);
+  adam_ = std::make_unique<CudaAdamW>(local_n_, opts_.master_weights, opts_.optim_state_bf16, bounds, flags,
+                                      [this](size_t bytes) { return static_cast<void*>(alloc<uint8_t>(bytes)); },
+                                      stream_);
+  if (!plan_) {
+    // Deferred updates: one range per unit, in the order the forward pass reads them.
+    check(cudaStreamCreateWithFlags(&opt_stream_, cudaStreamNonBlocking), "optimizer stream");
+    check(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming), "event");
+    const int L = static_cast<int>(cfg.n_layers);
+    update_ranges_.push_back({0, layout_.block(0).begin});
+    for (int l = 0; l < L; ++l) update_ranges_.push_back({layout_.block(l).begin, layout_.block(l).end});
+    update_ranges_.push_back({layout_.block(L - 1).end, layout_.total()});
+    unit_updated_.resize(update_ranges_.size());
+    for (cudaEvent_t& e : unit_updated_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+  }
   if (plan_) {
     // Gather and gradient buffers: two block-sized, one for the embedding or head.
     size_t block_max = 0, big_max = 0, shard_max = 0;
@@ -137,7 +134,6 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     }
     rs_out_ = alloc<float>(shard_max);
     if (opts_.reduce_bf16) rs_in_bf16_ = alloc<bf16>(std::max(big_max, block_max));
-    sum_squares_ = alloc<float>(1);
     check(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "comm stream");
     check(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming), "event");
     check(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming), "event");
@@ -267,6 +263,10 @@ void LlamaCuda::allocate_activations(int64_t max_batch, int64_t seq_len) {
 LlamaCuda::~LlamaCuda() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (comm_stream_) cudaStreamSynchronize(comm_stream_);
+  if (opt_stream_) cudaStreamSynchronize(opt_stream_);
+  for (cudaEvent_t e : unit_updated_) cudaEventDestroy(e);
+  if (grads_ready_) cudaEventDestroy(grads_ready_);
+  if (opt_stream_) cudaStreamDestroy(opt_stream_);
   for (Slot* x : {&slots_[0], &slots_[1], &slots_[2], &grad_slots_[0], &grad_slots_[1], &grad_slots_[2]}) {
     if (x->ready) cudaEventDestroy(x->ready);
     if (x->free) cudaEventDestroy(x->free);
@@ -313,7 +313,9 @@ float from_bf16(bf16 x) { return __bfloat162float(x); }
 }  // namespace
 
 void LlamaCuda::upload_params(const float* host) {
+  flush_updates();  // the step's update comes first; these weights replace its result
   wait_for_comm();
+  float* master_ = adam_->master();
   const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
   check(cudaMemcpyAsync(params_, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
   if (master_) {
@@ -328,7 +330,9 @@ void LlamaCuda::upload_params(const float* host) {
 }
 
 void LlamaCuda::download_params(float* host) {
+  flush_updates();
   wait_for_comm();
+  float* master_ = adam_->master();
   if (master_) {
     std::vector<float> f(local_n_);
     check(cudaMemcpyAsync(f.data(), master_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
@@ -362,8 +366,9 @@ void LlamaCuda::download_grads(float* host) {
 }
 
 void LlamaCuda::download_optimizer_state(float* m, float* v) {
+  flush_updates();
   wait_for_comm();
-  for (auto [dev, host] : {std::pair<void*, float*>{m_, m}, {v_, v}}) {
+  for (auto [dev, host] : {std::pair<void*, float*>{adam_->m(), m}, {adam_->v(), v}}) {
     if (opts_.optim_state_bf16) {
       std::vector<bf16> b(local_n_);
       check(cudaMemcpyAsync(b.data(), dev, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "state");
@@ -379,8 +384,9 @@ void LlamaCuda::download_optimizer_state(float* m, float* v) {
 }
 
 void LlamaCuda::upload_optimizer_state(const float* m, const float* v) {
+  flush_updates();
   wait_for_comm();
-  for (auto [dev, host] : {std::pair<void*, const float*>{m_, m}, {v_, v}}) {
+  for (auto [dev, host] : {std::pair<void*, const float*>{adam_->m(), m}, {adam_->v(), v}}) {
     if (opts_.optim_state_bf16) {
       const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
       check(cudaMemcpyAsync(dev, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "state");
@@ -402,13 +408,9 @@ void LlamaCuda::zero_grads() {
   }
   // One GPU: the next backward overwrites every gradient instead (one pass
   // over the buffer saved), except the embedding's, which is a scatter-add
-  // over the batch's tokens. Tied, its first write is the head's GEMM.
+  // over the batch's tokens: zeroed just before it (an update may still
+  // have to read this step's), or, tied, first written by the head's GEMM.
   grads_zero_ = true;
-  if (!cfg_.tie_embeddings) {
-    const size_t elem = opts_.grads_bf16 ? 2 : 4;
-    check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * elem, 0,
-                          layout_.get("embed").numel * elem, stream_), "zero embedding grads");
-  }
 }
 
 // Gradients that zero_grads() left to the next backward, made real zeros
@@ -458,7 +460,10 @@ void LlamaCuda::prefetch(int unit, int slot) {
 }
 
 LlamaCuda::View LlamaCuda::acquire(int unit, int slot) {
-  if (!plan_) return whole();
+  if (!plan_) {
+    wait_for_update(unit);
+    return whole();
+  }
   prefetch(unit, slot);
   check(cudaStreamWaitEvent(stream_, slots_[slot].ready, 0), "wait gather");
   View v;
@@ -633,6 +638,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   check(cudaMemcpyAsync(bucket_start_, s + 4 * N, (n_buckets_ + 1) * 4, cudaMemcpyHostToDevice, stream_),
         "buckets");
   check(cudaEventRecord(staging_free_, stream_), "staging event");
+  issue_updates();  // the last step's AdamW, unit by unit, beside this forward pass
 
   // Units: 0 the embedding, 1 + l block l, L + 1 the head. Blocks alternate
   // between slots 0 and 1 so the next block gathers while this one computes;
@@ -661,6 +667,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   cuda::residual_rmsnorm_forward(resid_[L], norm_f_, rstd_f_, blocks_[L - 1].resid_mid, proj_,
                                  hw.param(layout_.final_norm()), N, D, eps, stream_);
   classifier(B, z_weight, grad_scale, backward, logits_host, hw);
+  updates_pending_ = false;  // every unit was waited for
   if (!backward) {
     release(kBigSlot);
     return;
@@ -686,6 +693,11 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   mark(kEmbedBwd);
   View eg = plan_ ? View{} : whole();
   grad_begin(eg, 0, kBigSlot);
+  if (!plan_ && grads_zero_ && !cfg_.tie_embeddings) {
+    const size_t elem = opts_.grads_bf16 ? 2 : 4;
+    check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * elem, 0,
+                          layout_.get("embed").numel * elem, stream_), "zero embedding grads");
+  }
   // Always added to: zero_grads() zeroed it, or (tied) the head's GEMM wrote it.
   cuda::embedding_backward(eg.grad(layout_.embed(), false), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
                            n_buckets_, D, stream_);
@@ -729,41 +741,80 @@ cpu::LossSums LlamaCuda::take_loss() {
   return s;
 }
 
+// --- the optimizer -------------------------------------------------------------
+// One GPU: optimizer_step() takes Σg² (for the norm and the clip) right after
+// the backward pass and returns; the update itself is deferred. The next
+// forward_backward() issues it on opt_stream_, one flat range per unit in
+// the order the forward pass reads them, and the compute stream waits for
+// each unit's update only just before reading its weights, so the
+// memory-bound update runs beside the compute-bound blocks. Anything else
+// that reads or replaces weights or optimizer state flushes it first.
+
+void LlamaCuda::issue_updates() {
+  if (!updates_pending_ || updates_issued_) return;
+  check(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0), "wait grads");
+  for (size_t u = 0; u < update_ranges_.size(); ++u) {
+    adam_->update(params_, grads_, opts_.grads_bf16, update_ranges_[u].first, update_ranges_[u].second,
+                  pending_args_, opt_stream_);
+    check(cudaEventRecord(unit_updated_[u], opt_stream_), "update event");
+  }
+  updates_issued_ = true;
+}
+
+void LlamaCuda::wait_for_update(int unit) {
+  if (!updates_pending_) return;
+  issue_updates();
+  check(cudaStreamWaitEvent(stream_, unit_updated_[unit], 0), "wait update");
+}
+
+void LlamaCuda::flush_updates() {
+  if (!updates_pending_) return;
+  wait_for_update(static_cast<int>(update_ranges_.size()) - 1);  // the stream is in order: all of them
+  updates_pending_ = false;
+}
+
 CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, double eps,
                                         double weight_decay, double grad_clip, int64_t step,
                                         uint64_t seed) {
-  const cuda::DecayRanges ranges{decay_bounds_, decay_flags_, n_decay_ranges_};
   const cuda::AdamWArgs args{static_cast<float>(lr),  static_cast<float>(beta1),
                              static_cast<float>(beta2), static_cast<float>(eps),
                              static_cast<float>(weight_decay), step,
                              static_cast<float>(grad_clip), seed};
+  flush_updates();  // two steps with no forward pass between them
   materialize_zero_grads();
-  const float* global_ss = nullptr;
-  if (plan_) {
-    // The clip needs the norm over every shard: Σg² here, summed over the node.
-#if defined(INTELLECT_HAVE_NCCL)
-    wait_for_comm();
-    cuda::grad_sum_squares(grads_, opts_.grads_bf16, static_cast<int64_t>(local_n_), sum_squares_, adam_scratch_,
-                           stream_);
-    // On the comm stream: NCCL calls of one communicator stay in one stream's order.
-    check(cudaEventRecord(compute_done_, stream_), "event");
-    check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
-    nccl::all_reduce_sum(sum_squares_, sum_squares_, 1, nccl::Type::f32, opts_.comm, comm_stream_);
-    wait_for_comm();
-    global_ss = sum_squares_;
-#endif
-  }
-  cuda::adamw_step(params_, master_, grads_, opts_.grads_bf16, m_, v_, opts_.optim_state_bf16, static_cast<int64_t>(local_n_),
-                   ranges, args, norm_dev_, adam_scratch_, stream_, global_ss);
-  if (plan_) {
-    // The next gathers read the updated shards.
-    check(cudaEventRecord(compute_done_, stream_), "event");
-    check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
-    invalidate_gathered();
-  }
-  mark(kPhases);
-  check(cudaMemcpyAsync(norm_host_, norm_dev_, sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
   CudaStepStats st;
+  if (!plan_) {
+    adam_->sum_squares(grads_, opts_.grads_bf16, stream_);
+    check(cudaEventRecord(grads_ready_, stream_), "grads event");
+    pending_args_ = args;
+    updates_pending_ = true;
+    updates_issued_ = false;
+    mark(kPhases);
+    check(cudaMemcpyAsync(norm_host_, adam_->sum_squares_dev(), sizeof(float), cudaMemcpyDeviceToHost, stream_),
+          "norm");
+    st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too
+    st.grad_norm = std::sqrt(static_cast<double>(*norm_host_));
+    return st;
+  }
+#if defined(INTELLECT_HAVE_NCCL)
+  // FSDP: the clip needs the norm over every shard: Σg² here, summed over the
+  // node, then the whole step at once.
+  wait_for_comm();
+  adam_->sum_squares(grads_, false, stream_);
+  // On the comm stream: NCCL calls of one communicator stay in one stream's order.
+  check(cudaEventRecord(compute_done_, stream_), "event");
+  check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
+  nccl::all_reduce_sum(adam_->sum_squares_dev(), adam_->sum_squares_dev(), 1, nccl::Type::f32, opts_.comm,
+                       comm_stream_);
+  wait_for_comm();
+  adam_->step(params_, grads_, false, args, stream_, adam_->sum_squares_dev());
+  // The next gathers read the updated shards.
+  check(cudaEventRecord(compute_done_, stream_), "event");
+  check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
+  invalidate_gathered();
+#endif
+  mark(kPhases);
+  check(cudaMemcpyAsync(norm_host_, adam_->norm_dev(), sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
   st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too
   st.grad_norm = *norm_host_;
   return st;

@@ -18,6 +18,7 @@
 #include "kernels/cuda_types.h"
 #include "model/config.h"
 #include "model/layout.h"
+#include "model/cuda_adamw.h"
 #include "model/memory_plan.h"
 #include "dist/shard_plan.h"
 
@@ -150,6 +151,10 @@ class LlamaCuda {
   void wait_for_comm();               // compute stream waits for everything issued on comm
   void invalidate_gathered();         // the shards changed: gathered copies are stale
   void materialize_zero_grads();
+  // The deferred optimizer update (see optimizer_step in the .cpp).
+  void issue_updates();               // enqueue every unit's update on opt_stream_
+  void wait_for_update(int unit);     // compute stream waits until the unit's weights are updated
+  void flush_updates();               // compute stream waits for the whole update
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
 
@@ -165,24 +170,23 @@ class LlamaCuda {
   Slot slots_[3], grad_slots_[3];
   void* rs_out_ = nullptr;               // one reduced shard (fp32 or bf16)
   cuda::bf16* rs_in_bf16_ = nullptr;     // a unit's gradient rounded to bf16
-  float* sum_squares_ = nullptr;
   int64_t max_batch_, T_;
   int64_t chunk_rows_;  // classifier rows per chunk
   cudaStream_t stream_ = nullptr;
   std::vector<void*> allocations_;
   size_t allocated_ = 0;
 
-  // parameters and optimizer state (flat)
+  // parameters, gradients and the optimizer (flat)
   cuda::bf16* params_ = nullptr;
-  float* master_ = nullptr;
+  std::unique_ptr<CudaAdamW> adam_;
+  cudaStream_t opt_stream_ = nullptr;  // deferred updates (one GPU)
+  cudaEvent_t grads_ready_ = nullptr;
+  std::vector<std::pair<size_t, size_t>> update_ranges_;  // flat range per unit, forward order
+  std::vector<cudaEvent_t> unit_updated_;
+  cuda::AdamWArgs pending_args_{};
+  bool updates_pending_ = false, updates_issued_ = false;
   void* grads_ = nullptr;          // fp32, or bf16 with opts_.grads_bf16
   bool grads_zero_ = false;        // zero_grads() was called and no backward has written since
-  void *m_ = nullptr, *v_ = nullptr;
-  int64_t* decay_bounds_ = nullptr;
-  uint8_t* decay_flags_ = nullptr;
-  int n_decay_ranges_ = 0;
-  float* adam_scratch_ = nullptr;
-  float* norm_dev_ = nullptr;
   double* loss_dev_ = nullptr;  // ce, z, n
 
   // activations
