@@ -230,6 +230,13 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
               cuda::adamw_step(p, master, g, gb, mm, vv, sb, P, {bounds, flags, 1},
                                {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, ascratch, s);
             }), P * ((gb ? 4.0 : 8.0) + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
+    row_mem(gb ? "grad sum of squares, bf16 g" : "grad sum of squares, fp32 g", time_ms(s, 5, [&] {
+              cuda::grad_sum_squares(g, gb, P, norm, ascratch, s);
+            }), P * (gb ? 2.0 : 4.0));
+    row_mem((std::string("adamw update alone") + (gb ? ", bf16 g" : ", fp32 g")).c_str(), time_ms(s, 5, [&] {
+              cuda::adamw_update_range(p, master, g, gb, mm, vv, sb, 0, P, {bounds, flags, 1},
+                                       {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, ++step, 1.0f, 1}, norm, s);
+            }), P * ((gb ? 2.0 : 4.0) + 4.0 + state_bytes + (master ? 8.0 : 0.0)));
     cudaFree(p);
     cudaFree(master);
     cudaFree(g);
@@ -381,6 +388,7 @@ int main(int argc, char** argv) {
                 (total_b - free_b) / double(1 << 30), total_b / double(1 << 30));
     std::printf("  recompute plan%s: %s\n", o.recompute.automatic ? " (auto)" : "",
                 model.memory_plan().describe().c_str());
+    std::printf("  %s\n", model.gemm_tuning().c_str());
     std::printf("  %d steps after %d warm-up: median %.2f ms/step (mean %.2f, min %.2f, max %.2f), %.0f tokens/s, "
                 "%.1f TFLOP/s, MFU %.1f%%\n", steps, warmup, step_s * 1e3, mean_ms, sorted.front(), sorted.back(),
                 tok_s, tflops, 100.0 * tflops / kPeakTflops);

@@ -4,7 +4,15 @@
 //   out = in · wᵀ      ⇔  outᵀ[N,M] = (w as [K,N])ᵀ · inᵀ : gemm(T, N, N, M, K, w, in)
 //   din = dout · w     ⇔  dinᵀ[K,M] = wᵀ · doutᵀ : gemm(N, N, K, M, N, w, dout)
 //   dw += doutᵀ · in   ⇔  dwᵀ[K,N] = inᵀ · dout  : gemm(N, T, K, N, M, in, dout)
+#include <cublasLt.h>
 #include <cublas_v2.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+
+#include <cstdio>
+#include <tuple>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/matmul.h"
@@ -41,7 +49,25 @@ int to_int(int64_t x, const char* what) {
 
 }  // namespace
 
-Blas::Blas(cudaStream_t stream, void* workspace, size_t workspace_bytes) {
+// One tuned product: the cuBLASLt descriptors and the algorithm that won.
+struct Blas::Tuned {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Tuned() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+bool Blas::Key::operator<(const Key& o) const {
+  return std::tie(ta, tb, m, n, k, c_f32, beta1) < std::tie(o.ta, o.tb, o.m, o.n, o.k, o.c_f32, o.beta1);
+}
+
+Blas::Blas(cudaStream_t stream, void* workspace, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
   cublasHandle_t h = nullptr;
   CUBLAS_CHECK(cublasCreate(&h));
   handle_ = h;
@@ -49,38 +75,182 @@ Blas::Blas(cudaStream_t stream, void* workspace, size_t workspace_bytes) {
   // A fixed workspace: cuBLAS then allocates nothing during the step.
   CUBLAS_CHECK(cublasSetWorkspace(h, workspace, workspace_bytes));
   CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  cublasLtHandle_t lt = nullptr;
+  CUBLAS_CHECK(cublasLtCreate(&lt));
+  lt_ = lt;
 }
 
 Blas::~Blas() {
+  tuned_.clear();
+  if (lt_) cublasLtDestroy(static_cast<cublasLtHandle_t>(lt_));
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
 }
 
+void Blas::gemm(bool ta, bool tb, int m, int n, int k, const void* A, int lda, const void* B, int ldb, void* C,
+                int ldc, bool c_f32, bool beta1) {
+  const float alpha = 1.0f, beta = beta1 ? 1.0f : 0.0f;
+  const auto it = tuned_.find(Key{ta, tb, m, n, k, c_f32, beta1});
+  if (it != tuned_.end()) {
+    const Tuned& t = *it->second;
+    CUBLAS_CHECK(cublasLtMatmul(static_cast<cublasLtHandle_t>(lt_), t.desc, &alpha, A, t.a, B, t.b, &beta, C, t.c,
+                                C, t.c, &t.algo, workspace_, workspace_bytes_,
+                                static_cast<cudaStream_t>(stream_)));
+    return;
+  }
+  CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle_), ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF,
+                            ldb, &beta, C, c_f32 ? CUDA_R_32F : CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+}
+
 void Blas::forward(bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K) {
-  const float alpha = 1.0f, beta = 0.0f;
   const int m = to_int(N, "N"), n = to_int(M, "M"), k = to_int(K, "K");
-  CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k,
-                            &alpha, w, CUDA_R_16BF, k, in, CUDA_R_16BF, k, &beta, out, CUDA_R_16BF,
-                            m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  gemm(true, false, m, n, k, w, k, in, k, out, m, false, false);
 }
 
 void Blas::backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* in, const bf16* w,
                     int64_t M, int64_t N, int64_t K) {
-  cublasHandle_t h = static_cast<cublasHandle_t>(handle_);
   const int m_ = to_int(M, "M"), n_ = to_int(N, "N"), k_ = to_int(K, "K");
-  if (din) {
-    const float alpha = 1.0f, beta = 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, k_, m_, n_, &alpha, w, CUDA_R_16BF, k_,
-                              dout, CUDA_R_16BF, n_, &beta, din, CUDA_R_16BF, k_,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (din) gemm(false, false, k_, m_, n_, w, k_, dout, n_, din, k_, false, false);
+  // fp32 accumulation inside the GEMM either way; a bf16 gradient is rounded
+  // once per micro-batch when it is written.
+  if (dw.p) gemm(false, true, k_, n_, m_, in, k_, dout, n_, dw.p, k_, !dw.bf16, dw.accumulate);
+}
+
+namespace {
+
+// Scratch operands for timing: small pseudo-random values (zeros would run
+// faster than real data and could rank the candidates differently).
+__global__ void fill_kernel(bf16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 0x9E3779B9u ^ seed;
+    x ^= x >> 15;
+    x *= 0x2C1B3C6Du;
+    x ^= x >> 12;
+    p[i] = __float2bfloat16((static_cast<float>(x & 0xffff) / 65536.0f - 0.5f) * 0.1f);
   }
-  if (dw.p) {
-    // fp32 accumulation inside the GEMM either way; a bf16 gradient is rounded
-    // once per micro-batch when it is written.
-    const float alpha = 1.0f, beta = dw.accumulate ? 1.0f : 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, k_, n_, m_, &alpha, in, CUDA_R_16BF, k_,
-                              dout, CUDA_R_16BF, n_, &beta, dw.p, dw.bf16 ? CUDA_R_16BF : CUDA_R_32F, k_,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+std::string Blas::tune(const std::vector<Shape>& shapes) {
+  // Off unless asked for: the winner is picked by timing, so two processes
+  // can pick different algorithms (different rounding) and a resumed run
+  // would no longer repeat the one it resumes bit for bit; and on the 10B
+  // step it measured no gain (docs/PERFORMANCE.md).
+  const char* env = std::getenv("INTELLECT_GEMM_TUNE");
+  if (!env || std::string(env) != "1") return "GEMM tuning off (INTELLECT_GEMM_TUNE=1 turns it on): cuBLAS's default choices";
+  const auto t0 = std::chrono::steady_clock::now();
+  // Every product the shapes imply, in cuBLAS's column-major terms (see the top of this file).
+  struct Product {
+    Key key;
+    int lda, ldb, ldc;
+  };
+  std::vector<Product> products;
+  auto add = [&](const Key& k, int lda, int ldb, int ldc) {
+    for (const Product& p : products)
+      if (!(p.key < k) && !(k < p.key)) return;
+    products.push_back({k, lda, ldb, ldc});
+  };
+  size_t a_max = 0, b_max = 0, c_max = 0;
+  for (const Shape& s : shapes) {
+    const int M = to_int(s.M, "M"), N = to_int(s.N, "N"), K = to_int(s.K, "K");
+    add({true, false, N, M, K, false, false}, K, K, N);                       // out = in · wᵀ
+    add({false, false, K, M, N, false, false}, K, N, K);                      // din = dout · w
+    add({false, true, K, N, M, !s.dw_bf16, s.dw_accumulate}, K, N, K);        // dw (+)= doutᵀ · in
+    a_max = std::max({a_max, size_t(N) * K, size_t(M) * K});
+    b_max = std::max({b_max, size_t(M) * K, size_t(M) * N});
+    c_max = std::max({c_max, size_t(N) * M, size_t(K) * M, size_t(K) * N * 2});  // fp32 dW counts twice
   }
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  void *A = nullptr, *B = nullptr, *C = nullptr;
+  CUDA_CHECK(cudaMalloc(&A, a_max * sizeof(bf16)));
+  CUDA_CHECK(cudaMalloc(&B, b_max * sizeof(bf16)));
+  CUDA_CHECK(cudaMalloc(&C, c_max * sizeof(bf16)));
+  fill_kernel<<<1024, 256, 0, stream>>>(static_cast<bf16*>(A), a_max, 1);
+  fill_kernel<<<1024, 256, 0, stream>>>(static_cast<bf16*>(B), b_max, 2);
+  fill_kernel<<<1024, 256, 0, stream>>>(static_cast<bf16*>(C), c_max, 3);
+  cudaEvent_t e0, e1;
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
+  cublasLtHandle_t lt = static_cast<cublasLtHandle_t>(lt_);
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  uint64_t ws = workspace_bytes_;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  double default_ms = 0, best_ms = 0;
+  int improved = 0;
+  for (const Product& p : products) {
+    const Key& k = p.key;
+    auto t = std::make_shared<Tuned>();
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&t->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t opa = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->a, CUDA_R_16BF, k.ta ? k.k : k.m, k.ta ? k.m : k.k, p.lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->b, CUDA_R_16BF, k.tb ? k.n : k.k, k.tb ? k.k : k.n, p.ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->c, k.c_f32 ? CUDA_R_32F : CUDA_R_16BF, k.m, k.n, p.ldc));
+    cublasLtMatmulHeuristicResult_t cand[16];
+    int found = 0;
+    if (cublasLtMatmulAlgoGetHeuristic(lt, t->desc, t->a, t->b, t->c, t->c, pref, 16, cand, &found) !=
+            CUBLAS_STATUS_SUCCESS || found == 0)
+      continue;  // this product keeps cublasGemmEx
+    const float alpha = 1.0f, beta = k.beta1 ? 1.0f : 0.0f;
+    auto time_algo = [&](const cublasLtMatmulAlgo_t* algo) -> double {
+      const int reps = 3;
+      for (int r = -1; r < reps; ++r) {  // one warm-up
+        if (r == 0) CUDA_CHECK(cudaEventRecord(e0, stream));
+        if (algo) {
+          if (cublasLtMatmul(lt, t->desc, &alpha, A, t->a, B, t->b, &beta, C, t->c, C, t->c, algo, workspace_,
+                             workspace_bytes_, stream) != CUBLAS_STATUS_SUCCESS)
+            return -1;
+        } else {
+          CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle_), opa, opb, k.m, k.n, k.k, &alpha, A,
+                                    CUDA_R_16BF, p.lda, B, CUDA_R_16BF, p.ldb, &beta, C,
+                                    k.c_f32 ? CUDA_R_32F : CUDA_R_16BF, p.ldc, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+        }
+      }
+      CUDA_CHECK(cudaEventRecord(e1, stream));
+      CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      return ms / reps;
+    };
+    const double base = time_algo(nullptr);
+    double best = base;
+    int winner = -1;
+    for (int i = 0; i < found; ++i) {
+      if (cand[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      const double ms = time_algo(&cand[i].algo);
+      if (ms > 0 && ms < best) {
+        best = ms;
+        winner = i;
+      }
+    }
+    cudaGetLastError();
+    default_ms += base;
+    best_ms += best;
+    // Keep a candidate only when it beats cuBLAS's own choice by more than noise.
+    if (winner >= 0 && best < 0.99 * base) {
+      t->algo = cand[winner].algo;
+      tuned_[k] = t;
+      ++improved;
+    }
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  CUDA_CHECK(cudaFree(A));
+  CUDA_CHECK(cudaFree(B));
+  CUDA_CHECK(cudaFree(C));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "GEMM tuning: %zu products in %.1f s; %d run a faster cuBLASLt algorithm (sum of one each: %.3f -> "
+                "%.3f ms)",
+                products.size(), secs, improved, default_ms, std::min(best_ms, default_ms));
+  return line;
 }
 
 }  // namespace intellect::cuda

@@ -22,6 +22,11 @@ void gemm_nn(float* C, const float* A, const float* B, int64_t M, int64_t N, int
 }  // namespace intellect::cpu
 
 #ifdef INTELLECT_HAVE_CUDA
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "kernels/cuda_types.h"
 namespace intellect::cuda {
 // Linear layers on cuBLAS: bf16 operands, fp32 accumulation. Weight gradients
@@ -40,8 +45,38 @@ class Blas {
                 int64_t N, int64_t K);
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
+  // One GEMM the model will run, as forward(M, N, K) or backward(M, N, K)
+  // name them; dw_bf16/dw_accumulate select the weight-gradient variant.
+  struct Shape {
+    int64_t M, N, K;
+    bool dw_bf16 = false, dw_accumulate = true;
+  };
+  // Times the candidates cuBLASLt's heuristics offer for each product these
+  // shapes imply (forward, dX, dW) on scratch buffers it allocates and frees,
+  // and keeps the fastest; products not tuned run with cuBLAS's default
+  // choice. Returns a line for the log. Only with INTELLECT_GEMM_TUNE=1: a
+  // choice by timing is not reproducible from one process to the next.
+  std::string tune(const std::vector<Shape>& shapes);
+
+  struct Tuned;  // cuBLASLt descriptors and the chosen algorithm of one product
+
  private:
-  void* handle_ = nullptr;  // cublasHandle_t
+  struct Key {
+    bool ta, tb;
+    int m, n, k;
+    bool c_f32, beta1;
+    bool operator<(const Key& o) const;
+  };
+  // C = A·B (cuBLAS column-major, as gemm(ta, tb, m, n, k, A, lda, B, ldb, C, ldc)):
+  // the tuned product when there is one, else cublasGemmEx.
+  void gemm(bool ta, bool tb, int m, int n, int k, const void* A, int lda, const void* B, int ldb, void* C,
+            int ldc, bool c_f32, bool beta1);
+  void* handle_ = nullptr;     // cublasHandle_t
+  void* lt_ = nullptr;         // cublasLtHandle_t
+  void* stream_ = nullptr;     // cudaStream_t
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, std::shared_ptr<Tuned>> tuned_;
 };
 }  // namespace intellect::cuda
 #endif

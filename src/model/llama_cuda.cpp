@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -190,6 +191,20 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   if (cudnn_attn_) workspace_bytes_ = std::max(workspace_bytes_, cudnn_attn_->workspace_bytes());
   workspace_ = alloc<uint8_t>(workspace_bytes_);
   blas_ = std::make_unique<cuda::Blas>(stream_, workspace_, cuda::Blas::kWorkspaceBytes);
+  {
+    // Every GEMM shape of a micro-batch, timed against cuBLASLt's candidates
+    // once (its scratch buffers are freed before the memory plan is made).
+    std::vector<cuda::Blas::Shape> shapes;
+    const bool dw_bf16 = opts_.grads_bf16;
+    for (const bool acc : {false, true}) {
+      if (plan_ && !acc) continue;  // FSDP's unit buffers are zeroed and added into
+      for (const auto& [m, n, k] : std::vector<std::array<int64_t, 3>>{
+               {N, cfg.qkv_dim(), D}, {N, D, cfg.q_dim()}, {N, 2 * F, D}, {N, D, F}, {chunk_rows_, V, D},
+               {N % chunk_rows_, V, D}})
+        if (m > 0) shapes.push_back({m, n, k, dw_bf16, acc});
+    }
+    gemm_tuning_ = blas_->tune(shapes);
+  }
   // Last, so the plan sees what everything else took.
   allocate_activations(max_batch, seq_len);
   check(cudaStreamSynchronize(stream_), "init");

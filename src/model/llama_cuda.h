@@ -61,6 +61,7 @@ class LlamaCuda {
 
   const ParamLayout& layout() const { return layout_; }
   const MemoryPlan& memory_plan() const { return mem_plan_; }
+  const std::string& gemm_tuning() const { return gemm_tuning_; }  // what Blas::tune found
   const ModelConfig& config() const { return cfg_; }
   std::string attention_impl() const;
 
@@ -163,6 +164,7 @@ class LlamaCuda {
   ParamLayout layout_;
   std::unique_ptr<ShardPlan> plan_;      // world > 1
   MemoryPlan mem_plan_;
+  std::string gemm_tuning_;
   std::vector<ShardPiece> pieces_;       // what this rank owns (one piece unsharded)
   size_t local_n_ = 0;                   // elements in params_, grads_, m_, v_
   cudaStream_t comm_stream_ = nullptr;

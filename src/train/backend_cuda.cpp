@@ -20,7 +20,7 @@ class CudaBackend final : public Backend {
                ", AdamW state ", cfg_.precision.optim_state_dtype, ", gradients ",
                cuda_options(cfg_).grads_bf16 ? "bf16" : "fp32", ", attention: ", model_.attention_impl(),
                ", ", model_.device_bytes() / double(1 << 30), " GiB allocated; recompute plan: ",
-               model_.memory_plan().describe());
+               model_.memory_plan().describe(), "; ", model_.gemm_tuning());
   }
   const ParamLayout& layout() const override { return model_.layout(); }
   void set_params(const float* host) override { model_.upload_params(host); }

@@ -447,6 +447,24 @@ TEST(CudaKernels, Matmul) {
     blas.backward(nullptr, {ddw16.get(), true, true}, dg.get(), dx.get(), dw.get(), M, N, K);
     for (float& v : rdw1) v *= 2;
     EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw1), kBf16Tol);
+    // The same products through the algorithms tuning chose (when it chose
+    // any over cuBLAS's default): the same results.
+    setenv("INTELLECT_GEMM_TUNE", "1", 1);
+    const std::string tuned = blas.tune({{M, N, K, false, true}, {M, N, K, true, false}});
+    unsetenv("INTELLECT_GEMM_TUNE");
+    SCOPED_TRACE(tuned);
+    DeviceBuffer<bf16> dy2(M * N), ddx2(M * K);
+    DeviceBuffer<float> ddw2(N * K);
+    ddw2.upload(dw0);
+    blas.forward(dy2.get(), dx.get(), dw.get(), M, N, K);
+    blas.backward(ddx2.get(), {ddw2.get(), false, true}, dg.get(), dx.get(), dw.get(), M, N, K);
+    EXPECT_LT(rel_error(to_f32(dy2.download()), y), kBf16Tol);
+    EXPECT_LT(rel_error(to_f32(ddx2.download()), rdx), kBf16Tol);
+    EXPECT_LT(rel_error(ddw2.download(), rdw), 1e-4);
+    ddw16.upload(std::vector<bf16>(N * K, __float2bfloat16(NAN)));
+    blas.backward(nullptr, {ddw16.get(), true, false}, dg.get(), dx.get(), dw.get(), M, N, K);
+    for (float& v : rdw1) v *= 0.5f;
+    EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw1), kBf16Tol);
   }
 }
 
