@@ -272,6 +272,8 @@ struct PackedCase {
   std::vector<int64_t> lengths;
 };
 
+void PrintTo(const PackedCase& c, std::ostream* os) { *os << c.name; }
+
 std::vector<PackedCase> packed_cases() {
   return {
       {"one_token_documents", 2, 9, 4, 2, 8, std::vector<int64_t>(18, 1)},

@@ -38,8 +38,8 @@ class CudaBackend final : public Backend {
     steps_ = step;
   }
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
-           bool backward, float* logits_host) override {
-    model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host);
+           bool backward, float* logits_host, const int32_t* cu_seqlens, int64_t n_segments) override {
+    model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host, cu_seqlens, n_segments);
   }
   cpu::LossSums take_loss() override { return model_.take_loss(); }
   StepStats step(double lr) override {
@@ -64,6 +64,7 @@ CudaOptions cuda_options(const Config& cfg) {
   o.optim_state_bf16 = cfg.precision.optim_state_dtype == "bf16";
   o.recompute = cfg.train.recompute;
   o.attention = cfg.train.attention;
+  o.doc_masking = cfg.train.doc_masking;
   o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
   o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";
   return o;
