@@ -110,8 +110,11 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   n_decay_ranges_ = static_cast<int>(flags.size());
   decay_bounds_ = alloc<int64_t>(bounds.size());
   decay_flags_ = alloc<uint8_t>(flags.size());
-  check(cudaMemcpy(decay_bounds_, bounds.data(), bounds.size() * 8, cudaMemcpyHostToDevice), "bounds");
-  check(cudaMemcpy(decay_flags_, flags.data(), flags.size(), cudaMemcpyHostToDevice), "flags");
+  // On stream_, not with cudaMemcpy: from pageable memory that returns before the DMA lands,
+  // and the legacy stream it uses does not order stream_ (non-blocking). The host vectors
+  // may go at once: a pageable copy has staged them when the call returns.
+  check(cudaMemcpyAsync(decay_bounds_, bounds.data(), bounds.size() * 8, cudaMemcpyHostToDevice, stream_), "bounds");
+  check(cudaMemcpyAsync(decay_flags_, flags.data(), flags.size(), cudaMemcpyHostToDevice, stream_), "flags");
   adam_scratch_ = alloc<float>(cuda::adamw_scratch_floats());
   norm_dev_ = alloc<float>(1);
   if (plan_) {
@@ -178,8 +181,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   const RopeTable rope = rope_table(cfg, seq_len);
   rope_cos_ = alloc<float>(rope.cos.size());
   rope_sin_ = alloc<float>(rope.sin.size());
-  check(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice), "rope");
-  check(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice), "rope");
+  check(cudaMemcpyAsync(rope_cos_, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice, stream_), "rope");
+  check(cudaMemcpyAsync(rope_sin_, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice, stream_), "rope");
 
   dresid_ = alloc<bf16>(N * D);
   dnorm_ = alloc<bf16>(N * D);
