@@ -438,7 +438,8 @@ void LlamaCuda::setup_documents() {
 }
 
 // Called while the batch is staged (after staging_free_ was waited for, before it is
-// recorded again): copies the segments, and cuDNN's calls for them, in stream order.
+// recorded again): checks the segments, then copies them, and cuDNN's calls for
+// them, in stream order.
 void LlamaCuda::stage_documents(const int32_t* cu_seqlens, int64_t n_segments, int64_t B) {
   doc_segments_ = 0;
   if (cu_seqlens == nullptr) return;
@@ -571,6 +572,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   // Stage the batch (and the embedding-backward buckets) through pinned memory;
   // wait only until the previous batch's copies have left it.
   check(cudaEventSynchronize(staging_free_), "staging");
+  stage_documents(cu_seqlens, n_segments, B);  // first: it checks the segments before anything is queued
   const cpu::TokenBuckets buckets = cpu::bucket_tokens(tokens, N);
   n_buckets_ = static_cast<int64_t>(buckets.tokens.size());
   int32_t* s = staging_;
@@ -585,7 +587,6 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   check(cudaMemcpyAsync(bucket_tok_, s + 3 * N, n_buckets_ * 4, cudaMemcpyHostToDevice, stream_), "buckets");
   check(cudaMemcpyAsync(bucket_start_, s + 4 * N, (n_buckets_ + 1) * 4, cudaMemcpyHostToDevice, stream_),
         "buckets");
-  stage_documents(cu_seqlens, n_segments, B);
   check(cudaEventRecord(staging_free_, stream_), "staging event");
 
   // Units: 0 the embedding, 1 + l block l, L + 1 the head. Blocks alternate

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "kernels/attention.h"
 #include "kernels/cuda_device.h"
 #include "train/backend_cuda.h"
 #include "util/error.h"
@@ -180,6 +181,11 @@ class FsdpBackend final : public Backend {
     // Checked here, before any rank starts: a rank that failed alone would
     // leave the others waiting in a collective.
     check_token_ids(tokens, targets, B * T_, cfg_.model.vocab_size);
+    if (cu_seqlens) {
+      if (!cfg_.train.doc_masking)
+        fail("document segments given to a backend built with train.doc_masking=false");
+      cpu::check_segments(cu_seqlens, n_segments, B, T_);
+    }
     if (pending_ > 0 && (slots_[0].backward != backward || logits_host)) flush();
     // Into a slot kept from earlier micro-batches: no allocation once the
     // vectors have grown to the planned size.
