@@ -576,10 +576,9 @@ Plan build_forward(GraphBuilder& g, const Dims& d, cudnnHandle_t handle) {
   TensorRef stats = g.io("Stats", f32, x.st_dim, x.stats_str, kStats, rag(r.off_stats));
   TensorRef scale = g.scalar("attn_scale", kScale);
   TensorRef neg_inf = g.scalar("neg_inf", kNegInf);
-  const Overrides qk = d.ragged ? Overrides{&r.seq_q, &r.seq_kv, nullptr}
-                                              : Overrides{};
-  const Overrides pv = d.ragged ? Overrides{&r.seq_q, nullptr, &r.seq_kv}
-                                              : Overrides{};
+  // Documents: Q·Kᵀ is seq_len_q × seq_len_kv, P·V sums over seq_len_kv.
+  const Overrides qk = d.ragged ? Overrides{&r.seq_q, &r.seq_kv, nullptr} : Overrides{};
+  const Overrides pv = d.ragged ? Overrides{&r.seq_q, nullptr, &r.seq_kv} : Overrides{};
 
   TensorRef s = g.virt("S", f32, x.s_dim, x.s_str);
   g.matmul("bmm1 Q*K^T", q, kt, s, qk);
@@ -727,7 +726,8 @@ struct Family {
   size_t call_bytes() const { return seq_bytes + 3 * off_bytes; }
 };
 
-// Documents shorter than this share a family with the next size up.
+// The smallest family's s: documents of up to this many tokens all go to it (one
+// query tile each), rather than to ever more families of ever more slots.
 constexpr int64_t kSmallestFamily = 32;
 
 }  // namespace
