@@ -71,6 +71,16 @@ TEST(Config, OverridesApply) {
   EXPECT_EQ(c.json["train"]["steps"], 7);
 }
 
+// Document masking follows the data: on when documents can be found (a BOS id).
+TEST(Config, DocumentMaskingDefaultsToOnWithABosId) {
+  EXPECT_TRUE(load_config("", {}).train.doc_masking);  // tiny.json has bos_id 256
+  EXPECT_FALSE(load_config("", {"train.doc_masking=false"}).train.doc_masking);
+  EXPECT_FALSE(load_config("", {"model.bos_id=-1"}).train.doc_masking);
+  EXPECT_TRUE(load_config(kConfigs + "10b.json", {}).train.doc_masking);
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.bos_id=-1", "train.doc_masking=true"}); }),
+                  "train.doc_masking: is true but model.bos_id is -1");
+}
+
 TEST(Config, ErrorsNameFileAndField) {
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dim=-3"}); }), "model.dim: must be in [1");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dim=\"wide\""}); }),

@@ -262,6 +262,103 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCpu,
                                            AttnShape{1, 13, 6, 3, 6}, AttnShape{2, 9, 4, 1, 16},
                                            AttnShape{1, 33, 2, 2, 4}));
 
+// Packed documents: masked attention over the packed rows must be exactly
+// plain causal attention run on each document alone (forward and backward:
+// the same sums in the same order), for documents of one token, whole rows,
+// many short ones and random lengths.
+struct PackedCase {
+  const char* name;
+  int64_t B, T, H, KV, hd;
+  std::vector<int64_t> lengths;
+};
+
+void PrintTo(const PackedCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<PackedCase> packed_cases() {
+  return {
+      {"one_token_documents", 2, 9, 4, 2, 8, std::vector<int64_t>(18, 1)},
+      {"whole_rows", 2, 11, 4, 2, 8, {11, 11}},
+      {"a_document_across_rows", 3, 7, 2, 1, 4, {3, 12, 6}},
+      {"many_short", 2, 24, 4, 1, 8, {1, 2, 3, 1, 1, 4, 2, 2, 5, 1, 3, 3, 2, 1, 2}},
+      {"random_lengths", 3, 40, 6, 3, 8, test::random_lengths(120, 17, 9)},
+  };
+}
+
+class MaskedAttentionCpu : public ::testing::TestWithParam<PackedCase> {};
+
+TEST_P(MaskedAttentionCpu, EqualsEachDocumentAlone) {
+  const PackedCase& c = GetParam();
+  const cpu::AttentionShape s{c.B, c.T, c.H, c.KV, c.hd};
+  const std::vector<int32_t> cu = test::pack_documents(c.B, c.T, c.lengths);
+  const int64_t n = static_cast<int64_t>(cu.size()) - 1, N = c.B * c.T;
+  const int64_t QS = s.qkv_stride(), OS = s.out_stride();
+  auto qkv = randn(N * QS, 61), dout = randn(N * OS, 62);
+  std::vector<float> out(N * OS, NAN), lse(c.B * c.H * c.T, NAN), dqkv(N * QS, NAN);
+  cpu::attention_forward(out.data(), lse.data(), qkv.data(), s, cu.data(), n);
+  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s, cu.data(), n);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t first = cu[k], len = cu[k + 1] - cu[k], b = first / c.T, t0 = first % c.T;
+    SCOPED_TRACE(::testing::Message() << "document " << k << " (tokens " << first << ".." << first + len - 1 << ")");
+    const cpu::AttentionShape one{1, len, c.H, c.KV, c.hd};
+    const std::vector<float> q(qkv.begin() + first * QS, qkv.begin() + (first + len) * QS);
+    const std::vector<float> d(dout.begin() + first * OS, dout.begin() + (first + len) * OS);
+    std::vector<float> o(len * OS), l(c.H * len), dq(len * QS);
+    cpu::attention_forward(o.data(), l.data(), q.data(), one);
+    cpu::attention_backward(dq.data(), d.data(), q.data(), o.data(), l.data(), one);
+    for (int64_t i = 0; i < len * OS; ++i) ASSERT_EQ(out[first * OS + i], o[i]) << "out " << i;
+    for (int64_t i = 0; i < len * QS; ++i) ASSERT_EQ(dqkv[first * QS + i], dq[i]) << "dqkv " << i;
+    for (int64_t h = 0; h < c.H; ++h)
+      for (int64_t t = 0; t < len; ++t)
+        ASSERT_EQ(lse[(b * c.H + h) * c.T + t0 + t], l[h * len + t]) << "lse head " << h << " position " << t;
+  }
+}
+
+TEST_P(MaskedAttentionCpu, BackwardMatchesFiniteDifferences) {
+  const PackedCase& c = GetParam();
+  const cpu::AttentionShape s{c.B, c.T, c.H, c.KV, c.hd};
+  const std::vector<int32_t> cu = test::pack_documents(c.B, c.T, c.lengths);
+  const int64_t n = static_cast<int64_t>(cu.size()) - 1, N = c.B * c.T;
+  auto qkv = randn(N * s.qkv_stride(), 63), r = randn(N * s.out_stride(), 64);
+  std::vector<float> out(N * s.out_stride()), lse(c.B * c.H * c.T), dqkv(qkv.size(), NAN);
+  cpu::attention_forward(out.data(), lse.data(), qkv.data(), s, cu.data(), n);
+  cpu::attention_backward(dqkv.data(), r.data(), qkv.data(), out.data(), lse.data(), s, cu.data(), n);
+  expect_gradient("dqkv", qkv, dqkv, [&] {
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), s, cu.data(), n);
+    return dot(out, r);
+  }, 48, 1e-2f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Packed, MaskedAttentionCpu, ::testing::ValuesIn(packed_cases()),
+                         [](const ::testing::TestParamInfo<PackedCase>& i) { return std::string(i.param.name); });
+
+TEST(MaskedAttentionCpu, OneSegmentPerRowIsPlainCausal) {
+  const cpu::AttentionShape s{3, 10, 4, 2, 8};
+  const std::vector<int32_t> cu{0, 10, 20, 30};
+  auto qkv = randn(30 * s.qkv_stride(), 65), dout = randn(30 * s.out_stride(), 66);
+  std::vector<float> o1(30 * s.out_stride()), o2(o1.size()), l1(3 * 4 * 10), l2(l1.size());
+  std::vector<float> d1(qkv.size()), d2(qkv.size());
+  cpu::attention_forward(o1.data(), l1.data(), qkv.data(), s);
+  cpu::attention_backward(d1.data(), dout.data(), qkv.data(), o1.data(), l1.data(), s);
+  cpu::attention_forward(o2.data(), l2.data(), qkv.data(), s, cu.data(), 3);
+  cpu::attention_backward(d2.data(), dout.data(), qkv.data(), o2.data(), l2.data(), s, cu.data(), 3);
+  EXPECT_EQ(o1, o2);
+  EXPECT_EQ(l1, l2);
+  EXPECT_EQ(d1, d2);
+}
+
+TEST(MaskedAttentionCpu, BadSegmentsAreRefusedWithTheEntryNamed) {
+  const std::vector<int32_t> good{0, 3, 8, 11, 16};
+  EXPECT_NO_THROW(cpu::check_segments(good.data(), 4, 2, 8));
+  auto err = [](std::vector<int32_t> cu, int64_t B, int64_t T) {
+    return test::error_of([&] { cpu::check_segments(cu.data(), static_cast<int64_t>(cu.size()) - 1, B, T); });
+  };
+  EXPECT_NE(err({1, 8, 16}, 2, 8).find("cu_seqlens[0] is 1"), std::string::npos);
+  EXPECT_NE(err({0, 8, 15}, 2, 8).find("must be the token count B*T = 16"), std::string::npos);
+  EXPECT_NE(err({0, 5, 5, 8, 16}, 2, 8).find("cu_seqlens[2] = 5 is not above"), std::string::npos);
+  EXPECT_NE(err({0, 5, 12, 16}, 2, 8).find("crosses the start of row 1"), std::string::npos);
+  EXPECT_NE(err({0, 16}, 2, 8).find("1 segments for 2 rows"), std::string::npos);
+}
+
 TEST(CrossEntropyCpu, LossGradientAndIgnoredTargets) {
   for (auto [N, V] : {std::pair<int64_t, int64_t>{1, 2}, {7, 11}, {16, 300}}) {
     auto logits = randn(N * V, 61, 3.0f);

@@ -34,11 +34,9 @@ ModelConfig small_config(bool tied, bool llama3) {
   return c;
 }
 
-class LlamaCpuGradient : public ::testing::TestWithParam<std::pair<bool, bool>> {};
-
-TEST_P(LlamaCpuGradient, MatchesFiniteDifferences) {
-  const auto [tied, llama3] = GetParam();
-  const ModelConfig c = small_config(tied, llama3);
+// Every parameter's gradient against central differences, on B=2 rows of 7
+// tokens; cu_seqlens (nullable) masks attention per document.
+void expect_gradients_match(const ModelConfig& c, const int32_t* cu_seqlens, int64_t n_segments) {
   LlamaCpu model(c);
   const ParamLayout& L = model.layout();
   std::vector<float> p(L.total());
@@ -55,11 +53,11 @@ TEST_P(LlamaCpuGradient, MatchesFiniteDifferences) {
   y[3] = -1;
   const float zw = 0.05f, scale = 1.0f / (B * T - 1);
   std::vector<float> g(L.total(), 0.0f);
-  model.forward(p.data(), x.data(), y.data(), B, T, zw, scale);
+  model.forward(p.data(), x.data(), y.data(), B, T, zw, scale, cu_seqlens, n_segments);
   model.backward(p.data(), g.data());
   LlamaCpu probe(c);
   auto loss = [&] {
-    cpu::LossSums s = probe.forward(p.data(), x.data(), y.data(), B, T, zw, scale);
+    cpu::LossSums s = probe.forward(p.data(), x.data(), y.data(), B, T, zw, scale, cu_seqlens, n_segments);
     return (s.ce + zw * s.z) * scale;
   };
   for (const ParamEntry& e : L.entries()) {
@@ -77,6 +75,51 @@ TEST_P(LlamaCpuGradient, MatchesFiniteDifferences) {
       EXPECT_NEAR(g[i], (lp - lm) / (2 * h), 3e-2 * max_g) << e.name << " element " << i - e.offset;
     }
   }
+}
+
+class LlamaCpuGradient : public ::testing::TestWithParam<std::pair<bool, bool>> {};
+
+TEST_P(LlamaCpuGradient, MatchesFiniteDifferences) {
+  const auto [tied, llama3] = GetParam();
+  expect_gradients_match(small_config(tied, llama3), nullptr, 0);
+}
+
+TEST(LlamaCpu, DocumentMaskedGradientsMatchFiniteDifferences) {
+  const std::vector<int32_t> cu{0, 3, 4, 7, 9, 14};  // documents of 3, 1 and 3 tokens, then 2 and 5
+  expect_gradients_match(small_config(false, false), cu.data(), 5);
+}
+
+// A document's logits depend on its own tokens only: rewriting another
+// document changes nothing else (bit for bit); without the mask it would.
+TEST(LlamaCpu, PackedDocumentsDoNotSeeEachOther) {
+  const ModelConfig c = small_config(false, false);
+  std::vector<float> p(ParamLayout(c).total());
+  init_params(p.data(), ParamLayout(c), c, 12);
+  const int64_t B = 2, T = 12, V = c.vocab_size;
+  const std::vector<int32_t> cu = test::pack_documents(B, T, {4, 5, 6, 9});  // 0-3 | 4-8 | 9-11, 12-14 | 15-23
+  ASSERT_EQ(cu, (std::vector<int32_t>{0, 4, 9, 12, 15, 24}));
+  std::vector<int32_t> x(B * T);
+  for (int64_t i = 0; i < B * T; ++i) x[i] = static_cast<int32_t>(hash_u64(13, i) % V);
+  std::vector<int32_t> y = x;  // (targets are irrelevant here)
+  auto logits = [&](const std::vector<int32_t>& tokens, bool masked) {
+    LlamaCpu m(c);
+    m.forward(p.data(), tokens.data(), y.data(), B, T, 0.0f, 1.0f, masked ? cu.data() : nullptr, 5);
+    return std::vector<float>(m.logits(), m.logits() + B * T * V);
+  };
+  std::vector<int32_t> x2 = x;
+  for (int64_t i = 4; i < 9; ++i) x2[i] = static_cast<int32_t>((x[i] + 1) % V);  // rewrite document 1
+  const std::vector<float> a = logits(x, true), b = logits(x2, true);
+  for (int64_t i = 0; i < B * T * V; ++i) {
+    const int64_t token = i / V;
+    if (token >= 4 && token < 9) continue;
+    ASSERT_EQ(a[i], b[i]) << "token " << token << " saw document 1";
+  }
+  EXPECT_GT(test::rel_error(std::vector<float>(a.begin() + 4 * V, a.begin() + 9 * V),
+                            std::vector<float>(b.begin() + 4 * V, b.begin() + 9 * V)), 1e-3);
+  const std::vector<float> ua = logits(x, false), ub = logits(x2, false);
+  EXPECT_GT(test::rel_error(std::vector<float>(ua.begin() + 9 * V, ua.begin() + 12 * V),
+                            std::vector<float>(ub.begin() + 9 * V, ub.begin() + 12 * V)), 1e-3)
+      << "unmasked, document 2 should see document 1";
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, LlamaCpuGradient,

@@ -112,6 +112,30 @@ inline void expect_gradient(const std::string& what, std::vector<float>& x,
   }
 }
 
+// cu_seqlens (as Batch::cu_seqlens) for documents of the given lengths laid
+// end to end over B rows of T tokens and cut at every row start, as the
+// loader packs them; whatever the lengths leave over is one more document.
+inline std::vector<int32_t> pack_documents(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
+  std::vector<int32_t> cu{0};
+  int64_t doc_end = 0;
+  size_t next = 0;
+  for (int64_t i = 1; i <= B * T; ++i) {
+    while (doc_end < i && next < lengths.size()) doc_end += lengths[next++];
+    if (i == B * T || i % T == 0 || i == doc_end) cu.push_back(static_cast<int32_t>(i));
+  }
+  return cu;
+}
+
+// Document lengths drawn uniformly from [1, max_len], enough to cover n tokens.
+inline std::vector<int64_t> random_lengths(int64_t n, int64_t max_len, uint64_t seed) {
+  std::vector<int64_t> v;
+  for (int64_t total = 0, i = 0; total < n; ++i) {
+    v.push_back(1 + static_cast<int64_t>(hash_u64(seed, static_cast<uint64_t>(i)) % max_len));
+    total += v.back();
+  }
+  return v;
+}
+
 inline double dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0.0;
   for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];

@@ -2,6 +2,11 @@
 // on the GPU with CUDA events, after warm-up, and prints tokens/s, achieved
 // TFLOP/s and MFU; then each kernel alone at the same shapes against its floor.
 //   bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]
+//              [--doc-len MEAN]
+// --doc-len MEAN packs documents of lengths drawn around MEAN (exponentially
+// distributed, as web text roughly is: many short, a long tail) into the rows
+// and times the step and attention masked per document as well as causal per
+// row, printing both and the difference.
 // Batches are random tokens: the data pipeline is not what is measured.
 // With train.gpus > 1 (or 0: all) it times the FSDP backend over the node's
 // GPUs with a wall clock (each step ends in a synchronising optimizer step)
@@ -83,13 +88,35 @@ void row_mem(const char* name, double ms, double bytes) {
   std::printf("  %-34s %9.3f ms  %7.2f TB/s  floor %8.3f ms  %5.1f%% of copy bandwidth\n", name, ms,
               bytes / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms);
 }
+// cu_seqlens for documents of exponentially distributed lengths with the given
+// mean, laid end to end over B rows of T tokens and cut at row starts, as the
+// loader packs them.
+std::vector<int32_t> packed_documents(int64_t B, int64_t T, double mean_len, uint64_t seed) {
+  std::vector<int32_t> cu{0};
+  int64_t doc_end = 0;
+  for (int64_t i = 1, d = 0; i <= B * T; ++i) {
+    while (doc_end < i)
+      doc_end += std::max<int64_t>(1, std::llround(-mean_len * std::log(uniform01(seed, static_cast<uint64_t>(d++)))));
+    if (i == B * T || i % T == 0 || i == doc_end) cu.push_back(static_cast<int32_t>(i));
+  }
+  return cu;
+}
+
+void print_documents(const std::vector<int32_t>& cu, double mean_len) {
+  int32_t longest = 0;
+  for (size_t k = 0; k + 1 < cu.size(); ++k) longest = std::max(longest, cu[k + 1] - cu[k]);
+  const double n = static_cast<double>(cu.size() - 1);
+  std::printf("  documents: %zu segments (lengths drawn around %.0f, cut at row starts): mean %.0f, longest %d tokens\n",
+              cu.size() - 1, mean_len, cu.back() / n, longest);
+}
+
 void row_flops(const char* name, double ms, double flops, double ceiling) {
   const double floor_ms = flops / (ceiling * 1e12) * 1e3;
   std::printf("  %-34s %9.3f ms  %7.1f TFLOP/s  floor %8.3f ms  %5.1f%% of %.0f TFLOP/s\n", name, ms,
               flops / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms, ceiling);
 }
 
-void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
+void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<int32_t>& docs) {
   const ModelConfig& m = cfg.model;
   const int64_t N = B * T, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
   cudaStream_t s;
@@ -176,15 +203,40 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   const cpu::AttentionShape as{B, T, m.n_heads, m.n_kv_heads, m.head_dim};
   const double attn_fwd = 4.0 * B * m.n_heads * double(T) * T * m.head_dim / 2;
   float* lse = dalloc<float>(B * m.n_heads * T);
+  // Masked per document, the FLOPs the unmasked figures count are still the
+  // yardstick: the masked rows show time, and the speed-up is in the ms.
+  const int64_t n_docs = static_cast<int64_t>(docs.size()) - 1;
+  int32_t* dcu = docs.empty() ? nullptr : dalloc<int32_t>(docs.size());
+  if (dcu) check(cudaMemcpy(dcu, docs.data(), docs.size() * 4, cudaMemcpyHostToDevice));
   if (cuda::CudnnAttention::available()) {
     try {
-      cuda::CudnnAttention attn(as, s);
+      cuda::CudnnAttention attn(as, s, !docs.empty());
       void* aws = dalloc<uint8_t>(attn.workspace_bytes());
-      row_flops("attention fwd (cuDNN)", time_ms(s, it, [&] { attn.forward(c, lse, a, aws); }), attn_fwd, kGemmTflops);
-      row_flops("attention fwd+bwd (cuDNN)", time_ms(s, it, [&] {
-                  attn.forward(c, lse, a, aws);
-                  attn.backward(d, b, a, c, lse, aws);
-                }), 3.5 * attn_fwd, kGemmTflops);
+      const double plain_ms = time_ms(s, it, [&] { attn.forward(c, lse, a, aws); });
+      row_flops("attention fwd (cuDNN)", plain_ms, attn_fwd, kGemmTflops);
+      const double plain_fb_ms = time_ms(s, it, [&] {
+        attn.forward(c, lse, a, aws);
+        attn.backward(d, b, a, c, lse, aws);
+      });
+      row_flops("attention fwd+bwd (cuDNN)", plain_fb_ms, 3.5 * attn_fwd, kGemmTflops);
+      if (!docs.empty() && !attn.documents_ready()) {
+        std::printf("  attention per document (cuDNN): unavailable: %s\n", attn.documents_error().c_str());
+      } else if (!docs.empty()) {
+        std::vector<int64_t> host(attn.document_bytes() / 8 + 1);
+        const size_t used = attn.schedule_documents(docs.data(), n_docs, host.data());
+        void* sched = dalloc<uint8_t>(used);
+        check(cudaMemcpy(sched, host.data(), used, cudaMemcpyHostToDevice));
+        const double doc_ms = time_ms(s, it, [&] { attn.forward_documents(c, lse, a, sched, aws); });
+        const double doc_fb_ms = time_ms(s, it, [&] {
+          attn.forward_documents(c, lse, a, sched, aws);
+          attn.backward_documents(d, b, a, c, lse, sched, aws);
+        });
+        std::printf("  %-34s %9.3f ms  (causal per row %.3f ms: %+.1f%%)\n", "attention fwd per document (cuDNN)",
+                    doc_ms, plain_ms, 100.0 * (doc_ms / plain_ms - 1.0));
+        std::printf("  %-34s %9.3f ms  (causal per row %.3f ms: %+.1f%%)\n", "attention fwd+bwd per doc (cuDNN)",
+                    doc_fb_ms, plain_fb_ms, 100.0 * (doc_fb_ms / plain_fb_ms - 1.0));
+        cudaFree(sched);
+      }
       cudaFree(aws);
     } catch (const Error& e) {
       std::printf("  attention (cuDNN): unavailable: %s\n", e.what());
@@ -193,10 +245,20 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T) {
   const int fit = T > 2048 ? 2 : it;  // the fallback is slow at long T
   row_flops("attention fwd (fallback)", time_ms(s, fit, [&] { cuda::attention_forward(c, lse, a, as, s); }),
             attn_fwd, kGemmTflops);
-  row_flops("attention fwd+bwd (fallback)", time_ms(s, fit, [&] {
-              cuda::attention_forward(c, lse, a, as, s);
-              cuda::attention_backward(d, scratch, b, a, c, lse, as, s);
-            }), 3.5 * attn_fwd, kGemmTflops);
+  const double fallback_ms = time_ms(s, fit, [&] {
+    cuda::attention_forward(c, lse, a, as, s);
+    cuda::attention_backward(d, scratch, b, a, c, lse, as, s);
+  });
+  row_flops("attention fwd+bwd (fallback)", fallback_ms, 3.5 * attn_fwd, kGemmTflops);
+  if (dcu) {
+    const double doc_ms = time_ms(s, fit, [&] {
+      cuda::attention_forward(c, lse, a, as, s, dcu, n_docs);
+      cuda::attention_backward(d, scratch, b, a, c, lse, as, s, dcu, n_docs);
+    });
+    std::printf("  %-34s %9.3f ms  (causal per row %.3f ms: %+.1f%%)\n", "attention fwd+bwd per doc (fallback)",
+                doc_ms, fallback_ms, 100.0 * (doc_ms / fallback_ms - 1.0));
+    cudaFree(dcu);
+  }
 
   // AdamW over the model's parameters, in the run's precision and in the default one.
   const int64_t P = m.num_params();
@@ -302,6 +364,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   int steps = 10, warmup = 3;
   bool kernels = true;
+  double doc_len = 0;  // 0: no documents
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -316,9 +379,15 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoi(value().c_str());
     else if (a == "--warmup") warmup = std::atoi(value().c_str());
     else if (a == "--no-kernels") kernels = false;
+    else if (a == "--doc-len") doc_len = std::atof(value().c_str());
     else {
       std::fprintf(stderr,
-                   "usage: bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]\n");
+                   "usage: bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels] "
+                   "[--doc-len MEAN]\n");
+      return 2;
+    }
+    if (a == "--doc-len" && !(doc_len >= 1)) {
+      std::fprintf(stderr, "bench_step: --doc-len needs a mean document length of at least 1 token\n");
       return 2;
     }
   }
@@ -326,10 +395,13 @@ int main(int argc, char** argv) {
     overrides.insert(overrides.begin(), "train.device=cuda");
     const Config cfg = load_config(config_path, overrides);
     if (cuda::device_count() == 0) fail("no CUDA GPU: ", cuda::describe_device(0));
+    if (cfg.train.gpus != 1 && doc_len > 0)
+      fail("--doc-len times one GPU (train.gpus = 1); the FSDP bench runs causal per row only");
     if (cfg.train.gpus != 1) return bench_fsdp(cfg, steps, warmup);
     const ModelConfig& m = cfg.model;
     const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len, accum = cfg.grad_accum_steps();
-    const CudaOptions o = cuda_options(cfg);
+    CudaOptions o = cuda_options(cfg);
+    o.doc_masking = doc_len > 0;
     LlamaCuda model(m, o, B, T);
     std::vector<float> params(model.layout().total());
     init_params(params.data(), model.layout(), m, 1);
@@ -341,34 +413,46 @@ int main(int argc, char** argv) {
       y[i] = static_cast<int32_t>(hash_u64(12, i) % m.vocab_size);
     }
     const double tokens = static_cast<double>(B * T * accum);
-    auto one_step = [&](int64_t step) {
+    const std::vector<int32_t> docs = doc_len > 0 ? packed_documents(B, T, doc_len, 21) : std::vector<int32_t>{};
+    int64_t step_no = 0;
+    // One step; cu = nullptr: causal per row, else masked per document.
+    auto one_step = [&](const std::vector<int32_t>* cu) {
       model.zero_grads();
-      for (int64_t a = 0; a < accum; ++a) model.forward_backward(x.data(), y.data(), B, 2e-4f, 1.0f / tokens, true);
-      return model.optimizer_step(1e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, step, 1);
+      for (int64_t a = 0; a < accum; ++a)
+        model.forward_backward(x.data(), y.data(), B, 2e-4f, 1.0f / tokens, true, nullptr,
+                               cu ? cu->data() : nullptr, cu ? static_cast<int64_t>(cu->size()) - 1 : 0);
+      return model.optimizer_step(1e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, ++step_no, 1);
     };
-    for (int i = 0; i < warmup; ++i) one_step(i + 1);
-    // One pair of events per step (each step ends in the optimizer's one
-    // host synchronisation): the median is what the PyTorch yardstick reports.
-    std::vector<cudaEvent_t> ev(steps + 1);
-    for (cudaEvent_t& e : ev) check(cudaEventCreate(&e));
-    check(cudaEventRecord(ev[0], model.stream()));
-    for (int i = 0; i < steps; ++i) {
-      one_step(warmup + i + 1);
-      check(cudaEventRecord(ev[i + 1], model.stream()));
-    }
-    check(cudaEventSynchronize(ev[steps]));
-    std::vector<double> step_ms(steps);
-    for (int i = 0; i < steps; ++i) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
-      step_ms[i] = ms;
-    }
-    for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-    double mean_ms = 0;
-    for (double x : step_ms) mean_ms += x / steps;
-    std::vector<double> sorted = step_ms;
-    std::sort(sorted.begin(), sorted.end());
-    const double step_s = sorted[steps / 2] / 1e3;
+    // Median seconds per step after warm-up, with one pair of events per step
+    // (each step ends in the optimizer's one host synchronisation): the median
+    // is what the PyTorch yardstick reports. The spread goes to `spread`.
+    std::string spread;
+    auto time_steps = [&](const std::vector<int32_t>* cu) {
+      for (int i = 0; i < warmup; ++i) one_step(cu);
+      std::vector<cudaEvent_t> ev(steps + 1);
+      for (cudaEvent_t& e : ev) check(cudaEventCreate(&e));
+      check(cudaEventRecord(ev[0], model.stream()));
+      for (int i = 0; i < steps; ++i) {
+        one_step(cu);
+        check(cudaEventRecord(ev[i + 1], model.stream()));
+      }
+      check(cudaEventSynchronize(ev[steps]));
+      std::vector<double> ms(steps);
+      double mean = 0;
+      for (int i = 0; i < steps; ++i) {
+        float t = 0;
+        check(cudaEventElapsedTime(&t, ev[i], ev[i + 1]));
+        ms[i] = t;
+        mean += t / steps;
+      }
+      for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+      std::sort(ms.begin(), ms.end());
+      char line[128];
+      std::snprintf(line, sizeof line, "mean %.2f, min %.2f, max %.2f", mean, ms.front(), ms.back());
+      spread = line;
+      return ms[steps / 2] / 1e3;
+    };
+    const double step_s = time_steps(nullptr);
     size_t free_b = 0, total_b = 0;
     check(cudaMemGetInfo(&free_b, &total_b));
     const double n_params = static_cast<double>(m.num_params());
@@ -389,20 +473,28 @@ int main(int argc, char** argv) {
     std::printf("  recompute plan%s: %s\n", o.recompute.automatic ? " (auto)" : "",
                 model.memory_plan().describe().c_str());
     std::printf("  %s\n", model.gemm_tuning().c_str());
-    std::printf("  %d steps after %d warm-up: median %.2f ms/step (mean %.2f, min %.2f, max %.2f), %.0f tokens/s, "
-                "%.1f TFLOP/s, MFU %.1f%%\n", steps, warmup, step_s * 1e3, mean_ms, sorted.front(), sorted.back(),
-                tok_s, tflops, 100.0 * tflops / kPeakTflops);
+    std::printf("  %d steps after %d warm-up: median %.2f ms/step (%s), %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%%\n",
+                steps, warmup, step_s * 1e3, spread.c_str(), tok_s, tflops, 100.0 * tflops / kPeakTflops);
     std::printf("  (MFU: FLOPs/token = 6*(N - input-embedding params) + 12*L*d*T = %.3g, against %.0f TFLOP/s, "
                 "H100/H200 dense bf16)\n", flops_tok, kPeakTflops);
     // One more step with phase events: where the time goes (the last
     // micro-batch's phases, and the optimizer).
     model.set_phase_timing(true);
-    one_step(warmup + steps + 1);
+    one_step(nullptr);
+    model.set_phase_timing(false);
     const std::vector<float> ph = model.phase_ms();
     std::printf("  phases of one step (last micro-batch):");
     for (int p = 0; p < LlamaCuda::kPhases; ++p) std::printf("%s %s %.2f ms", p ? ";" : "", LlamaCuda::phase_name(p), ph[p]);
     std::printf("\n");
-    if (kernels) bench_kernels(cfg, B, T);
+    if (!docs.empty()) {
+      print_documents(docs, doc_len);
+      const double doc_s = time_steps(&docs);
+      std::printf("  masked per document: median %.2f ms/step, %.0f tokens/s (causal per row %.2f ms/step: %+.2f%%; "
+                  "MFU counted with the causal FLOPs %.1f%%)\n",
+                  doc_s * 1e3, tokens / doc_s, step_s * 1e3, 100.0 * (doc_s / step_s - 1.0),
+                  100.0 * flops_tok * tokens / doc_s / 1e12 / kPeakTflops);
+    }
+    if (kernels) bench_kernels(cfg, B, T, docs);
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_step: error: %s\n", e.what());

@@ -8,6 +8,7 @@
 #   bench10b         bench_step on the full 10B (1 micro-batch per step), and the yardstick
 #   bench10b-accum8  bench_step on the full 10B, 8 micro-batches per step
 #   yard10b          the yardstick alone on the full 10B (torch.compile, nothing checkpointed)
+#   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
 # Extra bench_step flags can be given in BENCH_ARGS.
 source "$(dirname "$0")/env.sh" 2>/dev/null || source scripts/device/env.sh
 B=devbin
@@ -23,7 +24,7 @@ for s in "$@"; do
     sanitize)
       for tool in memcheck initcheck racecheck; do
         section "sanitize $tool"
-        timeout 900 compute-sanitizer --tool $tool --print-limit 20 \
+        timeout ${SAN_TIMEOUT:-900} compute-sanitizer --tool $tool --print-limit 20 \
           $B/intellect_gpu_tests --gtest_filter="${SAN_FILTER:-CudaKernels.*:CudaModel.*:-*Fsdp*}" \
           > "$OUT/sanitize-$tool.log" 2>&1
         echo "exit $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize-$tool.log" | tail -5
@@ -35,15 +36,20 @@ for s in "$@"; do
       python3 devbin/shared/bench/torch_llama_bench.py --layers 4 --compile 1 2>&1 | grep '^{' | tee -a "$OUT/bench4.log" ;;
     bench10b)
       section bench10b
-      $B/bench_step "${common[@]}" --steps 6 --warmup 2 --no-kernels ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench10b.log" ;;
+      $B/bench_step "${common[@]}" --steps ${STEPS10B:-6} --warmup 2 --no-kernels ${BENCH_ARGS:-} 2>&1 \
+        | tee "$OUT/bench10b.log" ;;
     bench10b-accum8)
       section bench10b-accum8
       $B/bench_step "${common[@]}" --set train.batch_size=8 --steps 3 --warmup 1 --no-kernels ${BENCH_ARGS:-} \
         2>&1 | tee "$OUT/bench10b-accum8.log" ;;
     yard10b)
       section yard10b
-      python3 devbin/shared/bench/torch_llama_bench.py --layers 42 --compile 1 --steps 6 2>&1 | grep '^{' \
+      python3 devbin/shared/bench/torch_llama_bench.py --layers 42 --compile 1 --steps ${STEPS10B:-6} 2>&1 | grep '^{' \
         | tee "$OUT/yard10b.log" ;;
+    bench4docs)
+      section bench4docs
+      $B/bench_step "${common[@]}" --set model.n_layers=4 --steps 10 --warmup 3 --doc-len ${DOC_LEN:-1500} \
+        --no-kernels 2>&1 | tee "$OUT/bench4docs.log" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

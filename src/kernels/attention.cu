@@ -4,6 +4,12 @@
 // memory and shared by the block's 8 warps. Lane j holds head dims j, j+32, …
 // It is the always-available path (any head_dim ≤ 256, any GPU, deterministic:
 // no atomics); cuDNN's fused SDPA is the fast path.
+//
+// With document segments a query sees keys from its segment's first token on,
+// and a key is seen by queries up to its segment's last token: each block
+// only stages the tiles its warps can see, so masked work is skipped, not
+// computed and thrown away. Without segments the bounds are the row's, and the
+// arithmetic is exactly the plain causal one.
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -20,10 +26,14 @@ constexpr int kMaxPerLane = 8;  // head_dim ≤ 256
 struct Geometry {
   int64_t T, H, KV, hd, stride, out_stride, group, k_off, v_off;
   float scale;
+  const int32_t* cu_seqlens;  // device; nullptr = one segment per row
+  int64_t n_segments;
 };
 
-Geometry geometry(const cpu::AttentionShape& s) {
+Geometry geometry(const cpu::AttentionShape& s, const int32_t* cu_seqlens, int64_t n_segments) {
   Geometry g;
+  g.cu_seqlens = cu_seqlens;
+  g.n_segments = n_segments;
   g.T = s.T;
   g.H = s.n_heads;
   g.KV = s.n_kv_heads;
@@ -35,6 +45,23 @@ Geometry geometry(const cpu::AttentionShape& s) {
   g.v_off = g.k_off + s.n_kv_heads * s.head_dim;
   g.scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
   return g;
+}
+
+// Row-relative bounds of the segment holding position t of row b: the first
+// key a query at t may see, and one past the last query that may see a key at t.
+struct Span {
+  int64_t first, end;
+};
+__device__ Span segment_span(const Geometry& g, int64_t b, int64_t t) {
+  if (g.cu_seqlens == nullptr) return {0, g.T};
+  const int64_t flat = b * g.T + t;
+  int64_t lo = 0, hi = g.n_segments - 1;  // the largest k with cu_seqlens[k] <= flat
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (g.cu_seqlens[mid] <= flat) lo = mid;
+    else hi = mid - 1;
+  }
+  return {g.cu_seqlens[lo] - b * g.T, g.cu_seqlens[lo + 1] - b * g.T};
 }
 
 __device__ __forceinline__ void load_row(float* dst, const bf16* src, const Geometry& g, int lane) {
@@ -77,14 +104,18 @@ __global__ void forward_kernel(bf16* out, float* lse, const bf16* qkv, Geometry 
   if (t < g.T) load_row(q, base + t * g.stride + h * g.hd, g, lane);
   float m = -INFINITY, l = 0.0f;
   const int64_t last = min(g.T - 1, t0 + kWarps - 1);
-  for (int64_t u0 = 0; u0 <= last; u0 += kTile) {
+  // Segment starts never decrease along a row: the block's first query sees
+  // the earliest key any of its queries sees.
+  const int64_t block_first = segment_span(g, b, t0).first;
+  const int64_t first = t < g.T ? segment_span(g, b, t).first : 0;
+  for (int64_t u0 = block_first; u0 <= last; u0 += kTile) {
     const int count = static_cast<int>(min((int64_t)kTile, last + 1 - u0));
     __syncthreads();
     stage(ks, base + g.k_off + kvh * g.hd, g.stride, u0, count, g.hd);
     stage(vs, base + g.v_off + kvh * g.hd, g.stride, u0, count, g.hd);
     __syncthreads();
     if (t >= g.T) continue;
-    for (int k = 0; k < count && u0 + k <= t; ++k) {
+    for (int k = static_cast<int>(max((int64_t)0, first - u0)); k < count && u0 + k <= t; ++k) {
       const float s = g.scale * dot_row(q, ks + k * g.hd, g, lane);
       const float m_new = fmaxf(m, s);
       const float corr = __expf(m - m_new), p = __expf(s - m_new);
@@ -138,14 +169,16 @@ __global__ void dq_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const f
     Dt = D[(b * g.H + h) * g.T + t];
   }
   const int64_t last = min(g.T - 1, t0 + kWarps - 1);
-  for (int64_t u0 = 0; u0 <= last; u0 += kTile) {
+  const int64_t block_first = segment_span(g, b, t0).first;
+  const int64_t first = t < g.T ? segment_span(g, b, t).first : 0;
+  for (int64_t u0 = block_first; u0 <= last; u0 += kTile) {
     const int count = static_cast<int>(min((int64_t)kTile, last + 1 - u0));
     __syncthreads();
     stage(ks, base + g.k_off + kvh * g.hd, g.stride, u0, count, g.hd);
     stage(vs, base + g.v_off + kvh * g.hd, g.stride, u0, count, g.hd);
     __syncthreads();
     if (t >= g.T) continue;
-    for (int k = 0; k < count && u0 + k <= t; ++k) {
+    for (int k = static_cast<int>(max((int64_t)0, first - u0)); k < count && u0 + k <= t; ++k) {
       const float p = __expf(g.scale * dot_row(q, ks + k * g.hd, g, lane) - L);
       const float dp = dot_row(dO, vs + k * g.hd, g, lane);
       const float ds = p * (dp - Dt) * g.scale;
@@ -183,9 +216,13 @@ __global__ void dkv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const 
     load_row(k, base + u * g.stride + g.k_off + kvh * g.hd, g, lane);
     load_row(v, base + u * g.stride + g.v_off + kvh * g.hd, g, lane);
   }
+  // Segment ends never decrease along a row: the block's last key is seen by
+  // the latest query any of its keys is seen by.
+  const int64_t block_end = segment_span(g, b, min(u0 + kWarps - 1, g.T - 1)).end;
+  const int64_t end = u < g.T ? segment_span(g, b, u).end : 0;
   for (int64_t h = kvh * g.group; h < (kvh + 1) * g.group; ++h) {
-    for (int64_t t0 = u0; t0 < g.T; t0 += kTile) {
-      const int count = static_cast<int>(min((int64_t)kTile, g.T - t0));
+    for (int64_t t0 = u0; t0 < block_end; t0 += kTile) {
+      const int count = static_cast<int>(min((int64_t)kTile, block_end - t0));
       __syncthreads();
       stage(qs, base + h * g.hd, g.stride, t0, count, g.hd);
       stage(dos, dout + b * g.T * g.out_stride + h * g.hd, g.out_stride, t0, count, g.hd);
@@ -195,7 +232,7 @@ __global__ void dkv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const 
       }
       __syncthreads();
       if (u >= g.T) continue;
-      for (int r = 0; r < count; ++r) {
+      for (int r = 0; r < count && t0 + r < end; ++r) {
         if (t0 + r < u) continue;
         const float p = __expf(g.scale * dot_row(k, qs + r * g.hd, g, lane) - ls[r]);
         const float dp = dot_row(v, dos + r * g.hd, g, lane);
@@ -239,10 +276,10 @@ void check_shape(const cpu::AttentionShape& s) {
 }  // namespace
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, const cpu::AttentionShape& s,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const int32_t* cu_seqlens, int64_t n_segments) {
   check_shape(s);
   if (s.B * s.T == 0) return;
-  const Geometry g = geometry(s);
+  const Geometry g = geometry(s, cu_seqlens, n_segments);
   const size_t smem = sizeof(float) * 2 * kTile * g.hd;
   set_smem(reinterpret_cast<const void*>(forward_kernel), smem);
   dim3 grid(ceil_div(s.T, kWarps), static_cast<unsigned>(s.n_heads), static_cast<unsigned>(s.B));
@@ -252,10 +289,10 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, const cpu::Attent
 
 void attention_backward(bf16* dqkv, float* scratch, const bf16* dout, const bf16* qkv,
                         const bf16* out, const float* lse, const cpu::AttentionShape& s,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const int32_t* cu_seqlens, int64_t n_segments) {
   check_shape(s);
   if (s.B * s.T == 0) return;
-  const Geometry g = geometry(s);
+  const Geometry g = geometry(s, cu_seqlens, n_segments);
   const int64_t rows = s.B * s.n_heads * s.T;
   dot_do_o_kernel<<<ceil_div(rows, kWarps), kWarps * 32, 0, stream>>>(scratch, dout, out, g, rows);
   CUDA_CHECK_LAUNCH();

@@ -27,8 +27,14 @@ CudaAdamW::CudaAdamW(size_t n, bool master_weights, bool state_bf16, const std::
   n_decay_ranges_ = static_cast<int>(decay_flags.size());
   decay_bounds_ = static_cast<int64_t*>(alloc(decay_bounds.size() * sizeof(int64_t)));
   decay_flags_ = static_cast<uint8_t*>(alloc(decay_flags.size()));
-  check(cudaMemcpy(decay_bounds_, decay_bounds.data(), decay_bounds.size() * 8, cudaMemcpyHostToDevice), "bounds");
-  check(cudaMemcpy(decay_flags_, decay_flags.data(), decay_flags.size(), cudaMemcpyHostToDevice), "flags");
+  // On the model's stream, not with cudaMemcpy: from pageable memory that
+  // returns before the DMA lands, and the legacy stream it uses does not order
+  // a non-blocking stream. The host vectors may go at once: a pageable copy
+  // has staged them when the call returns.
+  check(cudaMemcpyAsync(decay_bounds_, decay_bounds.data(), decay_bounds.size() * 8, cudaMemcpyHostToDevice, stream),
+        "bounds");
+  check(cudaMemcpyAsync(decay_flags_, decay_flags.data(), decay_flags.size(), cudaMemcpyHostToDevice, stream),
+        "flags");
   scratch_ = static_cast<float*>(alloc(cuda::adamw_scratch_floats() * sizeof(float)));
   norm_ = static_cast<float*>(alloc(sizeof(float)));
   sum_squares_ = static_cast<float*>(alloc(sizeof(float)));

@@ -49,12 +49,21 @@ void LlamaCpu::resize(int64_t B, int64_t T) {
 }
 
 cpu::LossSums LlamaCpu::forward(const float* P, const int32_t* tokens, const int32_t* targets,
-                                int64_t B, int64_t T, float z_weight, float grad_scale) {
+                                int64_t B, int64_t T, float z_weight, float grad_scale,
+                                const int32_t* cu_seqlens, int64_t n_segments) {
   resize(B, T);
   const int64_t N = B * T, D = cfg_.dim, F = cfg_.ffn_dim, V = cfg_.vocab_size;
   const float eps = static_cast<float>(cfg_.norm_eps);
   const cpu::AttentionShape shape{B, T, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim};
   std::memcpy(tokens_.data(), tokens, sizeof(int32_t) * N);
+  if (cu_seqlens) {
+    cpu::check_segments(cu_seqlens, n_segments, B, T);
+    cu_seqlens_.assign(cu_seqlens, cu_seqlens + n_segments + 1);
+  } else {
+    cu_seqlens_.clear();
+  }
+  const int32_t* segs = cu_seqlens_.empty() ? nullptr : cu_seqlens_.data();
+  const int64_t n_segs = static_cast<int64_t>(cu_seqlens_.size()) - 1;
 
   cpu::embedding_forward(resid_[0].data(), tokens, P + layout_.embed(), N, V, D);
   for (int l = 0; l < cfg_.n_layers; ++l) {
@@ -65,7 +74,7 @@ cpu::LossSums LlamaCpu::forward(const float* P, const int32_t* tokens, const int
     cpu::rmsnorm_forward(a.norm1.data(), a.rstd1.data(), x, P + o.attn_norm, N, D, eps);
     cpu::matmul_forward(a.qkv.data(), a.norm1.data(), P + o.wqkv, N, cfg_.qkv_dim(), D);
     cpu::rope_apply(a.qkv.data(), B, T, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), rope_, false);
-    cpu::attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), shape);
+    cpu::attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), shape, segs, n_segs);
     cpu::matmul_forward(a.resid_mid.data(), a.att.data(), P + o.wo, N, D, cfg_.q_dim());
     for (int64_t i = 0; i < N * D; ++i) a.resid_mid[i] += x[i];
     // MLP
@@ -87,6 +96,8 @@ void LlamaCpu::backward(const float* P, float* G) {
   INTELLECT_CHECK(B_ > 0, "backward() before forward()");
   const int64_t B = B_, T = T_, N = B * T, D = cfg_.dim, F = cfg_.ffn_dim, V = cfg_.vocab_size;
   const cpu::AttentionShape shape{B, T, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim};
+  const int32_t* segs = cu_seqlens_.empty() ? nullptr : cu_seqlens_.data();
+  const int64_t n_segs = static_cast<int64_t>(cu_seqlens_.size()) - 1;
 
   cpu::matmul_backward(dnorm_.data(), G + layout_.lm_head(), dlogits_.data(), norm_f_.data(),
                        P + layout_.lm_head(), N, V, D);
@@ -106,7 +117,8 @@ void LlamaCpu::backward(const float* P, float* G) {
     // attention
     cpu::matmul_backward(datt_.data(), G + o.wo, dresid_.data(), a.att.data(), P + o.wo, N, D,
                          cfg_.q_dim());
-    cpu::attention_backward(dqkv_.data(), datt_.data(), a.qkv.data(), a.att.data(), a.lse.data(), shape);
+    cpu::attention_backward(dqkv_.data(), datt_.data(), a.qkv.data(), a.att.data(), a.lse.data(), shape, segs,
+                            n_segs);
     cpu::rope_apply(dqkv_.data(), B, T, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), rope_, true);
     cpu::matmul_backward(dnorm_.data(), G + o.wqkv, dqkv_.data(), a.norm1.data(), P + o.wqkv, N,
                          cfg_.qkv_dim(), D);

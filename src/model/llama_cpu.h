@@ -22,8 +22,11 @@ class LlamaCpu {
   // Forward over tokens [B, T]. With targets (same shape, < 0 = ignore) it also
   // computes the loss and leaves dlogits = grad_scale · ∂(sum losses)/∂logits
   // ready for backward(). Activations are kept until the next forward.
+  // cu_seqlens (n_segments + 1 entries, as Batch::cu_seqlens) masks attention
+  // per packed document, for the backward too; nullptr: causal over each row.
   cpu::LossSums forward(const float* params, const int32_t* tokens, const int32_t* targets,
-                        int64_t B, int64_t T, float z_weight, float grad_scale);
+                        int64_t B, int64_t T, float z_weight, float grad_scale,
+                        const int32_t* cu_seqlens = nullptr, int64_t n_segments = 0);
   // Logits [B*T, V] of the last forward.
   const float* logits() const { return logits_.data(); }
 
@@ -38,6 +41,7 @@ class LlamaCpu {
   int64_t B_ = 0, T_ = 0;
   RopeTable rope_;
   std::vector<int32_t> tokens_;
+  std::vector<int32_t> cu_seqlens_;  // the last forward's document segments; empty = none
 
   // Activations, rows = B*T. resid_[l] is the residual stream entering block l;
   // resid_[L] leaves the last block.

@@ -153,8 +153,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   const RopeTable rope = rope_table(cfg, seq_len);
   rope_cos_ = alloc<float>(rope.cos.size());
   rope_sin_ = alloc<float>(rope.sin.size());
-  check(cudaMemcpy(rope_cos_, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice), "rope");
-  check(cudaMemcpy(rope_sin_, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice), "rope");
+  check(cudaMemcpyAsync(rope_cos_, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice, stream_), "rope");
+  check(cudaMemcpyAsync(rope_sin_, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice, stream_), "rope");
 
   dresid_ = alloc<bf16>(N * D);
   dnorm_ = alloc<bf16>(N * D);
@@ -179,8 +179,16 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     const cpu::AttentionShape shape{max_batch, seq_len, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim};
     try {
       if (!cuda::CudnnAttention::available()) fail("cuDNN is not available at run time");
-      cudnn_attn_ = std::make_unique<cuda::CudnnAttention>(shape, stream_);
+      cudnn_attn_ = std::make_unique<cuda::CudnnAttention>(shape, stream_, opts_.doc_masking);
       cudnn_batch_ = max_batch;
+      cudnn_documents_ = cudnn_attn_->documents_ready();
+      if (opts_.doc_masking && !cudnn_documents_) {
+        if (opts_.attention == "cudnn")
+          fail("cuDNN cannot run packed-document attention (", cudnn_attn_->documents_error(),
+               "); set train.attention to \"auto\" to use the fallback kernel for it, or train.doc_masking to false");
+        std::fprintf(stderr, "intellect: cuDNN packed-document attention unavailable (%s); documents use the "
+                     "fallback kernel\n", cudnn_attn_->documents_error().c_str());
+      }
     } catch (const Error& e) {
       if (opts_.attention == "cudnn") throw;
       std::fprintf(stderr, "intellect: cuDNN attention unavailable (%s); using the fallback kernel\n",
@@ -205,6 +213,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     }
     gemm_tuning_ = blas_->tune(shapes);
   }
+  if (opts_.doc_masking) setup_documents();
   // Last, so the plan sees what everything else took.
   allocate_activations(max_batch, seq_len);
   check(cudaStreamSynchronize(stream_), "init");
@@ -295,6 +304,7 @@ LlamaCuda::~LlamaCuda() {
   if (staging_) cudaFreeHost(staging_);
   if (loss_host_) cudaFreeHost(loss_host_);
   if (norm_host_) cudaFreeHost(norm_host_);
+  if (doc_host_) cudaFreeHost(doc_host_);
   if (staging_free_) cudaEventDestroy(staging_free_);
   for (cudaEvent_t e : phase_ev_)
     if (e) cudaEventDestroy(e);
@@ -302,7 +312,10 @@ LlamaCuda::~LlamaCuda() {
 }
 
 std::string LlamaCuda::attention_impl() const {
-  return cudnn_attn_ ? "cuDNN fused SDPA" : "fallback flash-style kernel";
+  std::string s = cudnn_attn_ ? "cuDNN fused SDPA" : "fallback flash-style kernel";
+  if (opts_.doc_masking)
+    s += cudnn_documents_ ? ", masked per document (cuDNN ragged SDPA)" : ", masked per document (fallback kernel)";
+  return s;
 }
 
 namespace {
@@ -524,7 +537,46 @@ void LlamaCuda::grad_end(int unit, int slot) {
 #endif
 }
 
+// Device room for a micro-batch's segments and cuDNN's schedule of them, and
+// their pinned staging: sized once for the largest micro-batch.
+void LlamaCuda::setup_documents() {
+  const size_t cu_bytes = (sizeof(int32_t) * (max_batch_ * T_ + 1) + 255) / 256 * 256;
+  const size_t bytes = cu_bytes + (cudnn_documents_ ? cudnn_attn_->document_bytes() : 0);
+  doc_dev_ = alloc<uint8_t>(bytes);
+  check(cudaMallocHost(&doc_host_, bytes), "pinned document staging");
+  doc_schedule_at_ = cu_bytes;
+}
+
+// Called while the batch is staged (after staging_free_ was waited for, before it is
+// recorded again): checks the segments, then copies them, and cuDNN's calls for
+// them, in stream order.
+void LlamaCuda::stage_documents(const int32_t* cu_seqlens, int64_t n_segments, int64_t B) {
+  doc_segments_ = 0;
+  if (cu_seqlens == nullptr) return;
+  if (doc_dev_ == nullptr)
+    fail("forward_backward got document segments but the model was built without document masking "
+         "(train.doc_masking / CudaOptions::doc_masking)");
+  cpu::check_segments(cu_seqlens, n_segments, B, T_);
+  const size_t cu_bytes = sizeof(int32_t) * (n_segments + 1);
+  std::memcpy(doc_host_, cu_seqlens, cu_bytes);
+  check(cudaMemcpyAsync(doc_dev_, doc_host_, cu_bytes, cudaMemcpyHostToDevice, stream_), "segments");
+  if (cudnn_documents_) {
+    const size_t n = cudnn_attn_->schedule_documents(cu_seqlens, n_segments, doc_host_ + doc_schedule_at_);
+    check(cudaMemcpyAsync(doc_dev_ + doc_schedule_at_, doc_host_ + doc_schedule_at_, n, cudaMemcpyHostToDevice,
+                          stream_), "document schedule");
+  }
+  doc_segments_ = n_segments;
+}
+
 void LlamaCuda::attention_forward(const Block& a, int64_t B) {
+  if (doc_segments_ > 0) {
+    if (cudnn_documents_)
+      cudnn_attn_->forward_documents(a.att, a.lse, a.qkv, doc_dev_ + doc_schedule_at_, workspace_);
+    else
+      cuda::attention_forward(a.att, a.lse, a.qkv, {B, T_, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim},
+                              stream_, reinterpret_cast<const int32_t*>(doc_dev_), doc_segments_);
+    return;
+  }
   if (cudnn_attn_ && B == cudnn_batch_) {
     cudnn_attn_->forward(a.att, a.lse, a.qkv, workspace_);
   } else {
@@ -534,6 +586,15 @@ void LlamaCuda::attention_forward(const Block& a, int64_t B) {
 }
 
 void LlamaCuda::attention_backward(const Block& a, int64_t B) {
+  if (doc_segments_ > 0) {  // the path the forward took (the lse layouts differ)
+    if (cudnn_documents_)
+      cudnn_attn_->backward_documents(dqkv_, datt_, a.qkv, a.att, a.lse, doc_dev_ + doc_schedule_at_, workspace_);
+    else
+      cuda::attention_backward(dqkv_, attn_scratch_, datt_, a.qkv, a.att, a.lse,
+                               {B, T_, cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim}, stream_,
+                               reinterpret_cast<const int32_t*>(doc_dev_), doc_segments_);
+    return;
+  }
   if (cudnn_attn_ && B == cudnn_batch_) {
     cudnn_attn_->backward(dqkv_, datt_, a.qkv, a.att, a.lse, workspace_);
   } else {
@@ -630,7 +691,7 @@ void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool bac
 
 void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B,
                                  float z_weight, float grad_scale, bool backward,
-                                 float* logits_host) {
+                                 float* logits_host, const int32_t* cu_seqlens, int64_t n_segments) {
   if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
   const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
   const float eps = static_cast<float>(cfg_.norm_eps);
@@ -638,6 +699,7 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   // Stage the batch (and the embedding-backward buckets) through pinned memory;
   // wait only until the previous batch's copies have left it.
   check(cudaEventSynchronize(staging_free_), "staging");
+  stage_documents(cu_seqlens, n_segments, B);  // first: it checks the segments before anything is queued
   const cpu::TokenBuckets buckets = cpu::bucket_tokens(tokens, N);
   n_buckets_ = static_cast<int64_t>(buckets.tokens.size());
   int32_t* s = staging_;

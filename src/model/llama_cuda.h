@@ -36,6 +36,7 @@ struct CudaOptions {
   size_t memory_limit = 0;           // plan as if the GPU had this many bytes (0 = all of it)
   bool grads_bf16 = false;           // the flat gradient buffer (one GPU only; FSDP shards are fp32)
   std::string attention = "auto";    // auto | cudnn | fallback
+  bool doc_masking = false;          // forward_backward may get document segments (cuDNN's ragged plans are built)
   bool decay_norms_and_embeddings = false;
   // FSDP: this replica is rank `rank` of the `world` GPUs of one node and
   // keeps only its shard of the parameters, gradients and optimizer state
@@ -79,8 +80,11 @@ class LlamaCuda {
   // One micro-batch [B, T] of host tokens/targets (targets < 0 ignored).
   // Accumulates loss sums on the device and, with backward, gradients.
   // logits_host (nullable) receives fp32 logits [B*T, V] (synchronises).
+  // cu_seqlens (host, n_segments + 1 entries, as Batch::cu_seqlens; needs
+  // doc_masking) masks attention per document; nullptr: causal per row.
   void forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight,
-                        float grad_scale, bool backward, float* logits_host = nullptr);
+                        float grad_scale, bool backward, float* logits_host = nullptr,
+                        const int32_t* cu_seqlens = nullptr, int64_t n_segments = 0);
 
   // AdamW on the accumulated gradients; returns the loss sums since the last
   // call and the gradient norm (before clipping). Synchronises once.
@@ -158,6 +162,8 @@ class LlamaCuda {
   void flush_updates();               // compute stream waits for the whole update
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
+  void setup_documents();
+  void stage_documents(const int32_t* cu_seqlens, int64_t n_segments, int64_t B);
 
   ModelConfig cfg_;
   CudaOptions opts_;
@@ -221,6 +227,14 @@ class LlamaCuda {
   std::unique_ptr<cuda::Blas> blas_;
   std::unique_ptr<cuda::CudnnAttention> cudnn_attn_;
   int64_t cudnn_batch_ = -1;
+
+  // Packed documents (opts_.doc_masking): the micro-batch's cu_seqlens, then cuDNN's
+  // schedule of them, staged through pinned doc_host_ under staging_free_.
+  bool cudnn_documents_ = false;     // cuDNN's ragged plans built (else the fallback kernel)
+  int64_t doc_segments_ = 0;         // this micro-batch's segments; 0 = causal per row
+  uint8_t* doc_dev_ = nullptr;       // cu_seqlens, then the schedule at doc_schedule_at_
+  uint8_t* doc_host_ = nullptr;      // pinned
+  size_t doc_schedule_at_ = 0;
 };
 
 }  // namespace intellect

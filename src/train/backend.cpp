@@ -39,8 +39,9 @@ class CpuBackend final : public Backend {
   }
 
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
-           bool backward, float* logits_host) override {
-    const cpu::LossSums s = model_.forward(params_.data(), tokens, targets, B, T_, z_weight, grad_scale);
+           bool backward, float* logits_host, const int32_t* cu_seqlens, int64_t n_segments) override {
+    const cpu::LossSums s =
+        model_.forward(params_.data(), tokens, targets, B, T_, z_weight, grad_scale, cu_seqlens, n_segments);
     if (logits_host)
       std::memcpy(logits_host, model_.logits(), sizeof(float) * B * T_ * model_.config().vocab_size);
     if (backward) model_.backward(params_.data(), grads_.data());

@@ -38,8 +38,11 @@ class Backend {
   // One micro-batch [B, seq_len]: forward, and backward when asked (gradients
   // accumulate). Loss sums accumulate until take_loss() or step().
   // logits_host (nullable) receives fp32 logits [B*T, V].
+  // cu_seqlens (nullable; n_segments + 1 entries, as Batch::cu_seqlens) masks
+  // attention per packed document; nullptr: causal over each row.
   virtual void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight,
-                   float grad_scale, bool backward, float* logits_host = nullptr) = 0;
+                   float grad_scale, bool backward, float* logits_host = nullptr,
+                   const int32_t* cu_seqlens = nullptr, int64_t n_segments = 0) = 0;
   virtual cpu::LossSums take_loss() = 0;
   // AdamW at learning rate lr (step counter kept inside).
   virtual StepStats step(double lr) = 0;

@@ -40,8 +40,8 @@ class CudaBackend final : public Backend {
     steps_ = step;
   }
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
-           bool backward, float* logits_host) override {
-    model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host);
+           bool backward, float* logits_host, const int32_t* cu_seqlens, int64_t n_segments) override {
+    model_.forward_backward(tokens, targets, B, z_weight, grad_scale, backward, logits_host, cu_seqlens, n_segments);
   }
   cpu::LossSums take_loss() override { return model_.take_loss(); }
   StepStats step(double lr) override {
@@ -78,6 +78,7 @@ CudaOptions cuda_options(const Config& cfg) {
   o.memory_limit = static_cast<size_t>(cfg.train.memory_limit_gib * double(size_t(1) << 30));
   o.grads_bf16 = use_bf16_grads(cfg);
   o.attention = cfg.train.attention;
+  o.doc_masking = cfg.train.doc_masking;
   o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
   o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";
   return o;

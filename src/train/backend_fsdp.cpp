@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "kernels/attention.h"
 #include "kernels/cuda_device.h"
 #include "train/backend_cuda.h"
 #include "util/error.h"
@@ -175,17 +176,24 @@ class FsdpBackend final : public Backend {
   }
 
   void run(const int32_t* tokens, const int32_t* targets, int64_t B, float z_weight, float grad_scale,
-           bool backward, float* logits_host) override {
+           bool backward, float* logits_host, const int32_t* cu_seqlens, int64_t n_segments) override {
     if (B > max_batch_) fail("micro-batch of ", B, " sequences exceeds the ", max_batch_, " planned");
     // Checked here, before any rank starts: a rank that failed alone would
     // leave the others waiting in a collective.
     check_token_ids(tokens, targets, B * T_, cfg_.model.vocab_size);
+    if (cu_seqlens) {
+      if (!cfg_.train.doc_masking)
+        fail("document segments given to a backend built with train.doc_masking=false");
+      cpu::check_segments(cu_seqlens, n_segments, B, T_);
+    }
     if (pending_ > 0 && (slots_[0].backward != backward || logits_host)) flush();
     // Into a slot kept from earlier micro-batches: no allocation once the
     // vectors have grown to the planned size.
     MicroBatch& mb = slots_[pending_++];
     mb.tokens.assign(tokens, tokens + B * T_);
     mb.targets.assign(targets, targets + B * T_);
+    if (cu_seqlens) mb.cu_seqlens.assign(cu_seqlens, cu_seqlens + n_segments + 1);
+    else mb.cu_seqlens.clear();
     mb.B = B;
     mb.z_weight = z_weight;
     mb.grad_scale = grad_scale;
@@ -218,6 +226,7 @@ class FsdpBackend final : public Backend {
  private:
   struct MicroBatch {
     std::vector<int32_t> tokens, targets;
+    std::vector<int32_t> cu_seqlens;  // empty: causal per row
     int64_t B = 0;
     float z_weight = 0, grad_scale = 0;
     bool backward = false;
@@ -243,6 +252,7 @@ class FsdpBackend final : public Backend {
       pad.B = slots_[0].B;
       pad.tokens.assign(pad.B * T_, 0);
       pad.targets.assign(pad.B * T_, -1);
+      pad.cu_seqlens.clear();
       pad.z_weight = slots_[0].z_weight;
       pad.grad_scale = slots_[0].grad_scale;
       pad.backward = slots_[0].backward;
@@ -251,8 +261,10 @@ class FsdpBackend final : public Backend {
     pending_ = 0;  // before running: a failure must not leave the slots counted full
     threads_->run_all([&](int r) {
       const MicroBatch& mb = slots_[r];
+      const int64_t n = static_cast<int64_t>(mb.cu_seqlens.size()) - 1;
       models_[r]->forward_backward(mb.tokens.data(), mb.targets.data(), mb.B, mb.z_weight, mb.grad_scale,
-                                   mb.backward, mb.logits_host);
+                                   mb.backward, mb.logits_host, n > 0 ? mb.cu_seqlens.data() : nullptr,
+                                   n > 0 ? n : 0);
     });
   }
 

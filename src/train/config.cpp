@@ -86,6 +86,11 @@ Config parse_config(const json& doc, const std::string& source) {
     t.eval_every = r.get_int("eval_every", 0, 0, kBig);
     t.eval_batches = r.get_int("eval_batches", 4, 1, kBig);
     t.attention = r.get_string("attention", "auto", {"auto", "cudnn", "fallback"});
+    // Documents are found by their BOS token, so masking defaults to on exactly when there is one.
+    t.doc_masking = r.get_bool("doc_masking", c.model.bos_id >= 0);
+    if (t.doc_masking && c.model.bos_id < 0)
+      r.error("doc_masking", "is true but model.bos_id is -1: document boundaries come from the BOS token; "
+                             "set model.bos_id, or train.doc_masking to false");
     t.gpus = r.get_int("gpus", 1, 0, 64);
     if (t.gpus != 1 && t.device != "cuda")
       r.error("gpus", str("sharding over several GPUs needs train.device \"cuda\", got gpus=", t.gpus,

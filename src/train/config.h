@@ -48,6 +48,10 @@ struct TrainConfig {
   RecomputeSpec recompute;
   double memory_limit_gib = 0;  // plan "auto" as if the GPU had this much (0 = all of it)
   std::string attention = "auto";  // CUDA attention: auto | cudnn | fallback
+  // Attention masked per packed document (a token sees only earlier tokens of its own
+  // document, from the batch's cu_seqlens); the config's default is on when model.bos_id
+  // is set. Off: causal over the whole row, as before.
+  bool doc_masking = false;
   // GPUs of this node, sharded FSDP-style over NCCL (0 = every visible GPU).
   // Each step's micro-batches are dealt out to the GPUs, so the global batch
   // and the loss curve are those of one GPU.

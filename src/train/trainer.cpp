@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <thread>
+#include <utility>
 
 #include "ckpt/async_checkpointer.h"
 #include "ckpt/checkpoint.h"
@@ -40,6 +41,13 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The batch's document segments for attention when train.doc_masking is on:
+// the cu_seqlens pointer (nullptr when off) and the segment count.
+std::pair<const int32_t*, int64_t> documents(const Batch& batch, const Config& cfg) {
+  if (!cfg.train.doc_masking) return {nullptr, 0};
+  return {batch.cu_seqlens.data(), static_cast<int64_t>(batch.cu_seqlens.size()) - 1};
+}
+
 // Mean next-token loss over `batches` fixed batches from the start of the
 // validation data, so every evaluation sees the same tokens.
 double evaluate(Backend& backend, const LoaderOptions& val_options, const Config& cfg) {
@@ -48,7 +56,9 @@ double evaluate(Backend& backend, const LoaderOptions& val_options, const Config
   backend.take_loss();  // nothing pending belongs to the evaluation
   for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
     val.next(batch);
-    backend.run(batch.inputs.data(), batch.targets.data(), cfg.train.micro_batch_size, 0.0f, 0.0f, false);
+    const auto [cu_seqlens, n_segments] = documents(batch, cfg);
+    backend.run(batch.inputs.data(), batch.targets.data(), cfg.train.micro_batch_size, 0.0f, 0.0f, false,
+                nullptr, cu_seqlens, n_segments);
   }
   const cpu::LossSums s = backend.take_loss();
   return s.ce / static_cast<double>(s.n_valid);
@@ -314,6 +324,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                n_shards, static_cast<unsigned long long>(n_tokens), unigram);
   print_data_plan(cfg, loader.loader());
   std::fprintf(stderr, "intellect: backend %s\n", backend->describe().c_str());
+  std::fprintf(stderr, "intellect: attention %s\n",
+               cfg.train.doc_masking ? "masked per packed document (a token sees earlier tokens of its own document; "
+                                       "RoPE positions stay absolute within the row)"
+                                     : "causal over each whole row (train.doc_masking=false)");
 
   TrainResult result;
   Batch batch;
@@ -594,8 +608,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     backend->zero_grads();
     for (int64_t micro = 0; micro < accum; ++micro) {
       loader.next(batch);
+      const auto [cu_seqlens, n_segments] = documents(batch, cfg);
       backend->run(batch.inputs.data(), batch.targets.data(), B, static_cast<float>(cfg.train.z_loss_weight),
-                   grad_scale, true);
+                   grad_scale, true, nullptr, cu_seqlens, n_segments);
     }
     lr = lr_at(cfg.optim, step, cfg.train.steps);
     const StepStats os = backend->step(lr);
