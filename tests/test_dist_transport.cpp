@@ -575,6 +575,57 @@ TEST(DistTransport, WrongSecretIsRefused) {
   EXPECT_TRUE(raw.read_until_eof().empty());  // no proof, no frame: closed
 }
 
+// A listener that answers the handshake with a proof made from another
+// secret (an impostor, or another run's node): the dialer detects it, and
+// connect() says so with AuthenticationFailed, which callers do not retry.
+TEST(DistTransport, ImpostorAcceptorIsAnAuthenticationFailure) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 1), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const uint16_t port = ntohs(a.sin_port);
+  std::thread impostor([lfd] {
+    const int fd = ::accept(lfd, nullptr, nullptr);
+    if (fd < 0) return;
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    Handshake acc(AuthRole::acceptor, secret_b());
+    const std::vector<uint8_t> challenge = encode_frame(*acc.start());
+    ::send(fd, challenge.data(), challenge.size(), MSG_NOSIGNAL);
+    FrameDecoder dec(FrameDecoder::Phase::handshake);
+    uint8_t byte = 0;
+    while (!dec.ready() && ::recv(fd, &byte, 1, 0) == 1) dec.feed(&byte, 1);
+    if (dec.ready()) {
+      const Frame response = dec.take();
+      Nonce ni;
+      std::memcpy(ni.data(), response.payload.data(), ni.size());
+      const Proof forged = auth_proof(secret_b(), AuthRole::acceptor, acc.own_nonce(), ni);
+      const std::vector<uint8_t> confirm =
+          encode_frame({FrameType::auth_confirm, std::vector<uint8_t>(forged.begin(), forged.end())});
+      ::send(fd, confirm.data(), confirm.size(), MSG_NOSIGNAL);
+      while (::recv(fd, &byte, 1, 0) == 1) {
+      }
+    }
+    ::close(fd);
+  });
+  Transport t(options(secret_a()));
+  try {
+    t.connect("127.0.0.1", port, deadline_in(3000ms));
+    ADD_FAILURE() << "connected to an impostor";
+  } catch (const AuthenticationFailed& e) {
+    EXPECT_NE(std::string(e.what()).find("authentication failed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("run secret"), std::string::npos) << e.what();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "an impostor's bad proof was reported as an ordinary failure: " << e.what();
+  }
+  impostor.join();
+  ::close(lfd);
+}
+
 TEST(DistTransport, StalledPeersAreDropped) {
   LogSink log;
   auto o = options(secret_a(), &log);

@@ -3,6 +3,7 @@
 // loss falls, and int8 compression ends close to fp32 (none).
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -66,6 +67,18 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
     ASSERT_EQ(int8.metrics[i].size(), 24u);
     EXPECT_LT(int8.metrics[i].back()["loss"].get<double>(), int8.metrics[i].front()["loss"].get<double>() - 1.0);
   }
+  // Each node says which partition the coordinator gave it (it used to print
+  // data.partition from the config: "partition 0" on every node).
+  std::set<std::string> partitions;
+  for (int i = 0; i < 3; ++i) {
+    std::ifstream f(::testing::TempDir() + "/swarm_int8/node-" + std::to_string(i) + "/train.log");
+    for (std::string l; std::getline(f, l);) {
+      if (l.find("reads data partition") != std::string::npos) partitions.insert(l.substr(l.find("partition")));
+      // A node that finished and left does not report its own goodbye as a failure.
+      EXPECT_EQ(l.find("heartbeat failed"), std::string::npos) << "node " << i << ": " << l;
+    }
+  }
+  EXPECT_EQ(partitions, (std::set<std::string>{"partition 0 of 3", "partition 1 of 3", "partition 2 of 3"}));
   for (size_t s = 5; s < 24; s += 6) {  // the outer steps: same hash on every node, a ring of 3
     const auto& o = int8.metrics[0][s]["outer"];
     EXPECT_EQ(o["ring_size"], 3);

@@ -66,7 +66,7 @@ void Coordinator::write_state() {
   nlohmann::json positions = nlohmann::json::object();
   for (const auto& [p, pos] : partition_position_) positions[std::to_string(p)] = pos;
   nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
-                      {"partition_position", positions}, {"agreed", agreed_}, {"disagreed", disagreed_},
+                      {"partition_position", positions}, {"agreed", agreed_.load()}, {"disagreed", disagreed_.load()},
                       {"rewinds", rewinds_}};
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(opt_.state_file, text.data(), text.size());

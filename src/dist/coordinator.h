@@ -42,8 +42,9 @@ class Coordinator {
   // Serves until `stop` is set.
   void run(const std::atomic<bool>& stop);
   // Outer steps whose hashes all agreed / disagreed (for tests and the log).
-  int64_t agreed_steps() const { return agreed_; }
-  int64_t disagreed_steps() const { return disagreed_; }
+  // Atomic: other threads read them while run() counts.
+  int64_t agreed_steps() const { return agreed_.load(); }
+  int64_t disagreed_steps() const { return disagreed_.load(); }
 
  private:
   void handle(ConnId conn, const control::Message& m, MembershipTime now);
@@ -71,7 +72,7 @@ class Coordinator {
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
   std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
   uint64_t next_round_ = 1;
-  int64_t agreed_ = 0, disagreed_ = 0;
+  std::atomic<int64_t> agreed_{0}, disagreed_{0};
   bool state_dirty_ = false;
   uint64_t rewinds_ = 0;
   std::optional<MembershipTime> stranded_since_;

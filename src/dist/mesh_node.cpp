@@ -202,13 +202,17 @@ MeshNode::MeshNode(MeshNodeOptions options)
                        ", epoch ", welcome_.epoch, "), listening for peers on ", address_));
   heartbeat_ = std::thread([this] {
     const auto every = std::chrono::milliseconds(welcome_.heartbeat_ms);
-    while (!stop_.load()) {
+    // A node that left the run (finished, or evicted and told so) beats no
+    // more, and a send that fails because leave() just closed the
+    // connection is no failure worth a line.
+    while (!stop_.load() && !left_.load()) {
       const ConnId c = coord_.load();
       try {
         send_control(c, control::Heartbeat{welcome_.node_id, held_step_.load()});
       } catch (const Error& e) {
+        if (left_.load()) return;
         log_to(opt_.log, str("heartbeat failed: ", e.what()));
-        if (!left_.load() && !transport_.is_open(c)) {
+        if (!transport_.is_open(c)) {
           try {
             reconnect(c);
           } catch (const EvictedFromRun& e2) {
@@ -651,7 +655,15 @@ std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {
   try {
     ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);
     return d;
-  } catch (const Error&) {
+  } catch (const AuthenticationFailed&) {
+    throw;  // another run's donor, or a tampered link: asking again will not help
+  } catch (const DonorHasOtherState&) {
+    return std::nullopt;  // not completed there yet, or already dropped
+  } catch (const Error& e) {
+    // Logged once per distinct failure: the caller asks again in a loop.
+    const std::string why = str("round ", outer_step, " from donor ", donor_id_, " failed: ", e.what());
+    if (why != last_fetch_error_) log_to(opt_.log, why);
+    last_fetch_error_ = why;
     return std::nullopt;
   }
 }
@@ -660,7 +672,10 @@ std::optional<int64_t> MeshNode::donor_progress() {
   if (donor_id_ == 0) return std::nullopt;
   try {
     return fetch_progress(donor_address_, opt_.secret, opt_.state_timeout);
-  } catch (const Error&) {
+  } catch (const AuthenticationFailed&) {
+    throw;
+  } catch (const Error& e) {
+    log_to(opt_.log, str("progress from donor ", donor_id_, " not known: ", e.what()));
     return std::nullopt;
   }
 }

@@ -121,7 +121,8 @@ class MeshNode {
   // and keeping the chunks already received when the next serves the same blob.
   StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
   // One try at a round's average from the current donor: nullopt when the
-  // donor does not have it (not yet completed, or too old) or fails.
+  // donor does not have it (not yet completed, or too old) or fails (logged);
+  // throws AuthenticationFailed when the donor's proof does not check.
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
   // A snapshot for joiners. Returns at once: the blob is hashed and
   // published on a thread of its own (the caller's copy is all the training
@@ -134,7 +135,8 @@ class MeshNode {
     if (state_) state_->drop_idle_snapshot(2 * opt_.state_timeout);
   }
   // Inner steps done, served to joiners; and the current donor's (nullopt if
-  // there is none or it does not answer).
+  // there is none or it does not answer, logged; AuthenticationFailed thrown
+  // when its proof does not check).
   void set_progress(int64_t steps_done) {
     if (state_) state_->set_progress(steps_done);
   }
@@ -202,6 +204,7 @@ class MeshNode {
   int64_t last_round_step_ = -1;
   uint64_t donor_id_ = 0;
   std::string donor_address_;
+  std::string last_fetch_error_;  // fetch_round_once's last logged failure
 };
 
 }  // namespace intellect

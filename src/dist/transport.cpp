@@ -70,6 +70,7 @@ struct ConnShared {
   bool close_requested = false;  // close() was called: send() refuses new frames
   bool read_paused = false;      // the loop stopped reading: inbox over budget
   bool resume_posted = false;  // a resume command is on its way to the loop
+  bool auth_failed = false;    // closed because the peer's proof did not check
 };
 
 // Loop-thread state of one connection: its two handles, the handshake and the
@@ -330,7 +331,13 @@ struct TransportLoop {
   void on_frame(Conn* c, Frame f) {
     if (!c->hs.done()) {
       std::optional<Frame> reply = c->hs.on_frame(f);
-      if (c->hs.failed()) return drop(c, str("authentication failed: ", c->hs.failure()));
+      if (c->hs.failed()) {
+        {
+          std::lock_guard lk(mu);
+          c->sh->auth_failed = true;
+        }
+        return drop(c, str("authentication failed: ", c->hs.failure()));
+      }
       if (reply) write_frame(c, std::move(*reply), 0);
       if (c->hs.done()) authenticated(c);
       return;
@@ -564,8 +571,12 @@ ConnId Transport::connect(const std::string& host, uint16_t port, Deadline deadl
     fail("connecting to ", sh->peer, " did not complete (TCP + authentication) before the deadline; "
          "is the node up and reachable?");
   }
-  if (sh->state == ConnShared::State::closed)
+  if (sh->state == ConnShared::State::closed) {
+    if (sh->auth_failed)
+      throw AuthenticationFailed(str("cannot connect to ", sh->peer, ": ", sh->reason,
+                                     " (do both sides hold the same run secret?)"));
     fail("cannot connect to ", sh->peer, ": ", sh->reason);
+  }
   return id;
 }
 

@@ -24,6 +24,7 @@
 
 #include "dist/auth.h"
 #include "dist/frame.h"
+#include "util/error.h"
 
 namespace intellect {
 
@@ -65,6 +66,13 @@ struct Message {
 
 struct TransportLoop;  // the loop thread's state (transport.cpp)
 
+// The peer answered the handshake but its proof did not check (another run's
+// secret, or a tampered handshake): not a peer that is slow or gone, so
+// retrying will not help.
+struct AuthenticationFailed : Error {
+  using Error::Error;
+};
+
 class Transport {
  public:
   explicit Transport(TransportOptions options);
@@ -78,7 +86,8 @@ class Transport {
   // the bound port.
   uint16_t listen(const std::string& host, uint16_t port);
   // Dials, authenticates and returns the connection; throws Error with the
-  // reason on failure or when the deadline passes first.
+  // reason on failure or when the deadline passes first, and
+  // AuthenticationFailed when the peer's proof did not check.
   ConnId connect(const std::string& host, uint16_t port, Deadline deadline);
   // Queues a frame (moved, not copied). Blocks while the connection's queue is
   // over budget; throws Error if the deadline passes (the frame is not sent),

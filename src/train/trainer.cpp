@@ -77,7 +77,9 @@ void save_model(const std::string& dir, const Config& cfg, const ParamLayout& la
 }
 
 // One line per dataset when there is a mixture or a partitioning to report.
-void print_data_plan(const Config& cfg, const DataLoader& loader) {
+// `partition` is the one this node reads: in a mesh, the coordinator's
+// assignment, not data.partition from the config.
+void print_data_plan(const Config& cfg, const DataLoader& loader, uint64_t partition) {
   const auto& ds = loader.datasets();
   if (ds.size() > 1) {
     double sum = 0.0;
@@ -92,9 +94,8 @@ void print_data_plan(const Config& cfg, const DataLoader& loader) {
                    static_cast<unsigned long long>(ds[i].windows_per_epoch()));
   }
   if (cfg.data.partitions > 1)
-    std::fprintf(stderr, "intellect: node %lld of %lld reads data partition %lld of %lld\n",
-                 static_cast<long long>(cfg.data.node_rank), static_cast<long long>(cfg.data.node_count),
-                 static_cast<long long>(cfg.data.partition), static_cast<long long>(cfg.data.partitions));
+    std::fprintf(stderr, "intellect: this node reads data partition %llu of %lld\n",
+                 static_cast<unsigned long long>(partition), static_cast<long long>(cfg.data.partitions));
 }
 
 void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
@@ -322,7 +323,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   }
   std::fprintf(stderr, "intellect: training data %zu shard(s), %llu tokens, unigram entropy %.3f nats/token\n",
                n_shards, static_cast<unsigned long long>(n_tokens), unigram);
-  print_data_plan(cfg, loader.loader());
+  print_data_plan(cfg, loader.loader(), static_cast<uint64_t>(train_options.partition));
   std::fprintf(stderr, "intellect: backend %s\n", backend->describe().c_str());
   std::fprintf(stderr, "intellect: attention %s\n",
                cfg.train.doc_masking ? "masked per packed document (a token sees earlier tokens of its own document; "
