@@ -70,18 +70,22 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
   // Each node says which partition the coordinator gave it (it used to print
   // data.partition from the config: "partition 0" on every node).
   std::set<std::string> partitions;
+  int utilization_lines = 0;
   for (int i = 0; i < 3; ++i) {
     std::ifstream f(::testing::TempDir() + "/swarm_int8/node-" + std::to_string(i) + "/train.log");
     for (std::string l; std::getline(f, l);) {
       if (l.find("reads data partition") != std::string::npos) partitions.insert(l.substr(l.find("partition")));
       // A node that finished and left does not report its own goodbye as a failure.
       EXPECT_EQ(l.find("heartbeat failed"), std::string::npos) << "node " << i << ": " << l;
+      if (l.find("compute utilization") != std::string::npos) ++utilization_lines;
     }
   }
   EXPECT_EQ(partitions, (std::set<std::string>{"partition 0 of 3", "partition 1 of 3", "partition 2 of 3"}));
+  EXPECT_EQ(utilization_lines, 3);
   for (size_t s = 5; s < 24; s += 6) {  // the outer steps: same hash on every node, a ring of 3
     const auto& o = int8.metrics[0][s]["outer"];
     EXPECT_EQ(o["ring_size"], 3);
+    EXPECT_GE(o["outer_blocked_s"].get<double>(), o["allreduce_s"].get<double>());
     EXPECT_GT(o["bytes_sent"].get<uint64_t>(), 0u);
     for (int i = 1; i < 3; ++i) EXPECT_EQ(int8.metrics[i][s]["outer"]["hash"], o["hash"]) << "step " << s + 1;
   }

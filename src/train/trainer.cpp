@@ -604,6 +604,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   double lr = 0.0;
   nlohmann::json line_joined;
   if (mesh) mesh->set_progress(start_step);
+  const Clock::time_point run_t0 = Clock::now();
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
     backend->zero_grads();
@@ -643,7 +644,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       line["val_loss"] = result.final_val_loss;
     }
     if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
+      const Clock::time_point blocked_from = Clock::now();
       line["outer"] = outer_step(step + 1);
+      // Everything outer_step() did, the training thread waited for: the
+      // compute utilization this run reports is 1 - these seconds / wall time.
+      const double blocked = seconds_since(blocked_from);
+      line["outer"]["outer_blocked_s"] = blocked;
+      result.outer_blocked_s += blocked;
       if (line["outer"]["late"].get<bool>()) std::fprintf(stdout, "outer step %lld | late: caught up from a donor\n",
                                                           static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()));
       std::fprintf(stdout, "outer step %lld | ring of %lld | %.2f s all-reduce | hash %s\n",
@@ -689,6 +696,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     }
     skip_to = 0;
     if (mesh) mesh->set_progress(step + 1);
+  }
+  result.wall_s = seconds_since(run_t0);
+  if (outer && result.wall_s > 0) {
+    char u[160];
+    std::snprintf(u, sizeof u, "compute utilization %.1f%%: outer steps held the training thread for %.2f s of %.2f s",
+                  100.0 * (1.0 - result.outer_blocked_s / result.wall_s), result.outer_blocked_s, result.wall_s);
+    note(u);
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return
   if (mesh) mesh->leave("training finished");

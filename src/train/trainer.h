@@ -12,6 +12,9 @@ struct TrainResult {
   double first_loss = 0.0, last_loss = 0.0;
   double final_val_loss = -1.0;  // -1 when there is no validation data
   int64_t steps = 0;
+  // DiLoCo: seconds the training thread spent in outer steps (blocked from the
+  // GPU), and the wall time of this run's steps; utilization = 1 - blocked / wall.
+  double outer_blocked_s = 0.0, wall_s = 0.0;
 };
 
 // Runs cfg.train.steps optimizer steps. `stop` (set by a signal handler) ends
