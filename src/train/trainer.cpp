@@ -26,6 +26,7 @@
 #include "train/backend.h"
 #include "train/data_setup.h"
 #include "train/join_state.h"
+#include "train/outer_sync.h"
 #include "train/schedule.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -279,8 +280,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     checkpointer = std::make_unique<AsyncCheckpointer>(cfg.ckpt.dir, cfg.ckpt.keep, note);
   // Copies the state to host memory and hands it to the writer thread; the
   // step pays only for the copy (and for waiting if the last save still runs).
-  std::unique_ptr<OuterOptimizer> outer;  // DiLoCo, set up below
-  std::vector<float> pseudo, averaged;
+  std::unique_ptr<OuterSync> outer;  // DiLoCo, set up below
   auto save_checkpoint = [&](int64_t steps_done, double lr) {
     const Clock::time_point t0 = Clock::now();
     // Wait for the previous save first: two host copies of the whole state
@@ -295,8 +295,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     backend->get_params(st.params.data());
     backend->get_optimizer_state(st.exp_avg, st.exp_avg_sq, st.optimizer_step);
     if (outer) {
-      st.outer = outer->params();
-      st.outer_momentum = outer->momentum();
+      st.outer = outer->optimizer().params();
+      st.outer_momentum = outer->optimizer().momentum();
     }
     st.data_position = loader.position().to_json();
     st.rng = {{"train_seed", cfg.train.seed}, {"data_seed", cfg.data.seed},
@@ -336,269 +336,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   // DiLoCo: outer parameters and momentum in fp32 host memory; every
   // inner_steps steps the pseudo-gradient (outer - current) is averaged over
   // the mesh (or taken as it is, alone) and an outer Nesterov step gives the
-  // new outer and inner parameters.
-  nlohmann::json joined;  // how this node joined a run in progress (null otherwise)
-  // After outer step k was taken from a donor (joining, or late for its
-  // ring), the others are already part-way through the next round's inner
-  // steps. Starting where the donor is (one step ahead, at least one step
-  // before the boundary) makes this node ready with them, so the next ring
-  // includes it without anyone waiting; its first pseudo-gradient then covers
-  // fewer inner steps.
-  auto line_up = [&](int64_t k) -> int64_t {
-    const int64_t H = cfg.diloco.inner_steps, from = k * H;
-    const std::optional<int64_t> p = mesh ? mesh->donor_progress() : std::nullopt;
-    if (!p || *p < from) return from;
-    return std::min(*p + 1, (k + 1) * H - 1);
-  };
-  struct RunState {
-    int64_t outer_step = 0;
-    uint64_t state_bytes = 0;
-    nlohmann::json summary;
-  };
-  std::function<RunState(int64_t)> take_run_state;
+  // new outer and inner parameters (train/outer_sync.h).
   if (cfg.diloco.enabled) {
-    outer = std::make_unique<OuterOptimizer>(layout.total(), cfg.diloco.outer_lr, cfg.diloco.outer_momentum,
-                                             cfg.diloco.nesterov);
-    pseudo.resize(layout.total());
-    averaged.resize(layout.total());
-    backend->get_params(params.data());
-    // The run's state from a donor: its snapshot, then every round completed
-    // since (the same outer steps on the same bytes as everyone else), at
-    // least up to outer step `at_least` (waiting for rounds still running).
-    take_run_state = [&](int64_t at_least) {
-      const StateDownload d = mesh->fetch_state(StateKind::snapshot, -1,
-                                                std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-      JoinState js = decode_join_state(d.bytes, layout.total());
-      outer->set_state(js.outer.data(), js.momentum.data());
-      backend->set_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
-      params = js.outer;
-      int64_t k = js.outer_step, rounds = 0;
-      mesh->set_held_step(k);
-      uint64_t round_bytes = 0;
-      Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
-      for (;;) {
-        if (std::optional<StateDownload> r = mesh->fetch_round_once(k + 1)) {
-          mesh->decode_round_into(*r, averaged);
-          round_bytes += r->bytes.size();
-          outer->step(averaged.data(), params.data());
-          ++k;
-          ++rounds;
-          mesh->set_held_step(k);
-          continue;
-        }
-        if (k >= at_least) break;
-        try {
-          mesh->poll_coordinator();
-        } catch (const RunRewound& r) {
-          // The rounds this node waits for died with their holders: the run
-          // goes on from an older step, which this node may already hold.
-          note(str("the run went back to outer step ", r.outer_step, " while this node caught up (at ", k, ")"));
-          at_least = r.outer_step;
-          give_up = Clock::now() + std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
-          continue;
-        }
-        // Behind the step this node must reach: the round is still running
-        // (or retried) on the donor. Never go on from an older state: the
-        // next outer step would start from other parameters than everyone's.
-        if (Clock::now() > give_up)
-          fail("could not catch up to outer step ", at_least, ": the donor's state is of outer step ", k,
-               " and no donor has the rounds after it");
-        if (stop && stop->load()) throw StoppedOnRequest("stopped on request while catching up with the run");
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      }
-      backend->set_params(params.data());
-      RunState got;
-      got.outer_step = k;
-      got.state_bytes = d.bytes.size();
-      got.summary = nlohmann::json{{"outer_step", k},
-                                   {"state_bytes", d.bytes.size()},
-                                   {"bad_chunks_refetched", d.bad_chunks},
-                                   {"rounds_caught_up", rounds},
-                                   {"round_bytes", round_bytes}};
-      return got;
-    };
-    // The state this node starts from on its own (step 0, or the resumed
-    // checkpoint's outer step): what it holds until it has the run's.
-    const int64_t own_outer = start_step / cfg.diloco.inner_steps;
-    if (mesh) mesh->set_held_step(own_outer);
-    std::optional<RunState> from_donor;
-    if (mesh && mesh->welcome().donor_id != 0) {
-      // A run in progress: its state comes from a donor, streamed while the
-      // others keep training; rounds completed meanwhile are applied from
-      // their averaged pseudo-gradients, so this node arrives identical.
-      note(str("joining a run in progress (outer step ", mesh->welcome().outer_step,
-               "): fetching the state from node ", mesh->welcome().donor_id));
-      if (!resume_dir.empty()) note("the run's state replaces the resumed checkpoint");
-      const Clock::time_point t_join = Clock::now();
-      for (int64_t at_least = 0;;) {
-        try {
-          from_donor = take_run_state(at_least);
-          break;
-        } catch (const RunRewound& r) {
-          // Every holder of the run's newest state is gone. If the run goes
-          // back to the state this node starts from, it goes on from that.
-          if (r.outer_step <= own_outer) {
-            note(str("the run went back to outer step ", r.outer_step, ", which this node holds: no download"));
-            break;
-          }
-          at_least = r.outer_step;
-        }
-      }
-      if (from_donor) from_donor->summary["seconds"] = seconds_since(t_join);
-    }
-    if (from_donor) {
-      const RunState& got = *from_donor;
-      const int64_t k = got.outer_step;
-      start_step = line_up(k);
-      joined = got.summary;
-      joined["first_step"] = start_step + 1;
-      note(str("joined at outer step ", k, " (step ", start_step, "): ", got.state_bytes / 1e6, " MB of state in ",
-               got.summary["seconds"].get<double>(), " s, ", got.summary["bad_chunks_refetched"].get<uint64_t>(),
-               " chunk(s) fetched again, ", got.summary["rounds_caught_up"].get<int64_t>(), " round(s) caught up (",
-               got.summary["round_bytes"].get<uint64_t>() / 1e6, " MB)"));
-    } else if (!resumed_outer.empty()) {
-      outer->set_state(resumed_outer.data(), resumed_outer_momentum.data());
-    } else {
-      outer->init(params.data());
-      if (start_step > 0)
-        note("the checkpoint holds no DiLoCo state: the outer parameters restart from the resumed weights");
-    }
+    outer = std::make_unique<OuterSync>(cfg, *backend, mesh.get(), params, stop,
+                                        [&loader] { return loader.position().to_json().dump(); });
+    start_step = outer->start(start_step, !resume_dir.empty(), resumed_outer, resumed_outer_momentum);
   }
-  // The outer step whose result the outer optimizer holds: what a snapshot
-  // for a joiner is "as of" (outer parameters and momentum change only there).
-  int64_t outer_done = cfg.diloco.enabled ? start_step / cfg.diloco.inner_steps : 0;
-  if (!joined.is_null()) outer_done = joined["outer_step"].get<int64_t>();
-  // A snapshot for joiners, taken when one asks: outer parameters and
-  // momentum as of outer_done, this node's current AdamW moments (a warm
-  // start for the joiner's inner optimizer; no two nodes' agree anyway).
-  std::vector<float> snap_m, snap_v;  // the moments' host copy, kept: the next snapshot reuses its pages
-  auto publish_snapshot = [&](int64_t steps_done) {
-    const Clock::time_point tp = Clock::now();
-    JoinStateView js;
-    js.outer_step = outer_done;
-    js.step = steps_done;
-    backend->get_optimizer_state(snap_m, snap_v, js.adam_step);
-    js.outer = outer->params();
-    js.momentum = outer->momentum();
-    js.exp_avg = snap_m;
-    js.exp_avg_sq = snap_v;
-    mesh->publish_snapshot(outer_done, encode_join_state(js, std::clamp(std::thread::hardware_concurrency(), 1u, 16u)));
-    return seconds_since(tp);
-  };
-  int64_t skip_to = 0;  // a late node's next step, set by outer_step()
-  // A late node's round k from a donor; false when no live node has it.
-  auto round_from_donor = [&](int64_t k) {
-    try {
-      const StateDownload r =
-          mesh->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg.mesh.round_timeout_ms));
-      mesh->decode_round_into(r, averaged);
-      note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
-      return true;
-    } catch (const EvictedFromRun&) {
-      throw;
-    } catch (const StoppedOnRequest&) {
-      throw;
-    } catch (const RunRewound&) {
-      throw;
-    } catch (const Error& e) {
-      note(str("outer step ", k, ": no donor has that round (", e.what(),
-               "); taking the run's state from a donor instead"));
-      return false;
-    }
-  };
-  auto outer_step = [&](int64_t steps_done) {
-    int64_t k = steps_done / cfg.diloco.inner_steps;
-    bool resynced = false;  // late, and the run's state was taken afresh
-    backend->get_params(params.data());
-    outer->pseudo_gradient(params.data(), pseudo.data());
-    OuterRoundStats rs;
-    const Clock::time_point t0 = Clock::now();
-    bool late = false;
-    if (mesh) {
-      // In the ring; or late for it (the round's average from a donor); or
-      // the run's state afresh from a donor, of at least `take_at_least`.
-      enum class Way { ring, round_from_donor, state_from_donor } way = Way::ring;
-      int64_t take_at_least = k;
-      for (bool done = false; !done;) {
-        try {
-          switch (way) {
-            case Way::ring:
-              rs = mesh->average(k, loader.position().to_json().dump(), pseudo, averaged);
-              break;
-            case Way::round_from_donor:
-              // No live node has that round any more (those that did are
-              // gone): take the run's state afresh, as a joiner does.
-              if (!round_from_donor(k)) {
-                way = Way::state_from_donor;
-                continue;
-              }
-              break;
-            case Way::state_from_donor:
-              k = take_run_state(take_at_least).outer_step;
-              resynced = true;
-              break;
-          }
-          done = true;
-        } catch (const LateForRound&) {
-          // The ring went on without this node: its inner steps are dropped
-          // and the round's average comes from a donor, as for a joiner.
-          late = true;
-          way = Way::round_from_donor;
-        } catch (const RunRewound& r) {
-          if (r.outer_step < k) {
-            // Back to a step no newer than this node's: it holds the state
-            // step k starts from, and its pseudo-gradient is still good.
-            note(str("the run went back to outer step ", r.outer_step, ": outer step ", k,
-                     " is done again, from this node's own state"));
-            // Others without this state will ask this node for it while it
-            // waits for its ring, where it cannot take a snapshot: one now.
-            if (cfg.mesh.serve_state) publish_snapshot(steps_done);
-            late = false;
-            way = Way::ring;
-          } else {
-            note(str("the run went back to outer step ", r.outer_step, ": taking that state from a donor"));
-            late = true;
-            way = Way::state_from_donor;
-            take_at_least = r.outer_step;
-          }
-        }
-      }
-      if (late) skip_to = line_up(k);
-    } else {
-      averaged = pseudo;
-    }
-    const double allreduce_s = seconds_since(t0);
-    if (!resynced) {
-      outer->step(averaged.data(), params.data());
-      backend->set_params(params.data());
-    }
-    const uint64_t hash = outer->params_hash();
-    if (mesh && !late) mesh->report_hash(k, hash);
-    outer_done = k;
-    if (mesh) mesh->set_held_step(k);
-    double publish_s = 0.0;
-    if (mesh && cfg.mesh.serve_state && !resynced) {
-      // What a late node or a joiner will fetch: this round's average (the
-      // ring's int8 bytes). The snapshot only when a joiner asks for one.
-      const Clock::time_point tp = Clock::now();
-      mesh->publish_round(k, averaged);
-      mesh->drop_idle_snapshot();
-      publish_s = seconds_since(tp);
-    }
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-    return nlohmann::json{{"outer_step", k},
-                          {"late", late},
-                          {"publish_s", publish_s},
-                          {"ring_size", rs.ring_size},
-                          {"rings", rs.rings},
-                          {"bytes_sent", rs.bytes_sent},
-                          {"bytes_received", rs.bytes_received},
-                          {"allreduce_s", allreduce_s},
-                          {"retries", rs.retries},
-                          {"rewinds", mesh ? mesh->rewinds() : 0},
-                          {"hash", hex}};
-  };
+  const nlohmann::json joined = outer ? outer->joined() : nlohmann::json();
 
   int64_t steps_this_run = 0;
   double lr = 0.0;
@@ -645,8 +389,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     }
     if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
       const Clock::time_point blocked_from = Clock::now();
-      line["outer"] = outer_step(step + 1);
-      // Everything outer_step() did, the training thread waited for: the
+      line["outer"] = outer->step(step + 1);
+      // Everything the outer step did, the training thread waited for: the
       // compute utilization this run reports is 1 - these seconds / wall time.
       const double blocked = seconds_since(blocked_from);
       line["outer"]["outer_blocked_s"] = blocked;
@@ -659,8 +403,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                    line["outer"]["allreduce_s"].get<double>(), line["outer"]["hash"].get<std::string>().c_str());
     }
     if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
-      line["snapshot_s"] = publish_snapshot(step + 1);
-      note(str("step ", step + 1, ": took a snapshot of outer step ", outer_done, " for a joiner in ",
+      line["snapshot_s"] = outer->publish_snapshot(step + 1);
+      note(str("step ", step + 1, ": took a snapshot of outer step ", outer->outer_done(), " for a joiner in ",
                line["snapshot_s"].get<double>(), " s (hashed and served from other threads)"));
     }
     if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
@@ -690,11 +434,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       note(str("stopping after ", steps_this_run, " steps of this run (train.stop_after_steps); resume with ckpt.resume=auto"));
       break;
     }
-    if (skip_to > step + 1) {
+    if (const int64_t skip_to = outer ? outer->take_skip_to() : 0; skip_to > step + 1) {
       note(str("lining up with the run: steps ", step + 2, "..", skip_to, " skipped"));
       step = skip_to - 1;
     }
-    skip_to = 0;
     if (mesh) mesh->set_progress(step + 1);
   }
   result.wall_s = seconds_since(run_t0);
