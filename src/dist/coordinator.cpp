@@ -278,24 +278,12 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
       return;
     }
     log(str("node ", id, " reports outer step ", f->outer_step, " round ", f->round, " failed: ", f->reason));
-    // Give connection-closed events of dead nodes a moment to arrive, then
-    // re-form without every node that is gone.
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    std::optional<TransportEvent> ev;
-    while ((ev = transport_.next_event(deadline_in(std::chrono::milliseconds(0)))))
-      if (ev->kind == TransportEvent::Kind::closed) connection_closed(ev->conn, ev->reason);
-    std::vector<uint64_t> lost;
-    for (uint64_t n : it->second.nodes)
-      if (!members_.contains(n)) lost.push_back(n);
-    if (++retries_[f->outer_step] > opt_.max_retries) {
-      log(str("outer step ", f->outer_step, ": giving up after ", opt_.max_retries, " retries"));
-      for (uint64_t n : it->second.nodes)
-        if (conn_of_.count(n)) send(conn_of_.at(n), control::Refused{"all-reduce failed too many times"});
-      rings_.erase(it);
-      return;
-    }
-    Ring again = members_.reform_ring(it->second, lost);
-    if (!again.nodes.empty()) announce(again);
+    // Re-formed a moment later, from run(), not here: the connection-closed
+    // events of nodes that died with the round need that moment to arrive,
+    // and this loop must not sleep meanwhile (heartbeats, other steps' rings).
+    // Other members of the same round report the same failure: once is enough.
+    auto [pending, fresh] = reform_due_.try_emplace(f->outer_step, PendingReform{f->round, now + kReformDelay});
+    if (!fresh && pending->second.round < f->round) pending->second = PendingReform{f->round, now + kReformDelay};
   } else if (const auto* o = std::get_if<control::OuterHash>(&msg)) {
     auto it = rings_.find(o->outer_step);
     if (it == rings_.end()) return;
@@ -373,6 +361,34 @@ void Coordinator::connection_closed(ConnId conn, const std::string& reason) {
   node_of_.erase(conn);
 }
 
+// Rings reported failed whose moment has passed: re-formed without every
+// node that is gone by now, or given up after max_retries.
+void Coordinator::reform_failed_rings(MembershipTime now) {
+  for (auto p = reform_due_.begin(); p != reform_due_.end();) {
+    const auto [step, pending] = *p;
+    if (pending.due > now) {
+      ++p;
+      continue;
+    }
+    p = reform_due_.erase(p);
+    auto it = rings_.find(step);
+    // Gone (a rewind), or already re-formed for another reason since.
+    if (it == rings_.end() || round_of_[step] != pending.round) continue;
+    std::vector<uint64_t> lost;
+    for (uint64_t n : it->second.nodes)
+      if (!members_.contains(n)) lost.push_back(n);
+    if (++retries_[step] > opt_.max_retries) {
+      log(str("outer step ", step, ": giving up after ", opt_.max_retries, " retries"));
+      for (uint64_t n : it->second.nodes)
+        if (conn_of_.count(n)) send(conn_of_.at(n), control::Refused{"all-reduce failed too many times"});
+      rings_.erase(it);
+      continue;
+    }
+    Ring again = members_.reform_ring(it->second, lost);
+    if (!again.nodes.empty()) announce(again);
+  }
+}
+
 void Coordinator::run(const std::atomic<bool>& stop) {
   // Silence is only judged while this loop has been listening: after a stall
   // of this thread (a slow fsync of the state file, a starved VM) or of the
@@ -416,6 +432,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
       persist();
     }
     check_stranded(MembershipClock::now());
+    reform_failed_rings(MembershipClock::now());
     // Rings for every outer step some node is ready for.
     std::set<int64_t> steps;
     for (uint64_t id : members_.ids()) steps.insert(members_.node(id).ready_step);

@@ -54,6 +54,7 @@ class Coordinator {
   void announce(Ring ring);
   // Rewinds the run when every holder of its newest outer step is gone.
   void check_stranded(MembershipTime now);
+  void reform_failed_rings(MembershipTime now);
   LinkSet live_bad_links();
   void send(ConnId conn, const control::Message& m);
   void persist();      // marks the state file stale; run() writes it once per turn
@@ -69,6 +70,14 @@ class Coordinator {
   std::map<int64_t, Ring> rings_;        // outer step -> its current ring
   std::map<int64_t, int> retries_;
   std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round
+  // A failed round is re-formed this long after its first report, when the
+  // closed connections of the nodes that died with it have arrived.
+  static constexpr std::chrono::milliseconds kReformDelay{200};
+  struct PendingReform {
+    uint64_t round;
+    MembershipTime due;
+  };
+  std::map<int64_t, PendingReform> reform_due_;  // outer step -> the failed round to re-form
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
   std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
   uint64_t next_round_ = 1;
