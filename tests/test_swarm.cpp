@@ -126,5 +126,22 @@ TEST_F(Swarm, NodeKilledDuringAnAllReduceMakesTheOthersRetryWithoutIt) {
   EXPECT_EQ(r.metrics[0][23]["outer"]["ring_size"], 2);
 }
 
+// A whole run over emulated WAN links (mesh.emulate_link_*): the log says
+// so, every outer step still agrees, and each all-reduce pays the links'
+// latency (a ring of 3 passes 2 * (3 - 1) messages one after another).
+TEST_F(Swarm, EmulatedWanLinksSlowTheRingAndTheLogSaysSo) {
+  const SwarmRun r = run_swarm("int8", "", {"mesh.emulate_link_mbit=200", "mesh.emulate_link_delay_ms=60",
+                                            "mesh.emulate_link_jitter_ms=10"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("diverged: 0"), std::string::npos) << r.output;
+  for (size_t s = 5; s < 24; s += 6) {
+    EXPECT_GE(r.metrics[0][s]["outer"]["allreduce_s"].get<double>(), 4 * 0.050) << "outer step " << (s + 1) / 6;
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(r.metrics[i][s]["outer"]["hash"], r.metrics[0][s]["outer"]["hash"]);
+  }
+  std::ifstream f(::testing::TempDir() + "/swarm_int8/node-0/train.log");
+  std::string log((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("EMULATED WAN LINK"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace intellect

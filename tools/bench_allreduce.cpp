@@ -53,10 +53,11 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   o.name = "bench-" + std::to_string(rank);
   o.secret = load_run_secret(secret);
   o.compression = parse_compression(compression);
-  o.link_rate_bytes_per_s = rate;
+  o.emulate_link.rate_bytes_per_s = rate;
+  o.emulate_link.delay = std::chrono::milliseconds(delay_ms);
+  o.emulate_link.seed = static_cast<uint64_t>(rank) + 1;
   o.rings = rings;
   o.chunk_elems = chunk;
-  o.link_delay = std::chrono::milliseconds(delay_ms);
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);

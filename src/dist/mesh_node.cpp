@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "dist/link_emulation.h"
 #include "dist/round_codec.h"
 #include "dist/shard_plan.h"
 #include "util/error.h"
@@ -34,57 +35,17 @@ void log_to(const std::function<void(const std::string&)>& log, const std::strin
 }
 
 // The ring's two links over authenticated transport connections: data frames
-// to the next node, from the previous one. For benchmarks it can play a WAN
-// link: `rate` paces the sender (bytes/s) and `delay` holds each message on a
-// delay line for that long before it is handed to the transport, so the
-// latency adds to every hop without limiting throughput.
+// to the next node, from the previous one. (A WAN link for tests and
+// benchmarks decorates it: link_emulation.h.)
 class TransportRingLink final : public RingLink {
  public:
-  TransportRingLink(Transport& t, ConnId next, ConnId prev, double rate, std::chrono::milliseconds delay)
-      : t_(t), next_(next), prev_(prev), rate_(rate), delay_(delay) {
-    if (delay_.count() > 0) line_ = std::thread([this] { run_delay_line(); });
-  }
-  ~TransportRingLink() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (line_.joinable()) line_.join();
-  }
-
-  // Waits until the delay line has handed every message to the transport
-  // (before the connection is closed), and reports its failure if it had one.
-  void drain(RingClock::time_point deadline) {
-    if (!line_.joinable()) return;
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_until(lock, deadline, [&] { return queue_.empty() || error_; }))
-      fail("ring: the delay line did not drain before the deadline");
-    if (error_) std::rethrow_exception(error_);
-  }
+  TransportRingLink(Transport& t, ConnId next, ConnId prev) : t_(t), next_(next), prev_(prev) {}
 
   void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override {
-    if (rate_ > 0) {
-      // A serial link: a message leaves once the link has carried its bytes,
-      // after the previous one's. Charging before the send (not after) makes
-      // the first message wait too, so no message crosses for free.
-      const auto now = RingClock::now();
-      if (available_ < now) available_ = now;
-      available_ += std::chrono::duration_cast<RingClock::duration>(
-          std::chrono::duration<double>(static_cast<double>(msg.size() + kFrameHeaderSize) / rate_));
-      std::this_thread::sleep_until(available_);
-    }
     Frame f;
     f.type = FrameType::data;
     f.payload.assign(msg.begin(), msg.end());
-    if (!line_.joinable()) {
-      t_.send(next_, std::move(f), deadline);
-      return;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (error_) std::rethrow_exception(error_);
-    queue_.push_back({RingClock::now() + delay_, deadline, std::move(f)});
-    cv_.notify_all();
+    t_.send(next_, std::move(f), deadline);
   }
   std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override {
     std::optional<Message> m = t_.recv(prev_, deadline);
@@ -94,11 +55,6 @@ class TransportRingLink final : public RingLink {
     return std::move(m->frame.payload);
   }
   void abort() noexcept override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
     try {
       t_.close(next_, "ring round aborted");
       t_.close(prev_, "ring round aborted");
@@ -107,51 +63,8 @@ class TransportRingLink final : public RingLink {
   }
 
  private:
-  struct Delayed {
-    RingClock::time_point due, deadline;
-    Frame frame;
-  };
-
-  // Hands messages to the transport in order, each at its due time.
-  void run_delay_line() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopped with nothing left
-      if (stop_ && error_) return;
-      const RingClock::time_point due = queue_.front().due;
-      if (RingClock::now() < due) {
-        cv_.wait_until(lock, due, [&] { return stop_ && queue_.empty(); });
-        continue;
-      }
-      Delayed d = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      try {
-        t_.send(next_, std::move(d.frame), d.deadline);
-      } catch (...) {
-        lock.lock();
-        error_ = std::current_exception();
-        queue_.clear();
-        cv_.notify_all();
-        return;
-      }
-      lock.lock();
-      cv_.notify_all();  // drain() may be waiting for an empty line
-    }
-  }
-
   Transport& t_;
   ConnId next_, prev_;
-  double rate_;
-  std::chrono::milliseconds delay_;
-  RingClock::time_point available_{};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Delayed> queue_;
-  std::exception_ptr error_;
-  bool stop_ = false;
-  std::thread line_;
 };
 
 }  // namespace
@@ -510,10 +423,20 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       // One ring per segment, each on its own thread; the node's pacing (a
       // WAN link's capacity) is shared out among them.
       const std::vector<FlatRange> segs = ring_segments(input.size(), K);
-      std::vector<std::unique_ptr<TransportRingLink>> links;
-      for (int k = 0; k < K; ++k)
-        links.push_back(std::make_unique<TransportRingLink>(transport_, to_next[k], from_prev[k],
-                                                            opt_.link_rate_bytes_per_s / K, opt_.link_delay));
+      std::vector<std::unique_ptr<TransportRingLink>> plain;
+      std::vector<std::unique_ptr<EmulatedRingLink>> emulated;
+      std::vector<RingLink*> links;
+      for (int k = 0; k < K; ++k) {
+        plain.push_back(std::make_unique<TransportRingLink>(transport_, to_next[k], from_prev[k]));
+        links.push_back(plain.back().get());
+        if (opt_.emulate_link.on()) {
+          LinkEmulation lane = opt_.emulate_link;
+          lane.rate_bytes_per_s /= K;
+          lane.seed = lane.seed * 1000003 + ring.round * 64 + static_cast<uint64_t>(k);
+          emulated.push_back(std::make_unique<EmulatedRingLink>(*plain.back(), lane));
+          links.back() = emulated.back().get();
+        }
+      }
       std::vector<RingStats> lane_stats(K);
       std::vector<std::vector<RingCarried>> carried(K);
       std::mutex error_mu;
@@ -532,7 +455,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
           lane_stats[k] = ring_allreduce_average(*links[k], ro, input.subspan(segs[k].begin, segs[k].size()),
                                                  output.subspan(segs[k].begin, segs[k].size()),
                                                  opt_.serve_state ? &carried[k] : nullptr);
-          links[k]->drain(deadline);
+          if (!emulated.empty()) emulated[k]->drain(deadline);
         } catch (...) {
           {
             std::lock_guard<std::mutex> lock(error_mu);

@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "dist/control.h"
+#include "dist/link_emulation.h"
 #include "dist/ring_allreduce.h"
 #include "dist/state_stream.h"
 #include "dist/transport.h"
@@ -45,12 +46,10 @@ struct MeshNodeOptions {
   // per-hop decode and re-encode sit on the pipeline's critical path, so
   // shorter messages fill it sooner). The same on every node.
   size_t chunk_elems = 0;
-  // Pacing of ring traffic sent by this node (bytes/s; 0 = none): plays a
-  // WAN link's capacity on loopback for benchmarks.
-  double link_rate_bytes_per_s = 0.0;
-  // One-way latency added to every ring message (0 = none): with the pacing,
-  // a WAN link on loopback.
-  std::chrono::milliseconds link_delay{0};
+  // Tests and benchmarks: the ring traffic this node sends goes through an
+  // emulated WAN link (rate shared out among the rings, one-way delay with
+  // jitter); off by default (link_emulation.h).
+  LinkEmulation emulate_link;
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
   std::chrono::milliseconds state_timeout{30000};  // a donor silent this long is given up
   std::function<void(const std::string&)> log;

@@ -135,6 +135,10 @@ struct MeshConfig {
   // registered nodes are ready, so a run whose nodes start together averages
   // together from the first outer step.
   int64_t min_ring = 1;
+  // Tests and benchmarks only: the ring traffic this node sends goes through
+  // an emulated WAN link (Mbit/s, 0 = no cap; one-way delay and its jitter).
+  double emulate_link_mbit = 0.0;
+  int64_t emulate_link_delay_ms = 0, emulate_link_jitter_ms = 0;
 };
 
 struct Config {

@@ -175,6 +175,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.serve_state = cfg.mesh.serve_state;
     mo.log = [](const std::string& m) { note("mesh: " + m); };
+    mo.emulate_link.rate_bytes_per_s = cfg.mesh.emulate_link_mbit * 1e6 / 8;
+    mo.emulate_link.delay = std::chrono::milliseconds(cfg.mesh.emulate_link_delay_ms);
+    mo.emulate_link.jitter = std::chrono::milliseconds(cfg.mesh.emulate_link_jitter_ms);
+    mo.emulate_link.seed = std::hash<std::string>{}(mo.name);
+    if (mo.emulate_link.on())
+      note("mesh: EMULATED WAN LINK for tests and benchmarks: ring traffic this node sends goes through " +
+           mo.emulate_link.describe() + " (mesh.emulate_link_*)");
     mo.stop = stop;
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))

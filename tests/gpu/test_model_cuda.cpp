@@ -197,7 +197,8 @@ TEST(CudaModel, Bf16GradientsMatchFp32Gradients) {
   const Outputs f32 = run_once(c, 2, 48);
   c.precision.grad_dtype = "bf16";
   const Outputs b16 = run_once(c, 2, 48);
-  for (const ParamEntry& e : ParamLayout(c.model).entries())
+  const ParamLayout layout(c.model);  // not a temporary in the range: it would be gone before the loop
+  for (const ParamEntry& e : layout.entries())
     EXPECT_LT(rel_error(b16.grads.data() + e.offset, f32.grads.data() + e.offset, e.numel), 8e-3) << e.name;
 }
 

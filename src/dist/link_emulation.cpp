@@ -1,0 +1,104 @@
+#include "dist/link_emulation.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "dist/frame.h"
+#include "util/error.h"
+#include "util/rng.h"
+
+namespace intellect {
+
+std::string LinkEmulation::describe() const {
+  char s[160];
+  std::snprintf(s, sizeof s, "%s, %lld ms +- %lld ms one way",
+                rate_bytes_per_s > 0 ? str(rate_bytes_per_s * 8 / 1e6, " Mbit/s").c_str() : "no rate cap",
+                static_cast<long long>(delay.count()), static_cast<long long>(jitter.count()));
+  return s;
+}
+
+EmulatedRingLink::EmulatedRingLink(RingLink& inner, const LinkEmulation& link) : inner_(inner), link_(link) {
+  if (link_.jitter > link_.delay) fail("link emulation: jitter (", link_.jitter.count(), " ms) exceeds the delay (",
+                                       link_.delay.count(), " ms)");
+  line_ = std::thread([this] { run_delay_line(); });
+}
+
+EmulatedRingLink::~EmulatedRingLink() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (line_.joinable()) line_.join();
+}
+
+void EmulatedRingLink::send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) {
+  if (link_.rate_bytes_per_s > 0) {
+    // Charged before the send (not after), so the first message waits too
+    // and no message crosses for free.
+    const auto now = RingClock::now();
+    if (available_ < now) available_ = now;
+    available_ += std::chrono::duration_cast<RingClock::duration>(
+        std::chrono::duration<double>(static_cast<double>(msg.size() + kFrameHeaderSize) / link_.rate_bytes_per_s));
+    std::this_thread::sleep_until(available_);
+  }
+  auto delay = std::chrono::duration_cast<RingClock::duration>(link_.delay);
+  if (link_.jitter.count() > 0) {
+    const double u = 2.0 * uniform01(link_.seed, sent_) - 1.0;  // in [-1, 1)
+    delay += std::chrono::duration_cast<RingClock::duration>(std::chrono::duration<double, std::milli>(
+        u * static_cast<double>(link_.jitter.count())));
+  }
+  ++sent_;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_) std::rethrow_exception(error_);
+  last_due_ = std::max(last_due_, RingClock::now() + delay);
+  queue_.push_back({last_due_, deadline, std::vector<uint8_t>(msg.begin(), msg.end())});
+  cv_.notify_all();
+}
+
+void EmulatedRingLink::abort() noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  inner_.abort();
+}
+
+void EmulatedRingLink::drain(RingClock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_until(lock, deadline, [&] { return queue_.empty() || error_; }))
+    fail("ring: the emulated link's delay line did not drain before the deadline");
+  if (error_) std::rethrow_exception(error_);
+}
+
+// Hands messages to the inner link in order, each at its due time.
+void EmulatedRingLink::run_delay_line() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopped with nothing left
+    if (stop_ && error_) return;
+    const RingClock::time_point due = queue_.front().due;
+    if (RingClock::now() < due) {
+      cv_.wait_until(lock, due, [&] { return stop_ && queue_.empty(); });
+      continue;
+    }
+    Delayed d = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    try {
+      inner_.send_to_next(d.bytes, d.deadline);
+    } catch (...) {
+      lock.lock();
+      error_ = std::current_exception();
+      queue_.clear();
+      cv_.notify_all();
+      return;
+    }
+    lock.lock();
+    cv_.notify_all();  // drain() may be waiting for an empty line
+  }
+}
+
+}  // namespace intellect

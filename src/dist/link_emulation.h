@@ -1,0 +1,67 @@
+// A WAN link played on loopback, for tests and benchmarks only: this
+// machine's kernel has no netem. Ring traffic a node sends is paced at a rate
+// (a serial link: a message leaves once the link has carried the ones before
+// it) and handed on after a one-way delay, with jitter, in order (TCP keeps
+// order, so jitter never reorders). Configured by mesh.emulate_link_* (the
+// names say it is an emulation) and said in the run's log.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "dist/ring_allreduce.h"
+
+namespace intellect {
+
+struct LinkEmulation {
+  double rate_bytes_per_s = 0.0;          // 0: no cap
+  std::chrono::milliseconds delay{0};     // one way
+  std::chrono::milliseconds jitter{0};    // each message's delay is uniform in [delay - jitter, delay + jitter]
+  uint64_t seed = 1;
+  bool on() const { return rate_bytes_per_s > 0 || delay.count() > 0; }
+  std::string describe() const;  // "100 Mbit/s, 50 ms +- 5 ms one way"
+};
+
+// Decorates a ring link: messages to the next node go through the emulated
+// link, on a thread of its own; messages from the previous node come from the
+// inner link as they are (the previous node's emulation already delayed them).
+class EmulatedRingLink final : public RingLink {
+ public:
+  EmulatedRingLink(RingLink& inner, const LinkEmulation& link);
+  ~EmulatedRingLink() override;
+  EmulatedRingLink(const EmulatedRingLink&) = delete;
+  EmulatedRingLink& operator=(const EmulatedRingLink&) = delete;
+
+  void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override;
+  std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override { return inner_.recv_from_prev(deadline); }
+  void abort() noexcept override;
+  // Waits until every message has left the delay line (before the
+  // connection closes), and reports the inner link's failure if it had one.
+  void drain(RingClock::time_point deadline);
+
+ private:
+  struct Delayed {
+    RingClock::time_point due, deadline;
+    std::vector<uint8_t> bytes;
+  };
+  void run_delay_line();
+
+  RingLink& inner_;
+  LinkEmulation link_;
+  RingClock::time_point available_{};  // when the paced link is free again
+  RingClock::time_point last_due_{};   // jitter never lets a message overtake the one before
+  uint64_t sent_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Delayed> queue_;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread line_;
+};
+
+}  // namespace intellect

@@ -1,0 +1,101 @@
+// The emulated WAN link (dist/link_emulation.h) that tests and benchmarks put
+// under ring traffic: its rate cap, its one-way delay with jitter, order,
+// draining, and failures of the link beneath it.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <mutex>
+#include <vector>
+
+#include "dist/link_emulation.h"
+#include "util/error.h"
+
+namespace intellect {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Records when each message reached it, and what it was.
+struct RecordingLink : RingLink {
+  std::mutex mu;
+  std::vector<std::pair<RingClock::time_point, std::vector<uint8_t>>> got;
+  bool fail_sends = false;
+  void send_to_next(std::span<const uint8_t> msg, RingClock::time_point) override {
+    std::lock_guard<std::mutex> lock(mu);
+    if (fail_sends) fail("the link beneath is gone");
+    got.push_back({RingClock::now(), std::vector<uint8_t>(msg.begin(), msg.end())});
+  }
+  std::vector<uint8_t> recv_from_prev(RingClock::time_point) override { return {}; }
+  void abort() noexcept override {}
+};
+
+double ms_between(RingClock::time_point a, RingClock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+TEST(LinkEmulation, DelayWithJitterKeepsOrder) {
+  RecordingLink inner;
+  LinkEmulation e;
+  e.delay = 40ms;
+  e.jitter = 30ms;
+  EmulatedRingLink link(inner, e);
+  std::vector<RingClock::time_point> sent;
+  for (uint8_t i = 0; i < 20; ++i) {
+    sent.push_back(RingClock::now());
+    const uint8_t b[1] = {i};
+    link.send_to_next(b, RingClock::now() + 10s);
+  }
+  link.drain(RingClock::now() + 10s);
+  ASSERT_EQ(inner.got.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(inner.got[i].second[0], i) << "jitter must never reorder";
+    EXPECT_GE(ms_between(sent[i], inner.got[i].first), 10.0 - 1.0);  // delay - jitter
+    if (i) EXPECT_GE(inner.got[i].first, inner.got[i - 1].first);
+  }
+  // Not every message waited the same: jitter is there.
+  double lo = 1e9, hi = 0;
+  for (size_t i = 0; i < 20; ++i) {
+    lo = std::min(lo, ms_between(sent[i], inner.got[i].first));
+    hi = std::max(hi, ms_between(sent[i], inner.got[i].first));
+  }
+  EXPECT_GT(hi - lo, 5.0);
+}
+
+TEST(LinkEmulation, RateCapPacesTheSender) {
+  RecordingLink inner;
+  LinkEmulation e;
+  e.rate_bytes_per_s = 10e6;  // 80 Mbit/s
+  EmulatedRingLink link(inner, e);
+  const std::vector<uint8_t> msg(100000);  // 10 ms each at that rate
+  const auto t0 = RingClock::now();
+  for (int i = 0; i < 10; ++i) link.send_to_next(msg, RingClock::now() + 10s);
+  link.drain(RingClock::now() + 10s);
+  const double ms = ms_between(t0, RingClock::now());
+  EXPECT_GE(ms, 100.0 - 2.0) << "1 MB at 10 MB/s";
+  EXPECT_LT(ms, 400.0);
+  EXPECT_EQ(inner.got.size(), 10u);
+}
+
+TEST(LinkEmulation, FailureBeneathReachesTheSender) {
+  RecordingLink inner;
+  inner.fail_sends = true;
+  LinkEmulation e;
+  e.delay = 5ms;
+  EmulatedRingLink link(inner, e);
+  const uint8_t b[1] = {1};
+  link.send_to_next(b, RingClock::now() + 10s);
+  EXPECT_THROW(link.drain(RingClock::now() + 10s), Error);
+  EXPECT_THROW(link.send_to_next(b, RingClock::now() + 10s), Error);
+}
+
+TEST(LinkEmulation, JitterAboveTheDelayIsRefused) {
+  RecordingLink inner;
+  LinkEmulation e;
+  e.delay = 5ms;
+  e.jitter = 6ms;
+  EXPECT_THROW(EmulatedRingLink(inner, e), Error);
+  EXPECT_EQ(e.describe(), "no rate cap, 5 ms +- 6 ms one way");
+}
+
+}  // namespace
+}  // namespace intellect
