@@ -202,10 +202,18 @@ TEST_F(Elastic, RunGoesBackToTheNewestStateALiveNodeHoldsWhenEveryHolderIsGone) 
   // (ckpt.resume=auto, its newest at step 15k, outer step 3k) with a fresh
   // node: the run goes back to what that checkpoint holds, not to step 0.
   std::vector<test::CommandResult> again(2);
+  // A ring here may wait the coordinator's whole ready_timeout (20 s) for the
+  // fresh node, which first fetches a snapshot from "a": the nodes' own
+  // round_timeout must outlast it, or under load "a" gives up just as its
+  // ring is announced.
   const std::string resume_cmd = "exec " + train_command(root, "a", coordinator.port(), "", 75,
-                                                         {"ckpt.every=15", "ckpt.resume=auto"});
+                                                         {"ckpt.every=15", "ckpt.resume=auto",
+                                                          "mesh.round_timeout_ms=60000"});
   std::thread ta([&] { again[0] = test::run_command(resume_cmd); });
-  std::thread te([&] { again[1] = test::run_command("exec " + train_command(root, "e", coordinator.port(), "", 75)); });
+  std::thread te([&] {
+    again[1] = test::run_command(
+        "exec " + train_command(root, "e", coordinator.port(), "", 75, {"mesh.round_timeout_ms=60000"}));
+  });
   ta.join();
   te.join();
   stop = true;

@@ -9,9 +9,12 @@
 
 #include "ckpt/safetensors.h"
 #include "data/synthetic_corpus.h"
+#include "model/init.h"
 #include "test_util.h"
+#include "train/backend.h"
 #include "train/config.h"
 #include "train/join_state.h"
+#include "train/outer_sync.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -134,6 +137,36 @@ TEST(TrainCli, TrainsFromTheCommandLine) {
   EXPECT_NE(r.output.find("unigram entropy"), std::string::npos) << r.output;
   EXPECT_TRUE(path_exists(out + "/model.safetensors"));
   EXPECT_EQ(read_metrics(out + "/metrics.jsonl").size(), 3u);
+}
+
+// The outer loop's host memory: the pseudo-gradient, the outer parameters
+// and the momentum, and no separate buffer for the average (it lives in the
+// loop's weights until the outer step overwrites them). Alone (no mesh), an
+// outer step is the node's own pseudo-gradient applied, and the weights it
+// hands back are the new outer parameters.
+TEST(OuterSync, ThreeCopiesOfItsOwnAndTheAverageInTheWeights) {
+  Config cfg = load_config("", {"diloco.enabled=true", "diloco.inner_steps=2", "model.n_layers=1", "model.dim=32",
+                                "model.ffn_dim=64", "model.head_dim=8", "train.threads=1"});
+  auto backend = make_backend(cfg, 1, 16);
+  const size_t n = backend->layout().total();
+  std::vector<float> params(n);
+  init_params(params.data(), backend->layout(), cfg.model, 3);
+  backend->set_params(params.data());
+  OuterSync sync(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
+  EXPECT_EQ(sync.start(0, false, {}, {}), 0);
+  EXPECT_EQ(sync.host_bytes(), 3 * n * sizeof(float));
+  // Move the weights as inner steps would, then take the outer step.
+  std::vector<float> moved = params;
+  for (size_t i = 0; i < n; ++i) moved[i] += 0.01f * static_cast<float>(i % 7);
+  backend->set_params(moved.data());
+  const nlohmann::json line = sync.step(2);
+  EXPECT_EQ(line["outer_step"], 1);
+  EXPECT_EQ(line["way"], "ring");
+  std::vector<float> now(n);
+  backend->get_params(now.data());
+  EXPECT_EQ(now, sync.optimizer().params());
+  EXPECT_EQ(params, sync.optimizer().params());
+  EXPECT_EQ(sync.host_bytes(), 3 * n * sizeof(float));
 }
 
 }  // namespace

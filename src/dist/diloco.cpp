@@ -51,12 +51,21 @@ void OuterOptimizer::pseudo_gradient(const float* current, float* out) const {
 }
 
 void OuterOptimizer::step(const float* g, float* new_params_out) {
+  check_finite(g);
+  apply(g, new_params_out);
+}
+
+void OuterOptimizer::check_finite(const float* g) const {
   require_init("step");
-  // Check first: a half-applied step would leave the nodes disagreeing.
+  // Checked first: a half-applied step would leave the nodes disagreeing.
   for (size_t i = 0; i < n_; ++i)
     if (!std::isfinite(g[i]))
       fail("DiLoCo outer step: averaged pseudo-gradient value ", i, " is ", g[i],
            "; refusing to step (the outer parameters are unchanged)");
+}
+
+void OuterOptimizer::apply(const float* g, float* new_params_out) {
+  require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
   const float lr = lr_, mu = mu_;

@@ -31,6 +31,11 @@ class OuterOptimizer {
   // parameters to new_params_out (may be null). Refuses a non-finite
   // pseudo-gradient before changing any state.
   void step(const float* averaged_pseudo_gradient, float* new_params_out);
+  // The two halves of step(), for a caller with something to do in between:
+  // the refusal of a non-finite value (no state changed), then the update.
+  // new_params_out may alias the pseudo-gradient (it is read first).
+  void check_finite(const float* averaged_pseudo_gradient) const;
+  void apply(const float* averaged_pseudo_gradient, float* new_params_out);
 
   // xxHash3-64 of the outer parameters' bytes: equal on every node after a
   // step, which is the mesh's consistency check.

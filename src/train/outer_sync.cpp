@@ -20,6 +20,14 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
 
+std::string bytes_text(double bytes) {
+  char s[32];
+  if (bytes >= 1e9) std::snprintf(s, sizeof s, "%.1f GB", bytes / 1e9);
+  else if (bytes >= 1e6) std::snprintf(s, sizeof s, "%.1f MB", bytes / 1e6);
+  else std::snprintf(s, sizeof s, "%.0f kB", bytes / 1e3);
+  return s;
+}
+
 }  // namespace
 
 const char* OuterSync::way_name(Way w) {
@@ -37,11 +45,25 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   pseudo_.resize(n);
-  averaged_.resize(n);
   backend_.get_params(params_.data());
+  // Three fp32 copies of the model live here and one in the loop's params_,
+  // which doubles as the average: the loop's weights are not needed between
+  // the pseudo-gradient and the outer step, which overwrites them.
+  const double copy = static_cast<double>(n) * sizeof(float);
+  std::string budget = str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
+                           "outer parameters, momentum) = ", bytes_text(4 * copy));
+  if (cfg_.mesh.serve_state && mesh_)
+    budget += str(", plus two rounds' averages as the ring carried them (",
+                  bytes_text(cfg_.diloco.compression == "int8" ? 2 * copy / 4 : 2 * copy),
+                  ") and, while a joiner fetches one, a snapshot (about ", bytes_text(4 * copy), ")");
+  note(budget);
 }
 
 OuterSync::~OuterSync() = default;
+
+size_t OuterSync::host_bytes() const {
+  return (pseudo_.capacity() + outer_->params().capacity() + outer_->momentum().capacity()) * sizeof(float);
+}
 
 // After outer step k was taken from a donor (joining, or late for its
 // ring), the others are already part-way through the next round's inner
@@ -72,9 +94,9 @@ OuterSync::RunState OuterSync::take_run_state(int64_t at_least) {
   Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg_.mesh.round_timeout_ms);
   for (;;) {
     if (std::optional<StateDownload> r = mesh_->fetch_round_once(k + 1)) {
-      mesh_->decode_round_into(*r, averaged_);
+      mesh_->decode_round_into(*r, params_);  // the average, then (in place) the new weights
       round_bytes += r->bytes.size();
-      outer_->step(averaged_.data(), params_.data());
+      outer_->step(params_.data(), params_.data());
       ++k;
       ++rounds;
       mesh_->set_held_step(k);
@@ -188,7 +210,7 @@ bool OuterSync::round_from_donor(int64_t k) {
   try {
     const StateDownload r =
         mesh_->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
-    mesh_->decode_round_into(r, averaged_);
+    mesh_->decode_round_into(r, params_);
     note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
     return true;
   } catch (const EvictedFromRun&) {
@@ -227,7 +249,7 @@ nlohmann::json OuterSync::step(int64_t steps_done) {
       try {
         switch (way) {
           case Way::ring:
-            rs = mesh_->average(k, data_position_(), pseudo_, averaged_);
+            rs = mesh_->average(k, data_position_(), pseudo_, params_);  // pseudo_ stays as it was, for a retry
             break;
           case Way::round_from_donor:
             // No live node has that round any more (those that did are
@@ -269,26 +291,29 @@ nlohmann::json OuterSync::step(int64_t steps_done) {
     }
     if (late) skip_to_ = line_up(k);
   } else {
-    averaged_ = pseudo_;
+    params_ = pseudo_;
   }
   const double allreduce_s = seconds_since(t0);
+  // params_ holds the average here (unless resynced: then the run's weights).
+  double publish_s = 0.0;
   if (!resynced) {
-    outer_->step(averaged_.data(), params_.data());
+    outer_->check_finite(params_.data());
+    if (mesh_ && cfg_.mesh.serve_state) {
+      // What a late node or a joiner will fetch: this round's average (the
+      // ring's int8 bytes), published before the step overwrites it. The
+      // snapshot only when a joiner asks for one.
+      const Clock::time_point tp = Clock::now();
+      mesh_->publish_round(k, params_);
+      mesh_->drop_idle_snapshot();
+      publish_s = seconds_since(tp);
+    }
+    outer_->apply(params_.data(), params_.data());
     backend_.set_params(params_.data());
   }
   const uint64_t hash = outer_->params_hash();
   if (mesh_ && !late) mesh_->report_hash(k, hash);
   outer_done_ = k;
   if (mesh_) mesh_->set_held_step(k);
-  double publish_s = 0.0;
-  if (mesh_ && cfg_.mesh.serve_state && !resynced) {
-    // What a late node or a joiner will fetch: this round's average (the
-    // ring's int8 bytes). The snapshot only when a joiner asks for one.
-    const Clock::time_point tp = Clock::now();
-    mesh_->publish_round(k, averaged_);
-    mesh_->drop_idle_snapshot();
-    publish_s = seconds_since(tp);
-  }
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
   return nlohmann::json{{"outer_step", k},

@@ -37,7 +37,8 @@ class OuterSync {
   static const char* way_name(Way w);
 
   // `params` is the training loop's host copy of the weights (flat), which
-  // the outer step reads and writes; `data_position` says where the loader
+  // the outer step reads and writes, and which holds the round's average in
+  // between (one fp32 copy of the model fewer); `data_position` says where the loader
   // is (reported to the coordinator with each ring).
   OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::vector<float>& params,
             const std::atomic<bool>* stop, std::function<std::string()> data_position);
@@ -61,6 +62,9 @@ class OuterSync {
   double publish_snapshot(int64_t steps_done);
   int64_t outer_done() const { return outer_done_; }
   const OuterOptimizer& optimizer() const { return *outer_; }
+  // fp32 bytes this component holds (the loop's weights, which carry the
+  // average between the pseudo-gradient and the step, not counted).
+  size_t host_bytes() const;
 
  private:
   struct RunState {
@@ -79,7 +83,7 @@ class OuterSync {
   const std::atomic<bool>* stop_;
   std::function<std::string()> data_position_;
   std::unique_ptr<OuterOptimizer> outer_;
-  std::vector<float> pseudo_, averaged_;
+  std::vector<float> pseudo_;  // the ring's input, untouched by it (a retried round starts from it)
   std::vector<float> snap_m_, snap_v_;  // the moments' host copy, kept: the next snapshot reuses its pages
   nlohmann::json joined_;
   int64_t outer_done_ = 0;  // the outer step whose result outer_ holds
