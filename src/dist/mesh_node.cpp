@@ -475,9 +475,15 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       if (first_error) std::rethrow_exception(first_error);
       stats.bytes_sent = stats.bytes_received = 0;
       stats.seconds = wall;
+      stats.encode_s = stats.recv_wait_s = stats.decode_s = stats.send_s = 0;
       for (const RingStats& rs : lane_stats) {
         stats.bytes_sent += rs.bytes_sent;
         stats.bytes_received += rs.bytes_received;
+        // The lanes run side by side: the slowest one's share is the round's.
+        stats.encode_s = std::max(stats.encode_s, rs.encode_s);
+        stats.recv_wait_s = std::max(stats.recv_wait_s, rs.recv_wait_s);
+        stats.decode_s = std::max(stats.decode_s, rs.decode_s);
+        stats.send_s = std::max(stats.send_s, rs.send_s);
       }
       stats.rings = K;
       if (opt_.serve_state) {

@@ -93,6 +93,8 @@ struct OuterRoundStats {
   uint64_t bytes_sent = 0, bytes_received = 0;  // over all rings
   double seconds = 0.0;                         // wall time of the all-reduce (all rings)
   int rings = 1;
+  // The last attempt's parts (RingStats), the slowest lane's of each.
+  double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
 };
 
 // "host:port" -> (host, port); fails with a message naming `what`.

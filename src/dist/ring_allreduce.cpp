@@ -238,13 +238,16 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     return h;
   };
   // Header + payload for `count` values at x; with int8 the payload is their encoding.
+  auto since = [](RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); };
   auto build = [&](const RingHeader& h, const float* x) {
+    const RingClock::time_point t = RingClock::now();
     std::vector<uint8_t> msg = encode_ring_header(h);
     msg.resize(kRingHeaderBytes + payload_bytes(opt.compression, h.count, block));
     if (int8)
       int8_encode(x, h.count, block, msg.data() + kRingHeaderBytes, "the partial sum", opt.codec_threads);
     else
       std::memcpy(msg.data() + kRingHeaderBytes, x, h.count * sizeof(float));
+    stats.encode_s += since(t);
     return msg;
   };
 
@@ -268,7 +271,9 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     try {
       std::vector<uint8_t> msg;
       while (queue.pop(msg)) {
+        const RingClock::time_point t = RingClock::now();
         link.send_to_next(msg, op_deadline());
+        stats.send_s += since(t);
         stats.bytes_sent += msg.size();
         stats.messages_sent += 1;
       }
@@ -284,7 +289,10 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       const std::string what =
           str(want.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ", want.step,
               ", segment ", want.segment, ", chunk ", want.chunk, ") from the previous rank");
+      const RingClock::time_point t = RingClock::now();
       std::vector<uint8_t> msg = link.recv_from_prev(op_deadline());
+      stats.recv_wait_s += since(t);
+      const RingClock::time_point d = RingClock::now();
       stats.bytes_received += msg.size();
       stats.messages_received += 1;
       expect_ring_header(parse_ring_header(msg, what), want, what);
@@ -294,6 +302,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       } else if (const size_t bad = first_non_finite_bytes(payload, want.count); bad < want.count) {
         fail(what, ": value ", bad, " is not finite (a diverged peer or a corrupt message)");
       }
+      stats.decode_s += since(d);
       return msg;
     };
 
@@ -312,6 +321,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         float* acc = output.data() + off;
         const std::vector<uint8_t> msg = receive(header(kReduceScatter, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
+        const RingClock::time_point d = RingClock::now();
         if (int8) {
           int8_decode_add(payload, len, block, acc, opt.codec_threads);
         } else {
@@ -321,6 +331,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
             acc[i] += v;
           }
         }
+        stats.decode_s += since(d);
         if (t + 2 < N) {
           queue.push(build(header(kReduceScatter, t + 1, g, c, len), acc));
           continue;
@@ -342,10 +353,12 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         const size_t len = std::min(opt.chunk_elems, seg_begin(g) + seg_len(g) - off);
         std::vector<uint8_t> msg = receive(header(kAllGather, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
+        const RingClock::time_point d = RingClock::now();
         if (int8)
           int8_decode(payload, len, block, output.data() + off, opt.codec_threads);
         else
           std::memcpy(output.data() + off, payload, len * sizeof(float));
+        stats.decode_s += since(d);
         keep_chunk(g, c, off, len, payload);
         if (t + 2 < N) {
           const uint32_t next_step = static_cast<uint32_t>(t + 1);

@@ -78,6 +78,11 @@ struct RingStats {
   uint64_t bytes_sent = 0, bytes_received = 0;
   uint64_t messages_sent = 0, messages_received = 0;
   double seconds = 0.0;
+  // Where the seconds went: encoding messages (int8 quantization or the fp32
+  // copy), waiting for the previous rank's next message, checking and
+  // decoding (and adding) what arrived, on the computing thread; and the
+  // sending thread's time handing messages to the link (backpressure, pacing).
+  double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
 };
 
 // One chunk of the average as the all-gather carried it: its int8 encoding,

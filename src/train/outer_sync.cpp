@@ -235,8 +235,17 @@ int64_t OuterSync::take_skip_to() {
 nlohmann::json OuterSync::step(int64_t steps_done) {
   int64_t k = steps_done / cfg_.diloco.inner_steps;
   bool resynced = false;  // late, and the run's state was taken afresh
+  // Each part of the step is timed: what the training thread waits for.
+  nlohmann::json parts;
+  Clock::time_point tp = Clock::now();
+  auto lap = [&](const char* name) {
+    parts[name] = seconds_since(tp);
+    tp = Clock::now();
+  };
   backend_.get_params(params_.data());
+  lap("download_s");
   outer_->pseudo_gradient(params_.data(), pseudo_.data());
+  lap("pseudo_gradient_s");
   OuterRoundStats rs;
   const Clock::time_point t0 = Clock::now();
   bool late = false;
@@ -294,21 +303,31 @@ nlohmann::json OuterSync::step(int64_t steps_done) {
     params_ = pseudo_;
   }
   const double allreduce_s = seconds_since(t0);
+  tp = Clock::now();
   // params_ holds the average here (unless resynced: then the run's weights).
   double publish_s = 0.0;
   if (!resynced) {
     outer_->check_finite(params_.data());
+    lap("check_s");
     if (mesh_ && cfg_.mesh.serve_state) {
       // What a late node or a joiner will fetch: this round's average (the
       // ring's int8 bytes), published before the step overwrites it. The
       // snapshot only when a joiner asks for one.
-      const Clock::time_point tp = Clock::now();
       mesh_->publish_round(k, params_);
       mesh_->drop_idle_snapshot();
       publish_s = seconds_since(tp);
+      lap("publish_s");
     }
     outer_->apply(params_.data(), params_.data());
+    lap("nesterov_s");
     backend_.set_params(params_.data());
+    lap("upload_s");
+  }
+  if (mesh_ && rs.ring_size > 1) {
+    parts["ring_encode_s"] = rs.encode_s;
+    parts["ring_recv_wait_s"] = rs.recv_wait_s;
+    parts["ring_decode_s"] = rs.decode_s;
+    parts["ring_send_s"] = rs.send_s;
   }
   const uint64_t hash = outer_->params_hash();
   if (mesh_ && !late) mesh_->report_hash(k, hash);
@@ -327,7 +346,8 @@ nlohmann::json OuterSync::step(int64_t steps_done) {
                         {"retries", rs.retries},
                         {"rewinds", mesh_ ? mesh_->rewinds() : 0},
                         {"hash", hex},
-                        {"way", way_name(way)}};
+                        {"way", way_name(way)},
+                        {"parts", parts}};
 }
 
 }  // namespace intellect
