@@ -140,71 +140,15 @@ bool ring_has_link(const Ring& r, std::pair<uint64_t, uint64_t> link) {
 }
 }  // namespace
 
+// One message from a connection, to the handler for its kind. Join and
+// Rejoin come from connections not yet bound to a node; everything else
+// only from a bound one.
 void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTime now) {
   auto known = node_of_.find(conn);
-  if (const auto* j = std::get_if<control::Join>(&msg)) {
-    if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
-    const Registration r = members_.join(j->name, j->address, now);
-    members_.set_state_address(r.id, j->state_address);
-    members_.note_held(r.id, j->held_step);
-    conn_of_[r.id] = conn;
-    node_of_[conn] = r.id;
-    control::Welcome w;
-    w.node_id = r.id;
-    w.partition = r.partition;
-    w.epoch = r.epoch;
-    w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
-    w.rewinds = rewinds_;
-    if (!members_.node(r.id).synced) {
-      // A run in progress: the joiner streams the state from a healthy node
-      // while everyone else keeps training.
-      if (std::optional<uint64_t> d = members_.pick_donor({r.id})) {
-        w.donor_id = *d;
-        w.donor_address = members_.node(*d).state_address;
-      }
-    }
-    w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
-    w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
-    auto pos = partition_position_.find(r.partition);
-    if (pos != partition_position_.end()) w.data_position = pos->second;
-    log(str("node ", r.id, " (", j->name, " at ", j->address, ") joined: partition ", r.partition, ", ",
-            members_.size(), " node(s)",
-            w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
-    send(conn, w);
-    persist();
-    return;
-  }
-  if (const auto* rj = std::get_if<control::Rejoin>(&msg)) {
-    if (known != node_of_.end()) return send(conn, control::Refused{"this connection already joined"});
-    if (!members_.contains(rj->node_id)) {
-      send(conn, control::Refused{str("node ", rj->node_id, " is not a member of this run (evicted while away, or "
-                                      "the coordinator lost its state): restart the node to join again")});
-      transport_.close(conn, "unknown node");
-      return;
-    }
-    auto old = conn_of_.find(rj->node_id);
-    if (old != conn_of_.end() && old->second != conn) {
-      node_of_.erase(old->second);
-      transport_.close(old->second, "replaced by a new connection");
-    }
-    conn_of_[rj->node_id] = conn;
-    node_of_[conn] = rj->node_id;
-    members_.heartbeat(rj->node_id, now);
-    members_.note_held(rj->node_id, rj->held_step);
-    const NodeRecord& n = members_.node(rj->node_id);
-    control::Welcome w;
-    w.node_id = n.id;
-    w.partition = n.partition;
-    w.epoch = members_.epoch();
-    w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
-    w.rewinds = rewinds_;
-    w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
-    w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
-    log(str("node ", n.id, " (", n.name, ") is back"));
-    send(conn, w);
-    return;
-  }
-  if (known == node_of_.end()) {
+  const bool bound = known != node_of_.end();
+  if (const auto* j = std::get_if<control::Join>(&msg)) return on_join(conn, bound, *j, now);
+  if (const auto* rj = std::get_if<control::Rejoin>(&msg)) return on_rejoin(conn, bound, *rj, now);
+  if (!bound) {
     send(conn, control::Refused{"join first"});
     transport_.close(conn, "spoke before joining");
     return;
@@ -217,91 +161,169 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
   } else if (std::get_if<control::Leave>(&msg)) {
     drop_node(id, "said goodbye");
   } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
-    control::DonorAssign a;
-    // Not itself, not the one that failed it, and none it cannot reach.
-    std::set<uint64_t> exclude = {id, dr->exclude};
-    for (const auto& [a_id, b_id] : live_bad_links())
-      if (a_id == id || b_id == id) exclude.insert(a_id == id ? b_id : a_id);
-    if (std::optional<uint64_t> d = members_.pick_donor(exclude)) {
-      a.donor_id = *d;
-      a.donor_address = members_.node(*d).state_address;
-    }
-    log(str("node ", id, " asks for another donor than node ", dr->exclude, ": ",
-            a.donor_id ? str("node ", a.donor_id) : std::string("none available")));
-    send(conn, a);
+    on_donor_request(conn, id, *dr);
   } else if (const auto* r = std::get_if<control::Ready>(&msg)) {
-    members_.note_held(id, r->outer_step - 1);
-    auto active = rings_.find(r->outer_step);
-    const bool in_active = active != rings_.end() &&
-                           std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
-                               active->second.nodes.end();
-    if (r->outer_step <= members_.last_ring_step() && in_active) return;  // a repeat after a reconnect
-    // Ready for step s: s − 1 is done. Nodes still waiting on an older step
-    // (after a restart, its ring may have completed without them) catch up.
-    for (const auto& [behind, their] : members_.note_step_done(r->outer_step)) {
-      auto c = conn_of_.find(behind);
-      log(str("node ", behind, " waits on outer step ", their, ", which is done; it will catch up from a donor"));
-      if (c != conn_of_.end()) send(c->second, control::Late{their});
-    }
-    if (r->outer_step <= members_.last_ring_step()) {
-      // Its ring formed without it (it was still catching up): it takes that
-      // round's average from a donor instead. Nobody waited for it.
-      log(str("node ", id, " is late for outer step ", r->outer_step, "; it will catch up from a donor"));
-      if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
-      send(conn, control::Late{r->outer_step});
-      return;
-    }
-    members_.ready(id, r->outer_step, now);
-    if (!r->data_position.empty()) partition_position_[members_.node(id).partition] = r->data_position;
-    persist();
+    on_ready(conn, id, *r, now);
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
-    std::optional<std::pair<uint64_t, uint64_t>> new_link;
-    // Only a peer that is alive by its heartbeats: a dial to a node that is
-    // stopped or dead fails too, and eviction deals with that one.
-    if (f->unreachable != 0 && f->unreachable != id && members_.contains(f->unreachable) &&
-        now - members_.node(f->unreachable).last_seen < 2 * opt_.heartbeat_interval) {
-      const std::pair<uint64_t, uint64_t> link = std::minmax(id, f->unreachable);
-      if (!live_bad_links().count(link)) new_link = link;
-      bad_links_[link] = now + opt_.bad_link_ttl;
-      log(str("node ", id, " cannot reach node ", f->unreachable, ": rings avoid that link for ",
-              opt_.bad_link_ttl.count(), " ms"));
-    }
-    auto it = rings_.find(f->outer_step);
-    if (it == rings_.end()) return;
-    if (f->round < round_of_[f->outer_step]) {
-      // Already re-formed; but if the newer ring runs over the link just
-      // found broken, it would fail the same way: replace it now.
-      if (new_link && ring_has_link(it->second, *new_link)) {
-        log(str("outer step ", f->outer_step, ": the current ring uses that link; re-forming it"));
-        announce(members_.reform_ring(it->second, {}));
-      }
-      return;
-    }
-    log(str("node ", id, " reports outer step ", f->outer_step, " round ", f->round, " failed: ", f->reason));
-    // Re-formed a moment later, from run(), not here: the connection-closed
-    // events of nodes that died with the round need that moment to arrive,
-    // and this loop must not sleep meanwhile (heartbeats, other steps' rings).
-    // Other members of the same round report the same failure: once is enough.
-    auto [pending, fresh] = reform_due_.try_emplace(f->outer_step, PendingReform{f->round, now + kReformDelay});
-    if (!fresh && pending->second.round < f->round) pending->second = PendingReform{f->round, now + kReformDelay};
+    on_ring_failed(id, *f, now);
   } else if (const auto* o = std::get_if<control::OuterHash>(&msg)) {
-    auto it = rings_.find(o->outer_step);
-    if (it == rings_.end()) return;
-    const HashCheck c = members_.report_hash(it->second, id, o->hash);
-    members_.note_held(id, o->outer_step);
-    if (!c.complete) return;
-    if (c.agree) {
-      ++agreed_;
-      log(str("outer step ", o->outer_step, ": all ", c.hashes.size(), " nodes agree (hash ", o->hash, ")"));
-    } else {
-      ++disagreed_;
-      std::string list;
-      for (const auto& [n, h] : c.hashes) list += str(" node ", n, "=", h);
-      log(str("OUTER PARAMETERS DIVERGED at outer step ", o->outer_step, ":", list));
-    }
-    rings_.erase(it);
-    persist();  // the agreement counts survive a restart
+    on_outer_hash(id, *o);
   }
+}
+
+// What a node hears when it joins or comes back: who it is, the run's
+// position, and how often to beat.
+control::Welcome Coordinator::welcome_for(const NodeRecord& n) const {
+  control::Welcome w;
+  w.node_id = n.id;
+  w.partition = n.partition;
+  w.epoch = members_.epoch();
+  w.outer_step = std::max<int64_t>(0, members_.last_ring_step());
+  w.rewinds = rewinds_;
+  w.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_interval.count());
+  w.timeout_ms = static_cast<uint32_t>(opt_.membership.heartbeat_timeout.count());
+  return w;
+}
+
+void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now) {
+  if (already) return send(conn, control::Refused{"this connection already joined"});
+  const Registration r = members_.join(j.name, j.address, now);
+  members_.set_state_address(r.id, j.state_address);
+  members_.note_held(r.id, j.held_step);
+  conn_of_[r.id] = conn;
+  node_of_[conn] = r.id;
+  control::Welcome w = welcome_for(members_.node(r.id));
+  w.epoch = r.epoch;
+  if (!members_.node(r.id).synced) {
+    // A run in progress: the joiner streams the state from a healthy node
+    // while everyone else keeps training.
+    if (std::optional<uint64_t> d = members_.pick_donor({r.id})) {
+      w.donor_id = *d;
+      w.donor_address = members_.node(*d).state_address;
+    }
+  }
+  auto pos = partition_position_.find(r.partition);
+  if (pos != partition_position_.end()) w.data_position = pos->second;
+  log(str("node ", r.id, " (", j.name, " at ", j.address, ") joined: partition ", r.partition, ", ",
+          members_.size(), " node(s)",
+          w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
+  send(conn, w);
+  persist();
+}
+
+void Coordinator::on_rejoin(ConnId conn, bool already, const control::Rejoin& rj, MembershipTime now) {
+  if (already) return send(conn, control::Refused{"this connection already joined"});
+  if (!members_.contains(rj.node_id)) {
+    send(conn, control::Refused{str("node ", rj.node_id, " is not a member of this run (evicted while away, or "
+                                    "the coordinator lost its state): restart the node to join again")});
+    transport_.close(conn, "unknown node");
+    return;
+  }
+  auto old = conn_of_.find(rj.node_id);
+  if (old != conn_of_.end() && old->second != conn) {
+    node_of_.erase(old->second);
+    transport_.close(old->second, "replaced by a new connection");
+  }
+  conn_of_[rj.node_id] = conn;
+  node_of_[conn] = rj.node_id;
+  members_.heartbeat(rj.node_id, now);
+  members_.note_held(rj.node_id, rj.held_step);
+  const NodeRecord& n = members_.node(rj.node_id);
+  log(str("node ", n.id, " (", n.name, ") is back"));
+  send(conn, welcome_for(n));
+}
+
+void Coordinator::on_donor_request(ConnId conn, uint64_t id, const control::DonorRequest& dr) {
+  control::DonorAssign a;
+  // Not itself, not the one that failed it, and none it cannot reach.
+  std::set<uint64_t> exclude = {id, dr.exclude};
+  for (const auto& [a_id, b_id] : live_bad_links())
+    if (a_id == id || b_id == id) exclude.insert(a_id == id ? b_id : a_id);
+  if (std::optional<uint64_t> d = members_.pick_donor(exclude)) {
+    a.donor_id = *d;
+    a.donor_address = members_.node(*d).state_address;
+  }
+  log(str("node ", id, " asks for another donor than node ", dr.exclude, ": ",
+          a.donor_id ? str("node ", a.donor_id) : std::string("none available")));
+  send(conn, a);
+}
+
+void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, MembershipTime now) {
+  members_.note_held(id, r.outer_step - 1);
+  auto active = rings_.find(r.outer_step);
+  const bool in_active = active != rings_.end() &&
+                         std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
+                             active->second.nodes.end();
+  if (r.outer_step <= members_.last_ring_step() && in_active) return;  // a repeat after a reconnect
+  // Ready for step s: s − 1 is done. Nodes still waiting on an older step
+  // (after a restart, its ring may have completed without them) catch up.
+  for (const auto& [behind, their] : members_.note_step_done(r.outer_step)) {
+    auto c = conn_of_.find(behind);
+    log(str("node ", behind, " waits on outer step ", their, ", which is done; it will catch up from a donor"));
+    if (c != conn_of_.end()) send(c->second, control::Late{their});
+  }
+  if (r.outer_step <= members_.last_ring_step()) {
+    // Its ring formed without it (it was still catching up): it takes that
+    // round's average from a donor instead. Nobody waited for it.
+    log(str("node ", id, " is late for outer step ", r.outer_step, "; it will catch up from a donor"));
+    if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
+    send(conn, control::Late{r.outer_step});
+    return;
+  }
+  members_.ready(id, r.outer_step, now);
+  if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
+  persist();
+}
+
+void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, MembershipTime now) {
+  std::optional<std::pair<uint64_t, uint64_t>> new_link;
+  // Only a peer that is alive by its heartbeats: a dial to a node that is
+  // stopped or dead fails too, and eviction deals with that one.
+  if (f.unreachable != 0 && f.unreachable != id && members_.contains(f.unreachable) &&
+      now - members_.node(f.unreachable).last_seen < 2 * opt_.heartbeat_interval) {
+    const std::pair<uint64_t, uint64_t> link = std::minmax(id, f.unreachable);
+    if (!live_bad_links().count(link)) new_link = link;
+    bad_links_[link] = now + opt_.bad_link_ttl;
+    log(str("node ", id, " cannot reach node ", f.unreachable, ": rings avoid that link for ",
+            opt_.bad_link_ttl.count(), " ms"));
+  }
+  auto it = rings_.find(f.outer_step);
+  if (it == rings_.end()) return;
+  if (f.round < round_of_[f.outer_step]) {
+    // Already re-formed; but if the newer ring runs over the link just
+    // found broken, it would fail the same way: replace it now.
+    if (new_link && ring_has_link(it->second, *new_link)) {
+      log(str("outer step ", f.outer_step, ": the current ring uses that link; re-forming it"));
+      announce(members_.reform_ring(it->second, {}));
+    }
+    return;
+  }
+  log(str("node ", id, " reports outer step ", f.outer_step, " round ", f.round, " failed: ", f.reason));
+  // Re-formed a moment later, from run(), not here: the connection-closed
+  // events of nodes that died with the round need that moment to arrive,
+  // and this loop must not sleep meanwhile (heartbeats, other steps' rings).
+  // Other members of the same round report the same failure: once is enough.
+  auto [pending, fresh] = reform_due_.try_emplace(f.outer_step, PendingReform{f.round, now + kReformDelay});
+  if (!fresh && pending->second.round < f.round) pending->second = PendingReform{f.round, now + kReformDelay};
+}
+
+void Coordinator::on_outer_hash(uint64_t id, const control::OuterHash& o) {
+  auto it = rings_.find(o.outer_step);
+  if (it == rings_.end()) return;
+  const HashCheck c = members_.report_hash(it->second, id, o.hash);
+  members_.note_held(id, o.outer_step);
+  if (!c.complete) return;
+  if (c.agree) {
+    ++agreed_;
+    log(str("outer step ", o.outer_step, ": all ", c.hashes.size(), " nodes agree (hash ", o.hash, ")"));
+  } else {
+    ++disagreed_;
+    std::string list;
+    for (const auto& [n, h] : c.hashes) list += str(" node ", n, "=", h);
+    log(str("OUTER PARAMETERS DIVERGED at outer step ", o.outer_step, ":", list));
+  }
+  rings_.erase(it);
+  persist();  // the agreement counts survive a restart
 }
 
 void Coordinator::check_stranded(MembershipTime now) {

@@ -48,6 +48,15 @@ class Coordinator {
 
  private:
   void handle(ConnId conn, const control::Message& m, MembershipTime now);
+  // One per kind of message (handle() dispatches; `already`: the connection
+  // is bound to a node).
+  void on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now);
+  void on_rejoin(ConnId conn, bool already, const control::Rejoin& rj, MembershipTime now);
+  void on_donor_request(ConnId conn, uint64_t id, const control::DonorRequest& dr);
+  void on_ready(ConnId conn, uint64_t id, const control::Ready& r, MembershipTime now);
+  void on_ring_failed(uint64_t id, const control::RingFailed& f, MembershipTime now);
+  void on_outer_hash(uint64_t id, const control::OuterHash& o);
+  control::Welcome welcome_for(const NodeRecord& n) const;
   void dispatch(const Message& m);
   void connection_closed(ConnId conn, const std::string& reason);
   void drop_node(uint64_t id, const std::string& why);
