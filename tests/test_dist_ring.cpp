@@ -693,6 +693,30 @@ TEST(DistDiloco, PseudoGradientHashAndRefusal) {
   EXPECT_THROW(OuterOptimizer(3, -1.0, 0.9, true), Error);
 }
 
+// The finite check over a model-sized buffer runs on every core; a lone bad
+// value anywhere is still refused, named by its index, before any change.
+TEST(DistDiloco, LargeStepRefusesOneNonFiniteValueAnywhere) {
+  const size_t n = 1 << 20;
+  OuterOptimizer opt(n, 0.7, 0.9, true);
+  const std::vector<float> p(n, 1.0f);
+  opt.init(p.data());
+  const uint64_t h0 = opt.params_hash();
+  std::vector<float> g(n, 1e-3f);
+  for (size_t bad : {size_t{0}, size_t{777777}, n - 1}) {
+    g[bad] = bad % 2 ? INFINITY : NAN;
+    try {
+      opt.step(g.data(), nullptr);
+      ADD_FAILURE() << "stepped with a non-finite value at " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("value " + std::to_string(bad) + " is"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(opt.params_hash(), h0);
+    g[bad] = 1e-3f;
+  }
+  opt.step(g.data(), nullptr);
+  EXPECT_NE(opt.params_hash(), h0);
+}
+
 // A whole outer step on one node: the all-reduce is the identity, so the
 // result is exactly the local outer step.
 TEST(DistDiloco, OneNodeOuterStepThroughTheRing) {

@@ -58,6 +58,12 @@ void OuterOptimizer::step(const float* g, float* new_params_out) {
 void OuterOptimizer::check_finite(const float* g) const {
   require_init("step");
   // Checked first: a half-applied step would leave the nodes disagreeing.
+  // A pass over the whole model on the outer step's critical path: on every
+  // core, and the first bad index looked up only when there is one.
+  bool all_finite = true;
+#pragma omp parallel for simd schedule(static) reduction(&& : all_finite) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) all_finite = all_finite && std::isfinite(g[i]);
+  if (all_finite) return;
   for (size_t i = 0; i < n_; ++i)
     if (!std::isfinite(g[i]))
       fail("DiLoCo outer step: averaged pseudo-gradient value ", i, " is ", g[i],
