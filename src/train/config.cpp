@@ -103,8 +103,7 @@ Config parse_config(const json& doc, const std::string& source) {
       t.recompute.blocks.assign(c.model.n_layers, level);
     };
     if (v.is_string()) {
-      const std::string mode = r.has("recompute") ? r.get_string("recompute", "auto", {"auto", "none", "ops", "all"})
-                                                  : std::string("auto");
+      const std::string mode = r.get_string("recompute", "auto", {"auto", "none", "ops", "all"});
       if (mode == "none") all(Recompute::none);
       if (mode == "ops") all(Recompute::ops);
       if (mode == "all") all(Recompute::full);

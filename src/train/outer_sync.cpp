@@ -6,29 +6,14 @@
 #include <optional>
 #include <thread>
 
+#include "ckpt/hf_export.h"
 #include "dist/mesh_node.h"
 #include "train/join_state.h"
+#include "train/log.h"
 #include "util/error.h"
 
 namespace intellect {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
-
-std::string bytes_text(double bytes) {
-  char s[32];
-  if (bytes >= 1e9) std::snprintf(s, sizeof s, "%.1f GB", bytes / 1e9);
-  else if (bytes >= 1e6) std::snprintf(s, sizeof s, "%.1f MB", bytes / 1e6);
-  else std::snprintf(s, sizeof s, "%.0f kB", bytes / 1e3);
-  return s;
-}
-
-}  // namespace
 
 const char* OuterSync::way_name(Way w) {
   switch (w) {
@@ -49,13 +34,13 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   // Three fp32 copies of the model live here and one in the loop's params_,
   // which doubles as the average: the loop's weights are not needed between
   // the pseudo-gradient and the outer step, which overwrites them.
-  const double copy = static_cast<double>(n) * sizeof(float);
+  const uint64_t copy = static_cast<uint64_t>(n) * sizeof(float);
   std::string budget = str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
-                           "outer parameters, momentum) = ", bytes_text(4 * copy));
+                           "outer parameters, momentum) = ", format_bytes(4 * copy));
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus two rounds' averages as the ring carried them (",
-                  bytes_text(cfg_.diloco.compression == "int8" ? 2 * copy / 4 : 2 * copy),
-                  ") and, while a joiner fetches one, a snapshot (about ", bytes_text(4 * copy), ")");
+                  format_bytes(cfg_.diloco.compression == "int8" ? 2 * copy / 4 : 2 * copy),
+                  ") and, while a joiner fetches one, a snapshot (about ", format_bytes(4 * copy), ")");
   note(budget);
 }
 

@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <thread>
 #include <utility>
 
 #include "ckpt/async_checkpointer.h"
@@ -20,12 +19,11 @@
 #include "ckpt/safetensors.h"
 #include "data/dataloader.h"
 #include "data/prefetch.h"
-#include "dist/diloco.h"
 #include "dist/mesh_node.h"
 #include "model/init.h"
 #include "train/backend.h"
 #include "train/data_setup.h"
-#include "train/join_state.h"
+#include "train/log.h"
 #include "train/outer_sync.h"
 #include "train/schedule.h"
 #include "util/error.h"
@@ -36,11 +34,6 @@ namespace intellect {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // The batch's document segments for attention when train.doc_masking is on:
 // the cu_seqlens pointer (nullptr when off) and the segment count.
@@ -99,7 +92,6 @@ void print_data_plan(const Config& cfg, const DataLoader& loader, uint64_t parti
                  static_cast<unsigned long long>(partition), static_cast<long long>(cfg.data.partitions));
 }
 
-void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
 
 // The tokenizer files a checkpoint carries, so an export is usable as it is.
 std::vector<std::string> tokenizer_files(const Config& cfg) {
