@@ -50,7 +50,9 @@ TEST(LinkEmulation, DelayWithJitterKeepsOrder) {
   for (size_t i = 0; i < 20; ++i) {
     EXPECT_EQ(inner.got[i].second[0], i) << "jitter must never reorder";
     EXPECT_GE(ms_between(sent[i], inner.got[i].first), 10.0 - 1.0);  // delay - jitter
-    if (i) EXPECT_GE(inner.got[i].first, inner.got[i - 1].first);
+    if (i) {
+      EXPECT_GE(inner.got[i].first, inner.got[i - 1].first);
+    }
   }
   // Not every message waited the same: jitter is there.
   double lo = 1e9, hi = 0;

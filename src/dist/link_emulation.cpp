@@ -67,7 +67,7 @@ void EmulatedRingLink::abort() noexcept {
 
 void EmulatedRingLink::drain(RingClock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_until(lock, deadline, [&] { return queue_.empty() || error_; }))
+  if (!cv_.wait_until(lock, deadline, [&] { return (queue_.empty() && !sending_) || error_; }))
     fail("ring: the emulated link's delay line did not drain before the deadline");
   if (error_) std::rethrow_exception(error_);
 }
@@ -86,17 +86,20 @@ void EmulatedRingLink::run_delay_line() {
     }
     Delayed d = std::move(queue_.front());
     queue_.pop_front();
+    sending_ = true;  // off the queue but not yet handed on: drain() must still wait
     lock.unlock();
     try {
       inner_.send_to_next(d.bytes, d.deadline);
     } catch (...) {
       lock.lock();
+      sending_ = false;
       error_ = std::current_exception();
       queue_.clear();
       cv_.notify_all();
       return;
     }
     lock.lock();
+    sending_ = false;
     cv_.notify_all();  // drain() may be waiting for an empty line
   }
 }

@@ -60,6 +60,7 @@ class EmulatedRingLink final : public RingLink {
   std::condition_variable cv_;
   std::deque<Delayed> queue_;
   bool stop_ = false;
+  bool sending_ = false;  // the delay line is handing a message to the inner link
   std::exception_ptr error_;
   std::thread line_;
 };
