@@ -121,150 +121,18 @@ __device__ __forceinline__ void load8f(const bf16* p, int64_t i, float out[8]) {
   for (int k = 0; k < 8; ++k) out[k] = __bfloat162float(x.v[k]);
 }
 
-// Elements are taken four at a time (16-byte gradient loads); the last n % 4
-// by the first threads.
+// The update of elements [begin, end) by this thread's share of the grid,
+// clip factor `scale` already derived: four elements at a time (16-byte
+// gradient loads) between the first and last multiples of four, the rest one
+// by one. Shared by the one-launch step and the per-range update.
 template <typename S, typename G>
-__global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ params,
-                                                         float* __restrict__ master,
-                                                         const G* __restrict__ grads,
-                                                         S* __restrict__ m, S* __restrict__ v, int64_t n,
-                                                         DecayRanges ranges, AdamWArgs a,
-                                                         float* norm_out, float* partial,
-                                                         const float* sum_squares_in) {
-  cg::grid_group grid = cg::this_grid();
-  __shared__ float scratch[32];
-  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t n4 = n / 4;
-
-  // A sharded optimizer passes the Σg² of all shards (already all-reduced);
-  // the flag is the same for the whole grid, so grid.sync() stays uniform.
-  if (sum_squares_in == nullptr) {
-    float ss = 0.0f;
-    for (int64_t q = first; q < n4; q += threads) {
-      float g[4];
-      load4(grads, 4 * q, g);
-      ss += g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + g[3] * g[3];
-    }
-    for (int64_t i = 4 * n4 + first; i < n; i += threads) {
-      const float g = load_state(grads, i);
-      ss += g * g;
-    }
-    ss = block_sum(ss, scratch);
-    if (threadIdx.x == 0) partial[blockIdx.x] = ss;
-    grid.sync();
-  }
-
-  __shared__ float s_scale;
-  if (threadIdx.x == 0) {
-    double total = 0.0;
-    if (sum_squares_in) total = *sum_squares_in;
-    else
-      for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
-    const float norm = static_cast<float>(sqrt(total));
-    if (blockIdx.x == 0) *norm_out = norm;
-    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
-  }
-  __syncthreads();
-  const float scale = s_scale;
-
+__device__ __forceinline__ void update_span(bf16* __restrict__ params, float* __restrict__ master,
+                                            const G* __restrict__ grads, S* __restrict__ m, S* __restrict__ v,
+                                            int64_t begin, int64_t end, const DecayRanges& ranges,
+                                            const AdamWArgs& a, float scale) {
   const float bc1 = 1.0f - powf(a.beta1, static_cast<float>(a.step));
   // Fast division and a reciprocal: precise IEEE division would make this
   // memory-bound kernel compute-bound; the update tolerates 2 ulp.
-  const float inv_bc2_sqrt = rsqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
-  const float step_size = a.lr / bc1;
-  int r = 0;
-  // Unrolled so the loads of the next group are in flight with this one's math.
-#pragma unroll 2
-  for (int64_t q = first; q < n4; q += threads) {
-    const int64_t i = 4 * q;
-    if (i >= ranges.bounds[r + 1] || i < ranges.bounds[r]) r = find_range(ranges.bounds, ranges.n, i);
-    float gs[4];
-    load4(grads, i, gs);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) gs[k] *= scale;
-    if (i + 3 >= ranges.bounds[r + 1]) {  // straddles a decay boundary: element by element
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int rk = find_range(ranges.bounds, ranges.n, i + k);
-        update_one(params, master, m, v, i + k, gs[k], ranges.decay[rk] ? a.weight_decay : 0.0f, a,
-                   step_size, inv_bc2_sqrt);
-      }
-      continue;
-    }
-    const float decay = 1.0f - a.lr * (ranges.decay[r] ? a.weight_decay : 0.0f);
-    float mi[4], vi[4], w[4];
-    load4(m, i, mi);
-    load4(v, i, vi);
-    if (master) load4(master, i, w);
-    else load4(params, i, w);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      mi[k] = a.beta1 * mi[k] + (1.0f - a.beta1) * gs[k];
-      vi[k] = a.beta2 * vi[k] + (1.0f - a.beta2) * gs[k] * gs[k];
-      w[k] = w[k] * decay - step_size * __fdividef(mi[k], sqrtf(vi[k]) * inv_bc2_sqrt + a.eps);
-    }
-    store4(m, i, mi);
-    store4(v, i, vi);
-    if (master) {
-      store4(master, i, w);
-      store4(params, i, w);
-    } else {
-      Bf16x4 o;
-      const uint64_t seed = a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(a.step);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) o.v[k] = stochastic_round(w[k], hash32(seed, i + k));
-      *reinterpret_cast<Bf16x4*>(params + i) = o;
-    }
-  }
-  for (int64_t i = 4 * n4 + first; i < n; i += threads) {
-    const int rk = find_range(ranges.bounds, ranges.n, i);
-    update_one(params, master, m, v, i, load_state(grads, i) * scale, ranges.decay[rk] ? a.weight_decay : 0.0f, a,
-               step_size, inv_bc2_sqrt);
-  }
-}
-
-template <typename S, typename G>
-void launch(bf16* params, float* master, const G* grads, void* m, void* v, int64_t n,
-            const DecayRanges& ranges, const AdamWArgs& args, float* norm_out, float* scratch,
-            const float* sum_squares_in, cudaStream_t stream) {
-  auto kernel = adamw_kernel<S, G>;
-  int device = 0, sms = 0, per_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  int blocks = sms * per_sm;  // all resident at once, as grid.sync() requires
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  if (blocks < 1) fail("adamw: the kernel cannot be made resident on this GPU");
-  S* ms = static_cast<S*>(m);
-  S* vs = static_cast<S*>(v);
-  DecayRanges r = ranges;
-  AdamWArgs a = args;
-  void* kargs[] = {&params, &master, const_cast<G**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch,
-                   const_cast<float**>(&sum_squares_in)};
-  CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, kThreads,
-                                         kargs, 0, stream));
-}
-
-// The update alone over elements [begin, end), with the clip factor taken
-// from a Σg² already on the device (the whole step's, every shard's): a step
-// can then be applied unit by unit, each just before the unit is next used.
-// Same arithmetic per element as adamw_kernel's update phase.
-template <typename S, typename G>
-__global__ void __launch_bounds__(kThreads) adamw_range_kernel(bf16* __restrict__ params,
-                                                               float* __restrict__ master,
-                                                               const G* __restrict__ grads, S* __restrict__ m,
-                                                               S* __restrict__ v, int64_t begin, int64_t end,
-                                                               DecayRanges ranges, AdamWArgs a,
-                                                               const float* sum_squares) {
-  __shared__ float s_scale;
-  if (threadIdx.x == 0) {
-    const float norm = sqrtf(*sum_squares);
-    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
-  }
-  __syncthreads();
-  const float scale = s_scale;
-  const float bc1 = 1.0f - powf(a.beta1, static_cast<float>(a.step));
   const float inv_bc2_sqrt = rsqrtf(1.0f - powf(a.beta2, static_cast<float>(a.step)));
   const float step_size = a.lr / bc1;
   const uint64_t seed = a.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(a.step);
@@ -322,7 +190,98 @@ __global__ void __launch_bounds__(kThreads) adamw_range_kernel(bf16* __restrict_
       for (int k = 0; k < 4; ++k) o.v[k] = stochastic_round(w[k], hash32(seed, i + k));
       *reinterpret_cast<Bf16x4*>(params + i) = o;
     }
+  }}
+
+// Elements are taken four at a time (16-byte gradient loads); the last n % 4
+// by the first threads.
+template <typename S, typename G>
+__global__ void __launch_bounds__(kThreads) adamw_kernel(bf16* __restrict__ params,
+                                                         float* __restrict__ master,
+                                                         const G* __restrict__ grads,
+                                                         S* __restrict__ m, S* __restrict__ v, int64_t n,
+                                                         DecayRanges ranges, AdamWArgs a,
+                                                         float* norm_out, float* partial,
+                                                         const float* sum_squares_in) {
+  cg::grid_group grid = cg::this_grid();
+  __shared__ float scratch[32];
+  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t n4 = n / 4;
+
+  // A sharded optimizer passes the Σg² of all shards (already all-reduced);
+  // the flag is the same for the whole grid, so grid.sync() stays uniform.
+  if (sum_squares_in == nullptr) {
+    float ss = 0.0f;
+    for (int64_t q = first; q < n4; q += threads) {
+      float g[4];
+      load4(grads, 4 * q, g);
+      ss += g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + g[3] * g[3];
+    }
+    for (int64_t i = 4 * n4 + first; i < n; i += threads) {
+      const float g = load_state(grads, i);
+      ss += g * g;
+    }
+    ss = block_sum(ss, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = ss;
+    grid.sync();
   }
+
+  __shared__ float s_scale;
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    if (sum_squares_in) total = *sum_squares_in;
+    else
+      for (unsigned b = 0; b < gridDim.x; ++b) total += partial[b];
+    const float norm = static_cast<float>(sqrt(total));
+    if (blockIdx.x == 0) *norm_out = norm;
+    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
+  }
+  __syncthreads();
+  const float scale = s_scale;
+  update_span(params, master, grads, m, v, 0, n, ranges, a, scale);
+}
+
+template <typename S, typename G>
+void launch(bf16* params, float* master, const G* grads, void* m, void* v, int64_t n,
+            const DecayRanges& ranges, const AdamWArgs& args, float* norm_out, float* scratch,
+            const float* sum_squares_in, cudaStream_t stream) {
+  auto kernel = adamw_kernel<S, G>;
+  int device = 0, sms = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  int blocks = sms * per_sm;  // all resident at once, as grid.sync() requires
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  if (blocks < 1) fail("adamw: the kernel cannot be made resident on this GPU");
+  S* ms = static_cast<S*>(m);
+  S* vs = static_cast<S*>(v);
+  DecayRanges r = ranges;
+  AdamWArgs a = args;
+  void* kargs[] = {&params, &master, const_cast<G**>(&grads), &ms, &vs, &n, &r, &a, &norm_out, &scratch,
+                   const_cast<float**>(&sum_squares_in)};
+  CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), blocks, kThreads,
+                                         kargs, 0, stream));
+}
+
+// The update alone over elements [begin, end), with the clip factor taken
+// from a Σg² already on the device (the whole step's, every shard's): a step
+// can then be applied unit by unit, each just before the unit is next used.
+// Same arithmetic per element as adamw_kernel's update phase.
+template <typename S, typename G>
+__global__ void __launch_bounds__(kThreads) adamw_range_kernel(bf16* __restrict__ params,
+                                                               float* __restrict__ master,
+                                                               const G* __restrict__ grads, S* __restrict__ m,
+                                                               S* __restrict__ v, int64_t begin, int64_t end,
+                                                               DecayRanges ranges, AdamWArgs a,
+                                                               const float* sum_squares) {
+  __shared__ float s_scale;
+  if (threadIdx.x == 0) {
+    const float norm = sqrtf(*sum_squares);
+    s_scale = (a.max_norm > 0.0f && norm > a.max_norm) ? a.max_norm / (norm + 1e-6f) : 1.0f;
+  }
+  __syncthreads();
+  const float scale = s_scale;
+  update_span(params, master, grads, m, v, begin, end, ranges, a, scale);
 }
 
 template <typename S, typename G>

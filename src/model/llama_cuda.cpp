@@ -94,9 +94,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   const int64_t P = static_cast<int64_t>(local_n_);
   const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
   params_ = alloc<bf16>(P);
-  const size_t grad_bytes = opts_.grads_bf16 ? 2 : 4;
-  grads_ = alloc<uint8_t>(P * grad_bytes);
-  check(cudaMemsetAsync(grads_, 0, P * grad_bytes, stream_), "memset grads");
+  grads_ = alloc<uint8_t>(P * grad_elem_bytes());
+  check(cudaMemsetAsync(grads_, 0, P * grad_elem_bytes(), stream_), "memset grads");
   // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
   std::vector<int64_t> bounds;
   std::vector<uint8_t> flags;
@@ -108,11 +107,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     // Deferred updates: one range per unit, in the order the forward pass reads them.
     check(cudaStreamCreateWithFlags(&opt_stream_, cudaStreamNonBlocking), "optimizer stream");
     check(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming), "event");
-    const int L = static_cast<int>(cfg.n_layers);
-    update_ranges_.push_back({0, layout_.block(0).begin});
-    for (int l = 0; l < L; ++l) update_ranges_.push_back({layout_.block(l).begin, layout_.block(l).end});
-    update_ranges_.push_back({layout_.block(L - 1).end, layout_.total()});
-    unit_updated_.resize(update_ranges_.size());
+    update_units_ = flat_units(layout_);
+    unit_updated_.resize(update_units_.size());
     for (cudaEvent_t& e : unit_updated_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
   }
   if (plan_) {
@@ -343,12 +339,12 @@ float from_bf16(bf16 x) { return __bfloat162float(x); }
 void LlamaCuda::upload_params(const float* host) {
   flush_updates();  // the step's update comes first; these weights replace its result
   wait_for_comm();
-  float* master_ = adam_->master();
+  float* master = adam_->master();
   const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
   check(cudaMemcpyAsync(params_, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
-  if (master_) {
+  if (master) {
     const std::vector<float> f = gather_pieces<float>(pieces_, local_n_, host, identity);
-    check(cudaMemcpyAsync(master_, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_),
+    check(cudaMemcpyAsync(master, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_),
           "master");
     check(cudaStreamSynchronize(stream_), "upload");  // before f goes away
   } else {
@@ -360,10 +356,10 @@ void LlamaCuda::upload_params(const float* host) {
 void LlamaCuda::download_params(float* host) {
   flush_updates();
   wait_for_comm();
-  float* master_ = adam_->master();
-  if (master_) {
+  float* master = adam_->master();
+  if (master) {
     std::vector<float> f(local_n_);
-    check(cudaMemcpyAsync(f.data(), master_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
+    check(cudaMemcpyAsync(f.data(), master, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
     check(cudaStreamSynchronize(stream_), "download");
     scatter_pieces(pieces_, f, host, identity);
     return;
@@ -445,7 +441,7 @@ void LlamaCuda::zero_grads() {
 // (an optimizer step or a download with no backward in between).
 void LlamaCuda::materialize_zero_grads() {
   if (!grads_zero_) return;
-  check(cudaMemsetAsync(grads_, 0, local_n_ * (opts_.grads_bf16 ? 2 : 4), stream_), "zero grads");
+  check(cudaMemsetAsync(grads_, 0, local_n_ * grad_elem_bytes(), stream_), "zero grads");
   grads_zero_ = false;
 }
 
@@ -771,9 +767,8 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   View eg = plan_ ? View{} : whole();
   grad_begin(eg, 0, kBigSlot);
   if (!plan_ && grads_zero_ && !cfg_.tie_embeddings) {
-    const size_t elem = opts_.grads_bf16 ? 2 : 4;
-    check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * elem, 0,
-                          layout_.get("embed").numel * elem, stream_), "zero embedding grads");
+    check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * grad_elem_bytes(), 0,
+                          layout_.get("embed").numel * grad_elem_bytes(), stream_), "zero embedding grads");
   }
   // Always added to: zero_grads() zeroed it, or (tied) the head's GEMM wrote it.
   cuda::embedding_backward(eg.grad(layout_.embed(), false), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
@@ -830,8 +825,8 @@ cpu::LossSums LlamaCuda::take_loss() {
 void LlamaCuda::issue_updates() {
   if (!updates_pending_ || updates_issued_) return;
   check(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0), "wait grads");
-  for (size_t u = 0; u < update_ranges_.size(); ++u) {
-    adam_->update(params_, grads_, opts_.grads_bf16, update_ranges_[u].first, update_ranges_[u].second,
+  for (size_t u = 0; u < update_units_.size(); ++u) {
+    adam_->update(params_, grads_, opts_.grads_bf16, update_units_[u].range.begin, update_units_[u].range.end,
                   pending_args_, opt_stream_);
     check(cudaEventRecord(unit_updated_[u], opt_stream_), "update event");
   }
@@ -846,7 +841,7 @@ void LlamaCuda::wait_for_update(int unit) {
 
 void LlamaCuda::flush_updates() {
   if (!updates_pending_) return;
-  wait_for_update(static_cast<int>(update_ranges_.size()) - 1);  // the stream is in order: all of them
+  wait_for_update(static_cast<int>(update_units_.size()) - 1);  // the stream is in order: all of them
   updates_pending_ = false;
 }
 

@@ -189,12 +189,13 @@ class LlamaCuda {
   std::unique_ptr<CudaAdamW> adam_;
   cudaStream_t opt_stream_ = nullptr;  // deferred updates (one GPU)
   cudaEvent_t grads_ready_ = nullptr;
-  std::vector<std::pair<size_t, size_t>> update_ranges_;  // flat range per unit, forward order
+  std::vector<FlatUnit> update_units_;  // flat_units(): embedding, blocks, head, the order the forward pass reads
   std::vector<cudaEvent_t> unit_updated_;
   cuda::AdamWArgs pending_args_{};
   bool updates_pending_ = false, updates_issued_ = false;
   void* grads_ = nullptr;          // fp32, or bf16 with opts_.grads_bf16
   bool grads_zero_ = false;        // zero_grads() was called and no backward has written since
+  size_t grad_elem_bytes() const { return opts_.grads_bf16 ? 2 : 4; }
   double* loss_dev_ = nullptr;  // ce, z, n
 
   // activations
