@@ -470,6 +470,7 @@ int main(int argc, char** argv) {
                 o.master_weights ? "fp32" : "off", cfg.precision.optim_state_dtype.c_str(),
                 o.grads_bf16 ? "bf16" : "fp32", model.device_bytes() / double(1 << 30),
                 (total_b - free_b) / double(1 << 30), total_b / double(1 << 30));
+    if (const std::string plans = model.attention_plans(); !plans.empty()) std::printf("  %s\n", plans.c_str());
     std::printf("  recompute plan%s: %s\n", o.recompute.automatic ? " (auto)" : "",
                 model.memory_plan().describe().c_str());
     std::printf("  %s\n", model.gemm_tuning().c_str());

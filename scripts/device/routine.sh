@@ -9,12 +9,22 @@
 #   bench10b-accum8  bench_step on the full 10B, 8 micro-batches per step
 #   yard10b          the yardstick alone on the full 10B (torch.compile, nothing checkpointed)
 #   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
+#   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
+#   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
+#                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
 source "$(dirname "$0")/env.sh" 2>/dev/null || source scripts/device/env.sh
 B=devbin
 common=(--config configs/10b.json --set train.batch_size=1 --set train.micro_batch_size=1
         --set precision.master_weights=false --set precision.optim_state_dtype=bf16)
 section() { echo "=== $1 ($(date -u +%H:%M:%S))"; }
+# SM clock, power and temperature every 200 ms while a benchmark runs ($OUT/clocks-<name>.csv),
+# and their medians: sustained GEMM load lowers the clock below what a short test sees.
+clocks_start() { nvidia-smi --query-gpu=clocks.sm,power.draw,temperature.gpu --format=csv,noheader,nounits -lms 200 \
+                   > "$OUT/clocks-$1.csv" 2>/dev/null & CLOCKS_PID=$!; }
+clocks_stop() { kill $CLOCKS_PID 2>/dev/null; wait $CLOCKS_PID 2>/dev/null
+  python3 -c "import sys,statistics as s; r=[l.split(',') for l in open(sys.argv[1]) if l.count(',')==2]; r=[x for x in r if float(x[1])>300];
+print('  under load (>300 W, %d samples): SM clock median %.0f MHz (min %.0f), power median %.0f W, temperature max %.0f C' % (len(r), s.median(float(x[0]) for x in r), min(float(x[0]) for x in r), s.median(float(x[1]) for x in r), max(float(x[2]) for x in r)) if r else '  no samples above 300 W')" "$OUT/clocks-$1.csv"; }
 for s in "$@"; do
   case "$s" in
     tests)
@@ -25,7 +35,7 @@ for s in "$@"; do
       for tool in memcheck initcheck racecheck; do
         section "sanitize $tool"
         timeout ${SAN_TIMEOUT:-900} compute-sanitizer --tool $tool --print-limit 20 \
-          $B/intellect_gpu_tests --gtest_filter="${SAN_FILTER:-CudaKernels.*:CudaModel.*:-*Fsdp*}" \
+          $B/intellect_gpu_tests --gtest_filter="${SAN_FILTER:-CudaKernels.*:CudaModel.*:CudaTraining.*:Packed/*:Precision/*:-*Fsdp*}" \
           > "$OUT/sanitize-$tool.log" 2>&1
         echo "exit $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize-$tool.log" | tail -5
       done ;;
@@ -36,20 +46,41 @@ for s in "$@"; do
       python3 devbin/shared/bench/torch_llama_bench.py --layers 4 --compile 1 2>&1 | grep '^{' | tee -a "$OUT/bench4.log" ;;
     bench10b)
       section bench10b
+      clocks_start bench10b
       $B/bench_step "${common[@]}" --steps ${STEPS10B:-6} --warmup 2 --no-kernels ${BENCH_ARGS:-} 2>&1 \
-        | tee "$OUT/bench10b.log" ;;
+        | tee "$OUT/bench10b.log"
+      clocks_stop bench10b | tee -a "$OUT/bench10b.log" ;;
     bench10b-accum8)
       section bench10b-accum8
       $B/bench_step "${common[@]}" --set train.batch_size=8 --steps 3 --warmup 1 --no-kernels ${BENCH_ARGS:-} \
         2>&1 | tee "$OUT/bench10b-accum8.log" ;;
     yard10b)
       section yard10b
+      clocks_start yard10b
       python3 devbin/shared/bench/torch_llama_bench.py --layers 42 --compile 1 --steps ${STEPS10B:-6} 2>&1 | grep '^{' \
-        | tee "$OUT/yard10b.log" ;;
+        | tee "$OUT/yard10b.log"
+      clocks_stop yard10b | tee -a "$OUT/yard10b.log" ;;
     bench4docs)
       section bench4docs
       $B/bench_step "${common[@]}" --set model.n_layers=4 --steps 10 --warmup 3 --doc-len ${DOC_LEN:-1500} \
         --no-kernels 2>&1 | tee "$OUT/bench4docs.log" ;;
+    sdpa-configs)
+      # The 4-layer slice with each of cuDNN's ranked engine configs for attention's forward,
+      # then backward (the other at its default); the phases line shows what each costs.
+      section sdpa-configs
+      for f in ${SDPA_FWD:-0 1 2 3}; do echo "--- forward config $f"
+        INTELLECT_SDPA_FWD_CONFIG=$f $B/bench_step "${common[@]}" --set model.n_layers=4 --steps 8 --warmup 2 --no-kernels \
+          2>&1 | grep -E "plain forward:|median|phases" ; done | tee "$OUT/sdpa-configs.log"
+      for b in ${SDPA_BWD:-1 2}; do echo "--- backward config $b"
+        INTELLECT_SDPA_BWD_CONFIG=$b $B/bench_step "${common[@]}" --set model.n_layers=4 --steps 8 --warmup 2 --no-kernels \
+          2>&1 | grep -E "plain backward:|median|phases" ; done | tee -a "$OUT/sdpa-configs.log" ;;
+    profile)
+      section profile
+      ncu --clock-control none --csv --page raw \
+        --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size \
+        $B/bench_step "${common[@]}" --set model.n_layers=${PROFILE_LAYERS:-2} --steps 1 --warmup 1 --no-kernels \
+        > "$OUT/profile.csv" 2> "$OUT/profile.err"
+      echo "exit $?"; wc -l "$OUT/profile.csv"; tail -3 "$OUT/profile.err" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

@@ -38,6 +38,9 @@
 // <CUDNN_STATUS_NAME> (status N): <cudnnGetLastErrorString text> [<expression> at file:line]".
 #include "kernels/attention_cudnn.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include <cudnn.h>
 
 #include <algorithm>
@@ -337,7 +340,13 @@ class GraphBuilder {
 
   // Finalizes the operation graph, asks the heuristics (mode A, then the fallback list)
   // for engine configs and keeps the first one whose execution plan finalizes.
+  // INTELLECT_SDPA_FWD_CONFIG / INTELLECT_SDPA_BWD_CONFIG = i start mode A's list at
+  // config i instead: a measuring knob (scripts/device/routine.sh sdpa-configs), not a
+  // setting; the default is what the heuristics rank first.
   Plan build(cudnnHandle_t handle) {
+    const char* first_env = std::getenv(name_.find("backward") != std::string::npos ? "INTELLECT_SDPA_BWD_CONFIG"
+                                                                                      : "INTELLECT_SDPA_FWD_CONFIG");
+    const int64_t first_config = first_env ? std::max<int64_t>(0, std::atoll(first_env)) : 0;
     const std::string what = name_ + " operation graph (" + std::to_string(ops_.size()) + " ops)";
     graph_ = Desc(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, what);
     SET_ATTR(graph_.get(), CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
@@ -378,7 +387,7 @@ class GraphBuilder {
                                            CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()));
       if (got <= 0)
         failures += "\n  " + std::string(mode_name) + ": no engine configs (" + cudnn_last_error() + ")";
-      for (int64_t i = 0; i < got && i < count; ++i) {
+      for (int64_t i = mode == CUDNN_HEUR_MODE_A ? std::min(first_config, got - 1) : 0; i < got && i < count; ++i) {
         const std::string pwhat = name_ + " execution plan (" + mode_name + " config " +
                                   std::to_string(i) + ")";
         Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, pwhat);

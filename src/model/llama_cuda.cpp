@@ -55,6 +55,14 @@ T* LlamaCuda::alloc(size_t count) {
          allocated_ / double(1 << 30), " GiB (", cudaGetErrorString(e),
          "). Lower train.micro_batch_size or train.seq_len, or set train.recompute to \"all\"");
   }
+  // Zeroed once, here, never in a step: a read of rows a step did not write
+  // then sees zeros, not an earlier run's data; and compute-sanitizer's
+  // initcheck, which does not see the stores of cuBLAS's GEMM kernels
+  // (SanitizerProbe.CublasOutputsReadByRopeAndAttention shows it), stops
+  // reporting every read of a GEMM's output as uninitialized.
+  // Waited for: other streams (the optimizer's) may write the buffer next.
+  check(cudaMemsetAsync(p, 0, bytes, stream_), "zeroing a new allocation");
+  check(cudaStreamSynchronize(stream_), "zeroing a new allocation");
   allocations_.push_back(p);
   allocated_ += bytes;
   return static_cast<T*>(p);
@@ -313,6 +321,8 @@ std::string LlamaCuda::attention_impl() const {
     s += cudnn_documents_ ? ", masked per document (cuDNN ragged SDPA)" : ", masked per document (fallback kernel)";
   return s;
 }
+
+std::string LlamaCuda::attention_plans() const { return cudnn_attn_ ? cudnn_attn_->describe() : std::string(); }
 
 namespace {
 

@@ -65,6 +65,8 @@ class LlamaCuda {
   const std::string& gemm_tuning() const { return gemm_tuning_; }  // what Blas::tune found
   const ModelConfig& config() const { return cfg_; }
   std::string attention_impl() const;
+  // cuDNN's engine configs and workspaces for attention (empty with the fallback kernel).
+  std::string attention_plans() const;
 
   // Host buffers are whole flat fp32 buffers (layout().total() elements); a
   // shard (world > 1) reads and writes only the ranges it owns, so all ranks
