@@ -4,6 +4,7 @@
 
 #include "model/memory_plan.h"
 #include "train/config.h"
+#include "train/memory_estimate.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -112,6 +113,53 @@ TEST(MemoryPlan, RecomputeConfig) {
   }
   EXPECT_EQ(load_config("", {}).precision.grad_dtype, "auto");
   EXPECT_THROW(load_config("", {"precision.grad_dtype=fp16"}), Error);
+}
+
+
+// The estimate without a GPU against what LlamaCuda allocated on an H200
+// (bench_step, the 10B at one micro-batch of 8192 tokens, bf16 gradients and
+// AdamW state, no master weights; docs/device-logs/2026-12-02-bench10b-v4-final.log):
+// "122.6 GiB allocated", activations 42.0436 GiB, nothing recomputed.
+Config ten_b_config(const std::vector<std::string>& extra) {
+  std::vector<std::string> o = {"train.batch_size=1", "train.micro_batch_size=1", "precision.master_weights=false",
+                                "precision.optim_state_dtype=bf16"};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return load_config(std::string(INTELLECT_SOURCE_DIR) + "/configs/10b.json", o);
+}
+
+TEST(MemoryEstimate, MatchesWhatTheH200AllocatedForTheTenB) {
+  const Config c = ten_b_config({"train.memory_limit_gib=139.8"});
+  const MemoryEstimate e = estimate_gpu_memory(c, 1);
+  const double gib = double(size_t(1) << 30);
+  ASSERT_TRUE(e.fits) << e.describe();
+  EXPECT_EQ(e.plan.count(Recompute::none), 42) << e.describe();
+  EXPECT_NEAR(e.plan.activation_bytes / gib, 42.0436, 0.001);
+  // Everything LlamaCuda allocates (the reserve is left free, not allocated).
+  EXPECT_NEAR((e.total() - e.reserve) / gib, 122.6, 0.6) << e.describe();
+  EXPECT_EQ(e.gradients, e.weights);  // bf16 gradients: one micro-batch on one GPU
+}
+
+TEST(MemoryEstimate, TheTenBOnEightyGigabyteGpus) {
+  // One 80 GB H100: weights, bf16 gradients and bf16 moments alone are 76 GiB of 74.5.
+  const MemoryEstimate one = estimate_gpu_memory(ten_b_config({"train.memory_limit_gib=74.5"}), 1);
+  EXPECT_FALSE(one.fits) << one.describe();
+  // FSDP: fp32 gradient shards; more GPUs leave more for activations.
+  int64_t kept_before = -1;
+  for (int gpus : {2, 4, 8}) {
+    const MemoryEstimate e = estimate_gpu_memory(ten_b_config({"train.memory_limit_gib=74.5"}), gpus);
+    EXPECT_TRUE(e.fits) << gpus << " GPUs:\n" << e.describe();
+    EXPECT_LE(e.total(), size_t(74.5 * double(size_t(1) << 30))) << e.describe();
+    EXPECT_EQ(e.gradients, 2 * e.weights);
+    EXPECT_GT(e.gather_buffers, 0u);
+    EXPECT_GE(e.plan.count(Recompute::none), kept_before);
+    kept_before = e.plan.count(Recompute::none);
+  }
+  EXPECT_EQ(kept_before, 42);  // eight GPUs keep every activation
+}
+
+TEST(MemoryEstimate, NeedsTheGpuSize) {
+  EXPECT_THROW(estimate_gpu_memory(ten_b_config({}), 1), Error);
+  EXPECT_THROW(estimate_gpu_memory(ten_b_config({"train.memory_limit_gib=80"}), 0), Error);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "dist/coordinator.h"
 #include "dist/mesh_node.h"
 #include "train/config.h"
+#include "train/memory_estimate.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -33,10 +34,14 @@ void on_signal(int) {
 void usage(FILE* f) {
   std::fprintf(f,
                "usage: intellect_train [--config FILE] [--set dotted.key=value]... [--print-config]\n"
-               "                       [--local-nodes N | --coordinator]\n"
+               "                       [--plan-memory] [--local-nodes N | --coordinator]\n"
                "  --config FILE     JSON config (default: the embedded configs/tiny.json)\n"
                "  --set K=V         override one field, e.g. --set train.steps=50 --set optim.lr=1e-3\n"
                "  --print-config    print the config after overrides and exit\n"
+               "  --plan-memory     print what one GPU needs for this config (weights, gradients,\n"
+               "                    optimizer, buffers, and the recompute plan of the activations)\n"
+               "                    on train.gpus GPUs of train.memory_limit_gib each, and exit;\n"
+               "                    no GPU needed (e.g. --set train.gpus=4 --set train.memory_limit_gib=80)\n"
                "  --local-nodes N   a DiLoCo swarm on this machine: a coordinator and N training\n"
                "                    processes on loopback, each with its own data partition and\n"
                "                    log under <train.out_dir>/node-<i>/\n"
@@ -163,6 +168,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool print_only = false;
+  bool plan_memory = false;
   int local_nodes = 0;
   bool coordinator_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -179,6 +185,7 @@ int main(int argc, char** argv) {
     else if (a == "--set") overrides.push_back(value("--set"));
     else if (a.rfind("--set=", 0) == 0) overrides.push_back(a.substr(6));
     else if (a == "--print-config") print_only = true;
+    else if (a == "--plan-memory") plan_memory = true;
     else if (a == "--coordinator") coordinator_only = true;
     else if (a == "--local-nodes") {
       local_nodes = std::atoi(value("--local-nodes").c_str());
@@ -199,6 +206,14 @@ int main(int argc, char** argv) {
     if (print_only) {
       std::printf("%s\n", cfg.json.dump(2).c_str());
       return 0;
+    }
+    if (plan_memory) {
+      if (cfg.train.gpus < 1)
+        intellect::fail(cfg.source, ": --plan-memory needs train.gpus set to the node's GPU count (it is 0: every "
+                        "visible GPU); e.g. --set train.gpus=4");
+      const intellect::MemoryEstimate e = intellect::estimate_gpu_memory(cfg, static_cast<int>(cfg.train.gpus));
+      std::printf("%s: %s\n", cfg.source.c_str(), e.describe().c_str());
+      return e.fits ? 0 : 3;
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
