@@ -1,6 +1,7 @@
 #include "dist/membership.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "util/error.h"
 
@@ -183,6 +184,48 @@ std::vector<uint64_t> arrange_ring(std::vector<uint64_t> nodes, const LinkSet& b
     if (left_out) left_out->push_back(nodes[worst]);
     nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(worst));
   }
+}
+
+double slowest_link(const std::vector<uint64_t>& ring, const LinkRates& rates) {
+  double slowest = 0.0;
+  for (size_t i = 0; ring.size() > 1 && i < ring.size(); ++i) {
+    const uint64_t a = ring[i], b = ring[(i + 1) % ring.size()];
+    const auto it = rates.find({std::min(a, b), std::max(a, b)});
+    if (it != rates.end() && (slowest == 0.0 || it->second < slowest)) slowest = it->second;
+  }
+  return slowest;
+}
+
+std::vector<uint64_t> arrange_ring_by_rate(std::vector<uint64_t> nodes, const LinkSet& bad, const LinkRates& rates,
+                                           std::vector<uint64_t>* left_out, double min_gain, double* slowest_mbit) {
+  std::vector<uint64_t> ring = arrange_ring(std::move(nodes), bad, left_out);
+  double slowest = slowest_link(ring, rates);
+  // The measured rates among the ring's members, fastest first: the thresholds to try.
+  std::vector<double> thresholds;
+  for (const auto& [link, mbit] : rates)
+    if (std::find(ring.begin(), ring.end(), link.first) != ring.end() &&
+        std::find(ring.begin(), ring.end(), link.second) != ring.end() && mbit > slowest * min_gain)
+      thresholds.push_back(mbit);
+  // Last resort: just above the present slowest (links unmeasured so far count as fast).
+  if (slowest > 0.0) thresholds.push_back(slowest * min_gain);
+  std::sort(thresholds.begin(), thresholds.end(), std::greater<double>());
+  thresholds.erase(std::unique(thresholds.begin(), thresholds.end()), thresholds.end());
+  if (ring.size() >= 3 && slowest > 0.0) {
+    for (double t : thresholds) {
+      LinkSet too_slow = bad;
+      for (const auto& [link, mbit] : rates)
+        if (mbit < t) too_slow.insert(link);
+      std::vector<uint64_t> dropped;
+      std::vector<uint64_t> candidate = arrange_ring(ring, too_slow, &dropped);
+      if (dropped.empty()) {  // every member still in: the fastest threshold that allows a ring
+        ring = std::move(candidate);
+        slowest = slowest_link(ring, rates);
+        break;
+      }
+    }
+  }
+  if (slowest_mbit) *slowest_mbit = slowest;
+  return ring;
 }
 
 Ring Membership::reform_ring(const Ring& failed, const std::vector<uint64_t>& lost) {
