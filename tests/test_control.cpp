@@ -2,6 +2,8 @@
 // (short, trailing, oversized strings, bad values, random mutations) are
 // refused with an Error, never a crash.
 #include "dist/control.h"
+
+#include <limits>
 #include "test_util.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -20,7 +22,7 @@ std::vector<Message> samples() {
           Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1},
           Heartbeat{3, 41},
           Leave{3, "SIGTERM"},
-          Ready{3, 42, R"({"rows":100})"},
+          Ready{3, 42, R"({"rows":100})", 5, 940.5f},
           RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000"}, {3, "10.0.0.3:7000"}}},
           RingFailed{3, 42, 99, "next node timed out", 4},
           OuterHash{3, 42, 0x1234567890abcdefull},
@@ -75,6 +77,9 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(StatePending{0}), "t"), Error);                       // retry at once: a busy loop
   EXPECT_THROW(decode(encode(StatePending{600000}), "t"), Error);
   EXPECT_THROW(decode(encode(StateRequest{4, 1, 0, {}}), "t"), Error);            // no such kind
+  EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, -1.0f}), "t"), Error);           // not a link rate
+  EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, std::numeric_limits<float>::quiet_NaN()}), "t"), Error);
+  EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, 1e9f}), "t"), Error);
 }
 
 TEST(Control, RandomMutationsNeverCrash) {

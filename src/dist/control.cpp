@@ -53,6 +53,8 @@ void put(ByteWriter& w, const Ready& m) {
   w.u64(m.node_id);
   w.u64(static_cast<uint64_t>(m.outer_step));
   w.str(m.data_position);
+  w.u64(m.link_to);
+  w.f32(m.link_mbit);
 }
 void put(ByteWriter& w, const RingAnnounce& m) {
   w.u8(kRingAnnounce);
@@ -218,6 +220,11 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.node_id = r.u64("node_id");
       m.outer_step = step_field(r, "outer_step");
       m.data_position = r.str("data_position", kMaxJson);
+      m.link_to = r.u64("link_to");
+      m.link_mbit = r.f32("link_mbit");
+      // Up to 10 Tbit/s; a measurement that is not a rate is refused, not stored.
+      if (!(m.link_mbit >= 0.0f && m.link_mbit <= 1e7f))
+        fail("control message from ", from, ": link_mbit ", m.link_mbit, " is not a link rate");
       out = m;
       break;
     }

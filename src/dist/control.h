@@ -56,6 +56,10 @@ struct Ready {
   uint64_t node_id = 0;
   int64_t outer_step = 0;
   std::string data_position;  // JSON: where this node's data stands
+  // The throughput this node measured on its link to its successor in its
+  // last ring (link_to 0: none measured). The coordinator orders rings by it.
+  uint64_t link_to = 0;
+  float link_mbit = 0;
 };
 struct RingMember {
   uint64_t node_id = 0;

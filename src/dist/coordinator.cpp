@@ -76,6 +76,8 @@ void Coordinator::drop_node(uint64_t id, const std::string& why) {
   if (!members_.contains(id)) return;
   log(str("node ", id, " (", members_.node(id).name, ") leaves the run: ", why));
   members_.leave(id);
+  for (auto it = link_mbit_.begin(); it != link_mbit_.end();)
+    it = it->first.first == id || it->first.second == id ? link_mbit_.erase(it) : std::next(it);
   auto c = conn_of_.find(id);
   if (c != conn_of_.end()) {
     node_of_.erase(c->second);
@@ -94,7 +96,19 @@ void Coordinator::announce(Ring ring) {
   // Around links that do not work; a node that no ring can include this
   // round takes the round's average from a donor, like a late one.
   std::vector<uint64_t> left_out;
-  ring.nodes = arrange_ring(ring.nodes, live_bad_links(), &left_out);
+  const LinkSet bad = live_bad_links();
+  if (opt_.order_by_rate) {
+    const LinkRates rates = live_link_rates();
+    const std::vector<uint64_t> plain = arrange_ring(ring.nodes, bad, nullptr);
+    double slowest = 0;
+    ring.nodes = arrange_ring_by_rate(ring.nodes, bad, rates, &left_out, 1.25, &slowest);
+    if (ring.nodes != plain)
+      log(str("outer step ", ring.outer_step, ": ring ordered by measured link rates: slowest link ",
+              slowest > 0 ? str(slowest, " Mbit/s") : std::string("not measured yet"), " instead of ",
+              slowest_link(plain, rates), " Mbit/s"));
+  } else {
+    ring.nodes = arrange_ring(ring.nodes, bad, &left_out);
+  }
   for (uint64_t id : left_out) {
     log(str("outer step ", ring.outer_step, ": node ", id,
             " left out of the ring (links to it fail); it will catch up from a donor"));
@@ -114,6 +128,17 @@ void Coordinator::announce(Ring ring) {
   // this step's ring was formed.
   write_state();
   for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
+}
+
+LinkRates Coordinator::live_link_rates() const {
+  LinkRates rates;
+  for (const auto& [link, mbit] : link_mbit_) {
+    if (!members_.contains(link.first) || !members_.contains(link.second)) continue;
+    const std::pair<uint64_t, uint64_t> pair = std::minmax(link.first, link.second);
+    auto [it, fresh] = rates.emplace(pair, mbit);
+    if (!fresh) it->second = std::min<double>(it->second, mbit);
+  }
+  return rates;
 }
 
 LinkSet Coordinator::live_bad_links() {
@@ -272,6 +297,8 @@ void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, Me
   }
   members_.ready(id, r.outer_step, now);
   if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
+  if (r.link_to != 0 && r.link_to != id && r.link_mbit > 0 && members_.contains(r.link_to))
+    link_mbit_[{id, r.link_to}] = r.link_mbit;
   persist();
 }
 

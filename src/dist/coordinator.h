@@ -31,6 +31,9 @@ struct CoordinatorOptions {
   // run goes back to the newest step one does hold (a holder that is only
   // slow to say so gets this long).
   std::chrono::milliseconds rewind_after{12000};
+  // Order each ring by the link rates nodes measure (arrange_ring_by_rate);
+  // false: ascending ids, around failed links only.
+  bool order_by_rate = true;
   std::function<void(const std::string&)> log;
   std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };
@@ -65,6 +68,7 @@ class Coordinator {
   void check_stranded(MembershipTime now);
   void reform_failed_rings(MembershipTime now);
   LinkSet live_bad_links();
+  LinkRates live_link_rates() const;  // per pair of live members, the slower direction measured
   void send(ConnId conn, const control::Message& m);
   void persist();      // marks the state file stale; run() writes it once per turn
   void write_state();
@@ -89,6 +93,7 @@ class Coordinator {
   std::map<int64_t, PendingReform> reform_due_;  // outer step -> the failed round to re-form
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
   std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
+  std::map<std::pair<uint64_t, uint64_t>, float> link_mbit_;  // (from, to) -> its newest measured rate
   uint64_t next_round_ = 1;
   std::atomic<int64_t> agreed_{0}, disagreed_{0};
   bool state_dirty_ = false;
