@@ -284,6 +284,102 @@ TEST_F(Elastic, ChaosShortRunKeepsEveryNodeInAgreement) {
   EXPECT_LT(s["loss_last"].get<double>(), s["loss_first"].get<double>());
 }
 
+// The short chaos run once more with every node overlapping its rounds
+// (diloco.overlap=eager): the same faults now land while a round is in
+// flight on a node's round thread, and every applied outer step still agrees.
+TEST_F(Elastic, ChaosShortRunWithOverlapKeepsEveryNodeInAgreement) {
+  const std::string out = ::testing::TempDir() + "/chaos_short_overlap";
+  const auto r = test::run_command(test::binary_dir() + "/intellect_chaos --seconds 45 --seed 5 --overlap eager --out " +
+                                   out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream f(out + "/chaos_summary.json");
+  const nlohmann::json s = nlohmann::json::parse(f);
+  EXPECT_EQ(s["overlap"], "eager");
+  for (const char* kind : {"kill9", "stop", "start", "coordinator_restart", "kill_half"})
+    EXPECT_GE(s["faults"][kind].get<int>(), 1) << kind;
+  EXPECT_EQ(s["diverged"], 0);
+  EXPECT_GE(s["outer_steps"].get<int>(), 5);
+  EXPECT_FALSE(s["joins"].empty()) << "a node started mid-run joined with the run's state";
+  EXPECT_LT(s["loss_last"].get<double>(), s["loss_first"].get<double>());
+}
+
+// Both nodes of an overlapping run (diloco.overlap=eager) are killed (kill -9)
+// while outer step 3's all-reduce runs on their round threads, and started
+// again with ckpt.resume=auto. Their newest checkpoint (step 14) was taken
+// while outer step 2's round was in flight: it holds that round's
+// pseudo-gradient, and the resumed nodes launch it again. Nobody else holds
+// the run's newest step, so the coordinator rewinds the run to outer step 1
+// (what the checkpoints hold) and the two redo outer step 2 from their own
+// saved pseudo-gradients. No outer step is lost: each node's metrics show
+// outer steps 1..8, each once, in order, the resumed ones agreeing, and
+// both end on the same weights.
+TEST_F(Elastic, KillDuringAnOverlappedRoundLosesNoOuterStep) {
+  TestRun run("elastic_overlap_kill");
+  const std::string& root = run.root;
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  run.options.rewind_after = milliseconds(2000);
+  Coordinator coordinator(run.options);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator.run(stop); });
+  const std::vector<std::string> sets = {"diloco.overlap=eager", "ckpt.every=7"};
+  std::vector<test::CommandResult> first(2), second(2);
+  std::vector<std::thread> nodes;
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = i == 0 ? "a" : "b";
+    nodes.emplace_back([&, i, name] {
+      first[i] = test::run_command(train_command(root, name, coordinator.port(),
+                                                 "INTELLECT_MESH_TEST_KILL=" + name + ":3", 40, sets));
+    });
+  }
+  for (auto& t : nodes) t.join();
+  nodes.clear();
+  for (int i = 0; i < 2; ++i) EXPECT_NE(first[i].status, 0) << "killed during outer step 3's round: " << first[i].output;
+  for (const char* name : {"a", "b"})
+    ASSERT_TRUE(std::filesystem::exists(root + "/" + name + "/checkpoints/step_00000014/outer_in_flight.safetensors"))
+        << name << " has no checkpoint of step 14 with its round in flight";
+  std::vector<std::string> resume = sets;
+  resume.push_back("ckpt.resume=auto");
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = i == 0 ? "a" : "b";
+    nodes.emplace_back([&, i, name] {
+      second[i] = test::run_command(train_command(root, name, coordinator.port(), "", 40, resume));
+    });
+  }
+  for (auto& t : nodes) t.join();
+  stop = true;
+  ct.join();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(second[i].status, 0) << second[i].output;
+    EXPECT_NE(second[i].output.find("resuming from"), std::string::npos) << second[i].output;
+    EXPECT_NE(second[i].output.find("the checkpoint had outer step 2's round in flight: launched again"),
+              std::string::npos)
+        << second[i].output;
+  }
+  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  std::vector<std::map<int64_t, std::pair<int64_t, std::string>>> applied(2);  // outer step -> (rewinds, hash)
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = i == 0 ? "a" : "b";
+    std::vector<int64_t> order;
+    for (const auto& l : read_metrics(root + "/" + name + "/metrics.jsonl"))
+      for (const char* key : {"outer", "outer_final"})
+        if (l.contains(key)) {
+          const int64_t k = l[key]["outer_step"].get<int64_t>();
+          order.push_back(k);
+          applied[i][k] = {l[key]["rewinds"].get<int64_t>(), l[key]["hash"].get<std::string>()};
+          if (k == 2) EXPECT_EQ(l["step"], 15) << name << ": the relaunched round is applied at the first boundary";
+        }
+    EXPECT_EQ(order, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8})) << name;
+  }
+  for (int64_t k = 1; k <= 8; ++k) EXPECT_EQ(applied[0][k], applied[1][k]) << "outer step " << k;
+  EXPECT_GE(applied[0][2].first, 1) << "the run went back to outer step 1 and did step 2 again";
+  std::ifstream fa(root + "/a/model.safetensors", std::ios::binary), fb(root + "/b/model.safetensors", std::ios::binary);
+  const std::string wa((std::istreambuf_iterator<char>(fa)), std::istreambuf_iterator<char>()),
+      wb((std::istreambuf_iterator<char>(fb)), std::istreambuf_iterator<char>());
+  EXPECT_FALSE(wa.empty());
+  EXPECT_EQ(wa, wb) << "both end on the run's outer parameters";
+}
+
 // The same with a network namespace per node and partitions between two live
 // nodes (silent packet loss both ways), where the machine allows it (root and
 // `ip netns`; CI machines without them skip with a message).

@@ -122,6 +122,39 @@ TEST(Mesh, ParallelRingsAverageToIdenticalResults) {
   three_nodes_average(3, Compression::None, 1e-6);
 }
 
+// One thread at a time makes a node's round calls (with overlap, the round
+// thread while a round is in flight): a second one meanwhile is refused, not
+// queued. cancel() ends a round waiting for its ring within a fraction of a
+// second, with StoppedOnRequest, and refuses later rounds.
+TEST(Mesh, RoundCallsAreOneThreadAtATimeAndCancelEndsAWaitingRound) {
+  Swarm swarm(milliseconds(10000), 2);  // a ring waits up to 10 s for a second node
+  MeshNode node(swarm.node("alone"));
+  std::vector<float> in(1000, 1.0f), out(1000);
+  std::string error;
+  std::atomic<bool> waiting{false};
+  std::thread round([&] {
+    try {
+      waiting = true;
+      node.average(1, "{}", in, out);
+      error = "<returned>";
+    } catch (const StoppedOnRequest& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = std::string("other: ") + e.what();
+    }
+  });
+  while (!waiting.load()) std::this_thread::sleep_for(milliseconds(5));
+  std::this_thread::sleep_for(milliseconds(300));
+  const std::string second = test::error_of([&] { node.poll_coordinator(); });
+  EXPECT_NE(second.find("another thread is in a round call"), std::string::npos) << second;
+  const auto t0 = std::chrono::steady_clock::now();
+  node.cancel();
+  round.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
+  EXPECT_NE(error.find("the node stops"), std::string::npos) << error;
+  EXPECT_THROW(node.average(2, "{}", in, out), StoppedOnRequest);
+}
+
 TEST(Mesh, WrongSecretIsRefused) {
   Swarm swarm;
   MeshNodeOptions o = swarm.node("intruder", 9);

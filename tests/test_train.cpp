@@ -153,7 +153,7 @@ TEST(OuterSync, ThreeCopiesOfItsOwnAndTheAverageInTheWeights) {
   init_params(params.data(), backend->layout(), cfg.model, 3);
   backend->set_params(params.data());
   OuterSync sync(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
-  EXPECT_EQ(sync.start(0, false, {}, {}), 0);
+  EXPECT_EQ(sync.start(0, false, {}), 0);
   EXPECT_EQ(sync.host_bytes(), 3 * n * sizeof(float));
   // Move the weights as inner steps would, then take the outer step.
   std::vector<float> moved = params;

@@ -6,7 +6,13 @@
 // and the coordinator killed and restarted on the same address.
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
-//                   [--out DIR] [--netns] [--lose-state] [--set k=v]...
+//                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed]
+//                   [--set k=v]...
+//
+// --overlap eager|delayed: every node runs with that diloco.overlap (each
+// outer step's all-reduce on a thread of its own while the next inner steps
+// run, applied one round late), so every fault also lands while a round is
+// in flight in the background.
 //
 // --lose-state: a further fault kills every running node at the newest outer
 // step at once while a node behind them lives on, so no live node holds the
@@ -260,7 +266,7 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--set k=v]...\n");
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--set k=v]...\n");
   return 2;
 }
 
@@ -272,6 +278,7 @@ int main(int argc, char** argv) {
   std::string out = "runs/chaos";
   std::vector<std::string> extra;
   bool use_netns = false, lose_state = false;
+  std::string overlap = "none";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--netns") {
@@ -290,6 +297,13 @@ int main(int argc, char** argv) {
     else if (a == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--out") out = v;
     else if (a == "--set") extra.push_back(v);
+    else if (a == "--overlap") {
+      if (v != "none" && v != "eager" && v != "delayed") {
+        std::fprintf(stderr, "intellect_chaos: --overlap must be none, eager or delayed, got '%s'\n", v.c_str());
+        return 2;
+      }
+      overlap = v;
+    }
     else return usage();
   }
   if (nodes < 2 || max_nodes < nodes || seconds < 1) return usage();
@@ -347,7 +361,8 @@ int main(int argc, char** argv) {
                    "diloco.enabled=true", "diloco.inner_steps=5", "train.steps=1000000", "train.threads=1",
                    "model.dim=48", "model.ffn_dim=128", "model.head_dim=12", "model.n_layers=2",
                    "train.eval_every=0", "train.log_every=1000", "data.train=" + corpus + "/train_*.bin",
-                   "data.val=", "data.partitions=" + std::to_string(max_nodes + 64), "ckpt.save_final=false"});
+                   "data.val=", "data.partitions=" + std::to_string(max_nodes + 64), "ckpt.save_final=false",
+                   "diloco.overlap=" + overlap});
       sets.insert(sets.end(), extra.begin(), extra.end());
       make_dirs(out + "/" + p.name);
       p.pid = spawn(with_sets({train}, sets), out + "/" + p.name + "/train.log", lab ? lab->ns(p.index) : "");
@@ -389,8 +404,9 @@ int main(int argc, char** argv) {
     };
     std::vector<Cut> cuts;
     std::vector<std::string> failures;
-    std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, logs under %s\n",
-                coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), out.c_str());
+    std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, logs under %s\n",
+                coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), overlap.c_str(),
+                out.c_str());
     start_coordinator();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     for (int i = 0; i < nodes; ++i) start_node();
@@ -640,6 +656,7 @@ int main(int argc, char** argv) {
                               {"ran_seconds", ran_s},
                               {"interrupted", g_interrupted != 0},
                               {"seed", seed},
+                              {"overlap", overlap},
                               {"faults", faults},
                               {"outer_steps", max_outer},
                               {"outer_steps_checked", hashes.size()},

@@ -25,6 +25,7 @@ namespace {
 constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kOuterFile = "outer.safetensors";
+constexpr const char* kInFlightFile = "outer_in_flight.safetensors";
 constexpr const char* kManifestFile = "manifest.json";
 constexpr const char* kCompleteFile = "COMPLETE";
 
@@ -234,6 +235,14 @@ std::string write_checkpoint(const std::string& root, const CheckpointState& s) 
     r = write_flat_safetensors(partial + "/" + kOuterFile, t, meta);
     files[kOuterFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
   }
+  if (s.outer_in_flight_step > 0) {
+    if (s.outer.empty() || s.outer_in_flight.size() != P)
+      fail("checkpoint: DiLoCo round in flight has ", s.outer_in_flight.size(), " values (and ", s.outer.size(),
+           " outer parameters), the model has ", P);
+    r = write_flat_safetensors(partial + "/" + kInFlightFile, model_tensors(layout, s.outer_in_flight.data(), "in_flight."),
+                               meta);
+    files[kInFlightFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
+  }
   if (!s.tokenizer_files.empty()) {
     make_dirs(partial + "/tokenizer");
     for (const std::string& src : s.tokenizer_files) {
@@ -251,6 +260,7 @@ std::string write_checkpoint(const std::string& root, const CheckpointState& s) 
                          {"data_position", s.data_position},
                          {"rng", s.rng},
                          {"schedule", s.schedule},
+                         {"outer_in_flight_step", s.outer_in_flight_step},
                          {"files", files}};
   const std::string text = manifest.dump(2) + "\n";
   write_file_atomic(partial + "/" + kManifestFile, text.data(), text.size());
@@ -344,6 +354,15 @@ CheckpointState read_checkpoint(const std::string& dir, bool with_optimizer) {
   }
   if (with_optimizer && m["files"].contains(kOuterFile))
     read_pair(kOuterFile, "outer.", s.outer, "outer_momentum.", s.outer_momentum);
+  if (with_optimizer && m["files"].contains(kInFlightFile)) {
+    const int64_t k = m.value("outer_in_flight_step", int64_t(0));
+    if (k <= 0 || s.outer.empty())
+      fail(dir, ": holds a DiLoCo round in flight but ", k <= 0 ? "no outer step for it" : "no outer state",
+           " (manifest outer_in_flight_step)");
+    s.outer_in_flight.resize(layout.total());
+    read_flat(st::File::open(dir + "/" + kInFlightFile), layout, "in_flight.", s.outer_in_flight.data(), dir);
+    s.outer_in_flight_step = k;
+  }
   s.data_position = m.value("data_position", json(nullptr));
   s.rng = m.value("rng", json(nullptr));
   s.schedule = m.value("schedule", json(nullptr));

@@ -6,6 +6,11 @@
 //                            absent in a weights-only checkpoint (e.g. imported)
 //     outer.safetensors      DiLoCo: outer.<name>, outer_momentum.<name> (F32),
 //                            when the run does outer steps
+//     outer_in_flight.safetensors
+//                            DiLoCo with overlap: in_flight.<name> (F32), the
+//                            pseudo-gradient of the round in flight when the
+//                            checkpoint was taken (its outer step in the
+//                            manifest's "outer_in_flight_step"); absent when none
 //     tokenizer/             the run's tokenizer files, when it has them
 //     manifest.json          format, version, step, config, data position, RNG,
 //                            schedule and optimizer state, per-file BLAKE2b-256
@@ -39,6 +44,11 @@ struct CheckpointState {
   int64_t optimizer_step = 0;   // AdamW's bias-correction step
   std::vector<float> outer;            // DiLoCo outer parameters (flat); empty = none
   std::vector<float> outer_momentum;
+  // DiLoCo with overlap: the outer step whose all-reduce was in flight (0:
+  // none; the outer state above is then that of the step before it) and
+  // its pseudo-gradient, which a resumed node launches again.
+  int64_t outer_in_flight_step = 0;
+  std::vector<float> outer_in_flight;
   nlohmann::json data_position; // loader position, or null
   nlohmann::json rng;           // RNG state (seeds; all our generators are counter-based)
   nlohmann::json schedule;      // e.g. {"step": N, "lr": last lr}

@@ -33,6 +33,23 @@ void OuterOptimizer::set_state(const float* params, const float* momentum) {
   initialized_ = true;
 }
 
+void OuterOptimizer::swap_state(std::vector<float>& params, std::vector<float>& momentum) {
+  if (params.size() != n_ || momentum.size() != n_)
+    fail("OuterOptimizer::swap_state: ", params.size(), "/", momentum.size(), " values, the model has ", n_);
+  outer_.swap(params);
+  momentum_.swap(momentum);
+  initialized_ = true;
+}
+
+void OuterOptimizer::release_state(std::vector<float>& params, std::vector<float>& momentum) {
+  require_init("release_state");
+  params = std::move(outer_);
+  momentum = std::move(momentum_);
+  outer_.clear();
+  momentum_.clear();
+  initialized_ = false;
+}
+
 void OuterOptimizer::require_init(const char* what) const {
   if (!initialized_) fail("OuterOptimizer::", what, " called before init(): give it the starting parameters first");
 }
@@ -85,6 +102,21 @@ void OuterOptimizer::apply(const float* g, float* new_params_out) {
   }
   ++steps_;
   if (new_params_out) std::memcpy(new_params_out, p, n_ * sizeof(float));
+}
+
+void OuterOptimizer::predict(const float* g, float* out) const {
+  require_init("predict");
+  const float* p = outer_.data();
+  const float* v = momentum_.data();
+  const float lr = lr_, mu = mu_;
+  const bool nesterov = nesterov_;
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) {
+    const float gi = g[i];
+    const float vi = mu * v[i] + gi;
+    const float update = nesterov ? gi + mu * vi : vi;
+    out[i] = p[i] - lr * update;
+  }
 }
 
 uint64_t OuterOptimizer::params_hash() const {

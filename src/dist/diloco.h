@@ -22,6 +22,11 @@ class OuterOptimizer {
   void init(const float* params);
   // Restores a checkpointed state.
   void set_state(const float* params, const float* momentum);
+  // Exchanges the state with two caller's vectors of size() values (no
+  // copy): the caller gets the old state, this optimizer holds theirs.
+  void swap_state(std::vector<float>& params, std::vector<float>& momentum);
+  // Moves the state out (no copy); the optimizer needs init() or a state again.
+  void release_state(std::vector<float>& params, std::vector<float>& momentum);
 
   // outer − current: what the inner steps would subtract, as a gradient.
   std::vector<float> pseudo_gradient(const float* current) const;
@@ -36,6 +41,11 @@ class OuterOptimizer {
   // new_params_out may alias the pseudo-gradient (it is read first).
   void check_finite(const float* averaged_pseudo_gradient) const;
   void apply(const float* averaged_pseudo_gradient, float* new_params_out);
+  // The outer parameters a step with g would give, without taking it (no
+  // state changes; the same arithmetic as apply). out may alias g. DiLoCo
+  // with overlap starts a round from the step its own pseudo-gradient
+  // would give, until the average arrives.
+  void predict(const float* g, float* out) const;
 
   // xxHash3-64 of the outer parameters' bytes: equal on every node after a
   // step, which is the mesh's consistency check.

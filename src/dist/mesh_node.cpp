@@ -88,6 +88,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   const uint16_t port = transport_.listen(lhost, lport);
   address_ = lhost + ":" + std::to_string(port);
   if (opt_.serve_state) state_ = std::make_unique<StateServer>(opt_.secret, lhost, opt_.log);
+  if (state_ && opt_.rounds_applied_late) state_->set_snapshot_lag(1);
   const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
   // The coordinator may be restarting: keep dialling until the join timeout.
   const Deadline join_deadline = deadline_in(opt_.join_timeout);
@@ -174,7 +175,7 @@ void MeshNode::reconnect(ConnId stale) {
   // As long as a round may take: a coordinator restarted by hand takes a while.
   const Deadline deadline = deadline_in(opt_.round_timeout);
   std::string why = "no attempt";
-  while (MeshClock::now() < deadline && !stop_.load()) {
+  while (MeshClock::now() < deadline && !stop_.load() && !cancel_.load()) {
     ConnId c = 0;
     try {
       c = transport_.connect(chost, cport, deadline_in(std::chrono::milliseconds(2000)));
@@ -253,16 +254,21 @@ control::Message MeshNode::recv_control(Deadline deadline) {
   // of the next turn (after the deadline check, so it is never lost).
   for (;;) {
     if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
+    throw_if_cancelled("waiting for the coordinator");
     throw_if_rewound();
     const ConnId c = coord_.load();
     std::optional<Message> m;
+    // In slices, so that an eviction, a rewind the heartbeat thread learned
+    // of, or cancel() are seen within a fraction of a second.
+    const Deadline slice = std::min(deadline, deadline_in(std::chrono::milliseconds(200)));
     try {
-      m = transport_.recv(c, deadline);
+      m = transport_.recv(c, slice);
     } catch (const Error&) {
       if (transport_.is_open(c) || left_.load()) throw;
       reconnect(c);  // re-sends what we are waiting on an answer to
       continue;
     }
+    if (!m && MeshClock::now() < deadline) continue;
     if (!m) fail("no message from the coordinator before the deadline");
     if (m->frame.type != FrameType::control) fail("the coordinator sent a non-control frame");
     control::Message cm = control::decode(m->frame.payload, "the coordinator");
@@ -271,6 +277,7 @@ control::Message MeshNode::recv_control(Deadline deadline) {
 }
 
 void MeshNode::poll_coordinator() {
+  RoundCall call(*this, "poll_coordinator");
   for (;;) {
     throw_if_rewound();
     std::optional<Message> m;
@@ -298,6 +305,7 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, in
       if (transport_.is_open(c)) return c;
     }
     if (MeshClock::now() > deadline) fail("ring: node ", peer_id, " did not connect before the deadline");
+    throw_if_cancelled("waiting for a ring neighbour");
     std::optional<Message> from_coord;
     try {
       from_coord = transport_.recv(coord_.load(), deadline_in(std::chrono::milliseconds(0)));
@@ -337,6 +345,8 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, in
 
 OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_position,
                                   std::span<const float> input, std::span<float> output) {
+  RoundCall call(*this, "average");
+  throw_if_cancelled("before a round");
   OuterRoundStats stats;
   const control::Ready ready{welcome_.node_id, outer_step, data_position};
   {
@@ -437,6 +447,20 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
           links.back() = emulated.back().get();
         }
       }
+      // Registered for cancel(), which aborts them from another thread.
+      struct Registered {
+        MeshNode& n;
+        Registered(MeshNode& node, std::vector<RingLink*>& links) : n(node) {
+          std::lock_guard<std::mutex> lock(n.lanes_mu_);
+          n.lanes_ = &links;
+          if (n.cancel_.load())
+            for (RingLink* l : links) l->abort();
+        }
+        ~Registered() {
+          std::lock_guard<std::mutex> lock(n.lanes_mu_);
+          n.lanes_ = nullptr;
+        }
+      } registered(*this, links);
       std::vector<RingStats> lane_stats(K);
       std::vector<std::vector<RingCarried>> carried(K);
       std::mutex error_mu;
@@ -513,6 +537,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
         if (from_prev[k]) transport_.close(from_prev[k], "round failed");
       }
       if (dynamic_cast<const LateForRound*>(&e)) throw;  // left out of the re-formed ring: not a failure
+      if (cancel_.load()) throw StoppedOnRequest(str("outer step ", outer_step, ": round given up (the node stops)"));
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
       if (!next_ring_)
         send_coordinator(control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what(), unreachable});
@@ -522,6 +547,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
 }
 
 StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
+  RoundCall call(*this, "fetch_state");
   StateDownload d;
   d.kind = kind;
   d.outer_step = outer_step;
@@ -531,6 +557,7 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
     if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node (evicted while it fetched the state)");
     if (opt_.stop && opt_.stop->load())
       throw StoppedOnRequest(str("stopped on request while fetching the ", state_kind_name(kind)));
+    throw_if_cancelled("fetching state from a donor");
     if (donor_id_ != 0) {
       try {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - MeshClock::now());
@@ -577,6 +604,7 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
 }
 
 std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {
+  RoundCall call(*this, "fetch_round_once");
   if (donor_id_ == 0) return std::nullopt;
   StateDownload d;
   d.kind = StateKind::round;
@@ -598,6 +626,7 @@ std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {
 }
 
 std::optional<int64_t> MeshNode::donor_progress() {
+  RoundCall call(*this, "donor_progress");
   if (donor_id_ == 0) return std::nullopt;
   try {
     return fetch_progress(donor_address_, opt_.secret, opt_.state_timeout);
@@ -624,20 +653,43 @@ void MeshNode::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) 
 }
 
 void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged) {
+  RoundCall call(*this, "publish_round");
   if (!state_) return;
   // The ring's own bytes when this node took part (or fetched the round);
   // fp32 only when it has nothing else (a ring of one).
   std::vector<uint8_t> bytes = last_round_step_ == outer_step ? std::move(last_round_) : encode_round_fp32(averaged);
   last_round_.clear();
   last_round_step_ = -1;
-  state_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes)));
+  // A node that applies rounds one round late keeps one more for joiners.
+  state_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes)),
+                        opt_.rounds_applied_late ? 3 : 2);
 }
 
 void MeshNode::decode_round_into(const StateDownload& d, std::span<float> out) {
+  RoundCall call(*this, "decode_round_into");
   decode_round(d.bytes, out, str("the donor's round ", d.outer_step));
   if (!state_) return;  // nobody to serve it to
   last_round_ = d.bytes;
   last_round_step_ = d.outer_step;
+}
+
+MeshNode::RoundCall::RoundCall(MeshNode& n, const char* what) : n_(n) {
+  if (n_.round_callers_.fetch_add(1) != 0) {
+    n_.round_callers_.fetch_sub(1);
+    fail("MeshNode::", what, " called while another thread is in a round call: round calls are made by one "
+         "thread at a time (mesh_node.h)");
+  }
+}
+
+void MeshNode::throw_if_cancelled(const char* what) const {
+  if (cancel_.load()) throw StoppedOnRequest(str("the node stops: gave up ", what));
+}
+
+void MeshNode::cancel() {
+  cancel_ = true;
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  if (lanes_)
+    for (RingLink* l : *lanes_) l->abort();
 }
 
 void MeshNode::report_hash(int64_t outer_step, uint64_t hash) {

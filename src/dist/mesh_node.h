@@ -10,6 +10,22 @@
 // connections on its own thread, all K at once (INTELLECT-1 ran one ring per
 // GPU). K is a run-wide setting, not a GPU count, so nodes with different
 // numbers of GPUs take part in the same rings.
+//
+// Threads. The node's own threads: the heartbeat (beats, and reconnects to a
+// restarted coordinator under reconnect_mu_), the ring lanes of a round, the
+// snapshot worker (hashes a snapshot), and the StateServer's loop. Its
+// callers:
+//  - the "round calls" (average, fetch_state, fetch_round_once,
+//    donor_progress, poll_coordinator, decode_round_into, publish_round)
+//    read the coordinator's connection and keep per-round state (a ring
+//    announced early, peers that dialled early, the donor, the newest round's
+//    bytes): one thread at a time makes them. With DiLoCo's overlap that is
+//    OuterSync's round thread while a round is in flight and the training
+//    thread between rounds; a second caller at the same time is refused
+//    with an Error (a programming error, never a wait);
+//  - publish_snapshot and leave: the training thread;
+//  - cancel, report_hash, set_held_step, set_progress, snapshot_wanted,
+//    drop_idle_snapshot, rewinds, welcome: any thread.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -21,6 +37,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "dist/control.h"
 #include "dist/link_emulation.h"
@@ -51,6 +68,10 @@ struct MeshNodeOptions {
   // jitter); off by default (link_emulation.h).
   LinkEmulation emulate_link;
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
+  // DiLoCo with overlap: this node applies each round one round late, so
+  // its snapshot (outer step k - 1) may be one round older than the newest
+  // round it serves (k), and one more round is kept for joiners.
+  bool rounds_applied_late = false;
   std::chrono::milliseconds state_timeout{30000};  // a donor silent this long is given up
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
@@ -164,6 +185,15 @@ class MeshNode {
   // that wait on donors only; throws RunRewound if the run went back.
   void poll_coordinator();
 
+  // Ends the round calls under way on another thread, and refuses later
+  // ones, with StoppedOnRequest: waits on the coordinator, on peers and on
+  // donors give up within a fraction of a second, and a ring in progress is
+  // aborted (its neighbours retry without this node). For a node that
+  // stops while a round runs in the background (DiLoCo's overlap);
+  // leave() still says goodbye afterwards.
+  void cancel();
+  bool cancelled() const { return cancel_.load(); }
+
  private:
   control::Message recv_control(Deadline deadline);
   void send_control(ConnId conn, const control::Message& m);
@@ -176,8 +206,25 @@ class MeshNode {
   // Throws LateForRound when the coordinator re-forms the ring without this node.
   ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step, Deadline deadline);
 
+  // One round call at a time (see the threads, above): held for the call.
+  class RoundCall {
+   public:
+    RoundCall(MeshNode& n, const char* what);
+    ~RoundCall() { n_.round_callers_.fetch_sub(1); }
+    RoundCall(const RoundCall&) = delete;
+    RoundCall& operator=(const RoundCall&) = delete;
+
+   private:
+    MeshNode& n_;
+  };
+  void throw_if_cancelled(const char* what) const;
+
   MeshNodeOptions opt_;
   Transport transport_;
+  std::atomic<int> round_callers_{0};
+  std::atomic<bool> cancel_{false};
+  std::mutex lanes_mu_;
+  std::vector<RingLink*>* lanes_ = nullptr;  // the links of the round in progress (under lanes_mu_), for cancel()
   std::string address_;  // advertised "host:port"
   std::atomic<ConnId> coord_{0};
   std::mutex reconnect_mu_;

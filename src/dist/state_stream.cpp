@@ -137,7 +137,7 @@ void StateServer::serve_one(const Message& m) {
     if (kind == StateKind::snapshot) {
       const Digest none{};
       const bool fresh = req->outer_step < 0 && req->digest == none;
-      if (fresh && (!snapshot_ || snapshot_->outer_step < newest_round_)) {
+      if (fresh && (!snapshot_ || snapshot_->outer_step < newest_round_ - snapshot_lag_.load())) {
         // A new joiner, and nothing current to give it: the trainer takes a
         // snapshot after its next inner step.
         snapshot_wanted_ = true;

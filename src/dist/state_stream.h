@@ -67,6 +67,11 @@ class StateServer {
   // "pending" and raises snapshot_wanted() until the trainer publishes one.
   void publish_snapshot(std::shared_ptr<const StateBlob> blob);
   bool snapshot_wanted() const { return snapshot_wanted_.load(); }
+  // How many rounds a current snapshot may be older than the newest round
+  // (0: none). A node that applies each round one round late (DiLoCo with
+  // overlap) holds outer step k - 1 while it already serves round k; a
+  // joiner takes both, so that snapshot is current.
+  void set_snapshot_lag(int64_t rounds) { snapshot_lag_ = rounds; }
   // Frees the snapshot when no chunk of it was served for `idle` (a copy of
   // the whole state is too big to keep for joiners that may never come).
   void drop_idle_snapshot(std::chrono::milliseconds idle);
@@ -90,6 +95,7 @@ class StateServer {
   int64_t newest_round_ = -1;                             // under mu_
   std::chrono::steady_clock::time_point snapshot_used_{};  // under mu_
   std::atomic<bool> snapshot_wanted_{false};
+  std::atomic<int64_t> snapshot_lag_{0};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> chunks_served_{0};
   std::atomic<int64_t> progress_{0};

@@ -204,6 +204,7 @@ Config parse_config(const json& doc, const std::string& source) {
     d.nesterov = r.get_bool("nesterov", true);
     d.compression = r.get_string("compression", "int8", {"none", "int8"});
     d.rings = r.get_int("rings", 1, 1, 16);
+    d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
     r.finish();
   }
   {

@@ -115,6 +115,15 @@ struct DilocoConfig {
   // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
   // GPU, 8). Run-wide, independent of any node's GPU count.
   int64_t rings = 1;
+  // When an outer step's all-reduce runs (train/outer_sync.h):
+  //   "none":    the training thread waits for it at each boundary (DiLoCo as published);
+  //   "eager":   it runs on a thread of its own while the next round's inner
+  //              steps run, and is applied at the next boundary (one round
+  //              late); meanwhile the round starts from the outer step the
+  //              node's own pseudo-gradient would give;
+  //   "delayed": the same, but the round goes on from where the last one
+  //              ended (the node's own progress stands in for the outer step).
+  std::string overlap = "none";
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

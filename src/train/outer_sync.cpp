@@ -1,5 +1,7 @@
 #include "train/outer_sync.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +16,15 @@
 
 namespace intellect {
 
+namespace {
+
+// out[i] = a[i] - b[i] (out may alias b), on every core for a large model.
+void subtract(const float* a, const float* b, float* out, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
+}
+
+}  // namespace
 
 const char* OuterSync::way_name(Way w) {
   switch (w) {
@@ -26,36 +37,57 @@ const char* OuterSync::way_name(Way w) {
 
 OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::vector<float>& params,
                      const std::atomic<bool>* stop, std::function<std::string()> data_position)
-    : cfg_(cfg), backend_(backend), mesh_(mesh), params_(params), stop_(stop), data_position_(std::move(data_position)) {
+    : cfg_(cfg),
+      backend_(backend),
+      mesh_(mesh),
+      params_(params),
+      stop_(stop),
+      data_position_(std::move(data_position)),
+      overlap_(cfg.diloco.overlap != "none"),
+      eager_(cfg.diloco.overlap == "eager") {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   pseudo_.resize(n);
   backend_.get_params(params_.data());
   // Three fp32 copies of the model live here and one in the loop's params_,
   // which doubles as the average: the loop's weights are not needed between
-  // the pseudo-gradient and the outer step, which overwrites them.
+  // the pseudo-gradient and the outer step, which overwrites them. With
+  // overlap the same four: the round thread writes the average into params_
+  // while the inner steps run (the training thread downloads the weights
+  // there only after it has taken and applied that average).
   const uint64_t copy = static_cast<uint64_t>(n) * sizeof(float);
-  std::string budget = str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
-                           "outer parameters, momentum) = ", format_bytes(4 * copy));
+  std::string budget =
+      overlap_ ? str("DiLoCo host memory (overlap ", cfg_.diloco.overlap, "): 4 fp32 copies of the model (weights|the round's average, "
+                     "the pseudo-gradient in flight, outer parameters, momentum) = ", format_bytes(4 * copy))
+               : str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
+                     "outer parameters, momentum) = ", format_bytes(4 * copy));
+  const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
-    budget += str(", plus two rounds' averages as the ring carried them (",
-                  format_bytes(cfg_.diloco.compression == "int8" ? 2 * copy / 4 : 2 * copy),
+    budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
+                  format_bytes(cfg_.diloco.compression == "int8" ? kept_rounds * copy / 4 : kept_rounds * copy),
                   ") and, while a joiner fetches one, a snapshot (about ", format_bytes(4 * copy), ")");
   note(budget);
+  if (overlap_)
+    note(str("diloco.overlap=", cfg_.diloco.overlap, ": each outer step's all-reduce runs on a thread of its own "
+             "while the next round's inner steps run; its result is applied at the next boundary (one round "
+             "late); meanwhile each round starts from ",
+             eager_ ? "the outer step this node's own pseudo-gradient would give"
+                    : "where the last one ended (this node's own progress)"));
 }
 
-OuterSync::~OuterSync() = default;
+OuterSync::~OuterSync() { abandon(); }
 
 size_t OuterSync::host_bytes() const {
   return (pseudo_.capacity() + outer_->params().capacity() + outer_->momentum().capacity()) * sizeof(float);
 }
 
-// After outer step k was taken from a donor (joining, or late for its
-// ring), the others are already part-way through the next round's inner
-// steps. Starting where the donor is (one step ahead, at least one step
-// before the boundary) makes this node ready with them, so the next ring
-// includes it without anyone waiting; its first pseudo-gradient then covers
-// fewer inner steps.
+// Where a node goes on after it took outer step k from a donor (joining, or
+// late for its ring; with overlap, also where a late node that has just
+// launched round k goes on): the others are already part-way through round
+// k + 1's inner steps. Starting where the donor is (one step ahead, at least
+// one step before the boundary (k + 1)·H) makes this node ready with them,
+// so the next ring includes it without anyone waiting; its next
+// pseudo-gradient then covers fewer inner steps.
 int64_t OuterSync::line_up(int64_t k) {
   const int64_t H = cfg_.diloco.inner_steps, from = k * H;
   const std::optional<int64_t> p = mesh_ ? mesh_->donor_progress() : std::nullopt;
@@ -66,22 +98,25 @@ int64_t OuterSync::line_up(int64_t k) {
 // The run's state from a donor: its snapshot, then every round completed
 // since (the same outer steps on the same bytes as everyone else), at
 // least up to outer step `at_least` (waiting for rounds still running).
-OuterSync::RunState OuterSync::take_run_state(int64_t at_least) {
+// Host memory and round calls only: the rounds are applied to the fetched
+// state with an outer optimizer of its own, params_ is the scratch for each
+// round's average, and nothing of this node changes until apply_run_state.
+OuterSync::RunState OuterSync::fetch_run_state(int64_t at_least) {
   const StateDownload d = mesh_->fetch_state(StateKind::snapshot, -1,
                                             std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
-  JoinState js = decode_join_state(d.bytes, backend_.layout().total());
-  outer_->set_state(js.outer.data(), js.momentum.data());
-  backend_.set_optimizer_state(js.exp_avg, js.exp_avg_sq, js.adam_step);
-  params_ = js.outer;
-  int64_t k = js.outer_step, rounds = 0;
+  RunState got;
+  got.js = decode_join_state(d.bytes, backend_.layout().total());
+  OuterOptimizer caught_up(outer_->size(), cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
+  caught_up.swap_state(got.js.outer, got.js.momentum);
+  int64_t k = got.js.outer_step, rounds = 0;
   mesh_->set_held_step(k);
   uint64_t round_bytes = 0;
   Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg_.mesh.round_timeout_ms);
   for (;;) {
     if (std::optional<StateDownload> r = mesh_->fetch_round_once(k + 1)) {
-      mesh_->decode_round_into(*r, params_);  // the average, then (in place) the new weights
+      mesh_->decode_round_into(*r, params_);
       round_bytes += r->bytes.size();
-      outer_->step(params_.data(), params_.data());
+      caught_up.step(params_.data(), nullptr);
       ++k;
       ++rounds;
       mesh_->set_held_step(k);
@@ -104,11 +139,12 @@ OuterSync::RunState OuterSync::take_run_state(int64_t at_least) {
     if (Clock::now() > give_up)
       fail("could not catch up to outer step ", at_least, ": the donor's state is of outer step ", k,
            " and no donor has the rounds after it");
-    if (stop_ && stop_->load()) throw StoppedOnRequest("stopped on request while catching up with the run");
+    if ((stop_ && stop_->load()) || mesh_->cancelled())
+      throw StoppedOnRequest("stopped on request while catching up with the run");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  backend_.set_params(params_.data());
-  RunState got;
+  caught_up.release_state(got.js.outer, got.js.momentum);
+  got.js.outer_step = k;
   got.outer_step = k;
   got.state_bytes = d.bytes.size();
   got.summary = nlohmann::json{{"outer_step", k},
@@ -119,11 +155,22 @@ OuterSync::RunState OuterSync::take_run_state(int64_t at_least) {
   return got;
 }
 
-int64_t OuterSync::start(int64_t start_step, bool resumed, const std::vector<float>& resumed_outer,
-                         const std::vector<float>& resumed_momentum) {
+// The fetched state becomes this node's: outer parameters and momentum, the
+// donor's AdamW moments (a warm start), and params_ = the outer parameters
+// (the caller uploads them, or moves them first).
+void OuterSync::apply_run_state(RunState& s) {
+  outer_->swap_state(s.js.outer, s.js.momentum);
+  backend_.set_optimizer_state(s.js.exp_avg, s.js.exp_avg_sq, s.js.adam_step);
+  params_.assign(outer_->params().begin(), outer_->params().end());
+  s.js = JoinState{};  // the old state and the moments' copy, freed
+}
+
+int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state) {
   // The state this node starts from on its own (step 0, or the resumed
-  // checkpoint's outer step): what it holds until it has the run's.
-  const int64_t own_outer = start_step / cfg_.diloco.inner_steps;
+  // checkpoint's outer step; with a round in flight, the one before it):
+  // what it holds until it has the run's.
+  const int64_t own_outer = resumed_state.in_flight_step > 0 ? resumed_state.in_flight_step - 1
+                                                             : start_step / cfg_.diloco.inner_steps;
   if (mesh_) mesh_->set_held_step(own_outer);
   std::optional<RunState> from_donor;
   if (mesh_ && mesh_->welcome().donor_id != 0) {
@@ -136,7 +183,7 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, const std::vector<flo
     const Clock::time_point t_join = Clock::now();
     for (int64_t at_least = 0;;) {
       try {
-        from_donor = take_run_state(at_least);
+        from_donor = fetch_run_state(at_least);
         break;
       } catch (const RunRewound& r) {
         // Every holder of the run's newest state is gone. If the run goes
@@ -151,7 +198,9 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, const std::vector<flo
     if (from_donor) from_donor->summary["seconds"] = seconds_since(t_join);
   }
   if (from_donor) {
-    const RunState& got = *from_donor;
+    RunState& got = *from_donor;
+    apply_run_state(got);
+    backend_.set_params(params_.data());
     const int64_t k = got.outer_step;
     start_step = line_up(k);
     joined_ = got.summary;
@@ -160,8 +209,11 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, const std::vector<flo
              got.summary["seconds"].get<double>(), " s, ", got.summary["bad_chunks_refetched"].get<uint64_t>(),
              " chunk(s) fetched again, ", got.summary["rounds_caught_up"].get<int64_t>(), " round(s) caught up (",
              got.summary["round_bytes"].get<uint64_t>() / 1e6, " MB)"));
-  } else if (!resumed_outer.empty()) {
-    outer_->set_state(resumed_outer.data(), resumed_momentum.data());
+    outer_done_ = k;
+    return start_step;
+  }
+  if (!resumed_state.outer.empty()) {
+    outer_->set_state(resumed_state.outer.data(), resumed_state.momentum.data());
   } else {
     outer_->init(params_.data());
     if (start_step > 0)
@@ -169,7 +221,28 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, const std::vector<flo
   }
   // The outer step whose result the outer optimizer holds: what a snapshot
   // for a joiner is "as of" (outer parameters and momentum change only there).
-  outer_done_ = joined_.is_null() ? start_step / cfg_.diloco.inner_steps : joined_["outer_step"].get<int64_t>();
+  outer_done_ = own_outer;
+  if (resumed_state.in_flight_step > 0 && !resumed_state.outer.empty()) {
+    // The round that was in flight when the checkpoint was taken is part of
+    // the state: launched again (it may find its ring gone and take the
+    // average from a donor, like a late node), or done now without overlap.
+    const int64_t k = resumed_state.in_flight_step;
+    if (resumed_state.in_flight.size() != pseudo_.size())
+      fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ",
+           pseudo_.size());
+    pseudo_.swap(resumed_state.in_flight);
+    note(str("the checkpoint had outer step ", k, "'s round in flight: ",
+             overlap_ ? "launched again" : "done now (diloco.overlap is none)"));
+    if (overlap_) {
+      launch(k, start_step);
+    } else {
+      in_flight_ = k;
+      launched_at_ = start_step;
+      Round r = run_round(k, data_position_(), start_step);
+      const nlohmann::json line = land(r, false, nlohmann::json::object());
+      note(str("outer step ", k, " applied (hash ", line["hash"].get<std::string>(), ")"));
+    }
+  }
   return start_step;
 }
 
@@ -209,7 +282,7 @@ bool OuterSync::round_from_donor(int64_t k) {
              "); taking the run's state from a donor instead"));
     return false;
   }
-  }
+}
 
 int64_t OuterSync::take_skip_to() {
   const int64_t s = skip_to_;
@@ -217,9 +290,198 @@ int64_t OuterSync::take_skip_to() {
   return s;
 }
 
+// Round k's average of pseudo_ into params_: in the ring; or late for it
+// (the round's average from a donor); or the run's state afresh from a
+// donor, of at least `take_at_least`. Then the average is checked and
+// published for joiners and late nodes. Host buffers and round calls only
+// (with overlap this runs on the round thread).
+OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_position, int64_t steps_done) {
+  Round r;
+  r.k = k;
+  const Clock::time_point t0 = Clock::now();
+  if (mesh_) {
+    int64_t take_at_least = k;
+    for (bool done = false; !done;) {
+      try {
+        switch (r.way) {
+          case Way::ring:
+            r.rs = mesh_->average(k, data_position, pseudo_, params_);  // pseudo_ stays as it was, for a retry
+            break;
+          case Way::round_from_donor:
+            // No live node has that round any more (those that did are
+            // gone): take the run's state afresh, as a joiner does.
+            if (!round_from_donor(k)) {
+              r.way = Way::state_from_donor;
+              continue;
+            }
+            break;
+          case Way::state_from_donor:
+            r.state = fetch_run_state(take_at_least);
+            r.k = r.state->outer_step;
+            break;
+        }
+        done = true;
+      } catch (const LateForRound&) {
+        // The ring went on without this node: its pseudo-gradient is
+        // dropped and the round's average comes from a donor, as for a joiner.
+        r.late = true;
+        r.way = Way::round_from_donor;
+      } catch (const RunRewound& e) {
+        if (e.outer_step < k) {
+          // Back to a step no newer than this node's: it holds the state
+          // step k starts from, and its pseudo-gradient is still good.
+          note(str("the run went back to outer step ", e.outer_step, ": outer step ", k,
+                   " is done again, from this node's own state"));
+          // Others without this state will ask this node for it while it
+          // waits for its ring, where it cannot take a snapshot: one now.
+          // (With overlap the training thread is free meanwhile and takes
+          // one when asked, also while it waits for this round.)
+          if (cfg_.mesh.serve_state && !overlap_) publish_snapshot(steps_done);
+          r.late = false;
+          r.way = Way::ring;
+        } else {
+          note(str("the run went back to outer step ", e.outer_step, ": taking that state from a donor"));
+          r.late = true;
+          r.way = Way::state_from_donor;
+          take_at_least = e.outer_step;
+        }
+      }
+    }
+  } else {
+    std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
+  }
+  r.allreduce_s = seconds_since(t0);
+  if (!r.state) {
+    Clock::time_point tp = Clock::now();
+    outer_->check_finite(params_.data());
+    r.parts["check_s"] = seconds_since(tp);
+    if (mesh_ && cfg_.mesh.serve_state) {
+      // What a late node or a joiner will fetch: this round's average (the
+      // ring's int8 bytes), published before the step overwrites it. The
+      // snapshot only when a joiner asks for one.
+      tp = Clock::now();
+      mesh_->publish_round(k, params_);
+      mesh_->drop_idle_snapshot();
+      r.publish_s = seconds_since(tp);
+      r.parts["publish_s"] = r.publish_s;
+    }
+    // This node holds outer step k from here on (with overlap, as outer
+    // step k - 1 and round k's average, which it serves): a coordinator
+    // must not think step k lost while it waits for the next boundary.
+    if (mesh_) mesh_->set_held_step(k);
+  }
+  if (mesh_ && r.rs.ring_size > 1) {
+    r.parts["ring_encode_s"] = r.rs.encode_s;
+    r.parts["ring_recv_wait_s"] = r.rs.recv_wait_s;
+    r.parts["ring_decode_s"] = r.rs.decode_s;
+    r.parts["ring_send_s"] = r.rs.send_s;
+  }
+  return r;
+}
+
+void OuterSync::launch(int64_t k, int64_t steps_done) {
+  in_flight_ = k;
+  launched_at_ = steps_done;
+  const std::string position = data_position_();  // the loader is the training thread's
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    round_done_ = false;
+    round_result_.reset();
+    round_error_ = nullptr;
+  }
+  const int threads = static_cast<int>(cfg_.train.threads);
+  round_thread_ = std::thread([this, k, position, steps_done, threads] {
+    // Its own OpenMP team (the finite check) no larger than the training thread's.
+    if (threads > 0) omp_set_num_threads(threads);
+    std::optional<Round> got;
+    std::exception_ptr error;
+    try {
+      got = run_round(k, position, steps_done);
+    } catch (...) {
+      error = std::current_exception();  // evicted, stopped, failed: the training thread's to handle
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      round_result_ = std::move(got);
+      round_error_ = error;
+      round_done_ = true;
+    }
+    done_cv_.notify_all();
+  });
+}
+
+// Waits for the round in flight. A joiner that asks for a snapshot
+// meanwhile gets one (a ring may be waiting for that joiner).
+OuterSync::Round OuterSync::take(int64_t steps_done, double* waited) {
+  const Clock::time_point t0 = Clock::now();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!round_done_) {
+    done_cv_.wait_for(lock, std::chrono::milliseconds(20));
+    if (!round_done_ && mesh_ && cfg_.mesh.serve_state && mesh_->snapshot_wanted()) {
+      lock.unlock();
+      const double s = publish_snapshot(steps_done);
+      note(str("step ", steps_done, ": took a snapshot of outer step ", outer_done_, " for a joiner in ", s,
+               " s while waiting for outer step ", in_flight_, "'s round"));
+      lock.lock();
+    }
+  }
+  lock.unlock();
+  round_thread_.join();
+  *waited = seconds_since(t0);
+  if (round_error_) {
+    std::exception_ptr e = round_error_;
+    round_error_ = nullptr;
+    in_flight_ = 0;
+    std::rethrow_exception(e);
+  }
+  Round r = std::move(*round_result_);
+  round_result_.reset();
+  return r;
+}
+
+void OuterSync::abandon() {
+  if (!round_thread_.joinable()) return;
+  if (mesh_) mesh_->cancel();
+  round_thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  round_error_ = nullptr;  // StoppedOnRequest, most likely: the node stops anyway
+  round_result_.reset();
+}
+
+uint64_t OuterSync::settle(const Round& r) {
+  const uint64_t hash = outer_->params_hash();
+  if (mesh_ && !r.late) mesh_->report_hash(r.k, hash);
+  outer_done_ = r.k;
+  if (mesh_) mesh_->set_held_step(r.k);
+  return hash;
+}
+
+nlohmann::json OuterSync::metrics(const Round& r, uint64_t hash, nlohmann::json parts) const {
+  for (auto& [name, v] : r.parts.items()) parts[name] = v;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return nlohmann::json{{"outer_step", r.k},
+                        {"late", r.late},
+                        {"publish_s", r.publish_s},
+                        {"ring_size", r.rs.ring_size},
+                        {"rings", r.rs.rings},
+                        {"bytes_sent", r.rs.bytes_sent},
+                        {"bytes_received", r.rs.bytes_received},
+                        {"allreduce_s", r.allreduce_s},
+                        {"retries", r.rs.retries},
+                        {"rewinds", mesh_ ? mesh_->rewinds() : 0},
+                        {"hash", hex},
+                        {"way", way_name(r.way)},
+                        {"overlap", cfg_.diloco.overlap},
+                        {"parts", parts}};
+}
+
 nlohmann::json OuterSync::step(int64_t steps_done) {
-  int64_t k = steps_done / cfg_.diloco.inner_steps;
-  bool resynced = false;  // late, and the run's state was taken afresh
+  return overlap_ ? step_overlapped(steps_done) : step_blocking(steps_done);
+}
+
+nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
+  const int64_t k = steps_done / cfg_.diloco.inner_steps;
   // Each part of the step is timed: what the training thread waits for.
   nlohmann::json parts;
   Clock::time_point tp = Clock::now();
@@ -231,108 +493,151 @@ nlohmann::json OuterSync::step(int64_t steps_done) {
   lap("download_s");
   outer_->pseudo_gradient(params_.data(), pseudo_.data());
   lap("pseudo_gradient_s");
-  OuterRoundStats rs;
-  const Clock::time_point t0 = Clock::now();
-  bool late = false;
-  Way way = Way::ring;
-  if (mesh_) {
-    // In the ring; or late for it (the round's average from a donor); or
-    // the run's state afresh from a donor, of at least `take_at_least`.
-    int64_t take_at_least = k;
-    for (bool done = false; !done;) {
-      try {
-        switch (way) {
-          case Way::ring:
-            rs = mesh_->average(k, data_position_(), pseudo_, params_);  // pseudo_ stays as it was, for a retry
-            break;
-          case Way::round_from_donor:
-            // No live node has that round any more (those that did are
-            // gone): take the run's state afresh, as a joiner does.
-            if (!round_from_donor(k)) {
-              way = Way::state_from_donor;
-              continue;
-            }
-            break;
-          case Way::state_from_donor:
-            k = take_run_state(take_at_least).outer_step;
-            resynced = true;
-            break;
-        }
-        done = true;
-      } catch (const LateForRound&) {
-        // The ring went on without this node: its inner steps are dropped
-        // and the round's average comes from a donor, as for a joiner.
-        late = true;
-        way = Way::round_from_donor;
-      } catch (const RunRewound& r) {
-        if (r.outer_step < k) {
-          // Back to a step no newer than this node's: it holds the state
-          // step k starts from, and its pseudo-gradient is still good.
-          note(str("the run went back to outer step ", r.outer_step, ": outer step ", k,
-                   " is done again, from this node's own state"));
-          // Others without this state will ask this node for it while it
-          // waits for its ring, where it cannot take a snapshot: one now.
-          if (cfg_.mesh.serve_state) publish_snapshot(steps_done);
-          late = false;
-          way = Way::ring;
-        } else {
-          note(str("the run went back to outer step ", r.outer_step, ": taking that state from a donor"));
-          late = true;
-          way = Way::state_from_donor;
-          take_at_least = r.outer_step;
-        }
-      }
-    }
-    if (late) skip_to_ = line_up(k);
-  } else {
-    params_ = pseudo_;
-  }
-  const double allreduce_s = seconds_since(t0);
+  Round r = run_round(k, data_position_(), steps_done);
   tp = Clock::now();
-  // params_ holds the average here (unless resynced: then the run's weights).
-  double publish_s = 0.0;
-  if (!resynced) {
-    outer_->check_finite(params_.data());
-    lap("check_s");
-    if (mesh_ && cfg_.mesh.serve_state) {
-      // What a late node or a joiner will fetch: this round's average (the
-      // ring's int8 bytes), published before the step overwrites it. The
-      // snapshot only when a joiner asks for one.
-      mesh_->publish_round(k, params_);
-      mesh_->drop_idle_snapshot();
-      publish_s = seconds_since(tp);
-      lap("publish_s");
-    }
-    outer_->apply(params_.data(), params_.data());
+  if (r.state) {
+    apply_run_state(*r.state);  // late, and the run's state was taken afresh
+  } else {
+    outer_->apply(params_.data(), params_.data());  // params_ held the average
     lap("nesterov_s");
+  }
+  backend_.set_params(params_.data());
+  lap("upload_s");
+  if (r.late) skip_to_ = line_up(r.k);
+  const uint64_t hash = settle(r);
+  return metrics(r, hash, parts);
+}
+
+// Where a round starts with overlap, from the outer state applied last (θ,
+// momentum) and the pseudo-gradient δ of the round before, whose average
+// is still in flight: eager, the outer step δ alone would give (the same
+// arithmetic as the real one, which uses the average); delayed, θ - δ
+// (where that round ended, when it started at θ). out may alias delta.
+void OuterSync::round_start(const float* delta, float* out) const {
+  if (eager_) outer_->predict(delta, out);
+  else subtract(outer_->params().data(), delta, out, pseudo_.size());
+}
+
+// With overlap, at the end of round k (steps_done = k·H), round k - 1 in
+// flight. θ = the outer parameters, δ = a round's own pseudo-gradient, s =
+// a round's local start, e = the weights now:
+//   s_k = start(θ_{k-2}, δ_{k-1})  (recomputed: the outer state has not changed since)
+//   δ_k = s_k - e_k
+//   θ_{k-1} = OuterOpt(θ_{k-2}, avg δ_{k-1})   (the same on every node)
+//   s_{k+1} = start(θ_{k-1}, δ_k)  (uploaded; round k + 1's inner steps run from it)
+// and round k's all-reduce of δ_k is launched.
+nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
+  const int64_t k = steps_done / cfg_.diloco.inner_steps;
+  const size_t n = pseudo_.size();
+  nlohmann::json parts;
+  Clock::time_point tp = Clock::now();
+  auto lap = [&](const char* name) {
+    parts[name] = seconds_since(tp);
+    tp = Clock::now();
+  };
+  if (in_flight_ == 0) {
+    // The first boundary (or the first after taking the run's state): no
+    // round to apply; this round started at θ itself.
+    if (outer_done_ != k - 1)
+      fail("DiLoCo overlap: at outer step ", k, " the outer state is of step ", outer_done_, " (internal error)");
+    backend_.get_params(params_.data());
+    lap("download_s");
+    outer_->pseudo_gradient(params_.data(), pseudo_.data());
+    round_start(pseudo_.data(), params_.data());
+    lap("pseudo_gradient_s");
     backend_.set_params(params_.data());
     lap("upload_s");
+    launch(k, steps_done);
+    lap("launch_s");
+    return nlohmann::json{{"launched", k}, {"overlap", cfg_.diloco.overlap}, {"parts", parts}};
   }
-  if (mesh_ && rs.ring_size > 1) {
-    parts["ring_encode_s"] = rs.encode_s;
-    parts["ring_recv_wait_s"] = rs.recv_wait_s;
-    parts["ring_decode_s"] = rs.decode_s;
-    parts["ring_send_s"] = rs.send_s;
+  if (in_flight_ != k - 1)
+    fail("DiLoCo overlap: at outer step ", k, " the round in flight is that of step ", in_flight_, " (internal error)");
+  const int64_t previous = in_flight_;
+  double waited = 0.0;
+  Round r = take(steps_done, &waited);
+  parts["wait_s"] = waited;
+  tp = Clock::now();
+  round_start(pseudo_.data(), pseudo_.data());  // pseudo_ = s_k, before the outer state changes
+  lap("round_start_s");
+  // The run's state taken afresh (late, and nobody had the round): of the
+  // step in flight, this round's progress still counts; of a newer one, the
+  // node starts over from it, as a joiner does.
+  bool keep = true;
+  if (r.state) {
+    keep = r.k == previous;
+    apply_run_state(*r.state);
+  } else {
+    outer_->apply(params_.data(), nullptr);  // params_ held the average
   }
-  const uint64_t hash = outer_->params_hash();
-  if (mesh_ && !late) mesh_->report_hash(k, hash);
-  outer_done_ = k;
-  if (mesh_) mesh_->set_held_step(k);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-  return nlohmann::json{{"outer_step", k},
-                        {"late", late},
-                        {"publish_s", publish_s},
-                        {"ring_size", rs.ring_size},
-                        {"rings", rs.rings},
-                        {"bytes_sent", rs.bytes_sent},
-                        {"bytes_received", rs.bytes_received},
-                        {"allreduce_s", allreduce_s},
-                        {"retries", rs.retries},
-                        {"rewinds", mesh_ ? mesh_->rewinds() : 0},
-                        {"hash", hex},
-                        {"way", way_name(way)},
-                        {"parts", parts}};
+  lap("nesterov_s");
+  in_flight_ = 0;
+  const uint64_t hash = settle(r);  // reported before the next round's Ready
+  if (keep) {
+    backend_.get_params(params_.data());
+    lap("download_s");
+    subtract(pseudo_.data(), params_.data(), pseudo_.data(), n);  // δ_k = s_k - e_k
+    round_start(pseudo_.data(), params_.data());                   // s_{k+1}
+    lap("pseudo_gradient_s");
+  }
+  backend_.set_params(params_.data());
+  lap("upload_s");
+  // Where a late node goes on: decided before the next round's calls start.
+  if (r.late) skip_to_ = line_up(keep ? k : r.k);
+  if (keep) {
+    launch(k, steps_done);
+    lap("launch_s");
+  }
+  nlohmann::json m = metrics(r, hash, parts);
+  m["launched"] = keep ? k : 0;
+  return m;
+}
+
+// A round taken at the end (or, without overlap, a checkpoint's round in
+// flight done at start): outer step applied, and the weights moved onto
+// the new outer parameters: exactly them when no inner step ran since the
+// round was launched, else with the progress since its start kept on top.
+nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
+  const size_t n = pseudo_.size();
+  Clock::time_point tp = Clock::now();
+  auto lap = [&](const char* name) {
+    parts[name] = seconds_since(tp);
+    tp = Clock::now();
+  };
+  round_start(pseudo_.data(), pseudo_.data());  // the local start s of the round in progress
+  lap("round_start_s");
+  if (r.state) {
+    apply_run_state(*r.state);  // the run's state: the node's own progress is dropped
+    lap("nesterov_s");
+  } else {
+    outer_->apply(params_.data(), nullptr);
+    lap("nesterov_s");
+    if (exact) {
+      params_.assign(outer_->params().begin(), outer_->params().end());
+    } else {
+      backend_.get_params(params_.data());
+      lap("download_s");
+      const float* theta = outer_->params().data();
+      const float* s = pseudo_.data();
+      float* p = params_.data();
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+      for (size_t i = 0; i < n; ++i) p[i] = theta[i] - (s[i] - p[i]);
+    }
+  }
+  backend_.set_params(params_.data());
+  lap("upload_s");
+  in_flight_ = 0;
+  const uint64_t hash = settle(r);
+  return metrics(r, hash, parts);
+}
+
+nlohmann::json OuterSync::finish(int64_t steps_done) {
+  if (!overlap_ || in_flight_ == 0) return nullptr;
+  nlohmann::json parts;
+  double waited = 0.0;
+  Round r = take(steps_done, &waited);
+  parts["wait_s"] = waited;
+  return land(r, steps_done == launched_at_, parts);
 }
 
 }  // namespace intellect

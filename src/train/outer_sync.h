@@ -2,29 +2,57 @@
 // the protocol that gets each outer step's averaged pseudo-gradient: in the
 // ring, from a donor when late for it, or the run's whole state from a donor
 // (joining, or when nobody has the round any more). The training loop calls
-// start() once and step() every diloco.inner_steps steps; everything between
+// start() once, step() every diloco.inner_steps steps, finish() at the last
+// step and abandon() when it stops before the end; everything between
 // (rings, retries, rewinds, catching up) happens inside.
 //
-// Owned by the training thread, which is blocked while step() runs. It
-// touches the backend's parameters and optimizer state (only between inner
-// steps, from that thread), the MeshNode's calls, and its own buffers.
+// diloco.overlap picks when a round runs:
+//  - "none": step() runs the round and the outer step; the training thread
+//    waits for both (DiLoCo as published).
+//  - "eager" / "delayed": step() launches round k on the round thread and
+//    returns; round k + 1's inner steps run meanwhile from a stand-in for
+//    outer step k: the outer step this node's own pseudo-gradient would
+//    give (eager), or where round k ended (delayed: its own progress). The
+//    next step() takes round k's average, applies outer step k (the same on
+//    every node), moves the local weights onto it (keeping round k + 1's
+//    progress, measured from the stand-in) and launches round k + 1.
+//    finish() applies the last round, so a run ends on the shared outer
+//    parameters. docs/ARCHITECTURE.md ("Overlapped outer steps") has the
+//    arithmetic and the measurements that chose eager.
+//
+// Threads. The training thread owns this object: the outer optimizer
+// (outer parameters, momentum), every Backend call (weights, AdamW state:
+// the GPU in production), snapshots for joiners, and the metrics. The round
+// thread (overlap only; at most one round at a time, launched and joined by
+// the training thread) touches only the round's host buffers (it reads
+// pseudo_, the round's input, and writes params_, the round's average or the
+// scratch for catching up) and the MeshNode's round calls (average, donors,
+// publishing the round it got); what it gets, or the exception that ended
+// it (evicted, stopped, a failure), is handed to the training thread when
+// that one takes the round. The training thread leaves params_ alone while
+// a round is in flight, and the outer optimizer changes only while none is.
 #pragma once
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "dist/diloco.h"
+#include "dist/mesh_node.h"
 #include "train/backend.h"
 #include "train/config.h"
+#include "train/join_state.h"
 
 namespace intellect {
-
-class MeshNode;
 
 class OuterSync {
  public:
@@ -36,45 +64,101 @@ class OuterSync {
   };
   static const char* way_name(Way w);
 
+  // A checkpoint's DiLoCo state (all empty: none).
+  struct Resumed {
+    std::vector<float> outer, momentum;
+    // Overlap: the outer step whose round was in flight when the checkpoint
+    // was taken (0: none) and its pseudo-gradient, launched again by start().
+    int64_t in_flight_step = 0;
+    std::vector<float> in_flight;
+  };
+
   // `params` is the training loop's host copy of the weights (flat), which
   // the outer step reads and writes, and which holds the round's average in
-  // between (one fp32 copy of the model fewer); `data_position` says where the loader
-  // is (reported to the coordinator with each ring).
+  // between (one fp32 copy of the model fewer); with overlap it belongs to
+  // the round thread while a round is in flight. `data_position` says where
+  // the loader is (reported to the coordinator with each ring).
   OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::vector<float>& params,
             const std::atomic<bool>* stop, std::function<std::string()> data_position);
-  ~OuterSync();
+  ~OuterSync();  // gives up a round still in flight (abandon())
 
   // Where this node's outer state comes from: a donor when the coordinator
-  // named one (a run in progress), else the resumed checkpoint's outer state,
-  // else the current weights. Returns the inner step to start at (a joiner
-  // lines up with the donor's progress).
-  int64_t start(int64_t start_step, bool resumed, const std::vector<float>& resumed_outer,
-                const std::vector<float>& resumed_momentum);
+  // named one (a run in progress), else the resumed checkpoint's outer state
+  // (and its round in flight: launched again, or with overlap none done at
+  // once), else the current weights. Returns the inner step to start at (a
+  // joiner lines up with the donor's progress).
+  int64_t start(int64_t start_step, bool resumed, Resumed resumed_state);
   // How this node joined a run in progress (null otherwise), for the metrics.
   const nlohmann::json& joined() const { return joined_; }
 
-  // The outer step that ends at inner step `steps_done`: returns its metrics
-  // line. take_skip_to(): where a late node goes on (0: the next step as usual).
+  // At the end of inner step `steps_done` (a multiple of diloco.inner_steps):
+  // the outer step that ends there (none), or the one in flight since the
+  // last boundary, with the next one launched (delayed). Returns the applied
+  // outer step's metrics line (null when none was applied: the first
+  // boundary with overlap). take_skip_to(): where a late node goes on (0:
+  // the next step as usual).
   nlohmann::json step(int64_t steps_done);
   int64_t take_skip_to();
+  // The end of training (the last step): with overlap, the round in flight
+  // is taken and applied, so the weights end as the run's outer parameters
+  // (exactly, when no inner step ran since it was launched; else with the
+  // progress since kept on top). Its metrics line, or null when nothing was
+  // in flight (and always with overlap none).
+  nlohmann::json finish(int64_t steps_done);
+  // The node stops before the end (a signal, train.stop_after_steps): the
+  // round in flight is given up (MeshNode::cancel; its neighbours go on
+  // without this node). A checkpoint taken before holds it (in_flight_*).
+  void abandon();
 
   // A snapshot of the outer state for joiners (when one asks); seconds spent.
+  // It is of outer_done(): with overlap, the round in flight is not in it
+  // (a joiner fetches that round's average from the donor once it is done).
   double publish_snapshot(int64_t steps_done);
   int64_t outer_done() const { return outer_done_; }
   const OuterOptimizer& optimizer() const { return *outer_; }
+  bool overlapped() const { return overlap_; }
+  // The round in flight (overlap): its outer step (0: none) and its
+  // pseudo-gradient, which the round thread only reads: for checkpoints.
+  int64_t in_flight_step() const { return in_flight_; }
+  const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
   // fp32 bytes this component holds (the loop's weights, which carry the
   // average between the pseudo-gradient and the step, not counted).
   size_t host_bytes() const;
 
  private:
+  // The run's state as fetched from a donor (its snapshot with the rounds
+  // completed since applied on the host), not yet this node's.
   struct RunState {
     int64_t outer_step = 0;
     uint64_t state_bytes = 0;
     nlohmann::json summary;
+    JoinState js;
   };
-  RunState take_run_state(int64_t at_least);
+  // What one round got: params_ holds the average (unless `state`).
+  struct Round {
+    int64_t k = 0;  // the outer step (with `state`: the one the state is of)
+    Way way = Way::ring;
+    bool late = false;
+    std::optional<RunState> state;
+    OuterRoundStats rs;
+    double allreduce_s = 0.0, publish_s = 0.0;
+    nlohmann::json parts = nlohmann::json::object();
+  };
+  // Host buffers and round calls only (the round thread's part).
+  RunState fetch_run_state(int64_t at_least);
+  Round run_round(int64_t k, const std::string& data_position, int64_t steps_done);
   bool round_from_donor(int64_t k);
+  // The training thread's part: backend and outer optimizer.
+  void apply_run_state(RunState& s);
   int64_t line_up(int64_t k);
+  void launch(int64_t k, int64_t steps_done);
+  Round take(int64_t steps_done, double* waited);
+  nlohmann::json metrics(const Round& r, uint64_t hash, nlohmann::json parts) const;
+  nlohmann::json land(Round& r, bool exact, nlohmann::json parts);
+  void round_start(const float* delta, float* out) const;
+  uint64_t settle(const Round& r);  // hash reported, held step, outer_done_
+  nlohmann::json step_blocking(int64_t steps_done);
+  nlohmann::json step_overlapped(int64_t steps_done);
 
   const Config& cfg_;
   Backend& backend_;
@@ -82,12 +166,24 @@ class OuterSync {
   std::vector<float>& params_;
   const std::atomic<bool>* stop_;
   std::function<std::string()> data_position_;
+  const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
   std::unique_ptr<OuterOptimizer> outer_;
-  std::vector<float> pseudo_;  // the ring's input, untouched by it (a retried round starts from it)
+  // The ring's input, untouched by it (a retried round starts from it); with
+  // overlap, the pseudo-gradient of the round in flight.
+  std::vector<float> pseudo_;
   std::vector<float> snap_m_, snap_v_;  // the moments' host copy, kept: the next snapshot reuses its pages
   nlohmann::json joined_;
   int64_t outer_done_ = 0;  // the outer step whose result outer_ holds
   int64_t skip_to_ = 0;     // a late node's next step
+  // Overlap: the round in flight (0: none), the inner step it was launched
+  // at, and the round thread with what it got (under mu_).
+  int64_t in_flight_ = 0, launched_at_ = 0;
+  std::thread round_thread_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool round_done_ = false;
+  std::optional<Round> round_result_;
+  std::exception_ptr round_error_;
 };
 
 }  // namespace intellect

@@ -166,6 +166,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.rings = static_cast<int>(cfg.diloco.rings);
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.serve_state = cfg.mesh.serve_state;
+    mo.rounds_applied_late = cfg.diloco.overlap != "none";
     mo.log = [](const std::string& m) { note("mesh: " + m); };
     mo.emulate_link.rate_bytes_per_s = cfg.mesh.emulate_link_mbit * 1e6 / 8;
     mo.emulate_link.delay = std::chrono::milliseconds(cfg.mesh.emulate_link_delay_ms);
@@ -199,7 +200,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
 
   // Where this run starts: a checkpoint to resume, weights to start from, or step 0.
   int64_t start_step = 0;
-  std::vector<float> resumed_outer, resumed_outer_momentum;  // DiLoCo state from a checkpoint
+  OuterSync::Resumed resumed_outer;  // DiLoCo state from a checkpoint
   std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
   CheckpointState resumed;  // read once: the search for a valid checkpoint keeps what it read
   if (resume_dir == "auto") {
@@ -221,8 +222,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       fail(resume_dir, ": is at step ", resumed.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
     backend->set_params(resumed.params.data());
     backend->set_optimizer_state(resumed.exp_avg, resumed.exp_avg_sq, resumed.optimizer_step);
-    resumed_outer = std::move(resumed.outer);
-    resumed_outer_momentum = std::move(resumed.outer_momentum);
+    resumed_outer.outer = std::move(resumed.outer);
+    resumed_outer.momentum = std::move(resumed.outer_momentum);
+    resumed_outer.in_flight_step = resumed.outer_in_flight_step;
+    resumed_outer.in_flight = std::move(resumed.outer_in_flight);
     // In a mesh the coordinator's data accounting decides what this node
     // reads (its partition may be another one now, and the position it
     // hands over is newer than any checkpoint's); alone, the checkpoint's.
@@ -296,6 +299,13 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (outer) {
       st.outer = outer->optimizer().params();
       st.outer_momentum = outer->optimizer().momentum();
+      // With overlap, the round in flight is part of the state: its
+      // pseudo-gradient (which the round thread only reads), launched again
+      // on resume.
+      if (outer->in_flight_step() > 0) {
+        st.outer_in_flight_step = outer->in_flight_step();
+        st.outer_in_flight = outer->in_flight_pseudo_gradient();
+      }
     }
     st.data_position = loader.position().to_json();
     st.rng = {{"train_seed", cfg.train.seed}, {"data_seed", cfg.data.seed},
@@ -339,7 +349,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   if (cfg.diloco.enabled) {
     outer = std::make_unique<OuterSync>(cfg, *backend, mesh.get(), params, stop,
                                         [&loader] { return loader.position().to_json().dump(); });
-    start_step = outer->start(start_step, !resume_dir.empty(), resumed_outer, resumed_outer_momentum);
+    start_step = outer->start(start_step, !resume_dir.empty(), std::move(resumed_outer));
   }
   const nlohmann::json joined = outer ? outer->joined() : nlohmann::json();
 
@@ -382,24 +392,38 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     const bool last = step + 1 == cfg.train.steps || stopping || pause;
     const bool eval_now = have_val &&
                           (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
+    // Everything an outer step did, the training thread waited for: the
+    // compute utilization this run reports is 1 - these seconds / wall time.
+    auto outer_line = [&](const char* key, nlohmann::json o, double blocked) {
+      result.outer_blocked_s += blocked;
+      o["outer_blocked_s"] = blocked;
+      line[key] = o;
+      if (!o.contains("outer_step")) return;  // a round launched, none applied (the first with overlap)
+      if (o["late"].get<bool>())
+        std::fprintf(stdout, "outer step %lld | late: caught up from a donor\n",
+                     static_cast<long long>(o["outer_step"].get<int64_t>()));
+      std::fprintf(stdout, "outer step %lld | ring of %lld | %.2f s all-reduce%s | hash %s\n",
+                   static_cast<long long>(o["outer_step"].get<int64_t>()),
+                   static_cast<long long>(o["ring_size"].get<int64_t>()), o["allreduce_s"].get<double>(),
+                   outer->overlapped() ? " (overlapped)" : "", o["hash"].get<std::string>().c_str());
+    };
+    if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
+      const Clock::time_point blocked_from = Clock::now();
+      nlohmann::json o = outer->step(step + 1);
+      const char* key = o.contains("outer_step") ? "outer" : "outer_launched";
+      outer_line(key, std::move(o), seconds_since(blocked_from));
+    }
+    if (outer && step + 1 == cfg.train.steps) {
+      // With overlap, the round in flight is applied: the run ends on the
+      // outer parameters every node shares.
+      const Clock::time_point blocked_from = Clock::now();
+      nlohmann::json o = outer->finish(step + 1);
+      if (!o.is_null()) outer_line("outer_final", std::move(o), seconds_since(blocked_from));
+    }
+    // After the outer step: the last evaluation is of the weights the run saves.
     if (eval_now) {
       result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
-    }
-    if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
-      const Clock::time_point blocked_from = Clock::now();
-      line["outer"] = outer->step(step + 1);
-      // Everything the outer step did, the training thread waited for: the
-      // compute utilization this run reports is 1 - these seconds / wall time.
-      const double blocked = seconds_since(blocked_from);
-      line["outer"]["outer_blocked_s"] = blocked;
-      result.outer_blocked_s += blocked;
-      if (line["outer"]["late"].get<bool>()) std::fprintf(stdout, "outer step %lld | late: caught up from a donor\n",
-                                                          static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()));
-      std::fprintf(stdout, "outer step %lld | ring of %lld | %.2f s all-reduce | hash %s\n",
-                   static_cast<long long>(line["outer"]["outer_step"].get<int64_t>()),
-                   static_cast<long long>(line["outer"]["ring_size"].get<int64_t>()),
-                   line["outer"]["allreduce_s"].get<double>(), line["outer"]["hash"].get<std::string>().c_str());
     }
     if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
       line["snapshot_s"] = outer->publish_snapshot(step + 1);
@@ -439,6 +463,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     }
     if (mesh) mesh->set_progress(step + 1);
   }
+  // A round still in flight (stopped before the end) is given up; the
+  // checkpoint just written holds it.
+  if (outer) outer->abandon();
   result.wall_s = seconds_since(run_t0);
   if (outer && result.wall_s > 0) {
     char u[160];
