@@ -90,10 +90,16 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
   if (secret_path.empty()) {
     // A fresh secret for this swarm, readable by this user only.
     if (sodium_init() < 0) fail("libsodium failed to initialise");
+    // As text (64 hex digits), like `openssl rand -hex 32`: raw bytes ending
+    // in '\n' (1 run in 256) lost that byte to the reader's line-ending trim
+    // and were refused as 31 bytes.
     std::vector<uint8_t> key(32);
     randombytes_buf(key.data(), key.size());
+    std::string text(2 * key.size() + 1, '\0');
+    sodium_bin2hex(text.data(), text.size(), key.data(), key.size());
+    text.back() = '\n';
     secret_path = root + "/swarm.secret";
-    write_file_atomic(secret_path, key.data(), key.size());
+    write_file_atomic(secret_path, text.data(), text.size());
     ::chmod(secret_path.c_str(), 0600);
   }
   CoordinatorOptions co = coordinator_options(base, secret_path);
