@@ -47,10 +47,13 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
-AtomicFile::AtomicFile(std::string final_path) : final_path_(std::move(final_path)) {
+AtomicFile::AtomicFile(std::string final_path, unsigned mode) : final_path_(std::move(final_path)) {
   temp_path_ = final_path_ + ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd_ < 0) fail("cannot create '", temp_path_, "': ", errno_text());
+  // O_CREAT keeps a stale temp file's mode; a secret must not inherit a wider one.
+  if (mode != 0644 && ::fchmod(fd_, static_cast<mode_t>(mode)) != 0)
+    fail("cannot set the mode of '", temp_path_, "': ", errno_text());
 }
 
 AtomicFile::~AtomicFile() {

@@ -17,7 +17,8 @@ void fsync_dir(const std::string& dir);
 
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string final_path);
+  // `mode`: the new file's permissions (0600 for secrets), before the umask.
+  explicit AtomicFile(std::string final_path, unsigned mode = 0644);
   ~AtomicFile();  // removes the temporary file unless commit() succeeded
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
