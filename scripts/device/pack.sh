@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 build=${BUILD_DIR:-build}
 rm -rf devbin devbin.tgz
 mkdir -p devbin/lib devbin/shared/data devbin/shared/bench
-bins=(intellect_gpu_tests bench_step intellect_train intellect_forward)
+bins=(intellect_gpu_tests bench_step intellect_train intellect_forward make_corpus bench_allreduce)
 for b in "${bins[@]}"; do strip -o "devbin/$b" "$build/$b"; done
 for lib in $(ldd "${bins[@]/#/$build/}" | awk '/=> \//{print $3}' | sort -u); do
   case "$(basename "$lib")" in

@@ -10,6 +10,7 @@
 #   yard10b          the yardstick alone on the full 10B (torch.compile, nothing checkpointed)
 #   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
+#   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY)
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -81,6 +82,25 @@ for s in "$@"; do
         $B/bench_step "${common[@]}" --set model.n_layers=${PROFILE_LAYERS:-2} --steps 1 --warmup 1 --no-kernels \
         > "$OUT/profile.csv" 2> "$OUT/profile.err"
       echo "exit $?"; wc -l "$OUT/profile.csv"; tail -3 "$OUT/profile.err" ;;
+    overlap150m)
+      # Issue 15's benchmark: 4 nodes of the 150m config share the GPU, each a process of its own;
+      # DiLoCo blocking (none) against overlapped (eager), the same tokens, over an emulated link of
+      # LINK_MBIT Mbit/s and LINK_DELAY ms one way. A generated corpus (byte tokens; the GPU machine
+      # has no text to spare) so that no node repeats a token. Each node's metrics.jsonl comes back.
+      section "overlap150m ${LINK_MBIT:-1000} Mbit/s ${LINK_DELAY:-50} ms"
+      [ -d /tmp/corpus ] || $B/make_corpus --out /tmp/corpus --docs ${CORPUS_DOCS:-40000} --val-docs 300 | tail -1
+      bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o /tmp/ov150 \
+        --set train.device=cuda --set train.steps=${STEPS:-200} --set diloco.inner_steps=${H:-50} \
+        --set train.batch_size=${BATCH:-8} --set train.micro_batch_size=${MICRO:-8} --set train.seq_len=${SEQ:-1024} \
+        --set train.eval_every=0 --set train.eval_batches=8 --set train.log_every=10 --set ckpt.save_final=false \
+        --set optim.schedule.warmup_steps=20 --set optim.schedule.decay_steps=40 \
+        --set diloco.rings=${RINGS:-8} --set "data.train=/tmp/corpus/train_*.bin" --set "data.val=/tmp/corpus/val_*.bin" \
+        --set mesh.emulate_link_mbit=${LINK_MBIT:-1000} --set mesh.emulate_link_delay_ms=${LINK_DELAY:-50} \
+        2>&1 | tee "$OUT/overlap150m-${LINK_MBIT:-1000}.log"
+      for m in ${MODES:-none eager}; do for i in 0 1 2 3; do
+        cp /tmp/ov150/$m/node-$i/metrics.jsonl "$OUT/overlap150m-${LINK_MBIT:-1000}-$m-node$i.jsonl" 2>/dev/null
+        grep -E "outer step|utilization|error|Error" /tmp/ov150/$m/node-$i/train.log | tail -4; done
+        tail -5 /tmp/ov150/$m/swarm.log; done ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done
