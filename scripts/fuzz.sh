@@ -21,7 +21,7 @@ fi
 out=build-fuzz
 mkdir -p "$out"
 # Only the sources the targets reach; libsodium for the handshake's HMAC.
-lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp
+lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp
              src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp)
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -Isrc)

@@ -11,12 +11,16 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <thread>
 
 #include "dist/auth.h"
 #include "dist/bytes.h"
 #include "dist/frame.h"
+#include "dist/frame_cipher.h"
+#include "dist/handshake.h"
+#include "dist/identity.h"
 #include "dist/transport.h"
 #include "util/error.h"
 
@@ -31,6 +35,9 @@ std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
   for (auto& b : v) b = static_cast<uint8_t>(rng());
   return v;
 }
+
+// The acceptor's challenge on the wire: header, mode, suites, X25519 key.
+constexpr size_t kChallengeFrameBytes = kFrameHeaderSize + 2 + kEphemeralBytes;
 
 RunSecret secret_a() { return RunSecret(std::vector<uint8_t>(32, 0xa5)); }
 RunSecret secret_b() { return RunSecret(std::vector<uint8_t>(40, 0x5a)); }
@@ -131,25 +138,26 @@ TEST(DistFrame, RandomSplits) {
 
 TEST(DistFrame, HeaderLayoutIsLittleEndian) {
   auto h = encode_frame_header(FrameType::data, 0x01020304);
-  const uint8_t want[] = {'I', 'N', 'T', 'L', 1, 0, 17, 0, 4, 3, 2, 1};
+  const uint8_t want[] = {'I', 'N', 'T', 'L', 2, 0, 17, 0, 4, 3, 2, 1};
   EXPECT_EQ(std::memcmp(h.data(), want, 12), 0);
 }
 
 TEST(DistFrame, EveryDecoderError) {
   using P = FrameDecoder::Phase;
-  EXPECT_EQ(decode_error_of(header(0xdeadbeef, 1, 16, 0), P::established), DecodeError::bad_magic);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, 0), P::established),
+  EXPECT_EQ(decode_error_of(header(0xdeadbeef, 2, 16, 0), P::established), DecodeError::bad_magic);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 3, 16, 0), P::established),
             DecodeError::unsupported_version);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 999, 0), P::established), DecodeError::unknown_type);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 16, 0), P::handshake), DecodeError::type_not_allowed);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 1, 32), P::established),
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 999, 0), P::established), DecodeError::unknown_type);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, 0), P::handshake), DecodeError::type_not_allowed);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 1, 32), P::established),
             DecodeError::type_not_allowed);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 16, (64 << 10) + 1), P::established),
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, (64 << 10) + 17), P::established),
             DecodeError::oversize);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 17, 0xffffffffu), P::established), DecodeError::oversize);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 1, 257), P::handshake), DecodeError::oversize);
-  // At the limit is fine.
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 1, 17, 64u << 20), P::established), DecodeError::none);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 17, 0xffffffffu), P::established), DecodeError::oversize);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 1, 257), P::handshake), DecodeError::oversize);
+  // At the limit (the type's, plus the sealed frame's tag) is fine.
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, (64 << 10) + 16), P::established), DecodeError::none);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 17, 64u << 20), P::established), DecodeError::none);
 }
 
 TEST(DistFrame, ErrorDetectedAfterSplitHeader) {
@@ -247,23 +255,45 @@ TEST(DistBytes, BoundsChecked) {
 
 namespace {
 
+struct Keys {
+  NodeKey key = NodeKey::generate();
+  PublicKey pk() const { return key.public_key(); }
+};
+
+// Admits exactly these keys.
+PeerAdmission admit_only(std::vector<PublicKey> keys) {
+  return [keys](const PublicKey& pk) -> std::string {
+    for (const auto& k : keys)
+      if (k == pk) return "";
+    return "not on the test's allowlist";
+  };
+}
+
 struct HandshakeRun {
   bool initiator_ok = false, acceptor_ok = false;
   bool confirm_sent = false;
   std::string initiator_failure, acceptor_failure;
 };
 
-HandshakeRun run_handshake(const RunSecret& init_secret, const RunSecret& acc_secret) {
-  Handshake acc(AuthRole::acceptor, acc_secret), ini(AuthRole::initiator, init_secret);
+// The three messages between two fresh handshakes; `tamper` may change each
+// message on the way (0 challenge, 1 response, 2 confirm).
+HandshakeRun run_handshake(Handshake& ini, Handshake& acc,
+                           const std::function<void(int, Frame&)>& tamper = {}) {
   HandshakeRun r;
   EXPECT_FALSE(ini.start().has_value());
   auto challenge = acc.start();
   EXPECT_TRUE(challenge.has_value());
+  if (tamper) tamper(0, *challenge);
   auto response = ini.on_frame(*challenge);
-  EXPECT_TRUE(response.has_value());
-  auto confirm = acc.on_frame(*response);
-  r.confirm_sent = confirm.has_value();
-  if (confirm) ini.on_frame(*confirm);
+  if (response) {
+    if (tamper) tamper(1, *response);
+    auto confirm = acc.on_frame(*response);
+    r.confirm_sent = confirm.has_value();
+    if (confirm) {
+      if (tamper) tamper(2, *confirm);
+      ini.on_frame(*confirm);
+    }
+  }
   r.initiator_ok = ini.done();
   r.acceptor_ok = acc.done();
   r.initiator_failure = ini.failure();
@@ -271,99 +301,139 @@ HandshakeRun run_handshake(const RunSecret& init_secret, const RunSecret& acc_se
   return r;
 }
 
+HandshakeRun run_handshake(const PeerCredentials& init, const PeerCredentials& accept,
+                           const std::function<void(int, Frame&)>& tamper = {}) {
+  Handshake acc(AuthRole::acceptor, accept), ini(AuthRole::initiator, init);
+  return run_handshake(ini, acc, tamper);
+}
+
+bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
 }  // namespace
 
-TEST(DistAuth, Success) {
-  auto r = run_handshake(secret_a(), secret_a());
-  EXPECT_TRUE(r.initiator_ok);
-  EXPECT_TRUE(r.acceptor_ok);
+TEST(DistAuth, SharedSecretAgreesOnKeys) {
+  Handshake acc(AuthRole::acceptor, secret_a()), ini(AuthRole::initiator, secret_a());
+  auto r = run_handshake(ini, acc);
+  ASSERT_TRUE(r.initiator_ok) << r.initiator_failure;
+  ASSERT_TRUE(r.acceptor_ok) << r.acceptor_failure;
+  EXPECT_EQ(ini.session().send, acc.session().recv);
+  EXPECT_EQ(ini.session().recv, acc.session().send);
+  EXPECT_NE(ini.session().send, ini.session().recv);  // one key per direction
+  EXPECT_EQ(ini.session().suite, acc.session().suite);
+  EXPECT_FALSE(ini.peer_key().has_value());
 }
 
 TEST(DistAuth, WrongSecretInitiatorLearnsNothing) {
   auto r = run_handshake(secret_b(), secret_a());
   EXPECT_FALSE(r.acceptor_ok);
   EXPECT_FALSE(r.confirm_sent);  // the acceptor's proof is withheld
-  EXPECT_NE(r.acceptor_failure.find("does not verify"), std::string::npos) << r.acceptor_failure;
+  EXPECT_TRUE(has(r.acceptor_failure, "does not hold this run's secret")) << r.acceptor_failure;
 }
 
-TEST(DistAuth, WrongSecretAcceptorIsRejected) {
-  // An impostor listener with another secret: it cannot verify us, and if it
-  // answered anyway its proof would not verify on our side.
-  Handshake acc(AuthRole::acceptor, secret_b()), ini(AuthRole::initiator, secret_a());
-  ini.start();
-  auto challenge = acc.start();
-  auto response = ini.on_frame(*challenge);
-  Nonce ni;
-  std::memcpy(ni.data(), response->payload.data(), 32);
-  Proof forged = auth_proof(secret_b(), AuthRole::acceptor, acc.own_nonce(), ni);
-  ini.on_frame({FrameType::auth_confirm, std::vector<uint8_t>(forged.begin(), forged.end())});
-  EXPECT_TRUE(ini.failed());
-  EXPECT_NE(ini.failure().find("acceptor's proof does not verify"), std::string::npos) << ini.failure();
+TEST(DistAuth, NodeKeysAuthenticateBothWays) {
+  Keys a, b;
+  auto ca = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
+  auto cb = PeerCredentials::keyed(b.key, admit_only({a.pk()}));
+  Handshake acc(AuthRole::acceptor, ca), ini(AuthRole::initiator, cb);
+  auto r = run_handshake(ini, acc);
+  ASSERT_TRUE(r.acceptor_ok) << r.acceptor_failure;
+  ASSERT_TRUE(r.initiator_ok) << r.initiator_failure;
+  EXPECT_EQ(acc.peer_key(), b.pk());
+  EXPECT_EQ(ini.peer_key(), a.pk());
+  EXPECT_EQ(ini.session().send, acc.session().recv);
+  // Fresh keys per connection.
+  Handshake acc2(AuthRole::acceptor, ca), ini2(AuthRole::initiator, cb);
+  ASSERT_TRUE(run_handshake(ini2, acc2).initiator_ok);
+  EXPECT_NE(ini.session().send, ini2.session().send);
 }
 
-TEST(DistAuth, ReplayedResponseRejected) {
-  RunSecret s = secret_a();
-  Handshake acc1(AuthRole::acceptor, s), ini(AuthRole::initiator, s);
+TEST(DistAuth, UnknownKeysAreRefusedOnEitherSide) {
+  Keys a, b, stranger;
+  // The acceptor does not know the initiator: it never confirms.
+  auto r = run_handshake(PeerCredentials::keyed(stranger.key, admit_only({a.pk()})),
+                         PeerCredentials::keyed(a.key, admit_only({b.pk()})));
+  EXPECT_FALSE(r.acceptor_ok);
+  EXPECT_FALSE(r.confirm_sent);
+  EXPECT_TRUE(has(r.acceptor_failure, "not admitted")) << r.acceptor_failure;
+  EXPECT_TRUE(has(r.acceptor_failure, fingerprint(stranger.pk()))) << r.acceptor_failure;
+  // The initiator does not know the acceptor (an impostor listening at a member's address).
+  r = run_handshake(PeerCredentials::keyed(b.key, admit_only({a.pk()})),
+                    PeerCredentials::keyed(stranger.key, admit_only({b.pk()})));
+  EXPECT_TRUE(r.acceptor_ok);  // it admitted us, but we do not admit it
+  EXPECT_FALSE(r.initiator_ok);
+  EXPECT_TRUE(has(r.initiator_failure, "acceptor " + fingerprint(stranger.pk()) + " is not admitted"))
+      << r.initiator_failure;
+}
+
+TEST(DistAuth, ModesRefuseEachOtherAndDowngradesFail) {
+  Keys a, b;
+  auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
+  auto keyed_b = PeerCredentials::keyed(b.key, admit_only({a.pk()}));
+  // A keyed node dialling a shared-secret node, and the reverse.
+  auto r = run_handshake(keyed_b, secret_a());
+  EXPECT_FALSE(r.initiator_ok);
+  EXPECT_TRUE(has(r.initiator_failure, "downgrade")) << r.initiator_failure;
+  r = run_handshake(secret_a(), keyed_a);
+  EXPECT_FALSE(r.initiator_ok);
+  EXPECT_FALSE(r.acceptor_ok);
+  EXPECT_TRUE(has(r.initiator_failure, "mesh.node_key_file")) << r.initiator_failure;
+  // An on-path attacker rewrites the challenge's mode byte to the shared-secret mode.
+  r = run_handshake(keyed_b, keyed_a, [](int i, Frame& f) {
+    if (i == 0) f.payload[0] = static_cast<uint8_t>(AuthMode::shared_secret);
+  });
+  EXPECT_FALSE(r.initiator_ok);
+  EXPECT_TRUE(has(r.initiator_failure, "downgrade")) << r.initiator_failure;
+  // ... or strips AES from the offered suites: the transcripts differ, so the proofs do not open.
+  r = run_handshake(keyed_b, keyed_a, [](int i, Frame& f) {
+    if (i == 0) f.payload[1] = 1u << static_cast<unsigned>(CipherSuite::chacha20_poly1305);
+  });
+  EXPECT_FALSE(r.acceptor_ok);
+  EXPECT_FALSE(r.initiator_ok);
+  EXPECT_TRUE(has(r.acceptor_failure, "altered")) << r.acceptor_failure;
+}
+
+TEST(DistAuth, EveryAlteredHandshakeByteFails) {
+  Keys a, b;
+  auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
+  auto keyed_b = PeerCredentials::keyed(b.key, admit_only({a.pk()}));
+  size_t sizes[3] = {0, 0, 0};
+  run_handshake(keyed_b, keyed_a, [&](int i, Frame& f) { sizes[i] = f.payload.size(); });
+  ASSERT_GT(sizes[2], 0u);
+  for (int msg = 0; msg < 3; ++msg)
+    for (size_t at = 0; at < sizes[msg]; ++at) {
+      auto r = run_handshake(keyed_b, keyed_a, [&](int i, Frame& f) {
+        if (i == msg) f.payload[at] ^= 0x01;
+      });
+      EXPECT_FALSE(r.initiator_ok && r.acceptor_ok) << "message " << msg << " byte " << at;
+      EXPECT_FALSE(r.initiator_ok) << "message " << msg << " byte " << at;
+    }
+}
+
+TEST(DistAuth, ReplayedAndReflectedHandshakesFail) {
+  Keys a, b;
+  auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk(), a.pk()}));
+  auto keyed_b = PeerCredentials::keyed(b.key, admit_only({a.pk()}));
+  // A recorded response replayed to a new connection (a fresh challenge).
+  Handshake acc1(AuthRole::acceptor, keyed_a), ini(AuthRole::initiator, keyed_b);
   ini.start();
   auto response = ini.on_frame(*acc1.start());
-  ASSERT_TRUE(acc1.on_frame(*response).has_value());  // the genuine session
-  Handshake acc2(AuthRole::acceptor, s);               // an eavesdropper replays it later
+  ASSERT_TRUE(acc1.on_frame(*response).has_value());
+  Handshake acc2(AuthRole::acceptor, keyed_a);
   acc2.start();
   EXPECT_FALSE(acc2.on_frame(*response).has_value());
   EXPECT_TRUE(acc2.failed());
-}
-
-TEST(DistAuth, ReflectedProofRejected) {
-  RunSecret s = secret_a();
-  // The initiator's own proof sent back as the acceptor's confirmation.
-  Handshake acc(AuthRole::acceptor, s), ini(AuthRole::initiator, s);
-  ini.start();
-  auto response = ini.on_frame(*acc.start());
-  Frame reflected{FrameType::auth_confirm,
-                  std::vector<uint8_t>(response->payload.begin() + 32, response->payload.end())};
-  ini.on_frame(reflected);
-  EXPECT_TRUE(ini.failed());
-  // An initiator that echoes the acceptor's nonce.
-  Handshake acc2(AuthRole::acceptor, s);
-  auto ch = acc2.start();
-  std::vector<uint8_t> echo(ch->payload);
-  echo.resize(64, 0);
-  acc2.on_frame({FrameType::auth_response, echo});
-  EXPECT_TRUE(acc2.failed());
-  EXPECT_NE(acc2.failure().find("echoed"), std::string::npos) << acc2.failure();
-  // A challenge equal to a nonce this process issued (relay through us).
-  Handshake acc3(AuthRole::acceptor, s);
+  // A node's own handshake reflected back to it: its own key (even when listed).
+  auto r = run_handshake(keyed_a, keyed_a);
+  EXPECT_FALSE(r.acceptor_ok);
+  EXPECT_TRUE(has(r.acceptor_failure, "own key")) << r.acceptor_failure;
+  // Shared secret: a challenge carrying an ephemeral this process issued.
+  Handshake acc3(AuthRole::acceptor, secret_a());
   auto ch3 = acc3.start();
-  Nonce mine = acc3.own_nonce();
-  Handshake ini3(AuthRole::initiator, s, [&](const Nonce& n) { return n == mine; });
+  EphemeralKey mine = acc3.own_ephemeral();
+  Handshake ini3(AuthRole::initiator, secret_a(), [&](const EphemeralKey& e) { return e == mine; });
   ini3.start();
   EXPECT_FALSE(ini3.on_frame(*ch3).has_value());
-  EXPECT_TRUE(ini3.failed());
-}
-
-TEST(DistAuth, ProofsBindRoleVersionAndNonces) {
-  RunSecret s = secret_a();
-  Nonce a = fresh_nonce(), b = fresh_nonce();
-  EXPECT_NE(a, b);  // fresh per call
-  Proof p = auth_proof(s, AuthRole::initiator, a, b);
-  EXPECT_TRUE(auth_verify(s, AuthRole::initiator, a, b, p));
-  EXPECT_FALSE(auth_verify(s, AuthRole::acceptor, a, b, p));
-  EXPECT_FALSE(auth_verify(s, AuthRole::initiator, b, a, p));
-  EXPECT_FALSE(auth_verify(s, AuthRole::initiator, a, b, p, kProtocolVersion + 1));
-  EXPECT_FALSE(auth_verify(secret_b(), AuthRole::initiator, a, b, p));
-}
-
-TEST(DistAuth, NoncesAreFreshPerHandshake) {
-  RunSecret s = secret_a();
-  Handshake a1(AuthRole::acceptor, s), a2(AuthRole::acceptor, s);
-  auto c1 = a1.start(), c2 = a2.start();
-  EXPECT_NE(c1->payload, c2->payload);
-  Handshake i1(AuthRole::initiator, s), i2(AuthRole::initiator, s);
-  i1.start();
-  i2.start();
-  auto r1 = i1.on_frame(*c1), r2 = i2.on_frame(*c1);
-  EXPECT_NE(std::vector<uint8_t>(r1->payload.begin(), r1->payload.begin() + 32),
-            std::vector<uint8_t>(r2->payload.begin(), r2->payload.begin() + 32));
+  EXPECT_TRUE(has(ini3.failure(), "relaying")) << ini3.failure();
 }
 
 TEST(DistAuth, GarbageAndOutOfOrderFramesFail) {
@@ -376,8 +446,62 @@ TEST(DistAuth, GarbageAndOutOfOrderFramesFail) {
   ini.start();
   ini.on_frame({FrameType::auth_challenge, pattern(31, 1)});
   EXPECT_TRUE(ini.failed());
-  auto ok = run_handshake(s, s);
-  ASSERT_TRUE(ok.acceptor_ok);
+  Handshake acc2(AuthRole::acceptor, s);
+  acc2.start();
+  acc2.on_frame({FrameType::auth_response, pattern(20, 1)});
+  EXPECT_TRUE(acc2.failed());
+  // A low-order X25519 point as the peer's ephemeral.
+  Handshake ini4(AuthRole::initiator, s);
+  ini4.start();
+  Frame ch{FrameType::auth_challenge, std::vector<uint8_t>(34, 0)};
+  ch.payload[0] = static_cast<uint8_t>(AuthMode::shared_secret);
+  ch.payload[1] = 0xff;
+  ini4.on_frame(ch);
+  EXPECT_TRUE(ini4.failed());
+  EXPECT_TRUE(has(ini4.failure(), "low-order")) << ini4.failure();
+}
+
+TEST(FrameCipher, SealsAndRefusesAlteredReplayedOrReorderedFrames) {
+  std::vector<CipherSuite> suites = {CipherSuite::chacha20_poly1305};
+  if (aes256gcm_available()) suites.push_back(CipherSuite::aes256_gcm);
+  AeadKey key{};
+  key[0] = 7;
+  for (CipherSuite suite : suites) {
+    SCOPED_TRACE(cipher_suite_name(suite));
+    FrameCipher tx(suite, key), rx(suite, key);
+    const auto plain = pattern(1000, 5);
+    const FrameHeader ad = encode_frame_header(FrameType::data, plain.size() + kAeadTagBytes, kAeadTagBytes);
+    auto seal = [&](uint64_t pos) {
+      auto c = plain;
+      std::array<uint8_t, kAeadTagBytes> tag;
+      tx.seal(pos, ad.data(), ad.size(), c.data(), c.size(), tag.data());
+      c.insert(c.end(), tag.begin(), tag.end());
+      return c;
+    };
+    auto open = [&](uint64_t pos, std::vector<uint8_t> c, const FrameHeader& h) {
+      const size_t n = c.size() - kAeadTagBytes;
+      bool ok = rx.open(pos, h.data(), h.size(), c.data(), n, c.data() + n);
+      c.resize(n);
+      return ok && c == plain;
+    };
+    auto c0 = seal(0), c1 = seal(1);
+    EXPECT_NE(c0, c1);  // the position is the nonce
+    EXPECT_NE(std::vector<uint8_t>(c0.begin(), c0.begin() + 1000), plain);
+    EXPECT_TRUE(open(0, c0, ad));
+    EXPECT_TRUE(open(1, c1, ad));
+    EXPECT_FALSE(open(1, c0, ad));  // replayed or reordered
+    auto bad = c0;
+    bad[500] ^= 0x80;
+    EXPECT_FALSE(open(0, bad, ad));  // altered payload
+    bad = c0;
+    bad.back() ^= 1;
+    EXPECT_FALSE(open(0, bad, ad));  // altered tag
+    FrameHeader other = encode_frame_header(FrameType::control, plain.size() + kAeadTagBytes, kAeadTagBytes);
+    EXPECT_FALSE(open(0, c0, other));  // header (type) altered
+    FrameCipher wrong(suite, AeadKey{});
+    auto c = c0;
+    EXPECT_FALSE(wrong.open(0, ad.data(), ad.size(), c.data(), 1000, c.data() + 1000));
+  }
 }
 
 TEST(DistAuth, SecretFile) {
@@ -430,9 +554,9 @@ struct LogSink {
   }
 };
 
-TransportOptions options(RunSecret s, LogSink* sink = nullptr) {
+TransportOptions options(PeerCredentials s, LogSink* sink = nullptr) {
   TransportOptions o;
-  o.secret = std::move(s);
+  o.credentials = std::move(s);
   o.handshake_timeout = 3000ms;
   o.io_timeout = 3000ms;
   if (sink) o.log = sink->fn();
@@ -561,10 +685,10 @@ TEST(DistTransport, WrongSecretIsRefused) {
   for (int i = 0; i < 100 && !log.contains("authentication failed"); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(log.contains("authentication failed"));
 
-  // What the refused side sees on the wire: the acceptor's nonce, then EOF.
+  // What the refused side sees on the wire: the acceptor's ephemeral key, then EOF.
   RawSocket raw(port);
-  auto challenge = raw.read_exact(kFrameHeaderSize + kNonceBytes);
-  ASSERT_EQ(challenge.size(), kFrameHeaderSize + kNonceBytes);
+  auto challenge = raw.read_exact(kChallengeFrameBytes);
+  ASSERT_EQ(challenge.size(), kChallengeFrameBytes);
   FrameDecoder dec(FrameDecoder::Phase::handshake);
   ASSERT_EQ(dec.feed(challenge.data(), challenge.size()), challenge.size());
   ASSERT_TRUE(dec.ready());
@@ -600,12 +724,10 @@ TEST(DistTransport, ImpostorAcceptorIsAnAuthenticationFailure) {
     uint8_t byte = 0;
     while (!dec.ready() && ::recv(fd, &byte, 1, 0) == 1) dec.feed(&byte, 1);
     if (dec.ready()) {
-      const Frame response = dec.take();
-      Nonce ni;
-      std::memcpy(ni.data(), response.payload.data(), ni.size());
-      const Proof forged = auth_proof(secret_b(), AuthRole::acceptor, acc.own_nonce(), ni);
-      const std::vector<uint8_t> confirm =
-          encode_frame({FrameType::auth_confirm, std::vector<uint8_t>(forged.begin(), forged.end())});
+      // It cannot open the initiator's proof (another secret) and answers
+      // with a confirmation it made up.
+      EXPECT_FALSE(acc.on_frame(dec.take()).has_value());
+      const std::vector<uint8_t> confirm = encode_frame({FrameType::auth_confirm, pattern(32 + kAeadTagBytes, 3)});
       ::send(fd, confirm.data(), confirm.size(), MSG_NOSIGNAL);
       while (::recv(fd, &byte, 1, 0) == 1) {
       }
@@ -637,7 +759,7 @@ TEST(DistTransport, StalledPeersAreDropped) {
   auto t0 = MeshClock::now();
   {  // half a header before authenticating
     RawSocket raw(port);
-    raw.read_exact(kFrameHeaderSize + kNonceBytes);
+    raw.read_exact(kChallengeFrameBytes);
     auto h = encode_frame_header(FrameType::auth_response, 64);
     raw.send_all(std::vector<uint8_t>(h.begin(), h.begin() + 6));
     raw.read_until_eof();
@@ -649,14 +771,14 @@ TEST(DistTransport, StalledPeersAreDropped) {
 
   {  // authenticates properly, then stalls mid-frame
     RawSocket raw(port);
-    auto bytes = raw.read_exact(kFrameHeaderSize + kNonceBytes);
+    auto bytes = raw.read_exact(kChallengeFrameBytes);
     FrameDecoder dec(FrameDecoder::Phase::handshake);
     dec.feed(bytes.data(), bytes.size());
     ASSERT_TRUE(dec.ready());
     Handshake me(AuthRole::initiator, secret_a());
     me.start();
     raw.send_all(encode_frame(*me.on_frame(dec.take())));
-    auto confirm = raw.read_exact(kFrameHeaderSize + kProofBytes);
+    auto confirm = raw.read_exact(kFrameHeaderSize + 32 + kAeadTagBytes);
     dec.feed(confirm.data(), confirm.size());
     ASSERT_TRUE(dec.ready());
     me.on_frame(dec.take());
@@ -757,4 +879,199 @@ TEST(DistTransport, ConnectFailuresAreReported) {
   EXPECT_THROW(a.connect("127.0.0.1", port, deadline_in(2000ms)), Error);
   EXPECT_THROW(a.connect("not-an-ip", 1, deadline_in(100ms)), Error);
   EXPECT_THROW(a.listen("127.0.0.1", a.listen("127.0.0.1", 0)), Error);  // port in use
+}
+
+// --- encrypted links under an on-path attacker ---------------------------------
+
+namespace {
+
+// A test-only relay between a dialler and a listener that forwards whole
+// frames and does one thing to the dialler's `nth` application frame.
+class TamperingRelay {
+ public:
+  enum class Attack { none, flip_byte, replay, drop, reorder, truncate };
+  TamperingRelay(uint16_t target, Attack attack, int nth) : target_(target), attack_(attack), nth_(nth) {
+    lfd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(lfd_, 1), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~TamperingRelay() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    if (client_ >= 0) ::shutdown(client_, SHUT_RDWR);
+    if (server_ >= 0) ::shutdown(server_, SHUT_RDWR);
+    thread_.join();
+    if (back_.joinable()) back_.join();
+    for (int fd : {lfd_, client_, server_})
+      if (fd >= 0) ::close(fd);
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  static bool read_all(int fd, uint8_t* p, size_t n) {
+    while (n > 0) {
+      ssize_t k = ::recv(fd, p, n, 0);
+      if (k <= 0) return false;
+      p += k;
+      n -= static_cast<size_t>(k);
+    }
+    return true;
+  }
+  static void write_all(int fd, const std::vector<uint8_t>& b) { ::send(fd, b.data(), b.size(), MSG_NOSIGNAL); }
+
+  void serve() {
+    client_ = ::accept(lfd_, nullptr, nullptr);
+    if (client_ < 0) return;
+    server_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(target_);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(server_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return;
+    back_ = std::thread([this] {  // listener -> dialler: untouched
+      uint8_t buf[65536];
+      for (;;) {
+        ssize_t k = ::recv(server_, buf, sizeof buf, 0);
+        if (k <= 0) break;
+        ::send(client_, buf, static_cast<size_t>(k), MSG_NOSIGNAL);
+      }
+      ::shutdown(client_, SHUT_WR);
+    });
+    int app = 0;
+    std::vector<uint8_t> held;  // reorder: the frame kept back
+    for (;;) {
+      std::vector<uint8_t> f(kFrameHeaderSize);
+      if (!read_all(client_, f.data(), f.size())) break;
+      const uint32_t len = f[8] | (f[9] << 8) | (f[10] << 16) | (static_cast<uint32_t>(f[11]) << 24);
+      const uint16_t type = static_cast<uint16_t>(f[6] | (f[7] << 8));
+      f.resize(kFrameHeaderSize + len);
+      if (!read_all(client_, f.data() + kFrameHeaderSize, len)) break;
+      if (type < 16 || app++ != nth_) {
+        write_all(server_, f);
+        if (!held.empty()) write_all(server_, held), held.clear();
+        continue;
+      }
+      switch (attack_) {
+        case Attack::none: write_all(server_, f); break;
+        case Attack::flip_byte: f[kFrameHeaderSize + len / 2] ^= 0x20; write_all(server_, f); break;
+        case Attack::replay: write_all(server_, f); write_all(server_, f); break;
+        case Attack::drop: break;
+        case Attack::reorder: held = f; break;
+        case Attack::truncate:
+          f.resize(kFrameHeaderSize + len / 2);
+          write_all(server_, f);
+          ::shutdown(server_, SHUT_WR);
+          break;
+      }
+    }
+    ::shutdown(server_, SHUT_WR);
+  }
+
+  uint16_t target_;
+  Attack attack_;
+  int nth_;
+  int lfd_ = -1, client_ = -1, server_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_, back_;
+};
+
+}  // namespace
+
+TEST(DistTransport, AnOnPathAttackerCannotAlterReplayReorderOrCutFrames) {
+  using Attack = TamperingRelay::Attack;
+  struct Case {
+    Attack attack;
+    const char* log;
+    int genuine;  // frames after the first that are still delivered (a replay's original)
+  };
+  for (Case c : {Case{Attack::flip_byte, "does not authenticate", 0}, Case{Attack::replay, "does not authenticate", 1},
+                 Case{Attack::drop, "does not authenticate", 0}, Case{Attack::reorder, "does not authenticate", 0},
+                 Case{Attack::truncate, "middle of a frame", 0}}) {
+    SCOPED_TRACE(static_cast<int>(c.attack));
+    LogSink log;
+    Transport a(options(secret_a(), &log)), b(options(secret_a()));
+    uint16_t port = a.listen("127.0.0.1", 0);
+    TamperingRelay relay(port, c.attack, 1);
+    ConnId ab = b.connect("127.0.0.1", relay.port(), deadline_in(3000ms));
+    ConnId ba = wait_authenticated(a);
+    for (uint32_t i = 0; i < 3; ++i) b.send(ab, {FrameType::data, pattern(4000, i)}, deadline_in(3000ms));
+    auto first = a.recv(ba, deadline_in(3000ms));  // frame 0 passes untouched
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->frame.payload, pattern(4000, 0));
+    // Nothing the attacker touched is delivered: the connection closes instead.
+    std::string error;
+    try {
+      for (int i = 0; i < 3; ++i) {
+        auto m = a.recv(ba, deadline_in(3000ms));
+        ASSERT_TRUE(m) << "neither a frame nor a close within 3 s";
+        if (i < c.genuine) {
+          EXPECT_EQ(m->frame.payload, pattern(4000, 1 + i));
+          continue;
+        }
+        ADD_FAILURE() << "delivered a frame after the attack, of " << m->frame.payload.size() << " bytes";
+      }
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    for (int i = 0; i < 200 && !log.contains(c.log); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(log.contains(c.log)) << error;
+    for (int i = 0; i < 200 && a.is_open(ba); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_FALSE(a.is_open(ba));
+  }
+  {  // the relay alone (no attack) changes nothing
+    Transport a(options(secret_a())), b(options(secret_a()));
+    uint16_t port = a.listen("127.0.0.1", 0);
+    TamperingRelay relay(port, Attack::none, 1);
+    ConnId ab = b.connect("127.0.0.1", relay.port(), deadline_in(3000ms));
+    ConnId ba = wait_authenticated(a);
+    for (uint32_t i = 0; i < 3; ++i) b.send(ab, {FrameType::data, pattern(4000, i)}, deadline_in(3000ms));
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto m = a.recv(ba, deadline_in(3000ms));
+      ASSERT_TRUE(m);
+      EXPECT_EQ(m->frame.payload, pattern(4000, i));
+    }
+  }
+}
+
+TEST(DistTransport, NodeKeysAdmitListedPeersAndRefuseOthersAndTheSharedSecret) {
+  Keys a, b, stranger;
+  LogSink log;
+  Transport ta(options(PeerCredentials::keyed(a.key, admit_only({b.pk()})), &log));
+  Transport tb(options(PeerCredentials::keyed(b.key, admit_only({a.pk()}))));
+  uint16_t port = ta.listen("127.0.0.1", 0);
+  ConnId ab = tb.connect("127.0.0.1", port, deadline_in(3000ms));
+  auto e = ta.next_event(deadline_in(3000ms));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->peer_key, b.pk());
+  EXPECT_EQ(tb.peer_key(ab), a.pk());
+  EXPECT_TRUE(tb.suite(ab).has_value());
+  tb.send(ab, {FrameType::control, pattern(50, 1)}, deadline_in(3000ms));
+  auto m = ta.recv(e->conn, deadline_in(3000ms));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->frame.payload, pattern(50, 1));
+
+  // A key not on the allowlist.
+  Transport ts(options(PeerCredentials::keyed(stranger.key, admit_only({a.pk()}))));
+  try {
+    ts.connect("127.0.0.1", port, deadline_in(3000ms));
+    ADD_FAILURE() << "an unknown key connected";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "during the handshake")) << e.what();
+  }
+  for (int i = 0; i < 100 && !log.contains(fingerprint(stranger.pk())); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(log.contains(fingerprint(stranger.pk()) + " is not admitted"));
+  // A node with only the shared secret: refused before it learns anything.
+  Transport tsecret(options(secret_a()));
+  try {
+    tsecret.connect("127.0.0.1", port, deadline_in(3000ms));
+    ADD_FAILURE() << "a shared-secret node connected to a keyed run";
+  } catch (const AuthenticationFailed& e) {
+    EXPECT_TRUE(has(e.what(), "mesh.node_key_file")) << e.what();
+  }
 }

@@ -62,7 +62,7 @@ struct TestRun {
     make_dirs(root);
     write_file_atomic(root + "/secret", key.data(), key.size());
     ::chmod((root + "/secret").c_str(), 0600);
-    options.secret = RunSecret(key, "test secret");
+    options.credentials = RunSecret(key, "test secret");
     options.heartbeat_interval = milliseconds(300);
     options.membership.heartbeat_timeout = milliseconds(3000);
     options.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };

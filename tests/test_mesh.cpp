@@ -2,7 +2,11 @@
 // process, each node averaging its own vector over the ring the coordinator
 // forms; nodes agree bit for bit, a wrong secret is refused, and a node that
 // dies during the rounds makes the others retry without it instead of hanging.
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "dist/coordinator.h"
@@ -10,6 +14,7 @@
 #include "dist/round_codec.h"
 #include "test_util.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace intellect {
 namespace {
@@ -23,15 +28,19 @@ struct Swarm {
   std::unique_ptr<Coordinator> coordinator;
   std::thread thread;
   explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
-                 std::function<void()> on_turn = {}) {
+                 std::function<void()> on_turn = {}, PeerCredentials credentials = secret(7),
+                 std::function<void(const std::string&)> log = {}) {
     CoordinatorOptions o;
     o.on_turn = std::move(on_turn);
-    o.secret = secret(7);
+    o.credentials = std::move(credentials);
     o.heartbeat_interval = milliseconds(200);
     o.membership.heartbeat_timeout = milliseconds(1500);
     o.membership.ready_timeout = ready_timeout;
     o.membership.min_ring = min_ring;
-    o.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+    o.log = [log](const std::string& m) {
+      if (log) log(m);
+      if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str());
+    };
     coordinator = std::make_unique<Coordinator>(o);
     thread = std::thread([this] { coordinator->run(stop); });
   }
@@ -43,7 +52,7 @@ struct Swarm {
     MeshNodeOptions o;
     o.coordinator = "127.0.0.1:" + std::to_string(coordinator->port());
     o.name = name;
-    o.secret = secret(key);
+    o.credentials = secret(key);
     o.round_timeout = milliseconds(10000);
     o.message_timeout = milliseconds(3000);
     o.log = [](const std::string&) {};
@@ -80,7 +89,7 @@ void three_nodes_average(int rings, Compression compression, double tolerance) {
         StateDownload d;
         d.kind = StateKind::round;
         d.outer_step = 2;
-        fetch_state(d, node.state_address(), o.secret, milliseconds(5000));
+        fetch_state(d, node.state_address(), o.credentials, milliseconds(5000));
         std::vector<float> got(n, -1.0f);
         decode_round(d.bytes, got, "round 2");
         EXPECT_EQ(0, std::memcmp(got.data(), out[i].data(), n * sizeof(float)));
@@ -160,6 +169,80 @@ TEST(Mesh, WrongSecretIsRefused) {
   MeshNodeOptions o = swarm.node("intruder", 9);
   o.join_timeout = milliseconds(2000);
   EXPECT_THROW(MeshNode bad(o), Error);
+}
+
+// Node keys end to end: each node and the coordinator hold a key of their
+// own and one allowlist file. Removing a node's line from the file evicts it
+// within one heartbeat timeout, and it cannot come back; the others go on.
+TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("intellect_mesh_keys_" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  std::vector<NodeKey> keys;
+  std::string allowlist;
+  for (int i = 0; i < 4; ++i) {  // coordinator, n0, n1, n2
+    keys.push_back(NodeKey::generate());
+    allowlist += public_key_hex(keys.back().public_key()) + (i == 0 ? " coordinator\n" : " n" + std::to_string(i - 1) + "\n");
+  }
+  const std::string list_path = dir + "/allowlist";
+  write_file_atomic(list_path, allowlist.data(), allowlist.size());
+  std::mutex mu;
+  std::vector<std::string> lines;
+  auto contains = [&](const std::string& what) {
+    std::lock_guard lk(mu);
+    for (const auto& l : lines)
+      if (l.find(what) != std::string::npos) return true;
+    return false;
+  };
+  Swarm swarm(milliseconds(2000), 3, {}, PeerCredentials::keyed(keys[0], allowlist_admission(list_path)),
+              [&](const std::string& m) {
+                std::lock_guard lk(mu);
+                lines.push_back(m);
+              });
+  const size_t n = 20000;
+  std::vector<std::unique_ptr<MeshNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+    o.credentials = PeerCredentials::keyed(keys[i + 1], allowlist_admission(list_path));
+    nodes.push_back(std::make_unique<MeshNode>(o));
+  }
+  auto round = [&](int64_t step, std::vector<int> who) {
+    std::vector<std::vector<float>> out(3, std::vector<float>(n));
+    std::vector<std::string> errors(3);
+    std::vector<std::thread> threads;
+    for (int i : who)
+      threads.emplace_back([&, i] {
+        try {
+          std::vector<float> in = test::randn(n, 10 * i + step, 1e-3f);
+          OuterRoundStats st = nodes[i]->average(step, "{}", in, out[i]);
+          EXPECT_EQ(st.ring_size, who.size());
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (int i : who) EXPECT_EQ(errors[i], "") << "n" << i;
+    for (int i : who) EXPECT_EQ(out[i], out[who[0]]);
+  };
+  round(1, {0, 1, 2});
+  EXPECT_TRUE(contains(fingerprint(keys[3].public_key())));  // joins are logged with the key
+
+  // n2's line goes (an editor's rewrite: a new file renamed over the old).
+  std::string without = allowlist.substr(0, allowlist.rfind(public_key_hex(keys[3].public_key())));
+  write_file_atomic(list_path, without.data(), without.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!contains("its key was revoked") && std::chrono::steady_clock::now() - t0 < milliseconds(1500))
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_TRUE(contains("its key was revoked")) << "not evicted within the heartbeat timeout (1500 ms)";
+  EXPECT_TRUE(contains(fingerprint(keys[3].public_key()) + ") evicted"));
+  // It cannot come back under its key.
+  MeshNodeOptions again = swarm.node("n2-again");
+  again.credentials = PeerCredentials::keyed(keys[3], allowlist_admission(list_path));
+  again.join_timeout = milliseconds(2000);
+  EXPECT_THROW(MeshNode back(again), Error);
+  nodes[2].reset();
+  // The others average on, in a ring of two.
+  round(2, {0, 1});
 }
 
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {

@@ -51,7 +51,7 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
-  o.secret = load_run_secret(secret);
+  o.credentials = load_run_secret(secret);
   o.compression = parse_compression(compression);
   o.emulate_link.rate_bytes_per_s = rate;
   o.emulate_link.delay = std::chrono::milliseconds(delay_ms);
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
       CoordinatorOptions co;
-      co.secret = load_run_secret(dir + "/secret");
+      co.credentials = load_run_secret(dir + "/secret");
       co.membership.min_ring = static_cast<size_t>(nodes);
       co.log = [](const std::string&) {};
       Coordinator coordinator(co);

@@ -13,7 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <thread>
+
+#include "dist/identity.h"
 
 #include "dist/coordinator.h"
 #include "dist/mesh_node.h"
@@ -45,15 +48,23 @@ void usage(FILE* f) {
                "  --local-nodes N   a DiLoCo swarm on this machine: a coordinator and N training\n"
                "                    processes on loopback, each with its own data partition and\n"
                "                    log under <train.out_dir>/node-<i>/\n"
+               "                    (node keys and an allowlist made for the swarm, unless\n"
+               "                    mesh.secret_file is given)\n"
                "  --coordinator     run only the coordinator of a mesh, on mesh.listen, with\n"
-               "                    mesh.secret_file, until Ctrl-C / SIGTERM\n"
+               "                    mesh.node_key_file and mesh.allowlist_file (or mesh.secret_file),\n"
+               "                    until Ctrl-C / SIGTERM; SIGHUP rereads the allowlist\n"
                "Ctrl-C stops after the current step and saves a checkpoint and the model.\n");
 }
 
-intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, const std::string& secret_path) {
+void on_sighup(int) { intellect::request_allowlist_reload(); }
+
+intellect::CoordinatorOptions coordinator_options(const intellect::Config& c) {
   intellect::CoordinatorOptions co;
   co.listen = c.mesh.listen;
-  co.secret = intellect::load_run_secret(secret_path);
+  auto say = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
+  co.credentials = intellect::load_credentials(c.mesh.secret_file, c.mesh.node_key_file, c.mesh.allowlist_file, say);
+  say("authenticates with its " + co.credentials.describe() +
+      (c.mesh.allowlist_file.empty() ? "" : "; admits the keys in " + c.mesh.allowlist_file));
   co.heartbeat_interval = std::chrono::milliseconds(c.mesh.heartbeat_ms);
   co.membership.heartbeat_timeout = std::chrono::milliseconds(c.mesh.timeout_ms);
   co.membership.ready_timeout = std::chrono::milliseconds(c.mesh.ready_timeout_ms);
@@ -70,9 +81,12 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, co
 // The coordinator alone, until a signal.
 int run_coordinator(const intellect::Config& c) {
   using namespace intellect;
-  if (c.mesh.secret_file.empty()) fail("--coordinator needs mesh.secret_file: every connection is authenticated");
+  if (c.mesh.secret_file.empty() && c.mesh.node_key_file.empty())
+    fail("--coordinator needs credentials: mesh.node_key_file and mesh.allowlist_file (node keys; make one with "
+         "`intellect_keygen --out coordinator.key`), or mesh.secret_file (a shared secret)");
   make_dirs(c.train.out_dir);
-  Coordinator coordinator(coordinator_options(c, c.mesh.secret_file));
+  std::signal(SIGHUP, on_sighup);
+  Coordinator coordinator(coordinator_options(c));
   coordinator.run(g_stop);
   std::fprintf(stderr, "intellect: coordinator stopped; outer steps agreed: %lld, diverged: %lld\n",
                static_cast<long long>(coordinator.agreed_steps()), static_cast<long long>(coordinator.disagreed_steps()));
@@ -86,23 +100,34 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
   const Config base = load_config(config_path, overrides);
   const std::string root = base.train.out_dir;
   make_dirs(root);
-  std::string secret_path = base.mesh.secret_file;
-  if (secret_path.empty()) {
-    // A fresh secret for this swarm, readable by this user only.
-    if (sodium_init() < 0) fail("libsodium failed to initialise");
-    // As text (64 hex digits), like `openssl rand -hex 32`: raw bytes ending
-    // in '\n' (1 run in 256) lost that byte to the reader's line-ending trim
-    // and were refused as 31 bytes.
-    std::vector<uint8_t> key(32);
-    randombytes_buf(key.data(), key.size());
-    std::string text(2 * key.size() + 1, '\0');
-    sodium_bin2hex(text.data(), text.size(), key.data(), key.size());
-    text.back() = '\n';
-    secret_path = root + "/swarm.secret";
-    write_file_atomic(secret_path, text.data(), text.size());
-    ::chmod(secret_path.c_str(), 0600);
+  // Credentials for the swarm: the given shared secret, or (the default, as
+  // on the open internet) a key per node and one for the coordinator, all on
+  // one allowlist.
+  std::vector<std::vector<std::string>> credential_sets;  // per node: its --set overrides
+  Config coordinator_config = base;
+  if (!base.mesh.secret_file.empty()) {
+    credential_sets.assign(n, {"mesh.secret_file=" + base.mesh.secret_file});
+  } else {
+    const std::string keys = root + "/keys";
+    make_dirs(keys);
+    std::string allowlist;
+    auto make_key = [&](const std::string& name) {
+      const std::string path = keys + "/" + name + ".key";
+      if (!std::filesystem::exists(path)) write_node_key(path, NodeKey::generate(), name);  // kept for a rerun
+      const std::vector<uint8_t> pub = read_file(path + ".pub");
+      allowlist.append(pub.begin(), pub.end());
+      return path;
+    };
+    coordinator_config.mesh.node_key_file = make_key("coordinator");
+    std::vector<std::string> node_keys;
+    for (int i = 0; i < n; ++i) node_keys.push_back(make_key("node-" + std::to_string(i)));
+    const std::string allowlist_path = root + "/allowlist";
+    write_file_atomic(allowlist_path, allowlist.data(), allowlist.size());
+    coordinator_config.mesh.allowlist_file = allowlist_path;
+    for (int i = 0; i < n; ++i)
+      credential_sets.push_back({"mesh.node_key_file=" + node_keys[i], "mesh.allowlist_file=" + allowlist_path});
   }
-  CoordinatorOptions co = coordinator_options(base, secret_path);
+  CoordinatorOptions co = coordinator_options(coordinator_config);
   co.listen = "127.0.0.1:0";
   co.membership.min_ring = static_cast<size_t>(n);
   Coordinator coordinator(co);
@@ -118,9 +143,10 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
     for (const std::string& o : overrides) args.insert(args.end(), {"--set", o});
     for (const std::string& o :
          {std::string("diloco.enabled=true"), "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()),
-          "mesh.secret_file=" + secret_path, "mesh.name=node-" + std::to_string(i), "train.out_dir=" + dir,
+          "mesh.name=node-" + std::to_string(i), "train.out_dir=" + dir,
           "data.partitions=" + std::to_string(std::max<int64_t>(n, base.data.partitions))})
       args.insert(args.end(), {"--set", o});
+    for (const std::string& o : credential_sets[i]) args.insert(args.end(), {"--set", o});
     const pid_t pid = ::fork();
     if (pid < 0) fail("fork failed");
     if (pid == 0) {

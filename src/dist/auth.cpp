@@ -5,7 +5,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <mutex>
 
 #include "util/error.h"
 #include "util/file.h"
@@ -64,118 +67,85 @@ RunSecret load_run_secret(const std::string& path, const AuthLog& warn) {
   return RunSecret(std::move(b), str("run secret '", path, "'"));
 }
 
-const char* auth_role_name(AuthRole r) { return r == AuthRole::initiator ? "initiator" : "acceptor"; }
+const char* auth_mode_name(AuthMode m) { return m == AuthMode::node_keys ? "node keys" : "shared secret"; }
 
-Nonce fresh_nonce() {
-  ensure_sodium();
-  Nonce n;
-  randombytes_buf(n.data(), n.size());
-  return n;
+PeerCredentials PeerCredentials::keyed(NodeKey key, PeerAdmission admit) {
+  if (key.empty()) fail("node-key credentials need a loaded node key");
+  if (!admit) fail("node-key credentials need an admission check (the allowlist)");
+  PeerCredentials c;
+  c.mode = AuthMode::node_keys;
+  c.key = std::move(key);
+  c.admit = std::move(admit);
+  return c;
 }
 
-// Distinct per role, so a proof made for one direction never verifies as the
-// other; the terminating NUL keeps label and version unambiguous.
-static const char* role_label(AuthRole r) {
-  return r == AuthRole::initiator ? "intellect mesh handshake: initiator proof"
-                                  : "intellect mesh handshake: acceptor proof";
+std::string PeerCredentials::describe() const {
+  return mode == AuthMode::node_keys ? str("node key ", key.fingerprint()) : std::string("shared secret");
 }
 
-Proof auth_proof(const RunSecret& secret, AuthRole prover, const Nonce& acceptor_nonce,
-                 const Nonce& initiator_nonce, uint16_t version) {
-  const std::vector<uint8_t>& key = secret.bytes();
-  crypto_auth_hmacsha256_state st;
-  crypto_auth_hmacsha256_init(&st, key.data(), key.size());
-  const char* label = role_label(prover);
-  crypto_auth_hmacsha256_update(&st, reinterpret_cast<const uint8_t*>(label), std::strlen(label) + 1);
-  const uint8_t v[2] = {static_cast<uint8_t>(version), static_cast<uint8_t>(version >> 8)};
-  crypto_auth_hmacsha256_update(&st, v, 2);
-  crypto_auth_hmacsha256_update(&st, acceptor_nonce.data(), acceptor_nonce.size());
-  crypto_auth_hmacsha256_update(&st, initiator_nonce.data(), initiator_nonce.size());
-  Proof p;
-  crypto_auth_hmacsha256_final(&st, p.data());
-  sodium_memzero(&st, sizeof st);
-  return p;
-}
+namespace {
+std::atomic<uint64_t> g_reload_requests{0};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "request_allowlist_reload must be async-signal-safe");
 
-bool auth_verify(const RunSecret& secret, AuthRole prover, const Nonce& acceptor_nonce,
-                 const Nonce& initiator_nonce, const Proof& proof, uint16_t version) {
-  Proof want = auth_proof(secret, prover, acceptor_nonce, initiator_nonce, version);
-  static_assert(kProofBytes == crypto_verify_32_BYTES);
-  return crypto_verify_32(want.data(), proof.data()) == 0;
-}
+// One allowlist file behind a mutex: transports' loop threads ask, and the
+// first ask after a second has passed rereads the file if it changed.
+struct SharedAllowlist {
+  std::mutex mu;
+  AllowlistFile file;
+  std::function<void(const std::string&)> log;
+  std::chrono::steady_clock::time_point checked = std::chrono::steady_clock::now();
+  std::string last_error;
+  uint64_t reloads_seen = g_reload_requests.load();
+  explicit SharedAllowlist(const std::string& path) : file(path) {}
 
-Handshake::Handshake(AuthRole role, RunSecret secret, OwnNonceCheck own_nonce)
-    : role_(role), secret_(std::move(secret)), own_nonce_check_(std::move(own_nonce)) {
-  INTELLECT_CHECK(!secret_.empty(), "Handshake needs a loaded run secret");
-}
-
-std::optional<Frame> Handshake::fail_with(std::string why) {
-  state_ = State::failed;
-  failure_ = std::move(why);
-  return std::nullopt;
-}
-
-std::optional<Frame> Handshake::start() {
-  INTELLECT_CHECK(!started_, "Handshake::start called twice");
-  started_ = true;
-  if (!fixed_nonce_) own_ = fresh_nonce();
-  if (role_ == AuthRole::initiator) return std::nullopt;  // the acceptor speaks first
-  Frame f{FrameType::auth_challenge, std::vector<uint8_t>(own_.begin(), own_.end())};
-  return f;
-}
-
-std::optional<Frame> Handshake::on_frame(const Frame& frame) {
-  INTELLECT_CHECK(started_, "Handshake::on_frame called before start()");
-  if (state_ != State::waiting)
-    return fail_with(str("unexpected ", frame_type_name(frame.type), " frame after the handshake ",
-                         state_ == State::done ? "finished" : "failed"));
-  const int step = step_++;
-  const auto& p = frame.payload;
-  if (role_ == AuthRole::acceptor) {
-    if (frame.type != FrameType::auth_response || p.size() != kNonceBytes + kProofBytes)
-      return fail_with(str("expected an auth_response frame of ", kNonceBytes + kProofBytes,
-                           " bytes, got ", frame_type_name(frame.type), " of ", p.size(), " bytes"));
-    std::memcpy(peer_.data(), p.data(), kNonceBytes);
-    Proof proof;
-    std::memcpy(proof.data(), p.data() + kNonceBytes, kProofBytes);
-    if (sodium_memcmp(peer_.data(), own_.data(), kNonceBytes) == 0)
-      return fail_with("the initiator echoed our own nonce back (a reflection attempt)");
-    if (!auth_verify(secret_, AuthRole::initiator, own_, peer_, proof))
-      return fail_with(
-          "the initiator's proof does not verify: it does not hold this run's secret "
-          "(check that every node uses the same secret file)");
-    state_ = State::done;
-    Proof mine = auth_proof(secret_, AuthRole::acceptor, own_, peer_);
-    return Frame{FrameType::auth_confirm, std::vector<uint8_t>(mine.begin(), mine.end())};
+  std::string admit(const PublicKey& pk) {
+    std::lock_guard lk(mu);
+    const auto now = std::chrono::steady_clock::now();
+    const uint64_t requested = g_reload_requests.load();
+    if (now - checked >= std::chrono::seconds(1) || requested != reloads_seen) {
+      checked = now;
+      const bool force = requested != reloads_seen;
+      reloads_seen = requested;
+      std::string error;
+      if (file.reload_if_changed(&error, force) && log)
+        log(str("allowlist '", file.path(), "' reread: ", file.current().size(), " keys"));
+      if (!error.empty() && error != last_error && log) log(error);
+      last_error = error;
+    }
+    if (file.current().allows(pk)) return "";
+    return str("key ", fingerprint(pk), " is not on the allowlist '", file.path(),
+               "' (add its .pub line there to admit it)");
   }
-  if (step == 0) {
-    if (frame.type != FrameType::auth_challenge || p.size() != kNonceBytes)
-      return fail_with(str("expected an auth_challenge frame of ", kNonceBytes, " bytes, got ",
-                           frame_type_name(frame.type), " of ", p.size(), " bytes"));
-    std::memcpy(peer_.data(), p.data(), kNonceBytes);
-    if (sodium_memcmp(peer_.data(), own_.data(), kNonceBytes) == 0 ||
-        (own_nonce_check_ && own_nonce_check_(peer_)))
-      return fail_with(
-          "the acceptor's challenge is a nonce this process issued itself: someone is trying to "
-          "relay our own proof back to us");
-    Proof mine = auth_proof(secret_, AuthRole::initiator, peer_, own_);
-    Frame f{FrameType::auth_response, {}};
-    f.payload.reserve(kNonceBytes + kProofBytes);
-    f.payload.insert(f.payload.end(), own_.begin(), own_.end());
-    f.payload.insert(f.payload.end(), mine.begin(), mine.end());
-    return f;
+};
+}  // namespace
+
+void request_allowlist_reload() { g_reload_requests.fetch_add(1); }
+
+PeerCredentials load_credentials(const std::string& secret_file, const std::string& node_key_file,
+                                 const std::string& allowlist_file, const AuthLog& log) {
+  if (!node_key_file.empty() && !secret_file.empty())
+    fail("both mesh.node_key_file and mesh.secret_file are set: a run uses node keys or a shared secret, not both "
+         "(keys are for runs on the open internet; keep only mesh.node_key_file)");
+  if (!node_key_file.empty()) {
+    if (allowlist_file.empty())
+      fail("mesh.node_key_file needs mesh.allowlist_file: the public keys this node accepts as peers (the .pub lines "
+           "of every node and of the coordinator)");
+    NodeKey key = load_node_key(node_key_file);
+    return PeerCredentials::keyed(std::move(key), allowlist_admission(allowlist_file, log));
   }
-  if (frame.type != FrameType::auth_confirm || p.size() != kProofBytes)
-    return fail_with(str("expected an auth_confirm frame of ", kProofBytes, " bytes, got ",
-                         frame_type_name(frame.type), " of ", p.size(), " bytes"));
-  Proof proof;
-  std::memcpy(proof.data(), p.data(), kProofBytes);
-  if (!auth_verify(secret_, AuthRole::acceptor, peer_, own_, proof))
-    return fail_with(
-        "the acceptor's proof does not verify: the node we dialled does not hold this run's "
-        "secret (check that every node uses the same secret file)");
-  state_ = State::done;
-  return std::nullopt;
+  if (!allowlist_file.empty())
+    fail("mesh.allowlist_file is set without mesh.node_key_file: an allowlist admits node keys; make this node's "
+         "key with `intellect_keygen --out node.key` and set mesh.node_key_file");
+  if (secret_file.empty())
+    fail("the mesh needs credentials: mesh.node_key_file with mesh.allowlist_file (node keys), or "
+         "mesh.secret_file (one secret every node shares)");
+  return PeerCredentials(load_run_secret(secret_file, log));
+}
+
+PeerAdmission allowlist_admission(const std::string& path, std::function<void(const std::string&)> log) {
+  auto shared = std::make_shared<SharedAllowlist>(path);
+  shared->log = std::move(log);
+  return [shared](const PublicKey& pk) { return shared->admit(pk); };
 }
 
 }  // namespace intellect

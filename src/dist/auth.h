@@ -1,24 +1,14 @@
-// Mutual authentication of two mesh nodes that share a run secret.
+// What a node proves itself with on the mesh, in one of two modes:
 //
-// The acceptor speaks first but says nothing about the run: it sends only a
-// fresh random nonce. The initiator answers with its own nonce and a proof
-// (HMAC-SHA256 keyed with the secret over the initiator's role label, the
-// protocol version and both nonces). Only after that proof verifies does the
-// acceptor send its own proof (same, with the acceptor's label), which the
-// initiator verifies in turn. So a peer without the secret learns one random
-// nonce and is dropped; it cannot replay an old proof (the acceptor's nonce is
-// fresh per connection) nor reflect one side's proof back as the other's (the
-// role labels differ).
+//   node_keys      each node holds an Ed25519 key of its own (identity.h);
+//                  a peer is admitted when its key is on the run's allowlist.
+//                  For runs across machines and people you do not control.
+//   shared_secret  every node holds the same run secret. Any holder can pose
+//                  as any node and none can be revoked alone: for small runs
+//                  among machines you trust.
 //
-//   acceptor                         initiator
-//     auth_challenge {nA}      ->
-//                              <-    auth_response {nI, proof(initiator)}
-//     verify; on failure drop
-//     auth_confirm {proof(acceptor)} ->
-//                                    verify; on failure drop
-//
-// Without transport encryption this authenticates connections, not bytes: an
-// on-path attacker can still tamper with frames after the handshake.
+// Either way, every connection then runs the handshake in handshake.h and
+// every frame after it is encrypted and authenticated (frame_cipher.h).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -28,15 +18,11 @@
 #include <string>
 #include <vector>
 
-#include "dist/frame.h"
+#include "dist/identity.h"
 
 namespace intellect {
 
 constexpr size_t kMinSecretBytes = 32;
-constexpr size_t kNonceBytes = 32;
-constexpr size_t kProofBytes = 32;
-using Nonce = std::array<uint8_t, kNonceBytes>;
-using Proof = std::array<uint8_t, kProofBytes>;
 
 // The run's shared secret. Held in memory that is wiped when the last copy
 // goes away; copies are cheap (shared).
@@ -62,56 +48,41 @@ using AuthLog = std::function<void(const std::string&)>;
 // through `warn` when the group can read it.
 RunSecret load_run_secret(const std::string& path, const AuthLog& warn = {});
 
-enum class AuthRole : uint8_t { initiator, acceptor };
-const char* auth_role_name(AuthRole r);
+enum class AuthMode : uint8_t { shared_secret = 1, node_keys = 2 };
+const char* auth_mode_name(AuthMode m);
 
-// Pure functions: the handshake's cryptography without any state.
-Nonce fresh_nonce();  // randombytes_buf
-// The proof the `prover` side sends on the connection with these nonces.
-Proof auth_proof(const RunSecret& secret, AuthRole prover, const Nonce& acceptor_nonce,
-                 const Nonce& initiator_nonce, uint16_t version = kProtocolVersion);
-// Constant-time comparison against the expected proof.
-bool auth_verify(const RunSecret& secret, AuthRole prover, const Nonce& acceptor_nonce,
-                 const Nonce& initiator_nonce, const Proof& proof,
-                 uint16_t version = kProtocolVersion);
+// Answers whether a peer's key is admitted: empty when it is, else why not
+// (for the log). Called on a transport's loop thread, so it must be quick and
+// thread-safe.
+using PeerAdmission = std::function<std::string(const PublicKey&)>;
 
-// One side of one connection's handshake. Feed it the frames the peer sent;
-// it returns the frame to send back, if any. Never throws on peer input: a bad
-// frame moves it to State::failed with a reason.
-class Handshake {
- public:
-  enum class State { waiting, done, failed };
-  // Answers whether a nonce is one this process issued as acceptor on a
-  // connection still in its handshake: a challenge equal to one of ours is a
-  // peer trying to get our own proof to relay back to us.
-  using OwnNonceCheck = std::function<bool(const Nonce&)>;
+struct PeerCredentials {
+  AuthMode mode = AuthMode::shared_secret;
+  RunSecret secret;     // shared_secret
+  NodeKey key;          // node_keys: this node's own key
+  PeerAdmission admit;  // node_keys: the allowlist check
 
-  Handshake(AuthRole role, RunSecret secret, OwnNonceCheck own_nonce = {});
-  // The frame to send when the connection opens (the acceptor's challenge).
-  std::optional<Frame> start();
-  std::optional<Frame> on_frame(const Frame& frame);
-
-  AuthRole role() const { return role_; }
-  State state() const { return state_; }
-  bool done() const { return state_ == State::done; }
-  bool failed() const { return state_ == State::failed; }
-  const std::string& failure() const { return failure_; }
-  // This side's nonce (the acceptor's is set by start(); the initiator's when it answers).
-  const Nonce& own_nonce() const { return own_; }
-
-  // Tests only: use this nonce instead of a random one.
-  void set_nonce_for_testing(const Nonce& n) { own_ = n, fixed_nonce_ = true; }
-
- private:
-  std::optional<Frame> fail_with(std::string why);
-  AuthRole role_;
-  RunSecret secret_;
-  OwnNonceCheck own_nonce_check_;
-  State state_ = State::waiting;
-  int step_ = 0;  // frames received so far
-  bool started_ = false, fixed_nonce_ = false;
-  Nonce own_{}, peer_{};
-  std::string failure_;
+  PeerCredentials() = default;
+  // The shared-secret mode (implicit: where a RunSecret was enough before, it still is).
+  PeerCredentials(RunSecret s) : mode(AuthMode::shared_secret), secret(std::move(s)) {}
+  static PeerCredentials keyed(NodeKey key, PeerAdmission admit);
+  bool empty() const { return mode == AuthMode::shared_secret ? secret.empty() : key.empty(); }
+  // "shared secret" or "node key ed25519:0123456789abcdef".
+  std::string describe() const;
 };
+
+// An admission check that rereads an allowlist file when it changes (at most
+// once a second), shared by every transport of a process. A file made bad by
+// an edit keeps the previous list and is reported through `log` once.
+PeerAdmission allowlist_admission(const std::string& path, std::function<void(const std::string&)> log = {});
+// Makes every allowlist admission reread its file at its next check, changed
+// or not (SIGHUP). Async-signal-safe.
+void request_allowlist_reload();
+
+// A node's credentials from its config: the node key and allowlist when
+// node_key_file is set, else the shared secret. Fails with what to do when
+// the combination is incomplete or both modes are configured.
+PeerCredentials load_credentials(const std::string& secret_file, const std::string& node_key_file,
+                                 const std::string& allowlist_file, const AuthLog& log = {});
 
 }  // namespace intellect

@@ -12,7 +12,7 @@ namespace intellect {
 
 Coordinator::Coordinator(CoordinatorOptions options)
     : opt_(std::move(options)),
-      transport_(TransportOptions{opt_.secret, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
+      transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
                                   size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
       members_(opt_.membership) {
   if (!opt_.state_file.empty() && std::filesystem::exists(opt_.state_file)) {
@@ -30,6 +30,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
       agreed_ = j.value("agreed", int64_t{0});
       rewinds_ = j.value("rewinds", uint64_t{0});
       disagreed_ = j.value("disagreed", int64_t{0});
+      for (const auto& [k, v] : j.value("node_keys", nlohmann::json::object()).items())
+        key_of_[std::stoull(k)] = parse_public_key(v.get<std::string>(), opt_.state_file + ": node_keys");
     } catch (const std::exception& e) {
       fail(opt_.state_file, ": the coordinator's state file is unreadable (", e.what(),
            "); move it aside to start a new run's membership from scratch");
@@ -68,13 +70,52 @@ void Coordinator::write_state() {
   nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
                       {"partition_position", positions}, {"agreed", agreed_.load()}, {"disagreed", disagreed_.load()},
                       {"rewinds", rewinds_}};
+  if (!key_of_.empty()) {
+    nlohmann::json keys = nlohmann::json::object();
+    for (const auto& [id, pk] : key_of_) keys[std::to_string(id)] = public_key_hex(pk);
+    j["node_keys"] = keys;
+  }
   const std::string text = j.dump(2) + "\n";
   write_file_atomic(opt_.state_file, text.data(), text.size());
 }
 
+std::string Coordinator::who(uint64_t id) const {
+  std::string name = members_.contains(id) ? members_.node(id).name : std::string("gone");
+  auto k = key_of_.find(id);
+  return str("node ", id, " (", name, k != key_of_.end() ? ", " + fingerprint(k->second) : std::string(), ")");
+}
+
+std::string Coordinator::bind_key(uint64_t id, ConnId conn) {
+  const std::optional<PublicKey> pk = transport_.peer_key(conn);
+  if (!pk) return "";  // the shared-secret mode: nodes have no key of their own
+  auto k = key_of_.find(id);
+  if (k != key_of_.end() && k->second != *pk)
+    return str("node ", id, " joined with key ", fingerprint(k->second), ", not ", fingerprint(*pk),
+               ": a node id belongs to the key it joined with (restart the node to join under its own key)");
+  for (const auto& [other, key] : key_of_)
+    if (key == *pk && other != id && members_.contains(other) && conn_of_.count(other))
+      return str("key ", fingerprint(*pk), " is already in the run as node ", other,
+                 " (two nodes must not share a key file: give each its own with intellect_keygen)");
+  key_of_[id] = *pk;
+  return "";
+}
+
+void Coordinator::evict_revoked_keys() {
+  if (opt_.credentials.mode != AuthMode::node_keys || !opt_.credentials.admit) return;
+  std::vector<std::pair<uint64_t, std::string>> revoked;
+  for (const auto& [id, pk] : key_of_)
+    if (members_.contains(id))
+      if (std::string why = opt_.credentials.admit(pk); !why.empty()) revoked.emplace_back(id, why);
+  for (const auto& [id, why] : revoked) {
+    const std::string reason = str("its key was revoked (", why, ")");
+    log(str(who(id), " evicted: ", reason));
+    drop_node(id, reason);
+  }
+}
+
 void Coordinator::drop_node(uint64_t id, const std::string& why) {
   if (!members_.contains(id)) return;
-  log(str("node ", id, " (", members_.node(id).name, ") leaves the run: ", why));
+  log(str(who(id), " leaves the run: ", why));
   members_.leave(id);
   for (auto it = link_mbit_.begin(); it != link_mbit_.end();)
     it = it->first.first == id || it->first.second == id ? link_mbit_.erase(it) : std::next(it);
@@ -213,6 +254,12 @@ control::Welcome Coordinator::welcome_for(const NodeRecord& n) const {
 void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now) {
   if (already) return send(conn, control::Refused{"this connection already joined"});
   const Registration r = members_.join(j.name, j.address, now);
+  if (std::string refused = bind_key(r.id, conn); !refused.empty()) {
+    members_.leave(r.id);
+    send(conn, control::Refused{refused});
+    transport_.close(conn, refused);
+    return log(str("refused a join from ", transport_.peer(conn), ": ", refused));
+  }
   members_.set_state_address(r.id, j.state_address);
   members_.note_held(r.id, j.held_step);
   conn_of_[r.id] = conn;
@@ -229,7 +276,7 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
   }
   auto pos = partition_position_.find(r.partition);
   if (pos != partition_position_.end()) w.data_position = pos->second;
-  log(str("node ", r.id, " (", j.name, " at ", j.address, ") joined: partition ", r.partition, ", ",
+  log(str(who(r.id), " at ", j.address, " joined: partition ", r.partition, ", ",
           members_.size(), " node(s)",
           w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
   send(conn, w);
@@ -243,6 +290,11 @@ void Coordinator::on_rejoin(ConnId conn, bool already, const control::Rejoin& rj
                                     "the coordinator lost its state): restart the node to join again")});
     transport_.close(conn, "unknown node");
     return;
+  }
+  if (std::string refused = bind_key(rj.node_id, conn); !refused.empty()) {
+    send(conn, control::Refused{refused});
+    transport_.close(conn, refused);
+    return log(str("refused a rejoin from ", transport_.peer(conn), ": ", refused));
   }
   auto old = conn_of_.find(rj.node_id);
   if (old != conn_of_.end() && old->second != conn) {
@@ -471,7 +523,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     last_turn = now;
     const bool may_evict = handled < kMaxPerTurn && now - listening_since >= 2 * stall;
     for (uint64_t id : may_evict ? members_.evict_silent(now) : std::vector<uint64_t>{}) {
-      log(str("node ", id, " evicted: no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
+      log(str(who(id), " evicted: no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
       auto c = conn_of_.find(id);
       if (c != conn_of_.end()) {
         node_of_.erase(c->second);
@@ -480,6 +532,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
       }
       persist();
     }
+    evict_revoked_keys();
     check_stranded(MembershipClock::now());
     reform_failed_rings(MembershipClock::now());
     // Rings for every outer step some node is ready for.

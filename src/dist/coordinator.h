@@ -19,7 +19,7 @@ namespace intellect {
 
 struct CoordinatorOptions {
   std::string listen = "127.0.0.1:0";
-  RunSecret secret;
+  PeerCredentials credentials;  // the run secret (converts) or this node's key and the allowlist
   std::chrono::milliseconds heartbeat_interval{2000};
   MembershipOptions membership;   // heartbeat timeout, ready timeout
   int max_retries = 3;            // re-formed rounds per outer step
@@ -63,6 +63,13 @@ class Coordinator {
   void dispatch(const Message& m);
   void connection_closed(ConnId conn, const std::string& reason);
   void drop_node(uint64_t id, const std::string& why);
+  // Node keys: the key a connection authenticated with binds the node id it
+  // joins as. Empty string when it may take `id`, else why not.
+  std::string bind_key(uint64_t id, ConnId conn);
+  std::string who(uint64_t id) const;  // "node 3 (name, ed25519:...)" for the log
+  // Evicts members whose key the allowlist no longer admits (its file changed
+  // or SIGHUP): within one loop turn of the admission check seeing it.
+  void evict_revoked_keys();
   void announce(Ring ring);
   // Rewinds the run when every holder of its newest outer step is gone.
   void check_stranded(MembershipTime now);
@@ -80,6 +87,7 @@ class Coordinator {
   Membership members_;
   std::map<uint64_t, ConnId> conn_of_;   // node -> control connection
   std::map<ConnId, uint64_t> node_of_;
+  std::map<uint64_t, PublicKey> key_of_;  // node -> its key (node-key mode; persisted)
   std::map<int64_t, Ring> rings_;        // outer step -> its current ring
   std::map<int64_t, int> retries_;
   std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round

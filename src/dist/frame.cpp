@@ -42,10 +42,10 @@ static uint32_t get32(const uint8_t* p) {
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
 }
 
-FrameHeader encode_frame_header(FrameType type, size_t payload_size) {
+FrameHeader encode_frame_header(FrameType type, size_t payload_size, size_t sealed) {
   const FrameTypeInfo* info = frame_type_info(static_cast<uint16_t>(type));
   if (!info) fail("cannot send a frame of unknown type ", static_cast<unsigned>(type));
-  if (payload_size > info->max_payload)
+  if (payload_size > info->max_payload + sealed)
     fail("cannot send a ", info->name, " frame of ", payload_size, " bytes: the limit for this type is ",
          info->max_payload, " bytes; split the payload");
   FrameHeader h;
@@ -108,10 +108,11 @@ bool FrameDecoder::check_header() {
                    : str("a ", info->name, " frame arrived after the handshake had finished");
     return false;
   }
-  if (len > info->max_payload) {
+  const size_t limit = info->max_payload + (phase_ == Phase::established ? kSealedFrameOverhead : 0);
+  if (len > limit) {
     error_ = DecodeError::oversize;
-    message_ = str(info->name, " frame declares a payload of ", len, " bytes, above the limit of ",
-                   info->max_payload, " for this type");
+    message_ = str(info->name, " frame declares a payload of ", len, " bytes, above the limit of ", limit,
+                   " for this type");
     return false;
   }
   frame_.type = info->type;

@@ -8,7 +8,8 @@
 // All fields are little-endian. Each type has its own payload limit, checked
 // on the header before a byte of payload is buffered, so a peer cannot make
 // us allocate more than the type allows; before authentication only the
-// handshake types (at most 256 bytes) are accepted.
+// handshake types (at most 256 bytes) are accepted. After it, each payload is
+// sealed (frame_cipher.h) and may exceed its type's limit by the tag.
 #pragma once
 #include <array>
 #include <cstddef>
@@ -19,7 +20,11 @@
 namespace intellect {
 
 constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wire
-constexpr uint16_t kProtocolVersion = 1;
+// 2: the keyed handshake (handshake.h) and encrypted frames (frame_cipher.h).
+constexpr uint16_t kProtocolVersion = 2;
+// After the handshake every payload carries an AEAD tag of this many bytes
+// beyond what its type allows (frame_cipher.h).
+constexpr size_t kSealedFrameOverhead = 16;
 constexpr size_t kFrameHeaderSize = 12;
 
 enum class FrameType : uint16_t {
@@ -50,9 +55,9 @@ struct Frame {
 
 using FrameHeader = std::array<uint8_t, kFrameHeaderSize>;
 
-// Fails (Error) if the payload exceeds the type's limit: we never send what
-// the peer would refuse.
-FrameHeader encode_frame_header(FrameType type, size_t payload_size);
+// Fails (Error) if the payload exceeds the type's limit (plus `sealed`
+// bytes of AEAD tag): we never send what the peer would refuse.
+FrameHeader encode_frame_header(FrameType type, size_t payload_size, size_t sealed = 0);
 std::vector<uint8_t> encode_frame(const Frame& frame);  // header + payload in one buffer
 
 enum class DecodeError : uint8_t {

@@ -81,13 +81,13 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std
 }
 
 MeshNode::MeshNode(MeshNodeOptions options)
-    : opt_(std::move(options)), transport_(TransportOptions{opt_.secret, std::chrono::milliseconds(10000),
+    : opt_(std::move(options)), transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000),
                                                             opt_.message_timeout, size_t(128) << 20,
                                                             size_t(256) << 20, 64, opt_.log}) {
   const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
   const uint16_t port = transport_.listen(lhost, lport);
   address_ = lhost + ":" + std::to_string(port);
-  if (opt_.serve_state) state_ = std::make_unique<StateServer>(opt_.secret, lhost, opt_.log);
+  if (opt_.serve_state) state_ = std::make_unique<StateServer>(opt_.credentials, lhost, opt_.log);
   if (state_ && opt_.rounds_applied_late) state_->set_snapshot_lag(1);
   const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
   // The coordinator may be restarting: keep dialling until the join timeout.
@@ -561,7 +561,7 @@ StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chr
     if (donor_id_ != 0) {
       try {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - MeshClock::now());
-        ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout, 8,
+        ::intellect::fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, 8,
                                  std::max(left, std::chrono::milliseconds(1)), opt_.stop);
         return d;
       } catch (const Error& e) {
@@ -610,7 +610,7 @@ std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {
   d.kind = StateKind::round;
   d.outer_step = outer_step;
   try {
-    ::intellect::fetch_state(d, donor_address_, opt_.secret, opt_.state_timeout);
+    ::intellect::fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout);
     return d;
   } catch (const AuthenticationFailed&) {
     throw;  // another run's donor, or a tampered link: asking again will not help
@@ -629,7 +629,7 @@ std::optional<int64_t> MeshNode::donor_progress() {
   RoundCall call(*this, "donor_progress");
   if (donor_id_ == 0) return std::nullopt;
   try {
-    return fetch_progress(donor_address_, opt_.secret, opt_.state_timeout);
+    return fetch_progress(donor_address_, opt_.credentials, opt_.state_timeout);
   } catch (const AuthenticationFailed&) {
     throw;
   } catch (const Error& e) {

@@ -52,7 +52,7 @@ struct MeshNodeOptions {
   std::string coordinator;                // "host:port"
   std::string listen = "127.0.0.1:0";     // where peers dial this node (port 0: any free one)
   std::string name;
-  RunSecret secret;
+  PeerCredentials credentials;  // the run secret (converts) or this node's key and the allowlist
   Compression compression = Compression::Int8;
   std::chrono::milliseconds join_timeout{30000};
   std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce

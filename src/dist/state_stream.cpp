@@ -50,7 +50,7 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
 
 // --- server -------------------------------------------------------------------
 
-StateServer::StateServer(const RunSecret& secret, const std::string& host,
+StateServer::StateServer(const PeerCredentials& secret, const std::string& host,
                          std::function<void(const std::string&)> log)
     : log_(std::move(log)),
       transport_(TransportOptions{secret, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
@@ -228,7 +228,7 @@ control::Message ask_donor(Transport& t, ConnId& conn, const std::string& addres
 
 }  // namespace
 
-int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout) {
+int64_t fetch_progress(const std::string& address, const PeerCredentials& secret, std::chrono::milliseconds timeout) {
   Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20, size_t(1) << 20, 4,
                                [](const std::string&) {}});
   control::StateRequest req;
@@ -241,7 +241,7 @@ int64_t fetch_progress(const std::string& address, const RunSecret& secret, std:
   return info->outer_step;
 }
 
-void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
+void fetch_state(StateDownload& d, const std::string& address, const PeerCredentials& secret,
                  std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit,
                  const std::atomic<bool>* stop) {
   const auto pending_until = std::chrono::steady_clock::now() + pending_limit;

@@ -55,7 +55,7 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
 class StateServer {
  public:
   // Listens on host (port 0: any free port) with the run's secret.
-  StateServer(const RunSecret& secret, const std::string& host, std::function<void(const std::string&)> log);
+  StateServer(const PeerCredentials& secret, const std::string& host, std::function<void(const std::string&)> log);
   ~StateServer();
   StateServer(const StateServer&) = delete;
   StateServer& operator=(const StateServer&) = delete;
@@ -123,7 +123,7 @@ struct StateDownload {
 // not match is fetched again, up to `max_bad` times in all.
 // A donor that answers "pending" (preparing the snapshot) is asked again,
 // for up to `pending_limit` in all, or until *stop is set.
-void fetch_state(StateDownload& d, const std::string& address, const RunSecret& secret,
+void fetch_state(StateDownload& d, const std::string& address, const PeerCredentials& secret,
                  std::chrono::milliseconds timeout, int max_bad = 8,
                  std::chrono::milliseconds pending_limit = std::chrono::minutes(10),
                  const std::atomic<bool>* stop = nullptr);
@@ -134,6 +134,6 @@ struct DonorHasOtherState : Error {
   using Error::Error;
 };
 // The donor's inner steps done, as it last reported them.
-int64_t fetch_progress(const std::string& address, const RunSecret& secret, std::chrono::milliseconds timeout);
+int64_t fetch_progress(const std::string& address, const PeerCredentials& secret, std::chrono::milliseconds timeout);
 
 }  // namespace intellect

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <array>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -65,12 +66,24 @@ struct ConnShared {
   bool inbound = false;
   std::string peer, reason;
   size_t queued = 0;  // bytes accepted by send() and not yet written (or cancelled)
-  std::deque<std::pair<uint64_t, Frame>> inbox;  // (arrival sequence, frame)
+  struct Received {
+    uint64_t seq;       // arrival order across connections (recv(kAnyConn) takes the oldest)
+    uint64_t position;  // this frame's place in the peer's direction: its AEAD nonce
+    Frame frame;        // still sealed: recv() opens it
+  };
+  std::deque<Received> inbox;
   size_t inbox_bytes = 0;
   bool close_requested = false;  // close() was called: send() refuses new frames
   bool read_paused = false;      // the loop stopped reading: inbox over budget
   bool resume_posted = false;  // a resume command is on its way to the loop
   bool auth_failed = false;    // closed because the peer's proof did not check
+  // Set once when the handshake finishes, immutable after.
+  std::shared_ptr<const FrameCipher> tx, rx;
+  std::optional<PublicKey> peer_key;
+  // Sending: one sender at a time per connection holds send_mu from taking a
+  // position to queueing the frame, so frames reach the wire in position order.
+  std::timed_mutex send_mu;
+  uint64_t tx_next = 0;  // guarded by send_mu
 };
 
 // Loop-thread state of one connection: its two handles, the handshake and the
@@ -85,6 +98,7 @@ struct Conn {
   uv_shutdown_t shutdown_req;
   Handshake hs;
   FrameDecoder dec{FrameDecoder::Phase::handshake};
+  uint64_t rx_next = 0;  // position of the next sealed frame from the peer
   int handles_open = 0;
   bool closing = false, shutting_down = false, reading = false;
   uint64_t opened_ms = 0, last_read_ms = 0, last_write_ms = 0;
@@ -92,8 +106,13 @@ struct Conn {
   std::unique_ptr<uint8_t[]> buf{new uint8_t[kReadChunk]};
   std::string close_reason;  // for a graceful close, until the flush completes
 
-  Conn(AuthRole role, const RunSecret& secret, Handshake::OwnNonceCheck check)
-      : hs(role, secret, std::move(check)) {}
+  Conn(AuthRole role, const PeerCredentials& cred, Handshake::OwnEphemeralCheck check)
+      : hs(role, cred, std::move(check)) {}
+};
+
+struct SealedFrame {
+  FrameHeader header;  // the additional data the tag covers
+  std::array<uint8_t, kAeadTagBytes> tag;
 };
 
 struct WriteReq {
@@ -101,6 +120,7 @@ struct WriteReq {
   Conn* c;
   FrameHeader header;
   std::vector<uint8_t> payload;
+  std::array<uint8_t, kAeadTagBytes> tag;
   size_t accounted;  // bytes to give back to the connection's send budget
 };
 
@@ -131,7 +151,7 @@ struct TransportLoop {
   // Loop thread only.
   std::unordered_map<ConnId, Conn*> conns;
   std::vector<Listener*> listeners;
-  std::set<Nonce> challenges_out;  // our acceptor nonces of handshakes in progress
+  std::set<EphemeralKey> challenges_out;  // our acceptor ephemerals of handshakes in progress
   size_t pending_inbound = 0;
 
   void log(const std::string& m) {
@@ -162,6 +182,12 @@ struct TransportLoop {
     for (auto& fn : batch) fn();
   }
 
+  std::string peer_of(ConnId id) const {
+    std::lock_guard lk(mu);
+    auto it = shared.find(id);
+    return it == shared.end() ? "?" : it->second->peer;
+  }
+
   std::shared_ptr<ConnShared> find_shared(ConnId id) const {
     auto it = shared.find(id);
     return it == shared.end() ? nullptr : it->second;
@@ -175,7 +201,7 @@ struct TransportLoop {
   // --- connection lifecycle (loop thread) ---------------------------------
 
   Conn* new_conn(ConnId id, AuthRole role, std::shared_ptr<ConnShared> sh) {
-    auto* c = new Conn(role, opt.secret, [this](const Nonce& n) { return challenges_out.count(n) > 0; });
+    auto* c = new Conn(role, opt.credentials, [this](const EphemeralKey& e) { return challenges_out.count(e) > 0; });
     c->t = this;
     c->id = id;
     c->sh = std::move(sh);
@@ -204,7 +230,7 @@ struct TransportLoop {
     c->closing = true;
     bool was_handshaking = !c->hs.done();
     if (c->hs.role() == AuthRole::acceptor) {
-      challenges_out.erase(c->hs.own_nonce());
+      challenges_out.erase(c->hs.own_ephemeral());
       if (was_handshaking) --pending_inbound;
     }
     bool was_open;
@@ -255,8 +281,8 @@ struct TransportLoop {
     if (rc != 0) return drop(c, str("cannot read from the socket: ", uv_error(rc)));
     c->reading = true;
     if (auto first = c->hs.start()) {
-      challenges_out.insert(c->hs.own_nonce());
-      write_frame(c, std::move(*first), 0);
+      challenges_out.insert(c->hs.own_ephemeral());
+      write_frame(c, std::move(*first), 0, nullptr);
     }
   }
 
@@ -338,15 +364,18 @@ struct TransportLoop {
         }
         return drop(c, str("authentication failed: ", c->hs.failure()));
       }
-      if (reply) write_frame(c, std::move(*reply), 0);
+      if (reply) write_frame(c, std::move(*reply), 0, nullptr);
       if (c->hs.done()) authenticated(c);
       return;
     }
+    if (f.payload.size() < kAeadTagBytes)
+      return drop(c, str("a ", frame_type_name(f.type), " frame of ", f.payload.size(),
+                         " bytes is too short to carry its authentication tag"));
     size_t bytes = f.payload.size();
     bool pause;
     {
       std::lock_guard lk(mu);
-      c->sh->inbox.emplace_back(next_seq++, std::move(f));
+      c->sh->inbox.push_back({next_seq++, c->rx_next++, std::move(f)});
       c->sh->inbox_bytes += bytes;
       pause = c->sh->inbox_bytes > opt.max_inbox_bytes && !c->sh->read_paused;
       if (pause) c->sh->read_paused = true;
@@ -361,13 +390,19 @@ struct TransportLoop {
   void authenticated(Conn* c) {
     c->dec.set_phase(FrameDecoder::Phase::established);
     if (c->hs.role() == AuthRole::acceptor) {
-      challenges_out.erase(c->hs.own_nonce());
+      challenges_out.erase(c->hs.own_ephemeral());
       --pending_inbound;
     }
+    const SessionKeys& keys = c->hs.session();
+    auto tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
+    auto rx = std::make_shared<const FrameCipher>(keys.suite, keys.recv);
     {
       std::lock_guard lk(mu);
+      c->sh->tx = std::move(tx);
+      c->sh->rx = std::move(rx);
+      c->sh->peer_key = c->hs.peer_key();
       c->sh->state = ConnShared::State::open;
-      push_event({TransportEvent::Kind::authenticated, c->id, c->sh->inbound, c->sh->peer, ""});
+      push_event({TransportEvent::Kind::authenticated, c->id, c->sh->inbound, c->sh->peer, "", c->sh->peer_key});
     }
     cv.notify_all();
   }
@@ -400,19 +435,24 @@ struct TransportLoop {
     cv.notify_all();
   }
 
-  void write_frame(Conn* c, Frame f, size_t accounted) {
+  // A handshake frame goes out as it is (tag null); an application frame was
+  // sealed by send(): its header (which counts the tag) and tag come along.
+  void write_frame(Conn* c, Frame f, size_t accounted, const SealedFrame* sealed) {
     if (c->closing || c->shutting_down) return give_back(c, accounted);
     auto* w = new WriteReq;
     w->c = c;
-    w->header = encode_frame_header(f.type, f.payload.size());
+    w->header = sealed ? sealed->header : encode_frame_header(f.type, f.payload.size());
+    if (sealed) w->tag = sealed->tag;
     w->payload = std::move(f.payload);
     w->accounted = accounted;
     w->req.data = w;
-    uv_buf_t bufs[2] = {uv_buf_init(reinterpret_cast<char*>(w->header.data()), kFrameHeaderSize),
-                        uv_buf_init(reinterpret_cast<char*>(w->payload.data()),
-                                    static_cast<unsigned>(w->payload.size()))};
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), bufs, w->payload.empty() ? 1 : 2,
-                      on_write);
+    uv_buf_t bufs[3];
+    unsigned n = 0;
+    bufs[n++] = uv_buf_init(reinterpret_cast<char*>(w->header.data()), kFrameHeaderSize);
+    if (!w->payload.empty())
+      bufs[n++] = uv_buf_init(reinterpret_cast<char*>(w->payload.data()), static_cast<unsigned>(w->payload.size()));
+    if (sealed) bufs[n++] = uv_buf_init(reinterpret_cast<char*>(w->tag.data()), kAeadTagBytes);
+    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), bufs, n, on_write);
     if (rc != 0) {
       delete w;
       give_back(c, accounted);
@@ -474,7 +514,8 @@ struct TransportLoop {
 Transport::Transport(TransportOptions options) : impl_(new TransportLoop) {
   TransportLoop* t = impl_.get();
   t->opt = std::move(options);
-  if (t->opt.secret.empty()) fail("Transport needs the run secret (TransportOptions::secret)");
+  if (t->opt.credentials.empty())
+    fail("Transport needs credentials (TransportOptions::credentials: the run secret or a node key)");
   if (t->opt.handshake_timeout.count() <= 0 || t->opt.io_timeout.count() <= 0)
     fail("Transport timeouts must be positive (handshake_timeout ", ms(t->opt.handshake_timeout),
          " ms, io_timeout ", ms(t->opt.io_timeout), " ms)");
@@ -574,7 +615,9 @@ ConnId Transport::connect(const std::string& host, uint16_t port, Deadline deadl
   if (sh->state == ConnShared::State::closed) {
     if (sh->auth_failed)
       throw AuthenticationFailed(str("cannot connect to ", sh->peer, ": ", sh->reason,
-                                     " (do both sides hold the same run secret?)"));
+                                     t->opt.credentials.mode == AuthMode::shared_secret
+                                         ? " (do both sides hold the same run secret?)"
+                                         : " (is each side's key on the other's allowlist?)"));
     fail("cannot connect to ", sh->peer, ": ", sh->reason);
   }
   return id;
@@ -586,11 +629,23 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
   if (!info || info->handshake)
     fail("cannot send a frame of type ", static_cast<unsigned>(frame.type), " (", frame_type_name(frame.type),
          "): only application types may be sent on an authenticated connection");
-  encode_frame_header(frame.type, frame.payload.size());  // fails now, not on the loop, if too large
-  const size_t bytes = kFrameHeaderSize + frame.payload.size();
-  std::unique_lock lk(t->mu);
-  auto sh = t->find_shared(conn);
+  const size_t sealed_len = frame.payload.size() + kAeadTagBytes;
+  auto sealed = std::make_shared<SealedFrame>();
+  sealed->header = encode_frame_header(frame.type, sealed_len, kAeadTagBytes);  // fails now if too large
+  const size_t bytes = kFrameHeaderSize + sealed_len;
+  std::shared_ptr<ConnShared> sh;
+  {
+    std::lock_guard lk(t->mu);
+    sh = t->find_shared(conn);
+  }
   if (!sh) fail("send on unknown connection id ", conn);
+  // Held from taking a position to posting the write, so positions hit the
+  // wire in order; bounded by the deadline like every other wait.
+  std::unique_lock order(sh->send_mu, std::defer_lock);
+  if (!order.try_lock_until(deadline))
+    fail("sending to ", t->peer_of(conn), " timed out waiting for another thread's send on the same "
+         "connection");
+  std::unique_lock lk(t->mu);
   if (sh->state == ConnShared::State::handshaking)
     fail("send on connection ", conn, " to ", sh->peer, " before it authenticated");
   if (sh->close_requested && sh->state != ConnShared::State::closed)
@@ -605,16 +660,20 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
     fail("sending ", bytes, " bytes to ", sh->peer, " timed out: ", sh->queued,
          " bytes are still queued (budget ", budget, "); the peer is not reading fast enough");
   sh->queued += bytes;
+  std::shared_ptr<const FrameCipher> tx = sh->tx;
   lk.unlock();
+  // Encrypt here, on the sender's thread, in place.
+  tx->seal(sh->tx_next++, sealed->header.data(), sealed->header.size(), frame.payload.data(), frame.payload.size(),
+           sealed->tag.data());
   auto payload = std::make_shared<Frame>(std::move(frame));
-  bool posted = t->post([t, conn, payload, bytes, sh] {
+  bool posted = t->post([t, conn, payload, bytes, sh, sealed] {
     auto it = t->conns.find(conn);
     if (it == t->conns.end()) {
       std::lock_guard g(t->mu);
       sh->queued -= bytes;
       return;
     }
-    t->write_frame(it->second, std::move(*payload), bytes);
+    t->write_frame(it->second, std::move(*payload), bytes, sealed.get());
   });
   if (!posted) fail("cannot send to ", sh->peer, ": the transport is shutting down");
 }
@@ -633,8 +692,8 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
     }
     uint64_t best = UINT64_MAX;
     for (auto& [id, sh] : t->shared)
-      if (!sh->inbox.empty() && sh->inbox.front().first < best) {
-        best = sh->inbox.front().first;
+      if (!sh->inbox.empty() && sh->inbox.front().seq < best) {
+        best = sh->inbox.front().seq;
         from = sh;
         from_id = id;
       }
@@ -643,14 +702,37 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
   if (!t->cv.wait_until(lk, deadline, pick)) return std::nullopt;
   if (from->inbox.empty())
     fail("connection ", conn, " to ", from->peer, " is closed: ", from->reason);
-  Message m{from_id, std::move(from->inbox.front().second)};
+  ConnShared::Received r = std::move(from->inbox.front());
   from->inbox.pop_front();
-  from->inbox_bytes -= m.frame.payload.size();
+  from->inbox_bytes -= r.frame.payload.size();
   bool resume = from->read_paused && !from->resume_posted && from->inbox_bytes <= t->opt.max_inbox_bytes / 2;
   if (resume) from->resume_posted = true;
+  std::shared_ptr<const FrameCipher> rx = from->rx;
+  const std::string peer = from->peer;
   lk.unlock();
   if (resume) t->post([t, from_id] { t->resume_reading(from_id); });
-  return m;
+
+  // Decrypt here, on the receiver's thread, in place.
+  std::vector<uint8_t>& p = r.frame.payload;
+  const size_t n = p.size() - kAeadTagBytes;  // on_frame refused anything shorter than a tag
+  const FrameHeader header = encode_frame_header(r.frame.type, p.size(), kAeadTagBytes);
+  if (!rx->open(r.position, header.data(), header.size(), p.data(), n, p.data() + n)) {
+    const std::string why = str("frame ", r.position, " (", frame_type_name(r.frame.type), ", ", p.size(),
+                                " bytes) from ", peer, " does not authenticate: it was altered, replayed, "
+                                "reordered or cut short on the way; closing the connection");
+    {
+      std::lock_guard g(t->mu);
+      from->inbox.clear();  // nothing behind a forged frame can be trusted either
+      from->inbox_bytes = 0;
+    }
+    t->post([t, from_id, why] {
+      auto it = t->conns.find(from_id);
+      if (it != t->conns.end()) t->drop(it->second, why);
+    });
+    fail(why);
+  }
+  p.resize(n);
+  return Message{from_id, std::move(r.frame)};
 }
 
 std::optional<TransportEvent> Transport::next_event(Deadline deadline) {
@@ -685,6 +767,19 @@ std::string Transport::close_reason(ConnId conn) const {
   auto sh = impl_->find_shared(conn);
   if (!sh) return "unknown connection";
   return sh->state == ConnShared::State::closed ? sh->reason : "";
+}
+
+std::optional<PublicKey> Transport::peer_key(ConnId conn) const {
+  std::lock_guard lk(impl_->mu);
+  auto sh = impl_->find_shared(conn);
+  return sh ? sh->peer_key : std::nullopt;
+}
+
+std::optional<CipherSuite> Transport::suite(ConnId conn) const {
+  std::lock_guard lk(impl_->mu);
+  auto sh = impl_->find_shared(conn);
+  if (!sh || !sh->tx) return std::nullopt;
+  return sh->tx->suite();
 }
 
 std::string Transport::peer(ConnId conn) const {

@@ -11,9 +11,13 @@
 //     max_inbox_bytes; beyond it the loop stops reading that socket, so TCP
 //     pushes back on the sender instead of memory growing here.
 // A connection is usable (its ConnId returned by connect() or announced by an
-// `authenticated` event) only after the handshake in auth.h. Any failure of
-// one connection (reset, EOF, bad frame, failed authentication, timeout)
-// closes that connection with a logged reason; it never ends the process.
+// `authenticated` event) only after the handshake in handshake.h. From then
+// on every frame is sealed (frame_cipher.h): send() encrypts on the calling
+// thread, in the connection's order, and recv() decrypts on the calling
+// thread, so the loop thread only moves bytes and many lanes encrypt in
+// parallel. Any failure of one connection (reset, EOF, bad frame, failed
+// authentication, a frame that does not open, timeout) closes that
+// connection with a logged reason; it never ends the process.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -23,6 +27,7 @@
 #include <string>
 
 #include "dist/auth.h"
+#include "dist/handshake.h"
 #include "dist/frame.h"
 #include "util/error.h"
 
@@ -36,7 +41,8 @@ using Deadline = MeshClock::time_point;
 inline Deadline deadline_in(std::chrono::milliseconds d) { return MeshClock::now() + d; }
 
 struct TransportOptions {
-  RunSecret secret;
+  // A RunSecret converts to the shared-secret mode's credentials.
+  PeerCredentials credentials;
   // From TCP connect (or accept) to both proofs verified.
   std::chrono::milliseconds handshake_timeout{10000};
   // A peer that leaves a frame half-sent, or accepts none of our queued bytes,
@@ -57,6 +63,7 @@ struct TransportEvent {
   bool inbound;        // the peer dialled us
   std::string peer;    // "ip:port"
   std::string reason;  // closed: why
+  std::optional<PublicKey> peer_key;  // authenticated, node-key mode: who the peer is
 };
 
 struct Message {
@@ -106,6 +113,10 @@ class Transport {
   bool is_open(ConnId conn) const;
   std::string close_reason(ConnId conn) const;  // empty while open
   std::string peer(ConnId conn) const;
+  // The peer's node key (node-key mode, once authenticated; nullopt otherwise).
+  std::optional<PublicKey> peer_key(ConnId conn) const;
+  // The cipher suite of an authenticated connection.
+  std::optional<CipherSuite> suite(ConnId conn) const;
 
  private:
   std::unique_ptr<TransportLoop> impl_;

@@ -214,6 +214,13 @@ Config parse_config(const json& doc, const std::string& source) {
     m.listen = r.get_string("listen", "127.0.0.1:0");
     m.name = r.get_string("name", "");
     m.secret_file = r.get_string("secret_file", "");
+    m.node_key_file = r.get_string("node_key_file", "");
+    m.allowlist_file = r.get_string("allowlist_file", "");
+    if (!m.node_key_file.empty() && !m.secret_file.empty())
+      r.error("secret_file", "is set together with mesh.node_key_file: a run uses node keys or a shared secret, "
+                             "not both (keep only mesh.node_key_file for runs on the open internet)");
+    if (!m.node_key_file.empty() && m.allowlist_file.empty())
+      r.error("allowlist_file", "is required with mesh.node_key_file: the public keys this node accepts as peers");
     m.heartbeat_ms = r.get_int("heartbeat_ms", 2000, 10, 3600000);
     m.timeout_ms = r.get_int("timeout_ms", 6000, 20, 36000000);
     m.ready_timeout_ms = r.get_int("ready_timeout_ms", 30000, 0, 36000000);
@@ -232,7 +239,9 @@ Config parse_config(const json& doc, const std::string& source) {
       r.error("timeout_ms", str("must exceed mesh.heartbeat_ms (", m.heartbeat_ms, "), got ", m.timeout_ms));
     if (!m.coordinator.empty()) {
       if (!c.diloco.enabled) r.error("coordinator", "needs diloco.enabled = true: the mesh averages DiLoCo steps");
-      if (m.secret_file.empty()) r.error("secret_file", "is required with a coordinator: every connection is authenticated");
+      if (m.secret_file.empty() && m.node_key_file.empty())
+        r.error("node_key_file", "(or mesh.secret_file) is required with a coordinator: every connection is "
+                                 "authenticated; make a key with `intellect_keygen --out node.key`");
     }
     r.finish();
   }

@@ -131,7 +131,11 @@ struct MeshConfig {
   std::string coordinator;              // "host:port"; empty: no mesh (DiLoCo alone)
   std::string listen = "127.0.0.1:0";   // where ring peers dial this node
   std::string name;                     // for logs; default: hostname-pid
-  std::string secret_file;              // the run's shared secret (>= 32 bytes)
+  // Credentials, one of two modes (dist/auth.h): this node's own Ed25519 key
+  // (intellect_keygen) and the allowlist of the keys it accepts, for runs on
+  // the open internet; or one secret (>= 32 bytes) every node shares.
+  std::string node_key_file, allowlist_file;
+  std::string secret_file;
   int64_t heartbeat_ms = 2000, timeout_ms = 6000;  // INTELLECT-1's 2 s / 6 s
   int64_t ready_timeout_ms = 30000;     // coordinator: how long a ring waits for late nodes
   int64_t round_timeout_ms = 600000;    // a node: waiting for its ring and the all-reduce

@@ -159,7 +159,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.coordinator = cfg.mesh.coordinator;
     mo.listen = cfg.mesh.listen;
     mo.name = cfg.mesh.name.empty() ? str("node-", ::getpid()) : cfg.mesh.name;
-    mo.secret = load_run_secret(cfg.mesh.secret_file, [](const std::string& m) { note(m); });
+    mo.credentials = load_credentials(cfg.mesh.secret_file, cfg.mesh.node_key_file, cfg.mesh.allowlist_file,
+                                      [](const std::string& m) { note(m); });
+    note(str("mesh: this node authenticates with its ", mo.credentials.describe()));
     mo.compression = parse_compression(cfg.diloco.compression);
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
