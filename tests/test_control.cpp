@@ -102,3 +102,15 @@ TEST(Control, RandomMutationsNeverCrash) {
 
 }  // namespace
 }  // namespace intellect
+
+namespace intellect::control {
+TEST(Control, LongReasonsAreClippedNotRefused) {
+  RingFailed f{3, 42, 99, std::string(1000, 'x') + "\xc3\xa9", 0, 7};
+  const auto back = std::get<RingFailed>(decode(encode(f), "t"));
+  EXPECT_LE(back.reason.size(), kMaxName);
+  EXPECT_EQ(back.reason.substr(back.reason.size() - 3), "...");
+  EXPECT_EQ(back.accused, 7u);
+  const auto r = std::get<Refused>(decode(encode(Refused{std::string(300, 'y')}), "t"));
+  EXPECT_LE(r.reason.size(), kMaxName);
+}
+}  // namespace intellect::control

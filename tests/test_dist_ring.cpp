@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "dist/contribution_check.h"
 #include "dist/diloco.h"
 #include "dist/quantize.h"
 #include "dist/ring_allreduce.h"
@@ -737,6 +738,96 @@ TEST(DistDiloco, OneNodeOuterStepThroughTheRing) {
   b.step(g.data(), pb.data());
   EXPECT_EQ(pa, pb);
   EXPECT_EQ(a.params_hash(), b.params_hash());
+}
+
+}  // namespace
+}  // namespace intellect
+
+// --- contributions checked against announced norms -----------------------------
+
+namespace intellect {
+namespace {
+
+std::vector<double> norms_of(const std::vector<std::vector<float>>& in) {
+  std::vector<double> n;
+  for (const auto& v : in) n.push_back(announce_contribution(v, 2).norm);
+  return n;
+}
+
+TEST(Contribution, HonestRingsPassTheirAnnouncedNorms) {
+  for (Compression c : {Compression::None, Compression::Int8})
+    for (int n : {2, 3, 5}) {
+      SCOPED_TRACE(str(compression_name(c), " N=", n));
+      const auto in = make_inputs(n, 5003, 40 + n);
+      RingOptions o = small_opts(c);
+      o.announced_norms = norms_of(in);
+      Ring ring(n);
+      const auto res = run_ring(ring, in, o);
+      for (int r = 0; r < n; ++r) EXPECT_EQ(res.errors[r], "") << "rank " << r;
+      for (int r = 1; r < n; ++r) EXPECT_EQ(res.out[r], res.out[0]);
+    }
+}
+
+TEST(Contribution, ASenderAboveItsAnnouncementIsNamedByItsSuccessor) {
+  for (Compression c : {Compression::None, Compression::Int8})
+    for (int n : {2, 3, 5})
+      for (double scale : {100.0, 3.0}) {
+        SCOPED_TRACE(str(compression_name(c), " N=", n, " scale ", scale));
+        auto in = make_inputs(n, 5003, 70 + n);
+        RingOptions o = small_opts(c);
+        o.announced_norms = norms_of(in);  // honest announcements...
+        const int liar = n - 1;
+        for (float& v : in[liar]) v = static_cast<float>(v * scale);  // ...but the liar sends more
+        Ring ring(n);
+        const auto res = run_ring(ring, in, o);
+        // Its successor (rank 0) names it; nobody finishes with a poisoned average.
+        EXPECT_NE(res.errors[0].find(str("rank ", liar, " sent more than it announced")), std::string::npos)
+            << res.errors[0];
+        for (int r = 0; r < n; ++r) EXPECT_NE(res.errors[r], "") << "rank " << r << " finished";
+      }
+}
+
+TEST(Contribution, CheckBoundsFollowTheRing) {
+  ContributionCheck check({1.0, 2.0, 4.0}, 0, 3, 1.0);
+  ASSERT_TRUE(check.enabled());
+  EXPECT_DOUBLE_EQ(check.bound(false, 0), 4.0);      // rank 0's predecessor is rank 2
+  EXPECT_DOUBLE_EQ(check.bound(false, 1), 6.0);      // then ranks 2 and 1
+  EXPECT_DOUBLE_EQ(check.bound(true, 0), 7.0 / 3);   // the average's bound
+  check.add(false, 0, 9.0, "m");                      // 3 <= 4
+  check.add(false, 0, 7.0, "m");                      // sqrt(16) = 4: still within
+  EXPECT_THROW(check.add(false, 0, 0.5, "m"), ContributionExceedsAnnouncement);
+  try {
+    ContributionCheck c2({1.0, 1.0}, 1, 2, 1.0);
+    c2.add(false, 0, 4.0, "m");
+    ADD_FAILURE();
+  } catch (const ContributionExceedsAnnouncement& e) {
+    EXPECT_EQ(e.offender_rank, 0);
+  }
+  EXPECT_FALSE(ContributionCheck({1.0, -1.0}, 0, 2, 1.0).enabled());  // one did not announce: no checks
+  EXPECT_FALSE(ContributionCheck({}, 0, 2, 1.0).enabled());
+}
+
+TEST(Contribution, AnnouncementIsExactAndIndependentOfThreads) {
+  const auto x = pseudo_grad(100003, 5);
+  double s = 0;
+  for (float v : x) s += double(v) * v;
+  const Announcement a1 = announce_contribution(x, 1), a4 = announce_contribution(x, 4);
+  EXPECT_NEAR(a1.norm, std::sqrt(s), 1e-9 * std::sqrt(s));
+  EXPECT_EQ(a1.commitment, a4.commitment);
+  auto y = x;
+  y[777] = std::nextafter(y[777], 1.0f);
+  EXPECT_NE(announce_contribution(y, 4).commitment, a1.commitment);
+}
+
+TEST(Contribution, Int8SumOfSquaresMatchesTheDecodedValues) {
+  const auto x = pseudo_grad(10000, 9);
+  std::vector<uint8_t> enc(int8_encoded_bytes(x.size(), 256));
+  int8_encode(x.data(), x.size(), 256, enc.data());
+  std::vector<float> dec(x.size());
+  int8_decode(enc.data(), x.size(), 256, dec.data());
+  double s = 0;
+  for (float v : dec) s += double(v) * v;
+  EXPECT_NEAR(int8_sum_squares(enc.data(), x.size(), 256), s, 1e-9 * s);
 }
 
 }  // namespace

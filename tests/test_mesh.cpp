@@ -245,6 +245,63 @@ TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
   round(2, {0, 1});
 }
 
+// A node that scales its pseudo-gradient by 100 and says so is left out of
+// the ring (an outlier: it catches up from a donor); one that announces less
+// than it sends is caught by its ring successor and refused for the rest of
+// the run. Either way the honest nodes finish with the same average.
+void byzantine_round(double scale, double announce, bool expect_banned) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  Swarm swarm(milliseconds(3000), 3, {}, secret(7), [&](const std::string& m) {
+    std::lock_guard lk(mu);
+    lines.push_back(m);
+  });
+  const size_t n = 30011;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<std::string> errors(3);
+  std::vector<size_t> ring_size(3, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+        if (i == 2) o.attack_scale = scale, o.attack_announce = announce;
+        o.max_retries = 2;
+        MeshNode node(o);
+        std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
+        ring_size[i] = node.average(1, "{}", in, out[i]).ring_size;
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(ring_size[0], 2u);
+  EXPECT_NE(errors[2], "") << "the attacker finished a round with the honest nodes";
+  // The honest average: close to the mean of the two honest inputs, nowhere near 100x.
+  std::vector<float> a = test::randn(n, 100, 1e-3f), b = test::randn(n, 101, 1e-3f);
+  double err = 0, ref = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const double m = 0.5 * (double(a[k]) + b[k]);
+    err += (out[0][k] - m) * (out[0][k] - m);
+    ref += m * m;
+  }
+  EXPECT_LT(std::sqrt(err / ref), 0.05);
+  std::lock_guard lk(mu);
+  bool banned = false, outlier = false;
+  for (const auto& l : lines) {
+    banned |= l.find("refused for the rest of the run") != std::string::npos;
+    outlier |= l.find("is above 5 x the median") != std::string::npos;
+  }
+  EXPECT_EQ(banned, expect_banned);
+  EXPECT_EQ(outlier, !expect_banned);
+}
+
+TEST(Mesh, AnOutlierNormIsLeftOutOfTheRing) { byzantine_round(100.0, 1.0, false); }
+TEST(Mesh, ANodeSendingMoreThanItAnnouncedIsCaughtAndRefused) { byzantine_round(100.0, 0.01, true); }
+
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   Swarm swarm(milliseconds(3000));
   const size_t n = 50000;

@@ -1,5 +1,7 @@
 #include "dist/control.h"
 
+#include <cmath>
+
 #include <type_traits>
 
 #include "dist/bytes.h"
@@ -8,6 +10,15 @@
 namespace intellect::control {
 
 namespace {
+
+// Reasons are for the log; a long one (an error with its whole context) is
+// cut to what the peer accepts rather than getting this node dropped.
+std::string clip_reason(const std::string& r) {
+  if (r.size() <= kMaxName) return r;
+  size_t cut = kMaxName - 3;
+  while (cut > 0 && (static_cast<unsigned char>(r[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
+  return r.substr(0, cut) + "...";
+}
 
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
@@ -46,7 +57,7 @@ void put(ByteWriter& w, const Heartbeat& m) {
 void put(ByteWriter& w, const Leave& m) {
   w.u8(kLeave);
   w.u64(m.node_id);
-  w.str(m.reason);
+  w.str(clip_reason(m.reason));
 }
 void put(ByteWriter& w, const Ready& m) {
   w.u8(kReady);
@@ -55,6 +66,8 @@ void put(ByteWriter& w, const Ready& m) {
   w.str(m.data_position);
   w.u64(m.link_to);
   w.f32(m.link_mbit);
+  w.f32(m.norm);
+  w.bytes(m.commitment.data(), m.commitment.size());
 }
 void put(ByteWriter& w, const RingAnnounce& m) {
   w.u8(kRingAnnounce);
@@ -65,6 +78,7 @@ void put(ByteWriter& w, const RingAnnounce& m) {
   for (const RingMember& r : m.members) {
     w.u64(r.node_id);
     w.str(r.address);
+    w.f32(r.norm);
   }
 }
 void put(ByteWriter& w, const RingFailed& m) {
@@ -72,8 +86,9 @@ void put(ByteWriter& w, const RingFailed& m) {
   w.u64(m.node_id);
   w.u64(static_cast<uint64_t>(m.outer_step));
   w.u64(m.round);
-  w.str(m.reason);
+  w.str(clip_reason(m.reason));
   w.u64(m.unreachable);
+  w.u64(m.accused);
 }
 void put(ByteWriter& w, const OuterHash& m) {
   w.u8(kOuterHash);
@@ -83,7 +98,7 @@ void put(ByteWriter& w, const OuterHash& m) {
 }
 void put(ByteWriter& w, const Refused& m) {
   w.u8(kRefused);
-  w.str(m.reason);
+  w.str(clip_reason(m.reason));
 }
 void put(ByteWriter& w, const DonorRequest& m) {
   w.u8(kDonorRequest);
@@ -225,6 +240,10 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       // Up to 10 Tbit/s; a measurement that is not a rate is refused, not stored.
       if (!(m.link_mbit >= 0.0f && m.link_mbit <= 1e7f))
         fail("control message from ", from, ": link_mbit ", m.link_mbit, " is not a link rate");
+      m.norm = r.f32("norm");
+      if (!(m.norm == -1.0f || (m.norm >= 0.0f && std::isfinite(m.norm))))
+        fail("control message from ", from, ": norm ", m.norm, " is neither a norm nor -1 (not announced)");
+      r.bytes("commitment", m.commitment.data(), m.commitment.size());
       out = m;
       break;
     }
@@ -239,6 +258,9 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
         RingMember mem;
         mem.node_id = r.u64("member node_id");
         mem.address = r.str("member address", kMaxName);
+        mem.norm = r.f32("member norm");
+        if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
+          fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
         m.members.push_back(std::move(mem));
       }
       out = m;
@@ -251,6 +273,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.round = r.u64("round");
       m.reason = r.str("reason", kMaxName);
       m.unreachable = r.u64("unreachable");
+      m.accused = r.u64("accused");
       out = m;
       break;
     }

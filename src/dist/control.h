@@ -60,10 +60,17 @@ struct Ready {
   // last ring (link_to 0: none measured). The coordinator orders rings by it.
   uint64_t link_to = 0;
   float link_mbit = 0;
+  // The L2 norm of this node's pseudo-gradient for this step, and a
+  // BLAKE2b-256 commitment to its bytes, announced before any ring forms
+  // (norm < 0: not announced). The coordinator leaves out nodes whose norm is
+  // an outlier; ring successors check that what arrives stays within it.
+  float norm = -1.0f;
+  std::array<uint8_t, 32> commitment{};
 };
 struct RingMember {
   uint64_t node_id = 0;
   std::string address;
+  float norm = -1.0f;  // what the member announced (< 0: unknown, nothing is checked)
 };
 // coordinator -> ring members: average with these nodes, in this order.
 struct RingAnnounce {
@@ -81,6 +88,9 @@ struct RingFailed {
   // does not work between two live nodes (a partition) would fail every
   // round they are neighbours in: the coordinator arranges rings around it.
   uint64_t unreachable = 0;
+  // The ring predecessor that sent more than its announced norm allows (0:
+  // none): the coordinator refuses it for the rest of the run.
+  uint64_t accused = 0;
 };
 // node -> coordinator: hash of my outer parameters after the step.
 struct OuterHash {

@@ -30,6 +30,9 @@ Coordinator::Coordinator(CoordinatorOptions options)
       agreed_ = j.value("agreed", int64_t{0});
       rewinds_ = j.value("rewinds", uint64_t{0});
       disagreed_ = j.value("disagreed", int64_t{0});
+      for (uint64_t id : j.value("banned_nodes", std::vector<uint64_t>{})) banned_ids_.insert(id);
+      for (const auto& hex : j.value("banned_keys", std::vector<std::string>{}))
+        banned_keys_.insert(parse_public_key(hex, opt_.state_file + ": banned_keys"));
       for (const auto& [k, v] : j.value("node_keys", nlohmann::json::object()).items())
         key_of_[std::stoull(k)] = parse_public_key(v.get<std::string>(), opt_.state_file + ": node_keys");
     } catch (const std::exception& e) {
@@ -70,6 +73,12 @@ void Coordinator::write_state() {
   nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
                       {"partition_position", positions}, {"agreed", agreed_.load()}, {"disagreed", disagreed_.load()},
                       {"rewinds", rewinds_}};
+  if (!banned_ids_.empty()) {
+    j["banned_nodes"] = banned_ids_;
+    nlohmann::json keys = nlohmann::json::array();
+    for (const PublicKey& pk : banned_keys_) keys.push_back(public_key_hex(pk));
+    j["banned_keys"] = keys;
+  }
   if (!key_of_.empty()) {
     nlohmann::json keys = nlohmann::json::object();
     for (const auto& [id, pk] : key_of_) keys[std::to_string(id)] = public_key_hex(pk);
@@ -86,8 +95,11 @@ std::string Coordinator::who(uint64_t id) const {
 }
 
 std::string Coordinator::bind_key(uint64_t id, ConnId conn) {
+  if (banned_ids_.count(id)) return str("node ", id, " was refused for the rest of the run");
   const std::optional<PublicKey> pk = transport_.peer_key(conn);
   if (!pk) return "";  // the shared-secret mode: nodes have no key of their own
+  if (banned_keys_.count(*pk))
+    return str("key ", fingerprint(*pk), " was refused for the rest of the run (it sent more than it announced)");
   auto k = key_of_.find(id);
   if (k != key_of_.end() && k->second != *pk)
     return str("node ", id, " joined with key ", fingerprint(k->second), ", not ", fingerprint(*pk),
@@ -155,11 +167,23 @@ void Coordinator::announce(Ring ring) {
             " left out of the ring (links to it fail); it will catch up from a donor"));
     send(conn_of_.at(id), control::Late{ring.outer_step});
   }
+  std::map<uint64_t, std::string> why;
+  for (uint64_t id : norm_outliers(ring, &why)) {
+    log(str("outer step ", ring.outer_step, ": ", who(id), " left out of the ring: ", why[id],
+            "; it will take the round from a donor"));
+    ring.nodes.erase(std::remove(ring.nodes.begin(), ring.nodes.end(), id), ring.nodes.end());
+    send(conn_of_.at(id), control::Late{ring.outer_step});
+  }
+  if (ring.nodes.empty()) return;
   control::RingAnnounce a;
   a.outer_step = ring.outer_step;
   a.epoch = ring.epoch;
   a.round = next_round_++;
-  for (uint64_t id : ring.nodes) a.members.push_back({id, members_.node(id).address});
+  for (uint64_t id : ring.nodes) {
+    auto an = announced_.find(id);
+    const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
+    a.members.push_back({id, members_.node(id).address, norm});
+  }
   rings_[ring.outer_step] = ring;
   round_of_[ring.outer_step] = a.round;
   std::string names;
@@ -169,6 +193,51 @@ void Coordinator::announce(Ring ring) {
   // this step's ring was formed.
   write_state();
   for (uint64_t id : ring.nodes) send(conn_of_.at(id), a);
+}
+
+std::vector<uint64_t> Coordinator::norm_outliers(const Ring& ring, std::map<uint64_t, std::string>* why) const {
+  std::vector<uint64_t> out;
+  if (opt_.norm_outlier_factor <= 0 || ring.nodes.size() < 2) return out;
+  std::map<uint64_t, double> norms;
+  for (uint64_t id : ring.nodes) {
+    auto an = announced_.find(id);
+    if (an != announced_.end() && an->second.outer_step == ring.outer_step && an->second.norm >= 0)
+      norms[id] = an->second.norm;
+  }
+  if (norms.size() < 2) return out;
+  for (const auto& [id, norm] : norms) {
+    // Against the others' median, so that with two nodes the larger is
+    // judged against the smaller and the smaller is never left out.
+    std::vector<double> others;
+    for (const auto& [o, n] : norms)
+      if (o != id) others.push_back(n);
+    std::sort(others.begin(), others.end());
+    const size_t m = others.size();
+    const double median = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
+    if (median > 0 && norm > opt_.norm_outlier_factor * median) {
+      out.push_back(id);
+      (*why)[id] = str("its pseudo-gradient norm ", norm, " is above ", opt_.norm_outlier_factor,
+                       " x the median of the others (", median, ")");
+    }
+  }
+  // Never leave out a majority: if most nodes look like outliers, the
+  // others are the odd ones, and norms alone cannot tell who is right.
+  if (out.size() * 2 >= norms.size()) out.clear();
+  return out;
+}
+
+void Coordinator::ban(uint64_t accused, uint64_t accuser, const std::string& reason) {
+  if (banned_ids_.count(accused)) return;
+  banned_ids_.insert(accused);
+  auto k = key_of_.find(accused);
+  if (k != key_of_.end()) banned_keys_.insert(k->second);
+  const std::string why = str("sent more than its announced pseudo-gradient norm allows (caught by its ring "
+                              "successor, ", who(accuser), ": ", reason, "); refused for the rest of the run");
+  log(str(who(accused), " ", why));
+  auto c = conn_of_.find(accused);
+  if (c != conn_of_.end()) send(c->second, control::Refused{why});
+  drop_node(accused, why);
+  persist();
 }
 
 LinkRates Coordinator::live_link_rates() const {
@@ -351,6 +420,7 @@ void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, Me
   if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
   if (r.link_to != 0 && r.link_to != id && r.link_mbit > 0 && members_.contains(r.link_to))
     link_mbit_[{id, r.link_to}] = r.link_mbit;
+  announced_[id] = Announced{r.outer_step, r.norm, r.commitment};
   persist();
 }
 
@@ -366,7 +436,17 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
     log(str("node ", id, " cannot reach node ", f.unreachable, ": rings avoid that link for ",
             opt_.bad_link_ttl.count(), " ms"));
   }
+  // Accusations count only from a member of the round's ring against its
+  // own predecessor there: nobody else saw that node's messages.
   auto it = rings_.find(f.outer_step);
+  if (f.accused != 0 && it != rings_.end() && f.round == round_of_[f.outer_step]) {
+    const auto& nodes = it->second.nodes;
+    auto me = std::find(nodes.begin(), nodes.end(), id);
+    if (me != nodes.end() && nodes.size() > 1) {
+      const size_t i = static_cast<size_t>(me - nodes.begin());
+      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused) ban(f.accused, id, f.reason);
+    }
+  }
   if (it == rings_.end()) return;
   if (f.round < round_of_[f.outer_step]) {
     // Already re-formed; but if the newer ring runs over the link just

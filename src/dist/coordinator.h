@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "dist/control.h"
@@ -34,6 +35,10 @@ struct CoordinatorOptions {
   // Order each ring by the link rates nodes measure (arrange_ring_by_rate);
   // false: ascending ids, around failed links only.
   bool order_by_rate = true;
+  // A node whose announced pseudo-gradient norm is above this many times the
+  // median of the other ready nodes' norms is left out of that step's ring
+  // (it takes the round from a donor, like a late node). 0: never.
+  double norm_outlier_factor = 5.0;
   std::function<void(const std::string&)> log;
   std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };
@@ -70,6 +75,11 @@ class Coordinator {
   // Evicts members whose key the allowlist no longer admits (its file changed
   // or SIGHUP): within one loop turn of the admission check seeing it.
   void evict_revoked_keys();
+  // Nodes of `ring` whose announced norm is an outlier; says why in `why`.
+  std::vector<uint64_t> norm_outliers(const Ring& ring, std::map<uint64_t, std::string>* why) const;
+  // A ring successor caught `accused` sending more than it announced: it is
+  // refused for the rest of the run (its key too).
+  void ban(uint64_t accused, uint64_t accuser, const std::string& reason);
   void announce(Ring ring);
   // Rewinds the run when every holder of its newest outer step is gone.
   void check_stranded(MembershipTime now);
@@ -88,6 +98,14 @@ class Coordinator {
   std::map<uint64_t, ConnId> conn_of_;   // node -> control connection
   std::map<ConnId, uint64_t> node_of_;
   std::map<uint64_t, PublicKey> key_of_;  // node -> its key (node-key mode; persisted)
+  struct Announced {
+    int64_t outer_step = -1;
+    float norm = -1.0f;
+    std::array<uint8_t, 32> commitment{};
+  };
+  std::map<uint64_t, Announced> announced_;  // node -> its newest Ready's announcement
+  std::set<uint64_t> banned_ids_;            // refused for the rest of the run (persisted)
+  std::set<PublicKey> banned_keys_;
   std::map<int64_t, Ring> rings_;        // outer step -> its current ring
   std::map<int64_t, int> retries_;
   std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round

@@ -1,5 +1,7 @@
 #include "dist/mesh_node.h"
 
+#include "dist/contribution_check.h"
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -348,7 +350,18 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
   RoundCall call(*this, "average");
   throw_if_cancelled("before a round");
   OuterRoundStats stats;
-  const control::Ready ready{welcome_.node_id, outer_step, data_position};
+  control::Ready ready{welcome_.node_id, outer_step, data_position};
+  std::vector<float> attacked;  // intellect_chaos --byzantine: what a dishonest node sends instead
+  if (opt_.attack_scale != 1.0) {
+    attacked.assign(input.begin(), input.end());
+    for (float& v : attacked) v = static_cast<float>(v * opt_.attack_scale);
+    input = attacked;
+  }
+  if (opt_.announce_norms) {
+    const Announcement an = announce_contribution(input, std::max(1, opt_.rings));
+    ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
+    ready.commitment = an.commitment;
+  }
   {
     std::lock_guard<std::mutex> lock(reconnect_mu_);
     pending_ = ready;
@@ -476,6 +489,7 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
           else if (opt_.compression == Compression::Int8) ro.chunk_elems = size_t{1} << 18;
           ro.message_timeout = opt_.message_timeout;
           ro.deadline = deadline;
+          for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
           lane_stats[k] = ring_allreduce_average(*links[k], ro, input.subspan(segs[k].begin, segs[k].size()),
                                                  output.subspan(segs[k].begin, segs[k].size()),
                                                  opt_.serve_state ? &carried[k] : nullptr);
@@ -539,8 +553,12 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       if (dynamic_cast<const LateForRound*>(&e)) throw;  // left out of the re-formed ring: not a failure
       if (cancel_.load()) throw StoppedOnRequest(str("outer step ", outer_step, ": round given up (the node stops)"));
       log_to(opt_.log, str("outer step ", outer_step, " round ", ring.round, " failed: ", e.what()));
+      uint64_t accused = 0;
+      if (const auto* c = dynamic_cast<const ContributionExceedsAnnouncement*>(&e))
+        if (c->offender_rank >= 0 && static_cast<size_t>(c->offender_rank) < n) accused = ring.members[c->offender_rank].node_id;
       if (!next_ring_)
-        send_coordinator(control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what(), unreachable});
+        send_coordinator(
+            control::RingFailed{welcome_.node_id, outer_step, ring.round, e.what(), unreachable, accused});
       if (attempt + 1 > opt_.max_retries) throw;
     }
   }

@@ -73,6 +73,13 @@ struct MeshNodeOptions {
   // round it serves (k), and one more round is kept for joiners.
   bool rounds_applied_late = false;
   std::chrono::milliseconds state_timeout{30000};  // a donor silent this long is given up
+  // Announce each pseudo-gradient's norm and commitment with Ready, and check
+  // ring predecessors against the announcements (contribution_check.h).
+  bool announce_norms = true;
+  // Tests and intellect_chaos --byzantine only: this node misbehaves. It
+  // sends its pseudo-gradient times attack_scale and announces the norm of
+  // what it sends times attack_announce (1, 1: honest).
+  double attack_scale = 1.0, attack_announce = 1.0;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.

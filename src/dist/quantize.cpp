@@ -192,4 +192,21 @@ void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int 
   decode_impl<true>(in, n, block, acc, threads);
 }
 
+double int8_sum_squares(const uint8_t* in, size_t n, size_t block) {
+  INTELLECT_CHECK(block > 0);
+  const size_t nblocks = (n + block - 1) / block;
+  double total = 0.0;
+  for (size_t b = 0; b < nblocks; ++b) {
+    const size_t begin = b * block;
+    const size_t len = std::min(block, n - begin);
+    const uint8_t* p = in + begin + b * kInt8TableBytes;
+    float table[kInt8Bins];
+    std::memcpy(table, p, kInt8TableBytes);
+    uint32_t count[kInt8Bins] = {};
+    for (size_t i = 0; i < len; ++i) ++count[p[kInt8TableBytes + i]];
+    for (size_t k = 0; k < kInt8Bins; ++k) total += double(count[k]) * double(table[k]) * double(table[k]);
+  }
+  return total;
+}
+
 }  // namespace intellect

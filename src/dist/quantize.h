@@ -52,4 +52,9 @@ void int8_decode(const uint8_t* in, size_t n, size_t block, float* out, int thre
 // acc[i] += decoded value i: the reduce-scatter's accumulation, done in fp32.
 void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int threads = 0);
 
+// The sum of the squares of the n decoded values, without decoding them (a
+// histogram of each block's codes against its table): what a ring successor
+// checks against a sender's announced norm.
+double int8_sum_squares(const uint8_t* in, size_t n, size_t block);
+
 }  // namespace intellect

@@ -1,5 +1,7 @@
 #include "dist/ring_allreduce.h"
 
+#include "dist/contribution_check.h"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -265,6 +267,8 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     k.encoded.assign(payload, payload + int8_encoded_bytes(len, block));
   };
 
+  ContributionCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
+  int offender = -1;  // the predecessor's rank, when it broke its announcement
   SendQueue queue;
   FirstError first_error;
   std::thread sender([&] {
@@ -302,6 +306,9 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       } else if (const size_t bad = first_non_finite_bytes(payload, want.count); bad < want.count) {
         fail(what, ": value ", bad, " is not finite (a diverged peer or a corrupt message)");
       }
+      if (check.enabled())
+        check.add(want.phase == kAllGather, want.step,
+                  int8 ? int8_sum_squares(payload, want.count, block) : fp32_sum_squares(payload, want.count), what);
       stats.decode_s += since(d);
       return msg;
     };
@@ -368,6 +375,11 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       }
     }
     queue.close();
+  } catch (const ContributionExceedsAnnouncement& e) {
+    offender = e.offender_rank;
+    first_error.record(e.what());
+    link.abort();
+    queue.stop();
   } catch (const std::exception& e) {
     first_error.record(e.what());
     link.abort();  // unblocks the sender, and tells the neighbours
@@ -376,6 +388,8 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   sender.join();
   if (std::string msg; first_error.get(msg)) {
     if (carried) carried->clear();
+    if (offender >= 0)
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), offender);
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
   stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();

@@ -34,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include "util/error.h"
+
 namespace intellect {
 
 using RingClock = std::chrono::steady_clock;
@@ -71,7 +73,22 @@ struct RingOptions {
   // slower with teams of two that spin between messages).
   int codec_threads = 1;
   std::chrono::milliseconds message_timeout{60000};  // per send / receive
+  // The L2 norm each rank announced for its input (by rank; empty: nothing
+  // is checked). Every partial sum that arrives must stay within the sum of
+  // its contributors' norms, and every average within their mean, times
+  // norm_slack (int8's rounding and fp32 sums); a predecessor whose message
+  // breaks that is reported as ContributionExceedsAnnouncement.
+  std::vector<double> announced_norms;
+  double norm_slack = 1.02;
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
+};
+
+// The previous rank sent a partial sum (or an average) larger than the norms
+// its contributors announced allow: it scaled its own contribution beyond
+// what it announced, or altered what it forwarded. The round is abandoned.
+struct ContributionExceedsAnnouncement : Error {
+  ContributionExceedsAnnouncement(const std::string& what, int offender) : Error(what), offender_rank(offender) {}
+  int offender_rank;
 };
 
 struct RingStats {

@@ -1,0 +1,95 @@
+#include "dist/contribution_check.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <cstring>
+
+#include "dist/ring_allreduce.h"
+#include "util/error.h"
+
+namespace intellect {
+
+ContributionCheck::ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack)
+    : norms_(norms), rank_(rank), world_(world), slack_(slack) {
+  enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
+  for (double n : norms_)
+    if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
+}
+
+double ContributionCheck::bound(bool all_gather, size_t step) const {
+  double sum = 0.0;
+  if (all_gather) {
+    for (double n : norms_) sum += n;
+    return slack_ * sum / world_;
+  }
+  for (size_t j = 0; j <= step; ++j) sum += norms_[((rank_ - 1 - static_cast<int>(j)) % world_ + world_) % world_];
+  return slack_ * sum;
+}
+
+void ContributionCheck::add(bool all_gather, size_t step, double sum_squares, const std::string& what) {
+  if (!enabled_) return;
+  double& seen = seen_[{all_gather, step}];
+  seen += sum_squares;
+  const double b = bound(all_gather, step);
+  // A tiny floor: a segment of zeros quantizes to zeros, and fp32 sums of
+  // denormals are not worth an accusation.
+  if (seen <= b * b + 1e-30) return;
+  const int prev = (rank_ - 1 + world_) % world_;
+  throw ContributionExceedsAnnouncement(
+      str(what, ": its norm so far is ", std::sqrt(seen), ", above the ", b, " that the announced norms allow (",
+          all_gather ? "the mean of all members' norms" : str("the sum of the ", step + 1, " contributors' norms"),
+          ", with slack ", slack_, "): rank ", prev, " sent more than it announced"),
+      prev);
+}
+
+double fp32_sum_squares(const uint8_t* payload, size_t count) {
+  double s = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    float v;
+    std::memcpy(&v, payload + 4 * i, 4);
+    s += double(v) * double(v);
+  }
+  return s;
+}
+
+Announcement announce_contribution(std::span<const float> x, int threads) {
+  constexpr size_t kParts = 16;
+  std::array<std::array<uint8_t, 32>, kParts> part_hash;
+  std::array<double, kParts> part_sumsq{};
+  auto work = [&](size_t p) {
+    const size_t begin = x.size() * p / kParts, end = x.size() * (p + 1) / kParts;
+    double s = 0.0;
+    for (size_t i = begin; i < end; ++i) s += double(x[i]) * double(x[i]);
+    part_sumsq[p] = s;
+    crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
+                       (end - begin) * sizeof(float), nullptr, 0);
+  };
+  const size_t team = std::clamp<size_t>(static_cast<size_t>(threads), 1, kParts);
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < team; ++t)
+    pool.emplace_back([&, t] {
+      for (size_t p = t; p < kParts; p += team) work(p);
+    });
+  for (size_t p = 0; p < kParts; p += team) work(p);
+  for (auto& th : pool) th.join();
+  Announcement a;
+  double total = 0.0;
+  for (double s : part_sumsq) total += s;
+  a.norm = std::sqrt(total);
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  static const char label[] = "intellect pseudo-gradient commitment v1";
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), sizeof label);
+  const uint64_t n = x.size();
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  crypto_generichash_update(&st, len, 8);
+  for (const auto& h : part_hash) crypto_generichash_update(&st, h.data(), h.size());
+  crypto_generichash_final(&st, a.commitment.data(), 32);
+  return a;
+}
+
+}  // namespace intellect

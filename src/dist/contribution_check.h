@@ -1,0 +1,62 @@
+// What a ring rank checks of its predecessor's messages against the norms
+// the ring's members announced before the round (issue: contributions that
+// cannot poison the run).
+//
+// In the reduce-scatter, the message a rank receives at step t for a segment
+// is the sum of that segment's values from the t + 1 ranks before it. By the
+// triangle inequality its L2 norm is at most the sum of those ranks' norms
+// (each rank's segment is part of its whole vector). In the all-gather, a
+// segment's average is at most the mean of all norms. A rank that scales its
+// own contribution beyond its announcement, or inflates what it forwards,
+// breaks the bound its successor checks: at step 0 the successor sees the
+// predecessor's own contribution alone, so an understated norm is caught at
+// the first hop. Honest sums stay far inside the bound (the triangle bound
+// is loose, and a segment is 1/N of each vector); `slack` absorbs int8's
+// rounding. An honest predecessor checked what it received, so a violation
+// names the predecessor.
+//
+// One per ring call, owned by the receiving thread.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <array>
+#include <map>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace intellect {
+
+class ContributionCheck {
+ public:
+  // norms[k]: rank k's announced norm (empty or any negative: no checks).
+  ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack);
+  bool enabled() const { return enabled_; }
+  // Adds one arrived message's sum of squares to its step's segment and
+  // throws ContributionExceedsAnnouncement (naming the predecessor) when the
+  // segment so far exceeds its bound.
+  void add(bool all_gather, size_t step, double sum_squares, const std::string& what);
+  // The bound on a step's segment norm (for tests and the error message).
+  double bound(bool all_gather, size_t step) const;
+
+ private:
+  std::vector<double> norms_;
+  int rank_, world_;
+  double slack_;
+  bool enabled_ = false;
+  std::map<std::pair<bool, size_t>, double> seen_;  // (phase, step) -> sum of squares so far
+};
+
+double fp32_sum_squares(const uint8_t* payload, size_t count);
+
+// What a node announces of its pseudo-gradient before a ring forms: its L2
+// norm, and a BLAKE2b-256 commitment to its bytes (over 16 fixed parts, so
+// `threads` changes the speed, never the result).
+struct Announcement {
+  double norm = 0.0;
+  std::array<uint8_t, 32> commitment{};
+};
+Announcement announce_contribution(std::span<const float> x, int threads);
+
+}  // namespace intellect
