@@ -7,7 +7,14 @@
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
 //                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed]
-//                   [--set k=v]...
+//                   [--byzantine scale|understate] [--set k=v]...
+//
+// --byzantine: one more node attacks the run all along (faults spare it).
+// `scale` sends its pseudo-gradient times 100 and says so: the coordinator
+// must leave it out of every ring as a norm outlier (it catches up from
+// donors). `understate` sends 100x but announces the honest-sized norm: its
+// ring successor must catch it, and the coordinator must refuse it for the
+// rest of the run. Checked besides the usual: the attacker was excluded.
 //
 // --overlap eager|delayed: every node runs with that diloco.overlap (each
 // outer step's all-reduce on a thread of its own while the next inner steps
@@ -72,6 +79,7 @@ struct Proc {
   int index = 0;  // node-<index>
   pid_t pid = -1;
   bool alive = false, stopped = false, killed_by_us = false;
+  bool byzantine = false;  // --byzantine's attacker: no fault touches it, and it is not restarted
   Clock::time_point cont_at{};  // when a stopped node is continued
 };
 
@@ -266,7 +274,7 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--set k=v]...\n");
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate] [--set k=v]...\n");
   return 2;
 }
 
@@ -279,6 +287,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> extra;
   bool use_netns = false, lose_state = false;
   std::string overlap = "none";
+  std::string byzantine;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--netns") {
@@ -297,7 +306,13 @@ int main(int argc, char** argv) {
     else if (a == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--out") out = v;
     else if (a == "--set") extra.push_back(v);
-    else if (a == "--overlap") {
+    else if (a == "--byzantine") {
+      if (v != "scale" && v != "understate") {
+        std::fprintf(stderr, "intellect_chaos: --byzantine must be scale or understate, got '%s'\n", v.c_str());
+        return 2;
+      }
+      byzantine = v;
+    } else if (a == "--overlap") {
       if (v != "none" && v != "eager" && v != "delayed") {
         std::fprintf(stderr, "intellect_chaos: --overlap must be none, eager or delayed, got '%s'\n", v.c_str());
         return 2;
@@ -347,11 +362,16 @@ int main(int argc, char** argv) {
     };
     std::vector<Proc> procs;
     int next_node = 0;
-    auto start_node = [&] {
+    auto start_node = [&](bool attacker = false) {
       Proc p;
       p.index = next_node++;
-      p.name = "node-" + std::to_string(p.index);
+      p.name = attacker ? "byzantine-" + std::to_string(p.index) : "node-" + std::to_string(p.index);
+      p.byzantine = attacker;
       std::vector<std::string> sets = mesh;
+      if (attacker) {
+        sets.push_back("mesh.attack_scale=100");
+        if (byzantine == "understate") sets.push_back("mesh.attack_announce=0.01");
+      }
       if (lab) {
         lab->add(p.index);
         sets.push_back("mesh.listen=" + NetLab::ip(p.index) + ":0");
@@ -404,12 +424,14 @@ int main(int argc, char** argv) {
     };
     std::vector<Cut> cuts;
     std::vector<std::string> failures;
+    std::vector<int> attacker_exits;
     std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), overlap.c_str(),
                 out.c_str());
     start_coordinator();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     for (int i = 0; i < nodes; ++i) start_node();
+    if (!byzantine.empty()) std::printf("  started %s, which attacks the run (%s)\n", start_node(true).c_str(), byzantine.c_str());
 
     std::mt19937_64 rng(seed);
     auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
@@ -429,6 +451,12 @@ int main(int argc, char** argv) {
         p.alive = false;
         if (lab) lab->remove(p.index);
         if (p.killed_by_us) continue;
+        if (p.byzantine) {  // refused by the run (understate), or a failure of its own
+          std::printf("  %s (the attacker) ended: %s\n", p.name.c_str(),
+                      WIFEXITED(st) ? str("exit ", WEXITSTATUS(st)).c_str() : str("signal ", WTERMSIG(st)).c_str());
+          attacker_exits.push_back(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+          continue;
+        }
         if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
           faults["evicted_restarted"] = faults["evicted_restarted"].get<int>() + 1;
           const std::string gone = p.name;  // start_node() grows procs: p is not to be used after it
@@ -451,10 +479,10 @@ int main(int argc, char** argv) {
       }
       return names;
     };
-    auto running = [&] {
+    auto running = [&] {  // the honest nodes faults may pick
       std::vector<size_t> v;
       for (size_t i = 0; i < procs.size(); ++i)
-        if (procs[i].alive && !procs[i].stopped) v.push_back(i);
+        if (procs[i].alive && !procs[i].stopped && !procs[i].byzantine) v.push_back(i);
       return v;
     };
     // The first faults are one of each kind (shuffled), then at random; half
@@ -651,12 +679,32 @@ int main(int argc, char** argv) {
     // few round timeouts (30 s each here) means the run stalled.
     if (longest_stall_s > 90)
       failures.push_back(str("no outer step completed for ", longest_stall_s, " s (the run stalled)"));
+    nlohmann::json attack = nullptr;
+    if (!byzantine.empty()) {
+      // What the coordinator said about the attacker, across its restarts.
+      int left_out = 0, refused = 0;
+      std::ifstream log(out + "/coordinator.log");
+      for (std::string line; std::getline(log, line);) {
+        if (line.find("byzantine") == std::string::npos) continue;
+        left_out += line.find("left out of the ring: its pseudo-gradient norm") != std::string::npos;
+        refused += line.find("refused for the rest of the run") != std::string::npos;
+      }
+      attack = {{"mode", byzantine}, {"left_out_of_rings", left_out}, {"refused", refused},
+                {"attacker_exits", attacker_exits}};
+      if (byzantine == "scale" && left_out == 0)
+        failures.push_back("the attacker (norm x100, announced) was never left out of a ring as an outlier");
+      if (byzantine == "understate" && refused == 0)
+        failures.push_back("the attacker (sends x100, announces less) was never caught and refused");
+      // Its pseudo-gradient never made it into an average: every honest node's hashes agree (checked above),
+      // and an attacker taken into a ring would have moved the loss of everyone (checked below).
+    }
     if (g_interrupted) std::printf("intellect_chaos: interrupted after %.0f s of %d\n", ran_s, seconds);
     nlohmann::json summary = {{"seconds", seconds},
                               {"ran_seconds", ran_s},
                               {"interrupted", g_interrupted != 0},
                               {"seed", seed},
                               {"overlap", overlap},
+                              {"byzantine", attack},
                               {"faults", faults},
                               {"outer_steps", max_outer},
                               {"outer_steps_checked", hashes.size()},

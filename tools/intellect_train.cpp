@@ -74,6 +74,7 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c) {
   co.max_retries = static_cast<int>(c.mesh.max_retries);
   co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";
+  co.norm_outlier_factor = c.mesh.norm_outlier_factor;
   co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
   return co;
 }

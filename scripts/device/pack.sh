@@ -11,6 +11,8 @@ rm -rf devbin devbin.tgz
 mkdir -p devbin/lib devbin/shared/data devbin/shared/bench
 bins=(intellect_gpu_tests bench_step intellect_train intellect_forward make_corpus bench_allreduce)
 for b in "${bins[@]}"; do strip -o "devbin/$b" "$build/$b"; done
+# EXTRA_BINS="path:name ...": more binaries, e.g. an older build to compare against.
+for e in ${EXTRA_BINS:-}; do strip -o "devbin/${e#*:}" "${e%%:*}"; done
 for lib in $(ldd "${bins[@]/#/$build/}" | awk '/=> \//{print $3}' | sort -u); do
   case "$(basename "$lib")" in
     libcublas*|libcudnn*|libnccl*|libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|libcuda.so*) ;;

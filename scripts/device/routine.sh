@@ -11,6 +11,7 @@
 #   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
 #   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY)
+#   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -101,6 +102,14 @@ for s in "$@"; do
         cp /tmp/ov150/$m/node-$i/metrics.jsonl "$OUT/overlap150m-${LINK_MBIT:-1000}-$m-node$i.jsonl" 2>/dev/null
         grep -E "outer step|utilization|error|Error" /tmp/ov150/$m/node-$i/train.log | tail -4; done
         tail -5 /tmp/ov150/$m/swarm.log; done ;;
+    ring-crypto)
+      # Issue 16: the int8 ring's throughput with every frame sealed (this build) against the build
+      # before encryption (devbin/bench_allreduce_plain, packed with EXTRA_BINS), alternating, same machine.
+      section ring-crypto
+      for rep in 1 2; do for b in bench_allreduce_plain bench_allreduce; do for k in 8 1; do
+        echo "--- $b, $k ring(s), repeat $rep"
+        $B/$b --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 2>&1 | grep -vE "^ *$"
+      done; done; done | tee "$OUT/ring-crypto.log" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

@@ -168,10 +168,12 @@ void Coordinator::announce(Ring ring) {
     send(conn_of_.at(id), control::Late{ring.outer_step});
   }
   std::map<uint64_t, std::string> why;
+  told_outlier_.erase(told_outlier_.begin(), told_outlier_.lower_bound({ring.outer_step - 8, 0}));
   for (uint64_t id : norm_outliers(ring, &why)) {
+    ring.nodes.erase(std::remove(ring.nodes.begin(), ring.nodes.end(), id), ring.nodes.end());
+    if (!told_outlier_.insert({ring.outer_step, id}).second) continue;  // a ring of one, tried again
     log(str("outer step ", ring.outer_step, ": ", who(id), " left out of the ring: ", why[id],
             "; it will take the round from a donor"));
-    ring.nodes.erase(std::remove(ring.nodes.begin(), ring.nodes.end(), id), ring.nodes.end());
     send(conn_of_.at(id), control::Late{ring.outer_step});
   }
   if (ring.nodes.empty()) return;
@@ -179,10 +181,16 @@ void Coordinator::announce(Ring ring) {
   a.outer_step = ring.outer_step;
   a.epoch = ring.epoch;
   a.round = next_round_++;
+  std::vector<double> accepted;
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
     a.members.push_back({id, members_.node(id).address, norm});
+    if (norm >= 0) accepted.push_back(norm);
+  }
+  if (!accepted.empty()) {  // the reference a later ring of one is judged against
+    std::sort(accepted.begin(), accepted.end());
+    reference_norm_ = accepted[accepted.size() / 2];
   }
   rings_[ring.outer_step] = ring;
   round_of_[ring.outer_step] = a.round;
@@ -197,32 +205,39 @@ void Coordinator::announce(Ring ring) {
 
 std::vector<uint64_t> Coordinator::norm_outliers(const Ring& ring, std::map<uint64_t, std::string>* why) const {
   std::vector<uint64_t> out;
-  if (opt_.norm_outlier_factor <= 0 || ring.nodes.size() < 2) return out;
+  if (opt_.norm_outlier_factor <= 0) return out;
   std::map<uint64_t, double> norms;
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     if (an != announced_.end() && an->second.outer_step == ring.outer_step && an->second.norm >= 0)
       norms[id] = an->second.norm;
   }
-  if (norms.size() < 2) return out;
   for (const auto& [id, norm] : norms) {
     // Against the others' median, so that with two nodes the larger is
-    // judged against the smaller and the smaller is never left out.
+    // judged against the smaller and the smaller is never left out; a node
+    // alone is judged against the last ring's accepted norms, so that a ring
+    // of one cannot carry an outlier into the run (late nodes would take
+    // that round from it).
     std::vector<double> others;
     for (const auto& [o, n] : norms)
       if (o != id) others.push_back(n);
-    std::sort(others.begin(), others.end());
-    const size_t m = others.size();
-    const double median = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
-    if (median > 0 && norm > opt_.norm_outlier_factor * median) {
+    double reference = reference_norm_;
+    const char* against = "the last ring's median";
+    if (!others.empty()) {
+      std::sort(others.begin(), others.end());
+      const size_t m = others.size();
+      reference = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
+      against = "the median of the others";
+    }
+    if (reference > 0 && norm > opt_.norm_outlier_factor * reference) {
       out.push_back(id);
-      (*why)[id] = str("its pseudo-gradient norm ", norm, " is above ", opt_.norm_outlier_factor,
-                       " x the median of the others (", median, ")");
+      (*why)[id] = str("its pseudo-gradient norm ", norm, " is above ", opt_.norm_outlier_factor, " x ", against,
+                       " (", reference, ")");
     }
   }
   // Never leave out a majority: if most nodes look like outliers, the
   // others are the odd ones, and norms alone cannot tell who is right.
-  if (out.size() * 2 >= norms.size()) out.clear();
+  if (norms.size() > 1 && out.size() * 2 > norms.size()) out.clear();
   return out;
 }
 

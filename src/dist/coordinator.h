@@ -105,6 +105,8 @@ class Coordinator {
   };
   std::map<uint64_t, Announced> announced_;  // node -> its newest Ready's announcement
   std::set<uint64_t> banned_ids_;            // refused for the rest of the run (persisted)
+  double reference_norm_ = 0.0;              // the median norm of the newest announced ring
+  std::set<std::pair<int64_t, uint64_t>> told_outlier_;  // (outer step, node) already left out and told
   std::set<PublicKey> banned_keys_;
   std::map<int64_t, Ring> rings_;        // outer step -> its current ring
   std::map<int64_t, int> retries_;

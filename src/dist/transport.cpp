@@ -67,9 +67,8 @@ struct ConnShared {
   std::string peer, reason;
   size_t queued = 0;  // bytes accepted by send() and not yet written (or cancelled)
   struct Received {
-    uint64_t seq;       // arrival order across connections (recv(kAnyConn) takes the oldest)
-    uint64_t position;  // this frame's place in the peer's direction: its AEAD nonce
-    Frame frame;        // still sealed: recv() opens it
+    uint64_t seq;  // arrival order across connections (recv(kAnyConn) takes the oldest)
+    Frame frame;   // opened and verified by the loop thread
   };
   std::deque<Received> inbox;
   size_t inbox_bytes = 0;
@@ -78,7 +77,7 @@ struct ConnShared {
   bool resume_posted = false;  // a resume command is on its way to the loop
   bool auth_failed = false;    // closed because the peer's proof did not check
   // Set once when the handshake finishes, immutable after.
-  std::shared_ptr<const FrameCipher> tx, rx;
+  std::shared_ptr<const FrameCipher> tx;
   std::optional<PublicKey> peer_key;
   // Sending: one sender at a time per connection holds send_mu from taking a
   // position to queueing the frame, so frames reach the wire in position order.
@@ -98,7 +97,8 @@ struct Conn {
   uv_shutdown_t shutdown_req;
   Handshake hs;
   FrameDecoder dec{FrameDecoder::Phase::handshake};
-  uint64_t rx_next = 0;  // position of the next sealed frame from the peer
+  uint64_t rx_next = 0;  // position of the next sealed frame from the peer: its AEAD nonce
+  std::unique_ptr<FrameCipher> rx;  // set when the handshake finishes
   int handles_open = 0;
   bool closing = false, shutting_down = false, reading = false;
   uint64_t opened_ms = 0, last_read_ms = 0, last_write_ms = 0;
@@ -368,14 +368,24 @@ struct TransportLoop {
       if (c->hs.done()) authenticated(c);
       return;
     }
-    if (f.payload.size() < kAeadTagBytes)
-      return drop(c, str("a ", frame_type_name(f.type), " frame of ", f.payload.size(),
-                         " bytes is too short to carry its authentication tag"));
+    // Opened here, on the loop thread: the lanes' threads then spend their
+    // time on the codec while this thread decrypts the next frames (the
+    // ring's critical path is one lane's receive-decode-encode chain).
+    std::vector<uint8_t>& p = f.payload;
+    const uint64_t position = c->rx_next++;
+    const FrameHeader header = encode_frame_header(f.type, p.size(), kAeadTagBytes);
+    if (p.size() < kAeadTagBytes ||
+        !c->rx->open(position, header.data(), header.size(), p.data(), p.size() - kAeadTagBytes,
+                     p.data() + p.size() - kAeadTagBytes))
+      return drop(c, str("frame ", position, " (", frame_type_name(f.type), ", ", p.size(),
+                         " bytes) does not authenticate: it was altered, replayed, reordered or cut short on the "
+                         "way; closing the connection"));
+    p.resize(p.size() - kAeadTagBytes);
     size_t bytes = f.payload.size();
     bool pause;
     {
       std::lock_guard lk(mu);
-      c->sh->inbox.push_back({next_seq++, c->rx_next++, std::move(f)});
+      c->sh->inbox.push_back({next_seq++, std::move(f)});
       c->sh->inbox_bytes += bytes;
       pause = c->sh->inbox_bytes > opt.max_inbox_bytes && !c->sh->read_paused;
       if (pause) c->sh->read_paused = true;
@@ -395,11 +405,10 @@ struct TransportLoop {
     }
     const SessionKeys& keys = c->hs.session();
     auto tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
-    auto rx = std::make_shared<const FrameCipher>(keys.suite, keys.recv);
+    c->rx = std::make_unique<FrameCipher>(keys.suite, keys.recv);
     {
       std::lock_guard lk(mu);
       c->sh->tx = std::move(tx);
-      c->sh->rx = std::move(rx);
       c->sh->peer_key = c->hs.peer_key();
       c->sh->state = ConnShared::State::open;
       push_event({TransportEvent::Kind::authenticated, c->id, c->sh->inbound, c->sh->peer, "", c->sh->peer_key});
@@ -702,37 +711,14 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
   if (!t->cv.wait_until(lk, deadline, pick)) return std::nullopt;
   if (from->inbox.empty())
     fail("connection ", conn, " to ", from->peer, " is closed: ", from->reason);
-  ConnShared::Received r = std::move(from->inbox.front());
+  Message m{from_id, std::move(from->inbox.front().frame)};
   from->inbox.pop_front();
-  from->inbox_bytes -= r.frame.payload.size();
+  from->inbox_bytes -= m.frame.payload.size();
   bool resume = from->read_paused && !from->resume_posted && from->inbox_bytes <= t->opt.max_inbox_bytes / 2;
   if (resume) from->resume_posted = true;
-  std::shared_ptr<const FrameCipher> rx = from->rx;
-  const std::string peer = from->peer;
   lk.unlock();
   if (resume) t->post([t, from_id] { t->resume_reading(from_id); });
-
-  // Decrypt here, on the receiver's thread, in place.
-  std::vector<uint8_t>& p = r.frame.payload;
-  const size_t n = p.size() - kAeadTagBytes;  // on_frame refused anything shorter than a tag
-  const FrameHeader header = encode_frame_header(r.frame.type, p.size(), kAeadTagBytes);
-  if (!rx->open(r.position, header.data(), header.size(), p.data(), n, p.data() + n)) {
-    const std::string why = str("frame ", r.position, " (", frame_type_name(r.frame.type), ", ", p.size(),
-                                " bytes) from ", peer, " does not authenticate: it was altered, replayed, "
-                                "reordered or cut short on the way; closing the connection");
-    {
-      std::lock_guard g(t->mu);
-      from->inbox.clear();  // nothing behind a forged frame can be trusted either
-      from->inbox_bytes = 0;
-    }
-    t->post([t, from_id, why] {
-      auto it = t->conns.find(from_id);
-      if (it != t->conns.end()) t->drop(it->second, why);
-    });
-    fail(why);
-  }
-  p.resize(n);
-  return Message{from_id, std::move(r.frame)};
+  return m;
 }
 
 std::optional<TransportEvent> Transport::next_event(Deadline deadline) {

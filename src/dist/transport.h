@@ -13,9 +13,9 @@
 // A connection is usable (its ConnId returned by connect() or announced by an
 // `authenticated` event) only after the handshake in handshake.h. From then
 // on every frame is sealed (frame_cipher.h): send() encrypts on the calling
-// thread, in the connection's order, and recv() decrypts on the calling
-// thread, so the loop thread only moves bytes and many lanes encrypt in
-// parallel. Any failure of one connection (reset, EOF, bad frame, failed
+// thread, in the connection's order (many lanes encrypt in parallel), and
+// the loop thread opens each frame as it arrives, before recv() sees it
+// (decryption off the receiving lane's critical path). Any failure of one connection (reset, EOF, bad frame, failed
 // authentication, a frame that does not open, timeout) closes that
 // connection with a logged reason; it never ends the process.
 #pragma once

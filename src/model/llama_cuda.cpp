@@ -290,6 +290,10 @@ void LlamaCuda::allocate_activations(int64_t max_batch, int64_t seq_len) {
 
 LlamaCuda::~LlamaCuda() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (int i = 0; i < 2; ++i) {
+    if (stage_free_[i]) cudaEventDestroy(stage_free_[i]);
+    if (stage_[i]) cudaFreeHost(stage_[i]);
+  }
   if (comm_stream_) cudaStreamSynchronize(comm_stream_);
   if (opt_stream_) cudaStreamSynchronize(opt_stream_);
   for (cudaEvent_t e : unit_updated_) cudaEventDestroy(e);
@@ -346,38 +350,107 @@ float from_bf16(bf16 x) { return __bfloat162float(x); }
 
 }  // namespace
 
+namespace {
+constexpr size_t kStageBytes = size_t{64} << 20;  // per staging buffer
+
+void copy_f32(const float* src, void* dst, size_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+void to_bf16_n(const float* src, void* dst, size_t n) {
+  bf16* d = static_cast<bf16*>(dst);
+#pragma omp parallel for schedule(static) if (n > (size_t{1} << 20))
+  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) d[i] = __float2bfloat16(src[i]);
+}
+void copy_back_f32(const void* src, float* dst, size_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+void from_bf16_n(const void* src, float* dst, size_t n) {
+  const bf16* s = static_cast<const bf16*>(src);
+#pragma omp parallel for schedule(static) if (n > (size_t{1} << 20))
+  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) dst[i] = __bfloat162float(s[i]);
+}
+
+// Calls fn(local, flat, len) for the parts of local range [lo, hi) that
+// pieces cover, and gap(local, len) for those none covers (padding).
+template <class Fn, class Gap>
+void for_local_range(const std::vector<ShardPiece>& pieces, size_t lo, size_t hi, Fn fn, Gap gap) {
+  size_t at = lo;
+  for (const ShardPiece& pc : pieces) {
+    const size_t b = std::max(lo, pc.local_begin), e = std::min(hi, pc.local_begin + pc.len);
+    if (b >= e) continue;
+    if (b > at) gap(at, b - at);
+    fn(b, pc.flat_begin + (b - pc.local_begin), e - b);
+    at = e;
+  }
+  if (at < hi) gap(at, hi - at);
+}
+}  // namespace
+
+// Allocated at the first outer step, not at construction: a model that never
+// takes part in DiLoCo pins no host memory.
+void LlamaCuda::ensure_staging() {
+  if (stage_[0]) return;
+  for (int i = 0; i < 2; ++i) {
+    check(cudaMallocHost(&stage_[i], kStageBytes), "pinned staging buffer");
+    check(cudaEventCreateWithFlags(&stage_free_[i], cudaEventDisableTiming), "staging event");
+    check(cudaEventRecord(stage_free_[i], stream_), "staging event");
+  }
+}
+
+void LlamaCuda::stage_to_device(void* dst, size_t elem_bytes, const float* host,
+                                void (*convert)(const float* src, void* dst, size_t n)) {
+  const size_t per_chunk = kStageBytes / elem_bytes;
+  for (size_t lo = 0, c = 0; lo < local_n_; lo += per_chunk, ++c) {
+    const size_t hi = std::min(local_n_, lo + per_chunk), k = c % 2;
+    check(cudaEventSynchronize(stage_free_[k]), "staging buffer");  // its previous copy has finished
+    uint8_t* buf = static_cast<uint8_t*>(stage_[k]);
+    for_local_range(
+        pieces_, lo, hi, [&](size_t local, size_t flat, size_t len) { convert(host + flat, buf + (local - lo) * elem_bytes, len); },
+        [&](size_t local, size_t len) { std::memset(buf + (local - lo) * elem_bytes, 0, len * elem_bytes); });
+    check(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + lo * elem_bytes, buf, (hi - lo) * elem_bytes,
+                          cudaMemcpyHostToDevice, stream_),
+          "staged upload");
+    check(cudaEventRecord(stage_free_[k], stream_), "staging event");
+  }
+}
+
+void LlamaCuda::stage_from_device(const void* src, size_t elem_bytes, float* host,
+                                  void (*convert)(const void* src, float* dst, size_t n)) {
+  const size_t per_chunk = kStageBytes / elem_bytes;
+  const size_t chunks = (local_n_ + per_chunk - 1) / per_chunk;
+  auto issue = [&](size_t c) {
+    const size_t lo = c * per_chunk, hi = std::min(local_n_, lo + per_chunk);
+    check(cudaMemcpyAsync(stage_[c % 2], static_cast<const uint8_t*>(src) + lo * elem_bytes, (hi - lo) * elem_bytes,
+                          cudaMemcpyDeviceToHost, stream_),
+          "staged download");
+    check(cudaEventRecord(stage_free_[c % 2], stream_), "staging event");
+  };
+  if (chunks > 0) issue(0);
+  for (size_t c = 0; c < chunks; ++c) {
+    if (c + 1 < chunks) issue(c + 1);  // the next chunk copies while this one converts
+    check(cudaEventSynchronize(stage_free_[c % 2]), "staged download");
+    const size_t lo = c * per_chunk, hi = std::min(local_n_, lo + per_chunk);
+    const uint8_t* buf = static_cast<const uint8_t*>(stage_[c % 2]);
+    for_local_range(
+        pieces_, lo, hi, [&](size_t local, size_t flat, size_t len) { convert(buf + (local - lo) * elem_bytes, host + flat, len); },
+        [](size_t, size_t) {});
+  }
+}
+
 void LlamaCuda::upload_params(const float* host) {
   flush_updates();  // the step's update comes first; these weights replace its result
   wait_for_comm();
+  ensure_staging();
   float* master = adam_->master();
-  const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
-  check(cudaMemcpyAsync(params_, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "params");
-  if (master) {
-    const std::vector<float> f = gather_pieces<float>(pieces_, local_n_, host, identity);
-    check(cudaMemcpyAsync(master, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_),
-          "master");
-    check(cudaStreamSynchronize(stream_), "upload");  // before f goes away
-  } else {
-    check(cudaStreamSynchronize(stream_), "upload");  // before b goes away
-  }
+  stage_to_device(params_, sizeof(bf16), host, to_bf16_n);
+  if (master) stage_to_device(master, sizeof(float), host, copy_f32);
+  check(cudaStreamSynchronize(stream_), "upload");
   invalidate_gathered();
 }
 
 void LlamaCuda::download_params(float* host) {
   flush_updates();
   wait_for_comm();
+  ensure_staging();
   float* master = adam_->master();
-  if (master) {
-    std::vector<float> f(local_n_);
-    check(cudaMemcpyAsync(f.data(), master, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "master");
-    check(cudaStreamSynchronize(stream_), "download");
-    scatter_pieces(pieces_, f, host, identity);
-    return;
-  }
-  std::vector<bf16> b(local_n_);
-  check(cudaMemcpyAsync(b.data(), params_, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "params");
-  check(cudaStreamSynchronize(stream_), "download");
-  scatter_pieces(pieces_, b, host, from_bf16);
+  if (master) stage_from_device(master, sizeof(float), host, copy_back_f32);
+  else stage_from_device(params_, sizeof(bf16), host, from_bf16_n);
 }
 
 void LlamaCuda::download_grads(float* host) {

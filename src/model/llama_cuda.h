@@ -157,6 +157,18 @@ class LlamaCuda {
   void grad_end(int unit, int slot);  // reduce-scatter it and add into this rank's shard
   void wait_for_comm();               // compute stream waits for everything issued on comm
   void invalidate_gathered();         // the shards changed: gathered copies are stale
+  // Outer-step copies of the flat parameters (upload_params/download_params):
+  // chunk by chunk through two pinned staging buffers, so converting one
+  // chunk on the host overlaps the copy of the other, with no allocation and
+  // no page faults per outer step. `to_device` converts host -> staging
+  // (elem_bytes per value); `from_device` staging -> host.
+  void stage_to_device(void* dst, size_t elem_bytes, const float* host,
+                       void (*convert)(const float* src, void* dst, size_t n));
+  void stage_from_device(const void* src, size_t elem_bytes, float* host,
+                         void (*convert)(const void* src, float* dst, size_t n));
+  void ensure_staging();
+  void* stage_[2] = {nullptr, nullptr};
+  cudaEvent_t stage_free_[2] = {nullptr, nullptr};
   void materialize_zero_grads();
   // The deferred optimizer update (see optimizer_step in the .cpp).
   void issue_updates();               // enqueue every unit's update on opt_stream_

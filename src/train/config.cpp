@@ -232,6 +232,13 @@ Config parse_config(const json& doc, const std::string& source) {
     m.emulate_link_mbit = r.get_double("emulate_link_mbit", 0.0, 0.0, 1e6);
     m.emulate_link_delay_ms = r.get_int("emulate_link_delay_ms", 0, 0, 60000);
     m.emulate_link_jitter_ms = r.get_int("emulate_link_jitter_ms", 0, 0, 60000);
+    m.announce_norms = r.get_bool("announce_norms", true);
+    m.norm_outlier_factor = r.get_double("norm_outlier_factor", 5.0, 0.0, 1e9);
+    if (m.norm_outlier_factor > 0 && m.norm_outlier_factor < 1.5)
+      r.error("norm_outlier_factor", str("must be 0 (off) or at least 1.5 (honest nodes' norms differ by that much), got ",
+                                         m.norm_outlier_factor));
+    m.attack_scale = r.get_double("attack_scale", 1.0, 1e-6, 1e9);
+    m.attack_announce = r.get_double("attack_announce", 1.0, 1e-9, 1e9);
     if (m.emulate_link_jitter_ms > m.emulate_link_delay_ms)
       r.error("emulate_link_jitter_ms", str("must not exceed mesh.emulate_link_delay_ms (", m.emulate_link_delay_ms,
                                             "), got ", m.emulate_link_jitter_ms));

@@ -152,6 +152,16 @@ struct MeshConfig {
   // an emulated WAN link (Mbit/s, 0 = no cap; one-way delay and its jitter).
   double emulate_link_mbit = 0.0;
   int64_t emulate_link_delay_ms = 0, emulate_link_jitter_ms = 0;
+  // Contributions: nodes announce their pseudo-gradient's norm before each
+  // ring and check their ring predecessors against it; the coordinator leaves
+  // out a node whose norm is above norm_outlier_factor x the median of the
+  // others' (0: never).
+  bool announce_norms = true;
+  double norm_outlier_factor = 5.0;
+  // intellect_chaos --byzantine only: this node sends its pseudo-gradient
+  // times attack_scale and announces the norm of what it sends times
+  // attack_announce.
+  double attack_scale = 1.0, attack_announce = 1.0;
 };
 
 struct Config {

@@ -169,6 +169,12 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.serve_state = cfg.mesh.serve_state;
     mo.rounds_applied_late = cfg.diloco.overlap != "none";
+    mo.announce_norms = cfg.mesh.announce_norms;
+    mo.attack_scale = cfg.mesh.attack_scale;
+    mo.attack_announce = cfg.mesh.attack_announce;
+    if (mo.attack_scale != 1.0 || mo.attack_announce != 1.0)
+      note(str("mesh: TEST ONLY: this node attacks the run (sends its pseudo-gradient x", mo.attack_scale,
+               ", announces x", mo.attack_announce, " of what it sends)"));
     mo.log = [](const std::string& m) { note("mesh: " + m); };
     mo.emulate_link.rate_bytes_per_s = cfg.mesh.emulate_link_mbit * 1e6 / 8;
     mo.emulate_link.delay = std::chrono::milliseconds(cfg.mesh.emulate_link_delay_ms);
