@@ -59,6 +59,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -266,7 +267,8 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--set k=v]...\n");
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--status PORT|IPV4:PORT] [--set k=v]...\n"
+                       "  --status: the coordinator serves the run's dashboard there (kept across its restarts)\n");
   return 2;
 }
 
@@ -279,6 +281,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> extra;
   bool use_netns = false, lose_state = false;
   std::string overlap = "none";
+  std::string status_listen;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--netns") {
@@ -297,6 +300,7 @@ int main(int argc, char** argv) {
     else if (a == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--out") out = v;
     else if (a == "--set") extra.push_back(v);
+    else if (a == "--status") status_listen = v;
     else if (a == "--overlap") {
       if (v != "none" && v != "eager" && v != "delayed") {
         std::fprintf(stderr, "intellect_chaos: --overlap must be none, eager or delayed, got '%s'\n", v.c_str());
@@ -340,6 +344,14 @@ int main(int argc, char** argv) {
     std::vector<std::string> coord_sets = mesh;
     coord_sets.insert(coord_sets.end(), {"mesh.listen=" + coord, "train.out_dir=" + out + "/coordinator",
                                          "mesh.min_ring=" + std::to_string(nodes)});
+    std::string dashboard;
+    if (!status_listen.empty()) {
+      // A fixed port: the coordinator is restarted on the same one, and the URL stays valid.
+      const auto [host, port] = parse_http_listen(status_listen, "--status");
+      if (port == 0) fail("--status needs a fixed port (the coordinator is restarted on it), not 0");
+      coord_sets.push_back("mesh.status_listen=" + host + ":" + std::to_string(port));
+      dashboard = "http://" + host + ":" + std::to_string(port) + "/";
+    }
     Proc coordinator{"coordinator"};
     auto start_coordinator = [&] {
       coordinator.pid = spawn(with_sets({train, "--coordinator"}, coord_sets), out + "/coordinator.log");
@@ -407,6 +419,8 @@ int main(int argc, char** argv) {
     std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), overlap.c_str(),
                 out.c_str());
+    if (!dashboard.empty()) std::printf("intellect_chaos: dashboard of the run: %s\n", dashboard.c_str());
+    std::fflush(stdout);
     start_coordinator();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     for (int i = 0; i < nodes; ++i) start_node();

@@ -47,6 +47,8 @@ void usage(FILE* f) {
                "                    log under <train.out_dir>/node-<i>/\n"
                "  --coordinator     run only the coordinator of a mesh, on mesh.listen, with\n"
                "                    mesh.secret_file, until Ctrl-C / SIGTERM\n"
+               "  With --local-nodes or --coordinator, --set mesh.status_listen=8080 serves the run's\n"
+               "  dashboard on http://127.0.0.1:8080/ (/api/status: JSON, /metrics: Prometheus)\n"
                "Ctrl-C stops after the current step and saves a checkpoint and the model.\n");
 }
 
@@ -63,6 +65,9 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c, co
   co.max_retries = static_cast<int>(c.mesh.max_retries);
   co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";
+  co.status_listen = c.mesh.status_listen;
+  co.status_token_file = c.mesh.status_token_file;
+  co.status_title = "intellect run: " + c.source;
   co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
   return co;
 }
@@ -73,6 +78,8 @@ int run_coordinator(const intellect::Config& c) {
   if (c.mesh.secret_file.empty()) fail("--coordinator needs mesh.secret_file: every connection is authenticated");
   make_dirs(c.train.out_dir);
   Coordinator coordinator(coordinator_options(c, c.mesh.secret_file));
+  if (!coordinator.status_url().empty())
+    std::fprintf(stderr, "intellect: the run's dashboard: %s\n", coordinator.status_url().c_str());
   coordinator.run(g_stop);
   std::fprintf(stderr, "intellect: coordinator stopped; outer steps agreed: %lld, diverged: %lld\n",
                static_cast<long long>(coordinator.agreed_steps()), static_cast<long long>(coordinator.disagreed_steps()));
@@ -105,7 +112,13 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
   CoordinatorOptions co = coordinator_options(base, secret_path);
   co.listen = "127.0.0.1:0";
   co.membership.min_ring = static_cast<size_t>(n);
+  co.status_title = intellect::str("intellect swarm of ", n, ": ", base.source);
   Coordinator coordinator(co);
+  // Stdout, as the nodes' step lines are in their logs: where to watch them all.
+  if (!coordinator.status_url().empty()) {
+    std::fprintf(stdout, "intellect: dashboard of the swarm: %s\n", coordinator.status_url().c_str());
+    std::fflush(stdout);
+  }
   std::atomic<bool> stop_coordinator{false};
   std::thread coordinator_thread([&] { coordinator.run(stop_coordinator); });
 

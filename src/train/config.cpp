@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include "default_config.h"
+#include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json_reader.h"
@@ -10,6 +11,17 @@ namespace intellect {
 using nlohmann::json;
 
 namespace {
+
+// An HTTP listen setting ("PORT" or "IPV4:PORT"), checked now rather than
+// when the server starts.
+void check_http_listen(const JsonReader& r, const std::string& key, const std::string& value) {
+  if (value.empty()) return;
+  try {
+    parse_http_listen(value, r.field(key));
+  } catch (const Error& e) {
+    r.error(key, e.what());
+  }
+}
 
 // data.train / data.val: a path string (one dataset, named after the split),
 // or a list of {"name", "path", "weight"} objects. An empty string or null
@@ -122,6 +134,9 @@ Config parse_config(const json& doc, const std::string& source) {
     t.memory_limit_gib = r.get_double("memory_limit_gib", 0.0, 0.0, 1e6);
     t.out_dir = r.get_string("out_dir", "runs/default");
     t.metrics_file = r.get_string("metrics_file", "");
+    t.metrics_listen = r.get_string("metrics_listen", "");
+    t.metrics_token_file = r.get_string("metrics_token_file", "");
+    check_http_listen(r, "metrics_listen", t.metrics_listen);
     if (t.out_dir.empty()) r.error("out_dir", "must not be empty");
     r.finish();
   }
@@ -225,6 +240,9 @@ Config parse_config(const json& doc, const std::string& source) {
     m.emulate_link_mbit = r.get_double("emulate_link_mbit", 0.0, 0.0, 1e6);
     m.emulate_link_delay_ms = r.get_int("emulate_link_delay_ms", 0, 0, 60000);
     m.emulate_link_jitter_ms = r.get_int("emulate_link_jitter_ms", 0, 0, 60000);
+    m.status_listen = r.get_string("status_listen", "");
+    m.status_token_file = r.get_string("status_token_file", "");
+    check_http_listen(r, "status_listen", m.status_listen);
     if (m.emulate_link_jitter_ms > m.emulate_link_delay_ms)
       r.error("emulate_link_jitter_ms", str("must not exceed mesh.emulate_link_delay_ms (", m.emulate_link_delay_ms,
                                             "), got ", m.emulate_link_jitter_ms));

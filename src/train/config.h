@@ -58,6 +58,11 @@ struct TrainConfig {
   int64_t gpus = 1;
   std::string out_dir = "runs/default";
   std::string metrics_file = "";  // default: <out_dir>/metrics.jsonl
+  // This node's own status page and /metrics: "PORT" (loopback) or
+  // "IPV4:PORT"; empty: off. For a run without a coordinator (with one,
+  // mesh.status_listen on the coordinator shows the whole run).
+  std::string metrics_listen = "";
+  std::string metrics_token_file = "";  // a bearer token for it (empty: none)
 };
 
 // CUDA backend precision. Parameters and activations are bf16 with fp32
@@ -148,6 +153,10 @@ struct MeshConfig {
   // an emulated WAN link (Mbit/s, 0 = no cap; one-way delay and its jitter).
   double emulate_link_mbit = 0.0;
   int64_t emulate_link_delay_ms = 0, emulate_link_jitter_ms = 0;
+  // Coordinator: the run's status page, /api/status and /metrics: "PORT"
+  // (loopback) or "IPV4:PORT"; empty: off.
+  std::string status_listen = "";
+  std::string status_token_file = "";  // a bearer token for it (empty: none)
 };
 
 struct Config {
