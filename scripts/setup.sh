@@ -10,6 +10,9 @@ packages=(
   libxxhash-dev                     # outer-parameter hashes (DiLoCo consistency check)
   libpcre2-dev                      # the tokenizer's pre-tokenizer regex
   zlib1g-dev libzstd-dev            # compressed .jsonl inputs
+  libmicrohttpd-dev                 # the status page's HTTP server (mesh.status_listen, train.metrics_listen)
+  chromium                          # tests: the status page rendered in a headless browser
+  prometheus                        # tests: promtool checks /metrics
 )
 
 missing=()

@@ -3,6 +3,7 @@
 // refused with an Error, never a crash.
 #include "dist/control.h"
 
+#include <functional>
 #include <limits>
 #include "test_util.h"
 #include "util/error.h"
@@ -98,6 +99,86 @@ TEST(Control, RandomMutationsNeverCrash) {
   }
   EXPECT_GT(refused, 0);
   EXPECT_GT(accepted, 0);
+}
+
+NodeStatus sample_status() {
+  NodeStatus s;
+  s.inner_step = 120;
+  s.total_steps = 1000;
+  s.has_loss = true;
+  s.loss = 3.25;
+  s.tokens_per_s = 51234.5;
+  s.gpus = 8;
+  s.device = "NVIDIA H200";
+  s.memory_bytes = uint64_t{70} << 30;
+  s.wall_s = 600;
+  s.outer_blocked_s = 12.5;
+  s.eta_s = 4400;
+  s.outer_step = 3;
+  s.allreduce_s = 4.1;
+  s.outer_bytes = 123456789;
+  s.outer_retries = 1;
+  s.join_s = 30.5;
+  s.join_bytes = 987654321;
+  return s;
+}
+
+TEST(Control, HeartbeatCarriesNodeStatus) {
+  Heartbeat h{3, 41, sample_status()};
+  const std::vector<uint8_t> wire = encode(h);
+  const Heartbeat back = std::get<Heartbeat>(decode(wire, "t"));
+  ASSERT_TRUE(back.status.has_value());
+  EXPECT_EQ(back.status->device, "NVIDIA H200");
+  EXPECT_EQ(back.status->inner_step, 120);
+  EXPECT_DOUBLE_EQ(back.status->loss, 3.25);
+  EXPECT_FALSE(back.status->has_val_loss);
+  EXPECT_EQ(back.status->join_bytes, 987654321u);
+  EXPECT_EQ(encode(back), wire);
+  // A node with nothing to report yet sends the heartbeat of old: still a heartbeat.
+  EXPECT_FALSE(std::get<Heartbeat>(decode(encode(Heartbeat{3, 41}), "t")).status.has_value());
+  EXPECT_EQ(encode(Heartbeat{3, 41}).size(), 17u);
+  // Every truncation inside the status block is refused (at 17 bytes it is a plain heartbeat).
+  for (size_t cut = 18; cut < wire.size(); ++cut)
+    EXPECT_THROW(decode(std::vector<uint8_t>(wire.begin(), wire.begin() + cut), "t"), Error) << "cut at " << cut;
+  std::vector<uint8_t> extra = wire;
+  extra.push_back(0);
+  EXPECT_THROW(decode(extra, "t"), Error);
+}
+
+TEST(Control, NodeStatusFiguresAreValidated) {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  struct Case {
+    const char* what;
+    std::function<void(NodeStatus&)> spoil;
+    const char* field;  // the error names it
+  };
+  const std::vector<Case> cases = {
+      {"NaN loss", [&](NodeStatus& s) { s.loss = nan; }, "loss"},
+      {"infinite rate", [&](NodeStatus& s) { s.tokens_per_s = inf; }, "tokens_per_s"},
+      {"negative rate", [](NodeStatus& s) { s.tokens_per_s = -1; }, "tokens_per_s"},
+      {"ETA below -1", [](NodeStatus& s) { s.eta_s = -2; }, "eta_s"},
+      {"absurd wall time", [](NodeStatus& s) { s.wall_s = 1e12; }, "wall_s"},
+      {"5000 GPUs", [](NodeStatus& s) { s.gpus = 5000; }, "GPUs"},
+      {"a device name past its cap", [](NodeStatus& s) { s.device = std::string(kMaxDevice + 1, 'x'); }, "device"},
+      {"a negative inner step", [](NodeStatus& s) { s.inner_step = -5; }, "inner_step"},
+  };
+  for (const Case& c : cases) {
+    NodeStatus s = sample_status();
+    c.spoil(s);
+    const std::string err = test::error_of([&] { decode(encode(Heartbeat{3, 41, s}), "node 9"); });
+    EXPECT_NE(err.find(c.field), std::string::npos) << c.what << ": " << err;
+    EXPECT_NE(err.find("node 9"), std::string::npos) << c.what << ": " << err;
+  }
+  // A loss whose flag says there is none: decode(encode(x)) would not give x back.
+  std::vector<uint8_t> wire = encode(Heartbeat{3, 41, sample_status()});
+  const size_t flags_at = 17 + 1 + 8 + 8;  // heartbeat, status version, inner_step, total_steps
+  ASSERT_EQ(wire[flags_at], 1);            // the sample has a loss, no val loss
+  wire[flags_at] = 0;
+  EXPECT_NE(test::error_of([&] { decode(wire, "t"); }).find("does not have"), std::string::npos);
+  // Another release's status block: refused with what to do.
+  wire = encode(Heartbeat{3, 41, sample_status()});
+  wire[17] = kNodeStatusVersion + 1;
+  EXPECT_NE(test::error_of([&] { decode(wire, "t"); }).find("same intellect release"), std::string::npos);
 }
 
 }  // namespace

@@ -66,6 +66,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -274,7 +275,9 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate] [--set k=v]...\n");
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate]\n"
+                       "                       [--status PORT|IPV4:PORT] [--set k=v]...\n"
+                       "  --status: the coordinator serves the run's dashboard there (kept across its restarts)\n");
   return 2;
 }
 
@@ -288,6 +291,7 @@ int main(int argc, char** argv) {
   bool use_netns = false, lose_state = false;
   std::string overlap = "none";
   std::string byzantine;
+  std::string status_listen;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--netns") {
@@ -312,6 +316,8 @@ int main(int argc, char** argv) {
         return 2;
       }
       byzantine = v;
+    } else if (a == "--status") {
+      status_listen = v;
     } else if (a == "--overlap") {
       if (v != "none" && v != "eager" && v != "delayed") {
         std::fprintf(stderr, "intellect_chaos: --overlap must be none, eager or delayed, got '%s'\n", v.c_str());
@@ -355,6 +361,14 @@ int main(int argc, char** argv) {
     std::vector<std::string> coord_sets = mesh;
     coord_sets.insert(coord_sets.end(), {"mesh.listen=" + coord, "train.out_dir=" + out + "/coordinator",
                                          "mesh.min_ring=" + std::to_string(nodes)});
+    std::string dashboard;
+    if (!status_listen.empty()) {
+      // A fixed port: the coordinator is restarted on the same one, and the URL stays valid.
+      const auto [host, port] = parse_http_listen(status_listen, "--status");
+      if (port == 0) fail("--status needs a fixed port (the coordinator is restarted on it), not 0");
+      coord_sets.push_back("mesh.status_listen=" + host + ":" + std::to_string(port));
+      dashboard = "http://" + host + ":" + std::to_string(port) + "/";
+    }
     Proc coordinator{"coordinator"};
     auto start_coordinator = [&] {
       coordinator.pid = spawn(with_sets({train, "--coordinator"}, coord_sets), out + "/coordinator.log");
@@ -428,6 +442,8 @@ int main(int argc, char** argv) {
     std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), overlap.c_str(),
                 out.c_str());
+    if (!dashboard.empty()) std::printf("intellect_chaos: dashboard of the run: %s\n", dashboard.c_str());
+    std::fflush(stdout);
     start_coordinator();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     for (int i = 0; i < nodes; ++i) start_node();

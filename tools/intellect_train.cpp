@@ -53,6 +53,8 @@ void usage(FILE* f) {
                "  --coordinator     run only the coordinator of a mesh, on mesh.listen, with\n"
                "                    mesh.node_key_file and mesh.allowlist_file (or mesh.secret_file),\n"
                "                    until Ctrl-C / SIGTERM; SIGHUP rereads the allowlist\n"
+               "  With --local-nodes or --coordinator, --set mesh.status_listen=8080 serves the run's\n"
+               "  dashboard on http://127.0.0.1:8080/ (/api/status: JSON, /metrics: Prometheus)\n"
                "Ctrl-C stops after the current step and saves a checkpoint and the model.\n");
 }
 
@@ -75,6 +77,9 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c) {
   co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";
   co.norm_outlier_factor = c.mesh.norm_outlier_factor;
+  co.status_listen = c.mesh.status_listen;
+  co.status_token_file = c.mesh.status_token_file;
+  co.status_title = "intellect run: " + c.source;
   co.log = [](const std::string& m) { std::fprintf(stderr, "[coordinator] %s\n", m.c_str()); };
   return co;
 }
@@ -88,6 +93,8 @@ int run_coordinator(const intellect::Config& c) {
   make_dirs(c.train.out_dir);
   std::signal(SIGHUP, on_sighup);
   Coordinator coordinator(coordinator_options(c));
+  if (!coordinator.status_url().empty())
+    std::fprintf(stderr, "intellect: the run's dashboard: %s\n", coordinator.status_url().c_str());
   coordinator.run(g_stop);
   std::fprintf(stderr, "intellect: coordinator stopped; outer steps agreed: %lld, diverged: %lld\n",
                static_cast<long long>(coordinator.agreed_steps()), static_cast<long long>(coordinator.disagreed_steps()));
@@ -131,7 +138,13 @@ int run_local_swarm(int n, const std::string& config_path, const std::vector<std
   CoordinatorOptions co = coordinator_options(coordinator_config);
   co.listen = "127.0.0.1:0";
   co.membership.min_ring = static_cast<size_t>(n);
+  co.status_title = intellect::str("intellect swarm of ", n, ": ", base.source);
   Coordinator coordinator(co);
+  // Stdout, as the nodes' step lines are in their logs: where to watch them all.
+  if (!coordinator.status_url().empty()) {
+    std::fprintf(stdout, "intellect: dashboard of the swarm: %s\n", coordinator.status_url().c_str());
+    std::fflush(stdout);
+  }
   std::atomic<bool> stop_coordinator{false};
   std::thread coordinator_thread([&] { coordinator.run(stop_coordinator); });
 

@@ -1,7 +1,7 @@
 #include "dist/control.h"
 
 #include <cmath>
-
+#include <cstring>
 #include <type_traits>
 
 #include "dist/bytes.h"
@@ -49,10 +49,37 @@ void put(ByteWriter& w, const Welcome& m) {
   w.str(m.donor_address);
   w.u64(m.rewinds);
 }
+void put_f64(ByteWriter& w, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  w.u64(bits);
+}
+void put(ByteWriter& w, const NodeStatus& s) {
+  w.u8(kNodeStatusVersion);
+  w.u64(static_cast<uint64_t>(s.inner_step));
+  w.u64(static_cast<uint64_t>(s.total_steps));
+  w.u8(static_cast<uint8_t>((s.has_loss ? 1 : 0) | (s.has_val_loss ? 2 : 0)));
+  put_f64(w, s.has_loss ? s.loss : 0.0);
+  put_f64(w, s.has_val_loss ? s.val_loss : 0.0);
+  put_f64(w, s.tokens_per_s);
+  w.u32(s.gpus);
+  w.str(s.device);
+  w.u64(s.memory_bytes);
+  put_f64(w, s.wall_s);
+  put_f64(w, s.outer_blocked_s);
+  put_f64(w, s.eta_s);
+  w.u64(static_cast<uint64_t>(s.outer_step));
+  put_f64(w, s.allreduce_s);
+  w.u64(s.outer_bytes);
+  w.u32(s.outer_retries);
+  put_f64(w, s.join_s);
+  w.u64(s.join_bytes);
+}
 void put(ByteWriter& w, const Heartbeat& m) {
   w.u8(kHeartbeat);
   w.u64(m.node_id);
   w.u64(static_cast<uint64_t>(m.held_step));
+  if (m.status) put(w, *m.status);
 }
 void put(ByteWriter& w, const Leave& m) {
   w.u8(kLeave);
@@ -154,9 +181,10 @@ void put(ByteWriter& w, const PeerHello& m) {
   w.u32(m.lane);
 }
 
-int64_t step_field(ByteReader& r, const char* field) {
+int64_t step_field(ByteReader& r, const char* field, const std::string& from = "") {
   const uint64_t v = r.u64(field);
-  if (v > static_cast<uint64_t>(INT64_MAX)) fail("control message: ", field, " out of range");
+  if (v > static_cast<uint64_t>(INT64_MAX))
+    fail("control message", from.empty() ? "" : " from " + from, ": ", field, " out of range");
   return static_cast<int64_t>(v);
 }
 
@@ -166,6 +194,54 @@ int64_t held_field(ByteReader& r, const char* field) {
   if (v == UINT64_MAX) return -1;
   if (v > static_cast<uint64_t>(INT64_MAX)) fail("control message: ", field, " out of range");
   return static_cast<int64_t>(v);
+}
+
+// A figure a node reports: finite and within [lo, hi], else the message is refused.
+double f64_field(ByteReader& r, const char* field, double lo, double hi, const std::string& from) {
+  const uint64_t bits = r.u64(field);
+  double v;
+  std::memcpy(&v, &bits, sizeof v);
+  if (!(std::isfinite(v) && v >= lo && v <= hi))
+    fail("control message from ", from, ": node status ", field, " = ", v, " is outside [", lo, ", ", hi, "]");
+  return v;
+}
+
+constexpr double kMaxSeconds = 1e9;  // ~30 years
+constexpr double kMaxLoss = 1e6;
+
+NodeStatus status_block(ByteReader& r, const std::string& from) {
+  const uint8_t version = r.u8("status version");
+  if (version != kNodeStatusVersion)
+    fail("control message from ", from, ": node status version ", int(version), ", expected ",
+         int(kNodeStatusVersion), ": run the same intellect release on every node");
+  NodeStatus s;
+  s.inner_step = step_field(r, "inner_step", from);
+  s.total_steps = step_field(r, "total_steps", from);
+  const uint8_t flags = r.u8("status flags");
+  if (flags > 3) fail("control message from ", from, ": node status flags ", int(flags));
+  s.has_loss = flags & 1;
+  s.has_val_loss = flags & 2;
+  s.loss = f64_field(r, "loss", 0, kMaxLoss, from);
+  s.val_loss = f64_field(r, "val_loss", 0, kMaxLoss, from);
+  s.tokens_per_s = f64_field(r, "tokens_per_s", 0, 1e12, from);
+  s.gpus = r.u32("gpus");
+  if (s.gpus > 1024) fail("control message from ", from, ": node status with ", s.gpus, " GPUs");
+  s.device = r.str("device", kMaxDevice);
+  s.memory_bytes = r.u64("memory_bytes");
+  s.wall_s = f64_field(r, "wall_s", 0, kMaxSeconds, from);
+  s.outer_blocked_s = f64_field(r, "outer_blocked_s", 0, kMaxSeconds, from);
+  s.eta_s = f64_field(r, "eta_s", -1, kMaxSeconds, from);
+  s.outer_step = held_field(r, "outer_step");
+  s.allreduce_s = f64_field(r, "allreduce_s", 0, kMaxSeconds, from);
+  s.outer_bytes = r.u64("outer_bytes");
+  s.outer_retries = r.u32("outer_retries");
+  s.join_s = f64_field(r, "join_s", 0, kMaxSeconds, from);
+  s.join_bytes = r.u64("join_bytes");
+  // Encoded as 0 when absent: decode(encode(x)) == x only if that holds.
+  if ((!s.has_loss && (s.loss != 0 || std::signbit(s.loss))) ||
+      (!s.has_val_loss && (s.val_loss != 0 || std::signbit(s.val_loss))))
+    fail("control message from ", from, ": node status carries a loss it says it does not have");
+  return s;
 }
 
 }  // namespace
@@ -213,6 +289,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       Heartbeat m;
       m.node_id = r.u64("node_id");
       m.held_step = held_field(r, "held_step");
+      if (r.remaining() > 0) m.status = status_block(r, from);
       out = m;
       break;
     }

@@ -8,6 +8,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -39,6 +40,32 @@ struct Welcome {
   std::string donor_address;
   uint64_t rewinds = 0;  // how often the run went back to an older outer step (see Rewound)
 };
+// What a node reports about itself with its heartbeats, for the run's status
+// page and metrics (dist/run_status.h). Every number is checked on decode:
+// finite, within a plausible range; nothing in it steers the run.
+struct NodeStatus {
+  int64_t inner_step = 0, total_steps = 0;  // steps done, and train.steps
+  bool has_loss = false, has_val_loss = false;
+  double loss = 0, val_loss = 0;
+  double tokens_per_s = 0;
+  uint32_t gpus = 0;           // 0: the CPU backend
+  std::string device;          // what it trains on ("NVIDIA H200", "cpu")
+  uint64_t memory_bytes = 0;   // in use: device memory, or the process's resident memory on the CPU
+  double wall_s = 0;           // this process's training time so far
+  double outer_blocked_s = 0;  // of which the training thread waited for outer steps
+  double eta_s = -1;           // to train.steps at this node's pace (-1: not known yet)
+  // The newest outer step this node took part in (-1: none yet), as its ring saw it.
+  int64_t outer_step = -1;
+  double allreduce_s = 0;
+  uint64_t outer_bytes = 0;  // sent + received
+  uint32_t outer_retries = 0;
+  // How it joined a run in progress (join_s 0: it did not).
+  double join_s = 0;
+  uint64_t join_bytes = 0;
+};
+inline constexpr size_t kMaxDevice = 128;
+inline constexpr uint8_t kNodeStatusVersion = 1;
+
 struct Heartbeat {
   uint64_t node_id = 0;
   // The outer step whose outer parameters this node holds: its own start
@@ -46,6 +73,10 @@ struct Heartbeat {
   // newest outer step. -1: none. The coordinator rewinds to the newest one
   // held when no live node holds the run's newest step any more.
   int64_t held_step = -1;
+  // Absent until the node has something to report (before its first step).
+  // On the wire: a trailing block, u8 kNodeStatusVersion then the fields; a
+  // heartbeat without it is the 17 bytes it always was.
+  std::optional<NodeStatus> status;
 };
 struct Leave {
   uint64_t node_id = 0;

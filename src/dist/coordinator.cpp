@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "dist/mesh_node.h"
+#include "status/status_routes.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -45,7 +46,20 @@ Coordinator::Coordinator(CoordinatorOptions options)
   const auto [host, port] = split_host_port(opt_.listen, "coordinator listen address");
   port_ = transport_.listen(host, port);
   log(str("coordinator listening on ", host, ":", port_));
+  status_ = std::make_shared<RunStatus>(opt_.status_title);
+  // A restarted coordinator shows the members it restored until they report.
+  for (uint64_t id : members_.ids()) status_->node_back(id, members_.node(id).name, members_.node(id).address);
+  if (!opt_.status_listen.empty()) {
+    StatusServerOptions so;
+    so.listen = opt_.status_listen;
+    so.token_file = opt_.status_token_file;
+    so.what = "mesh.status_listen";
+    so.log = [this](const std::string& m) { log(m); };
+    status_server_ = std::make_unique<StatusServer>(std::move(so), status_routes(status_));
+  }
 }
+
+std::string Coordinator::status_url() const { return status_server_ ? status_server_->url() : std::string(); }
 
 void Coordinator::log(const std::string& m) {
   if (opt_.log) opt_.log(m);
@@ -129,6 +143,7 @@ void Coordinator::drop_node(uint64_t id, const std::string& why) {
   if (!members_.contains(id)) return;
   log(str(who(id), " leaves the run: ", why));
   members_.leave(id);
+  status_->node_gone(id, false, why);
   for (auto it = link_mbit_.begin(); it != link_mbit_.end();)
     it = it->first.first == id || it->first.second == id ? link_mbit_.erase(it) : std::next(it);
   auto c = conn_of_.find(id);
@@ -165,6 +180,7 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : left_out) {
     log(str("outer step ", ring.outer_step, ": node ", id,
             " left out of the ring (links to it fail); it will catch up from a donor"));
+    status_->node_late(id, ring.outer_step);
     send(conn_of_.at(id), control::Late{ring.outer_step});
   }
   std::map<uint64_t, std::string> why;
@@ -192,6 +208,7 @@ void Coordinator::announce(Ring ring) {
     std::sort(accepted.begin(), accepted.end());
     reference_norm_ = accepted[accepted.size() / 2];
   }
+  status_->ring_announced(ring.outer_step, a.round, ring.nodes, rings_.count(ring.outer_step) > 0);
   rings_[ring.outer_step] = ring;
   round_of_[ring.outer_step] = a.round;
   std::string names;
@@ -308,6 +325,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     if (h->node_id != id) return send(conn, control::Refused{"heartbeat for another node"});
     members_.heartbeat(id, now);
     members_.note_held(id, h->held_step);
+    if (h->status) status_->node_status(id, *h->status);
   } else if (std::get_if<control::Leave>(&msg)) {
     drop_node(id, "said goodbye");
   } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
@@ -360,6 +378,7 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
   }
   auto pos = partition_position_.find(r.partition);
   if (pos != partition_position_.end()) w.data_position = pos->second;
+  status_->node_joined(r.id, j.name, j.address, w.donor_id);
   log(str(who(r.id), " at ", j.address, " joined: partition ", r.partition, ", ",
           members_.size(), " node(s)",
           w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
@@ -390,6 +409,7 @@ void Coordinator::on_rejoin(ConnId conn, bool already, const control::Rejoin& rj
   members_.heartbeat(rj.node_id, now);
   members_.note_held(rj.node_id, rj.held_step);
   const NodeRecord& n = members_.node(rj.node_id);
+  status_->node_back(n.id, n.name, n.address);
   log(str("node ", n.id, " (", n.name, ") is back"));
   send(conn, welcome_for(n));
 }
@@ -421,6 +441,7 @@ void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, Me
   for (const auto& [behind, their] : members_.note_step_done(r.outer_step)) {
     auto c = conn_of_.find(behind);
     log(str("node ", behind, " waits on outer step ", their, ", which is done; it will catch up from a donor"));
+    status_->node_late(behind, their);
     if (c != conn_of_.end()) send(c->second, control::Late{their});
   }
   if (r.outer_step <= members_.last_ring_step()) {
@@ -428,10 +449,12 @@ void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, Me
     // round's average from a donor instead. Nobody waited for it.
     log(str("node ", id, " is late for outer step ", r.outer_step, "; it will catch up from a donor"));
     if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
+    status_->node_late(id, r.outer_step);
     send(conn, control::Late{r.outer_step});
     return;
   }
   members_.ready(id, r.outer_step, now);
+  status_->node_state(id, "waiting for ring");
   if (!r.data_position.empty()) partition_position_[members_.node(id).partition] = r.data_position;
   if (r.link_to != 0 && r.link_to != id && r.link_mbit > 0 && members_.contains(r.link_to))
     link_mbit_[{id, r.link_to}] = r.link_mbit;
@@ -487,6 +510,7 @@ void Coordinator::on_outer_hash(uint64_t id, const control::OuterHash& o) {
   const HashCheck c = members_.report_hash(it->second, id, o.hash);
   members_.note_held(id, o.outer_step);
   if (!c.complete) return;
+  status_->outer_done(o.outer_step, c.agree ? "agreed" : "diverged");
   if (c.agree) {
     ++agreed_;
     log(str("outer step ", o.outer_step, ": all ", c.hashes.size(), " nodes agree (hash ", o.hash, ")"));
@@ -533,6 +557,7 @@ void Coordinator::check_stranded(MembershipTime now) {
   retries_.erase(retries_.upper_bound(held), retries_.end());
   log(str("RUN REWOUND (", rewinds_, "): every holder of outer step ", newest, " is gone; the run goes on from outer step ",
           held, ", held by node ", holder));
+  status_->rewound(held, rewinds_);
   for (const auto& [id, conn] : conn_of_) send(conn, control::Rewound{held, rewinds_});
   write_state();
 }
@@ -619,6 +644,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     const bool may_evict = handled < kMaxPerTurn && now - listening_since >= 2 * stall;
     for (uint64_t id : may_evict ? members_.evict_silent(now) : std::vector<uint64_t>{}) {
       log(str(who(id), " evicted: no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
+      status_->node_gone(id, true, str("no heartbeat for ", opt_.membership.heartbeat_timeout.count(), " ms"));
       auto c = conn_of_.find(id);
       if (c != conn_of_.end()) {
         node_of_.erase(c->second);

@@ -3,11 +3,18 @@
 // each outer step from the nodes that reported ready and announces it,
 // re-forms it when a round fails, and checks that every node ends the step
 // with the same outer parameters. It carries no bulk data.
+//
+// Threads: run() is the loop thread and owns everything here but the
+// RunStatus, which it fills (members, their reports, outer steps, joins,
+// evictions) for the status server (`status_listen`), whose own thread
+// copies it under its lock and renders the copy: no client can stall this
+// loop.
 #pragma once
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -15,6 +22,8 @@
 #include "dist/control.h"
 #include "dist/membership.h"
 #include "dist/transport.h"
+#include "status/run_status.h"
+#include "status/status_server.h"
 
 namespace intellect {
 
@@ -39,6 +48,11 @@ struct CoordinatorOptions {
   // median of the other ready nodes' norms is left out of that step's ring
   // (it takes the round from a donor, like a late node). 0: never.
   double norm_outlier_factor = 5.0;
+  // The status page, /api/status and /metrics (status/status_server.h):
+  // "PORT" (loopback) or "IPV4:PORT"; empty: off.
+  std::string status_listen;
+  std::string status_token_file;  // empty: no token
+  std::string status_title = "intellect run";
   std::function<void(const std::string&)> log;
   std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };
@@ -53,6 +67,9 @@ class Coordinator {
   // Atomic: other threads read them while run() counts.
   int64_t agreed_steps() const { return agreed_.load(); }
   int64_t disagreed_steps() const { return disagreed_.load(); }
+  // "http://HOST:PORT/" of the status page; empty when it is off.
+  std::string status_url() const;
+  const RunStatus& status() const { return *status_; }
 
  private:
   void handle(ConnId conn, const control::Message& m, MembershipTime now);
@@ -127,6 +144,8 @@ class Coordinator {
   bool state_dirty_ = false;
   uint64_t rewinds_ = 0;
   std::optional<MembershipTime> stranded_since_;
+  std::shared_ptr<RunStatus> status_;
+  std::unique_ptr<StatusServer> status_server_;  // last: stops before what it reads goes
 };
 
 }  // namespace intellect

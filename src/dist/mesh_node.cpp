@@ -124,7 +124,12 @@ MeshNode::MeshNode(MeshNodeOptions options)
     while (!stop_.load() && !left_.load()) {
       const ConnId c = coord_.load();
       try {
-        send_control(c, control::Heartbeat{welcome_.node_id, held_step_.load()});
+        control::Heartbeat beat{welcome_.node_id, held_step_.load(), std::nullopt};
+        {
+          std::lock_guard<std::mutex> lock(status_mu_);
+          beat.status = status_;
+        }
+        send_control(c, beat);
       } catch (const Error& e) {
         if (left_.load()) return;
         log_to(opt_.log, str("heartbeat failed: ", e.what()));

@@ -24,7 +24,7 @@
 //    thread between rounds; a second caller at the same time is refused
 //    with an Error (a programming error, never a wait);
 //  - publish_snapshot and leave: the training thread;
-//  - cancel, report_hash, set_held_step, set_progress, snapshot_wanted,
+//  - cancel, report_hash, set_held_step, set_progress, set_status, snapshot_wanted,
 //    drop_idle_snapshot, rewinds, welcome: any thread.
 #pragma once
 #include <atomic>
@@ -185,6 +185,11 @@ class MeshNode {
   // every heartbeat so it can rewind the run to the newest state a live
   // node holds when every holder of a newer one is gone.
   void set_held_step(int64_t outer_step) { held_step_ = outer_step; }
+  // What this node reports with its next heartbeats (the run's status page).
+  void set_status(const control::NodeStatus& s) {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status_ = s;
+  }
   // Rewinds of the run this node has heard of (with its outer hashes, they
   // tell which attempt at an outer step a hash belongs to).
   uint64_t rewinds() const { return rewinds_.load(); }
@@ -240,6 +245,8 @@ class MeshNode {
   std::atomic<bool> stop_{false}, left_{false};
   std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node
   std::atomic<int64_t> held_step_{-1};
+  std::mutex status_mu_;
+  std::optional<control::NodeStatus> status_;  // under status_mu_
   std::atomic<uint64_t> rewinds_{0};
   std::mutex rewind_mu_;
   std::optional<int64_t> rewound_to_;  // a rewind not yet thrown to the main thread (under rewind_mu_)

@@ -14,6 +14,22 @@ int device_count() {
   return n;
 }
 
+unsigned long long device_memory_in_use(int device) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  const cudaError_t e = cudaMemGetInfo(&free_bytes, &total_bytes);
+  cudaSetDevice(previous);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return total_bytes - free_bytes;
+}
+
 std::string describe_device(int device) {
   cudaDeviceProp p{};
   cudaError_t e = cudaGetDeviceProperties(&p, device);

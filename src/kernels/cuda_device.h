@@ -9,5 +9,8 @@ namespace intellect::cuda {
 int device_count();
 // "NVIDIA H200 (sm_90, 139.8 GiB)" or a reason why there is none.
 std::string describe_device(int device);
+// The device's memory in use (total - free, every process's), in bytes; 0
+// when it cannot be read. For the run's status page.
+unsigned long long device_memory_in_use(int device);
 
 }  // namespace intellect::cuda

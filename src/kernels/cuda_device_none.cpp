@@ -5,5 +5,6 @@
 namespace intellect::cuda {
 int device_count() { return 0; }
 std::string describe_device(int) { return "this build has no CUDA backend (INTELLECT_CUDA=OFF)"; }
+unsigned long long device_memory_in_use(int) { return 0; }
 }  // namespace intellect::cuda
 #endif

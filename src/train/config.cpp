@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include "default_config.h"
+#include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json_reader.h"
@@ -10,6 +11,21 @@ namespace intellect {
 using nlohmann::json;
 
 namespace {
+
+// An HTTP listen setting ("PORT" or "IPV4:PORT"; a bare port may be a JSON
+// number, as --set k=8080 gives), checked now rather than when the server starts.
+std::string http_listen(JsonReader& r, const std::string& key) {
+  std::string value = r.has(key) && r.get_json(key).is_number_unsigned()
+                          ? std::to_string(r.get_json(key).get<uint64_t>())
+                          : r.get_string(key, "");
+  if (value.empty()) return value;
+  try {
+    parse_http_listen(value, r.field(key));
+  } catch (const Error& e) {
+    r.error(key, e.what());
+  }
+  return value;
+}
 
 // data.train / data.val: a path string (one dataset, named after the split),
 // or a list of {"name", "path", "weight"} objects. An empty string or null
@@ -122,6 +138,8 @@ Config parse_config(const json& doc, const std::string& source) {
     t.memory_limit_gib = r.get_double("memory_limit_gib", 0.0, 0.0, 1e6);
     t.out_dir = r.get_string("out_dir", "runs/default");
     t.metrics_file = r.get_string("metrics_file", "");
+    t.metrics_listen = http_listen(r, "metrics_listen");
+    t.metrics_token_file = r.get_string("metrics_token_file", "");
     if (t.out_dir.empty()) r.error("out_dir", "must not be empty");
     r.finish();
   }
@@ -239,6 +257,8 @@ Config parse_config(const json& doc, const std::string& source) {
                                          m.norm_outlier_factor));
     m.attack_scale = r.get_double("attack_scale", 1.0, 1e-6, 1e9);
     m.attack_announce = r.get_double("attack_announce", 1.0, 1e-9, 1e9);
+    m.status_listen = http_listen(r, "status_listen");
+    m.status_token_file = r.get_string("status_token_file", "");
     if (m.emulate_link_jitter_ms > m.emulate_link_delay_ms)
       r.error("emulate_link_jitter_ms", str("must not exceed mesh.emulate_link_delay_ms (", m.emulate_link_delay_ms,
                                             "), got ", m.emulate_link_jitter_ms));

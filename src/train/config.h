@@ -58,6 +58,11 @@ struct TrainConfig {
   int64_t gpus = 1;
   std::string out_dir = "runs/default";
   std::string metrics_file = "";  // default: <out_dir>/metrics.jsonl
+  // This node's own status page and /metrics: "PORT" (loopback) or
+  // "IPV4:PORT"; empty: off. For a run without a coordinator (with one,
+  // mesh.status_listen on the coordinator shows the whole run).
+  std::string metrics_listen = "";
+  std::string metrics_token_file = "";  // a bearer token for it (empty: none)
 };
 
 // CUDA backend precision. Parameters and activations are bf16 with fp32
@@ -162,6 +167,10 @@ struct MeshConfig {
   // times attack_scale and announces the norm of what it sends times
   // attack_announce.
   double attack_scale = 1.0, attack_announce = 1.0;
+  // Coordinator: the run's status page, /api/status and /metrics: "PORT"
+  // (loopback) or "IPV4:PORT"; empty: off.
+  std::string status_listen = "";
+  std::string status_token_file = "";  // a bearer token for it (empty: none)
 };
 
 struct Config {

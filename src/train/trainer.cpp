@@ -23,7 +23,9 @@
 #include "model/init.h"
 #include "train/backend.h"
 #include "train/data_setup.h"
+#include "status/status_render.h"
 #include "train/log.h"
+#include "train/node_report.h"
 #include "train/outer_sync.h"
 #include "train/schedule.h"
 #include "util/error.h"
@@ -360,6 +362,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     start_step = outer->start(start_step, !resume_dir.empty(), std::move(resumed_outer));
   }
   const nlohmann::json joined = outer ? outer->joined() : nlohmann::json();
+  // The status this node's heartbeats carry, and train.metrics_listen's page.
+  NodeReport report(cfg, backend->describe(), mesh.get(), start_step);
+  if (!joined.is_null()) report.joined(joined);
+  if (!report.url().empty()) std::fprintf(stderr, "intellect: this node's status page: %s\n", report.url().c_str());
 
   int64_t steps_this_run = 0;
   double lr = 0.0;
@@ -405,6 +411,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     auto outer_line = [&](const char* key, nlohmann::json o, double blocked) {
       result.outer_blocked_s += blocked;
       o["outer_blocked_s"] = blocked;
+      report.outer_step(o);
       line[key] = o;
       if (!o.contains("outer_step")) return;  // a round launched, none applied (the first with overlap)
       if (o["late"].get<bool>())
@@ -432,6 +439,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     if (eval_now) {
       result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
+      report.val_loss(result.final_val_loss);
     }
     if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
       line["snapshot_s"] = outer->publish_snapshot(step + 1);
@@ -449,10 +457,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       line_joined = nullptr;
     }
     metrics << line.dump() << "\n" << std::flush;
+    report.step_done(step + 1, loss, tok_s, result.outer_blocked_s);
     if ((step + 1) % cfg.train.log_every == 0 || step == 0 || last) {
-      std::fprintf(stdout, "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.3e | %.0f tok/s | %.1f ms",
+      std::fprintf(stdout, "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.3e | %.0f tok/s | %.1f ms | ETA %s",
                    static_cast<long long>(step + 1), static_cast<long long>(cfg.train.steps), loss,
-                   os.grad_norm, lr, tok_s, dt * 1e3);
+                   os.grad_norm, lr, tok_s, dt * 1e3, format_duration(report.eta_s()).c_str());
       if (eval_now) std::fprintf(stdout, " | val loss %.4f", result.final_val_loss);
       std::fprintf(stdout, "\n");
       std::fflush(stdout);
