@@ -39,9 +39,6 @@ class ErrorFeedback {
   //   residual = delta + residual − decode(sent)
   // over the ranges sent (the rest: delta + residual, nothing of it sent).
   void commit_sent(const float* delta, const std::vector<SparseSent>& sent);
-  // Everything went out exactly (a ring of one averages delta + residual
-  // uncompressed): residual = 0.
-  void commit_all() { reset(); }
   // Nothing of this round's pseudo-gradient was used (late for the ring,
   // the round's average from a donor): residual += delta.
   void commit_none(const float* delta);

@@ -407,16 +407,15 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
     stats.ring_size = n;
     stats.round = ring.round;
     stats.retries = attempt;
-    if (sparse) {
-      sparse->sent.clear();
-      sparse->sent_all = false;
-    }
+    if (sparse) sparse->sent.clear();
     if (n == 1) {
-      std::copy(input.begin(), input.end(), output.begin());
-      if (is_sparse) {  // alone, nothing needs compressing: all of input + residual goes out
-        if (!sparse->residual.empty())
-          for (size_t j = 0; j < output.size(); ++j) output[j] += sparse->residual[j];
-        sparse->sent_all = true;
+      if (is_sparse) {
+        sparse->sent.emplace_back();
+        sparse_average_alone(input, sparse->residual, output,
+                             opt_.codec_block ? opt_.codec_block : default_codec_block(Compression::Sparse),
+                             opt_.sparse_k, &sparse->sent.back());
+      } else {
+        std::copy(input.begin(), input.end(), output.begin());
       }
       return stats;
     }

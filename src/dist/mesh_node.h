@@ -114,11 +114,11 @@ struct RunRewound : Error {
 
 // A round's sparse side (diloco.compression "sparse"): the node's
 // error-feedback residual, added to its pseudo-gradient before the top-k,
-// and what the round sent, for ErrorFeedback::commit_*.
+// and what the round sent, for ErrorFeedback::commit_sent. A ring of one
+// compresses too (sparse_average_alone).
 struct SparseRound {
   std::span<const float> residual;  // empty, or the input's size; read only
   std::vector<SparseSent> sent;     // out: this node's contribution, one per ring lane
-  bool sent_all = false;            // out: a ring of one: input + residual averaged exactly
 };
 
 struct OuterRoundStats {

@@ -83,6 +83,22 @@ void expect_sparse_header(const SparseHeader& got, const SparseHeader& want, con
   check("count", got.count, want.count, order);
 }
 
+void sparse_average_alone(std::span<const float> input, std::span<const float> residual, std::span<float> output,
+                          size_t block, size_t k, SparseSent* sent) {
+  if (input.size() != output.size() || (!residual.empty() && residual.size() != input.size()))
+    fail("sparse_average_alone: input, residual and output sizes differ (", input.size(), ", ", residual.size(), ", ",
+         output.size(), ")");
+  SparseSent own;
+  own.count = input.size();
+  own.block = block;
+  own.k = k;
+  own.encoded.resize(sparse_encoded_bytes(input.size(), block, k));
+  sparse_encode(input.data(), residual.empty() ? nullptr : residual.data(), input.size(), block, k,
+                own.encoded.data(), "this node's pseudo-gradient");
+  sparse_average(own.encoded.data(), 1, input.size(), block, k, output.data());
+  if (sent) *sent = std::move(own);
+}
+
 RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt, std::span<const float> input,
                                    std::span<const float> residual, std::span<float> output, SparseSent* sent,
                                    std::vector<RingCarried>* carried) {

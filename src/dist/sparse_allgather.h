@@ -62,6 +62,13 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
                                    std::span<const float> residual, std::span<float> output,
                                    SparseSent* sent = nullptr, std::vector<RingCarried>* carried = nullptr);
 
+// A node alone (no mesh, or a ring of one): its own contribution, encoded
+// and decoded as a ring would (sparse compression is part of the
+// algorithm, with its error feedback, not only of the transport), so a
+// lone node runs the same SparseLoCo as a swarm. `sent` as above.
+void sparse_average_alone(std::span<const float> input, std::span<const float> residual, std::span<float> output,
+                          size_t block, size_t k, SparseSent* sent);
+
 // --- message format, exposed for the tests and the fuzz target --------------
 // Header, little-endian, 56 bytes:
 //   u32 magic 'ISAG'  u8 version  u8 reserved×3 (0)  u64 round  u64 total_elems

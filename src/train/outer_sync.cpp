@@ -10,6 +10,7 @@
 
 #include "ckpt/hf_export.h"
 #include "dist/mesh_node.h"
+#include "dist/sparse.h"
 #include "train/join_state.h"
 #include "train/log.h"
 #include "util/error.h"
@@ -356,11 +357,13 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
       }
     }
   } else {
-    std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
-    if (ef_) {
-      const std::span<const float> e = ef_->residual();
-      for (size_t i = 0; i < params_.size(); ++i) params_[i] += e[i];
-      r.sparse.sent_all = true;
+    if (ef_) {  // alone, sparse still compresses: the same SparseLoCo as a swarm
+      r.sparse.sent.emplace_back();
+      sparse_average_alone(pseudo_, ef_->residual(), params_, default_codec_block(Compression::Sparse),
+                           sparse_k_for_density(cfg_.diloco.sparse_density, default_codec_block(Compression::Sparse)),
+                           &r.sparse.sent.back());
+    } else {
+      std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
     }
   }
   r.allreduce_s = seconds_since(t0);
@@ -464,7 +467,6 @@ void OuterSync::abandon() {
 void OuterSync::commit_error_feedback(const Round& r) {
   if (!ef_ || r.state) return;  // the run's state: apply_run_state empties it
   if (r.late) ef_->commit_none(pseudo_.data());  // nothing of it was averaged: all of it waits
-  else if (r.sparse.sent_all) ef_->commit_all();
   else ef_->commit_sent(pseudo_.data(), r.sparse.sent);
 }
 
