@@ -30,6 +30,7 @@ bin="${BIN:-devbin}"
 scripts/compression_quality.sh -n 4 -c configs/150m.json -H "$h" -b "$bin" -o "${OUT:-/tmp/out}/cq-H$h" \
   --set train.device=cuda --set train.steps=300 --set train.batch_size=8 --set train.micro_batch_size=8 \
   --set train.seq_len=256 --set train.log_every=50 --set train.eval_every=0 --set train.eval_batches=16 \
-  --set optim.schedule.type=cosine --set optim.schedule.warmup_steps=30 --set optim.schedule.min_lr_ratio=0.1 \
+  --set optim.schedule.type=cosine --set optim.schedule.warmup_steps=30 --set optim.schedule.decay_steps=0 \
+  --set optim.schedule.min_lr_ratio=0.1 \
   --set data.train=data/shakespeare/shard_000000.bin --set data.val=data/shakespeare/shard_000001.bin \
   --set data.tokenizer=byte --set diloco.rings=4 --set mesh.round_timeout_ms=1200000
