@@ -43,12 +43,20 @@ size_t encode_group(const float* x, size_t len, uint8_t* out) {
   // 7 / amax overflows float when amax is a denormal: then in double.
   const double inv_d = 7.0 / static_cast<double>(amax);
   const float inv = static_cast<float>(inv_d);
-  for (size_t i = 0; i < len; ++i) {
-    float q = std::isfinite(inv) ? x[i] * inv : static_cast<float>(x[i] * inv_d);
-    q = std::clamp(q, -7.0f, 7.0f);
-    const int code = static_cast<int>(std::nearbyint(q)) + 8;  // 1..15
-    codes[i / 2] |= static_cast<uint8_t>(code << (4 * (i & 1)));
-  }
+  // code = floor(x·inv + 8.5), x·inv clamped to [-7, 7]: round half up,
+  // truncation of a positive value (vectorises, unlike nearbyint).
+  auto pack = [&](auto scaled) {
+    auto code = [&](float v) {
+      float q = scaled(v);
+      q = q < -7.0f ? -7.0f : (q > 7.0f ? 7.0f : q);
+      return static_cast<uint32_t>(static_cast<int32_t>(q + 8.5f));
+    };
+    size_t i = 0;
+    for (; i + 2 <= len; i += 2) codes[i / 2] = static_cast<uint8_t>(code(x[i]) | (code(x[i + 1]) << 4));
+    if (i < len) codes[i / 2] = static_cast<uint8_t>(code(x[i]));
+  };
+  if (std::isfinite(inv)) pack([&](float v) { return v * inv; });
+  else pack([&](float v) { return static_cast<float>(v * inv_d); });
   return 4 + (len + 1) / 2;
 }
 
@@ -61,9 +69,21 @@ void decode_impl(const uint8_t* in, size_t n, size_t group, float* out) {
     std::memcpy(&scale, in, 4);
     const uint8_t* codes = in + 4;
     float* o = out + begin;
-    for (size_t i = 0; i < len; ++i) {
-      const int code = (codes[i / 2] >> (4 * (i & 1))) & 0xf;
-      const float v = static_cast<float>(code - 8) * scale;
+    size_t i = 0;
+    for (; i + 2 <= len; i += 2) {
+      const uint8_t b = codes[i / 2];
+      const float v0 = static_cast<float>(static_cast<int>(b & 0xf) - 8) * scale;
+      const float v1 = static_cast<float>(static_cast<int>(b >> 4) - 8) * scale;
+      if constexpr (kAdd) {
+        o[i] += v0;
+        o[i + 1] += v1;
+      } else {
+        o[i] = v0;
+        o[i + 1] = v1;
+      }
+    }
+    if (i < len) {
+      const float v = static_cast<float>(static_cast<int>(codes[i / 2] & 0xf) - 8) * scale;
       if constexpr (kAdd) o[i] += v;
       else o[i] = v;
     }

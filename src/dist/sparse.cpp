@@ -42,36 +42,53 @@ float sparse_block_step(float lo, float hi) { return (hi - lo) / 7.0f; }
 
 namespace {
 
+// The kept-th largest of len magnitude keys (the bits of |a|, which order
+// like the values for finite non-negative floats): a histogram of the
+// exponent byte finds the bin that holds it, and only that bin is searched.
+uint32_t kth_largest_key(const std::vector<uint32_t>& keys, size_t len, size_t kept, std::vector<uint32_t>& sel) {
+  uint32_t hist[256] = {};
+  for (size_t i = 0; i < len; ++i) hist[keys[i] >> 23] += 1;
+  size_t above = 0;
+  int bin = 255;
+  for (; bin > 0 && above + hist[bin] < kept; --bin) above += hist[bin];
+  sel.clear();
+  for (size_t i = 0; i < len; ++i)
+    if (static_cast<int>(keys[i] >> 23) == bin) sel.push_back(keys[i]);
+  const size_t need = kept - above;  // 1 ≤ need ≤ sel.size()
+  std::nth_element(sel.begin(), sel.begin() + static_cast<std::ptrdiff_t>(need - 1), sel.end(), std::greater<>());
+  return sel[need - 1];
+}
+
 // One block of len values (a = x + add, in scratch). Returns bytes written.
-size_t encode_block(const float* a, size_t len, size_t kept, std::vector<float>& mags, std::vector<float>& sel,
+size_t encode_block(const float* a, size_t len, size_t kept, std::vector<uint32_t>& keys, std::vector<uint32_t>& sel,
                     std::vector<uint16_t>& idx, uint8_t* out) {
   // The kept set: magnitudes above the kept-th largest, then ties in index order.
-  mags.resize(len);
-  for (size_t i = 0; i < len; ++i) mags[i] = std::fabs(a[i]);
-  float t = 0.0f;
-  if (kept < len) {
-    sel.assign(mags.begin(), mags.end());
-    std::nth_element(sel.begin(), sel.begin() + static_cast<std::ptrdiff_t>(kept - 1), sel.end(), std::greater<>());
-    t = sel[kept - 1];
+  keys.resize(len);
+  for (size_t i = 0; i < len; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &a[i], 4);
+    keys[i] = b & 0x7fffffffu;
   }
   idx.clear();
   if (kept == len) {
     for (size_t i = 0; i < len; ++i) idx.push_back(static_cast<uint16_t>(i));
   } else {
+    const uint32_t t = kth_largest_key(keys, len, kept, sel);
     size_t above = 0;
-    for (size_t i = 0; i < len; ++i) above += mags[i] > t;
+    for (size_t i = 0; i < len; ++i) above += keys[i] > t;
     size_t ties = kept - above;
     for (size_t i = 0; i < len; ++i) {
-      if (mags[i] > t || (mags[i] == t && ties > 0)) {
-        if (mags[i] == t) --ties;
+      if (keys[i] > t || (keys[i] == t && ties > 0)) {
+        if (keys[i] == t) --ties;
         idx.push_back(static_cast<uint16_t>(i));
       }
     }
   }
+  auto mag = [&](size_t i) { return std::fabs(a[i]); };
   float lo = FLT_MAX, hi = 0.0f;
   for (uint16_t i : idx) {
-    lo = std::min(lo, mags[i]);
-    hi = std::max(hi, mags[i]);
+    lo = std::min(lo, mag(i));
+    hi = std::max(hi, mag(i));
   }
   const float step = sparse_block_step(lo, hi);
   std::memcpy(out, &lo, 4);
@@ -82,7 +99,7 @@ size_t encode_block(const float* a, size_t len, size_t kept, std::vector<float>&
     // The nearest grid point; step may be a denormal's worth or zero.
     int m = 0;
     if (step > 0.0f)
-      m = static_cast<int>(std::clamp(std::nearbyint(static_cast<double>(mags[i] - lo) / step), 0.0, 7.0));
+      m = static_cast<int>(std::clamp(std::nearbyint(static_cast<double>(mag(i) - lo) / step), 0.0, 7.0));
     const uint16_t v = static_cast<uint16_t>((i << 4) | (std::signbit(a[i]) && a[i] != 0.0f ? 8u : 0u) | m);
     e[2 * j] = static_cast<uint8_t>(v & 0xff);
     e[2 * j + 1] = static_cast<uint8_t>(v >> 8);
@@ -94,7 +111,8 @@ size_t encode_block(const float* a, size_t len, size_t kept, std::vector<float>&
 
 void sparse_encode(const float* x, const float* add, size_t n, size_t block, size_t k, uint8_t* out, const char* what) {
   sparse_check_params(block, k, what);
-  std::vector<float> a(std::min(n, block)), mags, sel;
+  std::vector<float> a(std::min(n, block));
+  std::vector<uint32_t> keys, sel;
   std::vector<uint16_t> idx;
   idx.reserve(k);
   for (size_t begin = 0; begin < n; begin += block) {
@@ -106,7 +124,7 @@ void sparse_encode(const float* x, const float* add, size_t n, size_t block, siz
              "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged: "
              "lower the learning rate or restore the last checkpoint)");
     }
-    out += encode_block(a.data(), len, sparse_kept(len, block, k), mags, sel, idx, out);
+    out += encode_block(a.data(), len, sparse_kept(len, block, k), keys, sel, idx, out);
   }
 }
 
