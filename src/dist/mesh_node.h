@@ -64,9 +64,10 @@ struct MeshNodeOptions {
   std::chrono::milliseconds message_timeout{60000};
   int max_retries = 3;
   int rings = 1;  // parallel rings (lanes) per round, the same on every node
-  // Values per ring message (0: 2^20 for fp32, 2^18 for int8, whose
+  // Values per ring message (0: 2^20 for fp32, 2^18 for int8 and int4, whose
   // per-hop decode and re-encode sit on the pipeline's critical path, so
-  // shorter messages fill it sooner). The same on every node.
+  // shorter messages fill it sooner; sparse: 64 blocks of 4096). The same on
+  // every node.
   size_t chunk_elems = 0;
   // Tests and benchmarks: the ring traffic this node sends goes through an
   // emulated WAN link (rate shared out among the rings, one-way delay with
