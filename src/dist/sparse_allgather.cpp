@@ -16,6 +16,33 @@ namespace {
 constexpr uint32_t kMagic = 0x47415349;  // "ISAG" in memory order
 constexpr uint8_t kVersion = 1;
 constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
+
+// output = the rank-order average of the N contributions in `all` (each
+// `one` bytes), chunk by chunk: each the same sum a round_codec piece of
+// that chunk decodes to; with `carried`, those pieces.
+void average_chunks(const std::vector<uint8_t>& all, size_t N, size_t S, const SparseRingOptions& opt,
+                    std::span<float> output, std::vector<RingCarried>* carried) {
+  const size_t chunk = opt.chunk_blocks * opt.block, one = sparse_encoded_bytes(S, opt.block, opt.k);
+  std::vector<uint8_t> piece;
+  for (size_t c = 0; c * chunk < S; ++c) {
+    const size_t len = std::min(chunk, S - c * chunk), bytes = sparse_encoded_bytes(len, opt.block, opt.k);
+    const size_t at = sparse_encoded_bytes(c * chunk, opt.block, opt.k);  // chunks are block-aligned
+    piece.resize(N * bytes);
+    for (size_t s = 0; s < N; ++s) std::memcpy(piece.data() + s * bytes, all.data() + s * one + at, bytes);
+    sparse_average(piece.data(), N, len, opt.block, opt.k, output.data() + c * chunk);
+    if (!carried) continue;
+    RingCarried k;
+    k.compression = Compression::Sparse;
+    k.offset = c * chunk;
+    k.count = len;
+    k.block = opt.block;
+    k.k = opt.k;
+    k.world = N;
+    k.encoded = piece;
+    carried->push_back(std::move(k));
+  }
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode_sparse_header(const SparseHeader& h) {
@@ -220,26 +247,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
 
   const RingClock::time_point d = RingClock::now();
-  // Chunk by chunk, each the same rank-order sum a round_codec piece decodes.
-  std::vector<uint8_t> piece;
-  for (size_t c = 0; c < n_chunks; ++c) {
-    const size_t len = chunk_len(c), bytes = sparse_encoded_bytes(len, opt.block, opt.k);
-    piece.resize(N * bytes);
-    for (size_t s = 0; s < N; ++s)
-      std::memcpy(piece.data() + s * bytes, all.data() + s * one + chunk_at(c), bytes);
-    sparse_average(piece.data(), N, len, opt.block, opt.k, output.data() + c * chunk);
-    if (carried) {
-      RingCarried k;
-      k.compression = Compression::Sparse;
-      k.offset = c * chunk;
-      k.count = len;
-      k.block = opt.block;
-      k.k = opt.k;
-      k.world = N;
-      k.encoded = piece;
-      carried->push_back(std::move(k));
-    }
-  }
+  average_chunks(all, N, S, opt, output, carried);
   stats.decode_s += since(d);
   if (sent) {
     sent->offset = 0;
