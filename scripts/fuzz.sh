@@ -21,17 +21,23 @@ fi
 out=build-fuzz
 mkdir -p "$out"
 # Only the sources the targets reach; libsodium for the handshake's HMAC.
-lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp
-             src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp)
+lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp
+             src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/contribution_check.cpp
+             src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
+             src/dist/codec.cpp src/dist/quantize4.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp)
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -Isrc)
 
-for target in fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round; do
+targets=(fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+         fuzz_int4 fuzz_sparse_message)
+for target in "${targets[@]}"; do
   echo "fuzz: building $target"
   clang++ "${flags[@]}" -Wno-unknown-pragmas "fuzz/$target.cpp" "${lib_sources[@]}" -lsodium -pthread -o "$out/$target"
 done
 
-for target in fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round; do
+targets=(fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+         fuzz_int4 fuzz_sparse_message)
+for target in "${targets[@]}"; do
   mkdir -p "$out/corpus/$target"
   echo "fuzz: running $target for ${seconds}s"
   # -rss_limit_mb bounds memory: the largest frame the decoder accepts is 64 MiB.

@@ -4,7 +4,10 @@
 // 2(N-1)/N·S·bytes lower bound, and achieved bandwidth. --rate-mbit paces
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
-//                   [--compression none|int8|both] [--rate-mbit 0] [--delay-ms 0] [--rings 1] [--chunk 0]
+//                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
+//                   [--delay-ms 0] [--rings 1] [--chunk 0]
+// (both = none and int8; sparse is the all-gather of top-k contributions at
+// --density, whose bytes grow with N: its "lower bound" column is the ring's.)
 #include <sodium.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -23,6 +26,7 @@
 
 #include "dist/coordinator.h"
 #include "dist/mesh_node.h"
+#include "dist/sparse.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/rng.h"
@@ -33,7 +37,8 @@ using namespace intellect;
 
 int usage() {
   std::fprintf(stderr,
-               "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|both] "
+               "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
+               "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES]\n");
   return 2;
 }
@@ -46,13 +51,14 @@ double cpu_seconds() {  // this process, all threads: user + system
 }
 
 int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
-             const std::string& compression, double rate, int rings, size_t chunk, int delay_ms,
+             const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
              const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
   o.credentials = load_run_secret(secret);
   o.compression = parse_compression(compression);
+  o.sparse_k = sparse_k_for_density(density, default_codec_block(Compression::Sparse));
   o.emulate_link.rate_bytes_per_s = rate;
   o.emulate_link.delay = std::chrono::milliseconds(delay_ms);
   o.emulate_link.seed = static_cast<uint64_t>(rank) + 1;
@@ -65,7 +71,8 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   std::ofstream f(out);
   for (int r = 1; r <= rounds; ++r) {
     const double cpu0 = cpu_seconds();
-    const OuterRoundStats s = node.average(r, "", in, avg);
+    SparseRound sparse;  // no residual: each round sends the same top-k
+    const OuterRoundStats s = node.average(r, "", in, avg, o.compression == Compression::Sparse ? &sparse : nullptr);
     const double cpu = cpu_seconds() - cpu0;
     f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
                         {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries}}
@@ -81,6 +88,7 @@ int main(int argc, char** argv) {
   int nodes = 4, rounds = 3;
   size_t elems = size_t(1) << 24;
   std::string compression = "both";
+  double density = 0.01;
   double rate_mbit = 0.0;
   int rings = 1;
   size_t chunk = 0;
@@ -93,6 +101,7 @@ int main(int argc, char** argv) {
     else if (a == "--elems") elems = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--rounds") rounds = std::atoi(v.c_str());
     else if (a == "--compression") compression = v;
+    else if (a == "--density") density = std::atof(v.c_str());
     else if (a == "--rate-mbit") rate_mbit = std::atof(v.c_str());
     else if (a == "--rings") rings = std::atoi(v.c_str());
     else if (a == "--chunk") chunk = std::strtoull(v.c_str(), nullptr, 10);
@@ -127,7 +136,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
-                                comp, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);
@@ -144,7 +153,9 @@ int main(int argc, char** argv) {
       stop = true;
       ct.join();
       if (failed) fail(failed, " node(s) failed with compression ", comp);
-      const double bound = 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * (comp == "none" ? 4.0 : 1.0);
+      const double per_value = comp == "none" ? 4.0 : comp == "int4" ? 0.5 : comp == "sparse" ? 2.0 * density : 1.0;
+      const double bound = comp == "sparse" ? (nodes - 1) * static_cast<double>(elems) * per_value
+                                            : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
         double worst = 0, sent = 0, cpu = 0;
         for (int r = 0; r < nodes; ++r) {
@@ -161,7 +172,7 @@ int main(int argc, char** argv) {
         // profile that tells a CPU-bound all-reduce from one that waits).
         std::printf("  %-4s round %d: %.3f s, %.1f MB sent per node (lower bound %.1f MB at %s, %.3f of it), "
                     "%.1f MB/s per node, %.2f cores busy per node%s\n",
-                    comp.c_str(), round, worst, sent / 1e6, bound / 1e6, comp == "none" ? "4 B" : "1 B",
+                    comp.c_str(), round, worst, sent / 1e6, bound / 1e6, str(per_value, " B").c_str(),
                     sent / bound, sent / worst / 1e6, cpu / worst,
                     rate_mbit > 0 ? str(", ", 100.0 * sent * 8 / worst / (rate_mbit * 1e6), "% of the pacing cap").c_str()
                                   : "");

@@ -1,5 +1,7 @@
-// bench_quantize: throughput of the int8 pseudo-gradient codec (encode,
-// decode, decode-and-add) in GB/s of fp32 values, at 1 and N threads, and its
+// bench_quantize: throughput of the pseudo-gradient codecs in GB/s of fp32
+// values: int8 (encode, decode, decode-and-add) at 1 and N threads, then int4
+// and sparse top-k (issue 18) on one core, as the ring runs them, with their
+// bytes per value and relative RMS error; and int8's
 // relative RMS error on pseudo-gradient-like data (Gaussian with 0.1% outliers
 // twenty times larger), next to the ±3σ clipped range INTELLECT-1 used
 // (hivemind's Uniform8BitQuantization) as the yardstick for our choice of
@@ -18,6 +20,8 @@
 #include <vector>
 
 #include "dist/quantize.h"
+#include "dist/quantize4.h"
+#include "dist/sparse.h"
 #include "util/error.h"
 #include "util/rng.h"
 
@@ -123,6 +127,31 @@ int main(int argc, char** argv) try {
                 gb / td, gb / ta);
     if (t == nt) break;
   }
+
+  // int4 and sparse, one core: the ring calls them from one thread per lane.
+  omp_set_num_threads(1);
+  {
+    const size_t g = intellect::kInt4DefaultGroup;
+    std::vector<uint8_t> e4(intellect::int4_encoded_bytes(n, g));
+    const double te = best_seconds(repeat, [&] { intellect::int4_encode(x.data(), n, g, e4.data()); });
+    const double td = best_seconds(repeat, [&] { intellect::int4_decode(e4.data(), n, g, y.data()); });
+    const double ta = best_seconds(repeat, [&] { intellect::int4_decode_add(e4.data(), n, g, y.data()); });
+    std::printf("int4 (group %zu, %.3f bytes/value), 1 thread: encode %6.2f GB/s  decode %6.2f GB/s  decode+add "
+                "%6.2f GB/s\n", g, static_cast<double>(e4.size()) / n, gb / te, gb / td, gb / ta);
+    intellect::int4_decode(e4.data(), n, g, y.data());
+    report_error("int4, 0.1% outliers x20:", x, y);
+  }
+  for (double density : {0.01, 0.03}) {
+    const size_t b = intellect::kSparseMaxBlock, k = intellect::sparse_k_for_density(density, b);
+    std::vector<uint8_t> es(intellect::sparse_encoded_bytes(n, b, k));
+    const double te = best_seconds(repeat, [&] { intellect::sparse_encode(x.data(), nullptr, n, b, k, es.data()); });
+    const double ta = best_seconds(repeat, [&] { intellect::sparse_decode_add(es.data(), n, b, k, y.data()); });
+    const double tv = best_seconds(repeat, [&] { intellect::sparse_validate(es.data(), n, b, k, "bench"); });
+    std::printf("sparse %.0f%% (k %zu of %zu, %.4f bytes/value), 1 thread: encode %6.2f GB/s  validate %6.2f GB/s  "
+                "decode+add %6.2f GB/s\n", density * 100, k, b, static_cast<double>(es.size()) / n, gb / te, gb / tv,
+                gb / ta);
+  }
+  omp_set_num_threads(nt);
 
   for (bool outliers : {true, false}) {
     if (!outliers)

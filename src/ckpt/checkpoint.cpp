@@ -26,6 +26,7 @@ constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kOuterFile = "outer.safetensors";
 constexpr const char* kInFlightFile = "outer_in_flight.safetensors";
+constexpr const char* kErrorFeedbackFile = "error_feedback.safetensors";
 constexpr const char* kManifestFile = "manifest.json";
 constexpr const char* kCompleteFile = "COMPLETE";
 
@@ -243,6 +244,14 @@ std::string write_checkpoint(const std::string& root, const CheckpointState& s) 
                                meta);
     files[kInFlightFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
   }
+  if (!s.error_feedback.empty()) {
+    if (s.outer.empty() || s.error_feedback.size() != P)
+      fail("checkpoint: the error-feedback buffer has ", s.error_feedback.size(), " values (and ", s.outer.size(),
+           " outer parameters), the model has ", P);
+    r = write_flat_safetensors(partial + "/" + kErrorFeedbackFile,
+                               model_tensors(layout, s.error_feedback.data(), "error_feedback."), meta);
+    files[kErrorFeedbackFile] = {{"bytes", r.bytes}, {"blake2b", r.blake2b}};
+  }
   if (!s.tokenizer_files.empty()) {
     make_dirs(partial + "/tokenizer");
     for (const std::string& src : s.tokenizer_files) {
@@ -362,6 +371,11 @@ CheckpointState read_checkpoint(const std::string& dir, bool with_optimizer) {
     s.outer_in_flight.resize(layout.total());
     read_flat(st::File::open(dir + "/" + kInFlightFile), layout, "in_flight.", s.outer_in_flight.data(), dir);
     s.outer_in_flight_step = k;
+  }
+  if (with_optimizer && m["files"].contains(kErrorFeedbackFile)) {
+    if (s.outer.empty()) fail(dir, ": holds an error-feedback buffer but no DiLoCo outer state");
+    s.error_feedback.resize(layout.total());
+    read_flat(st::File::open(dir + "/" + kErrorFeedbackFile), layout, "error_feedback.", s.error_feedback.data(), dir);
   }
   s.data_position = m.value("data_position", json(nullptr));
   s.rng = m.value("rng", json(nullptr));

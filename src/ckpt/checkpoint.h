@@ -11,6 +11,9 @@
 //                            pseudo-gradient of the round in flight when the
 //                            checkpoint was taken (its outer step in the
 //                            manifest's "outer_in_flight_step"); absent when none
+//     error_feedback.safetensors
+//                            DiLoCo with sparse compression: error_feedback.<name>
+//                            (F32), the node's unsent residual; absent otherwise
 //     tokenizer/             the run's tokenizer files, when it has them
 //     manifest.json          format, version, step, config, data position, RNG,
 //                            schedule and optimizer state, per-file BLAKE2b-256
@@ -49,6 +52,9 @@ struct CheckpointState {
   // its pseudo-gradient, which a resumed node launches again.
   int64_t outer_in_flight_step = 0;
   std::vector<float> outer_in_flight;
+  // DiLoCo with sparse compression: the node's error-feedback residual (flat;
+  // empty = none), as of the outer state above (before a round in flight).
+  std::vector<float> error_feedback;
   nlohmann::json data_position; // loader position, or null
   nlohmann::json rng;           // RNG state (seeds; all our generators are counter-based)
   nlohmann::json schedule;      // e.g. {"step": N, "lr": last lr}

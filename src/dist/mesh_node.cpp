@@ -351,9 +351,13 @@ ConnId MeshNode::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, in
 }
 
 OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_position,
-                                  std::span<const float> input, std::span<float> output) {
+                                  std::span<const float> input, std::span<float> output, SparseRound* sparse) {
   RoundCall call(*this, "average");
   throw_if_cancelled("before a round");
+  const bool is_sparse = opt_.compression == Compression::Sparse;
+  if (is_sparse && !sparse) fail("MeshNode::average: sparse compression needs the round's SparseRound (internal error)");
+  if (is_sparse && !sparse->residual.empty() && sparse->residual.size() != input.size())
+    fail("MeshNode::average: a residual of ", sparse->residual.size(), " values for ", input.size());
   OuterRoundStats stats;
   control::Ready ready{welcome_.node_id, outer_step, data_position};
   std::vector<float> attacked;  // intellect_chaos --byzantine: what a dishonest node sends instead
@@ -421,8 +425,16 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
     stats.ring_size = n;
     stats.round = ring.round;
     stats.retries = attempt;
+    if (sparse) sparse->sent.clear();
     if (n == 1) {
-      std::copy(input.begin(), input.end(), output.begin());
+      if (is_sparse) {
+        sparse->sent.emplace_back();
+        sparse_average_alone(input, sparse->residual, output,
+                             opt_.codec_block ? opt_.codec_block : default_codec_block(Compression::Sparse),
+                             opt_.sparse_k, &sparse->sent.back());
+      } else {
+        std::copy(input.begin(), input.end(), output.begin());
+      }
       return stats;
     }
     const control::RingMember& next = ring.members[(i + 1) % n];
@@ -481,17 +493,39 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
       } registered(*this, links);
       std::vector<RingStats> lane_stats(K);
       std::vector<std::vector<RingCarried>> carried(K);
+      std::vector<SparseSent> sent(is_sparse ? K : 0);
       std::mutex error_mu;
       std::exception_ptr first_error;  // the cause; the other lanes then fail from the abort
       auto run_lane = [&](int k) {
         try {
+          if (is_sparse) {
+            SparseRingOptions so;
+            so.rank = static_cast<int>(i);
+            so.world = static_cast<int>(n);
+            so.round = ring.round;
+            so.block = opt_.codec_block ? opt_.codec_block : default_codec_block(Compression::Sparse);
+            so.k = opt_.sparse_k;
+            if (opt_.chunk_elems > 0) so.chunk_blocks = std::max<size_t>(1, opt_.chunk_elems / so.block);
+            so.message_timeout = opt_.message_timeout;
+            so.deadline = deadline;
+            const std::span<const float> res =
+                sparse->residual.empty() ? sparse->residual : sparse->residual.subspan(segs[k].begin, segs[k].size());
+            lane_stats[k] = sparse_allgather_average(*links[k], so, input.subspan(segs[k].begin, segs[k].size()), res,
+                                                     output.subspan(segs[k].begin, segs[k].size()), &sent[k],
+                                                     opt_.serve_state ? &carried[k] : nullptr);
+            sent[k].offset += segs[k].begin;
+            if (!emulated.empty()) emulated[k]->drain(deadline);
+            return;
+          }
           RingOptions ro;
           ro.rank = static_cast<int>(i);
           ro.world = static_cast<int>(n);
           ro.round = ring.round;
           ro.compression = opt_.compression;
+          if (opt_.compression != Compression::None)
+            ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
           if (opt_.chunk_elems > 0) ro.chunk_elems = opt_.chunk_elems;
-          else if (opt_.compression == Compression::Int8) ro.chunk_elems = size_t{1} << 18;
+          else if (opt_.compression != Compression::None) ro.chunk_elems = size_t{1} << 18;
           ro.message_timeout = opt_.message_timeout;
           ro.deadline = deadline;
           for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
@@ -538,13 +572,14 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
             continue;
           }
           for (RingCarried& c : carried[k]) {
-            round.add_int8(c.count, c.block, c.encoded);
+            round.add_carried(c);
             std::vector<uint8_t>().swap(c.encoded);  // one copy of the round at a time
           }
         }
         last_round_ = round.finish();
         last_round_step_ = outer_step;
       }
+      if (is_sparse) sparse->sent = std::move(sent);
       for (int k = 0; k < K; ++k) {
         transport_.close(to_next[k], "round done");
         transport_.close(from_prev[k], "round done");

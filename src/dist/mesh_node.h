@@ -42,6 +42,7 @@
 #include "dist/control.h"
 #include "dist/link_emulation.h"
 #include "dist/ring_allreduce.h"
+#include "dist/sparse_allgather.h"
 #include "dist/state_stream.h"
 #include "dist/transport.h"
 #include "util/error.h"
@@ -54,14 +55,19 @@ struct MeshNodeOptions {
   std::string name;
   PeerCredentials credentials;  // the run secret (converts) or this node's key and the allowlist
   Compression compression = Compression::Int8;
+  // The codec's block (0: default_codec_block(compression)); with sparse,
+  // the values kept per block (sparse_k_for_density). The same on every node.
+  size_t codec_block = 0;
+  size_t sparse_k = 41;
   std::chrono::milliseconds join_timeout{30000};
   std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce
   std::chrono::milliseconds message_timeout{60000};
   int max_retries = 3;
   int rings = 1;  // parallel rings (lanes) per round, the same on every node
-  // Values per ring message (0: 2^20 for fp32, 2^18 for int8, whose
+  // Values per ring message (0: 2^20 for fp32, 2^18 for int8 and int4, whose
   // per-hop decode and re-encode sit on the pipeline's critical path, so
-  // shorter messages fill it sooner). The same on every node.
+  // shorter messages fill it sooner; sparse: 64 blocks of 4096). The same on
+  // every node.
   size_t chunk_elems = 0;
   // Tests and benchmarks: the ring traffic this node sends goes through an
   // emulated WAN link (rate shared out among the rings, one-way delay with
@@ -114,6 +120,15 @@ struct RunRewound : Error {
   int64_t outer_step;
 };
 
+// A round's sparse side (diloco.compression "sparse"): the node's
+// error-feedback residual, added to its pseudo-gradient before the top-k,
+// and what the round sent, for ErrorFeedback::commit_sent. A ring of one
+// compresses too (sparse_average_alone).
+struct SparseRound {
+  std::span<const float> residual;  // empty, or the input's size; read only
+  std::vector<SparseSent> sent;     // out: this node's contribution, one per ring lane
+};
+
 struct OuterRoundStats {
   size_t ring_size = 1;
   uint64_t round = 0;
@@ -139,8 +154,10 @@ class MeshNode {
   uint64_t id() const { return welcome_.node_id; }
 
   // output = average of every ring member's input for this outer step.
+  // With sparse compression, `sparse` (required) gives the residual and
+  // receives what this node sent, in the attempt that succeeded.
   OuterRoundStats average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                          std::span<float> output);
+                          std::span<float> output, SparseRound* sparse = nullptr);
   void report_hash(int64_t outer_step, uint64_t hash);
   void leave(const std::string& reason);
 
@@ -171,7 +188,8 @@ class MeshNode {
   }
   std::optional<int64_t> donor_progress();
   // The round's average as this node's rings carried it (int8: a quarter
-  // of the fp32 bytes, and exactly what every ring member decoded).
+  // of the fp32 bytes; int4, sparse: their ring's bytes), exactly what every
+  // ring member decoded.
   void publish_round(int64_t outer_step, std::span<const float> averaged);
   // A fetched round (kind round) into `out`, checked; kept to be served on
   // by publish_round, so a late node passes on the same bytes.

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
-#include "dist/quantize.h"
+#include "dist/ring_queue.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -26,92 +26,9 @@ constexpr uint8_t kVersion = 1;
 constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
 constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
 
-size_t payload_bytes(Compression c, size_t count, size_t block) {
-  return c == Compression::Int8 ? int8_encoded_bytes(count, block) : count * sizeof(float);
-}
-
-// Index of the first NaN/inf among n little-endian float32 at p, or n.
-size_t first_non_finite_bytes(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, p + 4 * i, 4);
-    if ((b & 0x7f800000u) == 0x7f800000u) return i;
-  }
-  return n;
-}
-
-// The sender thread's queue. Unbounded on purpose: the receiving thread must
-// never block on a send, or N ranks each waiting for their successor to drain
-// would deadlock the ring. It holds at most one round of outgoing messages.
-class SendQueue {
- public:
-  void push(std::vector<uint8_t> msg) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      q_.push_back(std::move(msg));
-    }
-    cv_.notify_one();
-  }
-  // False once closed and drained, or stopped.
-  bool pop(std::vector<uint8_t>& out) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return stopped_ || closed_ || !q_.empty(); });
-    if (stopped_ || q_.empty()) return false;
-    out = std::move(q_.front());
-    q_.pop_front();
-    return true;
-  }
-  void close() {  // no more messages: the sender exits once the queue is empty
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void stop() {  // abandon what is queued
-    std::lock_guard<std::mutex> lock(mu_);
-    stopped_ = true;
-    q_.clear();
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::vector<uint8_t>> q_;
-  bool closed_ = false, stopped_ = false;
-};
-
-// The first failure wins: a neighbour's abort makes the other thread's call
-// fail too, and that second message would hide the cause.
-class FirstError {
- public:
-  void record(const std::string& msg) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!set_) {
-      set_ = true;
-      msg_ = msg;
-    }
-  }
-  bool get(std::string& out) {
-    std::lock_guard<std::mutex> lock(mu_);
-    out = msg_;
-    return set_;
-  }
-
- private:
-  std::mutex mu_;
-  bool set_ = false;
-  std::string msg_;
-};
+size_t payload_bytes(Compression c, size_t count, size_t block) { return codec_encoded_bytes(c, count, block); }
 
 }  // namespace
-
-Compression parse_compression(const std::string& s) {
-  if (s == "none") return Compression::None;
-  if (s == "int8") return Compression::Int8;
-  fail("unknown all-reduce compression \"", s, "\": use \"none\" or \"int8\" (diloco.compression)");
-}
-
-const char* compression_name(Compression c) { return c == Compression::Int8 ? "int8" : "none"; }
 
 std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
   ByteWriter w(kRingHeaderBytes);
@@ -142,7 +59,9 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   h.phase = r.u8("phase");
   if (h.phase > kAllGather) fail(what, ": phase ", int(h.phase), " is neither reduce-scatter (0) nor all-gather (1)");
   const uint8_t c = r.u8("compression");
-  if (c > 1) fail(what, ": compression ", int(c), " is neither none (0) nor int8 (1)");
+  if (c > static_cast<uint8_t>(Compression::Int4))
+    fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1) or int4 (2)",
+         c == static_cast<uint8_t>(Compression::Sparse) ? " (sparse travels in all-gather messages)" : "");
   h.compression = static_cast<Compression>(c);
   if (r.u8("reserved") != 0) fail(what, ": reserved header byte is not zero");
   h.round = r.u64("round");
@@ -153,9 +72,9 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   h.chunk = r.u32("chunk");
   h.count = r.u32("count");
   h.int8_block = r.u32("int8_block");
-  if ((h.compression == Compression::Int8) != (h.int8_block != 0))
+  if ((h.compression != Compression::None) != (h.int8_block != 0))
     fail(what, ": int8_block is ", h.int8_block, " with compression ", compression_name(h.compression),
-         " (must be > 0 exactly when int8)");
+         " (must be > 0 exactly when quantized)");
   const size_t want = payload_bytes(h.compression, h.count, h.int8_block);
   if (r.remaining() != want)
     fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values with compression ",
@@ -194,8 +113,10 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   };
   if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) refuse("rank must be in [0, world) and world ≥ 1");
   if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) refuse("chunk_elems must be in [1, 2^32)");
-  if (opt.compression == Compression::Int8 && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
-    refuse("int8_block must be in [1, 2^32)");
+  if (opt.compression == Compression::Sparse)
+    refuse("sparse compression is not a ring all-reduce: use sparse_allgather_average");
+  if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
+    refuse("int8_block (the codec's block) must be in [1, 2^32)");
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
   if (!input.empty() && output.data() < in_hi && in_lo < output.data() + output.size())
@@ -218,8 +139,9 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     return stats;
   }
 
-  const bool int8 = opt.compression == Compression::Int8;
-  const size_t block = int8 ? opt.int8_block : 0;
+  const std::unique_ptr<BlockCodec> codec = make_block_codec(opt.compression, opt.int8_block, opt.codec_threads);
+  const bool lossy = codec->lossy();
+  const size_t block = codec->block();
   auto seg_begin = [&](size_t s) { return S * s / N; };
   auto seg_len = [&](size_t s) { return S * (s + 1) / N - S * s / N; };
   auto n_chunks = [&](size_t s) { return (seg_len(s) + opt.chunk_elems - 1) / opt.chunk_elems; };
@@ -239,16 +161,13 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     h.int8_block = static_cast<uint32_t>(block);
     return h;
   };
-  // Header + payload for `count` values at x; with int8 the payload is their encoding.
+  // Header + payload for `count` values at x: their encoding.
   auto since = [](RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); };
   auto build = [&](const RingHeader& h, const float* x) {
     const RingClock::time_point t = RingClock::now();
     std::vector<uint8_t> msg = encode_ring_header(h);
-    msg.resize(kRingHeaderBytes + payload_bytes(opt.compression, h.count, block));
-    if (int8)
-      int8_encode(x, h.count, block, msg.data() + kRingHeaderBytes, "the partial sum", opt.codec_threads);
-    else
-      std::memcpy(msg.data() + kRingHeaderBytes, x, h.count * sizeof(float));
+    msg.resize(kRingHeaderBytes + codec->encoded_bytes(h.count));
+    codec->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
     stats.encode_s += since(t);
     return msg;
   };
@@ -256,15 +175,16 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   // The carried encodings, one slot per chunk in offset order.
   std::vector<size_t> first_chunk_of(N + 1, 0);
   for (size_t s = 0; s < N; ++s) first_chunk_of[s + 1] = first_chunk_of[s] + n_chunks(s);
-  const bool keep = carried != nullptr && int8;
+  const bool keep = carried != nullptr && lossy;
   if (keep) carried->resize(first_chunk_of[N]);
   auto keep_chunk = [&](size_t seg, size_t c, size_t off, size_t len, const uint8_t* payload) {
     if (!keep) return;
     RingCarried& k = (*carried)[first_chunk_of[seg] + c];
+    k.compression = opt.compression;
     k.offset = off;
     k.count = len;
     k.block = block;
-    k.encoded.assign(payload, payload + int8_encoded_bytes(len, block));
+    k.encoded.assign(payload, payload + codec->encoded_bytes(len));
   };
 
   ContributionCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
@@ -300,15 +220,10 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       stats.bytes_received += msg.size();
       stats.messages_received += 1;
       expect_ring_header(parse_ring_header(msg, what), want, what);
-      const uint8_t* payload = msg.data() + kRingHeaderBytes;
-      if (int8) {
-        int8_validate(payload, want.count, block, what.c_str());
-      } else if (const size_t bad = first_non_finite_bytes(payload, want.count); bad < want.count) {
-        fail(what, ": value ", bad, " is not finite (a diverged peer or a corrupt message)");
-      }
+      codec->validate(msg.data() + kRingHeaderBytes, want.count, what.c_str());
       if (check.enabled())
-        check.add(want.phase == kAllGather, want.step,
-                  int8 ? int8_sum_squares(payload, want.count, block) : fp32_sum_squares(payload, want.count), what);
+        check.add(want.phase == kAllGather, want.step, codec->sum_squares(msg.data() + kRingHeaderBytes, want.count),
+                  what);
       stats.decode_s += since(d);
       return msg;
     };
@@ -329,15 +244,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         const std::vector<uint8_t> msg = receive(header(kReduceScatter, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
         const RingClock::time_point d = RingClock::now();
-        if (int8) {
-          int8_decode_add(payload, len, block, acc, opt.codec_threads);
-        } else {
-          for (size_t i = 0; i < len; ++i) {
-            float v;
-            std::memcpy(&v, payload + 4 * i, 4);
-            acc[i] += v;
-          }
-        }
+        codec->decode_add(payload, len, acc);
         stats.decode_s += since(d);
         if (t + 2 < N) {
           queue.push(build(header(kReduceScatter, t + 1, g, c, len), acc));
@@ -347,7 +254,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         // and keep the decoded values ourselves so every rank agrees bit for bit.
         for (size_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(N);
         std::vector<uint8_t> out = build(header(kAllGather, 0, g, c, len), acc);
-        if (int8) int8_decode(out.data() + kRingHeaderBytes, len, block, acc, opt.codec_threads);
+        if (lossy) codec->decode(out.data() + kRingHeaderBytes, len, acc);
         keep_chunk(g, c, off, len, out.data() + kRingHeaderBytes);
         queue.push(std::move(out));
       }
@@ -361,10 +268,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
         std::vector<uint8_t> msg = receive(header(kAllGather, t, g, c, len));
         const uint8_t* payload = msg.data() + kRingHeaderBytes;
         const RingClock::time_point d = RingClock::now();
-        if (int8)
-          int8_decode(payload, len, block, output.data() + off, opt.codec_threads);
-        else
-          std::memcpy(output.data() + off, payload, len * sizeof(float));
+        codec->decode(payload, len, output.data() + off);
         stats.decode_s += since(d);
         keep_chunk(g, c, off, len, payload);
         if (t + 2 < N) {

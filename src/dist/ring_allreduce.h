@@ -7,8 +7,8 @@
 // unit of pipelining. Reduce-scatter: in step t rank r sends segment r − t
 // and adds what it receives (segment r − t − 1) into its own copy, so after
 // N − 1 steps it holds the full sum of segment r + 1, which it owns. The owner
-// divides by N and, with int8, quantizes that average ONCE and replaces its
-// own copy with the decoded values. All-gather: the owner's bytes travel
+// divides by N and, with a lossy codec (int8, int4: codec.h), quantizes that
+// average ONCE and replaces its own copy with the decoded values. All-gather: the owner's bytes travel
 // round the ring unchanged, so every rank decodes the same bytes and ends
 // with bit-identical results. Each rank sends 2(N − 1)/N of the buffer.
 //
@@ -18,8 +18,8 @@
 // trusted (sizes, indices, round, and non-finite values are all refused).
 //
 // Concurrency: one sender thread per call drains a queue into the link while
-// the calling thread receives, accumulates and quantizes (OpenMP over the
-// int8 blocks of a chunk). A chunk is forwarded as soon as it has been
+// the calling thread receives, accumulates and quantizes (through the
+// BlockCodec of opt.compression; int8 may use OpenMP over a chunk's blocks). A chunk is forwarded as soon as it has been
 // accumulated, so hop t + 1 of chunk c overlaps hop t of chunk c + 1.
 //
 // Failure: any link error, timeout or invalid message aborts the round on
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "dist/codec.h"
 
 namespace intellect {
 
@@ -55,18 +56,15 @@ struct RingLink {
   virtual void abort() noexcept = 0;
 };
 
-enum class Compression : uint8_t { None = 0, Int8 = 1 };
-// "none" | "int8" (the config's diloco.compression); anything else is an Error.
-Compression parse_compression(const std::string& s);
-const char* compression_name(Compression c);
-
 struct RingOptions {
   int rank = 0;
   int world = 1;
   uint64_t round = 0;  // distinct per attempt: a retried round must not accept a stale message
-  Compression compression = Compression::Int8;
+  Compression compression = Compression::Int8;  // None, Int8 or Int4 (Sparse: sparse_allgather.h)
   size_t chunk_elems = size_t{1} << 20;  // values per message
-  size_t int8_block = size_t{1} << 16;   // values per quantization table
+  // The codec's block: values per int8 table, or per int4 scale (set it to
+  // default_codec_block(Int4) = 64 for int4). Unused for fp32.
+  size_t int8_block = size_t{1} << 16;
   // Threads for one message's int8 codec work (1: the calling thread only).
   // Parallelism comes from parallel rings, one thread each: per-message
   // OpenMP teams cost more than they give (two nodes on two cores: 5.3x
@@ -102,20 +100,23 @@ struct RingStats {
   double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
 };
 
-// One chunk of the average as the all-gather carried it: its int8 encoding,
-// which decodes to exactly the output's values there. A donor keeps these to
-// hand a late node or a joiner the round at a quarter of the fp32 size.
+// One chunk of the average as the all-gather carried it: its encoding, which
+// decodes to exactly the output's values there. A donor keeps these to hand
+// a late node or a joiner the round at the ring's size (round_codec.h).
+// Sparse rounds carry every rank's contribution (sparse_allgather.h).
 struct RingCarried {
+  Compression compression = Compression::Int8;
   size_t offset = 0, count = 0;  // values, relative to the input
-  size_t block = 0;              // RingOptions::int8_block
-  std::vector<uint8_t> encoded;  // int8_encoded_bytes(count, block)
+  size_t block = 0;              // RingOptions::int8_block (sparse: its block)
+  size_t k = 0, world = 0;       // sparse only: values kept per block, contributions
+  std::vector<uint8_t> encoded;  // codec_encoded_bytes(compression, count, block); sparse: world contributions
 };
 
 // output = average over the ring of every rank's input. input and output
 // must have the same size on every rank and must not overlap; input is only
-// read. With world = 1 the output is the input, unquantized. With int8 and
-// world > 1, `carried` (when given) receives every chunk's encoding, in
-// offset order; otherwise it is left empty.
+// read. With world = 1 the output is the input, unquantized. With a lossy
+// codec and world > 1, `carried` (when given) receives every chunk's
+// encoding, in offset order; otherwise it is left empty.
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
                                  std::span<float> output, std::vector<RingCarried>* carried = nullptr);
 
@@ -123,8 +124,9 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
 // Header, little-endian, 48 bytes:
 //   u32 magic 'IRAR'  u8 version  u8 phase (0 reduce-scatter, 1 all-gather)
 //   u8 compression  u8 reserved(0)  u64 round  u64 total_elems  u32 world
-//   u32 step  u32 segment  u32 chunk  u32 count  u32 int8_block (0 for none)
-// then the payload: count float32 (none), or int8_encoded_bytes(count, block).
+//   u32 step  u32 segment  u32 chunk  u32 count  u32 int8_block (the codec's
+//   block; 0 for none)
+// then the payload: codec_encoded_bytes(compression, count, block) bytes.
 struct RingHeader {
   uint8_t phase = 0;
   Compression compression = Compression::None;

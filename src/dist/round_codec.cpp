@@ -6,6 +6,9 @@
 
 #include "dist/bytes.h"
 #include "dist/quantize.h"
+#include "dist/quantize4.h"
+#include "dist/ring_allreduce.h"
+#include "dist/sparse.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -15,7 +18,8 @@ static_assert(std::endian::native == std::endian::little, "fp32 pieces are memcp
 namespace {
 constexpr uint32_t kMagic = 0x444e5249;  // "IRND" in memory order
 constexpr uint8_t kVersion = 1;
-constexpr uint8_t kFp32 = 0, kInt8 = 1;
+constexpr uint8_t kFp32 = 0, kInt8 = 1, kInt4 = 2, kSparse = 3;
+constexpr uint32_t kMaxWorld = 1u << 16;  // contributions in a sparse piece
 constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
 constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
 
@@ -55,6 +59,31 @@ void RoundEncoder::add_int8(size_t count, size_t block, std::span<const uint8_t>
   piece_header(body_, kInt8, static_cast<uint32_t>(block), count);
   body_.insert(body_.end(), encoded.begin(), encoded.end());
   covered_ += count;
+  ++pieces_;
+}
+
+void RoundEncoder::add_carried(const RingCarried& c) {
+  if (c.compression == Compression::Int8) return add_int8(c.count, c.block, c.encoded);
+  if (c.count > total_ - covered_)
+    fail("round encoder: ", c.count, " values would pass the end (", covered_, " of ", total_, " covered)");
+  if (c.block == 0 || c.block > UINT32_MAX) fail("round encoder: a block of ", c.block, " values");
+  if (c.compression == Compression::Int4) {
+    if (c.encoded.size() != int4_encoded_bytes(c.count, c.block))
+      fail("round encoder: ", c.encoded.size(), " bytes for ", c.count, " int4 values");
+    piece_header(body_, kInt4, static_cast<uint32_t>(c.block), c.count);
+  } else if (c.compression == Compression::Sparse) {
+    if (c.world == 0 || c.world > kMaxWorld || c.encoded.size() != c.world * sparse_encoded_bytes(c.count, c.block, c.k))
+      fail("round encoder: ", c.encoded.size(), " bytes for ", c.world, " sparse contributions of ", c.count, " values");
+    piece_header(body_, kSparse, static_cast<uint32_t>(c.block), c.count);
+    ByteWriter w(8);
+    w.u32(static_cast<uint32_t>(c.k));
+    w.u32(static_cast<uint32_t>(c.world));
+    body_.insert(body_.end(), w.data().begin(), w.data().end());
+  } else {
+    fail("round encoder: a carried chunk with compression ", compression_name(c.compression));
+  }
+  body_.insert(body_.end(), c.encoded.begin(), c.encoded.end());
+  covered_ += c.count;
   ++pieces_;
 }
 
@@ -99,11 +128,11 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
     const std::string piece = str(what, ", piece ", p);
     const uint8_t kind = r.u8("piece kind");
     if (r.u8("reserved") != 0 || r.u16("reserved") != 0) fail(piece, ": reserved bytes are not zero");
-    const uint32_t block = r.u32("int8 block");
+    const uint32_t block = r.u32("block");
     const uint64_t count = r.u64("count");
     if (count > total - at) fail(piece, ": ", count, " values from value ", at, " pass the end (", total, ")");
     if (kind == kFp32) {
-      if (block != 0) fail(piece, ": an fp32 piece with an int8 block of ", block);
+      if (block != 0) fail(piece, ": an fp32 piece with a block of ", block);
       if (count > r.remaining() / sizeof(float)) fail(piece, ": truncated (", count, " fp32 values announced)");
       const uint8_t* p8 = r.view("fp32 values", count * sizeof(float));
       if (count > 0) std::memcpy(out.data() + at, p8, count * sizeof(float));  // out may be empty (null)
@@ -118,8 +147,29 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       const uint8_t* p8 = r.view("int8 values", n);
       int8_validate(p8, count, block, piece.c_str());
       int8_decode(p8, count, block, out.data() + at, 1);
+    } else if (kind == kInt4) {
+      if (block == 0) fail(piece, ": an int4 piece with a block of 0");
+      // At least half a byte per value: bounds the count before the size is computed.
+      if (count / 2 > r.remaining()) fail(piece, ": truncated (", count, " int4 values announced)");
+      const size_t n = int4_encoded_bytes(count, block);
+      const uint8_t* p8 = r.view("int4 values", n);
+      int4_validate(p8, count, block, piece.c_str());
+      int4_decode(p8, count, block, out.data() + at);
+    } else if (kind == kSparse) {
+      const uint32_t k = r.u32("sparse k");
+      const uint32_t world = r.u32("sparse world");
+      sparse_check_params(block, k, piece.c_str());
+      if (world == 0 || world > kMaxWorld) fail(piece, ": ", world, " sparse contributions (1 to ", kMaxWorld, ")");
+      // A block of count values takes at least 8 bytes per contribution.
+      if (count / block > r.remaining() / 8) fail(piece, ": truncated (", count, " sparse values announced)");
+      const size_t one = sparse_encoded_bytes(count, block, k);
+      if (one > 0 && world > r.remaining() / one) fail(piece, ": truncated (", world, " contributions announced)");
+      const uint8_t* p8 = r.view("sparse contributions", world * one);
+      for (uint32_t w = 0; w < world; ++w)
+        sparse_validate(p8 + w * one, count, block, k, str(piece, ", contribution ", w).c_str());
+      sparse_average(p8, world, count, block, k, out.data() + at);
     } else {
-      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8)");
+      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8, 2 int4, 3 sparse)");
     }
     at += count;
   }

@@ -1,17 +1,22 @@
 // An outer step's averaged pseudo-gradient as a donor hands it to a joiner
-// (or to a node that was late for the ring): exactly the bytes the int8 ring
-// carried in its all-gather, so the receiver decodes the same table entries
-// every ring member decoded and applies a bit-identical outer step, at about
-// a quarter of the fp32 size (1 byte a value plus a 1 KiB table per block).
-// Rounds that were not int8 (diloco.compression "none", or a ring of one)
-// travel as fp32 pieces.
+// (or to a node that was late for the ring): exactly the bytes the ring
+// carried in its all-gather, so the receiver decodes the same bytes every
+// ring member decoded and applies a bit-identical outer step, at the ring's
+// size: int8 about a quarter of fp32, int4 about 0.14, sparse every node's
+// contribution (N · ~2 bytes per kept value), summed in rank order as the
+// all-gather did. Rounds that were not compressed (diloco.compression
+// "none", or a ring of one) travel as fp32 pieces.
 //
 // Wire (little-endian): magic 'IRND', u8 version, u8 reserved (0), u16
 // reserved (0), u64 total values, u32 pieces, u32 reserved (0); then each
-// piece: u8 kind (0 fp32, 1 int8), 3 reserved bytes (0), u32 int8 block (0 for
-// fp32), u64 count, then count float32 or int8_encoded_bytes(count, block).
+// piece: u8 kind (0 fp32, 1 int8, 2 int4, 3 sparse), 3 reserved bytes (0),
+// u32 block (0 for fp32), u64 count; a sparse piece then u32 k, u32 world;
+// then count float32, or codec_encoded_bytes(kind, count, block), or world
+// contributions of sparse_encoded_bytes(count, block, k) in rank order.
 // The pieces cover the values in order, exactly. Nothing is trusted: sizes
-// are checked before any byte is read, tables and fp32 values must be finite.
+// are checked before any byte is read, every payload is validated (finite
+// tables, scales and values; sparse indices in range and ascending) before
+// anything is decoded.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,12 +26,16 @@
 
 namespace intellect {
 
+struct RingCarried;  // ring_allreduce.h
+
 class RoundEncoder {
  public:
   explicit RoundEncoder(size_t total_values);
   void add_fp32(std::span<const float> values);
   // `encoded` is int8_encoded_bytes(count, block) bytes from int8_encode.
   void add_int8(size_t count, size_t block, std::span<const uint8_t> encoded);
+  // A chunk as a ring carried it (int8, int4, or sparse with every rank's contribution).
+  void add_carried(const RingCarried& c);
   // Fails unless the pieces added cover exactly total_values.
   std::vector<uint8_t> finish();
 

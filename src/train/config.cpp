@@ -220,7 +220,8 @@ Config parse_config(const json& doc, const std::string& source) {
     d.outer_lr = r.get_double("outer_lr", 0.7, 0.0, 100.0);
     d.outer_momentum = r.get_double("outer_momentum", 0.9, 0.0, 0.999999);
     d.nesterov = r.get_bool("nesterov", true);
-    d.compression = r.get_string("compression", "int8", {"none", "int8"});
+    d.compression = r.get_string("compression", "int8", {"none", "int8", "int4", "sparse"});
+    d.sparse_density = r.get_double("sparse_density", 0.01, 1.0 / 4096, 1.0);
     d.rings = r.get_int("rings", 1, 1, 16);
     d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
     r.finish();

@@ -115,7 +115,13 @@ struct DilocoConfig {
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
   bool nesterov = true;
-  std::string compression = "int8";  // none | int8
+  // How pseudo-gradients travel (docs/ARCHITECTURE.md, "Compressed pseudo-gradients"):
+  //   "none" fp32; "int8" (256 bin means per 64K block, 0.26x fp32 bytes);
+  //   "int4" (a scale per 64 values, 0.14x); "sparse" (top-k per 4096-value
+  //   block at sparse_density, 4-bit values and 12-bit indices, with an
+  //   error-feedback buffer per node; all-gathered, so bytes grow with N).
+  std::string compression = "int8";
+  double sparse_density = 0.01;  // sparse: fraction of each block sent per round
   // Parallel rings per all-reduce, each carrying one contiguous segment of the
   // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
   // GPU, 8). Run-wide, independent of any node's GPU count.

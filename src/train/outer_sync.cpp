@@ -10,6 +10,7 @@
 
 #include "ckpt/hf_export.h"
 #include "dist/mesh_node.h"
+#include "dist/sparse.h"
 #include "train/join_state.h"
 #include "train/log.h"
 #include "util/error.h"
@@ -48,6 +49,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   pseudo_.resize(n);
+  if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n);
   backend_.get_params(params_.data());
   // Three fp32 copies of the model live here and one in the loop's params_,
   // which doubles as the average: the loop's weights are not needed between
@@ -61,10 +63,11 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                      "the pseudo-gradient in flight, outer parameters, momentum) = ", format_bytes(4 * copy))
                : str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
                      "outer parameters, momentum) = ", format_bytes(4 * copy));
+  if (ef_) budget += str(", plus the error-feedback buffer (", format_bytes(copy), ")");
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
-                  format_bytes(cfg_.diloco.compression == "int8" ? kept_rounds * copy / 4 : kept_rounds * copy),
+                  format_bytes(cfg_.diloco.compression == "none" ? kept_rounds * copy : kept_rounds * copy / 4),
                   ") and, while a joiner fetches one, a snapshot (about ", format_bytes(4 * copy), ")");
   note(budget);
   if (overlap_)
@@ -163,6 +166,9 @@ void OuterSync::apply_run_state(RunState& s) {
   backend_.set_optimizer_state(s.js.exp_avg, s.js.exp_avg_sq, s.js.adam_step);
   params_.assign(outer_->params().begin(), outer_->params().end());
   s.js = JoinState{};  // the old state and the moments' copy, freed
+  // The residual was this node's unsent progress relative to its own past,
+  // which the run's state replaces: a joiner starts empty.
+  if (ef_) ef_->reset();
 }
 
 int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state) {
@@ -214,6 +220,8 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
   }
   if (!resumed_state.outer.empty()) {
     outer_->set_state(resumed_state.outer.data(), resumed_state.momentum.data());
+    if (ef_ && !resumed_state.error_feedback.empty()) ef_->set(std::move(resumed_state.error_feedback));
+    else if (ef_) note("the checkpoint holds no error-feedback buffer: sparse compression starts with an empty one");
   } else {
     outer_->init(params_.data());
     if (start_step > 0)
@@ -305,7 +313,8 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
       try {
         switch (r.way) {
           case Way::ring:
-            r.rs = mesh_->average(k, data_position, pseudo_, params_);  // pseudo_ stays as it was, for a retry
+            if (ef_) r.sparse.residual = ef_->residual();  // read only: the training thread commits later
+            r.rs = mesh_->average(k, data_position, pseudo_, params_, ef_ ? &r.sparse : nullptr);  // pseudo_ stays as it was, for a retry
             break;
           case Way::round_from_donor:
             // No live node has that round any more (those that did are
@@ -348,7 +357,14 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
       }
     }
   } else {
-    std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
+    if (ef_) {  // alone, sparse still compresses: the same SparseLoCo as a swarm
+      r.sparse.sent.emplace_back();
+      sparse_average_alone(pseudo_, ef_->residual(), params_, default_codec_block(Compression::Sparse),
+                           sparse_k_for_density(cfg_.diloco.sparse_density, default_codec_block(Compression::Sparse)),
+                           &r.sparse.sent.back());
+    } else {
+      std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
+    }
   }
   r.allreduce_s = seconds_since(t0);
   if (!r.state) {
@@ -448,6 +464,12 @@ void OuterSync::abandon() {
   round_result_.reset();
 }
 
+void OuterSync::commit_error_feedback(const Round& r) {
+  if (!ef_ || r.state) return;  // the run's state: apply_run_state empties it
+  if (r.late) ef_->commit_none(pseudo_.data());  // nothing of it was averaged: all of it waits
+  else ef_->commit_sent(pseudo_.data(), r.sparse.sent);
+}
+
 uint64_t OuterSync::settle(const Round& r) {
   const uint64_t hash = outer_->params_hash();
   if (mesh_ && !r.late) mesh_->report_hash(r.k, hash);
@@ -473,6 +495,8 @@ nlohmann::json OuterSync::metrics(const Round& r, uint64_t hash, nlohmann::json 
                         {"hash", hex},
                         {"way", way_name(r.way)},
                         {"overlap", cfg_.diloco.overlap},
+                        {"compression", cfg_.diloco.compression},
+                        {"error_feedback_rms", ef_ ? ef_->rms() : 0.0},
                         {"parts", parts}};
 }
 
@@ -495,6 +519,7 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   lap("pseudo_gradient_s");
   Round r = run_round(k, data_position_(), steps_done);
   tp = Clock::now();
+  commit_error_feedback(r);
   if (r.state) {
     apply_run_state(*r.state);  // late, and the run's state was taken afresh
   } else {
@@ -558,6 +583,7 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   Round r = take(steps_done, &waited);
   parts["wait_s"] = waited;
   tp = Clock::now();
+  commit_error_feedback(r);  // while pseudo_ is still δ_{k-1}
   round_start(pseudo_.data(), pseudo_.data());  // pseudo_ = s_k, before the outer state changes
   lap("round_start_s");
   // The run's state taken afresh (late, and nobody had the round): of the
@@ -604,6 +630,7 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
     parts[name] = seconds_since(tp);
     tp = Clock::now();
   };
+  commit_error_feedback(r);  // while pseudo_ is still the round's δ
   round_start(pseudo_.data(), pseudo_.data());  // the local start s of the round in progress
   lap("round_start_s");
   if (r.state) {

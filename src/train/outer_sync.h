@@ -47,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dist/diloco.h"
+#include "dist/error_feedback.h"
 #include "dist/mesh_node.h"
 #include "train/backend.h"
 #include "train/config.h"
@@ -71,6 +72,9 @@ class OuterSync {
     // was taken (0: none) and its pseudo-gradient, launched again by start().
     int64_t in_flight_step = 0;
     std::vector<float> in_flight;
+    // Sparse compression: the node's error-feedback residual (empty: none,
+    // it starts at zero).
+    std::vector<float> error_feedback;
   };
 
   // `params` is the training loop's host copy of the weights (flat), which
@@ -121,6 +125,10 @@ class OuterSync {
   // pseudo-gradient, which the round thread only reads: for checkpoints.
   int64_t in_flight_step() const { return in_flight_; }
   const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
+  // Sparse compression: the node's error-feedback buffer (null otherwise).
+  // Changed only by the training thread at a boundary; a round in flight
+  // only reads it, so a checkpoint may copy it at any step.
+  const ErrorFeedback* error_feedback() const { return ef_.get(); }
   // fp32 bytes this component holds (the loop's weights, which carry the
   // average between the pseudo-gradient and the step, not counted).
   size_t host_bytes() const;
@@ -141,6 +149,7 @@ class OuterSync {
     bool late = false;
     std::optional<RunState> state;
     OuterRoundStats rs;
+    SparseRound sparse;  // sparse compression: what this node sent
     double allreduce_s = 0.0, publish_s = 0.0;
     nlohmann::json parts = nlohmann::json::object();
   };
@@ -157,6 +166,9 @@ class OuterSync {
   nlohmann::json land(Round& r, bool exact, nlohmann::json parts);
   void round_start(const float* delta, float* out) const;
   uint64_t settle(const Round& r);  // hash reported, held step, outer_done_
+  // The round's effect on the error-feedback buffer; pseudo_ must still be
+  // that round's pseudo-gradient. Training thread, at the boundary.
+  void commit_error_feedback(const Round& r);
   nlohmann::json step_blocking(int64_t steps_done);
   nlohmann::json step_overlapped(int64_t steps_done);
 
@@ -168,6 +180,7 @@ class OuterSync {
   std::function<std::string()> data_position_;
   const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
   std::unique_ptr<OuterOptimizer> outer_;
+  std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" only
   // The ring's input, untouched by it (a retried round starts from it); with
   // overlap, the pseudo-gradient of the round in flight.
   std::vector<float> pseudo_;

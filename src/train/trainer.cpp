@@ -20,6 +20,7 @@
 #include "data/dataloader.h"
 #include "data/prefetch.h"
 #include "dist/mesh_node.h"
+#include "dist/sparse.h"
 #include "model/init.h"
 #include "train/backend.h"
 #include "train/data_setup.h"
@@ -165,6 +166,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                                       [](const std::string& m) { note(m); });
     note(str("mesh: this node authenticates with its ", mo.credentials.describe()));
     mo.compression = parse_compression(cfg.diloco.compression);
+    mo.sparse_k = sparse_k_for_density(cfg.diloco.sparse_density, default_codec_block(Compression::Sparse));
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
     mo.rings = static_cast<int>(cfg.diloco.rings);
@@ -236,6 +238,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     resumed_outer.momentum = std::move(resumed.outer_momentum);
     resumed_outer.in_flight_step = resumed.outer_in_flight_step;
     resumed_outer.in_flight = std::move(resumed.outer_in_flight);
+    resumed_outer.error_feedback = std::move(resumed.error_feedback);
     // In a mesh the coordinator's data accounting decides what this node
     // reads (its partition may be another one now, and the position it
     // hands over is newer than any checkpoint's); alone, the checkpoint's.
@@ -316,6 +319,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
         st.outer_in_flight_step = outer->in_flight_step();
         st.outer_in_flight = outer->in_flight_pseudo_gradient();
       }
+      // Sparse: the node's unsent residual, as of the outer state above
+      // (a round in flight commits to it only when it is applied).
+      if (outer->error_feedback()) st.error_feedback = outer->error_feedback()->values();
     }
     st.data_position = loader.position().to_json();
     st.rng = {{"train_seed", cfg.train.seed}, {"data_seed", cfg.data.seed},

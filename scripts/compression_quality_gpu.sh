@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 18's quality table on the GPU host: 4 nodes of the 150m config on one
+# H200 (intellect_train --local-nodes 4, each node a process on the same GPU),
+# tinyshakespeare in Llama 3 tokens, the same tokens for every cell, one H
+# per call (each call fits the device's 10-minute limit per command):
+#
+#   scripts/compression_quality_gpu.sh 100   # 5 cells, ~4 min (estimate)
+#   scripts/compression_quality_gpu.sh 25    # 5 cells, ~5.5 min (12 outer steps; fp32's
+#                                            # rounds move 6.5 GB per node over loopback)
+#   scripts/compression_quality_gpu.sh 25 -m "int4 sparse:0.03"   # extra arguments go to
+#                                            # compression_quality.sh (here: fewer cells)
+#
+# Estimates, not measured: ~15 s to start 4 CUDA processes, ~100 ms a step
+# with 4 processes sharing the GPU (30 s for 300 steps), 1-5 s per outer step
+# (host copies of 1.09 GB, the ring on loopback, sparse's top-k on 4 lanes).
+#
+# Run from the repository root on the device after `source scripts/device/env.sh`
+# (binaries in devbin/ from a CUDA build packed by scripts/device/pack.sh),
+# with data/shakespeare carried (prepared here, see below). Results go to
+# $OUT/cq-H<h>/ (swarm logs, metrics, results.jsonl) and the table to stdout.
+#
+# The data (270k train tokens, 32k validation), made here once:
+#   build/prepare_data --tokenizer ../shared/data/llama3/tokenizer.json \
+#     --input ../shared/data/text/tinyshakespeare.txt --output data/shakespeare --shard-tokens 270000
+#
+# Settings and why: 300 inner steps of 8 × 256 tokens per node (4 nodes:
+# 2.5M tokens in all, ~9 passes over each node's quarter of tinyshakespeare;
+# a small corpus, so later rounds overfit alike for every cell); cosine
+# schedule with 30 warmup steps (the config's 500-step warmup would never
+# end); 4 parallel rings so the host-side codecs use 4 cores per node;
+# H = 100 gives 3 outer steps, H = 25 gives 12.
+set -euo pipefail
+h="${1:?usage: compression_quality_gpu.sh H (25 or 100) [compression_quality.sh arguments]}"
+shift
+cd "$(dirname "$0")/.."
+bin="${BIN:-devbin}"
+[[ -x "$bin/intellect_train" ]] || bin=build
+scripts/compression_quality.sh -n 4 -c configs/150m.json -H "$h" -b "$bin" -o "${OUT:-/tmp/out}/cq-H$h" \
+  --set train.device=cuda --set train.steps=300 --set train.batch_size=8 --set train.micro_batch_size=8 \
+  --set train.seq_len=256 --set train.log_every=50 --set train.eval_every=0 --set train.eval_batches=16 \
+  --set optim.schedule.type=cosine --set optim.schedule.warmup_steps=30 --set optim.schedule.decay_steps=0 \
+  --set optim.schedule.min_lr_ratio=0.1 \
+  --set data.train=data/shakespeare/shard_000000.bin --set data.val=data/shakespeare/shard_000001.bin \
+  --set data.tokenizer=byte --set diloco.rings=4 --set mesh.round_timeout_ms=1200000 "$@"

@@ -1,0 +1,146 @@
+#include "dist/codec.h"
+
+#include "dist/contribution_check.h"
+
+#include <cstring>
+
+#include "dist/quantize.h"
+#include "dist/quantize4.h"
+#include "dist/sparse.h"
+#include "util/error.h"
+
+namespace intellect {
+
+Compression parse_compression(const std::string& s) {
+  if (s == "none") return Compression::None;
+  if (s == "int8") return Compression::Int8;
+  if (s == "int4") return Compression::Int4;
+  if (s == "sparse") return Compression::Sparse;
+  fail("unknown all-reduce compression \"", s,
+       "\" (diloco.compression): use \"none\" (fp32), \"int8\" (the default), \"int4\" or \"sparse\" "
+       "(top-k with error feedback, density diloco.sparse_density)");
+}
+
+const char* compression_name(Compression c) {
+  switch (c) {
+    case Compression::None: return "none";
+    case Compression::Int8: return "int8";
+    case Compression::Int4: return "int4";
+    case Compression::Sparse: return "sparse";
+  }
+  return "?";
+}
+
+size_t default_codec_block(Compression c) {
+  switch (c) {
+    case Compression::None: return 0;
+    case Compression::Int8: return size_t{1} << 16;
+    case Compression::Int4: return kInt4DefaultGroup;
+    case Compression::Sparse: return kSparseMaxBlock;
+  }
+  return 0;
+}
+
+size_t codec_encoded_bytes(Compression c, size_t n, size_t block) {
+  switch (c) {
+    case Compression::None: return n * sizeof(float);
+    case Compression::Int8: return int8_encoded_bytes(n, block);
+    case Compression::Int4: return int4_encoded_bytes(n, block);
+    case Compression::Sparse: break;
+  }
+  fail("codec_encoded_bytes: ", compression_name(c), " is not a ring codec");
+}
+
+double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
+  std::vector<float> v(n);
+  decode(in, n, v.data());
+  double s = 0.0;
+  for (float x : v) s += double(x) * double(x);
+  return s;
+}
+
+namespace {
+
+class Fp32Codec final : public BlockCodec {
+ public:
+  double sum_squares(const uint8_t* in, size_t n) const override { return fp32_sum_squares(in, n); }
+  Compression kind() const override { return Compression::None; }
+  uint32_t block() const override { return 0; }
+  size_t encoded_bytes(size_t n) const override { return n * sizeof(float); }
+  void encode(const float* x, size_t n, uint8_t* out, const char*) const override {
+    if (n) std::memcpy(out, x, n * sizeof(float));
+  }
+  void validate(const uint8_t* in, size_t n, const char* what) const override {
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t b;
+      std::memcpy(&b, in + 4 * i, 4);
+      if ((b & 0x7f800000u) == 0x7f800000u)
+        fail(what, ": value ", i, " is not finite (a diverged peer or a corrupt message)");
+    }
+  }
+  void decode(const uint8_t* in, size_t n, float* out) const override {
+    if (n) std::memcpy(out, in, n * sizeof(float));
+  }
+  void decode_add(const uint8_t* in, size_t n, float* acc) const override {
+    for (size_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, in + 4 * i, 4);
+      acc[i] += v;
+    }
+  }
+};
+
+class Int8Codec final : public BlockCodec {
+ public:
+  double sum_squares(const uint8_t* in, size_t n) const override { return int8_sum_squares(in, n, block()); }
+  Int8Codec(size_t block, int threads) : block_(block), threads_(threads) {}
+  Compression kind() const override { return Compression::Int8; }
+  uint32_t block() const override { return static_cast<uint32_t>(block_); }
+  size_t encoded_bytes(size_t n) const override { return int8_encoded_bytes(n, block_); }
+  void encode(const float* x, size_t n, uint8_t* out, const char* what) const override {
+    int8_encode(x, n, block_, out, what, threads_);
+  }
+  void validate(const uint8_t* in, size_t n, const char* what) const override { int8_validate(in, n, block_, what); }
+  void decode(const uint8_t* in, size_t n, float* out) const override { int8_decode(in, n, block_, out, threads_); }
+  void decode_add(const uint8_t* in, size_t n, float* acc) const override {
+    int8_decode_add(in, n, block_, acc, threads_);
+  }
+
+ private:
+  size_t block_;
+  int threads_;
+};
+
+class Int4Codec final : public BlockCodec {
+ public:
+  explicit Int4Codec(size_t group) : group_(group) {}
+  Compression kind() const override { return Compression::Int4; }
+  uint32_t block() const override { return static_cast<uint32_t>(group_); }
+  size_t encoded_bytes(size_t n) const override { return int4_encoded_bytes(n, group_); }
+  void encode(const float* x, size_t n, uint8_t* out, const char* what) const override {
+    int4_encode(x, n, group_, out, what);
+  }
+  void validate(const uint8_t* in, size_t n, const char* what) const override { int4_validate(in, n, group_, what); }
+  void decode(const uint8_t* in, size_t n, float* out) const override { int4_decode(in, n, group_, out); }
+  void decode_add(const uint8_t* in, size_t n, float* acc) const override { int4_decode_add(in, n, group_, acc); }
+
+ private:
+  size_t group_;
+};
+
+}  // namespace
+
+std::unique_ptr<BlockCodec> make_block_codec(Compression c, size_t block, int threads) {
+  if (c != Compression::None && (block == 0 || block > UINT32_MAX))
+    fail(compression_name(c), " codec: a block of ", block, " values (must be in [1, 2^32))");
+  switch (c) {
+    case Compression::None: return std::make_unique<Fp32Codec>();
+    case Compression::Int8: return std::make_unique<Int8Codec>(block, threads);
+    case Compression::Int4: return std::make_unique<Int4Codec>(block);
+    case Compression::Sparse: break;
+  }
+  fail("diloco.compression \"sparse\" is not a ring all-reduce codec: its contributions travel in an "
+       "all-gather (sparse_allgather.h)");
+}
+
+}  // namespace intellect

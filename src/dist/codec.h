@@ -1,0 +1,61 @@
+// The pseudo-gradient codecs the ring all-reduce calls, behind one interface,
+// so the ring's control flow (segments, chunks, hops, checks) is the same
+// whatever travels: fp32, int8 (quantize.h) or int4 (quantize4.h). Each
+// codec works on a flat range of values in blocks of block() values (the
+// quantization table's or scale's reach; 0 for fp32), and its encoded size
+// depends only on (count, block), so a receiver knows each message's size
+// before it reads it.
+//
+// diloco.compression "sparse" (sparse.h) is not a BlockCodec: a top-k of a
+// partial sum would drop other nodes' values with no one to keep them, so
+// sparse contributions travel whole in an all-gather (sparse_allgather.h).
+//
+// Threads: a codec is immutable after construction; one may be shared by
+// the lanes of a round.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace intellect {
+
+// diloco.compression. The values are the ring header's compression byte.
+enum class Compression : uint8_t { None = 0, Int8 = 1, Int4 = 2, Sparse = 3 };
+// "none" | "int8" | "int4" | "sparse"; anything else is an Error listing them.
+Compression parse_compression(const std::string& s);
+const char* compression_name(Compression c);
+// The block a codec uses by default: int8 65536 (a 1 KiB table each), int4
+// 64 (a scale each), sparse 4096 (12-bit indices), fp32 0.
+size_t default_codec_block(Compression c);
+
+class BlockCodec {
+ public:
+  virtual ~BlockCodec() = default;
+  virtual Compression kind() const = 0;
+  virtual uint32_t block() const = 0;
+  virtual size_t encoded_bytes(size_t n) const = 0;
+  // Throws Error naming `what` on a non-finite value.
+  virtual void encode(const float* x, size_t n, uint8_t* out, const char* what) const = 0;
+  // Bytes from a peer, already of encoded_bytes(n): throws Error naming
+  // `what` unless every value they decode to is finite.
+  virtual void validate(const uint8_t* in, size_t n, const char* what) const = 0;
+  virtual void decode(const uint8_t* in, size_t n, float* out) const = 0;
+  virtual void decode_add(const uint8_t* in, size_t n, float* acc) const = 0;
+  // The sum of the squares of the n decoded values (contribution_check.h);
+  // by default through a decode.
+  virtual double sum_squares(const uint8_t* in, size_t n) const;
+  // True when decode(encode(x)) may differ from x: the chunk's owner then
+  // replaces its own copy with the decoded average, so every rank agrees.
+  bool lossy() const { return kind() != Compression::None; }
+};
+
+// The encoded size without a codec object (header checks). block must be
+// > 0 for int8 and int4.
+size_t codec_encoded_bytes(Compression c, size_t n, size_t block);
+
+// A ring codec: None, Int8 or Int4 (Sparse is refused: not a ring codec).
+// `threads` caps int8's OpenMP team per call (1: the calling thread only).
+std::unique_ptr<BlockCodec> make_block_codec(Compression c, size_t block, int threads = 1);
+
+}  // namespace intellect

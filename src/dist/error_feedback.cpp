@@ -1,0 +1,48 @@
+#include "dist/error_feedback.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "dist/sparse.h"
+#include "util/error.h"
+
+namespace intellect {
+
+void ErrorFeedback::set(std::vector<float> r) {
+  if (r.size() != residual_.size())
+    fail("error-feedback buffer of ", r.size(), " values, the model has ", residual_.size(),
+         " (a checkpoint of another model config)");
+  for (size_t i = 0; i < r.size(); ++i)
+    if (!std::isfinite(r[i])) fail("error-feedback buffer value ", i, " is not finite (a corrupt checkpoint)");
+  residual_ = std::move(r);
+}
+
+void ErrorFeedback::reset() { std::fill(residual_.begin(), residual_.end(), 0.0f); }
+
+void ErrorFeedback::commit_sent(const float* delta, const std::vector<SparseSent>& sent) {
+  float* e = residual_.data();
+  const size_t n = residual_.size();
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+  for (size_t i = 0; i < n; ++i) e[i] += delta[i];
+  for (const SparseSent& s : sent) {
+    INTELLECT_CHECK(s.offset + s.count <= n);
+    INTELLECT_CHECK(s.encoded.size() == sparse_encoded_bytes(s.count, s.block, s.k));
+    float* base = e + s.offset;
+    sparse_for_each(s.encoded.data(), s.count, s.block, s.k, [&](size_t i, float v) { base[i] -= v; });
+  }
+}
+
+void ErrorFeedback::commit_none(const float* delta) {
+  float* e = residual_.data();
+  const size_t n = residual_.size();
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+  for (size_t i = 0; i < n; ++i) e[i] += delta[i];
+}
+
+double ErrorFeedback::rms() const {
+  double s = 0.0;
+  for (float v : residual_) s += static_cast<double>(v) * v;
+  return residual_.empty() ? 0.0 : std::sqrt(s / static_cast<double>(residual_.size()));
+}
+
+}  // namespace intellect

@@ -1,0 +1,78 @@
+// The pieces of a ring's sending side shared by the ring all-reduce and the
+// sparse all-gather: the sender thread's queue and the first-error latch.
+// Owned by one ring call; the queue is filled by the computing thread and
+// drained by the sender thread.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace intellect {
+
+// The sender thread's queue. Unbounded on purpose: the receiving thread must
+// never block on a send, or N ranks each waiting for their successor to drain
+// would deadlock the ring. It holds at most one round of outgoing messages.
+class SendQueue {
+ public:
+  void push(std::vector<uint8_t> msg) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      q_.push_back(std::move(msg));
+    }
+    cv_.notify_one();
+  }
+  // False once closed and drained, or stopped.
+  bool pop(std::vector<uint8_t>& out) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stopped_ || closed_ || !q_.empty(); });
+    if (stopped_ || q_.empty()) return false;
+    out = std::move(q_.front());
+    q_.pop_front();
+    return true;
+  }
+  void close() {  // no more messages: the sender exits once the queue is empty
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void stop() {  // abandon what is queued
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    q_.clear();
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::vector<uint8_t>> q_;
+  bool closed_ = false, stopped_ = false;
+};
+
+// The first failure wins: a neighbour's abort makes the other thread's call
+// fail too, and that second message would hide the cause.
+class FirstError {
+ public:
+  void record(const std::string& msg) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!set_) {
+      set_ = true;
+      msg_ = msg;
+    }
+  }
+  bool get(std::string& out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    out = msg_;
+    return set_;
+  }
+
+ private:
+  std::mutex mu_;
+  bool set_ = false;
+  std::string msg_;
+};
+
+}  // namespace intellect

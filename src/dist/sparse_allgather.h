@@ -1,0 +1,91 @@
+// Sparse pseudo-gradients averaged by an all-gather over the ring (for
+// diloco.compression "sparse"): every rank encodes its own contribution
+// once (top-k of input + error-feedback residual per block, sparse.h), the
+// contributions travel round the ring unchanged (N − 1 hops, chunked for
+// pipelining), and every rank decodes all N of them and sums them in rank
+// order: the same bytes summed in the same order, so the same bits on
+// every rank, with no owner step needed.
+//
+// Why an all-gather and not a ring that re-sparsifies partial sums: a top-k
+// of a partial sum drops part of other nodes' values, which no node's error
+// feedback holds (each buffer knows only its own node's values), so they
+// would be lost for good; and the re-sparsified average would no longer be
+// the mean of what was sent, which breaks error feedback's accounting
+// (sum sent = sum of pseudo-gradients − residual). The all-gather's cost is
+// (N − 1)·C bytes sent per node for a contribution of C bytes, against
+// 2(N − 1)/N · 4S for fp32: at density d (2 bytes a kept value) C ≈ 2dS,
+// so it sends less than fp32 up to N ≈ 4/d (400 nodes at 1%), and less than
+// int8's ring up to N ≈ 1/d. docs/ARCHITECTURE.md has the table.
+//
+// Messages are checked field by field like the ring's (each rank knows what
+// comes next), payloads with sparse_validate before anything is decoded.
+// Concurrency and failure as ring_allreduce.h: a sender thread, the calling
+// thread receives; any error aborts the link and throws; the input and the
+// residual are only read.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dist/ring_allreduce.h"
+
+namespace intellect {
+
+struct SparseRingOptions {
+  int rank = 0;
+  int world = 1;
+  uint64_t round = 0;
+  size_t block = 4096;  // values per top-k block (≤ 4096)
+  size_t k = 41;        // values kept per full block
+  size_t chunk_blocks = 64;  // blocks per message
+  std::chrono::milliseconds message_timeout{60000};
+  RingClock::time_point deadline = RingClock::time_point::max();
+};
+
+// This rank's contribution over [offset, offset + count) of the buffer:
+// sparse_encoded_bytes(count, block, k) bytes. Error feedback subtracts
+// what it decodes to from the residual.
+struct SparseSent {
+  size_t offset = 0, count = 0, block = 0, k = 0;
+  std::vector<uint8_t> encoded;
+};
+
+// output = (Σ over ranks of decode(contribution)) / world, the same bits on
+// every rank. `residual` is empty or of input's size (added before the
+// top-k). `sent` (when given) receives this rank's contribution; `carried`
+// (when given) every chunk with all ranks' contributions (RingCarried with
+// compression Sparse), in offset order, for round_codec.
+RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt, std::span<const float> input,
+                                   std::span<const float> residual, std::span<float> output,
+                                   SparseSent* sent = nullptr, std::vector<RingCarried>* carried = nullptr);
+
+// A node alone (no mesh, or a ring of one): its own contribution, encoded
+// and decoded as a ring would (sparse compression is part of the
+// algorithm, with its error feedback, not only of the transport), so a
+// lone node runs the same SparseLoCo as a swarm. `sent` as above.
+void sparse_average_alone(std::span<const float> input, std::span<const float> residual, std::span<float> output,
+                          size_t block, size_t k, SparseSent* sent);
+
+// --- message format, exposed for the tests and the fuzz target --------------
+// Header, little-endian, 56 bytes:
+//   u32 magic 'ISAG'  u8 version  u8 reserved×3 (0)  u64 round  u64 total_elems
+//   u32 world  u32 step  u32 source (whose contribution)  u32 chunk  u32 count
+//   u32 block  u32 k  u32 reserved (0)
+// then sparse_encoded_bytes(count, block, k) bytes.
+struct SparseHeader {
+  uint64_t round = 0, total_elems = 0;
+  uint32_t world = 0, step = 0, source = 0, chunk = 0, count = 0, block = 0, k = 0;
+};
+constexpr size_t kSparseHeaderBytes = 56;
+
+std::vector<uint8_t> encode_sparse_header(const SparseHeader& h);
+// Parses and checks magic, version, reserved bytes, (block, k), and that the
+// payload's size matches; `what` names the message in errors.
+SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string& what);
+// Fails naming the first field where `got` differs from `want`.
+void expect_sparse_header(const SparseHeader& got, const SparseHeader& want, const std::string& what);
+
+}  // namespace intellect
