@@ -113,9 +113,14 @@ int main(int argc, char** argv) {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
     const std::string dir = "/tmp/bench_allreduce." + std::to_string(::getpid());
     make_dirs(dir);
+    // As 64 hex digits: raw bytes ending in '\n' (1 run in 256) lost that
+    // byte to the secret reader's line-ending trim (seen on the device).
     std::vector<uint8_t> key(32);
     randombytes_buf(key.data(), key.size());
-    write_file_atomic(dir + "/secret", key.data(), key.size());
+    std::string hex(2 * key.size() + 1, '\0');
+    sodium_bin2hex(hex.data(), hex.size(), key.data(), key.size());
+    hex.back() = '\n';
+    write_file_atomic(dir + "/secret", hex.data(), hex.size());
     ::chmod((dir + "/secret").c_str(), 0600);
     std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
                 "link pacing %s, one-way delay %d ms\n",
