@@ -378,7 +378,11 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
   }
   auto pos = partition_position_.find(r.partition);
   if (pos != partition_position_.end()) w.data_position = pos->second;
-  status_->node_joined(r.id, j.name, j.address, w.donor_id);
+  {  // the status page and /metrics name a keyed node by its key too
+    auto k = key_of_.find(r.id);
+    status_->node_joined(r.id, k != key_of_.end() ? j.name + " " + fingerprint(k->second) : j.name, j.address,
+                         w.donor_id);
+  }
   log(str(who(r.id), " at ", j.address, " joined: partition ", r.partition, ", ",
           members_.size(), " node(s)",
           w.donor_id ? str(", fetches the state of outer step ", w.outer_step, " from node ", w.donor_id) : ""));
