@@ -6,6 +6,11 @@
 
 namespace intellect {
 
+void expect_header_field(const std::string& what, const char* field, uint64_t got, uint64_t want, const char* hint) {
+  if (got != want) fail(what, ": ", field, " is ", got, ", expected ", want, " (", hint, ")");
+}
+
+
 // Explicit byte order (not memcpy of the host value) so the wire format does
 // not depend on the machine.
 template <class T>

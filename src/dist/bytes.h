@@ -11,6 +11,11 @@
 
 namespace intellect {
 
+// A received header field against what the schedule expects: fails naming the
+// message, the field, both values and a hint at the likely cause.
+void expect_header_field(const std::string& what, const char* field, uint64_t got, uint64_t want, const char* hint);
+
+
 class ByteWriter {
  public:
   ByteWriter() = default;

@@ -84,7 +84,7 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
 
 void expect_ring_header(const RingHeader& got, const RingHeader& want, const std::string& what) {
   auto check = [&](const char* field, uint64_t g, uint64_t w, const char* hint) {
-    if (g != w) fail(what, ": ", field, " is ", g, ", expected ", w, " (", hint, ")");
+    expect_header_field(what, field, g, w, hint);
   };
   check("round", got.round, want.round, "a stale message from an earlier attempt, or peers on different rounds");
   check("world", got.world, want.world, "the peers disagree on the ring size");
