@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/adamw.h"
@@ -34,11 +35,14 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
 }
 
-// Classifier rows per chunk: bf16 logits of one chunk stay under 512 MiB, so
-// a 128256-entry vocabulary at 8192 tokens runs in four chunks.
-int64_t classifier_chunk(int64_t N, int64_t V) {
-  const int64_t rows = std::max<int64_t>(1, (int64_t(512) << 20) / (2 * V));
-  return std::min(N, rows);
+// Experiment knobs (docs/PERFORMANCE.md): an integer from the environment.
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < 0) fail(name, " = '", v, "': expected a whole number of 0 or more");
+  return static_cast<int>(x);
 }
 
 }  // namespace
@@ -116,6 +120,12 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     check(cudaStreamCreateWithFlags(&opt_stream_, cudaStreamNonBlocking), "optimizer stream");
     check(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming), "event");
     update_units_ = flat_units(layout_);
+    update_sms_ = env_int("INTELLECT_UPDATE_SMS", 0);
+    update_gemm_blocks_ = env_int("INTELLECT_UPDATE_GEMM_BLOCKS", static_cast<int>(cfg.n_layers));
+    int device = 0;
+    check(cudaGetDevice(&device), "device");
+    check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device), "SM count");
+    if (update_sms_ >= sms_) fail("INTELLECT_UPDATE_SMS = ", update_sms_, " leaves no SM of ", sms_, " to the GEMMs");
     unit_updated_.resize(update_units_.size());
     for (cudaEvent_t& e : unit_updated_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
   }
@@ -149,7 +159,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   norm_f_ = alloc<bf16>(N * D);
   rstd_f_ = alloc<float>(N);
   proj_ = alloc<bf16>(N * D);
-  chunk_rows_ = classifier_chunk(N, V);
+  chunk_rows_ = classifier_chunk_rows(N, V);
   logits_ = alloc<bf16>(chunk_rows_ * V);
   row_ce_ = alloc<float>(N);
   row_z_ = alloc<float>(N);
@@ -811,12 +821,15 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   mark(kBlocksFwd);
   release(kBigSlot);
   prefetch(head, kBigSlot);
+  const bool share_sms = updates_pending_ && update_sms_ > 0;
   for (int l = 0; l < L; ++l) {
     const View w = acquire(unit(l), slot(l));
+    if (share_sms) blas_->set_sm_count_target(l < update_gemm_blocks_ ? sms_ - update_sms_ : 0);
     forward_block(l, blocks_[l], B, false, w);
     release(slot(l));
     if (l + 2 < L) prefetch(unit(l + 2), slot(l));
   }
+  if (share_sms) blas_->set_sm_count_target(0);
   mark(kHead);
   View hw = acquire(head, kBigSlot);
   if (backward) grad_begin(hw, head, kBigSlot);
@@ -909,8 +922,10 @@ void LlamaCuda::issue_updates() {
   if (!updates_pending_ || updates_issued_) return;
   check(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0), "wait grads");
   for (size_t u = 0; u < update_units_.size(); ++u) {
+    // The embedding's update is waited for at once: the whole GPU; the rest
+    // on update_sms_ SMs beside the blocks (0: the whole GPU, in their gaps).
     adam_->update(params_, grads_, opts_.grads_bf16, update_units_[u].range.begin, update_units_[u].range.end,
-                  pending_args_, opt_stream_);
+                  pending_args_, opt_stream_, u == 0 ? 0 : update_sms_);
     check(cudaEventRecord(unit_updated_[u], opt_stream_), "update event");
   }
   updates_issued_ = true;

@@ -13,8 +13,6 @@ namespace {
 constexpr size_t kGiB = size_t(1) << 30;
 constexpr size_t kBf16 = 2, kF32 = 4;
 
-// The classifier's rows per chunk, as LlamaCuda chooses them (logits under 512 MiB).
-int64_t classifier_rows(int64_t N, int64_t V) { return std::min(N, std::max<int64_t>(1, (int64_t(512) << 20) / (2 * V))); }
 
 }  // namespace
 
@@ -77,7 +75,7 @@ MemoryEstimate estimate_gpu_memory(const Config& cfg, int gpus, size_t gpu_bytes
   // logits, per-row losses, backward's buffers, attention scratch, token arrays,
   // RMSNorm backward partials; the workspace is cuBLAS's 32 MiB or cuDNN's,
   // which holds two fp32 copies of dQ (its accumulator and softmax sums).
-  const size_t rows = static_cast<size_t>(classifier_rows(N, V));
+  const size_t rows = static_cast<size_t>(classifier_chunk_rows(N, V));
   size_t step = 2 * N * D * kBf16 + rows * V * kBf16 + 3 * N * kF32;
   step += (2 * N * D + N * m.qkv_dim() + N * m.q_dim() + N * 2 * F + N * F) * kBf16;
   step += static_cast<size_t>(B * H * T) * kF32 + 5 * N * sizeof(int32_t);

@@ -3,8 +3,10 @@
 // and GPU training following the CPU loss curve.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "ckpt/safetensors.h"
 #include "data/synthetic_corpus.h"
@@ -186,6 +188,51 @@ TEST(CudaModel, GradientsStartFreshAfterZeroGradsAndAccumulateAfter) {
       EXPECT_EQ(*std::min_element(none.begin(), none.end()), 0.0f);
     }
   }
+}
+
+// The deferred AdamW update held to a few SMs beside the forward pass
+// (INTELLECT_UPDATE_SMS, with the blocks' GEMMs told to leave those SMs
+// free) changes where the update runs, not what it computes: three steps
+// give the same weights, bit for bit, as the update on the whole GPU.
+TEST(CudaTraining, UpdateBesideTheForwardPassIsBitIdentical) {
+  REQUIRE_GPU();
+  auto train = [](const char* update_sms) {
+    if (update_sms) {
+      setenv("INTELLECT_UPDATE_SMS", update_sms, 1);
+      setenv("INTELLECT_UPDATE_GEMM_BLOCKS", "1", 1);  // block 0 shares SMs, block 1 has them all
+    }
+    Config c = small_model("cuda");
+    c.model.vocab_size = 2000;  // an embedding unit big enough for several 1024-thread blocks
+    c.precision.grad_dtype = "bf16";
+    c.precision.master_weights = false;
+    c.precision.optim_state_dtype = "bf16";
+    const int64_t B = 2, T = 64;
+    auto backend = make_backend(c, B, T);
+    unsetenv("INTELLECT_UPDATE_SMS");
+    unsetenv("INTELLECT_UPDATE_GEMM_BLOCKS");
+    std::vector<float> p(backend->layout().total());
+    init_params(p.data(), backend->layout(), c.model, 5);
+    backend->set_params(p.data());
+    backend->get_params(p.data());  // as the GPU holds them (bf16)
+    const std::vector<float> start = p;
+    std::vector<int32_t> x(B * T), y(B * T);
+    for (int step = 0; step < 3; ++step) {
+      for (int64_t i = 0; i < B * T; ++i) {
+        x[i] = static_cast<int32_t>(hash_u64(60 + step, i) % c.model.vocab_size);
+        y[i] = static_cast<int32_t>(hash_u64(70 + step, i) % c.model.vocab_size);
+      }
+      backend->zero_grads();
+      backend->run(x.data(), y.data(), B, 1e-4f, 1.0f / (B * T), true, nullptr);
+      backend->step(1e-2);
+    }
+    backend->run(x.data(), y.data(), B, 1e-4f, 1.0f / (B * T), false, nullptr);  // applies the last update
+    backend->take_loss();
+    backend->get_params(p.data());
+    return std::make_pair(start, p);
+  };
+  const auto whole = train(nullptr), beside = train("2");
+  EXPECT_GT(rel_error(whole.second, whole.first), 1e-3);  // the steps moved the weights
+  EXPECT_EQ(rel_error(beside.second, whole.second), 0.0);
 }
 
 // bf16 gradients against fp32 ones, on one micro-batch: each is the same
