@@ -12,9 +12,6 @@
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
 #   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY)
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
-#   update-sms       issue 14: the 10B step with the deferred AdamW update held to K SMs beside the forward
-#                    pass (INTELLECT_UPDATE_SMS) for the first N blocks' GEMMs (INTELLECT_UPDATE_GEMM_BLOCKS),
-#                    and classifier chunk sizes; VARIANTS="rows:K:N ..." (rows 0 = the default)
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -55,16 +52,6 @@ for s in "$@"; do
       $B/bench_step "${common[@]}" --steps ${STEPS10B:-6} --warmup 2 --no-kernels ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/bench10b.log"
       clocks_stop bench10b | tee -a "$OUT/bench10b.log" ;;
-    update-sms)
-      section update-sms
-      for v in ${VARIANTS:-2093:0:0 0:0:0 0:16:42 0:8:42 0:16:24 0:24:16}; do
-        IFS=: read -r rows k n <<< "$v"; echo "--- classifier rows $rows (0: default), update SMs $k, GEMM blocks sharing $n"
-        clocks_start "update-sms-$rows-$k-$n"
-        rows_env=(); [ "$rows" != 0 ] && rows_env=(INTELLECT_CLASSIFIER_ROWS=$rows)
-        env "${rows_env[@]}" INTELLECT_UPDATE_SMS=$k INTELLECT_UPDATE_GEMM_BLOCKS=$n $B/bench_step "${common[@]}" --steps ${STEPS10B:-4} --warmup 2 --no-kernels \
-          2>&1 | grep -E "median|phases|allocated"
-        clocks_stop "update-sms-$rows-$k-$n"
-      done 2>&1 | tee "$OUT/update-sms.log" ;;
     bench10b-accum8)
       section bench10b-accum8
       $B/bench_step "${common[@]}" --set train.batch_size=8 --steps 3 --warmup 1 --no-kernels ${BENCH_ARGS:-} \

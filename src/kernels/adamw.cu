@@ -280,13 +280,13 @@ void launch(bf16* params, float* master, const G* grads, void* m, void* v, int64
 // from a Σg² already on the device (the whole step's, every shard's): a step
 // can then be applied unit by unit, each just before the unit is next used.
 // Same arithmetic per element as adamw_kernel's update phase.
-template <int Threads, typename S, typename G>
-__global__ void __launch_bounds__(Threads) adamw_range_kernel(bf16* __restrict__ params,
-                                                              float* __restrict__ master,
-                                                              const G* __restrict__ grads, S* __restrict__ m,
-                                                              S* __restrict__ v, int64_t begin, int64_t end,
-                                                              DecayRanges ranges, AdamWArgs a,
-                                                              const float* sum_squares) {
+template <typename S, typename G>
+__global__ void __launch_bounds__(kThreads) adamw_range_kernel(bf16* __restrict__ params,
+                                                               float* __restrict__ master,
+                                                               const G* __restrict__ grads, S* __restrict__ m,
+                                                               S* __restrict__ v, int64_t begin, int64_t end,
+                                                               DecayRanges ranges, AdamWArgs a,
+                                                               const float* sum_squares) {
   __shared__ float s_scale;
   if (threadIdx.x == 0) {
     const float norm = sqrtf(*sum_squares);
@@ -297,33 +297,17 @@ __global__ void __launch_bounds__(Threads) adamw_range_kernel(bf16* __restrict__
   update_span(params, master, grads, m, v, begin, end, ranges, a, scale);
 }
 
-// sm_limit = 0: as many blocks as the range needs, up to four per SM (the
-// update alone on the GPU). sm_limit = k > 0: k blocks of 1024 threads, each
-// filling a whole SM's register file, so the update holds exactly k SMs and
-// leaves the rest to GEMMs told to target them (Blas::set_sm_count_target):
-// a persistent GEMM sized for every SM would otherwise wait for the SMs the
-// update holds and run a second, nearly empty wave.
 template <typename S, typename G>
 void launch_range(bf16* params, float* master, const G* grads, void* m, void* v, int64_t begin, int64_t end,
-                  const DecayRanges& ranges, const AdamWArgs& args, const float* sum_squares, int sm_limit,
-                  cudaStream_t stream) {
-  const int64_t groups = (end - begin + 7) / 8;  // update_span takes eight at a time
-  if (sm_limit > 0) {
-    constexpr int kWide = 1024;
-    const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(sm_limit, (groups + kWide - 1) / kWide)));
-    adamw_range_kernel<kWide, S, G><<<blocks, kWide, 0, stream>>>(params, master, grads, static_cast<S*>(m),
-                                                                  static_cast<S*>(v), begin, end, ranges, args,
-                                                                  sum_squares);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
+                  const DecayRanges& ranges, const AdamWArgs& args, const float* sum_squares, cudaStream_t stream) {
   int device = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t groups = (end - begin + 7) / 8;  // update_span takes eight at a time
   const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(4 * sms, (groups + kThreads - 1) / kThreads)));
-  adamw_range_kernel<kThreads, S, G><<<blocks, kThreads, 0, stream>>>(params, master, grads, static_cast<S*>(m),
-                                                                      static_cast<S*>(v), begin, end, ranges, args,
-                                                                      sum_squares);
+  adamw_range_kernel<S, G><<<blocks, kThreads, 0, stream>>>(params, master, grads, static_cast<S*>(m),
+                                                             static_cast<S*>(v), begin, end, ranges, args,
+                                                             sum_squares);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -371,20 +355,20 @@ size_t adamw_scratch_floats() { return kMaxBlocks; }
 
 void adamw_update_range(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
                         bool state_bf16, int64_t begin, int64_t end, const DecayRanges& ranges,
-                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream, int sm_limit) {
+                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream) {
   if (begin >= end) return;
   if (!aligned16(grads) || !aligned16(params) || !aligned16(m) || !aligned16(v) || (master && !aligned16(master)))
     fail("adamw: parameter, gradient and state buffers must be 16-byte aligned");
   const float* g32 = static_cast<const float*>(grads);
   const bf16* g16 = static_cast<const bf16*>(grads);
   if (state_bf16 && grads_bf16)
-    launch_range<bf16>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, sm_limit, stream);
+    launch_range<bf16>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, stream);
   else if (state_bf16)
-    launch_range<bf16>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, sm_limit, stream);
+    launch_range<bf16>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, stream);
   else if (grads_bf16)
-    launch_range<float>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, sm_limit, stream);
+    launch_range<float>(params, master, g16, m, v, begin, end, ranges, args, sum_squares, stream);
   else
-    launch_range<float>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, sm_limit, stream);
+    launch_range<float>(params, master, g32, m, v, begin, end, ranges, args, sum_squares, stream);
 }
 
 void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out, float* scratch,

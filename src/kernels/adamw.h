@@ -56,12 +56,10 @@ void grad_sum_squares(const void* grads, bool grads_bf16, int64_t n, float* out,
 // The update of adamw_step alone, over elements [begin, end) of the buffers,
 // its clip factor derived from *sum_squares (device): Σg² of the whole step
 // (grad_sum_squares, all-reduced when sharded). A step applied range by range
-// equals the step applied at once. No host synchronisation. sm_limit > 0
-// holds the update to that many SMs (it then runs beside other work; see
-// the .cu), 0 lets it take the whole GPU.
+// equals the step applied at once. No host synchronisation.
 void adamw_update_range(bf16* params, float* master, const void* grads, bool grads_bf16, void* m, void* v,
                         bool state_bf16, int64_t begin, int64_t end, const DecayRanges& ranges,
-                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream, int sm_limit = 0);
+                        const AdamWArgs& args, const float* sum_squares, cudaStream_t stream);
 size_t adamw_scratch_floats();
 }  // namespace intellect::cuda
 #endif

@@ -86,12 +86,6 @@ Blas::~Blas() {
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
 }
 
-void Blas::set_sm_count_target(int sms) {
-  if (sms == sm_target_) return;
-  CUBLAS_CHECK(cublasSetSmCountTarget(static_cast<cublasHandle_t>(handle_), sms));
-  sm_target_ = sms;
-}
-
 void Blas::gemm(bool ta, bool tb, int m, int n, int k, const void* A, int lda, const void* B, int ldb, void* C,
                 int ldc, bool c_f32, bool beta1) {
   const float alpha = 1.0f, beta = beta1 ? 1.0f : 0.0f;

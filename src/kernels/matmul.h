@@ -44,9 +44,6 @@ class Blas {
   void backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* in, const bf16* w, int64_t M,
                 int64_t N, int64_t K);
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-  // The GEMMs that follow size themselves for this many SMs (0: all of
-  // them), for while other work holds the rest (cublasSetSmCountTarget).
-  void set_sm_count_target(int sms);
 
   // One GEMM the model will run, as forward(M, N, K) or backward(M, N, K)
   // name them; dw_bf16/dw_accumulate select the weight-gradient variant.
@@ -79,7 +76,6 @@ class Blas {
   void* stream_ = nullptr;     // cudaStream_t
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  int sm_target_ = 0;
   std::map<Key, std::shared_ptr<Tuned>> tuned_;
 };
 }  // namespace intellect::cuda

@@ -52,10 +52,10 @@ void CudaAdamW::step(cuda::bf16* params, const void* grads, bool grads_bf16, con
 }
 
 void CudaAdamW::update(cuda::bf16* params, const void* grads, bool grads_bf16, size_t begin, size_t end,
-                       const cuda::AdamWArgs& args, cudaStream_t stream, int sm_limit) {
+                       const cuda::AdamWArgs& args, cudaStream_t stream) {
   const cuda::DecayRanges ranges{decay_bounds_, decay_flags_, n_decay_ranges_};
   cuda::adamw_update_range(params, master_, grads, grads_bf16, m_, v_, state_bf16_, static_cast<int64_t>(begin),
-                           static_cast<int64_t>(end), ranges, args, sum_squares_, stream, sm_limit);
+                           static_cast<int64_t>(end), ranges, args, sum_squares_, stream);
 }
 
 }  // namespace intellect

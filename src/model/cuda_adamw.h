@@ -42,10 +42,9 @@ class CudaAdamW {
   void step(cuda::bf16* params, const void* grads, bool grads_bf16, const cuda::AdamWArgs& args,
             cudaStream_t stream, const float* global_ss = nullptr);
   float* norm_dev() const { return norm_; }
-  // The step's update of elements [begin, end), clipped by sum_squares();
-  // on at most sm_limit SMs when that is > 0 (cuda::adamw_update_range).
+  // The step's update of elements [begin, end), clipped by sum_squares().
   void update(cuda::bf16* params, const void* grads, bool grads_bf16, size_t begin, size_t end,
-              const cuda::AdamWArgs& args, cudaStream_t stream, int sm_limit = 0);
+              const cuda::AdamWArgs& args, cudaStream_t stream);
 
  private:
   size_t n_;

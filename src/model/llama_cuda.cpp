@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "kernels/adamw.h"
@@ -35,15 +34,6 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
 }
 
-// Experiment knobs (docs/PERFORMANCE.md): an integer from the environment.
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < 0) fail(name, " = '", v, "': expected a whole number of 0 or more");
-  return static_cast<int>(x);
-}
 
 }  // namespace
 
@@ -120,12 +110,6 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     check(cudaStreamCreateWithFlags(&opt_stream_, cudaStreamNonBlocking), "optimizer stream");
     check(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming), "event");
     update_units_ = flat_units(layout_);
-    update_sms_ = env_int("INTELLECT_UPDATE_SMS", 0);
-    update_gemm_blocks_ = env_int("INTELLECT_UPDATE_GEMM_BLOCKS", static_cast<int>(cfg.n_layers));
-    int device = 0;
-    check(cudaGetDevice(&device), "device");
-    check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device), "SM count");
-    if (update_sms_ >= sms_) fail("INTELLECT_UPDATE_SMS = ", update_sms_, " leaves no SM of ", sms_, " to the GEMMs");
     unit_updated_.resize(update_units_.size());
     for (cudaEvent_t& e : unit_updated_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
   }
@@ -363,13 +347,24 @@ float from_bf16(bf16 x) { return __bfloat162float(x); }
 namespace {
 constexpr size_t kStageBytes = size_t{64} << 20;  // per staging buffer
 
-void copy_f32(const float* src, void* dst, size_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+// A chunk's copy between pinned staging and the caller's pageable buffer in
+// eight parts: one thread's memcpy ran at about 3 GB/s and was most of an
+// outer step's boundary on the 150m config (0.35-0.45 s each way).
+void parallel_copy(void* dst, const void* src, size_t bytes) {
+  const int64_t parts = bytes >= (size_t{8} << 20) ? 8 : 1;
+#pragma omp parallel for schedule(static) if (parts > 1)
+  for (int64_t p = 0; p < parts; ++p) {
+    const size_t lo = bytes * p / parts, hi = bytes * (p + 1) / parts;
+    std::memcpy(static_cast<uint8_t*>(dst) + lo, static_cast<const uint8_t*>(src) + lo, hi - lo);
+  }
+}
+void copy_f32(const float* src, void* dst, size_t n) { parallel_copy(dst, src, n * sizeof(float)); }
 void to_bf16_n(const float* src, void* dst, size_t n) {
   bf16* d = static_cast<bf16*>(dst);
 #pragma omp parallel for schedule(static) if (n > (size_t{1} << 20))
   for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) d[i] = __float2bfloat16(src[i]);
 }
-void copy_back_f32(const void* src, float* dst, size_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+void copy_back_f32(const void* src, float* dst, size_t n) { parallel_copy(dst, src, n * sizeof(float)); }
 void from_bf16_n(const void* src, float* dst, size_t n) {
   const bf16* s = static_cast<const bf16*>(src);
 #pragma omp parallel for schedule(static) if (n > (size_t{1} << 20))
@@ -448,8 +443,15 @@ void LlamaCuda::upload_params(const float* host) {
   wait_for_comm();
   ensure_staging();
   float* master = adam_->master();
-  stage_to_device(params_, sizeof(bf16), host, to_bf16_n);
-  if (master) stage_to_device(master, sizeof(float), host, copy_f32);
+  if (master) {
+    // The fp32 master crosses once; its bf16 rounding is taken on the GPU
+    // (round to nearest even, as the host's conversion), not converted and
+    // sent a second time.
+    stage_to_device(master, sizeof(float), host, copy_f32);
+    cuda::to_bf16(params_, master, static_cast<int64_t>(local_n_), stream_);
+  } else {
+    stage_to_device(params_, sizeof(bf16), host, to_bf16_n);
+  }
   check(cudaStreamSynchronize(stream_), "upload");
   invalidate_gathered();
 }
@@ -821,15 +823,12 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   mark(kBlocksFwd);
   release(kBigSlot);
   prefetch(head, kBigSlot);
-  const bool share_sms = updates_pending_ && update_sms_ > 0;
   for (int l = 0; l < L; ++l) {
     const View w = acquire(unit(l), slot(l));
-    if (share_sms) blas_->set_sm_count_target(l < update_gemm_blocks_ ? sms_ - update_sms_ : 0);
     forward_block(l, blocks_[l], B, false, w);
     release(slot(l));
     if (l + 2 < L) prefetch(unit(l + 2), slot(l));
   }
-  if (share_sms) blas_->set_sm_count_target(0);
   mark(kHead);
   View hw = acquire(head, kBigSlot);
   if (backward) grad_begin(hw, head, kBigSlot);
@@ -922,10 +921,8 @@ void LlamaCuda::issue_updates() {
   if (!updates_pending_ || updates_issued_) return;
   check(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0), "wait grads");
   for (size_t u = 0; u < update_units_.size(); ++u) {
-    // The embedding's update is waited for at once: the whole GPU; the rest
-    // on update_sms_ SMs beside the blocks (0: the whole GPU, in their gaps).
     adam_->update(params_, grads_, opts_.grads_bf16, update_units_[u].range.begin, update_units_[u].range.end,
-                  pending_args_, opt_stream_, u == 0 ? 0 : update_sms_);
+                  pending_args_, opt_stream_);
     check(cudaEventRecord(unit_updated_[u], opt_stream_), "update event");
   }
   updates_issued_ = true;

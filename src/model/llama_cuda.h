@@ -207,9 +207,6 @@ class LlamaCuda {
   std::vector<cudaEvent_t> unit_updated_;
   cuda::AdamWArgs pending_args_{};
   bool updates_pending_ = false, updates_issued_ = false;
-  int update_sms_ = 0;          // SMs the deferred update holds beside the forward pass (0: all, in gaps)
-  int update_gemm_blocks_ = 0;  // forward blocks whose GEMMs leave update_sms_ SMs to it
-  int sms_ = 0;
   void* grads_ = nullptr;          // fp32, or bf16 with opts_.grads_bf16
   bool grads_zero_ = false;        // zero_grads() was called and no backward has written since
   size_t grad_elem_bytes() const { return opts_.grads_bf16 ? 2 : 4; }
