@@ -10,7 +10,8 @@
 #   yard10b          the yardstick alone on the full 10B (torch.compile, nothing checkpointed)
 #   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
-#   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY)
+#   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY;
+#                    EXTRA_SETS="--set k=v ..." adds settings, e.g. diloco.compression)
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
@@ -90,18 +91,19 @@ for s in "$@"; do
       # has no text to spare) so that no node repeats a token. Each node's metrics.jsonl comes back.
       section "overlap150m ${LINK_MBIT:-1000} Mbit/s ${LINK_DELAY:-50} ms"
       [ -d /tmp/corpus ] || $B/make_corpus --out /tmp/corpus --docs ${CORPUS_DOCS:-40000} --val-docs 300 | tail -1
-      bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o /tmp/ov150 \
+      ov=/tmp/ov150-${LINK_MBIT:-1000}
+      bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o $ov \
         --set train.device=cuda --set train.steps=${STEPS:-200} --set diloco.inner_steps=${H:-50} \
         --set train.batch_size=${BATCH:-8} --set train.micro_batch_size=${MICRO:-8} --set train.seq_len=${SEQ:-1024} \
         --set train.eval_every=0 --set train.eval_batches=8 --set train.log_every=10 --set ckpt.save_final=false \
         --set optim.schedule.warmup_steps=20 --set optim.schedule.decay_steps=40 \
         --set diloco.rings=${RINGS:-8} --set "data.train=/tmp/corpus/train_*.bin" --set "data.val=/tmp/corpus/val_*.bin" \
         --set mesh.emulate_link_mbit=${LINK_MBIT:-1000} --set mesh.emulate_link_delay_ms=${LINK_DELAY:-50} \
-        2>&1 | tee "$OUT/overlap150m-${LINK_MBIT:-1000}.log"
+        ${EXTRA_SETS:-} 2>&1 | tee "$OUT/overlap150m-${LINK_MBIT:-1000}.log"
       for m in ${MODES:-none eager}; do for i in 0 1 2 3; do
-        cp /tmp/ov150/$m/node-$i/metrics.jsonl "$OUT/overlap150m-${LINK_MBIT:-1000}-$m-node$i.jsonl" 2>/dev/null
-        grep -E "outer step|utilization|error|Error" /tmp/ov150/$m/node-$i/train.log | tail -4; done
-        tail -5 /tmp/ov150/$m/swarm.log; done ;;
+        cp $ov/$m/node-$i/metrics.jsonl "$OUT/overlap150m-${LINK_MBIT:-1000}-$m-node$i.jsonl" 2>/dev/null
+        grep -E "outer step|utilization|error|Error" $ov/$m/node-$i/train.log | tail -4; done
+        tail -5 $ov/$m/swarm.log; done ;;
     ring-crypto)
       # Issue 16: the int8 ring's throughput with every frame sealed (this build) against the build
       # before encryption (devbin/bench_allreduce_plain, packed with EXTRA_BINS), alternating, same machine.
