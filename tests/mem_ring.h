@@ -1,6 +1,5 @@
 // In-memory ring links for the ring tests: one FIFO channel per ring edge,
-// one thread per rank, with injectable faults. (test_dist_ring.cpp has its
-// own copy from before this header; new tests use this one.)
+// one thread per rank, with injectable faults.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -45,13 +44,21 @@ class Channel {
   bool closed_ = false;
 };
 
-// Rank r sends on channel r and receives on channel r − 1; `corrupt`
+// Rank r sends on channel r and receives on channel r − 1. Faults: after
+// `die_after` sends the link fails and closes (a crashed peer); after
+// `stall_after` sends it silently drops everything (a hung peer); `corrupt`
 // rewrites each outgoing message (a tampering or broken peer).
 struct MemLink : RingLink {
   Channel *out = nullptr, *in = nullptr;
+  int die_after = -1, stall_after = -1;
   std::function<void(std::vector<uint8_t>&)> corrupt;
   std::atomic<uint64_t> bytes{0};
+  std::atomic<int> sent{0};
   void send_to_next(std::span<const uint8_t> m, RingClock::time_point) override {
+    const int k = sent++;
+    // The ring aborts the link (closing both channels) when this throws.
+    if (die_after >= 0 && k >= die_after) fail("link died (injected)");
+    if (stall_after >= 0 && k >= stall_after) return;
     bytes += m.size();
     if (corrupt) {
       std::vector<uint8_t> c(m.begin(), m.end());
