@@ -245,6 +245,46 @@ TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
   round(2, {0, 1});
 }
 
+// A donor whose allowlist does not hold a joiner's key refuses it during the
+// handshake, without a word. Fetching a round or the donor's progress must
+// say so (AuthenticationFailed: asking again will not help), not answer
+// "not there yet" until the catch-up times out. A donor that admits the
+// joiner but lacks the round still answers "not yet".
+TEST(Mesh, ADonorRefusingThisNodesKeyIsAnAuthenticationFailureNotNotReady) {
+  const NodeKey coordinator_key = NodeKey::generate(), donor_key = NodeKey::generate(),
+                joiner_key = NodeKey::generate();
+  const PublicKey refused = joiner_key.public_key();
+  const PeerAdmission everyone = [](const PublicKey&) { return std::string(); };
+  Swarm swarm(milliseconds(300), 1, {}, PeerCredentials::keyed(coordinator_key, everyone));
+  MeshNodeOptions d = swarm.node("donor");
+  d.log = [](const std::string& m) {
+    if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[donor] %s\n", m.c_str());
+  };
+  d.credentials = PeerCredentials::keyed(donor_key, [refused](const PublicKey& pk) {
+    return pk == refused ? std::string("not on this node's allowlist") : std::string();
+  });
+  MeshNode donor(d);
+  std::vector<float> in(1000, 1.0f), out(1000);
+  ASSERT_EQ(donor.average(1, "{}", in, out).ring_size, 1u);  // the run is in progress: joiners get a donor
+  donor.report_hash(1, 7);
+  donor.publish_round(1, out);
+
+  MeshNodeOptions j = swarm.node("joiner");
+  j.credentials = PeerCredentials::keyed(joiner_key, everyone);
+  MeshNode joiner(j);
+  ASSERT_EQ(joiner.welcome().donor_id, donor.id());
+  EXPECT_THROW(joiner.fetch_round_once(1), AuthenticationFailed);
+  EXPECT_THROW(joiner.donor_progress(), AuthenticationFailed);
+
+  MeshNodeOptions w = swarm.node("welcome");
+  w.credentials = PeerCredentials::keyed(NodeKey::generate(), everyone);
+  MeshNode welcome(w);
+  ASSERT_EQ(welcome.welcome().donor_id, donor.id());
+  EXPECT_TRUE(welcome.fetch_round_once(1).has_value());
+  EXPECT_FALSE(welcome.fetch_round_once(2).has_value()) << "a round the donor does not have yet is 'not yet'";
+  EXPECT_TRUE(welcome.donor_progress().has_value());
+}
+
 // A node that scales its pseudo-gradient by 100 and says so is left out of
 // the ring (an outlier: it catches up from a donor); one that announces less
 // than it sends is caught by its ring successor and refused for the rest of

@@ -168,7 +168,8 @@ class MeshNode {
   StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails (logged);
-  // throws AuthenticationFailed when the donor's proof does not check.
+  // throws AuthenticationFailed when authentication fails either way (the
+  // donor's proof, or the donor refusing this node's).
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
   // A snapshot for joiners. Returns at once: the blob is hashed and
   // published on a thread of its own (the caller's copy is all the training
@@ -182,7 +183,7 @@ class MeshNode {
   }
   // Inner steps done, served to joiners; and the current donor's (nullopt if
   // there is none or it does not answer, logged; AuthenticationFailed thrown
-  // when its proof does not check).
+  // when authentication fails either way).
   void set_progress(int64_t steps_done) {
     if (state_) state_->set_progress(steps_done);
   }
