@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <thread>
 
-#include "dist/mesh_node.h"
 #include "status/status_routes.h"
 #include "util/error.h"
 #include "util/file.h"

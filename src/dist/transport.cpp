@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -784,6 +785,17 @@ std::string Transport::peer(ConnId conn) const {
   std::lock_guard lk(impl_->mu);
   auto sh = impl_->find_shared(conn);
   return sh ? sh->peer : "";
+}
+
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    fail(what, ": expected host:port, got '", s, "'");
+  const std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (*end != '\0' || p < 0 || p > 65535) fail(what, ": bad port in '", s, "'");
+  return {host, static_cast<uint16_t>(p)};
 }
 
 }  // namespace intellect

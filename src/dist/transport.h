@@ -71,6 +71,9 @@ struct Message {
   Frame frame;
 };
 
+// "host:port" -> (host, port); fails with a message naming `what`.
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what);
+
 struct TransportLoop;  // the loop thread's state (transport.cpp)
 
 // The handshake failed on credentials: the peer's proof did not check
