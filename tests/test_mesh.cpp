@@ -77,7 +77,7 @@ void three_nodes_average(int rings, Compression compression, double tolerance) {
         MeshNode node(o);
         for (int64_t step = 1; step <= 2; ++step) {
           std::vector<float> in = test::randn(n, 100 * i + step, 1e-3f);
-          const OuterRoundStats s = node.average(step, "{}", in, out[i]);
+          const OuterRoundStats s = averaged_or_fail(node.average(step, "{}", in, out[i]));
           EXPECT_EQ(s.ring_size, 3u);
           EXPECT_EQ(s.rings, rings);
           EXPECT_GT(s.bytes_sent, 0u);
@@ -214,7 +214,7 @@ TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
       threads.emplace_back([&, i] {
         try {
           std::vector<float> in = test::randn(n, 10 * i + step, 1e-3f);
-          OuterRoundStats st = nodes[i]->average(step, "{}", in, out[i]);
+          OuterRoundStats st = averaged_or_fail(nodes[i]->average(step, "{}", in, out[i]));
           EXPECT_EQ(st.ring_size, who.size());
         } catch (const std::exception& e) {
           errors[i] = e.what();
@@ -265,7 +265,7 @@ TEST(Mesh, ADonorRefusingThisNodesKeyIsAnAuthenticationFailureNotNotReady) {
   });
   MeshNode donor(d);
   std::vector<float> in(1000, 1.0f), out(1000);
-  ASSERT_EQ(donor.average(1, "{}", in, out).ring_size, 1u);  // the run is in progress: joiners get a donor
+  ASSERT_EQ(averaged_or_fail(donor.average(1, "{}", in, out)).ring_size, 1u);  // the run is in progress: joiners get a donor
   donor.report_hash(1, 7);
   donor.publish_round(1, out);
 
@@ -309,7 +309,7 @@ void byzantine_round(double scale, double announce, bool expect_banned) {
         o.max_retries = 2;
         MeshNode node(o);
         std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
-        ring_size[i] = node.average(1, "{}", in, out[i]).ring_size;
+        ring_size[i] = averaged_or_fail(node.average(1, "{}", in, out[i])).ring_size;
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }
@@ -359,7 +359,7 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
           node->average(1, "{}", std::span<const float>(in.data(), 0), std::span<float>(tmp.data(), 0));
           return;
         }
-        stats[i] = node->average(1, "{}", in, out[i]);
+        stats[i] = averaged_or_fail(node->average(1, "{}", in, out[i]));
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }
@@ -401,11 +401,11 @@ TEST(Mesh, CoordinatorStallDoesNotEvictNodesThatKeptBeating) {
       try {
         MeshNode node(swarm.node("n" + std::to_string(i)));
         std::vector<float> in(1000, float(i)), out(1000);
-        node.average(1, "{}", in, out);
+        averaged_or_fail(node.average(1, "{}", in, out));
         if (++first_done == 3) stall = 1;
         for (int t = 0; t < 200 && stall.load() != 2; ++t) std::this_thread::sleep_for(milliseconds(50));
         std::this_thread::sleep_for(milliseconds(1000));  // past the grace after the stall
-        ring2[i] = node.average(2, "{}", in, out).ring_size;
+        ring2[i] = averaged_or_fail(node.average(2, "{}", in, out)).ring_size;
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }

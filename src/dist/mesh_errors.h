@@ -1,6 +1,9 @@
-// What ends a node's wait on the mesh other than an ordinary failure (Error):
-// shared by the parts of a node's mesh side (coordinator client, ring round,
-// state client) and the callers of MeshNode.
+// What ends a node's wait on the mesh other than an ordinary failure (Error).
+// Inside the mesh's parts (coordinator client, ring round, state client) a
+// wait ends with these; MeshNode hands late, rewound and evicted to its
+// callers as values (LateForRing, RewoundTo, Evicted in mesh_node.h).
+// StoppedOnRequest crosses it as an exception, and EvictedFromRun is what
+// OuterSync throws to end the process (intellect_train exits 75).
 #pragma once
 #include <cstdint>
 #include <string>

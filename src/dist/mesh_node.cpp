@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "dist/contribution_check.h"
@@ -21,7 +22,34 @@ void test_kill_point(const std::string& name, int64_t outer_step) {
   if (spec && std::string(spec) == name + ":" + std::to_string(outer_step)) ::raise(SIGKILL);
 }
 
+// The mesh's parts end a wait with these exceptions (mesh_errors.h); at
+// MeshNode's boundary they become values.
+template <class Result, class Call>
+Result as_value(Call&& call) {
+  try {
+    return call();
+  } catch (const RunRewound& e) {
+    return RewoundTo{e.outer_step};
+  } catch (const EvictedFromRun& e) {
+    return Evicted{e.what()};
+  }
+}
+
 }  // namespace
+
+std::string describe(const LateForRing& l) {
+  return str("the ring of outer step ", l.outer_step, " formed without this node (late)");
+}
+std::string describe(const RewoundTo& r) { return str("the run went back to outer step ", r.outer_step); }
+std::string describe(const Evicted& e) { return str("evicted from the run: ", e.reason); }
+
+OuterRoundStats averaged_or_fail(RoundResult r) {
+  if (auto* s = std::get_if<OuterRoundStats>(&r)) return *s;
+  std::visit([](const auto& other) {
+    if constexpr (!std::is_same_v<std::decay_t<decltype(other)>, OuterRoundStats>) fail(describe(other));
+  }, r);
+  return {};
+}
 
 MeshNode::MeshNode(MeshNodeOptions options)
     : opt_(std::move(options)), transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000),
@@ -60,9 +88,14 @@ MeshNode::~MeshNode() = default;  // the coordinator client says goodbye before 
 
 void MeshNode::leave(const std::string& reason) { coordinator_->leave(reason); }
 
-void MeshNode::poll_coordinator() {
+std::optional<RewoundTo> MeshNode::poll_coordinator() {
   RoundCall call(*this, "poll_coordinator");
-  coordinator_->drain();
+  try {
+    coordinator_->drain();
+  } catch (const RunRewound& e) {
+    return RewoundTo{e.outer_step};
+  }
+  return std::nullopt;
 }
 
 control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_position,
@@ -129,9 +162,18 @@ void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce
     coordinator_->send(control::RingFailed{id(), ring.outer_step, ring.round, e.what(), unreachable, accused});
 }
 
-OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_position,
-                                  std::span<const float> input, std::span<float> output, SparseRound* sparse) {
+RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                              std::span<float> output, SparseRound* sparse) {
   RoundCall call(*this, "average");
+  try {
+    return as_value<RoundResult>([&] { return average_in_ring(outer_step, data_position, input, output, sparse); });
+  } catch (const LateForRound& e) {
+    return LateForRing{e.outer_step};
+  }
+}
+
+OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string& data_position,
+                                          std::span<const float> input, std::span<float> output, SparseRound* sparse) {
   throw_if_cancelled("before a round");
   const bool is_sparse = opt_.compression == Compression::Sparse;
   if (is_sparse && !sparse) fail("MeshNode::average: sparse compression needs the round's SparseRound (internal error)");
@@ -184,9 +226,9 @@ OuterRoundStats MeshNode::average(int64_t outer_step, const std::string& data_po
   }
 }
 
-StateDownload MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
+StateResult MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
   RoundCall call(*this, "fetch_state");
-  return state_client_->fetch(kind, outer_step, give_up);
+  return as_value<StateResult>([&] { return state_client_->fetch(kind, outer_step, give_up); });
 }
 
 std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {

@@ -33,6 +33,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "dist/control.h"
@@ -90,6 +91,29 @@ struct MeshNodeOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
+// How a round call ends when the run went another way than the caller asked
+// for: values, not exceptions, because each is an ordinary turn of a
+// decentralized run that the caller (OuterSync) answers with its own step.
+// A failure (Error), StoppedOnRequest and AuthenticationFailed are still thrown.
+struct LateForRing {  // the ring of this outer step formed without this node: take its round from a donor
+  int64_t outer_step;
+};
+struct RewoundTo {  // every holder of the run's newest outer step is gone: the run goes on from this one
+  int64_t outer_step;
+};
+struct Evicted {  // the coordinator no longer counts this node: end, and start again to rejoin
+  std::string reason;
+};
+using RoundResult = std::variant<OuterRoundStats, LateForRing, RewoundTo, Evicted>;
+using StateResult = std::variant<StateDownload, RewoundTo, Evicted>;
+// A one-line account of why a round call did not give its result.
+std::string describe(const LateForRing& l);
+std::string describe(const RewoundTo& r);
+std::string describe(const Evicted& e);
+// For callers that take no part in a run's recovery (tests, benchmarks):
+// the round's stats, or an Error saying what happened instead.
+OuterRoundStats averaged_or_fail(RoundResult r);
+
 class MeshNode {
  public:
   explicit MeshNode(MeshNodeOptions options);
@@ -102,17 +126,19 @@ class MeshNode {
 
   // output = average of every ring member's input for this outer step.
   // With sparse compression, `sparse` (required) gives the residual and
-  // receives what this node sent, in the attempt that succeeded.
-  OuterRoundStats average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                          std::span<float> output, SparseRound* sparse = nullptr);
+  // receives what this node sent, in the attempt that succeeded. Late,
+  // rewound or evicted instead: output is not the round's average.
+  RoundResult average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                      std::span<float> output, SparseRound* sparse = nullptr);
   void report_hash(int64_t outer_step, uint64_t hash);
   void leave(const std::string& reason);
 
   // Joining a run in progress (welcome().donor_id != 0): fetch a snapshot
   // (outer_step -1: the donor's newest) or one round's average, from the
   // assigned donor, switching donors through the coordinator when one fails
-  // and keeping the chunks already received when the next serves the same blob.
-  StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // and keeping the chunks already received when the next serves the same
+  // blob. Rewound or evicted meanwhile: that instead.
+  StateResult fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails (logged);
   // throws AuthenticationFailed when authentication fails either way (the
@@ -157,8 +183,8 @@ class MeshNode {
   // tell which attempt at an outer step a hash belongs to).
   uint64_t rewinds() const { return coordinator_->rewinds(); }
   // Reads what the coordinator sent meanwhile (without waiting), for loops
-  // that wait on donors only; throws RunRewound if the run went back.
-  void poll_coordinator();
+  // that wait on donors only: the outer step the run went back to, if it did.
+  std::optional<RewoundTo> poll_coordinator();
 
   // Ends the round calls under way on another thread, and refuses later
   // ones, with StoppedOnRequest: waits on the coordinator, on peers and on
@@ -170,6 +196,8 @@ class MeshNode {
   bool cancelled() const { return cancel_.load(); }
 
  private:
+  OuterRoundStats average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                                  std::span<float> output, SparseRound* sparse);
   // Reports ready for `outer_step` (with the pseudo-gradient's announced
   // norm and commitment); `input` may be replaced by what a dishonest test
   // node sends instead (kept in `attacked`).
