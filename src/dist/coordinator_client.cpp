@@ -160,7 +160,13 @@ CoordinatorClient::Awaiting::Awaiting(CoordinatorClient& c, const control::Messa
     std::lock_guard<std::mutex> lock(c_.reconnect_mu_);
     c_.pending_ = request;
   }
-  c_.send(request);
+  try {
+    c_.send(request);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(c_.reconnect_mu_);  // no destructor runs for a constructor that throws
+    c_.pending_.reset();
+    throw;
+  }
 }
 
 CoordinatorClient::Awaiting::~Awaiting() {
