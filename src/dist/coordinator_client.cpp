@@ -106,7 +106,9 @@ void CoordinatorClient::reconnect(ConnId stale) {
   // As long as a round may take: a coordinator restarted by hand takes a while.
   const Deadline deadline = deadline_in(opt_.reconnect_timeout);
   std::string why = "no attempt";
-  while (MeshClock::now() < deadline && !stop_.load() && !cancel_.load()) {
+  // Not for a node that has left: the coordinator would refuse it, and a
+  // clean finish would log an eviction.
+  while (MeshClock::now() < deadline && !stop_.load() && !cancel_.load() && !left_.load()) {
     ConnId c = 0;
     try {
       c = transport_.connect(chost, cport, deadline_in(std::chrono::milliseconds(2000)));
@@ -133,6 +135,7 @@ void CoordinatorClient::reconnect(ConnId stale) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
+  if (left_.load()) return;  // a goodbye meanwhile: nothing to come back to
   fail("the coordinator at ", opt_.coordinator, " did not come back within ", opt_.reconnect_timeout.count(),
        " ms (last error: ", why, ")");
 }
