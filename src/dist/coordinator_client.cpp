@@ -31,7 +31,15 @@ CoordinatorClient::CoordinatorClient(Transport& transport, CoordinatorClientOpti
     }
   }
   send_on(coord_, control::Join{opt_.name, opt_.address, 1, opt_.state_address, held_step_.load()});
-  const control::Message reply = next(deadline_in(opt_.join_timeout));
+  const Deadline answer_by = deadline_in(opt_.join_timeout);
+  control::Message reply;
+  for (;;) {  // a rewind before this node is a member is none of its business
+    std::variant<control::Message, RewoundTo> heard = next(answer_by);
+    if (auto* m = std::get_if<control::Message>(&heard)) {
+      reply = std::move(*m);
+      break;
+    }
+  }
   if (const auto* r = std::get_if<control::Refused>(&reply)) fail("the coordinator refused to let this node join: ", r->reason);
   const auto* w = std::get_if<control::Welcome>(&reply);
   if (!w) fail("the coordinator answered the join with '", control::name(reply), "'");
@@ -186,13 +194,14 @@ void CoordinatorClient::note_rewind(int64_t outer_step, uint64_t rewinds) {
           "): every node holding a newer one is gone"));
 }
 
-void CoordinatorClient::throw_if_rewound() {
+std::optional<RewoundTo> CoordinatorClient::take_rewind() {
   std::optional<int64_t> to;
   {
     std::lock_guard<std::mutex> lock(rewind_mu_);
     to.swap(rewound_to_);
   }
-  if (to) throw RunRewound(*to, str("the run went back to outer step ", *to));
+  if (!to) return std::nullopt;
+  return RewoundTo{*to};
 }
 
 bool CoordinatorClient::note_if_rewound(const control::Message& m) {
@@ -201,13 +210,13 @@ bool CoordinatorClient::note_if_rewound(const control::Message& m) {
   return rw != nullptr;
 }
 
-control::Message CoordinatorClient::next(Deadline deadline) {
-  // A rewind concerns whatever the caller waits for: it is thrown at the top
-  // of the next turn (after the deadline check, so it is never lost).
+std::variant<control::Message, RewoundTo> CoordinatorClient::next(Deadline deadline) {
+  // A rewind concerns whatever the caller waits for: it is reported at the
+  // top of the next turn (after the deadline check, so it is never lost).
   for (;;) {
     if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
     if (cancel_.load()) throw StoppedOnRequest("the node stops: gave up waiting for the coordinator");
-    throw_if_rewound();
+    if (std::optional<RewoundTo> back = take_rewind()) return *back;
     const ConnId c = coord_.load();
     std::optional<Message> m;
     // In slices, so that an eviction, a rewind the heartbeat thread learned
@@ -243,16 +252,16 @@ std::optional<control::Message> CoordinatorClient::poll() {
   return cm;
 }
 
-void CoordinatorClient::drain() {
+std::optional<RewoundTo> CoordinatorClient::drain() {
   for (;;) {
-    throw_if_rewound();
+    if (std::optional<RewoundTo> back = take_rewind()) return back;
     std::optional<Message> m;
     try {
       m = transport_.recv(coord_.load(), deadline_in(std::chrono::milliseconds(0)));
     } catch (const Error&) {
-      return;  // away (restarting): the heartbeat thread reconnects, and a Welcome counts rewinds too
+      return std::nullopt;  // away (restarting): the heartbeat thread reconnects, and a Welcome counts rewinds too
     }
-    if (!m) return;
+    if (!m) return std::nullopt;
     if (m->frame.type != FrameType::control) continue;
     note_if_rewound(control::decode(m->frame.payload, "the coordinator"));
   }

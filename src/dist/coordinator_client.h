@@ -7,7 +7,7 @@
 //
 // Threads. The heartbeat thread: beats (with held_step and status) and, when
 // the connection is lost, reconnects under reconnect_mu_. The caller of the
-// reading calls (next, poll, drain, request, await_answer, send): one thread
+// reading calls (next, poll, drain, send, Awaiting): one thread
 // at a time (MeshNode's round calls). set_held_step, set_status, rewinds,
 // evicted, leave: any thread.
 #pragma once
@@ -18,9 +18,10 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 
 #include "dist/control.h"
-#include "dist/mesh_errors.h"
+#include "dist/mesh_outcomes.h"
 #include "dist/transport.h"
 
 namespace intellect {
@@ -50,19 +51,20 @@ class CoordinatorClient {
   const control::Welcome& welcome() const { return welcome_; }
   uint64_t id() const { return welcome_.node_id; }
 
-  // The next control message, Rewound messages aside (they are noted and
-  // thrown as RunRewound at the top of the next call, never lost). Throws
-  // EvictedFromRun, StoppedOnRequest (cancel), RunRewound, or Error when
-  // nothing arrives before `deadline`. Reconnects on a lost connection.
-  control::Message next(Deadline deadline);
+  // The next control message; or, instead, the outer step the run went back
+  // to (a Rewound message, or a rewind the heartbeat thread learned of on a
+  // reconnect): reported once, never lost. Throws EvictedFromRun,
+  // StoppedOnRequest (cancel), or Error when nothing arrives before
+  // `deadline`. Reconnects on a lost connection.
+  std::variant<control::Message, RewoundTo> next(Deadline deadline);
   // A message that has already arrived, without waiting (nullopt: none, or
   // the coordinator is away, which the heartbeat thread deals with).
-  // Rewound messages are noted and returned like any other.
+  // Rewound messages are noted (drain or next report them) and returned
+  // like any other.
   std::optional<control::Message> poll();
-  // Reads whatever has arrived, noting rewinds; throws RunRewound if the run
-  // went back (now or earlier, not yet thrown).
-  void drain();
-  void throw_if_rewound();
+  // Reads whatever has arrived: the outer step the run went back to, if it
+  // did (now or earlier, not yet reported).
+  std::optional<RewoundTo> drain();
 
   // Sends; on a lost connection, reconnects and sends again.
   void send(const control::Message& m);
@@ -117,7 +119,8 @@ class CoordinatorClient {
   std::optional<control::NodeStatus> status_;  // under status_mu_
   std::atomic<uint64_t> rewinds_{0};
   std::mutex rewind_mu_;
-  std::optional<int64_t> rewound_to_;  // a rewind not yet thrown to the caller (under rewind_mu_)
+  std::optional<int64_t> rewound_to_;  // a rewind not yet reported to the caller (under rewind_mu_)
+  std::optional<RewoundTo> take_rewind();
   std::thread heartbeat_;
 };
 

@@ -22,26 +22,19 @@ void test_kill_point(const std::string& name, int64_t outer_step) {
   if (spec && std::string(spec) == name + ":" + std::to_string(outer_step)) ::raise(SIGKILL);
 }
 
-// The mesh's parts end a wait with these exceptions (mesh_errors.h); at
-// MeshNode's boundary they become values.
+// Inside the mesh's parts an eviction ends a wait with EvictedFromRun, from
+// wherever it is noticed; at MeshNode's boundary it becomes a value. `call`
+// returns something a Result is made from.
 template <class Result, class Call>
-Result as_value(Call&& call) {
+Result eviction_as_value(Call&& call) {
   try {
-    return call();
-  } catch (const RunRewound& e) {
-    return RewoundTo{e.outer_step};
+    return std::visit([](auto&& v) -> Result { return std::move(v); }, call());
   } catch (const EvictedFromRun& e) {
     return Evicted{e.what()};
   }
 }
 
 }  // namespace
-
-std::string describe(const LateForRing& l) {
-  return str("the ring of outer step ", l.outer_step, " formed without this node (late)");
-}
-std::string describe(const RewoundTo& r) { return str("the run went back to outer step ", r.outer_step); }
-std::string describe(const Evicted& e) { return str("evicted from the run: ", e.reason); }
 
 OuterRoundStats averaged_or_fail(RoundResult r) {
   if (auto* s = std::get_if<OuterRoundStats>(&r)) return *s;
@@ -90,12 +83,7 @@ void MeshNode::leave(const std::string& reason) { coordinator_->leave(reason); }
 
 std::optional<RewoundTo> MeshNode::poll_coordinator() {
   RoundCall call(*this, "poll_coordinator");
-  try {
-    coordinator_->drain();
-  } catch (const RunRewound& e) {
-    return RewoundTo{e.outer_step};
-  }
-  return std::nullopt;
+  return coordinator_->drain();
 }
 
 control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_position,
@@ -114,27 +102,28 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
   return ready;
 }
 
-control::RingAnnounce MeshNode::wait_for_ring(int64_t outer_step, uint64_t after, const control::Ready& ready,
-                                              Deadline deadline) {
+std::variant<control::RingAnnounce, LateForRing, RewoundTo> MeshNode::wait_for_ring(int64_t outer_step,
+                                                                                    uint64_t after,
+                                                                                    const control::Ready& ready,
+                                                                                    Deadline deadline) {
   if (ring_->has_newer_ring()) {
     std::optional<control::RingAnnounce> newer = ring_->take_newer_ring();
     if (newer->round > after) return *newer;
   }
   for (;;) {  // the next ring for this step; older announcements are stale
-    control::Message m;
-    try {
-      m = coordinator_->next(deadline);
-    } catch (const RunRewound& e) {
+    std::variant<control::Message, RewoundTo> heard = coordinator_->next(deadline);
+    if (const auto* back = std::get_if<RewoundTo>(&heard)) {
       // Back to the state this node holds: its Ready stands (said again,
-      // in case the coordinator dropped it); any other is the trainer's.
-      if (e.outer_step != outer_step - 1) throw;
+      // in case the coordinator dropped it); any other is the caller's.
+      if (back->outer_step != outer_step - 1) return *back;
       coordinator_->send(ready);
       continue;
     }
+    const control::Message& m = std::get<control::Message>(heard);
     if (const auto* r = std::get_if<control::Refused>(&m))
       fail("the coordinator gave up on outer step ", outer_step, ": ", r->reason);
     if (const auto* l = std::get_if<control::Late>(&m); l && l->outer_step == outer_step)
-      throw LateForRound(outer_step, str("the ring of outer step ", outer_step, " formed without this node"));
+      return LateForRing{outer_step};  // the ring formed without this node
     const auto* a = std::get_if<control::RingAnnounce>(&m);
     if (a && a->outer_step < outer_step) continue;  // a stale ring for a step this node has done
     if (a && a->round > after) return *a;
@@ -165,14 +154,10 @@ void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce
 RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
                               std::span<float> output, SparseRound* sparse) {
   RoundCall call(*this, "average");
-  try {
-    return as_value<RoundResult>([&] { return average_in_ring(outer_step, data_position, input, output, sparse); });
-  } catch (const LateForRound& e) {
-    return LateForRing{e.outer_step};
-  }
+  return eviction_as_value<RoundResult>([&] { return average_in_ring(outer_step, data_position, input, output, sparse); });
 }
 
-OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string& data_position,
+RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& data_position,
                                           std::span<const float> input, std::span<float> output, SparseRound* sparse) {
   throw_if_cancelled("before a round");
   const bool is_sparse = opt_.compression == Compression::Sparse;
@@ -186,7 +171,11 @@ OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string&
   uint64_t last_round = 0;
   for (int attempt = 0;; ++attempt) {
     const Deadline deadline = deadline_in(opt_.round_timeout);
-    const control::RingAnnounce ring = wait_for_ring(outer_step, last_round, ready, deadline);
+    std::variant<control::RingAnnounce, LateForRing, RewoundTo> next =
+        wait_for_ring(outer_step, last_round, ready, deadline);
+    if (const auto* late = std::get_if<LateForRing>(&next)) return *late;
+    if (const auto* back = std::get_if<RewoundTo>(&next)) return *back;
+    const control::RingAnnounce& ring = std::get<control::RingAnnounce>(next);
     last_round = ring.round;
     if (ring.outer_step != outer_step)
       fail("the coordinator announced a ring for outer step ", ring.outer_step, " while this node is at ", outer_step);
@@ -204,8 +193,11 @@ OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string&
     }
     uint64_t unreachable = 0;  // the neighbour this node could not dial, for the coordinator
     try {
-      RingAttempt got = ring_->run(ring, static_cast<size_t>(me - ring.members.begin()), input, output, sparse,
-                                   deadline, &unreachable);
+      std::variant<RingAttempt, LateForRing> attempt_result =
+          ring_->run(ring, static_cast<size_t>(me - ring.members.begin()), input, output, sparse, deadline, &unreachable);
+      // Left out of a re-formed ring: not a failure.
+      if (const auto* late = std::get_if<LateForRing>(&attempt_result)) return *late;
+      RingAttempt& got = std::get<RingAttempt>(attempt_result);
       stats.bytes_sent = got.stats.bytes_sent;
       stats.bytes_received = got.stats.bytes_received;
       stats.seconds = got.stats.seconds;
@@ -216,8 +208,6 @@ OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string&
       stats.send_s = got.stats.send_s;
       if (donor_) donor_->keep_round(outer_step, std::move(got.round_bytes));
       return stats;
-    } catch (const LateForRound&) {
-      throw;  // left out of the re-formed ring: not a failure
     } catch (const Error& e) {
       if (cancel_.load()) throw StoppedOnRequest(str("outer step ", outer_step, ": round given up (the node stops)"));
       report_failed_attempt(e, ring, unreachable);
@@ -228,7 +218,7 @@ OuterRoundStats MeshNode::average_in_ring(int64_t outer_step, const std::string&
 
 StateResult MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
   RoundCall call(*this, "fetch_state");
-  return as_value<StateResult>([&] { return state_client_->fetch(kind, outer_step, give_up); });
+  return eviction_as_value<StateResult>([&] { return state_client_->fetch(kind, outer_step, give_up); });
 }
 
 std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {

@@ -39,7 +39,7 @@
 #include "dist/control.h"
 #include "dist/coordinator_client.h"
 #include "dist/link_emulation.h"
-#include "dist/mesh_errors.h"
+#include "dist/mesh_outcomes.h"
 #include "dist/ring_round.h"
 #include "dist/state_client.h"
 #include "dist/state_stream.h"
@@ -91,25 +91,11 @@ struct MeshNodeOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
-// How a round call ends when the run went another way than the caller asked
-// for: values, not exceptions, because each is an ordinary turn of a
-// decentralized run that the caller (OuterSync) answers with its own step.
-// A failure (Error), StoppedOnRequest and AuthenticationFailed are still thrown.
-struct LateForRing {  // the ring of this outer step formed without this node: take its round from a donor
-  int64_t outer_step;
-};
-struct RewoundTo {  // every holder of the run's newest outer step is gone: the run goes on from this one
-  int64_t outer_step;
-};
-struct Evicted {  // the coordinator no longer counts this node: end, and start again to rejoin
-  std::string reason;
-};
+// What a round call gives: its result, or how the run went another way
+// (mesh_outcomes.h). A failure (Error), StoppedOnRequest and
+// AuthenticationFailed are thrown.
 using RoundResult = std::variant<OuterRoundStats, LateForRing, RewoundTo, Evicted>;
 using StateResult = std::variant<StateDownload, RewoundTo, Evicted>;
-// A one-line account of why a round call did not give its result.
-std::string describe(const LateForRing& l);
-std::string describe(const RewoundTo& r);
-std::string describe(const Evicted& e);
 // For callers that take no part in a run's recovery (tests, benchmarks):
 // the round's stats, or an Error saying what happened instead.
 OuterRoundStats averaged_or_fail(RoundResult r);
@@ -196,7 +182,7 @@ class MeshNode {
   bool cancelled() const { return cancel_.load(); }
 
  private:
-  OuterRoundStats average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+  RoundResult average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
                                   std::span<float> output, SparseRound* sparse);
   // Reports ready for `outer_step` (with the pseudo-gradient's announced
   // norm and commitment); `input` may be replaced by what a dishonest test
@@ -204,9 +190,11 @@ class MeshNode {
   control::Ready ready_for(int64_t outer_step, const std::string& data_position, std::span<const float>& input,
                            std::vector<float>& attacked) const;
   // The ring for this step newer than round `after`: one announced while the
-  // last attempt waited for its peers, or the next the coordinator sends.
-  control::RingAnnounce wait_for_ring(int64_t outer_step, uint64_t after, const control::Ready& ready,
-                                      Deadline deadline);
+  // last attempt waited for its peers, or the next the coordinator sends;
+  // or late for it, or a rewind to another state than this node's.
+  std::variant<control::RingAnnounce, LateForRing, RewoundTo> wait_for_ring(int64_t outer_step, uint64_t after,
+                                                                           const control::Ready& ready,
+                                                                           Deadline deadline);
   // A ring of one: the average is this node's own (sparse still compresses).
   void average_alone(std::span<const float> input, std::span<float> output, SparseRound* sparse) const;
   // A failed attempt: logged, and reported to the coordinator (with the

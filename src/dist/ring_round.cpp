@@ -5,7 +5,6 @@
 #include <memory>
 #include <thread>
 
-#include "dist/mesh_errors.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
 
@@ -81,8 +80,8 @@ void RingRound::abort_lanes() {
 // Connections that arrive for a later round are kept for it; a newer ring
 // announced by the coordinator meanwhile supersedes this round (kept in
 // newer_ring_).
-ConnId RingRound::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step,
-                              Deadline deadline) {
+std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane,
+                                                         int64_t outer_step, Deadline deadline) {
   for (;;) {
     auto early = early_peers_.find({peer_id, round, lane});
     if (early != early_peers_.end()) {
@@ -101,7 +100,7 @@ ConnId RingRound::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, i
       }
       if (const auto* r = std::get_if<control::Refused>(&*cm)) fail("the coordinator gave up: ", r->reason);
       if (const auto* l = std::get_if<control::Late>(&*cm); l && l->outer_step == outer_step)
-        throw LateForRound(outer_step, str("the ring of outer step ", outer_step, " was re-formed without this node"));
+        return LateForRing{outer_step};  // the ring was re-formed without this node
     }
     std::optional<TransportEvent> ev = transport_.next_event(deadline_in(std::chrono::milliseconds(20)));
     if (!ev || ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
@@ -124,8 +123,8 @@ ConnId RingRound::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, i
 
 // Dials the next node once per lane (saying who is calling for which round
 // and lane), then accepts the previous node's lanes.
-void RingRound::dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes, Connections& c,
-                                Deadline deadline, uint64_t* unreachable) {
+std::optional<LateForRing> RingRound::dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes,
+                                                      Connections& c, Deadline deadline, uint64_t* unreachable) {
   const size_t n = ring.members.size();
   const control::RingMember& next = ring.members[(index + 1) % n];
   const control::RingMember& prev = ring.members[(index + n - 1) % n];
@@ -143,8 +142,13 @@ void RingRound::dial_neighbours(const control::RingAnnounce& ring, size_t index,
     }
     coordinator_.send_on(c.to_next[k], control::PeerHello{coordinator_.id(), ring.round, static_cast<uint32_t>(k)});
   }
-  for (int k = 0; k < lanes; ++k)
-    c.from_prev[k] = accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), ring.outer_step, deadline);
+  for (int k = 0; k < lanes; ++k) {
+    std::variant<ConnId, LateForRing> got =
+        accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), ring.outer_step, deadline);
+    if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
+    c.from_prev[k] = std::get<ConnId>(got);
+  }
+  return std::nullopt;
 }
 
 // Each lane's all-reduce of its segment on its own thread (lane 0 on this
@@ -227,13 +231,14 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
   return lane_stats;
 }
 
-RingAttempt RingRound::run(const control::RingAnnounce& ring, size_t index, std::span<const float> input,
-                           std::span<float> output, SparseRound* sparse, Deadline deadline, uint64_t* unreachable) {
+std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounce& ring, size_t index,
+                                                      std::span<const float> input, std::span<float> output,
+                                                      SparseRound* sparse, Deadline deadline, uint64_t* unreachable) {
   *unreachable = 0;
   // Never more rings than values (the size is the same on every node).
   const int K = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt_.rings), 1, std::max<size_t>(1, input.size())));
   Connections conns(transport_, K);
-  dial_neighbours(ring, index, K, conns, deadline, unreachable);
+  if (std::optional<LateForRing> late = dial_neighbours(ring, index, K, conns, deadline, unreachable)) return *late;
   // One ring per segment; the node's pacing (a WAN link's capacity) is
   // shared out among them.
   const std::vector<FlatRange> segs = ring_segments(input.size(), K);

@@ -23,12 +23,14 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include "dist/codec.h"
 #include "dist/control.h"
 #include "dist/coordinator_client.h"
 #include "dist/link_emulation.h"
+#include "dist/mesh_outcomes.h"
 #include "dist/ring_allreduce.h"
 #include "dist/shard_plan.h"
 #include "dist/sparse_allgather.h"
@@ -80,13 +82,14 @@ class RingRound {
             RingRoundOptions options);
 
   // This node's part (member `index` of `ring`) of one attempt at averaging
-  // `input` into `output` over the ring. Throws on failure, with the
-  // neighbour this node could not dial in `*unreachable` (0: none), and
-  // LateForRound when the coordinator re-formed the ring without this node.
-  // A newer ring announced meanwhile fails the attempt and is kept
+  // `input` into `output` over the ring; LateForRing when the coordinator
+  // re-formed the ring without this node meanwhile. Throws on failure, with
+  // the neighbour this node could not dial in `*unreachable` (0: none). A
+  // newer ring announced meanwhile fails the attempt and is kept
   // (take_newer_ring).
-  RingAttempt run(const control::RingAnnounce& ring, size_t index, std::span<const float> input,
-                  std::span<float> output, SparseRound* sparse, Deadline deadline, uint64_t* unreachable);
+  std::variant<RingAttempt, LateForRing> run(const control::RingAnnounce& ring, size_t index,
+                                             std::span<const float> input, std::span<float> output,
+                                             SparseRound* sparse, Deadline deadline, uint64_t* unreachable);
 
   // A ring for this step announced while an attempt waited for its peers.
   bool has_newer_ring() const { return newer_ring_.has_value(); }
@@ -99,9 +102,10 @@ class RingRound {
  private:
   struct Connections;
   // Waits for the previous ring node to dial in for `round`, lane `lane`.
-  ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step, Deadline deadline);
-  void dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes, Connections& c, Deadline deadline,
-                       uint64_t* unreachable);
+  std::variant<ConnId, LateForRing> accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step,
+                                                Deadline deadline);
+  std::optional<LateForRing> dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes,
+                                             Connections& c, Deadline deadline, uint64_t* unreachable);
   std::vector<RingStats> run_lanes(const control::RingAnnounce& ring, size_t index, std::vector<RingLink*>& links,
                                    const std::vector<EmulatedRingLink*>& emulated,
                                    const std::vector<FlatRange>& segs, std::span<const float> input,

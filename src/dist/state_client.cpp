@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "dist/mesh_errors.h"
+#include "dist/mesh_outcomes.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
 
@@ -15,7 +15,8 @@ StateClient::StateClient(CoordinatorClient& coordinator, const std::atomic<bool>
       donor_id_(coordinator.welcome().donor_id),
       donor_address_(coordinator.welcome().donor_address) {}
 
-StateDownload StateClient::fetch(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
+std::variant<StateDownload, RewoundTo> StateClient::fetch(StateKind kind, int64_t outer_step,
+                                                          std::chrono::milliseconds give_up) {
   StateDownload d;
   d.kind = kind;
   d.outer_step = outer_step;
@@ -51,20 +52,21 @@ StateDownload StateClient::fetch(StateKind kind, int64_t outer_step, std::chrono
     }
     if (MeshClock::now() > deadline)
       fail("could not fetch the ", state_kind_name(kind), " (outer step ", outer_step, "): ", last_error);
-    switch_donor(deadline);
+    if (std::optional<RewoundTo> back = switch_donor(deadline)) return *back;
     if (donor_id_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
 }
 
 // The coordinator may name the same donor again: then it is tried again.
-void StateClient::switch_donor(Deadline deadline) {
+std::optional<RewoundTo> StateClient::switch_donor(Deadline deadline) {
   CoordinatorClient::Awaiting asking(coordinator_, control::DonorRequest{coordinator_.id(), donor_id_});
   for (;;) {
-    const control::Message m = coordinator_.next(deadline);
-    if (const auto* a = std::get_if<control::DonorAssign>(&m)) {
+    std::variant<control::Message, RewoundTo> heard = coordinator_.next(deadline);
+    if (const auto* back = std::get_if<RewoundTo>(&heard)) return *back;
+    if (const auto* a = std::get_if<control::DonorAssign>(&std::get<control::Message>(heard))) {
       donor_id_ = a->donor_id;
       donor_address_ = a->donor_address;
-      return;
+      return std::nullopt;
     }
   }
 }

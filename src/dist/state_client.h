@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "dist/coordinator_client.h"
@@ -43,8 +44,9 @@ class StateClient {
 
   // A snapshot (outer_step -1: the donor's newest) or one round's average,
   // switching donors through the coordinator when one fails and keeping the
-  // chunks already received when the next serves the same blob.
-  StateDownload fetch(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // chunks already received when the next serves the same blob; or the
+  // outer step the run went back to meanwhile.
+  std::variant<StateDownload, RewoundTo> fetch(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it or fails (logged once per distinct failure);
   // throws AuthenticationFailed when authentication fails either way.
@@ -54,8 +56,9 @@ class StateClient {
   std::optional<int64_t> donor_progress();
 
  private:
-  // Asks the coordinator for a donor other than the current one.
-  void switch_donor(Deadline deadline);
+  // Asks the coordinator for a donor other than the current one (nullopt:
+  // done; else the run went back meanwhile).
+  std::optional<RewoundTo> switch_donor(Deadline deadline);
   void log(const std::string& m) const { mesh_log(opt_.log, m); }
 
   CoordinatorClient& coordinator_;
