@@ -200,7 +200,7 @@ TEST(Membership, StateSurvivesARestart) {
   Membership r = Membership::from_json(saved, {}, c(100));
   EXPECT_EQ(r.size(), 2u);
   EXPECT_GT(r.epoch(), m.epoch());
-  EXPECT_EQ(r.node(a.id).ready_step, -1) << "readiness is said again after a reconnect, not restored";
+  EXPECT_EQ(r.node(a.id).ready_for, std::nullopt) << "readiness is said again after a reconnect, not restored";
   EXPECT_EQ(r.join("e", "x:4", c(101)).partition, 1u) << "the freed partition is still free";
   EXPECT_GT(r.join("f", "x:5", c(101)).id, a.id);
   nlohmann::json bad = saved;
@@ -255,12 +255,12 @@ TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
   FakeClock c;
   const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0)), d = m.join("d", "x:3", c(0));
   for (const auto* n : {&a, &b, &d}) m.set_state_address(n->id, "x:9");
-  EXPECT_EQ(m.newest_held().first, -1);
+  EXPECT_EQ(m.newest_held(), (NewestHeld{HeldState{}, 0})) << "nobody holds anything yet";
   m.note_held(a.id, 4);
   m.note_held(b.id, 6);
   m.note_held(b.id, 5);  // never down
   m.note_held(d.id, -1);
-  EXPECT_EQ(m.newest_held(), (std::pair<int64_t, uint64_t>{6, b.id}));
+  EXPECT_EQ(m.newest_held(), (NewestHeld{HeldState::of_wire(6), b.id}));
   for (const auto* n : {&a, &b, &d}) m.ready(n->id, 7, c(1));
   ASSERT_TRUE(m.try_form_ring(7, c(1)));
   m.ready(a.id, 8, c(2));
@@ -270,7 +270,7 @@ TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
   EXPECT_EQ(m.last_ring_step(), 4);
   EXPECT_TRUE(m.node(a.id).synced);
   EXPECT_FALSE(m.node(d.id).synced) << "holds nothing: it takes step 4 from a donor";
-  EXPECT_EQ(m.node(a.id).ready_step, -1) << "ready for step 8, which is not the next one any more";
+  EXPECT_EQ(m.node(a.id).ready_for, std::nullopt) << "ready for step 8, which is not the next one any more";
   EXPECT_EQ(m.pick_donor({}), a.id);
   EXPECT_EQ(m.pick_donor({a.id}), std::nullopt);
   // The next step forms with the holders only; a joiner's ready is not waited for.
@@ -280,10 +280,12 @@ TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
   EXPECT_EQ(r->nodes, std::vector<uint64_t>{a.id});
   // Restored after a restart, nobody's held step is known until it says.
   Membership back = Membership::from_json(m.to_json(), {}, c(4));
-  EXPECT_EQ(back.newest_held().first, kHeldUnknown);
+  EXPECT_EQ(back.newest_held().held.kind, HeldState::Kind::unknown);
+  EXPECT_TRUE(back.newest_held().held.at_least(1000)) << "an unknown holder may hold any step: no rewind past it";
   back.note_held(a.id, 5);
   back.note_held(d.id, -1);
-  EXPECT_EQ(back.newest_held(), (std::pair<int64_t, uint64_t>{5, a.id}));
+  EXPECT_EQ(back.newest_held(), (NewestHeld{HeldState::of_wire(5), a.id}));
+  EXPECT_EQ(back.node(d.id).held.kind, HeldState::Kind::nothing) << "said it holds nothing: no longer unknown";
 }
 
 

@@ -77,7 +77,7 @@ void three_nodes_average(int rings, Compression compression, double tolerance) {
         MeshNode node(o);
         for (int64_t step = 1; step <= 2; ++step) {
           std::vector<float> in = test::randn(n, 100 * i + step, 1e-3f);
-          const OuterRoundStats s = node.average(step, "{}", in, out[i]);
+          const OuterRoundStats s = averaged_or_fail(node.average(step, "{}", in, out[i]));
           EXPECT_EQ(s.ring_size, 3u);
           EXPECT_EQ(s.rings, rings);
           EXPECT_GT(s.bytes_sent, 0u);
@@ -214,7 +214,7 @@ TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
       threads.emplace_back([&, i] {
         try {
           std::vector<float> in = test::randn(n, 10 * i + step, 1e-3f);
-          OuterRoundStats st = nodes[i]->average(step, "{}", in, out[i]);
+          OuterRoundStats st = averaged_or_fail(nodes[i]->average(step, "{}", in, out[i]));
           EXPECT_EQ(st.ring_size, who.size());
         } catch (const std::exception& e) {
           errors[i] = e.what();
@@ -245,6 +245,46 @@ TEST(Mesh, NodeKeysAverageAndARemovedKeyIsEvictedAndRefused) {
   round(2, {0, 1});
 }
 
+// A donor whose allowlist does not hold a joiner's key refuses it during the
+// handshake, without a word. Fetching a round or the donor's progress must
+// say so (AuthenticationFailed: asking again will not help), not answer
+// "not there yet" until the catch-up times out. A donor that admits the
+// joiner but lacks the round still answers "not yet".
+TEST(Mesh, ADonorRefusingThisNodesKeyIsAnAuthenticationFailureNotNotReady) {
+  const NodeKey coordinator_key = NodeKey::generate(), donor_key = NodeKey::generate(),
+                joiner_key = NodeKey::generate();
+  const PublicKey refused = joiner_key.public_key();
+  const PeerAdmission everyone = [](const PublicKey&) { return std::string(); };
+  Swarm swarm(milliseconds(300), 1, {}, PeerCredentials::keyed(coordinator_key, everyone));
+  MeshNodeOptions d = swarm.node("donor");
+  d.log = [](const std::string& m) {
+    if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[donor] %s\n", m.c_str());
+  };
+  d.credentials = PeerCredentials::keyed(donor_key, [refused](const PublicKey& pk) {
+    return pk == refused ? std::string("not on this node's allowlist") : std::string();
+  });
+  MeshNode donor(d);
+  std::vector<float> in(1000, 1.0f), out(1000);
+  ASSERT_EQ(averaged_or_fail(donor.average(1, "{}", in, out)).ring_size, 1u);  // the run is in progress: joiners get a donor
+  donor.report_hash(1, 7);
+  donor.publish_round(1, out);
+
+  MeshNodeOptions j = swarm.node("joiner");
+  j.credentials = PeerCredentials::keyed(joiner_key, everyone);
+  MeshNode joiner(j);
+  ASSERT_EQ(joiner.welcome().donor_id, donor.id());
+  EXPECT_THROW(joiner.fetch_round_once(1), AuthenticationFailed);
+  EXPECT_THROW(joiner.donor_progress(), AuthenticationFailed);
+
+  MeshNodeOptions w = swarm.node("welcome");
+  w.credentials = PeerCredentials::keyed(NodeKey::generate(), everyone);
+  MeshNode welcome(w);
+  ASSERT_EQ(welcome.welcome().donor_id, donor.id());
+  EXPECT_TRUE(welcome.fetch_round_once(1).has_value());
+  EXPECT_FALSE(welcome.fetch_round_once(2).has_value()) << "a round the donor does not have yet is 'not yet'";
+  EXPECT_TRUE(welcome.donor_progress().has_value());
+}
+
 // A node that scales its pseudo-gradient by 100 and says so is left out of
 // the ring (an outlier: it catches up from a donor); one that announces less
 // than it sends is caught by its ring successor and refused for the rest of
@@ -269,7 +309,7 @@ void byzantine_round(double scale, double announce, bool expect_banned) {
         o.max_retries = 2;
         MeshNode node(o);
         std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
-        ring_size[i] = node.average(1, "{}", in, out[i]).ring_size;
+        ring_size[i] = averaged_or_fail(node.average(1, "{}", in, out[i])).ring_size;
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }
@@ -319,7 +359,7 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
           node->average(1, "{}", std::span<const float>(in.data(), 0), std::span<float>(tmp.data(), 0));
           return;
         }
-        stats[i] = node->average(1, "{}", in, out[i]);
+        stats[i] = averaged_or_fail(node->average(1, "{}", in, out[i]));
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }
@@ -361,11 +401,11 @@ TEST(Mesh, CoordinatorStallDoesNotEvictNodesThatKeptBeating) {
       try {
         MeshNode node(swarm.node("n" + std::to_string(i)));
         std::vector<float> in(1000, float(i)), out(1000);
-        node.average(1, "{}", in, out);
+        averaged_or_fail(node.average(1, "{}", in, out));
         if (++first_done == 3) stall = 1;
         for (int t = 0; t < 200 && stall.load() != 2; ++t) std::this_thread::sleep_for(milliseconds(50));
         std::this_thread::sleep_for(milliseconds(1000));  // past the grace after the stall
-        ring2[i] = node.average(2, "{}", in, out).ring_size;
+        ring2[i] = averaged_or_fail(node.average(2, "{}", in, out)).ring_size;
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }

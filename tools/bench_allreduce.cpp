@@ -72,7 +72,8 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   for (int r = 1; r <= rounds; ++r) {
     const double cpu0 = cpu_seconds();
     SparseRound sparse;  // no residual: each round sends the same top-k
-    const OuterRoundStats s = node.average(r, "", in, avg, o.compression == Compression::Sparse ? &sparse : nullptr);
+    const OuterRoundStats s =
+        averaged_or_fail(node.average(r, "", in, avg, o.compression == Compression::Sparse ? &sparse : nullptr));
     const double cpu = cpu_seconds() - cpu0;
     f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
                         {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries}}

@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <thread>
 
-#include "dist/mesh_node.h"
 #include "status/status_routes.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -15,7 +14,8 @@ Coordinator::Coordinator(CoordinatorOptions options)
     : opt_(std::move(options)),
       transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
                                   size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
-      members_(opt_.membership) {
+      members_(opt_.membership),
+      steps_(opt_.max_retries, kReformDelay) {
   if (!opt_.state_file.empty() && std::filesystem::exists(opt_.state_file)) {
     // A restart: take the run back where the state file left it. Members get
     // a full heartbeat timeout to find this coordinator again (Rejoin).
@@ -208,9 +208,8 @@ void Coordinator::announce(Ring ring) {
     std::sort(accepted.begin(), accepted.end());
     reference_norm_ = accepted[accepted.size() / 2];
   }
-  status_->ring_announced(ring.outer_step, a.round, ring.nodes, rings_.count(ring.outer_step) > 0);
-  rings_[ring.outer_step] = ring;
-  round_of_[ring.outer_step] = a.round;
+  status_->ring_announced(ring.outer_step, a.round, ring.nodes, steps_.active(ring.outer_step));
+  steps_.announced(ring, a.round);
   std::string names;
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
   log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
@@ -322,10 +321,7 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
   }
   const uint64_t id = known->second;
   if (const auto* h = std::get_if<control::Heartbeat>(&msg)) {
-    if (h->node_id != id) return send(conn, control::Refused{"heartbeat for another node"});
-    members_.heartbeat(id, now);
-    members_.note_held(id, h->held_step);
-    if (h->status) status_->node_status(id, *h->status);
+    on_heartbeat(conn, id, *h, now);
   } else if (std::get_if<control::Leave>(&msg)) {
     drop_node(id, "said goodbye");
   } else if (const auto* dr = std::get_if<control::DonorRequest>(&msg)) {
@@ -337,6 +333,13 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
   } else if (const auto* o = std::get_if<control::OuterHash>(&msg)) {
     on_outer_hash(id, *o);
   }
+}
+
+void Coordinator::on_heartbeat(ConnId conn, uint64_t id, const control::Heartbeat& h, MembershipTime now) {
+  if (h.node_id != id) return send(conn, control::Refused{"heartbeat for another node"});
+  members_.heartbeat(id, now);
+  members_.note_held(id, h.held_step);
+  if (h.status) status_->node_status(id, *h.status);
 }
 
 // What a node hears when it joins or comes back: who it is, the run's
@@ -435,10 +438,9 @@ void Coordinator::on_donor_request(ConnId conn, uint64_t id, const control::Dono
 
 void Coordinator::on_ready(ConnId conn, uint64_t id, const control::Ready& r, MembershipTime now) {
   members_.note_held(id, r.outer_step - 1);
-  auto active = rings_.find(r.outer_step);
-  const bool in_active = active != rings_.end() &&
-                         std::find(active->second.nodes.begin(), active->second.nodes.end(), id) !=
-                             active->second.nodes.end();
+  const OuterStepState* active = steps_.active(r.outer_step) ? steps_.find(r.outer_step) : nullptr;
+  const bool in_active =
+      active && std::find(active->ring.nodes.begin(), active->ring.nodes.end(), id) != active->ring.nodes.end();
   if (r.outer_step <= members_.last_ring_step() && in_active) return;  // a repeat after a reconnect
   // Ready for step s: s − 1 is done. Nodes still waiting on an older step
   // (after a restart, its ring may have completed without them) catch up.
@@ -480,38 +482,42 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
   }
   // Accusations count only from a member of the round's ring against its
   // own predecessor there: nobody else saw that node's messages.
-  auto it = rings_.find(f.outer_step);
-  if (f.accused != 0 && it != rings_.end() && f.round == round_of_[f.outer_step]) {
-    const auto& nodes = it->second.nodes;
+  const OuterStepState* step = steps_.active(f.outer_step) ? steps_.find(f.outer_step) : nullptr;
+  if (f.accused != 0 && step && f.round == step->round) {
+    const auto& nodes = step->ring.nodes;
     auto me = std::find(nodes.begin(), nodes.end(), id);
     if (me != nodes.end() && nodes.size() > 1) {
       const size_t i = static_cast<size_t>(me - nodes.begin());
       if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused) ban(f.accused, id, f.reason);
     }
   }
-  if (it == rings_.end()) return;
-  if (f.round < round_of_[f.outer_step]) {
-    // Already re-formed; but if the newer ring runs over the link just
-    // found broken, it would fail the same way: replace it now.
-    if (new_link && ring_has_link(it->second, *new_link)) {
-      log(str("outer step ", f.outer_step, ": the current ring uses that link; re-forming it"));
-      announce(members_.reform_ring(it->second, {}));
+  // Re-formed a moment later, from run(), not here (OuterSteps): the
+  // connection-closed events of nodes that died with the round need that
+  // moment to arrive, and this loop must not sleep meanwhile. Other members
+  // of the same round report the same failure: once is enough.
+  switch (steps_.failed(f.outer_step, f.round, now)) {
+    case OuterSteps::Failure::no_ring:
+      return;
+    case OuterSteps::Failure::stale: {
+      // Already re-formed; but if the newer ring runs over the link just
+      // found broken, it would fail the same way: replace it now.
+      const Ring current = steps_.find(f.outer_step)->ring;
+      if (new_link && ring_has_link(current, *new_link)) {
+        log(str("outer step ", f.outer_step, ": the current ring uses that link; re-forming it"));
+        announce(members_.reform_ring(current, {}));
+      }
+      return;
     }
-    return;
+    case OuterSteps::Failure::scheduled:
+    case OuterSteps::Failure::repeated:
+      log(str("node ", id, " reports outer step ", f.outer_step, " round ", f.round, " failed: ", f.reason));
+      return;
   }
-  log(str("node ", id, " reports outer step ", f.outer_step, " round ", f.round, " failed: ", f.reason));
-  // Re-formed a moment later, from run(), not here: the connection-closed
-  // events of nodes that died with the round need that moment to arrive,
-  // and this loop must not sleep meanwhile (heartbeats, other steps' rings).
-  // Other members of the same round report the same failure: once is enough.
-  auto [pending, fresh] = reform_due_.try_emplace(f.outer_step, PendingReform{f.round, now + kReformDelay});
-  if (!fresh && pending->second.round < f.round) pending->second = PendingReform{f.round, now + kReformDelay};
 }
 
 void Coordinator::on_outer_hash(uint64_t id, const control::OuterHash& o) {
-  auto it = rings_.find(o.outer_step);
-  if (it == rings_.end()) return;
-  const HashCheck c = members_.report_hash(it->second, id, o.hash);
+  if (!steps_.active(o.outer_step)) return;
+  const HashCheck c = members_.report_hash(steps_.find(o.outer_step)->ring, id, o.hash);
   members_.note_held(id, o.outer_step);
   if (!c.complete) return;
   status_->outer_done(o.outer_step, c.agree ? "agreed" : "diverged");
@@ -524,21 +530,24 @@ void Coordinator::on_outer_hash(uint64_t id, const control::OuterHash& o) {
     for (const auto& [n, h] : c.hashes) list += str(" node ", n, "=", h);
     log(str("OUTER PARAMETERS DIVERGED at outer step ", o.outer_step, ":", list));
   }
-  rings_.erase(it);
+  steps_.done(o.outer_step);
   persist();  // the agreement counts survive a restart
 }
 
 void Coordinator::check_stranded(MembershipTime now) {
   const int64_t newest = members_.last_ring_step();
-  const auto [held, holder] = members_.newest_held();
-  bool alive = newest < 0 || held >= newest || held < 0;  // held < 0: nobody to go on from anyway
-  if (!alive) {
+  const NewestHeld newest_held = members_.newest_held();
+  // Nothing held: nobody to go on from anyway; unknown: a member not heard
+  // from since a restart may hold it.
+  bool alive = newest < 0 || newest_held.held.at_least(newest) || newest_held.held.kind == HeldState::Kind::nothing;
+  if (!alive && steps_.active(newest)) {
     // Still being computed by a ring whose members are all here?
-    auto r = rings_.find(newest);
-    alive = r != rings_.end() && !r->second.nodes.empty() &&
-            std::all_of(r->second.nodes.begin(), r->second.nodes.end(),
-                        [&](uint64_t id) { return members_.contains(id); });
+    const Ring& r = steps_.find(newest)->ring;
+    alive = !r.nodes.empty() &&
+            std::all_of(r.nodes.begin(), r.nodes.end(), [&](uint64_t id) { return members_.contains(id); });
   }
+  const int64_t held = newest_held.held.step;
+  const uint64_t holder = newest_held.node;
   if (alive) {
     stranded_since_.reset();
     return;
@@ -556,9 +565,7 @@ void Coordinator::check_stranded(MembershipTime now) {
   // repeats those outer steps (their inner steps' data is not read again).
   ++rewinds_;
   members_.rewind(held);
-  rings_.erase(rings_.upper_bound(held), rings_.end());
-  round_of_.erase(round_of_.upper_bound(held), round_of_.end());
-  retries_.erase(retries_.upper_bound(held), retries_.end());
+  steps_.rewind(held);
   log(str("RUN REWOUND (", rewinds_, "): every holder of outer step ", newest, " is gone; the run goes on from outer step ",
           held, ", held by node ", holder));
   status_->rewound(held, rewinds_);
@@ -589,27 +596,17 @@ void Coordinator::connection_closed(ConnId conn, const std::string& reason) {
 // Rings reported failed whose moment has passed: re-formed without every
 // node that is gone by now, or given up after max_retries.
 void Coordinator::reform_failed_rings(MembershipTime now) {
-  for (auto p = reform_due_.begin(); p != reform_due_.end();) {
-    const auto [step, pending] = *p;
-    if (pending.due > now) {
-      ++p;
-      continue;
-    }
-    p = reform_due_.erase(p);
-    auto it = rings_.find(step);
-    // Gone (a rewind), or already re-formed for another reason since.
-    if (it == rings_.end() || round_of_[step] != pending.round) continue;
-    std::vector<uint64_t> lost;
-    for (uint64_t n : it->second.nodes)
-      if (!members_.contains(n)) lost.push_back(n);
-    if (++retries_[step] > opt_.max_retries) {
-      log(str("outer step ", step, ": giving up after ", opt_.max_retries, " retries"));
-      for (uint64_t n : it->second.nodes)
+  for (const OuterSteps::Due& due : steps_.take_due(now)) {
+    if (due.give_up) {
+      log(str("outer step ", due.step, ": giving up after ", opt_.max_retries, " retries"));
+      for (uint64_t n : due.ring.nodes)
         if (conn_of_.count(n)) send(conn_of_.at(n), control::Refused{"all-reduce failed too many times"});
-      rings_.erase(it);
       continue;
     }
-    Ring again = members_.reform_ring(it->second, lost);
+    std::vector<uint64_t> lost;
+    for (uint64_t n : due.ring.nodes)
+      if (!members_.contains(n)) lost.push_back(n);
+    Ring again = members_.reform_ring(due.ring, lost);
     if (!again.nodes.empty()) announce(again);
   }
 }
@@ -662,9 +659,10 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     reform_failed_rings(MembershipClock::now());
     // Rings for every outer step some node is ready for.
     std::set<int64_t> steps;
-    for (uint64_t id : members_.ids()) steps.insert(members_.node(id).ready_step);
+    for (uint64_t id : members_.ids())
+      if (const std::optional<int64_t> s = members_.node(id).ready_for) steps.insert(*s);
     for (int64_t s : steps)
-      if (s >= 0 && !rings_.count(s))
+      if (s >= 0 && !steps_.active(s))
         if (std::optional<Ring> r = members_.try_form_ring(s, MembershipClock::now())) announce(*r);
     // Once per turn, not once per message: each write is two fsyncs, and a
     // burst of Ready messages would otherwise stall this loop for seconds.

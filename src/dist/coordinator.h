@@ -21,6 +21,7 @@
 
 #include "dist/control.h"
 #include "dist/membership.h"
+#include "dist/outer_steps.h"
 #include "dist/transport.h"
 #include "status/run_status.h"
 #include "status/status_server.h"
@@ -77,6 +78,7 @@ class Coordinator {
   // is bound to a node).
   void on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now);
   void on_rejoin(ConnId conn, bool already, const control::Rejoin& rj, MembershipTime now);
+  void on_heartbeat(ConnId conn, uint64_t id, const control::Heartbeat& h, MembershipTime now);
   void on_donor_request(ConnId conn, uint64_t id, const control::DonorRequest& dr);
   void on_ready(ConnId conn, uint64_t id, const control::Ready& r, MembershipTime now);
   void on_ring_failed(uint64_t id, const control::RingFailed& f, MembershipTime now);
@@ -125,17 +127,10 @@ class Coordinator {
   double reference_norm_ = 0.0;              // the median norm of the newest announced ring
   std::set<std::pair<int64_t, uint64_t>> told_outlier_;  // (outer step, node) already left out and told
   std::set<PublicKey> banned_keys_;
-  std::map<int64_t, Ring> rings_;        // outer step -> its current ring
-  std::map<int64_t, int> retries_;
-  std::map<int64_t, uint64_t> round_of_;  // outer step -> its newest announced round
   // A failed round is re-formed this long after its first report, when the
   // closed connections of the nodes that died with it have arrived.
   static constexpr std::chrono::milliseconds kReformDelay{200};
-  struct PendingReform {
-    uint64_t round;
-    MembershipTime due;
-  };
-  std::map<int64_t, PendingReform> reform_due_;  // outer step -> the failed round to re-form
+  OuterSteps steps_;  // outer steps with a ring: their phase, round and retries
   std::map<uint64_t, std::string> partition_position_;  // partition -> last reported data position
   std::map<std::pair<uint64_t, uint64_t>, MembershipTime> bad_links_;  // link -> until when it is avoided
   std::map<std::pair<uint64_t, uint64_t>, float> link_mbit_;  // (from, to) -> its newest measured rate

@@ -90,6 +90,12 @@ class Handshake {
   bool done() const { return state_ == State::done; }
   bool failed() const { return state_ == State::failed; }
   const std::string& failure() const { return failure_; }
+  // The initiator answered the challenge with its proof and waits for the
+  // acceptor's: a connection closed now was, most likely, refused by the
+  // acceptor (it closes without a word on a proof or key it does not take).
+  bool awaiting_peer_proof() const {
+    return role_ == AuthRole::initiator && state_ == State::waiting && received_ == 1;
+  }
   const EphemeralKey& own_ephemeral() const { return e_pk_; }
 
   // After done():

@@ -76,9 +76,9 @@ std::vector<std::pair<uint64_t, int64_t>> Membership::note_step_done(int64_t ste
   last_ring_step_ = step - 1;
   if (uncertain_step_ <= last_ring_step_) uncertain_step_ = -1;
   for (auto& [id, n] : nodes_)
-    if (n.ready_step >= 0 && n.ready_step <= last_ring_step_) {
-      behind.emplace_back(id, n.ready_step);
-      n.ready_step = -1;
+    if (n.ready_for && *n.ready_for <= last_ring_step_) {
+      behind.emplace_back(id, *n.ready_for);
+      n.ready_for.reset();
     }
   for (auto it = first_ready_.begin(); it != first_ready_.end();)
     it = it->first <= last_ring_step_ ? first_ready_.erase(it) : std::next(it);
@@ -94,7 +94,7 @@ std::vector<uint64_t> Membership::ids() const {
 void Membership::ready(uint64_t id, int64_t outer_step, MembershipTime now) {
   auto it = nodes_.find(id);
   if (it == nodes_.end()) fail("ready from node ", id, ", which is not a member");
-  it->second.ready_step = outer_step;
+  it->second.ready_for = outer_step;
   it->second.last_seen = std::max(it->second.last_seen, now);
   first_ready_.emplace(outer_step, now);
 }
@@ -104,19 +104,19 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   if (first == first_ready_.end()) return std::nullopt;
   std::vector<uint64_t> ready;
   for (const auto& [id, n] : nodes_)
-    if (n.ready_step == outer_step) ready.push_back(id);
+    if (n.ready_for == outer_step) ready.push_back(id);
   if (ready.empty()) return std::nullopt;
   // Rings wait (up to the ready timeout) for synced nodes, and for a joiner
   // once it holds the state this step starts from: caught up, it is a peer
   // doing the same inner steps. Not waited for, a joiner a moment behind the
   // others would be late at every step and never enter a ring.
   auto waited_for = [&](const NodeRecord& n) {
-    return n.synced || (n.held_step != kHeldUnknown && n.held_step >= outer_step - 1);
+    return n.synced || (n.held.kind != HeldState::Kind::unknown && n.held.step >= outer_step - 1);
   };
   size_t synced = 0, synced_ready = 0;
   for (const auto& [id, n] : nodes_) {
     synced += waited_for(n);
-    synced_ready += waited_for(n) && n.ready_step == outer_step;
+    synced_ready += waited_for(n) && n.ready_for == outer_step;
   }
   const bool everyone = synced_ready == synced && ready.size() >= opt_.min_ring;
   if (outer_step == uncertain_step_) {
@@ -259,14 +259,21 @@ HashCheck Membership::report_hash(const Ring& ring, uint64_t id, uint64_t hash) 
 void Membership::note_held(uint64_t id, int64_t step) {
   auto it = nodes_.find(id);
   if (it == nodes_.end() || step < -1) return;
-  int64_t& held = it->second.held_step;
-  held = held == kHeldUnknown ? step : std::max(held, step);
+  HeldState& held = it->second.held;
+  const HeldState said = HeldState::of_wire(step);
+  if (held.kind == HeldState::Kind::unknown || said.step > held.step) held = said;
 }
 
-std::pair<int64_t, uint64_t> Membership::newest_held() const {
-  std::pair<int64_t, uint64_t> best{-1, 0};
+NewestHeld Membership::newest_held() const {
+  // unknown > any step > nothing: a member not heard from since a restart
+  // may hold the newest step, and the run must not go back past it.
+  auto rank = [](const HeldState& h) {
+    return h.kind == HeldState::Kind::unknown ? 2 : h.kind == HeldState::Kind::step ? 1 : 0;
+  };
+  NewestHeld best;
   for (const auto& [id, n] : nodes_)
-    if (n.held_step > best.first) best = {n.held_step, id};
+    if (rank(n.held) > rank(best.held) || (rank(n.held) == 1 && rank(best.held) == 1 && n.held.step > best.held.step))
+      best = {n.held, id};
   return best;
 }
 
@@ -274,8 +281,8 @@ void Membership::rewind(int64_t step) {
   last_ring_step_ = step;
   uncertain_step_ = -1;
   for (auto& [id, n] : nodes_) {
-    n.synced = n.held_step >= step;
-    if (n.ready_step != step + 1) n.ready_step = -1;
+    n.synced = n.held.at_least(step);
+    if (n.ready_for != step + 1) n.ready_for.reset();
   }
   first_ready_.erase(first_ready_.upper_bound(step + 1), first_ready_.end());
   first_ready_.erase(first_ready_.begin(), first_ready_.lower_bound(step + 1));
@@ -286,7 +293,7 @@ nlohmann::json Membership::to_json() const {
   nlohmann::json nodes = nlohmann::json::array();
   for (const auto& [id, n] : nodes_)
     nodes.push_back({{"id", id}, {"name", n.name}, {"address", n.address}, {"partition", n.partition},
-                     {"ready_step", n.ready_step}, {"state_address", n.state_address}, {"synced", n.synced}});
+                     {"ready_step", n.ready_for.value_or(-1)}, {"state_address", n.state_address}, {"synced", n.synced}});
   return {{"epoch", epoch_},
           {"next_id", next_id_},
           {"next_partition", next_partition_},
@@ -314,10 +321,10 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
       // Readiness is not restored: a node that was waiting says so again when
       // it reconnects, and a ring never forms around a node that has not.
       (void)n.at("ready_step").get<int64_t>();
-      r.ready_step = -1;
+      r.ready_for.reset();
       r.state_address = n.value("state_address", std::string());
       r.synced = n.value("synced", true);
-      r.held_step = kHeldUnknown;  // until it says again
+      r.held = HeldState::unknown_yet();  // until it says again
       r.last_seen = now;  // nodes get a full timeout to find the restarted coordinator
       if (r.id >= m.next_id_ || r.partition >= m.next_partition_)
         fail("membership state: node ", r.id, " has an id or partition beyond the recorded counters");

@@ -31,22 +31,46 @@ struct MembershipOptions {
   size_t min_ring = 1;
 };
 
+// What a member holds of the run's outer state, as it says in its
+// heartbeats (on the wire: the outer step, -1 for nothing).
+struct HeldState {
+  enum class Kind {
+    nothing,  // no outer state yet (a joiner before its download)
+    unknown,  // restored after a coordinator restart, not heard from since: it may hold anything
+    step,     // the outer parameters as of outer step `step`
+  };
+  Kind kind = Kind::nothing;
+  int64_t step = -1;  // Kind::step only
+
+  static HeldState of_wire(int64_t outer_step) {
+    return outer_step < 0 ? HeldState{} : HeldState{Kind::step, outer_step};
+  }
+  static HeldState unknown_yet() { return HeldState{Kind::unknown, -1}; }
+  // Outer step `s` or a newer one is (or, unknown, may be) held.
+  bool at_least(int64_t s) const { return kind == Kind::unknown || step >= s; }
+  bool operator==(const HeldState&) const = default;
+};
+
 struct NodeRecord {
   uint64_t id = 0;
   std::string name;       // for logs
   std::string address;    // where peers reach it for ring traffic, "host:port"
   uint64_t partition = 0; // the data partition it reads
   MembershipTime last_seen{};
-  int64_t ready_step = -1;  // the outer step it reported ready for
+  std::optional<int64_t> ready_for;  // the outer step it reported ready for, until its ring forms or the step is done
   std::string state_address;  // where it serves its state to joiners ("" = it does not)
   // False for a node that joined a run in progress until it first takes part
   // in a ring: rings never wait for it before then.
   bool synced = true;
-  // The outer step whose state it holds (control::Heartbeat): -1 none,
-  // kHeldUnknown restored after a coordinator restart and not heard from yet.
-  int64_t held_step = -1;
+  HeldState held;  // control::Heartbeat
 };
-inline constexpr int64_t kHeldUnknown = INT64_MAX;
+
+// The newest outer state a member holds, and one member holding it.
+struct NewestHeld {
+  HeldState held;
+  uint64_t node = 0;  // 0 when nobody holds anything
+  bool operator==(const NewestHeld&) const = default;
+};
 
 struct Registration {
   uint64_t id;
@@ -135,9 +159,10 @@ class Membership {
   // a hash for s means s). Only goes up: a node gives up a state only for a
   // newer one, except in a rewind.
   void note_held(uint64_t id, int64_t step);
-  // The newest outer step a member holds (-1: none; kHeldUnknown while a
-  // restored member has not said), and one member holding it.
-  std::pair<int64_t, uint64_t> newest_held() const;
+  // The newest outer state a member holds (unknown while a restored member
+  // has not said; nothing when nobody holds any), and the first member
+  // holding it.
+  NewestHeld newest_held() const;
   // The run goes on from outer step `step` (every holder of a newer one is
   // gone): members holding it are synced (donors, and rings wait for them),
   // the others must take it from a donor; readiness for any other step than

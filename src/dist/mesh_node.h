@@ -1,20 +1,19 @@
-// A training node's side of the mesh: it joins the run at the coordinator,
-// keeps a heartbeat going on its own thread, and at each outer step averages
-// its pseudo-gradient over the ring the coordinator announces, dialling the
-// next node and accepting the previous one peer to peer (the coordinator
-// never carries bulk data). A failed round is reported and retried on the
-// ring the coordinator re-forms, a bounded number of times.
+// A training node's side of the mesh, made of three parts with one job each:
+//  - CoordinatorClient (coordinator_client.h): joins the run, beats on its
+//    own thread, reconnects to a restarted coordinator, reads its control
+//    messages (rewinds, eviction);
+//  - RingRound (ring_round.h): one attempt at a round: dials the ring's next
+//    node, accepts the previous one, runs the lanes, gathers the round's bytes;
+//  - StateClient and StateDonor (state_client.h): the run's state and rounds
+//    fetched from donors, and served to joiners and late nodes.
+// MeshNode ties them into the calls a trainer makes: average() reports
+// ready, waits for the ring the coordinator announces, averages in it and,
+// when an attempt fails, reports it and retries on the ring the coordinator
+// re-forms, a bounded number of times. The coordinator never carries bulk data.
 //
-// Parallel rings: with `rings` = K the buffer is cut into K contiguous
-// segments (ring_segments) and each is averaged over its own pair of
-// connections on its own thread, all K at once (INTELLECT-1 ran one ring per
-// GPU). K is a run-wide setting, not a GPU count, so nodes with different
-// numbers of GPUs take part in the same rings.
-//
-// Threads. The node's own threads: the heartbeat (beats, and reconnects to a
-// restarted coordinator under reconnect_mu_), the ring lanes of a round, the
-// snapshot worker (hashes a snapshot), and the StateServer's loop. Its
-// callers:
+// Threads. The node's own threads: the heartbeat (CoordinatorClient), the
+// ring lanes of a round (RingRound), the snapshot worker and the
+// StateServer's loop (StateDonor). Its callers:
 //  - the "round calls" (average, fetch_state, fetch_round_once,
 //    donor_progress, poll_coordinator, decode_round_into, publish_round)
 //    read the coordinator's connection and keep per-round state (a ring
@@ -30,19 +29,19 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <map>
+#include <memory>
 #include <optional>
-#include <mutex>
 #include <span>
 #include <string>
-#include <thread>
-#include <tuple>
+#include <variant>
 #include <vector>
 
 #include "dist/control.h"
+#include "dist/coordinator_client.h"
 #include "dist/link_emulation.h"
-#include "dist/ring_allreduce.h"
-#include "dist/sparse_allgather.h"
+#include "dist/mesh_outcomes.h"
+#include "dist/ring_round.h"
+#include "dist/state_client.h"
 #include "dist/state_stream.h"
 #include "dist/transport.h"
 #include "util/error.h"
@@ -92,56 +91,14 @@ struct MeshNodeOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
-// The process was asked to stop (SIGTERM, Ctrl-C) while it waited for the
-// run's state: not a failure of the run.
-struct StoppedOnRequest : Error {
-  using Error::Error;
-};
-
-// The coordinator formed this outer step's ring without this node (it was
-// still joining, or too slow): take the round's average from a donor.
-struct LateForRound : Error {
-  LateForRound(int64_t step, const std::string& what) : Error(what), outer_step(step) {}
-  int64_t outer_step;
-};
-
-// The coordinator no longer counts this node as a member (it was silent past
-// the timeout, e.g. stopped, and was evicted): the process should end and be
-// started again, which joins the run afresh and fetches the state.
-struct EvictedFromRun : Error {
-  using Error::Error;
-};
-
-// Every node holding the run's newest outer step is gone: the run goes on
-// from `outer_step`, the newest a live node holds (control::Rewound). A node
-// holding it goes on from its own state; any other takes it from a donor.
-struct RunRewound : Error {
-  RunRewound(int64_t step, const std::string& what) : Error(what), outer_step(step) {}
-  int64_t outer_step;
-};
-
-// A round's sparse side (diloco.compression "sparse"): the node's
-// error-feedback residual, added to its pseudo-gradient before the top-k,
-// and what the round sent, for ErrorFeedback::commit_sent. A ring of one
-// compresses too (sparse_average_alone).
-struct SparseRound {
-  std::span<const float> residual;  // empty, or the input's size; read only
-  std::vector<SparseSent> sent;     // out: this node's contribution, one per ring lane
-};
-
-struct OuterRoundStats {
-  size_t ring_size = 1;
-  uint64_t round = 0;
-  int retries = 0;
-  uint64_t bytes_sent = 0, bytes_received = 0;  // over all rings
-  double seconds = 0.0;                         // wall time of the all-reduce (all rings)
-  int rings = 1;
-  // The last attempt's parts (RingStats), the slowest lane's of each.
-  double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
-};
-
-// "host:port" -> (host, port); fails with a message naming `what`.
-std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what);
+// What a round call gives: its result, or how the run went another way
+// (mesh_outcomes.h). A failure (Error), StoppedOnRequest and
+// AuthenticationFailed are thrown.
+using RoundResult = std::variant<OuterRoundStats, LateForRing, RewoundTo, Evicted>;
+using StateResult = std::variant<StateDownload, RewoundTo, Evicted>;
+// For callers that take no part in a run's recovery (tests, benchmarks):
+// the round's stats, or an Error saying what happened instead.
+OuterRoundStats averaged_or_fail(RoundResult r);
 
 class MeshNode {
  public:
@@ -150,41 +107,44 @@ class MeshNode {
   MeshNode(const MeshNode&) = delete;
   MeshNode& operator=(const MeshNode&) = delete;
 
-  const control::Welcome& welcome() const { return welcome_; }
-  uint64_t id() const { return welcome_.node_id; }
+  const control::Welcome& welcome() const { return coordinator_->welcome(); }
+  uint64_t id() const { return coordinator_->id(); }
 
   // output = average of every ring member's input for this outer step.
   // With sparse compression, `sparse` (required) gives the residual and
-  // receives what this node sent, in the attempt that succeeded.
-  OuterRoundStats average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                          std::span<float> output, SparseRound* sparse = nullptr);
+  // receives what this node sent, in the attempt that succeeded. Late,
+  // rewound or evicted instead: output is not the round's average.
+  RoundResult average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                      std::span<float> output, SparseRound* sparse = nullptr);
   void report_hash(int64_t outer_step, uint64_t hash);
   void leave(const std::string& reason);
 
   // Joining a run in progress (welcome().donor_id != 0): fetch a snapshot
   // (outer_step -1: the donor's newest) or one round's average, from the
   // assigned donor, switching donors through the coordinator when one fails
-  // and keeping the chunks already received when the next serves the same blob.
-  StateDownload fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // and keeping the chunks already received when the next serves the same
+  // blob. Rewound or evicted meanwhile: that instead.
+  StateResult fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails (logged);
-  // throws AuthenticationFailed when the donor's proof does not check.
+  // throws AuthenticationFailed when authentication fails either way (the
+  // donor's proof, or the donor refusing this node's).
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
   // A snapshot for joiners. Returns at once: the blob is hashed and
   // published on a thread of its own (the caller's copy is all the training
   // thread pays); joiners are answered "pending" until then.
   void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
   // A joiner asked for a snapshot this node does not have yet: publish one.
-  bool snapshot_wanted() const { return state_ && !snapshot_busy_.load() && state_->snapshot_wanted(); }
+  bool snapshot_wanted() const { return donor_ && donor_->snapshot_wanted(); }
   // Frees a snapshot no joiner has fetched from for a while.
   void drop_idle_snapshot() {
-    if (state_) state_->drop_idle_snapshot(2 * opt_.state_timeout);
+    if (donor_) donor_->drop_idle_snapshot();
   }
   // Inner steps done, served to joiners; and the current donor's (nullopt if
   // there is none or it does not answer, logged; AuthenticationFailed thrown
-  // when its proof does not check).
+  // when authentication fails either way).
   void set_progress(int64_t steps_done) {
-    if (state_) state_->set_progress(steps_done);
+    if (donor_) donor_->set_progress(steps_done);
   }
   std::optional<int64_t> donor_progress();
   // The round's average as this node's rings carried it (int8: a quarter
@@ -195,25 +155,22 @@ class MeshNode {
   // by publish_round, so a late node passes on the same bytes.
   void decode_round_into(const StateDownload& d, std::span<float> out);
   // Where this node's StateServer listens ("" when it serves none).
-  std::string state_address() const { return state_ ? state_->address() : std::string(); }
-  uint64_t state_chunks_served() const { return state_ ? state_->chunks_served() : 0; }
+  std::string state_address() const { return donor_ ? donor_->address() : std::string(); }
+  uint64_t state_chunks_served() const { return donor_ ? donor_->chunks_served() : 0; }
 
   // The outer step whose outer parameters this node holds (its own start
   // until it has the run's state; -1: none), told to the coordinator with
   // every heartbeat so it can rewind the run to the newest state a live
   // node holds when every holder of a newer one is gone.
-  void set_held_step(int64_t outer_step) { held_step_ = outer_step; }
+  void set_held_step(int64_t outer_step) { coordinator_->set_held_step(outer_step); }
   // What this node reports with its next heartbeats (the run's status page).
-  void set_status(const control::NodeStatus& s) {
-    std::lock_guard<std::mutex> lock(status_mu_);
-    status_ = s;
-  }
+  void set_status(const control::NodeStatus& s) { coordinator_->set_status(s); }
   // Rewinds of the run this node has heard of (with its outer hashes, they
   // tell which attempt at an outer step a hash belongs to).
-  uint64_t rewinds() const { return rewinds_.load(); }
+  uint64_t rewinds() const { return coordinator_->rewinds(); }
   // Reads what the coordinator sent meanwhile (without waiting), for loops
-  // that wait on donors only; throws RunRewound if the run went back.
-  void poll_coordinator();
+  // that wait on donors only: the outer step the run went back to, if it did.
+  std::optional<RewoundTo> poll_coordinator();
 
   // Ends the round calls under way on another thread, and refuses later
   // ones, with StoppedOnRequest: waits on the coordinator, on peers and on
@@ -225,16 +182,25 @@ class MeshNode {
   bool cancelled() const { return cancel_.load(); }
 
  private:
-  control::Message recv_control(Deadline deadline);
-  void send_control(ConnId conn, const control::Message& m);
-  // To the coordinator: on a lost connection, reconnect (Rejoin) and send again.
-  void send_coordinator(const control::Message& m);
-  // A new connection to a restarted coordinator, unless another thread
-  // already replaced `stale`; fails if it does not come back in time or no
-  // longer knows this node. Re-sends the request a caller is waiting on.
-  void reconnect(ConnId stale);
-  // Throws LateForRound when the coordinator re-forms the ring without this node.
-  ConnId accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step, Deadline deadline);
+  RoundResult average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
+                                  std::span<float> output, SparseRound* sparse);
+  // Reports ready for `outer_step` (with the pseudo-gradient's announced
+  // norm and commitment); `input` may be replaced by what a dishonest test
+  // node sends instead (kept in `attacked`).
+  control::Ready ready_for(int64_t outer_step, const std::string& data_position, std::span<const float>& input,
+                           std::vector<float>& attacked) const;
+  // The ring for this step newer than round `after`: one announced while the
+  // last attempt waited for its peers, or the next the coordinator sends;
+  // or late for it, or a rewind to another state than this node's.
+  std::variant<control::RingAnnounce, LateForRing, RewoundTo> wait_for_ring(int64_t outer_step, uint64_t after,
+                                                                           const control::Ready& ready,
+                                                                           Deadline deadline);
+  // A ring of one: the average is this node's own (sparse still compresses).
+  void average_alone(std::span<const float> input, std::span<float> output, SparseRound* sparse) const;
+  // A failed attempt: logged, and reported to the coordinator (with the
+  // neighbour this node could not dial, or the predecessor it caught sending
+  // more than it announced) unless a newer ring already replaced it.
+  void report_failed_attempt(const Error& e, const control::RingAnnounce& ring, uint64_t unreachable);
 
   // One round call at a time (see the threads, above): held for the call.
   class RoundCall {
@@ -253,38 +219,13 @@ class MeshNode {
   Transport transport_;
   std::atomic<int> round_callers_{0};
   std::atomic<bool> cancel_{false};
-  std::mutex lanes_mu_;
-  std::vector<RingLink*>* lanes_ = nullptr;  // the links of the round in progress (under lanes_mu_), for cancel()
   std::string address_;  // advertised "host:port"
-  std::atomic<ConnId> coord_{0};
-  std::mutex reconnect_mu_;
-  std::optional<control::Message> pending_;  // what the main thread awaits an answer to (under reconnect_mu_)
-  control::Welcome welcome_;
-  std::atomic<bool> stop_{false}, left_{false};
-  std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node
-  std::atomic<int64_t> held_step_{-1};
-  std::mutex status_mu_;
-  std::optional<control::NodeStatus> status_;  // under status_mu_
-  std::atomic<uint64_t> rewinds_{0};
-  std::mutex rewind_mu_;
-  std::optional<int64_t> rewound_to_;  // a rewind not yet thrown to the main thread (under rewind_mu_)
-  // A Rewound message, or a Welcome after a reconnect that counts more
-  // rewinds than this node has seen (it missed the message).
-  void note_rewind(int64_t outer_step, uint64_t rewinds);
-  bool note_if_rewound(const control::Message& m);  // true: it was a Rewound
-  void throw_if_rewound();
-  std::optional<control::RingAnnounce> next_ring_;               // a ring that superseded the current round
-  // Connections that arrived before they were waited for: (node, round, lane).
-  std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
-  std::thread heartbeat_;
-  std::unique_ptr<StateServer> state_;
-  std::thread snapshot_worker_;              // hashes and publishes a snapshot
-  std::atomic<bool> snapshot_busy_{false};
-  std::vector<uint8_t> last_round_;  // the newest round's wire form (round_codec.h)
-  int64_t last_round_step_ = -1;
-  uint64_t donor_id_ = 0;
-  std::string donor_address_;
-  std::string last_fetch_error_;  // fetch_round_once's last logged failure
+  // In this order: the donor's address goes into the join, and on the way
+  // out the coordinator hears the goodbye before the state server stops.
+  std::unique_ptr<StateDonor> donor_;  // null unless serve_state
+  std::unique_ptr<CoordinatorClient> coordinator_;
+  std::unique_ptr<StateClient> state_client_;
+  std::unique_ptr<RingRound> ring_;
 };
 
 }  // namespace intellect

@@ -10,7 +10,6 @@
 
 #include "dist/bytes.h"
 #include "dist/control.h"
-#include "dist/mesh_node.h"
 #include "util/error.h"
 
 namespace intellect {

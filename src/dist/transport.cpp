@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -75,7 +76,7 @@ struct ConnShared {
   bool close_requested = false;  // close() was called: send() refuses new frames
   bool read_paused = false;      // the loop stopped reading: inbox over budget
   bool resume_posted = false;  // a resume command is on its way to the loop
-  bool auth_failed = false;    // closed because the peer's proof did not check
+  bool auth_failed = false;    // closed because the peer's proof did not check, or it refused ours
   // Set once when the handshake finishes, immutable after.
   std::shared_ptr<const FrameCipher> tx;
   std::optional<PublicKey> peer_key;
@@ -332,6 +333,18 @@ struct TransportLoop {
     TransportLoop* t = c->t;
     if (c->closing || nread == 0) return;
     if (nread < 0) {
+      if (c->hs.awaiting_peer_proof()) {
+        // An authentication failure, not a peer that is slow or gone: callers
+        // that ask again later (donors, rounds) must not take it for "not yet".
+        {
+          std::lock_guard lk(t->mu);
+          c->sh->auth_failed = true;
+        }
+        return t->drop(c, str("peer closed the connection during the handshake, right after this node's proof "
+                              "and before proving itself (",
+                              nread == UV_EOF ? std::string("end of stream") : uv_error(static_cast<int>(nread)),
+                              "): it refused this node's credentials"));
+      }
       if (nread == UV_EOF)
         return t->drop(c, c->dec.mid_frame() ? "peer closed the connection in the middle of a frame"
                           : c->hs.done()     ? "peer closed the connection"
@@ -772,6 +785,17 @@ std::string Transport::peer(ConnId conn) const {
   std::lock_guard lk(impl_->mu);
   auto sh = impl_->find_shared(conn);
   return sh ? sh->peer : "";
+}
+
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    fail(what, ": expected host:port, got '", s, "'");
+  const std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (*end != '\0' || p < 0 || p > 65535) fail(what, ": bad port in '", s, "'");
+  return {host, static_cast<uint16_t>(p)};
 }
 
 }  // namespace intellect

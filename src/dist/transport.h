@@ -71,11 +71,15 @@ struct Message {
   Frame frame;
 };
 
+// "host:port" -> (host, port); fails with a message naming `what`.
+std::pair<std::string, uint16_t> split_host_port(const std::string& s, const std::string& what);
+
 struct TransportLoop;  // the loop thread's state (transport.cpp)
 
-// The peer answered the handshake but its proof did not check (another run's
-// secret, or a tampered handshake): not a peer that is slow or gone, so
-// retrying will not help.
+// The handshake failed on credentials: the peer's proof did not check
+// (another run's secret, a key not on the allowlist, a tampered handshake),
+// or the peer closed the connection right after this side's proof (it
+// refused ours). Not a peer that is slow or gone, so retrying will not help.
 struct AuthenticationFailed : Error {
   using Error::Error;
 };
@@ -94,7 +98,7 @@ class Transport {
   uint16_t listen(const std::string& host, uint16_t port);
   // Dials, authenticates and returns the connection; throws Error with the
   // reason on failure or when the deadline passes first, and
-  // AuthenticationFailed when the peer's proof did not check.
+  // AuthenticationFailed when either side's proof did not check.
   ConnId connect(const std::string& host, uint16_t port, Deadline deadline);
   // Queues a frame (moved, not copied). Blocks while the connection's queue is
   // over budget; throws Error if the deadline passes (the frame is not sent),

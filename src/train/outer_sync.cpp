@@ -104,9 +104,12 @@ int64_t OuterSync::line_up(int64_t k) {
 // Host memory and round calls only: the rounds are applied to the fetched
 // state with an outer optimizer of its own, params_ is the scratch for each
 // round's average, and nothing of this node changes until apply_run_state.
-OuterSync::RunState OuterSync::fetch_run_state(int64_t at_least) {
-  const StateDownload d = mesh_->fetch_state(StateKind::snapshot, -1,
-                                            std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
+std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t at_least) {
+  StateResult fetched =
+      mesh_->fetch_state(StateKind::snapshot, -1, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
+  if (const auto* rw = std::get_if<RewoundTo>(&fetched)) return *rw;
+  if (const auto* ev = std::get_if<Evicted>(&fetched)) throw EvictedFromRun(ev->reason);
+  const StateDownload& d = std::get<StateDownload>(fetched);
   RunState got;
   got.js = decode_join_state(d.bytes, backend_.layout().total());
   OuterOptimizer caught_up(outer_->size(), cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
@@ -126,13 +129,11 @@ OuterSync::RunState OuterSync::fetch_run_state(int64_t at_least) {
       continue;
     }
     if (k >= at_least) break;
-    try {
-      mesh_->poll_coordinator();
-    } catch (const RunRewound& r) {
+    if (const std::optional<RewoundTo> r = mesh_->poll_coordinator()) {
       // The rounds this node waits for died with their holders: the run
       // goes on from an older step, which this node may already hold.
-      note(str("the run went back to outer step ", r.outer_step, " while this node caught up (at ", k, ")"));
-      at_least = r.outer_step;
+      note(str("the run went back to outer step ", r->outer_step, " while this node caught up (at ", k, ")"));
+      at_least = r->outer_step;
       give_up = Clock::now() + std::chrono::milliseconds(cfg_.mesh.round_timeout_ms);
       continue;
     }
@@ -188,18 +189,19 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     if (resumed) note("the run's state replaces the resumed checkpoint");
     const Clock::time_point t_join = Clock::now();
     for (int64_t at_least = 0;;) {
-      try {
-        from_donor = fetch_run_state(at_least);
+      std::variant<RunState, RewoundTo> got = fetch_run_state(at_least);
+      if (auto* s = std::get_if<RunState>(&got)) {
+        from_donor = std::move(*s);
         break;
-      } catch (const RunRewound& r) {
-        // Every holder of the run's newest state is gone. If the run goes
-        // back to the state this node starts from, it goes on from that.
-        if (r.outer_step <= own_outer) {
-          note(str("the run went back to outer step ", r.outer_step, ", which this node holds: no download"));
-          break;
-        }
-        at_least = r.outer_step;
       }
+      // Every holder of the run's newest state is gone. If the run goes
+      // back to the state this node starts from, it goes on from that.
+      const RewoundTo r = std::get<RewoundTo>(got);
+      if (r.outer_step <= own_outer) {
+        note(str("the run went back to outer step ", r.outer_step, ", which this node holds: no download"));
+        break;
+      }
+      at_least = r.outer_step;
     }
     if (from_donor) from_donor->summary["seconds"] = seconds_since(t_join);
   }
@@ -271,19 +273,20 @@ double OuterSync::publish_snapshot(int64_t steps_done) {
   return seconds_since(tp);
 }
 
-// A late node's round k from a donor; false when no live node has it.
-bool OuterSync::round_from_donor(int64_t k) {
+// A late node's round k from a donor into params_: got (true), no live node
+// has it (false), or the run went back meanwhile.
+std::variant<bool, RewoundTo> OuterSync::round_from_donor(int64_t k) {
   try {
-    const StateDownload r =
+    StateResult fetched =
         mesh_->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
-    mesh_->decode_round_into(r, params_);
+    if (const auto* rw = std::get_if<RewoundTo>(&fetched)) return *rw;
+    if (const auto* ev = std::get_if<Evicted>(&fetched)) throw EvictedFromRun(ev->reason);
+    mesh_->decode_round_into(std::get<StateDownload>(fetched), params_);
     note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
     return true;
   } catch (const EvictedFromRun&) {
     throw;
   } catch (const StoppedOnRequest&) {
-    throw;
-  } catch (const RunRewound&) {
     throw;
   } catch (const Error& e) {
     note(str("outer step ", k, ": no donor has that round (", e.what(),
@@ -298,6 +301,44 @@ int64_t OuterSync::take_skip_to() {
   return s;
 }
 
+// Round r.k by r.way: nullopt when it got it (params_ holds the average, or
+// r.state the run's state), else what turned it away. A round from a donor
+// that no live node has any more falls through to the run's state.
+std::optional<OuterSync::Turn> OuterSync::try_way(Round& r, int64_t take_at_least, const std::string& data_position) {
+  for (;;) {
+    switch (r.way) {
+      case Way::ring: {
+        if (ef_) r.sparse.residual = ef_->residual();  // read only: the training thread commits later
+        // pseudo_ stays as it was, for a retry.
+        RoundResult got = mesh_->average(r.k, data_position, pseudo_, params_, ef_ ? &r.sparse : nullptr);
+        if (const auto* stats = std::get_if<OuterRoundStats>(&got)) {
+          r.rs = *stats;
+          return std::nullopt;
+        }
+        if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
+        if (const auto* back = std::get_if<RewoundTo>(&got)) return *back;
+        throw EvictedFromRun(std::get<Evicted>(got).reason);
+      }
+      case Way::round_from_donor: {
+        const std::variant<bool, RewoundTo> got = round_from_donor(r.k);
+        if (const auto* back = std::get_if<RewoundTo>(&got)) return *back;
+        if (std::get<bool>(got)) return std::nullopt;
+        // No live node has that round any more (those that did are gone):
+        // take the run's state afresh, as a joiner does.
+        r.way = Way::state_from_donor;
+        continue;
+      }
+      case Way::state_from_donor: {
+        std::variant<RunState, RewoundTo> got = fetch_run_state(take_at_least);
+        if (const auto* back = std::get_if<RewoundTo>(&got)) return *back;
+        r.state = std::move(std::get<RunState>(got));
+        r.k = r.state->outer_step;
+        return std::nullopt;
+      }
+    }
+  }
+}
+
 // Round k's average of pseudo_ into params_: in the ring; or late for it
 // (the round's average from a donor); or the run's state afresh from a
 // donor, of at least `take_at_least`. Then the average is checked and
@@ -309,51 +350,34 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
   const Clock::time_point t0 = Clock::now();
   if (mesh_) {
     int64_t take_at_least = k;
-    for (bool done = false; !done;) {
-      try {
-        switch (r.way) {
-          case Way::ring:
-            if (ef_) r.sparse.residual = ef_->residual();  // read only: the training thread commits later
-            r.rs = mesh_->average(k, data_position, pseudo_, params_, ef_ ? &r.sparse : nullptr);  // pseudo_ stays as it was, for a retry
-            break;
-          case Way::round_from_donor:
-            // No live node has that round any more (those that did are
-            // gone): take the run's state afresh, as a joiner does.
-            if (!round_from_donor(k)) {
-              r.way = Way::state_from_donor;
-              continue;
-            }
-            break;
-          case Way::state_from_donor:
-            r.state = fetch_run_state(take_at_least);
-            r.k = r.state->outer_step;
-            break;
-        }
-        done = true;
-      } catch (const LateForRound&) {
+    for (;;) {
+      const std::optional<Turn> turn = try_way(r, take_at_least, data_position);
+      if (!turn) break;
+      if (std::holds_alternative<LateForRing>(*turn)) {
         // The ring went on without this node: its pseudo-gradient is
         // dropped and the round's average comes from a donor, as for a joiner.
         r.late = true;
         r.way = Way::round_from_donor;
-      } catch (const RunRewound& e) {
-        if (e.outer_step < k) {
-          // Back to a step no newer than this node's: it holds the state
-          // step k starts from, and its pseudo-gradient is still good.
-          note(str("the run went back to outer step ", e.outer_step, ": outer step ", k,
-                   " is done again, from this node's own state"));
-          // Others without this state will ask this node for it while it
-          // waits for its ring, where it cannot take a snapshot: one now.
-          // (With overlap the training thread is free meanwhile and takes
-          // one when asked, also while it waits for this round.)
-          if (cfg_.mesh.serve_state && !overlap_) publish_snapshot(steps_done);
-          r.late = false;
-          r.way = Way::ring;
-        } else {
-          note(str("the run went back to outer step ", e.outer_step, ": taking that state from a donor"));
-          r.late = true;
-          r.way = Way::state_from_donor;
-          take_at_least = e.outer_step;
-        }
+        continue;
+      }
+      const int64_t back_to = std::get<RewoundTo>(*turn).outer_step;
+      if (back_to < k) {
+        // Back to a step no newer than this node's: it holds the state
+        // step k starts from, and its pseudo-gradient is still good.
+        note(str("the run went back to outer step ", back_to, ": outer step ", k,
+                 " is done again, from this node's own state"));
+        // Others without this state will ask this node for it while it
+        // waits for its ring, where it cannot take a snapshot: one now.
+        // (With overlap the training thread is free meanwhile and takes
+        // one when asked, also while it waits for this round.)
+        if (cfg_.mesh.serve_state && !overlap_) publish_snapshot(steps_done);
+        r.late = false;
+        r.way = Way::ring;
+      } else {
+        note(str("the run went back to outer step ", back_to, ": taking that state from a donor"));
+        r.late = true;
+        r.way = Way::state_from_donor;
+        take_at_least = back_to;
       }
     }
   } else {

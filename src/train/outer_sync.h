@@ -42,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -153,10 +154,15 @@ class OuterSync {
     double allreduce_s = 0.0, publish_s = 0.0;
     nlohmann::json parts = nlohmann::json::object();
   };
-  // Host buffers and round calls only (the round thread's part).
-  RunState fetch_run_state(int64_t at_least);
+  // What turns a round away from the way it was being got.
+  using Turn = std::variant<LateForRing, RewoundTo>;
+  // Host buffers and round calls only (the round thread's part). The mesh's
+  // late, rewound and evicted come back as values; evicted is thrown on as
+  // EvictedFromRun (the process ends and is started again).
+  std::variant<RunState, RewoundTo> fetch_run_state(int64_t at_least);
   Round run_round(int64_t k, const std::string& data_position, int64_t steps_done);
-  bool round_from_donor(int64_t k);
+  std::optional<Turn> try_way(Round& r, int64_t take_at_least, const std::string& data_position);
+  std::variant<bool, RewoundTo> round_from_donor(int64_t k);
   // The training thread's part: backend and outer optimizer.
   void apply_run_state(RunState& s);
   int64_t line_up(int64_t k);

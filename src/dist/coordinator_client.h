@@ -1,0 +1,130 @@
+// A node's connection to the coordinator: it joins the run, keeps a
+// heartbeat going on a thread of its own, reconnects (Rejoin) to a restarted
+// coordinator and re-sends the request a caller is waiting on, and reads the
+// control messages the coordinator sends, noting rewinds of the run and the
+// node's eviction on the way. It carries no bulk data and knows nothing of
+// rings or state: MeshNode's parts ask it for what they need.
+//
+// Threads. The heartbeat thread: beats (with held_step and status) and, when
+// the connection is lost, reconnects under reconnect_mu_. The caller of the
+// reading calls (next, poll, drain, send, Awaiting): one thread
+// at a time (MeshNode's round calls). set_held_step, set_status, rewinds,
+// evicted, leave: any thread.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "dist/control.h"
+#include "dist/mesh_outcomes.h"
+#include "dist/transport.h"
+
+namespace intellect {
+
+struct CoordinatorClientOptions {
+  std::string coordinator;  // "host:port"
+  std::string name;
+  std::string address;        // where peers dial this node, "host:port"
+  std::string state_address;  // where its StateServer listens ("" when none)
+  std::chrono::milliseconds join_timeout{30000};
+  std::chrono::milliseconds reconnect_timeout{300000};  // a restarted coordinator gets this long to come back
+  std::chrono::milliseconds message_timeout{60000};
+  std::function<void(const std::string&)> log;
+};
+
+class CoordinatorClient {
+ public:
+  // Dials the coordinator (it may be restarting: until join_timeout), joins
+  // and starts the heartbeat. `transport` and `cancel` outlive this object;
+  // `held_step` is what the node holds at the join (-1: nothing).
+  CoordinatorClient(Transport& transport, CoordinatorClientOptions options, const std::atomic<bool>& cancel,
+                    int64_t held_step);
+  ~CoordinatorClient();  // says goodbye (if not yet) and stops the heartbeat
+  CoordinatorClient(const CoordinatorClient&) = delete;
+  CoordinatorClient& operator=(const CoordinatorClient&) = delete;
+
+  const control::Welcome& welcome() const { return welcome_; }
+  uint64_t id() const { return welcome_.node_id; }
+
+  // The next control message; or, instead, the outer step the run went back
+  // to (a Rewound message, or a rewind the heartbeat thread learned of on a
+  // reconnect): reported once, never lost. Throws EvictedFromRun,
+  // StoppedOnRequest (cancel), or Error when nothing arrives before
+  // `deadline`. Reconnects on a lost connection.
+  std::variant<control::Message, RewoundTo> next(Deadline deadline);
+  // A message that has already arrived, without waiting (nullopt: none, or
+  // the coordinator is away, which the heartbeat thread deals with).
+  // Rewound messages are noted (drain or next report them) and returned
+  // like any other.
+  std::optional<control::Message> poll();
+  // Reads whatever has arrived: the outer step the run went back to, if it
+  // did (now or earlier, not yet reported).
+  std::optional<RewoundTo> drain();
+
+  // Sends; on a lost connection, reconnects and sends again.
+  void send(const control::Message& m);
+  // A request the caller waits on an answer to: sent now, and again after a
+  // reconnect, until the Awaiting object goes.
+  class Awaiting {
+   public:
+    Awaiting(CoordinatorClient& c, const control::Message& request);
+    ~Awaiting();
+    Awaiting(const Awaiting&) = delete;
+    Awaiting& operator=(const Awaiting&) = delete;
+
+   private:
+    CoordinatorClient& c_;
+  };
+
+  void leave(const std::string& reason);
+  bool evicted() const { return evicted_.load(); }
+  void set_held_step(int64_t outer_step) { held_step_ = outer_step; }
+  int64_t held_step() const { return held_step_.load(); }
+  void set_status(const control::NodeStatus& s) {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status_ = s;
+  }
+  uint64_t rewinds() const { return rewinds_.load(); }
+  // Connection-level sends (ring hellos go through the same transport).
+  void send_on(ConnId conn, const control::Message& m);
+
+ private:
+  void heartbeat_loop();
+  // A new connection to a restarted coordinator, unless another thread
+  // already replaced `stale`; fails if it does not come back in time or no
+  // longer knows this node (EvictedFromRun). Re-sends the awaited request.
+  void reconnect(ConnId stale);
+  // A Rewound message, or a Welcome after a reconnect that counts more
+  // rewinds than this node has seen (it missed the message).
+  void note_rewind(int64_t outer_step, uint64_t rewinds);
+  bool note_if_rewound(const control::Message& m);  // true: it was a Rewound
+  void log(const std::string& m) const;
+
+  Transport& transport_;
+  CoordinatorClientOptions opt_;
+  const std::atomic<bool>& cancel_;
+  std::atomic<ConnId> coord_{0};
+  std::mutex reconnect_mu_;
+  std::optional<control::Message> pending_;  // what a caller awaits an answer to (under reconnect_mu_)
+  control::Welcome welcome_;
+  std::atomic<bool> stop_{false}, left_{false};
+  std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node
+  std::atomic<int64_t> held_step_{-1};
+  std::mutex status_mu_;
+  std::optional<control::NodeStatus> status_;  // under status_mu_
+  std::atomic<uint64_t> rewinds_{0};
+  std::mutex rewind_mu_;
+  std::optional<int64_t> rewound_to_;  // a rewind not yet reported to the caller (under rewind_mu_)
+  std::optional<RewoundTo> take_rewind();
+  std::thread heartbeat_;
+};
+
+// The mesh's log line: to `log`, or to stderr when there is none.
+void mesh_log(const std::function<void(const std::string&)>& log, const std::string& m);
+
+}  // namespace intellect

@@ -1,0 +1,298 @@
+#include "dist/ring_round.h"
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <thread>
+
+#include "dist/round_codec.h"
+#include "util/error.h"
+
+namespace intellect {
+
+namespace {
+
+// The ring's two links over authenticated transport connections: data frames
+// to the next node, from the previous one. (A WAN link for tests and
+// benchmarks decorates it: link_emulation.h.)
+class TransportRingLink final : public RingLink {
+ public:
+  TransportRingLink(Transport& t, ConnId next, ConnId prev) : t_(t), next_(next), prev_(prev) {}
+
+  void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override {
+    Frame f;
+    f.type = FrameType::data;
+    f.payload.assign(msg.begin(), msg.end());
+    t_.send(next_, std::move(f), deadline);
+  }
+  std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override {
+    std::optional<Message> m = t_.recv(prev_, deadline);
+    if (!m) fail("ring: no message from the previous node before the deadline");
+    if (m->frame.type != FrameType::data) fail("ring: the previous node sent a ", frame_type_name(m->frame.type),
+                                               " frame where ring data was expected");
+    return std::move(m->frame.payload);
+  }
+  void abort() noexcept override {
+    try {
+      t_.close(next_, "ring round aborted");
+      t_.close(prev_, "ring round aborted");
+    } catch (...) {
+    }
+  }
+
+ private:
+  Transport& t_;
+  ConnId next_, prev_;
+};
+
+}  // namespace
+
+// The attempt's connections, closed when it ends (the reason says how).
+struct RingRound::Connections {
+  Transport& t;
+  std::vector<ConnId> to_next, from_prev;
+  const char* reason = "round failed";
+  Connections(Transport& transport, int lanes) : t(transport), to_next(lanes, 0), from_prev(lanes, 0) {}
+  ~Connections() {
+    for (size_t k = 0; k < to_next.size(); ++k) {
+      if (to_next[k]) t.close(to_next[k], reason);
+      if (from_prev[k]) t.close(from_prev[k], reason);
+    }
+  }
+};
+
+RingRound::RingRound(Transport& transport, CoordinatorClient& coordinator, const std::atomic<bool>& cancel,
+                     RingRoundOptions options)
+    : transport_(transport), coordinator_(coordinator), cancel_(cancel), opt_(std::move(options)) {}
+
+std::optional<control::RingAnnounce> RingRound::take_newer_ring() {
+  std::optional<control::RingAnnounce> r;
+  r.swap(newer_ring_);
+  return r;
+}
+
+void RingRound::abort_lanes() {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  if (lanes_)
+    for (RingLink* l : *lanes_) l->abort();
+}
+
+// Connections that arrive for a later round are kept for it; a newer ring
+// announced by the coordinator meanwhile supersedes this round (kept in
+// newer_ring_).
+std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane,
+                                                         int64_t outer_step, Deadline deadline) {
+  for (;;) {
+    auto early = early_peers_.find({peer_id, round, lane});
+    if (early != early_peers_.end()) {
+      const ConnId c = early->second;
+      early_peers_.erase(early);
+      if (transport_.is_open(c)) return c;
+    }
+    if (MeshClock::now() > deadline) fail("ring: node ", peer_id, " did not connect before the deadline");
+    if (cancel_.load()) throw StoppedOnRequest("the node stops: gave up waiting for a ring neighbour");
+    // The coordinator away (restarting): the ring it announced goes on; the
+    // next wait for it reconnects.
+    if (std::optional<control::Message> cm = coordinator_.poll()) {
+      if (const auto* ring = std::get_if<control::RingAnnounce>(&*cm); ring && ring->round > round) {
+        newer_ring_ = *ring;
+        fail("ring round ", round, " superseded by round ", ring->round);
+      }
+      if (const auto* r = std::get_if<control::Refused>(&*cm)) fail("the coordinator gave up: ", r->reason);
+      if (const auto* l = std::get_if<control::Late>(&*cm); l && l->outer_step == outer_step)
+        return LateForRing{outer_step};  // the ring was re-formed without this node
+    }
+    std::optional<TransportEvent> ev = transport_.next_event(deadline_in(std::chrono::milliseconds(20)));
+    if (!ev || ev->kind != TransportEvent::Kind::authenticated || !ev->inbound) continue;
+    std::optional<Message> hello = transport_.recv(ev->conn, deadline);
+    if (!hello || hello->frame.type != FrameType::control) {
+      transport_.close(ev->conn, "no peer hello");
+      continue;
+    }
+    const control::Message m = control::decode(hello->frame.payload, ev->peer);
+    const auto* h = std::get_if<control::PeerHello>(&m);
+    if (h && h->node_id == peer_id && h->round == round && h->lane == lane) return ev->conn;
+    if (h && (h->round > round || (h->round == round && h->node_id == peer_id))) {
+      // Another lane of this round, or a neighbour already in a newer round.
+      early_peers_[{h->node_id, h->round, h->lane}] = ev->conn;
+      continue;
+    }
+    transport_.close(ev->conn, "not the expected ring neighbour for this round");
+  }
+}
+
+// Dials the next node once per lane (saying who is calling for which round
+// and lane), then accepts the previous node's lanes.
+std::optional<LateForRing> RingRound::dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes,
+                                                      Connections& c, Deadline deadline, uint64_t* unreachable) {
+  const size_t n = ring.members.size();
+  const control::RingMember& next = ring.members[(index + 1) % n];
+  const control::RingMember& prev = ring.members[(index + n - 1) % n];
+  const auto [host, port] = split_host_port(next.address, str("address of node ", next.node_id));
+  // A live neighbour answers a dial at once; one we cannot reach within a
+  // message timeout is reported as such (a partition between two live
+  // nodes), before the others give up on their messages.
+  const Deadline dial_by = std::min(deadline, deadline_in(opt_.message_timeout / 2));
+  for (int k = 0; k < lanes; ++k) {
+    try {
+      c.to_next[k] = transport_.connect(host, port, dial_by);
+    } catch (const Error&) {
+      *unreachable = next.node_id;
+      throw;
+    }
+    coordinator_.send_on(c.to_next[k], control::PeerHello{coordinator_.id(), ring.round, static_cast<uint32_t>(k)});
+  }
+  for (int k = 0; k < lanes; ++k) {
+    std::variant<ConnId, LateForRing> got =
+        accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), ring.outer_step, deadline);
+    if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
+    c.from_prev[k] = std::get<ConnId>(got);
+  }
+  return std::nullopt;
+}
+
+// Each lane's all-reduce of its segment on its own thread (lane 0 on this
+// one). The first lane to fail aborts the others, which then fail fast
+// instead of at their deadline; its error is the attempt's.
+std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, size_t index,
+                                            std::vector<RingLink*>& links,
+                                            const std::vector<EmulatedRingLink*>& emulated,
+                                            const std::vector<FlatRange>& segs, std::span<const float> input,
+                                            std::span<float> output, SparseRound* sparse,
+                                            std::vector<std::vector<RingCarried>>* carried, Deadline deadline) {
+  const int K = static_cast<int>(links.size());
+  const size_t n = ring.members.size();
+  const bool is_sparse = opt_.compression == Compression::Sparse;
+  std::vector<RingStats> lane_stats(K);
+  std::vector<SparseSent> sent(is_sparse ? K : 0);
+  std::mutex error_mu;
+  std::exception_ptr first_error;
+  auto segment = [&](auto span, int k) { return span.subspan(segs[k].begin, segs[k].size()); };
+  auto run_lane = [&](int k) {
+    try {
+      std::vector<RingCarried>* keep = carried ? &(*carried)[k] : nullptr;
+      if (is_sparse) {
+        SparseRingOptions so;
+        so.rank = static_cast<int>(index);
+        so.world = static_cast<int>(n);
+        so.round = ring.round;
+        so.block = opt_.codec_block ? opt_.codec_block : default_codec_block(Compression::Sparse);
+        so.k = opt_.sparse_k;
+        if (opt_.chunk_elems > 0) so.chunk_blocks = std::max<size_t>(1, opt_.chunk_elems / so.block);
+        so.message_timeout = opt_.message_timeout;
+        so.deadline = deadline;
+        const std::span<const float> res = sparse->residual.empty() ? sparse->residual : segment(sparse->residual, k);
+        lane_stats[k] = sparse_allgather_average(*links[k], so, segment(input, k), res, segment(output, k), &sent[k], keep);
+        sent[k].offset += segs[k].begin;
+      } else {
+        RingOptions ro;
+        ro.rank = static_cast<int>(index);
+        ro.world = static_cast<int>(n);
+        ro.round = ring.round;
+        ro.compression = opt_.compression;
+        if (opt_.compression != Compression::None)
+          ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
+        if (opt_.chunk_elems > 0) ro.chunk_elems = opt_.chunk_elems;
+        else if (opt_.compression != Compression::None) ro.chunk_elems = size_t{1} << 18;
+        ro.message_timeout = opt_.message_timeout;
+        ro.deadline = deadline;
+        for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
+        lane_stats[k] = ring_allreduce_average(*links[k], ro, segment(input, k), segment(output, k), keep);
+      }
+      if (!emulated.empty()) emulated[k]->drain(deadline);
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!first_error) first_error = std::current_exception();
+      }
+      for (auto& l : links) l->abort();
+    }
+  };
+  // Registered for abort_lanes(), which aborts them from another thread.
+  struct Registered {
+    RingRound& r;
+    Registered(RingRound& round, std::vector<RingLink*>& links) : r(round) {
+      std::lock_guard<std::mutex> lock(r.lanes_mu_);
+      r.lanes_ = &links;
+      if (r.cancel_.load())
+        for (RingLink* l : links) l->abort();
+    }
+    ~Registered() {
+      std::lock_guard<std::mutex> lock(r.lanes_mu_);
+      r.lanes_ = nullptr;
+    }
+  } registered(*this, links);
+  std::vector<std::thread> lanes;
+  for (int k = 1; k < K; ++k) lanes.emplace_back(run_lane, k);
+  run_lane(0);
+  for (std::thread& t : lanes) t.join();
+  if (first_error) std::rethrow_exception(first_error);
+  if (is_sparse) sparse->sent = std::move(sent);
+  return lane_stats;
+}
+
+std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounce& ring, size_t index,
+                                                      std::span<const float> input, std::span<float> output,
+                                                      SparseRound* sparse, Deadline deadline, uint64_t* unreachable) {
+  *unreachable = 0;
+  // Never more rings than values (the size is the same on every node).
+  const int K = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt_.rings), 1, std::max<size_t>(1, input.size())));
+  Connections conns(transport_, K);
+  if (std::optional<LateForRing> late = dial_neighbours(ring, index, K, conns, deadline, unreachable)) return *late;
+  // One ring per segment; the node's pacing (a WAN link's capacity) is
+  // shared out among them.
+  const std::vector<FlatRange> segs = ring_segments(input.size(), K);
+  std::vector<std::unique_ptr<TransportRingLink>> plain;
+  std::vector<std::unique_ptr<EmulatedRingLink>> emulated_owned;
+  std::vector<EmulatedRingLink*> emulated;
+  std::vector<RingLink*> links;
+  for (int k = 0; k < K; ++k) {
+    plain.push_back(std::make_unique<TransportRingLink>(transport_, conns.to_next[k], conns.from_prev[k]));
+    links.push_back(plain.back().get());
+    if (opt_.emulate_link.on()) {
+      LinkEmulation lane = opt_.emulate_link;
+      lane.rate_bytes_per_s /= K;
+      lane.seed = lane.seed * 1000003 + ring.round * 64 + static_cast<uint64_t>(k);
+      emulated_owned.push_back(std::make_unique<EmulatedRingLink>(*plain.back(), lane));
+      emulated.push_back(emulated_owned.back().get());
+      links.back() = emulated.back();
+    }
+  }
+  std::vector<std::vector<RingCarried>> carried(K);
+  // Wall time of all lanes together: lanes start a little apart, so the
+  // slowest lane's own time would understate the round.
+  const auto t0 = RingClock::now();
+  const std::vector<RingStats> lane_stats = run_lanes(ring, index, links, emulated, segs, input, output, sparse,
+                                                      opt_.keep_round ? &carried : nullptr, deadline);
+  RingAttempt got;
+  got.stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+  got.stats.rings = K;
+  for (const RingStats& rs : lane_stats) {
+    got.stats.bytes_sent += rs.bytes_sent;
+    got.stats.bytes_received += rs.bytes_received;
+    // The lanes run side by side: the slowest one's share is the round's.
+    got.stats.encode_s = std::max(got.stats.encode_s, rs.encode_s);
+    got.stats.recv_wait_s = std::max(got.stats.recv_wait_s, rs.recv_wait_s);
+    got.stats.decode_s = std::max(got.stats.decode_s, rs.decode_s);
+    got.stats.send_s = std::max(got.stats.send_s, rs.send_s);
+  }
+  if (opt_.keep_round) {
+    // The round as the rings carried it, for joiners and late nodes.
+    RoundEncoder round(output.size());
+    for (int k = 0; k < K; ++k) {
+      if (carried[k].empty()) {
+        round.add_fp32(output.subspan(segs[k].begin, segs[k].size()));
+        continue;
+      }
+      for (RingCarried& c : carried[k]) {
+        round.add_carried(c);
+        std::vector<uint8_t>().swap(c.encoded);  // one copy of the round at a time
+      }
+    }
+    got.round_bytes = round.finish();
+  }
+  conns.reason = "round done";
+  return got;
+}
+
+}  // namespace intellect
