@@ -449,6 +449,62 @@ TEST(ErrorFeedback, SentPlusResidualIsThePseudoGradientsSum) {
   EXPECT_THROW(e.set(std::vector<float>(3)), Error);
 }
 
+// SparseLoCo's decayed accumulator, e ← β·e + Δ; sent = TopK(e); e ← e − sent,
+// stored decayed (r = β·e) for the next round to add: over eight rounds
+// through the all-gather, per node, e_T = Σ_t β^(T−t)·(Δ_t − sent_t) and
+// r_T = β·e_T, computed here in double from what was really sent. Each
+// round's input to the top-k is Δ_t + r_{t−1} = β·e_{t−1} + Δ_t.
+TEST(ErrorFeedback, DecayFadesWhatWasNotSentByBetaPerRound) {
+  const int n = 3, rounds = 8;
+  const size_t size = 3000;
+  const double beta = 0.9;
+  std::vector<ErrorFeedback> ef(n, ErrorFeedback(size, beta));
+  std::vector<std::vector<double>> e(n, std::vector<double>(size, 0.0));  // e_t, undecayed after round t
+  for (int t = 0; t < rounds; ++t) {
+    const auto delta = make_inputs(n, size, 2000 + 17 * t);
+    std::vector<std::vector<float>> residual;
+    for (int r = 0; r < n; ++r) residual.push_back(ef[r].values());
+    const RunResult res = run_sparse(delta, residual, 20, 40 + t);
+    for (int r = 0; r < n; ++r) {
+      ASSERT_EQ(res.errors[r], "");
+      std::vector<float> sent(size, 0.0f);
+      sparse_decode_add(res.sent[r].encoded.data(), size, 512, 20, sent.data());
+      for (size_t i = 0; i < size; ++i) e[r][i] = beta * e[r][i] + delta[r][i] - sent[i];
+      ef[r].commit_sent(delta[r].data(), {res.sent[r]});
+    }
+  }
+  for (int r = 0; r < n; ++r) {
+    double worst = 0, resid2 = 0, e2 = 0;
+    for (size_t i = 0; i < size; ++i) {
+      worst = std::max(worst, std::fabs(double(ef[r].values()[i]) - beta * e[r][i]));
+      resid2 += double(ef[r].values()[i]) * ef[r].values()[i];
+      e2 += e[r][i] * e[r][i];
+    }
+    EXPECT_LT(worst, 1e-7) << "node " << r;  // values ~1e-3, a few fp32 roundings per round
+    EXPECT_NEAR(std::sqrt(resid2 / e2), beta, 1e-5) << "the stored buffer is β·e";
+  }
+  // Late for the ring: everything waits, and fades like the rest:
+  // r = β·(r + Δ). With β = 0.5 the values stay exact in fp32.
+  ErrorFeedback half(4, 0.5);
+  const std::vector<float> d = {1, 2, 3, 4};
+  half.commit_none(d.data());
+  EXPECT_EQ(half.values(), (std::vector<float>{0.5f, 1.0f, 1.5f, 2.0f}));
+  half.commit_none(d.data());
+  EXPECT_EQ(half.values(), (std::vector<float>{0.75f, 1.5f, 2.25f, 3.0f}));
+  // β = 0 keeps nothing: each round sends from its own pseudo-gradient alone.
+  ErrorFeedback none(4, 0.0);
+  none.commit_none(d.data());
+  EXPECT_EQ(none.values(), std::vector<float>(4, 0.0f));
+  for (double bad : {-0.1, 1.01, std::nan("")}) {
+    try {
+      ErrorFeedback x(4, bad);
+      FAIL() << "decay " << bad << " accepted";
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("diloco.error_feedback_decay"), std::string::npos) << err.what();
+    }
+  }
+}
+
 // --- resume with error feedback ---------------------------------------------
 
 std::string corpus_dir() { return ::testing::TempDir() + "/compression_corpus"; }
@@ -523,6 +579,53 @@ TEST(Compression, ConfigNamesTheChoices) {
   EXPECT_THROW(load_config("", {"diloco.sparse_density=0"}), Error);
   EXPECT_THROW(parse_compression("fp4"), Error);
   EXPECT_THROW(make_block_codec(Compression::Sparse, 4096), Error);
+}
+
+std::string config_error(const std::vector<std::string>& sets) {
+  try {
+    load_config("", sets);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// compression sparse runs SparseLoCo's recipe by default: the error
+// feedback decays by 0.95 and the outer step is plain SGD at lr 1 (the
+// decayed buffer stands in for outer momentum); every other compression
+// keeps DiLoCo's Nesterov step. Each can be set explicitly, and keys that
+// make no sense together are refused with the key named.
+TEST(Compression, SparseDefaultsToSparseLoCosOuterRecipe) {
+  const DilocoConfig sp = load_config("", {"diloco.compression=sparse"}).diloco;
+  EXPECT_EQ(sp.error_feedback_decay, 0.95);
+  EXPECT_EQ(sp.outer_lr, 1.0);
+  EXPECT_EQ(sp.outer_momentum, 0.0);
+  EXPECT_FALSE(sp.nesterov);
+  for (const char* c : {"none", "int8", "int4"}) {
+    const DilocoConfig d = load_config("", {std::string("diloco.compression=") + c}).diloco;
+    EXPECT_EQ(d.outer_lr, 0.7) << c;
+    EXPECT_EQ(d.outer_momentum, 0.9) << c;
+    EXPECT_TRUE(d.nesterov) << c;
+  }
+  // The pre-SparseLoCo sparse recipe, spelled out, still runs.
+  const DilocoConfig old = load_config("", {"diloco.compression=sparse", "diloco.error_feedback_decay=1",
+                                            "diloco.outer_lr=0.7", "diloco.outer_momentum=0.9",
+                                            "diloco.nesterov=true"})
+                               .diloco;
+  EXPECT_EQ(old.error_feedback_decay, 1.0);
+  EXPECT_EQ(old.outer_momentum, 0.9);
+  EXPECT_TRUE(old.nesterov);
+  // Momentum without naming Nesterov: Nesterov, as DiLoCo.
+  EXPECT_TRUE(load_config("", {"diloco.compression=sparse", "diloco.outer_momentum=0.5"}).diloco.nesterov);
+  // Errors name the key, say what was wrong and what to do.
+  std::string m = config_error({"diloco.compression=int8", "diloco.error_feedback_decay=0.9"});
+  EXPECT_NE(m.find("error_feedback_decay"), std::string::npos) << m;
+  EXPECT_NE(m.find("only to diloco.compression \"sparse\""), std::string::npos) << m;
+  m = config_error({"diloco.compression=sparse", "diloco.error_feedback_decay=1.5"});
+  EXPECT_NE(m.find("error_feedback_decay"), std::string::npos) << m;
+  m = config_error({"diloco.compression=sparse", "diloco.nesterov=true"});
+  EXPECT_NE(m.find("nesterov"), std::string::npos) << m;
+  EXPECT_NE(m.find("outer_momentum"), std::string::npos) << m;
 }
 
 }  // namespace
