@@ -303,7 +303,8 @@ TEST(DistRingInt4, BitIdenticalOnEveryRankAccurateAndServedAsCarried) {
 
 RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vector<std::vector<float>>& residual,
                      size_t k, uint64_t round = 3,
-                     const std::function<void(std::vector<uint8_t>&)>& corrupt_rank0 = {}) {
+                     const std::function<void(std::vector<uint8_t>&)>& corrupt_rank0 = {},
+                     SparseAggregation agg = SparseAggregation::Mean) {
   const int n = static_cast<int>(in.size());
   Ring ring(n);
   if (corrupt_rank0) ring.links[0]->corrupt = corrupt_rank0;
@@ -323,6 +324,7 @@ RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vecto
       o.k = k;
       o.chunk_blocks = 3;
       o.message_timeout = 5s;
+      o.aggregation = agg;
       try {
         sparse_allgather_average(*ring.links[r], o, in[r], residual.empty() ? std::span<const float>() : std::span<const float>(residual[r]),
                                  res.out[r], &res.sent[r], &res.carried[r]);
@@ -358,6 +360,65 @@ TEST(DistSparseRing, EveryRankGetsTheSameBitsTheMeanOfWhatWasSent) {
       }
     }
   }
+}
+
+// diloco.sparse_aggregation "contributors" (SparseLoCo's code): each value
+// is the mean over the ranks that kept it. The same bits on every rank for
+// 2, 3 and 5 ranks, the reference computed here from what each rank sent,
+// and a donor's carried bytes (piece kind 4) decode to the same bits.
+TEST(DistSparseRing, ContributorsAverageEachValueOverTheRanksThatSentIt) {
+  for (int n : {2, 3, 5}) {
+    for (size_t size : {size_t{10'007}, size_t{1536}, size_t{5}}) {
+      const auto in = make_inputs(n, size, 600 + n);
+      const auto residual = make_inputs(n, size, 700 + n);
+      const RunResult res = run_sparse(in, residual, 11, 3, {}, SparseAggregation::Contributors);
+      std::vector<double> sum(size, 0.0);
+      std::vector<int> kept(size, 0);
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "n=" << n << " size=" << size;
+        sparse_for_each(res.sent[r].encoded.data(), size, 512, 11, [&](size_t i, float v) {
+          sum[i] += v;
+          ++kept[i];
+        });
+      }
+      size_t shared = 0;
+      for (size_t i = 0; i < size; ++i) {
+        const double want = kept[i] ? sum[i] / kept[i] : 0.0;
+        ASSERT_NEAR(res.out[0][i], want, 1e-6 * (std::fabs(want) + 1e-6)) << "n=" << n << " value " << i;
+        shared += kept[i] > 1;
+      }
+      if (size > 1000) {
+        EXPECT_GT(shared, 0u) << "some values were kept by several ranks (the division is tested)";
+      }
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(0, std::memcmp(res.out[r].data(), res.out[0].data(), size * 4)) << "n=" << n << " rank " << r;
+        RoundEncoder enc(size);
+        for (const RingCarried& c : res.carried[r]) enc.add_carried(c);
+        std::vector<float> got(size, -1.0f);
+        decode_round(enc.finish(), got, "sparse round");
+        ASSERT_EQ(0, std::memcmp(got.data(), res.out[0].data(), size * 4)) << "what a donor serves decodes the same";
+      }
+    }
+  }
+  // Where every rank kept a value both aggregations agree; where one did,
+  // contributors gives its value and mean a 1/N share of it.
+  const size_t one = sparse_encoded_bytes(4, 4, 1);
+  std::vector<uint8_t> all(2 * one);
+  const std::vector<float> a = {0, 8, 0, 0}, b = {0, 0, 4, 0}, c = {0, 6, 0, 0};
+  sparse_encode(a.data(), nullptr, 4, 4, 1, all.data());
+  sparse_encode(b.data(), nullptr, 4, 4, 1, all.data() + one);
+  std::vector<float> m(4), ctr(4);
+  sparse_average(all.data(), 2, 4, 4, 1, m.data(), SparseAggregation::Mean);
+  sparse_average(all.data(), 2, 4, 4, 1, ctr.data(), SparseAggregation::Contributors);
+  EXPECT_EQ(m, (std::vector<float>{0, 4, 2, 0}));
+  EXPECT_EQ(ctr, (std::vector<float>{0, 8, 4, 0}));
+  sparse_encode(c.data(), nullptr, 4, 4, 1, all.data() + one);
+  sparse_average(all.data(), 2, 4, 4, 1, m.data(), SparseAggregation::Mean);
+  sparse_average(all.data(), 2, 4, 4, 1, ctr.data(), SparseAggregation::Contributors);
+  EXPECT_EQ(m, ctr);
+  EXPECT_EQ(ctr, (std::vector<float>{0, 7, 0, 0}));
+  EXPECT_EQ(parse_sparse_aggregation("contributors"), SparseAggregation::Contributors);
+  EXPECT_THROW(parse_sparse_aggregation("median"), Error);
 }
 
 TEST(DistSparseRing, BytesPerNodeAreNMinusOneContributions) {
@@ -598,6 +659,7 @@ std::string config_error(const std::vector<std::string>& sets) {
 TEST(Compression, SparseDefaultsToSparseLoCosOuterRecipe) {
   const DilocoConfig sp = load_config("", {"diloco.compression=sparse"}).diloco;
   EXPECT_EQ(sp.error_feedback_decay, 0.95);
+  EXPECT_EQ(sp.sparse_aggregation, "contributors");
   EXPECT_EQ(sp.outer_lr, 1.0);
   EXPECT_EQ(sp.outer_momentum, 0.0);
   EXPECT_FALSE(sp.nesterov);
@@ -623,6 +685,12 @@ TEST(Compression, SparseDefaultsToSparseLoCosOuterRecipe) {
   EXPECT_NE(m.find("only to diloco.compression \"sparse\""), std::string::npos) << m;
   m = config_error({"diloco.compression=sparse", "diloco.error_feedback_decay=1.5"});
   EXPECT_NE(m.find("error_feedback_decay"), std::string::npos) << m;
+  m = config_error({"diloco.compression=int4", "diloco.sparse_aggregation=mean"});
+  EXPECT_NE(m.find("sparse_aggregation"), std::string::npos) << m;
+  m = config_error({"diloco.compression=sparse", "diloco.sparse_aggregation=median"});
+  EXPECT_NE(m.find("contributors"), std::string::npos) << m;
+  EXPECT_EQ(load_config("", {"diloco.compression=sparse", "diloco.sparse_aggregation=mean"}).diloco.sparse_aggregation,
+            "mean");
   m = config_error({"diloco.compression=sparse", "diloco.nesterov=true"});
   EXPECT_NE(m.find("nesterov"), std::string::npos) << m;
   EXPECT_NE(m.find("outer_momentum"), std::string::npos) << m;

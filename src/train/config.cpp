@@ -235,6 +235,10 @@ Config parse_config(const json& doc, const std::string& source) {
                                           "error-feedback buffer), and compression is \"", d.compression,
                                           "\": remove the key or set compression sparse"));
     d.error_feedback_decay = r.get_double("error_feedback_decay", kSparseErrorFeedbackDecay, 0.0, 1.0);
+    if (!sparse && r.has("sparse_aggregation"))
+      r.error("sparse_aggregation", str("applies only to diloco.compression \"sparse\", and compression is \"",
+                                        d.compression, "\": remove the key or set compression sparse"));
+    d.sparse_aggregation = r.get_string("sparse_aggregation", "contributors", {"contributors", "mean"});
     d.rings = r.get_int("rings", 1, 1, 16);
     d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
     r.finish();

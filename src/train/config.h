@@ -132,6 +132,10 @@ struct DilocoConfig {
   // to SparseLoCo's too: outer_lr kSparseOuterLr, outer_momentum 0,
   // nesterov false (the decayed buffer stands in for outer momentum).
   double error_feedback_decay = kSparseErrorFeedbackDecay;
+  // sparse: how the nodes' contributions are averaged (dist/sparse.h):
+  // "contributors" (per value, the mean over the nodes that sent it, as
+  // SparseLoCo's code does) or "mean" (the sum over all N nodes / N).
+  std::string sparse_aggregation = "contributors";
   // Parallel rings per all-reduce, each carrying one contiguous segment of the
   // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
   // GPU, 8). Run-wide, independent of any node's GPU count.

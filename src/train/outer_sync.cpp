@@ -73,7 +73,9 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   // Which outer recipe runs: sparse defaults to SparseLoCo's (config.h), and
   // a config file that still names DiLoCo's Nesterov settings overrides it.
   if (ef_)
-    note(str("diloco.compression=sparse: top-k at density ", cfg_.diloco.sparse_density, ", error-feedback decay ",
+    note(str("diloco.compression=sparse: top-k at density ", cfg_.diloco.sparse_density, ", averaged over ",
+             cfg_.diloco.sparse_aggregation == "mean" ? "all nodes" : "the nodes that sent each value",
+             ", error-feedback decay ",
              cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
              cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : "",
              cfg_.diloco.outer_momentum == 0.0 && cfg_.diloco.error_feedback_decay < 1.0
