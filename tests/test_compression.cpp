@@ -652,13 +652,13 @@ std::string config_error(const std::vector<std::string>& sets) {
 }
 
 // compression sparse runs SparseLoCo's recipe by default: the error
-// feedback decays by 0.95 and the outer step is plain SGD at lr 1 (the
+// feedback decays by 0.8 and the outer step is plain SGD at lr 1 (the
 // decayed buffer stands in for outer momentum); every other compression
 // keeps DiLoCo's Nesterov step. Each can be set explicitly, and keys that
 // make no sense together are refused with the key named.
 TEST(Compression, SparseDefaultsToSparseLoCosOuterRecipe) {
   const DilocoConfig sp = load_config("", {"diloco.compression=sparse"}).diloco;
-  EXPECT_EQ(sp.error_feedback_decay, 0.95);
+  EXPECT_EQ(sp.error_feedback_decay, 0.8);
   EXPECT_EQ(sp.sparse_aggregation, "contributors");
   EXPECT_EQ(sp.outer_lr, 1.0);
   EXPECT_EQ(sp.outer_momentum, 0.0);
