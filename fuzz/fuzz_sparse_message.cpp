@@ -24,6 +24,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     intellect::sparse_decode_add(payload, h.count, h.block, h.k, out.data());
     for (float v : out)
       if (!std::isfinite(v)) std::abort();
+    // The same payload as one contribution averaged per value over its
+    // contributors (diloco.sparse_aggregation "contributors"): the counting
+    // path writes only inside the announced count too.
+    intellect::sparse_average(payload, 1, h.count, h.block, h.k, out.data(),
+                              intellect::SparseAggregation::Contributors);
+    for (float v : out)
+      if (!std::isfinite(v)) std::abort();
   } catch (const intellect::Error&) {
   }
   return 0;

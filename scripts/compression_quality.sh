@@ -11,6 +11,10 @@
 #   scripts/compression_quality.sh [-n NODES] [-c CONFIG] [-H "25 100"]
 #       [-m "none int8 int4 sparse:0.01 sparse:0.03"] [-o OUT] [-b BUILD] [--set k=v]...
 #
+# A mode may carry settings of its own after '+', e.g. the pre-SparseLoCo
+# sparse recipe (undecayed error feedback under DiLoCo's Nesterov step):
+#   sparse:0.03+diloco.error_feedback_decay=1+diloco.outer_lr=0.7+diloco.outer_momentum=0.9+diloco.nesterov=true
+#
 # Examples:
 #   # the CPU table in docs/PERFORMANCE.md (tiny model on tinyshakespeare, byte tokens; ~6 min on 2 cores)
 #   build/prepare_data --tokenizer byte --input ../shared/data/text/tinyshakespeare.txt \
@@ -43,7 +47,7 @@ while [[ $# -gt 0 ]]; do
     -o) out="$2"; shift 2 ;;
     -b) build="$2"; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "compression_quality: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,14 +63,23 @@ mkdir -p "$out"
 : > "$results"
 for h in $hs; do
   for mode in $modes; do
-    comp="${mode%%:*}"
+    # A mode is COMPRESSION[:DENSITY][+KEY=VALUE]...: the settings after each
+    # '+' apply to this cell only (e.g. an older outer recipe to compare with).
+    base="${mode%%+*}"
+    cell_sets=()
+    if [[ "$mode" == *+* ]]; then
+      IFS='+' read -r -a kvs <<< "${mode#*+}"
+      for kv in "${kvs[@]}"; do cell_sets+=(--set "$kv"); done
+    fi
+    comp="${base%%:*}"
     density=""
-    [[ "$mode" == *:* ]] && density="${mode#*:}"
-    dir="$out/H$h-${mode//:/-}"
+    [[ "$base" == *:* ]] && density="${base#*:}"
+    dir="$out/H$h-$(tr -c 'A-Za-z0-9._\n-' '-' <<< "$mode")"
     rm -rf "$dir"
     mkdir -p "$dir"
     extra=(--set "diloco.inner_steps=$h" --set "diloco.compression=$comp")
     [[ -n "$density" ]] && extra+=(--set "diloco.sparse_density=$density")
+    extra+=("${cell_sets[@]}")
     t0=$(date +%s.%N)
     set +e
     "$train" --local-nodes "$nodes" "${cfg[@]}" "${sets[@]}" --set "train.out_dir=$dir" --set ckpt.save_final=false \

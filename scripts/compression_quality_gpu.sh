@@ -9,6 +9,13 @@
 #                                            # rounds move 6.5 GB per node over loopback)
 #   scripts/compression_quality_gpu.sh 25 -m "int4 sparse:0.03"   # extra arguments go to
 #                                            # compression_quality.sh (here: fewer cells)
+#   scripts/compression_quality_gpu.sh 100 -m "none sparse:0.03 sparse:0.03+diloco.outer_lr=2"
+#                                            # sparse with its SparseLoCo defaults, and a
+#                                            # per-cell override after '+'
+#
+# configs/150m.json leaves the outer step to the defaults, so sparse cells get
+# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum) and the others
+# DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
 #
 # Estimates, not measured: ~15 s to start 4 CUDA processes, ~100 ms a step
 # with 4 processes sharing the GPU (30 s for 300 steps), 1-5 s per outer step

@@ -303,7 +303,8 @@ TEST(DistRingInt4, BitIdenticalOnEveryRankAccurateAndServedAsCarried) {
 
 RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vector<std::vector<float>>& residual,
                      size_t k, uint64_t round = 3,
-                     const std::function<void(std::vector<uint8_t>&)>& corrupt_rank0 = {}) {
+                     const std::function<void(std::vector<uint8_t>&)>& corrupt_rank0 = {},
+                     SparseAggregation agg = SparseAggregation::Mean) {
   const int n = static_cast<int>(in.size());
   Ring ring(n);
   if (corrupt_rank0) ring.links[0]->corrupt = corrupt_rank0;
@@ -323,6 +324,7 @@ RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vecto
       o.k = k;
       o.chunk_blocks = 3;
       o.message_timeout = 5s;
+      o.aggregation = agg;
       try {
         sparse_allgather_average(*ring.links[r], o, in[r], residual.empty() ? std::span<const float>() : std::span<const float>(residual[r]),
                                  res.out[r], &res.sent[r], &res.carried[r]);
@@ -358,6 +360,65 @@ TEST(DistSparseRing, EveryRankGetsTheSameBitsTheMeanOfWhatWasSent) {
       }
     }
   }
+}
+
+// diloco.sparse_aggregation "contributors" (SparseLoCo's code): each value
+// is the mean over the ranks that kept it. The same bits on every rank for
+// 2, 3 and 5 ranks, the reference computed here from what each rank sent,
+// and a donor's carried bytes (piece kind 4) decode to the same bits.
+TEST(DistSparseRing, ContributorsAverageEachValueOverTheRanksThatSentIt) {
+  for (int n : {2, 3, 5}) {
+    for (size_t size : {size_t{10'007}, size_t{1536}, size_t{5}}) {
+      const auto in = make_inputs(n, size, 600 + n);
+      const auto residual = make_inputs(n, size, 700 + n);
+      const RunResult res = run_sparse(in, residual, 11, 3, {}, SparseAggregation::Contributors);
+      std::vector<double> sum(size, 0.0);
+      std::vector<int> kept(size, 0);
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "n=" << n << " size=" << size;
+        sparse_for_each(res.sent[r].encoded.data(), size, 512, 11, [&](size_t i, float v) {
+          sum[i] += v;
+          ++kept[i];
+        });
+      }
+      size_t shared = 0;
+      for (size_t i = 0; i < size; ++i) {
+        const double want = kept[i] ? sum[i] / kept[i] : 0.0;
+        ASSERT_NEAR(res.out[0][i], want, 1e-6 * (std::fabs(want) + 1e-6)) << "n=" << n << " value " << i;
+        shared += kept[i] > 1;
+      }
+      if (size > 1000) {
+        EXPECT_GT(shared, 0u) << "some values were kept by several ranks (the division is tested)";
+      }
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(0, std::memcmp(res.out[r].data(), res.out[0].data(), size * 4)) << "n=" << n << " rank " << r;
+        RoundEncoder enc(size);
+        for (const RingCarried& c : res.carried[r]) enc.add_carried(c);
+        std::vector<float> got(size, -1.0f);
+        decode_round(enc.finish(), got, "sparse round");
+        ASSERT_EQ(0, std::memcmp(got.data(), res.out[0].data(), size * 4)) << "what a donor serves decodes the same";
+      }
+    }
+  }
+  // Where every rank kept a value both aggregations agree; where one did,
+  // contributors gives its value and mean a 1/N share of it.
+  const size_t one = sparse_encoded_bytes(4, 4, 1);
+  std::vector<uint8_t> all(2 * one);
+  const std::vector<float> a = {0, 8, 0, 0}, b = {0, 0, 4, 0}, c = {0, 6, 0, 0};
+  sparse_encode(a.data(), nullptr, 4, 4, 1, all.data());
+  sparse_encode(b.data(), nullptr, 4, 4, 1, all.data() + one);
+  std::vector<float> m(4), ctr(4);
+  sparse_average(all.data(), 2, 4, 4, 1, m.data(), SparseAggregation::Mean);
+  sparse_average(all.data(), 2, 4, 4, 1, ctr.data(), SparseAggregation::Contributors);
+  EXPECT_EQ(m, (std::vector<float>{0, 4, 2, 0}));
+  EXPECT_EQ(ctr, (std::vector<float>{0, 8, 4, 0}));
+  sparse_encode(c.data(), nullptr, 4, 4, 1, all.data() + one);
+  sparse_average(all.data(), 2, 4, 4, 1, m.data(), SparseAggregation::Mean);
+  sparse_average(all.data(), 2, 4, 4, 1, ctr.data(), SparseAggregation::Contributors);
+  EXPECT_EQ(m, ctr);
+  EXPECT_EQ(ctr, (std::vector<float>{0, 7, 0, 0}));
+  EXPECT_EQ(parse_sparse_aggregation("contributors"), SparseAggregation::Contributors);
+  EXPECT_THROW(parse_sparse_aggregation("median"), Error);
 }
 
 TEST(DistSparseRing, BytesPerNodeAreNMinusOneContributions) {
@@ -449,6 +510,62 @@ TEST(ErrorFeedback, SentPlusResidualIsThePseudoGradientsSum) {
   EXPECT_THROW(e.set(std::vector<float>(3)), Error);
 }
 
+// SparseLoCo's decayed accumulator, e ← β·e + Δ; sent = TopK(e); e ← e − sent,
+// stored decayed (r = β·e) for the next round to add: over eight rounds
+// through the all-gather, per node, e_T = Σ_t β^(T−t)·(Δ_t − sent_t) and
+// r_T = β·e_T, computed here in double from what was really sent. Each
+// round's input to the top-k is Δ_t + r_{t−1} = β·e_{t−1} + Δ_t.
+TEST(ErrorFeedback, DecayFadesWhatWasNotSentByBetaPerRound) {
+  const int n = 3, rounds = 8;
+  const size_t size = 3000;
+  const double beta = 0.9;
+  std::vector<ErrorFeedback> ef(n, ErrorFeedback(size, beta));
+  std::vector<std::vector<double>> e(n, std::vector<double>(size, 0.0));  // e_t, undecayed after round t
+  for (int t = 0; t < rounds; ++t) {
+    const auto delta = make_inputs(n, size, 2000 + 17 * t);
+    std::vector<std::vector<float>> residual;
+    for (int r = 0; r < n; ++r) residual.push_back(ef[r].values());
+    const RunResult res = run_sparse(delta, residual, 20, 40 + t);
+    for (int r = 0; r < n; ++r) {
+      ASSERT_EQ(res.errors[r], "");
+      std::vector<float> sent(size, 0.0f);
+      sparse_decode_add(res.sent[r].encoded.data(), size, 512, 20, sent.data());
+      for (size_t i = 0; i < size; ++i) e[r][i] = beta * e[r][i] + delta[r][i] - sent[i];
+      ef[r].commit_sent(delta[r].data(), {res.sent[r]});
+    }
+  }
+  for (int r = 0; r < n; ++r) {
+    double worst = 0, resid2 = 0, e2 = 0;
+    for (size_t i = 0; i < size; ++i) {
+      worst = std::max(worst, std::fabs(double(ef[r].values()[i]) - beta * e[r][i]));
+      resid2 += double(ef[r].values()[i]) * ef[r].values()[i];
+      e2 += e[r][i] * e[r][i];
+    }
+    EXPECT_LT(worst, 1e-7) << "node " << r;  // values ~1e-3, a few fp32 roundings per round
+    EXPECT_NEAR(std::sqrt(resid2 / e2), beta, 1e-5) << "the stored buffer is β·e";
+  }
+  // Late for the ring: everything waits, and fades like the rest:
+  // r = β·(r + Δ). With β = 0.5 the values stay exact in fp32.
+  ErrorFeedback half(4, 0.5);
+  const std::vector<float> d = {1, 2, 3, 4};
+  half.commit_none(d.data());
+  EXPECT_EQ(half.values(), (std::vector<float>{0.5f, 1.0f, 1.5f, 2.0f}));
+  half.commit_none(d.data());
+  EXPECT_EQ(half.values(), (std::vector<float>{0.75f, 1.5f, 2.25f, 3.0f}));
+  // β = 0 keeps nothing: each round sends from its own pseudo-gradient alone.
+  ErrorFeedback none(4, 0.0);
+  none.commit_none(d.data());
+  EXPECT_EQ(none.values(), std::vector<float>(4, 0.0f));
+  for (double bad : {-0.1, 1.01, std::nan("")}) {
+    try {
+      ErrorFeedback x(4, bad);
+      FAIL() << "decay " << bad << " accepted";
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("diloco.error_feedback_decay"), std::string::npos) << err.what();
+    }
+  }
+}
+
 // --- resume with error feedback ---------------------------------------------
 
 std::string corpus_dir() { return ::testing::TempDir() + "/compression_corpus"; }
@@ -523,6 +640,60 @@ TEST(Compression, ConfigNamesTheChoices) {
   EXPECT_THROW(load_config("", {"diloco.sparse_density=0"}), Error);
   EXPECT_THROW(parse_compression("fp4"), Error);
   EXPECT_THROW(make_block_codec(Compression::Sparse, 4096), Error);
+}
+
+std::string config_error(const std::vector<std::string>& sets) {
+  try {
+    load_config("", sets);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// compression sparse runs SparseLoCo's recipe by default: the error
+// feedback decays by 0.8 and the outer step is plain SGD at lr 1 (the
+// decayed buffer stands in for outer momentum); every other compression
+// keeps DiLoCo's Nesterov step. Each can be set explicitly, and keys that
+// make no sense together are refused with the key named.
+TEST(Compression, SparseDefaultsToSparseLoCosOuterRecipe) {
+  const DilocoConfig sp = load_config("", {"diloco.compression=sparse"}).diloco;
+  EXPECT_EQ(sp.error_feedback_decay, 0.8);
+  EXPECT_EQ(sp.sparse_aggregation, "contributors");
+  EXPECT_EQ(sp.outer_lr, 1.0);
+  EXPECT_EQ(sp.outer_momentum, 0.0);
+  EXPECT_FALSE(sp.nesterov);
+  for (const char* c : {"none", "int8", "int4"}) {
+    const DilocoConfig d = load_config("", {std::string("diloco.compression=") + c}).diloco;
+    EXPECT_EQ(d.outer_lr, 0.7) << c;
+    EXPECT_EQ(d.outer_momentum, 0.9) << c;
+    EXPECT_TRUE(d.nesterov) << c;
+  }
+  // The pre-SparseLoCo sparse recipe, spelled out, still runs.
+  const DilocoConfig old = load_config("", {"diloco.compression=sparse", "diloco.error_feedback_decay=1",
+                                            "diloco.outer_lr=0.7", "diloco.outer_momentum=0.9",
+                                            "diloco.nesterov=true"})
+                               .diloco;
+  EXPECT_EQ(old.error_feedback_decay, 1.0);
+  EXPECT_EQ(old.outer_momentum, 0.9);
+  EXPECT_TRUE(old.nesterov);
+  // Momentum without naming Nesterov: Nesterov, as DiLoCo.
+  EXPECT_TRUE(load_config("", {"diloco.compression=sparse", "diloco.outer_momentum=0.5"}).diloco.nesterov);
+  // Errors name the key, say what was wrong and what to do.
+  std::string m = config_error({"diloco.compression=int8", "diloco.error_feedback_decay=0.9"});
+  EXPECT_NE(m.find("error_feedback_decay"), std::string::npos) << m;
+  EXPECT_NE(m.find("only to diloco.compression \"sparse\""), std::string::npos) << m;
+  m = config_error({"diloco.compression=sparse", "diloco.error_feedback_decay=1.5"});
+  EXPECT_NE(m.find("error_feedback_decay"), std::string::npos) << m;
+  m = config_error({"diloco.compression=int4", "diloco.sparse_aggregation=mean"});
+  EXPECT_NE(m.find("sparse_aggregation"), std::string::npos) << m;
+  m = config_error({"diloco.compression=sparse", "diloco.sparse_aggregation=median"});
+  EXPECT_NE(m.find("contributors"), std::string::npos) << m;
+  EXPECT_EQ(load_config("", {"diloco.compression=sparse", "diloco.sparse_aggregation=mean"}).diloco.sparse_aggregation,
+            "mean");
+  m = config_error({"diloco.compression=sparse", "diloco.nesterov=true"});
+  EXPECT_NE(m.find("nesterov"), std::string::npos) << m;
+  EXPECT_NE(m.find("outer_momentum"), std::string::npos) << m;
 }
 
 }  // namespace

@@ -8,6 +8,11 @@
 
 namespace intellect {
 
+ErrorFeedback::ErrorFeedback(size_t n, double decay) : residual_(n, 0.0f), decay_(static_cast<float>(decay)) {
+  if (!(decay >= 0.0 && decay <= 1.0))
+    fail("error-feedback decay is ", decay, "; it must be in [0, 1] (diloco.error_feedback_decay; 1: no decay)");
+}
+
 void ErrorFeedback::set(std::vector<float> r) {
   if (r.size() != residual_.size())
     fail("error-feedback buffer of ", r.size(), " values, the model has ", residual_.size(),
@@ -30,6 +35,7 @@ void ErrorFeedback::commit_sent(const float* delta, const std::vector<SparseSent
     float* base = e + s.offset;
     sparse_for_each(s.encoded.data(), s.count, s.block, s.k, [&](size_t i, float v) { base[i] -= v; });
   }
+  scale();
 }
 
 void ErrorFeedback::commit_none(const float* delta) {
@@ -37,6 +43,20 @@ void ErrorFeedback::commit_none(const float* delta) {
   const size_t n = residual_.size();
 #pragma omp parallel for simd schedule(static) if (n > (1u << 16))
   for (size_t i = 0; i < n; ++i) e[i] += delta[i];
+  scale();
+}
+
+// After the subtraction, so the decay applies to what was left unsent
+// (SparseLoCo's order: e ← β·e + Δ at the start of the next round).
+// β = 1 skips the pass and leaves the buffer exactly as before the decay
+// existed (old checkpoints and runs with decay 1 go on bit for bit).
+void ErrorFeedback::scale() {
+  if (decay_ == 1.0f) return;
+  float* e = residual_.data();
+  const size_t n = residual_.size();
+  const float b = decay_;
+#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
+  for (size_t i = 0; i < n; ++i) e[i] *= b;
 }
 
 double ErrorFeedback::rms() const {

@@ -1,9 +1,18 @@
 // A node's error-feedback buffer for sparse pseudo-gradients (SparseLoCo's
-// accumulator, with no decay): what this node computed but did not send.
-// Each round sends the top-k of (pseudo-gradient + residual) and keeps the
-// rest, so over any number of rounds
-//   Σ sent = Σ pseudo-gradients − residual        (up to fp32 rounding)
-// and no progress is lost to sparsity, only delayed.
+// accumulator): what this node computed but did not send, decayed by β
+// (diloco.error_feedback_decay) each round. SparseLoCo (Sarfi et al. 2025,
+// arXiv 2508.15706, Algorithm 1) runs, per node r and round t,
+//   e ← β·e + Δ_t;  sent_t = Q(TopK(e));  e ← e − sent_t
+// and drops DiLoCo's outer momentum: the decayed accumulator plays its part
+// (docs/ARCHITECTURE.md, "What SparseLoCo does"). The buffer held here is
+// the one the next round adds to its pseudo-gradient, so it is stored
+// already decayed: r = β·e after each commit, and a round encodes Δ + r.
+// That keeps the ring code unaware of β. Over rounds 1..T
+//   e_T = Σ_t β^(T−t) (Δ_t − sent_t),   r_T = β·e_T   (up to fp32 rounding)
+// and with β = 1 (no decay) Σ sent = Σ pseudo-gradients − residual: no
+// progress is lost to sparsity, only delayed. With β < 1 what waits too
+// long fades (by β per round), which is what keeps stale values from
+// piling up into the momentum-like overshoot of an undecayed buffer.
 //
 // Part of the node's state: checkpointed with the outer state
 // (error_feedback.safetensors) and restored on resume, so a resumed node
@@ -26,7 +35,10 @@ namespace intellect {
 
 class ErrorFeedback {
  public:
-  explicit ErrorFeedback(size_t n) : residual_(n, 0.0f) {}
+  // `decay` is β in [0, 1] (diloco.error_feedback_decay; 1: none).
+  explicit ErrorFeedback(size_t n, double decay = 1.0);
+
+  double decay() const { return decay_; }
 
   std::span<const float> residual() const { return residual_; }
   const std::vector<float>& values() const { return residual_; }
@@ -36,18 +48,20 @@ class ErrorFeedback {
 
   // After a round in which this node sent `sent` (its contributions, each
   // over a range of the buffer) for pseudo-gradient `delta`:
-  //   residual = delta + residual − decode(sent)
-  // over the ranges sent (the rest: delta + residual, nothing of it sent).
+  //   residual = β·(delta + residual − decode(sent))
+  // over the ranges sent (the rest: β·(delta + residual), nothing of it sent).
   void commit_sent(const float* delta, const std::vector<SparseSent>& sent);
   // Nothing of this round's pseudo-gradient was used (late for the ring,
-  // the round's average from a donor): residual += delta.
+  // the round's average from a donor): residual = β·(residual + delta).
   void commit_none(const float* delta);
 
   // Root mean square of the residual, for the metrics.
   double rms() const;
 
  private:
+  void scale();  // residual *= β
   std::vector<float> residual_;
+  float decay_;  // applied as float, once per value per round
 };
 
 }  // namespace intellect

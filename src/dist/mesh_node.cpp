@@ -69,6 +69,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.compression = opt_.compression;
   ro.codec_block = opt_.codec_block;
   ro.sparse_k = opt_.sparse_k;
+  ro.sparse_aggregation = opt_.sparse_aggregation;
   ro.chunk_elems = opt_.chunk_elems;
   ro.rings = opt_.rings;
   ro.emulate_link = opt_.emulate_link;

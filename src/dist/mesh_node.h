@@ -58,6 +58,7 @@ struct MeshNodeOptions {
   // the values kept per block (sparse_k_for_density). The same on every node.
   size_t codec_block = 0;
   size_t sparse_k = 41;
+  SparseAggregation sparse_aggregation = SparseAggregation::Mean;  // diloco.sparse_aggregation
   std::chrono::milliseconds join_timeout{30000};
   std::chrono::milliseconds round_timeout{300000};   // waiting for a ring, and one all-reduce
   std::chrono::milliseconds message_timeout{60000};

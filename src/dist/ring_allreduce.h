@@ -36,6 +36,7 @@
 
 #include "util/error.h"
 #include "dist/codec.h"
+#include "dist/sparse.h"
 
 namespace intellect {
 
@@ -109,6 +110,7 @@ struct RingCarried {
   size_t offset = 0, count = 0;  // values, relative to the input
   size_t block = 0;              // RingOptions::int8_block (sparse: its block)
   size_t k = 0, world = 0;       // sparse only: values kept per block, contributions
+  SparseAggregation aggregation = SparseAggregation::Mean;  // sparse only: how they were averaged
   std::vector<uint8_t> encoded;  // codec_encoded_bytes(compression, count, block); sparse: world contributions
 };
 

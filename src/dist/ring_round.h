@@ -62,6 +62,7 @@ struct RingRoundOptions {
   Compression compression = Compression::Int8;
   size_t codec_block = 0;  // 0: default_codec_block(compression)
   size_t sparse_k = 41;
+  SparseAggregation sparse_aggregation = SparseAggregation::Mean;
   size_t chunk_elems = 0;  // 0: the codec's default (MeshNodeOptions::chunk_elems)
   int rings = 1;
   LinkEmulation emulate_link;

@@ -18,7 +18,9 @@ static_assert(std::endian::native == std::endian::little, "fp32 pieces are memcp
 namespace {
 constexpr uint32_t kMagic = 0x444e5249;  // "IRND" in memory order
 constexpr uint8_t kVersion = 1;
-constexpr uint8_t kFp32 = 0, kInt8 = 1, kInt4 = 2, kSparse = 3;
+// kSparseContributors: a sparse piece averaged per value over the
+// contributions that kept it (SparseAggregation::Contributors).
+constexpr uint8_t kFp32 = 0, kInt8 = 1, kInt4 = 2, kSparse = 3, kSparseContributors = 4;
 constexpr uint32_t kMaxWorld = 1u << 16;  // contributions in a sparse piece
 constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
 constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
@@ -74,7 +76,8 @@ void RoundEncoder::add_carried(const RingCarried& c) {
   } else if (c.compression == Compression::Sparse) {
     if (c.world == 0 || c.world > kMaxWorld || c.encoded.size() != c.world * sparse_encoded_bytes(c.count, c.block, c.k))
       fail("round encoder: ", c.encoded.size(), " bytes for ", c.world, " sparse contributions of ", c.count, " values");
-    piece_header(body_, kSparse, static_cast<uint32_t>(c.block), c.count);
+    piece_header(body_, c.aggregation == SparseAggregation::Contributors ? kSparseContributors : kSparse,
+                 static_cast<uint32_t>(c.block), c.count);
     ByteWriter w(8);
     w.u32(static_cast<uint32_t>(c.k));
     w.u32(static_cast<uint32_t>(c.world));
@@ -155,7 +158,7 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       const uint8_t* p8 = r.view("int4 values", n);
       int4_validate(p8, count, block, piece.c_str());
       int4_decode(p8, count, block, out.data() + at);
-    } else if (kind == kSparse) {
+    } else if (kind == kSparse || kind == kSparseContributors) {
       const uint32_t k = r.u32("sparse k");
       const uint32_t world = r.u32("sparse world");
       sparse_check_params(block, k, piece.c_str());
@@ -167,9 +170,10 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       const uint8_t* p8 = r.view("sparse contributions", world * one);
       for (uint32_t w = 0; w < world; ++w)
         sparse_validate(p8 + w * one, count, block, k, str(piece, ", contribution ", w).c_str());
-      sparse_average(p8, world, count, block, k, out.data() + at);
+      sparse_average(p8, world, count, block, k, out.data() + at,
+                     kind == kSparseContributors ? SparseAggregation::Contributors : SparseAggregation::Mean);
     } else {
-      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8, 2 int4, 3 sparse)");
+      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8, 2 int4, 3 sparse, 4 sparse averaged over contributors)");
     }
     at += count;
   }

@@ -3,13 +3,14 @@
 // carried in its all-gather, so the receiver decodes the same bytes every
 // ring member decoded and applies a bit-identical outer step, at the ring's
 // size: int8 about a quarter of fp32, int4 about 0.14, sparse every node's
-// contribution (N · ~2 bytes per kept value), summed in rank order as the
-// all-gather did. Rounds that were not compressed (diloco.compression
+// contribution (N · ~2 bytes per kept value), summed in rank order and
+// averaged as the all-gather did (diloco.sparse_aggregation: the kind says). Rounds that were not compressed (diloco.compression
 // "none", or a ring of one) travel as fp32 pieces.
 //
 // Wire (little-endian): magic 'IRND', u8 version, u8 reserved (0), u16
 // reserved (0), u64 total values, u32 pieces, u32 reserved (0); then each
-// piece: u8 kind (0 fp32, 1 int8, 2 int4, 3 sparse), 3 reserved bytes (0),
+// piece: u8 kind (0 fp32, 1 int8, 2 int4, 3 sparse, 4 sparse averaged per
+// value over the contributions that kept it), 3 reserved bytes (0),
 // u32 block (0 for fp32), u64 count; a sparse piece then u32 k, u32 world;
 // then count float32, or codec_encoded_bytes(kind, count, block), or world
 // contributions of sparse_encoded_bytes(count, block, k) in rank order.

@@ -156,13 +156,39 @@ void sparse_decode_add(const uint8_t* in, size_t n, size_t block, size_t k, floa
   sparse_for_each(in, n, block, k, [&](size_t i, float v) { acc[i] += v; });
 }
 
-void sparse_average(const uint8_t* in, size_t world, size_t n, size_t block, size_t k, float* out) {
+SparseAggregation parse_sparse_aggregation(const std::string& s) {
+  if (s == "mean") return SparseAggregation::Mean;
+  if (s == "contributors") return SparseAggregation::Contributors;
+  fail("sparse aggregation \"", s, "\" is not one of \"contributors\" (per value, the mean over the nodes that "
+       "sent it) or \"mean\" (the sum over all nodes / N)");
+}
+
+const char* sparse_aggregation_name(SparseAggregation a) {
+  return a == SparseAggregation::Contributors ? "contributors" : "mean";
+}
+
+void sparse_average(const uint8_t* in, size_t world, size_t n, size_t block, size_t k, float* out,
+                    SparseAggregation agg) {
   INTELLECT_CHECK(world > 0);
   std::fill(out, out + n, 0.0f);
   const size_t one = sparse_encoded_bytes(n, block, k);
-  for (size_t r = 0; r < world; ++r) sparse_decode_add(in + r * one, n, block, k, out);
-  const float w = static_cast<float>(world);
-  for (size_t i = 0; i < n; ++i) out[i] /= w;
+  if (agg == SparseAggregation::Mean) {
+    for (size_t r = 0; r < world; ++r) sparse_decode_add(in + r * one, n, block, k, out);
+    const float w = static_cast<float>(world);
+    for (size_t i = 0; i < n; ++i) out[i] /= w;
+    return;
+  }
+  // Contributors: the same rank-order sum, and how many kept each value
+  // (indices are validated strictly ascending, so a contribution counts a
+  // value at most once). A count of world divides as Mean does.
+  std::vector<uint32_t> kept(n, 0);
+  for (size_t r = 0; r < world; ++r)
+    sparse_for_each(in + r * one, n, block, k, [&](size_t i, float v) {
+      out[i] += v;
+      ++kept[i];
+    });
+  for (size_t i = 0; i < n; ++i)
+    if (kept[i] > 1) out[i] /= static_cast<float>(kept[i]);
 }
 
 }  // namespace intellect

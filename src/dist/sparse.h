@@ -23,6 +23,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace intellect {
 
@@ -52,11 +53,27 @@ void sparse_decode_add(const uint8_t* in, size_t n, size_t block, size_t k, floa
 template <class F>
 void sparse_for_each(const uint8_t* in, size_t n, size_t block, size_t k, F&& f);
 
+// How `world` sparse contributions become one update
+// (diloco.sparse_aggregation; docs/ARCHITECTURE.md, "What SparseLoCo does"):
+//  - Mean: Σ_r decoded_r / world for every value (SparseLoCo's equation,
+//    Δ = (1/R) Σ_r Δ̂_r): a value one node of four kept moves by a quarter
+//    of it.
+//  - Contributors: per value, the mean over the contributions that kept it
+//    (Σ_r decoded_r / #{r that kept it}; 0 where none did): what
+//    SparseLoCo's and Templar's code compute (scatter_reduce "mean" over
+//    the gathered indices). A value some nodes kept moves by their mean;
+//    where every node kept it, the same as Mean.
+enum class SparseAggregation : uint8_t { Mean = 0, Contributors = 1 };
+// "mean" | "contributors"; anything else is an Error naming both.
+SparseAggregation parse_sparse_aggregation(const std::string& s);
+const char* sparse_aggregation_name(SparseAggregation a);
+
 // The average of `world` contributions (each sparse_encoded_bytes(n, block,
-// k), back to back in rank order at `in`): out = (Σ_r decoded_r) / world,
-// summed in rank order, so every node that holds the same bytes gets the
-// same bits. Validate first when the bytes came from the network.
-void sparse_average(const uint8_t* in, size_t world, size_t n, size_t block, size_t k, float* out);
+// k), back to back in rank order at `in`), by `agg`, summed in rank order
+// (and counted, for Contributors), so every node that holds the same bytes
+// gets the same bits. Validate first when the bytes came from the network.
+void sparse_average(const uint8_t* in, size_t world, size_t n, size_t block, size_t k, float* out,
+                    SparseAggregation agg = SparseAggregation::Mean);
 
 // --- implementation of the template ------------------------------------------
 float sparse_block_step(float lo, float hi);

@@ -29,7 +29,7 @@ void average_chunks(const std::vector<uint8_t>& all, size_t N, size_t S, const S
     const size_t at = sparse_encoded_bytes(c * chunk, opt.block, opt.k);  // chunks are block-aligned
     piece.resize(N * bytes);
     for (size_t s = 0; s < N; ++s) std::memcpy(piece.data() + s * bytes, all.data() + s * one + at, bytes);
-    sparse_average(piece.data(), N, len, opt.block, opt.k, output.data() + c * chunk);
+    sparse_average(piece.data(), N, len, opt.block, opt.k, output.data() + c * chunk, opt.aggregation);
     if (!carried) continue;
     RingCarried k;
     k.compression = Compression::Sparse;
@@ -38,6 +38,7 @@ void average_chunks(const std::vector<uint8_t>& all, size_t N, size_t S, const S
     k.block = opt.block;
     k.k = opt.k;
     k.world = N;
+    k.aggregation = opt.aggregation;
     k.encoded = piece;
     carried->push_back(std::move(k));
   }

@@ -41,6 +41,9 @@ struct SparseRingOptions {
   size_t block = 4096;  // values per top-k block (≤ 4096)
   size_t k = 41;        // values kept per full block
   size_t chunk_blocks = 64;  // blocks per message
+  // How the contributions are averaged (sparse.h); the same on every rank
+  // (diloco.sparse_aggregation), like block and k.
+  SparseAggregation aggregation = SparseAggregation::Mean;
   std::chrono::milliseconds message_timeout{60000};
   RingClock::time_point deadline = RingClock::time_point::max();
 };
@@ -53,8 +56,9 @@ struct SparseSent {
   std::vector<uint8_t> encoded;
 };
 
-// output = (Σ over ranks of decode(contribution)) / world, the same bits on
-// every rank. `residual` is empty or of input's size (added before the
+// output = the contributions averaged by opt.aggregation (by default
+// (Σ over ranks of decode(contribution)) / world), the same bits on every
+// rank. `residual` is empty or of input's size (added before the
 // top-k). `sent` (when given) receives this rank's contribution; `carried`
 // (when given) every chunk with all ranks' contributions (RingCarried with
 // compression Sparse), in offset order, for round_codec.

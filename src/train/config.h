@@ -109,6 +109,13 @@ struct CheckpointConfig {
   std::string init_from;         // weights only (e.g. from ckpt_convert import)
 };
 
+// SparseLoCo's recipe for diloco.compression "sparse" (docs/ARCHITECTURE.md,
+// "What SparseLoCo does", has the sources). The decay is not SparseLoCo's
+// 0.95: 0.8 was better on every CPU check with 12 and 48 outer steps
+// (docs/PERFORMANCE.md, "Sparse with SparseLoCo's recipe").
+constexpr double kSparseErrorFeedbackDecay = 0.8;
+constexpr double kSparseOuterLr = 1.0;
+
 struct DilocoConfig {
   bool enabled = false;              // outer steps every inner_steps (alone, or over the mesh)
   int64_t inner_steps = 100;
@@ -122,6 +129,15 @@ struct DilocoConfig {
   //   error-feedback buffer per node; all-gathered, so bytes grow with N).
   std::string compression = "int8";
   double sparse_density = 0.01;  // sparse: fraction of each block sent per round
+  // sparse: β, the error-feedback buffer's decay per round (SparseLoCo's
+  // e ← β·e + Δ; 1: none; SparseLoCo and Covenant-72B use 0.95). With compression sparse the outer step defaults
+  // to SparseLoCo's too: outer_lr kSparseOuterLr, outer_momentum 0,
+  // nesterov false (the decayed buffer stands in for outer momentum).
+  double error_feedback_decay = kSparseErrorFeedbackDecay;
+  // sparse: how the nodes' contributions are averaged (dist/sparse.h):
+  // "contributors" (per value, the mean over the nodes that sent it, as
+  // SparseLoCo's code does) or "mean" (the sum over all N nodes / N).
+  std::string sparse_aggregation = "contributors";
   // Parallel rings per all-reduce, each carrying one contiguous segment of the
   // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
   // GPU, 8). Run-wide, independent of any node's GPU count.

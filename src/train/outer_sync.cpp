@@ -49,7 +49,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   pseudo_.resize(n);
-  if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n);
+  if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
   backend_.get_params(params_.data());
   // Three fp32 copies of the model live here and one in the loop's params_,
   // which doubles as the average: the loop's weights are not needed between
@@ -70,6 +70,17 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                   format_bytes(cfg_.diloco.compression == "none" ? kept_rounds * copy : kept_rounds * copy / 4),
                   ") and, while a joiner fetches one, a snapshot (about ", format_bytes(4 * copy), ")");
   note(budget);
+  // Which outer recipe runs: sparse defaults to SparseLoCo's (config.h), and
+  // a config file that still names DiLoCo's Nesterov settings overrides it.
+  if (ef_)
+    note(str("diloco.compression=sparse: top-k at density ", cfg_.diloco.sparse_density, ", averaged over ",
+             cfg_.diloco.sparse_aggregation == "mean" ? "all nodes" : "the nodes that sent each value",
+             ", error-feedback decay ",
+             cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
+             cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : "",
+             cfg_.diloco.outer_momentum == 0.0 && cfg_.diloco.error_feedback_decay < 1.0
+                 ? " (SparseLoCo: the decayed buffer stands in for outer momentum)"
+                 : ""));
   if (overlap_)
     note(str("diloco.overlap=", cfg_.diloco.overlap, ": each outer step's all-reduce runs on a thread of its own "
              "while the next round's inner steps run; its result is applied at the next boundary (one round "

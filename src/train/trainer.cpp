@@ -167,6 +167,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     note(str("mesh: this node authenticates with its ", mo.credentials.describe()));
     mo.compression = parse_compression(cfg.diloco.compression);
     mo.sparse_k = sparse_k_for_density(cfg.diloco.sparse_density, default_codec_block(Compression::Sparse));
+    mo.sparse_aggregation = parse_sparse_aggregation(cfg.diloco.sparse_aggregation);
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
     mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
     mo.rings = static_cast<int>(cfg.diloco.rings);
