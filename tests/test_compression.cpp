@@ -643,12 +643,7 @@ TEST(Compression, ConfigNamesTheChoices) {
 }
 
 std::string config_error(const std::vector<std::string>& sets) {
-  try {
-    load_config("", sets);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { load_config("", sets); });
 }
 
 // compression sparse runs SparseLoCo's recipe by default: the error

@@ -1,7 +1,6 @@
 #include "model/memory_plan.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "util/error.h"
 
@@ -78,10 +77,6 @@ MemoryPlan plan_recompute(const BlockBytes& bytes, int64_t n_layers, size_t budg
 }
 
 int64_t classifier_chunk_rows(int64_t N, int64_t V) {
-  if (const char* env = std::getenv("INTELLECT_CLASSIFIER_ROWS")) {
-    const long long rows = std::atoll(env);
-    if (rows > 0) return std::min<int64_t>(N, rows);
-  }
   int64_t rows = std::max<int64_t>(1, (int64_t(512) << 20) / (2 * V));
   if (rows >= 128) rows = rows / 128 * 128;
   return std::min(N, rows);

@@ -35,7 +35,6 @@ struct RecomputeSpec {
 // The classifier's rows per chunk for N rows and a vocabulary of V: one
 // chunk of bf16 logits under 512 MiB, in whole multiples of 128 rows (the
 // GEMM's tile height: a ragged chunk ran the lm_head at 87% of cuBLAS's rate).
-// INTELLECT_CLASSIFIER_ROWS overrides it, for experiments.
 int64_t classifier_chunk_rows(int64_t N, int64_t V);
 
 // Activation bytes of one block at B sequences of T tokens.
