@@ -12,6 +12,10 @@
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
 #   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY;
 #                    EXTRA_SETS="--set k=v ..." adds settings, e.g. diloco.compression)
+#   boundary-alone   issue 15: one node of 150m alone (DiLoCo, no mesh, the GPU to itself): each outer
+#                    boundary's parts (download, pseudo-gradient, Nesterov, upload), eager and none
+#   overlap-quality  issue 15: 4 nodes of 150m on tinyshakespeare (data/shakespeare carried), none vs
+#                    eager, the same tokens; H (default 25), STEPS (default 300): final validation loss
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
@@ -104,6 +108,45 @@ for s in "$@"; do
         cp $ov/$m/node-$i/metrics.jsonl "$OUT/overlap150m-${LINK_MBIT:-1000}-$m-node$i.jsonl" 2>/dev/null
         grep -E "outer step|utilization|error|Error" $ov/$m/node-$i/train.log | tail -4; done
         tail -5 $ov/$m/swarm.log; done ;;
+    boundary-alone)
+      section boundary-alone
+      for m in none eager; do
+        d=/tmp/ba-$m; rm -rf $d
+        $B/intellect_train --config configs/150m.json --set train.device=cuda --set diloco.enabled=true \
+          --set diloco.overlap=$m --set diloco.inner_steps=${H:-10} --set train.steps=${STEPS:-50} \
+          --set train.batch_size=${BATCH:-16} --set train.micro_batch_size=${MICRO:-16} --set train.seq_len=1024 \
+          --set train.eval_every=0 --set ckpt.save_final=false --set train.out_dir=$d \
+          --set optim.schedule.warmup_steps=10 --set optim.schedule.decay_steps=0 \
+          --set "data.train=data/shakespeare/shard_000000.bin" --set "data.val=data/shakespeare/shard_000001.bin" \
+          --set data.tokenizer=byte > $d.log 2>&1; echo "$m: exit $?"
+        grep -E "host memory|utilization|error" $d.log | tail -3
+        python3 -c "
+import json,sys
+for l in open('$d/metrics.jsonl'):
+    j=json.loads(l)
+    for k in ('outer','outer_launched','outer_final'):
+        if k in j: print(j['step'], k, 'blocked', round(j[k].get('outer_blocked_s', -1), 3), {a: round(b, 3) for a, b in j[k].get('parts', {}).items()})
+" | tee -a "$OUT/boundary-alone.log"
+      done ;;
+    overlap-quality)
+      section "overlap-quality H=${H:-25} steps=${STEPS:-300}"
+      oq=/tmp/oq-H${H:-25}
+      bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o $oq \
+        --set train.device=cuda --set train.steps=${STEPS:-300} --set diloco.inner_steps=${H:-25} \
+        --set train.batch_size=8 --set train.micro_batch_size=8 --set train.seq_len=256 --set train.log_every=50 \
+        --set train.eval_every=0 --set train.eval_batches=16 --set optim.schedule.type=cosine \
+        --set optim.schedule.warmup_steps=30 --set optim.schedule.decay_steps=0 --set optim.schedule.min_lr_ratio=0.1 \
+        --set data.train=data/shakespeare/shard_000000.bin --set data.val=data/shakespeare/shard_000001.bin \
+        --set data.tokenizer=byte --set diloco.rings=4 --set mesh.round_timeout_ms=1200000 --set ckpt.save_final=false \
+        ${EXTRA_SETS:-} 2>&1 | tee "$OUT/overlap-quality-H${H:-25}.log"
+      for m in ${MODES:-none eager}; do
+        python3 -c "
+import json
+for l in open('$oq/$m/node-0/metrics.jsonl'):
+    j=json.loads(l)
+    if 'val_loss' in j or j['step'] % 50 == 0: print('$m', j['step'], round(j['loss'],4), j.get('val_loss',''))
+" | tee -a "$OUT/overlap-quality-H${H:-25}.log"
+        tail -3 $oq/$m/swarm.log; done ;;
     ring-crypto)
       # Issue 16: the int8 ring's throughput with every frame sealed (this build) against the build
       # before encryption (devbin/bench_allreduce_plain, packed with EXTRA_BINS), alternating, same machine.
