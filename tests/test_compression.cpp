@@ -21,6 +21,7 @@
 #include "dist/ring_allreduce.h"
 #include "dist/round_codec.h"
 #include "dist/sparse.h"
+#include "dist/contribution_check.h"
 #include "dist/sparse_allgather.h"
 #include "ckpt/checkpoint.h"
 #include "mem_ring.h"
@@ -304,7 +305,8 @@ TEST(DistRingInt4, BitIdenticalOnEveryRankAccurateAndServedAsCarried) {
 RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vector<std::vector<float>>& residual,
                      size_t k, uint64_t round = 3,
                      const std::function<void(std::vector<uint8_t>&)>& corrupt_rank0 = {},
-                     SparseAggregation agg = SparseAggregation::Mean) {
+                     SparseAggregation agg = SparseAggregation::Mean, const std::vector<double>& norms = {},
+                     std::vector<int>* offenders = nullptr) {
   const int n = static_cast<int>(in.size());
   Ring ring(n);
   if (corrupt_rank0) ring.links[0]->corrupt = corrupt_rank0;
@@ -325,15 +327,95 @@ RunResult run_sparse(const std::vector<std::vector<float>>& in, const std::vecto
       o.chunk_blocks = 3;
       o.message_timeout = 5s;
       o.aggregation = agg;
+      o.announced_norms = norms;
       try {
         sparse_allgather_average(*ring.links[r], o, in[r], residual.empty() ? std::span<const float>() : std::span<const float>(residual[r]),
                                  res.out[r], &res.sent[r], &res.carried[r]);
+      } catch (const ContributionExceedsAnnouncement& e) {
+        res.errors[r] = e.what();
+        if (offenders) (*offenders)[r] = e.offender_rank;
       } catch (const Error& e) {
         res.errors[r] = e.what();
       }
     });
   for (auto& t : th) t.join();
   return res;
+}
+
+// Each arriving chunk of a source's contribution is checked against that
+// source's announced norm of input + residual. Honest contributions decode
+// to at most (1 + 1/14) of it (half a grid step per kept value), inside the
+// default slack of 1.08, whatever the values: Gaussian, heavy-tailed, all
+// alike, or every value kept and sitting where the grid rounds up most.
+TEST(DistSparseRing, HonestContributionsStayWithinTheirAnnouncedNorms) {
+  const size_t size = 4099;
+  std::vector<std::vector<std::vector<float>>> cases;
+  cases.push_back(make_inputs(3, size, 41));
+  {
+    auto heavy = make_inputs(3, size, 42);
+    for (auto& v : heavy)
+      for (size_t i = 0; i < v.size(); i += 97) v[i] *= 300.0f;
+    cases.push_back(heavy);
+  }
+  cases.push_back(std::vector<std::vector<float>>(3, std::vector<float>(size, 0.25f)));
+  {
+    // Magnitudes a little above each grid midpoint of [lo, hi] = [1, 8]: every one rounds up.
+    std::vector<float> v(size);
+    for (size_t i = 0; i < size; ++i) v[i] = (i % 512 == 0) ? 8.0f : 1.0f + float(i % 7) + 0.51f;
+    cases.push_back(std::vector<std::vector<float>>(3, v));
+  }
+  for (size_t k : {size_t{51}, size_t{512}}) {
+    for (size_t c = 0; c < cases.size(); ++c) {
+      const auto& in = cases[c];
+      const auto residual = make_inputs(3, size, 77);
+      std::vector<double> norms;
+      for (int r = 0; r < 3; ++r) norms.push_back(announce_contribution(in[r], 1, residual[r]).norm);
+      const RunResult res = run_sparse(in, residual, k, 3, {}, SparseAggregation::Mean, norms);
+      for (int r = 0; r < 3; ++r) {
+        ASSERT_EQ(res.errors[r], "") << "case " << c << ", k " << k << ", rank " << r;
+        std::vector<float> own(size, 0.0f);
+        sparse_decode_add(res.sent[r].encoded.data(), size, 512, k, own.data());
+        double sq = 0;
+        for (float v : own) sq += double(v) * v;
+        EXPECT_LE(std::sqrt(sq), (1.0 + 1.0 / 14.0) * norms[r] * (1 + 1e-6)) << "case " << c << ", k " << k;
+      }
+    }
+  }
+}
+
+// A rank that announces less than it sends is caught by its successor at
+// the first hop and named; one that inflates another's contribution as it
+// forwards it is named too (its successor checks the source's norm).
+TEST(DistSparseRing, AContributionAboveItsAnnouncementIsBlamedOnThePredecessor) {
+  const size_t size = 3000;
+  const auto in = make_inputs(3, size, 43);
+  std::vector<double> norms;
+  for (int r = 0; r < 3; ++r) norms.push_back(announce_contribution(in[r], 1).norm);
+  {
+    std::vector<double> lying = norms;
+    lying[1] *= 0.1;
+    std::vector<int> offenders(3, -1);
+    const RunResult res = run_sparse(in, {}, 120, 3, {}, SparseAggregation::Mean, lying, &offenders);
+    EXPECT_EQ(offenders[2], 1) << res.errors[2];
+    EXPECT_NE(res.errors[2].find("rank 1 sent more than was announced"), std::string::npos) << res.errors[2];
+  }
+  {
+    // Rank 0 forwards rank 2's chunks with every block's magnitudes scaled by 50.
+    auto inflate = [](std::vector<uint8_t>& m) {
+      uint32_t source;
+      std::memcpy(&source, m.data() + 32, 4);  // the header's source field
+      if (source != 2 || m.size() < kSparseHeaderBytes + 8) return;
+      for (size_t off : {kSparseHeaderBytes, kSparseHeaderBytes + 4}) {
+        float f;
+        std::memcpy(&f, m.data() + off, 4);
+        f *= 50.0f;
+        std::memcpy(m.data() + off, &f, 4);
+      }
+    };
+    std::vector<int> offenders(3, -1);
+    const RunResult res = run_sparse(in, {}, 120, 3, inflate, SparseAggregation::Mean, norms, &offenders);
+    EXPECT_EQ(offenders[1], 0) << res.errors[1];
+  }
 }
 
 TEST(DistSparseRing, EveryRankGetsTheSameBitsTheMeanOfWhatWasSent) {

@@ -45,6 +45,27 @@ void ContributionCheck::add(bool all_gather, size_t step, double sum_squares, co
       prev);
 }
 
+SourceNormCheck::SourceNormCheck(const std::vector<double>& norms, int rank, int world, double slack)
+    : norms_(norms), seen_(norms.size(), 0.0), rank_(rank), world_(world), slack_(slack) {
+  enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
+  for (double n : norms_)
+    if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
+}
+
+void SourceNormCheck::add(size_t source, double sum_squares, const std::string& what) {
+  if (!enabled_ || source >= seen_.size()) return;
+  double& seen = seen_[source];
+  seen += sum_squares;
+  const double b = bound(source);
+  if (seen <= b * b + 1e-30) return;
+  const int prev = (rank_ - 1 + world_) % world_;
+  throw ContributionExceedsAnnouncement(
+      str(what, ": rank ", source, "'s contribution decodes to a norm of ", std::sqrt(seen), " so far, above the ", b,
+          " its announced norm allows (", norms_[source], " with slack ", slack_, "): rank ", prev,
+          " sent more than was announced"),
+      prev);
+}
+
 double fp32_sum_squares(const uint8_t* payload, size_t count) {
   double s = 0.0;
   for (size_t i = 0; i < count; ++i) {
@@ -55,14 +76,25 @@ double fp32_sum_squares(const uint8_t* payload, size_t count) {
   return s;
 }
 
-Announcement announce_contribution(std::span<const float> x, int threads) {
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual) {
+  if (!residual.empty() && residual.size() != x.size())
+    fail("announce_contribution: a residual of ", residual.size(), " values for ", x.size());
   constexpr size_t kParts = 16;
   std::array<std::array<uint8_t, 32>, kParts> part_hash;
   std::array<double, kParts> part_sumsq{};
   auto work = [&](size_t p) {
     const size_t begin = x.size() * p / kParts, end = x.size() * (p + 1) / kParts;
     double s = 0.0;
-    for (size_t i = begin; i < end; ++i) s += double(x[i]) * double(x[i]);
+    if (residual.empty()) {
+      for (size_t i = begin; i < end; ++i) s += double(x[i]) * double(x[i]);
+    } else {
+      // In float, as the encoder adds them (sparse_encode), so the norm is
+      // of the very values the top-k chooses from.
+      for (size_t i = begin; i < end; ++i) {
+        const float a = x[i] + residual[i];
+        s += double(a) * double(a);
+      }
+    }
     part_sumsq[p] = s;
     crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
                        (end - begin) * sizeof(float), nullptr, 0);

@@ -50,13 +50,41 @@ class ContributionCheck {
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);
 
+// The sparse all-gather's check (sparse_allgather.h): there contributions
+// travel the ring unchanged, each message one chunk of one source's, so
+// each source's decoded values are bounded by that source's own announced
+// norm: a sparse node announces ‖input + residual‖, the vector its top-k
+// keeps values of, and a kept value decodes within half a grid step of
+// itself (at most 1/14 of its block's largest kept magnitude), so an
+// honest contribution decodes to at most (1 + 1/14) of that norm; `slack`
+// (1.08 by default) covers it. A violation names the predecessor, as above:
+// an honest predecessor checked the message before forwarding it.
+// One per ring call, owned by the receiving thread.
+class SourceNormCheck {
+ public:
+  SourceNormCheck(const std::vector<double>& norms, int rank, int world, double slack);
+  bool enabled() const { return enabled_; }
+  // Adds the decoded sum of squares of one arrived chunk of `source`'s
+  // contribution; throws ContributionExceedsAnnouncement past its bound.
+  void add(size_t source, double sum_squares, const std::string& what);
+  double bound(size_t source) const { return slack_ * norms_[source]; }
+
+ private:
+  std::vector<double> norms_, seen_;
+  int rank_, world_;
+  double slack_;
+  bool enabled_ = false;
+};
+
 // What a node announces of its pseudo-gradient before a ring forms: its L2
 // norm, and a BLAKE2b-256 commitment to its bytes (over 16 fixed parts, so
-// `threads` changes the speed, never the result).
+// `threads` changes the speed, never the result). With sparse compression
+// the norm is of x + residual (the error-feedback buffer added before the
+// top-k; empty: none), the commitment of x alone.
 struct Announcement {
   double norm = 0.0;
   std::array<uint8_t, 32> commitment{};
 };
-Announcement announce_contribution(std::span<const float> x, int threads);
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual = {});
 
 }  // namespace intellect

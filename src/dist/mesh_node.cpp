@@ -88,7 +88,8 @@ std::optional<RewoundTo> MeshNode::poll_coordinator() {
 }
 
 control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_position,
-                                   std::span<const float>& input, std::vector<float>& attacked) const {
+                                   std::span<const float>& input, std::span<const float> residual,
+                                   std::vector<float>& attacked) const {
   control::Ready ready{id(), outer_step, data_position};
   if (opt_.attack_scale != 1.0) {  // intellect_chaos --byzantine: what a dishonest node sends instead
     attacked.assign(input.begin(), input.end());
@@ -96,7 +97,7 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
     input = attacked;
   }
   if (opt_.announce_norms) {
-    const Announcement an = announce_contribution(input, std::max(1, opt_.rings));
+    const Announcement an = announce_contribution(input, std::max(1, opt_.rings), residual);
     ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
     ready.commitment = an.commitment;
   }
@@ -166,7 +167,9 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
   if (is_sparse && !sparse->residual.empty() && sparse->residual.size() != input.size())
     fail("MeshNode::average: a residual of ", sparse->residual.size(), " values for ", input.size());
   std::vector<float> attacked;
-  const control::Ready ready = ready_for(outer_step, data_position, input, attacked);
+  const control::Ready ready =
+      ready_for(outer_step, data_position, input, is_sparse ? std::span<const float>(sparse->residual) : std::span<const float>(),
+                attacked);
   CoordinatorClient::Awaiting awaiting(*coordinator_, ready);
   OuterRoundStats stats;
   uint64_t last_round = 0;

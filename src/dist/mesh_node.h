@@ -186,10 +186,11 @@ class MeshNode {
   RoundResult average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
                                   std::span<float> output, SparseRound* sparse);
   // Reports ready for `outer_step` (with the pseudo-gradient's announced
-  // norm and commitment); `input` may be replaced by what a dishonest test
-  // node sends instead (kept in `attacked`).
+  // norm and commitment; sparse: the norm of input + residual, what its
+  // top-k keeps values of); `input` may be replaced by what a dishonest
+  // test node sends instead (kept in `attacked`).
   control::Ready ready_for(int64_t outer_step, const std::string& data_position, std::span<const float>& input,
-                           std::vector<float>& attacked) const;
+                           std::span<const float> residual, std::vector<float>& attacked) const;
   // The ring for this step newer than round `after`: one announced while the
   // last attempt waited for its peers, or the next the coordinator sends;
   // or late for it, or a rewind to another state than this node's.

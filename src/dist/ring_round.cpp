@@ -179,6 +179,7 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         so.block = opt_.codec_block ? opt_.codec_block : default_codec_block(Compression::Sparse);
         so.k = opt_.sparse_k;
         so.aggregation = opt_.sparse_aggregation;
+        for (const control::RingMember& m : ring.members) so.announced_norms.push_back(m.norm);
         if (opt_.chunk_elems > 0) so.chunk_blocks = std::max<size_t>(1, opt_.chunk_elems / so.block);
         so.message_timeout = opt_.message_timeout;
         so.deadline = deadline;

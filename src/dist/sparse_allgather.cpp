@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/contribution_check.h"
 #include "dist/ring_queue.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -186,6 +187,8 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
 
   SendQueue queue;
   FirstError first_error;
+  SourceNormCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
+  int offender = -1;
   std::thread sender;
   if (N > 1) {
     sender = std::thread([&] {
@@ -228,6 +231,11 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
         expect_sparse_header(parse_sparse_header(msg, what), want, what);
         const uint8_t* payload = msg.data() + kSparseHeaderBytes;
         sparse_validate(payload, want.count, opt.block, opt.k, what.c_str());
+        if (check.enabled()) {
+          double ss = 0.0;
+          sparse_for_each(payload, want.count, opt.block, opt.k, [&](size_t, float v) { ss += double(v) * double(v); });
+          check.add(source, ss, what);  // before it is kept or forwarded
+        }
         std::memcpy(all.data() + source * one + chunk_at(c), payload, msg.size() - kSparseHeaderBytes);
         stats.decode_s += since(d);
         if (t + 2 < N) {
@@ -238,14 +246,22 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
       }
     }
     queue.close();
+  } catch (const ContributionExceedsAnnouncement& e) {
+    offender = e.offender_rank;
+    first_error.record(e.what());
+    link.abort();
+    queue.stop();
   } catch (const std::exception& e) {
     first_error.record(e.what());
     link.abort();
     queue.stop();
   }
   if (sender.joinable()) sender.join();
-  if (std::string msg; first_error.get(msg))
+  if (std::string msg; first_error.get(msg)) {
+    if (offender >= 0)
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), offender);
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
+  }
 
   const RingClock::time_point d = RingClock::now();
   average_chunks(all, N, S, opt, output, carried);

@@ -44,6 +44,13 @@ struct SparseRingOptions {
   // How the contributions are averaged (sparse.h); the same on every rank
   // (diloco.sparse_aggregation), like block and k.
   SparseAggregation aggregation = SparseAggregation::Mean;
+  // Each rank's announced norm of its input + residual (by rank; empty or
+  // any negative: no checks): every arriving chunk of a source's
+  // contribution is checked against that source's own norm times
+  // norm_slack (SourceNormCheck, contribution_check.h); a predecessor whose
+  // message breaks it is reported as ContributionExceedsAnnouncement.
+  std::vector<double> announced_norms;
+  double norm_slack = 1.08;
   std::chrono::milliseconds message_timeout{60000};
   RingClock::time_point deadline = RingClock::time_point::max();
 };
