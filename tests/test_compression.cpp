@@ -84,6 +84,25 @@ TEST(DistInt4, EveryValueWithinHalfAStepOfItsGroup) {
   EXPECT_EQ(int4_encoded_bytes(65, 64), (4u + 32) + (4 + 1));
 }
 
+// The contribution check's sum of squares (computed a few blocks at a time
+// on the stack, no allocation per message) is that of the decoded values,
+// for every codec and for sizes that end mid-block.
+TEST(DistCodec, SumOfSquaresIsThatOfTheDecodedValues) {
+  for (Compression c : {Compression::None, Compression::Int8, Compression::Int4}) {
+    const auto codec = make_block_codec(c, c == Compression::None ? 0 : default_codec_block(c));
+    for (size_t n : {size_t{1}, size_t{5}, size_t{4096}, size_t{10'007}, size_t{70'001}}) {
+      const std::vector<float> x = test::randn(n, 1234 + n, 1e-3f);
+      std::vector<uint8_t> enc(codec->encoded_bytes(n));
+      codec->encode(x.data(), n, enc.data(), "test");
+      std::vector<float> back(n);
+      codec->decode(enc.data(), n, back.data());
+      double want = 0.0;
+      for (float v : back) want += double(v) * v;
+      EXPECT_NEAR(codec->sum_squares(enc.data(), n), want, 1e-9 * want + 1e-30) << compression_name(c) << " n=" << n;
+    }
+  }
+}
+
 TEST(DistInt4, GaussianErrorIsAboutATenthOfSigma) {
   std::vector<float> x(1 << 16);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(normal01(3, i));

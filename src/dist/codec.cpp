@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "dist/codec.h"
 
 #include "dist/contribution_check.h"
@@ -51,11 +52,27 @@ size_t codec_encoded_bytes(Compression c, size_t n, size_t block) {
   fail("codec_encoded_bytes: ", compression_name(c), " is not a ring codec");
 }
 
+// Decoded a few blocks at a time into a buffer on the stack: a check on
+// every arriving message must not allocate (int4 lands here). Blocks are
+// encoded back to back, so a whole number of them starts at
+// encoded_bytes(values before it).
 double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
-  std::vector<float> v(n);
-  decode(in, n, v.data());
+  constexpr size_t kBuffer = 4096;
+  const size_t b = block();
   double s = 0.0;
-  for (float x : v) s += double(x) * double(x);
+  if (b == 0 || b > kBuffer) {
+    std::vector<float> v(n);
+    decode(in, n, v.data());
+    for (float x : v) s += double(x) * double(x);
+    return s;
+  }
+  float buf[kBuffer];
+  const size_t step = (kBuffer / b) * b;
+  for (size_t lo = 0; lo < n; lo += step) {
+    const size_t len = std::min(step, n - lo);
+    decode(in + encoded_bytes(lo), len, buf);
+    for (size_t i = 0; i < len; ++i) s += double(buf[i]) * double(buf[i]);
+  }
   return s;
 }
 
