@@ -192,6 +192,22 @@ TEST(RingOrder, MissingMeasurementsCountAsFast) {
   EXPECT_FALSE(order_ring_by_rate({1, 2, 3, 4}, {}, outside).reordered);
 }
 
+TEST(RingOrder, AnUnmeasuredDirectionTakesItsReversesRate) {
+  // 2 -> 3 measured slow on the naive ring; 3 -> 2 never carried anything.
+  // Assumed as slow as its reverse, neither direction is used, in one step.
+  LinkRates r{{{1, 2}, 900.0}, {{2, 3}, 10.0}, {{3, 4}, 900.0}, {{4, 1}, 900.0}};
+  const RingOrder o = order_ring_by_rate({1, 2, 3, 4}, {}, r);
+  EXPECT_TRUE(o.reordered);
+  for (size_t i = 0; i < 4; ++i) {
+    const uint64_t a = o.nodes[i], b = o.nodes[(i + 1) % 4];
+    EXPECT_FALSE((a == 2 && b == 3) || (a == 3 && b == 2)) << "ring " << a << " -> " << b;
+  }
+  // Measured fast the other way, it is used that way.
+  r[{3, 2}] = 900.0;
+  const RingOrder back = order_ring_by_rate({1, 2, 3, 4}, {}, r);
+  EXPECT_EQ(back.slowest_mbit, 900.0);
+}
+
 TEST(RingOrder, TwoNodesAreOneRingEitherWay) {
   LinkRates r;
   r[{1, 2}] = 5.0;

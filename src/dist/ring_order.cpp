@@ -121,8 +121,28 @@ double slowest_link(const std::vector<uint64_t>& ring, const LinkRates& rates) {
   return slowest;
 }
 
-RingOrder order_ring_by_rate(const std::vector<uint64_t>& ring, const LinkSet& bad, const LinkRates& rates,
+namespace {
+
+// The rates the search goes by: the members' measured links, and for a
+// direction not measured yet, its reverse's rate. Links are mostly
+// symmetric, so a slow link measured one way is not tried the other way
+// first; an asymmetric one shows as soon as its other direction is measured.
+LinkRates assumed_rates(const std::vector<uint64_t>& ring, const LinkRates& measured) {
+  const std::set<uint64_t> members(ring.begin(), ring.end());
+  LinkRates r;
+  for (const auto& [link, mbit] : measured)
+    if (members.count(link.first) && members.count(link.second)) {
+      r[link] = mbit;
+      r.emplace(std::make_pair(link.second, link.first), mbit);  // unless measured itself
+    }
+  return r;
+}
+
+}  // namespace
+
+RingOrder order_ring_by_rate(const std::vector<uint64_t>& ring, const LinkSet& bad, const LinkRates& measured,
                              double min_gain) {
+  const LinkRates rates = assumed_rates(ring, measured);
   RingOrder out;
   out.nodes = ring;
   out.given_slowest_mbit = out.slowest_mbit = slowest_link(ring, rates);

@@ -62,12 +62,15 @@ struct RingOrder {
 // cost is a few searches even for large rings). Exact for small rings (the
 // search is exhaustive within its budget), a heuristic beyond.
 //
-// Unmeasured links count as fast: rings try them and they get measured (a
-// ring measures each of its links), so a swarm learns its links as it goes.
+// A direction not measured takes its reverse's rate (links are mostly
+// symmetric); links not measured either way count as fast: rings try them
+// and they get measured (a ring measures each of its links), so a swarm
+// learns its links as it goes. slowest_mbit and given_slowest_mbit are by
+// these rates too.
 // The given order is kept unless the new ring's slowest link is at least
 // `min_gain` times faster (measurements are noisy, and "ties" keep today's
 // order), or when nothing in the given order is measured.
-RingOrder order_ring_by_rate(const std::vector<uint64_t>& ring, const LinkSet& bad, const LinkRates& rates,
+RingOrder order_ring_by_rate(const std::vector<uint64_t>& ring, const LinkSet& bad, const LinkRates& measured,
                              double min_gain = 1.25);
 
 }  // namespace intellect
