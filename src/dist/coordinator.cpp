@@ -173,7 +173,8 @@ void Coordinator::announce(Ring ring) {
     if (order.reordered)
       log(str("outer step ", ring.outer_step, ": ring ordered by measured link rates: slowest link ",
               order.slowest_mbit > 0 ? str(order.slowest_mbit, " Mbit/s") : std::string("not measured yet"),
-              " instead of ", order.given_slowest_mbit, " Mbit/s"));
+              " instead of ", order.given_slowest_mbit, " Mbit/s (a direction not measured yet counted at "
+              "its reverse's rate)"));
     ring.nodes = order.nodes;
   }
   for (uint64_t id : left_out) {
