@@ -1,6 +1,7 @@
 // libFuzzer target: coordinator protocol messages (control frames' payloads).
 // Any byte string must decode to a message or raise intellect::Error; a
-// decoded message must re-encode to the same bytes.
+// decoded message must re-encode to the same bytes, and what the ring order
+// reads of it stays within its limits (link rates, member names).
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -13,6 +14,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const intellect::control::Message m = intellect::control::decode(bytes, "fuzz");
     if (intellect::control::encode(m) != bytes) std::abort();  // decode accepted bytes it would not write
+    if (const auto* r = std::get_if<intellect::control::Ready>(&m))
+      if (!(r->link_mbit >= 0.0f && r->link_mbit <= 1e7f)) std::abort();  // the coordinator orders rings by it
+    if (const auto* a = std::get_if<intellect::control::RingAnnounce>(&m))
+      for (const auto& member : a->members)
+        if (member.name.size() > intellect::control::kMaxName || member.address.size() > intellect::control::kMaxName)
+          std::abort();
   } catch (const intellect::Error&) {
   }
   return 0;

@@ -138,5 +138,19 @@ TEST(Schedule, WarmupCosineAndWsdSqrt) {
   EXPECT_DOUBLE_EQ(lr_at(o, 925, 1000), 1.0);
 }
 
+TEST(Config, EmulatedSlowLinksAreCheckedAtLoad) {
+  const Config c = load_config("", {"mesh.emulate_link_slow=node-0<>node-2", "mesh.emulate_link_slow_mbit=20"});
+  EXPECT_EQ(c.mesh.emulate_link_slow, "node-0<>node-2");
+  EXPECT_EQ(c.mesh.emulate_link_slow_mbit, 20.0);
+  EXPECT_TRUE(c.mesh.order_rings_by_rate);
+  EXPECT_FALSE(load_config("", {"mesh.order_rings_by_rate=false"}).mesh.order_rings_by_rate);
+  EXPECT_NE(test::error_of([] { load_config("", {"mesh.emulate_link_slow=node-0<>node-2"}); })
+                .find("emulate_link_slow_mbit"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { load_config("", {"mesh.emulate_link_slow=node-0", "mesh.emulate_link_slow_mbit=5"}); })
+                .find("FROM>TO or A<>B"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace intellect

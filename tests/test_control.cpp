@@ -24,7 +24,7 @@ std::vector<Message> samples() {
           Heartbeat{3, 41},
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})", 5, 940.5f},
-          RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000"}, {3, "10.0.0.3:7000"}}},
+          RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000", -1.0f, "node-a"}, {3, "10.0.0.3:7000", 2.5f, "node-c"}}},
           RingFailed{3, 42, 99, "next node timed out", 4},
           OuterHash{3, 42, 0x1234567890abcdefull},
           Refused{"wrong protocol"},
@@ -48,6 +48,10 @@ TEST(Control, EveryMessageRoundTrips) {
   }
   const auto ring = std::get<RingAnnounce>(decode(encode(samples()[5]), "t"));
   EXPECT_EQ(ring.members[1].address, "10.0.0.3:7000");
+  EXPECT_EQ(ring.members[1].name, "node-c");
+  const auto ready = std::get<Ready>(decode(encode(samples()[4]), "t"));
+  EXPECT_EQ(ready.link_to, 5u);
+  EXPECT_EQ(ready.link_mbit, 940.5f);
   // "Holds no state" survives the trip; a held step that is neither is refused.
   EXPECT_EQ(std::get<Heartbeat>(decode(encode(Heartbeat{3, -1}), "t")).held_step, -1);
   EXPECT_EQ(std::get<Rejoin>(decode(encode(samples()[15]), "t")).held_step, -1);
@@ -81,6 +85,8 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, -1.0f}), "t"), Error);           // not a link rate
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, std::numeric_limits<float>::quiet_NaN()}), "t"), Error);
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, 1e9f}), "t"), Error);
+  // A member name past its cap (a coordinator never sends one) is refused.
+  EXPECT_THROW(decode(encode(RingAnnounce{1, 1, 1, {{1, "a:1", -1.0f, std::string(kMaxName + 1, 'n')}}}), "t"), Error);
 }
 
 TEST(Control, RandomMutationsNeverCrash) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dist/link_emulation.h"
+#include "test_util.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -113,6 +114,31 @@ TEST(LinkEmulation, JitterAboveTheDelayIsRefused) {
   e.jitter = 6ms;
   EXPECT_THROW(EmulatedRingLink(inner, e), Error);
   EXPECT_EQ(e.describe(), "no rate cap, 5 ms +- 6 ms one way");
+}
+
+// Slower links to named peers (mesh.emulate_link_slow): each node picks the
+// entries it sends on; "A<>B" is both ways.
+TEST(LinkEmulation, SlowLinksToNamedPeers) {
+  EXPECT_EQ(slow_peers_of("node-0", "node-0>node-1,node-2<>node-3,node-1>node-0", 5.0),
+            (std::map<std::string, double>{{"node-1", 5.0}}));
+  EXPECT_EQ(slow_peers_of("node-3", "node-0>node-1,node-2<>node-3", 5.0),
+            (std::map<std::string, double>{{"node-2", 5.0}}));
+  EXPECT_TRUE(slow_peers_of("node-9", "node-0>node-1", 5.0).empty());
+  for (const char* bad : {"node-0", "node-0>", ">node-1", "a>a", "a>b>c", "a<b"})
+    EXPECT_NE(test::error_of([&] { slow_peers_of("a", bad, 5.0); }).find("FROM>TO or A<>B"), std::string::npos)
+        << bad;
+  // The link to a slow peer has its rate; to any other, the node's own.
+  LinkEmulation e;
+  e.rate_bytes_per_s = 25e6;
+  e.peer_rate_bytes_per_s = {{"node-1", 1.25e6}};
+  EXPECT_EQ(e.toward("node-1").rate_bytes_per_s, 1.25e6);
+  EXPECT_EQ(e.toward("node-2").rate_bytes_per_s, 25e6);
+  EXPECT_TRUE(e.toward("node-2").peer_rate_bytes_per_s.empty());
+  EXPECT_EQ(e.describe(), "200 Mbit/s, 0 ms +- 0 ms one way; 10 Mbit/s to node-1");
+  LinkEmulation only_slow;
+  only_slow.peer_rate_bytes_per_s = {{"node-1", 1.25e6}};
+  EXPECT_TRUE(only_slow.on());
+  EXPECT_FALSE(only_slow.toward("node-2").on());
 }
 
 }  // namespace

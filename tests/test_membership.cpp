@@ -4,7 +4,6 @@
 #include "dist/membership.h"
 
 #include <algorithm>
-#include <random>
 
 #include "test_util.h"
 #include "util/error.h"
@@ -102,68 +101,6 @@ TEST(Membership, FailedRoundReformsWithoutTheLostNode) {
   EXPECT_EQ(again.outer_step, 5);
   EXPECT_EQ(again.nodes, (std::vector<uint64_t>{a.id, d.id}));
   EXPECT_GT(again.epoch, ring.epoch);
-}
-
-// Partitions: rings are arranged so that no broken link joins two neighbours.
-bool valid_ring(const std::vector<uint64_t>& r, const LinkSet& bad) {
-  for (size_t i = 0; r.size() > 1 && i < r.size(); ++i) {
-    const uint64_t a = r[i], b = r[(i + 1) % r.size()];
-    if (bad.count({std::min(a, b), std::max(a, b)})) return false;
-  }
-  return true;
-}
-
-TEST(Membership, RingsAreArrangedAroundBrokenLinks) {
-  std::vector<uint64_t> out;
-  // No broken link: the order is kept.
-  EXPECT_EQ(arrange_ring({4, 2, 9, 7}, {}, &out), (std::vector<uint64_t>{4, 2, 9, 7}));
-  EXPECT_TRUE(out.empty());
-  // 2-9 broken: reordered, everyone kept.
-  const LinkSet one = {{2, 9}};
-  std::vector<uint64_t> r = arrange_ring({4, 2, 9, 7}, one, &out);
-  EXPECT_EQ(r.size(), 4u);
-  EXPECT_TRUE(valid_ring(r, one));
-  EXPECT_TRUE(out.empty());
-  // In a ring of three every pair are neighbours: one end of the link is left out.
-  r = arrange_ring({1, 2, 3}, {{1, 3}}, &out);
-  EXPECT_EQ(r, (std::vector<uint64_t>{1, 2}));
-  EXPECT_EQ(out, (std::vector<uint64_t>{3}));
-  // A node cut off from all but one other cannot be in a ring of three or more.
-  out.clear();
-  const LinkSet star = {{1, 5}, {2, 5}, {3, 5}};
-  r = arrange_ring({1, 2, 3, 5, 6}, star, &out);
-  EXPECT_EQ(out, (std::vector<uint64_t>{5}));
-  EXPECT_EQ(r.size(), 4u);
-  EXPECT_TRUE(valid_ring(r, star));
-  // Two nodes that cannot reach each other: one is left out; one node alone is a ring.
-  out.clear();
-  EXPECT_EQ(arrange_ring({8, 3}, {{3, 8}}, &out), (std::vector<uint64_t>{3}));
-  EXPECT_EQ(out, (std::vector<uint64_t>{8}));
-  out.clear();
-  EXPECT_EQ(arrange_ring({8}, {{3, 8}}, &out), (std::vector<uint64_t>{8}));
-  EXPECT_TRUE(out.empty());
-  // Many nodes, many broken links: whatever comes back is a valid ring of distinct
-  // members, and together with those left out it is everyone.
-  for (uint64_t seed = 1; seed <= 30; ++seed) {
-    std::vector<uint64_t> nodes;
-    for (uint64_t i = 1; i <= 12; ++i) nodes.push_back(i * 10 + seed % 7);
-    LinkSet bad;
-    std::mt19937_64 rng(seed);
-    for (int k = 0; k < static_cast<int>(seed % 25); ++k) {
-      const uint64_t a = nodes[rng() % nodes.size()], b = nodes[rng() % nodes.size()];
-      if (a != b) bad.insert({std::min(a, b), std::max(a, b)});
-    }
-    out.clear();
-    r = arrange_ring(nodes, bad, &out);
-    EXPECT_TRUE(valid_ring(r, bad)) << "seed " << seed;
-    std::vector<uint64_t> all = r;
-    all.insert(all.end(), out.begin(), out.end());
-    std::sort(all.begin(), all.end());
-    EXPECT_EQ(all, nodes) << "seed " << seed;
-    if (bad.size() <= 3) {
-      EXPECT_TRUE(out.empty()) << "twelve nodes and three broken links always leave a ring of all";
-    }
-  }
 }
 
 TEST(Membership, HashesMustAgree) {
@@ -286,72 +223,6 @@ TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
   back.note_held(d.id, -1);
   EXPECT_EQ(back.newest_held(), (NewestHeld{HeldState::of_wire(5), a.id}));
   EXPECT_EQ(back.node(d.id).held.kind, HeldState::Kind::nothing) << "said it holds nothing: no longer unknown";
-}
-
-
-TEST(RingOrder, WithoutMeasurementsTheOrderIsArrangeRings) {
-  std::vector<uint64_t> out;
-  double slowest = -1;
-  EXPECT_EQ(arrange_ring_by_rate({4, 2, 9, 7}, {}, {}, &out, 1.25, &slowest), (std::vector<uint64_t>{4, 2, 9, 7}));
-  EXPECT_TRUE(out.empty());
-  EXPECT_EQ(slowest, 0.0);
-}
-
-TEST(RingOrder, GoesAroundASlowPair) {
-  // 1-2 is a slow peering; every other pair is fast. The naive order 1,2,3,4 crosses it.
-  LinkRates r;
-  for (uint64_t a = 1; a <= 4; ++a)
-    for (uint64_t b = a + 1; b <= 4; ++b) r[{a, b}] = 1000.0;
-  r[{1, 2}] = 10.0;
-  EXPECT_EQ(slowest_link({1, 2, 3, 4}, r), 10.0);
-  double slowest = 0;
-  std::vector<uint64_t> out;
-  const std::vector<uint64_t> ring = arrange_ring_by_rate({1, 2, 3, 4}, {}, r, &out, 1.25, &slowest);
-  EXPECT_TRUE(out.empty());
-  ASSERT_EQ(ring.size(), 4u);
-  EXPECT_EQ(slowest, 1000.0);
-  EXPECT_EQ(slowest_link(ring, r), 1000.0);
-  // Known-bad links still count: with 1-3 failing too, the only rings left use 1-4 and 1-2 or 1-3.
-  LinkSet bad{{1, 3}};
-  const std::vector<uint64_t> ring2 = arrange_ring_by_rate({1, 2, 3, 4}, bad, r, &out, 1.25, &slowest);
-  EXPECT_EQ(ring2.size(), 4u);
-  EXPECT_EQ(slowest, 10.0);  // 1 must neighbour 2 (its only other working link is 4)
-}
-
-TEST(RingOrder, MaximisesTheSlowestLinkAcrossRegions) {
-  // Two regions {1,2,3} and {4,5,6}: 10 Gbit/s inside, 1 Gbit/s across, except 3-4 at 100 Mbit/s.
-  // The interleaved order crosses regions six times, one of them 3-4; the best ring crosses twice, at 1 Gbit/s.
-  LinkRates r;
-  auto region = [](uint64_t n) { return n <= 3 ? 0 : 1; };
-  for (uint64_t a = 1; a <= 6; ++a)
-    for (uint64_t b = a + 1; b <= 6; ++b) r[{a, b}] = region(a) == region(b) ? 10000.0 : 1000.0;
-  r[{3, 4}] = 100.0;
-  const std::vector<uint64_t> naive{1, 4, 2, 5, 3, 6};
-  double slowest = 0;
-  std::vector<uint64_t> out;
-  const std::vector<uint64_t> ring = arrange_ring_by_rate(naive, {}, r, &out, 1.25, &slowest);
-  EXPECT_EQ(slowest_link(naive, r), 1000.0);
-  EXPECT_EQ(slowest, 1000.0);  // the bottleneck cannot beat a cross-region link; the naive one is already there
-  EXPECT_EQ(ring, naive);      // so the order is kept (no gain worth a reconnection)
-  const std::vector<uint64_t> bad_order{1, 2, 3, 4, 5, 6};
-  const std::vector<uint64_t> better = arrange_ring_by_rate(bad_order, {}, r, &out, 1.25, &slowest);
-  EXPECT_EQ(slowest_link(bad_order, r), 100.0);
-  EXPECT_EQ(slowest, 1000.0);
-  EXPECT_EQ(slowest_link(better, r), 1000.0);
-}
-
-TEST(RingOrder, SmallGainsKeepTheOrderAndUnmeasuredLinksCountAsFast) {
-  LinkRates r{{{1, 2}, 900.0}, {{2, 3}, 1000.0}, {{3, 4}, 1000.0}, {{1, 4}, 1000.0},
-              {{1, 3}, 1000.0}, {{2, 4}, 1000.0}};
-  std::vector<uint64_t> out;
-  double slowest = 0;
-  EXPECT_EQ(arrange_ring_by_rate({1, 2, 3, 4}, {}, r, &out, 1.25, &slowest), (std::vector<uint64_t>{1, 2, 3, 4}));
-  EXPECT_EQ(slowest, 900.0);  // 1.11x better is possible, below the 1.25x worth reordering for
-  // Only the slow pair measured: rings avoid it and try the unmeasured ones.
-  LinkRates one{{{1, 2}, 10.0}};
-  const std::vector<uint64_t> ring = arrange_ring_by_rate({1, 2, 3, 4}, {}, one, &out, 1.25, &slowest);
-  EXPECT_EQ(slowest_link(ring, one), 0.0);
-  EXPECT_EQ(slowest, 0.0);
 }
 
 }  // namespace

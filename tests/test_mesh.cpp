@@ -31,8 +31,9 @@ struct Swarm {
   std::thread thread;
   explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
                  std::function<void()> on_turn = {}, PeerCredentials credentials = secret(7),
-                 std::function<void(const std::string&)> log = {}) {
+                 std::function<void(const std::string&)> log = {}, bool order_by_rate = true) {
     CoordinatorOptions o;
+    o.order_by_rate = order_by_rate;
     o.on_turn = std::move(on_turn);
     o.credentials = std::move(credentials);
     o.heartbeat_interval = milliseconds(200);
@@ -446,6 +447,111 @@ TEST(Mesh, CoordinatorStallDoesNotEvictNodesThatKeptBeating) {
     EXPECT_EQ(errors[i], "") << "node " << i;
     EXPECT_EQ(ring2[i], 3u) << "node " << i << ": a node was evicted for heartbeats the coordinator had not read";
   }
+}
+
+// Bandwidth-aware ring order (issue 15 part 5). Four nodes whose emulated
+// links run at 200 Mbit/s, except n2 <-> n3 at 10 Mbit/s; ids follow the
+// join order, so the naive ring (ascending ids) 1 -> 2 -> 3 -> 4 crosses the
+// slow link. The first round measures it (each node reports its link to its
+// successor), and the coordinator's next rings avoid it: those rounds are
+// several times faster than the first, and than the naive order's rounds.
+struct OrderedRun {
+  std::vector<double> seconds;  // per round: the slowest node's all-reduce
+  std::vector<std::string> rings;  // the coordinator's ring lines
+  double slow_link_mbit = 0;       // what n2 measured on its link to n3 in round 1
+  uint64_t slow_link_to = 0;
+};
+
+OrderedRun run_over_a_slow_link(bool order_by_rate, int rounds) {
+  std::mutex log_mu;
+  OrderedRun run;
+  Swarm swarm(milliseconds(5000), 4, {}, secret(7), [&](const std::string& m) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    if (m.find(": ring of ") != std::string::npos) run.rings.push_back(m);
+  }, order_by_rate);
+  std::vector<std::unique_ptr<MeshNode>> nodes;
+  for (int i = 1; i <= 4; ++i) {  // one after another: ids 1..4
+    MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+    o.emulate_link.rate_bytes_per_s = 200e6 / 8;
+    o.emulate_link.peer_rate_bytes_per_s =
+        slow_peers_of(o.name, "n2<>n3", 10e6 / 8);
+    nodes.push_back(std::make_unique<MeshNode>(o));
+    EXPECT_EQ(nodes.back()->id(), static_cast<uint64_t>(i));
+  }
+  const size_t n = size_t{1} << 18;  // int8: ~0.4 MB sent per node and round
+  std::vector<std::vector<std::vector<float>>> out(rounds, std::vector<std::vector<float>>(4));
+  std::vector<std::vector<OuterRoundStats>> stats(rounds, std::vector<OuterRoundStats>(4));
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        for (int r = 0; r < rounds; ++r) {
+          const std::vector<float> in = test::randn(n, 10 * i + r, 1e-3f);
+          out[r][i].resize(n);
+          stats[r][i] = averaged_or_fail(nodes[i]->average(r + 1, "{}", in, out[r][i]));
+        }
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(errors[i], "") << "node " << i + 1;
+  for (int r = 0; r < rounds; ++r) {
+    double slowest = 0;
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(stats[r][i].ring_size, 4u);
+      EXPECT_EQ(out[r][i], out[r][0]) << "round " << r + 1 << ": every node the same bits";
+      slowest = std::max(slowest, stats[r][i].seconds);
+    }
+    run.seconds.push_back(slowest);
+  }
+  run.slow_link_mbit = stats[0][1].link_mbit;
+  run.slow_link_to = stats[0][1].link_to;
+  return run;
+}
+
+bool ring_line_crosses(const std::string& line, const std::string& a, const std::string& b) {
+  // "(1 -> 2 -> 3 -> 4)": a and b are neighbours, either way, or the ends.
+  const size_t open = line.find(" ("), close = line.find("),", open);
+  const std::string ring = " " + line.substr(open + 2, close - open - 2) + " -> ";
+  std::vector<std::string> ids;
+  for (size_t at = 1; at < ring.size();) {
+    const size_t arrow = ring.find(" -> ", at);
+    ids.push_back(ring.substr(at, arrow - at));
+    at = arrow + 4;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& x = ids[i];
+    const std::string& y = ids[(i + 1) % ids.size()];
+    if ((x == a && y == b) || (x == b && y == a)) return true;
+  }
+  return false;
+}
+
+TEST(Mesh, RingsAreOrderedAroundASlowLinkAndRunFaster) {
+  const int rounds = 4;
+  const OrderedRun ordered = run_over_a_slow_link(true, rounds);
+  const OrderedRun naive = run_over_a_slow_link(false, 2);
+  ASSERT_EQ(ordered.rings.size(), static_cast<size_t>(rounds));
+  ASSERT_EQ(naive.rings.size(), 2u);
+  std::printf("ring over a 10 Mbit/s link among 200 Mbit/s ones (4 nodes, 2^18 values int8):\n");
+  for (int r = 0; r < rounds; ++r) std::printf("  ordered round %d: %.3f s  %s\n", r + 1, ordered.seconds[r],
+                                               ordered.rings[r].c_str());
+  for (int r = 0; r < 2; ++r) std::printf("  naive round %d: %.3f s  %s\n", r + 1, naive.seconds[r],
+                                          naive.rings[r].c_str());
+  // n2 measured its link to n3 on the first round's traffic.
+  EXPECT_EQ(ordered.slow_link_to, 3u);
+  EXPECT_GT(ordered.slow_link_mbit, 5.0);
+  EXPECT_LT(ordered.slow_link_mbit, 12.0);
+  // The first ring is the naive one; every later one avoids 2 - 3.
+  EXPECT_TRUE(ring_line_crosses(ordered.rings[0], "2", "3")) << ordered.rings[0];
+  for (int r = 1; r < rounds; ++r) {
+    EXPECT_FALSE(ring_line_crosses(ordered.rings[r], "2", "3")) << ordered.rings[r];
+    EXPECT_LT(ordered.seconds[r], 0.5 * ordered.seconds[0]) << "round " << r + 1;
+    EXPECT_LT(ordered.seconds[r], 0.5 * naive.seconds[1]) << "round " << r + 1;
+  }
+  for (const std::string& line : naive.rings) EXPECT_TRUE(ring_line_crosses(line, "2", "3")) << line;
 }
 
 }  // namespace

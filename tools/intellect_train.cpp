@@ -77,6 +77,7 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c) {
   co.membership.min_ring = static_cast<size_t>(c.mesh.min_ring);
   co.state_file = c.train.out_dir + "/coordinator.json";
   co.norm_outlier_factor = c.mesh.norm_outlier_factor;
+  co.order_by_rate = c.mesh.order_rings_by_rate;
   co.status_listen = c.mesh.status_listen;
   co.status_token_file = c.mesh.status_token_file;
   co.status_title = "intellect run: " + c.source;

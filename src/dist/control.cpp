@@ -106,6 +106,7 @@ void put(ByteWriter& w, const RingAnnounce& m) {
     w.u64(r.node_id);
     w.str(r.address);
     w.f32(r.norm);
+    w.str(r.name);
   }
 }
 void put(ByteWriter& w, const RingFailed& m) {
@@ -338,6 +339,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
         mem.norm = r.f32("member norm");
         if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
           fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
+        mem.name = r.str("member name", kMaxName);
         m.members.push_back(std::move(mem));
       }
       out = m;

@@ -88,7 +88,9 @@ struct Ready {
   int64_t outer_step = 0;
   std::string data_position;  // JSON: where this node's data stands
   // The throughput this node measured on its link to its successor in its
-  // last ring (link_to 0: none measured). The coordinator orders rings by it.
+  // last ring, from that ring's own traffic (link_to 0: none measured;
+  // link_rate_mbit in ring_round.h). The coordinator orders rings by it
+  // (ring_order.h). At most 1e7 Mbit/s.
   uint64_t link_to = 0;
   float link_mbit = 0;
   // The L2 norm of this node's pseudo-gradient for this step, and a
@@ -102,6 +104,9 @@ struct RingMember {
   uint64_t node_id = 0;
   std::string address;
   float norm = -1.0f;  // what the member announced (< 0: unknown, nothing is checked)
+  // Its mesh.name, for logs and for emulated links to named peers (tests
+  // and benchmarks: LinkEmulation::slow_to); at most kMaxName bytes.
+  std::string name;
 };
 // coordinator -> ring members: average with these nodes, in this order.
 struct RingAnnounce {

@@ -165,17 +165,17 @@ void Coordinator::announce(Ring ring) {
   // round takes the round's average from a donor, like a late one.
   std::vector<uint64_t> left_out;
   const LinkSet bad = live_bad_links();
+  ring.nodes = arrange_ring(ring.nodes, bad, &left_out);
+  // Then by the link rates nodes measured: the slowest link sets a ring's pace.
+  const LinkRates rates = opt_.order_by_rate ? live_link_rates() : LinkRates{};
   if (opt_.order_by_rate) {
-    const LinkRates rates = live_link_rates();
-    const std::vector<uint64_t> plain = arrange_ring(ring.nodes, bad, nullptr);
-    double slowest = 0;
-    ring.nodes = arrange_ring_by_rate(ring.nodes, bad, rates, &left_out, 1.25, &slowest);
-    if (ring.nodes != plain)
+    const RingOrder order = order_ring_by_rate(ring.nodes, bad, rates);
+    if (order.reordered)
       log(str("outer step ", ring.outer_step, ": ring ordered by measured link rates: slowest link ",
-              slowest > 0 ? str(slowest, " Mbit/s") : std::string("not measured yet"), " instead of ",
-              slowest_link(plain, rates), " Mbit/s"));
-  } else {
-    ring.nodes = arrange_ring(ring.nodes, bad, &left_out);
+              order.slowest_mbit > 0 ? str(order.slowest_mbit, " Mbit/s") : std::string("not measured yet"),
+              " instead of ", order.given_slowest_mbit, " Mbit/s (a direction not measured yet counted at "
+              "its reverse's rate)"));
+    ring.nodes = order.nodes;
   }
   for (uint64_t id : left_out) {
     log(str("outer step ", ring.outer_step, ": node ", id,
@@ -201,7 +201,7 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
-    a.members.push_back({id, members_.node(id).address, norm});
+    a.members.push_back({id, members_.node(id).address, norm, members_.node(id).name});
     if (norm >= 0) accepted.push_back(norm);
   }
   if (!accepted.empty()) {  // the reference a later ring of one is judged against
@@ -212,7 +212,11 @@ void Coordinator::announce(Ring ring) {
   steps_.announced(ring, a.round);
   std::string names;
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
-  log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round));
+  const double slowest = slowest_link(ring.nodes, rates);
+  log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round,
+          ring.nodes.size() < 2 || !opt_.order_by_rate ? std::string()
+          : slowest > 0 ? str("; slowest measured link ", slowest, " Mbit/s")
+                        : std::string("; no link of it measured yet")));
   // Written before anyone hears of it: a restarted coordinator must know
   // this step's ring was formed.
   write_state();
@@ -273,12 +277,8 @@ void Coordinator::ban(uint64_t accused, uint64_t accuser, const std::string& rea
 
 LinkRates Coordinator::live_link_rates() const {
   LinkRates rates;
-  for (const auto& [link, mbit] : link_mbit_) {
-    if (!members_.contains(link.first) || !members_.contains(link.second)) continue;
-    const std::pair<uint64_t, uint64_t> pair = std::minmax(link.first, link.second);
-    auto [it, fresh] = rates.emplace(pair, mbit);
-    if (!fresh) it->second = std::min<double>(it->second, mbit);
-  }
+  for (const auto& [link, mbit] : link_mbit_)
+    if (members_.contains(link.first) && members_.contains(link.second)) rates[link] = mbit;
   return rates;
 }
 

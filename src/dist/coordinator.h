@@ -22,6 +22,7 @@
 #include "dist/control.h"
 #include "dist/membership.h"
 #include "dist/outer_steps.h"
+#include "dist/ring_order.h"
 #include "dist/transport.h"
 #include "status/run_status.h"
 #include "status/status_server.h"
@@ -42,8 +43,8 @@ struct CoordinatorOptions {
   // run goes back to the newest step one does hold (a holder that is only
   // slow to say so gets this long).
   std::chrono::milliseconds rewind_after{12000};
-  // Order each ring by the link rates nodes measure (arrange_ring_by_rate);
-  // false: ascending ids, around failed links only.
+  // Order each ring by the link rates nodes measure (order_ring_by_rate in
+  // ring_order.h); false: ascending ids, around failed links only.
   bool order_by_rate = true;
   // A node whose announced pseudo-gradient norm is above this many times the
   // median of the other ready nodes' norms is left out of that step's ring
@@ -104,7 +105,7 @@ class Coordinator {
   void check_stranded(MembershipTime now);
   void reform_failed_rings(MembershipTime now);
   LinkSet live_bad_links();
-  LinkRates live_link_rates() const;  // per pair of live members, the slower direction measured
+  LinkRates live_link_rates() const;  // the newest rate measured on each directed link between live members
   void send(ConnId conn, const control::Message& m);
   void persist();      // marks the state file stale; run() writes it once per turn
   void write_state();

@@ -14,7 +14,39 @@ std::string LinkEmulation::describe() const {
   std::snprintf(s, sizeof s, "%s, %lld ms +- %lld ms one way",
                 rate_bytes_per_s > 0 ? str(rate_bytes_per_s * 8 / 1e6, " Mbit/s").c_str() : "no rate cap",
                 static_cast<long long>(delay.count()), static_cast<long long>(jitter.count()));
-  return s;
+  std::string out = s;
+  for (const auto& [peer, rate] : peer_rate_bytes_per_s) out += str("; ", rate * 8 / 1e6, " Mbit/s to ", peer);
+  return out;
+}
+
+LinkEmulation LinkEmulation::toward(const std::string& peer) const {
+  LinkEmulation l = *this;
+  l.peer_rate_bytes_per_s.clear();
+  if (auto it = peer_rate_bytes_per_s.find(peer); it != peer_rate_bytes_per_s.end()) l.rate_bytes_per_s = it->second;
+  return l;
+}
+
+std::map<std::string, double> slow_peers_of(const std::string& self, const std::string& spec,
+                                            double rate_bytes_per_s) {
+  std::map<std::string, double> out;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = std::min(spec.find(',', start), spec.size());
+    const std::string entry = spec.substr(start, comma - start);
+    start = comma + 1;
+    if (entry.empty()) continue;
+    const size_t both = entry.find("<>"), one = entry.find('>');
+    const bool two_way = both != std::string::npos;
+    const size_t at = two_way ? both : one;
+    const std::string a = at == std::string::npos ? "" : entry.substr(0, at);
+    const std::string b = at == std::string::npos ? "" : entry.substr(at + (two_way ? 2 : 1));
+    if (a.empty() || b.empty() || a == b || b.find('>') != std::string::npos || a.find('<') != std::string::npos)
+      fail("mesh.emulate_link_slow: \"", entry, "\" is not FROM>TO or A<>B (node names as in mesh.name, "
+           "entries separated by commas)");
+    if (a == self) out[b] = rate_bytes_per_s;
+    if (two_way && b == self) out[a] = rate_bytes_per_s;
+  }
+  return out;
 }
 
 EmulatedRingLink::EmulatedRingLink(RingLink& inner, const LinkEmulation& link) : inner_(inner), link_(link) {

@@ -2,14 +2,17 @@
 // machine's kernel has no netem. Ring traffic a node sends is paced at a rate
 // (a serial link: a message leaves once the link has carried the ones before
 // it) and handed on after a one-way delay, with jitter, in order (TCP keeps
-// order, so jitter never reorders). Configured by mesh.emulate_link_* (the
-// names say it is an emulation) and said in the run's log.
+// order, so jitter never reorders). The rate may differ per peer (a slow
+// link to particular nodes, for the ring-order tests). Configured by
+// mesh.emulate_link_* (the names say it is an emulation) and said in the
+// run's log.
 #pragma once
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -23,9 +26,21 @@ struct LinkEmulation {
   std::chrono::milliseconds delay{0};     // one way
   std::chrono::milliseconds jitter{0};    // each message's delay is uniform in [delay - jitter, delay + jitter]
   uint64_t seed = 1;
-  bool on() const { return rate_bytes_per_s > 0 || delay.count() > 0; }
-  std::string describe() const;  // "100 Mbit/s, 50 ms +- 5 ms one way"
+  // Peers (by mesh.name) this node's link to is slower: their rate cap
+  // instead of rate_bytes_per_s (mesh.emulate_link_slow).
+  std::map<std::string, double> peer_rate_bytes_per_s;
+  bool on() const { return rate_bytes_per_s > 0 || delay.count() > 0 || !peer_rate_bytes_per_s.empty(); }
+  // The link to `peer`: its own rate where it has one.
+  LinkEmulation toward(const std::string& peer) const;
+  std::string describe() const;  // "100 Mbit/s, 50 ms +- 5 ms one way; 20 Mbit/s to node-2"
 };
+
+// mesh.emulate_link_slow: "FROM>TO" (ring traffic FROM sends to TO) and
+// "A<>B" (both ways), comma-separated, node names as in mesh.name. Returns
+// the peers `self` has a slow link to, each at `rate_bytes_per_s`; an entry
+// that is neither form is an Error naming it.
+std::map<std::string, double> slow_peers_of(const std::string& self, const std::string& spec,
+                                            double rate_bytes_per_s);
 
 // Decorates a ring link: messages to the next node go through the emulated
 // link, on a thread of its own; messages from the previous node come from the

@@ -90,38 +90,6 @@ struct HashCheck {
   std::map<uint64_t, uint64_t> hashes; // node -> hash
 };
 
-// Links known not to work, as (lower id, higher id).
-using LinkSet = std::set<std::pair<uint64_t, uint64_t>>;
-
-// Orders `nodes` into a ring in which no two neighbours form a pair in `bad`,
-// keeping the given order when it already does and staying as close to it as
-// the search allows. When no such ring exists, nodes are left out (the one
-// with the most bad links first, then the highest id) until one does; they
-// are appended to `left_out` (they take the round's average from a donor).
-std::vector<uint64_t> arrange_ring(std::vector<uint64_t> nodes, const LinkSet& bad,
-                                   std::vector<uint64_t>* left_out);
-
-// Measured throughput of links between ring neighbours, Mbit/s, per pair
-// (lower id, higher id); a pair measured both ways keeps the slower.
-using LinkRates = std::map<std::pair<uint64_t, uint64_t>, double>;
-
-// arrange_ring, and then the order whose slowest measured link is fastest
-// (a ring all-reduce runs at its slowest link's pace): a bottleneck
-// travelling-salesman heuristic that searches, from the fastest threshold
-// down, for a ring using no measured link slower than it (arrange_ring's
-// search with those links counted bad). Unmeasured links count as fast, so
-// rings try them and they get measured. The order arrange_ring gives is kept
-// unless the new ring's slowest link is at least `min_gain` times faster
-// (measurements are noisy; reordering costs reconnections). `slowest_mbit`,
-// when given, receives the chosen ring's slowest measured link (0: none
-// measured).
-std::vector<uint64_t> arrange_ring_by_rate(std::vector<uint64_t> nodes, const LinkSet& bad, const LinkRates& rates,
-                                           std::vector<uint64_t>* left_out, double min_gain = 1.25,
-                                           double* slowest_mbit = nullptr);
-
-// The slowest measured link of a ring in this order (0 when none is measured).
-double slowest_link(const std::vector<uint64_t>& ring, const LinkRates& rates);
-
 class Membership {
  public:
   explicit Membership(MembershipOptions options = {});

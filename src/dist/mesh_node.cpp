@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dist/contribution_check.h"
+#include "dist/ring_order.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
 
@@ -91,6 +92,8 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
                                    std::span<const float>& input, std::span<const float> residual,
                                    std::vector<float>& attacked) const {
   control::Ready ready{id(), outer_step, data_position};
+  ready.link_to = measured_.to;  // what the last ring measured, for the coordinator's ring order
+  ready.link_mbit = static_cast<float>(measured_.mbit);
   if (opt_.attack_scale != 1.0) {  // intellect_chaos --byzantine: what a dishonest node sends instead
     attacked.assign(input.begin(), input.end());
     for (float& v : attacked) v = static_cast<float>(v * opt_.attack_scale);
@@ -210,6 +213,9 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
       stats.recv_wait_s = got.stats.recv_wait_s;
       stats.decode_s = got.stats.decode_s;
       stats.send_s = got.stats.send_s;
+      stats.link_to = ring.members[static_cast<size_t>(me - ring.members.begin() + 1) % ring.members.size()].node_id;
+      stats.link_mbit = link_rate_mbit(got.stats.bytes_sent, got.stats.send_s);
+      if (stats.link_mbit > 0) measured_ = {stats.link_to, stats.link_mbit};
       if (donor_) donor_->keep_round(outer_step, std::move(got.round_bytes));
       return stats;
     } catch (const Error& e) {

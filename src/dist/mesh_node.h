@@ -218,6 +218,12 @@ class MeshNode {
   void throw_if_cancelled(const char* what) const;
 
   MeshNodeOptions opt_;
+  // This node's link to its successor in its last ring, as that ring's
+  // traffic measured it (round calls only).
+  struct MeasuredLink {
+    uint64_t to = 0;
+    double mbit = 0.0;
+  } measured_;
   Transport transport_;
   std::atomic<int> round_callers_{0};
   std::atomic<bool> cancel_{false};

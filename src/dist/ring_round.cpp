@@ -248,11 +248,12 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   std::vector<std::unique_ptr<EmulatedRingLink>> emulated_owned;
   std::vector<EmulatedRingLink*> emulated;
   std::vector<RingLink*> links;
+  const LinkEmulation to_next = opt_.emulate_link.toward(ring.members[(index + 1) % ring.members.size()].name);
   for (int k = 0; k < K; ++k) {
     plain.push_back(std::make_unique<TransportRingLink>(transport_, conns.to_next[k], conns.from_prev[k]));
     links.push_back(plain.back().get());
-    if (opt_.emulate_link.on()) {
-      LinkEmulation lane = opt_.emulate_link;
+    if (to_next.on()) {
+      LinkEmulation lane = to_next;
       lane.rate_bytes_per_s /= K;
       lane.seed = lane.seed * 1000003 + ring.round * 64 + static_cast<uint64_t>(k);
       emulated_owned.push_back(std::make_unique<EmulatedRingLink>(*plain.back(), lane));

@@ -56,6 +56,10 @@ struct OuterRoundStats {
   int rings = 1;
   // The last attempt's parts (RingStats), the slowest lane's of each.
   double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
+  // This node's link to its ring successor as this round measured it
+  // (link_rate_mbit, ring_order.h; 0: not measured), reported with the next Ready.
+  uint64_t link_to = 0;
+  double link_mbit = 0.0;
 };
 
 struct RingRoundOptions {

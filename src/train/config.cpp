@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include "default_config.h"
+#include "dist/link_emulation.h"
 #include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -268,6 +269,18 @@ Config parse_config(const json& doc, const std::string& source) {
     m.emulate_link_mbit = r.get_double("emulate_link_mbit", 0.0, 0.0, 1e6);
     m.emulate_link_delay_ms = r.get_int("emulate_link_delay_ms", 0, 0, 60000);
     m.emulate_link_jitter_ms = r.get_int("emulate_link_jitter_ms", 0, 0, 60000);
+    m.emulate_link_slow = r.get_string("emulate_link_slow", "");
+    m.emulate_link_slow_mbit = r.get_double("emulate_link_slow_mbit", 0.0, 0.0, 1e6);
+    if (!m.emulate_link_slow.empty()) {
+      if (m.emulate_link_slow_mbit <= 0)
+        r.error("emulate_link_slow_mbit", "must be above 0 with mesh.emulate_link_slow (the slow links' rate)");
+      try {
+        slow_peers_of("", m.emulate_link_slow, 1.0);  // the form, checked before any node starts
+      } catch (const Error& e) {
+        r.error("emulate_link_slow", e.what());
+      }
+    }
+    m.order_rings_by_rate = r.get_bool("order_rings_by_rate", true);
     m.announce_norms = r.get_bool("announce_norms", true);
     m.norm_outlier_factor = r.get_double("norm_outlier_factor", 5.0, 0.0, 1e9);
     if (m.norm_outlier_factor > 0 && m.norm_outlier_factor < 1.5)

@@ -175,10 +175,19 @@ struct MeshConfig {
   // registered nodes are ready, so a run whose nodes start together averages
   // together from the first outer step.
   int64_t min_ring = 1;
+  // Coordinator: order each ring so that its slowest link, as the nodes
+  // measure their links on ring traffic, is fastest (dist/ring_order.h);
+  // false: ascending node ids, around failed links only.
+  bool order_rings_by_rate = true;
   // Tests and benchmarks only: the ring traffic this node sends goes through
   // an emulated WAN link (Mbit/s, 0 = no cap; one-way delay and its jitter).
   double emulate_link_mbit = 0.0;
   int64_t emulate_link_delay_ms = 0, emulate_link_jitter_ms = 0;
+  // Tests and benchmarks only: slower emulated links between named nodes,
+  // "FROM>TO" or "A<>B" (both ways), comma-separated (names as in
+  // mesh.name), each capped at emulate_link_slow_mbit.
+  std::string emulate_link_slow;
+  double emulate_link_slow_mbit = 0.0;
   // Contributions: nodes announce their pseudo-gradient's norm before each
   // ring and check their ring predecessors against it; the coordinator leaves
   // out a node whose norm is above norm_outlier_factor x the median of the

@@ -185,6 +185,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.emulate_link.delay = std::chrono::milliseconds(cfg.mesh.emulate_link_delay_ms);
     mo.emulate_link.jitter = std::chrono::milliseconds(cfg.mesh.emulate_link_jitter_ms);
     mo.emulate_link.seed = std::hash<std::string>{}(mo.name);
+    mo.emulate_link.peer_rate_bytes_per_s =
+        slow_peers_of(mo.name, cfg.mesh.emulate_link_slow, cfg.mesh.emulate_link_slow_mbit * 1e6 / 8);
     if (mo.emulate_link.on())
       note("mesh: EMULATED WAN LINK for tests and benchmarks: ring traffic this node sends goes through " +
            mo.emulate_link.describe() + " (mesh.emulate_link_*)");
