@@ -232,6 +232,9 @@ TEST_F(Overlap, ThreeNodesAgreeAtEveryAppliedStepEndAlikeAndLearnLikeBlocking) {
     EXPECT_EQ(o["overlap"], "eager");
     EXPECT_GE(o["outer_blocked_s"].get<double>(), 0.0);
     EXPECT_GT(o["allreduce_s"].get<double>(), 0.0);
+    // The link to the ring successor as the round measured it (ring order by rate).
+    EXPECT_GT(o["link_mbit"].get<double>(), 0.0);
+    EXPECT_NE(o["link_to"].get<uint64_t>(), 0u);
     for (const char* part : {"wait_s", "round_start_s", "nesterov_s", "upload_s", "check_s", "publish_s",
                              "ring_encode_s", "ring_recv_wait_s", "ring_decode_s", "ring_send_s"})
       EXPECT_GE(o["parts"][part].get<double>(), 0.0) << part << " of outer step " << k;

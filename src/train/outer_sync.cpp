@@ -526,6 +526,8 @@ nlohmann::json OuterSync::metrics(const Round& r, uint64_t hash, nlohmann::json 
                         {"bytes_received", r.rs.bytes_received},
                         {"allreduce_s", r.allreduce_s},
                         {"retries", r.rs.retries},
+                        {"link_to", r.rs.link_to},
+                        {"link_mbit", r.rs.link_mbit},
                         {"rewinds", mesh_ ? mesh_->rewinds() : 0},
                         {"hash", hex},
                         {"way", way_name(r.way)},
