@@ -161,7 +161,9 @@ TEST(RingPipeline, PeerDyingMidRoundFailsEveryRankPromptly) {
           EXPECT_TRUE(same_bytes(res.out[r], full.out[0])) << "rank " << r;
         }
         // Still in the reduce-scatter: nobody can have the average.
-        if (die_after < 100) EXPECT_NE(res.errors[r], "") << "rank " << r << " finished";
+        if (die_after < 100) {
+          EXPECT_NE(res.errors[r], "") << "rank " << r << " finished";
+        }
       }
       EXPECT_LT(res.seconds, 2.0);  // the message timeout is 5 s: aborts propagated
       EXPECT_EQ(in, copy);
