@@ -168,13 +168,14 @@ int main(int argc, char** argv) {
       const double bound = comp == "sparse" ? (nodes - 1) * static_cast<double>(elems) * per_value
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
-        double worst = 0, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
+        double worst = 0, fastest = 1e30, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
             const auto j = nlohmann::json::parse(l);
             if (j["round"] != round) continue;
             worst = std::max(worst, j["seconds"].get<double>());
+            fastest = std::min(fastest, j["seconds"].get<double>());
             sent += j["sent"].get<double>() / nodes;
             cpu += j["cpu"].get<double>() / nodes;
             encode = std::max(encode, j["encode"].get<double>());
@@ -195,9 +196,9 @@ int main(int argc, char** argv) {
         // and at a paced link the round a perfect pipeline would take:
         // every byte at the link's rate, the delay paid once, or 2(N - 1)
         // hops of it when a step's transfer is shorter than the delay.
-        std::printf("        parts (max over nodes): encode %.3f s, decode+check %.3f s, receive wait %.3f s, "
-                    "send %.3f s",
-                    encode, decode, wait, send);
+        std::printf("        fastest node %.3f s; parts (max over nodes): encode %.3f s, decode+check %.3f s, "
+                    "receive wait %.3f s, send %.3f s",
+                    fastest, encode, decode, wait, send);
         if (rate_mbit > 0) {
           const double link_s = sent * 8 / (rate_mbit * 1e6), step_s = link_s / (2.0 * (nodes - 1));
           const double ideal = std::max(link_s + delay_ms / 1e3, 2.0 * (nodes - 1) * std::max(step_s, delay_ms / 1e3));
