@@ -193,15 +193,17 @@ int main(int argc, char** argv) {
                     rate_mbit > 0 ? str(", ", 100.0 * sent * 8 / worst / (rate_mbit * 1e6), "% of the pacing cap").c_str()
                                   : "");
         // The slowest lane's parts (codec seconds summed over its threads),
-        // and at a paced link the round a perfect pipeline would take:
-        // every byte at the link's rate, the delay paid once, or 2(N - 1)
-        // hops of it when a step's transfer is shorter than the delay.
+        // and at a paced link the round a perfect pipeline would take: a
+        // step's transfer T_s = link time / 2(N - 1); when T_s >= the delay
+        // d the link never waits and the delay is paid once, 2(N - 1) T_s + d;
+        // otherwise every chunk's 2(N - 1) hops each wait d, 2(N - 1) d + T_s.
         std::printf("        fastest node %.3f s; parts (max over nodes): encode %.3f s, decode+check %.3f s, "
                     "receive wait %.3f s, send %.3f s",
                     fastest, encode, decode, wait, send);
         if (rate_mbit > 0) {
           const double link_s = sent * 8 / (rate_mbit * 1e6), step_s = link_s / (2.0 * (nodes - 1));
-          const double ideal = std::max(link_s + delay_ms / 1e3, 2.0 * (nodes - 1) * std::max(step_s, delay_ms / 1e3));
+          const double d = delay_ms / 1e3;
+          const double ideal = step_s >= d ? link_s + d : 2.0 * (nodes - 1) * d + step_s;
           std::printf("; a perfect pipeline: %.3f s (%.1f%% of the cap)", ideal, 100.0 * link_s / ideal);
         }
         std::printf("\n");
