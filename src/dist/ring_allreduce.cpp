@@ -132,7 +132,7 @@ class LaneRun {
   }
 
   // Runs the round; the first failure (with the offender, if a contribution
-  // check named one) is left in error_ / offender_.
+  // check named one) is left for failed() and offender().
   void run();
   RingStats stats() const { return stats_; }
   bool failed(std::string& msg) { return first_error_.get(msg); }
@@ -228,8 +228,7 @@ void LaneRun::send_loop() {
       stats_.messages_sent += 1;
     }
   } catch (const std::exception& e) {
-    first_error_.record(str("sending to the next rank: ", e.what()));
-    link_.abort();  // unblocks the receiving thread
+    fail_round(std::make_exception_ptr(Error(str("sending to the next rank: ", e.what()))));  // unblocks the receiver
   }
 }
 
@@ -330,15 +329,18 @@ void LaneRun::run_job(Job& job) {
 // The first failure wins; the link is aborted (unblocking the other threads
 // and telling the neighbours) and what is queued is dropped.
 void LaneRun::fail_round(std::exception_ptr e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const ContributionExceedsAnnouncement& c) {
-    std::lock_guard<std::mutex> lock(fail_mu_);
+  {
+    std::lock_guard<std::mutex> lock(fail_mu_);  // the offender goes with the error that won
     std::string already;
-    if (!first_error_.get(already)) offender_ = c.offender_rank;
-    first_error_.record(c.what());
-  } catch (const std::exception& x) {
-    first_error_.record(x.what());
+    const bool first = !first_error_.get(already);
+    try {
+      std::rethrow_exception(e);
+    } catch (const ContributionExceedsAnnouncement& c) {
+      if (first) offender_ = c.offender_rank;
+      first_error_.record(c.what());
+    } catch (const std::exception& x) {
+      first_error_.record(x.what());
+    }
   }
   link_.abort();
   queue_.stop();
