@@ -92,7 +92,30 @@ TEST(LinkEmulation, RateCapPacesTheSender) {
   const double ms = ms_between(t0, RingClock::now());
   EXPECT_GE(ms, 100.0 - 2.0) << "1 MB at 10 MB/s";
   EXPECT_LT(ms, 400.0);
-  EXPECT_EQ(inner.got.size(), 10u);
+  ASSERT_EQ(inner.got.size(), 10u);
+  // Each message is handed on once its last byte has crossed: the k-th
+  // after (k + 1) message times, whatever the sender's own timing.
+  for (size_t k = 0; k < 10; ++k)
+    EXPECT_GE(ms_between(t0, inner.got[k].first), 10.0 * double(k + 1) - 1.0) << "message " << k;
+}
+
+// The sender may bring the next message while one crosses (a socket's send
+// buffer): a sender that is a little late each time does not idle the link.
+TEST(LinkEmulation, ALateSenderDoesNotIdleTheLink) {
+  RecordingLink inner;
+  LinkEmulation e;
+  e.rate_bytes_per_s = 10e6;
+  EmulatedRingLink link(inner, e);
+  const std::vector<uint8_t> msg(50000);  // 5 ms each
+  const auto t0 = RingClock::now();
+  for (int i = 0; i < 20; ++i) {
+    link.send_to_next(msg, RingClock::now() + 10s);
+    std::this_thread::sleep_for(2ms);  // the sender's own work between messages, under a message's time
+  }
+  link.drain(RingClock::now() + 10s);
+  const double ms = ms_between(t0, inner.got.back().first);
+  EXPECT_GE(ms, 100.0 - 1.0);
+  EXPECT_LT(ms, 100.0 + 25.0) << "20 x 2 ms of the sender's lateness idled the link";
 }
 
 TEST(LinkEmulation, FailureBeneathReachesTheSender) {

@@ -5,7 +5,7 @@
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
 //                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
-//                   [--delay-ms 0] [--rings 1] [--chunk 0]
+//                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0]
 // (both = none and int8; sparse is the all-gather of top-k contributions at
 // --density, whose bytes grow with N: its "lower bound" column is the ring's.)
 #include <sodium.h>
@@ -26,6 +26,7 @@
 
 #include "dist/coordinator.h"
 #include "dist/mesh_node.h"
+#include "dist/ring_round.h"
 #include "dist/sparse.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -39,7 +40,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
                "[--density D] "
-               "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES]\n");
+               "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T]\n");
   return 2;
 }
 
@@ -52,7 +53,7 @@ double cpu_seconds() {  // this process, all threads: user + system
 
 int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
              const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
-             const std::string& out) {
+             int codec_threads, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -64,6 +65,7 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
   o.emulate_link.seed = static_cast<uint64_t>(rank) + 1;
   o.rings = rings;
   o.chunk_elems = chunk;
+  o.codec_threads = codec_threads;
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
@@ -76,7 +78,8 @@ int run_node(int rank, const std::string& coordinator, const std::string& secret
         averaged_or_fail(node.average(r, "", in, avg, o.compression == Compression::Sparse ? &sparse : nullptr));
     const double cpu = cpu_seconds() - cpu0;
     f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
-                        {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries}}
+                        {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries},
+                        {"encode", s.encode_s}, {"decode", s.decode_s}, {"recv_wait", s.recv_wait_s}, {"send", s.send_s}}
               .dump()
       << "\n";
   }
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   int rings = 1;
   size_t chunk = 0;
   int delay_ms = 0;
+  int codec_threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -107,9 +111,10 @@ int main(int argc, char** argv) {
     else if (a == "--rings") rings = std::atoi(v.c_str());
     else if (a == "--chunk") chunk = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--delay-ms") delay_ms = std::atoi(v.c_str());
+    else if (a == "--codec-threads") codec_threads = std::atoi(v.c_str());
     else return usage();
   }
-  if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16) return usage();
+  if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16 || codec_threads < 0) return usage();
   try {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
     const std::string dir = "/tmp/bench_allreduce." + std::to_string(::getpid());
@@ -124,8 +129,8 @@ int main(int argc, char** argv) {
     write_file_atomic(dir + "/secret", hex.data(), hex.size());
     ::chmod((dir + "/secret").c_str(), 0600);
     std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
-                "link pacing %s, one-way delay %d ms\n",
-                nodes, elems, elems * 4 / 1e6, rounds, rings,
+                "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms\n",
+                nodes, elems, elems * 4 / 1e6, rounds, rings, lane_codec_threads(codec_threads, rings),
                 rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms);
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
@@ -142,7 +147,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
-                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);
@@ -163,15 +168,20 @@ int main(int argc, char** argv) {
       const double bound = comp == "sparse" ? (nodes - 1) * static_cast<double>(elems) * per_value
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
-        double worst = 0, sent = 0, cpu = 0;
+        double worst = 0, fastest = 1e30, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
             const auto j = nlohmann::json::parse(l);
             if (j["round"] != round) continue;
             worst = std::max(worst, j["seconds"].get<double>());
+            fastest = std::min(fastest, j["seconds"].get<double>());
             sent += j["sent"].get<double>() / nodes;
             cpu += j["cpu"].get<double>() / nodes;
+            encode = std::max(encode, j["encode"].get<double>());
+            decode = std::max(decode, j["decode"].get<double>());
+            wait = std::max(wait, j["recv_wait"].get<double>());
+            send = std::max(send, j["send"].get<double>());
           }
         }
         // CPU seconds per wall second: how many cores a node kept busy (the
@@ -182,6 +192,21 @@ int main(int argc, char** argv) {
                     sent / bound, sent / worst / 1e6, cpu / worst,
                     rate_mbit > 0 ? str(", ", 100.0 * sent * 8 / worst / (rate_mbit * 1e6), "% of the pacing cap").c_str()
                                   : "");
+        // The slowest lane's parts (codec seconds summed over its threads),
+        // and at a paced link the round a perfect pipeline would take: a
+        // step's transfer T_s = link time / 2(N - 1); when T_s >= the delay
+        // d the link never waits and the delay is paid once, 2(N - 1) T_s + d;
+        // otherwise every chunk's 2(N - 1) hops each wait d, 2(N - 1) d + T_s.
+        std::printf("        fastest node %.3f s; parts (max over nodes): encode %.3f s, decode+check %.3f s, "
+                    "receive wait %.3f s, send %.3f s",
+                    fastest, encode, decode, wait, send);
+        if (rate_mbit > 0) {
+          const double link_s = sent * 8 / (rate_mbit * 1e6), step_s = link_s / (2.0 * (nodes - 1));
+          const double d = delay_ms / 1e3;
+          const double ideal = step_s >= d ? link_s + d : 2.0 * (nodes - 1) * d + step_s;
+          std::printf("; a perfect pipeline: %.3f s (%.1f%% of the cap)", ideal, 100.0 * link_s / ideal);
+        }
+        std::printf("\n");
       }
     }
     std::error_code ec;

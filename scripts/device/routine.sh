@@ -17,6 +17,9 @@
 #   overlap-quality  issue 15: 4 nodes of 150m on tinyshakespeare (data/shakespeare carried), none vs
 #                    eager, the same tokens; H (default 25), STEPS (default 300): final validation loss
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
+#   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
+#                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
+#                    devbin/bench_allreduce_base (the build before the codec pool, packed with EXTRA_BINS)
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -155,6 +158,24 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
         echo "--- $b, $k ring(s), repeat $rep"
         $B/$b --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 2>&1 | grep -vE "^ *$"
       done; done; done | tee "$OUT/ring-crypto.log" ;;
+    ring-link)
+      section ring-link
+      nproc; lscpu | grep "Model name"
+      bins="bench_allreduce"; [ -x $B/bench_allreduce_base ] && bins="bench_allreduce_base bench_allreduce"
+      {
+        for k in 1 8; do for b in $bins; do
+          echo "--- $b, WAN, 277M values, $k ring(s)"
+          $B/$b --nodes 4 --elems 277000000 --rounds 2 --compression int8 --rate-mbit 1000 --delay-ms 50 --rings $k
+        done; done
+        for b in $bins; do
+          echo "--- $b, WAN, 16.8M values, 1 ring"
+          $B/$b --nodes 4 --elems 16777216 --rounds 2 --compression int8 --rate-mbit 1000 --delay-ms 50 --rings 1
+        done
+        for n in 2 4; do for e in 67108864 277000000; do for k in 1 8; do for b in $bins; do
+          echo "--- $b, loopback, $n nodes, $e values, $k ring(s)"
+          $B/$b --nodes $n --elems $e --rounds 3 --compression int8 --rings $k
+        done; done; done; done
+      } 2>&1 | grep -vE "^ *$" | tee "$OUT/ring-link.log" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

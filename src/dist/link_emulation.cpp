@@ -65,14 +65,20 @@ EmulatedRingLink::~EmulatedRingLink() {
 }
 
 void EmulatedRingLink::send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) {
+  // When the message's last byte leaves: it starts once the link has
+  // carried the ones before it, and is charged in full (no message crosses
+  // for free). The call returns when it starts, as a socket's send returns
+  // once its buffer takes the bytes: the sender then has a message's time
+  // to bring the next before the link idles. (Returning only when the last
+  // byte left, each wake-up's lateness idled the link: 83-88% of the cap
+  // at 200 Mbit/s with nothing else in the way, dev VM.)
+  RingClock::time_point last_byte = RingClock::now();
   if (link_.rate_bytes_per_s > 0) {
-    // Charged before the send (not after), so the first message waits too
-    // and no message crosses for free.
-    const auto now = RingClock::now();
-    if (available_ < now) available_ = now;
-    available_ += std::chrono::duration_cast<RingClock::duration>(
-        std::chrono::duration<double>(static_cast<double>(msg.size() + kFrameHeaderSize) / link_.rate_bytes_per_s));
-    std::this_thread::sleep_until(available_);
+    const RingClock::time_point start = std::max(available_, last_byte);
+    available_ = start + std::chrono::duration_cast<RingClock::duration>(std::chrono::duration<double>(
+                             static_cast<double>(msg.size() + kFrameHeaderSize) / link_.rate_bytes_per_s));
+    last_byte = available_;
+    std::this_thread::sleep_until(start);
   }
   auto delay = std::chrono::duration_cast<RingClock::duration>(link_.delay);
   if (link_.jitter.count() > 0) {
@@ -83,7 +89,7 @@ void EmulatedRingLink::send_to_next(std::span<const uint8_t> msg, RingClock::tim
   ++sent_;
   std::lock_guard<std::mutex> lock(mu_);
   if (error_) std::rethrow_exception(error_);
-  last_due_ = std::max(last_due_, RingClock::now() + delay);
+  last_due_ = std::max(last_due_, last_byte + delay);
   queue_.push_back({last_due_, deadline, std::vector<uint8_t>(msg.begin(), msg.end())});
   cv_.notify_all();
 }

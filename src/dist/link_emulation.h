@@ -1,11 +1,13 @@
 // A WAN link played on loopback, for tests and benchmarks only: this
 // machine's kernel has no netem. Ring traffic a node sends is paced at a rate
 // (a serial link: a message leaves once the link has carried the ones before
-// it) and handed on after a one-way delay, with jitter, in order (TCP keeps
-// order, so jitter never reorders). The rate may differ per peer (a slow
-// link to particular nodes, for the ring-order tests). Configured by
-// mesh.emulate_link_* (the names say it is an emulation) and said in the
-// run's log.
+// it) and handed on a one-way delay after its last byte, with jitter, in
+// order (TCP keeps order, so jitter never reorders). A send returns when
+// its message starts crossing, as a socket's send returns once its buffer
+// holds the bytes, so a sender that brings the next message within one
+// message's time keeps the link busy. The rate may differ per peer (a slow
+// link to particular nodes, for the ring-order tests). Configured by mesh.emulate_link_* (the
+// names say it is an emulation) and said in the run's log.
 #pragma once
 #include <chrono>
 #include <condition_variable>

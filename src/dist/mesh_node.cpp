@@ -73,6 +73,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.sparse_aggregation = opt_.sparse_aggregation;
   ro.chunk_elems = opt_.chunk_elems;
   ro.rings = opt_.rings;
+  ro.codec_threads = opt_.codec_threads;
   ro.emulate_link = opt_.emulate_link;
   ro.message_timeout = opt_.message_timeout;
   ro.keep_round = opt_.serve_state;

@@ -69,6 +69,10 @@ struct MeshNodeOptions {
   // shorter messages fill it sooner; sparse: 64 blocks of 4096). The same on
   // every node.
   size_t chunk_elems = 0;
+  // Threads for the rings' codec work, shared out among the rings (0:
+  // automatic; RingRoundOptions::codec_threads). Speed only: every node
+  // computes the same bytes whatever its count.
+  int codec_threads = 0;
   // Tests and benchmarks: the ring traffic this node sends goes through an
   // emulated WAN link (rate shared out among the rings, one-way delay with
   // jitter); off by default (link_emulation.h).

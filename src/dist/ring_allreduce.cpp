@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/ring_pipeline.h"
 #include "dist/ring_queue.h"
 #include "util/error.h"
 
@@ -101,6 +102,294 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
   check("count", got.count, want.count, order);
 }
 
+namespace {
+
+// One lane's all-reduce, as three kinds of thread share it: the calling
+// thread receives each message the schedule says comes next and checks its
+// header; the codec pool (RingOptions::codec_threads) validates, decodes and
+// adds, and re-encodes it; the sender thread hands the outgoing messages to
+// the link in schedule order. Each message's work touches only its own
+// chunk of the output, and a chunk's all-gather message can only arrive
+// after this rank's reduce-scatter message for it left, so jobs on
+// different chunks never race.
+class LaneRun {
+ public:
+  LaneRun(RingLink& link, const RingOptions& opt, std::span<const float> input, std::span<float> output,
+          std::vector<RingCarried>* carried)
+      : link_(link),
+        opt_(opt),
+        in_(input),
+        out_(output),
+        S_(output.size()),
+        N_(static_cast<size_t>(opt.world)),
+        r_(static_cast<size_t>(opt.rank)),
+        codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
+        check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack),
+        carried_(carried && codec_->lossy() ? carried : nullptr) {
+    first_chunk_of_.assign(N_ + 1, 0);
+    for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
+    if (carried_) carried_->resize(first_chunk_of_[N_]);
+  }
+
+  // Runs the round; the first failure (with the offender, if a contribution
+  // check named one) is left for failed() and offender().
+  void run();
+  RingStats stats() const { return stats_; }
+  bool failed(std::string& msg) { return first_error_.get(msg); }
+  int offender() const { return offender_; }
+
+ private:
+  enum class JobKind { EncodeOwn, ReduceHop, GatherHop };
+  struct Job {
+    JobKind kind = JobKind::EncodeOwn;
+    RingHeader h;                  // the message received (or, for EncodeOwn, sent)
+    uint64_t seq = UINT64_MAX;     // the outgoing message's place in the schedule; none: UINT64_MAX
+    std::vector<uint8_t> msg;      // received
+  };
+
+  size_t seg_begin(size_t s) const { return S_ * s / N_; }
+  size_t seg_len(size_t s) const { return S_ * (s + 1) / N_ - S_ * s / N_; }
+  size_t n_chunks(size_t s) const { return (seg_len(s) + opt_.chunk_elems - 1) / opt_.chunk_elems; }
+  size_t wrap(int64_t s) const { return static_cast<size_t>(((s % int64_t(N_)) + int64_t(N_)) % int64_t(N_)); }
+  size_t chunk_off(size_t seg, size_t c) const { return seg_begin(seg) + c * opt_.chunk_elems; }
+  size_t chunk_len(size_t seg, size_t c) const {
+    return std::min(opt_.chunk_elems, seg_begin(seg) + seg_len(seg) - chunk_off(seg, c));
+  }
+  RingClock::time_point op_deadline() const { return std::min(RingClock::now() + opt_.message_timeout, opt_.deadline); }
+  static double since(RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); }
+  RingHeader header(uint8_t phase, size_t step, size_t seg, size_t chunk) const;
+
+  void send_loop();
+  std::vector<uint8_t> build(const RingHeader& h, const float* x);
+  std::vector<uint8_t> receive(const RingHeader& want);
+  void check_payload(const Job& job, const std::string& what);
+  void keep_chunk(const RingHeader& h, const uint8_t* payload);
+  void copy_input(const RingHeader& h);
+  void run_job(Job& job);
+  void fail_round(std::exception_ptr e);
+  void add_times(double encode_s, double decode_s);
+
+  RingLink& link_;
+  const RingOptions& opt_;
+  std::span<const float> in_;
+  std::span<float> out_;
+  const size_t S_, N_, r_;
+  const std::unique_ptr<BlockCodec> codec_;
+  ContributionCheck check_;
+  std::mutex check_mu_;  // check_ and the codec times, from the pool's threads
+  std::vector<RingCarried>* carried_;
+  std::vector<size_t> first_chunk_of_;  // carried_'s slot of each segment's first chunk
+  OrderedSendQueue queue_;
+  FirstError first_error_;
+  std::mutex fail_mu_;
+  int offender_ = -1;  // under fail_mu_ until the threads are joined
+  RingStats stats_;
+};
+
+RingHeader LaneRun::header(uint8_t phase, size_t step, size_t seg, size_t chunk) const {
+  RingHeader h;
+  h.phase = phase;
+  h.compression = opt_.compression;
+  h.round = opt_.round;
+  h.total_elems = S_;
+  h.world = static_cast<uint32_t>(N_);
+  h.step = static_cast<uint32_t>(step);
+  h.segment = static_cast<uint32_t>(seg);
+  h.chunk = static_cast<uint32_t>(chunk);
+  h.count = static_cast<uint32_t>(chunk_len(seg, chunk));
+  h.int8_block = codec_->block();
+  return h;
+}
+
+void LaneRun::add_times(double encode_s, double decode_s) {
+  std::lock_guard<std::mutex> lock(check_mu_);
+  stats_.encode_s += encode_s;
+  stats_.decode_s += decode_s;
+}
+
+// Header + payload for h.count values at x: their encoding.
+std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
+  const RingClock::time_point t = RingClock::now();
+  std::vector<uint8_t> msg = encode_ring_header(h);
+  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count));
+  codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
+  add_times(since(t), 0.0);
+  return msg;
+}
+
+void LaneRun::send_loop() {
+  try {
+    std::vector<uint8_t> msg;
+    while (queue_.pop(msg)) {
+      const RingClock::time_point t = RingClock::now();
+      link_.send_to_next(msg, op_deadline());
+      stats_.send_s += since(t);
+      stats_.bytes_sent += msg.size();
+      stats_.messages_sent += 1;
+    }
+  } catch (const std::exception& e) {
+    fail_round(std::make_exception_ptr(Error(str("sending to the next rank: ", e.what()))));  // unblocks the receiver
+  }
+}
+
+// The message the schedule says comes next, its header checked (the
+// payload is checked by its job).
+std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
+  const RingClock::time_point t = RingClock::now();
+  std::vector<uint8_t> msg = link_.recv_from_prev(op_deadline());
+  stats_.recv_wait_s += since(t);
+  stats_.bytes_received += msg.size();
+  stats_.messages_received += 1;
+  const std::string what = str(want.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ",
+                               want.step, ", segment ", want.segment, ", chunk ", want.chunk, ") from the previous rank");
+  expect_ring_header(parse_ring_header(msg, what), want, what);
+  return msg;
+}
+
+void LaneRun::check_payload(const Job& job, const std::string& what) {
+  const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
+  codec_->validate(payload, job.h.count, what.c_str());
+  if (!check_.enabled()) return;
+  const double ss = codec_->sum_squares(payload, job.h.count);
+  std::lock_guard<std::mutex> lock(check_mu_);
+  check_.add(job.h.phase == kAllGather, job.h.step, ss, what);
+}
+
+void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
+  if (!carried_) return;
+  RingCarried& k = (*carried_)[first_chunk_of_[h.segment] + h.chunk];
+  k.compression = opt_.compression;
+  k.offset = chunk_off(h.segment, h.chunk);
+  k.count = h.count;
+  k.block = codec_->block();
+  k.encoded.assign(payload, payload + codec_->encoded_bytes(h.count));
+}
+
+// A chunk's input, checked and copied into the output by the first job that
+// reads it (its step-0 encoding, or the reduce-scatter hop that adds to it):
+// done up front, one pass over the whole input would delay the first
+// message by that pass (about 0.1 s at 277M values).
+void LaneRun::copy_input(const RingHeader& h) {
+  const size_t off = chunk_off(h.segment, h.chunk);
+  const float* x = in_.data() + off;
+  uint32_t bad = 0;
+  for (size_t i = 0; i < h.count; ++i) {  // integer bits: vectorises
+    uint32_t b;
+    std::memcpy(&b, &x[i], 4);
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  if (bad)
+    for (size_t i = 0; i < h.count; ++i)
+      if (!std::isfinite(x[i]))
+        fail("input value ", off + i, " is ", x[i],
+             "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
+  std::copy(x, x + h.count, out_.data() + off);
+}
+
+void LaneRun::run_job(Job& job) {
+  const RingHeader& h = job.h;
+  float* x = out_.data() + chunk_off(h.segment, h.chunk);
+  if (job.kind == JobKind::EncodeOwn) {
+    copy_input(h);
+    queue_.put(job.seq, build(h, x));
+    return;
+  }
+  const std::string what = str(h.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ", h.step,
+                               ", segment ", h.segment, ", chunk ", h.chunk, ") from the previous rank");
+  const RingClock::time_point d = RingClock::now();
+  check_payload(job, what);
+  const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
+  if (job.kind == JobKind::GatherHop) {
+    codec_->decode(payload, h.count, x);
+    keep_chunk(h, payload);
+    add_times(0.0, since(d));
+    if (job.seq == UINT64_MAX) return;
+    // The owner's bytes go on unchanged, but for the step.
+    const uint32_t next_step = h.step + 1;
+    std::memcpy(job.msg.data() + kStepOffset, &next_step, 4);
+    queue_.put(job.seq, std::move(job.msg));
+    return;
+  }
+  copy_input(h);  // each segment but r arrives exactly once in the reduce-scatter
+  codec_->decode_add(payload, h.count, x);
+  add_times(0.0, since(d));
+  if (h.step + 2 < N_) {
+    queue_.put(job.seq, build(header(kReduceScatter, h.step + 1, h.segment, h.chunk), x));
+    return;
+  }
+  // The segment r + 1: this rank owns the chunk's full sum. Average, quantize
+  // once, and keep the decoded values so every rank agrees bit for bit.
+  for (size_t i = 0; i < h.count; ++i) x[i] /= static_cast<float>(N_);
+  std::vector<uint8_t> avg = build(header(kAllGather, 0, h.segment, h.chunk), x);
+  if (codec_->lossy()) codec_->decode(avg.data() + kRingHeaderBytes, h.count, x);
+  keep_chunk(h, avg.data() + kRingHeaderBytes);
+  queue_.put(job.seq, std::move(avg));
+}
+
+// The first failure wins; the link is aborted (unblocking the other threads
+// and telling the neighbours) and what is queued is dropped.
+void LaneRun::fail_round(std::exception_ptr e) {
+  {
+    std::lock_guard<std::mutex> lock(fail_mu_);  // the offender goes with the error that won
+    std::string already;
+    const bool first = !first_error_.get(already);
+    try {
+      std::rethrow_exception(e);
+    } catch (const ContributionExceedsAnnouncement& c) {
+      if (first) offender_ = c.offender_rank;
+      first_error_.record(c.what());
+    } catch (const std::exception& x) {
+      first_error_.record(x.what());
+    }
+  }
+  link_.abort();
+  queue_.stop();
+}
+
+void LaneRun::run() {
+  // A few messages per worker in flight: enough that no worker waits for
+  // the receiving thread, few enough that the transport's inbox, not this
+  // lane, holds what the previous rank sent ahead.
+  const int workers = std::max(1, opt_.codec_threads);
+  CodecPool<Job> pool(workers, 2 * static_cast<size_t>(workers) + 2, [this](Job& j) { run_job(j); },
+                      [this](std::exception_ptr e) { fail_round(e); });
+  std::thread sender([this] { send_loop(); });
+  uint64_t seq = 0;
+  try {
+    bool go = true;
+    // Reduce-scatter, step 0: this rank's own segment r, from the input copy.
+    for (size_t c = 0; go && c < n_chunks(r_); ++c)
+      go = pool.submit(Job{JobKind::EncodeOwn, header(kReduceScatter, 0, r_, c), seq++, {}});
+    // Reduce-scatter, received at steps 0..N−2: each accumulated chunk goes on at once.
+    for (size_t t = 0; go && t + 1 < N_; ++t) {
+      const size_t g = wrap(int64_t(r_) - int64_t(t) - 1);
+      for (size_t c = 0; go && c < n_chunks(g); ++c) {
+        const RingHeader want = header(kReduceScatter, t, g, c);
+        go = pool.submit(Job{JobKind::ReduceHop, want, seq++, receive(want)});
+      }
+    }
+    // All-gather: each owner's bytes, passed on unchanged until the rank
+    // before the owner.
+    for (size_t t = 0; go && t + 1 < N_; ++t) {
+      const size_t g = wrap(int64_t(r_) - int64_t(t));
+      for (size_t c = 0; go && c < n_chunks(g); ++c) {
+        const RingHeader want = header(kAllGather, t, g, c);
+        const uint64_t out_seq = t + 2 < N_ ? seq++ : UINT64_MAX;
+        go = pool.submit(Job{JobKind::GatherHop, want, out_seq, receive(want)});
+      }
+    }
+    pool.wait_idle();
+    queue_.close(seq);
+  } catch (const std::exception&) {
+    fail_round(std::current_exception());
+    pool.stop();
+  }
+  pool.wait_idle();
+  sender.join();
+}
+
+}  // namespace
+
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
                                  std::span<float> output, std::vector<RingCarried>* carried) {
   const auto t0 = RingClock::now();
@@ -117,185 +406,37 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     refuse("sparse compression is not a ring all-reduce: use sparse_allgather_average");
   if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
     refuse("int8_block (the codec's block) must be in [1, 2^32)");
+  if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
   if (!input.empty() && output.data() < in_hi && in_lo < output.data() + output.size())
     refuse("output overlaps input; the input must survive a failed round, so pass a separate buffer");
   const size_t S = input.size();
-  const auto N = static_cast<size_t>(opt.world), r = static_cast<size_t>(opt.rank);
   if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
 
-  // Refuse our own NaN/inf before anyone averages it, in either mode.
-  for (size_t i = 0; i < S; ++i)
-    if (!std::isfinite(input[i]))
-      refuse("input value ", i, " is ", input[i],
-             "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
-
-  RingStats stats;
   if (carried) carried->clear();
-  std::copy(input.begin(), input.end(), output.begin());
-  if (N == 1) {
+  if (opt.world == 1) {
+    for (size_t i = 0; i < S; ++i)
+      if (!std::isfinite(input[i]))
+        refuse("input value ", i, " is ", input[i],
+               "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
+    std::copy(input.begin(), input.end(), output.begin());
+    RingStats stats;
     stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
     return stats;
   }
 
-  const std::unique_ptr<BlockCodec> codec = make_block_codec(opt.compression, opt.int8_block, opt.codec_threads);
-  const bool lossy = codec->lossy();
-  const size_t block = codec->block();
-  auto seg_begin = [&](size_t s) { return S * s / N; };
-  auto seg_len = [&](size_t s) { return S * (s + 1) / N - S * s / N; };
-  auto n_chunks = [&](size_t s) { return (seg_len(s) + opt.chunk_elems - 1) / opt.chunk_elems; };
-  auto wrap = [&](int64_t s) { return static_cast<size_t>(((s % int64_t(N)) + int64_t(N)) % int64_t(N)); };
-  auto op_deadline = [&] { return std::min(RingClock::now() + opt.message_timeout, opt.deadline); };
-  auto header = [&](uint8_t phase, size_t step, size_t seg, size_t chunk, size_t count) {
-    RingHeader h;
-    h.phase = phase;
-    h.compression = opt.compression;
-    h.round = opt.round;
-    h.total_elems = S;
-    h.world = static_cast<uint32_t>(N);
-    h.step = static_cast<uint32_t>(step);
-    h.segment = static_cast<uint32_t>(seg);
-    h.chunk = static_cast<uint32_t>(chunk);
-    h.count = static_cast<uint32_t>(count);
-    h.int8_block = static_cast<uint32_t>(block);
-    return h;
-  };
-  // Header + payload for `count` values at x: their encoding.
-  auto since = [](RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); };
-  auto build = [&](const RingHeader& h, const float* x) {
-    const RingClock::time_point t = RingClock::now();
-    std::vector<uint8_t> msg = encode_ring_header(h);
-    msg.resize(kRingHeaderBytes + codec->encoded_bytes(h.count));
-    codec->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
-    stats.encode_s += since(t);
-    return msg;
-  };
-
-  // The carried encodings, one slot per chunk in offset order.
-  std::vector<size_t> first_chunk_of(N + 1, 0);
-  for (size_t s = 0; s < N; ++s) first_chunk_of[s + 1] = first_chunk_of[s] + n_chunks(s);
-  const bool keep = carried != nullptr && lossy;
-  if (keep) carried->resize(first_chunk_of[N]);
-  auto keep_chunk = [&](size_t seg, size_t c, size_t off, size_t len, const uint8_t* payload) {
-    if (!keep) return;
-    RingCarried& k = (*carried)[first_chunk_of[seg] + c];
-    k.compression = opt.compression;
-    k.offset = off;
-    k.count = len;
-    k.block = block;
-    k.encoded.assign(payload, payload + codec->encoded_bytes(len));
-  };
-
-  ContributionCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
-  int offender = -1;  // the predecessor's rank, when it broke its announcement
-  SendQueue queue;
-  FirstError first_error;
-  std::thread sender([&] {
-    try {
-      std::vector<uint8_t> msg;
-      while (queue.pop(msg)) {
-        const RingClock::time_point t = RingClock::now();
-        link.send_to_next(msg, op_deadline());
-        stats.send_s += since(t);
-        stats.bytes_sent += msg.size();
-        stats.messages_sent += 1;
-      }
-    } catch (const std::exception& e) {
-      first_error.record(str("sending to the next rank: ", e.what()));
-      link.abort();  // unblocks the receiving thread
-    }
-  });
-
-  try {
-    // Receives the message the schedule says comes next and checks it.
-    auto receive = [&](const RingHeader& want) {
-      const std::string what =
-          str(want.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ", want.step,
-              ", segment ", want.segment, ", chunk ", want.chunk, ") from the previous rank");
-      const RingClock::time_point t = RingClock::now();
-      std::vector<uint8_t> msg = link.recv_from_prev(op_deadline());
-      stats.recv_wait_s += since(t);
-      const RingClock::time_point d = RingClock::now();
-      stats.bytes_received += msg.size();
-      stats.messages_received += 1;
-      expect_ring_header(parse_ring_header(msg, what), want, what);
-      codec->validate(msg.data() + kRingHeaderBytes, want.count, what.c_str());
-      if (check.enabled())
-        check.add(want.phase == kAllGather, want.step, codec->sum_squares(msg.data() + kRingHeaderBytes, want.count),
-                  what);
-      stats.decode_s += since(d);
-      return msg;
-    };
-
-    // Reduce-scatter, step 0: our own segment r, straight from the input copy.
-    for (size_t c = 0; c < n_chunks(r); ++c) {
-      const size_t off = seg_begin(r) + c * opt.chunk_elems;
-      const size_t len = std::min(opt.chunk_elems, seg_begin(r) + seg_len(r) - off);
-      queue.push(build(header(kReduceScatter, 0, r, c, len), output.data() + off));
-    }
-    // Reduce-scatter, steps 0..N−2 received; each accumulated chunk goes on at once.
-    for (size_t t = 0; t + 1 < N; ++t) {
-      const size_t g = wrap(int64_t(r) - int64_t(t) - 1);
-      for (size_t c = 0; c < n_chunks(g); ++c) {
-        const size_t off = seg_begin(g) + c * opt.chunk_elems;
-        const size_t len = std::min(opt.chunk_elems, seg_begin(g) + seg_len(g) - off);
-        float* acc = output.data() + off;
-        const std::vector<uint8_t> msg = receive(header(kReduceScatter, t, g, c, len));
-        const uint8_t* payload = msg.data() + kRingHeaderBytes;
-        const RingClock::time_point d = RingClock::now();
-        codec->decode_add(payload, len, acc);
-        stats.decode_s += since(d);
-        if (t + 2 < N) {
-          queue.push(build(header(kReduceScatter, t + 1, g, c, len), acc));
-          continue;
-        }
-        // g = r + 1: we own this chunk's full sum. Average, quantize once,
-        // and keep the decoded values ourselves so every rank agrees bit for bit.
-        for (size_t i = 0; i < len; ++i) acc[i] /= static_cast<float>(N);
-        std::vector<uint8_t> out = build(header(kAllGather, 0, g, c, len), acc);
-        if (lossy) codec->decode(out.data() + kRingHeaderBytes, len, acc);
-        keep_chunk(g, c, off, len, out.data() + kRingHeaderBytes);
-        queue.push(std::move(out));
-      }
-    }
-    // All-gather: take each owner's bytes and pass them on unchanged.
-    for (size_t t = 0; t + 1 < N; ++t) {
-      const size_t g = wrap(int64_t(r) - int64_t(t));
-      for (size_t c = 0; c < n_chunks(g); ++c) {
-        const size_t off = seg_begin(g) + c * opt.chunk_elems;
-        const size_t len = std::min(opt.chunk_elems, seg_begin(g) + seg_len(g) - off);
-        std::vector<uint8_t> msg = receive(header(kAllGather, t, g, c, len));
-        const uint8_t* payload = msg.data() + kRingHeaderBytes;
-        const RingClock::time_point d = RingClock::now();
-        codec->decode(payload, len, output.data() + off);
-        stats.decode_s += since(d);
-        keep_chunk(g, c, off, len, payload);
-        if (t + 2 < N) {
-          const uint32_t next_step = static_cast<uint32_t>(t + 1);
-          std::memcpy(msg.data() + kStepOffset, &next_step, 4);
-          queue.push(std::move(msg));
-        }
-      }
-    }
-    queue.close();
-  } catch (const ContributionExceedsAnnouncement& e) {
-    offender = e.offender_rank;
-    first_error.record(e.what());
-    link.abort();
-    queue.stop();
-  } catch (const std::exception& e) {
-    first_error.record(e.what());
-    link.abort();  // unblocks the sender, and tells the neighbours
-    queue.stop();
-  }
-  sender.join();
-  if (std::string msg; first_error.get(msg)) {
+  // Our own NaN/inf is refused chunk by chunk, before that chunk's first
+  // encoding (LaneRun::copy_input): nothing non-finite of ours leaves.
+  LaneRun lane(link, opt, input, output, carried);
+  lane.run();
+  if (std::string msg; lane.failed(msg)) {
     if (carried) carried->clear();
-    if (offender >= 0)
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), offender);
+    if (lane.offender() >= 0)
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), lane.offender());
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
+  RingStats stats = lane.stats();
   stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
   return stats;
 }

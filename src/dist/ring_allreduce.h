@@ -17,10 +17,16 @@
 // field by field against that expectation: nothing from the network is
 // trusted (sizes, indices, round, and non-finite values are all refused).
 //
-// Concurrency: one sender thread per call drains a queue into the link while
-// the calling thread receives, accumulates and quantizes (through the
-// BlockCodec of opt.compression; int8 may use OpenMP over a chunk's blocks). A chunk is forwarded as soon as it has been
-// accumulated, so hop t + 1 of chunk c overlaps hop t of chunk c + 1.
+// Concurrency: one sender thread per call drains the outgoing messages into
+// the link, in schedule order, while the calling thread receives and checks
+// headers and hands each message to the lane's codec threads
+// (RingOptions::codec_threads; 1: the calling thread itself), which check,
+// accumulate and re-encode it through the BlockCodec of opt.compression. A
+// chunk is forwarded as soon as it has been accumulated, so hop t + 1 of
+// chunk c overlaps hop t of chunk c + 1, and with a long enough segment the
+// one-way delay is paid about once per round rather than once per step (a
+// chunk still takes 2(N − 1) hops: a round lasts at least 2(N − 1) times
+// the delay, however fast the link).
 //
 // Failure: any link error, timeout or invalid message aborts the round on
 // this rank with an Error (and aborts the link, so the neighbours fail fast
@@ -66,9 +72,11 @@ struct RingOptions {
   // The codec's block: values per int8 table, or per int4 scale (set it to
   // default_codec_block(Int4) = 64 for int4). Unused for fp32.
   size_t int8_block = size_t{1} << 16;
-  // Threads for one message's int8 codec work (1: the calling thread only).
-  // Parallelism comes from parallel rings, one thread each: per-message
-  // OpenMP teams cost more than they give (two nodes on two cores: 5.3x
+  // Threads that do this lane's codec work (check, decode and add, encode),
+  // each on whole messages, while the lane's sender keeps the link busy
+  // (1: all of it on the calling thread, between receives). The result does
+  // not depend on it. Whole messages, not OpenMP teams over one message's
+  // blocks: teams cost more than they gave (two nodes on two cores: 5.3x
   // slower with teams of two that spin between messages).
   int codec_threads = 1;
   std::chrono::milliseconds message_timeout{60000};  // per send / receive
@@ -95,9 +103,10 @@ struct RingStats {
   uint64_t messages_sent = 0, messages_received = 0;
   double seconds = 0.0;
   // Where the seconds went: encoding messages (int8 quantization or the fp32
-  // copy), waiting for the previous rank's next message, checking and
-  // decoding (and adding) what arrived, on the computing thread; and the
-  // sending thread's time handing messages to the link (backpressure, pacing).
+  // copy) and checking and decoding (and adding) what arrived, summed over
+  // the lane's codec threads; the receiving thread's wait for the previous
+  // rank's next message; and the sending thread's time handing messages to
+  // the link (backpressure, pacing).
   double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
 };
 

@@ -47,6 +47,12 @@ class TransportRingLink final : public RingLink {
 
 }  // namespace
 
+int lane_codec_threads(int node_threads, int lanes) {
+  const int total = node_threads > 0 ? node_threads
+                                     : static_cast<int>(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 16u));
+  return std::max(1, total / std::max(1, lanes));
+}
+
 // The attempt's connections, closed when it ends (the reason says how).
 struct RingRound::Connections {
   Transport& t;
@@ -196,6 +202,7 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
           ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
         if (opt_.chunk_elems > 0) ro.chunk_elems = opt_.chunk_elems;
         else if (opt_.compression != Compression::None) ro.chunk_elems = size_t{1} << 18;
+        ro.codec_threads = lane_codec_threads(opt_.codec_threads, K);
         ro.message_timeout = opt_.message_timeout;
         ro.deadline = deadline;
         for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);

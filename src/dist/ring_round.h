@@ -69,6 +69,10 @@ struct RingRoundOptions {
   SparseAggregation sparse_aggregation = SparseAggregation::Mean;
   size_t chunk_elems = 0;  // 0: the codec's default (MeshNodeOptions::chunk_elems)
   int rings = 1;
+  // Codec threads of this node, shared out among its rings (each lane gets
+  // at least one: RingOptions::codec_threads); 0: half the machine's
+  // hardware threads, at most 16.
+  int codec_threads = 0;
   LinkEmulation emulate_link;
   std::chrono::milliseconds message_timeout{60000};
   bool keep_round = true;  // gather the round's wire bytes (the node serves state)
@@ -80,6 +84,10 @@ struct RingAttempt {
   OuterRoundStats stats;  // bytes, seconds, the parts and rings; not ring_size/round/retries
   std::vector<uint8_t> round_bytes;
 };
+
+// A lane's codec threads when the node has `node_threads` (0: automatic,
+// RingRoundOptions::codec_threads) for `lanes` rings.
+int lane_codec_threads(int node_threads, int lanes);
 
 class RingRound {
  public:
