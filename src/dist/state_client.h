@@ -35,6 +35,8 @@ struct StateClientOptions {
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.
   const std::atomic<bool>* stop = nullptr;
+  // Connections a download uses side by side (state_stream.h: lanes).
+  int lanes = 4;
 };
 
 class StateClient {
@@ -73,9 +75,11 @@ class StateDonor {
  public:
   // Serves on `host` (any free port). `rounds_applied_late`: DiLoCo with
   // overlap, where the snapshot may be one round older than the newest
-  // round, and one more round is kept for joiners.
+  // round, and one more round is kept for joiners. `server_options`:
+  // streams served at once, an emulated uplink (tests and benchmarks).
   StateDonor(const PeerCredentials& credentials, const std::string& host, bool rounds_applied_late,
-             std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log);
+             std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log,
+             StateServerOptions server_options = {});
   ~StateDonor();  // waits for the snapshot worker before the server it publishes to goes
 
   std::string address() const { return server_->address(); }
