@@ -13,6 +13,9 @@
 #   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY;
 #                    EXTRA_SETS="--set k=v ..." adds settings, e.g. diloco.compression)
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
+#   state-transfer   issue 15: a joiner's download of the 150m's 4.36 GB of state on loopback with 1, 2, 4 and 8
+#                    lanes (and devbin/bench_state_transfer_base, the single-connection build, if packed with
+#                    EXTRA_BINS), then over an emulated LINK_MBIT (1000) Mbit/s, LINK_DELAY (50) ms link
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -112,6 +115,18 @@ for s in "$@"; do
         echo "--- $b, $k ring(s), repeat $rep"
         $B/$b --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 2>&1 | grep -vE "^ *$"
       done; done; done | tee "$OUT/ring-crypto.log" ;;
+    state-transfer)
+      # Issue 15: the state a joiner receives, alone: >= 1 GB/s on loopback, >= 90% of an emulated link.
+      section state-transfer
+      { nproc; grep -m1 "model name" /proc/cpuinfo
+        if [ -x $B/bench_state_transfer_base ]; then echo "--- before: one connection"
+          $B/bench_state_transfer_base --mb ${STATE_MB:-4360} --repeats 2; fi
+        for l in ${LANES:-1 2 4 8}; do echo "--- $l lane(s)"
+          $B/bench_state_transfer --mb ${STATE_MB:-4360} --lanes $l --repeats 2; done
+        echo "--- emulated link"
+        $B/bench_state_transfer --mb ${LINK_STATE_MB:-1000} --lanes ${LINK_LANES:-4} --repeats 2 \
+          --rate-mbit ${LINK_MBIT:-1000} --delay-ms ${LINK_DELAY:-50}
+      } 2>&1 | grep -v "^\[donor\]" | tee "$OUT/state-transfer.log" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

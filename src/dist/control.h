@@ -175,7 +175,8 @@ struct Rewound {
 // end_chunk) (an end past the last chunk: to the end; first == end: the
 // summary alone). outer_step -1 with a snapshot: the newest. A non-zero
 // digest: only that blob. A joiner's lanes each ask for their own ranges, on
-// connections of their own, one request at a time per connection.
+// connections of their own; a lane asks for its next range once the current
+// one's summary arrived, and the donor serves a connection's requests in order.
 struct StateRequest {
   uint8_t kind = 1;  // StateKind
   int64_t outer_step = -1;

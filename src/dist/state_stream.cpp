@@ -120,7 +120,7 @@ void StateServer::dispatch() {
       transport_.close(m->conn, "too many state requests waiting");
       continue;
     }
-    work_.push_back(std::move(*m));
+    work_.push_back({std::move(*m), std::chrono::steady_clock::now()});
     work_cv_.notify_all();
   }
 }
@@ -130,18 +130,19 @@ void StateServer::dispatch() {
 void StateServer::work() {
   std::unique_lock<std::mutex> lock(work_mu_);
   while (!stop_.load()) {
-    auto it = std::find_if(work_.begin(), work_.end(), [&](const Message& m) { return busy_.count(m.conn) == 0; });
+    auto it = std::find_if(work_.begin(), work_.end(), [&](const Request& r) { return busy_.count(r.m.conn) == 0; });
     if (it == work_.end()) {
       work_cv_.wait_for(lock, std::chrono::milliseconds(50));
       continue;
     }
-    const Message m = std::move(*it);
+    const Request r = std::move(*it);
+    const Message& m = r.m;
     work_.erase(it);
     busy_.insert(m.conn);
     peak_streams_ = std::max(peak_streams_.load(), busy_.size());
     lock.unlock();
     try {
-      serve_one(m);
+      serve_one(m, r.arrived);
     } catch (const std::exception& e) {  // Error, or out of memory: this connection only
       note(log_, str("state request from ", transport_.peer(m.conn), " failed: ", e.what()));
       transport_.close(m.conn, e.what());
@@ -155,15 +156,16 @@ void StateServer::work() {
 // One request: the summary, then the chunks of the range asked for. The blob
 // is held by shared_ptr, so a newer one published meanwhile does not disturb
 // the stream.
-void StateServer::serve_one(const Message& m) {
+void StateServer::serve_one(const Message& m, std::chrono::steady_clock::time_point arrived) {
   const ConnId conn = m.conn;
   const std::string who = transport_.peer(conn);
   if (m.frame.type != FrameType::control) fail("expected a state request, got a ", frame_type_name(m.frame.type), " frame");
   const control::Message msg = control::decode(m.frame.payload, who);
   const auto* req = std::get_if<control::StateRequest>(&msg);
   if (!req) fail("expected a state request, got '", control::name(msg), "'");
-  // The request's trip and the answer's: a round trip of the emulated link.
-  if (opt_.emulate_link.delay.count() > 0) std::this_thread::sleep_for(2 * opt_.emulate_link.delay);
+  // The request's trip and the answer's: a round trip of the emulated link
+  // (already past for a request that waited behind the one before it).
+  if (opt_.emulate_link.delay.count() > 0) std::this_thread::sleep_until(arrived + 2 * opt_.emulate_link.delay);
   const StateKind kind = static_cast<StateKind>(req->kind);
   auto send_control = [&](const control::Message& c) {
     Frame f;
@@ -286,19 +288,23 @@ ConnId dial_donor(Transport& t, const std::string& address, std::chrono::millise
   return t.connect(host, port, deadline_in(std::min(timeout, std::chrono::milliseconds(10000))));
 }
 
-// Sends `req` on `conn` and returns the donor's answer (a summary, "pending"
-// or a refusal); the chunks asked for follow on the same connection.
+// The donor's answer to the request in flight on `conn` (a summary,
+// "pending" or a refusal); the chunks asked for follow on the same connection.
+control::Message read_answer(Transport& t, ConnId conn, const std::string& address, StateKind kind,
+                             std::chrono::milliseconds timeout) {
+  std::optional<Message> m = t.recv(conn, deadline_in(timeout));
+  if (!m) fail("the donor at ", address, " did not answer the ", state_kind_name(kind), " request in time");
+  if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
+  return control::decode(m->frame.payload, address);
+}
+
 control::Message ask_donor(Transport& t, ConnId conn, const std::string& address, const control::StateRequest& req,
                            std::chrono::milliseconds timeout) {
   Frame f;
   f.type = FrameType::control;
   f.payload = control::encode(req);
   t.send(conn, std::move(f), deadline_in(timeout));
-  std::optional<Message> m = t.recv(conn, deadline_in(timeout));
-  if (!m) fail("the donor at ", address, " did not answer the ", state_kind_name(static_cast<StateKind>(req.kind)),
-               " request in time");
-  if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
-  return control::decode(m->frame.payload, address);
+  return read_answer(t, conn, address, static_cast<StateKind>(req.kind), timeout);
 }
 
 // The answer to a request for more of the blob being downloaded: its summary.
@@ -349,6 +355,10 @@ struct Lanes {
     std::lock_guard<std::mutex> lock(mu);
     pieces.push_front(p);
   }
+  bool stopped() {
+    std::lock_guard<std::mutex> lock(mu);
+    return final_error;
+  }
   void failed(std::exception_ptr e, bool final) {
     std::lock_guard<std::mutex> lock(mu);
     if (!error || (final && !final_error)) error = std::move(e);
@@ -396,35 +406,71 @@ bool receive_piece(Lanes& L, Transport& t, ConnId conn, uint32_t& next, const Pi
   return true;
 }
 
+// Asks for piece p on `conn`; the answer is read by read_answer.
+void send_request(Transport& t, ConnId conn, const StateDownload& d, const Piece& p, std::chrono::milliseconds timeout) {
+  control::StateRequest req;
+  req.kind = static_cast<uint8_t>(d.kind);
+  req.outer_step = d.outer_step;
+  req.first_chunk = p.first;
+  req.end_chunk = p.end;
+  req.digest = d.digest;
+  Frame f;
+  f.type = FrameType::control;
+  f.payload = control::encode(req);
+  t.send(conn, std::move(f), deadline_in(timeout));
+}
+
 // One lane: takes pieces until none are left, on `conn` (0: dials its own).
+// Each range is asked for as soon as the previous one's summary arrives, so
+// the donor streams it right after that one's last chunk: no round trip
+// between ranges.
 void run_lane(Lanes& L, std::unique_ptr<Transport> t, ConnId conn) {
   const StateDownload& d = L.d;
   int redials = 0;
-  Piece p;
-  while (L.take(p)) {
+  std::optional<Piece> ahead;  // asked for on `conn`, not answered yet
+  auto give_back_ahead = [&] {
+    if (ahead) L.give_back(*ahead);
+    ahead.reset();
+  };
+  for (;;) {
+    Piece p;
+    bool asked = false;
+    if (ahead && !L.stopped()) {
+      p = *ahead;
+      ahead.reset();
+      asked = true;
+    } else {
+      give_back_ahead();
+      if (!L.take(p)) break;
+    }
     uint32_t next = p.first;
     bool intact = true;
     try {
-      if (!t) t = lane_transport(L.secret, L.timeout);
-      if (conn == 0) conn = dial_donor(*t, L.address, L.timeout);
-      control::StateRequest req;
-      req.kind = static_cast<uint8_t>(d.kind);
-      req.outer_step = d.outer_step;
-      req.first_chunk = p.first;
-      req.end_chunk = p.end;
-      req.digest = d.digest;
-      check_same_blob(ask_donor(*t, conn, L.address, req, L.timeout), d, L.address);
+      if (!asked) {
+        if (!t) t = lane_transport(L.secret, L.timeout);
+        if (conn == 0) conn = dial_donor(*t, L.address, L.timeout);
+        send_request(*t, conn, d, p, L.timeout);
+      }
+      check_same_blob(read_answer(*t, conn, L.address, d.kind, L.timeout), d, L.address);
+      Piece q;
+      if (L.take(q)) {
+        ahead = q;
+        send_request(*t, conn, d, q, L.timeout);
+      }
       intact = receive_piece(L, *t, conn, next, p);
     } catch (const DonorHasOtherState&) {
       L.give_back({next, p.end});
+      give_back_ahead();
       L.failed(std::current_exception(), true);
       return;
     } catch (const AuthenticationFailed&) {
       L.give_back({next, p.end});
+      give_back_ahead();
       L.failed(std::current_exception(), true);
       return;
     } catch (const std::exception& e) {  // Error, or out of memory for a frame
       L.give_back({next, p.end});
+      give_back_ahead();
       if (conn != 0) t->close(conn, str("giving up this connection: ", e.what()));
       conn = 0;
       if (L.opt.stop && L.opt.stop->load()) {
@@ -440,8 +486,9 @@ void run_lane(Lanes& L, std::unique_ptr<Transport> t, ConnId conn) {
       ++L.redials;
       continue;
     }
-    if (!intact) {
+    if (!intact) {  // the rest of this range, and the next, on a fresh connection
       L.give_back({next, p.end});
+      give_back_ahead();
       t->close(conn, "a chunk failed its check");
       conn = 0;
     }
@@ -450,11 +497,15 @@ void run_lane(Lanes& L, std::unique_ptr<Transport> t, ConnId conn) {
 }
 
 // The chunks `d` lacks, cut into pieces: a few per lane, so a lane that
-// finishes early takes over part of what a slower one would have fetched.
+// finishes early takes over part of what a slower one would have fetched, and
+// at most kMaxPieceChunks each, so that a donor's stream workers turn over
+// every few seconds even at 10B (other joiners' requests wait for one).
+constexpr uint64_t kMaxPieceChunks = 64;
+
 std::deque<Piece> missing_pieces(const StateDownload& d, int lanes) {
   const uint64_t missing = d.n_chunks - d.chunks_have;
-  const uint32_t per_piece =
-      static_cast<uint32_t>(std::max<uint64_t>(1, (missing + 4 * static_cast<uint64_t>(lanes) - 1) / (4 * lanes)));
+  const uint32_t per_piece = static_cast<uint32_t>(std::clamp<uint64_t>(
+      (missing + 4 * static_cast<uint64_t>(lanes) - 1) / (4 * static_cast<uint64_t>(lanes)), 1, kMaxPieceChunks));
   std::deque<Piece> out;
   for (uint32_t i = 0; i < d.n_chunks;) {
     if (d.have[i]) {

@@ -19,7 +19,8 @@
 // 4.36 GB snapshot on the H200 host; PCCL pools many connections per peer for
 // the same reason). A joiner fetches on several lanes at once: each lane is a
 // connection on a transport of its own (its own loop thread opens its
-// frames), asks for ranges of chunks from a shared queue, checks their
+// frames), asks for ranges of chunks from a shared queue (the next one while
+// the current one streams, so no round trip separates them), checks their
 // digests on its own thread and copies them into place. The donor serves each
 // request on one of its stream workers (sealing on that thread), so the lanes'
 // encryption, hashing and copies run side by side on both ends.
@@ -127,7 +128,7 @@ class StateServer {
  private:
   void dispatch();
   void work();
-  void serve_one(const Message& request);
+  void serve_one(const Message& request, std::chrono::steady_clock::time_point arrived);
   void send_chunks(ConnId conn, const StateBlob& blob, uint32_t first, uint32_t end);
 
   std::function<void(const std::string&)> log_;
@@ -151,7 +152,11 @@ class StateServer {
   // connection's next request waits until its previous one is answered).
   std::mutex work_mu_;
   std::condition_variable work_cv_;
-  std::deque<Message> work_;
+  struct Request {
+    Message m;
+    std::chrono::steady_clock::time_point arrived;
+  };
+  std::deque<Request> work_;
   std::set<ConnId> busy_;
   std::thread dispatcher_;
   std::vector<std::thread> workers_;
