@@ -272,6 +272,13 @@ void StateDownload::drop_chunk(uint32_t i) {
 
 namespace {
 
+// The donor said nothing for the whole timeout: a lane does not dial again
+// (a stalled donor would cost each lane the timeout once more); the caller
+// asks the coordinator for another donor.
+struct DonorSilent : Error {
+  using Error::Error;
+};
+
 // A lane's connection: a transport of its own, so that its loop thread opens
 // this lane's frames while other lanes' threads open theirs. Its inbox holds
 // a couple of chunks; beyond, TCP pushes back on the donor.
@@ -293,7 +300,9 @@ ConnId dial_donor(Transport& t, const std::string& address, std::chrono::millise
 control::Message read_answer(Transport& t, ConnId conn, const std::string& address, StateKind kind,
                              std::chrono::milliseconds timeout) {
   std::optional<Message> m = t.recv(conn, deadline_in(timeout));
-  if (!m) fail("the donor at ", address, " did not answer the ", state_kind_name(kind), " request in time");
+  if (!m)
+    throw DonorSilent(str("the donor at ", address, " did not answer the ", state_kind_name(kind), " request within ",
+                          timeout.count(), " ms"));
   if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
   return control::decode(m->frame.payload, address);
 }
@@ -378,8 +387,9 @@ bool receive_piece(Lanes& L, Transport& t, ConnId conn, uint32_t& next, const Pi
   for (; next < p.end; ++next) {
     if (L.opt.stop && L.opt.stop->load()) fail("stopped on request while fetching the ", state_kind_name(d.kind));
     std::optional<Message> c = t.recv(conn, deadline_in(L.timeout));
-    if (!c) fail("the donor at ", L.address, " sent no chunk for ", L.timeout.count(), " ms (chunk ", next, " of ",
-                 d.n_chunks, ")");
+    if (!c)
+      throw DonorSilent(str("the donor at ", L.address, " sent no chunk for ", L.timeout.count(), " ms (chunk ", next,
+                            " of ", d.n_chunks, ")"));
     if (c->frame.type != FrameType::data) fail("the donor at ", L.address, " sent a control frame mid-stream");
     std::span<const uint8_t> bytes;
     const StateChunkHeader h = parse_state_chunk(c->frame.payload, bytes, "state chunk from " + L.address);
@@ -467,6 +477,11 @@ void run_lane(Lanes& L, std::unique_ptr<Transport> t, ConnId conn) {
       L.give_back({next, p.end});
       give_back_ahead();
       L.failed(std::current_exception(), true);
+      return;
+    } catch (const DonorSilent&) {  // the other lanes may still get through; this one leaves its ranges to them
+      L.give_back({next, p.end});
+      give_back_ahead();
+      L.failed(std::current_exception(), false);
       return;
     } catch (const std::exception& e) {  // Error, or out of memory for a frame
       L.give_back({next, p.end});

@@ -219,8 +219,9 @@ struct StateFetchOptions {
 // Fetches the rest of `d` from the StateServer at `address`. Returns normally
 // when complete; throws Error when the donor fails, is gone, or serves a
 // different blob (DonorHasOtherState); the download keeps every chunk it
-// checked. A lane whose connection breaks dials again (twice at most); its
-// unfinished range goes back to the queue for whichever lane is free. A chunk
+// checked. A lane whose connection breaks dials again (twice at most; not
+// after a donor silent for `timeout`); its unfinished range goes back to the
+// queue for whichever lane is free. A chunk
 // whose digest does not match is fetched again, up to max_bad in all.
 // `timeout` bounds every wait on the donor (a dial, an answer, each chunk).
 void fetch_state(StateDownload& d, const std::string& address, const PeerCredentials& secret,
