@@ -31,6 +31,8 @@
 // is checked against the summary and the range asked for before the bytes are
 // used.
 //
+// state_stream.cpp serves (StateServer); state_fetch.cpp fetches (lanes).
+//
 // Threads. StateServer: a dispatcher thread (takes requests off the
 // transport, at most one in service per connection) and `streams` workers
 // (each serves one request at a time); publish_* and set_*: any thread.
