@@ -17,6 +17,7 @@ using namespace control;
 std::vector<Message> samples() {
   StateRequest sr{2, 41, 7, {}};
   sr.digest[0] = 9;
+  sr.end_chunk = 12;
   StateInfo si{1, 40, {}, 10000, 4096, 3};
   si.digest[31] = 1;
   return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17},
@@ -82,6 +83,7 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_THROW(decode(encode(StatePending{0}), "t"), Error);                       // retry at once: a busy loop
   EXPECT_THROW(decode(encode(StatePending{600000}), "t"), Error);
   EXPECT_THROW(decode(encode(StateRequest{4, 1, 0, {}}), "t"), Error);            // no such kind
+  EXPECT_THROW(decode(encode(StateRequest{1, 1, 5, {}, 4}), "t"), Error);         // chunks [5, 4): backwards
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, -1.0f}), "t"), Error);           // not a link rate
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, std::numeric_limits<float>::quiet_NaN()}), "t"), Error);
   EXPECT_THROW(decode(encode(Ready{3, 42, "", 5, 1e9f}), "t"), Error);

@@ -14,6 +14,14 @@ namespace {
 
 RunSecret secret() { return RunSecret(std::vector<uint8_t>(32, 9), "test secret"); }
 
+std::vector<uint8_t> bytes_of(const StateDownload& d) { return {d.bytes.begin(), d.bytes.end()}; }
+
+StateFetchOptions pending_for(int ms) {
+  StateFetchOptions o;
+  o.pending_limit = std::chrono::milliseconds(ms);
+  return o;
+}
+
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 131 + seed);
@@ -57,7 +65,7 @@ TEST(StateStream, ServerServesSnapshotsRoundsAndProgressWhileTheyChange) {
   EXPECT_TRUE(d.done());
   EXPECT_EQ(d.outer_step, 4);
   EXPECT_EQ(d.n_chunks, 11u);
-  EXPECT_EQ(d.bytes, snap);
+  EXPECT_EQ(bytes_of(d), snap);
   EXPECT_EQ(d.bad_chunks, 0u);
   EXPECT_EQ(fetch_progress(server.address(), secret(), std::chrono::milliseconds(5000)), 42);
 
@@ -65,7 +73,7 @@ TEST(StateStream, ServerServesSnapshotsRoundsAndProgressWhileTheyChange) {
   r.kind = StateKind::round;
   r.outer_step = 4;
   fetch_state(r, server.address(), secret(), std::chrono::milliseconds(5000));
-  EXPECT_EQ(r.bytes, pattern(3000, 3));
+  EXPECT_EQ(bytes_of(r), pattern(3000, 3));
   StateDownload missing;
   missing.kind = StateKind::round;
   missing.outer_step = 5;
@@ -103,14 +111,13 @@ TEST(StateStream, SnapshotsAreTakenOnDemandAndFreedWhenIdle) {
   joiner.join();
   EXPECT_EQ(error, "");
   EXPECT_EQ(d.outer_step, 6);
-  EXPECT_EQ(d.bytes, pattern(5000, 1));
+  EXPECT_EQ(bytes_of(d), pattern(5000, 1));
 
   // A round newer than the snapshot: the next joiner gets a fresh one.
   server.publish_round(make_state_blob(StateKind::round, 7, pattern(100, 2), 1000));
   StateDownload late;
   EXPECT_NE(test::error_of([&] {
-              fetch_state(late, server.address(), secret(), std::chrono::milliseconds(5000), 8,
-                          std::chrono::milliseconds(500));
+              fetch_state(late, server.address(), secret(), std::chrono::milliseconds(5000), pending_for(500));
             }).find("still preparing"),
             std::string::npos);
   EXPECT_TRUE(server.snapshot_wanted());
@@ -118,7 +125,7 @@ TEST(StateStream, SnapshotsAreTakenOnDemandAndFreedWhenIdle) {
   StateDownload resumed;
   resumed.outer_step = 6;
   fetch_state(resumed, server.address(), secret(), std::chrono::milliseconds(5000));
-  EXPECT_EQ(resumed.bytes, pattern(5000, 1));
+  EXPECT_EQ(bytes_of(resumed), pattern(5000, 1));
 
   server.drop_idle_snapshot(std::chrono::milliseconds(60000));
   StateDownload again;
@@ -140,25 +147,22 @@ TEST(StateStream, ADownloadContinuesWithASecondDonorOnlyForTheSameBlob) {
   StateDownload d;
   fetch_state(d, a.address(), secret(), std::chrono::milliseconds(5000));
   // As if donor a had died after three chunks: b supplies the rest.
-  d.next_chunk = 3;
+  for (uint32_t i = 3; i < d.n_chunks; ++i) d.drop_chunk(i);
   std::fill(d.bytes.begin() + 3000, d.bytes.end(), 0);
   fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000));
-  EXPECT_EQ(d.bytes, snap);
+  EXPECT_EQ(bytes_of(d), snap);
   EXPECT_EQ(b.chunks_served(), 5u) << "only the chunks that were missing";
   // A donor that has moved on to another snapshot, or has none, cannot
   // continue this download: the error says so by its type, and the caller
   // (MeshNode::fetch_state) starts over with that donor's own snapshot.
   b.publish_snapshot(make_state_blob(StateKind::snapshot, 10, pattern(7'777, 5), 1000));
-  d.next_chunk = 3;
+  d.drop_chunk(3);
   EXPECT_THROW(fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000)), DonorHasOtherState);
   StateServer empty(secret(), "127.0.0.1", [](const std::string&) {});
-  d.next_chunk = 3;
   EXPECT_THROW(fetch_state(d, empty.address(), secret(), std::chrono::milliseconds(5000)), DonorHasOtherState);
   // A fresh request to it is answered "pending" and asks its trainer for one.
   StateDownload fresh;
-  EXPECT_THROW(fetch_state(fresh, empty.address(), secret(), std::chrono::milliseconds(5000), 8,
-                           std::chrono::milliseconds(300)),
-               Error);
+  EXPECT_THROW(fetch_state(fresh, empty.address(), secret(), std::chrono::milliseconds(5000), pending_for(300)), Error);
   EXPECT_TRUE(empty.snapshot_wanted());
 }
 
@@ -186,6 +190,116 @@ TEST(StateStream, BlobDigestBindsEveryChunkAndTheSizes) {
   EXPECT_NE(blob_digest(bytes.size(), 2000, one), d);
   bytes[5000] ^= 1;
   EXPECT_NE(blob_digest(bytes.size(), 1000, chunk_digests(bytes, 1000, 3)), d);
+}
+
+}  // namespace
+}  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// Lanes: a download on several connections at once, each asking for its own
+// ranges of chunks, assembles the donor's bytes exactly, and the donor sends
+// each chunk once.
+TEST(StateLanes, SeveralLanesGiveIdenticalBytes) {
+  const std::vector<uint8_t> snap = pattern(200 * 997 + 13, 6);  // a short last chunk
+  for (int lanes : {1, 3, 8}) {
+    StateServerOptions so;
+    // Paced, so that the streams overlap whatever the machine's load.
+    so.emulate_link.rate_bytes_per_s = 400e3;
+    StateServer server(secret(), "127.0.0.1", [](const std::string&) {}, so);
+    server.publish_snapshot(make_state_blob(StateKind::snapshot, 3, snap, 997));
+    StateDownload d;
+    StateFetchOptions fo;
+    fo.lanes = lanes;
+    fetch_state(d, server.address(), secret(), std::chrono::milliseconds(10000), fo);
+    EXPECT_TRUE(d.done()) << lanes;
+    EXPECT_EQ(d.n_chunks, 201u);
+    EXPECT_EQ(bytes_of(d), snap) << lanes << " lane(s)";
+    EXPECT_EQ(server.chunks_served(), 201u) << "each chunk once, with " << lanes << " lane(s)";
+    EXPECT_EQ(server.peak_streams() > 1, lanes > 1) << lanes << " lane(s), " << server.peak_streams() << " at once";
+  }
+}
+
+// A lane whose connection breaks mid-range dials again; its range's rest is
+// fetched (by it or another lane) and the bytes are the donor's.
+TEST(StateLanes, ALaneThatDiesMidTransferIsRetried) {
+  const std::vector<uint8_t> snap = pattern(64 * 1000, 7);
+  for (int lanes : {1, 4}) {
+    StateServerOptions so;
+    so.test_drop_connection_at = 20;
+    StateServer server(secret(), "127.0.0.1", [](const std::string&) {}, so);
+    server.publish_snapshot(make_state_blob(StateKind::snapshot, 5, snap, 1000));
+    StateDownload d;
+    StateFetchOptions fo;
+    fo.lanes = lanes;
+    fetch_state(d, server.address(), secret(), std::chrono::milliseconds(10000), fo);
+    EXPECT_EQ(bytes_of(d), snap) << lanes << " lane(s)";
+    EXPECT_EQ(d.bad_chunks, 0u);
+    EXPECT_GE(d.redials, 1u) << "the lane whose connection broke dialled again";
+  }
+}
+
+// A donor that dies mid-transfer: the fetch fails with an error that says
+// what happened, keeps every chunk it checked, and a second donor serving
+// the same blob supplies only the rest.
+TEST(StateLanes, ADonorThatDiesMidTransferFailsCleanlyAndAnotherFinishes) {
+  const std::vector<uint8_t> snap = pattern(200 * 1000, 8);
+  auto a = std::make_unique<StateServer>(secret(), "127.0.0.1", [](const std::string&) {}, [] {
+    StateServerOptions so;
+    so.emulate_link.rate_bytes_per_s = 100e3;  // two seconds for the whole
+    return so;
+  }());
+  a->publish_snapshot(make_state_blob(StateKind::snapshot, 11, snap, 1000));
+  StateDownload d;
+  std::string error;
+  std::thread joiner([&] {
+    error = test::error_of([&] { fetch_state(d, a->address(), secret(), std::chrono::milliseconds(5000)); });
+  });
+  for (int i = 0; i < 500 && a->chunks_served() < 30; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  a.reset();  // the donor is gone: its connections close, its port refuses
+  joiner.join();
+  EXPECT_NE(error, "") << "a download from a dead donor cannot succeed";
+  EXPECT_TRUE(error.find("closed") != std::string::npos || error.find("connect") != std::string::npos) << error;
+  EXPECT_GT(d.chunks_have, 0u);
+  EXPECT_LT(d.chunks_have, d.n_chunks);
+  const uint32_t had = d.chunks_have;
+
+  StateServer b(secret(), "127.0.0.1", [](const std::string&) {});
+  b.publish_snapshot(make_state_blob(StateKind::snapshot, 11, snap, 1000));
+  fetch_state(d, b.address(), secret(), std::chrono::milliseconds(5000));
+  EXPECT_EQ(bytes_of(d), snap);
+  EXPECT_EQ(b.chunks_served(), d.n_chunks - had) << "only the chunks the first donor had not delivered";
+}
+
+// A chunk that does not match its BLAKE2b is refused and fetched again; past
+// max_bad the donor is given up with an error that names the check.
+TEST(StateLanes, ACorruptedChunkIsRefused) {
+  const std::vector<uint8_t> snap = pattern(40 * 1000, 9);
+  {
+    StateServerOptions so;
+    so.test_corrupt_chunk = 17;
+    StateServer server(secret(), "127.0.0.1", [](const std::string&) {}, so);
+    server.publish_snapshot(make_state_blob(StateKind::snapshot, 2, snap, 1000));
+    StateDownload d;
+    fetch_state(d, server.address(), secret(), std::chrono::milliseconds(5000));
+    EXPECT_EQ(bytes_of(d), snap);
+    EXPECT_EQ(d.bad_chunks, 1u);
+  }
+  {
+    StateServerOptions so;
+    so.test_corrupt_chunk = 17;
+    StateServer server(secret(), "127.0.0.1", [](const std::string&) {}, so);
+    server.publish_snapshot(make_state_blob(StateKind::snapshot, 2, snap, 1000));
+    StateDownload d;
+    StateFetchOptions fo;
+    fo.max_bad = 0;
+    const std::string error =
+        test::error_of([&] { fetch_state(d, server.address(), secret(), std::chrono::milliseconds(5000), fo); });
+    EXPECT_NE(error.find("BLAKE2b"), std::string::npos) << error;
+    EXPECT_EQ(d.have.at(17), 0) << "the corrupted chunk is never taken";
+    EXPECT_FALSE(d.done());
+  }
 }
 
 }  // namespace

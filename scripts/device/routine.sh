@@ -20,6 +20,9 @@
 #   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
 #                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
 #                    devbin/bench_allreduce_base (the build before the codec pool, packed with EXTRA_BINS)
+#   state-transfer   issue 15: a joiner's download of the 150m's 4.36 GB of state on loopback with 1, 2, 4 and 8
+#                    lanes (and devbin/bench_state_transfer_base, the single-connection build, if packed with
+#                    EXTRA_BINS), then over an emulated LINK_MBIT (1000) Mbit/s, LINK_DELAY (50) ms link
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -176,6 +179,18 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
           $B/$b --nodes $n --elems $e --rounds 3 --compression int8 --rings $k
         done; done; done; done
       } 2>&1 | grep -vE "^ *$" | tee "$OUT/ring-link.log" ;;
+    state-transfer)
+      # Issue 15: the state a joiner receives, alone: >= 1 GB/s on loopback, >= 90% of an emulated link.
+      section state-transfer
+      { nproc; grep -m1 "model name" /proc/cpuinfo
+        if [ -x $B/bench_state_transfer_base ]; then echo "--- before: one connection"
+          $B/bench_state_transfer_base --mb ${STATE_MB:-4360} --repeats 2; fi
+        for l in ${LANES:-1 2 4 8}; do echo "--- $l lane(s)"
+          $B/bench_state_transfer --mb ${STATE_MB:-4360} --lanes $l --repeats 2; done
+        echo "--- emulated link"
+        $B/bench_state_transfer --mb ${LINK_STATE_MB:-1000} --lanes ${LINK_LANES:-4} --repeats 2 \
+          --rate-mbit ${LINK_MBIT:-1000} --delay-ms ${LINK_DELAY:-50}
+      } 2>&1 | grep -v "^\[donor\]" | tee "$OUT/state-transfer.log" ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done

@@ -148,6 +148,7 @@ void put(ByteWriter& w, const StateRequest& m) {
   w.u64(static_cast<uint64_t>(m.outer_step));
   w.u32(m.first_chunk);
   w.bytes(m.digest.data(), m.digest.size());
+  w.u32(m.end_chunk);
 }
 void put(ByteWriter& w, const StateInfo& m) {
   w.u8(kStateInfo);
@@ -418,6 +419,9 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.outer_step = static_cast<int64_t>(step);
       m.first_chunk = r.u32("first_chunk");
       r.bytes("digest", m.digest.data(), m.digest.size());
+      m.end_chunk = r.u32("end_chunk");
+      if (m.end_chunk < m.first_chunk)
+        fail("control message from ", from, ": state chunks [", m.first_chunk, ", ", m.end_chunk, ") run backwards");
       out = m;
       break;
     }

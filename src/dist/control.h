@@ -176,13 +176,18 @@ struct Rewound {
   int64_t outer_step = 0;
   uint64_t rewinds = 0;
 };
-// joiner -> donor (state connection): send this blob from chunk first_chunk.
-// outer_step -1 with a snapshot: the newest. A non-zero digest: only that blob.
+// joiner -> donor (state connection): send this blob's chunks [first_chunk,
+// end_chunk) (an end past the last chunk: to the end; first == end: the
+// summary alone). outer_step -1 with a snapshot: the newest. A non-zero
+// digest: only that blob. A joiner's lanes each ask for their own ranges, on
+// connections of their own; a lane asks for its next range once the current
+// one's summary arrived, and the donor serves a connection's requests in order.
 struct StateRequest {
   uint8_t kind = 1;  // StateKind
   int64_t outer_step = -1;
   uint32_t first_chunk = 0;
   std::array<uint8_t, 32> digest{};
+  uint32_t end_chunk = UINT32_MAX;
 };
 // donor -> joiner: what follows.
 struct StateInfo {

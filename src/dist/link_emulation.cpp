@@ -49,6 +49,23 @@ std::map<std::string, double> slow_peers_of(const std::string& self, const std::
   return out;
 }
 
+void LinkPacer::carry(size_t bytes, std::chrono::steady_clock::time_point deadline) {
+  if (rate_ <= 0) return;
+  std::chrono::steady_clock::time_point done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    const auto start = std::max(available_, now);
+    done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                       std::chrono::duration<double>(static_cast<double>(bytes + kFrameHeaderSize) / rate_));
+    if (done > deadline)
+      fail("emulated link: ", bytes, " bytes would cross it only ",
+           std::chrono::duration_cast<std::chrono::milliseconds>(done - deadline).count(), " ms after the deadline");
+    available_ = done;
+  }
+  std::this_thread::sleep_until(done);
+}
+
 EmulatedRingLink::EmulatedRingLink(RingLink& inner, const LinkEmulation& link) : inner_(inner), link_(link) {
   if (link_.jitter > link_.delay) fail("link emulation: jitter (", link_.jitter.count(), " ms) exceeds the delay (",
                                        link_.delay.count(), " ms)");

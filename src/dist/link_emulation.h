@@ -44,6 +44,22 @@ struct LinkEmulation {
 std::map<std::string, double> slow_peers_of(const std::string& self, const std::string& spec,
                                             double rate_bytes_per_s);
 
+// A serial link shared by several senders (a donor's uplink under the lanes
+// of its streams): each message leaves once the link has carried the ones
+// before it, whichever sender queued them. Thread-safe.
+class LinkPacer {
+ public:
+  explicit LinkPacer(double rate_bytes_per_s) : rate_(rate_bytes_per_s) {}
+  // Waits while `bytes` cross the link (at once without a cap). Fails, taking
+  // no time on the link, when they would not have crossed by `deadline`.
+  void carry(size_t bytes, std::chrono::steady_clock::time_point deadline);
+
+ private:
+  double rate_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point available_{};  // when the link is free again
+};
+
 // Decorates a ring link: messages to the next node go through the emulated
 // link, on a thread of its own; messages from the previous node come from the
 // inner link as they are (the previous node's emulation already delayed them).

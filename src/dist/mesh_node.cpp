@@ -52,8 +52,12 @@ MeshNode::MeshNode(MeshNodeOptions options)
   const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
   const uint16_t port = transport_.listen(lhost, lport);
   address_ = lhost + ":" + std::to_string(port);
-  if (opt_.serve_state)
-    donor_ = std::make_unique<StateDonor>(opt_.credentials, lhost, opt_.rounds_applied_late, opt_.state_timeout, opt_.log);
+  if (opt_.serve_state) {
+    StateServerOptions so;
+    so.emulate_link = opt_.emulate_link;
+    donor_ = std::make_unique<StateDonor>(opt_.credentials, lhost, opt_.rounds_applied_late, opt_.state_timeout,
+                                          opt_.log, std::move(so));
+  }
   CoordinatorClientOptions co;
   co.coordinator = opt_.coordinator;
   co.name = opt_.name;
@@ -65,7 +69,8 @@ MeshNode::MeshNode(MeshNodeOptions options)
   co.log = opt_.log;
   coordinator_ = std::make_unique<CoordinatorClient>(transport_, std::move(co), cancel_, -1);
   state_client_ = std::make_unique<StateClient>(
-      *coordinator_, cancel_, StateClientOptions{opt_.credentials, opt_.state_timeout, opt_.log, opt_.stop});
+      *coordinator_, cancel_,
+      StateClientOptions{opt_.credentials, opt_.state_timeout, opt_.log, opt_.stop, opt_.state_lanes});
   RingRoundOptions ro;
   ro.compression = opt_.compression;
   ro.codec_block = opt_.codec_block;
@@ -254,7 +259,8 @@ void MeshNode::publish_round(int64_t outer_step, std::span<const float> averaged
 void MeshNode::decode_round_into(const StateDownload& d, std::span<float> out) {
   RoundCall call(*this, "decode_round_into");
   decode_round(d.bytes, out, str("the donor's round ", d.outer_step));
-  if (donor_) donor_->keep_round(d.outer_step, d.bytes);  // served on, so a late node passes on the same bytes
+  // Served on, so a late node passes on the same bytes.
+  if (donor_) donor_->keep_round(d.outer_step, std::vector<uint8_t>(d.bytes.begin(), d.bytes.end()));
 }
 
 MeshNode::RoundCall::RoundCall(MeshNode& n, const char* what) : n_(n) {

@@ -75,8 +75,11 @@ struct MeshNodeOptions {
   int codec_threads = 0;
   // Tests and benchmarks: the ring traffic this node sends goes through an
   // emulated WAN link (rate shared out among the rings, one-way delay with
-  // jitter); off by default (link_emulation.h).
+  // jitter), and so does the state it serves to joiners (rate shared by its
+  // streams, a round trip per request); off by default (link_emulation.h).
   LinkEmulation emulate_link;
+  // Connections a download from a donor uses side by side (state_stream.h).
+  int state_lanes = 4;
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
   // DiLoCo with overlap: this node applies each round one round late, so
   // its snapshot (outer step k - 1) may be one round older than the newest

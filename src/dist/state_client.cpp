@@ -31,13 +31,16 @@ std::variant<StateDownload, RewoundTo> StateClient::fetch(StateKind kind, int64_
     if (donor_id_ != 0) {
       try {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - MeshClock::now());
-        fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, 8,
-                    std::max(left, std::chrono::milliseconds(1)), opt_.stop);
+        StateFetchOptions fo;
+        fo.lanes = opt_.lanes;
+        fo.pending_limit = std::max(left, std::chrono::milliseconds(1));
+        fo.stop = opt_.stop;
+        fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fo);
         return d;
       } catch (const Error& e) {
         last_error = e.what();
-        log(str("fetching the ", state_kind_name(kind), " from node ", donor_id_, " failed after ", d.next_chunk,
-                " of ", d.n_chunks, " chunks: ", e.what()));
+        log(str("fetching the ", state_kind_name(kind), " from node ", donor_id_, " failed with ", d.chunks_have,
+                " of ", d.n_chunks, " chunks received: ", e.what()));
         if (dynamic_cast<const DonorHasOtherState*>(&e)) {
           // Not what this download started from (or nothing yet): the next
           // donor's own, from its first chunk.
@@ -77,7 +80,10 @@ std::optional<StateDownload> StateClient::fetch_round_once(int64_t outer_step) {
   d.kind = StateKind::round;
   d.outer_step = outer_step;
   try {
-    fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout);
+    StateFetchOptions fo;
+    fo.lanes = opt_.lanes;
+    fo.stop = opt_.stop;
+    fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fo);
     return d;
   } catch (const AuthenticationFailed&) {
     throw;  // another run's donor, or one that does not admit this node: asking again will not help
@@ -105,8 +111,9 @@ std::optional<int64_t> StateClient::donor_progress() {
 }
 
 StateDonor::StateDonor(const PeerCredentials& credentials, const std::string& host, bool rounds_applied_late,
-                       std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log)
-    : server_(std::make_unique<StateServer>(credentials, host, log)),
+                       std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log,
+                       StateServerOptions server_options)
+    : server_(std::make_unique<StateServer>(credentials, host, log, std::move(server_options))),
       rounds_applied_late_(rounds_applied_late),
       state_timeout_(state_timeout),
       log_(std::move(log)) {

@@ -8,7 +8,8 @@
 //    round's wire bytes are kept until they are published.
 //
 // Threads. StateClient's calls and StateDonor's round calls (keep_round,
-// publish_round) are MeshNode round calls: one thread at a time.
+// publish_round) are MeshNode round calls: one thread at a time (a download
+// runs its further lanes on threads of its own, joined before it returns).
 // StateDonor::publish_snapshot: the training thread; snapshot_wanted,
 // drop_idle_snapshot, set_progress: any thread.
 #pragma once
@@ -35,6 +36,8 @@ struct StateClientOptions {
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.
   const std::atomic<bool>* stop = nullptr;
+  // Connections a download uses side by side (state_stream.h: lanes).
+  int lanes = 4;
 };
 
 class StateClient {
@@ -73,9 +76,11 @@ class StateDonor {
  public:
   // Serves on `host` (any free port). `rounds_applied_late`: DiLoCo with
   // overlap, where the snapshot may be one round older than the newest
-  // round, and one more round is kept for joiners.
+  // round, and one more round is kept for joiners. `server_options`:
+  // streams served at once, an emulated uplink (tests and benchmarks).
   StateDonor(const PeerCredentials& credentials, const std::string& host, bool rounds_applied_late,
-             std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log);
+             std::chrono::milliseconds state_timeout, std::function<void(const std::string&)> log,
+             StateServerOptions server_options = {});
   ~StateDonor();  // waits for the snapshot worker before the server it publishes to goes
 
   std::string address() const { return server_->address(); }

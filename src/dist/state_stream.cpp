@@ -21,9 +21,10 @@ void note(const std::function<void(const std::string&)>& log, const std::string&
   else std::fprintf(stderr, "[state] %s\n", m.c_str());
 }
 
-// Fault injection for the tests: INTELLECT_STATE_TEST_CORRUPT=<chunk> flips a
-// byte of that chunk the first time it is served; INTELLECT_STATE_TEST_DIE_AFTER=<n>
-// kills the donor (SIGKILL) after it has served n chunks.
+// Fault injection for the tests (StateServerOptions has the in-process
+// ones): INTELLECT_STATE_TEST_CORRUPT=<chunk> flips a byte of that chunk the
+// first time it is served; INTELLECT_STATE_TEST_DIE_AFTER=<n> kills the donor
+// (SIGKILL) after it has served n chunks.
 long env_long(const char* name) {
   const char* v = std::getenv(name);
   return v ? std::strtol(v, nullptr, 10) : -1;
@@ -49,19 +50,35 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
 
 // --- server -------------------------------------------------------------------
 
+namespace {
+constexpr auto kSendTimeout = std::chrono::milliseconds(60000);
+// Requests waiting for a worker; one more and the connection that sent it is
+// closed (a joiner has a few lanes, each with one request at a time).
+constexpr size_t kMaxWaitingRequests = 1024;
+}  // namespace
+
 StateServer::StateServer(const PeerCredentials& secret, const std::string& host,
-                         std::function<void(const std::string&)> log)
+                         std::function<void(const std::string&)> log, StateServerOptions options)
     : log_(std::move(log)),
+      opt_(std::move(options)),
+      // Inbound: requests only (control frames). Outbound: a few chunks per
+      // connection; beyond, a worker waits for its joiner to read.
       transport_(TransportOptions{secret, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
-                                  size_t(64) << 20, size_t(1) << 20, 16, log_}) {
+                                  size_t(64) << 20, size_t(1) << 20, 64, log_}),
+      pacer_(opt_.emulate_link.rate_bytes_per_s) {
+  if (opt_.streams == 0 || opt_.streams > 256) fail("state server: streams must be in [1, 256], got ", opt_.streams);
+  if (opt_.test_corrupt_chunk < 0) opt_.test_corrupt_chunk = env_long("INTELLECT_STATE_TEST_CORRUPT");
   const uint16_t port = transport_.listen(host, 0);
   address_ = host + ":" + std::to_string(port);
-  thread_ = std::thread([this] { serve(); });
+  dispatcher_ = std::thread([this] { dispatch(); });
+  for (size_t i = 0; i < opt_.streams; ++i) workers_.emplace_back([this] { work(); });
 }
 
 StateServer::~StateServer() {
   stop_ = true;
-  if (thread_.joinable()) thread_.join();
+  work_cv_.notify_all();
+  if (dispatcher_.joinable()) dispatcher_.join();
+  for (std::thread& w : workers_) w.join();
 }
 
 void StateServer::publish_snapshot(std::shared_ptr<const StateBlob> blob) {
@@ -83,7 +100,9 @@ void StateServer::publish_round(std::shared_ptr<const StateBlob> blob, size_t ke
   while (rounds_.size() > keep) rounds_.erase(rounds_.begin());
 }
 
-void StateServer::serve() {
+// Takes requests off the transport and queues them for the workers; it never
+// waits on a joiner, so a slow one holds up only the worker serving it.
+void StateServer::dispatch() {
   while (!stop_.load()) {
     while (transport_.next_event(deadline_in(std::chrono::milliseconds(0)))) {
     }
@@ -94,31 +113,65 @@ void StateServer::serve() {
       continue;  // a connection closed with nothing left in its inbox
     }
     if (!m) continue;
-    try {
-      serve_one(*m);
-    } catch (const Error& e) {
-      note(log_, str("state request from ", transport_.peer(m->conn), " failed: ", e.what()));
-      transport_.close(m->conn, e.what());
+    std::lock_guard<std::mutex> lock(work_mu_);
+    if (work_.size() >= kMaxWaitingRequests) {
+      note(log_, str("state request from ", transport_.peer(m->conn), " refused: ", work_.size(),
+                     " requests are already waiting"));
+      transport_.close(m->conn, "too many state requests waiting");
+      continue;
     }
+    work_.push_back({std::move(*m), std::chrono::steady_clock::now()});
+    work_cv_.notify_all();
   }
 }
 
-// One request, answered in full on this thread: the summary, then the chunks
-// from the one asked for. The blob is held by shared_ptr, so a newer one
-// published meanwhile does not disturb the stream.
-void StateServer::serve_one(const Message& m) {
+// Serves the oldest request whose connection is not being served already:
+// one request at a time per connection keeps its frames in order.
+void StateServer::work() {
+  std::unique_lock<std::mutex> lock(work_mu_);
+  while (!stop_.load()) {
+    auto it = std::find_if(work_.begin(), work_.end(), [&](const Request& r) { return busy_.count(r.m.conn) == 0; });
+    if (it == work_.end()) {
+      work_cv_.wait_for(lock, std::chrono::milliseconds(50));
+      continue;
+    }
+    const Request r = std::move(*it);
+    const Message& m = r.m;
+    work_.erase(it);
+    busy_.insert(m.conn);
+    peak_streams_ = std::max(peak_streams_.load(), busy_.size());
+    lock.unlock();
+    try {
+      serve_one(m, r.arrived);
+    } catch (const std::exception& e) {  // Error, or out of memory: this connection only
+      note(log_, str("state request from ", transport_.peer(m.conn), " failed: ", e.what()));
+      transport_.close(m.conn, e.what());
+    }
+    lock.lock();
+    busy_.erase(m.conn);
+    work_cv_.notify_all();
+  }
+}
+
+// One request: the summary, then the chunks of the range asked for. The blob
+// is held by shared_ptr, so a newer one published meanwhile does not disturb
+// the stream.
+void StateServer::serve_one(const Message& m, std::chrono::steady_clock::time_point arrived) {
   const ConnId conn = m.conn;
   const std::string who = transport_.peer(conn);
   if (m.frame.type != FrameType::control) fail("expected a state request, got a ", frame_type_name(m.frame.type), " frame");
   const control::Message msg = control::decode(m.frame.payload, who);
   const auto* req = std::get_if<control::StateRequest>(&msg);
   if (!req) fail("expected a state request, got '", control::name(msg), "'");
+  // The request's trip and the answer's: a round trip of the emulated link
+  // (already past for a request that waited behind the one before it).
+  if (opt_.emulate_link.delay.count() > 0) std::this_thread::sleep_until(arrived + 2 * opt_.emulate_link.delay);
   const StateKind kind = static_cast<StateKind>(req->kind);
   auto send_control = [&](const control::Message& c) {
     Frame f;
     f.type = FrameType::control;
     f.payload = control::encode(c);
-    transport_.send(conn, std::move(f), deadline_in(std::chrono::milliseconds(60000)));
+    transport_.send(conn, std::move(f), deadline_in(kSendTimeout));
   };
   if (kind == StateKind::progress) {
     control::StateInfo info;
@@ -172,153 +225,39 @@ void StateServer::serve_one(const Message& m) {
   info.chunk_bytes = blob->chunk_bytes;
   info.n_chunks = static_cast<uint32_t>(blob->chunks());
   send_control(info);
-  static const long corrupt_at = env_long("INTELLECT_STATE_TEST_CORRUPT");
+  send_chunks(conn, *blob, req->first_chunk,
+              static_cast<uint32_t>(std::min<uint64_t>(req->end_chunk, blob->chunks())));
+}
+
+void StateServer::send_chunks(ConnId conn, const StateBlob& blob, uint32_t first, uint32_t end) {
   static const long die_after = env_long("INTELLECT_STATE_TEST_DIE_AFTER");
-  static bool corrupted = false;
-  for (uint32_t i = req->first_chunk; i < blob->chunks(); ++i) {
-    const size_t at = static_cast<size_t>(i) * blob->chunk_bytes;
-    const size_t n = std::min(blob->chunk_bytes, blob->bytes.size() - at);
+  for (uint32_t i = first; i < end; ++i) {
+    if (stop_.load()) fail("the donor's state server is shutting down");
+    const size_t at = static_cast<size_t>(i) * blob.chunk_bytes;
+    const size_t n = std::min(blob.chunk_bytes, blob.bytes.size() - at);
     StateChunkHeader h;
-    h.kind = blob->kind;
-    h.outer_step = blob->outer_step;
+    h.kind = blob.kind;
+    h.outer_step = blob.outer_step;
     h.index = i;
     h.count = static_cast<uint32_t>(n);
-    h.digest = blob->chunk_digests[i];
+    h.digest = blob.chunk_digests[i];
     Frame f;
     f.type = FrameType::data;
-    f.payload = encode_state_chunk(h, std::span<const uint8_t>(blob->bytes).subspan(at, n));
-    if (!corrupted && corrupt_at == static_cast<long>(i) && n > 0) {
+    f.payload = encode_state_chunk(h, std::span<const uint8_t>(blob.bytes).subspan(at, n));
+    if (opt_.test_corrupt_chunk == static_cast<long>(i) && n > 0 && test_corrupted_.exchange(1) == 0)
       f.payload.back() ^= 0x5a;  // the digest no longer matches: the joiner must ask again
-      corrupted = true;
-    }
-    transport_.send(conn, std::move(f), deadline_in(std::chrono::milliseconds(60000)));
+    const Deadline deadline = deadline_in(kSendTimeout);
+    pacer_.carry(f.payload.size(), deadline);
+    transport_.send(conn, std::move(f), deadline);
     const uint64_t served = ++chunks_served_;
-    if (blob->kind == StateKind::snapshot && i % 16 == 15) {
+    if (blob.kind == StateKind::snapshot && i % 16 == 15) {
       std::lock_guard<std::mutex> lock(mu_);
       snapshot_used_ = std::chrono::steady_clock::now();
     }
     if (die_after >= 0 && served >= static_cast<uint64_t>(die_after)) ::raise(SIGKILL);
-  }
-}
-
-// --- client -------------------------------------------------------------------
-
-namespace {
-
-// Dials the donor at `address`, sends `req` and returns its answer (a
-// control message: a summary, "pending" or a refusal). `conn` is the
-// connection, for the chunks that may follow.
-control::Message ask_donor(Transport& t, ConnId& conn, const std::string& address, const control::StateRequest& req,
-                           std::chrono::milliseconds timeout) {
-  const auto [host, port] = split_host_port(address, "donor state address");
-  // A donor that is up answers a dial at once: one we cannot reach (gone, or
-  // cut off from us) costs seconds, not the whole timeout, before the next.
-  conn = t.connect(host, port, deadline_in(std::min(timeout, std::chrono::milliseconds(10000))));
-  Frame f;
-  f.type = FrameType::control;
-  f.payload = control::encode(req);
-  t.send(conn, std::move(f), deadline_in(timeout));
-  std::optional<Message> m = t.recv(conn, deadline_in(timeout));
-  if (!m) fail("the donor at ", address, " did not answer the ", state_kind_name(static_cast<StateKind>(req.kind)),
-               " request in time");
-  if (m->frame.type != FrameType::control) fail("the donor at ", address, " answered with a data frame");
-  return control::decode(m->frame.payload, address);
-}
-
-}  // namespace
-
-int64_t fetch_progress(const std::string& address, const PeerCredentials& secret, std::chrono::milliseconds timeout) {
-  Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20, size_t(1) << 20, 4,
-                               [](const std::string&) {}});
-  control::StateRequest req;
-  req.kind = static_cast<uint8_t>(StateKind::progress);
-  ConnId conn = 0;
-  const control::Message answer = ask_donor(t, conn, address, req, timeout);
-  const auto* info = std::get_if<control::StateInfo>(&answer);
-  if (!info || info->kind != req.kind) fail("the donor at ", address, " answered '", control::name(answer), "'");
-  t.close(conn, "done");
-  return info->outer_step;
-}
-
-void fetch_state(StateDownload& d, const std::string& address, const PeerCredentials& secret,
-                 std::chrono::milliseconds timeout, int max_bad, std::chrono::milliseconds pending_limit,
-                 const std::atomic<bool>* stop) {
-  const auto pending_until = std::chrono::steady_clock::now() + pending_limit;
-  Transport t(TransportOptions{secret, std::chrono::milliseconds(10000), timeout, size_t(1) << 20,
-                               size_t(256) << 20, 4, [](const std::string&) {}});
-  for (;;) {
-    control::StateRequest req;
-    req.kind = static_cast<uint8_t>(d.kind);
-    req.outer_step = d.outer_step;
-    req.first_chunk = d.next_chunk;
-    if (d.started) req.digest = d.digest;
-    ConnId conn = 0;
-    const control::Message answer = ask_donor(t, conn, address, req, timeout);
-    if (const auto* r = std::get_if<control::Refused>(&answer))
-      throw DonorHasOtherState(str("the donor at ", address, " refused: ", r->reason));
-    if (const auto* p = std::get_if<control::StatePending>(&answer)) {
-      t.close(conn, "asking again later");
-      if (stop && stop->load()) fail("stopped on request while the donor at ", address, " prepared its snapshot");
-      if (std::chrono::steady_clock::now() + std::chrono::milliseconds(p->retry_ms) > pending_until)
-        fail("the donor at ", address, " was still preparing its ", state_kind_name(d.kind), " after ",
-             pending_limit.count(), " ms");
-      std::this_thread::sleep_for(std::chrono::milliseconds(p->retry_ms));
-      continue;
-    }
-    const auto* info = std::get_if<control::StateInfo>(&answer);
-    if (!info) fail("the donor at ", address, " answered '", control::name(answer), "' to a state request");
-    if (info->kind != static_cast<uint8_t>(d.kind)) fail("the donor at ", address, " sent another kind of state");
-    if (!d.started) {
-      d.outer_step = info->outer_step;
-      d.digest = info->digest;
-      d.total_bytes = info->total_bytes;
-      d.chunk_bytes = info->chunk_bytes;
-      d.n_chunks = info->n_chunks;
-      d.bytes.assign(d.total_bytes, 0);
-      d.chunk_digests.assign(d.n_chunks, Digest{});
-      d.next_chunk = 0;
-      d.started = true;
-    } else if (info->digest != d.digest || info->total_bytes != d.total_bytes ||
-               info->chunk_bytes != d.chunk_bytes || info->outer_step != d.outer_step) {
-      throw DonorHasOtherState(str("the donor at ", address, " serves a different ", state_kind_name(d.kind),
-                                   " (outer step ", info->outer_step, ") than the one being downloaded (outer step ",
-                                   d.outer_step, ")"));
-    }
-    bool bad = false;
-    while (d.next_chunk < d.n_chunks) {
-      std::optional<Message> c = t.recv(conn, deadline_in(timeout));
-      if (!c) fail("the donor at ", address, " sent no chunk for ", timeout.count(), " ms (chunk ", d.next_chunk,
-                   " of ", d.n_chunks, ")");
-      if (c->frame.type != FrameType::data) fail("the donor at ", address, " sent a control frame mid-stream");
-      std::span<const uint8_t> bytes;
-      const StateChunkHeader h = parse_state_chunk(c->frame.payload, bytes, "state chunk from " + address);
-      const uint64_t at = static_cast<uint64_t>(d.next_chunk) * d.chunk_bytes;
-      const uint64_t want = std::min<uint64_t>(d.chunk_bytes, d.total_bytes - at);
-      if (h.kind != d.kind || h.outer_step != d.outer_step || h.index != d.next_chunk || h.count != want)
-        fail("state chunk from ", address, ": got chunk ", h.index, " (", h.count, " bytes, outer step ",
-             h.outer_step, "), expected chunk ", d.next_chunk, " (", want, " bytes, outer step ", d.outer_step, ")");
-      const Digest got = blake2b_256(bytes);
-      if (got != h.digest) {
-        ++d.bad_chunks;
-        if (d.bad_chunks > static_cast<uint64_t>(max_bad))
-          fail("state from ", address, ": ", d.bad_chunks, " chunks failed their BLAKE2b check; giving up on this donor");
-        bad = true;  // ask again from this chunk on a fresh connection
-        break;
-      }
-      std::memcpy(d.bytes.data() + at, bytes.data(), bytes.size());
-      d.chunk_digests[d.next_chunk] = got;
-      ++d.next_chunk;
-    }
-    t.close(conn, bad ? "a chunk failed its check" : "state received");
-    if (bad) continue;
-    // The chunks' own digests, as computed here, must give the blob's: a
-    // donor cannot pass off chunks of another blob under this one's digest.
-    if (blob_digest(d.total_bytes, d.chunk_bytes, d.chunk_digests) != d.digest) {
-      d.started = false;  // the whole does not match its digest: start over
-      d.next_chunk = 0;
-      fail("state from ", address, ": the assembled ", state_kind_name(d.kind), " does not match its digest");
-    }
-    return;
+    if (opt_.test_drop_connection_at >= 0 && served >= static_cast<uint64_t>(opt_.test_drop_connection_at) &&
+        test_dropped_.exchange(1) == 0)
+      fail("test fault: this connection is dropped after chunk ", i);
   }
 }
 

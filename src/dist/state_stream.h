@@ -10,28 +10,54 @@
 // A blob travels in chunks. Each chunk message carries the BLAKE2b-256 of its
 // bytes, computed by the donor when the blob was published; the joiner checks
 // it on arrival and asks again from a bad chunk. A joiner that loses its donor
-// keeps what it has and continues from the next chunk with another donor,
-// provided that donor serves the same blob (same kind, step and digest of the
-// whole).
+// keeps what it has and continues with the chunks it lacks from another
+// donor, provided that donor serves the same blob (same kind, step and digest
+// of the whole).
+//
+// Lanes. One TCP connection, one sealing thread and one hashing thread cap a
+// transfer far below what loopback or a fast WAN carries (156 MB/s for a
+// 4.36 GB snapshot on the H200 host; PCCL pools many connections per peer for
+// the same reason). A joiner fetches on several lanes at once: each lane is a
+// connection on a transport of its own (its own loop thread opens its
+// frames), asks for ranges of chunks from a shared queue (the next one while
+// the current one streams, so no round trip separates them), checks their
+// digests on its own thread and copies them into place. The donor serves each
+// request on one of its stream workers (sealing on that thread), so the lanes'
+// encryption, hashing and copies run side by side on both ends.
 //
 // Wire: the request and the answer's summary are control frames; chunks are
 // data frames: magic 'ISTC', u8 version, u8 kind, u16 reserved (0), i64 outer
 // step, u32 index, u32 count, 32-byte digest, then count bytes. Every field
-// is checked against the summary before the bytes are used.
+// is checked against the summary and the range asked for before the bytes are
+// used.
+//
+// state_stream.cpp serves (StateServer); state_fetch.cpp fetches (lanes).
+//
+// Threads. StateServer: a dispatcher thread (takes requests off the
+// transport, at most one in service per connection) and `streams` workers
+// (each serves one request at a time); publish_* and set_*: any thread.
+// fetch_state: the caller's thread, plus one thread per lane while it runs,
+// joined before it returns.
 #pragma once
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "dist/link_emulation.h"
 #include "dist/state_chunk.h"
 #include "dist/transport.h"
 #include "util/error.h"
@@ -52,10 +78,27 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
                                                  size_t chunk_bytes = size_t{4} << 20);
 
 // --- serving ----------------------------------------------------------------
+struct StateServerOptions {
+  // Requests served at once (each joiner's lane holds one while it streams);
+  // more wait their turn. Each is a thread that seals what it sends.
+  size_t streams = 16;
+  // The donor's uplink as a WAN, for tests and benchmarks only
+  // (mesh.emulate_link_*): every stream's chunks share the rate cap, and
+  // each request waits a round trip (twice the one-way delay) before its
+  // answer.
+  LinkEmulation emulate_link;
+  // Fault injection for the tests: flip a byte of this chunk the first time
+  // it is served; close the connection that serves the n-th chunk (once).
+  // -1: off. INTELLECT_STATE_TEST_CORRUPT=<chunk> sets the first.
+  long test_corrupt_chunk = -1;
+  long test_drop_connection_at = -1;
+};
+
 class StateServer {
  public:
   // Listens on host (port 0: any free port) with the run's secret.
-  StateServer(const PeerCredentials& secret, const std::string& host, std::function<void(const std::string&)> log);
+  StateServer(const PeerCredentials& secret, const std::string& host, std::function<void(const std::string&)> log,
+              StateServerOptions options = {});
   ~StateServer();
   StateServer(const StateServer&) = delete;
   StateServer& operator=(const StateServer&) = delete;
@@ -81,13 +124,19 @@ class StateServer {
   void publish_round(std::shared_ptr<const StateBlob> blob, size_t keep = 2);
   void set_progress(int64_t steps_done) { progress_ = steps_done; }
   uint64_t chunks_served() const { return chunks_served_.load(); }
+  // The most requests that were in service at once (a joiner's lanes overlap).
+  size_t peak_streams() const { return peak_streams_.load(); }
 
  private:
-  void serve();
-  void serve_one(const Message& request);
+  void dispatch();
+  void work();
+  void serve_one(const Message& request, std::chrono::steady_clock::time_point arrived);
+  void send_chunks(ConnId conn, const StateBlob& blob, uint32_t first, uint32_t end);
 
   std::function<void(const std::string&)> log_;
+  StateServerOptions opt_;
   Transport transport_;
+  LinkPacer pacer_;
   std::string address_;
   mutable std::mutex mu_;
   std::shared_ptr<const StateBlob> snapshot_;
@@ -99,10 +148,46 @@ class StateServer {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> chunks_served_{0};
   std::atomic<int64_t> progress_{0};
-  std::thread thread_;
+  std::atomic<uint64_t> test_corrupted_{0}, test_dropped_{0};
+  std::atomic<size_t> peak_streams_{0};
+  // Requests waiting for a worker, and the connections being served (a
+  // connection's next request waits until its previous one is answered).
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  struct Request {
+    Message m;
+    std::chrono::steady_clock::time_point arrived;
+  };
+  std::deque<Request> work_;
+  std::set<ConnId> busy_;
+  std::thread dispatcher_;
+  std::vector<std::thread> workers_;
 };
 
 // --- fetching ---------------------------------------------------------------
+// A byte buffer sized without being zeroed. A download's buffer is written in
+// full by its lanes (every chunk's length is checked) before anyone reads it,
+// and zeroing 160 GB first, on one thread, would cost a 10B joiner a minute.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;  // default-, not value-initialised
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using StateBytes = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 // What a joiner has of one blob so far; carried from one donor to the next.
 struct StateDownload {
   StateKind kind = StateKind::snapshot;
@@ -110,23 +195,39 @@ struct StateDownload {
   bool started = false;     // the summary below is known
   Digest digest{};
   uint64_t total_bytes = 0, chunk_bytes = 0;
-  uint32_t n_chunks = 0, next_chunk = 0;
-  std::vector<uint8_t> bytes;
+  uint32_t n_chunks = 0, chunks_have = 0;
+  StateBytes bytes;
+  std::vector<uint8_t> have;          // per chunk: 1 once received and checked
   std::vector<Digest> chunk_digests;  // of the chunks received so far, as computed here
   uint64_t bad_chunks = 0;  // digests that did not match (fetched again)
-  bool done() const { return started && next_chunk == n_chunks; }
+  uint64_t redials = 0;     // lanes' connections dialled again after one broke
+  bool done() const { return started && chunks_have == n_chunks; }
+  // Forgets chunk i (the tests' stand-in for a donor that died before it).
+  void drop_chunk(uint32_t i);
+};
+
+struct StateFetchOptions {
+  // Connections fetching side by side (fewer when the blob has fewer pieces).
+  int lanes = 4;
+  // Chunks whose digest does not match, fetched again, in all: one more and
+  // the donor is given up.
+  int max_bad = 8;
+  // A donor that answers "pending" (preparing the snapshot) is asked again
+  // for this long in all, or until *stop is set.
+  std::chrono::milliseconds pending_limit = std::chrono::minutes(10);
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Fetches the rest of `d` from the StateServer at `address`. Returns normally
 // when complete; throws Error when the donor fails, is gone, or serves a
-// different blob (the download keeps what it had). A chunk whose digest does
-// not match is fetched again, up to `max_bad` times in all.
-// A donor that answers "pending" (preparing the snapshot) is asked again,
-// for up to `pending_limit` in all, or until *stop is set.
+// different blob (DonorHasOtherState); the download keeps every chunk it
+// checked. A lane whose connection breaks dials again (twice at most; not
+// after a donor silent for `timeout`); its unfinished range goes back to the
+// queue for whichever lane is free. A chunk
+// whose digest does not match is fetched again, up to max_bad in all.
+// `timeout` bounds every wait on the donor (a dial, an answer, each chunk).
 void fetch_state(StateDownload& d, const std::string& address, const PeerCredentials& secret,
-                 std::chrono::milliseconds timeout, int max_bad = 8,
-                 std::chrono::milliseconds pending_limit = std::chrono::minutes(10),
-                 const std::atomic<bool>* stop = nullptr);
+                 std::chrono::milliseconds timeout, const StateFetchOptions& options = {});
 
 // The donor does not have what was asked (refused), or serves another blob
 // than the one being resumed: a download from another donor must start over.

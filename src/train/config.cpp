@@ -266,6 +266,7 @@ Config parse_config(const json& doc, const std::string& source) {
     m.min_ring = r.get_int("min_ring", 1, 1, 100000);
     m.message_timeout_ms = r.get_int("message_timeout_ms", 60000, 100, 36000000);
     m.serve_state = r.get_bool("serve_state", true);
+    m.state_lanes = r.get_int("state_lanes", 4, 1, 64);
     m.emulate_link_mbit = r.get_double("emulate_link_mbit", 0.0, 0.0, 1e6);
     m.emulate_link_delay_ms = r.get_int("emulate_link_delay_ms", 0, 0, 60000);
     m.emulate_link_jitter_ms = r.get_int("emulate_link_jitter_ms", 0, 0, 60000);

@@ -170,6 +170,10 @@ struct MeshConfig {
   // Serve this node's state to nodes that join (a snapshot after every outer
   // step: about 4x the parameters in host memory, plus two rounds' averages).
   bool serve_state = true;
+  // Connections a download of state or a round from a donor uses side by
+  // side (state_stream.h: one connection, one sealing and one hashing thread
+  // cap a transfer far below a fast link).
+  int64_t state_lanes = 4;
   int64_t max_retries = 3;
   // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
   // registered nodes are ready, so a run whose nodes start together averages
@@ -179,8 +183,9 @@ struct MeshConfig {
   // measure their links on ring traffic, is fastest (dist/ring_order.h);
   // false: ascending node ids, around failed links only.
   bool order_rings_by_rate = true;
-  // Tests and benchmarks only: the ring traffic this node sends goes through
-  // an emulated WAN link (Mbit/s, 0 = no cap; one-way delay and its jitter).
+  // Tests and benchmarks only: the ring traffic this node sends, and the
+  // state it serves to joiners, go through an emulated WAN link (Mbit/s,
+  // 0 = no cap; one-way delay and its jitter).
   double emulate_link_mbit = 0.0;
   int64_t emulate_link_delay_ms = 0, emulate_link_jitter_ms = 0;
   // Tests and benchmarks only: slower emulated links between named nodes,

@@ -11,6 +11,30 @@
 
 namespace intellect {
 
+namespace {
+
+// Calls copy(array, offset, length) for every block of the four arrays of
+// `per_array` bytes, on up to `threads` threads: the copies touch fresh
+// pages (a GB takes ~0.3 s on one thread, page faults included).
+template <typename Copy>
+void copy_blocks(Copy copy, size_t per_array, size_t threads) {
+  constexpr size_t kBlock = size_t{8} << 20;  // bytes
+  const size_t blocks = (per_array + kBlock - 1) / kBlock;
+  auto run = [&](size_t t, size_t nt) {
+    for (size_t i = t; i < 4 * blocks; i += nt) {
+      const size_t at = (i % blocks) * kBlock;
+      copy(i / blocks, at, std::min(kBlock, per_array - at));
+    }
+  };
+  const size_t nt = std::clamp<size_t>(threads, 1, std::max<size_t>(1, 4 * blocks));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < nt; ++t) pool.emplace_back(run, t, nt);
+  run(0, nt);
+  for (std::thread& t : pool) t.join();
+}
+
+}  // namespace
+
 std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
   const size_t n = s.outer.size();
   if (s.momentum.size() != n || s.exp_avg.size() != n || s.exp_avg_sq.size() != n)
@@ -26,22 +50,13 @@ std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
   std::memcpy(out.data() + 8, header.data(), header.size());
   out.resize(out.capacity());
   uint8_t* body = out.data() + 8 + header.size();
-  // The copy touches fresh pages (a GB takes ~0.3 s on one thread, page
-  // faults included): split into blocks over the threads.
   const std::span<const float> arrays[4] = {s.outer, s.momentum, s.exp_avg, s.exp_avg_sq};
-  constexpr size_t kBlock = size_t{8} << 20;  // bytes
-  const size_t per_array = n * sizeof(float), blocks = (per_array + kBlock - 1) / kBlock;
-  auto copy = [&](size_t t, size_t nt) {
-    for (size_t i = t; i < 4 * blocks; i += nt) {
-      const size_t a = i / blocks, at = (i % blocks) * kBlock, len_b = std::min(kBlock, per_array - at);
-      std::memcpy(body + a * per_array + at, reinterpret_cast<const uint8_t*>(arrays[a].data()) + at, len_b);
-    }
-  };
-  const size_t nt = std::clamp<size_t>(threads, 1, std::max<size_t>(1, 4 * blocks));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < nt; ++t) pool.emplace_back(copy, t, nt);
-  copy(0, nt);
-  for (std::thread& t : pool) t.join();
+  const size_t per_array = n * sizeof(float);
+  copy_blocks(
+      [&](size_t a, size_t at, size_t len_b) {
+        std::memcpy(body + a * per_array + at, reinterpret_cast<const uint8_t*>(arrays[a].data()) + at, len_b);
+      },
+      per_array, threads);
   return out;
 }
 
@@ -50,7 +65,7 @@ std::vector<uint8_t> encode_join_state(const JoinState& s) {
                                          s.exp_avg_sq});
 }
 
-JoinState decode_join_state(const std::vector<uint8_t>& bytes, size_t expected_n) {
+JoinState decode_join_state(std::span<const uint8_t> bytes, size_t expected_n, size_t threads) {
   if (bytes.size() < 8) fail("join state: ", bytes.size(), " bytes is too short for a header");
   uint64_t len = 0;
   std::memcpy(&len, bytes.data(), 8);
@@ -78,12 +93,24 @@ JoinState decode_join_state(const std::vector<uint8_t>& bytes, size_t expected_n
   if (s.outer_step < 0 || s.step < 0 || s.adam_step < 0) fail("join state: negative counters");
   if (bytes.size() != 8 + len + 4 * n * sizeof(float))
     fail("join state: ", bytes.size(), " bytes, expected ", 8 + len + 4 * n * sizeof(float));
-  const uint8_t* p = bytes.data() + 8 + len;
-  for (std::vector<float>* a : {&s.outer, &s.momentum, &s.exp_avg, &s.exp_avg_sq}) {
-    a->resize(n);
-    std::memcpy(a->data(), p, n * sizeof(float));
-    p += n * sizeof(float);
+  const uint8_t* body = bytes.data() + 8 + len;
+  std::vector<float>* arrays[4] = {&s.outer, &s.momentum, &s.exp_avg, &s.exp_avg_sq};
+  if (threads == 0) threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16);
+  // A vector cannot skip zeroing what it sizes: the four arrays are sized
+  // side by side, then filled on all the threads.
+  {
+    std::vector<std::thread> sizing;
+    for (size_t a = 1; a < 4 && threads > 1; ++a) sizing.emplace_back([&, a] { arrays[a]->resize(n); });
+    for (size_t a = sizing.size() + 1; a < 4; ++a) arrays[a]->resize(n);
+    arrays[0]->resize(n);
+    for (std::thread& t : sizing) t.join();
   }
+  const size_t per_array = n * sizeof(float);
+  copy_blocks(
+      [&](size_t a, size_t at, size_t len_b) {
+        std::memcpy(reinterpret_cast<uint8_t*>(arrays[a]->data()) + at, body + a * per_array + at, len_b);
+      },
+      per_array, threads);
   return s;
 }
 

@@ -33,7 +33,9 @@ struct JoinStateView {
 std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads = 1);
 std::vector<uint8_t> encode_join_state(const JoinState& s);
 // Checks the format, that every array has n values and that n is `expected_n`
-// (this model's parameter count); fails naming what does not fit.
-JoinState decode_join_state(const std::vector<uint8_t>& bytes, size_t expected_n);
+// (this model's parameter count); fails naming what does not fit. The copy
+// into the four arrays runs on `threads` threads (0: the machine's, up to 16):
+// at 10B it is 160 GB of fresh pages on the joiner's way into the ring.
+JoinState decode_join_state(std::span<const uint8_t> bytes, size_t expected_n, size_t threads = 0);
 
 }  // namespace intellect

@@ -173,6 +173,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.rings = static_cast<int>(cfg.diloco.rings);
     mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
     mo.serve_state = cfg.mesh.serve_state;
+    mo.state_lanes = static_cast<int>(cfg.mesh.state_lanes);
     mo.rounds_applied_late = cfg.diloco.overlap != "none";
     mo.announce_norms = cfg.mesh.announce_norms;
     mo.attack_scale = cfg.mesh.attack_scale;
@@ -188,8 +189,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.emulate_link.peer_rate_bytes_per_s =
         slow_peers_of(mo.name, cfg.mesh.emulate_link_slow, cfg.mesh.emulate_link_slow_mbit * 1e6 / 8);
     if (mo.emulate_link.on())
-      note("mesh: EMULATED WAN LINK for tests and benchmarks: ring traffic this node sends goes through " +
-           mo.emulate_link.describe() + " (mesh.emulate_link_*)");
+      note("mesh: EMULATED WAN LINK for tests and benchmarks: ring traffic this node sends, and the state it "
+           "serves, go through " + mo.emulate_link.describe() + " (mesh.emulate_link_*)");
     mo.stop = stop;
     mesh = std::make_unique<MeshNode>(std::move(mo));
     if (mesh->welcome().partition >= static_cast<uint64_t>(cfg.data.partitions))
