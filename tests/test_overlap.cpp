@@ -252,6 +252,10 @@ TEST_F(Overlap, ThreeNodesAgreeAtEveryAppliedStepEndAlikeAndLearnLikeBlocking) {
 
   const SwarmRun n = run_swarm(3, "overlap_swarm_none", none_sets);
   ASSERT_EQ(n.status, 0) << n.output;
+  // Blocking rounds run in place: three fp32 copies of the model, not four.
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NE(read_all(n.out + "/node-" + std::to_string(i) + "/train.log").find("DiLoCo host memory: 3 fp32 copies"),
+              std::string::npos);
   const double val_e = e.metrics[0].back()["val_loss"].get<double>();
   const double val_n = n.metrics[0].back()["val_loss"].get<double>();
   for (int i = 1; i < 3; ++i) {  // evaluated after the last outer step: the same weights on every node

@@ -21,7 +21,11 @@ namespace intellect {
 
 constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wire
 // 2: the keyed handshake (handshake.h) and encrypted frames (frame_cipher.h).
-constexpr uint16_t kProtocolVersion = 2;
+// 3: ring members carry their names and nodes report measured link rates
+//    (ring order by rate); a state request names the end of its chunk range
+//    (a joiner's lanes). A node of another version is refused at the
+//    handshake, by name, rather than failing to decode.
+constexpr uint16_t kProtocolVersion = 3;
 // After the handshake every payload carries an AEAD tag of this many bytes
 // beyond what its type allows (frame_cipher.h).
 constexpr size_t kSealedFrameOverhead = 16;

@@ -163,14 +163,20 @@ void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce
 }
 
 RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                              std::span<float> output, SparseRound* sparse) {
+                              std::span<float> output, SparseRound* sparse, const std::function<void()>& restore_input) {
   RoundCall call(*this, "average");
-  return eviction_as_value<RoundResult>([&] { return average_in_ring(outer_step, data_position, input, output, sparse); });
+  return eviction_as_value<RoundResult>(
+      [&] { return average_in_ring(outer_step, data_position, input, output, sparse, restore_input); });
 }
 
 RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& data_position,
-                                          std::span<const float> input, std::span<float> output, SparseRound* sparse) {
+                                          std::span<const float> input, std::span<float> output, SparseRound* sparse,
+                                          const std::function<void()>& restore_input) {
   throw_if_cancelled("before a round");
+  const bool in_place = !input.empty() && input.data() == output.data();
+  if (in_place && !restore_input)
+    fail("MeshNode::average: in place (input and output the same buffer) needs a way to rebuild the input for a "
+         "retry (internal error)");
   const bool is_sparse = opt_.compression == Compression::Sparse;
   if (is_sparse && !sparse) fail("MeshNode::average: sparse compression needs the round's SparseRound (internal error)");
   if (is_sparse && !sparse->residual.empty() && sparse->residual.size() != input.size())
@@ -200,6 +206,8 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
     stats.round = ring.round;
     stats.retries = attempt;
     if (sparse) sparse->sent.clear();
+    // In place, a failed attempt left the buffer part-averaged.
+    if (attempt > 0 && in_place && input.data() == output.data()) restore_input();
     if (ring.members.size() == 1) {
       average_alone(input, output, sparse);
       return stats;

@@ -122,8 +122,12 @@ class MeshNode {
   // With sparse compression, `sparse` (required) gives the residual and
   // receives what this node sent, in the attempt that succeeded. Late,
   // rewound or evicted instead: output is not the round's average.
+  // In place (input and output the very same buffer) saves a copy of the
+  // model; then restore_input must rebuild the input before a retry (a
+  // failed attempt leaves the buffer part-averaged).
   RoundResult average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                      std::span<float> output, SparseRound* sparse = nullptr);
+                      std::span<float> output, SparseRound* sparse = nullptr,
+                      const std::function<void()>& restore_input = {});
   void report_hash(int64_t outer_step, uint64_t hash);
   void leave(const std::string& reason);
 
@@ -191,7 +195,7 @@ class MeshNode {
 
  private:
   RoundResult average_in_ring(int64_t outer_step, const std::string& data_position, std::span<const float> input,
-                                  std::span<float> output, SparseRound* sparse);
+                                  std::span<float> output, SparseRound* sparse, const std::function<void()>& restore_input);
   // Reports ready for `outer_step` (with the pseudo-gradient's announced
   // norm and commitment; sparse: the norm of input + residual, what its
   // top-k keeps values of); `input` may be replaced by what a dishonest

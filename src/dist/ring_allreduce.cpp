@@ -283,7 +283,7 @@ void LaneRun::copy_input(const RingHeader& h) {
       if (!std::isfinite(x[i]))
         fail("input value ", off + i, " is ", x[i],
              "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
-  std::copy(x, x + h.count, out_.data() + off);
+  if (x != out_.data() + off) std::copy(x, x + h.count, out_.data() + off);  // in place: already there
 }
 
 void LaneRun::run_job(Job& job) {
@@ -408,9 +408,13 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     refuse("int8_block (the codec's block) must be in [1, 2^32)");
   if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
+  // In place (the very same span) is allowed: each chunk of the input is
+  // read once, by copy_input, before that chunk of the output is written.
+  // A failed round then leaves it part-averaged: the caller rebuilds it.
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  if (!input.empty() && output.data() < in_hi && in_lo < output.data() + output.size())
-    refuse("output overlaps input; the input must survive a failed round, so pass a separate buffer");
+  const bool in_place = input.data() == output.data();
+  if (!input.empty() && !in_place && output.data() < in_hi && in_lo < output.data() + output.size())
+    refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
   const size_t S = input.size();
   if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
 
@@ -420,7 +424,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
       if (!std::isfinite(input[i]))
         refuse("input value ", i, " is ", input[i],
                "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
-    std::copy(input.begin(), input.end(), output.begin());
+    if (!in_place) std::copy(input.begin(), input.end(), output.begin());
     RingStats stats;
     stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
     return stats;

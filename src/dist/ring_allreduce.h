@@ -124,8 +124,9 @@ struct RingCarried {
 };
 
 // output = average over the ring of every rank's input. input and output
-// must have the same size on every rank and must not overlap; input is only
-// read. With world = 1 the output is the input, unquantized. With a lossy
+// must have the same size on every rank; they are either separate (input
+// only read, untouched by a failed round) or the very same span (in place:
+// a failed round leaves it part-averaged, and the caller rebuilds it). With world = 1 the output is the input, unquantized. With a lossy
 // codec and world > 1, `carried` (when given) receives every chunk's
 // encoding, in offset order; otherwise it is left empty.
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,

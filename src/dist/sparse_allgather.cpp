@@ -144,9 +144,11 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
   if (!residual.empty() && residual.size() != input.size())
     refuse("the residual has ", residual.size(), " values, the input ", input.size());
+  // In place is allowed: the input is read once, encoded before anything is
+  // received, and the output written only after every contribution arrived.
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  if (!input.empty() && output.data() < in_hi && in_lo < output.data() + output.size())
-    refuse("output overlaps input; the input must survive a failed round, so pass a separate buffer");
+  if (!input.empty() && input.data() != output.data() && output.data() < in_hi && in_lo < output.data() + output.size())
+    refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
   const size_t S = input.size(), N = static_cast<size_t>(opt.world), r = static_cast<size_t>(opt.rank);
   const size_t chunk = opt.chunk_blocks * opt.block;
   const size_t n_chunks = (S + chunk - 1) / chunk;

@@ -45,10 +45,12 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       stop_(stop),
       data_position_(std::move(data_position)),
       overlap_(cfg.diloco.overlap != "none"),
-      eager_(cfg.diloco.overlap == "eager") {
+      eager_(cfg.diloco.overlap == "eager"),
+      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse") {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
-  pseudo_.resize(n);
+  n_ = n;
+  if (!in_place_) pseudo_.resize(n);
   if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
   backend_.get_params(params_.data());
   // Three fp32 copies of the model live here and one in the loop's params_,
@@ -59,7 +61,9 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   // there only after it has taken and applied that average).
   const uint64_t copy = static_cast<uint64_t>(n) * sizeof(float);
   std::string budget =
-      overlap_ ? str("DiLoCo host memory (overlap ", cfg_.diloco.overlap, "): 4 fp32 copies of the model (weights|the round's average, "
+      in_place_ ? str("DiLoCo host memory: 3 fp32 copies of the model (weights|pseudo-gradient|average, averaged in "
+                      "place; outer parameters; momentum) = ", format_bytes(3 * copy))
+      : overlap_ ? str("DiLoCo host memory (overlap ", cfg_.diloco.overlap, "): 4 fp32 copies of the model (weights|the round's average, "
                      "the pseudo-gradient in flight, outer parameters, momentum) = ", format_bytes(4 * copy))
                : str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
                      "outer parameters, momentum) = ", format_bytes(4 * copy));
@@ -93,6 +97,15 @@ OuterSync::~OuterSync() { abandon(); }
 
 size_t OuterSync::host_bytes() const {
   return (pseudo_.capacity() + outer_->params().capacity() + outer_->momentum().capacity()) * sizeof(float);
+}
+
+// In place, the round's input is δ = outer − weights in params_, which a
+// failed attempt (or a donor's round, before a rewind) overwrites; the GPU
+// still holds the weights (blocking: no inner step runs meanwhile), so δ is
+// the same bits again. The training thread's (in place only without overlap).
+void OuterSync::rebuild_pseudo_gradient() {
+  backend_.get_params(params_.data());
+  outer_->pseudo_gradient(params_.data(), params_.data());
 }
 
 // Where a node goes on after it took outer step k from a donor (joining, or
@@ -165,6 +178,7 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
   got.summary = nlohmann::json{{"outer_step", k},
                                {"state_bytes", d.bytes.size()},
                                {"bad_chunks_refetched", d.bad_chunks},
+                               {"lanes_redialled", d.redials},
                                {"rounds_caught_up", rounds},
                                {"round_bytes", round_bytes}};
   return got;
@@ -248,9 +262,8 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     // the state: launched again (it may find its ring gone and take the
     // average from a donor, like a late node), or done now without overlap.
     const int64_t k = resumed_state.in_flight_step;
-    if (resumed_state.in_flight.size() != pseudo_.size())
-      fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ",
-           pseudo_.size());
+    if (resumed_state.in_flight.size() != n_)
+      fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ", n_);
     pseudo_.swap(resumed_state.in_flight);
     note(str("the checkpoint had outer step ", k, "'s round in flight: ",
              overlap_ ? "launched again" : "done now (diloco.overlap is none)"));
@@ -262,6 +275,7 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
       Round r = run_round(k, data_position_(), start_step);
       const nlohmann::json line = land(r, false, nlohmann::json::object());
       note(str("outer step ", k, " applied (hash ", line["hash"].get<std::string>(), ")"));
+      if (in_place_) std::vector<float>().swap(pseudo_);  // from here on the rounds run in place
     }
   }
   return start_step;
@@ -320,8 +334,15 @@ std::optional<OuterSync::Turn> OuterSync::try_way(Round& r, int64_t take_at_leas
     switch (r.way) {
       case Way::ring: {
         if (ef_) r.sparse.residual = ef_->residual();  // read only: the training thread commits later
-        // pseudo_ stays as it was, for a retry.
-        RoundResult got = mesh_->average(r.k, data_position, pseudo_, params_, ef_ ? &r.sparse : nullptr);
+        // Not in place, pseudo_ stays as it was, for a retry. In place
+        // (params_ holds δ and becomes the average), a retry or another
+        // attempt after a rewind downloads the weights again and rebuilds δ.
+        const std::span<const float> input = r.in_place ? std::span<const float>(params_) : std::span<const float>(pseudo_);
+        if (r.in_place && r.input_used) rebuild_pseudo_gradient();
+        r.input_used = true;
+        RoundResult got = mesh_->average(r.k, data_position, input, params_, ef_ ? &r.sparse : nullptr,
+                                         r.in_place ? std::function<void()>([this] { rebuild_pseudo_gradient(); })
+                                                    : std::function<void()>());
         if (const auto* stats = std::get_if<OuterRoundStats>(&got)) {
           r.rs = *stats;
           return std::nullopt;
@@ -355,9 +376,11 @@ std::optional<OuterSync::Turn> OuterSync::try_way(Round& r, int64_t take_at_leas
 // donor, of at least `take_at_least`. Then the average is checked and
 // published for joiners and late nodes. Host buffers and round calls only
 // (with overlap this runs on the round thread).
-OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_position, int64_t steps_done) {
+OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_position, int64_t steps_done,
+                                      bool in_place) {
   Round r;
   r.k = k;
+  r.in_place = in_place;
   const Clock::time_point t0 = Clock::now();
   if (mesh_) {
     int64_t take_at_least = k;
@@ -398,7 +421,7 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
                            sparse_k_for_density(cfg_.diloco.sparse_density, default_codec_block(Compression::Sparse)),
                            &r.sparse.sent.back());
     } else {
-      std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
+      if (!r.in_place) std::copy(pseudo_.begin(), pseudo_.end(), params_.begin());  // alone: the average is its own
     }
   }
   r.allreduce_s = seconds_since(t0);
@@ -552,9 +575,9 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   };
   backend_.get_params(params_.data());
   lap("download_s");
-  outer_->pseudo_gradient(params_.data(), pseudo_.data());
+  outer_->pseudo_gradient(params_.data(), in_place_ ? params_.data() : pseudo_.data());
   lap("pseudo_gradient_s");
-  Round r = run_round(k, data_position_(), steps_done);
+  Round r = run_round(k, data_position_(), steps_done, in_place_);
   tp = Clock::now();
   commit_error_feedback(r);
   if (r.state) {
@@ -577,7 +600,7 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
 // (where that round ended, when it started at θ). out may alias delta.
 void OuterSync::round_start(const float* delta, float* out) const {
   if (eager_) outer_->predict(delta, out);
-  else subtract(outer_->params().data(), delta, out, pseudo_.size());
+  else subtract(outer_->params().data(), delta, out, n_);
 }
 
 // With overlap, at the end of round k (steps_done = k·H), round k - 1 in

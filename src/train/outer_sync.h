@@ -152,6 +152,9 @@ class OuterSync {
     OuterRoundStats rs;
     SparseRound sparse;  // sparse compression: what this node sent
     double allreduce_s = 0.0, publish_s = 0.0;
+    // The ring's input is params_ itself (δ there, averaged in place), not
+    // pseudo_; input_used: it was handed to an attempt (rebuild before another).
+    bool in_place = false, input_used = false;
     nlohmann::json parts = nlohmann::json::object();
   };
   // What turns a round away from the way it was being got.
@@ -160,7 +163,8 @@ class OuterSync {
   // late, rewound and evicted come back as values; evicted is thrown on as
   // EvictedFromRun (the process ends and is started again).
   std::variant<RunState, RewoundTo> fetch_run_state(int64_t at_least);
-  Round run_round(int64_t k, const std::string& data_position, int64_t steps_done);
+  Round run_round(int64_t k, const std::string& data_position, int64_t steps_done, bool in_place = false);
+  void rebuild_pseudo_gradient();
   std::optional<Turn> try_way(Round& r, int64_t take_at_least, const std::string& data_position);
   std::variant<bool, RewoundTo> round_from_donor(int64_t k);
   // The training thread's part: backend and outer optimizer.
@@ -185,10 +189,15 @@ class OuterSync {
   const std::atomic<bool>* stop_;
   std::function<std::string()> data_position_;
   const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
+  // Without overlap or sparse's residual the round runs in place in params_:
+  // three fp32 copies of the model (weights|δ|average, outer, momentum).
+  const bool in_place_;
+  size_t n_ = 0;  // parameters
   std::unique_ptr<OuterOptimizer> outer_;
   std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" only
   // The ring's input, untouched by it (a retried round starts from it); with
-  // overlap, the pseudo-gradient of the round in flight.
+  // overlap, the pseudo-gradient of the round in flight. Empty when rounds
+  // run in place (in_place_), but for a resumed checkpoint's round in flight.
   std::vector<float> pseudo_;
   std::vector<float> snap_m_, snap_v_;  // the moments' host copy, kept: the next snapshot reuses its pages
   nlohmann::json joined_;
