@@ -138,26 +138,26 @@ TEST(DistFrame, RandomSplits) {
 
 TEST(DistFrame, HeaderLayoutIsLittleEndian) {
   auto h = encode_frame_header(FrameType::data, 0x01020304);
-  const uint8_t want[] = {'I', 'N', 'T', 'L', 2, 0, 17, 0, 4, 3, 2, 1};
+  const uint8_t want[] = {'I', 'N', 'T', 'L', static_cast<uint8_t>(kProtocolVersion), 0, 17, 0, 4, 3, 2, 1};
   EXPECT_EQ(std::memcmp(h.data(), want, 12), 0);
 }
 
 TEST(DistFrame, EveryDecoderError) {
   using P = FrameDecoder::Phase;
-  EXPECT_EQ(decode_error_of(header(0xdeadbeef, 2, 16, 0), P::established), DecodeError::bad_magic);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 3, 16, 0), P::established),
+  EXPECT_EQ(decode_error_of(header(0xdeadbeef, kProtocolVersion, 16, 0), P::established), DecodeError::bad_magic);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion + 1, 16, 0), P::established),
             DecodeError::unsupported_version);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 999, 0), P::established), DecodeError::unknown_type);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, 0), P::handshake), DecodeError::type_not_allowed);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 1, 32), P::established),
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 999, 0), P::established), DecodeError::unknown_type);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 16, 0), P::handshake), DecodeError::type_not_allowed);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 1, 32), P::established),
             DecodeError::type_not_allowed);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, (64 << 10) + 17), P::established),
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 16, (64 << 10) + 17), P::established),
             DecodeError::oversize);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 17, 0xffffffffu), P::established), DecodeError::oversize);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 1, 257), P::handshake), DecodeError::oversize);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 17, 0xffffffffu), P::established), DecodeError::oversize);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 1, 257), P::handshake), DecodeError::oversize);
   // At the limit (the type's, plus the sealed frame's tag) is fine.
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 16, (64 << 10) + 16), P::established), DecodeError::none);
-  EXPECT_EQ(decode_error_of(header(kFrameMagic, 2, 17, 64u << 20), P::established), DecodeError::none);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 16, (64 << 10) + 16), P::established), DecodeError::none);
+  EXPECT_EQ(decode_error_of(header(kFrameMagic, kProtocolVersion, 17, 64u << 20), P::established), DecodeError::none);
 }
 
 TEST(DistFrame, ErrorDetectedAfterSplitHeader) {

@@ -139,12 +139,14 @@ TEST(TrainCli, TrainsFromTheCommandLine) {
   EXPECT_EQ(read_metrics(out + "/metrics.jsonl").size(), 3u);
 }
 
-// The outer loop's host memory: the pseudo-gradient, the outer parameters
-// and the momentum, and no separate buffer for the average (it lives in the
-// loop's weights until the outer step overwrites them). Alone (no mesh), an
-// outer step is the node's own pseudo-gradient applied, and the weights it
-// hands back are the new outer parameters.
-TEST(OuterSync, ThreeCopiesOfItsOwnAndTheAverageInTheWeights) {
+// The outer loop's host memory without overlap: the outer parameters and
+// the momentum of its own, and the pseudo-gradient and the average in the
+// loop's weights (computed and averaged in place until the outer step
+// overwrites them): three fp32 copies of the model in all. With overlap,
+// the pseudo-gradient in flight is one more. Alone (no mesh), an outer step
+// is the node's own pseudo-gradient applied, and the weights it hands back
+// are the new outer parameters.
+TEST(OuterSync, TwoCopiesOfItsOwnAndThePseudoGradientAndAverageInTheWeights) {
   Config cfg = load_config("", {"diloco.enabled=true", "diloco.inner_steps=2", "model.n_layers=1", "model.dim=32",
                                 "model.ffn_dim=64", "model.head_dim=8", "train.threads=1"});
   auto backend = make_backend(cfg, 1, 16);
@@ -154,7 +156,7 @@ TEST(OuterSync, ThreeCopiesOfItsOwnAndTheAverageInTheWeights) {
   backend->set_params(params.data());
   OuterSync sync(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
   EXPECT_EQ(sync.start(0, false, {}), 0);
-  EXPECT_EQ(sync.host_bytes(), 3 * n * sizeof(float));
+  EXPECT_EQ(sync.host_bytes(), 2 * n * sizeof(float));
   // Move the weights as inner steps would, then take the outer step.
   std::vector<float> moved = params;
   for (size_t i = 0; i < n; ++i) moved[i] += 0.01f * static_cast<float>(i % 7);
@@ -166,7 +168,11 @@ TEST(OuterSync, ThreeCopiesOfItsOwnAndTheAverageInTheWeights) {
   backend->get_params(now.data());
   EXPECT_EQ(now, sync.optimizer().params());
   EXPECT_EQ(params, sync.optimizer().params());
-  EXPECT_EQ(sync.host_bytes(), 3 * n * sizeof(float));
+  EXPECT_EQ(sync.host_bytes(), 2 * n * sizeof(float));
+  cfg.diloco.overlap = "eager";
+  OuterSync overlapped(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
+  EXPECT_EQ(overlapped.start(0, false, {}), 0);
+  EXPECT_EQ(overlapped.host_bytes(), 3 * n * sizeof(float)) << "the pseudo-gradient in flight";
 }
 
 }  // namespace
