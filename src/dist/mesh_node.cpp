@@ -207,7 +207,7 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
     stats.retries = attempt;
     if (sparse) sparse->sent.clear();
     // In place, a failed attempt left the buffer part-averaged.
-    if (attempt > 0 && in_place && input.data() == output.data()) restore_input();
+    if (attempt > 0 && in_place) restore_input();
     if (ring.members.size() == 1) {
       average_alone(input, output, sparse);
       return stats;

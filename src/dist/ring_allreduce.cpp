@@ -219,14 +219,7 @@ std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
 
 void LaneRun::send_loop() {
   try {
-    std::vector<uint8_t> msg;
-    while (queue_.pop(msg)) {
-      const RingClock::time_point t = RingClock::now();
-      link_.send_to_next(msg, op_deadline());
-      stats_.send_s += since(t);
-      stats_.bytes_sent += msg.size();
-      stats_.messages_sent += 1;
-    }
+    send_queued(queue_, link_, stats_, [&] { return op_deadline(); });
   } catch (const std::exception& e) {
     fail_round(std::make_exception_ptr(Error(str("sending to the next rank: ", e.what()))));  // unblocks the receiver
   }

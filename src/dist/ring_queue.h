@@ -3,6 +3,7 @@
 // Owned by one ring call; the queue is filled by the computing thread and
 // drained by the sender thread.
 #pragma once
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -51,6 +52,23 @@ class SendQueue {
   std::deque<std::vector<uint8_t>> q_;
   bool closed_ = false, stopped_ = false;
 };
+
+// The sender thread's loop, for either queue (this SendQueue, or the ring's
+// ordered queue in ring_pipeline.h): each message handed to the link in the
+// order the queue gives it, timed and counted into the round's stats
+// (RingStats). Returns when the queue is closed and drained or stopped;
+// throws what the link throws (the caller records it and aborts the round).
+template <class Queue, class Link, class Stats, class Deadline>
+void send_queued(Queue& queue, Link& link, Stats& stats, Deadline deadline) {
+  std::vector<uint8_t> msg;
+  while (queue.pop(msg)) {
+    const auto t = std::chrono::steady_clock::now();
+    link.send_to_next(msg, deadline());
+    stats.send_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    stats.bytes_sent += msg.size();
+    stats.messages_sent += 1;
+  }
+}
 
 // The first failure wins: a neighbour's abort makes the other thread's call
 // fail too, and that second message would hide the cause.

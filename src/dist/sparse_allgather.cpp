@@ -195,14 +195,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   if (N > 1) {
     sender = std::thread([&] {
       try {
-        std::vector<uint8_t> msg;
-        while (queue.pop(msg)) {
-          const RingClock::time_point t = RingClock::now();
-          link.send_to_next(msg, op_deadline());
-          stats.send_s += since(t);
-          stats.bytes_sent += msg.size();
-          stats.messages_sent += 1;
-        }
+        send_queued(queue, link, stats, op_deadline);
       } catch (const std::exception& e) {
         first_error.record(str("sending to the next rank: ", e.what()));
         link.abort();
