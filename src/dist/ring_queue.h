@@ -1,5 +1,6 @@
 // The pieces of a ring's sending side shared by the ring all-reduce and the
-// sparse all-gather: the sender thread's queue and the first-error latch.
+// sparse all-gather: the sender thread's queue, its loop (send_queued, also
+// over the ring's ordered queue) and the first-error latch.
 // Owned by one ring call; the queue is filled by the computing thread and
 // drained by the sender thread.
 #pragma once
