@@ -3,8 +3,10 @@
 # tokens: each node reads its own partition): a local swarm of N nodes per
 # mode (intellect_train --local-nodes N), then each node's compute
 # utilization (1 - time the training thread was held by outer steps / wall
-# time), the final validation loss (evaluated after the last outer step, so
-# the same on every node), the wall time and the coordinator's agreement.
+# time; and its steady state, without the end's wait for the round still in
+# flight, which a run pays once however long it is), the final validation
+# loss (evaluated after the last outer step, so the same on every node), the
+# wall time and the coordinator's agreement.
 #
 #   scripts/overlap_bench.sh [-n NODES] [-c CONFIG] [-m "none eager"] [-o OUT] [-b BUILD] [--set k=v]...
 #
@@ -47,7 +49,8 @@ cfg=()
 [[ -n "$config" ]] && cfg=(--config "$config")
 
 echo "overlap_bench: $nodes nodes, config ${config:-<embedded tiny>}, modes: $modes, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname)"
-printf '%-8s %-30s %-10s %-12s %-9s %s\n' mode "utilization per node (%)" "mean (%)" "val loss" "wall (s)" "coordinator"
+printf '%-8s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' mode "utilization per node (%)" "mean (%)" \
+  "steady state per node (%)" "mean (%)" "val loss" "wall (s)" "coordinator"
 for mode in $modes; do
   dir="$out/$mode"
   rm -rf "$dir"
@@ -60,16 +63,25 @@ for mode in $modes; do
   set -e
   t1=$(date +%s.%N)
   utils=""
+  steadies=""
   sum=0
+  ssum=0
   for ((i = 0; i < nodes; i++)); do
-    u=$(grep -o 'compute utilization [0-9.]*%' "$dir/node-$i/train.log" | tail -1 | grep -o '[0-9.]*' || echo "?")
+    line=$(grep 'compute utilization [0-9.]*%' "$dir/node-$i/train.log" | tail -1 || true)
+    u=$(grep -o 'compute utilization [0-9.]*%' <<<"$line" | grep -o '[0-9.]*' || echo "?")
+    # Steady state: without the end's wait for the last round (overlap only;
+    # blocking runs have no such wait, so theirs is the whole run's figure).
+    su=$(grep -o 'steady-state utilization [0-9.]*%' <<<"$line" | grep -o '[0-9.]*' || echo "$u")
     utils+="$u "
+    steadies+="$su "
     [[ "$u" != "?" ]] && sum=$(awk -v a="$sum" -v b="$u" 'BEGIN { print a + b }')
+    [[ "$su" != "?" ]] && ssum=$(awk -v a="$ssum" -v b="$su" 'BEGIN { print a + b }')
   done
   mean=$(awk -v s="$sum" -v n="$nodes" 'BEGIN { printf "%.1f", s / n }')
+  smean=$(awk -v s="$ssum" -v n="$nodes" 'BEGIN { printf "%.1f", s / n }')
   val=$(grep -o '"val_loss":[-0-9.e+]*' "$dir/node-0/metrics.jsonl" | tail -1 | cut -d: -f2 || true)
   [[ -n "$val" ]] && val=$(awk -v v="$val" 'BEGIN { printf "%.4f", v }')
   agreed=$(grep -o 'agreed: [0-9]*, diverged: [0-9]*' "$dir/swarm.log" | tail -1 || true)
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-  printf '%-8s %-30s %-10s %-12s %-9s %s\n' "$mode" "$utils" "$mean" "${val:-?}" "$wall" "${agreed:-?}$([[ $rc -ne 0 ]] && echo " (exit $rc: see $dir/swarm.log)")"
+  printf '%-8s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' "$mode" "$utils" "$mean" "$steadies" "$smean" "${val:-?}" "$wall" "${agreed:-?}$([[ $rc -ne 0 ]] && echo " (exit $rc: see $dir/swarm.log)")"
 done

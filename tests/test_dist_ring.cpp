@@ -632,6 +632,57 @@ TEST(DistDiloco, PseudoGradientHashAndRefusal) {
   EXPECT_THROW(OuterOptimizer(3, -1.0, 0.9, true), Error);
 }
 
+// The overlapped boundary's fused passes give the bits of the separate
+// calls they replace (predict or outer − δ, apply; subtract, predict), with
+// the aliasing the boundary uses (start over δ_prev; δ over start, the next
+// start over the weights), eager and delayed, Nesterov and plain, at a size
+// that runs on every core.
+TEST(DistDiloco, FusedBoundaryPassesEqualTheSeparateCalls) {
+  const size_t n = (1 << 17) + 3;
+  for (const bool nesterov : {true, false}) {
+    for (const bool predicted : {true, false}) {
+      SCOPED_TRACE(std::string(nesterov ? "nesterov" : "plain") + (predicted ? ", eager" : ", delayed"));
+      OuterOptimizer a(n, 0.7, 0.9, nesterov), b(n, 0.7, 0.9, nesterov);
+      const std::vector<float> p0 = pseudo_grad(n, 41, 1.0), g0 = pseudo_grad(n, 42);
+      a.init(p0.data());
+      b.init(p0.data());
+      a.step(g0.data(), nullptr);  // some momentum
+      b.step(g0.data(), nullptr);
+      const std::vector<float> avg = pseudo_grad(n, 43), delta_prev = pseudo_grad(n, 44);
+      const std::vector<float> weights = pseudo_grad(n, 45, 1.0);
+      // Separate: s_k = start(δ_prev); apply(avg); δ_k = s_k − e; s_{k+1} = start(δ_k).
+      auto start = [&](const OuterOptimizer& o, const std::vector<float>& d) {
+        std::vector<float> out(n);
+        if (predicted) o.predict(d.data(), out.data());
+        else for (size_t i = 0; i < n; ++i) out[i] = o.params()[i] - d[i];
+        return out;
+      };
+      const std::vector<float> s_k = start(a, delta_prev);
+      a.apply(avg.data(), nullptr);
+      std::vector<float> delta(n);
+      for (size_t i = 0; i < n; ++i) delta[i] = s_k[i] - weights[i];
+      const std::vector<float> s_next = start(a, delta);
+      // Fused, in the boundary's buffers.
+      std::vector<float> pseudo = delta_prev, params = weights;
+      b.apply_after_start(avg.data(), pseudo.data(), pseudo.data(), predicted);
+      EXPECT_EQ(pseudo, s_k);
+      EXPECT_EQ(b.params(), a.params());
+      EXPECT_EQ(b.momentum(), a.momentum());
+      EXPECT_EQ(b.steps_taken(), a.steps_taken());
+      b.next_start(pseudo.data(), params.data(), pseudo.data(), params.data(), predicted);
+      EXPECT_EQ(pseudo, delta);
+      EXPECT_EQ(params, s_next);
+    }
+  }
+  // apply writing the new parameters in its own pass equals them, even over g.
+  OuterOptimizer c(n, 0.7, 0.9, true);
+  const std::vector<float> p0 = pseudo_grad(n, 46, 1.0);
+  c.init(p0.data());
+  std::vector<float> g = pseudo_grad(n, 47);
+  c.apply(g.data(), g.data());
+  EXPECT_EQ(g, c.params());
+}
+
 // The finite check over a model-sized buffer runs on every core; a lone bad
 // value anywhere is still refused, named by its index, before any change.
 TEST(DistDiloco, LargeStepRefusesOneNonFiniteValueAnywhere) {

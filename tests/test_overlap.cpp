@@ -235,7 +235,7 @@ TEST_F(Overlap, ThreeNodesAgreeAtEveryAppliedStepEndAlikeAndLearnLikeBlocking) {
     // The link to the ring successor as the round measured it (ring order by rate).
     EXPECT_GT(o["link_mbit"].get<double>(), 0.0);
     EXPECT_NE(o["link_to"].get<uint64_t>(), 0u);
-    for (const char* part : {"wait_s", "round_start_s", "nesterov_s", "upload_s", "check_s", "publish_s",
+    for (const char* part : {"wait_s", "outer_step_s", "upload_s", "check_s", "publish_s",
                              "ring_encode_s", "ring_recv_wait_s", "ring_decode_s", "ring_send_s"})
       EXPECT_GE(o["parts"][part].get<double>(), 0.0) << part << " of outer step " << k;
     for (int i = 1; i < 3; ++i) EXPECT_EQ(steps[i][k]["hash"], o["hash"]) << "node " << i << ", outer step " << k;

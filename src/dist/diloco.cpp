@@ -98,10 +98,11 @@ void OuterOptimizer::apply(const float* g, float* new_params_out) {
     const float vi = mu * v[i] + g[i];  // torch: buf.mul_(μ).add_(g)
     v[i] = vi;
     const float update = nesterov ? g[i] + mu * vi : vi;
-    p[i] = p[i] - lr * update;
+    const float pi = p[i] - lr * update;
+    p[i] = pi;
+    if (new_params_out) new_params_out[i] = pi;  // in the same pass (it may alias g: g[i] was read)
   }
   ++steps_;
-  if (new_params_out) std::memcpy(new_params_out, p, n_ * sizeof(float));
 }
 
 void OuterOptimizer::predict(const float* g, float* out) const {
@@ -116,6 +117,52 @@ void OuterOptimizer::predict(const float* g, float* out) const {
     const float vi = mu * v[i] + gi;
     const float update = nesterov ? gi + mu * vi : vi;
     out[i] = p[i] - lr * update;
+  }
+}
+
+void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted) {
+  require_init("step");
+  float* p = outer_.data();
+  float* v = momentum_.data();
+  const float lr = lr_, mu = mu_;
+  const bool nesterov = nesterov_;
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) {
+    const float d = delta_prev[i];
+    if (predicted) {
+      const float vd = mu * v[i] + d;
+      const float ud = nesterov ? d + mu * vd : vd;
+      start_out[i] = p[i] - lr * ud;
+    } else {
+      start_out[i] = p[i] - d;
+    }
+    const float gi = g[i];
+    const float vi = mu * v[i] + gi;
+    v[i] = vi;
+    const float update = nesterov ? gi + mu * vi : vi;
+    p[i] = p[i] - lr * update;
+  }
+  ++steps_;
+}
+
+void OuterOptimizer::next_start(const float* start, const float* weights, float* delta_out, float* start_out,
+                                bool predicted) const {
+  require_init("predict");
+  const float* p = outer_.data();
+  const float* v = momentum_.data();
+  const float lr = lr_, mu = mu_;
+  const bool nesterov = nesterov_;
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+  for (size_t i = 0; i < n_; ++i) {
+    const float d = start[i] - weights[i];
+    delta_out[i] = d;
+    if (predicted) {
+      const float vd = mu * v[i] + d;
+      const float ud = nesterov ? d + mu * vd : vd;
+      start_out[i] = p[i] - lr * ud;
+    } else {
+      start_out[i] = p[i] - d;
+    }
   }
 }
 

@@ -47,6 +47,20 @@ class OuterOptimizer {
   // would give, until the average arrives.
   void predict(const float* g, float* out) const;
 
+  // The overlapped boundary's two passes, each one sweep over its arrays
+  // instead of one per operation (the boundary holds the training thread;
+  // the results are bit for bit those of the separate calls). start(δ) is
+  // where a round starts while its average is in flight: predict(δ) when
+  // `predicted` (eager), else outer − δ (the node's own progress, delayed).
+  //  - apply_after_start: start_out = start(δ_prev) from the state before
+  //    this step, then apply(g) with no new_params_out. start_out may alias
+  //    delta_prev; g may alias neither.
+  //  - next_start: δ_out = start − weights, then start_out = start(δ_out).
+  //    δ_out may alias `start`, start_out may alias `weights`.
+  void apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted);
+  void next_start(const float* start, const float* weights, float* delta_out, float* start_out,
+                  bool predicted) const;
+
   // xxHash3-64 of the outer parameters' bytes: equal on every node after a
   // step, which is the mesh's consistency check.
   uint64_t params_hash() const;

@@ -37,4 +37,25 @@ std::string describe_device(int device) {
   return str(p.name, " (sm_", p.major, p.minor, ", ", p.totalGlobalMem / double(1 << 30), " GiB)");
 }
 
+bool pin_host_memory(void* p, size_t bytes, std::string* why) {
+  const cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterPortable);
+  if (e == cudaSuccess) return true;
+  cudaGetLastError();
+  if (why) *why = str("cudaHostRegister of ", bytes / double(1 << 20), " MiB failed: ", cudaGetErrorString(e));
+  return false;
+}
+
+void unpin_host_memory(void* p) {
+  if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();
+}
+
+bool is_pinned_host(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeHost;
+}
+
 }  // namespace intellect::cuda

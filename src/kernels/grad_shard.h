@@ -1,7 +1,9 @@
 // Elementwise helpers around FSDP's gradient reduce-scatter: a unit's fp32
 // gradient is optionally rounded to bf16 before it goes over NVLink (half the
 // bytes), and each GPU adds the reduced shard into its fp32 gradient shard,
-// so micro-batches keep accumulating in fp32.
+// so micro-batches keep accumulating in fp32. The two conversions also serve
+// the outer step's weight transfers, which convert on the GPU so that the
+// host side is a plain DMA into pinned fp32 memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,5 +21,7 @@ void add_into(float* dst, const float* src, int64_t n, cudaStream_t stream);
 void add_into(float* dst, const bf16* src, int64_t n, cudaStream_t stream);
 // dst[i] = bf16(src[i]), round to nearest even.
 void to_bf16(bf16* dst, const float* src, int64_t n, cudaStream_t stream);
+// dst[i] = float(src[i]), exact.
+void to_f32(float* dst, const bf16* src, int64_t n, cudaStream_t stream);
 }  // namespace intellect::cuda
 #endif

@@ -288,6 +288,7 @@ LlamaCuda::~LlamaCuda() {
     if (stage_free_[i]) cudaEventDestroy(stage_free_[i]);
     if (stage_[i]) cudaFreeHost(stage_[i]);
   }
+  if (dma_scratch_) cudaFree(dma_scratch_);
   if (comm_stream_) cudaStreamSynchronize(comm_stream_);
   if (opt_stream_) cudaStreamSynchronize(opt_stream_);
   for (cudaEvent_t e : unit_updated_) cudaEventDestroy(e);
@@ -438,18 +439,69 @@ void LlamaCuda::stage_from_device(const void* src, size_t elem_bytes, float* hos
   }
 }
 
+void LlamaCuda::direct_to_device(const float* host, float* master) {
+  const size_t per_chunk = kStageBytes / sizeof(float);
+  if (!master && !dma_scratch_) check(cudaMalloc(&dma_scratch_, kStageBytes), "outer-step DMA scratch");
+  for_local_range(
+      pieces_, 0, local_n_,
+      [&](size_t local, size_t flat, size_t len) {
+        if (master) {
+          check(cudaMemcpyAsync(master + local, host + flat, len * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                "upload");
+          return;
+        }
+        for (size_t off = 0; off < len; off += per_chunk) {
+          const size_t n = std::min(per_chunk, len - off);
+          check(cudaMemcpyAsync(dma_scratch_, host + flat + off, n * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                "upload");
+          cuda::to_bf16(params_ + local + off, dma_scratch_, static_cast<int64_t>(n), stream_);
+        }
+      },
+      [&](size_t local, size_t len) {
+        check(master ? cudaMemsetAsync(master + local, 0, len * sizeof(float), stream_)
+                     : cudaMemsetAsync(params_ + local, 0, len * sizeof(bf16), stream_),
+              "upload padding");
+      });
+}
+
+void LlamaCuda::direct_from_device(float* host, const float* master) {
+  const size_t per_chunk = kStageBytes / sizeof(float);
+  if (!master && !dma_scratch_) check(cudaMalloc(&dma_scratch_, kStageBytes), "outer-step DMA scratch");
+  for_local_range(
+      pieces_, 0, local_n_,
+      [&](size_t local, size_t flat, size_t len) {
+        if (master) {
+          check(cudaMemcpyAsync(host + flat, master + local, len * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                "download");
+          return;
+        }
+        for (size_t off = 0; off < len; off += per_chunk) {
+          const size_t n = std::min(per_chunk, len - off);
+          cuda::to_f32(dma_scratch_, params_ + local + off, static_cast<int64_t>(n), stream_);
+          check(cudaMemcpyAsync(host + flat + off, dma_scratch_, n * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                "download");
+        }
+      },
+      [](size_t, size_t) {});
+  check(cudaStreamSynchronize(stream_), "download");
+}
+
 void LlamaCuda::upload_params(const float* host) {
   flush_updates();  // the step's update comes first; these weights replace its result
   wait_for_comm();
-  ensure_staging();
   float* master = adam_->master();
-  if (master) {
+  if (cuda::is_pinned_host(host)) {
+    direct_to_device(host, master);
+    if (master) cuda::to_bf16(params_, master, static_cast<int64_t>(local_n_), stream_);
+  } else if (master) {
+    ensure_staging();
     // The fp32 master crosses once; its bf16 rounding is taken on the GPU
     // (round to nearest even, as the host's conversion), not converted and
     // sent a second time.
     stage_to_device(master, sizeof(float), host, copy_f32);
     cuda::to_bf16(params_, master, static_cast<int64_t>(local_n_), stream_);
   } else {
+    ensure_staging();
     stage_to_device(params_, sizeof(bf16), host, to_bf16_n);
   }
   check(cudaStreamSynchronize(stream_), "upload");
@@ -459,8 +511,12 @@ void LlamaCuda::upload_params(const float* host) {
 void LlamaCuda::download_params(float* host) {
   flush_updates();
   wait_for_comm();
-  ensure_staging();
   float* master = adam_->master();
+  if (cuda::is_pinned_host(host)) {
+    direct_from_device(host, master);
+    return;
+  }
+  ensure_staging();
   if (master) stage_from_device(master, sizeof(float), host, copy_back_f32);
   else stage_from_device(params_, sizeof(bf16), host, from_bf16_n);
 }

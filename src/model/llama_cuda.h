@@ -166,8 +166,15 @@ class LlamaCuda {
                        void (*convert)(const float* src, void* dst, size_t n));
   void stage_from_device(const void* src, size_t elem_bytes, float* host,
                          void (*convert)(const void* src, float* dst, size_t n));
+  // When the caller's buffer is page-locked (cuda::pin_host_memory), the
+  // copies skip staging: fp32 crosses by DMA straight into or out of it, and
+  // bf16 weights without a master are converted on the GPU through
+  // dma_scratch_ (kStageBytes of device memory, allocated at first use).
+  void direct_to_device(const float* host, float* master);
+  void direct_from_device(float* host, const float* master);
   void ensure_staging();
   void* stage_[2] = {nullptr, nullptr};
+  float* dma_scratch_ = nullptr;
   cudaEvent_t stage_free_[2] = {nullptr, nullptr};
   void materialize_zero_grads();
   // The deferred optimizer update (see optimizer_step in the .cpp).

@@ -27,6 +27,17 @@ class Backend {
 
   virtual void set_params(const float* host) = 0;  // fp32, flat
   virtual void get_params(float* host) = 0;
+  // Makes [host, host + n) a buffer that set_params/get_params copy by DMA
+  // (the GPU backends page-lock it; the outer step's weights, moved at every
+  // boundary). False, with the reason in *why, when the backend does not or
+  // cannot: the copies still work, through staging. unpin_params_buffer
+  // before the buffer is freed or moved.
+  virtual bool pin_params_buffer(float* host, size_t n, std::string* why) {
+    (void)host, (void)n;
+    if (why) *why = "the CPU backend reads and writes host memory directly";
+    return false;
+  }
+  virtual void unpin_params_buffer(float* host) { (void)host; }
   virtual void get_grads(float* host) = 0;
   virtual void zero_grads() = 0;
   // AdamW's state as flat fp32 buffers and its step counter, for checkpoints.

@@ -25,6 +25,10 @@ class CudaBackend final : public Backend {
   const ParamLayout& layout() const override { return model_.layout(); }
   void set_params(const float* host) override { model_.upload_params(host); }
   void get_params(float* host) override { model_.download_params(host); }
+  bool pin_params_buffer(float* host, size_t n, std::string* why) override {
+    return cuda::pin_host_memory(host, n * sizeof(float), why);
+  }
+  void unpin_params_buffer(float* host) override { cuda::unpin_host_memory(host); }
   void get_grads(float* host) override { model_.download_grads(host); }
   void zero_grads() override { model_.zero_grads(); }
   void get_optimizer_state(std::vector<float>& m, std::vector<float>& v, int64_t& step) override {

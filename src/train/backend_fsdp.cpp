@@ -152,6 +152,10 @@ class FsdpBackend final : public Backend {
     flush();
     threads_->run_all([&](int r) { models_[r]->download_params(host); });
   }
+  bool pin_params_buffer(float* host, size_t n, std::string* why) override {
+    return cuda::pin_host_memory(host, n * sizeof(float), why);
+  }
+  void unpin_params_buffer(float* host) override { cuda::unpin_host_memory(host); }
   void get_grads(float* host) override {
     flush();
     threads_->run_all([&](int r) { models_[r]->download_grads(host); });

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -175,7 +176,8 @@ class OuterSync {
   nlohmann::json metrics(const Round& r, uint64_t hash, nlohmann::json parts) const;
   nlohmann::json land(Round& r, bool exact, nlohmann::json parts);
   void round_start(const float* delta, float* out) const;
-  uint64_t settle(const Round& r);  // hash reported, held step, outer_done_
+  std::future<uint64_t> hash_outer_params() const;
+  uint64_t settle(const Round& r, std::future<uint64_t> outer_hash);  // hash reported, held step, outer_done_
   // The round's effect on the error-feedback buffer; pseudo_ must still be
   // that round's pseudo-gradient. Training thread, at the boundary.
   void commit_error_feedback(const Round& r);
@@ -193,6 +195,7 @@ class OuterSync {
   // three fp32 copies of the model (weights|δ|average, outer, momentum).
   const bool in_place_;
   size_t n_ = 0;  // parameters
+  bool pinned_ = false;  // params_ is page-locked (backend_.pin_params_buffer) until the destructor
   std::unique_ptr<OuterOptimizer> outer_;
   std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" only
   // The ring's input, untouched by it (a retried round starts from it); with

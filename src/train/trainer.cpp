@@ -443,7 +443,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       // outer parameters every node shares.
       const Clock::time_point blocked_from = Clock::now();
       nlohmann::json o = outer->finish(step + 1);
-      if (!o.is_null()) outer_line("outer_final", std::move(o), seconds_since(blocked_from));
+      if (!o.is_null()) {
+        result.outer_final_blocked_s = seconds_since(blocked_from);
+        outer_line("outer_final", std::move(o), result.outer_final_blocked_s);
+      }
     }
     // After the outer step: the last evaluation is of the weights the run saves.
     if (eval_now) {
@@ -495,9 +498,17 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   if (outer) outer->abandon();
   result.wall_s = seconds_since(run_t0);
   if (outer && result.wall_s > 0) {
-    char u[160];
-    std::snprintf(u, sizeof u, "compute utilization %.1f%%: outer steps held the training thread for %.2f s of %.2f s",
-                  100.0 * (1.0 - result.outer_blocked_s / result.wall_s), result.outer_blocked_s, result.wall_s);
+    char u[400];
+    int len = std::snprintf(u, sizeof u,
+                            "compute utilization %.1f%%: outer steps held the training thread for %.2f s of %.2f s",
+                            100.0 * (1.0 - result.outer_blocked_s / result.wall_s), result.outer_blocked_s,
+                            result.wall_s);
+    const double final_s = result.outer_final_blocked_s;
+    if (final_s > 0 && result.wall_s > final_s && len > 0 && len < static_cast<int>(sizeof u))
+      std::snprintf(u + len, sizeof u - len,
+                    ", %.2f s of it the end's wait for the last round; without that wait, which a run pays once "
+                    "however long it is: steady-state utilization %.1f%%",
+                    final_s, 100.0 * (1.0 - (result.outer_blocked_s - final_s) / (result.wall_s - final_s)));
     note(u);
   }
   if (checkpointer) checkpointer->wait();  // the final checkpoint is on disk before we return

@@ -15,6 +15,10 @@ struct TrainResult {
   // DiLoCo: seconds the training thread spent in outer steps (blocked from the
   // GPU), and the wall time of this run's steps; utilization = 1 - blocked / wall.
   double outer_blocked_s = 0.0, wall_s = 0.0;
+  // Of outer_blocked_s, the end's wait for the round still in flight (overlap
+  // only): paid once per run, however long, so a long run's utilization tends
+  // to 1 - (blocked - final) / (wall - final), the steady state.
+  double outer_final_blocked_s = 0.0;
 };
 
 // Runs cfg.train.steps optimizer steps. `stop` (set by a signal handler) ends

@@ -478,7 +478,7 @@ using namespace test;
 
 // FSDP's gradient helpers against the CPU twin, odd sizes included; the
 // bf16 reduction path rounds once, so its sum is within bf16 of the fp32 one.
-TEST(CudaKernels, GradShardAddIntoAndToBf16) {
+TEST(CudaKernels, GradShardAddIntoAndBf16Conversions) {
   REQUIRE_GPU();
   for (int64_t n : {int64_t(1), int64_t(333), int64_t(100003)}) {
     SCOPED_TRACE(n);
@@ -499,6 +499,11 @@ TEST(CudaKernels, GradShardAddIntoAndToBf16) {
     d_dst.upload(dst0);
     cuda::add_into(d_dst.get(), d_half.get(), n, nullptr);
     EXPECT_LT(rel_error(d_dst.download(), ref), 1e-2);
+    // And back: bf16 to fp32 is exact.
+    DeviceBuffer<float> d_back(n);
+    cuda::to_f32(d_back.get(), d_half.get(), n, nullptr);
+    const std::vector<float> back = d_back.download();
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[i], __bfloat162float(half[i])) << i;
   }
 }
 
