@@ -76,9 +76,9 @@ mkdir -p "$work/debs" "$work/pk"
 # 1. The packages.
 if [[ -n "$debs" ]]; then
   for p in "${packages[@]}"; do
-    f=$(ls "$debs"/"${p}"_*.deb 2>/dev/null | head -1)
-    [[ -n "$f" ]] || fail "no ${p}_*.deb in $debs: download it (apt-get download $p) or leave out --debs"
-    cp "$f" "$work/debs/"
+    found=("$debs"/"${p}"_*.deb)
+    [[ -f "${found[0]}" ]] || fail "no ${p}_*.deb in $debs: download it (apt-get download $p) or leave out --debs"
+    cp "${found[0]}" "$work/debs/"
   done
 else
   command -v apt-get >/dev/null || fail "apt-get not found: pass --debs DIR with the .deb files of: ${packages[*]}"
