@@ -157,7 +157,8 @@ def fortune_units(root):
     d = os.path.join(root, "usr/share/games/fortunes")
     for name in sorted(os.listdir(d)):
         path = os.path.join(d, name)
-        if "." in name or name == "ascii-art" or os.path.islink(path) or not os.path.isfile(path):
+        # Left out: ascii-art (pictures, not text) and songs-poems (whole song lyrics, most still in copyright).
+        if "." in name or name in ("ascii-art", "songs-poems") or os.path.islink(path) or not os.path.isfile(path):
             continue
         text = open(path, encoding="utf-8", errors="replace").read()
         for f in text.split("\n%\n"):
