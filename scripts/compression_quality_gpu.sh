@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18's quality table on the GPU host: 4 nodes of the 150m config on one
 # H200 (intellect_train --local-nodes 4, each node a process on the same GPU),
-# tinyshakespeare in Llama 3 tokens, the same tokens for every cell, one H
-# per call (each call fits the device's 10-minute limit per command):
+# Llama 3 tokens, the same tokens for every cell, one H per call (each call
+# fits the device's 10-minute limit per command):
 #
 #   scripts/compression_quality_gpu.sh 100   # 5 cells, ~4 min (estimate)
 #   scripts/compression_quality_gpu.sh 25    # 5 cells, ~5.5 min (12 outer steps; fp32's
@@ -12,6 +12,28 @@
 #   scripts/compression_quality_gpu.sh 100 -m "none sparse:0.03 sparse:0.03+diloco.outer_lr=2"
 #                                            # sparse with its SparseLoCo defaults, and a
 #                                            # per-cell override after '+'
+#
+# The data (DATA, default data/shakespeare): a directory of Llama 3 token shards,
+# carried to the device.
+#   data/shakespeare   tinyshakespeare: 270k train tokens (shard_000000.bin), 32k validation
+#                      (shard_000001.bin); 300 steps already pass ~9 times over each node's
+#                      quarter, so long runs overfit. Made here once with
+#                        build/prepare_data --tokenizer ../shared/data/llama3/tokenizer.json \
+#                          --input ../shared/data/text/tinyshakespeare.txt --output data/shakespeare --shard-tokens 270000
+#   data/english       16.0M train tokens (train/shard_000000.bin), 0.33M validation
+#                      (val/shard_000000.bin), from Debian's text packages: made here with
+#                      scripts/prepare_english_corpus.sh, which also writes data/english.tgz
+#                      (25 MB); carry data/english.tgz (the shards themselves are 65 MB, over
+#                      the carry limit): this script unpacks it when data/english is missing.
+#                      1200 steps read 9.8M tokens of it, none twice.
+#
+# Issue 18's H = 100 comparison on the English corpus (12 outer steps, no token read twice),
+# fp32 against sparse 3% in one call, ~5 min (estimate: each 1200-step cell took 100-135 s
+# on tinyshakespeare, 2026-12-03, plus ~15 s of start per cell):
+#   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 -m "none sparse:0.03" \
+#     --set train.steps=1200
+# (EVAL_BATCHES, default 16: validation batches of 8 × 256 tokens at the end; 64 = 131k of
+# the English validation tokens, for a steadier figure; tinyshakespeare has 32k in all.)
 #
 # configs/150m.json leaves the outer step to the defaults, so sparse cells get
 # SparseLoCo's (decayed error feedback, SGD lr 1, no momentum) and the others
@@ -23,29 +45,24 @@
 #
 # Run from the repository root on the device after `source scripts/device/env.sh`
 # (binaries in devbin/ from a CUDA build packed by scripts/device/pack.sh),
-# with data/shakespeare carried (prepared here, see below). Results go to
-# $OUT/cq-H<h>/ (swarm logs, metrics, results.jsonl) and the table to stdout.
-#
-# The data (270k train tokens, 32k validation), made here once:
-#   build/prepare_data --tokenizer ../shared/data/llama3/tokenizer.json \
-#     --input ../shared/data/text/tinyshakespeare.txt --output data/shakespeare --shard-tokens 270000
+# with the data carried (above). Results go to $OUT/cq-H<h>/ (swarm logs,
+# metrics, results.jsonl) and the table to stdout.
 #
 # Settings and why: 300 inner steps of 8 × 256 tokens per node (4 nodes:
-# 2.5M tokens in all, ~9 passes over each node's quarter of tinyshakespeare;
-# a small corpus, so later rounds overfit alike for every cell); cosine
-# schedule with 30 warmup steps (the config's 500-step warmup would never
-# end); 4 parallel rings so the host-side codecs use 4 cores per node;
-# H = 100 gives 3 outer steps, H = 25 gives 12.
+# 2.5M tokens in all); cosine schedule with 30 warmup steps (the config's
+# 500-step warmup would never end); 4 parallel rings so the host-side codecs
+# use 4 cores per node; H = 100 gives 3 outer steps, H = 25 gives 12.
 set -euo pipefail
 h="${1:?usage: compression_quality_gpu.sh H (25 or 100) [compression_quality.sh arguments]}"
 shift
 cd "$(dirname "$0")/.."
 bin="${BIN:-devbin}"
 [[ -x "$bin/intellect_train" ]] || bin=build
+source scripts/quality_data.sh
 scripts/compression_quality.sh -n 4 -c configs/150m.json -H "$h" -b "$bin" -o "${OUT:-/tmp/out}/cq-H$h" \
   --set train.device=cuda --set train.steps=300 --set train.batch_size=8 --set train.micro_batch_size=8 \
-  --set train.seq_len=256 --set train.log_every=50 --set train.eval_every=0 --set train.eval_batches=16 \
+  --set train.seq_len=256 --set train.log_every=50 --set train.eval_every=0 --set train.eval_batches="${EVAL_BATCHES:-16}" \
   --set optim.schedule.type=cosine --set optim.schedule.warmup_steps=30 --set optim.schedule.decay_steps=0 \
   --set optim.schedule.min_lr_ratio=0.1 \
-  --set data.train=data/shakespeare/shard_000000.bin --set data.val=data/shakespeare/shard_000001.bin \
+  --set "data.train=$QUALITY_TRAIN" --set "data.val=$QUALITY_VAL" \
   --set data.tokenizer=byte --set diloco.rings=4 --set mesh.round_timeout_ms=1200000 "$@"

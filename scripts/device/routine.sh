@@ -14,8 +14,14 @@
 #                    EXTRA_SETS="--set k=v ..." adds settings, e.g. diloco.compression)
 #   boundary-alone   issue 15: one node of 150m alone (DiLoCo, no mesh, the GPU to itself): each outer
 #                    boundary's parts (download, pseudo-gradient, Nesterov, upload), eager and none
-#   overlap-quality  issue 15: 4 nodes of 150m on tinyshakespeare (data/shakespeare carried), none vs
-#                    eager, the same tokens; H (default 25), STEPS (default 300): final validation loss
+#   overlap-quality  issue 15: 4 nodes of 150m, none vs eager, the same tokens; H (default 25), STEPS
+#                    (default 300), EVAL_BATCHES (16): final validation loss. DATA (default data/shakespeare,
+#                    carried) picks the token shards (scripts/quality_data.sh); the English corpus of
+#                    scripts/prepare_english_corpus.sh (carry data/english.tgz, unpacked here) is large enough
+#                    for 1200 steps without repeating a token. Issue 15's comparison at H = 100, ~4 min
+#                    (estimate: 100-135 s per mode at 1200 steps on tinyshakespeare, 2026-12-03):
+#                      DATA=data/english EVAL_BATCHES=64 H=100 STEPS=1200 \
+#                        EXTRA_SETS="--set diloco.compression=none" bash scripts/device/routine.sh overlap-quality
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
 #   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
 #                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
@@ -135,14 +141,15 @@ for l in open('$d/metrics.jsonl'):
 " | tee -a "$OUT/boundary-alone.log"
       done ;;
     overlap-quality)
-      section "overlap-quality H=${H:-25} steps=${STEPS:-300}"
+      section "overlap-quality H=${H:-25} steps=${STEPS:-300} data=${DATA:-data/shakespeare}"
+      source scripts/quality_data.sh
       oq=/tmp/oq-H${H:-25}
       bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o $oq \
         --set train.device=cuda --set train.steps=${STEPS:-300} --set diloco.inner_steps=${H:-25} \
         --set train.batch_size=8 --set train.micro_batch_size=8 --set train.seq_len=256 --set train.log_every=50 \
-        --set train.eval_every=0 --set train.eval_batches=16 --set optim.schedule.type=cosine \
+        --set train.eval_every=0 --set train.eval_batches=${EVAL_BATCHES:-16} --set optim.schedule.type=cosine \
         --set optim.schedule.warmup_steps=30 --set optim.schedule.decay_steps=0 --set optim.schedule.min_lr_ratio=0.1 \
-        --set data.train=data/shakespeare/shard_000000.bin --set data.val=data/shakespeare/shard_000001.bin \
+        --set "data.train=$QUALITY_TRAIN" --set "data.val=$QUALITY_VAL" \
         --set data.tokenizer=byte --set diloco.rings=4 --set mesh.round_timeout_ms=1200000 --set ckpt.save_final=false \
         ${EXTRA_SETS:-} 2>&1 | tee "$OUT/overlap-quality-H${H:-25}.log"
       for m in ${MODES:-none eager}; do
