@@ -674,6 +674,18 @@ TEST(DistDiloco, FusedBoundaryPassesEqualTheSeparateCalls) {
       EXPECT_EQ(params, s_next);
     }
   }
+  // The hash of more than one block covers every value: one bit anywhere changes it.
+  OuterOptimizer h1(n * 40, 0.7, 0.9, true), h2(n * 40, 0.7, 0.9, true);
+  std::vector<float> big(n * 40, 0.5f);
+  h1.init(big.data());
+  for (size_t at : {size_t{0}, size_t{4} << 20, big.size() - 1}) {
+    big[at] = std::nextafter(0.5f, 1.0f);
+    h2.init(big.data());
+    EXPECT_NE(h2.params_hash(), h1.params_hash()) << at;
+    big[at] = 0.5f;
+  }
+  h2.init(big.data());
+  EXPECT_EQ(h2.params_hash(), h1.params_hash());
   // apply writing the new parameters in its own pass equals them, even over g.
   OuterOptimizer c(n, 0.7, 0.9, true);
   const std::vector<float> p0 = pseudo_grad(n, 46, 1.0);

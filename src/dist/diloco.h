@@ -61,8 +61,9 @@ class OuterOptimizer {
   void next_start(const float* start, const float* weights, float* delta_out, float* start_out,
                   bool predicted) const;
 
-  // xxHash3-64 of the outer parameters' bytes: equal on every node after a
-  // step, which is the mesh's consistency check.
+  // xxHash3-64 of the outer parameters' bytes (for more than 4M values, of
+  // the xxHash3-64s of their 16 MiB blocks, hashed on every core): equal on
+  // every node after a step, which is the mesh's consistency check.
   uint64_t params_hash() const;
 
   size_t size() const { return n_; }

@@ -690,6 +690,7 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   backend_.set_params(params_.data());
   lap("upload_s");
   const uint64_t hash = settle(r, std::move(outer_hash));  // reported before the next round's Ready
+  lap("hash_wait_s");  // what of the hash the copies and pass 2 did not hide
   // Where a late node goes on: decided before the next round's calls start.
   if (r.late) skip_to_ = line_up(keep ? k : r.k);
   if (keep) {
