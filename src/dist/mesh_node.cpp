@@ -82,6 +82,8 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.emulate_link = opt_.emulate_link;
   ro.message_timeout = opt_.message_timeout;
   ro.keep_round = opt_.serve_state;
+  if (opt_.credentials.mode == AuthMode::node_keys) ro.signer = opt_.credentials.key;
+  ro.attack_false_accusation = opt_.attack_false_accusation;
   ring_ = std::make_unique<RingRound>(transport_, *coordinator_, cancel_, std::move(ro));
 }
 
@@ -154,12 +156,13 @@ void MeshNode::average_alone(std::span<const float> input, std::span<float> outp
 
 void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce& ring, uint64_t unreachable) {
   mesh_log(opt_.log, str("outer step ", ring.outer_step, " round ", ring.round, " failed: ", e.what()));
-  uint64_t accused = 0;
+  control::RingFailed failed{id(), ring.outer_step, ring.round, e.what(), unreachable, 0, {}};
   if (const auto* c = dynamic_cast<const ContributionExceedsAnnouncement*>(&e))
-    if (c->offender_rank >= 0 && static_cast<size_t>(c->offender_rank) < ring.members.size())
-      accused = ring.members[c->offender_rank].node_id;
-  if (!ring_->has_newer_ring())
-    coordinator_->send(control::RingFailed{id(), ring.outer_step, ring.round, e.what(), unreachable, accused});
+    if (c->offender_rank >= 0 && static_cast<size_t>(c->offender_rank) < ring.members.size()) {
+      failed.accused = ring.members[c->offender_rank].node_id;
+      failed.evidence = c->evidence;
+    }
+  if (!ring_->has_newer_ring()) coordinator_->send(failed);
 }
 
 RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,

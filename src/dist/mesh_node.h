@@ -93,6 +93,9 @@ struct MeshNodeOptions {
   // sends its pseudo-gradient times attack_scale and announces the norm of
   // what it sends times attack_announce (1, 1: honest).
   double attack_scale = 1.0, attack_announce = 1.0;
+  // And it accuses its ring predecessor falsely in every ring
+  // (RingOptions::attack_false_accusation; 0: never).
+  int attack_false_accusation = 0;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.

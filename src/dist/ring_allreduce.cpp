@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/ring_evidence.h"
 #include "dist/ring_pipeline.h"
 #include "dist/ring_queue.h"
 #include "util/error.h"
@@ -23,7 +24,9 @@ static_assert(std::endian::native == std::endian::little, "fp32 payloads are mem
 namespace {
 
 constexpr uint32_t kMagic = 0x52415249;  // "IRAR" in memory order
-constexpr uint8_t kVersion = 1;
+// 2: the flags byte (signed messages, ring_evidence.h).
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kFlagSigned = 1;
 constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
 constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
 
@@ -37,7 +40,7 @@ std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
   w.u8(kVersion);
   w.u8(h.phase);
   w.u8(static_cast<uint8_t>(h.compression));
-  w.u8(0);
+  w.u8(h.is_signed ? kFlagSigned : 0);
   w.u64(h.round);
   w.u64(h.total_elems);
   w.u32(h.world);
@@ -64,7 +67,9 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
     fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1) or int4 (2)",
          c == static_cast<uint8_t>(Compression::Sparse) ? " (sparse travels in all-gather messages)" : "");
   h.compression = static_cast<Compression>(c);
-  if (r.u8("reserved") != 0) fail(what, ": reserved header byte is not zero");
+  const uint8_t flags = r.u8("flags");
+  if (flags & ~kFlagSigned) fail(what, ": unknown header flags ", int(flags));
+  h.is_signed = (flags & kFlagSigned) != 0;
   h.round = r.u64("round");
   h.total_elems = r.u64("total_elems");
   h.world = r.u32("world");
@@ -76,10 +81,11 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   if ((h.compression != Compression::None) != (h.int8_block != 0))
     fail(what, ": int8_block is ", h.int8_block, " with compression ", compression_name(h.compression),
          " (must be > 0 exactly when quantized)");
-  const size_t want = payload_bytes(h.compression, h.count, h.int8_block);
+  const size_t want = payload_bytes(h.compression, h.count, h.int8_block) + (h.is_signed ? kRingSignatureBytes : 0);
   if (r.remaining() != want)
     fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values with compression ",
-         compression_name(h.compression), " take ", want, " bytes (truncated or corrupt message)");
+         compression_name(h.compression), h.is_signed ? " and a signature" : "", " take ", want,
+         " bytes (truncated or corrupt message)");
   return h;
 }
 
@@ -94,6 +100,8 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
   check("compression", static_cast<uint64_t>(got.compression), static_cast<uint64_t>(want.compression),
         "set the same diloco.compression on every node");
   check("int8_block", got.int8_block, want.int8_block, "the peers use different quantization block sizes");
+  check("signed", got.is_signed, want.is_signed,
+        "one peer signs its ring messages (node keys) and the other does not: run one authentication mode");
   const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
   check("phase", got.phase, want.phase, order);
   check("step", got.step, want.step, order);
@@ -124,7 +132,7 @@ class LaneRun {
         N_(static_cast<size_t>(opt.world)),
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
-        check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack),
+        check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack, opt.signer != nullptr),
         carried_(carried && codec_->lossy() ? carried : nullptr) {
     first_chunk_of_.assign(N_ + 1, 0);
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
@@ -137,6 +145,7 @@ class LaneRun {
   RingStats stats() const { return stats_; }
   bool failed(std::string& msg) { return first_error_.get(msg); }
   int offender() const { return offender_; }
+  std::vector<std::vector<uint8_t>> take_evidence() { return std::move(evidence_); }
 
  private:
   enum class JobKind { EncodeOwn, ReduceHop, GatherHop };
@@ -183,6 +192,7 @@ class LaneRun {
   FirstError first_error_;
   std::mutex fail_mu_;
   int offender_ = -1;  // under fail_mu_ until the threads are joined
+  std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_ likewise)
   RingStats stats_;
 };
 
@@ -198,6 +208,7 @@ RingHeader LaneRun::header(uint8_t phase, size_t step, size_t seg, size_t chunk)
   h.chunk = static_cast<uint32_t>(chunk);
   h.count = static_cast<uint32_t>(chunk_len(seg, chunk));
   h.int8_block = codec_->block();
+  h.is_signed = opt_.signer != nullptr;
   return h;
 }
 
@@ -211,8 +222,9 @@ void LaneRun::add_times(double encode_s, double decode_s) {
 std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = encode_ring_header(h);
-  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count));
+  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count) + (h.is_signed ? kRingSignatureBytes : 0));
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
+  if (opt_.signer) sign_ring_message(msg, *opt_.signer);
   add_times(since(t), 0.0);
   return msg;
 }
@@ -242,10 +254,16 @@ std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
 void LaneRun::check_payload(const Job& job, const std::string& what) {
   const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
   codec_->validate(payload, job.h.count, what.c_str());
+  if (opt_.attack_false_accusation && job.h.phase == kReduceScatter && job.h.step == 0 && job.h.chunk == 0) {
+    std::vector<uint8_t> forged = job.msg;
+    if (opt_.attack_false_accusation == 2) forged.back() ^= 1;
+    throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
+                                          static_cast<int>(wrap(int64_t(r_) - 1)), {std::move(forged)});
+  }
   if (!check_.enabled()) return;
   const double ss = codec_->sum_squares(payload, job.h.count);
   std::lock_guard<std::mutex> lock(check_mu_);
-  check_.add(job.h.phase == kAllGather, job.h.step, ss, what);
+  check_.add(job.h.phase == kAllGather, job.h.step, ss, what, job.msg);
 }
 
 void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
@@ -297,9 +315,15 @@ void LaneRun::run_job(Job& job) {
     keep_chunk(h, payload);
     add_times(0.0, since(d));
     if (job.seq == UINT64_MAX) return;
-    // The owner's bytes go on unchanged, but for the step.
+    // The owner's bytes go on unchanged, but for the step (and so the
+    // signature: this rank is the sender now).
     const uint32_t next_step = h.step + 1;
     std::memcpy(job.msg.data() + kStepOffset, &next_step, 4);
+    if (opt_.signer) {
+      const RingClock::time_point s = RingClock::now();
+      sign_ring_message(job.msg, *opt_.signer);
+      add_times(since(s), 0.0);
+    }
     queue_.put(job.seq, std::move(job.msg));
     return;
   }
@@ -329,7 +353,7 @@ void LaneRun::fail_round(std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
     } catch (const ContributionExceedsAnnouncement& c) {
-      if (first) offender_ = c.offender_rank;
+      if (first) offender_ = c.offender_rank, evidence_ = c.evidence;
       first_error_.record(c.what());
     } catch (const std::exception& x) {
       first_error_.record(x.what());
@@ -381,6 +405,35 @@ void LaneRun::run() {
   sender.join();
 }
 
+// An accuser hands over only what the coordinator will find holds: it
+// checks the messages with the predecessor's key and the same judgement.
+// Otherwise (a predecessor that signed badly, an excess spread over more
+// messages than were kept) the accusation goes without evidence, which in a
+// node-key run refuses nobody. Returns a note for the error message.
+std::string keep_provable(const RingOptions& opt, std::vector<std::vector<uint8_t>>& evidence) {
+  if (!opt.signer) {
+    evidence.clear();
+    return "";
+  }
+  if (evidence.empty()) return " (no evidence kept: the excess is spread over more messages than are kept)";
+  if (!opt.prev_key) {
+    evidence.clear();
+    return " (the predecessor's key is not known here: no evidence)";
+  }
+  EvidenceContext ec;
+  ec.round = opt.round;
+  ec.accuser_rank = opt.rank;
+  ec.world = opt.world;
+  ec.norms = opt.announced_norms;
+  ec.slack = opt.norm_slack;
+  const EvidenceVerdict v = judge_ring_evidence(evidence, *opt.prev_key, ec);
+  if (!v.holds) {
+    evidence.clear();
+    return str(" (its messages do not prove it on their own: ", v.why, ")");
+  }
+  return str(" (evidence: ", evidence.size(), " of its signed messages)");
+}
+
 }  // namespace
 
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
@@ -429,8 +482,12 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   lane.run();
   if (std::string msg; lane.failed(msg)) {
     if (carried) carried->clear();
-    if (lane.offender() >= 0)
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), lane.offender());
+    if (lane.offender() >= 0) {
+      std::vector<std::vector<uint8_t>> evidence = lane.take_evidence();
+      std::string note = opt.attack_false_accusation ? "" : keep_provable(opt, evidence);
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), lane.offender(),
+                                            std::move(evidence));
+    }
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
   RingStats stats = lane.stats();

@@ -36,12 +36,14 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "util/error.h"
 #include "dist/codec.h"
+#include "dist/identity.h"
 #include "dist/sparse.h"
 
 namespace intellect {
@@ -87,15 +89,32 @@ struct RingOptions {
   // breaks that is reported as ContributionExceedsAnnouncement.
   std::vector<double> announced_norms;
   double norm_slack = 1.02;
+  // Node-key runs (ring_evidence.h): this rank signs every message it sends
+  // (nullptr: none is signed, and none may arrive signed), and an accusation
+  // carries the predecessor's signed messages as evidence, checked here with
+  // `prev_key` (the predecessor's key, as its link authenticated it) before
+  // they are handed over.
+  const NodeKey* signer = nullptr;
+  std::optional<PublicKey> prev_key;
+  // Tests and intellect_chaos --byzantine only: this rank accuses its
+  // predecessor falsely on the first message it receives, handing over that
+  // honest message as evidence (1) or the same with its signature altered (2).
+  int attack_false_accusation = 0;
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
 };
 
 // The previous rank sent a partial sum (or an average) larger than the norms
 // its contributors announced allow: it scaled its own contribution beyond
 // what it announced, or altered what it forwarded. The round is abandoned.
+// `evidence`: the offender's signed messages that break the bound (node-key
+// runs, ring_evidence.h), checked by this rank before they are handed over;
+// empty when they could not be kept or do not prove it on their own.
 struct ContributionExceedsAnnouncement : Error {
-  ContributionExceedsAnnouncement(const std::string& what, int offender) : Error(what), offender_rank(offender) {}
+  ContributionExceedsAnnouncement(const std::string& what, int offender,
+                                  std::vector<std::vector<uint8_t>> evidence_messages = {})
+      : Error(what), offender_rank(offender), evidence(std::move(evidence_messages)) {}
   int offender_rank;
+  std::vector<std::vector<uint8_t>> evidence;
 };
 
 struct RingStats {
@@ -134,14 +153,17 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
 
 // --- message format, exposed for the tests ----------------------------------
 // Header, little-endian, 48 bytes:
-//   u32 magic 'IRAR'  u8 version  u8 phase (0 reduce-scatter, 1 all-gather)
-//   u8 compression  u8 reserved(0)  u64 round  u64 total_elems  u32 world
-//   u32 step  u32 segment  u32 chunk  u32 count  u32 int8_block (the codec's
-//   block; 0 for none)
-// then the payload: codec_encoded_bytes(compression, count, block) bytes.
+//   u32 magic 'IRAR'  u8 version (2)  u8 phase (0 reduce-scatter, 1 all-gather)
+//   u8 compression  u8 flags (bit 0: signed; others 0)  u64 round
+//   u64 total_elems  u32 world  u32 step  u32 segment  u32 chunk  u32 count
+//   u32 int8_block (the codec's block; 0 for none)
+// then the payload: codec_encoded_bytes(compression, count, block) bytes,
+// then, when signed, the sender's kRingSignatureBytes signature of all that
+// (ring_evidence.h).
 struct RingHeader {
   uint8_t phase = 0;
   Compression compression = Compression::None;
+  bool is_signed = false;
   uint64_t round = 0;
   uint64_t total_elems = 0;
   uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0;
@@ -149,8 +171,9 @@ struct RingHeader {
 constexpr size_t kRingHeaderBytes = 48;
 
 std::vector<uint8_t> encode_ring_header(const RingHeader& h);
-// Parses and checks magic, version, reserved bits, the enums and that the
-// payload size matches count and compression. `what` names the message in errors.
+// Parses and checks magic, version, flags, the enums and that the payload
+// size matches count and compression (and the signature, when signed).
+// `what` names the message in errors.
 RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& what);
 // Fails naming the first field where `got` differs from `want`.
 void expect_ring_header(const RingHeader& got, const RingHeader& want, const std::string& what);

@@ -206,6 +206,11 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         ro.message_timeout = opt_.message_timeout;
         ro.deadline = deadline;
         for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
+        if (!opt_.signer.empty()) {
+          ro.signer = &opt_.signer;
+          ro.prev_key = prev_key_;
+        }
+        ro.attack_false_accusation = opt_.attack_false_accusation;
         lane_stats[k] = ring_allreduce_average(*links[k], ro, segment(input, k), segment(output, k), keep);
       }
       if (!emulated.empty()) emulated[k]->drain(deadline);
@@ -251,6 +256,7 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   // One ring per segment; the node's pacing (a WAN link's capacity) is
   // shared out among them.
   const std::vector<FlatRange> segs = ring_segments(input.size(), K);
+  prev_key_ = transport_.peer_key(conns.from_prev[0]);
   std::vector<std::unique_ptr<TransportRingLink>> plain;
   std::vector<std::unique_ptr<EmulatedRingLink>> emulated_owned;
   std::vector<EmulatedRingLink*> emulated;

@@ -76,6 +76,10 @@ struct RingRoundOptions {
   LinkEmulation emulate_link;
   std::chrono::milliseconds message_timeout{60000};
   bool keep_round = true;  // gather the round's wire bytes (the node serves state)
+  // Node-key runs: this node's key, which signs its ring messages so that an
+  // accusation can carry evidence (ring_evidence.h); empty: shared secret.
+  NodeKey signer;
+  int attack_false_accusation = 0;  // tests and intellect_chaos only (RingOptions)
 };
 
 // What a finished attempt leaves: the lanes' traffic and times, and the
@@ -132,6 +136,7 @@ class RingRound {
   std::mutex lanes_mu_;
   std::vector<RingLink*>* lanes_ = nullptr;  // the links of the attempt in progress (under lanes_mu_), for abort_lanes
   std::optional<control::RingAnnounce> newer_ring_;
+  std::optional<PublicKey> prev_key_;  // the attempt's predecessor, as its links authenticated it
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
 };

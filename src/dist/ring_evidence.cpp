@@ -1,0 +1,114 @@
+#include "dist/ring_evidence.h"
+
+#include <sodium.h>
+
+#include <array>
+#include <cmath>
+#include <memory>
+#include <set>
+
+#include "dist/codec.h"
+#include "dist/contribution_check.h"
+#include "dist/ring_allreduce.h"
+#include "util/error.h"
+
+namespace intellect {
+
+namespace {
+
+// What is signed: a digest of the message, under a label of its own so that
+// no other signature a node makes (the handshake's) can pass for one.
+std::array<uint8_t, 32> message_digest(std::span<const uint8_t> body) {
+  static const char label[] = "intellect ring message v1";
+  std::array<uint8_t, 32> d{};
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, d.size());
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), sizeof label);
+  crypto_generichash_update(&st, body.data(), body.size());
+  crypto_generichash_final(&st, d.data(), d.size());
+  return d;
+}
+
+size_t wrap(int64_t s, int64_t n) { return static_cast<size_t>(((s % n) + n) % n); }
+
+}  // namespace
+
+void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key) {
+  INTELLECT_CHECK(msg.size() >= kRingSignatureBytes, "sign_ring_message: a message shorter than its signature");
+  const size_t body = msg.size() - kRingSignatureBytes;
+  const std::array<uint8_t, 32> d = message_digest(msg.first(body));
+  const Signature sig = key.sign(d);
+  std::copy(sig.begin(), sig.end(), msg.begin() + static_cast<std::ptrdiff_t>(body));
+}
+
+bool ring_message_signed_by(std::span<const uint8_t> msg, const PublicKey& pk) {
+  if (msg.size() < kRingSignatureBytes) return false;
+  const size_t body = msg.size() - kRingSignatureBytes;
+  Signature sig;
+  std::copy(msg.begin() + static_cast<std::ptrdiff_t>(body), msg.end(), sig.begin());
+  return verify_signature(pk, message_digest(msg.first(body)), sig);
+}
+
+EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
+                                    const EvidenceContext& ctx) {
+  auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
+  if (messages.empty()) return no("no messages");
+  if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
+  if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
+      ctx.norms.size() != static_cast<size_t>(ctx.world))
+    return no("the accuser is not in a ring of two or more");
+  const ContributionCheck check(ctx.norms, ctx.accuser_rank, ctx.world, ctx.slack);
+  if (!check.enabled()) return no("not every member of the ring announced a norm, so nothing was checked");
+  size_t bytes = 0;
+  double sum_squares = 0.0;
+  RingHeader first;
+  std::set<std::array<uint8_t, 32>> seen;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::vector<uint8_t>& m = messages[i];
+    const std::string what = str("evidence message ", i);
+    bytes += m.size();
+    if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
+    RingHeader h;
+    try {
+      h = parse_ring_header(m, what);
+    } catch (const Error& e) {
+      return no(e.what());
+    }
+    if (!h.is_signed) return no(what, " is not signed");
+    if (!ring_message_signed_by(m, accused)) return no(what, ": the signature is not the accused's");
+    if (h.round != ctx.round) return no(what, " is of round ", h.round, ", not ", ctx.round);
+    if (h.world != static_cast<uint32_t>(ctx.world)) return no(what, " is of a ring of ", h.world, ", not ", ctx.world);
+    if (i == 0) first = h;
+    if (h.phase != first.phase || h.step != first.step || h.segment != first.segment)
+      return no(what, " is of another phase, step or segment than message 0");
+    if (h.step + 1 >= static_cast<uint32_t>(ctx.world)) return no(what, ": a ring of ", ctx.world, " has no step ", h.step);
+    // What the accuser receives at that step (ring_allreduce.cpp's schedule).
+    const bool all_gather = h.phase == 1;
+    const size_t want_segment = wrap(int64_t(ctx.accuser_rank) - int64_t(h.step) - (all_gather ? 0 : 1), ctx.world);
+    if (h.segment != want_segment)
+      return no(what, ": segment ", h.segment, " is not what the accuser receives at step ", h.step, " (", want_segment, ")");
+    // The same message twice would count its squares twice. (Two lanes'
+    // messages of one header are different values: their squares add up
+    // within the same bound.)
+    std::array<uint8_t, 32> d{};
+    crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
+    if (!seen.insert(d).second) return no(what, " repeats an earlier one");
+    try {
+      const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
+      const uint8_t* payload = m.data() + kRingHeaderBytes;
+      codec->validate(payload, h.count, what.c_str());
+      sum_squares += codec->sum_squares(payload, h.count);
+    } catch (const Error& e) {
+      return no(e.what());
+    }
+  }
+  const double b = check.bound(first.phase == 1, first.step);
+  const double norm = std::sqrt(sum_squares);
+  if (sum_squares <= b * b + kNormFloor)
+    return no("the ", messages.size(), " messages' norm ", norm, " is within the ", b, " the announced norms allow");
+  return EvidenceVerdict{true, str(messages.size(), " messages signed by the accused, of ",
+                                   first.phase == 1 ? "all-gather" : "reduce-scatter", " step ", first.step,
+                                   ", have a norm of ", norm, ", above the ", b, " the announced norms allow")};
+}
+
+}  // namespace intellect

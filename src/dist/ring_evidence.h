@@ -1,0 +1,69 @@
+// Evidence that a ring predecessor broke its announcement, checkable by a
+// third party (the coordinator) without trusting the accuser.
+//
+// Link keys are symmetric (frame_cipher.h): a successor can show the
+// coordinator nothing about what its predecessor sent with them. So in a
+// node-key run every ring message carries its sender's Ed25519 signature
+// over a BLAKE2b-256 digest of the message (header and payload, the step
+// field as sent): only the sender's key can produce it, and the header binds
+// it to the round, the ring size, the phase, the step, the segment and the
+// chunk. A successor whose ContributionCheck fails hands over the signed
+// messages that break the bound (ContributionCheck keeps the largest of
+// each step). The coordinator checks each signature with the accused's
+// public key, checks that the messages are what the accuser must have
+// received from it in that round (judge_ring_evidence), re-decodes them and
+// recomputes the bound from the announced norms it holds itself. If the
+// messages break the bound, the accused is refused; if not, the accuser is
+// (it made an accusation it could not back).
+//
+// In the shared-secret mode there are no per-node keys: messages are not
+// signed, an accusation carries no evidence, and the coordinator believes
+// the successor's word, as before (any holder of the secret can pose as any
+// node there, so nothing could be proven anyway).
+//
+// Cost: one BLAKE2b pass over each outgoing message and one signature
+// (docs/PERFORMANCE.md, "Signed ring messages"). Receivers verify nothing in
+// an honest round: only an accuser checks the messages it hands over.
+//
+// Thread-free functions; any thread.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dist/identity.h"
+
+namespace intellect {
+
+// Bytes a signature adds at the end of a signed ring message.
+constexpr size_t kRingSignatureBytes = kSignatureBytes;
+// What an accusation may carry (control::RingFailed::evidence).
+constexpr size_t kMaxEvidenceMessages = 64;
+constexpr size_t kMaxEvidenceBytes = size_t{16} << 20;
+
+// Fills the last kRingSignatureBytes of `msg` with the signature of the rest.
+void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key);
+// True when the last kRingSignatureBytes of `msg` are `pk`'s signature of the rest.
+bool ring_message_signed_by(std::span<const uint8_t> msg, const PublicKey& pk);
+
+// What the coordinator knows of the round an accusation is about.
+struct EvidenceContext {
+  uint64_t round = 0;
+  int accuser_rank = 0, world = 0;  // the accuser's place in the ring as the coordinator formed it
+  std::vector<double> norms;        // announced, by rank (as RingAnnounce carried them)
+  double slack = 1.02;              // RingOptions::norm_slack
+};
+
+struct EvidenceVerdict {
+  bool holds = false;  // the messages are the accused's, and they break the announced bound
+  std::string why;     // what was checked, or what did not hold
+};
+
+// Judges the messages an accuser handed over against the accused's key.
+// Never throws on malformed input: a malformed message is a verdict.
+EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
+                                    const EvidenceContext& ctx);
+
+}  // namespace intellect
