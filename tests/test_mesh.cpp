@@ -402,7 +402,7 @@ struct Accusation {
   }
 };
 
-Accusation keyed_byzantine_round(double scale, double announce, int false_accusation) {
+Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false) {
   Accusation a;
   std::string allowlist;
   for (int i = 0; i < 4; ++i) {
@@ -428,7 +428,11 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
         try {
           MeshNodeOptions o = swarm.node("n" + std::to_string(i));
           o.credentials = PeerCredentials::keyed(a.keys[i + 1], admit);
-          if (i == 2) o.attack_scale = scale, o.attack_announce = announce, o.attack_false_accusation = false_accusation;
+          o.chunk_elems = 4096;  // 8 chunks: every rank has a segment of its own, and the commitment is audited
+          if (i == 2) {
+            o.attack_scale = scale, o.attack_announce = announce, o.attack_false_accusation = false_accusation;
+            o.attack_commit_unscaled = commit_unscaled;
+          }
           o.max_retries = 2;
           MeshNode node(o);
           std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
@@ -448,8 +452,8 @@ TEST(Mesh, NodeKeysATrueAccusationWithEvidenceRefusesTheAccused) {
   EXPECT_EQ(a.errors[1], "");
   EXPECT_EQ(a.out[0], a.out[1]);
   EXPECT_NE(a.errors[2], "");
-  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") sent more than its announced pseudo-gradient norm "
-                                                               "allows, shown by the evidence"));
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
+                                                               "by the evidence"));
   EXPECT_FALSE(a.logged("a false accusation"));
 }
 
@@ -476,6 +480,21 @@ void expect_false_accuser_refused(int mode) {
 }
 
 TEST(Mesh, NodeKeysAFalseAccuserIsRefusedAndTheAccusedKept) { expect_false_accuser_refused(1); }
+
+// A node that sends 0.5x what it committed to (and announces the norm of
+// what it sends, so no norm check can see it) is caught by the commitment
+// audit at its first hop and refused on its own signed messages.
+TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
+  const Accusation a = keyed_byzantine_round(0.5, 1.0, 0, /*commit_unscaled=*/true);
+  EXPECT_EQ(a.errors[0], "");
+  EXPECT_EQ(a.errors[1], "");
+  EXPECT_EQ(a.out[0], a.out[1]);
+  EXPECT_NE(a.errors[2], "");
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
+                                                               "by the evidence"));
+  EXPECT_TRUE(a.logged("does not match leaf"));
+  EXPECT_FALSE(a.logged("a false accusation"));
+}
 TEST(Mesh, NodeKeysAForgedSignatureInEvidenceRefusesTheAccuser) { expect_false_accuser_refused(2); }
 
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {

@@ -117,7 +117,8 @@ double fp32_sum_squares(const uint8_t* payload, size_t count) {
   return s;
 }
 
-Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual) {
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual,
+                                   bool commit_bytes) {
   if (!residual.empty() && residual.size() != x.size())
     fail("announce_contribution: a residual of ", residual.size(), " values for ", x.size());
   constexpr size_t kParts = 16;
@@ -137,7 +138,8 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
       }
     }
     part_sumsq[p] = s;
-    crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
+    if (commit_bytes)
+      crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
                        (end - begin) * sizeof(float), nullptr, 0);
   };
   const size_t team = std::clamp<size_t>(static_cast<size_t>(threads), 1, kParts);
@@ -152,6 +154,7 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
   double total = 0.0;
   for (double s : part_sumsq) total += s;
   a.norm = std::sqrt(total);
+  if (!commit_bytes) return a;
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
   static const char label[] = "intellect pseudo-gradient commitment v1";

@@ -102,11 +102,14 @@ class SourceNormCheck {
 // norm, and a BLAKE2b-256 commitment to its bytes (over 16 fixed parts, so
 // `threads` changes the speed, never the result). With sparse compression
 // the norm is of x + residual (the error-feedback buffer added before the
-// top-k; empty: none), the commitment of x alone.
+// top-k; empty: none), the commitment of x alone. Dense rounds commit to
+// their encoded chunks instead (commitment.h): commit_bytes = false skips
+// this one (the commitment is left zero).
 struct Announcement {
   double norm = 0.0;
   std::array<uint8_t, 32> commitment{};
 };
-Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual = {});
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual = {},
+                                   bool commit_bytes = true);
 
 }  // namespace intellect

@@ -111,6 +111,7 @@ void put(ByteWriter& w, const RingAnnounce& m) {
     w.u64(r.node_id);
     w.str(r.address);
     w.f32(r.norm);
+    w.bytes(r.commitment.data(), r.commitment.size());
     w.str(r.name);
   }
 }
@@ -350,6 +351,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
         mem.norm = r.f32("member norm");
         if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
           fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
+        r.bytes("member commitment", mem.commitment.data(), mem.commitment.size());
         mem.name = r.str("member name", kMaxName);
         m.members.push_back(std::move(mem));
       }

@@ -107,6 +107,9 @@ struct RingMember {
   // Its mesh.name, for logs and for emulated links to named peers (tests
   // and benchmarks: LinkEmulation::slow_to); at most kMaxName bytes.
   std::string name;
+  // Its announced commitment (Ready::commitment): dense rings audit each
+  // member's step-0 messages against it (commitment.h).
+  std::array<uint8_t, 32> commitment{};
 };
 // coordinator -> ring members: average with these nodes, in this order.
 struct RingAnnounce {

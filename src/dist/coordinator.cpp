@@ -203,7 +203,10 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
-    a.members.push_back({id, members_.node(id).address, norm, members_.node(id).name});
+    control::RingMember m{id, members_.node(id).address, norm};
+    m.name = members_.node(id).name;
+    if (an != announced_.end() && an->second.outer_step == ring.outer_step) m.commitment = an->second.commitment;
+    a.members.push_back(std::move(m));
     if (norm >= 0) accepted.push_back(norm);
   }
   if (!accepted.empty()) {  // the reference a later ring of one is judged against
@@ -299,13 +302,18 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
     ctx.norms.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.norm : -1.0);
   }
   ctx.slack = RingOptions{}.norm_slack;
+  for (uint64_t n : ring.nodes) {
+    auto a = announced_.find(n);
+    ctx.commitments.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.commitment
+                                                                                             : std::array<uint8_t, 32>{});
+  }
   const EvidenceVerdict v = judge_ring_evidence(f.evidence, accused_key->second, ctx);
   if (v.holds)
-    ban(f.accused, str("sent more than its announced pseudo-gradient norm allows, shown by the evidence of its ring "
-                       "successor ", who(accuser), ": ", v.why, "; refused for the rest of the run"));
+    ban(f.accused, str("broke its announcement (norm or commitment), shown by the evidence of its ring successor ",
+                       who(accuser), ": ", v.why, "; refused for the rest of the run"));
   else
     ban(accuser, str("accused its ring predecessor ", who(f.accused),
-                     " of sending more than it announced, with evidence that does not hold (", v.why,
+                     " of breaking its announcement, with evidence that does not hold (", v.why,
                      "): a false accusation; refused for the rest of the run"));
 }
 

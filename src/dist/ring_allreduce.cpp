@@ -49,6 +49,7 @@ std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
   w.u32(h.chunk);
   w.u32(h.count);
   w.u32(h.int8_block);
+  w.u32(h.lane);
   INTELLECT_CHECK(w.size() == kRingHeaderBytes);
   return w.take();
 }
@@ -78,6 +79,7 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   h.chunk = r.u32("chunk");
   h.count = r.u32("count");
   h.int8_block = r.u32("int8_block");
+  h.lane = r.u32("lane");
   if ((h.compression != Compression::None) != (h.int8_block != 0))
     fail(what, ": int8_block is ", h.int8_block, " with compression ", compression_name(h.compression),
          " (must be > 0 exactly when quantized)");
@@ -100,6 +102,7 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
   check("compression", static_cast<uint64_t>(got.compression), static_cast<uint64_t>(want.compression),
         "set the same diloco.compression on every node");
   check("int8_block", got.int8_block, want.int8_block, "the peers use different quantization block sizes");
+  check("lane", got.lane, want.lane, "a message of another of the round's parallel rings");
   check("signed", got.is_signed, want.is_signed,
         "one peer signs its ring messages (node keys) and the other does not: run one authentication mode");
   const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
@@ -134,6 +137,11 @@ class LaneRun {
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
         check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack, opt.signer != nullptr),
         carried_(carried && codec_->lossy() ? carried : nullptr) {
+    // With fewer chunks than ranks, segments on whole chunks would leave
+    // some rank without one (nothing of it checked at a first hop, and the
+    // ring's load on the others): such lanes (small vectors) are cut as
+    // usual and not audited. Every rank decides the same from the sizes.
+    audit_ = opt.audit && check_.enabled() && (S_ + opt.chunk_elems - 1) / opt.chunk_elems >= N_;
     first_chunk_of_.assign(N_ + 1, 0);
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
     if (carried_) carried_->resize(first_chunk_of_[N_]);
@@ -156,8 +164,10 @@ class LaneRun {
     std::vector<uint8_t> msg;      // received
   };
 
-  size_t seg_begin(size_t s) const { return S_ * s / N_; }
-  size_t seg_len(size_t s) const { return S_ * (s + 1) / N_ - S_ * s / N_; }
+  size_t seg_begin(size_t s) const {
+    return audit_ ? aligned_segment_begin(S_, N_, opt_.chunk_elems, s) : S_ * s / N_;
+  }
+  size_t seg_len(size_t s) const { return seg_begin(s + 1) - seg_begin(s); }
   size_t n_chunks(size_t s) const { return (seg_len(s) + opt_.chunk_elems - 1) / opt_.chunk_elems; }
   size_t wrap(int64_t s) const { return static_cast<size_t>(((s % int64_t(N_)) + int64_t(N_)) % int64_t(N_)); }
   size_t chunk_off(size_t seg, size_t c) const { return seg_begin(seg) + c * opt_.chunk_elems; }
@@ -172,6 +182,9 @@ class LaneRun {
   std::vector<uint8_t> build(const RingHeader& h, const float* x);
   std::vector<uint8_t> receive(const RingHeader& want);
   void check_payload(const Job& job, const std::string& what);
+  void send_leaves(uint64_t seq);
+  void receive_leaves();
+  void check_leaf(const Job& job, const std::string& what);
   void keep_chunk(const RingHeader& h, const uint8_t* payload);
   void copy_input(const RingHeader& h);
   void run_job(Job& job);
@@ -193,6 +206,11 @@ class LaneRun {
   std::mutex fail_mu_;
   int offender_ = -1;  // under fail_mu_ until the threads are joined
   std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_ likewise)
+  // The commitment audit: on, and the predecessor's leaves of this lane and
+  // the message that carried them (written before any hop job is submitted).
+  bool audit_ = false;
+  std::vector<Digest> prev_leaves_;
+  std::vector<uint8_t> prev_leaf_msg_;
   RingStats stats_;
 };
 
@@ -208,7 +226,11 @@ RingHeader LaneRun::header(uint8_t phase, size_t step, size_t seg, size_t chunk)
   h.chunk = static_cast<uint32_t>(chunk);
   h.count = static_cast<uint32_t>(chunk_len(seg, chunk));
   h.int8_block = codec_->block();
-  h.is_signed = opt_.signer != nullptr;
+  // Only the first hop is signed: it carries the sender's own contribution,
+  // where an understated norm and a broken commitment show (signing every
+  // message would cost a BLAKE2b pass over all the traffic).
+  h.is_signed = opt_.signer != nullptr && phase == kReduceScatter && step == 0;
+  h.lane = opt_.lane;
   return h;
 }
 
@@ -224,7 +246,7 @@ std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   std::vector<uint8_t> msg = encode_ring_header(h);
   msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count) + (h.is_signed ? kRingSignatureBytes : 0));
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
-  if (opt_.signer) sign_ring_message(msg, *opt_.signer);
+  if (h.is_signed) sign_ring_message(msg, *opt_.signer);
   add_times(since(t), 0.0);
   return msg;
 }
@@ -251,8 +273,69 @@ std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
   return msg;
 }
 
+// This rank's leaves of this lane, first in the lane's schedule.
+void LaneRun::send_leaves(uint64_t seq) {
+  const LeafCommitment& own = *opt_.audit->own;
+  LeafMessage m;
+  m.round = opt_.round;
+  m.total_elems = own.total_elems;
+  m.lane_elems = S_;
+  m.lane = opt_.lane;
+  m.layout = own.layout;
+  m.lane_roots = own.lane_roots;
+  m.leaves = own.leaves[opt_.lane];
+  queue_.put(seq, encode_leaf_message(m, opt_.signer));
+}
+
+// The predecessor's leaves: they must fit this lane and hash to the root it
+// announced; a signed message that does not is evidence on its own.
+void LaneRun::receive_leaves() {
+  const std::string what = "commitment leaf message from the previous rank";
+  const RingClock::time_point t = RingClock::now();
+  std::vector<uint8_t> msg = link_.recv_from_prev(op_deadline());
+  stats_.recv_wait_s += since(t);
+  stats_.bytes_received += msg.size();
+  stats_.messages_received += 1;
+  const LeafMessage m = parse_leaf_message(msg, what);
+  const LeafCommitment& own = *opt_.audit->own;
+  auto check = [&](const char* field, uint64_t got, uint64_t want) {
+    expect_header_field(what, field, got, want, "the peers cut the pseudo-gradient differently: run one config");
+  };
+  check("signed", m.is_signed, opt_.signer != nullptr);
+  check("round", m.round, opt_.round);
+  check("lane", m.lane, opt_.lane);
+  check("lanes", static_cast<uint64_t>(m.layout.lanes), static_cast<uint64_t>(own.layout.lanes));
+  check("total_elems", m.total_elems, own.total_elems);
+  check("lane_elems", m.lane_elems, S_);
+  check("compression", static_cast<uint64_t>(m.layout.compression), static_cast<uint64_t>(opt_.compression));
+  check("block", m.layout.block, codec_->block());
+  check("chunk", m.layout.chunk, opt_.chunk_elems);
+  const int prev = static_cast<int>(wrap(int64_t(r_) - 1));
+  Digest root{};
+  std::string why;
+  if (!leaf_message_root(m, &root, &why) || root != opt_.audit->roots[static_cast<size_t>(prev)])
+    throw ContributionExceedsAnnouncement(
+        str(what, ": ", why.empty() ? str("it does not hash to the commitment rank ", prev, " announced") : why,
+            ": rank ", prev, " sent other than it committed to"),
+        prev, {msg});
+  prev_leaves_ = m.leaves;
+  prev_leaf_msg_ = std::move(msg);
+}
+
+// A step-0 message carries its sender's own leaf: its bytes must hash to it.
+void LaneRun::check_leaf(const Job& job, const std::string& what) {
+  const size_t leaf = seg_begin(job.h.segment) / opt_.chunk_elems + job.h.chunk;
+  const Digest d = leaf_digest({job.msg.data() + kRingHeaderBytes, codec_->encoded_bytes(job.h.count)});
+  if (leaf < prev_leaves_.size() && d == prev_leaves_[leaf]) return;
+  const int prev = static_cast<int>(wrap(int64_t(r_) - 1));
+  throw ContributionExceedsAnnouncement(str(what, ": its bytes do not match leaf ", leaf, " of the commitment rank ",
+                                            prev, " announced: rank ", prev, " sent other than it committed to"),
+                                        prev, {prev_leaf_msg_, job.msg});
+}
+
 void LaneRun::check_payload(const Job& job, const std::string& what) {
   const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
+  if (audit_ && job.h.phase == kReduceScatter && job.h.step == 0) check_leaf(job, what);
   codec_->validate(payload, job.h.count, what.c_str());
   if (opt_.attack_false_accusation && job.h.phase == kReduceScatter && job.h.step == 0 && job.h.chunk == 0) {
     std::vector<uint8_t> forged = job.msg;
@@ -263,7 +346,8 @@ void LaneRun::check_payload(const Job& job, const std::string& what) {
   if (!check_.enabled()) return;
   const double ss = codec_->sum_squares(payload, job.h.count);
   std::lock_guard<std::mutex> lock(check_mu_);
-  check_.add(job.h.phase == kAllGather, job.h.step, ss, what, job.msg);
+  check_.add(job.h.phase == kAllGather, job.h.step, ss, what,
+             job.h.is_signed ? std::span<const uint8_t>(job.msg) : std::span<const uint8_t>());
 }
 
 void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
@@ -315,15 +399,9 @@ void LaneRun::run_job(Job& job) {
     keep_chunk(h, payload);
     add_times(0.0, since(d));
     if (job.seq == UINT64_MAX) return;
-    // The owner's bytes go on unchanged, but for the step (and so the
-    // signature: this rank is the sender now).
+    // The owner's bytes go on unchanged, but for the step.
     const uint32_t next_step = h.step + 1;
     std::memcpy(job.msg.data() + kStepOffset, &next_step, 4);
-    if (opt_.signer) {
-      const RingClock::time_point s = RingClock::now();
-      sign_ring_message(job.msg, *opt_.signer);
-      add_times(since(s), 0.0);
-    }
     queue_.put(job.seq, std::move(job.msg));
     return;
   }
@@ -374,9 +452,11 @@ void LaneRun::run() {
   uint64_t seq = 0;
   try {
     bool go = true;
+    if (audit_) send_leaves(seq++);
     // Reduce-scatter, step 0: this rank's own segment r, from the input copy.
     for (size_t c = 0; go && c < n_chunks(r_); ++c)
       go = pool.submit(Job{JobKind::EncodeOwn, header(kReduceScatter, 0, r_, c), seq++, {}});
+    if (audit_) receive_leaves();
     // Reduce-scatter, received at steps 0..N−2: each accumulated chunk goes on at once.
     for (size_t t = 0; go && t + 1 < N_; ++t) {
       const size_t g = wrap(int64_t(r_) - int64_t(t) - 1);
@@ -426,6 +506,7 @@ std::string keep_provable(const RingOptions& opt, std::vector<std::vector<uint8_
   ec.world = opt.world;
   ec.norms = opt.announced_norms;
   ec.slack = opt.norm_slack;
+  if (opt.audit) ec.commitments = opt.audit->roots;
   const EvidenceVerdict v = judge_ring_evidence(evidence, *opt.prev_key, ec);
   if (!v.holds) {
     evidence.clear();
@@ -463,6 +544,13 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
   const size_t S = input.size();
   if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
+  if (opt.audit) {
+    const LeafCommitment* own = opt.audit->own;
+    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
+        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
+        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
+      refuse("this rank's commitment does not fit the ring's layout (its chunk, codec or lanes; internal error)");
+  }
 
   if (carried) carried->clear();
   if (opt.world == 1) {

@@ -43,6 +43,7 @@
 
 #include "util/error.h"
 #include "dist/codec.h"
+#include "dist/commitment.h"
 #include "dist/identity.h"
 #include "dist/sparse.h"
 
@@ -65,10 +66,22 @@ struct RingLink {
   virtual void abort() noexcept = 0;
 };
 
+// The commitment audit (commitment.h): every member's announced root, by
+// rank, and this rank's own commitment. With it a lane cuts its segments on
+// whole chunks (aligned_segment_begin), opens with a leaf message each way,
+// and checks each step-0 message against its sender's leaf. A lane with
+// fewer chunks than the ring has ranks is not audited (every rank must have
+// a segment of its own for its first hop to be checked).
+struct RingAudit {
+  std::vector<Digest> roots;
+  const LeafCommitment* own = nullptr;
+};
+
 struct RingOptions {
   int rank = 0;
   int world = 1;
   uint64_t round = 0;  // distinct per attempt: a retried round must not accept a stale message
+  uint32_t lane = 0;   // which of the round's parallel rings this is (in every header)
   Compression compression = Compression::Int8;  // None, Int8 or Int4 (Sparse: sparse_allgather.h)
   size_t chunk_elems = size_t{1} << 20;  // values per message
   // The codec's block: values per int8 table, or per int4 scale (set it to
@@ -89,9 +102,10 @@ struct RingOptions {
   // breaks that is reported as ContributionExceedsAnnouncement.
   std::vector<double> announced_norms;
   double norm_slack = 1.02;
-  // Node-key runs (ring_evidence.h): this rank signs every message it sends
-  // (nullptr: none is signed, and none may arrive signed), and an accusation
-  // carries the predecessor's signed messages as evidence, checked here with
+  // Node-key runs (ring_evidence.h): this rank signs its first-hop messages
+  // (reduce-scatter step 0: its own contribution; nullptr: none is signed,
+  // and none may arrive signed), and an accusation carries the
+  // predecessor's signed messages as evidence, checked here with
   // `prev_key` (the predecessor's key, as its link authenticated it) before
   // they are handed over.
   const NodeKey* signer = nullptr;
@@ -100,6 +114,8 @@ struct RingOptions {
   // predecessor falsely on the first message it receives, handing over that
   // honest message as evidence (1) or the same with its signature altered (2).
   int attack_false_accusation = 0;
+  // Null: no audit (or the norms were not all announced, which turns it off too).
+  const RingAudit* audit = nullptr;
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
 };
 
@@ -152,11 +168,11 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
                                  std::span<float> output, std::vector<RingCarried>* carried = nullptr);
 
 // --- message format, exposed for the tests ----------------------------------
-// Header, little-endian, 48 bytes:
+// Header, little-endian, 52 bytes:
 //   u32 magic 'IRAR'  u8 version (2)  u8 phase (0 reduce-scatter, 1 all-gather)
 //   u8 compression  u8 flags (bit 0: signed; others 0)  u64 round
 //   u64 total_elems  u32 world  u32 step  u32 segment  u32 chunk  u32 count
-//   u32 int8_block (the codec's block; 0 for none)
+//   u32 int8_block (the codec's block; 0 for none)  u32 lane
 // then the payload: codec_encoded_bytes(compression, count, block) bytes,
 // then, when signed, the sender's kRingSignatureBytes signature of all that
 // (ring_evidence.h).
@@ -166,9 +182,9 @@ struct RingHeader {
   bool is_signed = false;
   uint64_t round = 0;
   uint64_t total_elems = 0;
-  uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0;
+  uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0, lane = 0;
 };
-constexpr size_t kRingHeaderBytes = 48;
+constexpr size_t kRingHeaderBytes = 52;
 
 std::vector<uint8_t> encode_ring_header(const RingHeader& h);
 // Parses and checks magic, version, flags, the enums and that the payload

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "dist/codec.h"
+#include "dist/commitment.h"
 #include "dist/contribution_check.h"
 #include "dist/ring_allreduce.h"
 #include "util/error.h"
@@ -49,10 +50,66 @@ bool ring_message_signed_by(std::span<const uint8_t> msg, const PublicKey& pk) {
   return verify_signature(pk, message_digest(msg.first(body)), sig);
 }
 
+namespace {
+
+EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
+                                          const EvidenceContext& ctx) {
+  auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
+  auto yes = [](auto&&... why) { return EvidenceVerdict{true, str(why...)}; };
+  if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
+      ctx.commitments.size() != static_cast<size_t>(ctx.world))
+    return no("no commitments are known for that ring");
+  if (messages.size() > 2) return no(messages.size(), " messages where a leaf message and one ring message show it");
+  const size_t prev = wrap(int64_t(ctx.accuser_rank) - 1, ctx.world);
+  LeafMessage leaf;
+  try {
+    leaf = parse_leaf_message(messages[0], "evidence leaf message");
+  } catch (const Error& e) {
+    return no(e.what());
+  }
+  if (!leaf.is_signed) return no("the leaf message is not signed");
+  if (!ring_message_signed_by(messages[0], accused)) return no("the leaf message's signature is not the accused's");
+  if (leaf.round != ctx.round) return no("the leaf message is of round ", leaf.round, ", not ", ctx.round);
+  Digest root{};
+  std::string why;
+  if (!leaf_message_root(leaf, &root, &why)) return yes("its signed leaf message contradicts itself: ", why);
+  if (root != ctx.commitments[prev]) return yes("its signed leaf message does not hash to the commitment it announced");
+  if (messages.size() < 2) return no("its leaf message matches its commitment, and no message shows otherwise");
+  const std::vector<uint8_t>& m = messages[1];
+  RingHeader h;
+  try {
+    h = parse_ring_header(m, "evidence message");
+  } catch (const Error& e) {
+    return no(e.what());
+  }
+  if (!h.is_signed) return no("the ring message is not signed");
+  if (!ring_message_signed_by(m, accused)) return no("the ring message's signature is not the accused's");
+  if (h.round != ctx.round || h.world != static_cast<uint32_t>(ctx.world) || h.phase != 0 || h.step != 0 ||
+      h.segment != prev || h.lane != leaf.lane || h.total_elems != leaf.lane_elems ||
+      h.compression != leaf.layout.compression || h.int8_block != leaf.layout.block)
+    return no("the ring message is not the accused's step-0 message of that round and lane");
+  const size_t chunk = leaf.layout.chunk, S = leaf.lane_elems;
+  const size_t begin = aligned_segment_begin(S, ctx.world, chunk, prev);
+  const size_t end = aligned_segment_begin(S, ctx.world, chunk, prev + 1);
+  const size_t off = begin + size_t{h.chunk} * chunk;
+  if (off >= end || h.count != std::min(chunk, end - off))
+    return no("chunk ", h.chunk, " of ", h.count, " values is not in the accused's segment");
+  const size_t index = off / chunk;
+  if (index >= leaf.leaves.size()) return no("leaf ", index, " is past the leaf message's ", leaf.leaves.size());
+  const size_t bytes = codec_encoded_bytes(h.compression, h.count, h.int8_block);
+  if (leaf_digest({m.data() + kRingHeaderBytes, bytes}) == leaf.leaves[index])
+    return no("the ring message's bytes match leaf ", index, " of the accused's commitment");
+  return yes("its signed step-0 message (chunk ", h.chunk, ") does not match leaf ", index,
+             " of the commitment it announced and signed");
+}
+
+}  // namespace
+
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx) {
   auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
   if (messages.empty()) return no("no messages");
+  if (is_leaf_message(messages[0])) return judge_commitment_evidence(messages, accused, ctx);
   if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
   if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
       ctx.norms.size() != static_cast<size_t>(ctx.world))

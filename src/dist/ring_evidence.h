@@ -3,13 +3,19 @@
 //
 // Link keys are symmetric (frame_cipher.h): a successor can show the
 // coordinator nothing about what its predecessor sent with them. So in a
-// node-key run every ring message carries its sender's Ed25519 signature
-// over a BLAKE2b-256 digest of the message (header and payload, the step
-// field as sent): only the sender's key can produce it, and the header binds
-// it to the round, the ring size, the phase, the step, the segment and the
-// chunk. A successor whose ContributionCheck fails hands over the signed
-// messages that break the bound (ContributionCheck keeps the largest of
-// each step). The coordinator checks each signature with the accused's
+// node-key run each first-hop ring message (reduce-scatter step 0: the
+// sender's own contribution, where an understated norm and a broken
+// commitment show) carries its sender's Ed25519 signature over a
+// BLAKE2b-256 digest of the message (header and payload): only the sender's
+// key can produce it, and the header binds it to the round, the lane, the
+// ring size, the phase, the step, the segment and the chunk. A successor
+// whose ContributionCheck fails at step 0 hands over the signed messages
+// that break the bound (ContributionCheck keeps the largest of them). A
+// violation at a later step (a forwarder inflating a partial sum, an owner
+// inflating an average) has no signed messages: the round fails and nobody
+// is refused (see judge_accusation). Signing every message would put a
+// BLAKE2b pass over all the ring's traffic (bench_evidence: about 40% of
+// int8's encoding time on one core); the first hop is 1/(2(N - 1)) of it. The coordinator checks each signature with the accused's
 // public key, checks that the messages are what the accuser must have
 // received from it in that round (judge_ring_evidence), re-decodes them and
 // recomputes the bound from the announced norms it holds itself. If the
@@ -21,8 +27,8 @@
 // the successor's word, as before (any holder of the secret can pose as any
 // node there, so nothing could be proven anyway).
 //
-// Cost: one BLAKE2b pass over each outgoing message and one signature
-// (docs/PERFORMANCE.md, "Signed ring messages"). Receivers verify nothing in
+// Cost: one BLAKE2b pass and one signature per first-hop message
+// (docs/PERFORMANCE.md, "Signed first hops"). Receivers verify nothing in
 // an honest round: only an accuser checks the messages it hands over.
 //
 // Thread-free functions; any thread.
@@ -54,6 +60,9 @@ struct EvidenceContext {
   int accuser_rank = 0, world = 0;  // the accuser's place in the ring as the coordinator formed it
   std::vector<double> norms;        // announced, by rank (as RingAnnounce carried them)
   double slack = 1.02;              // RingOptions::norm_slack
+  // Announced commitments, by rank (commitment.h): an accusation whose
+  // first message is a leaf message is judged against them.
+  std::vector<std::array<uint8_t, 32>> commitments;
 };
 
 struct EvidenceVerdict {
@@ -62,6 +71,10 @@ struct EvidenceVerdict {
 };
 
 // Judges the messages an accuser handed over against the accused's key.
+// Two kinds: ring messages that break the norm bound, or (a leaf message
+// first) a commitment mismatch: the accused's signed leaf message that does
+// not hash to its announced commitment, or that does plus its signed step-0
+// message whose bytes do not match their leaf.
 // Never throws on malformed input: a malformed message is a verdict.
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx);

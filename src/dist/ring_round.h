@@ -93,6 +93,10 @@ struct RingAttempt {
 // RingRoundOptions::codec_threads) for `lanes` rings.
 int lane_codec_threads(int node_threads, int lanes);
 
+// How a dense round of `total` values will cut and encode them (lanes,
+// chunk, codec): what a node commits to before the ring forms (commitment.h).
+CommitLayout dense_commit_layout(const RingRoundOptions& opt, size_t total);
+
 class RingRound {
  public:
   RingRound(Transport& transport, CoordinatorClient& coordinator, const std::atomic<bool>& cancel,
@@ -111,6 +115,9 @@ class RingRound {
   // A ring for this step announced while an attempt waited for its peers.
   bool has_newer_ring() const { return newer_ring_.has_value(); }
   std::optional<control::RingAnnounce> take_newer_ring();
+  // This node's commitment to the next rounds' input (dense rounds that
+  // announce norms; null: none, nothing is audited). Kept by the caller.
+  void set_commitment(const LeafCommitment* c) { commitment_ = c; }
 
   // Aborts the lanes of the attempt in progress, and those of any later one
   // as it starts (cancel): its neighbours retry without this node.
@@ -137,6 +144,7 @@ class RingRound {
   std::vector<RingLink*>* lanes_ = nullptr;  // the links of the attempt in progress (under lanes_mu_), for abort_lanes
   std::optional<control::RingAnnounce> newer_ring_;
   std::optional<PublicKey> prev_key_;  // the attempt's predecessor, as its links authenticated it
+  const LeafCommitment* commitment_ = nullptr;
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
 };
