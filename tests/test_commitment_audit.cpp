@@ -50,14 +50,16 @@ CommitLayout layout_of(const RingOptions& o) {
 }
 
 // `sent` is what each rank sends; `committed` what it committed to.
+// `announced` (default: `committed`) is what each rank's announced root is of.
 AuditRun run_audited(const std::vector<std::vector<float>>& sent, const std::vector<std::vector<float>>& committed,
-                     RingOptions base, const std::vector<NodeKey>* keys) {
+                     RingOptions base, const std::vector<NodeKey>* keys,
+                     const std::vector<std::vector<float>>* announced = nullptr) {
   const int n = static_cast<int>(sent.size());
   std::vector<LeafCommitment> commits;
   RingAudit audit;
   for (int r = 0; r < n; ++r) {
     commits.push_back(commit_leaves(committed[r], layout_of(base), 2));
-    audit.roots.push_back(commits.back().root);
+    audit.roots.push_back(announced ? commit_leaves((*announced)[r], layout_of(base), 2).root : commits.back().root);
   }
   std::vector<RingAudit> audits(n, audit);
   for (int r = 0; r < n; ++r) audits[r].own = &commits[r];
@@ -127,6 +129,10 @@ TEST(CommitmentAudit, HonestRingsPassWithTwoThreeAndFiveRanks) {
       for (int r = 0; r < n; ++r) {
         EXPECT_EQ(res.errors[r], "") << "rank " << r;
         EXPECT_EQ(res.out[r], res.out[0]);
+        // First hops signed with the committed leaf's digest verify as any other.
+        for (const auto& m : res.received[r])
+          if (!is_leaf_message(m) && parse_ring_header(m, "m").is_signed)
+            EXPECT_TRUE(ring_message_signed_by(m, keys[(r + n - 1) % n].public_key()));
         // Each lane opened with a leaf message from the predecessor.
         ASSERT_FALSE(res.received[r].empty());
         EXPECT_TRUE(is_leaf_message(res.received[r][0]));
@@ -174,9 +180,12 @@ TEST(CommitmentAudit, AlignedSegmentsCoverTheLaneOnWholeChunks) {
     }
 }
 
-// A rank that sends other than it committed to (here: one value changed,
+// A rank that sends other than it committed to (here: half its values,
 // well within its announced norm) is caught by its successor at the first
-// hop and blamed, and the evidence holds with its key and no other.
+// hop and blamed. An honest sender signs a first hop with the digest of the
+// leaf it committed to (no pass over the bytes), so a sender whose bytes
+// differ has signed something else: the successor cannot prove it (no
+// evidence: nobody is refused, the round fails all the same).
 TEST(CommitmentAudit, AMismatchAtTheFirstHopIsCaughtAndBlamedOnTheSender) {
   for (Compression c : {Compression::None, Compression::Int8})
     for (int n : {2, 3, 5}) {
@@ -191,24 +200,61 @@ TEST(CommitmentAudit, AMismatchAtTheFirstHopIsCaughtAndBlamedOnTheSender) {
       const int successor = (liar + 1) % n;
       ASSERT_EQ(res.offender[successor], liar) << res.errors[successor];
       EXPECT_NE(res.errors[successor].find("committed to"), std::string::npos) << res.errors[successor];
-      ASSERT_EQ(res.evidence[successor].size(), 2u) << res.errors[successor];
+      EXPECT_TRUE(res.evidence[successor].empty()) << res.errors[successor];
+      for (int r = 0; r < n; ++r) EXPECT_NE(res.errors[r], "") << "rank " << r << " finished";
+
+      // A sender that signs what it sends is proven wrong by its leaf
+      // message and that message, and by nothing altered or another key.
       EvidenceContext ctx;
       ctx.round = o.round;
       ctx.accuser_rank = successor;
       ctx.world = n;
       for (int r = 0; r < n; ++r) ctx.commitments.push_back(commit_leaves(committed[r], layout_of(o), 1).root);
-      const EvidenceVerdict v = judge_ring_evidence(res.evidence[successor], keys[liar].public_key(), ctx);
+      const auto& got = res.received[successor];
+      ASSERT_TRUE(is_leaf_message(got[0]));
+      std::vector<uint8_t> first_hop;
+      for (size_t i = 1; i < got.size() && first_hop.empty(); ++i)
+        if (parse_ring_header(got[i], "m").is_signed) first_hop = got[i];
+      ASSERT_FALSE(first_hop.empty());
+      EXPECT_FALSE(judge_ring_evidence({got[0], first_hop}, keys[liar].public_key(), ctx).holds)
+          << "signed with the committed leaf's digest: not a signature of these bytes";
+      sign_ring_message(first_hop, keys[liar]);  // as a sender that signs its bytes would have
+      const std::vector<std::vector<uint8_t>> proof = {got[0], first_hop};
+      const EvidenceVerdict v = judge_ring_evidence(proof, keys[liar].public_key(), ctx);
       EXPECT_TRUE(v.holds) << v.why;
-      EXPECT_FALSE(judge_ring_evidence(res.evidence[successor], keys[successor].public_key(), ctx).holds);
-      // Any altered byte of either message, and it no longer holds.
+      EXPECT_FALSE(judge_ring_evidence(proof, keys[successor].public_key(), ctx).holds);
       for (size_t which : {size_t{0}, size_t{1}}) {
-        auto bad = res.evidence[successor];
+        auto bad = proof;
         bad[which][bad[which].size() / 2] ^= 4;
         EXPECT_FALSE(judge_ring_evidence(bad, keys[liar].public_key(), ctx).holds) << "message " << which;
       }
-      // Nobody finished with the round.
-      for (int r = 0; r < n; ++r) EXPECT_NE(res.errors[r], "") << "rank " << r;
     }
+}
+
+// A rank whose leaves (the ones it reveals in the ring) are not the ones it
+// announced: its signed leaf message alone proves it, and it is blamed.
+TEST(CommitmentAudit, LeavesOtherThanTheAnnouncedCommitmentAreProvenByTheLeafMessage) {
+  for (int n : {2, 3, 5}) {
+    SCOPED_TRACE(str("N=", n));
+    RingOptions o = options(Compression::Int8);
+    const auto announced = inputs(n, 7001, 60 + n);
+    auto sent = announced;
+    const int liar = n - 1;
+    for (float& v : sent[liar]) v *= 0.5f;
+    const auto keys = keys_for(n);
+    const AuditRun res = run_audited(sent, sent, o, &keys, &announced);
+    const int successor = (liar + 1) % n;
+    ASSERT_EQ(res.offender[successor], liar) << res.errors[successor];
+    ASSERT_EQ(res.evidence[successor].size(), 1u) << res.errors[successor];
+    EvidenceContext ctx;
+    ctx.round = o.round;
+    ctx.accuser_rank = successor;
+    ctx.world = n;
+    for (int r = 0; r < n; ++r) ctx.commitments.push_back(commit_leaves(announced[r], layout_of(o), 1).root);
+    const EvidenceVerdict v = judge_ring_evidence(res.evidence[successor], keys[liar].public_key(), ctx);
+    EXPECT_TRUE(v.holds) << v.why;
+    EXPECT_FALSE(judge_ring_evidence(res.evidence[successor], keys[0 == liar ? 1 : 0].public_key(), ctx).holds);
+  }
 }
 
 // A false accusation of a mismatch: the honest sender's leaf message and

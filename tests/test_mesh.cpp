@@ -481,9 +481,10 @@ void expect_false_accuser_refused(int mode) {
 
 TEST(Mesh, NodeKeysAFalseAccuserIsRefusedAndTheAccusedKept) { expect_false_accuser_refused(1); }
 
-// A node that sends 0.5x what it committed to (and announces the norm of
-// what it sends, so no norm check can see it) is caught by the commitment
-// audit at its first hop and refused on its own signed messages.
+// A node that announces a commitment to its honest pseudo-gradient, then
+// reveals the leaves of 0.5x of it and sends that (announcing the norm of
+// what it sends, so no norm check can see it), is caught by the commitment
+// audit when its leaf message arrives and refused on that signed message.
 TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
   const Accusation a = keyed_byzantine_round(0.5, 1.0, 0, /*commit_unscaled=*/true);
   EXPECT_EQ(a.errors[0], "");
@@ -492,7 +493,7 @@ TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
   EXPECT_NE(a.errors[2], "");
   EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
                                                                "by the evidence"));
-  EXPECT_TRUE(a.logged("does not match leaf"));
+  EXPECT_TRUE(a.logged("does not hash to the commitment it announced"));
   EXPECT_FALSE(a.logged("a false accusation"));
 }
 TEST(Mesh, NodeKeysAForgedSignatureInEvidenceRefusesTheAccuser) { expect_false_accuser_refused(2); }

@@ -117,9 +117,12 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
     ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
     ready.commitment = an.commitment;
     if (dense && !input.empty()) {
-      commitment_ = commit_leaves(opt_.attack_commit_unscaled ? honest : input,
-                                  dense_commit_layout(ring_options_, input.size()), threads);
+      const CommitLayout layout = dense_commit_layout(ring_options_, input.size());
+      commitment_ = commit_leaves(input, layout, threads);
       ready.commitment = commitment_.root;
+      // intellect_chaos --byzantine: announces a commitment to its honest
+      // pseudo-gradient, then reveals (and sends) the leaves of another.
+      if (opt_.attack_commit_unscaled) ready.commitment = commit_leaves(honest, layout, threads).root;
       ring_->set_commitment(&commitment_);
     }
   }

@@ -96,8 +96,9 @@ struct MeshNodeOptions {
   // And it accuses its ring predecessor falsely in every ring
   // (RingOptions::attack_false_accusation; 0: never).
   int attack_false_accusation = 0;
-  // And commits to its pseudo-gradient before attack_scale, so that what it
-  // sends does not match its commitment (dense rounds).
+  // And announces a commitment to its pseudo-gradient before attack_scale
+  // while its ring reveals (and sends) the leaves of what it sends (dense
+  // rounds): its leaf messages contradict its announcement.
   bool attack_commit_unscaled = false;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with

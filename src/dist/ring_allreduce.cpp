@@ -246,7 +246,16 @@ std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   std::vector<uint8_t> msg = encode_ring_header(h);
   msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count) + (h.is_signed ? kRingSignatureBytes : 0));
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
-  if (h.is_signed) sign_ring_message(msg, *opt_.signer);
+  if (h.is_signed) {
+    // An audited first hop is a committed leaf: its digest is known already.
+    const Digest* leaf = nullptr;
+    if (audit_) {
+      const std::vector<Digest>& own = opt_.audit->own->leaves[opt_.lane];
+      const size_t i = seg_begin(h.segment) / opt_.chunk_elems + h.chunk;
+      if (i < own.size()) leaf = &own[i];
+    }
+    sign_ring_message(msg, *opt_.signer, leaf);
+  }
   add_times(since(t), 0.0);
   return msg;
 }

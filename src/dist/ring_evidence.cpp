@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <memory>
@@ -17,15 +18,24 @@ namespace intellect {
 
 namespace {
 
-// What is signed: a digest of the message, under a label of its own so that
-// no other signature a node makes (the handshake's) can pass for one.
-std::array<uint8_t, 32> message_digest(std::span<const uint8_t> body) {
-  static const char label[] = "intellect ring message v1";
+// Where a signed body's header ends and its payload begins.
+size_t header_bytes(std::span<const uint8_t> body) {
+  return is_leaf_message(body) ? body.size() : std::min(body.size(), kRingHeaderBytes);
+}
+
+// What is signed: a digest of the header and of the payload's digest, under
+// a label of its own so that no other signature a node makes (the
+// handshake's) can pass for one.
+std::array<uint8_t, 32> message_digest(std::span<const uint8_t> body, const std::array<uint8_t, 32>* payload_digest) {
+  static const char label[] = "intellect ring message v2";
+  const size_t h = header_bytes(body);
+  const std::array<uint8_t, 32> p = payload_digest ? *payload_digest : leaf_digest(body.subspan(h));
   std::array<uint8_t, 32> d{};
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, d.size());
   crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), sizeof label);
-  crypto_generichash_update(&st, body.data(), body.size());
+  crypto_generichash_update(&st, body.data(), h);
+  crypto_generichash_update(&st, p.data(), p.size());
   crypto_generichash_final(&st, d.data(), d.size());
   return d;
 }
@@ -34,10 +44,10 @@ size_t wrap(int64_t s, int64_t n) { return static_cast<size_t>(((s % n) + n) % n
 
 }  // namespace
 
-void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key) {
+void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key, const std::array<uint8_t, 32>* payload_digest) {
   INTELLECT_CHECK(msg.size() >= kRingSignatureBytes, "sign_ring_message: a message shorter than its signature");
   const size_t body = msg.size() - kRingSignatureBytes;
-  const std::array<uint8_t, 32> d = message_digest(msg.first(body));
+  const std::array<uint8_t, 32> d = message_digest(msg.first(body), payload_digest);
   const Signature sig = key.sign(d);
   std::copy(sig.begin(), sig.end(), msg.begin() + static_cast<std::ptrdiff_t>(body));
 }
@@ -47,7 +57,7 @@ bool ring_message_signed_by(std::span<const uint8_t> msg, const PublicKey& pk) {
   const size_t body = msg.size() - kRingSignatureBytes;
   Signature sig;
   std::copy(msg.begin() + static_cast<std::ptrdiff_t>(body), msg.end(), sig.begin());
-  return verify_signature(pk, message_digest(msg.first(body)), sig);
+  return verify_signature(pk, message_digest(msg.first(body), nullptr), sig);
 }
 
 namespace {

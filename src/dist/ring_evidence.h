@@ -33,6 +33,7 @@
 //
 // Thread-free functions; any thread.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -49,8 +50,15 @@ constexpr size_t kRingSignatureBytes = kSignatureBytes;
 constexpr size_t kMaxEvidenceMessages = 64;
 constexpr size_t kMaxEvidenceBytes = size_t{16} << 20;
 
-// Fills the last kRingSignatureBytes of `msg` with the signature of the rest.
-void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key);
+// Fills the last kRingSignatureBytes of `msg` with the signature of the rest:
+// of BLAKE2b-256("intellect ring message v2" | the header | BLAKE2b-256 of
+// the payload), the header being a ring message's kRingHeaderBytes (a leaf
+// message's whole body, with an empty payload). Hashing the payload apart
+// lets a sender whose payload is a committed leaf pass its digest
+// (`payload_digest`, commitment.h), computed before the ring: it then signs
+// without a pass over the bytes. Null: hashed here.
+void sign_ring_message(std::span<uint8_t> msg, const NodeKey& key,
+                       const std::array<uint8_t, 32>* payload_digest = nullptr);
 // True when the last kRingSignatureBytes of `msg` are `pk`'s signature of the rest.
 bool ring_message_signed_by(std::span<const uint8_t> msg, const PublicKey& pk);
 
