@@ -1,10 +1,14 @@
 // libFuzzer target: the evidence an accuser hands the coordinator
-// (ring_evidence.h), judged as the coordinator judges it. The input is cut
-// into messages (a u8 count, then each a u16 length and its bytes). With
+// (ring_evidence.h), judged as the coordinator judges it: ring messages
+// against the norm bound, or, when the first message has a leaf message's
+// magic ("IRCL", commitment.h), a commitment mismatch (the leaf message
+// decoder included). The input is cut into messages (a u8 count, then each
+// a u16 length and its bytes). With
 // the first byte's top bit set the harness signs each message with the
 // accused's key first, so that the checks past the signature (the header
 // against the ring, the codecs' validation and sums of squares over any
 // payload) are reached too. Any input must give a verdict, never a crash.
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <span>
@@ -23,6 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ctx.accuser_rank = data[1] / 5 % ctx.world;
   ctx.round = 11;
   ctx.norms.assign(static_cast<size_t>(ctx.world), 1e-3 * (1 + data[1] % 3));
+  ctx.commitments.assign(static_cast<size_t>(ctx.world), std::array<uint8_t, 32>{});
   size_t at = 2;
   std::vector<std::vector<uint8_t>> messages;
   for (size_t i = 0; i < count && at + 2 <= size; ++i) {
