@@ -64,6 +64,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -735,11 +736,10 @@ int main(int argc, char** argv) {
       int left_out = 0, refused = 0, honest_refused = 0;
       std::ifstream log(out + "/coordinator.log");
       for (std::string line; std::getline(log, line);) {
-        // The line that refuses names the refused node first: "node 7 (byzantine-3, ...) ...".
-        const bool about_attacker = line.find("(byzantine-") != std::string::npos &&
-                                    line.find("(byzantine-") < line.find(")");
-        if (line.find("refused for the rest of the run") != std::string::npos && !about_attacker &&
-            line.find("(node-") != std::string::npos && line.find("(node-") < line.find(")"))
+        // The line that refuses a node names it first: "node 7 (node-2, ...) sent more ...".
+        static const std::regex refused_honest(R"(^(\[coordinator\] )?node [0-9]+ \(node-)");
+        if (line.find("refused for the rest of the run") != std::string::npos &&
+            line.find(" leaves the run: ") == std::string::npos && std::regex_search(line, refused_honest))
           ++honest_refused;
         if (line.find("byzantine") == std::string::npos) continue;
         left_out += line.find("left out of the ring: its pseudo-gradient norm") != std::string::npos;
