@@ -115,7 +115,8 @@ std::string Coordinator::bind_key(uint64_t id, ConnId conn) {
   const std::optional<PublicKey> pk = transport_.peer_key(conn);
   if (!pk) return "";  // the shared-secret mode: nodes have no key of their own
   if (banned_keys_.count(*pk))
-    return str("key ", fingerprint(*pk), " was refused for the rest of the run (it sent more than it announced)");
+    return str("key ", fingerprint(*pk), " was refused for the rest of the run (it broke its announcement, or accused "
+               "another node falsely: see the coordinator's log)");
   auto k = key_of_.find(id);
   if (k != key_of_.end() && k->second != *pk)
     return str("node ", id, " joined with key ", fingerprint(k->second), ", not ", fingerprint(*pk),
@@ -287,9 +288,15 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
                        "; on its word: without per-node keys nothing can be proven); refused for the rest of the run"));
     return;
   }
-  if (f.evidence.empty()) {
+  // Judged against what the accused announced for that very step; without
+  // it (a coordinator restarted since) nothing can be judged either way.
+  const auto held = announced_.find(f.accused);
+  const bool known = held != announced_.end() && held->second.outer_step == f.outer_step;
+  if (f.evidence.empty() || !known) {
     bad_links_[std::minmax(accuser, f.accused)] = now + opt_.bad_link_ttl;
-    log(str(who(accuser), " accuses its ring predecessor ", who(f.accused), " without evidence (", f.reason,
+    log(str(who(accuser), " accuses its ring predecessor ", who(f.accused),
+            f.evidence.empty() ? " without evidence (" : " with evidence this coordinator cannot judge (",
+            f.reason, f.evidence.empty() ? "" : "; it holds no announcement of that node for that step",
             "): nobody is refused on one node's word; rings avoid their link for ", opt_.bad_link_ttl.count(), " ms"));
     return;
   }
