@@ -24,7 +24,7 @@ static_assert(std::endian::native == std::endian::little, "fp32 payloads are mem
 namespace {
 
 constexpr uint32_t kMagic = 0x52415249;  // "IRAR" in memory order
-// 2: the flags byte (signed messages, ring_evidence.h).
+// 2: the flags byte (signed first hops, ring_evidence.h) and the lane.
 constexpr uint8_t kVersion = 2;
 constexpr uint8_t kFlagSigned = 1;
 constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
