@@ -383,6 +383,121 @@ TEST(Mesh, SparseNodeSendingMoreThanItAnnouncedIsCaughtAndRefused) {
 // share of the norm the kept values carry.
 TEST(Mesh, SparseNodeUnderstatingItsNormToAThirdIsCaught) { byzantine_round(1.0, 0.3, true, Compression::Sparse); }
 
+// With node keys an accusation is judged on its evidence (ring_evidence.h):
+// the accuser hands the coordinator its predecessor's signed messages. Node
+// 2 misbehaves: it sends 100x what it announces (a true accusation against
+// it), or it accuses its predecessor falsely with that node's honest
+// messages (1) or with one whose signature it altered (2). Whoever is
+// refused, the two honest nodes finish with the same honest average, and
+// the coordinator's log names both keys.
+struct Accusation {
+  std::vector<std::string> errors;
+  std::vector<std::vector<float>> out;
+  std::vector<std::string> lines;
+  std::vector<NodeKey> keys;  // coordinator, n0, n1, n2
+  bool logged(const std::string& what) const {
+    for (const auto& l : lines)
+      if (l.find(what) != std::string::npos) return true;
+    return false;
+  }
+};
+
+Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false) {
+  Accusation a;
+  std::string allowlist;
+  for (int i = 0; i < 4; ++i) {
+    a.keys.push_back(NodeKey::generate());
+    allowlist += public_key_hex(a.keys.back().public_key()) + "\n";
+  }
+  const Allowlist list = Allowlist::parse(allowlist, "test allowlist");
+  const PeerAdmission admit = [list](const PublicKey& pk) {
+    return list.allows(pk) ? std::string() : std::string("not on the allowlist");
+  };
+  std::mutex mu;
+  {
+    Swarm swarm(milliseconds(3000), 3, {}, PeerCredentials::keyed(a.keys[0], admit), [&](const std::string& m) {
+      std::lock_guard lk(mu);
+      a.lines.push_back(m);
+    });
+    const size_t n = 30011;
+    a.out.assign(3, std::vector<float>(n));
+    a.errors.assign(3, "");
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 3; ++i)
+      threads.emplace_back([&, i] {
+        try {
+          MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+          o.credentials = PeerCredentials::keyed(a.keys[i + 1], admit);
+          o.chunk_elems = 4096;  // 8 chunks: every rank has a segment of its own, and the commitment is audited
+          if (i == 2) {
+            o.attack_scale = scale, o.attack_announce = announce, o.attack_false_accusation = false_accusation;
+            o.attack_commit_unscaled = commit_unscaled;
+          }
+          o.max_retries = 2;
+          MeshNode node(o);
+          std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
+          averaged_or_fail(node.average(1, "{}", in, a.out[i]));
+        } catch (const std::exception& e) {
+          a.errors[i] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+  }
+  return a;
+}
+
+TEST(Mesh, NodeKeysATrueAccusationWithEvidenceRefusesTheAccused) {
+  const Accusation a = keyed_byzantine_round(100.0, 0.01, 0);
+  EXPECT_EQ(a.errors[0], "");
+  EXPECT_EQ(a.errors[1], "");
+  EXPECT_EQ(a.out[0], a.out[1]);
+  EXPECT_NE(a.errors[2], "");
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
+                                                               "by the evidence"));
+  EXPECT_FALSE(a.logged("a false accusation"));
+}
+
+void expect_false_accuser_refused(int mode) {
+  const Accusation a = keyed_byzantine_round(1.0, 1.0, mode);
+  // The accused (n2's predecessor, whichever of n0 and n1 it was) is kept:
+  // both honest nodes finish, in a ring of two without the accuser.
+  EXPECT_EQ(a.errors[0], "");
+  EXPECT_EQ(a.errors[1], "");
+  EXPECT_EQ(a.out[0], a.out[1]);
+  EXPECT_NE(a.errors[2], "") << "the false accuser finished a round";
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") accused its ring predecessor node"));
+  EXPECT_TRUE(a.logged(mode == 1 ? "is within the" : "the signature is not the accused's"));
+  EXPECT_TRUE(a.logged("a false accusation; refused for the rest of the run"));
+  // Both keys are named in the line that refuses the accuser.
+  bool both = false;
+  for (const auto& l : a.lines)
+    if (l.find("a false accusation") != std::string::npos)
+      both |= (l.find(fingerprint(a.keys[1].public_key())) != std::string::npos ||
+               l.find(fingerprint(a.keys[2].public_key())) != std::string::npos) &&
+              l.find(fingerprint(a.keys[3].public_key())) != std::string::npos;
+  EXPECT_TRUE(both);
+  EXPECT_FALSE(a.logged("shown by the evidence"));
+}
+
+TEST(Mesh, NodeKeysAFalseAccuserIsRefusedAndTheAccusedKept) { expect_false_accuser_refused(1); }
+
+// A node that announces a commitment to its honest pseudo-gradient, then
+// reveals the leaves of 0.5x of it and sends that (announcing the norm of
+// what it sends, so no norm check can see it), is caught by the commitment
+// audit when its leaf message arrives and refused on that signed message.
+TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
+  const Accusation a = keyed_byzantine_round(0.5, 1.0, 0, /*commit_unscaled=*/true);
+  EXPECT_EQ(a.errors[0], "");
+  EXPECT_EQ(a.errors[1], "");
+  EXPECT_EQ(a.out[0], a.out[1]);
+  EXPECT_NE(a.errors[2], "");
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
+                                                               "by the evidence"));
+  EXPECT_TRUE(a.logged("does not hash to the commitment it announced"));
+  EXPECT_FALSE(a.logged("a false accusation"));
+}
+TEST(Mesh, NodeKeysAForgedSignatureInEvidenceRefusesTheAccuser) { expect_false_accuser_refused(2); }
+
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   Swarm swarm(milliseconds(3000));
   const size_t n = 50000;

@@ -5,7 +5,9 @@
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
 //                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
-//                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0]
+//                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
+// (--auth keys: every process gets a node key of its own, so ring messages
+// are signed (ring_evidence.h); secret: the shared run secret, unsigned.)
 // (both = none and int8; sparse is the all-gather of top-k contributions at
 // --density, whose bytes grow with N: its "lower bound" column is the ring's.)
 #include <sodium.h>
@@ -13,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -40,7 +43,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
                "[--density D] "
-               "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T]\n");
+               "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
+               "[--auth secret|keys]\n");
   return 2;
 }
 
@@ -51,13 +55,13 @@ double cpu_seconds() {  // this process, all threads: user + system
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-int run_node(int rank, const std::string& coordinator, const std::string& secret, size_t elems, int rounds,
+int run_node(int rank, const std::string& coordinator, const PeerCredentials& credentials, size_t elems, int rounds,
              const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
              int codec_threads, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
-  o.credentials = load_run_secret(secret);
+  o.credentials = credentials;
   o.compression = parse_compression(compression);
   o.sparse_k = sparse_k_for_density(density, default_codec_block(Compression::Sparse));
   o.emulate_link.rate_bytes_per_s = rate;
@@ -98,6 +102,7 @@ int main(int argc, char** argv) {
   size_t chunk = 0;
   int delay_ms = 0;
   int codec_threads = 0;
+  std::string auth = "secret";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -112,9 +117,12 @@ int main(int argc, char** argv) {
     else if (a == "--chunk") chunk = std::strtoull(v.c_str(), nullptr, 10);
     else if (a == "--delay-ms") delay_ms = std::atoi(v.c_str());
     else if (a == "--codec-threads") codec_threads = std::atoi(v.c_str());
+    else if (a == "--auth") auth = v;
     else return usage();
   }
-  if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16 || codec_threads < 0) return usage();
+  if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16 || codec_threads < 0 ||
+      (auth != "secret" && auth != "keys"))
+    return usage();
   try {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
     const std::string dir = "/tmp/bench_allreduce." + std::to_string(::getpid());
@@ -128,14 +136,29 @@ int main(int argc, char** argv) {
     hex.back() = '\n';
     write_file_atomic(dir + "/secret", hex.data(), hex.size());
     ::chmod((dir + "/secret").c_str(), 0600);
+    // --auth keys: a key per process (index 0 the coordinator's), all admitted.
+    std::vector<NodeKey> keys;
+    std::vector<PublicKey> admitted;
+    for (int r = 0; auth == "keys" && r <= nodes; ++r) {
+      keys.push_back(NodeKey::generate());
+      admitted.push_back(keys.back().public_key());
+    }
+    const PeerAdmission admit = [admitted](const PublicKey& pk) {
+      return std::find(admitted.begin(), admitted.end(), pk) != admitted.end() ? std::string() : std::string("not ours");
+    };
+    auto credentials = [&](int who) {
+      return auth == "keys" ? PeerCredentials::keyed(keys[static_cast<size_t>(who)], admit)
+                            : PeerCredentials(load_run_secret(dir + "/secret"));
+    };
     std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
-                "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms\n",
+                "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms, %s\n",
                 nodes, elems, elems * 4 / 1e6, rounds, rings, lane_codec_threads(codec_threads, rings),
-                rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms);
+                rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms,
+                auth == "keys" ? "node keys (signed ring messages)" : "shared secret (unsigned)");
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
       CoordinatorOptions co;
-      co.credentials = load_run_secret(dir + "/secret");
+      co.credentials = credentials(0);
       co.membership.min_ring = static_cast<size_t>(nodes);
       co.log = [](const std::string&) {};
       Coordinator coordinator(co);
@@ -146,7 +169,7 @@ int main(int argc, char** argv) {
         const pid_t pid = ::fork();
         if (pid == 0) {
           try {
-            std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), dir + "/secret", elems, rounds,
+            std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), credentials(r + 1), elems, rounds,
                                 comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());

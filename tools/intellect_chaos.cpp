@@ -7,14 +7,19 @@
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
 //                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed]
-//                   [--byzantine scale|understate] [--set k=v]...
+//                   [--byzantine scale|understate|accuse] [--set k=v]...
 //
 // --byzantine: one more node attacks the run all along (faults spare it).
 // `scale` sends its pseudo-gradient times 100 and says so: the coordinator
 // must leave it out of every ring as a norm outlier (it catches up from
 // donors). `understate` sends 100x but announces the honest-sized norm: its
 // ring successor must catch it, and the coordinator must refuse it for the
-// rest of the run. Checked besides the usual: the attacker was excluded.
+// rest of the run. `accuse` sends honestly but accuses its ring predecessor
+// in every ring, handing over that node's honest signed messages as
+// evidence (mesh.attack_false_accusation): the run then uses node keys (a
+// key per process, one allowlist file, a line added before each node
+// starts), and the coordinator must refuse the accuser and nobody else.
+// Checked besides the usual: the attacker was excluded.
 //
 // --overlap eager|delayed: every node runs with that diloco.overlap (each
 // outer step's all-reduce on a thread of its own while the next inner steps
@@ -59,6 +64,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,6 +72,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/identity.h"
 #include "status/status_server.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -311,8 +318,9 @@ int main(int argc, char** argv) {
     else if (a == "--out") out = v;
     else if (a == "--set") extra.push_back(v);
     else if (a == "--byzantine") {
-      if (v != "scale" && v != "understate") {
-        std::fprintf(stderr, "intellect_chaos: --byzantine must be scale or understate, got '%s'\n", v.c_str());
+      if (v != "scale" && v != "understate" && v != "accuse") {
+        std::fprintf(stderr, "intellect_chaos: --byzantine must be scale, understate or accuse, got '%s'\n",
+                     v.c_str());
         return 2;
       }
       byzantine = v;
@@ -351,14 +359,35 @@ int main(int argc, char** argv) {
     if (use_netns) lab = std::make_unique<NetLab>();
     const uint16_t port = free_port();
     const std::string coord = (lab ? NetLab::host() : std::string("127.0.0.1")) + ":" + std::to_string(port);
+    // --byzantine accuse: node keys. Every process's key file under keys/,
+    // its public line appended to the allowlist (reread on change) before
+    // the process starts.
+    const bool keyed = byzantine == "accuse";
+    const std::string keys_dir = out + "/keys", allowlist = out + "/allowlist";
+    std::string allowed;
+    auto key_for = [&](const std::string& name) {
+      const std::string path = keys_dir + "/" + name + ".key";
+      std::filesystem::remove(path);
+      std::filesystem::remove(path + ".pub");
+      const NodeKey key = NodeKey::generate();
+      write_node_key(path, key, name);
+      allowed += public_key_hex(key.public_key()) + " " + name + "\n";
+      write_file_atomic(allowlist, allowed.data(), allowed.size());
+      return std::vector<std::string>{"mesh.node_key_file=" + path, "mesh.allowlist_file=" + allowlist};
+    };
+    if (keyed) make_dirs(keys_dir);
     const std::vector<std::string> mesh = {
-        "mesh.secret_file=" + secret, "mesh.heartbeat_ms=300", "mesh.timeout_ms=2000", "mesh.ready_timeout_ms=4000",
+        keyed ? std::string("mesh.secret_file=") : "mesh.secret_file=" + secret, "mesh.heartbeat_ms=300", "mesh.timeout_ms=2000", "mesh.ready_timeout_ms=4000",
         "mesh.round_timeout_ms=30000", "mesh.message_timeout_ms=3000", "mesh.max_retries=6"};
     auto with_sets = [](std::vector<std::string> args, const std::vector<std::string>& sets) {
       for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
       return args;
     };
     std::vector<std::string> coord_sets = mesh;
+    if (keyed) {
+      const std::vector<std::string> k = key_for("coordinator");
+      coord_sets.insert(coord_sets.end(), k.begin(), k.end());
+    }
     coord_sets.insert(coord_sets.end(), {"mesh.listen=" + coord, "train.out_dir=" + out + "/coordinator",
                                          "mesh.min_ring=" + std::to_string(nodes)});
     std::string dashboard;
@@ -382,9 +411,15 @@ int main(int argc, char** argv) {
       p.name = attacker ? "byzantine-" + std::to_string(p.index) : "node-" + std::to_string(p.index);
       p.byzantine = attacker;
       std::vector<std::string> sets = mesh;
-      if (attacker) {
+      if (attacker && byzantine == "accuse") {
+        sets.push_back("mesh.attack_false_accusation=1");
+      } else if (attacker) {
         sets.push_back("mesh.attack_scale=100");
         if (byzantine == "understate") sets.push_back("mesh.attack_announce=0.01");
+      }
+      if (keyed) {
+        const std::vector<std::string> k = key_for(p.name + "-" + std::to_string(p.index));
+        sets.insert(sets.end(), k.begin(), k.end());
       }
       if (lab) {
         lab->add(p.index);
@@ -698,15 +733,24 @@ int main(int argc, char** argv) {
     nlohmann::json attack = nullptr;
     if (!byzantine.empty()) {
       // What the coordinator said about the attacker, across its restarts.
-      int left_out = 0, refused = 0;
+      int left_out = 0, refused = 0, honest_refused = 0;
       std::ifstream log(out + "/coordinator.log");
       for (std::string line; std::getline(log, line);) {
+        // The line that refuses a node names it first: "node 7 (node-2, ...) sent more ...".
+        static const std::regex refused_honest(R"(^(\[coordinator\] )?node [0-9]+ \(node-)");
+        if (line.find("refused for the rest of the run") != std::string::npos &&
+            line.find(" leaves the run: ") == std::string::npos && std::regex_search(line, refused_honest))
+          ++honest_refused;
         if (line.find("byzantine") == std::string::npos) continue;
         left_out += line.find("left out of the ring: its pseudo-gradient norm") != std::string::npos;
         refused += line.find("refused for the rest of the run") != std::string::npos;
       }
       attack = {{"mode", byzantine}, {"left_out_of_rings", left_out}, {"refused", refused},
-                {"attacker_exits", attacker_exits}};
+                {"honest_refused", honest_refused}, {"attacker_exits", attacker_exits}};
+      if (byzantine == "accuse" && refused == 0)
+        failures.push_back("the false accuser was never refused");
+      if (honest_refused > 0)
+        failures.push_back(str(honest_refused, " honest node(s) refused for the rest of the run"));
       if (byzantine == "scale" && left_out == 0)
         failures.push_back("the attacker (norm x100, announced) was never left out of a ring as an outlier");
       if (byzantine == "understate" && refused == 0)

@@ -8,12 +8,14 @@
 #include <cstring>
 
 #include "dist/ring_allreduce.h"
+#include "dist/ring_evidence.h"
 #include "util/error.h"
 
 namespace intellect {
 
-ContributionCheck::ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack)
-    : norms_(norms), rank_(rank), world_(world), slack_(slack) {
+ContributionCheck::ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack,
+                                     bool keep_evidence)
+    : norms_(norms), rank_(rank), world_(world), slack_(slack), keep_evidence_(keep_evidence) {
   enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
   for (double n : norms_)
     if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
@@ -29,20 +31,59 @@ double ContributionCheck::bound(bool all_gather, size_t step) const {
   return slack_ * sum;
 }
 
-void ContributionCheck::add(bool all_gather, size_t step, double sum_squares, const std::string& what) {
+void ContributionCheck::keep(std::vector<Kept>& kept, double sum_squares, std::span<const uint8_t> message) {
+  if (kept.size() < kKeptPerStep) {
+    kept.push_back(Kept{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
+    return;
+  }
+  auto smallest = std::min_element(kept.begin(), kept.end(),
+                                   [](const Kept& a, const Kept& b) { return a.sum_squares < b.sum_squares; });
+  if (smallest->sum_squares >= sum_squares) return;
+  smallest->sum_squares = sum_squares;
+  smallest->message.assign(message.begin(), message.end());
+}
+
+// The fewest kept messages, largest first, whose squares exceed bound²
+// (summed in that order, as judge_ring_evidence sums them); none if all of
+// them do not, or they would not fit an accusation.
+std::vector<std::vector<uint8_t>> ContributionCheck::evidence(std::vector<Kept>& kept, double bound) const {
+  std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.sum_squares > b.sum_squares; });
+  std::vector<std::vector<uint8_t>> out;
+  double sum = 0.0;
+  size_t bytes = 0;
+  for (Kept& k : kept) {
+    bytes += k.message.size();
+    if (bytes > kMaxEvidenceBytes || out.size() >= kMaxEvidenceMessages) break;
+    sum += k.sum_squares;
+    out.push_back(std::move(k.message));
+    if (sum > bound * bound + kNormFloor) return out;
+  }
+  return {};
+}
+
+void ContributionCheck::add(bool all_gather, size_t step, double sum_squares, const std::string& what,
+                            std::span<const uint8_t> message) {
   if (!enabled_) return;
   double& seen = seen_[{all_gather, step}];
   seen += sum_squares;
   const double b = bound(all_gather, step);
-  // A tiny floor: a segment of zeros quantizes to zeros, and fp32 sums of
-  // denormals are not worth an accusation.
-  if (seen <= b * b + 1e-30) return;
+  const bool keeping = keep_evidence_ && !message.empty();
+  if (seen <= b * b + kNormFloor) {
+    if (keeping) keep(kept_[{all_gather, step}], sum_squares, message);
+    return;
+  }
   const int prev = (rank_ - 1 + world_) % world_;
+  std::vector<std::vector<uint8_t>> proof;
+  if (keeping) {
+    std::vector<Kept>& kept = kept_[{all_gather, step}];
+    kept.push_back(Kept{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
+    proof = evidence(kept, b);
+  }
   throw ContributionExceedsAnnouncement(
       str(what, ": its norm so far is ", std::sqrt(seen), ", above the ", b, " that the announced norms allow (",
           all_gather ? "the mean of all members' norms" : str("the sum of the ", step + 1, " contributors' norms"),
           ", with slack ", slack_, "): rank ", prev, " sent more than it announced"),
-      prev);
+      prev, std::move(proof));
 }
 
 SourceNormCheck::SourceNormCheck(const std::vector<double>& norms, int rank, int world, double slack)
@@ -57,7 +98,7 @@ void SourceNormCheck::add(size_t source, double sum_squares, const std::string& 
   double& seen = seen_[source];
   seen += sum_squares;
   const double b = bound(source);
-  if (seen <= b * b + 1e-30) return;
+  if (seen <= b * b + kNormFloor) return;
   const int prev = (rank_ - 1 + world_) % world_;
   throw ContributionExceedsAnnouncement(
       str(what, ": rank ", source, "'s contribution decodes to a norm of ", std::sqrt(seen), " so far, above the ", b,
@@ -76,7 +117,8 @@ double fp32_sum_squares(const uint8_t* payload, size_t count) {
   return s;
 }
 
-Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual) {
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual,
+                                   bool commit_bytes) {
   if (!residual.empty() && residual.size() != x.size())
     fail("announce_contribution: a residual of ", residual.size(), " values for ", x.size());
   constexpr size_t kParts = 16;
@@ -96,7 +138,8 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
       }
     }
     part_sumsq[p] = s;
-    crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
+    if (commit_bytes)
+      crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
                        (end - begin) * sizeof(float), nullptr, 0);
   };
   const size_t team = std::clamp<size_t>(static_cast<size_t>(threads), 1, kParts);
@@ -111,6 +154,7 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
   double total = 0.0;
   for (double s : part_sumsq) total += s;
   a.norm = std::sqrt(total);
+  if (!commit_bytes) return a;
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
   static const char label[] = "intellect pseudo-gradient commitment v1";

@@ -15,6 +15,14 @@
 // rounding. An honest predecessor checked what it received, so a violation
 // names the predecessor.
 //
+// Evidence (node-key runs, ring_evidence.h): with keep_evidence, it keeps a
+// copy of the kKeptPerStep largest (by sum of squares) signed messages of
+// each step, and a violation carries the fewest of them (the current one
+// included) whose squares alone exceed the bound. An excess spread thinly
+// over more messages than that cannot be shown this way: the accusation
+// then carries none. Copies are made only when a message is among the
+// largest so far, about kKeptPerStep · ln(messages) of them per step.
+//
 // One per ring call, owned by the receiving thread.
 #pragma once
 #include <cstddef>
@@ -28,15 +36,22 @@
 
 namespace intellect {
 
+// Below this sum of squares nothing is accused: a segment of zeros
+// quantizes to zeros, and fp32 sums of denormals are not worth an accusation.
+constexpr double kNormFloor = 1e-30;
+
 class ContributionCheck {
  public:
   // norms[k]: rank k's announced norm (empty or any negative: no checks).
-  ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack);
+  static constexpr size_t kKeptPerStep = 8;
+  ContributionCheck(const std::vector<double>& norms, int rank, int world, double slack, bool keep_evidence = false);
   bool enabled() const { return enabled_; }
   // Adds one arrived message's sum of squares to its step's segment and
-  // throws ContributionExceedsAnnouncement (naming the predecessor) when the
-  // segment so far exceeds its bound.
-  void add(bool all_gather, size_t step, double sum_squares, const std::string& what);
+  // throws ContributionExceedsAnnouncement (naming the predecessor, with the
+  // evidence) when the segment so far exceeds its bound. `message`: the
+  // whole signed message, kept as evidence if it is among the largest.
+  void add(bool all_gather, size_t step, double sum_squares, const std::string& what,
+           std::span<const uint8_t> message = {});
   // The bound on a step's segment norm (for tests and the error message).
   double bound(bool all_gather, size_t step) const;
 
@@ -44,8 +59,15 @@ class ContributionCheck {
   std::vector<double> norms_;
   int rank_, world_;
   double slack_;
-  bool enabled_ = false;
+  bool enabled_ = false, keep_evidence_ = false;
   std::map<std::pair<bool, size_t>, double> seen_;  // (phase, step) -> sum of squares so far
+  struct Kept {
+    double sum_squares;
+    std::vector<uint8_t> message;
+  };
+  std::map<std::pair<bool, size_t>, std::vector<Kept>> kept_;  // (phase, step) -> its largest messages
+  void keep(std::vector<Kept>& kept, double sum_squares, std::span<const uint8_t> message);
+  std::vector<std::vector<uint8_t>> evidence(std::vector<Kept>& kept, double bound) const;
 };
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);
@@ -80,11 +102,14 @@ class SourceNormCheck {
 // norm, and a BLAKE2b-256 commitment to its bytes (over 16 fixed parts, so
 // `threads` changes the speed, never the result). With sparse compression
 // the norm is of x + residual (the error-feedback buffer added before the
-// top-k; empty: none), the commitment of x alone.
+// top-k; empty: none), the commitment of x alone. Dense rounds commit to
+// their encoded chunks instead (commitment.h): commit_bytes = false skips
+// this one (the commitment is left zero).
 struct Announcement {
   double norm = 0.0;
   std::array<uint8_t, 32> commitment{};
 };
-Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual = {});
+Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual = {},
+                                   bool commit_bytes = true);
 
 }  // namespace intellect

@@ -1,11 +1,16 @@
 #include "dist/control.h"
 
+#include "dist/ring_evidence.h"
+
 #include <cmath>
 #include <cstring>
 #include <type_traits>
 
 #include "dist/bytes.h"
 #include "util/error.h"
+
+static_assert(intellect::kMaxEvidenceBytes == size_t{16} << 20,
+              "frame.cpp's evidence frame limit follows kMaxEvidenceBytes");
 
 namespace intellect::control {
 
@@ -106,6 +111,7 @@ void put(ByteWriter& w, const RingAnnounce& m) {
     w.u64(r.node_id);
     w.str(r.address);
     w.f32(r.norm);
+    w.bytes(r.commitment.data(), r.commitment.size());
     w.str(r.name);
   }
 }
@@ -117,6 +123,11 @@ void put(ByteWriter& w, const RingFailed& m) {
   w.str(clip_reason(m.reason));
   w.u64(m.unreachable);
   w.u64(m.accused);
+  w.u32(static_cast<uint32_t>(m.evidence.size()));
+  for (const std::vector<uint8_t>& e : m.evidence) {
+    w.u32(static_cast<uint32_t>(e.size()));
+    w.bytes(e.data(), e.size());
+  }
 }
 void put(ByteWriter& w, const OuterHash& m) {
   w.u8(kOuterHash);
@@ -340,6 +351,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
         mem.norm = r.f32("member norm");
         if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
           fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
+        r.bytes("member commitment", mem.commitment.data(), mem.commitment.size());
         mem.name = r.str("member name", kMaxName);
         m.members.push_back(std::move(mem));
       }
@@ -354,6 +366,20 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.reason = r.str("reason", kMaxName);
       m.unreachable = r.u64("unreachable");
       m.accused = r.u64("accused");
+      const uint32_t n = r.u32("evidence count");
+      if (n > kMaxEvidenceMessages)
+        fail("control message from ", from, ": ring-failed with ", n, " evidence messages (at most ",
+             kMaxEvidenceMessages, ")");
+      if (n > 0 && m.accused == 0) fail("control message from ", from, ": ring-failed with evidence but nobody accused");
+      size_t total = 0;
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t len = r.u32("evidence length");
+        total += len;
+        if (total > kMaxEvidenceBytes)
+          fail("control message from ", from, ": ring-failed with more than ", kMaxEvidenceBytes, " bytes of evidence");
+        const uint8_t* p = r.view("evidence", len);
+        m.evidence.emplace_back(p, p + len);
+      }
       out = m;
       break;
     }

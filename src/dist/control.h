@@ -107,6 +107,9 @@ struct RingMember {
   // Its mesh.name, for logs and for emulated links to named peers (tests
   // and benchmarks: LinkEmulation::slow_to); at most kMaxName bytes.
   std::string name;
+  // Its announced commitment (Ready::commitment): dense rings audit each
+  // member's step-0 messages against it (commitment.h).
+  std::array<uint8_t, 32> commitment{};
 };
 // coordinator -> ring members: average with these nodes, in this order.
 struct RingAnnounce {
@@ -125,8 +128,12 @@ struct RingFailed {
   // round they are neighbours in: the coordinator arranges rings around it.
   uint64_t unreachable = 0;
   // The ring predecessor that sent more than its announced norm allows (0:
-  // none): the coordinator refuses it for the rest of the run.
+  // none), and, in a node-key run, its signed ring messages that show it
+  // (ring_evidence.h; at most kMaxEvidenceMessages, kMaxEvidenceBytes in
+  // all). The coordinator judges them: it refuses the accused if they hold,
+  // the accuser if they do not.
   uint64_t accused = 0;
+  std::vector<std::vector<uint8_t>> evidence;
 };
 // node -> coordinator: hash of my outer parameters after the step.
 struct OuterHash {

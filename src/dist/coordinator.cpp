@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "dist/ring_allreduce.h"
+#include "dist/ring_evidence.h"
 #include "status/status_routes.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -113,7 +115,8 @@ std::string Coordinator::bind_key(uint64_t id, ConnId conn) {
   const std::optional<PublicKey> pk = transport_.peer_key(conn);
   if (!pk) return "";  // the shared-secret mode: nodes have no key of their own
   if (banned_keys_.count(*pk))
-    return str("key ", fingerprint(*pk), " was refused for the rest of the run (it sent more than it announced)");
+    return str("key ", fingerprint(*pk), " was refused for the rest of the run (it broke its announcement, or accused "
+               "another node falsely: see the coordinator's log)");
   auto k = key_of_.find(id);
   if (k != key_of_.end() && k->second != *pk)
     return str("node ", id, " joined with key ", fingerprint(k->second), ", not ", fingerprint(*pk),
@@ -201,7 +204,10 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
-    a.members.push_back({id, members_.node(id).address, norm, members_.node(id).name});
+    control::RingMember m{id, members_.node(id).address, norm};
+    m.name = members_.node(id).name;
+    if (an != announced_.end() && an->second.outer_step == ring.outer_step) m.commitment = an->second.commitment;
+    a.members.push_back(std::move(m));
     if (norm >= 0) accepted.push_back(norm);
   }
   if (!accepted.empty()) {  // the reference a later ring of one is judged against
@@ -261,18 +267,61 @@ std::vector<uint64_t> Coordinator::norm_outliers(const Ring& ring, std::map<uint
   return out;
 }
 
-void Coordinator::ban(uint64_t accused, uint64_t accuser, const std::string& reason) {
-  if (banned_ids_.count(accused)) return;
-  banned_ids_.insert(accused);
-  auto k = key_of_.find(accused);
+void Coordinator::ban(uint64_t id, const std::string& why) {
+  if (banned_ids_.count(id)) return;
+  banned_ids_.insert(id);
+  auto k = key_of_.find(id);
   if (k != key_of_.end()) banned_keys_.insert(k->second);
-  const std::string why = str("sent more than its announced pseudo-gradient norm allows (caught by its ring "
-                              "successor, ", who(accuser), ": ", reason, "); refused for the rest of the run");
-  log(str(who(accused), " ", why));
-  auto c = conn_of_.find(accused);
+  log(str(who(id), " ", why));
+  auto c = conn_of_.find(id);
   if (c != conn_of_.end()) send(c->second, control::Refused{why});
-  drop_node(accused, why);
+  drop_node(id, why);
   persist();
+}
+
+void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& f, const Ring& ring,
+                                   size_t accuser_rank, MembershipTime now) {
+  const auto accused_key = key_of_.find(f.accused);
+  if (accused_key == key_of_.end() || !key_of_.count(accuser)) {
+    ban(f.accused, str("sent more than its announced pseudo-gradient norm allows (caught by its ring successor, ",
+                       who(accuser), ": ", f.reason,
+                       "; on its word: without per-node keys nothing can be proven); refused for the rest of the run"));
+    return;
+  }
+  // Judged against what the accused announced for that very step; without
+  // it (a coordinator restarted since) nothing can be judged either way.
+  const auto held = announced_.find(f.accused);
+  const bool known = held != announced_.end() && held->second.outer_step == f.outer_step;
+  if (f.evidence.empty() || !known) {
+    bad_links_[std::minmax(accuser, f.accused)] = now + opt_.bad_link_ttl;
+    log(str(who(accuser), " accuses its ring predecessor ", who(f.accused),
+            f.evidence.empty() ? " without evidence (" : " with evidence this coordinator cannot judge (",
+            f.reason, f.evidence.empty() ? "" : "; it holds no announcement of that node for that step",
+            "): nobody is refused on one node's word; rings avoid their link for ", opt_.bad_link_ttl.count(), " ms"));
+    return;
+  }
+  EvidenceContext ctx;
+  ctx.round = f.round;
+  ctx.accuser_rank = static_cast<int>(accuser_rank);
+  ctx.world = static_cast<int>(ring.nodes.size());
+  for (uint64_t n : ring.nodes) {
+    auto a = announced_.find(n);
+    ctx.norms.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.norm : -1.0);
+  }
+  ctx.slack = RingOptions{}.norm_slack;
+  for (uint64_t n : ring.nodes) {
+    auto a = announced_.find(n);
+    ctx.commitments.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.commitment
+                                                                                             : std::array<uint8_t, 32>{});
+  }
+  const EvidenceVerdict v = judge_ring_evidence(f.evidence, accused_key->second, ctx);
+  if (v.holds)
+    ban(f.accused, str("broke its announcement (norm or commitment), shown by the evidence of its ring successor ",
+                       who(accuser), ": ", v.why, "; refused for the rest of the run"));
+  else
+    ban(accuser, str("accused its ring predecessor ", who(f.accused),
+                     " of breaking its announcement, with evidence that does not hold (", v.why,
+                     "): a false accusation; refused for the rest of the run"));
 }
 
 LinkRates Coordinator::live_link_rates() const {
@@ -488,7 +537,7 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
     auto me = std::find(nodes.begin(), nodes.end(), id);
     if (me != nodes.end() && nodes.size() > 1) {
       const size_t i = static_cast<size_t>(me - nodes.begin());
-      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused) ban(f.accused, id, f.reason);
+      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused) judge_accusation(id, f, step->ring, i, now);
     }
   }
   // Re-formed a moment later, from run(), not here (OuterSteps): the
@@ -575,7 +624,12 @@ void Coordinator::check_stranded(MembershipTime now) {
 
 void Coordinator::dispatch(const Message& m) {
   try {
-    handle(m.conn, control::decode(m.frame.payload, transport_.peer(m.conn)), MembershipClock::now());
+    if (m.frame.type != FrameType::control && m.frame.type != FrameType::evidence)
+      fail("a ", frame_type_name(m.frame.type), " frame, where the coordinator takes control messages only");
+    control::Message msg = control::decode(m.frame.payload, transport_.peer(m.conn));
+    if (m.frame.type == FrameType::evidence && !std::holds_alternative<control::RingFailed>(msg))
+      fail("an evidence frame that holds a ", control::name(msg), " message rather than a ring-failed one");
+    handle(m.conn, std::move(msg), MembershipClock::now());
   } catch (const Error& e) {
     log(str("dropping ", transport_.peer(m.conn), ": ", e.what()));
     if (node_of_.count(m.conn)) drop_node(node_of_.at(m.conn), e.what());

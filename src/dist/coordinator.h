@@ -97,9 +97,15 @@ class Coordinator {
   void evict_revoked_keys();
   // Nodes of `ring` whose announced norm is an outlier; says why in `why`.
   std::vector<uint64_t> norm_outliers(const Ring& ring, std::map<uint64_t, std::string>* why) const;
-  // A ring successor caught `accused` sending more than it announced: it is
-  // refused for the rest of the run (its key too).
-  void ban(uint64_t accused, uint64_t accuser, const std::string& reason);
+  // Refuses `id` for the rest of the run (its key too), telling it why.
+  void ban(uint64_t id, const std::string& why);
+  // A ring successor (`accuser`, rank `accuser_rank` of `ring`) says its
+  // predecessor sent more than it announced. Node keys: the evidence is
+  // judged (ring_evidence.h) and the accused or the accuser is refused;
+  // without evidence nobody is, and rings avoid their link. Shared secret:
+  // nothing can be proven, the accuser's word stands.
+  void judge_accusation(uint64_t accuser, const control::RingFailed& f, const Ring& ring, size_t accuser_rank,
+                        MembershipTime now);
   void announce(Ring ring);
   // Rewinds the run when every holder of its newest outer step is gone.
   void check_stranded(MembershipTime now);

@@ -161,8 +161,12 @@ void CoordinatorClient::send(const control::Message& m) {
 
 void CoordinatorClient::send_on(ConnId conn, const control::Message& m) {
   Frame f;
-  f.type = FrameType::control;
   f.payload = control::encode(m);
+  // An accusation's evidence does not fit a control frame.
+  f.type = std::holds_alternative<control::RingFailed>(m) && f.payload.size() > frame_type_info(
+                                                                 static_cast<uint16_t>(FrameType::control))->max_payload
+               ? FrameType::evidence
+               : FrameType::control;
   transport_.send(conn, std::move(f), deadline_in(opt_.message_timeout));
 }
 

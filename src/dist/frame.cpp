@@ -16,6 +16,8 @@ static constexpr FrameTypeInfo kFrameTypes[] = {
     {FrameType::auth_confirm, "auth_confirm", 256, true},
     {FrameType::control, "control", 64u << 10, false},
     {FrameType::data, "data", 64u << 20, false},
+    // kMaxEvidenceBytes of messages, their lengths, and the rest of a RingFailed.
+    {FrameType::evidence, "evidence", (16u << 20) + (64u << 10), false},
 };
 
 const FrameTypeInfo* frame_type_info(uint16_t type) {

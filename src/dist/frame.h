@@ -23,9 +23,12 @@ constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wi
 // 2: the keyed handshake (handshake.h) and encrypted frames (frame_cipher.h).
 // 3: ring members carry their names and nodes report measured link rates
 //    (ring order by rate); a state request names the end of its chunk range
-//    (a joiner's lanes). A node of another version is refused at the
-//    handshake, by name, rather than failing to decode.
-constexpr uint16_t kProtocolVersion = 3;
+//    (a joiner's lanes).
+// 4: signed ring messages and accusations with evidence (ring_evidence.h):
+//    the ring header's flags byte, RingFailed's evidence, the evidence frame.
+// A node of another version is refused at the handshake, by name, rather
+// than failing to decode.
+constexpr uint16_t kProtocolVersion = 4;
 // After the handshake every payload carries an AEAD tag of this many bytes
 // beyond what its type allows (frame_cipher.h).
 constexpr size_t kSealedFrameOverhead = 16;
@@ -39,6 +42,9 @@ enum class FrameType : uint16_t {
   // After authentication.
   control = 16,  // coordinator and membership messages
   data = 17,     // bulk tensors (ring all-reduce chunks)
+  // A control message too large for a control frame: only a RingFailed with
+  // its evidence (ring_evidence.h), node -> coordinator.
+  evidence = 18,
 };
 
 struct FrameTypeInfo {

@@ -82,6 +82,9 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.emulate_link = opt_.emulate_link;
   ro.message_timeout = opt_.message_timeout;
   ro.keep_round = opt_.serve_state;
+  ring_options_ = ro;
+  if (opt_.credentials.mode == AuthMode::node_keys) ro.signer = opt_.credentials.key;
+  ro.attack_false_accusation = opt_.attack_false_accusation;
   ring_ = std::make_unique<RingRound>(transport_, *coordinator_, cancel_, std::move(ro));
 }
 
@@ -96,19 +99,32 @@ std::optional<RewoundTo> MeshNode::poll_coordinator() {
 
 control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_position,
                                    std::span<const float>& input, std::span<const float> residual,
-                                   std::vector<float>& attacked) const {
+                                   std::vector<float>& attacked) {
   control::Ready ready{id(), outer_step, data_position};
   ready.link_to = measured_.to;  // what the last ring measured, for the coordinator's ring order
   ready.link_mbit = static_cast<float>(measured_.mbit);
+  const std::span<const float> honest = input;
   if (opt_.attack_scale != 1.0) {  // intellect_chaos --byzantine: what a dishonest node sends instead
     attacked.assign(input.begin(), input.end());
     for (float& v : attacked) v = static_cast<float>(v * opt_.attack_scale);
     input = attacked;
   }
+  ring_->set_commitment(nullptr);
   if (opt_.announce_norms) {
-    const Announcement an = announce_contribution(input, std::max(1, opt_.rings), residual);
+    const bool dense = opt_.compression != Compression::Sparse;
+    const int threads = std::max(1, opt_.rings);
+    const Announcement an = announce_contribution(input, threads, residual, !dense);
     ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
     ready.commitment = an.commitment;
+    if (dense && !input.empty()) {
+      const CommitLayout layout = dense_commit_layout(ring_options_, input.size());
+      commitment_ = commit_leaves(input, layout, threads);
+      ready.commitment = commitment_.root;
+      // intellect_chaos --byzantine: announces a commitment to its honest
+      // pseudo-gradient, then reveals (and sends) the leaves of another.
+      if (opt_.attack_commit_unscaled) ready.commitment = commit_leaves(honest, layout, threads).root;
+      ring_->set_commitment(&commitment_);
+    }
   }
   return ready;
 }
@@ -154,12 +170,13 @@ void MeshNode::average_alone(std::span<const float> input, std::span<float> outp
 
 void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce& ring, uint64_t unreachable) {
   mesh_log(opt_.log, str("outer step ", ring.outer_step, " round ", ring.round, " failed: ", e.what()));
-  uint64_t accused = 0;
+  control::RingFailed failed{id(), ring.outer_step, ring.round, e.what(), unreachable, 0, {}};
   if (const auto* c = dynamic_cast<const ContributionExceedsAnnouncement*>(&e))
-    if (c->offender_rank >= 0 && static_cast<size_t>(c->offender_rank) < ring.members.size())
-      accused = ring.members[c->offender_rank].node_id;
-  if (!ring_->has_newer_ring())
-    coordinator_->send(control::RingFailed{id(), ring.outer_step, ring.round, e.what(), unreachable, accused});
+    if (c->offender_rank >= 0 && static_cast<size_t>(c->offender_rank) < ring.members.size()) {
+      failed.accused = ring.members[c->offender_rank].node_id;
+      failed.evidence = c->evidence;
+    }
+  if (!ring_->has_newer_ring()) coordinator_->send(failed);
 }
 
 RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,

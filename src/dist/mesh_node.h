@@ -93,6 +93,13 @@ struct MeshNodeOptions {
   // sends its pseudo-gradient times attack_scale and announces the norm of
   // what it sends times attack_announce (1, 1: honest).
   double attack_scale = 1.0, attack_announce = 1.0;
+  // And it accuses its ring predecessor falsely in every ring
+  // (RingOptions::attack_false_accusation; 0: never).
+  int attack_false_accusation = 0;
+  // And announces a commitment to its pseudo-gradient before attack_scale
+  // while its ring reveals (and sends) the leaves of what it sends (dense
+  // rounds): its leaf messages contradict its announcement.
+  bool attack_commit_unscaled = false;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.
@@ -201,7 +208,7 @@ class MeshNode {
   // top-k keeps values of); `input` may be replaced by what a dishonest
   // test node sends instead (kept in `attacked`).
   control::Ready ready_for(int64_t outer_step, const std::string& data_position, std::span<const float>& input,
-                           std::span<const float> residual, std::vector<float>& attacked) const;
+                           std::span<const float> residual, std::vector<float>& attacked);
   // The ring for this step newer than round `after`: one announced while the
   // last attempt waited for its peers, or the next the coordinator sends;
   // or late for it, or a rewind to another state than this node's.
@@ -235,6 +242,10 @@ class MeshNode {
     uint64_t to = 0;
     double mbit = 0.0;
   } measured_;
+  // This round's commitment to its encoded chunks (dense rounds; the ring
+  // round audits against it), kept for the round's attempts.
+  LeafCommitment commitment_;
+  RingRoundOptions ring_options_;  // what ring_ was made with (the commitment's layout)
   Transport transport_;
   std::atomic<int> round_callers_{0};
   std::atomic<bool> cancel_{false};

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/ring_evidence.h"
 #include "dist/ring_pipeline.h"
 #include "dist/ring_queue.h"
 #include "util/error.h"
@@ -23,7 +24,9 @@ static_assert(std::endian::native == std::endian::little, "fp32 payloads are mem
 namespace {
 
 constexpr uint32_t kMagic = 0x52415249;  // "IRAR" in memory order
-constexpr uint8_t kVersion = 1;
+// 2: the flags byte (signed first hops, ring_evidence.h) and the lane.
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kFlagSigned = 1;
 constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
 constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
 
@@ -37,7 +40,7 @@ std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
   w.u8(kVersion);
   w.u8(h.phase);
   w.u8(static_cast<uint8_t>(h.compression));
-  w.u8(0);
+  w.u8(h.is_signed ? kFlagSigned : 0);
   w.u64(h.round);
   w.u64(h.total_elems);
   w.u32(h.world);
@@ -46,6 +49,7 @@ std::vector<uint8_t> encode_ring_header(const RingHeader& h) {
   w.u32(h.chunk);
   w.u32(h.count);
   w.u32(h.int8_block);
+  w.u32(h.lane);
   INTELLECT_CHECK(w.size() == kRingHeaderBytes);
   return w.take();
 }
@@ -64,7 +68,9 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
     fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1) or int4 (2)",
          c == static_cast<uint8_t>(Compression::Sparse) ? " (sparse travels in all-gather messages)" : "");
   h.compression = static_cast<Compression>(c);
-  if (r.u8("reserved") != 0) fail(what, ": reserved header byte is not zero");
+  const uint8_t flags = r.u8("flags");
+  if (flags & ~kFlagSigned) fail(what, ": unknown header flags ", int(flags));
+  h.is_signed = (flags & kFlagSigned) != 0;
   h.round = r.u64("round");
   h.total_elems = r.u64("total_elems");
   h.world = r.u32("world");
@@ -73,13 +79,15 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   h.chunk = r.u32("chunk");
   h.count = r.u32("count");
   h.int8_block = r.u32("int8_block");
+  h.lane = r.u32("lane");
   if ((h.compression != Compression::None) != (h.int8_block != 0))
     fail(what, ": int8_block is ", h.int8_block, " with compression ", compression_name(h.compression),
          " (must be > 0 exactly when quantized)");
-  const size_t want = payload_bytes(h.compression, h.count, h.int8_block);
+  const size_t want = payload_bytes(h.compression, h.count, h.int8_block) + (h.is_signed ? kRingSignatureBytes : 0);
   if (r.remaining() != want)
     fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values with compression ",
-         compression_name(h.compression), " take ", want, " bytes (truncated or corrupt message)");
+         compression_name(h.compression), h.is_signed ? " and a signature" : "", " take ", want,
+         " bytes (truncated or corrupt message)");
   return h;
 }
 
@@ -94,6 +102,9 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
   check("compression", static_cast<uint64_t>(got.compression), static_cast<uint64_t>(want.compression),
         "set the same diloco.compression on every node");
   check("int8_block", got.int8_block, want.int8_block, "the peers use different quantization block sizes");
+  check("lane", got.lane, want.lane, "a message of another of the round's parallel rings");
+  check("signed", got.is_signed, want.is_signed,
+        "one peer signs its ring messages (node keys) and the other does not: run one authentication mode");
   const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
   check("phase", got.phase, want.phase, order);
   check("step", got.step, want.step, order);
@@ -124,8 +135,13 @@ class LaneRun {
         N_(static_cast<size_t>(opt.world)),
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
-        check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack),
+        check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack, opt.signer != nullptr),
         carried_(carried && codec_->lossy() ? carried : nullptr) {
+    // With fewer chunks than ranks, segments on whole chunks would leave
+    // some rank without one (nothing of it checked at a first hop, and the
+    // ring's load on the others): such lanes (small vectors) are cut as
+    // usual and not audited. Every rank decides the same from the sizes.
+    audit_ = opt.audit && check_.enabled() && (S_ + opt.chunk_elems - 1) / opt.chunk_elems >= N_;
     first_chunk_of_.assign(N_ + 1, 0);
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
     if (carried_) carried_->resize(first_chunk_of_[N_]);
@@ -137,6 +153,7 @@ class LaneRun {
   RingStats stats() const { return stats_; }
   bool failed(std::string& msg) { return first_error_.get(msg); }
   int offender() const { return offender_; }
+  std::vector<std::vector<uint8_t>> take_evidence() { return std::move(evidence_); }
 
  private:
   enum class JobKind { EncodeOwn, ReduceHop, GatherHop };
@@ -147,8 +164,10 @@ class LaneRun {
     std::vector<uint8_t> msg;      // received
   };
 
-  size_t seg_begin(size_t s) const { return S_ * s / N_; }
-  size_t seg_len(size_t s) const { return S_ * (s + 1) / N_ - S_ * s / N_; }
+  size_t seg_begin(size_t s) const {
+    return audit_ ? aligned_segment_begin(S_, N_, opt_.chunk_elems, s) : S_ * s / N_;
+  }
+  size_t seg_len(size_t s) const { return seg_begin(s + 1) - seg_begin(s); }
   size_t n_chunks(size_t s) const { return (seg_len(s) + opt_.chunk_elems - 1) / opt_.chunk_elems; }
   size_t wrap(int64_t s) const { return static_cast<size_t>(((s % int64_t(N_)) + int64_t(N_)) % int64_t(N_)); }
   size_t chunk_off(size_t seg, size_t c) const { return seg_begin(seg) + c * opt_.chunk_elems; }
@@ -163,6 +182,9 @@ class LaneRun {
   std::vector<uint8_t> build(const RingHeader& h, const float* x);
   std::vector<uint8_t> receive(const RingHeader& want);
   void check_payload(const Job& job, const std::string& what);
+  void send_leaves(uint64_t seq);
+  void receive_leaves();
+  void check_leaf(const Job& job, const std::string& what);
   void keep_chunk(const RingHeader& h, const uint8_t* payload);
   void copy_input(const RingHeader& h);
   void run_job(Job& job);
@@ -183,6 +205,12 @@ class LaneRun {
   FirstError first_error_;
   std::mutex fail_mu_;
   int offender_ = -1;  // under fail_mu_ until the threads are joined
+  std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_ likewise)
+  // The commitment audit: on, and the predecessor's leaves of this lane and
+  // the message that carried them (written before any hop job is submitted).
+  bool audit_ = false;
+  std::vector<Digest> prev_leaves_;
+  std::vector<uint8_t> prev_leaf_msg_;
   RingStats stats_;
 };
 
@@ -198,6 +226,11 @@ RingHeader LaneRun::header(uint8_t phase, size_t step, size_t seg, size_t chunk)
   h.chunk = static_cast<uint32_t>(chunk);
   h.count = static_cast<uint32_t>(chunk_len(seg, chunk));
   h.int8_block = codec_->block();
+  // Only the first hop is signed: it carries the sender's own contribution,
+  // where an understated norm and a broken commitment show (signing every
+  // message would cost a BLAKE2b pass over all the traffic).
+  h.is_signed = opt_.signer != nullptr && phase == kReduceScatter && step == 0;
+  h.lane = opt_.lane;
   return h;
 }
 
@@ -211,8 +244,18 @@ void LaneRun::add_times(double encode_s, double decode_s) {
 std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = encode_ring_header(h);
-  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count));
+  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count) + (h.is_signed ? kRingSignatureBytes : 0));
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
+  if (h.is_signed) {
+    // An audited first hop is a committed leaf: its digest is known already.
+    const Digest* leaf = nullptr;
+    if (audit_) {
+      const std::vector<Digest>& own = opt_.audit->own->leaves[opt_.lane];
+      const size_t i = seg_begin(h.segment) / opt_.chunk_elems + h.chunk;
+      if (i < own.size()) leaf = &own[i];
+    }
+    sign_ring_message(msg, *opt_.signer, leaf);
+  }
   add_times(since(t), 0.0);
   return msg;
 }
@@ -239,13 +282,81 @@ std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
   return msg;
 }
 
+// This rank's leaves of this lane, first in the lane's schedule.
+void LaneRun::send_leaves(uint64_t seq) {
+  const LeafCommitment& own = *opt_.audit->own;
+  LeafMessage m;
+  m.round = opt_.round;
+  m.total_elems = own.total_elems;
+  m.lane_elems = S_;
+  m.lane = opt_.lane;
+  m.layout = own.layout;
+  m.lane_roots = own.lane_roots;
+  m.leaves = own.leaves[opt_.lane];
+  queue_.put(seq, encode_leaf_message(m, opt_.signer));
+}
+
+// The predecessor's leaves: they must fit this lane and hash to the root it
+// announced; a signed message that does not is evidence on its own.
+void LaneRun::receive_leaves() {
+  const std::string what = "commitment leaf message from the previous rank";
+  const RingClock::time_point t = RingClock::now();
+  std::vector<uint8_t> msg = link_.recv_from_prev(op_deadline());
+  stats_.recv_wait_s += since(t);
+  stats_.bytes_received += msg.size();
+  stats_.messages_received += 1;
+  const LeafMessage m = parse_leaf_message(msg, what);
+  const LeafCommitment& own = *opt_.audit->own;
+  auto check = [&](const char* field, uint64_t got, uint64_t want) {
+    expect_header_field(what, field, got, want, "the peers cut the pseudo-gradient differently: run one config");
+  };
+  check("signed", m.is_signed, opt_.signer != nullptr);
+  check("round", m.round, opt_.round);
+  check("lane", m.lane, opt_.lane);
+  check("lanes", static_cast<uint64_t>(m.layout.lanes), static_cast<uint64_t>(own.layout.lanes));
+  check("total_elems", m.total_elems, own.total_elems);
+  check("lane_elems", m.lane_elems, S_);
+  check("compression", static_cast<uint64_t>(m.layout.compression), static_cast<uint64_t>(opt_.compression));
+  check("block", m.layout.block, codec_->block());
+  check("chunk", m.layout.chunk, opt_.chunk_elems);
+  const int prev = static_cast<int>(wrap(int64_t(r_) - 1));
+  Digest root{};
+  std::string why;
+  if (!leaf_message_root(m, &root, &why) || root != opt_.audit->roots[static_cast<size_t>(prev)])
+    throw ContributionExceedsAnnouncement(
+        str(what, ": ", why.empty() ? str("it does not hash to the commitment rank ", prev, " announced") : why,
+            ": rank ", prev, " sent other than it committed to"),
+        prev, {msg});
+  prev_leaves_ = m.leaves;
+  prev_leaf_msg_ = std::move(msg);
+}
+
+// A step-0 message carries its sender's own leaf: its bytes must hash to it.
+void LaneRun::check_leaf(const Job& job, const std::string& what) {
+  const size_t leaf = seg_begin(job.h.segment) / opt_.chunk_elems + job.h.chunk;
+  const Digest d = leaf_digest({job.msg.data() + kRingHeaderBytes, codec_->encoded_bytes(job.h.count)});
+  if (leaf < prev_leaves_.size() && d == prev_leaves_[leaf]) return;
+  const int prev = static_cast<int>(wrap(int64_t(r_) - 1));
+  throw ContributionExceedsAnnouncement(str(what, ": its bytes do not match leaf ", leaf, " of the commitment rank ",
+                                            prev, " announced: rank ", prev, " sent other than it committed to"),
+                                        prev, {prev_leaf_msg_, job.msg});
+}
+
 void LaneRun::check_payload(const Job& job, const std::string& what) {
   const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
+  if (audit_ && job.h.phase == kReduceScatter && job.h.step == 0) check_leaf(job, what);
   codec_->validate(payload, job.h.count, what.c_str());
+  if (opt_.attack_false_accusation && job.h.phase == kReduceScatter && job.h.step == 0 && job.h.chunk == 0) {
+    std::vector<uint8_t> forged = job.msg;
+    if (opt_.attack_false_accusation == 2) forged.back() ^= 1;
+    throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
+                                          static_cast<int>(wrap(int64_t(r_) - 1)), {std::move(forged)});
+  }
   if (!check_.enabled()) return;
   const double ss = codec_->sum_squares(payload, job.h.count);
   std::lock_guard<std::mutex> lock(check_mu_);
-  check_.add(job.h.phase == kAllGather, job.h.step, ss, what);
+  check_.add(job.h.phase == kAllGather, job.h.step, ss, what,
+             job.h.is_signed ? std::span<const uint8_t>(job.msg) : std::span<const uint8_t>());
 }
 
 void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
@@ -329,7 +440,7 @@ void LaneRun::fail_round(std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
     } catch (const ContributionExceedsAnnouncement& c) {
-      if (first) offender_ = c.offender_rank;
+      if (first) offender_ = c.offender_rank, evidence_ = c.evidence;
       first_error_.record(c.what());
     } catch (const std::exception& x) {
       first_error_.record(x.what());
@@ -350,9 +461,11 @@ void LaneRun::run() {
   uint64_t seq = 0;
   try {
     bool go = true;
+    if (audit_) send_leaves(seq++);
     // Reduce-scatter, step 0: this rank's own segment r, from the input copy.
     for (size_t c = 0; go && c < n_chunks(r_); ++c)
       go = pool.submit(Job{JobKind::EncodeOwn, header(kReduceScatter, 0, r_, c), seq++, {}});
+    if (audit_) receive_leaves();
     // Reduce-scatter, received at steps 0..N−2: each accumulated chunk goes on at once.
     for (size_t t = 0; go && t + 1 < N_; ++t) {
       const size_t g = wrap(int64_t(r_) - int64_t(t) - 1);
@@ -379,6 +492,36 @@ void LaneRun::run() {
   }
   pool.wait_idle();
   sender.join();
+}
+
+// An accuser hands over only what the coordinator will find holds: it
+// checks the messages with the predecessor's key and the same judgement.
+// Otherwise (a predecessor that signed badly, an excess spread over more
+// messages than were kept) the accusation goes without evidence, which in a
+// node-key run refuses nobody. Returns a note for the error message.
+std::string keep_provable(const RingOptions& opt, std::vector<std::vector<uint8_t>>& evidence) {
+  if (!opt.signer) {
+    evidence.clear();
+    return "";
+  }
+  if (evidence.empty()) return " (no evidence kept: the excess is spread over more messages than are kept)";
+  if (!opt.prev_key) {
+    evidence.clear();
+    return " (the predecessor's key is not known here: no evidence)";
+  }
+  EvidenceContext ec;
+  ec.round = opt.round;
+  ec.accuser_rank = opt.rank;
+  ec.world = opt.world;
+  ec.norms = opt.announced_norms;
+  ec.slack = opt.norm_slack;
+  if (opt.audit) ec.commitments = opt.audit->roots;
+  const EvidenceVerdict v = judge_ring_evidence(evidence, *opt.prev_key, ec);
+  if (!v.holds) {
+    evidence.clear();
+    return str(" (its messages do not prove it on their own: ", v.why, ")");
+  }
+  return str(" (evidence: ", evidence.size(), " of its signed messages)");
 }
 
 }  // namespace
@@ -410,6 +553,13 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
   const size_t S = input.size();
   if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
+  if (opt.audit) {
+    const LeafCommitment* own = opt.audit->own;
+    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
+        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
+        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
+      refuse("this rank's commitment does not fit the ring's layout (its chunk, codec or lanes; internal error)");
+  }
 
   if (carried) carried->clear();
   if (opt.world == 1) {
@@ -429,8 +579,12 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   lane.run();
   if (std::string msg; lane.failed(msg)) {
     if (carried) carried->clear();
-    if (lane.offender() >= 0)
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), lane.offender());
+    if (lane.offender() >= 0) {
+      std::vector<std::vector<uint8_t>> evidence = lane.take_evidence();
+      std::string note = opt.attack_false_accusation ? "" : keep_provable(opt, evidence);
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), lane.offender(),
+                                            std::move(evidence));
+    }
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
   RingStats stats = lane.stats();

@@ -36,12 +36,15 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "util/error.h"
 #include "dist/codec.h"
+#include "dist/commitment.h"
+#include "dist/identity.h"
 #include "dist/sparse.h"
 
 namespace intellect {
@@ -63,10 +66,22 @@ struct RingLink {
   virtual void abort() noexcept = 0;
 };
 
+// The commitment audit (commitment.h): every member's announced root, by
+// rank, and this rank's own commitment. With it a lane cuts its segments on
+// whole chunks (aligned_segment_begin), opens with a leaf message each way,
+// and checks each step-0 message against its sender's leaf. A lane with
+// fewer chunks than the ring has ranks is not audited (every rank must have
+// a segment of its own for its first hop to be checked).
+struct RingAudit {
+  std::vector<Digest> roots;
+  const LeafCommitment* own = nullptr;
+};
+
 struct RingOptions {
   int rank = 0;
   int world = 1;
   uint64_t round = 0;  // distinct per attempt: a retried round must not accept a stale message
+  uint32_t lane = 0;   // which of the round's parallel rings this is (in every header)
   Compression compression = Compression::Int8;  // None, Int8 or Int4 (Sparse: sparse_allgather.h)
   size_t chunk_elems = size_t{1} << 20;  // values per message
   // The codec's block: values per int8 table, or per int4 scale (set it to
@@ -87,15 +102,35 @@ struct RingOptions {
   // breaks that is reported as ContributionExceedsAnnouncement.
   std::vector<double> announced_norms;
   double norm_slack = 1.02;
+  // Node-key runs (ring_evidence.h): this rank signs its first-hop messages
+  // (reduce-scatter step 0: its own contribution; nullptr: none is signed,
+  // and none may arrive signed), and an accusation carries the
+  // predecessor's signed messages as evidence, checked here with
+  // `prev_key` (the predecessor's key, as its link authenticated it) before
+  // they are handed over.
+  const NodeKey* signer = nullptr;
+  std::optional<PublicKey> prev_key;
+  // Tests and intellect_chaos --byzantine only: this rank accuses its
+  // predecessor falsely on the first message it receives, handing over that
+  // honest message as evidence (1) or the same with its signature altered (2).
+  int attack_false_accusation = 0;
+  // Null: no audit (or the norms were not all announced, which turns it off too).
+  const RingAudit* audit = nullptr;
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
 };
 
 // The previous rank sent a partial sum (or an average) larger than the norms
 // its contributors announced allow: it scaled its own contribution beyond
 // what it announced, or altered what it forwarded. The round is abandoned.
+// `evidence`: the offender's signed messages that break the bound (node-key
+// runs, ring_evidence.h), checked by this rank before they are handed over;
+// empty when they could not be kept or do not prove it on their own.
 struct ContributionExceedsAnnouncement : Error {
-  ContributionExceedsAnnouncement(const std::string& what, int offender) : Error(what), offender_rank(offender) {}
+  ContributionExceedsAnnouncement(const std::string& what, int offender,
+                                  std::vector<std::vector<uint8_t>> evidence_messages = {})
+      : Error(what), offender_rank(offender), evidence(std::move(evidence_messages)) {}
   int offender_rank;
+  std::vector<std::vector<uint8_t>> evidence;
 };
 
 struct RingStats {
@@ -133,24 +168,28 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
                                  std::span<float> output, std::vector<RingCarried>* carried = nullptr);
 
 // --- message format, exposed for the tests ----------------------------------
-// Header, little-endian, 48 bytes:
-//   u32 magic 'IRAR'  u8 version  u8 phase (0 reduce-scatter, 1 all-gather)
-//   u8 compression  u8 reserved(0)  u64 round  u64 total_elems  u32 world
-//   u32 step  u32 segment  u32 chunk  u32 count  u32 int8_block (the codec's
-//   block; 0 for none)
-// then the payload: codec_encoded_bytes(compression, count, block) bytes.
+// Header, little-endian, 52 bytes:
+//   u32 magic 'IRAR'  u8 version (2)  u8 phase (0 reduce-scatter, 1 all-gather)
+//   u8 compression  u8 flags (bit 0: signed; others 0)  u64 round
+//   u64 total_elems  u32 world  u32 step  u32 segment  u32 chunk  u32 count
+//   u32 int8_block (the codec's block; 0 for none)  u32 lane
+// then the payload: codec_encoded_bytes(compression, count, block) bytes,
+// then, when signed, the sender's kRingSignatureBytes signature of all that
+// (ring_evidence.h).
 struct RingHeader {
   uint8_t phase = 0;
   Compression compression = Compression::None;
+  bool is_signed = false;
   uint64_t round = 0;
   uint64_t total_elems = 0;
-  uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0;
+  uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0, lane = 0;
 };
-constexpr size_t kRingHeaderBytes = 48;
+constexpr size_t kRingHeaderBytes = 52;
 
 std::vector<uint8_t> encode_ring_header(const RingHeader& h);
-// Parses and checks magic, version, reserved bits, the enums and that the
-// payload size matches count and compression. `what` names the message in errors.
+// Parses and checks magic, version, flags, the enums and that the payload
+// size matches count and compression (and the signature, when signed).
+// `what` names the message in errors.
 RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& what);
 // Fails naming the first field where `got` differs from `want`.
 void expect_ring_header(const RingHeader& got, const RingHeader& want, const std::string& what);

@@ -53,6 +53,16 @@ int lane_codec_threads(int node_threads, int lanes) {
   return std::max(1, total / std::max(1, lanes));
 }
 
+CommitLayout dense_commit_layout(const RingRoundOptions& opt, size_t total) {
+  CommitLayout l;
+  l.compression = opt.compression;
+  l.block = opt.compression == Compression::None ? 0 : opt.codec_block ? opt.codec_block : default_codec_block(opt.compression);
+  l.chunk = opt.chunk_elems > 0 ? opt.chunk_elems
+            : opt.compression != Compression::None ? size_t{1} << 18 : RingOptions{}.chunk_elems;
+  l.lanes = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt.rings), 1, std::max<size_t>(1, total)));
+  return l;
+}
+
 // The attempt's connections, closed when it ends (the reason says how).
 struct RingRound::Connections {
   Transport& t;
@@ -170,6 +180,14 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
   const size_t n = ring.members.size();
   const bool is_sparse = opt_.compression == Compression::Sparse;
   std::vector<RingStats> lane_stats(K);
+  // Audited when this node committed to this very input layout.
+  RingAudit audit;
+  const bool audited = !is_sparse && commitment_ && commitment_->total_elems == input.size() &&
+                       commitment_->leaves.size() == static_cast<size_t>(K);
+  if (audited) {
+    audit.own = commitment_;
+    for (const control::RingMember& m : ring.members) audit.roots.push_back(m.commitment);
+  }
   std::vector<SparseSent> sent(is_sparse ? K : 0);
   std::mutex error_mu;
   std::exception_ptr first_error;
@@ -197,6 +215,8 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         ro.rank = static_cast<int>(index);
         ro.world = static_cast<int>(n);
         ro.round = ring.round;
+        ro.lane = static_cast<uint32_t>(k);
+        if (audited) ro.audit = &audit;
         ro.compression = opt_.compression;
         if (opt_.compression != Compression::None)
           ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
@@ -206,6 +226,11 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         ro.message_timeout = opt_.message_timeout;
         ro.deadline = deadline;
         for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
+        if (!opt_.signer.empty()) {
+          ro.signer = &opt_.signer;
+          ro.prev_key = prev_key_;
+        }
+        ro.attack_false_accusation = opt_.attack_false_accusation;
         lane_stats[k] = ring_allreduce_average(*links[k], ro, segment(input, k), segment(output, k), keep);
       }
       if (!emulated.empty()) emulated[k]->drain(deadline);
@@ -251,6 +276,7 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   // One ring per segment; the node's pacing (a WAN link's capacity) is
   // shared out among them.
   const std::vector<FlatRange> segs = ring_segments(input.size(), K);
+  prev_key_ = transport_.peer_key(conns.from_prev[0]);
   std::vector<std::unique_ptr<TransportRingLink>> plain;
   std::vector<std::unique_ptr<EmulatedRingLink>> emulated_owned;
   std::vector<EmulatedRingLink*> emulated;

@@ -76,6 +76,10 @@ struct RingRoundOptions {
   LinkEmulation emulate_link;
   std::chrono::milliseconds message_timeout{60000};
   bool keep_round = true;  // gather the round's wire bytes (the node serves state)
+  // Node-key runs: this node's key, which signs its ring messages so that an
+  // accusation can carry evidence (ring_evidence.h); empty: shared secret.
+  NodeKey signer;
+  int attack_false_accusation = 0;  // tests and intellect_chaos only (RingOptions)
 };
 
 // What a finished attempt leaves: the lanes' traffic and times, and the
@@ -88,6 +92,10 @@ struct RingAttempt {
 // A lane's codec threads when the node has `node_threads` (0: automatic,
 // RingRoundOptions::codec_threads) for `lanes` rings.
 int lane_codec_threads(int node_threads, int lanes);
+
+// How a dense round of `total` values will cut and encode them (lanes,
+// chunk, codec): what a node commits to before the ring forms (commitment.h).
+CommitLayout dense_commit_layout(const RingRoundOptions& opt, size_t total);
 
 class RingRound {
  public:
@@ -107,6 +115,9 @@ class RingRound {
   // A ring for this step announced while an attempt waited for its peers.
   bool has_newer_ring() const { return newer_ring_.has_value(); }
   std::optional<control::RingAnnounce> take_newer_ring();
+  // This node's commitment to the next rounds' input (dense rounds that
+  // announce norms; null: none, nothing is audited). Kept by the caller.
+  void set_commitment(const LeafCommitment* c) { commitment_ = c; }
 
   // Aborts the lanes of the attempt in progress, and those of any later one
   // as it starts (cancel): its neighbours retry without this node.
@@ -132,6 +143,8 @@ class RingRound {
   std::mutex lanes_mu_;
   std::vector<RingLink*>* lanes_ = nullptr;  // the links of the attempt in progress (under lanes_mu_), for abort_lanes
   std::optional<control::RingAnnounce> newer_ring_;
+  std::optional<PublicKey> prev_key_;  // the attempt's predecessor, as its links authenticated it
+  const LeafCommitment* commitment_ = nullptr;
   // Connections that arrived before they were waited for: (node, round, lane).
   std::map<std::tuple<uint64_t, uint64_t, uint32_t>, ConnId> early_peers_;
 };

@@ -203,6 +203,9 @@ struct MeshConfig {
   // times attack_scale and announces the norm of what it sends times
   // attack_announce.
   double attack_scale = 1.0, attack_announce = 1.0;
+  // And accuses its ring predecessor falsely (1: with that node's honest
+  // signed messages as evidence, 2: with a forged signature; 0: never).
+  int attack_false_accusation = 0;
   // Coordinator: the run's status page, /api/status and /metrics: "PORT"
   // (loopback) or "IPV4:PORT"; empty: off.
   std::string status_listen = "";

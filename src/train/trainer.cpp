@@ -178,6 +178,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.announce_norms = cfg.mesh.announce_norms;
     mo.attack_scale = cfg.mesh.attack_scale;
     mo.attack_announce = cfg.mesh.attack_announce;
+    mo.attack_false_accusation = cfg.mesh.attack_false_accusation;
+    if (mo.attack_false_accusation)
+      note(str("mesh: TEST ONLY: this node accuses its ring predecessors falsely (mode ", mo.attack_false_accusation, ")"));
     if (mo.attack_scale != 1.0 || mo.attack_announce != 1.0)
       note(str("mesh: TEST ONLY: this node attacks the run (sends its pseudo-gradient x", mo.attack_scale,
                ", announces x", mo.attack_announce, " of what it sends)"));
