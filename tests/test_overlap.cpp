@@ -127,31 +127,6 @@ TEST_F(Overlap, AloneEagerIsBlockingDilocoBitForBitAndEndsOnTheOuterParameters) 
   EXPECT_EQ(last.params, last.outer) << "the run ends on the outer parameters";
 }
 
-// With sparse compression the stand-in is the outer step the node's own
-// contribution (its top-k of δ + error feedback) gives, which alone is the
-// average: eager is blocking sparse DiLoCo bit for bit, error feedback and
-// all. (With its whole δ instead, the stand-in would overshoot by what the
-// error-feedback buffer keeps back, and differ from the first round on.)
-TEST_F(Overlap, AloneEagerWithSparseCompressionIsBlockingBitForBit) {
-  const std::string a = fresh_dir("overlap_alone_sparse_none"), b = fresh_dir("overlap_alone_sparse_eager");
-  auto sets = [](const std::string& dir, const char* overlap) {
-    std::vector<std::string> v = alone(dir, overlap, 12);
-    v.push_back("diloco.compression=sparse");
-    v.push_back("diloco.sparse_density=0.05");
-    return v;
-  };
-  train(load_config("", sets(a, "none")));
-  train(load_config("", sets(b, "eager")));
-  const auto ma = read_metrics(a + "/metrics.jsonl"), mb = read_metrics(b + "/metrics.jsonl");
-  ASSERT_EQ(ma.size(), 12u);
-  ASSERT_EQ(mb.size(), 12u);
-  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(ma[i]["loss"], mb[i]["loss"]) << "step " << i + 1;
-  EXPECT_EQ(mb[7]["outer"]["hash"], ma[3]["outer"]["hash"]);
-  EXPECT_EQ(mb[11]["outer_final"]["hash"], ma[11]["outer"]["hash"]);
-  EXPECT_GT(ma[11]["outer"]["error_feedback_rms"].get<double>(), 0.0) << "error feedback held something back";
-  EXPECT_EQ(read_all(a + "/model.safetensors"), read_all(b + "/model.safetensors"));
-}
-
 // A checkpoint taken while a round is in flight holds that round (its
 // pseudo-gradient and its outer step); a run stopped there and resumed
 // launches it again and continues bit for bit as if it had never stopped

@@ -47,18 +47,12 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       data_position_(std::move(data_position)),
       overlap_(cfg.diloco.overlap != "none"),
       eager_(cfg.diloco.overlap == "eager"),
-      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse"),
-      sparse_standin_(cfg.diloco.overlap == "eager" && cfg.diloco.compression == "sparse") {
+      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse") {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   n_ = n;
   if (!in_place_) pseudo_.resize(n);
   if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
-  if (sparse_standin_) {
-    sparse_block_ = default_codec_block(Compression::Sparse);
-    sparse_k_ = sparse_k_for_density(cfg_.diloco.sparse_density, sparse_block_);
-    standin_.resize(sparse_encoded_bytes(n, sparse_block_, sparse_k_));
-  }
   if (params_.size() != n)
     fail("DiLoCo: the training loop's weights hold ", params_.size(), " values, the model ", n, " (internal error)");
   // Every boundary moves the weights both ways through params_: page-locked,
@@ -288,10 +282,6 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     note(str("the checkpoint had outer step ", k, "'s round in flight: ",
              overlap_ ? "launched again" : "done now (diloco.overlap is none)"));
     if (overlap_) {
-      // The checkpoint's error feedback is the one this round was sent with
-      // (it changes only at a boundary), so its contribution encodes again
-      // to the same bytes.
-      if (sparse_standin_) encode_standin(pseudo_.data());
       launch(k, start_step);
     } else {
       in_flight_ = k;
@@ -630,40 +620,8 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
 // arithmetic as the real one, which uses the average); delayed, θ - δ
 // (where that round ended, when it started at θ). out may alias delta.
 void OuterSync::round_start(const float* delta, float* out) const {
-  if (sparse_standin_) standin_start(out);  // of the contribution encode_standin kept for δ
-  else if (eager_) outer_->predict(delta, out);
+  if (eager_) outer_->predict(delta, out);
   else subtract(outer_->params().data(), delta, out, n_);
-}
-
-// Block-aligned ranges, one per thread: a block's selection and bytes are
-// its own, so the parts encode (and decode) to the whole vector's bytes.
-void OuterSync::encode_standin(const float* delta) {
-  const size_t blocks = (n_ + sparse_block_ - 1) / sparse_block_;
-  const float* residual = ef_->residual().data();
-  const int64_t parts = static_cast<int64_t>(std::min<size_t>(blocks, 64));
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t p = 0; p < parts; ++p) {
-    const size_t lo = std::min(n_, blocks * p / parts * sparse_block_),
-                 hi = std::min(n_, blocks * (p + 1) / parts * sparse_block_);
-    if (hi > lo)
-      sparse_encode(delta + lo, residual + lo, hi - lo, sparse_block_, sparse_k_,
-                    standin_.data() + sparse_encoded_bytes(lo, sparse_block_, sparse_k_), "pseudo-gradient");
-  }
-}
-
-void OuterSync::standin_start(float* out) const {
-  const size_t blocks = (n_ + sparse_block_ - 1) / sparse_block_;
-  const int64_t parts = static_cast<int64_t>(std::min<size_t>(blocks, 64));
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t p = 0; p < parts; ++p) {
-    const size_t lo = std::min(n_, blocks * p / parts * sparse_block_),
-                 hi = std::min(n_, blocks * (p + 1) / parts * sparse_block_);
-    if (hi <= lo) continue;
-    std::fill(out + lo, out + hi, 0.0f);
-    sparse_decode_add(standin_.data() + sparse_encoded_bytes(lo, sparse_block_, sparse_k_), hi - lo, sparse_block_,
-                      sparse_k_, out + lo);
-  }
-  outer_->predict(out, out);
 }
 
 // With overlap, at the end of round k (steps_done = k·H), round k - 1 in
@@ -689,14 +647,8 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
       fail("DiLoCo overlap: at outer step ", k, " the outer state is of step ", outer_done_, " (internal error)");
     backend_.get_params(params_.data());
     lap("download_s");
-    if (sparse_standin_) {
-      outer_->pseudo_gradient(params_.data(), pseudo_.data());
-      encode_standin(pseudo_.data());
-      standin_start(params_.data());
-    } else {
-      // δ = θ - e into pseudo_ and the next start into params_, one pass.
-      outer_->next_start(outer_->params().data(), params_.data(), pseudo_.data(), params_.data(), eager_);
-    }
+    // δ = θ - e into pseudo_ and the next start into params_, one pass.
+    outer_->next_start(outer_->params().data(), params_.data(), pseudo_.data(), params_.data(), eager_);
     lap("pseudo_gradient_s");
     backend_.set_params(params_.data());
     lap("upload_s");
@@ -720,9 +672,6 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
     round_start(pseudo_.data(), pseudo_.data());  // pseudo_ = s_k, before the outer state changes
     keep = r.k == previous;
     apply_run_state(*r.state);
-  } else if (sparse_standin_) {
-    standin_start(pseudo_.data());           // s_k, of the contribution kept at the last boundary
-    outer_->apply(params_.data(), nullptr);  // params_ held the average
   } else {
     // pseudo_ = s_k (from the state before the step), and outer step k - 1
     // with the average params_ holds: one pass.
@@ -734,14 +683,8 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   if (keep) {
     backend_.get_params(params_.data());  // e_k
     lap("download_s");
-    if (sparse_standin_) {
-      subtract(pseudo_.data(), params_.data(), pseudo_.data(), n_);  // δ_k = s_k - e_k
-      encode_standin(pseudo_.data());  // with the error feedback round k will send with
-      standin_start(params_.data());   // s_{k+1}
-    } else {
-      // δ_k = s_k - e_k into pseudo_, s_{k+1} into params_: one pass.
-      outer_->next_start(pseudo_.data(), params_.data(), pseudo_.data(), params_.data(), eager_);
-    }
+    // δ_k = s_k - e_k into pseudo_, s_{k+1} into params_: one pass.
+    outer_->next_start(pseudo_.data(), params_.data(), pseudo_.data(), params_.data(), eager_);
     lap("pseudo_gradient_s");
   }
   backend_.set_params(params_.data());
@@ -776,12 +719,7 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
     lap("outer_step_s");
   } else {
     // pseudo_ = the local start s of the round in progress, and the step: one pass.
-    if (sparse_standin_) {
-      standin_start(pseudo_.data());
-      outer_->apply(params_.data(), nullptr);
-    } else {
-      outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_);
-    }
+    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_);
     lap("outer_step_s");
     if (exact) {
       params_.assign(outer_->params().begin(), outer_->params().end());

@@ -176,16 +176,6 @@ class OuterSync {
   nlohmann::json metrics(const Round& r, uint64_t hash, nlohmann::json parts) const;
   nlohmann::json land(Round& r, bool exact, nlohmann::json parts);
   void round_start(const float* delta, float* out) const;
-  // Sparse compression with eager overlap: the stand-in is the outer step
-  // this node's own contribution (top-k of δ + error feedback, as the round
-  // sends it) would give, not its whole δ: SparseLoCo's step applies only
-  // the kept values, so the dense δ would overshoot by everything the
-  // error-feedback buffer keeps back (measured: validation loss 1.21 against
-  // blocking's 0.30 on the 150m model). standin_ holds that contribution's
-  // bytes for the round in flight, so the start recomputed at the next
-  // boundary is the one uploaded.
-  void encode_standin(const float* delta);
-  void standin_start(float* out) const;
   std::future<uint64_t> hash_outer_params() const;
   uint64_t settle(const Round& r, std::future<uint64_t> outer_hash);  // hash reported, held step, outer_done_
   // The round's effect on the error-feedback buffer; pseudo_ must still be
@@ -212,9 +202,6 @@ class OuterSync {
   // overlap, the pseudo-gradient of the round in flight. Empty when rounds
   // run in place (in_place_), but for a resumed checkpoint's round in flight.
   std::vector<float> pseudo_;
-  const bool sparse_standin_;          // eager with sparse compression
-  size_t sparse_block_ = 0, sparse_k_ = 0;
-  std::vector<uint8_t> standin_;       // sparse_encoded_bytes(n_) when sparse_standin_
   std::vector<float> snap_m_, snap_v_;  // the moments' host copy, kept: the next snapshot reuses its pages
   nlohmann::json joined_;
   int64_t outer_done_ = 0;  // the outer step whose result outer_ holds
