@@ -4,12 +4,16 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <functional>
+#include <string>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <vector>
 
+#include "dist/contribution_check.h"
 #include "dist/ring_allreduce.h"
 #include "util/error.h"
 
@@ -84,6 +88,92 @@ struct Ring {
       links.push_back(std::make_unique<MemLink>());
       links[i]->out = ch[i].get();
       links[i]->in = ch[(i + n - 1) % n].get();
+    }
+  }
+};
+
+// What each rank of one run_ring got: its output, the messages it carried,
+// and what ended it ("" and null when it finished; the exception itself for
+// tests that look into it).
+struct RingRun {
+  std::vector<std::vector<float>> out;
+  std::vector<std::vector<RingCarried>> carried;
+  std::vector<std::string> errors;
+  std::vector<std::exception_ptr> failures;
+  double seconds = 0;
+};
+
+// Every rank's ring_allreduce_average, a thread each, with base's options:
+// rank and world set, then adjust(rank, options) for anything per rank
+// (keys, audits, injected misbehaviour).
+template <class Adjust>
+RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base, Adjust adjust) {
+  const int n = static_cast<int>(in.size());
+  RingRun res;
+  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
+  res.carried.assign(n, {});
+  res.errors.assign(n, "");
+  res.failures.assign(n, nullptr);
+  const auto t0 = RingClock::now();
+  std::vector<std::thread> th;
+  for (int r = 0; r < n; ++r)
+    th.emplace_back([&, r] {
+      RingOptions o = base;
+      o.rank = r;
+      o.world = n;
+      adjust(r, o);
+      try {
+        ring_allreduce_average(*ring.links[r], o, in[r], res.out[r], &res.carried[r]);
+      } catch (const Error& e) {
+        res.errors[r] = e.what();
+        res.failures[r] = std::current_exception();
+      }
+    });
+  for (auto& t : th) t.join();
+  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+  return res;
+}
+
+inline RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base) {
+  return run_ring(ring, in, base, [](int, RingOptions&) {});
+}
+
+// The accusation each rank raised, if any: the offender it named and the
+// evidence it handed over (offender -1: none).
+struct Accusations {
+  std::vector<std::vector<std::vector<uint8_t>>> evidence;
+  std::vector<int> offender;
+};
+inline Accusations accusations_of(const RingRun& run) {
+  Accusations a;
+  a.evidence.assign(run.failures.size(), {});
+  a.offender.assign(run.failures.size(), -1);
+  for (size_t r = 0; r < run.failures.size(); ++r) {
+    if (!run.failures[r]) continue;
+    try {
+      std::rethrow_exception(run.failures[r]);
+    } catch (const ContributionExceedsAnnouncement& e) {
+      a.evidence[r] = e.evidence;
+      a.offender[r] = e.offender_rank;
+    } catch (...) {
+    }
+  }
+  return a;
+}
+
+// A copy of every message each rank receives (received[r]), taken through
+// the links' corrupt hooks; it must outlive the ring's use.
+struct ReceivedLog {
+  std::mutex mu;
+  std::vector<std::vector<std::vector<uint8_t>>> received;
+  explicit ReceivedLog(Ring& ring) : received(ring.links.size()) {
+    const size_t n = ring.links.size();
+    for (size_t r = 0; r < n; ++r) {
+      const size_t next = (r + 1) % n;
+      ring.links[r]->corrupt = [this, next](std::vector<uint8_t>& m) {
+        std::lock_guard<std::mutex> lock(mu);
+        received[next].push_back(m);
+      };
     }
   }
 };

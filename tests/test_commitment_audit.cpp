@@ -66,43 +66,17 @@ AuditRun run_audited(const std::vector<std::vector<float>>& sent, const std::vec
   base.announced_norms.clear();
   for (const auto& v : sent) base.announced_norms.push_back(announce_contribution(v, 2).norm);
   Ring ring(n);
-  AuditRun res;
-  res.out.assign(n, std::vector<float>(sent[0].size()));
-  res.errors.assign(n, "");
-  res.evidence.assign(n, {});
-  res.offender.assign(n, -1);
-  res.received.assign(n, {});
-  std::mutex mu;
-  for (int r = 0; r < n; ++r) {
-    const int next = (r + 1) % n;
-    ring.links[r]->corrupt = [&, next](std::vector<uint8_t>& m) {
-      std::lock_guard<std::mutex> lock(mu);
-      res.received[next].push_back(m);
-    };
-  }
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      RingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      o.audit = &audits[r];
-      if (keys) {
-        o.signer = &(*keys)[r];
-        o.prev_key = (*keys)[(r + n - 1) % n].public_key();
-      }
-      try {
-        ring_allreduce_average(*ring.links[r], o, sent[r], res.out[r]);
-      } catch (const ContributionExceedsAnnouncement& e) {
-        res.errors[r] = e.what();
-        res.evidence[r] = e.evidence;
-        res.offender[r] = e.offender_rank;
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  return res;
+  memring::ReceivedLog log(ring);
+  memring::RingRun run = memring::run_ring(ring, sent, base, [&](int r, RingOptions& o) {
+    o.audit = &audits[r];
+    if (keys) {
+      o.signer = &(*keys)[r];
+      o.prev_key = (*keys)[(r + n - 1) % n].public_key();
+    }
+  });
+  memring::Accusations acc = memring::accusations_of(run);
+  return AuditRun{std::move(run.out), std::move(run.errors), std::move(acc.evidence), std::move(acc.offender),
+                  std::move(log.received)};
 }
 
 std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {

@@ -247,32 +247,15 @@ struct RunResult {
   std::vector<SparseSent> sent;
 };
 
-RunResult run_int4_ring(const std::vector<std::vector<float>>& in) {
-  const int n = static_cast<int>(in.size());
-  Ring ring(n);
-  RunResult res;
-  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
-  res.errors.assign(n, "");
-  res.carried.assign(n, {});
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      RingOptions o;
-      o.rank = r;
-      o.world = n;
-      o.round = 5;
-      o.compression = Compression::Int4;
-      o.int8_block = default_codec_block(Compression::Int4);
-      o.chunk_elems = 1000;
-      o.message_timeout = 5s;
-      try {
-        ring_allreduce_average(*ring.links[r], o, in[r], res.out[r], &res.carried[r]);
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  return res;
+memring::RingRun run_int4_ring(const std::vector<std::vector<float>>& in) {
+  Ring ring(static_cast<int>(in.size()));
+  RingOptions o;
+  o.round = 5;
+  o.compression = Compression::Int4;
+  o.int8_block = default_codec_block(Compression::Int4);
+  o.chunk_elems = 1000;
+  o.message_timeout = 5s;
+  return memring::run_ring(ring, in, o);
 }
 
 std::vector<std::vector<float>> make_inputs(int n, size_t size, uint64_t seed) {
@@ -285,7 +268,7 @@ TEST(DistRingInt4, BitIdenticalOnEveryRankAccurateAndServedAsCarried) {
   for (int n : {2, 3, 5}) {
     for (size_t size : {size_t{20'011}, size_t{4}, size_t{1}}) {
       const auto in = make_inputs(n, size, 400 + n);
-      const RunResult res = run_int4_ring(in);
+      const memring::RingRun res = run_int4_ring(in);
       for (int r = 0; r < n; ++r) {
         ASSERT_EQ(res.errors[r], "") << "n=" << n;
         ASSERT_EQ(0, std::memcmp(res.out[r].data(), res.out[0].data(), size * 4)) << "rank " << r << " differs";

@@ -170,36 +170,8 @@ using memring::Channel;
 using memring::MemLink;
 using memring::Ring;
 
-struct RunResult {
-  std::vector<std::vector<float>> out;
-  std::vector<std::string> errors;  // empty string: success
-  double seconds = 0;
-};
-
-RunResult run_ring(Ring& ring, const std::vector<std::vector<float>>& inputs, RingOptions base,
-                   std::vector<std::vector<RingCarried>>* carried = nullptr) {
-  const int n = static_cast<int>(inputs.size());
-  RunResult res;
-  res.out.assign(n, std::vector<float>(inputs[0].size(), -7.0f));
-  res.errors.assign(n, "");
-  if (carried) carried->assign(n, {});
-  const auto t0 = RingClock::now();
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      RingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      try {
-        ring_allreduce_average(*ring.links[r], o, inputs[r], res.out[r], carried ? &(*carried)[r] : nullptr);
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
-  return res;
-}
+using memring::RingRun;
+using memring::run_ring;
 
 std::vector<std::vector<float>> make_inputs(int n, size_t size, uint64_t seed) {
   std::vector<std::vector<float>> v;
@@ -284,8 +256,8 @@ TEST(DistRing, CarriedInt8DecodesToTheOutputBitForBit) {
     for (size_t size : {size_t{10'007}, size_t{999}, size_t{4}}) {
       Ring ring(n);
       const auto in = make_inputs(n, size, 300 + n);
-      std::vector<std::vector<RingCarried>> carried;
-      const auto res = run_ring(ring, in, small_opts(Compression::Int8), &carried);
+      const auto res = run_ring(ring, in, small_opts(Compression::Int8));
+      const auto& carried = res.carried;
       for (int r = 0; r < n; ++r) {
         ASSERT_EQ(res.errors[r], "") << "n=" << n;
         size_t at = 0;
@@ -308,9 +280,8 @@ TEST(DistRing, CarriedInt8DecodesToTheOutputBitForBit) {
   }
   // fp32 rounds carry nothing: the caller sends the output as fp32.
   Ring ring(3);
-  std::vector<std::vector<RingCarried>> carried;
-  const auto res = run_ring(ring, make_inputs(3, 100, 9), small_opts(Compression::None), &carried);
-  for (int r = 0; r < 3; ++r) EXPECT_TRUE(carried[r].empty());
+  const auto res = run_ring(ring, make_inputs(3, 100, 9), small_opts(Compression::None));
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(res.carried[r].empty());
 }
 
 TEST(DistRound, Fp32AndMixedPiecesRoundTrip) {
@@ -416,7 +387,7 @@ TEST(DistRing, Int8ErrorTable) {
   }
 }
 
-void expect_all_fail(const RunResult& res, double within_s, const char* what) {
+void expect_all_fail(const RingRun& res, double within_s, const char* what) {
   for (size_t r = 0; r < res.errors.size(); ++r) {
     EXPECT_NE(res.errors[r], "") << what << ": rank " << r << " did not fail";
     EXPECT_NE(res.errors[r].find("input is untouched"), std::string::npos) << res.errors[r];

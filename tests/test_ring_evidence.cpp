@@ -66,43 +66,17 @@ SignedRun run_signed(const std::vector<std::vector<float>>& in, RingOptions base
                      int false_accuser = -1, int mode = 1) {
   const int n = static_cast<int>(in.size());
   Ring ring(n);
-  SignedRun res;
-  res.out.assign(n, std::vector<float>(in[0].size()));
-  res.errors.assign(n, "");
-  res.evidence.assign(n, {});
-  res.offender.assign(n, -1);
-  res.received.assign(n, {});
-  std::mutex mu;
-  for (int r = 0; r < n; ++r) {
-    const int next = (r + 1) % n;
-    ring.links[r]->corrupt = [&, next](std::vector<uint8_t>& m) {
-      std::lock_guard<std::mutex> lock(mu);
-      res.received[next].push_back(m);
-    };
-  }
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      RingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      if (keys) {
-        o.signer = &keys->of(r);
-        o.prev_key = keys->of((r + n - 1) % n).public_key();
-      }
-      if (r == false_accuser) o.attack_false_accusation = mode;
-      try {
-        ring_allreduce_average(*ring.links[r], o, in[r], res.out[r]);
-      } catch (const ContributionExceedsAnnouncement& e) {
-        res.errors[r] = e.what();
-        res.evidence[r] = e.evidence;
-        res.offender[r] = e.offender_rank;
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  return res;
+  memring::ReceivedLog log(ring);
+  memring::RingRun run = memring::run_ring(ring, in, base, [&](int r, RingOptions& o) {
+    if (keys) {
+      o.signer = &keys->of(r);
+      o.prev_key = keys->of((r + n - 1) % n).public_key();
+    }
+    if (r == false_accuser) o.attack_false_accusation = mode;
+  });
+  memring::Accusations acc = memring::accusations_of(run);
+  return SignedRun{std::move(run.out), std::move(run.errors), std::move(acc.evidence), std::move(acc.offender),
+                   std::move(log.received)};
 }
 
 EvidenceContext context(const RingOptions& o, int accuser, int world, const std::vector<double>& norms) {

@@ -33,36 +33,8 @@ std::vector<float> values(size_t n, uint64_t seed) {
   return v;
 }
 
-struct RingRun {
-  std::vector<std::vector<float>> out;
-  std::vector<std::vector<RingCarried>> carried;
-  std::vector<std::string> errors;
-  double seconds = 0;
-};
-
-RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base) {
-  const int n = static_cast<int>(in.size());
-  RingRun res;
-  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
-  res.carried.assign(n, {});
-  res.errors.assign(n, "");
-  const auto t0 = RingClock::now();
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      RingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      try {
-        ring_allreduce_average(*ring.links[r], o, in[r], res.out[r], &res.carried[r]);
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
-  return res;
-}
+using memring::RingRun;
+using memring::run_ring;
 
 std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {
   std::vector<std::vector<float>> v;

@@ -88,18 +88,34 @@ void OuterOptimizer::check_finite(const float* g) const {
            "; refusing to step (the outer parameters are unchanged)");
 }
 
+namespace {
+// One value's outer step, SGD with momentum as torch.optim.SGD takes it
+// (Nesterov or plain). apply, predict and the boundary's fused passes all
+// go through it, so a prediction is the step's own arithmetic, bit for bit.
+struct StepMath {
+  float lr, mu;
+  bool nesterov;
+  float momentum(float v, float g) const { return mu * v + g; }  // torch: buf.mul_(μ).add_(g)
+  float param(float p, float g, float v_new) const { return p - lr * (nesterov ? g + mu * v_new : v_new); }
+  // Where a round starts while the step for δ is in flight: the step δ
+  // would give (predicted), or p − δ (the node's own progress).
+  float start(float p, float v, float d, bool predicted) const {
+    return predicted ? param(p, d, momentum(v, d)) : p - d;
+  }
+};
+}  // namespace
+
 void OuterOptimizer::apply(const float* g, float* new_params_out) {
   require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
-  const float lr = lr_, mu = mu_;
-  const bool nesterov = nesterov_;
+  const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
   for (size_t i = 0; i < n_; ++i) {
-    const float vi = mu * v[i] + g[i];  // torch: buf.mul_(μ).add_(g)
+    const float gi = g[i];
+    const float vi = m.momentum(v[i], gi);
     v[i] = vi;
-    const float update = nesterov ? g[i] + mu * vi : vi;
-    const float pi = p[i] - lr * update;
+    const float pi = m.param(p[i], gi, vi);
     p[i] = pi;
     if (new_params_out) new_params_out[i] = pi;  // in the same pass (it may alias g: g[i] was read)
   }
@@ -110,38 +126,23 @@ void OuterOptimizer::predict(const float* g, float* out) const {
   require_init("predict");
   const float* p = outer_.data();
   const float* v = momentum_.data();
-  const float lr = lr_, mu = mu_;
-  const bool nesterov = nesterov_;
+  const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
-  for (size_t i = 0; i < n_; ++i) {
-    const float gi = g[i];
-    const float vi = mu * v[i] + gi;
-    const float update = nesterov ? gi + mu * vi : vi;
-    out[i] = p[i] - lr * update;
-  }
+  for (size_t i = 0; i < n_; ++i) out[i] = m.start(p[i], v[i], g[i], true);
 }
 
 void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted) {
   require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
-  const float lr = lr_, mu = mu_;
-  const bool nesterov = nesterov_;
+  const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
   for (size_t i = 0; i < n_; ++i) {
-    const float d = delta_prev[i];
-    if (predicted) {
-      const float vd = mu * v[i] + d;
-      const float ud = nesterov ? d + mu * vd : vd;
-      start_out[i] = p[i] - lr * ud;
-    } else {
-      start_out[i] = p[i] - d;
-    }
-    const float gi = g[i];
-    const float vi = mu * v[i] + gi;
-    v[i] = vi;
-    const float update = nesterov ? gi + mu * vi : vi;
-    p[i] = p[i] - lr * update;
+    const float pi = p[i], vi = v[i], gi = g[i];
+    start_out[i] = m.start(pi, vi, delta_prev[i], predicted);
+    const float vn = m.momentum(vi, gi);
+    v[i] = vn;
+    p[i] = m.param(pi, gi, vn);
   }
   ++steps_;
 }
@@ -151,19 +152,12 @@ void OuterOptimizer::next_start(const float* start, const float* weights, float*
   require_init("predict");
   const float* p = outer_.data();
   const float* v = momentum_.data();
-  const float lr = lr_, mu = mu_;
-  const bool nesterov = nesterov_;
+  const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
   for (size_t i = 0; i < n_; ++i) {
     const float d = start[i] - weights[i];
     delta_out[i] = d;
-    if (predicted) {
-      const float vd = mu * v[i] + d;
-      const float ud = nesterov ? d + mu * vd : vd;
-      start_out[i] = p[i] - lr * ud;
-    } else {
-      start_out[i] = p[i] - d;
-    }
+    start_out[i] = m.start(p[i], v[i], d, predicted);
   }
 }
 
