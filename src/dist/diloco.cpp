@@ -122,13 +122,15 @@ void OuterOptimizer::apply(const float* g, float* new_params_out) {
   ++steps_;
 }
 
-void OuterOptimizer::predict(const float* g, float* out) const {
+void OuterOptimizer::predict(const float* g, float* out) const { start(g, out, true); }
+
+void OuterOptimizer::start(const float* delta, float* out, bool predicted) const {
   require_init("predict");
   const float* p = outer_.data();
   const float* v = momentum_.data();
   const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
-  for (size_t i = 0; i < n_; ++i) out[i] = m.start(p[i], v[i], g[i], true);
+  for (size_t i = 0; i < n_; ++i) out[i] = m.start(p[i], v[i], delta[i], predicted);
 }
 
 void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted) {

@@ -46,6 +46,8 @@ class OuterOptimizer {
   // with overlap starts a round from the step its own pseudo-gradient
   // would give, until the average arrives.
   void predict(const float* g, float* out) const;
+  // start(δ) below, alone: predict(δ) when `predicted`, else outer − δ.
+  void start(const float* delta, float* out, bool predicted) const;
 
   // The overlapped boundary's two passes, each one sweep over its arrays
   // instead of one per operation (the boundary holds the training thread;

@@ -18,16 +18,6 @@
 
 namespace intellect {
 
-namespace {
-
-// out[i] = a[i] - b[i] (out may alias b), on every core for a large model.
-void subtract(const float* a, const float* b, float* out, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > (1u << 16))
-  for (size_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
-}
-
-}  // namespace
-
 const char* OuterSync::way_name(Way w) {
   switch (w) {
     case Way::ring: return "ring";
@@ -619,10 +609,7 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
 // is still in flight: eager, the outer step δ alone would give (the same
 // arithmetic as the real one, which uses the average); delayed, θ - δ
 // (where that round ended, when it started at θ). out may alias delta.
-void OuterSync::round_start(const float* delta, float* out) const {
-  if (eager_) outer_->predict(delta, out);
-  else subtract(outer_->params().data(), delta, out, n_);
-}
+void OuterSync::round_start(const float* delta, float* out) const { outer_->start(delta, out, eager_); }
 
 // With overlap, at the end of round k (steps_done = k·H), round k - 1 in
 // flight. θ = the outer parameters, δ = a round's own pseudo-gradient, s =
