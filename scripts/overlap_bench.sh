@@ -10,6 +10,9 @@
 #
 #   scripts/overlap_bench.sh [-n NODES] [-c CONFIG] [-m "none eager"] [-o OUT] [-b BUILD] [--set k=v]...
 #
+# A mode is a diloco.overlap value (none, eager, delayed), or eager-fitted:
+# eager with diloco.eager_standin fitted.
+#
 # Examples:
 #   # the dev VM figures in docs/PERFORMANCE.md (tiny model, emulated WAN links)
 #   scripts/overlap_bench.sh -n 3 -o /tmp/overlap_bench --set train.steps=48 --set diloco.inner_steps=6 \
@@ -39,7 +42,7 @@ while [[ $# -gt 0 ]]; do
     -o) out="$2"; shift 2 ;;
     -b) build="$2"; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "overlap_bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +60,10 @@ for mode in $modes; do
   mkdir -p "$dir"
   t0=$(date +%s.%N)
   set +e
-  "$train" --local-nodes "$nodes" "${cfg[@]}" "${sets[@]}" --set "train.out_dir=$dir" --set "diloco.overlap=$mode" \
+  # "eager-fitted": eager with the fitted stand-in (diloco.eager_standin).
+  mode_sets=(--set "diloco.overlap=${mode%-fitted}")
+  [[ "$mode" == *-fitted ]] && mode_sets+=(--set diloco.eager_standin=fitted)
+  "$train" --local-nodes "$nodes" "${cfg[@]}" "${sets[@]}" --set "train.out_dir=$dir" "${mode_sets[@]}" \
     > "$dir/swarm.log" 2>&1
   rc=$?
   set -e

@@ -80,6 +80,38 @@ TEST(Checkpoint, RoundTripIsExact) {
   EXPECT_THROW(write_checkpoint(root, s), Error);  // never overwrites a complete one
 }
 
+// A round in flight (eager overlap) keeps its stand-in scale exactly; a
+// manifest without it reads as 1 (checkpoints written before the fitted
+// stand-in), and one outside [0, 1] is refused.
+TEST(Checkpoint, RoundInFlightKeepsItsStandinScale) {
+  const std::string root = fresh_dir("ckpt_standin_scale");
+  CheckpointState s = make_state(tiny_model(), 9, 3);
+  s.outer = test::randn(s.params.size(), 10);
+  s.outer_momentum = test::randn(s.params.size(), 11);
+  s.outer_in_flight_step = 2;
+  s.outer_in_flight = test::randn(s.params.size(), 12);
+  s.outer_in_flight_standin_scale = 0.3141592f;
+  const std::string dir = write_checkpoint(root, s);
+  const CheckpointState r = read_checkpoint(dir);
+  EXPECT_EQ(r.outer_in_flight_step, 2);
+  EXPECT_EQ(r.outer_in_flight, s.outer_in_flight);
+  EXPECT_EQ(r.outer_in_flight_standin_scale, 0.3141592f);
+  auto manifest = nlohmann::json::parse(read_text_file(dir + "/manifest.json"));
+  manifest.erase("outer_in_flight_standin_scale");
+  std::string text = manifest.dump(2);
+  write_file_atomic(dir + "/manifest.json", text.data(), text.size());
+  EXPECT_EQ(read_checkpoint(dir).outer_in_flight_standin_scale, 1.0f);
+  manifest["outer_in_flight_standin_scale"] = 1.5;
+  text = manifest.dump(2);
+  write_file_atomic(dir + "/manifest.json", text.data(), text.size());
+  try {
+    read_checkpoint(dir);
+    FAIL() << "a scale of 1.5 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outer_in_flight_standin_scale is 1.5"), std::string::npos) << e.what();
+  }
+}
+
 // Kills a writer at each point of the write; the older checkpoint must survive
 // intact and the half-written one must never pass as valid.
 TEST(Checkpoint, WriterKilledMidSaveLeavesThePreviousOneIntact) {

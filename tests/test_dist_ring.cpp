@@ -666,6 +666,77 @@ TEST(DistDiloco, FusedBoundaryPassesEqualTheSeparateCalls) {
   EXPECT_EQ(g, c.params());
 }
 
+// The fitted eager stand-in: start(scale·δ) is the step scale·δ would give
+// (scale 1: the step itself, bit for bit); the fit in the fused pass
+// changes none of its results, equals ⟨g, δ⟩ / ⟨δ, δ⟩ (clamped to [0, 1];
+// 1 for δ = 0), and gives the same bits with 1 thread or many.
+TEST(DistDiloco, FittedStandinScalesTheOwnStepAndFitsTheAverage) {
+  const size_t n = (1 << 18) + 5;
+  const std::vector<float> p0 = pseudo_grad(n, 51, 1.0), g0 = pseudo_grad(n, 52);
+  const std::vector<float> delta = pseudo_grad(n, 53);
+  // avg = 0.3·δ + noise: the least-squares scale is near 0.3.
+  std::vector<float> noise = pseudo_grad(n, 54), avg(n);
+  for (size_t i = 0; i < n; ++i) avg[i] = 0.3f * delta[i] + 0.1f * noise[i];
+  auto fresh = [&] {
+    OuterOptimizer o(n, 0.7, 0.9, true);
+    o.init(p0.data());
+    o.step(g0.data(), nullptr);
+    return o;
+  };
+  OuterOptimizer a = fresh();
+  std::vector<float> scaled(n), via_predict(n), scaled_delta(n);
+  for (size_t i = 0; i < n; ++i) scaled_delta[i] = 0.25f * delta[i];
+  a.start(delta.data(), scaled.data(), true, 0.25f);
+  a.predict(scaled_delta.data(), via_predict.data());
+  EXPECT_EQ(scaled, via_predict);
+  std::vector<float> one(n), own(n);
+  a.start(delta.data(), one.data(), true, 1.0f);
+  a.predict(delta.data(), own.data());
+  EXPECT_EQ(one, own);
+  // Delayed ignores the scale: outer − δ.
+  a.start(delta.data(), scaled.data(), false, 0.25f);
+  for (size_t i = 0; i < n; i += 9973) EXPECT_EQ(scaled[i], a.params()[i] - delta[i]);
+
+  double dot = 0, sq = 0;
+  for (size_t i = 0; i < n; ++i) {
+    dot += double(delta[i]) * avg[i];
+    sq += double(delta[i]) * delta[i];
+  }
+  std::vector<std::vector<float>> starts;
+  std::vector<OuterOptimizer::StandinFit> fits;
+  for (const int threads : {1, 4}) {
+    omp_set_num_threads(threads);
+    OuterOptimizer plain = fresh(), fitted = fresh();
+    std::vector<float> s_plain = delta, s_fitted = delta;
+    plain.apply_after_start(avg.data(), s_plain.data(), s_plain.data(), true, 0.5f);
+    OuterOptimizer::StandinFit fit;
+    fitted.apply_after_start(avg.data(), s_fitted.data(), s_fitted.data(), true, 0.5f, &fit);
+    EXPECT_EQ(s_fitted, s_plain) << threads << " thread(s)";
+    EXPECT_EQ(fitted.params(), plain.params());
+    EXPECT_EQ(fitted.momentum(), plain.momentum());
+    EXPECT_NEAR(fit.dot / dot, 1.0, 1e-9);
+    EXPECT_NEAR(fit.own_sq / sq, 1.0, 1e-9);
+    EXPECT_NEAR(fit.scale(), dot / sq, 1e-6);
+    EXPECT_NEAR(fit.scale(), 0.3, 0.02);
+    starts.push_back(s_fitted);
+    fits.push_back(fit);
+  }
+  omp_set_num_threads(omp_get_num_procs());
+  EXPECT_EQ(starts[0], starts[1]);
+  EXPECT_EQ(fits[0].dot, fits[1].dot) << "the fit does not depend on the thread count";
+  EXPECT_EQ(fits[0].own_sq, fits[1].own_sq);
+  // Clamped, and 1 when there is nothing to fit.
+  EXPECT_EQ((OuterOptimizer::StandinFit{-1.0, 2.0}.scale()), 0.0f);
+  EXPECT_EQ((OuterOptimizer::StandinFit{3.0, 2.0}.scale()), 1.0f);
+  EXPECT_EQ((OuterOptimizer::StandinFit{0.0, 0.0}.scale()), 1.0f);
+  // Alone, the average is the node's own δ: the fit is exactly 1.
+  OuterOptimizer alone = fresh();
+  std::vector<float> s = delta;
+  OuterOptimizer::StandinFit fit;
+  alone.apply_after_start(delta.data(), s.data(), s.data(), true, 1.0f, &fit);
+  EXPECT_EQ(fit.scale(), 1.0f);
+}
+
 // The finite check over a model-sized buffer runs on every core; a lone bad
 // value anywhere is still refused, named by its index, before any change.
 TEST(DistDiloco, LargeStepRefusesOneNonFiniteValueAnywhere) {

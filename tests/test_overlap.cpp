@@ -85,6 +85,12 @@ TEST_F(Overlap, ConfigKeyIsValidated) {
   EXPECT_NE(e.find("diloco.overlap: must be one of \"none\", \"eager\", \"delayed\""), std::string::npos) << e;
   const std::string e2 = test::error_of([] { load_config("", {"diloco.overlap=true"}); });
   EXPECT_NE(e2.find("diloco.overlap"), std::string::npos) << e2;
+  EXPECT_EQ(load_config("", {"diloco.overlap=eager"}).diloco.eager_standin, "own");
+  EXPECT_EQ(load_config("", {"diloco.overlap=eager", "diloco.eager_standin=fitted"}).diloco.eager_standin, "fitted");
+  const std::string e3 = test::error_of([] { load_config("", {"diloco.overlap=delayed", "diloco.eager_standin=fitted"}); });
+  EXPECT_NE(e3.find("diloco.eager_standin: applies only to diloco.overlap \"eager\""), std::string::npos) << e3;
+  const std::string e4 = test::error_of([] { load_config("", {"diloco.overlap=eager", "diloco.eager_standin=mean"}); });
+  EXPECT_NE(e4.find("must be one of \"own\", \"fitted\""), std::string::npos) << e4;
 }
 
 // Alone, a node's own pseudo-gradient is the average, so eager overlap's
@@ -266,6 +272,41 @@ TEST_F(Overlap, ThreeNodesAgreeAtEveryAppliedStepEndAlikeAndLearnLikeBlocking) {
               val_n, 100.0 * (val_e / val_n - 1.0));
   EXPECT_LT(val_e, n.metrics[0].front()["loss"].get<double>() - 1.5) << "it learned";
   EXPECT_NEAR(val_e / val_n, 1.0, 0.05) << "eager overlap within 5% of blocking DiLoCo";
+}
+
+// Eager with the fitted stand-in (diloco.eager_standin fitted): the nodes
+// still agree at every applied step and end alike (the stand-in is local;
+// the outer step uses the average), each applied step reports the scale
+// its successor started from, fitted from the round before (in [0, 1], 1
+// before any fit, and below 1 once three nodes' δs disagree), and it learns.
+TEST_F(Overlap, FittedStandinAgreesReportsItsScaleAndLearns) {
+  const SwarmRun f = run_swarm(3, "overlap_swarm_fitted", {"train.steps=48", "diloco.inner_steps=6",
+                                                           "diloco.overlap=eager", "diloco.eager_standin=fitted"});
+  ASSERT_EQ(f.status, 0) << f.output;
+  EXPECT_NE(f.output.find("outer steps where all nodes agreed: 8, diverged: 0"), std::string::npos) << f.output;
+  std::vector<std::map<int64_t, nlohmann::json>> steps;
+  for (int i = 0; i < 3; ++i) steps.push_back(applied_outer_steps(f.metrics[i]));
+  int below_one = 0;
+  for (int64_t k = 1; k <= 8; ++k) {
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(steps[i][k]["hash"], steps[0][k]["hash"]) << "node " << i << ", step " << k;
+    if (k == 8) continue;  // the last is landed at the end: no next round
+    for (int i = 0; i < 3; ++i) {
+      const auto& sc = steps[i][k]["standin_scale"];
+      const double applied = sc["applied"].get<double>(), next = sc["next"].get<double>();
+      EXPECT_GE(next, 0.0);
+      EXPECT_LE(next, 1.0);
+      if (k == 1) {
+        EXPECT_EQ(applied, 1.0) << "the first round started before any fit";
+      } else {
+        EXPECT_EQ(applied, steps[i][k - 1]["standin_scale"]["next"].get<double>());
+      }
+      if (next < 1.0) ++below_one;
+    }
+  }
+  EXPECT_GT(below_one, 0) << "three nodes' pseudo-gradients never disagreed";
+  const std::string w0 = read_all(f.out + "/node-0/model.safetensors");
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(read_all(f.out + "/node-" + std::to_string(i) + "/model.safetensors"), w0);
+  EXPECT_LT(f.metrics[0].back()["val_loss"].get<double>(), f.metrics[0].front()["loss"].get<double>() - 1.5);
 }
 
 // Two nodes over emulated WAN links (200 Mbit/s, 60 +- 10 ms one way):

@@ -270,6 +270,7 @@ std::string write_checkpoint(const std::string& root, const CheckpointState& s) 
                          {"rng", s.rng},
                          {"schedule", s.schedule},
                          {"outer_in_flight_step", s.outer_in_flight_step},
+                         {"outer_in_flight_standin_scale", s.outer_in_flight_standin_scale},
                          {"files", files}};
   const std::string text = manifest.dump(2) + "\n";
   write_file_atomic(partial + "/" + kManifestFile, text.data(), text.size());
@@ -371,6 +372,11 @@ CheckpointState read_checkpoint(const std::string& dir, bool with_optimizer) {
     s.outer_in_flight.resize(layout.total());
     read_flat(st::File::open(dir + "/" + kInFlightFile), layout, "in_flight.", s.outer_in_flight.data(), dir);
     s.outer_in_flight_step = k;
+    const double scale = m.value("outer_in_flight_standin_scale", 1.0);
+    if (!(scale >= 0.0 && scale <= 1.0))
+      fail(dir, ": manifest outer_in_flight_standin_scale is ", scale, "; it must be in [0, 1] (a damaged or "
+                "hand-edited manifest: restore it, or resume from an earlier checkpoint)");
+    s.outer_in_flight_standin_scale = static_cast<float>(scale);
   }
   if (with_optimizer && m["files"].contains(kErrorFeedbackFile)) {
     if (s.outer.empty()) fail(dir, ": holds an error-feedback buffer but no DiLoCo outer state");

@@ -52,6 +52,10 @@ struct CheckpointState {
   // its pseudo-gradient, which a resumed node launches again.
   int64_t outer_in_flight_step = 0;
   std::vector<float> outer_in_flight;
+  // Eager overlap: the scale of the node's own δ the round after it started
+  // from (diloco.eager_standin; manifest "outer_in_flight_standin_scale", 1
+  // when absent), needed to recompute that start bit for bit.
+  float outer_in_flight_standin_scale = 1.0f;
   // DiLoCo with sparse compression: the node's error-feedback residual (flat;
   // empty = none), as of the outer state above (before a round in flight).
   std::vector<float> error_feedback;

@@ -97,10 +97,12 @@ struct StepMath {
   bool nesterov;
   float momentum(float v, float g) const { return mu * v + g; }  // torch: buf.mul_(μ).add_(g)
   float param(float p, float g, float v_new) const { return p - lr * (nesterov ? g + mu * v_new : v_new); }
-  // Where a round starts while the step for δ is in flight: the step δ
-  // would give (predicted), or p − δ (the node's own progress).
-  float start(float p, float v, float d, bool predicted) const {
-    return predicted ? param(p, d, momentum(v, d)) : p - d;
+  // Where a round starts while the step for δ is in flight: the step
+  // scale·δ would give (predicted), or p − δ (the node's own progress).
+  // scale 1 gives the bits of the step itself (1·δ is δ exactly).
+  float start(float p, float v, float d, bool predicted, float scale) const {
+    const float g = scale * d;
+    return predicted ? param(p, g, momentum(v, g)) : p - d;
   }
 };
 }  // namespace
@@ -124,33 +126,68 @@ void OuterOptimizer::apply(const float* g, float* new_params_out) {
 
 void OuterOptimizer::predict(const float* g, float* out) const { start(g, out, true); }
 
-void OuterOptimizer::start(const float* delta, float* out, bool predicted) const {
+void OuterOptimizer::start(const float* delta, float* out, bool predicted, float scale) const {
   require_init("predict");
   const float* p = outer_.data();
   const float* v = momentum_.data();
   const StepMath m{lr_, mu_, nesterov_};
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
-  for (size_t i = 0; i < n_; ++i) out[i] = m.start(p[i], v[i], delta[i], predicted);
+  for (size_t i = 0; i < n_; ++i) out[i] = m.start(p[i], v[i], delta[i], predicted, scale);
 }
 
-void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted) {
+float OuterOptimizer::StandinFit::scale() const {
+  if (!(own_sq > 0.0)) return 1.0f;
+  return static_cast<float>(std::clamp(dot / own_sq, 0.0, 1.0));
+}
+
+void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted,
+                                       float scale, StandinFit* fit) {
   require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
   const StepMath m{lr_, mu_, nesterov_};
-#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
-  for (size_t i = 0; i < n_; ++i) {
+  // One value: its start from the state before the step, then the step.
+  auto one = [&](size_t i) {
     const float pi = p[i], vi = v[i], gi = g[i];
-    start_out[i] = m.start(pi, vi, delta_prev[i], predicted);
+    start_out[i] = m.start(pi, vi, delta_prev[i], predicted, scale);
     const float vn = m.momentum(vi, gi);
     v[i] = vn;
     p[i] = m.param(pi, gi, vn);
+  };
+  if (!fit) {
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+    for (size_t i = 0; i < n_; ++i) one(i);
+  } else {
+    // The fit's sums per fixed block, added in block order: the same bits
+    // for any thread count (δ_prev is read before start_out, which may
+    // alias it, is written).
+    constexpr size_t kBlock = size_t{1} << 16;
+    const size_t blocks = (n_ + kBlock - 1) / kBlock;
+    std::vector<double> dots(blocks), sqs(blocks);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+    for (size_t b = 0; b < blocks; ++b) {
+      const size_t lo = b * kBlock, hi = std::min(n_, lo + kBlock);
+      double dot = 0.0, sq = 0.0;
+      for (size_t i = lo; i < hi; ++i) {
+        const double d = delta_prev[i];
+        dot += d * g[i];
+        sq += d * d;
+        one(i);
+      }
+      dots[b] = dot;
+      sqs[b] = sq;
+    }
+    fit->dot = fit->own_sq = 0.0;
+    for (size_t b = 0; b < blocks; ++b) {
+      fit->dot += dots[b];
+      fit->own_sq += sqs[b];
+    }
   }
   ++steps_;
 }
 
 void OuterOptimizer::next_start(const float* start, const float* weights, float* delta_out, float* start_out,
-                                bool predicted) const {
+                                bool predicted, float scale) const {
   require_init("predict");
   const float* p = outer_.data();
   const float* v = momentum_.data();
@@ -159,7 +196,7 @@ void OuterOptimizer::next_start(const float* start, const float* weights, float*
   for (size_t i = 0; i < n_; ++i) {
     const float d = start[i] - weights[i];
     delta_out[i] = d;
-    start_out[i] = m.start(p[i], v[i], d, predicted);
+    start_out[i] = m.start(p[i], v[i], d, predicted, scale);
   }
 }
 

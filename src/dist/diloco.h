@@ -46,22 +46,35 @@ class OuterOptimizer {
   // with overlap starts a round from the step its own pseudo-gradient
   // would give, until the average arrives.
   void predict(const float* g, float* out) const;
-  // start(δ) below, alone: predict(δ) when `predicted`, else outer − δ.
-  void start(const float* delta, float* out, bool predicted) const;
+  // start(δ) below, alone: predict(scale·δ) when `predicted`, else outer − δ.
+  void start(const float* delta, float* out, bool predicted, float scale = 1.0f) const;
+
+  // How well a node's own pseudo-gradient δ predicted the average g of the
+  // same round: the least-squares scale c = ⟨g, δ⟩ / ⟨δ, δ⟩, clamped to
+  // [0, 1] (1 when δ = 0). Eager with a fitted stand-in starts the next
+  // round from the step c·δ would give: nodes whose δs mostly disagree
+  // (noise) get c near 1/N, nodes that agree c near 1. Summed over fixed
+  // blocks in a fixed order, so c does not depend on the thread count.
+  struct StandinFit {
+    double dot = 0.0, own_sq = 0.0;
+    float scale() const;
+  };
 
   // The overlapped boundary's two passes, each one sweep over its arrays
   // instead of one per operation (the boundary holds the training thread;
   // the results are bit for bit those of the separate calls). start(δ) is
-  // where a round starts while its average is in flight: predict(δ) when
-  // `predicted` (eager), else outer − δ (the node's own progress, delayed).
+  // where a round starts while its average is in flight: predict(scale·δ)
+  // when `predicted` (eager), else outer − δ (the node's own progress, delayed).
   //  - apply_after_start: start_out = start(δ_prev) from the state before
   //    this step, then apply(g) with no new_params_out. start_out may alias
-  //    delta_prev; g may alias neither.
+  //    delta_prev; g may alias neither. With `fit`, also the StandinFit of
+  //    δ_prev against g (its average), in the same pass.
   //  - next_start: δ_out = start − weights, then start_out = start(δ_out).
   //    δ_out may alias `start`, start_out may alias `weights`.
-  void apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted);
+  void apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted,
+                         float scale = 1.0f, StandinFit* fit = nullptr);
   void next_start(const float* start, const float* weights, float* delta_out, float* start_out,
-                  bool predicted) const;
+                  bool predicted, float scale = 1.0f) const;
 
   // xxHash3-64 of the outer parameters' bytes (for more than 4M values, of
   // the xxHash3-64s of their 16 MiB blocks, hashed on every core): equal on

@@ -242,6 +242,10 @@ Config parse_config(const json& doc, const std::string& source) {
     d.sparse_aggregation = r.get_string("sparse_aggregation", "contributors", {"contributors", "mean"});
     d.rings = r.get_int("rings", 1, 1, 16);
     d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
+    if (d.overlap != "eager" && r.has("eager_standin"))
+      r.error("eager_standin", str("applies only to diloco.overlap \"eager\", and overlap is \"", d.overlap,
+                                   "\": remove the key or set overlap eager"));
+    d.eager_standin = r.get_string("eager_standin", "own", {"own", "fitted"});
     r.finish();
   }
   {

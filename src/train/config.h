@@ -151,6 +151,12 @@ struct DilocoConfig {
   //   "delayed": the same, but the round goes on from where the last one
   //              ended (the node's own progress stands in for the outer step).
   std::string overlap = "none";
+  // eager: what stands in for the average while it is in flight:
+  //   "own":    the node's own pseudo-gradient δ (the step δ alone would give);
+  //   "fitted": c·δ, with c = ⟨avg, δ⟩ / ⟨δ, δ⟩ of the round before, in [0, 1]
+  //             (OuterOptimizer::StandinFit): the least-squares guess of the
+  //             average from δ, which shrinks δ where nodes disagree.
+  std::string eager_standin = "own";
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

@@ -37,6 +37,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       data_position_(std::move(data_position)),
       overlap_(cfg.diloco.overlap != "none"),
       eager_(cfg.diloco.overlap == "eager"),
+      fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
       in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse") {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
@@ -269,6 +270,7 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     if (resumed_state.in_flight.size() != n_)
       fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ", n_);
     pseudo_.swap(resumed_state.in_flight);
+    standin_scale_ = resumed_state.in_flight_standin_scale;
     note(str("the checkpoint had outer step ", k, "'s round in flight: ",
              overlap_ ? "launched again" : "done now (diloco.overlap is none)"));
     if (overlap_) {
@@ -609,7 +611,9 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
 // is still in flight: eager, the outer step δ alone would give (the same
 // arithmetic as the real one, which uses the average); delayed, θ - δ
 // (where that round ended, when it started at θ). out may alias delta.
-void OuterSync::round_start(const float* delta, float* out) const { outer_->start(delta, out, eager_); }
+void OuterSync::round_start(const float* delta, float* out) const {
+  outer_->start(delta, out, eager_, standin_scale_);
+}
 
 // With overlap, at the end of round k (steps_done = k·H), round k - 1 in
 // flight. θ = the outer parameters, δ = a round's own pseudo-gradient, s =
@@ -635,7 +639,8 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
     backend_.get_params(params_.data());
     lap("download_s");
     // δ = θ - e into pseudo_ and the next start into params_, one pass.
-    outer_->next_start(outer_->params().data(), params_.data(), pseudo_.data(), params_.data(), eager_);
+    outer_->next_start(outer_->params().data(), params_.data(), pseudo_.data(), params_.data(), eager_,
+                       standin_scale_);
     lap("pseudo_gradient_s");
     backend_.set_params(params_.data());
     lap("upload_s");
@@ -655,14 +660,20 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   // step in flight, this round's progress still counts; of a newer one, the
   // node starts over from it, as a joiner does.
   bool keep = true;
+  float next_scale = standin_scale_;
   if (r.state) {
     round_start(pseudo_.data(), pseudo_.data());  // pseudo_ = s_k, before the outer state changes
+    next_scale = 1.0f;  // no average of this node's own δ to fit against
     keep = r.k == previous;
     apply_run_state(*r.state);
   } else {
     // pseudo_ = s_k (from the state before the step), and outer step k - 1
-    // with the average params_ holds: one pass.
-    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_);
+    // with the average params_ holds: one pass (with the fitted stand-in,
+    // also how well δ_{k-1} predicted its average: round k + 1's scale).
+    OuterOptimizer::StandinFit fit;
+    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_, standin_scale_,
+                              fitted_standin_ ? &fit : nullptr);
+    if (fitted_standin_) next_scale = fit.scale();
   }
   lap("outer_step_s");
   in_flight_ = 0;
@@ -671,9 +682,11 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
     backend_.get_params(params_.data());  // e_k
     lap("download_s");
     // δ_k = s_k - e_k into pseudo_, s_{k+1} into params_: one pass.
-    outer_->next_start(pseudo_.data(), params_.data(), pseudo_.data(), params_.data(), eager_);
+    outer_->next_start(pseudo_.data(), params_.data(), pseudo_.data(), params_.data(), eager_, next_scale);
     lap("pseudo_gradient_s");
   }
+  const float applied_scale = standin_scale_;
+  standin_scale_ = next_scale;  // the scale s_{k+1} was made with, kept with round k
   backend_.set_params(params_.data());
   lap("upload_s");
   const uint64_t hash = settle(r, std::move(outer_hash));  // reported before the next round's Ready
@@ -686,6 +699,7 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   }
   nlohmann::json m = metrics(r, hash, parts);
   m["launched"] = keep ? k : 0;
+  if (eager_) m["standin_scale"] = {{"applied", applied_scale}, {"next", next_scale}};
   return m;
 }
 
@@ -706,7 +720,7 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
     lap("outer_step_s");
   } else {
     // pseudo_ = the local start s of the round in progress, and the step: one pass.
-    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_);
+    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_, standin_scale_);
     lap("outer_step_s");
     if (exact) {
       params_.assign(outer_->params().begin(), outer_->params().end());

@@ -74,6 +74,7 @@ class OuterSync {
     // was taken (0: none) and its pseudo-gradient, launched again by start().
     int64_t in_flight_step = 0;
     std::vector<float> in_flight;
+    float in_flight_standin_scale = 1.0f;  // eager: the scale its successor round started with
     // Sparse compression: the node's error-feedback residual (empty: none,
     // it starts at zero).
     std::vector<float> error_feedback;
@@ -127,6 +128,7 @@ class OuterSync {
   // pseudo-gradient, which the round thread only reads: for checkpoints.
   int64_t in_flight_step() const { return in_flight_; }
   const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
+  float in_flight_standin_scale() const { return standin_scale_; }
   // Sparse compression: the node's error-feedback buffer (null otherwise).
   // Changed only by the training thread at a boundary; a round in flight
   // only reads it, so a checkpoint may copy it at any step.
@@ -191,6 +193,11 @@ class OuterSync {
   const std::atomic<bool>* stop_;
   std::function<std::string()> data_position_;
   const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
+  const bool fitted_standin_;   // diloco.eager_standin "fitted"
+  // Eager: the scale of the own δ the round in flight's successor started
+  // from (1: "own"); the next boundary recomputes that start with it. Part
+  // of a checkpoint's round in flight.
+  float standin_scale_ = 1.0f;
   // Without overlap or sparse's residual the round runs in place in params_:
   // three fp32 copies of the model (weights|δ|average, outer, momentum).
   const bool in_place_;

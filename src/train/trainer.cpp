@@ -245,6 +245,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     resumed_outer.momentum = std::move(resumed.outer_momentum);
     resumed_outer.in_flight_step = resumed.outer_in_flight_step;
     resumed_outer.in_flight = std::move(resumed.outer_in_flight);
+    resumed_outer.in_flight_standin_scale = resumed.outer_in_flight_standin_scale;
     resumed_outer.error_feedback = std::move(resumed.error_feedback);
     // In a mesh the coordinator's data accounting decides what this node
     // reads (its partition may be another one now, and the position it
@@ -325,6 +326,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       if (outer->in_flight_step() > 0) {
         st.outer_in_flight_step = outer->in_flight_step();
         st.outer_in_flight = outer->in_flight_pseudo_gradient();
+        st.outer_in_flight_standin_scale = outer->in_flight_standin_scale();
       }
       // Sparse: the node's unsent residual, as of the outer state above
       // (a round in flight commits to it only when it is applied).
