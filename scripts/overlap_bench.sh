@@ -10,8 +10,9 @@
 #
 #   scripts/overlap_bench.sh [-n NODES] [-c CONFIG] [-m "none eager"] [-o OUT] [-b BUILD] [--set k=v]...
 #
-# A mode is a diloco.overlap value (none, eager, delayed), or eager-fitted:
-# eager with diloco.eager_standin fitted.
+# A mode is a diloco.overlap value (none, eager, delayed), with suffixes:
+# -fitted (diloco.eager_standin fitted), -arrival (diloco.apply_on_arrival
+# true); e.g. eager-arrival, eager-fitted-arrival.
 #
 # Examples:
 #   # the dev VM figures in docs/PERFORMANCE.md (tiny model, emulated WAN links)
@@ -42,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     -o) out="$2"; shift 2 ;;
     -b) build="$2"; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "overlap_bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +53,7 @@ cfg=()
 [[ -n "$config" ]] && cfg=(--config "$config")
 
 echo "overlap_bench: $nodes nodes, config ${config:-<embedded tiny>}, modes: $modes, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname)"
-printf '%-8s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' mode "utilization per node (%)" "mean (%)" \
+printf '%-13s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' mode "utilization per node (%)" "mean (%)" \
   "steady state per node (%)" "mean (%)" "val loss" "wall (s)" "coordinator"
 for mode in $modes; do
   dir="$out/$mode"
@@ -60,9 +61,10 @@ for mode in $modes; do
   mkdir -p "$dir"
   t0=$(date +%s.%N)
   set +e
-  # "eager-fitted": eager with the fitted stand-in (diloco.eager_standin).
-  mode_sets=(--set "diloco.overlap=${mode%-fitted}")
-  [[ "$mode" == *-fitted ]] && mode_sets+=(--set diloco.eager_standin=fitted)
+  # Suffixes: -fitted (diloco.eager_standin fitted), -arrival (diloco.apply_on_arrival).
+  mode_sets=(--set "diloco.overlap=${mode%%-*}")
+  [[ "$mode" == *-fitted* ]] && mode_sets+=(--set diloco.eager_standin=fitted)
+  [[ "$mode" == *-arrival* ]] && mode_sets+=(--set diloco.apply_on_arrival=true)
   "$train" --local-nodes "$nodes" "${cfg[@]}" "${sets[@]}" --set "train.out_dir=$dir" "${mode_sets[@]}" \
     > "$dir/swarm.log" 2>&1
   rc=$?
@@ -89,5 +91,5 @@ for mode in $modes; do
   [[ -n "$val" ]] && val=$(awk -v v="$val" 'BEGIN { printf "%.4f", v }')
   agreed=$(grep -o 'agreed: [0-9]*, diverged: [0-9]*' "$dir/swarm.log" | tail -1 || true)
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-  printf '%-8s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' "$mode" "$utils" "$mean" "$steadies" "$smean" "${val:-?}" "$wall" "${agreed:-?}$([[ $rc -ne 0 ]] && echo " (exit $rc: see $dir/swarm.log)")"
+  printf '%-13s %-30s %-10s %-30s %-10s %-12s %-9s %s\n' "$mode" "$utils" "$mean" "$steadies" "$smean" "${val:-?}" "$wall" "${agreed:-?}$([[ $rc -ne 0 ]] && echo " (exit $rc: see $dir/swarm.log)")"
 done

@@ -309,6 +309,44 @@ TEST_F(Overlap, FittedStandinAgreesReportsItsScaleAndLearns) {
   EXPECT_LT(f.metrics[0].back()["val_loss"].get<double>(), f.metrics[0].front()["loss"].get<double>() - 1.5);
 }
 
+// diloco.apply_on_arrival: each round's average is applied after the first
+// inner step at which it has arrived, not at the next boundary: between
+// boundaries, on every node, with the same hash everywhere; the run ends
+// alike on every node and learns; the key is refused without overlap.
+TEST_F(Overlap, ApplyOnArrivalLandsEachRoundBetweenBoundariesAndAgrees) {
+  const SwarmRun a = run_swarm(3, "overlap_swarm_arrival", {"train.steps=48", "diloco.inner_steps=6",
+                                                            "diloco.overlap=eager", "diloco.apply_on_arrival=true"});
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("outer steps where all nodes agreed: 8, diverged: 0"), std::string::npos) << a.output;
+  int early = 0;
+  std::vector<std::map<int64_t, nlohmann::json>> steps;
+  for (int i = 0; i < 3; ++i) {
+    steps.push_back(applied_outer_steps(a.metrics[i]));
+    ASSERT_EQ(steps[i].size(), 8u) << "node " << i;
+    for (const auto& [k, o] : steps[i]) {
+      const int64_t at = o["at_step"].get<int64_t>();
+      // (the last round is launched at the last step and landed there)
+      EXPECT_TRUE(at > 6 * k || (k == 8 && at == 48)) << "outer step " << k << " applied at step " << at;
+      EXPECT_LE(at, std::min<int64_t>(48, 6 * (k + 1))) << "outer step " << k << " later than the next boundary";
+      if (o.value("applied_on_arrival", false)) {
+        ++early;
+        EXPECT_NE(at % 6, 0) << "applied on arrival at a boundary";
+      }
+    }
+  }
+  EXPECT_GT(early, 0) << "no round was applied before the next boundary";
+  for (int64_t k = 1; k <= 8; ++k)
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(steps[i][k]["hash"], steps[0][k]["hash"]) << "node " << i << ", step " << k;
+  const std::string w0 = read_all(a.out + "/node-0/model.safetensors");
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(read_all(a.out + "/node-" + std::to_string(i) + "/model.safetensors"), w0);
+  const double val = a.metrics[0].back()["val_loss"].get<double>();
+  std::printf("3 nodes, 48 steps, eager with apply_on_arrival: final validation loss %.4f (%d of 24 applied early)\n",
+              val, early);
+  EXPECT_LT(val, a.metrics[0].front()["loss"].get<double>() - 1.5);
+  const std::string e = test::error_of([] { load_config("", {"diloco.apply_on_arrival=true"}); });
+  EXPECT_NE(e.find("diloco.apply_on_arrival: applies only with diloco.overlap"), std::string::npos) << e;
+}
+
 // Two nodes over emulated WAN links (200 Mbit/s, 60 +- 10 ms one way):
 // they agree at every applied step, each all-reduce pays the links' latency,
 // and it runs while the inner steps do: the node the ring waits for (the

@@ -246,6 +246,10 @@ Config parse_config(const json& doc, const std::string& source) {
       r.error("eager_standin", str("applies only to diloco.overlap \"eager\", and overlap is \"", d.overlap,
                                    "\": remove the key or set overlap eager"));
     d.eager_standin = r.get_string("eager_standin", "own", {"own", "fitted"});
+    if (d.overlap == "none" && r.has("apply_on_arrival"))
+      r.error("apply_on_arrival", "applies only with diloco.overlap \"eager\" or \"delayed\" (without overlap "
+                                  "every average is applied at once): remove the key or set overlap");
+    d.apply_on_arrival = r.get_bool("apply_on_arrival", false);
     r.finish();
   }
   {

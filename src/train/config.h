@@ -157,6 +157,12 @@ struct DilocoConfig {
   //             (OuterOptimizer::StandinFit): the least-squares guess of the
   //             average from δ, which shrinks δ where nodes disagree.
   std::string eager_standin = "own";
+  // Overlap: apply a round's average as soon as it has arrived (checked
+  // after every inner step, without waiting), with the progress since the
+  // round's start kept on top, instead of at the next boundary. The next
+  // round then starts from the real outer step for all but the first part
+  // of it; it costs one more weights download and upload per round.
+  bool apply_on_arrival = false;
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

@@ -38,6 +38,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       overlap_(cfg.diloco.overlap != "none"),
       eager_(cfg.diloco.overlap == "eager"),
       fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
+      apply_on_arrival_(overlap_ && cfg.diloco.apply_on_arrival),
       in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse") {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
@@ -740,6 +741,22 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
   in_flight_ = 0;
   const uint64_t hash = settle(r, std::move(outer_hash));
   return metrics(r, hash, parts);
+}
+
+nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
+  if (!apply_on_arrival_ || in_flight_ == 0) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!round_done_ || round_error_ || !round_result_ || round_result_->late || round_result_->state)
+      return nullptr;
+  }
+  nlohmann::json parts;
+  double waited = 0.0;
+  Round r = take(steps_done, &waited);
+  parts["wait_s"] = waited;
+  nlohmann::json m = land(r, steps_done == launched_at_, parts);
+  m["applied_on_arrival"] = true;
+  return m;
 }
 
 nlohmann::json OuterSync::finish(int64_t steps_done) {

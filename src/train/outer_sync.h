@@ -112,6 +112,13 @@ class OuterSync {
   // progress since kept on top). Its metrics line, or null when nothing was
   // in flight (and always with overlap none).
   nlohmann::json finish(int64_t steps_done);
+  // diloco.apply_on_arrival: after an inner step, the round in flight if its
+  // average has arrived (checked without waiting), applied now as the end
+  // of the run applies one (the progress since the round's start kept on
+  // top). Its metrics line, or null (nothing arrived, the option off, or a
+  // round that came late or as the run's state: those wait for the boundary,
+  // which lines the node up).
+  nlohmann::json apply_if_arrived(int64_t steps_done);
   // The node stops before the end (a signal, train.stop_after_steps): the
   // round in flight is given up (MeshNode::cancel; its neighbours go on
   // without this node). A checkpoint taken before holds it (in_flight_*).
@@ -194,6 +201,7 @@ class OuterSync {
   std::function<std::string()> data_position_;
   const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
   const bool fitted_standin_;   // diloco.eager_standin "fitted"
+  const bool apply_on_arrival_;  // diloco.apply_on_arrival (with overlap)
   // Eager: the scale of the own δ the round in flight's successor started
   // from (1: "own"); the next boundary recomputes that start with it. Part
   // of a checkpoint's round in flight.

@@ -442,6 +442,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       nlohmann::json o = outer->step(step + 1);
       const char* key = o.contains("outer_step") ? "outer" : "outer_launched";
       outer_line(key, std::move(o), seconds_since(blocked_from));
+    } else if (outer && step + 1 < cfg.train.steps) {
+      // diloco.apply_on_arrival: the round in flight, applied as soon as its average is here.
+      const Clock::time_point blocked_from = Clock::now();
+      nlohmann::json o = outer->apply_if_arrived(step + 1);
+      if (!o.is_null()) outer_line("outer", std::move(o), seconds_since(blocked_from));
     }
     if (outer && step + 1 == cfg.train.steps) {
       // With overlap, the round in flight is applied: the run ends on the
