@@ -31,8 +31,10 @@ struct Swarm {
   std::thread thread;
   explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
                  std::function<void()> on_turn = {}, PeerCredentials credentials = secret(7),
-                 std::function<void(const std::string&)> log = {}, bool order_by_rate = true) {
+                 std::function<void(const std::string&)> log = {}, bool order_by_rate = true,
+                 bool unsealed_frames_for_benchmarks = false) {
     CoordinatorOptions o;
+    o.unsealed_frames_for_benchmarks = unsealed_frames_for_benchmarks;
     o.order_by_rate = order_by_rate;
     o.on_turn = std::move(on_turn);
     o.credentials = std::move(credentials);
@@ -170,6 +172,69 @@ TEST(Mesh, RoundCallsAreOneThreadAtATimeAndCancelEndsAWaitingRound) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
   EXPECT_NE(error.find("the node stops"), std::string::npos) << error;
   EXPECT_THROW(node.average(2, "{}", in, out), StoppedOnRequest);
+}
+
+// bench_allreduce --plaintext measures sealing against the same ring with
+// frames unsealed: that ring must compute the same bits as the sealed one
+// (dense int8 over two lanes, and the sparse all-gather). A node set
+// otherwise than its coordinator cannot even join.
+std::vector<float> ring_bits(bool unsealed, Compression compression) {
+  // Rings in ascending node ids, joined one after another: the same ranks
+  // (so the same order of summation) in both runs.
+  Swarm swarm(milliseconds(5000), 3, {}, secret(7), {}, /*order_by_rate=*/false, unsealed);
+  const size_t n = 50021;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<std::string> errors(3);
+  std::vector<std::unique_ptr<MeshNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+    o.unsealed_frames_for_benchmarks = unsealed;
+    o.compression = compression;
+    o.rings = 2;
+    if (compression == Compression::Sparse)
+      o.sparse_k = sparse_k_for_density(0.05, default_codec_block(Compression::Sparse));
+    nodes.push_back(std::make_unique<MeshNode>(o));
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNode& node = *nodes[i];
+        const std::vector<float> in = test::randn(n, 300 + i, 1e-3f);
+        SparseRound sr;
+        averaged_or_fail(node.average(1, "{}", in, out[i], compression == Compression::Sparse ? &sr : nullptr));
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(out[0], out[2]);
+  return out[0];
+}
+
+TEST(Mesh, UnsealedFramesForBenchmarksGiveTheSameBitsAsSealed) {
+  for (Compression c : {Compression::Int8, Compression::Sparse}) {
+    SCOPED_TRACE(compression_name(c));
+    const std::vector<float> sealed = ring_bits(false, c), unsealed = ring_bits(true, c);
+    ASSERT_EQ(sealed.size(), unsealed.size());
+    EXPECT_EQ(0, std::memcmp(sealed.data(), unsealed.data(), sealed.size() * sizeof(float)));
+    double sq = 0;
+    for (float v : sealed) sq += double(v) * v;
+    EXPECT_GT(sq, 0.0) << "an all-zero average would make the comparison empty";
+  }
+}
+
+TEST(Mesh, AnUnsealedNodeCannotJoinASealedRunNorASealedOneAnUnsealedRun) {
+  for (const bool coordinator_unsealed : {false, true}) {
+    Swarm swarm(milliseconds(5000), 3, {}, secret(7), {}, true, coordinator_unsealed);
+    MeshNodeOptions o = swarm.node("other-mode");
+    o.unsealed_frames_for_benchmarks = !coordinator_unsealed;
+    o.join_timeout = milliseconds(2000);
+    const std::string error = test::error_of([&] { MeshNode node(o); });
+    EXPECT_NE(error.find("unsealed_frames_for_benchmarks"), std::string::npos) << error;
+  }
 }
 
 TEST(Mesh, WrongSecretIsRefused) {

@@ -15,7 +15,8 @@ namespace intellect {
 Coordinator::Coordinator(CoordinatorOptions options)
     : opt_(std::move(options)),
       transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
-                                  size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
+                                  size_t(16) << 20, size_t(16) << 20, 256, opt_.log,
+                                  opt_.unsealed_frames_for_benchmarks}),
       members_(opt_.membership),
       steps_(opt_.max_retries, kReformDelay) {
   if (!opt_.state_file.empty() && std::filesystem::exists(opt_.state_file)) {
