@@ -2,10 +2,11 @@
 // (ring_evidence.h), judged as the coordinator judges it: ring messages
 // against the norm bound, or, when the first message has a leaf message's
 // magic ("IRCL", commitment.h), a commitment mismatch (the leaf message
-// decoder included). The input is cut into messages (a u8 count, then each
+// decoder included), or, with the sparse all-gather's magic ("ISAG"), a
+// sparse accusation (sparse_evidence.h). The input is cut into messages (a u8 count, then each
 // a u16 length and its bytes). With
 // the first byte's top bit set the harness signs each message with the
-// accused's key first, so that the checks past the signature (the header
+// accused's key first (as a sparse chunk when it has that magic), so that the checks past the signature (the header
 // against the ring, the codecs' validation and sums of squares over any
 // payload) are reached too. Any input must give a verdict, never a crash.
 #include <array>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "dist/ring_evidence.h"
+#include "dist/sparse_allgather.h"
+#include "dist/sparse_evidence.h"
 #include "util/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -25,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   intellect::EvidenceContext ctx;
   ctx.world = 2 + data[1] % 5;
   ctx.accuser_rank = data[1] / 5 % ctx.world;
+  ctx.accused_rank = (ctx.accuser_rank + 1 + data[1] / 25 % (ctx.world - 1)) % ctx.world;
   ctx.round = 11;
   ctx.norms.assign(static_cast<size_t>(ctx.world), 1e-3 * (1 + data[1] % 3));
   ctx.commitments.assign(static_cast<size_t>(ctx.world), std::array<uint8_t, 32>{});
@@ -38,7 +42,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     at += take;
     if (sign) {
       m.resize(m.size() + intellect::kRingSignatureBytes);
-      intellect::sign_ring_message(m, key);
+      if (intellect::is_sparse_message(m) && m.size() >= intellect::kSparseHeaderBytes + intellect::kSparseSignatureBytes)
+        intellect::sign_sparse_message(m, key);
+      else
+        intellect::sign_ring_message(m, key);
     }
     messages.push_back(std::move(m));
   }

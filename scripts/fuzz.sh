@@ -25,7 +25,8 @@ lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dis
              src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/contribution_check.cpp
              src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
              src/dist/codec.cpp src/dist/quantize4.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
-             src/dist/ring_evidence.cpp src/dist/commitment.cpp src/dist/shard_plan.cpp src/model/layout.cpp)
+             src/dist/ring_evidence.cpp src/dist/sparse_evidence.cpp src/dist/commitment.cpp src/dist/shard_plan.cpp
+             src/model/layout.cpp)
 common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Isrc -Wno-unknown-pragmas)
 # The library once (coverage-instrumented, without libFuzzer's main), two at
 # a time, then each target links against the same objects: compiling the

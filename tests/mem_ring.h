@@ -15,6 +15,7 @@
 
 #include "dist/contribution_check.h"
 #include "dist/ring_allreduce.h"
+#include "dist/sparse_allgather.h"
 #include "util/error.h"
 
 namespace intellect::memring {
@@ -136,6 +137,37 @@ RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const Ri
 
 inline RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base) {
   return run_ring(ring, in, base, [](int, RingOptions&) {});
+}
+
+// The same for the sparse all-gather (sparse_allgather_average, no
+// residual): adjust(rank, options) sets keys, norms, misbehaviour.
+template <class Adjust>
+RingRun run_sparse_ring(Ring& ring, const std::vector<std::vector<float>>& in, const SparseRingOptions& base,
+                        Adjust adjust) {
+  const int n = static_cast<int>(in.size());
+  RingRun res;
+  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
+  res.carried.assign(n, {});
+  res.errors.assign(n, "");
+  res.failures.assign(n, nullptr);
+  const auto t0 = RingClock::now();
+  std::vector<std::thread> th;
+  for (int r = 0; r < n; ++r)
+    th.emplace_back([&, r] {
+      SparseRingOptions o = base;
+      o.rank = r;
+      o.world = n;
+      adjust(r, o);
+      try {
+        sparse_allgather_average(*ring.links[r], o, in[r], {}, res.out[r], nullptr, &res.carried[r]);
+      } catch (const Error& e) {
+        res.errors[r] = e.what();
+        res.failures[r] = std::current_exception();
+      }
+    });
+  for (auto& t : th) t.join();
+  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
+  return res;
 }
 
 // The accusation each rank raised, if any: the offender it named and the

@@ -87,6 +87,9 @@ TEST(Config, ErrorsNameFileAndField) {
                   "model.dim: expected an integer, got \"wide\"");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"model.dimm=3"}); }), "model.dimm: unknown key");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"trian.steps=3"}); }), "trian: unknown key");
+  // Unsealed frames are bench_allreduce --plaintext's alone: no config reaches them.
+  for (const char* k : {"mesh.unsealed_frames_for_benchmarks=true", "mesh.plaintext=true"})
+    EXPECT_CONTAINS(test::error_of([k] { load_config("", {k}); }), "unknown key");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.device=tpu"}); }),
                   "train.device: must be one of \"cpu\", \"cuda\"");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.micro_batch_size=5"}); }),

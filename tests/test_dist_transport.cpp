@@ -392,6 +392,67 @@ TEST(DistAuth, ModesRefuseEachOtherAndDowngradesFail) {
   EXPECT_TRUE(has(r.acceptor_failure, "altered")) << r.acceptor_failure;
 }
 
+// bench_allreduce --plaintext's handshakes: both ends unsealed agree (and
+// say so in their session); a sealed node and an unsealed one refuse each
+// other whichever dials, naming the mode; an attacker who sets or clears
+// the flag on the way breaks the handshake like any other byte.
+TEST(DistAuth, UnsealedFramesForBenchmarksMustBeSetAlikeOnBothEnds) {
+  Keys a, b;
+  auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
+  auto keyed_b = PeerCredentials::keyed(b.key, admit_only({a.pk()}));
+  for (const bool keyed : {true, false}) {
+    SCOPED_TRACE(keyed ? "node keys" : "shared secret");
+    const PeerCredentials ci = keyed ? keyed_b : PeerCredentials(secret_a());
+    const PeerCredentials ca = keyed ? keyed_a : PeerCredentials(secret_a());
+    auto run = [&](bool ini_unsealed, bool acc_unsealed, const std::function<void(int, Frame&)>& tamper = {}) {
+      Handshake acc(AuthRole::acceptor, ca), ini(AuthRole::initiator, ci);
+      acc.set_unsealed_frames_for_benchmarks(acc_unsealed);
+      ini.set_unsealed_frames_for_benchmarks(ini_unsealed);
+      HandshakeRun r = run_handshake(ini, acc, tamper);
+      if (r.initiator_ok && r.acceptor_ok) {
+        EXPECT_EQ(ini.session().unsealed_for_benchmarks, ini_unsealed);
+        EXPECT_EQ(acc.session().unsealed_for_benchmarks, acc_unsealed);
+        EXPECT_EQ(ini.session().send, acc.session().recv);  // keys are derived as ever
+      }
+      return r;
+    };
+    HandshakeRun r = run(true, true);
+    EXPECT_TRUE(r.initiator_ok && r.acceptor_ok) << r.initiator_failure << r.acceptor_failure;
+    r = run(false, false);
+    EXPECT_TRUE(r.initiator_ok && r.acceptor_ok) << r.initiator_failure << r.acceptor_failure;
+    // A sealed initiator refuses an unsealed acceptor, and the reverse: at
+    // the challenge, before either side has proven anything.
+    r = run(false, true);
+    EXPECT_FALSE(r.initiator_ok);
+    EXPECT_FALSE(r.acceptor_ok);
+    EXPECT_TRUE(has(r.initiator_failure, "the peer declares unsealed frames")) << r.initiator_failure;
+    EXPECT_TRUE(has(r.initiator_failure, "no node of a run ever talks plaintext")) << r.initiator_failure;
+    r = run(true, false);
+    EXPECT_FALSE(r.initiator_ok);
+    EXPECT_FALSE(r.acceptor_ok);
+    EXPECT_TRUE(has(r.initiator_failure, "this node sends unsealed frames")) << r.initiator_failure;
+    EXPECT_TRUE(has(r.initiator_failure, "but the peer seals every frame")) << r.initiator_failure;
+    // An initiator that does not check (another build, or a hostile one)
+    // answering a sealed acceptor with the flag set: the acceptor refuses it.
+    r = run(false, false, [](int i, Frame& f) {
+      if (i == 1) f.payload[1] |= kUnsealedFramesFlag;
+    });
+    EXPECT_FALSE(r.acceptor_ok);
+    EXPECT_TRUE(has(r.acceptor_failure, "the peer declares unsealed frames")) << r.acceptor_failure;
+    // An on-path attacker who clears the flag in both directions between two
+    // unsealed ends (or sets it between two sealed ones) changes the
+    // transcript: nobody finishes, so neither end is led into the other mode.
+    r = run(true, true, [](int i, Frame& f) {
+      if (i < 2) f.payload[1] &= static_cast<uint8_t>(~kUnsealedFramesFlag);
+    });
+    EXPECT_FALSE(r.initiator_ok || r.acceptor_ok);
+    r = run(false, false, [](int i, Frame& f) {
+      if (i < 2) f.payload[1] |= kUnsealedFramesFlag;
+    });
+    EXPECT_FALSE(r.initiator_ok || r.acceptor_ok);
+  }
+}
+
 TEST(DistAuth, EveryAlteredHandshakeByteFails) {
   Keys a, b;
   auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
@@ -455,7 +516,7 @@ TEST(DistAuth, GarbageAndOutOfOrderFramesFail) {
   ini4.start();
   Frame ch{FrameType::auth_challenge, std::vector<uint8_t>(34, 0)};
   ch.payload[0] = static_cast<uint8_t>(AuthMode::shared_secret);
-  ch.payload[1] = 0xff;
+  ch.payload[1] = static_cast<uint8_t>(0xff & ~kUnsealedFramesFlag);
   ini4.on_frame(ch);
   EXPECT_TRUE(ini4.failed());
   EXPECT_TRUE(has(ini4.failure(), "low-order")) << ini4.failure();
@@ -1035,6 +1096,63 @@ TEST(DistTransport, AnOnPathAttackerCannotAlterReplayReorderOrCutFrames) {
       auto m = a.recv(ba, deadline_in(3000ms));
       ASSERT_TRUE(m);
       EXPECT_EQ(m->frame.payload, pattern(4000, i));
+    }
+  }
+}
+
+// bench_allreduce --plaintext's transports: two unsealed ends exchange
+// frames as they are (the bytes on the wire are the payload: a relay that
+// flips one gets it through altered, which a sealed pair refuses above),
+// and an unsealed end and a sealed one never connect, whichever dials.
+TEST(DistTransport, UnsealedFramesForBenchmarksGoAsTheyAreAndOnlyBetweenEndsSetAlike) {
+  using Attack = TamperingRelay::Attack;
+  auto unsealed = [](PeerCredentials c, LogSink* sink = nullptr) {
+    TransportOptions o = options(std::move(c), sink);
+    o.unsealed_frames_for_benchmarks = true;
+    return o;
+  };
+  {
+    LogSink log;
+    Transport a(unsealed(secret_a(), &log)), b(unsealed(secret_a()));
+    EXPECT_TRUE(log.contains("BENCHMARK-ONLY MODE"));
+    uint16_t port = a.listen("127.0.0.1", 0);
+    TamperingRelay relay(port, Attack::flip_byte, 1);
+    ConnId ab = b.connect("127.0.0.1", relay.port(), deadline_in(3000ms));
+    ConnId ba = wait_authenticated(a);
+    EXPECT_FALSE(b.suite(ab).has_value()) << "an unsealed connection reports no cipher suite";
+    for (uint32_t i = 0; i < 3; ++i) b.send(ab, {FrameType::data, pattern(4000, i)}, deadline_in(3000ms));
+    a.send(ba, {FrameType::control, pattern(100, 9)}, deadline_in(3000ms));
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto m = a.recv(ba, deadline_in(3000ms));
+      ASSERT_TRUE(m);
+      ASSERT_EQ(m->frame.payload.size(), 4000u) << "no tag: the frame is exactly its payload";
+      std::vector<uint8_t> want = pattern(4000, i);
+      if (i == 1) want[2000] ^= 0x20;  // what the relay did, delivered: nothing authenticates frames here
+      EXPECT_EQ(m->frame.payload, want) << "frame " << i;
+    }
+    auto back = b.recv(ab, deadline_in(3000ms));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->frame.payload, pattern(100, 9));
+  }
+  Keys ka, kb;
+  for (const bool keyed : {true, false}) {
+    SCOPED_TRACE(keyed ? "node keys" : "shared secret");
+    const PeerCredentials ca = keyed ? PeerCredentials::keyed(ka.key, admit_only({kb.pk()})) : secret_a();
+    const PeerCredentials cb = keyed ? PeerCredentials::keyed(kb.key, admit_only({ka.pk()})) : secret_a();
+    for (const bool listener_unsealed : {true, false}) {
+      SCOPED_TRACE(listener_unsealed ? "unsealed listener, sealed dialler" : "sealed listener, unsealed dialler");
+      Transport a(listener_unsealed ? unsealed(ca) : options(ca));
+      Transport b(listener_unsealed ? options(cb) : unsealed(cb));
+      uint16_t port = a.listen("127.0.0.1", 0);
+      try {
+        b.connect("127.0.0.1", port, deadline_in(3000ms));
+        ADD_FAILURE() << "a sealed and an unsealed end connected";
+      } catch (const AuthenticationFailed& e) {
+        EXPECT_TRUE(has(e.what(), "unsealed_frames_for_benchmarks")) << e.what();
+        EXPECT_TRUE(has(e.what(), listener_unsealed ? "the peer declares unsealed frames" : "but the peer seals"))
+            << e.what();
+      }
+      EXPECT_FALSE(a.next_event(deadline_in(200ms)).has_value()) << "the listener announced a connection";
     }
   }
 }

@@ -31,8 +31,10 @@ struct Swarm {
   std::thread thread;
   explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
                  std::function<void()> on_turn = {}, PeerCredentials credentials = secret(7),
-                 std::function<void(const std::string&)> log = {}, bool order_by_rate = true) {
+                 std::function<void(const std::string&)> log = {}, bool order_by_rate = true,
+                 bool unsealed_frames_for_benchmarks = false) {
     CoordinatorOptions o;
+    o.unsealed_frames_for_benchmarks = unsealed_frames_for_benchmarks;
     o.order_by_rate = order_by_rate;
     o.on_turn = std::move(on_turn);
     o.credentials = std::move(credentials);
@@ -170,6 +172,69 @@ TEST(Mesh, RoundCallsAreOneThreadAtATimeAndCancelEndsAWaitingRound) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
   EXPECT_NE(error.find("the node stops"), std::string::npos) << error;
   EXPECT_THROW(node.average(2, "{}", in, out), StoppedOnRequest);
+}
+
+// bench_allreduce --plaintext measures sealing against the same ring with
+// frames unsealed: that ring must compute the same bits as the sealed one
+// (dense int8 over two lanes, and the sparse all-gather). A node set
+// otherwise than its coordinator cannot even join.
+std::vector<float> ring_bits(bool unsealed, Compression compression) {
+  // Rings in ascending node ids, joined one after another: the same ranks
+  // (so the same order of summation) in both runs.
+  Swarm swarm(milliseconds(5000), 3, {}, secret(7), {}, /*order_by_rate=*/false, unsealed);
+  const size_t n = 50021;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<std::string> errors(3);
+  std::vector<std::unique_ptr<MeshNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+    o.unsealed_frames_for_benchmarks = unsealed;
+    o.compression = compression;
+    o.rings = 2;
+    if (compression == Compression::Sparse)
+      o.sparse_k = sparse_k_for_density(0.05, default_codec_block(Compression::Sparse));
+    nodes.push_back(std::make_unique<MeshNode>(o));
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNode& node = *nodes[i];
+        const std::vector<float> in = test::randn(n, 300 + i, 1e-3f);
+        SparseRound sr;
+        averaged_or_fail(node.average(1, "{}", in, out[i], compression == Compression::Sparse ? &sr : nullptr));
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(out[0], out[2]);
+  return out[0];
+}
+
+TEST(Mesh, UnsealedFramesForBenchmarksGiveTheSameBitsAsSealed) {
+  for (Compression c : {Compression::Int8, Compression::Sparse}) {
+    SCOPED_TRACE(compression_name(c));
+    const std::vector<float> sealed = ring_bits(false, c), unsealed = ring_bits(true, c);
+    ASSERT_EQ(sealed.size(), unsealed.size());
+    EXPECT_EQ(0, std::memcmp(sealed.data(), unsealed.data(), sealed.size() * sizeof(float)));
+    double sq = 0;
+    for (float v : sealed) sq += double(v) * v;
+    EXPECT_GT(sq, 0.0) << "an all-zero average would make the comparison empty";
+  }
+}
+
+TEST(Mesh, AnUnsealedNodeCannotJoinASealedRunNorASealedOneAnUnsealedRun) {
+  for (const bool coordinator_unsealed : {false, true}) {
+    Swarm swarm(milliseconds(5000), 3, {}, secret(7), {}, true, coordinator_unsealed);
+    MeshNodeOptions o = swarm.node("other-mode");
+    o.unsealed_frames_for_benchmarks = !coordinator_unsealed;
+    o.join_timeout = milliseconds(2000);
+    const std::string error = test::error_of([&] { MeshNode node(o); });
+    EXPECT_NE(error.find("unsealed_frames_for_benchmarks"), std::string::npos) << error;
+  }
 }
 
 TEST(Mesh, WrongSecretIsRefused) {
@@ -402,7 +467,8 @@ struct Accusation {
   }
 };
 
-Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false) {
+Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false,
+                                 Compression compression = Compression::Int8) {
   Accusation a;
   std::string allowlist;
   for (int i = 0; i < 4; ++i) {
@@ -429,6 +495,9 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
           MeshNodeOptions o = swarm.node("n" + std::to_string(i));
           o.credentials = PeerCredentials::keyed(a.keys[i + 1], admit);
           o.chunk_elems = 4096;  // 8 chunks: every rank has a segment of its own, and the commitment is audited
+          o.compression = compression;
+          if (compression == Compression::Sparse)
+            o.sparse_k = sparse_k_for_density(0.1, default_codec_block(Compression::Sparse));
           if (i == 2) {
             o.attack_scale = scale, o.attack_announce = announce, o.attack_false_accusation = false_accusation;
             o.attack_commit_unscaled = commit_unscaled;
@@ -436,7 +505,8 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
           o.max_retries = 2;
           MeshNode node(o);
           std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
-          averaged_or_fail(node.average(1, "{}", in, a.out[i]));
+          SparseRound sr;
+          averaged_or_fail(node.average(1, "{}", in, a.out[i], compression == Compression::Sparse ? &sr : nullptr));
         } catch (const std::exception& e) {
           a.errors[i] = e.what();
         }
@@ -448,11 +518,15 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
 
 // The honest pair finishes alike; the node with key 3 (n2) is refused on
 // the evidence, and nobody is called a false accuser.
-void expect_refused_on_evidence(const Accusation& a) {
+void expect_refused_on_evidence(const Accusation& a, bool sparse = false) {
   EXPECT_EQ(a.errors[0], "");
   EXPECT_EQ(a.errors[1], "");
   EXPECT_EQ(a.out[0], a.out[1]);
-  EXPECT_NE(a.errors[2], "");
+  // A sparse attacker may already hold every contribution when it is
+  // caught, and finish its own copy of the round (byzantine_round above).
+  if (!sparse) {
+    EXPECT_NE(a.errors[2], "");
+  }
   EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
                                                                "by the evidence"));
   EXPECT_FALSE(a.logged("a false accusation"));
@@ -462,15 +536,20 @@ TEST(Mesh, NodeKeysATrueAccusationWithEvidenceRefusesTheAccused) {
   expect_refused_on_evidence(keyed_byzantine_round(100.0, 0.01, 0));
 }
 
-void expect_false_accuser_refused(int mode) {
-  const Accusation a = keyed_byzantine_round(1.0, 1.0, mode);
+void expect_false_accuser_refused(int mode, Compression compression = Compression::Int8) {
+  const Accusation a = keyed_byzantine_round(1.0, 1.0, mode, false, compression);
   // The accused (n2's predecessor, whichever of n0 and n1 it was) is kept:
   // both honest nodes finish, in a ring of two without the accuser.
   EXPECT_EQ(a.errors[0], "");
   EXPECT_EQ(a.errors[1], "");
-  EXPECT_EQ(a.out[0], a.out[1]);
+  // A sparse all-gather is not atomic: the accused may already hold every
+  // contribution (the accuser's own went out before it accused) and finish
+  // the round, while the other honest node redoes it without the accuser.
+  if (compression != Compression::Sparse) {
+    EXPECT_EQ(a.out[0], a.out[1]);
+  }
   EXPECT_NE(a.errors[2], "") << "the false accuser finished a round";
-  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") accused its ring predecessor node"));
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") accused ring member node"));
   EXPECT_TRUE(a.logged(mode == 1 ? "is within the" : "the signature is not the accused's"));
   EXPECT_TRUE(a.logged("a false accusation; refused for the rest of the run"));
   // Both keys are named in the line that refuses the accuser.
@@ -496,6 +575,31 @@ TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
   EXPECT_TRUE(a.logged("does not hash to the commitment it announced"));
 }
 TEST(Mesh, NodeKeysAForgedSignatureInEvidenceRefusesTheAccuser) { expect_false_accuser_refused(2); }
+
+// Sparse rounds in a keyed run (sparse_evidence.h): every chunk signed by
+// its author. An honest round refuses nobody; a node sending 100x what it
+// announced is refused on its own signed chunks; a false accuser (honest
+// chunks as evidence, or a chunk with its signature altered) is refused
+// instead of the accused.
+TEST(Mesh, NodeKeysAnHonestSparseRoundRefusesNobody) {
+  const Accusation a = keyed_byzantine_round(1.0, 1.0, 0, false, Compression::Sparse);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a.errors[i], "") << "node " << i;
+  EXPECT_EQ(a.out[0], a.out[1]);
+  EXPECT_EQ(a.out[0], a.out[2]);
+  EXPECT_FALSE(a.logged("refused for the rest of the run"));
+  EXPECT_FALSE(a.logged("accuses"));
+}
+TEST(Mesh, NodeKeysASparseNodeSendingMoreThanItAnnouncedIsRefusedOnItsSignedChunks) {
+  const Accusation a = keyed_byzantine_round(100.0, 0.01, 0, false, Compression::Sparse);
+  expect_refused_on_evidence(a, /*sparse=*/true);
+  EXPECT_TRUE(a.logged("chunks of its sparse contribution, signed by the accused"));
+}
+TEST(Mesh, NodeKeysASparseFalseAccuserIsRefusedAndTheAccusedKept) {
+  expect_false_accuser_refused(1, Compression::Sparse);
+}
+TEST(Mesh, NodeKeysASparseFalseAccuserWithAForgedSignatureIsRefused) {
+  expect_false_accuser_refused(2, Compression::Sparse);
+}
 
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   Swarm swarm(milliseconds(3000));

@@ -6,8 +6,14 @@
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
 //                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
+//                   [--plaintext]
 // (--auth keys: every process gets a node key of its own, so ring messages
 // are signed (ring_evidence.h); secret: the shared run secret, unsigned.)
+// (--plaintext: BENCHMARK ONLY. Every process of this benchmark, coordinator
+// included, sends its frames after the handshake neither encrypted nor
+// authenticated (TransportOptions::unsealed_frames_for_benchmarks), so the
+// cost of sealing is this build with and without it. The handshake still
+// authenticates, and refuses any peer not set alike.)
 // (both = none and int8; sparse is the all-gather of top-k contributions at
 // --density, whose bytes grow with N: its "lower bound" column is the ring's.)
 #include <sodium.h>
@@ -44,7 +50,7 @@ int usage() {
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
-               "[--auth secret|keys]\n");
+               "[--auth secret|keys] [--plaintext]\n");
   return 2;
 }
 
@@ -57,7 +63,7 @@ double cpu_seconds() {  // this process, all threads: user + system
 
 int run_node(int rank, const std::string& coordinator, const PeerCredentials& credentials, size_t elems, int rounds,
              const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
-             int codec_threads, const std::string& out) {
+             int codec_threads, bool plaintext, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -70,6 +76,7 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
   o.rings = rings;
   o.chunk_elems = chunk;
   o.codec_threads = codec_threads;
+  o.unsealed_frames_for_benchmarks = plaintext;
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
@@ -103,8 +110,13 @@ int main(int argc, char** argv) {
   int delay_ms = 0;
   int codec_threads = 0;
   std::string auth = "secret";
+  bool plaintext = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--plaintext") {
+      plaintext = true;
+      continue;
+    }
     if (i + 1 >= argc) return usage();
     const std::string v = argv[++i];
     if (a == "--nodes") nodes = std::atoi(v.c_str());
@@ -151,14 +163,20 @@ int main(int argc, char** argv) {
                             : PeerCredentials(load_run_secret(dir + "/secret"));
     };
     std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
-                "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms, %s\n",
+                "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms, %s, %s\n",
                 nodes, elems, elems * 4 / 1e6, rounds, rings, lane_codec_threads(codec_threads, rings),
                 rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms,
-                auth == "keys" ? "node keys (signed ring messages)" : "shared secret (unsigned)");
+                auth == "keys" ? "node keys (signed ring messages)" : "shared secret (unsigned)",
+                plaintext ? "frames UNSEALED (benchmark only)" : "frames sealed");
+    if (plaintext)
+      std::printf("*** --plaintext: BENCHMARK-ONLY UNSEALED MODE. Frames after the handshake are NEITHER ENCRYPTED NOR "
+                  "AUTHENTICATED (unsealed_frames_for_benchmarks, set in every process of this benchmark; the "
+                  "handshake still authenticates). Never a mode of a run: it measures what sealing costs. ***\n");
     for (const std::string& comp : compression == "both" ? std::vector<std::string>{"none", "int8"}
                                                          : std::vector<std::string>{compression}) {
       CoordinatorOptions co;
       co.credentials = credentials(0);
+      co.unsealed_frames_for_benchmarks = plaintext;
       co.membership.min_ring = static_cast<size_t>(nodes);
       co.log = [](const std::string&) {};
       Coordinator coordinator(co);
@@ -170,7 +188,7 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), credentials(r + 1), elems, rounds,
-                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, plaintext, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);

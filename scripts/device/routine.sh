@@ -22,7 +22,9 @@
 #                    (estimate: 100-135 s per mode at 1200 steps on tinyshakespeare, 2026-12-03):
 #                      DATA=data/english EVAL_BATCHES=64 H=100 STEPS=1200 \
 #                        EXTRA_SETS="--set diloco.compression=none" bash scripts/device/routine.sh overlap-quality
-#   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the plaintext build
+#   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the same build's
+#                    --plaintext (benchmark-only unsealed frames), alternating, 2 repeats, at --auth secret
+#                    and --auth keys (signed first hops, commitment audit)
 #   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
 #                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
 #                    devbin/bench_allreduce_base (the build before the codec pool, packed with EXTRA_BINS)
@@ -161,13 +163,15 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
 " | tee -a "$OUT/overlap-quality-H${H:-25}.log"
         tail -3 $oq/$m/swarm.log; done ;;
     ring-crypto)
-      # Issue 16: the int8 ring's throughput with every frame sealed (this build) against the build
-      # before encryption (devbin/bench_allreduce_plain, packed with EXTRA_BINS), alternating, same machine.
+      # Issue 16: the int8 ring's throughput with every frame sealed against the same build with frames
+      # unsealed (bench_allreduce --plaintext, benchmark only), alternating, same machine, same binary.
       section ring-crypto
-      for rep in 1 2; do for b in bench_allreduce_plain bench_allreduce; do for k in 8 1; do
-        echo "--- $b, $k ring(s), repeat $rep"
-        $B/$b --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 2>&1 | grep -vE "^ *$"
-      done; done; done | tee "$OUT/ring-crypto.log" ;;
+      nproc; lscpu | grep "Model name"
+      for auth in secret keys; do for rep in 1 2; do for k in 8 1; do for p in --plaintext ""; do
+        echo "--- auth $auth, ${p:-sealed}, $k ring(s), repeat $rep"
+        $B/bench_allreduce --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 \
+          --auth $auth $p 2>&1 | grep -vE "^ *$"
+      done; done; done; done | tee "$OUT/ring-crypto.log" ;;
     ring-link)
       section ring-link
       nproc; lscpu | grep "Model name"

@@ -82,6 +82,9 @@ double fp32_sum_squares(const uint8_t* payload, size_t count);
 // (1.08 by default) covers it. A violation names the predecessor, as above:
 // an honest predecessor checked the message before forwarding it.
 // One per ring call, owned by the receiving thread.
+// The slack of the sparse check: an honest contribution decodes to at most
+// (1 + 1/14) of its announced norm (above).
+constexpr double kSparseNormSlack = 1.08;
 class SourceNormCheck {
  public:
   SourceNormCheck(const std::vector<double>& norms, int rank, int world, double slack);

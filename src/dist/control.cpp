@@ -113,6 +113,7 @@ void put(ByteWriter& w, const RingAnnounce& m) {
     w.f32(r.norm);
     w.bytes(r.commitment.data(), r.commitment.size());
     w.str(r.name);
+    w.bytes(r.key.data(), r.key.size());
   }
 }
 void put(ByteWriter& w, const RingFailed& m) {
@@ -353,6 +354,7 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
           fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
         r.bytes("member commitment", mem.commitment.data(), mem.commitment.size());
         mem.name = r.str("member name", kMaxName);
+        r.bytes("member key", mem.key.data(), mem.key.size());
         m.members.push_back(std::move(mem));
       }
       out = m;

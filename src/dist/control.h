@@ -13,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "dist/identity.h"
+
 namespace intellect {
 
 namespace control {
@@ -110,6 +112,9 @@ struct RingMember {
   // Its announced commitment (Ready::commitment): dense rings audit each
   // member's step-0 messages against it (commitment.h).
   std::array<uint8_t, 32> commitment{};
+  // Its node key (node-key runs; all zero: none): a sparse round's accuser
+  // checks the author's signed chunks with it (sparse_evidence.h).
+  PublicKey key{};
 };
 // coordinator -> ring members: average with these nodes, in this order.
 struct RingAnnounce {

@@ -6,6 +6,7 @@
 
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
+#include "dist/sparse_allgather.h"
 #include "status/status_routes.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -15,7 +16,8 @@ namespace intellect {
 Coordinator::Coordinator(CoordinatorOptions options)
     : opt_(std::move(options)),
       transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000), std::chrono::milliseconds(60000),
-                                  size_t(16) << 20, size_t(16) << 20, 256, opt_.log}),
+                                  size_t(16) << 20, size_t(16) << 20, 256, opt_.log,
+                                  opt_.unsealed_frames_for_benchmarks}),
       members_(opt_.membership),
       steps_(opt_.max_retries, kReformDelay) {
   if (!opt_.state_file.empty() && std::filesystem::exists(opt_.state_file)) {
@@ -207,6 +209,7 @@ void Coordinator::announce(Ring ring) {
     control::RingMember m{id, members_.node(id).address, norm};
     m.name = members_.node(id).name;
     if (an != announced_.end() && an->second.outer_step == ring.outer_step) m.commitment = an->second.commitment;
+    if (auto k = key_of_.find(id); k != key_of_.end()) m.key = k->second;
     a.members.push_back(std::move(m));
     if (norm >= 0) accepted.push_back(norm);
   }
@@ -294,7 +297,7 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
   const bool known = held != announced_.end() && held->second.outer_step == f.outer_step;
   if (f.evidence.empty() || !known) {
     bad_links_[std::minmax(accuser, f.accused)] = now + opt_.bad_link_ttl;
-    log(str(who(accuser), " accuses its ring predecessor ", who(f.accused),
+    log(str(who(accuser), " accuses ring member ", who(f.accused),
             f.evidence.empty() ? " without evidence (" : " with evidence this coordinator cannot judge (",
             f.reason, f.evidence.empty() ? "" : "; it holds no announcement of that node for that step",
             "): nobody is refused on one node's word; rings avoid their link for ", opt_.bad_link_ttl.count(), " ms"));
@@ -309,6 +312,8 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
     ctx.norms.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.norm : -1.0);
   }
   ctx.slack = RingOptions{}.norm_slack;
+  ctx.sparse_slack = SparseRingOptions{}.norm_slack;
+  ctx.accused_rank = static_cast<int>(std::find(ring.nodes.begin(), ring.nodes.end(), f.accused) - ring.nodes.begin());
   for (uint64_t n : ring.nodes) {
     auto a = announced_.find(n);
     ctx.commitments.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.commitment
@@ -316,10 +321,10 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
   }
   const EvidenceVerdict v = judge_ring_evidence(f.evidence, accused_key->second, ctx);
   if (v.holds)
-    ban(f.accused, str("broke its announcement (norm or commitment), shown by the evidence of its ring successor ",
+    ban(f.accused, str("broke its announcement (norm or commitment), shown by the evidence of ring member ",
                        who(accuser), ": ", v.why, "; refused for the rest of the run"));
   else
-    ban(accuser, str("accused its ring predecessor ", who(f.accused),
+    ban(accuser, str("accused ring member ", who(f.accused),
                      " of breaking its announcement, with evidence that does not hold (", v.why,
                      "): a false accusation; refused for the rest of the run"));
 }
@@ -530,14 +535,20 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
             opt_.bad_link_ttl.count(), " ms"));
   }
   // Accusations count only from a member of the round's ring against its
-  // own predecessor there: nobody else saw that node's messages.
+  // own predecessor there: nobody else saw that node's messages. A sparse
+  // accusation with evidence, between two keyed members, may name any other
+  // member: its chunks travel the whole ring under their author's signature.
   const OuterStepState* step = steps_.active(f.outer_step) ? steps_.find(f.outer_step) : nullptr;
   if (f.accused != 0 && step && f.round == step->round) {
     const auto& nodes = step->ring.nodes;
     auto me = std::find(nodes.begin(), nodes.end(), id);
     if (me != nodes.end() && nodes.size() > 1) {
       const size_t i = static_cast<size_t>(me - nodes.begin());
-      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused) judge_accusation(id, f, step->ring, i, now);
+      const bool sparse_evidence = !f.evidence.empty() && is_sparse_message(f.evidence[0]) && key_of_.count(id) &&
+                                   key_of_.count(f.accused) && f.accused != id &&
+                                   std::find(nodes.begin(), nodes.end(), f.accused) != nodes.end();
+      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused || sparse_evidence)
+        judge_accusation(id, f, step->ring, i, now);
     }
   }
   // Re-formed a moment later, from run(), not here (OuterSteps): the

@@ -55,6 +55,10 @@ struct CoordinatorOptions {
   std::string status_listen;
   std::string status_token_file;  // empty: no token
   std::string status_title = "intellect run";
+  // BENCHMARKS ONLY (bench_allreduce --plaintext): frames after the
+  // handshake unsealed (TransportOptions::unsealed_frames_for_benchmarks);
+  // every node must be set alike.
+  bool unsealed_frames_for_benchmarks = false;
   std::function<void(const std::string&)> log;
   std::function<void()> on_turn;  // tests: called at the start of every loop turn (to stall it)
 };

@@ -26,9 +26,12 @@ constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wi
 //    (a joiner's lanes).
 // 4: signed ring messages and accusations with evidence (ring_evidence.h):
 //    the ring header's flags byte, RingFailed's evidence, the evidence frame.
+// 5: signed sparse contributions (sparse_evidence.h): ring members carry
+//    their node keys, sparse messages a flags byte and their lane, and a
+//    sparse accusation names the chunks' author.
 // A node of another version is refused at the handshake, by name, rather
 // than failing to decode.
-constexpr uint16_t kProtocolVersion = 4;
+constexpr uint16_t kProtocolVersion = 5;
 // After the handshake every payload carries an AEAD tag of this many bytes
 // beyond what its type allows (frame_cipher.h).
 constexpr size_t kSealedFrameOverhead = 16;

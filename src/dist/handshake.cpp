@@ -122,7 +122,7 @@ std::optional<Frame> Handshake::start() {
   if (role_ == AuthRole::initiator) return std::nullopt;  // the acceptor speaks first
   Frame f{FrameType::auth_challenge, {}};
   f.payload.push_back(static_cast<uint8_t>(cred_.mode));
-  f.payload.push_back(offered_);
+  f.payload.push_back(static_cast<uint8_t>(offered_ | (unsealed_ ? kUnsealedFramesFlag : 0)));
   f.payload.insert(f.payload.end(), e_pk_.begin(), e_pk_.end());
   const uint16_t v = kProtocolVersion;
   const uint8_t version[2] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8)};
@@ -151,6 +151,23 @@ std::optional<Frame> Handshake::on_frame(const Frame& frame) {
   return on_confirm(frame);
 }
 
+void Handshake::set_unsealed_frames_for_benchmarks(bool on) {
+  INTELLECT_CHECK(!started_, "Handshake::set_unsealed_frames_for_benchmarks after start()");
+  unsealed_ = on;
+  session_.unsealed_for_benchmarks = on;
+}
+
+// A peer whose unsealed_frames_for_benchmarks differs from ours: refused
+// both ways, whichever side is the benchmark.
+static std::string unsealed_mismatch(bool ours) {
+  return ours ? "this node sends unsealed frames (unsealed_frames_for_benchmarks: bench_allreduce --plaintext, a "
+                "benchmark-only mode) but the peer seals every frame: refused; both ends of a benchmark must be "
+                "started by the same bench_allreduce --plaintext"
+              : "the peer declares unsealed frames (unsealed_frames_for_benchmarks, the benchmark-only mode of "
+                "bench_allreduce --plaintext: frames neither encrypted nor authenticated) but this node seals every "
+                "frame: refused; no node of a run ever talks plaintext";
+}
+
 static std::string mode_mismatch(AuthMode ours, uint8_t theirs) {
   if (theirs == static_cast<uint8_t>(AuthMode::shared_secret) && ours == AuthMode::node_keys)
     return "the peer offers only the shared-secret mode but this node uses node keys: refused (a downgrade "
@@ -168,6 +185,7 @@ std::optional<Frame> Handshake::on_challenge(const Frame& f) {
   if (p.size() != kChallengeBytes)
     return fail_with(str("auth_challenge of ", p.size(), " bytes, expected ", kChallengeBytes));
   if (p[0] != static_cast<uint8_t>(cred_.mode)) return fail_with(mode_mismatch(cred_.mode, p[0]));
+  if (((p[1] & kUnsealedFramesFlag) != 0) != unsealed_) return fail_with(unsealed_mismatch(unsealed_));
   const uint8_t common = p[1] & offered_;
   if (!(common & suite_bit(CipherSuite::chacha20_poly1305)) && !(common & suite_bit(CipherSuite::aes256_gcm)))
     return fail_with(str("no cipher suite in common (the peer offers mask ", static_cast<unsigned>(p[1]), ")"));
@@ -182,7 +200,7 @@ std::optional<Frame> Handshake::on_challenge(const Frame& f) {
   h1_ = blake2b({{bytes_of(kTranscriptLabel), sizeof kTranscriptLabel}, {version, 2}, {p.data(), p.size()}});
   Frame out{FrameType::auth_response, {}};
   out.payload.push_back(static_cast<uint8_t>(cred_.mode));
-  out.payload.push_back(static_cast<uint8_t>(suite_));
+  out.payload.push_back(static_cast<uint8_t>(static_cast<uint8_t>(suite_) | (unsealed_ ? kUnsealedFramesFlag : 0)));
   out.payload.insert(out.payload.end(), e_pk_.begin(), e_pk_.end());
   h2_ = blake2b({{h1_.data(), h1_.size()}, {out.payload.data(), out.payload.size()}});
   std::string why;
@@ -199,7 +217,8 @@ std::optional<Frame> Handshake::on_response(const Frame& f) {
   const auto& p = f.payload;
   if (p.size() < kResponseHead) return fail_with(str("auth_response of ", p.size(), " bytes is too short"));
   if (p[0] != static_cast<uint8_t>(cred_.mode)) return fail_with(mode_mismatch(cred_.mode, p[0]));
-  const uint8_t chosen = p[1];
+  if (((p[1] & kUnsealedFramesFlag) != 0) != unsealed_) return fail_with(unsealed_mismatch(unsealed_));
+  const uint8_t chosen = static_cast<uint8_t>(p[1] & ~kUnsealedFramesFlag);
   if (chosen != static_cast<uint8_t>(CipherSuite::chacha20_poly1305) &&
       chosen != static_cast<uint8_t>(CipherSuite::aes256_gcm))
     return fail_with(str("the initiator chose an unknown cipher suite ", static_cast<unsigned>(chosen)));

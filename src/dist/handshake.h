@@ -33,6 +33,14 @@
 //  - the frame keys are fresh per connection (forward secrecy: a node key
 //    stolen later does not open recorded traffic).
 //
+// Benchmarks only (bench_allreduce --plaintext): a side built with
+// unsealed_frames_for_benchmarks sets kUnsealedFramesFlag in its suite byte
+// (the challenge's mask, the response's choice). That is a declaration, not
+// an offer: each side refuses a peer whose flag differs from its own, by
+// name, so a sealed node never talks plaintext to anyone, and the byte is in
+// the transcript like every other, so an attacker who flips it breaks the
+// handshake. Nothing in a node's config or on the network can set it.
+//
 // A Handshake is one side of one connection, owned by the transport's loop
 // thread. It never throws on peer input: a bad frame moves it to
 // State::failed with a reason for the log.
@@ -54,12 +62,18 @@ enum class AuthRole : uint8_t { initiator, acceptor };
 const char* auth_role_name(AuthRole r);
 
 constexpr size_t kEphemeralBytes = 32;
+// In the suite byte of the challenge and the response: this side sends and
+// expects unsealed frames after the handshake (benchmarks only, see above).
+constexpr uint8_t kUnsealedFramesFlag = 0x80;
 using EphemeralKey = std::array<uint8_t, kEphemeralBytes>;
 
 // What a finished handshake hands the transport: the suite and this side's
 // two frame keys. Wiped when destroyed.
 struct SessionKeys {
   CipherSuite suite = CipherSuite::chacha20_poly1305;
+  // Both sides were built with unsealed_frames_for_benchmarks (the
+  // handshake refuses a mismatch): frames after it go as they are.
+  bool unsealed_for_benchmarks = false;
   AeadKey send{}, recv{};
   SessionKeys() = default;
   SessionKeys(const SessionKeys&) = default;
@@ -106,6 +120,10 @@ class Handshake {
   // Tests only: offer these suites (a bit mask of 1 << CipherSuite) instead
   // of what this CPU can do.
   void set_offered_suites_for_testing(uint8_t mask) { offered_ = mask; }
+  // bench_allreduce --plaintext only (TransportOptions::
+  // unsealed_frames_for_benchmarks): declare and require unsealed frames.
+  // Before start().
+  void set_unsealed_frames_for_benchmarks(bool on);
 
  private:
   std::optional<Frame> fail_with(std::string why);
@@ -123,6 +141,7 @@ class Handshake {
   bool started_ = false;
   int received_ = 0;
   uint8_t offered_;
+  bool unsealed_ = false;
   CipherSuite suite_ = CipherSuite::chacha20_poly1305;
   EphemeralKey e_pk_{};
   std::array<uint8_t, 32> e_sk_{};

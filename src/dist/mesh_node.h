@@ -100,6 +100,11 @@ struct MeshNodeOptions {
   // while its ring reveals (and sends) the leaves of what it sends (dense
   // rounds): its leaf messages contradict its announcement.
   bool attack_commit_unscaled = false;
+  // BENCHMARKS ONLY (bench_allreduce --plaintext): this node's mesh
+  // connections (coordinator and ring lanes; state transfers stay sealed)
+  // send frames unsealed after the handshake (TransportOptions::
+  // unsealed_frames_for_benchmarks). The coordinator must be set alike.
+  bool unsealed_frames_for_benchmarks = false;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.

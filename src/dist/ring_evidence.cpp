@@ -12,6 +12,8 @@
 #include "dist/commitment.h"
 #include "dist/contribution_check.h"
 #include "dist/ring_allreduce.h"
+#include "dist/sparse_allgather.h"
+#include "dist/sparse_evidence.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -120,6 +122,7 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
   auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
   if (messages.empty()) return no("no messages");
   if (is_leaf_message(messages[0])) return judge_commitment_evidence(messages, accused, ctx);
+  if (is_sparse_message(messages[0])) return judge_sparse_evidence(messages, accused, ctx);
   if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
   if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
       ctx.norms.size() != static_cast<size_t>(ctx.world))

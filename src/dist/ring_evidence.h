@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/contribution_check.h"
 #include "dist/identity.h"
 
 namespace intellect {
@@ -71,6 +72,10 @@ struct EvidenceContext {
   // Announced commitments, by rank (commitment.h): an accusation whose
   // first message is a leaf message is judged against them.
   std::vector<std::array<uint8_t, 32>> commitments;
+  // Sparse accusations (sparse_evidence.h): the accused's rank (the author
+  // of the chunks, any member but the accuser) and the sparse check's slack.
+  int accused_rank = -1;
+  double sparse_slack = kSparseNormSlack;
 };
 
 struct EvidenceVerdict {
@@ -83,6 +88,8 @@ struct EvidenceVerdict {
 // first) a commitment mismatch: the accused's signed leaf message that does
 // not hash to its announced commitment, or that does plus its signed step-0
 // message whose bytes do not match their leaf.
+// Sparse chunks (the first message has the sparse all-gather's magic) are
+// judged by judge_sparse_evidence (sparse_evidence.h).
 // Never throws on malformed input: a malformed message is a verdict.
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx);

@@ -3,20 +3,23 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include "dist/bytes.h"
 #include "dist/contribution_check.h"
 #include "dist/ring_queue.h"
 #include "dist/sparse.h"
+#include "dist/sparse_evidence.h"
 #include "util/error.h"
 
 namespace intellect {
 
 namespace {
 constexpr uint32_t kMagic = 0x47415349;  // "ISAG" in memory order
-constexpr uint8_t kVersion = 1;
-constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
+// 2: the flags byte (signed chunks, sparse_evidence.h) and the lane.
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kFlagSigned = 1;
 
 // output = the rank-order average of the N contributions in `all` (each
 // `one` bytes), chunk by chunk: each the same sum a round_codec piece of
@@ -45,13 +48,147 @@ void average_chunks(const std::vector<uint8_t>& all, size_t N, size_t S, const S
   }
 }
 
+// What is wrong with a call's arguments (empty: nothing).
+std::string bad_arguments(const SparseRingOptions& opt, std::span<const float> input, std::span<const float> residual,
+                          std::span<float> output) {
+  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) return "rank must be in [0, world) and world ≥ 1";
+  if (opt.block < 1 || opt.block > kSparseMaxBlock || opt.k < 1 || opt.k > opt.block)
+    return str("block must be in [1, ", kSparseMaxBlock, "] and k in [1, block]");
+  if (opt.chunk_blocks == 0 || opt.chunk_blocks * opt.block > UINT32_MAX) return "chunk_blocks out of range";
+  if (input.size() != output.size()) return str("input has ", input.size(), " values but output ", output.size());
+  if (!residual.empty() && residual.size() != input.size())
+    return str("the residual has ", residual.size(), " values, the input ", input.size());
+  if (opt.signer && opt.signer->empty()) return "the signer holds no key";
+  // In place is allowed: the input is read once, encoded before anything is
+  // received, and the output written only after every contribution arrived.
+  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
+  if (!input.empty() && input.data() != output.data() && output.data() < in_hi && in_lo < output.data() + output.size())
+    return "output overlaps part of the input; pass the same buffer (in place) or a separate one";
+  return "";
+}
+
+// One round's chunking and message headers, the same on every rank.
+struct SparseLayout {
+  const SparseRingOptions& opt;
+  size_t S, N, chunk, n_chunks;
+  bool keyed;
+  size_t chunk_at(size_t c) const { return sparse_encoded_bytes(c * chunk, opt.block, opt.k); }  // block-aligned
+  size_t chunk_len(size_t c) const { return std::min(chunk, S - c * chunk); }
+  SparseHeader header(size_t step, size_t source, size_t c) const {
+    SparseHeader h;
+    h.round = opt.round;
+    h.total_elems = S;
+    h.world = static_cast<uint32_t>(N);
+    h.step = static_cast<uint32_t>(step);
+    h.source = static_cast<uint32_t>(source);
+    h.chunk = static_cast<uint32_t>(c);
+    h.count = static_cast<uint32_t>(chunk_len(c));
+    h.block = static_cast<uint32_t>(opt.block);
+    h.k = static_cast<uint32_t>(opt.k);
+    h.lane = opt.lane;
+    h.is_signed = keyed;
+    return h;
+  }
+  // Header, the chunk's payload, and (when given) its author's signature.
+  std::vector<uint8_t> message(size_t step, size_t source, size_t c, const uint8_t* payload,
+                               const Signature* sig) const {
+    std::vector<uint8_t> msg = encode_sparse_header(header(step, source, c));
+    msg.insert(msg.end(), payload, payload + sparse_encoded_bytes(chunk_len(c), opt.block, opt.k));
+    if (sig) msg.insert(msg.end(), sig->begin(), sig->end());
+    return msg;
+  }
+  // This rank's chunks of its encoded contribution `own`, signed by
+  // `signer` when keyed: signed once, before the sender starts, and the
+  // signatures travel with them round the ring.
+  std::vector<std::vector<uint8_t>> own_messages(size_t rank, const uint8_t* own, const NodeKey* signer) const {
+    std::vector<std::vector<uint8_t>> out;
+    for (size_t c = 0; c < n_chunks; ++c) {
+      std::vector<uint8_t> msg = message(0, rank, c, own + chunk_at(c), nullptr);
+      if (keyed) {
+        msg.resize(msg.size() + kSparseSignatureBytes);
+        sign_sparse_message(msg, *signer);
+      }
+      out.push_back(std::move(msg));
+    }
+    return out;
+  }
+};
+
+// What a node-key rank keeps of each arrived chunk, so that it can rebuild
+// the author's signed messages when a source breaks its bound: the chunk's
+// decoded sum of squares and the author's signature (the payload stays in
+// the all-gather's buffer). 72 bytes a chunk.
+struct ArrivedChunks {
+  size_t n_chunks = 0;
+  std::vector<double> sum_squares;  // [source * n_chunks + chunk]; < 0: not arrived
+  std::vector<Signature> signatures;
+  ArrivedChunks(size_t sources, size_t chunks)
+      : n_chunks(chunks), sum_squares(sources * chunks, -1.0), signatures(sources * chunks) {}
+  void record(size_t source, size_t c, double ss, std::span<const uint8_t> msg) {
+    sum_squares[source * n_chunks + c] = ss;
+    std::memcpy(signatures[source * n_chunks + c].data(), msg.data() + msg.size() - kSparseSignatureBytes,
+                kSparseSignatureBytes);
+  }
+};
+
+// The fewest of `source`'s arrived chunks, largest first, whose squares
+// alone break `bound` (at most kMaxEvidenceMessages, kMaxEvidenceBytes),
+// rebuilt as their author signed them by `message_of(chunk, signature)`,
+// and checked as the coordinator will check them (judge_sparse_evidence,
+// with the author's key from the ring announcement). Empty, with `note`
+// saying why, when they do not prove it; else `note` says what they are.
+std::vector<std::vector<uint8_t>> provable_excess(
+    const SparseRingOptions& opt, size_t source, double bound, const ArrivedChunks& arrived,
+    const std::function<std::vector<uint8_t>(size_t, const Signature&)>& message_of, std::string* note) {
+  const size_t n = arrived.n_chunks;
+  std::vector<size_t> order;
+  for (size_t c = 0; c < n; ++c)
+    if (arrived.sum_squares[source * n + c] >= 0) order.push_back(c);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return arrived.sum_squares[source * n + a] > arrived.sum_squares[source * n + b];
+  });
+  std::vector<std::vector<uint8_t>> evidence;
+  double sum = 0.0;
+  size_t bytes = 0;
+  for (size_t c : order) {
+    std::vector<uint8_t> m = message_of(c, arrived.signatures[source * n + c]);
+    bytes += m.size();
+    if (bytes > kMaxEvidenceBytes || evidence.size() >= kMaxEvidenceMessages) break;
+    sum += arrived.sum_squares[source * n + c];
+    evidence.push_back(std::move(m));
+    if (sum > bound * bound + kNormFloor) break;
+  }
+  if (!(sum > bound * bound + kNormFloor)) {
+    *note = " (no evidence: the excess is spread over more chunks than an accusation carries)";
+    return {};
+  }
+  if (source >= opt.member_keys.size() || opt.member_keys[source] == PublicKey{}) {
+    *note = " (the author's key is not known here: no evidence)";
+    return {};
+  }
+  EvidenceContext ec;
+  ec.round = opt.round;
+  ec.accuser_rank = opt.rank;
+  ec.accused_rank = static_cast<int>(source);
+  ec.world = opt.world;
+  ec.norms = opt.announced_norms;
+  ec.sparse_slack = opt.norm_slack;
+  const EvidenceVerdict v = judge_sparse_evidence(evidence, opt.member_keys[source], ec);
+  if (!v.holds) {
+    *note = str(" (its chunks do not prove it on their own: ", v.why, ")");
+    return {};
+  }
+  *note = str(" (evidence: ", evidence.size(), " of rank ", source, "'s chunks, signed by it)");
+  return evidence;
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode_sparse_header(const SparseHeader& h) {
   ByteWriter w(kSparseHeaderBytes);
   w.u32(kMagic);
   w.u8(kVersion);
-  w.u8(0);
+  w.u8(h.is_signed ? kFlagSigned : 0);
   w.u16(0);
   w.u64(h.round);
   w.u64(h.total_elems);
@@ -62,7 +199,7 @@ std::vector<uint8_t> encode_sparse_header(const SparseHeader& h) {
   w.u32(h.count);
   w.u32(h.block);
   w.u32(h.k);
-  w.u32(0);
+  w.u32(h.lane);
   INTELLECT_CHECK(w.size() == kSparseHeaderBytes);
   return w.take();
 }
@@ -75,8 +212,11 @@ SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string
   if (const uint8_t v = r.u8("version"); v != kVersion)
     fail(what, ": sparse message version ", int(v), ", we speak ", int(kVersion),
          "; run the same intellect build on every node");
-  if (r.u8("reserved") != 0 || r.u16("reserved") != 0) fail(what, ": reserved header bytes are not zero");
+  const uint8_t flags = r.u8("flags");
+  if (flags & ~kFlagSigned) fail(what, ": unknown header flags ", int(flags));
+  if (r.u16("reserved") != 0) fail(what, ": reserved header bytes are not zero");
   SparseHeader h;
+  h.is_signed = (flags & kFlagSigned) != 0;
   h.round = r.u64("round");
   h.total_elems = r.u64("total_elems");
   h.world = r.u32("world");
@@ -86,13 +226,17 @@ SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string
   h.count = r.u32("count");
   h.block = r.u32("block");
   h.k = r.u32("k");
-  if (r.u32("reserved") != 0) fail(what, ": reserved header bytes are not zero");
+  h.lane = r.u32("lane");
   sparse_check_params(h.block, h.k, what.c_str());
-  const size_t want = sparse_encoded_bytes(h.count, h.block, h.k);
+  const size_t want = sparse_encoded_bytes(h.count, h.block, h.k) + (h.is_signed ? kSparseSignatureBytes : 0);
   if (r.remaining() != want)
     fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values keeping ", h.k, " per ", h.block,
-         " take ", want, " bytes (truncated or corrupt message)");
+         h.is_signed ? " and a signature" : "", " take ", want, " bytes (truncated or corrupt message)");
   return h;
+}
+
+bool is_sparse_message(std::span<const uint8_t> msg) {
+  return msg.size() >= 4 && (msg[0] | (msg[1] << 8) | (msg[2] << 16) | (uint32_t{msg[3]} << 24)) == kMagic;
 }
 
 void expect_sparse_header(const SparseHeader& got, const SparseHeader& want, const std::string& what) {
@@ -105,6 +249,10 @@ void expect_sparse_header(const SparseHeader& got, const SparseHeader& want, con
         "the peers have different parameter counts: check that every node runs the same model config");
   check("block", got.block, want.block, "the peers use different sparse block sizes");
   check("k", got.k, want.k, "set the same diloco.sparse_density on every node");
+  check("signed", got.is_signed, want.is_signed,
+        "in a node-key run every chunk is signed by its author, in a shared-secret run none is: every node must "
+        "use the same mode (mesh.node_key_file)");
+  check("lane", got.lane, want.lane, "the peers disagree on the ring layout (diloco.rings)");
   const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
   check("step", got.step, want.step, order);
   check("source", got.source, want.source, order);
@@ -137,18 +285,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     link.abort();
     fail(ctx, ": ", why..., ". The round is abandoned and the input is untouched");
   };
-  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) refuse("rank must be in [0, world) and world ≥ 1");
-  if (opt.block < 1 || opt.block > kSparseMaxBlock || opt.k < 1 || opt.k > opt.block)
-    refuse("block must be in [1, ", kSparseMaxBlock, "] and k in [1, block]");
-  if (opt.chunk_blocks == 0 || opt.chunk_blocks * opt.block > UINT32_MAX) refuse("chunk_blocks out of range");
-  if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
-  if (!residual.empty() && residual.size() != input.size())
-    refuse("the residual has ", residual.size(), " values, the input ", input.size());
-  // In place is allowed: the input is read once, encoded before anything is
-  // received, and the output written only after every contribution arrived.
-  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  if (!input.empty() && input.data() != output.data() && output.data() < in_hi && in_lo < output.data() + output.size())
-    refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
+  if (const std::string bad = bad_arguments(opt, input, residual, output); !bad.empty()) refuse(bad);
   const size_t S = input.size(), N = static_cast<size_t>(opt.world), r = static_cast<size_t>(opt.rank);
   const size_t chunk = opt.chunk_blocks * opt.block;
   const size_t n_chunks = (S + chunk - 1) / chunk;
@@ -170,27 +307,39 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     }
     stats.encode_s += since(t);
   }
-  auto chunk_at = [&](size_t c) { return sparse_encoded_bytes(c * chunk, opt.block, opt.k); };  // block-aligned
-  auto chunk_len = [&](size_t c) { return std::min(chunk, S - c * chunk); };
+  const bool keyed = opt.signer != nullptr;
+  const SparseLayout layout{opt, S, N, chunk, n_chunks, keyed};
+  auto chunk_at = [&](size_t c) { return layout.chunk_at(c); };
   auto op_deadline = [&] { return std::min(RingClock::now() + opt.message_timeout, opt.deadline); };
-  auto header = [&](size_t step, size_t source, size_t c) {
-    SparseHeader h;
-    h.round = opt.round;
-    h.total_elems = S;
-    h.world = static_cast<uint32_t>(N);
-    h.step = static_cast<uint32_t>(step);
-    h.source = static_cast<uint32_t>(source);
-    h.chunk = static_cast<uint32_t>(c);
-    h.count = static_cast<uint32_t>(chunk_len(c));
-    h.block = static_cast<uint32_t>(opt.block);
-    h.k = static_cast<uint32_t>(opt.k);
-    return h;
-  };
+  std::vector<std::vector<uint8_t>> own;
+  if (N > 1) {
+    const RingClock::time_point t = RingClock::now();
+    own = layout.own_messages(r, all.data() + r * one, opt.signer);
+    stats.encode_s += since(t);
+  }
 
   SendQueue queue;
   FirstError first_error;
   SourceNormCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
+  ArrivedChunks arrived(keyed ? N : 0, keyed ? n_chunks : 0);
+  const size_t prev = (r + N - 1) % N;
+  // A source above its bound: keyed, its author is accused on its own signed
+  // chunks when they prove it (provable_excess); otherwise the predecessor
+  // is named without evidence, as before.
+  auto accuse = [&](const ContributionExceedsAnnouncement& e, size_t source, size_t step) {
+    if (!keyed) throw e;  // shared secret: the predecessor, on the successor's word
+    std::string note;
+    std::vector<std::vector<uint8_t>> proof = provable_excess(
+        opt, source, check.bound(source), arrived,
+        [&](size_t c, const Signature& sig) {
+          return layout.message(step, source, c, all.data() + source * one + chunk_at(c), &sig);
+        },
+        &note);
+    if (proof.empty()) throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(prev));
+    throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(source), std::move(proof));
+  };
   int offender = -1;
+  std::vector<std::vector<uint8_t>> evidence;
   std::thread sender;
   if (N > 1) {
     sender = std::thread([&] {
@@ -203,18 +352,12 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     });
   }
   try {
-    for (size_t c = 0; c < n_chunks && N > 1; ++c) {
-      std::vector<uint8_t> msg = encode_sparse_header(header(0, r, c));
-      const size_t bytes = sparse_encoded_bytes(chunk_len(c), opt.block, opt.k);
-      const uint8_t* p = all.data() + r * one + chunk_at(c);
-      msg.insert(msg.end(), p, p + bytes);
-      queue.push(std::move(msg));
-    }
+    for (std::vector<uint8_t>& msg : own) queue.push(std::move(msg));
     // Step t brings rank r − t − 1's contribution; it goes on while t + 2 < N.
     for (size_t t = 0; t + 1 < N; ++t) {
       const size_t source = (r + N - t - 1) % N;
       for (size_t c = 0; c < n_chunks; ++c) {
-        const SparseHeader want = header(t, source, c);
+        const SparseHeader want = layout.header(t, source, c);
         const std::string what = str("sparse all-gather message (step ", t, ", contribution of rank ", source,
                                      ", chunk ", c, ") from the previous rank");
         RingClock::time_point tw = RingClock::now();
@@ -225,24 +368,36 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
         stats.messages_received += 1;
         expect_sparse_header(parse_sparse_header(msg, what), want, what);
         const uint8_t* payload = msg.data() + kSparseHeaderBytes;
+        const size_t bytes = sparse_encoded_bytes(want.count, opt.block, opt.k);
         sparse_validate(payload, want.count, opt.block, opt.k, what.c_str());
-        if (check.enabled()) {
+        if (opt.attack_false_accusation && t == 0 && c == 0) {
+          if (opt.attack_false_accusation == 2) msg.back() ^= 1;
+          throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
+                                                static_cast<int>(source), {std::move(msg)});
+        }
+        std::memcpy(all.data() + source * one + chunk_at(c), payload, bytes);
+        if (check.enabled() || keyed) {
           double ss = 0.0;
           sparse_for_each(payload, want.count, opt.block, opt.k, [&](size_t, float v) { ss += double(v) * double(v); });
-          check.add(source, ss, what);  // before it is kept or forwarded
+          if (keyed) arrived.record(source, c, ss, msg);
+          try {
+            check.add(source, ss, what);  // before it is forwarded
+          } catch (const ContributionExceedsAnnouncement& e) {
+            accuse(e, source, t);
+          }
         }
-        std::memcpy(all.data() + source * one + chunk_at(c), payload, msg.size() - kSparseHeaderBytes);
         stats.decode_s += since(d);
         if (t + 2 < N) {
           const uint32_t next_step = static_cast<uint32_t>(t + 1);
-          std::memcpy(msg.data() + kStepOffset, &next_step, 4);
+          std::memcpy(msg.data() + kSparseStepOffset, &next_step, 4);
           queue.push(std::move(msg));
         }
       }
     }
     queue.close();
-  } catch (const ContributionExceedsAnnouncement& e) {
+  } catch (ContributionExceedsAnnouncement& e) {
     offender = e.offender_rank;
+    evidence = std::move(e.evidence);
     first_error.record(e.what());
     link.abort();
     queue.stop();
@@ -254,7 +409,8 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   if (sender.joinable()) sender.join();
   if (std::string msg; first_error.get(msg)) {
     if (offender >= 0)
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), offender);
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), offender,
+                                            std::move(evidence));
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
 

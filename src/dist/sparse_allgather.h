@@ -19,6 +19,10 @@
 //
 // Messages are checked field by field like the ring's (each rank knows what
 // comes next), payloads with sparse_validate before anything is decoded.
+// In a node-key run every chunk of a contribution is signed by its author
+// (sparse_evidence.h) and forwarded with that signature, so a rank that
+// finds a source's chunks above the source's announced norm hands the
+// coordinator the author's own signed chunks, whoever forwarded them.
 // Concurrency and failure as ring_allreduce.h: a sender thread, the calling
 // thread receives; any error aborts the link and throws; the input and the
 // residual are only read.
@@ -31,6 +35,8 @@
 #include <vector>
 
 #include "dist/ring_allreduce.h"
+#include "dist/contribution_check.h"
+#include "dist/identity.h"
 
 namespace intellect {
 
@@ -50,7 +56,21 @@ struct SparseRingOptions {
   // norm_slack (SourceNormCheck, contribution_check.h); a predecessor whose
   // message breaks it is reported as ContributionExceedsAnnouncement.
   std::vector<double> announced_norms;
-  double norm_slack = 1.08;
+  double norm_slack = kSparseNormSlack;
+  // Which of the round's parallel rings this is (its segment of the
+  // vector); in every header, so that a signed chunk is bound to its lane.
+  uint32_t lane = 0;
+  // Node-key runs (sparse_evidence.h): this rank signs every chunk of its
+  // own contribution (and every chunk must arrive signed; without a signer
+  // none may), and an accusation carries the offending source's signed
+  // chunks, checked here with its key in member_keys (by rank, as the ring
+  // announcement carried them; an all-zero key: unknown, no evidence).
+  const NodeKey* signer = nullptr;
+  std::vector<PublicKey> member_keys;
+  // Tests and intellect_chaos --byzantine only: this rank accuses the
+  // source of the first chunk it receives, with that honest chunk as
+  // evidence (1) or the same with its signature altered (2).
+  int attack_false_accusation = 0;
   std::chrono::milliseconds message_timeout{60000};
   RingClock::time_point deadline = RingClock::time_point::max();
 };
@@ -81,20 +101,28 @@ void sparse_average_alone(std::span<const float> input, std::span<const float> r
                           size_t block, size_t k, SparseSent* sent);
 
 // --- message format, exposed for the tests and the fuzz target --------------
-// Header, little-endian, 56 bytes:
-//   u32 magic 'ISAG'  u8 version  u8 reserved×3 (0)  u64 round  u64 total_elems
-//   u32 world  u32 step  u32 source (whose contribution)  u32 chunk  u32 count
-//   u32 block  u32 k  u32 reserved (0)
-// then sparse_encoded_bytes(count, block, k) bytes.
+// Header, little-endian, 56 bytes (version 2):
+//   u32 magic 'ISAG'  u8 version  u8 flags (bit 0: signed)  u16 reserved (0)
+//   u64 round  u64 total_elems  u32 world  u32 step  u32 source (whose
+//   contribution)  u32 chunk  u32 count  u32 block  u32 k  u32 lane
+// then sparse_encoded_bytes(count, block, k) bytes, then, when signed, the
+// author's kSparseSignatureBytes (sparse_evidence.h: over everything before
+// it but the step, which each forwarder advances).
 struct SparseHeader {
   uint64_t round = 0, total_elems = 0;
-  uint32_t world = 0, step = 0, source = 0, chunk = 0, count = 0, block = 0, k = 0;
+  uint32_t world = 0, step = 0, source = 0, chunk = 0, count = 0, block = 0, k = 0, lane = 0;
+  bool is_signed = false;
 };
 constexpr size_t kSparseHeaderBytes = 56;
+constexpr size_t kSparseStepOffset = 28;  // of the u32 step field
+constexpr size_t kSparseSignatureBytes = kSignatureBytes;
+// True when `msg` begins with the sparse all-gather's magic.
+bool is_sparse_message(std::span<const uint8_t> msg);
 
 std::vector<uint8_t> encode_sparse_header(const SparseHeader& h);
-// Parses and checks magic, version, reserved bytes, (block, k), and that the
-// payload's size matches; `what` names the message in errors.
+// Parses and checks magic, version, flags, reserved bytes, (block, k), and
+// that the payload's size (and the signature's) matches; `what` names the
+// message in errors.
 SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string& what);
 // Fails naming the first field where `got` differs from `want`.
 void expect_sparse_header(const SparseHeader& got, const SparseHeader& want, const std::string& what);

@@ -203,6 +203,7 @@ struct TransportLoop {
 
   Conn* new_conn(ConnId id, AuthRole role, std::shared_ptr<ConnShared> sh) {
     auto* c = new Conn(role, opt.credentials, [this](const EphemeralKey& e) { return challenges_out.count(e) > 0; });
+    c->hs.set_unsealed_frames_for_benchmarks(opt.unsealed_frames_for_benchmarks);
     c->t = this;
     c->id = id;
     c->sh = std::move(sh);
@@ -384,6 +385,7 @@ struct TransportLoop {
     // Opened here, on the loop thread: the lanes' threads then spend their
     // time on the codec while this thread decrypts the next frames (the
     // ring's critical path is one lane's receive-decode-encode chain).
+    if (!c->rx) return deliver(c, std::move(f));  // unsealed_frames_for_benchmarks: as it came
     std::vector<uint8_t>& p = f.payload;
     const uint64_t position = c->rx_next++;
     const FrameHeader header = encode_frame_header(f.type, p.size(), kAeadTagBytes);
@@ -394,6 +396,11 @@ struct TransportLoop {
                          " bytes) does not authenticate: it was altered, replayed, reordered or cut short on the "
                          "way; closing the connection"));
     p.resize(p.size() - kAeadTagBytes);
+    deliver(c, std::move(f));
+  }
+
+  // An opened frame into the connection's inbox; reading pauses over budget.
+  void deliver(Conn* c, Frame f) {
     size_t bytes = f.payload.size();
     bool pause;
     {
@@ -417,8 +424,11 @@ struct TransportLoop {
       --pending_inbound;
     }
     const SessionKeys& keys = c->hs.session();
-    auto tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
-    c->rx = std::make_unique<FrameCipher>(keys.suite, keys.recv);
+    std::shared_ptr<const FrameCipher> tx;  // both null when unsealed (benchmarks only)
+    if (!keys.unsealed_for_benchmarks) {
+      tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
+      c->rx = std::make_unique<FrameCipher>(keys.suite, keys.recv);
+    }
     {
       std::lock_guard lk(mu);
       c->sh->tx = std::move(tx);
@@ -551,6 +561,9 @@ Transport::Transport(TransportOptions options) : impl_(new TransportLoop) {
   if (rc != 0) fail("cannot start the network event loop: ", uv_error(rc));
   uv_async_init(&t->loop, &t->wake, TransportLoop::on_wake);
   t->wake.data = t;
+  if (t->opt.unsealed_frames_for_benchmarks)
+    t->log("BENCHMARK-ONLY MODE: unsealed_frames_for_benchmarks is set; frames after the handshake are neither "
+           "encrypted nor authenticated (peers must be set alike)");
   t->thread = std::thread([t] {
     // A write to a socket the peer closed raises SIGPIPE in the writing
     // thread; blocked here, it becomes an EPIPE error for that connection
@@ -651,9 +664,11 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
   if (!info || info->handshake)
     fail("cannot send a frame of type ", static_cast<unsigned>(frame.type), " (", frame_type_name(frame.type),
          "): only application types may be sent on an authenticated connection");
-  const size_t sealed_len = frame.payload.size() + kAeadTagBytes;
+  const bool unsealed = t->opt.unsealed_frames_for_benchmarks;  // the handshake made sure the peer agrees
+  const size_t tag = unsealed ? 0 : kAeadTagBytes;
+  const size_t sealed_len = frame.payload.size() + tag;
   auto sealed = std::make_shared<SealedFrame>();
-  sealed->header = encode_frame_header(frame.type, sealed_len, kAeadTagBytes);  // fails now if too large
+  sealed->header = encode_frame_header(frame.type, sealed_len, tag);  // fails now if too large
   const size_t bytes = kFrameHeaderSize + sealed_len;
   std::shared_ptr<ConnShared> sh;
   {
@@ -685,10 +700,11 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
   std::shared_ptr<const FrameCipher> tx = sh->tx;
   lk.unlock();
   // Encrypt here, on the sender's thread, in place.
-  tx->seal(sh->tx_next++, sealed->header.data(), sealed->header.size(), frame.payload.data(), frame.payload.size(),
-           sealed->tag.data());
+  if (tx)
+    tx->seal(sh->tx_next++, sealed->header.data(), sealed->header.size(), frame.payload.data(), frame.payload.size(),
+             sealed->tag.data());
   auto payload = std::make_shared<Frame>(std::move(frame));
-  bool posted = t->post([t, conn, payload, bytes, sh, sealed] {
+  bool posted = t->post([t, conn, payload, bytes, sh, sealed = tx ? sealed : std::shared_ptr<SealedFrame>()] {
     auto it = t->conns.find(conn);
     if (it == t->conns.end()) {
       std::lock_guard g(t->mu);

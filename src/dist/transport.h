@@ -15,7 +15,9 @@
 // on every frame is sealed (frame_cipher.h): send() encrypts on the calling
 // thread, in the connection's order (many lanes encrypt in parallel), and
 // the loop thread opens each frame as it arrives, before recv() sees it
-// (decryption off the receiving lane's critical path). Any failure of one connection (reset, EOF, bad frame, failed
+// (decryption off the receiving lane's critical path); with
+// unsealed_frames_for_benchmarks (bench_allreduce --plaintext only) frames go
+// as they are. Any failure of one connection (reset, EOF, bad frame, failed
 // authentication, a frame that does not open, timeout) closes that
 // connection with a logged reason; it never ends the process.
 #pragma once
@@ -54,6 +56,13 @@ struct TransportOptions {
   // Called on the loop thread for every dropped connection and failure;
   // default: stderr with a "[mesh]" prefix.
   std::function<void(const std::string&)> log;
+  // BENCHMARKS ONLY (bench_allreduce --plaintext, which sets it in every
+  // process it starts): frames after the handshake are neither encrypted nor
+  // authenticated, so the cost of sealing can be measured against the same
+  // build. The handshake still authenticates both ends, and refuses a peer
+  // whose setting differs (handshake.h). No config key or message sets it:
+  // intellect_train never does.
+  bool unsealed_frames_for_benchmarks = false;
 };
 
 struct TransportEvent {
