@@ -3,6 +3,7 @@
 // rank), what donors serve for them (round_codec), and error feedback's
 // accounting over rounds.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -648,6 +649,74 @@ TEST(ErrorFeedback, DecayFadesWhatWasNotSentByBetaPerRound) {
       EXPECT_NE(std::string(err.what()).find("diloco.error_feedback_decay"), std::string::npos) << err.what();
     }
   }
+}
+
+// The boundary's commit runs on every core, one piece of the buffer per
+// task: it must give the bits of the plain serial arithmetic (e + δ, minus
+// what was sent, times β) on 1 thread and on 4, since every later round
+// encodes from this buffer, and its RMS the same double on both. Three
+// contributions like ring lanes, of two block sizes, partial last blocks,
+// and a range nothing was sent over.
+TEST(ErrorFeedback, CommitIsTheSerialArithmeticOnAnyThreadCount) {
+  const size_t n = 300007;
+  const std::vector<float> delta = pseudo_grad(n, 71), before = pseudo_grad(n, 72, 5e-4);
+  struct Lane {
+    size_t offset, count, block, k;
+  };
+  // [0, 100000) and [100000, 170001) sent; [170001, 180000) not; [180000, n) sent.
+  const std::vector<Lane> lanes = {{0, 100000, 4096, 123}, {100000, 70001, 512, 9}, {180000, n - 180000, 4096, 41}};
+  std::vector<SparseSent> sent;
+  for (const Lane& l : lanes) {
+    SparseSent s;
+    s.offset = l.offset;
+    s.count = l.count;
+    s.block = l.block;
+    s.k = l.k;
+    s.encoded.resize(sparse_encoded_bytes(l.count, l.block, l.k));
+    sparse_encode(delta.data() + l.offset, before.data() + l.offset, l.count, l.block, l.k, s.encoded.data());
+    sent.push_back(std::move(s));
+  }
+  std::swap(sent[0], sent[2]);  // any order: they are sorted by offset
+  const int threads_before = omp_get_max_threads();
+  for (const double beta : {0.8, 1.0}) {
+    for (const bool none : {false, true}) {
+      SCOPED_TRACE(str("beta ", beta, none ? ", nothing sent" : ", sent"));
+      // The reference: the three operations one after another, serially.
+      std::vector<float> ref = before;
+      for (size_t i = 0; i < n; ++i) ref[i] += delta[i];
+      if (!none)
+        for (const SparseSent& s : sent)
+          sparse_for_each(s.encoded.data(), s.count, s.block, s.k, [&](size_t i, float v) { ref[s.offset + i] -= v; });
+      if (beta != 1.0)
+        for (float& v : ref) v *= static_cast<float>(beta);
+      double ref_sq = 0.0;
+      for (float v : ref) ref_sq += double(v) * v;
+      std::vector<double> rms;
+      for (const int threads : {1, 4}) {
+        omp_set_num_threads(threads);
+        ErrorFeedback ef(n, beta);
+        ef.set(before);
+        if (none) ef.commit_none(delta.data());
+        else ef.commit_sent(delta.data(), sent);
+        ASSERT_EQ(std::memcmp(ef.values().data(), ref.data(), n * sizeof(float)), 0) << threads << " threads";
+        rms.push_back(ef.rms());
+        EXPECT_NEAR(ef.rms(), std::sqrt(ref_sq / n), 1e-12 * std::sqrt(ref_sq / n)) << threads << " threads";
+      }
+      EXPECT_EQ(rms[0], rms[1]) << "the RMS is summed in a fixed order";
+    }
+  }
+  omp_set_num_threads(threads_before);
+  // The RMS follows every change of the buffer.
+  ErrorFeedback ef(n, 0.8);
+  ef.set(before);
+  double sq = 0.0;
+  for (float v : before) sq += double(v) * v;
+  EXPECT_NEAR(ef.rms(), std::sqrt(sq / n), 1e-12);
+  ef.reset();
+  EXPECT_EQ(ef.rms(), 0.0);
+  // Contributions are one per ring lane: two over the same values are an internal error.
+  std::vector<SparseSent> overlapping = {sent[2], sent[2]};
+  EXPECT_THROW(ef.commit_sent(delta.data(), overlapping), Error);
 }
 
 // --- resume with error feedback ---------------------------------------------

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
 
 #include "ckpt/safetensors.h"
 #include "data/synthetic_corpus.h"
@@ -15,6 +17,7 @@
 #include "train/config.h"
 #include "train/join_state.h"
 #include "train/outer_sync.h"
+#include "train/snapshot_copier.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -173,6 +176,83 @@ TEST(OuterSync, TwoCopiesOfItsOwnAndThePseudoGradientAndAverageInTheWeights) {
   OuterSync overlapped(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
   EXPECT_EQ(overlapped.start(0, false, {}), 0);
   EXPECT_EQ(overlapped.host_bytes(), 3 * n * sizeof(float)) << "the pseudo-gradient in flight";
+}
+
+// A donor's snapshot for a joiner is copied into the wire format off the
+// training thread, from the outer state where it lives. An outer step that
+// comes while the copy is still running waits for it: the joiner gets the
+// outer parameters and momentum of the step it asked at, exactly, not a
+// mix with the next step's (without the wait, the boundary below would
+// change them under the copy, which the test holds open).
+TEST(OuterSync, ASnapshotCopiedWhileABoundaryArrivesIsOfOneOuterStep) {
+  Config cfg = load_config("", {"diloco.enabled=true", "diloco.inner_steps=2", "model.n_layers=1", "model.dim=32",
+                                "model.ffn_dim=64", "model.head_dim=8", "train.threads=1"});
+  auto backend = make_backend(cfg, 1, 16);
+  const size_t n = backend->layout().total();
+  std::vector<float> params(n);
+  init_params(params.data(), backend->layout(), cfg.model, 3);
+  backend->set_params(params.data());
+  OuterSync sync(cfg, *backend, nullptr, params, nullptr, [] { return std::string("{}"); });
+  ASSERT_EQ(sync.start(0, false, {}), 0);
+  auto move_weights = [&](float by) {
+    std::vector<float> w(n);
+    backend->get_params(w.data());
+    for (size_t i = 0; i < n; ++i) w[i] += by * static_cast<float>(i % 7 + 1);
+    backend->set_params(w.data());
+  };
+  move_weights(0.01f);
+  sync.step(2);  // outer step 1: outer parameters moved, momentum not zero
+  const std::vector<float> outer1 = sync.optimizer().params(), momentum1 = sync.optimizer().momentum();
+  std::vector<float> m, v;
+  int64_t adam_step = 0;
+  backend->get_optimizer_state(m, v, adam_step);
+
+  std::vector<uint8_t> got;
+  int64_t got_step = -1;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> copying{false};
+  SnapshotCopier& copier = sync.snapshot_copier_for_test();
+  copier.set_sink_for_test([&](int64_t k, std::vector<uint8_t> b) {
+    got_step = k;
+    got = std::move(b);
+  });
+  copier.set_before_copy_for_test([&] {
+    copying = true;
+    released.wait();
+  });
+  sync.publish_snapshot(3);
+  for (int t = 0; t < 500 && !copying; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(copying.load());
+  EXPECT_TRUE(copier.busy());
+  EXPECT_FALSE(sync.snapshot_wanted()) << "no second snapshot while one is being copied";
+
+  move_weights(0.02f);
+  std::atomic<bool> stepped{false};
+  nlohmann::json line;
+  std::thread boundary([&] {
+    line = sync.step(4);  // outer step 2
+    stepped = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(stepped.load()) << "the outer step went ahead while its state was being copied";
+  release.set_value();
+  boundary.join();
+  ASSERT_TRUE(stepped.load());
+  EXPECT_EQ(line["outer_step"], 2);
+  EXPECT_TRUE(line["parts"].contains("snapshot_wait_s")) << "the wait is in the metrics: " << line.dump();
+  EXPECT_NE(sync.optimizer().params(), outer1) << "outer step 2 moved the outer parameters";
+
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got_step, 1);
+  const JoinState js = decode_join_state(got, n);
+  EXPECT_EQ(js.outer_step, 1);
+  EXPECT_EQ(js.step, 3);
+  EXPECT_EQ(js.outer, outer1);
+  EXPECT_EQ(js.momentum, momentum1);
+  EXPECT_EQ(js.exp_avg, m);
+  EXPECT_EQ(js.exp_avg_sq, v);
+  EXPECT_EQ(js.adam_step, adam_step);
 }
 
 }  // namespace

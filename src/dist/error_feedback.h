@@ -23,7 +23,12 @@
 //
 // Threads: owned by the training thread (OuterSync), which changes it only
 // at an outer step's boundary (commit); a round in flight reads it
-// (sparse_allgather's residual) and nothing writes it meanwhile.
+// (sparse_allgather's residual) and nothing writes it meanwhile. A commit
+// runs on the caller's OpenMP team, one piece of the buffer per task (a
+// sparse block sent, or up to 64K values nothing was sent over); each
+// value's arithmetic is the same whatever the thread count, so the buffer
+// is the same bits on 1 thread or 64, and so is rms() (summed per piece,
+// then over the pieces in order).
 #pragma once
 #include <cstddef>
 #include <span>
@@ -47,21 +52,24 @@ class ErrorFeedback {
   void reset();
 
   // After a round in which this node sent `sent` (its contributions, each
-  // over a range of the buffer) for pseudo-gradient `delta`:
+  // over a range of the buffer, no two overlapping: one per ring lane) for
+  // pseudo-gradient `delta`:
   //   residual = β·(delta + residual − decode(sent))
   // over the ranges sent (the rest: β·(delta + residual), nothing of it sent).
+  // One pass over the buffer, which also takes the sum of squares rms() reports.
   void commit_sent(const float* delta, const std::vector<SparseSent>& sent);
   // Nothing of this round's pseudo-gradient was used (late for the ring,
   // the round's average from a donor): residual = β·(residual + delta).
   void commit_none(const float* delta);
 
-  // Root mean square of the residual, for the metrics.
+  // Root mean square of the residual, for the metrics: taken by the pass
+  // that last changed the buffer, so asking costs nothing.
   double rms() const;
 
  private:
-  void scale();  // residual *= β
   std::vector<float> residual_;
-  float decay_;  // applied as float, once per value per round
+  float decay_;       // applied as float, once per value per round
+  double sum_sq_ = 0;  // Σ residual², kept by every change
 };
 
 }  // namespace intellect

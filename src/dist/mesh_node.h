@@ -22,7 +22,8 @@
 //    OuterSync's round thread while a round is in flight and the training
 //    thread between rounds; a second caller at the same time is refused
 //    with an Error (a programming error, never a wait);
-//  - publish_snapshot and leave: the training thread;
+//  - publish_snapshot: one caller at a time (OuterSync's snapshot copier,
+//    which copies the state off the training thread); leave: the training thread;
 //  - cancel, report_hash, set_held_step, set_progress, set_status, snapshot_wanted,
 //    drop_idle_snapshot, rewinds, welcome: any thread.
 #pragma once
@@ -155,8 +156,9 @@ class MeshNode {
   // donor's proof, or the donor refusing this node's).
   std::optional<StateDownload> fetch_round_once(int64_t outer_step);
   // A snapshot for joiners. Returns at once: the blob is hashed and
-  // published on a thread of its own (the caller's copy is all the training
-  // thread pays); joiners are answered "pending" until then.
+  // published on a thread of its own; joiners are answered "pending" until
+  // then. The caller's copy (OuterSync's snapshot copier) is off the
+  // training thread too, but for AdamW's moments.
   void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
   // A joiner asked for a snapshot this node does not have yet: publish one.
   bool snapshot_wanted() const { return donor_ && donor_->snapshot_wanted(); }

@@ -52,6 +52,11 @@ void sparse_decode_add(const uint8_t* in, size_t n, size_t block, size_t k, floa
 // Calls f(i, decoded value) for each kept value, in ascending i.
 template <class F>
 void sparse_for_each(const uint8_t* in, size_t n, size_t block, size_t k, F&& f);
+// One encoded block alone (its `kept` entries; i within the block): blocks
+// are independent, so a caller may decode them on several threads. Block b
+// of an encoding starts at b · sparse_encoded_bytes(block, block, k).
+template <class F>
+void sparse_block_for_each(const uint8_t* in, size_t kept, F&& f);
 
 // How `world` sparse contributions become one update
 // (diloco.sparse_aggregation; docs/ARCHITECTURE.md, "What SparseLoCo does"):
@@ -78,20 +83,25 @@ void sparse_average(const uint8_t* in, size_t world, size_t n, size_t block, siz
 // --- implementation of the template ------------------------------------------
 float sparse_block_step(float lo, float hi);
 template <class F>
+void sparse_block_for_each(const uint8_t* in, size_t kept, F&& f) {
+  float lo, hi;
+  __builtin_memcpy(&lo, in, 4);
+  __builtin_memcpy(&hi, in + 4, 4);
+  const float step = sparse_block_step(lo, hi);
+  const uint8_t* e = in + kSparseBlockHeader;
+  for (size_t j = 0; j < kept; ++j) {
+    const uint16_t v = static_cast<uint16_t>(e[2 * j] | (e[2 * j + 1] << 8));
+    const float mag = lo + static_cast<float>(v & 7u) * step;
+    f(static_cast<size_t>(v >> 4), (v & 8u) ? -mag : mag);
+  }
+}
+
+template <class F>
 void sparse_for_each(const uint8_t* in, size_t n, size_t block, size_t k, F&& f) {
   for (size_t begin = 0; begin < n; begin += block) {
     const size_t len = n - begin < block ? n - begin : block;
     const size_t kept = sparse_kept(len, block, k);
-    float lo, hi;
-    __builtin_memcpy(&lo, in, 4);
-    __builtin_memcpy(&hi, in + 4, 4);
-    const float step = sparse_block_step(lo, hi);
-    const uint8_t* e = in + kSparseBlockHeader;
-    for (size_t j = 0; j < kept; ++j) {
-      const uint16_t v = static_cast<uint16_t>(e[2 * j] | (e[2 * j + 1] << 8));
-      const float mag = lo + static_cast<float>(v & 7u) * step;
-      f(begin + (v >> 4), (v & 8u) ? -mag : mag);
-    }
+    sparse_block_for_each(in, kept, [&](size_t i, float v) { f(begin + i, v); });
     in += kSparseBlockHeader + 2 * kept;
   }
 }

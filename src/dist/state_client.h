@@ -10,7 +10,8 @@
 // Threads. StateClient's calls and StateDonor's round calls (keep_round,
 // publish_round) are MeshNode round calls: one thread at a time (a download
 // runs its further lanes on threads of its own, joined before it returns).
-// StateDonor::publish_snapshot: the training thread; snapshot_wanted,
+// StateDonor::publish_snapshot: one caller at a time (OuterSync's snapshot
+// copier); snapshot_wanted,
 // drop_idle_snapshot, set_progress: any thread.
 #pragma once
 #include <atomic>

@@ -39,7 +39,10 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       eager_(cfg.diloco.overlap == "eager"),
       fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
       apply_on_arrival_(overlap_ && cfg.diloco.apply_on_arrival),
-      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse") {
+      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse"),
+      snapshot_copier_([this](int64_t outer_step, std::vector<uint8_t> bytes) {
+        if (mesh_) mesh_->publish_snapshot(outer_step, std::move(bytes));
+      }) {
   const size_t n = backend_.layout().total();
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   n_ = n;
@@ -98,6 +101,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
 
 OuterSync::~OuterSync() {
   abandon();
+  snapshot_copier_.wait();
   if (pinned_) backend_.unpin_params_buffer(params_.data());
 }
 
@@ -194,6 +198,7 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
 // donor's AdamW moments (a warm start), and params_ = the outer parameters
 // (the caller uploads them, or moves them first).
 void OuterSync::apply_run_state(RunState& s) {
+  finish_snapshot_copy(nullptr);
   outer_->swap_state(s.js.outer, s.js.momentum);
   backend_.set_optimizer_state(s.js.exp_avg, s.js.exp_avg_sq, s.js.adam_step);
   params_.assign(outer_->params().begin(), outer_->params().end());
@@ -291,8 +296,14 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
 // A snapshot for joiners, taken when one asks: outer parameters and
 // momentum as of outer_done_, this node's current AdamW moments (a warm
 // start for the joiner's inner optimizer; no two nodes' agree anyway).
+// The training thread takes the moments (they change at every inner step);
+// the copier thread copies them and the outer state into the wire format
+// and hands the bytes to the donor, which hashes and serves them. The
+// outer state is read where it lives: everything that changes it calls
+// finish_snapshot_copy() first.
 double OuterSync::publish_snapshot(int64_t steps_done) {
   const Clock::time_point tp = Clock::now();
+  snapshot_copier_.wait();  // a copy before still reads snap_m_ and snap_v_
   JoinStateView js;
   js.outer_step = outer_done_;
   js.step = steps_done;
@@ -301,8 +312,17 @@ double OuterSync::publish_snapshot(int64_t steps_done) {
   js.momentum = outer_->momentum();
   js.exp_avg = snap_m_;
   js.exp_avg_sq = snap_v_;
-  mesh_->publish_snapshot(outer_done_, encode_join_state(js, std::clamp(std::thread::hardware_concurrency(), 1u, 16u)));
+  snapshot_copier_.start(js, std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
   return seconds_since(tp);
+}
+
+bool OuterSync::snapshot_wanted() const {
+  return mesh_ && cfg_.mesh.serve_state && !snapshot_copier_.busy() && mesh_->snapshot_wanted();
+}
+
+void OuterSync::finish_snapshot_copy(nlohmann::json* parts) {
+  const double waited = snapshot_copier_.wait();
+  if (waited > 0.0 && parts) (*parts)["snapshot_wait_s"] = waited;
 }
 
 // A late node's round k from a donor into params_: got (true), no live node
@@ -498,7 +518,7 @@ OuterSync::Round OuterSync::take(int64_t steps_done, double* waited) {
   std::unique_lock<std::mutex> lock(mu_);
   while (!round_done_) {
     done_cv_.wait_for(lock, std::chrono::milliseconds(20));
-    if (!round_done_ && mesh_ && cfg_.mesh.serve_state && mesh_->snapshot_wanted()) {
+    if (!round_done_ && snapshot_wanted()) {
       lock.unlock();
       const double s = publish_snapshot(steps_done);
       note(str("step ", steps_done, ": took a snapshot of outer step ", outer_done_, " for a joiner in ", s,
@@ -591,6 +611,7 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   outer_->pseudo_gradient(params_.data(), in_place_ ? params_.data() : pseudo_.data());
   lap("pseudo_gradient_s");
   Round r = run_round(k, data_position_(), steps_done, in_place_);
+  finish_snapshot_copy(&parts);
   tp = Clock::now();
   commit_error_feedback(r);
   if (r.state) {
@@ -655,6 +676,7 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
   double waited = 0.0;
   Round r = take(steps_done, &waited);
   parts["wait_s"] = waited;
+  finish_snapshot_copy(&parts);
   tp = Clock::now();
   commit_error_feedback(r);  // while pseudo_ is still δ_{k-1}
   // The run's state taken afresh (late, and nobody had the round): of the
@@ -710,6 +732,7 @@ nlohmann::json OuterSync::step_overlapped(int64_t steps_done) {
 // round was launched, else with the progress since its start kept on top.
 nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
   const size_t n = pseudo_.size();
+  finish_snapshot_copy(&parts);
   Clock::time_point tp = Clock::now();
   auto lap = [&](const char* name) {
     parts[name] = seconds_since(tp);

@@ -22,7 +22,10 @@
 //
 // Threads. The training thread owns this object: the outer optimizer
 // (outer parameters, momentum), every Backend call (weights, AdamW state:
-// the GPU in production), snapshots for joiners, and the metrics. The round
+// the GPU in production), snapshots for joiners, and the metrics. The
+// snapshot copier's thread reads the outer state and the moments' copy for a
+// joiner's snapshot (SnapshotCopier), and everything that changes them
+// waits for it first. The round
 // thread (overlap only; at most one round at a time, launched and joined by
 // the training thread) touches only the round's host buffers (it reads
 // pseudo_, the round's input, and writes params_, the round's average or the
@@ -54,6 +57,7 @@
 #include "train/backend.h"
 #include "train/config.h"
 #include "train/join_state.h"
+#include "train/snapshot_copier.h"
 
 namespace intellect {
 
@@ -124,10 +128,14 @@ class OuterSync {
   // without this node). A checkpoint taken before holds it (in_flight_*).
   void abandon();
 
-  // A snapshot of the outer state for joiners (when one asks); seconds spent.
-  // It is of outer_done(): with overlap, the round in flight is not in it
-  // (a joiner fetches that round's average from the donor once it is done).
+  // A snapshot of the outer state for joiners (when one asks); the seconds
+  // the training thread spent (the moments' download: the wire copy, the
+  // hashing and the serving run on other threads). It is of outer_done():
+  // with overlap, the round in flight is not in it (a joiner fetches that
+  // round's average from the donor once it is done).
   double publish_snapshot(int64_t steps_done);
+  // A joiner waits for a snapshot and none is being copied.
+  bool snapshot_wanted() const;
   int64_t outer_done() const { return outer_done_; }
   const OuterOptimizer& optimizer() const { return *outer_; }
   bool overlapped() const { return overlap_; }
@@ -192,6 +200,9 @@ class OuterSync {
   void commit_error_feedback(const Round& r);
   nlohmann::json step_blocking(int64_t steps_done);
   nlohmann::json step_overlapped(int64_t steps_done);
+  // Before the outer state changes: a snapshot still being copied from it
+  // is finished first (its seconds in parts["snapshot_wait_s"] when any).
+  void finish_snapshot_copy(nlohmann::json* parts);
 
   const Config& cfg_;
   Backend& backend_;
@@ -230,6 +241,12 @@ class OuterSync {
   bool round_done_ = false;
   std::optional<Round> round_result_;
   std::exception_ptr round_error_;
+  // Last: destroyed first, so a copy in progress ends before what it reads goes.
+  SnapshotCopier snapshot_copier_;
+
+ public:
+  // Tests: the copier of this node's snapshots (a sink without a mesh, a copy held open).
+  SnapshotCopier& snapshot_copier_for_test() { return snapshot_copier_; }
 };
 
 }  // namespace intellect

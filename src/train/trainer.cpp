@@ -464,10 +464,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       line["val_loss"] = result.final_val_loss;
       report.val_loss(result.final_val_loss);
     }
-    if (outer && mesh && cfg.mesh.serve_state && mesh->snapshot_wanted()) {
+    if (outer && outer->snapshot_wanted()) {
       line["snapshot_s"] = outer->publish_snapshot(step + 1);
-      note(str("step ", step + 1, ": took a snapshot of outer step ", outer->outer_done(), " for a joiner in ",
-               line["snapshot_s"].get<double>(), " s (hashed and served from other threads)"));
+      note(str("step ", step + 1, ": took a snapshot of outer step ", outer->outer_done(), " for a joiner: ",
+               line["snapshot_s"].get<double>(), " s on the training thread (the moments; copied, hashed and "
+               "served from other threads)"));
     }
     if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
       const auto [stall, waited] = save_checkpoint(step + 1, lr);
