@@ -31,6 +31,10 @@
 #   state-transfer   issue 15: a joiner's download of the 150m's 4.36 GB of state on loopback with 1, 2, 4 and 8
 #                    lanes (and devbin/bench_state_transfer_base, the single-connection build, if packed with
 #                    EXTRA_BINS), then over an emulated LINK_MBIT (1000) Mbit/s, LINK_DELAY (50) ms link
+#   join-wan         issue 15: a running swarm of 2 nodes of 150m (JOIN_NODES) on the GPU, every node's links
+#                    emulated at LINK_MBIT (1000) Mbit/s and LINK_DELAY (50) ms one way, and a third node that
+#                    joins at outer step JOIN_AT (2): its `joined` seconds against 1.2 x state bytes / link
+#                    (scripts/join_wan.sh); H (20) inner steps of BATCH (16) x 1024 tokens, STEPS (120)
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -202,6 +206,22 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
         $B/bench_state_transfer --mb ${LINK_STATE_MB:-1000} --lanes ${LINK_LANES:-4} --repeats 2 \
           --rate-mbit ${LINK_MBIT:-1000} --delay-ms ${LINK_DELAY:-50}
       } 2>&1 | grep -v "^\[donor\]" | tee "$OUT/state-transfer.log" ;;
+    join-wan)
+      # Issue 15: a joiner in the ring within 1.2 x state bytes / link bandwidth, measured in a run.
+      section "join-wan ${LINK_MBIT:-1000} Mbit/s ${LINK_DELAY:-50} ms"
+      [ -d /tmp/corpus ] || $B/make_corpus --out /tmp/corpus --docs ${CORPUS_DOCS:-40000} --val-docs 300 | tail -1
+      jw=/tmp/join-wan-${LINK_MBIT:-1000}
+      bash scripts/join_wan.sh -b $B -n ${JOIN_NODES:-2} -c configs/150m.json -o $jw -j ${JOIN_AT:-2} \
+        -r ${LINK_MBIT:-1000} -d ${LINK_DELAY:-50} \
+        --set train.device=cuda --set train.steps=${STEPS:-120} --set diloco.inner_steps=${H:-20} \
+        --set train.batch_size=${BATCH:-16} --set train.micro_batch_size=${MICRO:-16} --set train.seq_len=1024 \
+        --set train.eval_every=0 --set train.log_every=10 --set ckpt.save_final=false \
+        --set optim.schedule.warmup_steps=20 --set optim.schedule.decay_steps=40 --set diloco.rings=${RINGS:-8} \
+        --set "data.train=/tmp/corpus/train_*.bin" --set "data.val=/tmp/corpus/val_*.bin" \
+        --set mesh.round_timeout_ms=1200000 ${EXTRA_SETS:-} 2>&1 | tee "$OUT/join-wan-${LINK_MBIT:-1000}.log"
+      for n in $(ls $jw | grep -E "^(node-|joiner)"); do
+        cp $jw/$n/metrics.jsonl "$OUT/join-wan-${LINK_MBIT:-1000}-$n.jsonl" 2>/dev/null
+        grep -E "joining|joined|snapshot|utilization|rror" $jw/$n/train.log | tail -6; done ;;
     *) echo "routine.sh: unknown section $s"; exit 2 ;;
   esac
 done
