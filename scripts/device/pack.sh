@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 build=${BUILD_DIR:-build}
 rm -rf devbin devbin.tgz
 mkdir -p devbin/lib devbin/shared/data devbin/shared/bench
-bins=(intellect_gpu_tests bench_step intellect_train intellect_forward make_corpus bench_allreduce bench_state_transfer)
+bins=(intellect_gpu_tests bench_step intellect_train intellect_forward make_corpus bench_allreduce bench_state_transfer
+      bench_boundary)
 for b in "${bins[@]}"; do strip -o "devbin/$b" "$build/$b"; done
 # EXTRA_BINS="path:name ...": more binaries, e.g. an older build to compare against.
 for e in ${EXTRA_BINS:-}; do strip -o "devbin/${e#*:}" "${e%%:*}"; done

@@ -35,6 +35,9 @@
 #                    emulated at LINK_MBIT (1000) Mbit/s and LINK_DELAY (50) ms one way, and a third node that
 #                    joins at outer step JOIN_AT (2): its `joined` seconds against 1.2 x state bytes / link
 #                    (scripts/join_wan.sh); H (20) inner steps of BATCH (16) x 1024 tokens, STEPS (120)
+#   boundary-host    issue 15: bench_boundary (a sparse boundary's host work for 150m's 277M values, no GPU:
+#                    error-feedback commit, the two passes, hash, RMS), all cores and 4 threads (a node's share
+#                    when 4 nodes share the host)
 #   profile          ncu's per-kernel durations (and SM/DRAM throughput) of one step of a 2-layer slice of
 #                    the 10B, every kernel in launch order, as CSV ($OUT/profile.csv)
 # Extra bench_step flags can be given in BENCH_ARGS.
@@ -206,6 +209,10 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
         $B/bench_state_transfer --mb ${LINK_STATE_MB:-1000} --lanes ${LINK_LANES:-4} --repeats 2 \
           --rate-mbit ${LINK_MBIT:-1000} --delay-ms ${LINK_DELAY:-50}
       } 2>&1 | grep -v "^\[donor\]" | tee "$OUT/state-transfer.log" ;;
+    boundary-host)
+      section boundary-host
+      { nproc; for t in 0 4; do echo "--- threads ${t/#0/all}"; $B/bench_boundary --config configs/150m.json --repeat 5 \
+          $([ $t -gt 0 ] && echo --threads $t); done; } 2>&1 | tee "$OUT/boundary-host.log" ;;
     join-wan)
       # Issue 15: a joiner in the ring within 1.2 x state bytes / link bandwidth, measured in a run.
       section "join-wan ${LINK_MBIT:-1000} Mbit/s ${LINK_DELAY:-50} ms"
