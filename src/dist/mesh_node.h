@@ -141,7 +141,7 @@ class MeshNode {
 
   // output = average of every ring member's input for this outer step.
   // With sparse compression, `sparse` (required) gives the residual and
-  // receives what this node sent, in the attempt that succeeded. Late,
+  // receives what this node sent, in the attempt the coordinator committed. Late,
   // rewound or evicted instead: output is not the round's average.
   // In place (input and output the very same buffer) saves a copy of the
   // model; then restore_input must rebuild the input before a retry (a
