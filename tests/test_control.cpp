@@ -37,7 +37,9 @@ std::vector<Message> samples() {
           si,
           Rejoin{3, "node-a", "10.0.0.1:7000", "10.0.0.1:7001", -1},
           StatePending{250},
-          Rewound{40, 2}};
+          Rewound{40, 2},
+          RoundDone{3, 42, 99},
+          RoundCommit{42, 99}};
 }
 
 TEST(Control, EveryMessageRoundTrips) {
@@ -57,6 +59,17 @@ TEST(Control, EveryMessageRoundTrips) {
   EXPECT_EQ(std::get<Heartbeat>(decode(encode(Heartbeat{3, -1}), "t")).held_step, -1);
   EXPECT_EQ(std::get<Rejoin>(decode(encode(samples()[15]), "t")).held_step, -1);
   EXPECT_THROW(decode(encode(Heartbeat{3, -2}), "t"), Error);
+  const auto done = std::get<RoundDone>(decode(encode(RoundDone{3, 42, 99}), "t"));
+  EXPECT_EQ(done.node_id, 3u);
+  EXPECT_EQ(done.outer_step, 42);
+  EXPECT_EQ(done.round, 99u);
+  const auto commit = std::get<RoundCommit>(decode(encode(RoundCommit{42, 99}), "t"));
+  EXPECT_EQ(commit.outer_step, 42);
+  EXPECT_EQ(commit.round, 99u);
+  // An outer step past INT64_MAX is refused, as in every other message.
+  std::vector<uint8_t> bad = encode(RoundCommit{42, 99});
+  for (size_t i = 1; i < 9; ++i) bad[i] = 0xff;
+  EXPECT_THROW(decode(bad, "t"), Error);
 }
 
 TEST(Control, MalformedMessagesAreRefused) {

@@ -404,11 +404,10 @@ void byzantine_round(double scale, double announce, bool expect_banned, Compress
   EXPECT_EQ(out[0], out[1]);
   EXPECT_EQ(ring_size[0], 2u);
   // In the sparse all-gather the attacker may already hold every other
-  // contribution when its successor aborts (each travels the ring whole),
-  // and so finish its own copy of the round; the honest nodes redo it
-  // without it (ring of 2 below) and it is refused from then on.
-  if (compression != Compression::Sparse || !expect_banned)
-    EXPECT_NE(errors[2], "") << "the attacker finished a round with the honest nodes";
+  // contribution when its successor aborts (each travels the ring whole);
+  // it applies nothing, since the coordinator commits no round it was in
+  // (the honest nodes redo it in a ring of 2, below), and it is refused.
+  EXPECT_NE(errors[2], "") << "the attacker finished a round with the honest nodes";
   // The honest average: close to the mean of the two honest inputs, nowhere near 100x.
   std::vector<float> a = test::randn(n, 100, 1e-3f), b = test::randn(n, 101, 1e-3f);
   double err = 0, ref = 0;
@@ -518,15 +517,13 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
 
 // The honest pair finishes alike; the node with key 3 (n2) is refused on
 // the evidence, and nobody is called a false accuser.
-void expect_refused_on_evidence(const Accusation& a, bool sparse = false) {
+void expect_refused_on_evidence(const Accusation& a) {
   EXPECT_EQ(a.errors[0], "");
   EXPECT_EQ(a.errors[1], "");
   EXPECT_EQ(a.out[0], a.out[1]);
   // A sparse attacker may already hold every contribution when it is
-  // caught, and finish its own copy of the round (byzantine_round above).
-  if (!sparse) {
-    EXPECT_NE(a.errors[2], "");
-  }
+  // caught; it still applies nothing (no round it was in is committed).
+  EXPECT_NE(a.errors[2], "") << "the attacker finished a round with the honest nodes";
   EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
                                                                "by the evidence"));
   EXPECT_FALSE(a.logged("a false accusation"));
@@ -542,12 +539,11 @@ void expect_false_accuser_refused(int mode, Compression compression = Compressio
   // both honest nodes finish, in a ring of two without the accuser.
   EXPECT_EQ(a.errors[0], "");
   EXPECT_EQ(a.errors[1], "");
-  // A sparse all-gather is not atomic: the accused may already hold every
-  // contribution (the accuser's own went out before it accused) and finish
-  // the round, while the other honest node redoes it without the accuser.
-  if (compression != Compression::Sparse) {
-    EXPECT_EQ(a.out[0], a.out[1]);
-  }
+  // In a sparse all-gather the accused may already hold every contribution
+  // when the accuser fails the round (the accuser's own went out first); it
+  // applies nothing until the coordinator commits a round, and this one is
+  // abandoned, so it redoes it with the other honest node.
+  EXPECT_EQ(a.out[0], a.out[1]);
   EXPECT_NE(a.errors[2], "") << "the false accuser finished a round";
   EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") accused ring member node"));
   EXPECT_TRUE(a.logged(mode == 1 ? "is within the" : "the signature is not the accused's"));
@@ -591,7 +587,7 @@ TEST(Mesh, NodeKeysAnHonestSparseRoundRefusesNobody) {
 }
 TEST(Mesh, NodeKeysASparseNodeSendingMoreThanItAnnouncedIsRefusedOnItsSignedChunks) {
   const Accusation a = keyed_byzantine_round(100.0, 0.01, 0, false, Compression::Sparse);
-  expect_refused_on_evidence(a, /*sparse=*/true);
+  expect_refused_on_evidence(a);
   EXPECT_TRUE(a.logged("chunks of its sparse contribution, signed by the accused"));
 }
 TEST(Mesh, NodeKeysASparseFalseAccuserIsRefusedAndTheAccusedKept) {
@@ -600,6 +596,73 @@ TEST(Mesh, NodeKeysASparseFalseAccuserIsRefusedAndTheAccusedKept) {
 TEST(Mesh, NodeKeysASparseFalseAccuserWithAForgedSignatureIsRefused) {
   expect_false_accuser_refused(2, Compression::Sparse);
 }
+
+// A round that one member reports failed after the others completed it
+// (its last message lost, or a node that wants the others to disagree) is
+// redone by every member: nobody applies the abandoned attempt while the
+// others redo it. The nodes stay in the run until all are done, as a
+// training node does, and report the hash of what they applied. Dense and
+// sparse alike.
+void disowned_round(Compression compression) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  Swarm swarm(milliseconds(3000), 3, {}, secret(7), [&](const std::string& m) {
+    std::lock_guard lk(mu);
+    lines.push_back(m);
+  });
+  const size_t n = 30011;
+  std::vector<std::vector<float>> out(3, std::vector<float>(n));
+  std::vector<std::string> errors(3);
+  std::vector<OuterRoundStats> stats(3);
+  std::atomic<int> finished{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+        o.attack_disown_completed_round = i == 2;
+        o.max_retries = 2;
+        o.compression = compression;
+        if (compression == Compression::Sparse)
+          o.sparse_k = sparse_k_for_density(0.1, default_codec_block(Compression::Sparse));
+        MeshNode node(o);
+        const std::vector<float> in = test::randn(n, 100 + i, 1e-3f);
+        SparseRound sr;
+        try {
+          stats[i] =
+              averaged_or_fail(node.average(1, "{}", in, out[i], compression == Compression::Sparse ? &sr : nullptr));
+          uint64_t h = 1469598103934665603ull;  // FNV-1a of the bytes applied
+          for (const uint8_t* b = reinterpret_cast<const uint8_t*>(out[i].data()); b != reinterpret_cast<const uint8_t*>(out[i].data() + n); ++b)
+            h = (h ^ *b) * 1099511628211ull;
+          node.report_hash(1, h);
+        } catch (...) {
+          ++finished;
+          throw;
+        }
+        ++finished;
+        const auto t0 = std::chrono::steady_clock::now();
+        while (finished.load() < 3 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(40))
+          std::this_thread::sleep_for(milliseconds(20));
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(errors[i], "") << "node " << i;
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(out[0], out[2]);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(stats[i].ring_size, 3u) << "node " << i;
+    EXPECT_EQ(stats[i].retries, 1) << "node " << i << ": the attempt that completed here was not redone";
+  }
+  for (int tries = 0; tries < 100 && swarm.coordinator->agreed_steps() < 1; ++tries)
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_EQ(swarm.coordinator->agreed_steps(), 1);
+  EXPECT_EQ(swarm.coordinator->disagreed_steps(), 0);
+}
+
+TEST(Mesh, ARoundFailedAfterOthersCompletedItIsRedoneByAllDense) { disowned_round(Compression::Int8); }
+TEST(Mesh, ARoundFailedAfterOthersCompletedItIsRedoneByAllSparse) { disowned_round(Compression::Sparse); }
 
 TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   Swarm swarm(milliseconds(3000));
@@ -611,9 +674,14 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
   for (int i = 0; i < 3; ++i)
     threads.emplace_back([&, i] {
       try {
-        auto node = std::make_unique<MeshNode>(swarm.node("n" + std::to_string(i)));
+        MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+        // Node 2 reports ready, takes part in no real round (an empty
+        // vector: its ring "completes" at once, so the coordinator never
+        // commits it), and leaves when its first attempt is abandoned.
+        if (i == 2) o.max_retries = 0;
+        auto node = std::make_unique<MeshNode>(o);
         std::vector<float> in = test::randn(n, i, 1e-3f);
-        if (i == 2) {  // reports ready, then vanishes without a goodbye or a round
+        if (i == 2) {
           std::vector<float> tmp(n);
           node->average(1, "{}", std::span<const float>(in.data(), 0), std::span<float>(tmp.data(), 0));
           return;

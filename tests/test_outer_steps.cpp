@@ -1,8 +1,11 @@
 // The coordinator's outer-step phases (outer_steps.h) with a fake clock:
 // a failed round is re-formed once, a moment after its first report, stale
 // and repeated reports change nothing, retries are counted up to the limit,
-// and a done or rewound step is forgotten.
+// a done or rewound step is forgotten, and a round is committed only once
+// every member still in the run completed it and none failed it.
 #include <gtest/gtest.h>
+
+#include <set>
 
 #include "dist/outer_steps.h"
 
@@ -78,6 +81,61 @@ TEST(OuterSteps, DoneAndRewoundStepsAreForgotten) {
   EXPECT_FALSE(s.active(4));
   EXPECT_TRUE(s.take_due(at(1000)).empty()) << "a rewound step's pending re-form is dropped with it";
   EXPECT_STREQ(step_phase_name(StepPhase::reform_pending), "re-form pending");
+}
+
+TEST(OuterSteps, ARoundIsCommittedOnceEveryMemberStillInTheRunCompletedIt) {
+  OuterSteps s(3, milliseconds(200));
+  std::set<uint64_t> gone;
+  auto in_run = [&](uint64_t n) { return !gone.count(n); };
+  EXPECT_EQ(s.completed(5, 10, 1), OuterSteps::Completion::no_ring);
+  s.announced(ring(5, {1, 2, 3}), 10);
+  EXPECT_EQ(s.completed(5, 9, 1), OuterSteps::Completion::stale) << "an older round";
+  EXPECT_EQ(s.completed(5, 10, 4), OuterSteps::Completion::stale) << "not a member of the round";
+  EXPECT_EQ(s.completed(5, 10, 1), OuterSteps::Completion::recorded);
+  EXPECT_EQ(s.completed(5, 10, 2), OuterSteps::Completion::recorded);
+  EXPECT_TRUE(s.take_committed(in_run).empty()) << "node 3 may still fail the round";
+  EXPECT_EQ(s.find(5)->phase, StepPhase::averaging);
+  // Node 3 dies without a word: the others hold the same result.
+  gone.insert(3);
+  const std::vector<OuterSteps::Commit> c = s.take_committed(in_run);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].step, 5);
+  EXPECT_EQ(c[0].round, 10u);
+  EXPECT_EQ(c[0].ring.nodes, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(s.find(5)->phase, StepPhase::committed);
+  EXPECT_TRUE(s.active(5)) << "its hashes are still to come";
+  EXPECT_TRUE(s.take_committed(in_run).empty()) << "committed once";
+  EXPECT_EQ(s.completed(5, 10, 1), OuterSteps::Completion::committed) << "said again: the commit is sent again";
+  EXPECT_EQ(s.failed(5, 10, at(0)), OuterSteps::Failure::committed) << "too late to fail it";
+  EXPECT_EQ(s.find(5)->phase, StepPhase::committed);
+  EXPECT_TRUE(s.take_due(at(1000)).empty());
+  s.done(5);
+  EXPECT_EQ(s.completed(5, 10, 1), OuterSteps::Completion::no_ring);
+  EXPECT_STREQ(step_phase_name(StepPhase::committed), "committed");
+}
+
+TEST(OuterSteps, ARoundAMemberFailedIsNeverCommittedEvenIfTheOthersCompletedIt) {
+  OuterSteps s(3, milliseconds(200));
+  auto everyone = [](uint64_t) { return true; };
+  s.announced(ring(7, {1, 2, 3}), 20);
+  EXPECT_EQ(s.completed(7, 20, 1), OuterSteps::Completion::recorded);
+  EXPECT_EQ(s.completed(7, 20, 2), OuterSteps::Completion::recorded);
+  ASSERT_EQ(s.failed(7, 20, at(0)), OuterSteps::Failure::scheduled);  // node 3 failed it
+  EXPECT_TRUE(s.take_committed([](uint64_t n) { return n != 3; }).empty())
+      << "node 3 failed it and is gone since: the round is still abandoned";
+  EXPECT_EQ(s.completed(7, 20, 1), OuterSteps::Completion::stale) << "completed after the failure: redone";
+  ASSERT_EQ(s.take_due(at(200)).size(), 1u);
+  s.announced(ring(7, {1, 2}), 21);
+  EXPECT_TRUE(s.find(7)->completed.empty()) << "the re-formed round starts with nobody done";
+  EXPECT_EQ(s.completed(7, 20, 2), OuterSteps::Completion::stale) << "the abandoned round";
+  EXPECT_EQ(s.completed(7, 21, 1), OuterSteps::Completion::recorded);
+  EXPECT_TRUE(s.take_committed(everyone).empty());
+  EXPECT_EQ(s.completed(7, 21, 2), OuterSteps::Completion::recorded);
+  ASSERT_EQ(s.take_committed(everyone).size(), 1u);
+  EXPECT_EQ(s.find(7)->round, 21u);
+  // A ring of one never reports completion (nothing to agree on): never committed by this rule.
+  s.announced(ring(8, {1}), 22);
+  EXPECT_TRUE(s.take_committed(everyone).empty());
 }
 
 }  // namespace

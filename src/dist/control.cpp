@@ -28,7 +28,8 @@ std::string clip_reason(const std::string& r) {
 // Message kinds on the wire; the values never change meaning.
 enum Kind : uint8_t {
   kJoin = 1, kWelcome, kHeartbeat, kLeave, kReady, kRingAnnounce, kRingFailed, kOuterHash, kRefused, kPeerHello,
-  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin, kStatePending, kRewound
+  kDonorRequest, kDonorAssign, kLate, kStateRequest, kStateInfo, kRejoin, kStatePending, kRewound, kRoundDone,
+  kRoundCommit
 };
 
 constexpr uint64_t kMaxStateBytes = uint64_t{1} << 40;  // 1 TiB: far above any model we train
@@ -135,6 +136,17 @@ void put(ByteWriter& w, const OuterHash& m) {
   w.u64(m.node_id);
   w.u64(static_cast<uint64_t>(m.outer_step));
   w.u64(m.hash);
+}
+void put(ByteWriter& w, const RoundDone& m) {
+  w.u8(kRoundDone);
+  w.u64(m.node_id);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.round);
+}
+void put(ByteWriter& w, const RoundCommit& m) {
+  w.u8(kRoundCommit);
+  w.u64(static_cast<uint64_t>(m.outer_step));
+  w.u64(m.round);
 }
 void put(ByteWriter& w, const Refused& m) {
   w.u8(kRefused);
@@ -393,6 +405,21 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       out = m;
       break;
     }
+    case kRoundDone: {
+      RoundDone m;
+      m.node_id = r.u64("node_id");
+      m.outer_step = step_field(r, "outer_step");
+      m.round = r.u64("round");
+      out = m;
+      break;
+    }
+    case kRoundCommit: {
+      RoundCommit m;
+      m.outer_step = step_field(r, "outer_step");
+      m.round = r.u64("round");
+      out = m;
+      break;
+    }
     case kRefused: out = Refused{r.str("reason", kMaxName)}; break;
     case kPeerHello: {
       PeerHello m;
@@ -479,7 +506,7 @@ const char* name(const Message& m) {
   static const char* names[] = {"join",        "welcome",      "heartbeat",   "leave",       "ready",
                                 "ring-announce", "ring-failed", "outer-hash", "refused",     "peer-hello",
                                 "donor-request", "donor-assign", "late",      "state-request", "state-info",
-                                "rejoin",      "state-pending", "rewound"};
+                                "rejoin",      "state-pending", "rewound",   "round-done",  "round-commit"};
   return names[m.index()];
 }
 

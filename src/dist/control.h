@@ -140,6 +140,23 @@ struct RingFailed {
   uint64_t accused = 0;
   std::vector<std::vector<uint8_t>> evidence;
 };
+// node -> coordinator: round `round` of `outer_step` completed here: this
+// node holds the round's whole result, and applies it only once the
+// coordinator commits the round (RoundCommit). Sent again after a reconnect.
+struct RoundDone {
+  uint64_t node_id = 0;
+  int64_t outer_step = 0;
+  uint64_t round = 0;
+};
+// coordinator -> ring members: every member of that round still in the run
+// completed it, and none reported it failed: apply its result. A round a
+// member reported failed is never committed; its members hear of the ring
+// that replaces it (or that the step was given up) instead, so every
+// surviving node applies the same round.
+struct RoundCommit {
+  int64_t outer_step = 0;
+  uint64_t round = 0;
+};
 // node -> coordinator: hash of my outer parameters after the step.
 struct OuterHash {
   uint64_t node_id = 0;
@@ -218,7 +235,7 @@ struct StatePending {
 
 using Message = std::variant<Join, Welcome, Heartbeat, Leave, Ready, RingAnnounce, RingFailed, OuterHash, Refused,
                              PeerHello, DonorRequest, DonorAssign, Late, StateRequest, StateInfo, Rejoin,
-                             StatePending, Rewound>;
+                             StatePending, Rewound, RoundDone, RoundCommit>;
 
 std::vector<uint8_t> encode(const Message& m);
 // `from` names the sender in errors.

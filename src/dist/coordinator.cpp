@@ -384,6 +384,8 @@ void Coordinator::handle(ConnId conn, const control::Message& msg, MembershipTim
     on_ready(conn, id, *r, now);
   } else if (const auto* f = std::get_if<control::RingFailed>(&msg)) {
     on_ring_failed(id, *f, now);
+  } else if (const auto* d = std::get_if<control::RoundDone>(&msg)) {
+    on_round_done(conn, id, *d);
   } else if (const auto* o = std::get_if<control::OuterHash>(&msg)) {
     on_outer_hash(id, *o);
   }
@@ -558,6 +560,12 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
   switch (steps_.failed(f.outer_step, f.round, now)) {
     case OuterSteps::Failure::no_ring:
       return;
+    case OuterSteps::Failure::committed:
+      // Only a node that said it completed the round can still be in it
+      // now: it holds the round, as every other member does.
+      log(str(who(id), " reports outer step ", f.outer_step, " round ", f.round,
+              " failed after it was committed (every member still in the run had completed it): ignored"));
+      return;
     case OuterSteps::Failure::stale: {
       // Already re-formed; but if the newer ring runs over the link just
       // found broken, it would fail the same way: replace it now.
@@ -572,6 +580,32 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
     case OuterSteps::Failure::repeated:
       log(str("node ", id, " reports outer step ", f.outer_step, " round ", f.round, " failed: ", f.reason));
       return;
+  }
+}
+
+void Coordinator::on_round_done(ConnId conn, uint64_t id, const control::RoundDone& d) {
+  if (d.node_id != id) return send(conn, control::Refused{"round-done for another node"});
+  switch (steps_.completed(d.outer_step, d.round, id)) {
+    case OuterSteps::Completion::recorded:
+      commit_completed_rounds();
+      return;
+    case OuterSteps::Completion::committed:  // said again after a reconnect: the commit may have been lost
+      send(conn, control::RoundCommit{d.outer_step, d.round});
+      return;
+    case OuterSteps::Completion::stale:    // it hears of the ring that replaces the round, or was told
+    case OuterSteps::Completion::no_ring:  // the step was given up, rewound, or (a restart) never heard of
+      return;
+  }
+}
+
+void Coordinator::commit_completed_rounds() {
+  for (const OuterSteps::Commit& c : steps_.take_committed([&](uint64_t n) { return members_.contains(n); })) {
+    size_t here = 0;
+    for (uint64_t n : c.ring.nodes) here += members_.contains(n);
+    log(str("outer step ", c.step, " round ", c.round, " committed: every member still in the run completed it (",
+            here, " of ", c.ring.nodes.size(), ")"));
+    for (uint64_t n : c.ring.nodes)
+      if (auto conn = conn_of_.find(n); conn != conn_of_.end()) send(conn->second, control::RoundCommit{c.step, c.round});
   }
 }
 
@@ -722,6 +756,8 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     evict_revoked_keys();
     check_stranded(MembershipClock::now());
     reform_failed_rings(MembershipClock::now());
+    // A member gone without a word no longer holds its round's commit up.
+    commit_completed_rounds();
     // Rings for every outer step some node is ready for.
     std::set<int64_t> steps;
     for (uint64_t id : members_.ids())

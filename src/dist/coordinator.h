@@ -1,8 +1,10 @@
 // The coordinator: one event-driven loop that keeps the run's membership
 // (joins, heartbeats, goodbyes, eviction of silent nodes), forms a ring for
 // each outer step from the nodes that reported ready and announces it,
-// re-forms it when a round fails, and checks that every node ends the step
-// with the same outer parameters. It carries no bulk data.
+// re-forms it when a round fails, commits a round once every member still in
+// the run completed it (members apply a round only then), and checks that
+// every node ends the step with the same outer parameters. It carries no
+// bulk data.
 //
 // Threads: run() is the loop thread and owns everything here but the
 // RunStatus, which it fills (members, their reports, outer steps, joins,
@@ -87,6 +89,7 @@ class Coordinator {
   void on_donor_request(ConnId conn, uint64_t id, const control::DonorRequest& dr);
   void on_ready(ConnId conn, uint64_t id, const control::Ready& r, MembershipTime now);
   void on_ring_failed(uint64_t id, const control::RingFailed& f, MembershipTime now);
+  void on_round_done(ConnId conn, uint64_t id, const control::RoundDone& d);
   void on_outer_hash(uint64_t id, const control::OuterHash& o);
   control::Welcome welcome_for(const NodeRecord& n) const;
   void dispatch(const Message& m);
@@ -114,6 +117,9 @@ class Coordinator {
   // Rewinds the run when every holder of its newest outer step is gone.
   void check_stranded(MembershipTime now);
   void reform_failed_rings(MembershipTime now);
+  // Rounds every member still in the run completed (OuterSteps::take_committed):
+  // their members are told to apply them.
+  void commit_completed_rounds();
   LinkSet live_bad_links();
   LinkRates live_link_rates() const;  // the newest rate measured on each directed link between live members
   void send(ConnId conn, const control::Message& m);

@@ -132,7 +132,7 @@ void CoordinatorClient::reconnect(ConnId stale) {
       transport_.close(stale, "replaced");
       coord_ = c;
       log("back with the coordinator");
-      if (pending_) send_on(c, *pending_);
+      for (const control::Message& p : pending_) send_on(c, p);
       return;
     } catch (const EvictedFromRun&) {
       if (c) transport_.close(c, "evicted");
@@ -173,20 +173,20 @@ void CoordinatorClient::send_on(ConnId conn, const control::Message& m) {
 CoordinatorClient::Awaiting::Awaiting(CoordinatorClient& c, const control::Message& request) : c_(c) {
   {
     std::lock_guard<std::mutex> lock(c_.reconnect_mu_);
-    c_.pending_ = request;
+    c_.pending_.push_back(request);
   }
   try {
     c_.send(request);
   } catch (...) {
     std::lock_guard<std::mutex> lock(c_.reconnect_mu_);  // no destructor runs for a constructor that throws
-    c_.pending_.reset();
+    c_.pending_.pop_back();
     throw;
   }
 }
 
 CoordinatorClient::Awaiting::~Awaiting() {
   std::lock_guard<std::mutex> lock(c_.reconnect_mu_);
-  c_.pending_.reset();
+  c_.pending_.pop_back();
 }
 
 void CoordinatorClient::note_rewind(int64_t outer_step, uint64_t rewinds) {

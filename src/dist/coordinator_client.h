@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <variant>
+#include <vector>
 
 #include "dist/control.h"
 #include "dist/mesh_outcomes.h"
@@ -69,7 +70,9 @@ class CoordinatorClient {
   // Sends; on a lost connection, reconnects and sends again.
   void send(const control::Message& m);
   // A request the caller waits on an answer to: sent now, and again after a
-  // reconnect, until the Awaiting object goes.
+  // reconnect, until the Awaiting object goes. They nest: after a reconnect
+  // every live one is sent again, oldest first (a Ready, then the RoundDone
+  // of a round completed in answer to it).
   class Awaiting {
    public:
     Awaiting(CoordinatorClient& c, const control::Message& request);
@@ -110,7 +113,7 @@ class CoordinatorClient {
   const std::atomic<bool>& cancel_;
   std::atomic<ConnId> coord_{0};
   std::mutex reconnect_mu_;
-  std::optional<control::Message> pending_;  // what a caller awaits an answer to (under reconnect_mu_)
+  std::vector<control::Message> pending_;  // what a caller awaits answers to, oldest first (under reconnect_mu_)
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
   std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node

@@ -29,9 +29,11 @@ constexpr uint32_t kFrameMagic = 0x4c544e49;  // bytes 'I' 'N' 'T' 'L' on the wi
 // 5: signed sparse contributions (sparse_evidence.h): ring members carry
 //    their node keys, sparse messages a flags byte and their lane, and a
 //    sparse accusation names the chunks' author.
+// 6: a round's result is applied only once the coordinator commits it
+//    (RoundDone, RoundCommit): a round one member failed is redone by all.
 // A node of another version is refused at the handshake, by name, rather
 // than failing to decode.
-constexpr uint16_t kProtocolVersion = 5;
+constexpr uint16_t kProtocolVersion = 6;
 // After the handshake every payload carries an AEAD tag of this many bytes
 // beyond what its type allows (frame_cipher.h).
 constexpr size_t kSealedFrameOverhead = 16;

@@ -35,6 +35,18 @@ Result eviction_as_value(Call&& call) {
   }
 }
 
+// The traffic and times of the attempt that was applied.
+void take_attempt_stats(OuterRoundStats& stats, const OuterRoundStats& attempt) {
+  stats.bytes_sent = attempt.bytes_sent;
+  stats.bytes_received = attempt.bytes_received;
+  stats.seconds = attempt.seconds;
+  stats.rings = attempt.rings;
+  stats.encode_s = attempt.encode_s;
+  stats.recv_wait_s = attempt.recv_wait_s;
+  stats.decode_s = attempt.decode_s;
+  stats.send_s = attempt.send_s;
+}
+
 }  // namespace
 
 OuterRoundStats averaged_or_fail(RoundResult r) {
@@ -180,6 +192,44 @@ void MeshNode::report_failed_attempt(const Error& e, const control::RingAnnounce
   if (!ring_->has_newer_ring()) coordinator_->send(failed);
 }
 
+MeshNode::Verdict MeshNode::await_verdict(const control::RingAnnounce& ring, const control::Ready& ready) {
+  // Said again after a reconnect (after the Ready it answers), so a commit
+  // lost with a connection is sent again.
+  CoordinatorClient::Awaiting done(*coordinator_, control::RoundDone{id(), ring.outer_step, ring.round});
+  const Deadline deadline = deadline_in(opt_.round_timeout);
+  for (;;) {
+    std::variant<control::Message, RewoundTo> heard;
+    try {
+      heard = coordinator_->next(deadline);
+    } catch (const EvictedFromRun&) {
+      throw;
+    } catch (const Error& e) {
+      if (MeshClock::now() < deadline) throw;
+      fail("outer step ", ring.outer_step, " round ", ring.round, " completed here, but the coordinator neither "
+           "committed nor abandoned it within ", opt_.round_timeout.count(), " ms (mesh.round_timeout_ms), so its "
+           "result is not applied: ", e.what());
+    }
+    if (const auto* back = std::get_if<RewoundTo>(&heard)) {
+      // Back to the state this node holds: the round is forgotten and its
+      // Ready stands (said again, as in wait_for_ring); any other is the caller's.
+      if (back->outer_step != ring.outer_step - 1) return *back;
+      coordinator_->send(ready);
+      return Abandoned{};
+    }
+    const control::Message& m = std::get<control::Message>(heard);
+    if (const auto* c = std::get_if<control::RoundCommit>(&m);
+        c && c->outer_step == ring.outer_step && c->round == ring.round)
+      return Committed{};
+    if (const auto* r = std::get_if<control::Refused>(&m))
+      fail("the coordinator gave up on outer step ", ring.outer_step, ": ", r->reason);
+    if (const auto* l = std::get_if<control::Late>(&m); l && l->outer_step == ring.outer_step)
+      return LateForRing{ring.outer_step};  // the ring was re-formed without this node
+    if (const auto* a = std::get_if<control::RingAnnounce>(&m);
+        a && a->outer_step == ring.outer_step && a->round > ring.round)
+      return Abandoned{*a};
+  }
+}
+
 RoundResult MeshNode::average(int64_t outer_step, const std::string& data_position, std::span<const float> input,
                               std::span<float> output, SparseRound* sparse, const std::function<void()>& restore_input) {
   RoundCall call(*this, "average");
@@ -206,10 +256,14 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
   CoordinatorClient::Awaiting awaiting(*coordinator_, ready);
   OuterRoundStats stats;
   uint64_t last_round = 0;
+  bool disowned = false;  // attack_disown_completed_round
+  std::optional<control::RingAnnounce> replacement;  // announced while this node awaited a verdict
   for (int attempt = 0;; ++attempt) {
     const Deadline deadline = deadline_in(opt_.round_timeout);
     std::variant<control::RingAnnounce, LateForRing, RewoundTo> next =
-        wait_for_ring(outer_step, last_round, ready, deadline);
+        replacement ? std::variant<control::RingAnnounce, LateForRing, RewoundTo>(*replacement)
+                    : wait_for_ring(outer_step, last_round, ready, deadline);
+    replacement.reset();
     if (const auto* late = std::get_if<LateForRing>(&next)) return *late;
     if (const auto* back = std::get_if<RewoundTo>(&next)) return *back;
     const control::RingAnnounce& ring = std::get<control::RingAnnounce>(next);
@@ -231,30 +285,43 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
       return stats;
     }
     uint64_t unreachable = 0;  // the neighbour this node could not dial, for the coordinator
+    std::optional<RingAttempt> got;
     try {
       std::variant<RingAttempt, LateForRing> attempt_result =
           ring_->run(ring, static_cast<size_t>(me - ring.members.begin()), input, output, sparse, deadline, &unreachable);
       // Left out of a re-formed ring: not a failure.
       if (const auto* late = std::get_if<LateForRing>(&attempt_result)) return *late;
-      RingAttempt& got = std::get<RingAttempt>(attempt_result);
-      stats.bytes_sent = got.stats.bytes_sent;
-      stats.bytes_received = got.stats.bytes_received;
-      stats.seconds = got.stats.seconds;
-      stats.rings = got.stats.rings;
-      stats.encode_s = got.stats.encode_s;
-      stats.recv_wait_s = got.stats.recv_wait_s;
-      stats.decode_s = got.stats.decode_s;
-      stats.send_s = got.stats.send_s;
-      stats.link_to = ring.members[static_cast<size_t>(me - ring.members.begin() + 1) % ring.members.size()].node_id;
-      stats.link_mbit = link_rate_mbit(got.stats.bytes_sent, got.stats.send_s);
-      if (stats.link_mbit > 0) measured_ = {stats.link_to, stats.link_mbit};
-      if (donor_) donor_->keep_round(outer_step, std::move(got.round_bytes));
-      return stats;
+      if (opt_.attack_disown_completed_round && !disowned) {
+        disowned = true;
+        fail("the round completed here, but this node says it failed (attack_disown_completed_round)");
+      }
+      got = std::move(std::get<RingAttempt>(attempt_result));
     } catch (const Error& e) {
       if (cancel_.load()) throw StoppedOnRequest(str("outer step ", outer_step, ": round given up (the node stops)"));
       report_failed_attempt(e, ring, unreachable);
       if (attempt + 1 > opt_.max_retries) throw;
+      continue;
     }
+    // Complete here; applied only on the coordinator's commit (mesh_node.h).
+    Verdict verdict = await_verdict(ring, ready);
+    if (const auto* late = std::get_if<LateForRing>(&verdict)) return *late;
+    if (const auto* back = std::get_if<RewoundTo>(&verdict)) return *back;
+    if (auto* abandoned = std::get_if<Abandoned>(&verdict)) {
+      mesh_log(opt_.log, str("outer step ", outer_step, " round ", ring.round,
+                             " completed here, but another member failed it: the coordinator abandoned it, and this "
+                             "node redoes it with the others"));
+      if (attempt + 1 > opt_.max_retries)
+        fail("outer step ", outer_step, ": round ", ring.round, " was abandoned (another member failed it), and "
+             "this node has retried ", opt_.max_retries, " times (mesh.max_retries)");
+      replacement = std::move(abandoned->next);
+      continue;
+    }
+    take_attempt_stats(stats, got->stats);
+    stats.link_to = ring.members[static_cast<size_t>(me - ring.members.begin() + 1) % ring.members.size()].node_id;
+    stats.link_mbit = link_rate_mbit(got->stats.bytes_sent, got->stats.send_s);
+    if (stats.link_mbit > 0) measured_ = {stats.link_to, stats.link_mbit};
+    if (donor_) donor_->keep_round(outer_step, std::move(got->round_bytes));
+    return stats;
   }
 }
 

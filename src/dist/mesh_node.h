@@ -9,7 +9,11 @@
 // MeshNode ties them into the calls a trainer makes: average() reports
 // ready, waits for the ring the coordinator announces, averages in it and,
 // when an attempt fails, reports it and retries on the ring the coordinator
-// re-forms, a bounded number of times. The coordinator never carries bulk data.
+// re-forms, a bounded number of times. An attempt that completes here is
+// applied only once the coordinator commits it (every member still in the
+// run completed it); one another member failed is redone here too, so
+// every surviving node applies the same round. The coordinator never
+// carries bulk data.
 //
 // Threads. The node's own threads: the heartbeat (CoordinatorClient), the
 // ring lanes of a round (RingRound), the snapshot worker and the
@@ -101,6 +105,11 @@ struct MeshNodeOptions {
   // while its ring reveals (and sends) the leaves of what it sends (dense
   // rounds): its leaf messages contradict its announcement.
   bool attack_commit_unscaled = false;
+  // And reports the first attempt of each round call that completes here as
+  // failed, as a node whose ring failed at its very last message would (or
+  // a node that wants the others to apply different averages): the others
+  // may already hold the whole round.
+  bool attack_disown_completed_round = false;
   // BENCHMARKS ONLY (bench_allreduce --plaintext): this node's mesh
   // connections (coordinator and ring lanes; state transfers stay sealed)
   // send frames unsealed after the handshake (TransportOptions::
@@ -133,7 +142,7 @@ class MeshNode {
 
   // output = average of every ring member's input for this outer step.
   // With sparse compression, `sparse` (required) gives the residual and
-  // receives what this node sent, in the attempt that succeeded. Late,
+  // receives what this node sent, in the attempt the coordinator committed. Late,
   // rewound or evicted instead: output is not the round's average.
   // In place (input and output the very same buffer) saves a copy of the
   // model; then restore_input must rebuild the input before a retry (a
@@ -222,6 +231,17 @@ class MeshNode {
   std::variant<control::RingAnnounce, LateForRing, RewoundTo> wait_for_ring(int64_t outer_step, uint64_t after,
                                                                            const control::Ready& ready,
                                                                            Deadline deadline);
+  // What the coordinator says of a round this node completed: commit it
+  // (apply it), or it was abandoned (another member failed it: redo it, in
+  // the ring that replaces it if that was already announced), or late or
+  // rewound meanwhile. Waits at most round_timeout, then fails: without the
+  // coordinator's word the round's result is not applied.
+  struct Committed {};
+  struct Abandoned {
+    std::optional<control::RingAnnounce> next;
+  };
+  using Verdict = std::variant<Committed, Abandoned, LateForRing, RewoundTo>;
+  Verdict await_verdict(const control::RingAnnounce& ring, const control::Ready& ready);
   // A ring of one: the average is this node's own (sparse still compresses).
   void average_alone(std::span<const float> input, std::span<float> output, SparseRound* sparse) const;
   // A failed attempt: logged, and reported to the coordinator (with the
