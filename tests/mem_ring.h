@@ -104,14 +104,12 @@ struct RingRun {
   double seconds = 0;
 };
 
-// Every rank's ring_allreduce_average, a thread each, with base's options:
-// rank and world set, then adjust(rank, options) for anything per rank
-// (keys, audits, injected misbehaviour).
-template <class Adjust>
-RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base, Adjust adjust) {
-  const int n = static_cast<int>(in.size());
+// One thread per rank running body(rank, out, carried), which may throw
+// Error: each rank's output, carried chunks and error, and the wall time.
+template <class Body>
+RingRun run_ranks(int n, size_t values, Body body) {
   RingRun res;
-  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
+  res.out.assign(n, std::vector<float>(values, -7.0f));
   res.carried.assign(n, {});
   res.errors.assign(n, "");
   res.failures.assign(n, nullptr);
@@ -119,12 +117,8 @@ RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const Ri
   std::vector<std::thread> th;
   for (int r = 0; r < n; ++r)
     th.emplace_back([&, r] {
-      RingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      adjust(r, o);
       try {
-        ring_allreduce_average(*ring.links[r], o, in[r], res.out[r], &res.carried[r]);
+        body(r, res.out[r], res.carried[r]);
       } catch (const Error& e) {
         res.errors[r] = e.what();
         res.failures[r] = std::current_exception();
@@ -133,6 +127,21 @@ RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const Ri
   for (auto& t : th) t.join();
   res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
   return res;
+}
+
+// Every rank's ring_allreduce_average, a thread each, with base's options:
+// rank and world set, then adjust(rank, options) for anything per rank
+// (keys, audits, injected misbehaviour).
+template <class Adjust>
+RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base, Adjust adjust) {
+  const int n = static_cast<int>(in.size());
+  return run_ranks(n, in[0].size(), [&](int r, std::vector<float>& out, auto& carried) {
+    RingOptions o = base;
+    o.rank = r;
+    o.world = n;
+    adjust(r, o);
+    ring_allreduce_average(*ring.links[r], o, in[r], out, &carried);
+  });
 }
 
 inline RingRun run_ring(Ring& ring, const std::vector<std::vector<float>>& in, const RingOptions& base) {
@@ -145,29 +154,13 @@ template <class Adjust>
 RingRun run_sparse_ring(Ring& ring, const std::vector<std::vector<float>>& in, const SparseRingOptions& base,
                         Adjust adjust) {
   const int n = static_cast<int>(in.size());
-  RingRun res;
-  res.out.assign(n, std::vector<float>(in[0].size(), -7.0f));
-  res.carried.assign(n, {});
-  res.errors.assign(n, "");
-  res.failures.assign(n, nullptr);
-  const auto t0 = RingClock::now();
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      SparseRingOptions o = base;
-      o.rank = r;
-      o.world = n;
-      adjust(r, o);
-      try {
-        sparse_allgather_average(*ring.links[r], o, in[r], {}, res.out[r], nullptr, &res.carried[r]);
-      } catch (const Error& e) {
-        res.errors[r] = e.what();
-        res.failures[r] = std::current_exception();
-      }
-    });
-  for (auto& t : th) t.join();
-  res.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
-  return res;
+  return run_ranks(n, in[0].size(), [&](int r, std::vector<float>& out, auto& carried) {
+    SparseRingOptions o = base;
+    o.rank = r;
+    o.world = n;
+    adjust(r, o);
+    sparse_allgather_average(*ring.links[r], o, in[r], {}, out, nullptr, &carried);
+  });
 }
 
 // The accusation each rank raised, if any: the offender it named and the
