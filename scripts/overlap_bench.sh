@@ -12,7 +12,7 @@
 #
 # A mode is a diloco.overlap value (none, eager, delayed), with suffixes:
 # -fitted (diloco.eager_standin fitted), -arrival (diloco.apply_on_arrival
-# true); e.g. eager-arrival, eager-fitted-arrival.
+# true), -tauN (diloco.apply_after_steps N); e.g. eager-arrival, eager-fitted-arrival, eager-tau10.
 #
 # Examples:
 #   # the dev VM figures in docs/PERFORMANCE.md (tiny model, emulated WAN links)
@@ -61,10 +61,11 @@ for mode in $modes; do
   mkdir -p "$dir"
   t0=$(date +%s.%N)
   set +e
-  # Suffixes: -fitted (diloco.eager_standin fitted), -arrival (diloco.apply_on_arrival).
+  # Suffixes: -fitted (diloco.eager_standin fitted), -arrival (diloco.apply_on_arrival), -tauN.
   mode_sets=(--set "diloco.overlap=${mode%%-*}")
   [[ "$mode" == *-fitted* ]] && mode_sets+=(--set diloco.eager_standin=fitted)
   [[ "$mode" == *-arrival* ]] && mode_sets+=(--set diloco.apply_on_arrival=true)
+  if [[ "$mode" =~ -tau([0-9]+) ]]; then mode_sets+=(--set "diloco.apply_after_steps=${BASH_REMATCH[1]}"); fi
   "$train" --local-nodes "$nodes" "${cfg[@]}" "${sets[@]}" --set "train.out_dir=$dir" "${mode_sets[@]}" \
     > "$dir/swarm.log" 2>&1
   rc=$?

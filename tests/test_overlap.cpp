@@ -347,6 +347,48 @@ TEST_F(Overlap, ApplyOnArrivalLandsEachRoundBetweenBoundariesAndAgrees) {
   EXPECT_NE(e.find("diloco.apply_on_arrival: applies only with diloco.overlap"), std::string::npos) << e;
 }
 
+// diloco.apply_after_steps: each round's average is applied exactly τ inner
+// steps after its launch on every node (waited for if late), so two runs of
+// the same swarm end on the same bits whatever the timing; the key is
+// refused without overlap and at τ ≥ inner_steps.
+TEST_F(Overlap, ApplyAfterStepsLandsEachRoundAtTheSameStepOnEveryNodeAndRepeats) {
+  const std::vector<std::string> sets = {"train.steps=48", "diloco.inner_steps=6", "diloco.overlap=eager",
+                                         "diloco.apply_after_steps=2"};
+  const SwarmRun a = run_swarm(3, "overlap_swarm_after", sets);
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("outer steps where all nodes agreed: 8, diverged: 0"), std::string::npos) << a.output;
+  std::vector<std::map<int64_t, nlohmann::json>> steps;
+  for (int i = 0; i < 3; ++i) {
+    steps.push_back(applied_outer_steps(a.metrics[i]));
+    ASSERT_EQ(steps[i].size(), 8u) << "node " << i;
+    for (const auto& [k, o] : steps[i]) {
+      const int64_t at = o["at_step"].get<int64_t>();
+      if (k == 8) {  // launched at the last step and landed there
+        EXPECT_EQ(at, 48);
+        continue;
+      }
+      EXPECT_EQ(at, 6 * k + 2) << "node " << i << ": outer step " << k;
+      EXPECT_EQ(o.value("applied_after_steps", int64_t{-1}), 2) << "node " << i << ": outer step " << k;
+      EXPECT_FALSE(o.value("applied_on_arrival", true));
+    }
+  }
+  for (int64_t k = 1; k <= 8; ++k)
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(steps[i][k]["hash"], steps[0][k]["hash"]) << "node " << i << ", step " << k;
+  const std::string w0 = read_all(a.out + "/node-0/model.safetensors");
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(read_all(a.out + "/node-" + std::to_string(i) + "/model.safetensors"), w0);
+  EXPECT_LT(a.metrics[0].back()["val_loss"].get<double>(), a.metrics[0].front()["loss"].get<double>() - 1.5);
+  // The same swarm again: other timings, the same bits.
+  const SwarmRun b = run_swarm(3, "overlap_swarm_after_again", sets);
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_EQ(read_all(b.out + "/node-0/model.safetensors"), w0) << "apply_after_steps made the result depend on timing";
+  std::string e = test::error_of([] { load_config("", {"diloco.apply_after_steps=2"}); });
+  EXPECT_NE(e.find("diloco.apply_after_steps: applies only with diloco.overlap"), std::string::npos) << e;
+  e = test::error_of([] {
+    load_config("", {"diloco.overlap=eager", "diloco.inner_steps=6", "diloco.apply_after_steps=6"});
+  });
+  EXPECT_NE(e.find("a round must be applied before the next boundary"), std::string::npos) << e;
+}
+
 // Two nodes over emulated WAN links (200 Mbit/s, 60 +- 10 ms one way):
 // they agree at every applied step, each all-reduce pays the links' latency,
 // and it runs while the inner steps do: the node the ring waits for (the

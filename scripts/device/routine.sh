@@ -152,7 +152,7 @@ for l in open('$d/metrics.jsonl'):
     overlap-quality)
       section "overlap-quality H=${H:-25} steps=${STEPS:-300} data=${DATA:-data/shakespeare}"
       source scripts/quality_data.sh
-      oq=/tmp/oq-H${H:-25}
+      oq=/tmp/oq-H${H:-25}${OQ_TAG:-}  # OQ_TAG: cells run side by side (parallel_cells.sh) apart
       bash scripts/overlap_bench.sh -b $B -n 4 -c configs/150m.json -m "${MODES:-none eager}" -o $oq \
         --set train.device=cuda --set train.steps=${STEPS:-300} --set diloco.inner_steps=${H:-25} \
         --set train.batch_size=8 --set train.micro_batch_size=8 --set train.seq_len=256 --set train.log_every=50 \

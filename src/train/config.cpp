@@ -250,6 +250,14 @@ Config parse_config(const json& doc, const std::string& source) {
       r.error("apply_on_arrival", "applies only with diloco.overlap \"eager\" or \"delayed\" (without overlap "
                                   "every average is applied at once): remove the key or set overlap");
     d.apply_on_arrival = r.get_bool("apply_on_arrival", false);
+    if (d.overlap == "none" && r.has("apply_after_steps"))
+      r.error("apply_after_steps", "applies only with diloco.overlap \"eager\" or \"delayed\" (without overlap "
+                                   "every average is applied at once): remove the key or set overlap");
+    d.apply_after_steps = r.get_int("apply_after_steps", 0, 0, kBig);
+    if (d.apply_after_steps >= d.inner_steps)
+      r.error("apply_after_steps", str("is ", d.apply_after_steps, ", and diloco.inner_steps is ", d.inner_steps,
+                                       ": a round must be applied before the next boundary; use a value below ",
+                                       d.inner_steps, " (or 0 to apply at the boundary)"));
     r.finish();
   }
   {

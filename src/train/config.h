@@ -163,6 +163,13 @@ struct DilocoConfig {
   // round then starts from the real outer step for all but the first part
   // of it; it costs one more weights download and upload per round.
   bool apply_on_arrival = false;
+  // Overlap: apply each round's average τ inner steps after its launch (0:
+  // off), waiting there for it if it has not arrived (Streaming DiLoCo's
+  // overlap of τ steps). Every node applies it at the same step, whatever
+  // the link, so a run's result does not depend on timing; the round stays
+  // hidden as long as it takes less than τ steps of compute. In [0,
+  // inner_steps): at the boundary itself it would be the blocking step.
+  int64_t apply_after_steps = 0;
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

@@ -39,6 +39,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       eager_(cfg.diloco.overlap == "eager"),
       fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
       apply_on_arrival_(overlap_ && cfg.diloco.apply_on_arrival),
+      apply_after_(overlap_ ? cfg.diloco.apply_after_steps : 0),
       in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse"),
       snapshot_copier_([this](int64_t outer_step, std::vector<uint8_t> bytes) {
         if (mesh_) mesh_->publish_snapshot(outer_step, std::move(bytes));
@@ -513,8 +514,10 @@ void OuterSync::launch(int64_t k, int64_t steps_done) {
 
 // Waits for the round in flight. A joiner that asks for a snapshot
 // meanwhile gets one (a ring may be waiting for that joiner).
-OuterSync::Round OuterSync::take(int64_t steps_done, double* waited) {
-  const Clock::time_point t0 = Clock::now();
+// The round thread's own deadlines (mesh.round_timeout_ms and the
+// coordinator's) bound this wait: the thread always ends, with a result or
+// an error.
+void OuterSync::wait_round_done(int64_t steps_done) {
   std::unique_lock<std::mutex> lock(mu_);
   while (!round_done_) {
     done_cv_.wait_for(lock, std::chrono::milliseconds(20));
@@ -526,7 +529,11 @@ OuterSync::Round OuterSync::take(int64_t steps_done, double* waited) {
       lock.lock();
     }
   }
-  lock.unlock();
+}
+
+OuterSync::Round OuterSync::take(int64_t steps_done, double* waited) {
+  const Clock::time_point t0 = Clock::now();
+  wait_round_done(steps_done);
   round_thread_.join();
   *waited = seconds_since(t0);
   if (round_error_) {
@@ -767,7 +774,15 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
 }
 
 nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
-  if (!apply_on_arrival_ || in_flight_ == 0) return nullptr;
+  if (in_flight_ == 0) return nullptr;
+  const bool due = apply_after_ > 0 && steps_done - launched_at_ >= apply_after_;
+  if (!apply_on_arrival_ && !due) return nullptr;
+  double due_wait = 0.0;
+  if (due) {
+    const Clock::time_point t0 = Clock::now();
+    wait_round_done(steps_done);
+    due_wait = seconds_since(t0);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!round_done_ || round_error_ || !round_result_ || round_result_->late || round_result_->state)
@@ -775,10 +790,12 @@ nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
   }
   nlohmann::json parts;
   double waited = 0.0;
+  const int64_t after = steps_done - launched_at_;
   Round r = take(steps_done, &waited);
-  parts["wait_s"] = waited;
+  parts["wait_s"] = waited + due_wait;
   nlohmann::json m = land(r, steps_done == launched_at_, parts);
-  m["applied_on_arrival"] = true;
+  if (due) m["applied_after_steps"] = after;
+  m["applied_on_arrival"] = !due;
   return m;
 }
 

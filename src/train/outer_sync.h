@@ -122,6 +122,10 @@ class OuterSync {
   // top). Its metrics line, or null (nothing arrived, the option off, or a
   // round that came late or as the run's state: those wait for the boundary,
   // which lines the node up).
+  // With diloco.apply_after_steps τ, also: at τ inner steps after the
+  // round's launch, the round waited for (the wait counts as time the
+  // training thread was held) and applied the same way, so every node
+  // applies it at the same step.
   nlohmann::json apply_if_arrived(int64_t steps_done);
   // The node stops before the end (a signal, train.stop_after_steps): the
   // round in flight is given up (MeshNode::cancel; its neighbours go on
@@ -190,6 +194,7 @@ class OuterSync {
   int64_t line_up(int64_t k);
   void launch(int64_t k, int64_t steps_done);
   Round take(int64_t steps_done, double* waited);
+  void wait_round_done(int64_t steps_done);  // serving joiners' snapshots meanwhile
   nlohmann::json metrics(const Round& r, uint64_t hash, nlohmann::json parts) const;
   nlohmann::json land(Round& r, bool exact, nlohmann::json parts);
   void round_start(const float* delta, float* out) const;
@@ -213,6 +218,7 @@ class OuterSync {
   const bool overlap_, eager_;  // diloco.overlap: none, eager or delayed
   const bool fitted_standin_;   // diloco.eager_standin "fitted"
   const bool apply_on_arrival_;  // diloco.apply_on_arrival (with overlap)
+  const int64_t apply_after_;     // diloco.apply_after_steps (with overlap; 0: off)
   // Eager: the scale of the own δ the round in flight's successor started
   // from (1: "own"); the next boundary recomputes that start with it. Part
   // of a checkpoint's round in flight.

@@ -443,10 +443,12 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       const char* key = o.contains("outer_step") ? "outer" : "outer_launched";
       outer_line(key, std::move(o), seconds_since(blocked_from));
     } else if (outer && step + 1 < cfg.train.steps) {
-      // diloco.apply_on_arrival: the round in flight, applied as soon as its average is here.
+      // diloco.apply_on_arrival / apply_after_steps: the round in flight,
+      // applied as soon as its average is here, or waited for when due.
       const Clock::time_point blocked_from = Clock::now();
       nlohmann::json o = outer->apply_if_arrived(step + 1);
       if (!o.is_null()) outer_line("outer", std::move(o), seconds_since(blocked_from));
+      else result.outer_blocked_s += seconds_since(blocked_from);  // a due round that must wait for the boundary
     }
     if (outer && step + 1 == cfg.train.steps) {
       // With overlap, the round in flight is applied: the run ends on the
