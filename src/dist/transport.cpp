@@ -28,6 +28,10 @@ namespace {
 constexpr size_t kReadChunk = 64 << 10;
 constexpr size_t kMaxEvents = 4096;         // undrained events beyond this are dropped, oldest first
 constexpr size_t kMaxClosedRecords = 4096;  // closed connections remembered for close_reason()
+// What a received frame costs beyond its payload (its queue entry, its
+// job), counted against the inbox budget, so a stream of empty frames is
+// bounded like a stream of large ones.
+constexpr size_t kFrameBookkeepingBytes = 64;
 
 std::string uv_error(int rc) { return str(uv_err_name(rc), " (", uv_strerror(rc), ")"); }
 
@@ -79,7 +83,7 @@ struct ConnShared {
   struct Opening {
     enum class State { opening, opened, failed };
     State state = State::opening;
-    size_t bytes = 0;     // counted in inbox_bytes: the payload once opened
+    size_t bytes = 0;     // counted in inbox_bytes: the payload once opened, plus bookkeeping
     Frame frame;          // opened: the plaintext
     std::string failure;  // failed: why, for the log and close_reason()
   };
@@ -88,8 +92,9 @@ struct ConnShared {
   // A frame did not open: what was behind it is discarded, later frames are
   // not opened, and the loop drops the connection (posted by the opener).
   bool rx_failed = false;
-  // Bytes in the inbox and in `opening` (as they will be once opened): the
-  // budget against which the loop stops reading this socket.
+  // Bytes in the inbox and in `opening` (as they will be once opened), plus
+  // kFrameBookkeepingBytes a frame: the budget against which the loop stops
+  // reading this socket.
   size_t inbox_bytes = 0;
   bool close_requested = false;  // close() was called: send() refuses new frames
   bool read_paused = false;      // the loop stopped reading: inbox over budget
@@ -418,7 +423,8 @@ struct TransportLoop {
   // waiting for recv().
   void hand_to_openers(Conn* c, Frame f) {
     const uint64_t position = c->rx_next++;
-    const size_t bytes = f.payload.size() >= kAeadTagBytes ? f.payload.size() - kAeadTagBytes : 0;
+    const size_t bytes =
+        (f.payload.size() >= kAeadTagBytes ? f.payload.size() - kAeadTagBytes : 0) + kFrameBookkeepingBytes;
     bool pause;
     {
       std::lock_guard lk(mu);
@@ -442,7 +448,14 @@ struct TransportLoop {
       } catch (const std::exception& e) {  // a bug or allocation failure: this connection only
         failure = str("frame ", position, " could not be opened: ", e.what());
       }
-      t->frame_opened(id, *sh, position, std::move(frame), std::move(failure));
+      try {
+        t->frame_opened(id, *sh, position, std::move(frame), std::move(failure));
+      } catch (const std::exception& e) {  // allocation failure: this connection only
+        t->post([t, id, why = std::string(e.what())] {
+          auto it = t->conns.find(id);
+          if (it != t->conns.end()) t->drop(it->second, str("error while delivering an opened frame: ", why));
+        });
+      }
     };
     openers->run(std::move(job));
   }
@@ -501,7 +514,7 @@ struct TransportLoop {
 
   // An opened frame into the connection's inbox; reading pauses over budget.
   void deliver(Conn* c, Frame f) {
-    size_t bytes = f.payload.size();
+    size_t bytes = f.payload.size() + kFrameBookkeepingBytes;
     bool pause;
     {
       std::lock_guard lk(mu);
@@ -852,7 +865,7 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
     fail("connection ", conn, " to ", from->peer, " is closed: ", from->reason);
   Message m{from_id, std::move(from->inbox.front().frame)};
   from->inbox.pop_front();
-  from->inbox_bytes -= m.frame.payload.size();
+  from->inbox_bytes -= m.frame.payload.size() + kFrameBookkeepingBytes;
   bool resume = from->read_paused && !from->resume_posted && from->inbox_bytes <= t->opt.max_inbox_bytes / 2;
   if (resume) from->resume_posted = true;
   lk.unlock();
