@@ -24,7 +24,9 @@
 #                        EXTRA_SETS="--set diloco.compression=none" bash scripts/device/routine.sh overlap-quality
 #   ring-crypto      issue 16: bench_allreduce (4 nodes, 8 and 1 rings, int8) sealed vs the same build's
 #                    --plaintext (benchmark-only unsealed frames), alternating, 2 repeats, at --auth secret
-#                    and --auth keys (signed first hops, commitment audit)
+#                    and --auth keys (signed first hops, commitment audit); ELEMS (67108864) values; OPENERS
+#                    (unset: from the cores) sets --openers, the threads per process that open sealed frames
+#                    (0: the loop thread opens them, the design before the opener pool)
 #   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
 #                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
 #                    devbin/bench_allreduce_base (the build before the codec pool, packed with EXTRA_BINS)
@@ -177,7 +179,7 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
       for auth in secret keys; do for rep in 1 2; do for k in 8 1; do for p in --plaintext ""; do
         echo "--- auth $auth, ${p:-sealed}, $k ring(s), repeat $rep"
         $B/bench_allreduce --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 \
-          --auth $auth $p 2>&1 | grep -vE "^ *$"
+          --auth $auth $p ${OPENERS:+--openers $OPENERS} 2>&1 | grep -vE "^ *$"
       done; done; done; done | tee "$OUT/ring-crypto.log" ;;
     ring-link)
       section ring-link

@@ -115,6 +115,9 @@ struct MeshNodeOptions {
   // send frames unsealed after the handshake (TransportOptions::
   // unsealed_frames_for_benchmarks). The coordinator must be set alike.
   bool unsealed_frames_for_benchmarks = false;
+  // Threads that open this node's sealed mesh frames
+  // (TransportOptions::frame_openers): -1 from the cores.
+  int frame_openers = -1;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.

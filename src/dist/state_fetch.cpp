@@ -32,8 +32,9 @@ struct DonorSilent : Error {
   using Error::Error;
 };
 
-// A lane's connection: a transport of its own, so that its loop thread opens
-// this lane's frames while other lanes' threads open theirs. Its inbox holds
+// A lane's connection: a transport of its own, so that its loop thread and
+// openers (frame_openers.h) serve this lane's frames while other lanes'
+// threads serve theirs. Its inbox holds
 // a couple of chunks; beyond, TCP pushes back on the donor.
 std::unique_ptr<Transport> lane_transport(const PeerCredentials& secret, std::chrono::milliseconds timeout) {
   return std::make_unique<Transport>(TransportOptions{secret, std::chrono::milliseconds(10000), timeout,

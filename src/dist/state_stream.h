@@ -18,8 +18,8 @@
 // transfer far below what loopback or a fast WAN carries (156 MB/s for a
 // 4.36 GB snapshot on the H200 host; PCCL pools many connections per peer for
 // the same reason). A joiner fetches on several lanes at once: each lane is a
-// connection on a transport of its own (its own loop thread opens its
-// frames), asks for ranges of chunks from a shared queue (the next one while
+// connection on a transport of its own (its own loop thread and frame
+// openers), asks for ranges of chunks from a shared queue (the next one while
 // the current one streams, so no round trip separates them), checks their
 // digests on its own thread and copies them into place. The donor serves each
 // request on one of its stream workers (sealing on that thread), so the lanes'

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dist/frame_openers.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -27,6 +28,10 @@ namespace {
 constexpr size_t kReadChunk = 64 << 10;
 constexpr size_t kMaxEvents = 4096;         // undrained events beyond this are dropped, oldest first
 constexpr size_t kMaxClosedRecords = 4096;  // closed connections remembered for close_reason()
+// What a received frame costs beyond its payload (its queue entry, its
+// job), counted against the inbox budget, so a stream of empty frames is
+// bounded like a stream of large ones.
+constexpr size_t kFrameBookkeepingBytes = 64;
 
 std::string uv_error(int rc) { return str(uv_err_name(rc), " (", uv_strerror(rc), ")"); }
 
@@ -68,10 +73,28 @@ struct ConnShared {
   std::string peer, reason;
   size_t queued = 0;  // bytes accepted by send() and not yet written (or cancelled)
   struct Received {
-    uint64_t seq;  // arrival order across connections (recv(kAnyConn) takes the oldest)
-    Frame frame;   // opened and verified by the loop thread
+    uint64_t seq;  // delivery order across connections (recv(kAnyConn) takes the oldest)
+    Frame frame;   // opened and verified
   };
   std::deque<Received> inbox;
+  // Sealed frames handed to the openers (frame_openers.h), in arrival order:
+  // positions rx_front, rx_front + 1, ... Each moves to the inbox once it and
+  // every frame before it have opened, so recv() sees arrival order.
+  struct Opening {
+    enum class State { opening, opened, failed };
+    State state = State::opening;
+    size_t bytes = 0;     // counted in inbox_bytes: the payload once opened, plus bookkeeping
+    Frame frame;          // opened: the plaintext
+    std::string failure;  // failed: why, for the log and close_reason()
+  };
+  std::deque<Opening> opening;
+  uint64_t rx_front = 0;  // the position of opening.front()
+  // A frame did not open: what was behind it is discarded, later frames are
+  // not opened, and the loop drops the connection (posted by the opener).
+  bool rx_failed = false;
+  // Bytes in the inbox and in `opening` (as they will be once opened), plus
+  // kFrameBookkeepingBytes a frame: the budget against which the loop stops
+  // reading this socket.
   size_t inbox_bytes = 0;
   bool close_requested = false;  // close() was called: send() refuses new frames
   bool read_paused = false;      // the loop stopped reading: inbox over budget
@@ -99,7 +122,9 @@ struct Conn {
   Handshake hs;
   FrameDecoder dec{FrameDecoder::Phase::handshake};
   uint64_t rx_next = 0;  // position of the next sealed frame from the peer: its AEAD nonce
-  std::unique_ptr<FrameCipher> rx;  // set when the handshake finishes
+  // Set when the handshake finishes; shared with the openers' jobs, so a
+  // frame being opened keeps the key alive after the connection is freed.
+  std::shared_ptr<const FrameCipher> rx;
   int handles_open = 0;
   bool closing = false, shutting_down = false, reading = false;
   uint64_t opened_ms = 0, last_read_ms = 0, last_write_ms = 0;
@@ -148,6 +173,10 @@ struct TransportLoop {
   std::map<ConnId, std::shared_ptr<ConnShared>> shared;
   std::deque<ConnId> closed_order;
   std::deque<TransportEvent> events;
+
+  // Opens sealed frames; its threads touch only ConnShared (under mu), the
+  // job's own frame and cipher, and post() (see frame_opened).
+  std::unique_ptr<FrameOpeners> openers;
 
   // Loop thread only.
   std::unordered_map<ConnId, Conn*> conns;
@@ -245,7 +274,7 @@ struct TransportLoop {
       // Forget the oldest closed connections whose frames were all taken.
       while (closed_order.size() > kMaxClosedRecords) {
         auto it = shared.find(closed_order.front());
-        if (it != shared.end() && !it->second->inbox.empty()) break;
+        if (it != shared.end() && (!it->second->inbox.empty() || !it->second->opening.empty())) break;
         if (it != shared.end()) shared.erase(it);
         closed_order.pop_front();
       }
@@ -382,26 +411,110 @@ struct TransportLoop {
       if (c->hs.done()) authenticated(c);
       return;
     }
-    // Opened here, on the loop thread: the lanes' threads then spend their
-    // time on the codec while this thread decrypts the next frames (the
-    // ring's critical path is one lane's receive-decode-encode chain).
     if (!c->rx) return deliver(c, std::move(f));  // unsealed_frames_for_benchmarks: as it came
-    std::vector<uint8_t>& p = f.payload;
+    hand_to_openers(c, std::move(f));
+  }
+
+  // A sealed frame gets its position (its nonce) here, on the loop thread, in
+  // arrival order, and is opened on an opener thread (frame_openers.h): the
+  // loop thread reads and decodes every connection's bytes, so opening here
+  // made it the ring's serial stage. Its bytes count against the inbox budget
+  // from now on, so frames waiting to be opened pause reading like frames
+  // waiting for recv().
+  void hand_to_openers(Conn* c, Frame f) {
     const uint64_t position = c->rx_next++;
+    const size_t bytes =
+        (f.payload.size() >= kAeadTagBytes ? f.payload.size() - kAeadTagBytes : 0) + kFrameBookkeepingBytes;
+    bool pause;
+    {
+      std::lock_guard lk(mu);
+      if (c->sh->rx_failed) return;  // an earlier frame did not open: the drop is on its way
+      if (c->sh->opening.empty()) c->sh->rx_front = position;
+      c->sh->opening.push_back({ConnShared::Opening::State::opening, bytes, {}, {}});
+      c->sh->inbox_bytes += bytes;
+      pause = c->sh->inbox_bytes > opt.max_inbox_bytes && !c->sh->read_paused;
+      if (pause) c->sh->read_paused = true;
+    }
+    if (pause) {
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+      c->reading = false;
+    }
+    // The job holds the connection's shared state and key, never the Conn,
+    // which the loop frees when the connection closes.
+    auto job = [t = this, id = c->id, sh = c->sh, rx = c->rx, position, frame = std::move(f)]() mutable {
+      std::string failure;
+      try {
+        failure = open_frame(*rx, position, frame);
+      } catch (const std::exception& e) {  // a bug or allocation failure: this connection only
+        failure = str("frame ", position, " could not be opened: ", e.what());
+      }
+      try {
+        t->frame_opened(id, *sh, position, std::move(frame), std::move(failure));
+      } catch (const std::exception& e) {  // allocation failure: this connection only
+        t->post([t, id, why = std::string(e.what())] {
+          auto it = t->conns.find(id);
+          if (it != t->conns.end()) t->drop(it->second, str("error while delivering an opened frame: ", why));
+        });
+      }
+    };
+    openers->run(std::move(job));
+  }
+
+  // Opens f in place with its position as the nonce; empty on success, else
+  // the reason the connection closes.
+  static std::string open_frame(const FrameCipher& rx, uint64_t position, Frame& f) {
+    std::vector<uint8_t>& p = f.payload;
     const FrameHeader header = encode_frame_header(f.type, p.size(), kAeadTagBytes);
     if (p.size() < kAeadTagBytes ||
-        !c->rx->open(position, header.data(), header.size(), p.data(), p.size() - kAeadTagBytes,
-                     p.data() + p.size() - kAeadTagBytes))
-      return drop(c, str("frame ", position, " (", frame_type_name(f.type), ", ", p.size(),
-                         " bytes) does not authenticate: it was altered, replayed, reordered or cut short on the "
-                         "way; closing the connection"));
+        !rx.open(position, header.data(), header.size(), p.data(), p.size() - kAeadTagBytes,
+                 p.data() + p.size() - kAeadTagBytes))
+      return str("frame ", position, " (", frame_type_name(f.type), ", ", p.size(),
+                 " bytes) does not authenticate: it was altered, replayed, reordered or cut short on the way; "
+                 "closing the connection");
     p.resize(p.size() - kAeadTagBytes);
-    deliver(c, std::move(f));
+    return "";
+  }
+
+  // An opener's result (any thread). Moves every frame at the front of the
+  // connection's sequence that has opened into the inbox, in position order;
+  // at a frame that failed, discards it and everything behind it and asks
+  // the loop to drop the connection. A connection that closed meanwhile
+  // still gets the frames that opened (recv() returns them before it
+  // reports the close), as when they were opened on the loop thread.
+  void frame_opened(ConnId id, ConnShared& sh, uint64_t position, Frame f, std::string failure) {
+    using State = ConnShared::Opening::State;
+    std::string drop_reason;
+    {
+      std::lock_guard lk(mu);
+      if (sh.rx_failed || position < sh.rx_front || position - sh.rx_front >= sh.opening.size())
+        return;  // discarded behind a frame that failed
+      ConnShared::Opening& slot = sh.opening[position - sh.rx_front];
+      slot.state = failure.empty() ? State::opened : State::failed;
+      slot.frame = std::move(f);
+      slot.failure = std::move(failure);
+      while (!sh.opening.empty() && sh.opening.front().state == State::opened) {
+        sh.inbox.push_back({next_seq++, std::move(sh.opening.front().frame)});
+        sh.opening.pop_front();
+        ++sh.rx_front;
+      }
+      if (!sh.opening.empty() && sh.opening.front().state == State::failed) {
+        drop_reason = std::move(sh.opening.front().failure);
+        sh.rx_failed = true;
+        for (const auto& o : sh.opening) sh.inbox_bytes -= o.bytes;
+        sh.opening.clear();
+      }
+    }
+    cv.notify_all();
+    if (!drop_reason.empty())
+      post([this, id, drop_reason] {
+        auto it = conns.find(id);
+        if (it != conns.end()) drop(it->second, drop_reason);
+      });
   }
 
   // An opened frame into the connection's inbox; reading pauses over budget.
   void deliver(Conn* c, Frame f) {
-    size_t bytes = f.payload.size();
+    size_t bytes = f.payload.size() + kFrameBookkeepingBytes;
     bool pause;
     {
       std::lock_guard lk(mu);
@@ -427,7 +540,7 @@ struct TransportLoop {
     std::shared_ptr<const FrameCipher> tx;  // both null when unsealed (benchmarks only)
     if (!keys.unsealed_for_benchmarks) {
       tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
-      c->rx = std::make_unique<FrameCipher>(keys.suite, keys.recv);
+      c->rx = std::make_shared<const FrameCipher>(keys.suite, keys.recv);
     }
     {
       std::lock_guard lk(mu);
@@ -557,6 +670,11 @@ Transport::Transport(TransportOptions options) : impl_(new TransportLoop) {
   // within ~25% of its nominal time.
   auto shortest = std::min(t->opt.handshake_timeout, t->opt.io_timeout);
   t->tick_ms = std::clamp<uint64_t>(static_cast<uint64_t>(shortest.count()) / 4, 5, 1000);
+  if (t->opt.frame_openers < -1)
+    fail("TransportOptions::frame_openers must be -1 (from the hardware), 0 (open on the loop thread) or a "
+         "thread count; got ", t->opt.frame_openers);
+  t->openers = std::make_unique<FrameOpeners>(t->opt.frame_openers < 0 ? FrameOpeners::default_threads()
+                                                                        : static_cast<size_t>(t->opt.frame_openers));
   int rc = uv_loop_init(&t->loop);
   if (rc != 0) fail("cannot start the network event loop: ", uv_error(rc));
   uv_async_init(&t->loop, &t->wake, TransportLoop::on_wake);
@@ -578,6 +696,10 @@ Transport::Transport(TransportOptions options) : impl_(new TransportLoop) {
 
 Transport::~Transport() {
   TransportLoop* t = impl_.get();
+  // The openers first, while the loop still runs: a job that finishes now
+  // may still post a drop to it. Frames the loop hands over after this are
+  // opened on the loop thread (FrameOpeners::run after stop()).
+  t->openers->stop();
   {
     std::lock_guard lk(t->mu);
     t->commands.push_back([t] { t->shutdown_loop(); });
@@ -726,7 +848,8 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
       from = t->find_shared(conn);
       if (!from) fail("recv on unknown connection id ", conn);
       from_id = conn;
-      return !from->inbox.empty() || from->state == ConnShared::State::closed;
+      // A closed connection's frames still being opened come first.
+      return !from->inbox.empty() || (from->state == ConnShared::State::closed && from->opening.empty());
     }
     uint64_t best = UINT64_MAX;
     for (auto& [id, sh] : t->shared)
@@ -742,7 +865,7 @@ std::optional<Message> Transport::recv(ConnId conn, Deadline deadline) {
     fail("connection ", conn, " to ", from->peer, " is closed: ", from->reason);
   Message m{from_id, std::move(from->inbox.front().frame)};
   from->inbox.pop_front();
-  from->inbox_bytes -= m.frame.payload.size();
+  from->inbox_bytes -= m.frame.payload.size() + kFrameBookkeepingBytes;
   bool resume = from->read_paused && !from->resume_posted && from->inbox_bytes <= t->opt.max_inbox_bytes / 2;
   if (resume) from->resume_posted = true;
   lk.unlock();

@@ -1,25 +1,44 @@
 // The mesh's connections: authenticated, framed TCP between nodes.
 //
-// One libuv event-loop thread per Transport owns every socket and timer.
-// Other threads (the trainer, the coordinator client) call the methods below,
-// which hand work to the loop through a uv_async_t and a mutex-guarded queue
-// and wait on a condition variable. Every wait has a deadline and every queue
-// a byte budget:
+// Threads and what each owns:
+//   - the loop thread (one libuv event loop per Transport) owns every socket,
+//     timer and handshake, reads and decodes every connection's bytes (a
+//     frame's size limit is checked on its header, before its payload is
+//     buffered: frame.h), and gives each sealed frame its position in its
+//     direction (its AEAD nonce) in arrival order;
+//   - the opener threads (frame_openers.h; TransportOptions::frame_openers,
+//     sized from the cores) open (decrypt and authenticate) those frames,
+//     several at once, of one connection or of many. Each holds only the
+//     frame, the connection's receive key and its shared state (ConnShared,
+//     under the transport's mutex), never the loop's per-connection state,
+//     so a connection may close and be freed while its frames are opened.
+//     The results are put back in position order per connection: recv()
+//     sees a connection's frames in the order they arrived, and a frame that
+//     does not open stops that connection's delivery at that frame, discards
+//     what came after it, and makes the loop close the connection with the
+//     frame's position in the log line;
+//   - other threads (the trainer, the coordinator client, lanes) call the
+//     methods below, which hand work to the loop through a uv_async_t and a
+//     mutex-guarded queue and wait on a condition variable. send() seals on
+//     the calling thread, in the connection's order (many lanes seal in
+//     parallel).
+// Every wait has a deadline and every queue a bound:
 //   - send() blocks while the connection's unsent bytes exceed
 //     max_queued_bytes, until they drain or the deadline passes;
-//   - received frames wait in a per-connection inbox of at most
-//     max_inbox_bytes; beyond it the loop stops reading that socket, so TCP
-//     pushes back on the sender instead of memory growing here.
+//   - received frames, whether waiting for an opener or for recv(), count
+//     against a per-connection inbox of at most max_inbox_bytes; beyond it
+//     the loop stops reading that socket, so TCP pushes back on the sender
+//     instead of memory growing here. The openers' queue is capped in jobs
+//     as well; when it is full the loop thread opens the frame itself.
 // A connection is usable (its ConnId returned by connect() or announced by an
 // `authenticated` event) only after the handshake in handshake.h. From then
-// on every frame is sealed (frame_cipher.h): send() encrypts on the calling
-// thread, in the connection's order (many lanes encrypt in parallel), and
-// the loop thread opens each frame as it arrives, before recv() sees it
-// (decryption off the receiving lane's critical path); with
+// on every frame is sealed (frame_cipher.h); with
 // unsealed_frames_for_benchmarks (bench_allreduce --plaintext only) frames go
-// as they are. Any failure of one connection (reset, EOF, bad frame, failed
-// authentication, a frame that does not open, timeout) closes that
-// connection with a logged reason; it never ends the process.
+// as they are and are delivered by the loop thread. Any failure of one
+// connection (reset, EOF, bad frame, failed authentication, a frame that does
+// not open, timeout) closes that connection with a logged reason; it never
+// ends the process. Frames that arrived before a close are still delivered
+// (opened first), then recv() reports the close.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -63,6 +82,11 @@ struct TransportOptions {
   // whose setting differs (handshake.h). No config key or message sets it:
   // intellect_train never does.
   bool unsealed_frames_for_benchmarks = false;
+  // Threads that open sealed frames (frame_openers.h): -1 sizes the pool
+  // from the hardware (FrameOpeners::default_threads); 0 opens every frame on
+  // the loop thread (the design before the pool, kept for comparison and
+  // tests); N > 0 gives N threads.
+  int frame_openers = -1;
 };
 
 struct TransportEvent {
@@ -96,8 +120,10 @@ struct AuthenticationFailed : Error {
 class Transport {
  public:
   explicit Transport(TransportOptions options);
-  // Closes every connection and listener (unsent frames are dropped), stops
-  // the loop and joins its thread. No other method may be running.
+  // Stops the openers (frames being opened finish, queued ones are
+  // dropped), closes every connection and listener (unsent frames are
+  // dropped), stops the loop and joins its threads. No other method may be
+  // running.
   ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
