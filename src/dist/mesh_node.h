@@ -101,6 +101,9 @@ struct MeshNodeOptions {
   // And it accuses its ring predecessor falsely in every ring
   // (RingOptions::attack_false_accusation; 0: never).
   int attack_false_accusation = 0;
+  // And, in sparse rounds, alters every chunk of another node's
+  // contribution it forwards (SparseRingOptions::attack_alter_forwarded).
+  int attack_alter_forwarded = 0;
   // And announces a commitment to its pseudo-gradient before attack_scale
   // while its ring reveals (and sends) the leaves of what it sends (dense
   // rounds): its leaf messages contradict its announcement.

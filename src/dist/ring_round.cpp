@@ -211,6 +211,7 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
           for (const control::RingMember& m : ring.members) so.member_keys.push_back(m.key);
         }
         so.attack_false_accusation = opt_.attack_false_accusation;
+        so.attack_alter_forwarded = opt_.attack_alter_forwarded;
         so.message_timeout = opt_.message_timeout;
         so.deadline = deadline;
         const std::span<const float> res = sparse->residual.empty() ? sparse->residual : segment(sparse->residual, k);
