@@ -108,17 +108,14 @@ struct SparseLayout {
     }
     return msg;
   }
-  // This rank's chunks of its encoded contribution `own`, signed by
-  // `signer` when keyed: signed once, before the sender starts, and the
-  // signatures travel with them round the ring.
-  std::vector<std::vector<uint8_t>> own_messages(size_t rank, const uint8_t* own, const NodeKey* signer) const {
+  // This rank's chunks of its encoded contribution `own`, with room for
+  // its signatures when keyed (signed one by one as they are queued, so the
+  // first goes out while the rest are signed).
+  std::vector<std::vector<uint8_t>> own_messages(size_t rank, const uint8_t* own) const {
     std::vector<std::vector<uint8_t>> out;
     for (size_t c = 0; c < n_chunks; ++c) {
       std::vector<uint8_t> msg = message(0, rank, c, own + chunk_at(c), nullptr);
-      if (keyed) {
-        msg.resize(msg.size() + kSparseSignedBytes);
-        sign_sparse_message(msg, *signer);
-      }
+      if (keyed) msg.resize(msg.size() + kSparseSignedBytes);
       out.push_back(std::move(msg));
     }
     return out;
@@ -372,7 +369,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   std::vector<std::vector<uint8_t>> own;
   if (N > 1) {
     const RingClock::time_point t = RingClock::now();
-    own = layout.own_messages(r, all.data() + r * one, opt.signer);
+    own = layout.own_messages(r, all.data() + r * one);
     stats.encode_s += since(t);
   }
 
@@ -410,7 +407,14 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     });
   }
   try {
-    for (std::vector<uint8_t>& msg : own) queue.push(std::move(msg));
+    for (std::vector<uint8_t>& msg : own) {
+      if (keyed) {
+        const RingClock::time_point t = RingClock::now();
+        sign_sparse_message(msg, *opt.signer);
+        stats.encode_s += since(t);
+      }
+      queue.push(std::move(msg));
+    }
     // Step t brings rank r − t − 1's contribution; it goes on while t + 2 < N.
     for (size_t t = 0; t + 1 < N; ++t) {
       const size_t source = (r + N - t - 1) % N;
