@@ -140,9 +140,9 @@ int main(int argc, char** argv) {
         const double round_link_s = (n - 1) * chunks * msg.size() / link_bytes_per_us / 1e6;
         const double author_s = chunks * author_us / 1e6;
         const double recv_s = (n - 1) * chunks * verify_us / 1e6 + (n - 2) * chunks * forward_us / 1e6;
-        std::printf("    a round (%.0f chunks a contribution): on the link %.2f s; author signs %.3f s before its "
-                    "chunks go (%.1f%%); receiver %.3f s on one core (%.1f%% of the link time; spread over the lanes' "
-                    "receiving threads, alongside the link)\n",
+        std::printf("    a round (%.0f chunks a contribution): on the link %.2f s; author signs %.3f s (%.1f%%; "
+                    "each chunk as it is queued, the first before anything goes); receiver %.3f s on one core "
+                    "(%.1f%% of the link time; spread over the lanes' receiving threads, alongside the link)\n",
                     chunks, round_link_s, author_s, 100.0 * author_s / round_link_s, recv_s,
                     100.0 * recv_s / round_link_s);
         if (ss < 0) std::printf("%f", ss);
