@@ -483,6 +483,23 @@ TEST(SparseEvidence, AChunkReplayedFromAnotherRoundOrLaneIsRefused) {
   }
 }
 
+// A node-key run's chunks default to at least 64 KiB of payload (the fixed
+// signature work per chunk stays under the chunk's link time); a
+// shared-secret run keeps 64 blocks.
+TEST(SparseEvidence, KeyedRoundsDefaultToChunksOfAtLeast64KiB) {
+  for (double d : {1.0 / 4096, 0.01, 0.03, 0.1, 1.0}) {
+    const size_t k = sparse_k_for_density(d, 4096), per_block = sparse_encoded_bytes(4096, 4096, k);
+    EXPECT_EQ(default_sparse_chunk_blocks(4096, k, false), 64u);
+    const size_t b = default_sparse_chunk_blocks(4096, k, true);
+    EXPECT_GE(b, 64u);
+    EXPECT_GE(b * per_block, kKeyedSparseChunkBytes) << "density " << d;
+    if (b > 64) {
+      EXPECT_LT((b - 1) * per_block, kKeyedSparseChunkBytes) << "the fewest blocks that reach it";
+    }
+  }
+  EXPECT_EQ(default_sparse_chunk_blocks(4096, sparse_k_for_density(0.01, 4096), true), 729u);
+}
+
 // Sparse messages of version 2 carry their flags and lane; ring members
 // carry their keys for the accuser's check.
 TEST(SparseEvidence, HeadersAndRingMembersCarryWhatTheChecksNeed) {

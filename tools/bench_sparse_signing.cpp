@@ -11,7 +11,8 @@
 //
 //   bench_sparse_signing [--density D ...] [--chunk-blocks B ...] [--repeat R] [--params P] [--nodes N] [--mbit M]
 //     --density       kept fraction per 4096-value block (default 0.03 and 0.01)
-//     --chunk-blocks  4096-value blocks per chunk (default 64, the ring's, then 256 and 1024)
+//     --chunk-blocks  4096-value blocks per chunk (default 64, a shared-secret ring's; the node-key
+//                     ring's, default_sparse_chunk_blocks; and 1024)
 //     --repeat        chunks per measurement (default 200); the best of 3 is shown
 //     --params        values of the model (default 277000000: configs/150m.json)
 //     --nodes         ring size for the per-round figure (default 4)
@@ -69,7 +70,7 @@ Args parse(int argc, char** argv) {
   }
   if ((argc - 1) % 2) fail("every option takes a value");
   if (a.densities.empty()) a.densities = {0.03, 0.01};
-  if (a.chunk_blocks.empty()) a.chunk_blocks = {64, 256, 1024};
+  // Empty: per density, 64, the node-key default and 1024 (in main).
   if (a.repeat < 1 || a.nodes < 2 || !(a.mbit > 0) || !(a.params > 0)) fail("bad option values");
   return a;
 }
@@ -107,7 +108,9 @@ int main(int argc, char** argv) {
                 "%d nodes\n", a.repeat, a.mbit, a.params / 1e6, a.nodes);
     for (double d : a.densities) {
       const size_t k = sparse_k_for_density(d, 4096);
-      for (size_t blocks : a.chunk_blocks) {
+      std::vector<size_t> chunk_blocks = a.chunk_blocks;
+      if (chunk_blocks.empty()) chunk_blocks = {64, default_sparse_chunk_blocks(4096, k, true), 1024};
+      for (size_t blocks : chunk_blocks) {
         const size_t values = blocks * 4096;
         std::vector<float> x(values);
         for (size_t i = 0; i < values; ++i) x[i] = static_cast<float>(1e-3 * normal01(3, i));

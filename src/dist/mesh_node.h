@@ -71,8 +71,9 @@ struct MeshNodeOptions {
   int rings = 1;  // parallel rings (lanes) per round, the same on every node
   // Values per ring message (0: 2^20 for fp32, 2^18 for int8 and int4, whose
   // per-hop decode and re-encode sit on the pipeline's critical path, so
-  // shorter messages fill it sooner; sparse: 64 blocks of 4096). The same on
-  // every node.
+  // shorter messages fill it sooner; sparse: 64 blocks of 4096, or with
+  // node keys at least 64 KiB of payload: default_sparse_chunk_blocks). The
+  // same on every node.
   size_t chunk_elems = 0;
   // Threads for the rings' codec work, shared out among the rings (0:
   // automatic; RingRoundOptions::codec_threads). Speed only: every node

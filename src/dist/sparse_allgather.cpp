@@ -290,6 +290,13 @@ SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string
   return h;
 }
 
+size_t default_sparse_chunk_blocks(size_t block, size_t k, bool keyed) {
+  const size_t plain = 64;
+  if (!keyed) return plain;
+  const size_t per_block = sparse_encoded_bytes(block, block, k);
+  return std::max(plain, (kKeyedSparseChunkBytes + per_block - 1) / per_block);
+}
+
 bool is_sparse_message(std::span<const uint8_t> msg) {
   return msg.size() >= 4 && (msg[0] | (msg[1] << 8) | (msg[2] << 16) | (uint32_t{msg[3]} << 24)) == kMagic;
 }

@@ -83,6 +83,17 @@ struct SparseRingOptions {
   RingClock::time_point deadline = RingClock::time_point::max();
 };
 
+// Blocks per message when the config sets none (mesh chunk_elems 0): 64
+// (256K values) in a shared-secret run; in a node-key run at least 64 and
+// enough for kKeyedSparseChunkBytes of payload, so that the fixed work a
+// signed chunk costs every receiver (one Ed25519 verification and one
+// signature, about 80 µs on one core) stays well under the chunk's time on
+// a 1 Gbit/s link: at 1% density and 64 blocks it took 1.7× of it
+// (PERFORMANCE, "Signed sparse chunks"). The same on every node of a run
+// (all keyed or none), like block and k.
+constexpr size_t kKeyedSparseChunkBytes = 64 * 1024;
+size_t default_sparse_chunk_blocks(size_t block, size_t k, bool keyed);
+
 // This rank's contribution over [offset, offset + count) of the buffer:
 // sparse_encoded_bytes(count, block, k) bytes. Error feedback subtracts
 // what it decodes to from the residual.
