@@ -598,6 +598,14 @@ TEST(Mesh, NodeKeysASparseForwarderThatAltersAnothersChunkIsRefusedAndTheRoundRe
   const Accusation a = keyed_byzantine_round(1.0, 1.0, 0, false, Compression::Sparse, /*alter_forwarded=*/1);
   expect_refused_on_evidence(a, "sent another node's chunk altered");
   EXPECT_TRUE(a.logged("the accused altered it"));
+  // The line names the forwarder's key, the accuser's, and the author's (n2's predecessor: n0 or n1).
+  bool names_all = false;
+  for (const auto& l : a.lines)
+    if (l.find("sent another node's chunk altered") != std::string::npos)
+      names_all |= l.find(fingerprint(a.keys[3].public_key())) != std::string::npos &&
+                   l.find(fingerprint(a.keys[1].public_key())) != std::string::npos &&
+                   l.find(fingerprint(a.keys[2].public_key())) != std::string::npos;
+  EXPECT_TRUE(names_all);
 }
 TEST(Mesh, NodeKeysASparseFalseAccuserIsRefusedAndTheAccusedKept) {
   expect_false_accuser_refused(1, Compression::Sparse);

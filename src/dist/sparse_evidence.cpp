@@ -104,7 +104,7 @@ namespace {
 // The second kind (sparse_evidence.h): one chunk its sender signed on
 // although its author's signature does not hold. `m` parsed as `h`, signed.
 EvidenceVerdict judge_altered_chunk(const std::vector<uint8_t>& m, const SparseHeader& h, const PublicKey& accused,
-                                    const EvidenceContext& ctx) {
+                                    const PublicKey& author, const EvidenceContext& ctx) {
   auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
   const uint32_t world = static_cast<uint32_t>(ctx.world);
   if (h.round != ctx.round) return no("the chunk is of round ", h.round, ", not ", ctx.round);
@@ -121,8 +121,8 @@ EvidenceVerdict judge_altered_chunk(const std::vector<uint8_t>& m, const SparseH
   return EvidenceVerdict{true,
                          str("the accused sent lane ", h.lane, " chunk ", h.chunk, " of rank ", h.source,
                              "'s contribution (step ", h.step, ") under its own signature as sender, but that "
-                             "rank's signature does not hold for it: the accused altered it (an honest sender checks "
-                             "the author's signature before it signs on)"),
+                             "rank's signature (", fingerprint(author), ") does not hold for it: the accused altered "
+                             "it (an honest sender checks the author's signature before it signs on)"),
                          true};
 }
 
@@ -149,8 +149,9 @@ EvidenceVerdict judge_sparse_evidence(const std::vector<std::vector<uint8_t>>& m
     if (!h.is_signed) return no("evidence message 0 is not signed");
     const bool own = h.source == static_cast<uint32_t>(ctx.accused_rank);
     const bool key_known = own || (h.source < ctx.keys.size() && ctx.keys[h.source] != PublicKey{});
-    if (key_known && !sparse_message_signed_by(m, own ? accused : ctx.keys[h.source])) {
-      EvidenceVerdict v = judge_altered_chunk(m, h, accused, ctx);
+    const PublicKey& author = own ? accused : (key_known ? ctx.keys[h.source] : accused);
+    if (key_known && !sparse_message_signed_by(m, author)) {
+      EvidenceVerdict v = judge_altered_chunk(m, h, accused, author, ctx);
       if (!v.holds)
         v.why = str(own ? std::string("the signature is not the accused's as the chunk's author")
                         : str("the signature is not rank ", h.source, "'s, the chunk's author"),
