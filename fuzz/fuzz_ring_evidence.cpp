@@ -8,7 +8,11 @@
 // the first byte's top bit set the harness signs each message with the
 // accused's key first (as a sparse chunk when it has that magic), so that the checks past the signature (the header
 // against the ring, the codecs' validation and sums of squares over any
-// payload) are reached too. Any input must give a verdict, never a crash.
+// payload) are reached too; with the next bit set too, a sparse chunk is
+// signed by the accused as its sender only, its author signature left
+// broken (the other members' keys are another key's), so that the judgement
+// of an altered chunk is reached past its signatures. Any input must give a
+// verdict, never a crash.
 #include <array>
 #include <cstdint>
 #include <cstdlib>
@@ -22,9 +26,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const intellect::NodeKey key = intellect::NodeKey::generate();
+  static const intellect::PublicKey other = intellect::NodeKey::generate().public_key();
   if (size < 2) return 0;
-  const bool sign = data[0] & 0x80;
-  const size_t count = data[0] & 0x7f;
+  const bool sign = data[0] & 0x80, as_sender = data[0] & 0x40;
+  const size_t count = data[0] & 0x3f;
   intellect::EvidenceContext ctx;
   ctx.world = 2 + data[1] % 5;
   ctx.accuser_rank = data[1] / 5 % ctx.world;
@@ -32,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ctx.round = 11;
   ctx.norms.assign(static_cast<size_t>(ctx.world), 1e-3 * (1 + data[1] % 3));
   ctx.commitments.assign(static_cast<size_t>(ctx.world), std::array<uint8_t, 32>{});
+  ctx.keys.assign(static_cast<size_t>(ctx.world), other);
   size_t at = 2;
   std::vector<std::vector<uint8_t>> messages;
   for (size_t i = 0; i < count && at + 2 <= size; ++i) {
@@ -40,12 +46,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const size_t take = std::min(len, size - at);
     std::vector<uint8_t> m(data + at, data + at + take);
     at += take;
-    if (sign) {
+    if (sign && intellect::is_sparse_message(m)) {
+      m.resize(m.size() + intellect::kSparseSignedBytes);
+      if (m.size() >= intellect::kSparseHeaderBytes + intellect::kSparseSignedBytes) {
+        if (as_sender)
+          intellect::sign_sparse_forward(m, key, intellect::sparse_payload_digest(m));
+        else
+          intellect::sign_sparse_message(m, key);
+      }
+    } else if (sign) {
       m.resize(m.size() + intellect::kRingSignatureBytes);
-      if (intellect::is_sparse_message(m) && m.size() >= intellect::kSparseHeaderBytes + intellect::kSparseSignatureBytes)
-        intellect::sign_sparse_message(m, key);
-      else
-        intellect::sign_ring_message(m, key);
+      intellect::sign_ring_message(m, key);
     }
     messages.push_back(std::move(m));
   }

@@ -1,6 +1,7 @@
 // libFuzzer target: sparse all-gather messages (header + top-k payload) as
 // they come off a link (issue 18), signed or not (sparse_evidence.h: the
-// signature check never throws, whatever the bytes). Any byte string must
+// author's and the sender's signature checks never throw, whatever the
+// bytes; version 3 carries both). Any byte string must
 // parse or raise intellect::Error; a payload that passes sparse_validate is decoded into a
 // buffer of exactly the announced count, so an index past it would be caught
 // by ASan.
@@ -22,6 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (intellect::encode_sparse_header(h).size() != intellect::kSparseHeaderBytes) std::abort();
     static const intellect::PublicKey key = intellect::NodeKey::generate().public_key();
     if (h.is_signed && intellect::sparse_message_signed_by(msg, key)) std::abort();  // nobody holds that key's secret
+    if (h.is_signed && intellect::sparse_message_sent_by(msg, key, intellect::sparse_payload_digest(msg))) std::abort();
     const uint8_t* payload = data + intellect::kSparseHeaderBytes;
     intellect::sparse_validate(payload, h.count, h.block, h.k, "fuzz");
     std::vector<float> out(h.count, 0.0f);

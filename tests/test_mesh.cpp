@@ -467,7 +467,7 @@ struct Accusation {
 };
 
 Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false,
-                                 Compression compression = Compression::Int8) {
+                                 Compression compression = Compression::Int8, int alter_forwarded = 0) {
   Accusation a;
   std::string allowlist;
   for (int i = 0; i < 4; ++i) {
@@ -500,6 +500,7 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
           if (i == 2) {
             o.attack_scale = scale, o.attack_announce = announce, o.attack_false_accusation = false_accusation;
             o.attack_commit_unscaled = commit_unscaled;
+            o.attack_alter_forwarded = alter_forwarded;
           }
           o.max_retries = 2;
           MeshNode node(o);
@@ -517,15 +518,14 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
 
 // The honest pair finishes alike; the node with key 3 (n2) is refused on
 // the evidence, and nobody is called a false accuser.
-void expect_refused_on_evidence(const Accusation& a) {
+void expect_refused_on_evidence(const Accusation& a, const std::string& why = "broke its announcement (norm or commitment)") {
   EXPECT_EQ(a.errors[0], "");
   EXPECT_EQ(a.errors[1], "");
   EXPECT_EQ(a.out[0], a.out[1]);
   // A sparse attacker may already hold every contribution when it is
   // caught; it still applies nothing (no round it was in is committed).
   EXPECT_NE(a.errors[2], "") << "the attacker finished a round with the honest nodes";
-  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") broke its announcement (norm or commitment), shown "
-                                                               "by the evidence"));
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") " + why + ", shown by the evidence"));
   EXPECT_FALSE(a.logged("a false accusation"));
 }
 
@@ -589,6 +589,23 @@ TEST(Mesh, NodeKeysASparseNodeSendingMoreThanItAnnouncedIsRefusedOnItsSignedChun
   const Accusation a = keyed_byzantine_round(100.0, 0.01, 0, false, Compression::Sparse);
   expect_refused_on_evidence(a);
   EXPECT_TRUE(a.logged("chunks of its sparse contribution, signed by the accused"));
+}
+// A forwarder that alters another node's chunk within that node's bound
+// (one kept value's sign: no norm check sees it) is caught by its successor
+// on receipt, refused on its own signature as the chunk's sender, and the
+// round is redone without it: the honest pair's average is theirs alone.
+TEST(Mesh, NodeKeysASparseForwarderThatAltersAnothersChunkIsRefusedAndTheRoundRedoneWithoutIt) {
+  const Accusation a = keyed_byzantine_round(1.0, 1.0, 0, false, Compression::Sparse, /*alter_forwarded=*/1);
+  expect_refused_on_evidence(a, "sent another node's chunk altered");
+  EXPECT_TRUE(a.logged("the accused altered it"));
+  // The line names the forwarder's key, the accuser's, and the author's (n2's predecessor: n0 or n1).
+  bool names_all = false;
+  for (const auto& l : a.lines)
+    if (l.find("sent another node's chunk altered") != std::string::npos)
+      names_all |= l.find(fingerprint(a.keys[3].public_key())) != std::string::npos &&
+                   l.find(fingerprint(a.keys[1].public_key())) != std::string::npos &&
+                   l.find(fingerprint(a.keys[2].public_key())) != std::string::npos;
+  EXPECT_TRUE(names_all);
 }
 TEST(Mesh, NodeKeysASparseFalseAccuserIsRefusedAndTheAccusedKept) {
   expect_false_accuser_refused(1, Compression::Sparse);

@@ -133,10 +133,15 @@ TEST(SparseEvidence, SignedHonestRoundsPassAndAverageAsUnsignedOnes) {
         EXPECT_TRUE(h.is_signed);
         EXPECT_EQ(h.lane, 2u);
         EXPECT_FALSE(parse_sparse_header(plain.received[r][i], "m").is_signed);
-        EXPECT_EQ(m.size(), plain.received[r][i].size() + kSparseSignatureBytes);
+        EXPECT_EQ(m.size(), plain.received[r][i].size() + kSparseSignedBytes);
         EXPECT_TRUE(sparse_message_signed_by(m, keys.of(static_cast<int>(h.source)).public_key()));
-        if (static_cast<int>(h.source) != (r + n - 1) % n) {
-          EXPECT_FALSE(sparse_message_signed_by(m, keys.of((r + n - 1) % n).public_key())) << "forwarded, not signed";
+        // ... and by the rank that sent it, as its sender (the author itself at step 0).
+        const int prev = (r + n - 1) % n;
+        EXPECT_TRUE(sparse_message_sent_by(m, keys.of(prev).public_key(), sparse_payload_digest(m)));
+        if (static_cast<int>(h.source) != prev) {
+          EXPECT_FALSE(sparse_message_signed_by(m, keys.of(prev).public_key())) << "forwarded, not authored";
+          EXPECT_FALSE(sparse_message_sent_by(m, keys.of(static_cast<int>(h.source)).public_key(),
+                                              sparse_payload_digest(m)));
         }
       }
     }
@@ -204,10 +209,11 @@ TEST(SparseEvidence, AnInflatedContributionIsShownByItsAuthorsOwnSignedChunks) {
   EXPECT_TRUE(far.holds) << far.why;
 }
 
-// A forwarder that inflates another's chunk breaks its signature: the
-// successor cannot prove it on anyone, so it names its predecessor without
-// evidence (nobody is refused in a node-key run), and the altered chunk,
-// handed over anyway, is refused by the judge.
+// A chunk altered after its sender signed it (here: inflated on the link
+// out of rank 0) breaks both signatures: the successor refuses it on
+// receipt and names its predecessor without evidence (nobody is refused in
+// a node-key run, the link is avoided), and the altered chunk, handed over
+// anyway, is refused by the judge.
 TEST(SparseEvidence, ATamperedChunkProvesNothing) {
   const int n = 3;
   const size_t size = 5003;
@@ -229,7 +235,9 @@ TEST(SparseEvidence, ATamperedChunkProvesNothing) {
   const SparseRun res = run_signed(in, o, &keys, -1, 1, /*tamperer=*/0, inflate);
   ASSERT_EQ(res.offender[1], 0) << res.errors[1];
   EXPECT_TRUE(res.evidence[1].empty());
-  EXPECT_NE(res.errors[1].find("do not prove it on their own"), std::string::npos) << res.errors[1];
+  EXPECT_NE(res.errors[1].find("the author signature does not hold for rank 2's key"), std::string::npos)
+      << res.errors[1];
+  EXPECT_NE(res.errors[1].find("its signature as sender does not hold either"), std::string::npos) << res.errors[1];
   // What rank 1 received of rank 2, altered on the way: not rank 2's signature.
   std::vector<std::vector<uint8_t>> altered;
   for (const auto& m : res.received[1])
@@ -238,6 +246,11 @@ TEST(SparseEvidence, ATamperedChunkProvesNothing) {
   const EvidenceVerdict v = judge_ring_evidence({altered[0]}, keys.of(2).public_key(), context(o, 1, 2, n));
   EXPECT_FALSE(v.holds);
   EXPECT_NE(v.why.find("signature is not the accused's"), std::string::npos) << v.why;
+  EvidenceContext sender = context(o, 1, 0, n);
+  sender.keys = keys.publics();
+  const EvidenceVerdict s = judge_ring_evidence({altered[0]}, keys.of(0).public_key(), sender);
+  EXPECT_FALSE(s.holds) << "nothing shows who altered it";
+  EXPECT_NE(s.why.find("nothing shows who altered it"), std::string::npos) << s.why;
 }
 
 TEST(SparseEvidence, EvidenceWithABadSignatureOrRepeatedChunksIsRefused) {
@@ -254,9 +267,11 @@ TEST(SparseEvidence, EvidenceWithABadSignatureOrRepeatedChunksIsRefused) {
   const PublicKey pk = keys.of(2).public_key();
   ASSERT_TRUE(judge_ring_evidence(res.evidence[0], pk, ctx).holds);
   const size_t len = res.evidence[0][0].size();
-  // Any byte but the step field breaks the signature (or the header).
+  // Any byte but the step field (and the sender's signature, which an
+  // excess's evidence does not need: it is the author's chunk whoever sent
+  // it) breaks the author's signature (or the header).
   for (size_t at : {size_t{5}, size_t{9}, size_t{33}, size_t{53}, kSparseHeaderBytes + 1, len / 2,
-                    len - kSparseSignatureBytes - 1, len - 1}) {
+                    len - kSparseSignedBytes - 1, len - kSparseSignedBytes, len - kSparseSignatureBytes - 1}) {
     auto bad = res.evidence[0];
     bad[0][at] ^= 0x10;
     EXPECT_FALSE(judge_ring_evidence(bad, pk, ctx).holds) << "byte " << at;
@@ -315,6 +330,176 @@ TEST(SparseEvidence, HonestChunksDoNotProveAnAccusation) {
   }
 }
 
+// A forwarder that alters another author's chunk within that author's
+// bound (the sign of one kept value flipped: the norm unchanged, so no norm
+// check can see it) is caught by the next rank on receipt: the author's
+// signature does not hold, while the forwarder's own signature as sender
+// does, which proves it to the coordinator. Without node keys the same
+// alteration goes through unseen (what the signatures close).
+TEST(SparseEvidence, AForwarderThatAltersAnothersChunkIsCaughtByTheNextRankOnItsOwnSignature) {
+  for (int n : {3, 5}) {
+    SCOPED_TRACE(str("N=", n));
+    const size_t size = 5003;
+    const auto in = inputs(n, size, 60 + n);
+    SparseRingOptions o = options();
+    o.announced_norms = norms_of(in);
+    const int forwarder = 1, next = 2;
+    auto run = [&](const Keys* keys, int mode) {
+      Ring ring(n);
+      memring::RingRun r = memring::run_sparse_ring(ring, in, o, [&](int rank, SparseRingOptions& x) {
+        if (keys) {
+          x.signer = &keys->of(rank);
+          x.member_keys = keys->publics();
+        }
+        if (rank == forwarder) x.attack_alter_forwarded = mode;
+      });
+      return r;
+    };
+    // Unsigned: the round completes, and the rank after the forwarder
+    // averages values other than the honest ranks' (the alteration is real).
+    const memring::RingRun honest = run(nullptr, 0), unseen = run(nullptr, 1);
+    for (int r = 0; r < n; ++r) ASSERT_EQ(unseen.errors[r], "") << "rank " << r;
+    EXPECT_NE(unseen.out[next], honest.out[next]);
+    EXPECT_EQ(unseen.out[forwarder], honest.out[forwarder]);
+
+    const Keys keys(n);
+    const memring::RingRun caught = run(&keys, 1);
+    const memring::Accusations acc = memring::accusations_of(caught);
+    ASSERT_EQ(acc.offender[next], forwarder) << caught.errors[next];
+    // Rank 2 first gets the forwarder's own chunks (untouched), then rank 0's, altered.
+    EXPECT_NE(caught.errors[next].find("the author signature does not hold for rank 0's key"), std::string::npos)
+        << caught.errors[next];
+    EXPECT_NE(caught.errors[next].find(fingerprint(keys.of(forwarder).public_key())), std::string::npos)
+        << "the log names the forwarder's key: " << caught.errors[next];
+    EXPECT_NE(caught.errors[next].find("altered another node's chunk"), std::string::npos) << caught.errors[next];
+    for (int r = 0; r < n; ++r)
+      if (r != next) {
+        EXPECT_EQ(acc.offender[r], -1) << "rank " << r << " accuses nobody: " << caught.errors[r];
+      }
+    ASSERT_EQ(acc.evidence[next].size(), 1u) << caught.errors[next];
+    const std::vector<uint8_t>& m = acc.evidence[next][0];
+    EXPECT_NE(parse_sparse_header(m, "m").source, static_cast<uint32_t>(forwarder)) << "another author's chunk";
+    EvidenceContext ctx = context(o, next, forwarder, n);
+    ctx.keys = keys.publics();
+    const EvidenceVerdict v = judge_ring_evidence(acc.evidence[next], keys.of(forwarder).public_key(), ctx);
+    EXPECT_TRUE(v.holds) << v.why;
+    EXPECT_TRUE(v.altered);
+    // Not against anyone else, nor from anyone but the forwarder's successor.
+    for (int other = 0; other < n; ++other) {
+      if (other == forwarder || other == next) continue;
+      EvidenceContext c = context(o, next, other, n);
+      c.keys = keys.publics();
+      EXPECT_FALSE(judge_ring_evidence(acc.evidence[next], keys.of(other).public_key(), c).holds) << other;
+      EvidenceContext far = context(o, other, forwarder, n);
+      far.keys = keys.publics();
+      EXPECT_FALSE(judge_ring_evidence(acc.evidence[next], keys.of(forwarder).public_key(), far).holds) << other;
+    }
+    EvidenceContext other_round = ctx;
+    other_round.round += 1;
+    EXPECT_FALSE(judge_ring_evidence(acc.evidence[next], keys.of(forwarder).public_key(), other_round).holds);
+    // An honest chunk as it was sent (both signatures hold) proves nothing of the kind.
+    const SparseRun plain = run_signed(in, o, &keys);
+    for (const auto& h : plain.received[next])
+      EXPECT_FALSE(judge_ring_evidence({h}, keys.of(forwarder).public_key(), ctx).holds);
+
+    // With a broken signature of its own as sender, the forwarder cannot be
+    // shown: the round still fails at the next rank, without evidence.
+    const memring::RingRun hidden = run(&keys, 2);
+    const memring::Accusations h = memring::accusations_of(hidden);
+    ASSERT_EQ(h.offender[next], forwarder) << hidden.errors[next];
+    EXPECT_TRUE(h.evidence[next].empty());
+    EXPECT_NE(hidden.errors[next].find("its signature as sender does not hold either"), std::string::npos)
+        << hidden.errors[next];
+  }
+}
+
+// A chunk replayed from another round, lane or chunk does not verify: the
+// author's signature binds them (only the step is left out), even when the
+// payload is the very same bytes. Replayed by a forwarder under its own
+// signature as sender, it is caught by the next rank and proven.
+TEST(SparseEvidence, AChunkReplayedFromAnotherRoundOrLaneIsRefused) {
+  const int n = 3;
+  const size_t size = 5003;
+  const auto in = inputs(n, size, 88);
+  SparseRingOptions o = options();
+  o.announced_norms = norms_of(in);
+  const Keys keys(n);
+  const SparseRun first = run_signed(in, o, &keys);
+  for (int r = 0; r < n; ++r) ASSERT_EQ(first.errors[r], "");
+  // Rank 1 received rank 2's chunks from rank 0 at step 1.
+  std::vector<uint8_t> old;
+  for (const auto& m : first.received[1])
+    if (source_of(m) == 2 && parse_sparse_header(m, "m").chunk == 1) old = m;
+  ASSERT_FALSE(old.empty());
+  const PublicKey author = keys.of(2).public_key();
+  ASSERT_TRUE(sparse_message_signed_by(old, author));
+  auto put_u64 = [](std::vector<uint8_t>& m, size_t at, uint64_t v) { std::memcpy(m.data() + at, &v, 8); };
+  auto put_u32 = [](std::vector<uint8_t>& m, size_t at, uint32_t v) { std::memcpy(m.data() + at, &v, 4); };
+  {
+    auto next_round = old, other_lane = old, other_chunk = old, other_author = old;
+    put_u64(next_round, 8, o.round + 1);
+    put_u32(other_lane, 52, o.lane + 1);
+    put_u32(other_chunk, 36, 0);
+    put_u32(other_author, 32, 0);
+    EXPECT_FALSE(sparse_message_signed_by(next_round, author));
+    EXPECT_FALSE(sparse_message_signed_by(other_lane, author));
+    EXPECT_FALSE(sparse_message_signed_by(other_chunk, author));
+    EXPECT_FALSE(sparse_message_signed_by(other_author, keys.of(0).public_key()));
+  }
+  // The next round (or another lane), same inputs: rank 0 forwards the old
+  // chunk in place of the new one, its header rewritten to pass, signed on.
+  for (bool lane : {false, true}) {
+    SCOPED_TRACE(lane ? "another lane" : "another round");
+    SparseRingOptions next = o;
+    if (lane) next.lane = o.lane + 1;
+    else next.round = o.round + 1;
+    auto replay = [&](std::vector<uint8_t>& m) {
+      const SparseHeader h = parse_sparse_header(m, "m");
+      if (h.source != 2 || h.chunk != 1) return;
+      m = old;
+      if (lane) put_u32(m, 52, next.lane);
+      else put_u64(m, 8, next.round);
+      sign_sparse_forward(m, keys.of(0), sparse_payload_digest(m));
+    };
+    const SparseRun res = run_signed(in, next, &keys, -1, 1, /*tamperer=*/0, replay);
+    ASSERT_EQ(res.offender[1], 0) << res.errors[1];
+    EXPECT_NE(res.errors[1].find("the author signature does not hold for rank 2's key"), std::string::npos)
+        << res.errors[1];
+    ASSERT_EQ(res.evidence[1].size(), 1u);
+    EvidenceContext ctx = context(next, 1, 0, n);
+    ctx.keys = keys.publics();
+    const EvidenceVerdict v = judge_ring_evidence(res.evidence[1], keys.of(0).public_key(), ctx);
+    EXPECT_TRUE(v.holds) << v.why;
+    EXPECT_TRUE(v.altered);
+    // Unaltered, the old chunk is refused by its header before anything else.
+    auto as_is = [&](std::vector<uint8_t>& m) {
+      const SparseHeader h = parse_sparse_header(m, "m");
+      if (h.source == 2 && h.chunk == 1) m = old;
+    };
+    const SparseRun stale = run_signed(in, next, &keys, -1, 1, 0, as_is);
+    EXPECT_NE(stale.errors[1].find(lane ? "disagree on the ring layout (diloco.rings)" : "a stale message"),
+              std::string::npos)
+        << stale.errors[1];
+  }
+}
+
+// A node-key run's chunks default to at least 64 KiB of payload (the fixed
+// signature work per chunk stays under the chunk's link time); a
+// shared-secret run keeps 64 blocks.
+TEST(SparseEvidence, KeyedRoundsDefaultToChunksOfAtLeast64KiB) {
+  for (double d : {1.0 / 4096, 0.01, 0.03, 0.1, 1.0}) {
+    const size_t k = sparse_k_for_density(d, 4096), per_block = sparse_encoded_bytes(4096, 4096, k);
+    EXPECT_EQ(default_sparse_chunk_blocks(4096, k, false), 64u);
+    const size_t b = default_sparse_chunk_blocks(4096, k, true);
+    EXPECT_GE(b, 64u);
+    EXPECT_GE(b * per_block, kKeyedSparseChunkBytes) << "density " << d;
+    if (b > 64) {
+      EXPECT_LT((b - 1) * per_block, kKeyedSparseChunkBytes) << "the fewest blocks that reach it";
+    }
+  }
+  EXPECT_EQ(default_sparse_chunk_blocks(4096, sparse_k_for_density(0.01, 4096), true), 729u);
+}
+
 // Sparse messages of version 2 carry their flags and lane; ring members
 // carry their keys for the accuser's check.
 TEST(SparseEvidence, HeadersAndRingMembersCarryWhatTheChecksNeed) {
@@ -335,6 +520,8 @@ TEST(SparseEvidence, HeadersAndRingMembersCarryWhatTheChecksNeed) {
   m.resize(kSparseHeaderBytes + sparse_encoded_bytes(1000, 512, 5));
   EXPECT_THROW(parse_sparse_header(m, "no signature"), Error);
   m.resize(m.size() + kSparseSignatureBytes);
+  EXPECT_THROW(parse_sparse_header(m, "the author's signature alone"), Error);
+  m.resize(m.size() + kSparseSignatureBytes);
   const SparseHeader back = parse_sparse_header(m, "m");
   EXPECT_EQ(back.lane, 7u);
   EXPECT_TRUE(back.is_signed);
@@ -342,6 +529,8 @@ TEST(SparseEvidence, HeadersAndRingMembersCarryWhatTheChecksNeed) {
   EXPECT_THROW(parse_sparse_header(m, "m"), Error);
   m[5] = 0x01;
   m[4] = 1;  // the version before signed chunks
+  EXPECT_THROW(parse_sparse_header(m, "m"), Error);
+  m[4] = 2;  // the version before senders signed what they forward
   EXPECT_THROW(parse_sparse_header(m, "m"), Error);
   EXPECT_FALSE(sparse_message_signed_by(std::vector<uint8_t>(10, 0), NodeKey::generate().public_key()));
 

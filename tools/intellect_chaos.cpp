@@ -7,7 +7,7 @@
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
 //                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed]
-//                   [--byzantine scale|understate|accuse] [--set k=v]...
+//                   [--byzantine scale|understate|accuse|alter] [--set k=v]...
 //
 // --byzantine: one more node attacks the run all along (faults spare it).
 // `scale` sends its pseudo-gradient times 100 and says so: the coordinator
@@ -19,6 +19,11 @@
 // evidence (mesh.attack_false_accusation): the run then uses node keys (a
 // key per process, one allowlist file, a line added before each node
 // starts), and the coordinator must refuse the accuser and nobody else.
+// `alter`: node keys and diloco.compression sparse on every node; the
+// attacker sends honestly but flips the sign of a kept value in every
+// chunk of another node's contribution it forwards, signing it on as its
+// sender (mesh.attack_alter_forwarded): its ring successor must catch it on
+// the author's signature, and the coordinator must refuse it on its own.
 // Checked besides the usual: the attacker was excluded.
 //
 // --overlap eager|delayed: every node runs with that diloco.overlap (each
@@ -282,7 +287,7 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate]\n"
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate|accuse|alter]\n"
                        "                       [--status PORT|IPV4:PORT] [--set k=v]...\n"
                        "  --status: the coordinator serves the run's dashboard there (kept across its restarts)\n");
   return 2;
@@ -318,8 +323,8 @@ int main(int argc, char** argv) {
     else if (a == "--out") out = v;
     else if (a == "--set") extra.push_back(v);
     else if (a == "--byzantine") {
-      if (v != "scale" && v != "understate" && v != "accuse") {
-        std::fprintf(stderr, "intellect_chaos: --byzantine must be scale, understate or accuse, got '%s'\n",
+      if (v != "scale" && v != "understate" && v != "accuse" && v != "alter") {
+        std::fprintf(stderr, "intellect_chaos: --byzantine must be scale, understate, accuse or alter, got '%s'\n",
                      v.c_str());
         return 2;
       }
@@ -362,7 +367,7 @@ int main(int argc, char** argv) {
     // --byzantine accuse: node keys. Every process's key file under keys/,
     // its public line appended to the allowlist (reread on change) before
     // the process starts.
-    const bool keyed = byzantine == "accuse";
+    const bool keyed = byzantine == "accuse" || byzantine == "alter";
     const std::string keys_dir = out + "/keys", allowlist = out + "/allowlist";
     std::string allowed;
     auto key_for = [&](const std::string& name) {
@@ -411,8 +416,11 @@ int main(int argc, char** argv) {
       p.name = attacker ? "byzantine-" + std::to_string(p.index) : "node-" + std::to_string(p.index);
       p.byzantine = attacker;
       std::vector<std::string> sets = mesh;
+      if (byzantine == "alter") sets.push_back("diloco.compression=sparse");
       if (attacker && byzantine == "accuse") {
         sets.push_back("mesh.attack_false_accusation=1");
+      } else if (attacker && byzantine == "alter") {
+        sets.push_back("mesh.attack_alter_forwarded=1");
       } else if (attacker) {
         sets.push_back("mesh.attack_scale=100");
         if (byzantine == "understate") sets.push_back("mesh.attack_announce=0.01");
@@ -749,6 +757,8 @@ int main(int argc, char** argv) {
                 {"honest_refused", honest_refused}, {"attacker_exits", attacker_exits}};
       if (byzantine == "accuse" && refused == 0)
         failures.push_back("the false accuser was never refused");
+      if (byzantine == "alter" && refused == 0)
+        failures.push_back("the forwarder that alters others' sparse chunks was never refused");
       if (honest_refused > 0)
         failures.push_back(str(honest_refused, " honest node(s) refused for the rest of the run"));
       if (byzantine == "scale" && left_out == 0)

@@ -318,11 +318,14 @@ void Coordinator::judge_accusation(uint64_t accuser, const control::RingFailed& 
     auto a = announced_.find(n);
     ctx.commitments.push_back(a != announced_.end() && a->second.outer_step == f.outer_step ? a->second.commitment
                                                                                              : std::array<uint8_t, 32>{});
+    auto k = key_of_.find(n);
+    ctx.keys.push_back(k != key_of_.end() ? k->second : PublicKey{});
   }
   const EvidenceVerdict v = judge_ring_evidence(f.evidence, accused_key->second, ctx);
   if (v.holds)
-    ban(f.accused, str("broke its announcement (norm or commitment), shown by the evidence of ring member ",
-                       who(accuser), ": ", v.why, "; refused for the rest of the run"));
+    ban(f.accused, str(v.altered ? "sent another node's chunk altered" : "broke its announcement (norm or commitment)",
+                       ", shown by the evidence of ring member ", who(accuser), ": ", v.why,
+                       "; refused for the rest of the run"));
   else
     ban(accuser, str("accused ring member ", who(f.accused),
                      " of breaking its announcement, with evidence that does not hold (", v.why,

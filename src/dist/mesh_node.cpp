@@ -99,6 +99,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ring_options_ = ro;
   if (opt_.credentials.mode == AuthMode::node_keys) ro.signer = opt_.credentials.key;
   ro.attack_false_accusation = opt_.attack_false_accusation;
+  ro.attack_alter_forwarded = opt_.attack_alter_forwarded;
   ring_ = std::make_unique<RingRound>(transport_, *coordinator_, cancel_, std::move(ro));
 }
 

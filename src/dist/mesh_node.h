@@ -71,8 +71,9 @@ struct MeshNodeOptions {
   int rings = 1;  // parallel rings (lanes) per round, the same on every node
   // Values per ring message (0: 2^20 for fp32, 2^18 for int8 and int4, whose
   // per-hop decode and re-encode sit on the pipeline's critical path, so
-  // shorter messages fill it sooner; sparse: 64 blocks of 4096). The same on
-  // every node.
+  // shorter messages fill it sooner; sparse: 64 blocks of 4096, or with
+  // node keys at least 64 KiB of payload: default_sparse_chunk_blocks). The
+  // same on every node.
   size_t chunk_elems = 0;
   // Threads for the rings' codec work, shared out among the rings (0:
   // automatic; RingRoundOptions::codec_threads). Speed only: every node
@@ -101,6 +102,9 @@ struct MeshNodeOptions {
   // And it accuses its ring predecessor falsely in every ring
   // (RingOptions::attack_false_accusation; 0: never).
   int attack_false_accusation = 0;
+  // And, in sparse rounds, alters every chunk of another node's
+  // contribution it forwards (SparseRingOptions::attack_alter_forwarded).
+  int attack_alter_forwarded = 0;
   // And announces a commitment to its pseudo-gradient before attack_scale
   // while its ring reveals (and sends) the leaves of what it sends (dense
   // rounds): its leaf messages contradict its announcement.

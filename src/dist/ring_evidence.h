@@ -76,11 +76,18 @@ struct EvidenceContext {
   // of the chunks, any member but the accuser) and the sparse check's slack.
   int accused_rank = -1;
   double sparse_slack = kSparseNormSlack;
+  // Every member's key, by rank (sparse: the author's key of a chunk the
+  // accused forwarded altered; empty or all-zero: unknown).
+  std::vector<PublicKey> keys;
 };
 
 struct EvidenceVerdict {
   bool holds = false;  // the messages are the accused's, and they break the announced bound
   std::string why;     // what was checked, or what did not hold
+  // It holds as a sparse chunk the accused sent altered (its author's
+  // signature broken under the accused's signature as sender), not as a
+  // broken announcement.
+  bool altered = false;
 };
 
 // Judges the messages an accuser handed over against the accused's key.

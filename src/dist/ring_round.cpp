@@ -204,13 +204,15 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         so.k = opt_.sparse_k;
         so.aggregation = opt_.sparse_aggregation;
         for (const control::RingMember& m : ring.members) so.announced_norms.push_back(m.norm);
-        if (opt_.chunk_elems > 0) so.chunk_blocks = std::max<size_t>(1, opt_.chunk_elems / so.block);
+        so.chunk_blocks = opt_.chunk_elems > 0 ? std::max<size_t>(1, opt_.chunk_elems / so.block)
+                                               : default_sparse_chunk_blocks(so.block, so.k, !opt_.signer.empty());
         so.lane = static_cast<uint32_t>(k);
         if (!opt_.signer.empty()) {
           so.signer = &opt_.signer;
           for (const control::RingMember& m : ring.members) so.member_keys.push_back(m.key);
         }
         so.attack_false_accusation = opt_.attack_false_accusation;
+        so.attack_alter_forwarded = opt_.attack_alter_forwarded;
         so.message_timeout = opt_.message_timeout;
         so.deadline = deadline;
         const std::span<const float> res = sparse->residual.empty() ? sparse->residual : segment(sparse->residual, k);

@@ -80,6 +80,7 @@ struct RingRoundOptions {
   // accusation can carry evidence (ring_evidence.h); empty: shared secret.
   NodeKey signer;
   int attack_false_accusation = 0;  // tests and intellect_chaos only (RingOptions)
+  int attack_alter_forwarded = 0;   // tests and intellect_chaos only (SparseRingOptions)
 };
 
 // What a finished attempt leaves: the lanes' traffic and times, and the

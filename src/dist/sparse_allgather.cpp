@@ -18,7 +18,8 @@ namespace intellect {
 namespace {
 constexpr uint32_t kMagic = 0x47415349;  // "ISAG" in memory order
 // 2: the flags byte (signed chunks, sparse_evidence.h) and the lane.
-constexpr uint8_t kVersion = 2;
+// 3: a signed chunk carries its sender's signature after its author's.
+constexpr uint8_t kVersion = 3;
 constexpr uint8_t kFlagSigned = 1;
 
 // output = the rank-order average of the N contributions in `all` (each
@@ -59,6 +60,12 @@ std::string bad_arguments(const SparseRingOptions& opt, std::span<const float> i
   if (!residual.empty() && residual.size() != input.size())
     return str("the residual has ", residual.size(), " values, the input ", input.size());
   if (opt.signer && opt.signer->empty()) return "the signer holds no key";
+  if (opt.signer && opt.member_keys.size() != static_cast<size_t>(opt.world))
+    return str("a node-key round needs every member's key to check its chunks: ", opt.member_keys.size(),
+               " keys for a ring of ", opt.world);
+  for (size_t m = 0; opt.signer && m < opt.member_keys.size(); ++m)
+    if (opt.member_keys[m] == PublicKey{})
+      return str("the ring announcement carries no key for rank ", m, ", so its chunks cannot be checked");
   // In place is allowed: the input is read once, encoded before anything is
   // received, and the output written only after every contribution arrived.
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
@@ -89,25 +96,26 @@ struct SparseLayout {
     h.is_signed = keyed;
     return h;
   }
-  // Header, the chunk's payload, and (when given) its author's signature.
+  // Header, the chunk's payload, and (when given) its author's signature,
+  // with a sender's signature left zero (what the excess evidence needs).
   std::vector<uint8_t> message(size_t step, size_t source, size_t c, const uint8_t* payload,
                                const Signature* sig) const {
     std::vector<uint8_t> msg = encode_sparse_header(header(step, source, c));
     msg.insert(msg.end(), payload, payload + sparse_encoded_bytes(chunk_len(c), opt.block, opt.k));
-    if (sig) msg.insert(msg.end(), sig->begin(), sig->end());
+    if (sig) {
+      msg.insert(msg.end(), sig->begin(), sig->end());
+      msg.resize(msg.size() + kSparseSignatureBytes);
+    }
     return msg;
   }
-  // This rank's chunks of its encoded contribution `own`, signed by
-  // `signer` when keyed: signed once, before the sender starts, and the
-  // signatures travel with them round the ring.
-  std::vector<std::vector<uint8_t>> own_messages(size_t rank, const uint8_t* own, const NodeKey* signer) const {
+  // This rank's chunks of its encoded contribution `own`, with room for
+  // its signatures when keyed (signed one by one as they are queued, so the
+  // first goes out while the rest are signed).
+  std::vector<std::vector<uint8_t>> own_messages(size_t rank, const uint8_t* own) const {
     std::vector<std::vector<uint8_t>> out;
     for (size_t c = 0; c < n_chunks; ++c) {
       std::vector<uint8_t> msg = message(0, rank, c, own + chunk_at(c), nullptr);
-      if (keyed) {
-        msg.resize(msg.size() + kSparseSignatureBytes);
-        sign_sparse_message(msg, *signer);
-      }
+      if (keyed) msg.resize(msg.size() + kSparseSignedBytes);
       out.push_back(std::move(msg));
     }
     return out;
@@ -126,7 +134,7 @@ struct ArrivedChunks {
       : n_chunks(chunks), sum_squares(sources * chunks, -1.0), signatures(sources * chunks) {}
   void record(size_t source, size_t c, double ss, std::span<const uint8_t> msg) {
     sum_squares[source * n_chunks + c] = ss;
-    std::memcpy(signatures[source * n_chunks + c].data(), msg.data() + msg.size() - kSparseSignatureBytes,
+    std::memcpy(signatures[source * n_chunks + c].data(), msg.data() + msg.size() - kSparseSignedBytes,
                 kSparseSignatureBytes);
   }
 };
@@ -182,6 +190,53 @@ std::vector<std::vector<uint8_t>> provable_excess(
   return evidence;
 }
 
+// Node-key runs: a chunk from the previous rank `prev` (of `source`'s
+// contribution) must carry its author's signature before it is kept or
+// forwarded; returns its payload's digest, for the signature this rank adds
+// as its sender when it forwards it. One that does not verify was altered
+// by the previous rank, or signed badly by it when it is its own (an honest
+// sender checks before it signs on): the round fails on it, and the chunk
+// goes to the coordinator as evidence when the previous rank's signature as
+// its sender holds (judge_sparse_evidence's altered kind), else nothing can
+// be shown and only the link is avoided. A chunk replayed from another
+// round, lane, chunk or author fails the same way (the header must match
+// this one's, and the author's signature covers it).
+SparseDigest check_author(const std::vector<uint8_t>& msg, size_t source, size_t prev, const SparseRingOptions& opt,
+                          const std::string& what) {
+  const SparseDigest payload = sparse_payload_digest(msg);
+  const PublicKey &author = opt.member_keys[source], &sender = opt.member_keys[prev];
+  if (sparse_message_signed_by(msg, author, payload)) return payload;
+  const std::string why =
+      str(what, ": the author signature does not hold for rank ", source, "'s key (", fingerprint(author), "): rank ",
+          prev, " (", fingerprint(sender), ") ",
+          source == prev ? "signed other bytes than it sent" : "altered another node's chunk (or passed on one it did not check)");
+  if (sparse_message_sent_by(msg, sender, payload)) {
+    EvidenceContext ec;
+    ec.round = opt.round;
+    ec.accuser_rank = opt.rank;
+    ec.accused_rank = static_cast<int>(prev);
+    ec.world = opt.world;
+    ec.keys = opt.member_keys;
+    const EvidenceVerdict v = judge_sparse_evidence({msg}, sender, ec);
+    if (v.holds)
+      throw ContributionExceedsAnnouncement(str(why, " (evidence: the chunk under its signature as sender)"),
+                                            static_cast<int>(prev), {msg});
+    throw ContributionExceedsAnnouncement(str(why, " (no evidence: ", v.why, ")"), static_cast<int>(prev));
+  }
+  throw ContributionExceedsAnnouncement(str(why, " (no evidence: its signature as sender does not hold either)"),
+                                        static_cast<int>(prev));
+}
+
+// intellect_chaos --byzantine and tests only (attack_alter_forwarded): the
+// sign of the chunk's first kept value flipped (its norm unchanged), then
+// signed as its sender (1) or under a broken sender signature (2).
+void alter_forwarded(std::vector<uint8_t>& msg, const SparseRingOptions& opt) {
+  msg[kSparseHeaderBytes + 8] ^= 0x08;  // the first entry's sign bit (index << 4 | sign << 3 | m)
+  if (!opt.signer) return;
+  sign_sparse_forward(msg, *opt.signer, sparse_payload_digest(msg));
+  if (opt.attack_alter_forwarded == 2) msg.back() ^= 1;
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode_sparse_header(const SparseHeader& h) {
@@ -228,11 +283,18 @@ SparseHeader parse_sparse_header(std::span<const uint8_t> msg, const std::string
   h.k = r.u32("k");
   h.lane = r.u32("lane");
   sparse_check_params(h.block, h.k, what.c_str());
-  const size_t want = sparse_encoded_bytes(h.count, h.block, h.k) + (h.is_signed ? kSparseSignatureBytes : 0);
+  const size_t want = sparse_encoded_bytes(h.count, h.block, h.k) + (h.is_signed ? kSparseSignedBytes : 0);
   if (r.remaining() != want)
     fail(what, ": payload of ", r.remaining(), " bytes, but ", h.count, " values keeping ", h.k, " per ", h.block,
-         h.is_signed ? " and a signature" : "", " take ", want, " bytes (truncated or corrupt message)");
+         h.is_signed ? " and two signatures" : "", " take ", want, " bytes (truncated or corrupt message)");
   return h;
+}
+
+size_t default_sparse_chunk_blocks(size_t block, size_t k, bool keyed) {
+  const size_t plain = 64;
+  if (!keyed) return plain;
+  const size_t per_block = sparse_encoded_bytes(block, block, k);
+  return std::max(plain, (kKeyedSparseChunkBytes + per_block - 1) / per_block);
 }
 
 bool is_sparse_message(std::span<const uint8_t> msg) {
@@ -314,7 +376,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   std::vector<std::vector<uint8_t>> own;
   if (N > 1) {
     const RingClock::time_point t = RingClock::now();
-    own = layout.own_messages(r, all.data() + r * one, opt.signer);
+    own = layout.own_messages(r, all.data() + r * one);
     stats.encode_s += since(t);
   }
 
@@ -352,7 +414,14 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     });
   }
   try {
-    for (std::vector<uint8_t>& msg : own) queue.push(std::move(msg));
+    for (std::vector<uint8_t>& msg : own) {
+      if (keyed) {
+        const RingClock::time_point t = RingClock::now();
+        sign_sparse_message(msg, *opt.signer);
+        stats.encode_s += since(t);
+      }
+      queue.push(std::move(msg));
+    }
     // Step t brings rank r − t − 1's contribution; it goes on while t + 2 < N.
     for (size_t t = 0; t + 1 < N; ++t) {
       const size_t source = (r + N - t - 1) % N;
@@ -370,8 +439,10 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
         const uint8_t* payload = msg.data() + kSparseHeaderBytes;
         const size_t bytes = sparse_encoded_bytes(want.count, opt.block, opt.k);
         sparse_validate(payload, want.count, opt.block, opt.k, what.c_str());
+        SparseDigest digest{};
+        if (keyed) digest = check_author(msg, source, prev, opt, what);  // before it is kept or forwarded
         if (opt.attack_false_accusation && t == 0 && c == 0) {
-          if (opt.attack_false_accusation == 2) msg.back() ^= 1;
+          if (opt.attack_false_accusation == 2) msg[msg.size() - kSparseSignedBytes] ^= 1;  // the author's signature
           throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
                                                 static_cast<int>(source), {std::move(msg)});
         }
@@ -390,6 +461,8 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
         if (t + 2 < N) {
           const uint32_t next_step = static_cast<uint32_t>(t + 1);
           std::memcpy(msg.data() + kSparseStepOffset, &next_step, 4);
+          if (keyed) sign_sparse_forward(msg, *opt.signer, digest);  // the step is in what it signs
+          if (opt.attack_alter_forwarded) alter_forwarded(msg, opt);
           queue.push(std::move(msg));
         }
       }

@@ -22,7 +22,10 @@
 // In a node-key run every chunk of a contribution is signed by its author
 // (sparse_evidence.h) and forwarded with that signature, so a rank that
 // finds a source's chunks above the source's announced norm hands the
-// coordinator the author's own signed chunks, whoever forwarded them.
+// coordinator the author's own signed chunks, whoever forwarded them. Every
+// rank verifies each arriving chunk's author signature before it keeps or
+// forwards it, and signs what it forwards as its sender, so a forwarder that
+// alters another's chunk is caught by the next rank, on its own signature.
 // Concurrency and failure as ring_allreduce.h: a sender thread, the calling
 // thread receives; any error aborts the link and throws; the input and the
 // residual are only read.
@@ -69,11 +72,27 @@ struct SparseRingOptions {
   std::vector<PublicKey> member_keys;
   // Tests and intellect_chaos --byzantine only: this rank accuses the
   // source of the first chunk it receives, with that honest chunk as
-  // evidence (1) or the same with its signature altered (2).
+  // evidence (1) or the same with its author signature altered (2).
   int attack_false_accusation = 0;
+  // Tests and intellect_chaos --byzantine only: this rank flips the sign of
+  // the first kept value of every chunk of another's contribution it
+  // forwards (the norm unchanged: within the author's bound), and signs it
+  // as its sender (1) or puts a broken sender signature on it (2).
+  int attack_alter_forwarded = 0;
   std::chrono::milliseconds message_timeout{60000};
   RingClock::time_point deadline = RingClock::time_point::max();
 };
+
+// Blocks per message when the config sets none (mesh chunk_elems 0): 64
+// (256K values) in a shared-secret run; in a node-key run at least 64 and
+// enough for kKeyedSparseChunkBytes of payload, so that the fixed work a
+// signed chunk costs every receiver (one Ed25519 verification and one
+// signature, about 80 µs on one core) stays well under the chunk's time on
+// a 1 Gbit/s link: at 1% density and 64 blocks it took 1.7× of it
+// (PERFORMANCE, "Signed sparse chunks"). The same on every node of a run
+// (all keyed or none), like block and k.
+constexpr size_t kKeyedSparseChunkBytes = 64 * 1024;
+size_t default_sparse_chunk_blocks(size_t block, size_t k, bool keyed);
 
 // This rank's contribution over [offset, offset + count) of the buffer:
 // sparse_encoded_bytes(count, block, k) bytes. Error feedback subtracts
@@ -101,13 +120,14 @@ void sparse_average_alone(std::span<const float> input, std::span<const float> r
                           size_t block, size_t k, SparseSent* sent);
 
 // --- message format, exposed for the tests and the fuzz target --------------
-// Header, little-endian, 56 bytes (version 2):
+// Header, little-endian, 56 bytes (version 3):
 //   u32 magic 'ISAG'  u8 version  u8 flags (bit 0: signed)  u16 reserved (0)
 //   u64 round  u64 total_elems  u32 world  u32 step  u32 source (whose
 //   contribution)  u32 chunk  u32 count  u32 block  u32 k  u32 lane
 // then sparse_encoded_bytes(count, block, k) bytes, then, when signed, the
-// author's kSparseSignatureBytes (sparse_evidence.h: over everything before
-// it but the step, which each forwarder advances).
+// author's kSparseSignatureBytes (sparse_evidence.h: over the header but the
+// step, which each forwarder advances, and the payload) and the sender's
+// (over the header, the payload and the author's signature).
 struct SparseHeader {
   uint64_t round = 0, total_elems = 0;
   uint32_t world = 0, step = 0, source = 0, chunk = 0, count = 0, block = 0, k = 0, lane = 0;
@@ -116,6 +136,7 @@ struct SparseHeader {
 constexpr size_t kSparseHeaderBytes = 56;
 constexpr size_t kSparseStepOffset = 28;  // of the u32 step field
 constexpr size_t kSparseSignatureBytes = kSignatureBytes;
+constexpr size_t kSparseSignedBytes = 2 * kSparseSignatureBytes;  // author's, then sender's
 // True when `msg` begins with the sparse all-gather's magic.
 bool is_sparse_message(std::span<const uint8_t> msg);
 

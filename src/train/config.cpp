@@ -306,6 +306,7 @@ Config parse_config(const json& doc, const std::string& source) {
     m.attack_scale = r.get_double("attack_scale", 1.0, 1e-6, 1e9);
     m.attack_announce = r.get_double("attack_announce", 1.0, 1e-9, 1e9);
     m.attack_false_accusation = static_cast<int>(r.get_int("attack_false_accusation", 0, 0, 2));
+    m.attack_alter_forwarded = static_cast<int>(r.get_int("attack_alter_forwarded", 0, 0, 2));
     m.status_listen = http_listen(r, "status_listen");
     m.status_token_file = r.get_string("status_token_file", "");
     if (m.emulate_link_jitter_ms > m.emulate_link_delay_ms)

@@ -225,6 +225,10 @@ struct MeshConfig {
   // And accuses its ring predecessor falsely (1: with that node's honest
   // signed messages as evidence, 2: with a forged signature; 0: never).
   int attack_false_accusation = 0;
+  // And, in sparse rounds, alters every chunk of another node's contribution
+  // it forwards (1: signed on as its sender, 2: under a broken sender
+  // signature; 0: never).
+  int attack_alter_forwarded = 0;
   // Coordinator: the run's status page, /api/status and /metrics: "PORT"
   // (loopback) or "IPV4:PORT"; empty: off.
   std::string status_listen = "";

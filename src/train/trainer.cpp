@@ -181,6 +181,10 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.attack_false_accusation = cfg.mesh.attack_false_accusation;
     if (mo.attack_false_accusation)
       note(str("mesh: TEST ONLY: this node accuses its ring predecessors falsely (mode ", mo.attack_false_accusation, ")"));
+    mo.attack_alter_forwarded = cfg.mesh.attack_alter_forwarded;
+    if (mo.attack_alter_forwarded)
+      note(str("mesh: TEST ONLY: this node alters other nodes' sparse chunks as it forwards them (mode ",
+               mo.attack_alter_forwarded, ")"));
     if (mo.attack_scale != 1.0 || mo.attack_announce != 1.0)
       note(str("mesh: TEST ONLY: this node attacks the run (sends its pseudo-gradient x", mo.attack_scale,
                ", announces x", mo.attack_announce, " of what it sends)"));
