@@ -17,7 +17,10 @@
 #include <vector>
 
 #include "dist/quantize.h"
+#include "dist/quantize4.h"
+#include "dist/quantize4_kernels.h"
 #include "dist/quantize_kernels.h"
+#include "int4_reference.h"
 #include "int8_reference.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -178,6 +181,24 @@ TEST(Int8Kernels, RepeatsAndSortedBlocks) {
   }
 }
 
+// A bin whose mean depends on the order its sums are combined in: stream
+// sums s0 = 2^-10, s1 = 2^-34, s2 = s3 = 0.375 ulp(2^-10). (s0 + s1) + (s2 + s3)
+// is 2^-10 + 2^-34 + 1 ulp, whose quarter rounds up to float; (s0 + s2) +
+// (s1 + s3) loses s2 and lands on the float midpoint, which rounds down to
+// 2^-12. A kernel that combined the four streams otherwise would fail here.
+TEST(Int8Kernels, BinSumsCombineInTheReferenceOrder) {
+  const float s2 = std::ldexp(3.0f, -65);
+  const std::vector<float> x = {std::ldexp(1.0f, -10), std::ldexp(1.0f, -34), s2, s2, -1.0f, 1.0f};
+  std::vector<uint8_t> want(int8_block_bytes(x.size()));
+  int8_reference::encode_block(x.data(), x.size(), want.data());
+  ASSERT_EQ(want[kInt8TableBytes], 128);  // the four small values share bin 128
+  ASSERT_EQ(want[kInt8TableBytes + 3], 128);
+  float mean;
+  std::memcpy(&mean, want.data() + 4 * 128, 4);
+  ASSERT_EQ(mean, std::nextafter(std::ldexp(1.0f, -12), 1.0f)) << "the reference's order decides this bin's mean";
+  expect_identical(x, "order-sensitive bin");
+}
+
 // The whole-buffer entry point: the reference's blocks back to back, at any
 // thread count.
 TEST(Int8Kernels, ManyBlocksMatchTheReferenceAtAnyThreadCount) {
@@ -240,6 +261,66 @@ TEST(Int8Kernels, NonFiniteRefusedTheSameWayEverywhere) {
           }
         }
       }
+    }
+  }
+}
+
+// --- int4 --------------------------------------------------------------------
+
+// int4_encode (whichever kernel this CPU runs), the portable group encoder and,
+// where available, the AVX2 one: the reference's bytes, for every group size.
+void expect_int4_identical(const std::vector<float>& x, const std::string& what) {
+  const size_t n = x.size();
+  for (size_t group : {size_t{1}, size_t{2}, size_t{7}, size_t{32}, size_t{33}, size_t{64}, size_t{100}, size_t{4096}}) {
+    std::vector<uint8_t> want(int4_encoded_bytes(n, group));
+    int4_reference::encode(x.data(), n, group, want.data());
+    std::vector<uint8_t> got(want.size(), 0xAB), portable(want.size(), 0xCD);
+    int4_encode(x.data(), n, group, got.data(), "test");
+    EXPECT_EQ(got, want) << what << ", n " << n << ", group " << group;
+    uint8_t* o = portable.data();
+    for (size_t b = 0; b < n; b += group) o += int4_kernels::encode_group_portable(x.data() + b, std::min(group, n - b), o);
+    EXPECT_EQ(portable, want) << "portable: " << what << ", n " << n << ", group " << group;
+    if (int8_kernels::avx2_available()) {
+      std::vector<uint8_t> avx(want.size(), 0xEF);
+      EXPECT_EQ(int4_kernels::encode_avx2(x.data(), n, group, avx.data()), n);
+      EXPECT_EQ(avx, want) << "avx2: " << what << ", n " << n << ", group " << group;
+    }
+  }
+}
+
+TEST(Int4Kernels, EveryInputClassMatchesTheReference) {
+  const float d = std::numeric_limits<float>::denorm_min();
+  uint64_t seed = 100;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{31}, size_t{64}, size_t{65}, size_t{1000}, size_t{4099}}) {
+    expect_int4_identical(gaussian(n, seed++, 1e-3), "gaussian");
+    expect_int4_identical(random_bits(n, seed++), "random finite bit patterns");
+    std::vector<float> z(n), den(n), ties(n);
+    for (size_t i = 0; i < n; ++i) {
+      z[i] = (hash_u64(seed, i) & 1) ? 0.0f : -0.0f;
+      den[i] = d * static_cast<float>(static_cast<int>(hash_u64(seed + 1, i) % 15) - 7);
+      // k/14 of a group's max: q lands on a half step, where rounding decides
+      ties[i] = static_cast<float>(static_cast<int>(hash_u64(seed + 2, i) % 29) - 14) / 14.0f;
+    }
+    expect_int4_identical(z, "±0");
+    expect_int4_identical(den, "denormals");
+    expect_int4_identical(ties, "half steps");
+    std::vector<float> big(n);
+    for (size_t i = 0; i < n; ++i) big[i] = static_cast<float>((uniform01(seed + 3, i) * 2.0 - 1.0) * FLT_MAX);
+    expect_int4_identical(big, "the whole float line");
+    seed += 4;
+  }
+}
+
+TEST(Int4Kernels, NonFiniteNamedAfterTheGroupsBeforeIt) {
+  for (size_t at : {size_t{0}, size_t{63}, size_t{64}, size_t{1000}, size_t{4098}}) {
+    auto x = gaussian(4099, 5, 1.0);
+    x[at] = NAN;
+    std::vector<uint8_t> out(int4_encoded_bytes(x.size(), 64));
+    try {
+      int4_encode(x.data(), x.size(), 64, out.data(), "the pseudo-gradient");
+      ADD_FAILURE() << "NaN at " << at << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("value " + std::to_string(at) + " is"), std::string::npos) << e.what();
     }
   }
 }
