@@ -1,4 +1,4 @@
-// The int4 encoder as first written (src/dist/quantize4.cpp, 2026-12-03,
+// The int4 encoder and decoder as first written (src/dist/quantize4.cpp, 2026-12-03,
 // commit 4ca762a), frozen: the bytes every faster kernel must reproduce
 // exactly. Finite input only. Do not "improve" it.
 #pragma once
@@ -43,6 +43,22 @@ inline size_t encode_group(const float* x, size_t len, uint8_t* out) {
 
 inline void encode(const float* x, size_t n, size_t group, uint8_t* out) {
   for (size_t begin = 0; begin < n; begin += group) out += encode_group(x + begin, std::min(group, n - begin), out);
+}
+
+template <bool kAdd>
+void decode(const uint8_t* in, size_t n, size_t group, float* out) {
+  for (size_t begin = 0; begin < n; begin += group) {
+    const size_t len = std::min(group, n - begin);
+    float scale;
+    std::memcpy(&scale, in, 4);
+    const uint8_t* codes = in + 4;
+    for (size_t i = 0; i < len; ++i) {
+      const float v = static_cast<float>(static_cast<int>((codes[i / 2] >> (4 * (i & 1))) & 0xf) - 8) * scale;
+      if constexpr (kAdd) out[begin + i] += v;
+      else out[begin + i] = v;
+    }
+    in += 4 + (len + 1) / 2;
+  }
 }
 
 }  // namespace intellect::int4_reference

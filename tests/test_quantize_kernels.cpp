@@ -311,6 +311,30 @@ TEST(Int4Kernels, EveryInputClassMatchesTheReference) {
   }
 }
 
+// Any bytes a peer may send (finite scales, any nibbles): the reference's
+// values, decoded and added, for every group size.
+TEST(Int4Kernels, ArbitraryBytesDecodeLikeTheReference) {
+  for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{64}, size_t{1001}, size_t{65536}}) {
+    for (size_t group : {size_t{1}, size_t{3}, size_t{16}, size_t{33}, size_t{64}, size_t{4096}}) {
+      std::vector<uint8_t> in(int4_encoded_bytes(n, group));
+      for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(hash_u64(n * 131 + group, i));
+      for (size_t b = 0, at = 0; b < n; b += group) {  // a finite scale at the head of every group
+        const float scale = static_cast<float>(normal01(group, b)) * 1e-3f;
+        std::memcpy(in.data() + at, &scale, 4);
+        at += 4 + (std::min(group, n - b) + 1) / 2;
+      }
+      int4_validate(in.data(), n, group, "test");
+      std::vector<float> a(n), b(n), acc(gaussian(n, 3, 1.0)), ref_acc(acc);
+      int4_decode(in.data(), n, group, a.data());
+      int4_reference::decode<false>(in.data(), n, group, b.data());
+      EXPECT_TRUE(same_bits(a, b)) << "decode, n " << n << ", group " << group;
+      int4_decode_add(in.data(), n, group, acc.data());
+      int4_reference::decode<true>(in.data(), n, group, ref_acc.data());
+      EXPECT_TRUE(same_bits(acc, ref_acc)) << "decode_add, n " << n << ", group " << group;
+    }
+  }
+}
+
 TEST(Int4Kernels, NonFiniteNamedAfterTheGroupsBeforeIt) {
   for (size_t at : {size_t{0}, size_t{63}, size_t{64}, size_t{1000}, size_t{4098}}) {
     auto x = gaussian(4099, 5, 1.0);

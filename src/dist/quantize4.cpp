@@ -131,9 +131,15 @@ void int4_validate(const uint8_t* in, size_t n, size_t group, const char* what) 
   }
 }
 
-void int4_decode(const uint8_t* in, size_t n, size_t group, float* out) { decode_impl<false>(in, n, group, out); }
+void int4_decode(const uint8_t* in, size_t n, size_t group, float* out) {
+  INTELLECT_CHECK(group > 0);
+  if (int8_kernels::avx2_available()) int4_kernels::decode_avx2(in, n, group, out);
+  else decode_impl<false>(in, n, group, out);
+}
 void int4_decode_add(const uint8_t* in, size_t n, size_t group, float* acc) {
-  decode_impl<true>(in, n, group, acc);
+  INTELLECT_CHECK(group > 0);
+  if (int8_kernels::avx2_available()) int4_kernels::decode_add_avx2(in, n, group, acc);
+  else decode_impl<true>(in, n, group, acc);
 }
 
 }  // namespace intellect

@@ -1,4 +1,5 @@
-// AVX2 int4 group encoder: the same bytes as encode_group_portable.
+// AVX2 int4 group encoder and decoders: the same bytes as
+// encode_group_portable, the same values as the scalar decoders.
 // - max|x| is taken as the unsigned maximum of the values' magnitude bits:
 //   for non-negative finite floats the bit order is the value order, the
 //   result is the same float, and a magnitude at or above the all-ones
@@ -70,7 +71,51 @@ INTELLECT_AVX2 void pack(const float* x, size_t len, float inv, uint8_t* codes) 
   if (i < len) codes[i / 2] = static_cast<uint8_t>(code(x[i]));
 }
 
+// One group's values, 16 a step: (code − 8) · scale, converted and multiplied
+// exactly as the scalar loop does, then stored or added.
+template <bool kAdd>
+INTELLECT_AVX2 void decode_group(const uint8_t* codes, size_t len, float scale, float* o) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i eight = _mm256_set1_epi32(8);
+  const __m128i low = _mm_set1_epi8(0x0f);
+  size_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2));
+    const __m128i c = _mm_unpacklo_epi8(_mm_and_si128(b, low), _mm_and_si128(_mm_srli_epi16(b, 4), low));
+    for (int h = 0; h < 2; ++h) {
+      const __m256i k = _mm256_sub_epi32(_mm256_cvtepu8_epi32(h ? _mm_srli_si128(c, 8) : c), eight);
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(k), s);
+      if constexpr (kAdd) v = _mm256_add_ps(_mm256_loadu_ps(o + i + 8 * h), v);
+      _mm256_storeu_ps(o + i + 8 * h, v);
+    }
+  }
+  for (; i < len; ++i) {
+    const int nibble = (codes[i / 2] >> (4 * (i & 1))) & 0xf;
+    const float v = static_cast<float>(nibble - 8) * scale;
+    if constexpr (kAdd) o[i] += v;
+    else o[i] = v;
+  }
+}
+
+template <bool kAdd>
+INTELLECT_AVX2 void decode_groups(const uint8_t* in, size_t n, size_t group, float* out) {
+  for (size_t begin = 0; begin < n; begin += group) {
+    const size_t len = n - begin < group ? n - begin : group;
+    float scale;
+    std::memcpy(&scale, in, 4);
+    decode_group<kAdd>(in + 4, len, scale, out + begin);
+    in += 4 + (len + 1) / 2;
+  }
+}
+
 }  // namespace
+
+INTELLECT_AVX2 void decode_avx2(const uint8_t* in, size_t n, size_t group, float* out) {
+  decode_groups<false>(in, n, group, out);
+}
+INTELLECT_AVX2 void decode_add_avx2(const uint8_t* in, size_t n, size_t group, float* acc) {
+  decode_groups<true>(in, n, group, acc);
+}
 
 INTELLECT_AVX2 size_t encode_avx2(const float* x, size_t n, size_t group, uint8_t* out) {
   for (size_t begin = 0; begin < n; begin += group) {

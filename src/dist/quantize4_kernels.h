@@ -1,4 +1,4 @@
-// The int4 codec's group encoders, behind quantize4.h: a portable one and an
+// The int4 codec's group encoders and decoders, behind quantize4.h: a portable one and an
 // AVX2 one chosen at run time, producing the same bytes for every input
 // (tests/test_quantize_kernels.cpp checks both against a frozen copy of the
 // original). Stateless; any thread may call them.
@@ -16,5 +16,8 @@ size_t encode_group_portable(const float* x, size_t len, uint8_t* out);
 // of the first group holding a NaN/inf (what it wrote up to there is valid).
 // Call only when int8_kernels::avx2_available().
 size_t encode_avx2(const float* x, size_t n, size_t group, uint8_t* out);
+// int4_decode / int4_decode_add; call only when int8_kernels::avx2_available().
+void decode_avx2(const uint8_t* in, size_t n, size_t group, float* out);
+void decode_add_avx2(const uint8_t* in, size_t n, size_t group, float* acc);
 
 }  // namespace intellect::int4_kernels
