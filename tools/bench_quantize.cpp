@@ -1,5 +1,5 @@
 // bench_quantize: throughput of the pseudo-gradient codecs in GB/s of fp32
-// values: int8 (encode, decode, decode-and-add) at 1 and N threads, then int4
+// values: int8 (encode, decode, decode-and-add; sum of squares on one) at 1 and N threads, then int4
 // and sparse top-k (issue 18) on one core, as the ring runs them, with their
 // bytes per value and relative RMS error; and int8's
 // relative RMS error on pseudo-gradient-like data (Gaussian with 0.1% outliers
@@ -123,8 +123,12 @@ int main(int argc, char** argv) try {
     const double te = best_seconds(repeat, [&] { intellect::int8_encode(x.data(), n, block, enc.data()); });
     const double td = best_seconds(repeat, [&] { intellect::int8_decode(enc.data(), n, block, y.data()); });
     const double ta = best_seconds(repeat, [&] { intellect::int8_decode_add(enc.data(), n, block, y.data()); });
-    std::printf("threads %2d: encode %6.2f GB/s  decode %6.2f GB/s  decode+add %6.2f GB/s\n", t, gb / te,
-                gb / td, gb / ta);
+    // The ring successor's norm check on every message (one thread: it is not parallel).
+    volatile double sink = 0.0;
+    const double ts = best_seconds(repeat, [&] { sink = intellect::int8_sum_squares(enc.data(), n, block); });
+    (void)sink;
+    std::printf("threads %2d: encode %6.2f GB/s  decode %6.2f GB/s  decode+add %6.2f GB/s  sum_squares %6.2f GB/s\n",
+                t, gb / te, gb / td, gb / ta, gb / ts);
     if (t == nt) break;
   }
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "dist/quantize4_kernels.h"
+#include "dist/quantize_kernels.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -18,10 +20,9 @@ size_t int4_encoded_bytes(size_t n, size_t group) {
   return full * (sizeof(float) + (group + 1) / 2) + (tail ? sizeof(float) + (tail + 1) / 2 : 0);
 }
 
-namespace {
-
-// One group: scale, then codes. Returns the bytes written.
-size_t encode_group(const float* x, size_t len, uint8_t* out) {
+// One group: scale, then codes. Returns the bytes written. The reference
+// encoder, and the one CPUs without AVX2 run.
+size_t int4_kernels::encode_group_portable(const float* x, size_t len, uint8_t* out) {
   float amax = 0.0f;
   uint32_t bad = 0;
   for (size_t i = 0; i < len; ++i) {
@@ -60,6 +61,8 @@ size_t encode_group(const float* x, size_t len, uint8_t* out) {
   return 4 + (len + 1) / 2;
 }
 
+namespace {
+
 template <bool kAdd>
 void decode_impl(const uint8_t* in, size_t n, size_t group, float* out) {
   INTELLECT_CHECK(group > 0);
@@ -95,9 +98,15 @@ void decode_impl(const uint8_t* in, size_t n, size_t group, float* out) {
 
 void int4_encode(const float* x, size_t n, size_t group, uint8_t* out, const char* what) {
   INTELLECT_CHECK(group > 0);
-  for (size_t begin = 0; begin < n; begin += group) {
+  size_t begin = 0;
+  if (int8_kernels::avx2_available()) {
+    begin = int4_kernels::encode_avx2(x, n, group, out);
+    if (begin == n) return;
+    out += (begin / group) * (sizeof(float) + (group + 1) / 2);  // to the failing group
+  }
+  for (; begin < n; begin += group) {
     const size_t len = std::min(group, n - begin);
-    const size_t wrote = encode_group(x + begin, len, out);
+    const size_t wrote = int4_kernels::encode_group_portable(x + begin, len, out);
     if (wrote == SIZE_MAX) {
       size_t i = begin;
       while (std::isfinite(x[i])) ++i;
@@ -122,9 +131,15 @@ void int4_validate(const uint8_t* in, size_t n, size_t group, const char* what) 
   }
 }
 
-void int4_decode(const uint8_t* in, size_t n, size_t group, float* out) { decode_impl<false>(in, n, group, out); }
+void int4_decode(const uint8_t* in, size_t n, size_t group, float* out) {
+  INTELLECT_CHECK(group > 0);
+  if (int8_kernels::avx2_available()) int4_kernels::decode_avx2(in, n, group, out);
+  else decode_impl<false>(in, n, group, out);
+}
 void int4_decode_add(const uint8_t* in, size_t n, size_t group, float* acc) {
-  decode_impl<true>(in, n, group, acc);
+  INTELLECT_CHECK(group > 0);
+  if (int8_kernels::avx2_available()) int4_kernels::decode_add_avx2(in, n, group, acc);
+  else decode_impl<true>(in, n, group, acc);
 }
 
 }  // namespace intellect
