@@ -92,7 +92,22 @@ done
 echo "join_wan: the run is at outer step $join_at after $(( $(date +%s) - t0 )) s; the joiner starts"
 node joiner & pids+=($!)
 rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+# RUN_DEADLINE_S bounds the rest of the run: past it, where each process had
+# got to is printed (its log's last lines) and the script fails, so a run cut
+# short still says why.
+deadline=$(( $(date +%s) + ${RUN_DEADLINE_S:-3600} ))
+for p in "${pids[@]}"; do
+  while kill -0 "$p" 2>/dev/null; do
+    if (( $(date +%s) > deadline )); then
+      echo "join_wan: the run did not end within ${RUN_DEADLINE_S:-3600} s of the joiner's start; the processes' last lines:"
+      for d in "$out"/node-* "$out"/joiner; do echo "--- $(basename "$d")"; tail -n 8 "$d/train.log" 2>/dev/null; done
+      echo "--- coordinator"; tail -n 8 "$out/coordinator.log"
+      exit 1
+    fi
+    sleep 1
+  done
+  wait "$p" || rc=$?
+done
 pids=()
 kill -INT "$coordinator" 2>/dev/null || true
 wait "$coordinator" 2>/dev/null || true

@@ -220,7 +220,7 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
       section "join-wan ${LINK_MBIT:-1000} Mbit/s ${LINK_DELAY:-50} ms"
       [ -d /tmp/corpus ] || $B/make_corpus --out /tmp/corpus --docs ${CORPUS_DOCS:-40000} --val-docs 300 | tail -1
       jw=/tmp/join-wan-${LINK_MBIT:-1000}
-      bash scripts/join_wan.sh -b $B -n ${JOIN_NODES:-2} -c configs/150m.json -o $jw -j ${JOIN_AT:-2} \
+      RUN_DEADLINE_S=${RUN_DEADLINE_S:-200} bash scripts/join_wan.sh -b $B -n ${JOIN_NODES:-2} -c configs/150m.json -o $jw -j ${JOIN_AT:-2} \
         -r ${LINK_MBIT:-1000} -d ${LINK_DELAY:-50} \
         --set train.device=cuda --set train.steps=${STEPS:-120} --set diloco.inner_steps=${H:-20} \
         --set train.batch_size=${BATCH:-16} --set train.micro_batch_size=${MICRO:-16} --set train.seq_len=1024 \
