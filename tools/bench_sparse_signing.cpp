@@ -28,24 +28,15 @@
 #include "dist/sparse.h"
 #include "dist/sparse_allgather.h"
 #include "dist/sparse_evidence.h"
+#include "bench_timing.h"
 #include "util/error.h"
 #include "util/rng.h"
 
 namespace {
 
 using namespace intellect;
-using Clock = std::chrono::steady_clock;
 
-template <class F>
-double best_us(int repeat, F&& f) {
-  double best = 1e30;
-  for (int round = 0; round < 3; ++round) {
-    const auto t0 = Clock::now();
-    for (int i = 0; i < repeat; ++i) f();
-    best = std::min(best, std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / repeat);
-  }
-  return best;
-}
+using bench::best_us;
 
 struct Args {
   std::vector<double> densities;
