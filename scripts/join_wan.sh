@@ -65,7 +65,19 @@ common=("${cfg[@]}" "${sets[@]}" --set diloco.enabled=true --set "mesh.secret_fi
         --set "mesh.emulate_link_mbit=$mbit" --set "mesh.emulate_link_delay_ms=$delay")
 pids=()
 coordinator=""
-cleanup() { for p in "${pids[@]}" $coordinator; do kill "$p" 2>/dev/null || true; done; }
+# Nodes first (SIGTERM: each saves and stops), the coordinator after them: a
+# node whose coordinator is gone retries it for mesh.round_timeout_ms and
+# does not see a SIGTERM meanwhile (noted in docs/RELIABILITY.md), so what
+# is left after 10 s is killed.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    (( alive )) || break; sleep 0.5
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [[ -n "$coordinator" ]] && kill "$coordinator" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 echo "join_wan: $nodes nodes + 1 joiner at outer step $join_at, config ${config:-<embedded tiny>}," \
@@ -78,7 +90,7 @@ grep -q "coordinator listening" "$out/coordinator.log" || { echo "join_wan: the 
 
 node() {  # name: a training process of the run, its log and metrics under $out/<name>
   mkdir -p "$out/$1"
-  "$train" "${common[@]}" --set "mesh.name=$1" --set "train.out_dir=$out/$1" > "$out/$1/train.log" 2>&1
+  exec "$train" "${common[@]}" --set "mesh.name=$1" --set "train.out_dir=$out/$1" > "$out/$1/train.log" 2>&1  # exec: the pid the cleanup kills is the process
 }
 for ((i = 0; i < nodes; i++)); do node "node-$i" & pids+=($!); done
 # The joiner starts once node-0 has applied outer step join_at.
