@@ -16,6 +16,17 @@
 namespace intellect {
 
 namespace {
+
+// What this rank's accusation of rank `accused` in this round is judged against.
+EvidenceContext evidence_context(const SparseRingOptions& opt, size_t accused) {
+  EvidenceContext ec;
+  ec.round = opt.round;
+  ec.accuser_rank = opt.rank;
+  ec.accused_rank = static_cast<int>(accused);
+  ec.world = opt.world;
+  return ec;
+}
+
 constexpr uint32_t kMagic = 0x47415349;  // "ISAG" in memory order
 // 2: the flags byte (signed chunks, sparse_evidence.h) and the lane.
 // 3: a signed chunk carries its sender's signature after its author's.
@@ -174,11 +185,7 @@ std::vector<std::vector<uint8_t>> provable_excess(
     *note = " (the author's key is not known here: no evidence)";
     return {};
   }
-  EvidenceContext ec;
-  ec.round = opt.round;
-  ec.accuser_rank = opt.rank;
-  ec.accused_rank = static_cast<int>(source);
-  ec.world = opt.world;
+  EvidenceContext ec = evidence_context(opt, source);
   ec.norms = opt.announced_norms;
   ec.sparse_slack = opt.norm_slack;
   const EvidenceVerdict v = judge_sparse_evidence(evidence, opt.member_keys[source], ec);
@@ -211,11 +218,7 @@ SparseDigest check_author(const std::vector<uint8_t>& msg, size_t source, size_t
           prev, " (", fingerprint(sender), ") ",
           source == prev ? "signed other bytes than it sent" : "altered another node's chunk (or passed on one it did not check)");
   if (sparse_message_sent_by(msg, sender, payload)) {
-    EvidenceContext ec;
-    ec.round = opt.round;
-    ec.accuser_rank = opt.rank;
-    ec.accused_rank = static_cast<int>(prev);
-    ec.world = opt.world;
+    EvidenceContext ec = evidence_context(opt, prev);
     ec.keys = opt.member_keys;
     const EvidenceVerdict v = judge_sparse_evidence({msg}, sender, ec);
     if (v.holds)
