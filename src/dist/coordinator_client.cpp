@@ -1,5 +1,6 @@
 #include "dist/coordinator_client.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "util/error.h"
@@ -211,7 +212,25 @@ std::optional<RewoundTo> CoordinatorClient::take_rewind() {
 bool CoordinatorClient::note_if_rewound(const control::Message& m) {
   const auto* rw = std::get_if<control::Rewound>(&m);
   if (rw) note_rewind(rw->outer_step, rw->rewinds);
+  if (const auto* ring = std::get_if<control::RingAnnounce>(&m)) note_ring_after_rewind(*ring);
   return rw != nullptr;
+}
+
+void CoordinatorClient::note_ring_after_rewind(const control::RingAnnounce& ring) {
+  // The coordinator's messages arrive in the order it sent them. A ring for
+  // outer step s that includes this node, read after a rewind to s - 1, was
+  // formed after that rewind, from this node's Ready for s: the rewind is
+  // answered. Reported later, it would make the caller drop a round of that
+  // ring as if the rewind had come after it, while the other members apply
+  // it (a divergence: the CI failure of 2026-12-03, docs/RELIABILITY.md).
+  const bool member = std::any_of(ring.members.begin(), ring.members.end(),
+                                  [&](const control::RingMember& r) { return r.node_id == welcome_.node_id; });
+  if (!member) return;
+  std::lock_guard<std::mutex> lock(rewind_mu_);
+  if (!rewound_to_ || *rewound_to_ != ring.outer_step - 1) return;
+  rewound_to_.reset();
+  log(str("the rewind to outer step ", ring.outer_step - 1, " is answered by round ", ring.round,
+          " of outer step ", ring.outer_step, ", announced after it"));
 }
 
 std::variant<control::Message, RewoundTo> CoordinatorClient::next(Deadline deadline) {

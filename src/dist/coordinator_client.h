@@ -106,6 +106,8 @@ class CoordinatorClient {
   // rewinds than this node has seen (it missed the message).
   void note_rewind(int64_t outer_step, uint64_t rewinds);
   bool note_if_rewound(const control::Message& m);  // true: it was a Rewound
+  // A pending rewind to s - 1 that a ring of s announced after it answers.
+  void note_ring_after_rewind(const control::RingAnnounce& ring);
   void log(const std::string& m) const;
 
   Transport& transport_;
