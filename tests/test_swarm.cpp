@@ -115,7 +115,10 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
 // without it, and the other two finish every outer step together.
 TEST_F(Swarm, NodeKilledDuringAnAllReduceMakesTheOthersRetryWithoutIt) {
   const SwarmRun r = run_swarm("int8", "INTELLECT_MESH_TEST_KILL=node-2:2",
-                               {"mesh.timeout_ms=1500", "mesh.heartbeat_ms=300", "mesh.ready_timeout_ms=2000",
+                               {"mesh.timeout_ms=1500", "mesh.heartbeat_ms=300",
+                                // a node slowed by a loaded machine still makes every ring
+                                // (the killed node leaves at once: nobody waits this long for it)
+                                "mesh.ready_timeout_ms=10000",
                                 // two parallel rings: a lost node aborts both lanes
                                 "diloco.rings=2"});
   EXPECT_NE(r.status, 0) << "the swarm reports the node it lost";
@@ -126,8 +129,12 @@ TEST_F(Swarm, NodeKilledDuringAnAllReduceMakesTheOthersRetryWithoutIt) {
   EXPECT_EQ(o2["ring_size"], 2) << r.output;  // the swarm's output holds the coordinator's log
   EXPECT_EQ(o2["rings"], 2);
   EXPECT_GE(o2["retries"].get<int>(), 1);
-  for (size_t s = 5; s < 24; s += 6) EXPECT_EQ(r.metrics[0][s]["outer"]["hash"], r.metrics[1][s]["outer"]["hash"]);
-  EXPECT_EQ(r.metrics[0][23]["outer"]["ring_size"], 2);
+  std::string diverged;
+  for (size_t s = 5; s < 24; s += 6)
+    if (r.metrics[0][s]["outer"]["hash"] != r.metrics[1][s]["outer"]["hash"])
+      diverged += " outer step " + std::to_string((s + 1) / 6);
+  EXPECT_EQ(diverged, "") << r.output;
+  EXPECT_EQ(r.metrics[0][23]["outer"]["ring_size"], 2) << r.output;
 }
 
 // A whole run over emulated WAN links (mesh.emulate_link_*): the log says
