@@ -36,7 +36,7 @@
 #   join-wan         issue 15: a running swarm of 2 nodes of 150m (JOIN_NODES) on the GPU, every node's links
 #                    emulated at LINK_MBIT (1000) Mbit/s and LINK_DELAY (50) ms one way, and a third node that
 #                    joins at outer step JOIN_AT (2): its `joined` seconds against 1.2 x state bytes / link
-#                    (scripts/join_wan.sh); H (20) inner steps of BATCH (16) x 1024 tokens, STEPS (120)
+#                    (scripts/join_wan.sh); H (20) inner steps of BATCH (16) x 1024 tokens, STEPS (600: the run must outlast the join)
 #   boundary-host    issue 15: bench_boundary (a sparse boundary's host work for 150m's 277M values, no GPU:
 #                    error-feedback commit, the two passes, hash, RMS), all cores and 4 threads (a node's share
 #                    when 4 nodes share the host)
@@ -222,7 +222,7 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
       jw=/tmp/join-wan-${LINK_MBIT:-1000}
       RUN_DEADLINE_S=${RUN_DEADLINE_S:-200} bash scripts/join_wan.sh -b $B -n ${JOIN_NODES:-2} -c configs/150m.json -o $jw -j ${JOIN_AT:-2} \
         -r ${LINK_MBIT:-1000} -d ${LINK_DELAY:-50} \
-        --set train.device=cuda --set train.steps=${STEPS:-120} --set diloco.inner_steps=${H:-20} \
+        --set train.device=cuda --set train.steps=${STEPS:-600} --set diloco.inner_steps=${H:-20} \
         --set train.batch_size=${BATCH:-16} --set train.micro_batch_size=${MICRO:-16} --set train.seq_len=1024 \
         --set train.eval_every=0 --set train.log_every=10 --set ckpt.save_final=false \
         --set optim.schedule.warmup_steps=20 --set optim.schedule.decay_steps=40 --set diloco.rings=${RINGS:-8} \

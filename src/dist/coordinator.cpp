@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "dist/norm_outliers.h"
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
 #include "dist/sparse_allgather.h"
@@ -233,41 +234,15 @@ void Coordinator::announce(Ring ring) {
 }
 
 std::vector<uint64_t> Coordinator::norm_outliers(const Ring& ring, std::map<uint64_t, std::string>* why) const {
-  std::vector<uint64_t> out;
-  if (opt_.norm_outlier_factor <= 0) return out;
   std::map<uint64_t, double> norms;
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     if (an != announced_.end() && an->second.outer_step == ring.outer_step && an->second.norm >= 0)
       norms[id] = an->second.norm;
   }
-  for (const auto& [id, norm] : norms) {
-    // Against the others' median, so that with two nodes the larger is
-    // judged against the smaller and the smaller is never left out; a node
-    // alone is judged against the last ring's accepted norms, so that a ring
-    // of one cannot carry an outlier into the run (late nodes would take
-    // that round from it).
-    std::vector<double> others;
-    for (const auto& [o, n] : norms)
-      if (o != id) others.push_back(n);
-    double reference = reference_norm_;
-    const char* against = "the last ring's median";
-    if (!others.empty()) {
-      std::sort(others.begin(), others.end());
-      const size_t m = others.size();
-      reference = m % 2 ? others[m / 2] : 0.5 * (others[m / 2 - 1] + others[m / 2]);
-      against = "the median of the others";
-    }
-    if (reference > 0 && norm > opt_.norm_outlier_factor * reference) {
-      out.push_back(id);
-      (*why)[id] = str("its pseudo-gradient norm ", norm, " is above ", opt_.norm_outlier_factor, " x ", against,
-                       " (", reference, ")");
-    }
-  }
-  // Never leave out a majority: if most nodes look like outliers, the
-  // others are the odd ones, and norms alone cannot tell who is right.
-  if (norms.size() > 1 && out.size() * 2 > norms.size()) out.clear();
-  return out;
+  NormJudgement j = judge_norms(norms, opt_.norm_outlier_factor, reference_norm_, members_.size());
+  *why = std::move(j.why);
+  return j.left_out;
 }
 
 void Coordinator::ban(uint64_t id, const std::string& why) {
@@ -663,6 +638,10 @@ void Coordinator::check_stranded(MembershipTime now) {
   ++rewinds_;
   members_.rewind(held);
   steps_.rewind(held);
+  // The newer steps' norms say nothing of the steps the run repeats (early
+  // in training pseudo-gradients are much larger): a node alone would be
+  // judged against them and left out of every ring (norm_outliers.h).
+  reference_norm_ = 0.0;
   log(str("RUN REWOUND (", rewinds_, "): every holder of outer step ", newest, " is gone; the run goes on from outer step ",
           held, ", held by node ", holder));
   status_->rewound(held, rewinds_);
