@@ -138,6 +138,49 @@ TEST(StateStream, SnapshotsAreTakenOnDemandAndFreedWhenIdle) {
   EXPECT_THROW(fetch_state(gone, server.address(), secret(), std::chrono::milliseconds(5000)), Error);
 }
 
+// The eighth session's join on the H200: a joiner fetched the snapshot of
+// outer step 3 for 42 s over a 1 Gbit/s link while the run did 8 more rounds;
+// the donors kept only their 2 newest, so round 4 was gone and the joiner
+// never caught up. Rounds a joiner still needs are now kept while it is
+// served (within pin_idle), up to a byte budget.
+TEST(StateStream, RoundsAJoinerStillNeedsAreKeptWhileItFetches) {
+  auto rounds = [](int64_t from, int64_t to) {
+    std::vector<int64_t> v;
+    for (int64_t k = from; k <= to; ++k) v.push_back(k);
+    return v;
+  };
+  {  // nobody fetching: the newest 2
+    StateServer server(secret(), "127.0.0.1", [](const std::string&) {});
+    for (int64_t k = 1; k <= 6; ++k) server.publish_round(make_state_blob(StateKind::round, k, pattern(100, k), 1000));
+    EXPECT_EQ(server.rounds_held(), rounds(5, 6));
+  }
+  StateServerOptions so;
+  so.pin_idle = std::chrono::milliseconds(400);
+  StateServer server(secret(), "127.0.0.1", [](const std::string&) {}, so);
+  server.publish_snapshot(make_state_blob(StateKind::snapshot, 3, pattern(5000, 1), 1000));
+  StateDownload d;
+  d.outer_step = 3;
+  fetch_state(d, server.address(), secret(), std::chrono::milliseconds(5000));
+  for (int64_t k = 4; k <= 11; ++k) server.publish_round(make_state_blob(StateKind::round, k, pattern(100, k), 1000));
+  EXPECT_EQ(server.rounds_held(), rounds(4, 11)) << "every round after the snapshot a joiner fetched";
+  StateDownload r;
+  r.kind = StateKind::round;
+  r.outer_step = 4;
+  fetch_state(r, server.address(), secret(), std::chrono::milliseconds(5000));
+  EXPECT_EQ(bytes_of(r), pattern(100, 4));
+  // Nobody served for pin_idle: back to the newest 2 at the next round.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  server.publish_round(make_state_blob(StateKind::round, 12, pattern(100, 12), 1000));
+  EXPECT_EQ(server.rounds_held(), rounds(11, 12));
+
+  StateServerOptions tight = so;
+  tight.max_pinned_round_bytes = 350;  // three rounds of 100 bytes
+  StateServer small(secret(), "127.0.0.1", [](const std::string&) {}, tight);
+  small.publish_snapshot(make_state_blob(StateKind::snapshot, 3, pattern(5000, 1), 1000));
+  for (int64_t k = 4; k <= 9; ++k) small.publish_round(make_state_blob(StateKind::round, k, pattern(100, k), 1000));
+  EXPECT_EQ(small.rounds_held(), rounds(7, 9)) << "within max_pinned_round_bytes, the newest first";
+}
+
 TEST(StateStream, ADownloadContinuesWithASecondDonorOnlyForTheSameBlob) {
   const std::vector<uint8_t> snap = pattern(7'777, 4);
   StateServer a(secret(), "127.0.0.1", [](const std::string&) {});

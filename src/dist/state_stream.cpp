@@ -83,6 +83,8 @@ StateServer::~StateServer() {
 
 void StateServer::publish_snapshot(std::shared_ptr<const StateBlob> blob) {
   std::lock_guard<std::mutex> lock(mu_);
+  pinned_from_.reset();  // a joiner of an older snapshot takes this one instead
+  pin(blob->outer_step + 1);
   snapshot_ = std::move(blob);
   snapshot_used_ = std::chrono::steady_clock::now();
   snapshot_wanted_ = false;
@@ -97,7 +99,34 @@ void StateServer::publish_round(std::shared_ptr<const StateBlob> blob, size_t ke
   std::lock_guard<std::mutex> lock(mu_);
   newest_round_ = std::max(newest_round_, blob->outer_step);
   rounds_[blob->outer_step] = std::move(blob);
-  while (rounds_.size() > keep) rounds_.erase(rounds_.begin());
+  trim_rounds(keep);
+}
+
+std::vector<int64_t> StateServer::rounds_held() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> steps;
+  for (const auto& [step, blob] : rounds_) steps.push_back(step);
+  return steps;
+}
+
+void StateServer::pin(int64_t from) {
+  pinned_from_ = pinned_from_ ? std::min(*pinned_from_, from) : from;
+  pin_used_ = std::chrono::steady_clock::now();
+}
+
+// The newest `keep` rounds, and the rounds a joiner still needs while one
+// was served within pin_idle, up to max_pinned_round_bytes in all.
+void StateServer::trim_rounds(size_t keep) {
+  if (pinned_from_ && std::chrono::steady_clock::now() - pin_used_ > opt_.pin_idle) pinned_from_.reset();
+  size_t bytes = 0;
+  for (const auto& [step, blob] : rounds_) bytes += blob->bytes.size();
+  while (rounds_.size() > keep) {
+    const auto oldest = rounds_.begin();
+    const bool needed = pinned_from_ && oldest->first >= *pinned_from_ && bytes <= opt_.max_pinned_round_bytes;
+    if (needed) break;
+    bytes -= oldest->second->bytes.size();
+    rounds_.erase(oldest);
+  }
 }
 
 // Takes requests off the transport and queues them for the workers; it never
@@ -197,11 +226,17 @@ void StateServer::serve_one(const Message& m, std::chrono::steady_clock::time_po
       }
       blob = snapshot_;
       if (blob && req->outer_step >= 0 && blob->outer_step != req->outer_step) blob.reset();
-      if (blob) snapshot_used_ = std::chrono::steady_clock::now();
+      if (blob) {
+        snapshot_used_ = std::chrono::steady_clock::now();
+        pin(blob->outer_step + 1);
+      }
       have = snapshot_ ? str("snapshot of outer step ", snapshot_->outer_step) : "no snapshot";
     } else {
       auto it = rounds_.find(req->outer_step);
       if (it != rounds_.end()) blob = it->second;
+      // A joiner catching up (or a late node): the rounds after this one
+      // are next.
+      if (pinned_from_ || blob) pin(req->outer_step);
       have = rounds_.empty() ? "no rounds" : str("rounds ", rounds_.begin()->first, "..", rounds_.rbegin()->first);
     }
   }

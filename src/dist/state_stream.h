@@ -55,6 +55,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <optional>
 #include <vector>
 
 #include "dist/link_emulation.h"
@@ -92,6 +93,14 @@ struct StateServerOptions {
   // -1: off. INTELLECT_STATE_TEST_CORRUPT=<chunk> sets the first.
   long test_corrupt_chunk = -1;
   long test_drop_connection_at = -1;
+  // Rounds newer than a snapshot a joiner is still fetching, or than a round
+  // a joiner catching up asked for, are kept beyond publish_round's `keep`
+  // while such a joiner was served within `pin_idle`: a joiner needs every
+  // round completed while it downloaded, and a download over a WAN link can
+  // take many rounds. Up to this many bytes of rounds in all; past it the
+  // oldest go, and a joiner that needed them takes a newer snapshot.
+  size_t max_pinned_round_bytes = size_t{8} << 30;
+  std::chrono::milliseconds pin_idle{60000};
 };
 
 class StateServer {
@@ -118,10 +127,12 @@ class StateServer {
   // Frees the snapshot when no chunk of it was served for `idle` (a copy of
   // the whole state is too big to keep for joiners that may never come).
   void drop_idle_snapshot(std::chrono::milliseconds idle);
-  // A completed round's averaged pseudo-gradient; the newest `keep` are kept
-  // (a joiner needs only the rounds completed while it downloaded the
-  // snapshot, and each is 4 bytes a parameter: 40 GB at 10B).
+  // A completed round's averaged pseudo-gradient, as the ring carried it;
+  // the newest `keep` are kept, and, while a joiner fetches state, every
+  // round it still needs (StateServerOptions::max_pinned_round_bytes).
   void publish_round(std::shared_ptr<const StateBlob> blob, size_t keep = 2);
+  // The outer steps of the rounds held now (tests).
+  std::vector<int64_t> rounds_held() const;
   void set_progress(int64_t steps_done) { progress_ = steps_done; }
   uint64_t chunks_served() const { return chunks_served_.load(); }
   // The most requests that were in service at once (a joiner's lanes overlap).
@@ -143,6 +154,12 @@ class StateServer {
   std::map<int64_t, std::shared_ptr<const StateBlob>> rounds_;
   int64_t newest_round_ = -1;                             // under mu_
   std::chrono::steady_clock::time_point snapshot_used_{};  // under mu_
+  // The oldest round a joiner may still need (the round after the snapshot
+  // it fetches, or a round it asked for), and when a joiner was last served.
+  std::optional<int64_t> pinned_from_;                  // under mu_
+  std::chrono::steady_clock::time_point pin_used_{};    // under mu_
+  void pin(int64_t from);                               // under mu_
+  void trim_rounds(size_t keep);                        // under mu_
   std::atomic<bool> snapshot_wanted_{false};
   std::atomic<int64_t> snapshot_lag_{0};
   std::atomic<bool> stop_{false};
