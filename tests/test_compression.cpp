@@ -792,7 +792,7 @@ TEST(Compression, ConfigNamesTheChoices) {
     FAIL() << "int3 accepted";
   } catch (const Error& e) {
     const std::string m = e.what();
-    for (const char* c : {"none", "int8", "int4", "sparse"}) EXPECT_NE(m.find(c), std::string::npos) << m;
+    for (const char* c : {"none", "int8", "int4", "sparse", "blocks4"}) EXPECT_NE(m.find(c), std::string::npos) << m;
   }
   EXPECT_EQ(load_config("", {}).diloco.compression, "int8");
   EXPECT_EQ(load_config("", {"diloco.compression=sparse", "diloco.sparse_density=0.03"}).diloco.sparse_density, 0.03);
