@@ -74,7 +74,9 @@ TEST(BlockRotation, SameOnEveryNodeAndEveryBlockOncePerCycle) {
           ASSERT_LT(blk, nb);
           ++count[blk];
           values += s.len_of(blk);
-          if (last_sent[blk] > 0) EXPECT_LE(k - last_sent[blk], static_cast<int64_t>(2 * P - 1)) << "block " << blk;
+          if (last_sent[blk] > 0) {
+            EXPECT_LE(k - last_sent[blk], static_cast<int64_t>(2 * P - 1)) << "block " << blk;
+          }
           last_sent[blk] = k;
         }
         EXPECT_EQ(s.values, values);

@@ -94,7 +94,8 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
       for (const auto& l : m[0])
         if (l.contains("outer")) {
           EXPECT_GT(l["outer"]["error_feedback_rms"].get<double>(), 0.0);
-          EXPECT_NEAR(l["outer"]["values_sent"].get<double>(), values / 5, values / 50);
+          // A fifth of the ~19 blocks, rounded to whole blocks of 4096.
+          EXPECT_NEAR(l["outer"]["values_sent"].get<double>(), values / 5, 4096 + values / 50);
         }
     } else {
       EXPECT_LT(per_value, 2 * (2 * 0.01 + 0.01)) << "(N − 1) contributions of ~2 bytes per kept value";
