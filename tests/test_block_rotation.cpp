@@ -237,10 +237,13 @@ TEST(BlockRotationRing, BitIdenticalOnEveryRankAndServedAsCarried) {
   }
 }
 
-// With β = 1, over rounds: Σ sent + residual = Σ pseudo-gradients on every
-// node and every value (nothing is lost, only delayed); after a full cycle
-// every value has been sent at least once; with β < 1, a block that was not
-// sent keeps β·(δ + r).
+// With β = 1, over rounds: Σ sent + residual = Σ of the pseudo-gradients
+// of the rounds that sent the value's block, on every node and every value
+// (the int4 error is not lost, only delayed; between its block's rounds a
+// value's progress stays in the weights, which keep_unsent_progress does not
+// reset, so the next δ holds it and the buffer leaves it alone); after a
+// full cycle every value has been sent; with β < 1, a sent block keeps
+// β·(δ + r − sent) and the others are untouched.
 TEST(BlockRotationRing, ErrorFeedbackKeepsSentPlusResidualEqualToThePseudoGradients) {
   const int world = 3;
   const size_t n = 23 * kRotationBlock + 9;
@@ -259,10 +262,11 @@ TEST(BlockRotationRing, ErrorFeedbackKeepsSentPlusResidualEqualToThePseudoGradie
     for (int r = 0; r < world; ++r) {
       std::vector<float> sent(n);
       s.scatter(nodes[r].sent, sent);
-      for (size_t i = 0; i < n; ++i) {
-        sum_sent[r][i] += sent[i];
-        sum_delta[r][i] += delta[r][i];
-      }
+      for (uint32_t blk : s.blocks)
+        for (size_t i = s.begin_of(blk); i < s.begin_of(blk) + s.len_of(blk); ++i) {
+          sum_sent[r][i] += sent[i];
+          sum_delta[r][i] += delta[r][i];
+        }
     }
   }
   for (int r = 0; r < world; ++r) {
@@ -275,6 +279,16 @@ TEST(BlockRotationRing, ErrorFeedbackKeepsSentPlusResidualEqualToThePseudoGradie
     EXPECT_GT(std::sqrt(resid2 / n), 1e-4) << "four fifths of the blocks wait in the residual";
   }
   EXPECT_EQ(std::count(ever_sent.begin(), ever_sent.end(), false), 0) << "every value sent within a cycle";
+  // The int4 error of the last send is what the buffer holds: small against δ.
+  {
+    double r2 = 0, d2 = 0;
+    const auto last = pseudo_grad(n, 1000 * rounds);
+    for (size_t i = 0; i < n; ++i) {
+      r2 += double(nodes[0].ef.values()[i]) * nodes[0].ef.values()[i];
+      d2 += double(last[i]) * last[i];
+    }
+    EXPECT_LT(std::sqrt(r2 / d2), 0.2) << "only int4 errors wait in the buffer";
+  }
 
   // Decay: a block not sent keeps β·(δ + r); a sent one β·(its int4 error).
   const float beta = 0.8f;
@@ -289,11 +303,34 @@ TEST(BlockRotationRing, ErrorFeedbackKeepsSentPlusResidualEqualToThePseudoGradie
   ef.commit_blocks(d2.data(), s2, q2);
   std::vector<float> sent2(n);
   s2.scatter(q2, sent2);
+  std::vector<bool> chosen2(rot.blocks(), false);
+  for (uint32_t blk : s2.blocks) chosen2[blk] = true;
   for (size_t i = 0; i < n; ++i) {
-    const float want = (d2[i] + r1[i] - sent2[i]) * beta;
+    const float want = chosen2[i / kRotationBlock] ? (d2[i] + r1[i] - sent2[i]) * beta : r1[i];
     ASSERT_EQ(ef.values()[i], want) << i;
   }
+  double sq = 0;
+  for (float v : ef.values()) sq += double(v) * v;
+  EXPECT_NEAR(ef.rms(), std::sqrt(sq / n), 1e-9 * std::sqrt(sq / n));
   EXPECT_THROW(ef.commit_blocks(d2.data(), s2, q1), Error) << "a compact vector of another round";
+}
+
+// After the outer step the blocks not averaged keep the node's progress on
+// top of the new outer parameters; averaged ones are the outer parameters;
+// a late node (no selection) keeps it everywhere.
+TEST(BlockRotation, UnsentBlocksKeepTheNodesProgress) {
+  const size_t n = 12 * kRotationBlock + 5;
+  const BlockRotation rot(n, 0.25, 2);
+  const BlockSelection s = rot.select(3);
+  const std::vector<float> theta = pseudo_grad(n, 8, 1.0), delta = pseudo_grad(n, 9);
+  std::vector<float> w = theta;
+  keep_unsent_progress(&s, theta, delta, w);
+  std::vector<bool> chosen(rot.blocks(), false);
+  for (uint32_t blk : s.blocks) chosen[blk] = true;
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(w[i], chosen[i / kRotationBlock] ? theta[i] : theta[i] - delta[i]) << i;
+  w = theta;
+  keep_unsent_progress(nullptr, theta, delta, w);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(w[i], theta[i] - delta[i]) << i;
 }
 
 std::string config_error(const std::vector<std::string>& sets) {
@@ -329,6 +366,12 @@ TEST(BlockRotationConfig, DefaultsAndErrors) {
             std::string::npos);
   EXPECT_NE(config_error({"diloco.compression=int8", "diloco.error_feedback_decay=0.5"}).find("blocks4"),
             std::string::npos);
+  // Overlap is refused: the overlapped boundary does not keep the unsent blocks' progress.
+  for (const char* o : {"eager", "delayed"}) {
+    const std::string m = config_error({"diloco.compression=blocks4", std::string("diloco.overlap=") + o});
+    EXPECT_NE(m.find("overlap"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks4"), std::string::npos) << m;
+  }
 }
 
 }  // namespace

@@ -762,6 +762,7 @@ TEST(CompressionResume, ErrorFeedbackIsCheckpointedAndResumedBitForBit) {
   // selected ones' int4 error), resumed through the same path.
   for (const char* compression : {"sparse", "blocks4"})
   for (const char* overlap : {"none", "eager"}) {
+    if (std::string(compression) == "blocks4" && std::string(overlap) != "none") continue;  // refused (config)
     SCOPED_TRACE(std::string(compression) + " " + overlap);
     const std::string tag = std::string(compression) + "_" + overlap;
     const std::string a = base + "a_" + tag, b = base + "b_" + tag, c = base + "c_" + tag;

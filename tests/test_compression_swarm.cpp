@@ -117,8 +117,8 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
 // rounds since as the all-gather carried them (every node's contribution);
 // the joiner applies the same outer steps (same hashes) and then takes part
 // in the rings with an empty error-feedback buffer.
-TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
-  const std::string root = ::testing::TempDir() + "/compression_swarm_join";
+void joiner_catches_up_and_agrees(const std::string& compression) {
+  const std::string root = ::testing::TempDir() + "/compression_swarm_join_" + compression;
   fs::remove_all(root);
   make_dirs(root);
   const std::vector<uint8_t> key(32, 0x42);
@@ -140,7 +140,7 @@ TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
          {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + root + "/secret",
           "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()), std::string("mesh.heartbeat_ms=300"),
           std::string("mesh.round_timeout_ms=20000"), std::string("diloco.enabled=true"),
-          std::string("diloco.inner_steps=5"), std::string("diloco.compression=sparse"),
+          std::string("diloco.inner_steps=5"), "diloco.compression=" + compression,
           std::string("train.steps=60"), "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="),
           std::string("data.partitions=3"), std::string("ckpt.save_final=false")})
       sets.push_back(s);
@@ -178,6 +178,13 @@ TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
   EXPECT_GE(in_ring, 2) << "the joiner took part in the rings once it had caught up";
   EXPECT_NE(results[2].output.find("plus the error-feedback buffer"), std::string::npos) << results[2].output;
 }
+
+TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("sparse"); }
+
+// blocks4: the donor's rounds are the compact int4 vectors its ring
+// carried; the joiner scatters each with that round's selection and applies
+// the same outer steps.
+TEST_F(CompressionSwarm, ABlocks4JoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("blocks4"); }
 
 }  // namespace
 }  // namespace intellect

@@ -52,6 +52,23 @@ void BlockSelection::scatter(std::span<const float> compact, std::span<float> fu
   }
 }
 
+void keep_unsent_progress(const BlockSelection* sel, std::span<const float> theta, std::span<const float> delta,
+                          std::span<float> weights) {
+  const size_t n = weights.size();
+  INTELLECT_CHECK(theta.size() == n && delta.size() == n && (!sel || sel->n == n));
+  const size_t block = sel ? sel->block : kRotationBlock, blocks = (n + block - 1) / block;
+  std::vector<uint8_t> sent(blocks, 0);
+  if (sel)
+    for (uint32_t b : sel->blocks) sent[b] = 1;
+  const int64_t nb = static_cast<int64_t>(blocks);
+#pragma omp parallel for schedule(static) if (n > (size_t{1} << 16))
+  for (int64_t b = 0; b < nb; ++b) {
+    if (sent[b]) continue;
+    const size_t from = static_cast<size_t>(b) * block, to = std::min(n, from + block);
+    for (size_t i = from; i < to; ++i) weights[i] = theta[i] - delta[i];
+  }
+}
+
 size_t rotation_period(double fraction) {
   if (!(fraction > 0.0 && fraction <= 1.0))
     fail("diloco.block_fraction is ", fraction, "; it must be in (0, 1] (the share of the blocks sent per round)");

@@ -65,6 +65,18 @@ class BlockRotation {
   uint64_t seed_;
 };
 
+// After blocks4's outer step (θ the new outer parameters, δ = θ_old − w
+// the round's pseudo-gradient, weights = θ on entry): the blocks this round
+// did not average keep the node's own progress on top of θ, weights = θ − δ
+// (where the outer step moved θ there only by momentum, that is the node's
+// weights moved along with it); the averaged blocks stay at θ. sel null:
+// every block keeps its progress (a node late for the ring, whose δ was in
+// no average). As Streaming DiLoCo's fragments: a block's local training
+// runs on until the block is synchronized, so its next δ holds all the
+// progress since, and no round of it is redone from a stale start.
+void keep_unsent_progress(const BlockSelection* sel, std::span<const float> theta, std::span<const float> delta,
+                          std::span<float> weights);
+
 // P = ceil(1 / fraction) (with a little slack for fractions like 0.2 that
 // are not exact in binary).
 size_t rotation_period(double fraction);

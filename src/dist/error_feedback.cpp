@@ -20,6 +20,7 @@ struct Piece {
   const uint8_t* block = nullptr;
   size_t kept = 0;
   const float* dense = nullptr;  // blocks4: the values sent over exactly this range
+  bool untouched = false;        // blocks4: a block not sent: left as it is (only its Σ e² taken)
 };
 
 constexpr size_t kGapPiece = size_t{1} << 16;  // values of a piece nothing was sent over
@@ -53,14 +54,20 @@ std::vector<Piece> pieces_of(size_t n, const std::vector<SparseSent>& sent) {
 }
 
 // blocks4: each selected block one piece (what was sent of it: its part of
-// the compact vector), the unselected runs between them gap pieces.
+// the compact vector), the unselected runs between them untouched pieces.
+void add_untouched(std::vector<Piece>& pieces, size_t begin, size_t end) {
+  const size_t from = pieces.size();
+  add_gap(pieces, begin, end);
+  for (size_t i = from; i < pieces.size(); ++i) pieces[i].untouched = true;
+}
+
 std::vector<Piece> pieces_of(const BlockSelection& sel, const float* sent) {
   std::vector<Piece> pieces;
   size_t at = 0, pos = 0;
   for (uint32_t b : sel.blocks) {
     const size_t begin = sel.begin_of(b), len = sel.len_of(b);
     INTELLECT_CHECK(begin >= at && begin + len <= sel.n);  // ascending, disjoint
-    add_gap(pieces, at, begin);
+    add_untouched(pieces, at, begin);
     Piece pc;
     pc.begin = begin;
     pc.len = len;
@@ -70,7 +77,7 @@ std::vector<Piece> pieces_of(const BlockSelection& sel, const float* sent) {
     at = begin + len;
   }
   INTELLECT_CHECK(pos == sel.values);
-  add_gap(pieces, at, sel.n);
+  add_untouched(pieces, at, sel.n);
   return pieces;
 }
 
@@ -116,6 +123,10 @@ double commit_pieces(float* residual, size_t n, const float* delta, const std::v
   for (int64_t p = 0; p < np; ++p) {
     const Piece& pc = pieces[p];
     float* e = residual + pc.begin;
+    if (pc.untouched) {
+      sq[p] = piece_sum_sq<false>(e, pc.len, 1.0f);
+      continue;
+    }
     const float* d = delta + pc.begin;
 #pragma omp simd
     for (size_t i = 0; i < pc.len; ++i) e[i] += d[i];

@@ -65,7 +65,9 @@ class ErrorFeedback {
   // blocks4: this node sent `sent` (the compact vector, already through
   // int4) over the blocks of `sel`:
   //   residual = β·(delta + residual − sent)   on the selected blocks,
-  //   residual = β·(delta + residual)          on the others.
+  //   residual unchanged                       on the others:
+  // their progress stays in the node's weights, which blocks4's outer step
+  // does not reset there (dist/block_rotation.h), so the next δ still holds it.
   void commit_blocks(const float* delta, const BlockSelection& sel, std::span<const float> sent);
 
   // Root mean square of the residual, for the metrics: taken by the pass

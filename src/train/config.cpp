@@ -249,6 +249,10 @@ Config parse_config(const json& doc, const std::string& source) {
     d.sparse_aggregation = r.get_string("sparse_aggregation", "contributors", {"contributors", "mean"});
     d.rings = r.get_int("rings", 1, 1, 16);
     d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
+    if (blocks && d.overlap != "none")
+      r.error("overlap", str("is \"", d.overlap, "\", and diloco.compression \"blocks4\" runs without overlap "
+                             "(its outer step keeps each node's progress on the blocks not sent, which the "
+                             "overlapped boundary does not do yet): set overlap none or another compression"));
     if (d.overlap != "eager" && r.has("eager_standin"))
       r.error("eager_standin", str("applies only to diloco.overlap \"eager\", and overlap is \"", d.overlap,
                                    "\": remove the key or set overlap eager"));

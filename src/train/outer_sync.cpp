@@ -285,6 +285,9 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     // the state: launched again (it may find its ring gone and take the
     // average from a donor, like a late node), or done now without overlap.
     const int64_t k = resumed_state.in_flight_step;
+    if (rotation_)
+      fail("the checkpoint has outer step ", k, "'s round in flight (a run with diloco.overlap), and "
+           "diloco.compression blocks4 runs without overlap: resume it with the compression it was saved with");
     if (resumed_state.in_flight.size() != n_)
       fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ", n_);
     pseudo_.swap(resumed_state.in_flight);
@@ -608,6 +611,8 @@ void OuterSync::abandon() {
 
 void OuterSync::commit_error_feedback(const Round& r) {
   if (!ef_ || r.state) return;  // the run's state: apply_run_state empties it
+  // blocks4, late: δ stays in the weights (keep_unsent_progress), not in the buffer.
+  if (rotation_ && r.late) return;
   if (r.late) ef_->commit_none(pseudo_.data());  // nothing of it was averaged: all of it waits
   else if (rotation_) ef_->commit_blocks(pseudo_.data(), r.blocks, blocks_in_);
   else ef_->commit_sent(pseudo_.data(), r.sparse.sent);
@@ -679,6 +684,9 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
     apply_run_state(*r.state);  // late, and the run's state was taken afresh
   } else {
     outer_->apply(params_.data(), params_.data());  // params_ held the average
+    // blocks4: the blocks not averaged this round keep this node's progress
+    // (all of them when late: its δ was in no average).
+    if (rotation_) keep_unsent_progress(r.late ? nullptr : &r.blocks, outer_->params(), pseudo_, params_);
     lap("nesterov_s");
   }
   std::future<uint64_t> outer_hash = hash_outer_params();
@@ -854,6 +862,15 @@ nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
 }
 
 nlohmann::json OuterSync::finish(int64_t steps_done) {
+  if (rotation_ && steps_done % cfg_.diloco.inner_steps == 0) {
+    // blocks4 ends on the outer parameters every node shares, as every other
+    // compression does at a boundary: the progress of the blocks not sent
+    // lately (kept in this node's weights) is dropped, not evaluated.
+    params_.assign(outer_->params().begin(), outer_->params().end());
+    backend_.set_params(params_.data());
+    note(str("blocks4: the run ends on the outer parameters of outer step ", outer_done_,
+             " (the weights every node shares)"));
+  }
   if (!overlap_ || in_flight_ == 0) return nullptr;
   nlohmann::json parts;
   double waited = 0.0;
