@@ -1,6 +1,9 @@
 // diloco.compression "blocks4": each outer round every node sends the same
 // subset of the flat pseudo-gradient's blocks, at int4, through the dense
-// ring; what it does not send waits in its error-feedback buffer.
+// ring. The blocks not sent keep training on each node (their weights are
+// not reset to the outer parameters: keep_unsent_progress), so the next
+// time a block is sent its δ holds all its progress since; the int4 error
+// of what was sent waits in the node's error-feedback buffer.
 //
 // Why a shared subset: top-k sparse picks different indices on every node,
 // so its contributions cannot be summed on the way and travel whole in an

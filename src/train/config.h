@@ -121,9 +121,10 @@ constexpr double kSparseOuterLr = 1.0;
 // (both are rings: 2(N − 1)/N of their vector). The largest 1/P under 1/32
 // of fp32's bytes is 1/5 (1/4 would be 1/28.4).
 constexpr double kBlocksFraction = 0.2;
-// Its error-feedback decay: none. Every block is sent once per P rounds, so
-// nothing waits unboundedly (what top-k's decay guards against), and a
-// decay would drop part of each block's P rounds of progress.
+// Its error-feedback decay: none. The buffer holds only the int4 error of
+// what each block last sent (the unsent blocks' progress stays in the
+// weights), and every block is sent again within 2P − 1 rounds, so nothing
+// piles up (what top-k's decay guards against).
 constexpr double kBlocksErrorFeedbackDecay = 1.0;
 
 struct DilocoConfig {
