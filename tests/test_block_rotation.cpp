@@ -94,6 +94,14 @@ TEST(BlockRotation, SameOnEveryNodeAndEveryBlockOncePerCycle) {
   const std::string e = test::error_of([] { BlockRotation(3 * kRotationBlock, 0.2, 1); });
   EXPECT_NE(e.find("diloco.block_fraction"), std::string::npos) << e;
   EXPECT_THROW(BlockRotation(10, 0.2, 1).select(0), Error);
+  // The run's last outer step sends every block; the others are as without it.
+  const size_t n = 50 * kRotationBlock + 1;
+  const BlockRotation plain(n, 0.2, 4), ending(n, 0.2, 4, 12);
+  for (int64_t k = 1; k < 12; ++k) EXPECT_EQ(plain.select(k).blocks, ending.select(k).blocks) << k;
+  const BlockSelection last = ending.select(12);
+  EXPECT_EQ(last.blocks.size(), ending.blocks());
+  EXPECT_EQ(last.values, n);
+  EXPECT_LT(plain.select(12).values, n);
 }
 
 TEST(BlockRotation, GatherAndScatterPutEachBlockBackAndZeroTheRest) {

@@ -75,9 +75,9 @@ size_t rotation_period(double fraction) {
   return static_cast<size_t>(std::ceil(1.0 / fraction - 1e-9));
 }
 
-BlockRotation::BlockRotation(size_t n, double fraction, uint64_t seed, size_t block)
+BlockRotation::BlockRotation(size_t n, double fraction, uint64_t seed, int64_t final_round, size_t block)
     : n_(n), block_(block), blocks_(block ? (n + block - 1) / block : 0), period_(rotation_period(fraction)),
-      seed_(seed) {
+      seed_(seed), final_round_(final_round) {
   if (block == 0) fail("block rotation: block of 0 values (internal error)");
   if (blocks_ > UINT32_MAX) fail("block rotation: ", blocks_, " blocks do not fit the 32-bit block index");
   if (blocks_ < period_)
@@ -102,6 +102,12 @@ BlockSelection BlockRotation::select(int64_t k) const {
   BlockSelection s;
   s.n = n_;
   s.block = block_;
+  if (k == final_round_) {
+    s.blocks.resize(blocks_);
+    std::iota(s.blocks.begin(), s.blocks.end(), 0u);
+    s.values = n_;
+    return s;
+  }
   const size_t from = part * blocks_ / period_, to = (part + 1) * blocks_ / period_;
   s.blocks.assign(perm.begin() + static_cast<std::ptrdiff_t>(from), perm.begin() + static_cast<std::ptrdiff_t>(to));
   std::sort(s.blocks.begin(), s.blocks.end());

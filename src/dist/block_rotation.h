@@ -23,6 +23,10 @@
 // part of a cycle after the last of the one before), unlike independent
 // random draws, where some block waits arbitrarily long. The fraction sent
 // per round is 1/P of the blocks (a fraction f is rounded down to 1/P).
+// The run's last outer step (train.steps / diloco.inner_steps, the same on
+// every node) sends every block: the blocks not sent lately hold up to
+// 2P − 1 rounds of each node's progress only in its weights, and the
+// outer parameters without it are a mix of blocks of different ages.
 //
 // Threads: immutable after construction; selections are plain values.
 #pragma once
@@ -57,7 +61,9 @@ class BlockRotation {
   // Fails (naming diloco.block_fraction) unless 0 < fraction ≤ 1 and there
   // are at least P blocks (a model smaller than that would send nothing in
   // some rounds).
-  BlockRotation(size_t n, double fraction, uint64_t seed, size_t block = kRotationBlock);
+  // final_round (0: none): the run's last outer step, which sends every
+  // block (the run ends on the average of every node's whole progress).
+  BlockRotation(size_t n, double fraction, uint64_t seed, int64_t final_round = 0, size_t block = kRotationBlock);
   size_t period() const { return period_; }
   size_t blocks() const { return blocks_; }
   // Outer step k (≥ 1: the first boundary is outer step 1).
@@ -66,6 +72,7 @@ class BlockRotation {
  private:
   size_t n_, block_, blocks_, period_;
   uint64_t seed_;
+  int64_t final_round_;
 };
 
 // After blocks4's outer step (θ the new outer parameters, δ = θ_old − w

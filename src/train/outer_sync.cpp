@@ -52,7 +52,9 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   if (cfg_.diloco.compression == "sparse" || cfg_.diloco.compression == "blocks4")
     ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
   if (cfg_.diloco.compression == "blocks4")
-    rotation_ = std::make_unique<BlockRotation>(n, cfg_.diloco.block_fraction, cfg_.diloco.block_seed);
+    rotation_ = std::make_unique<BlockRotation>(
+        n, cfg_.diloco.block_fraction, cfg_.diloco.block_seed,
+        cfg_.train.steps % cfg_.diloco.inner_steps == 0 ? cfg_.train.steps / cfg_.diloco.inner_steps : 0);
   if (params_.size() != n)
     fail("DiLoCo: the training loop's weights hold ", params_.size(), " values, the model ", n, " (internal error)");
   // Every boundary moves the weights both ways through params_: page-locked,
@@ -91,7 +93,8 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   if (rotation_)
     note(str("diloco.compression=blocks4: each round the same 1/", rotation_->period(), " of the ", rotation_->blocks(),
              " blocks of ", kRotationBlock, " values on every node (seed ", cfg_.diloco.block_seed,
-             "; every block once per ", rotation_->period(), " rounds), int4 through the ring; error-feedback decay ",
+             "; every block once per ", rotation_->period(), " rounds; the run's last outer step sends every "
+             "block), int4 through the ring; error-feedback decay ",
              cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
              cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : ""));
   else if (ef_)
