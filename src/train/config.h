@@ -119,8 +119,7 @@ constexpr double kSparseOuterLr = 1.0;
 // blocks each round sends, 1/5: at int4 (0.5625 bytes a value with its
 // scales) that is 0.2 · 0.5625 / 4 = 1/35.6 of fp32's ring bytes, for any N
 // (both are rings: 2(N − 1)/N of their vector). The largest 1/P under 1/32
-// of fp32's bytes is 1/5 (1/4 would be 1/28.4). The run's last outer step
-// sends every block (1/7.1 once per run; docs/ARCHITECTURE.md has the mean).
+// of fp32's bytes is 1/5 (1/4 would be 1/28.4).
 constexpr double kBlocksFraction = 0.2;
 // Its error-feedback decay: none. The buffer holds only the int4 error of
 // what each block last sent (the unsent blocks' progress stays in the
