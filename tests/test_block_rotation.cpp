@@ -346,16 +346,22 @@ std::string config_error(const std::vector<std::string>& sets) {
 }
 
 // blocks4's keys and defaults: fraction 1/5 (1/35.6 of fp32's bytes), no
-// error-feedback decay, DiLoCo's Nesterov outer step; its keys are refused
-// with any other compression, and a fraction out of (0, 1] is refused.
+// error-feedback decay, plain averaging (outer lr 1, no momentum), which
+// DiLoCo's Nesterov settings override; its keys are refused with any other
+// compression, and a fraction out of (0, 1] is refused.
 TEST(BlockRotationConfig, DefaultsAndErrors) {
   const DilocoConfig d = load_config("", {"diloco.compression=blocks4"}).diloco;
   EXPECT_EQ(d.block_fraction, 0.2);
   EXPECT_EQ(d.block_seed, 0u);
   EXPECT_EQ(d.error_feedback_decay, 1.0);
-  EXPECT_EQ(d.outer_lr, 0.7);
-  EXPECT_EQ(d.outer_momentum, 0.9);
-  EXPECT_TRUE(d.nesterov);
+  EXPECT_EQ(d.outer_lr, 1.0);
+  EXPECT_EQ(d.outer_momentum, 0.0);
+  EXPECT_FALSE(d.nesterov);
+  const DilocoConfig nesterov = load_config("", {"diloco.compression=blocks4", "diloco.outer_lr=0.7",
+                                                 "diloco.outer_momentum=0.9"})
+                                    .diloco;
+  EXPECT_EQ(nesterov.outer_lr, 0.7);
+  EXPECT_TRUE(nesterov.nesterov);
   const DilocoConfig e = load_config("", {"diloco.compression=blocks4", "diloco.block_fraction=0.125",
                                           "diloco.block_seed=9", "diloco.error_feedback_decay=0.8"})
                              .diloco;

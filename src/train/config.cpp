@@ -222,10 +222,14 @@ Config parse_config(const json& doc, const std::string& source) {
     const bool sparse = d.compression == "sparse", blocks = d.compression == "blocks4";
     // Sparse runs SparseLoCo's recipe unless told otherwise: the decayed
     // error-feedback buffer replaces outer momentum, and the outer step is
-    // plain SGD (docs/ARCHITECTURE.md, "What SparseLoCo does"). Every other
-    // compression keeps DiLoCo's Nesterov outer step.
-    d.outer_lr = r.get_double("outer_lr", sparse ? kSparseOuterLr : 0.7, 0.0, 100.0);
-    d.outer_momentum = r.get_double("outer_momentum", sparse ? 0.0 : 0.9, 0.0, 0.999999);
+    // plain SGD (docs/ARCHITECTURE.md, "What SparseLoCo does"). blocks4
+    // averages plainly too (outer lr 1, no momentum: each averaged block
+    // becomes the mean of the nodes' copies; Nesterov was +6.2% against
+    // plain averaging's −1.7% of fp32 on the CPU check, docs/PERFORMANCE.md).
+    // Every other compression keeps DiLoCo's Nesterov outer step.
+    const bool plain = sparse || blocks;
+    d.outer_lr = r.get_double("outer_lr", plain ? kSparseOuterLr : 0.7, 0.0, 100.0);
+    d.outer_momentum = r.get_double("outer_momentum", plain ? 0.0 : 0.9, 0.0, 0.999999);
     d.nesterov = r.get_bool("nesterov", d.outer_momentum > 0.0);
     if (d.nesterov && d.outer_momentum == 0.0)
       r.error("nesterov", "is true with diloco.outer_momentum 0: Nesterov needs momentum (set outer_momentum > 0, "
