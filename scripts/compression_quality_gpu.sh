@@ -43,8 +43,9 @@
 # the English validation tokens, for a steadier figure; tinyshakespeare has 32k in all.)
 #
 # configs/150m.json leaves the outer step to the defaults, so sparse cells get
-# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum) and the others
-# DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
+# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum), blocks4 cells
+# plain averaging (SGD lr 1, no momentum, undecayed error feedback) and the
+# others DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
 #
 # Estimates, not measured: ~15 s to start 4 CUDA processes, ~100 ms a step
 # with 4 processes sharing the GPU (30 s for 300 steps), 1-5 s per outer step
