@@ -11,6 +11,9 @@
 #   scripts/compression_quality.sh [-n NODES] [-c CONFIG] [-H "25 100"]
 #       [-m "none int8 int4 sparse:0.01 sparse:0.03"] [-o OUT] [-b BUILD] [--set k=v]...
 #
+# A mode is COMPRESSION[:X]: X is sparse's density (diloco.sparse_density) or
+# blocks4's share of the blocks sent per round (diloco.block_fraction), e.g.
+# "blocks4:0.2" (1/35.6 of fp32's bytes) or "blocks4:0.125".
 # A mode may carry settings of its own after '+', e.g. the pre-SparseLoCo
 # sparse recipe (undecayed error feedback under DiLoCo's Nesterov step):
 #   sparse:0.03+diloco.error_feedback_decay=1+diloco.outer_lr=0.7+diloco.outer_momentum=0.9+diloco.nesterov=true
@@ -78,7 +81,9 @@ for h in $hs; do
     rm -rf "$dir"
     mkdir -p "$dir"
     extra=(--set "diloco.inner_steps=$h" --set "diloco.compression=$comp")
-    [[ -n "$density" ]] && extra+=(--set "diloco.sparse_density=$density")
+    # COMPRESSION:X is sparse's density, or blocks4's block fraction.
+    if [[ -n "$density" && "$comp" == blocks4 ]]; then extra+=(--set "diloco.block_fraction=$density")
+    elif [[ -n "$density" ]]; then extra+=(--set "diloco.sparse_density=$density"); fi
     extra+=("${cell_sets[@]}")
     t0=$(date +%s.%N)
     set +e

@@ -32,12 +32,20 @@
 # on tinyshakespeare, 2026-12-03, plus ~15 s of start per cell):
 #   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 -m "none sparse:0.03" \
 #     --set train.steps=1200
+# Rotating int4 blocks (diloco.compression blocks4; ":X" is diloco.block_fraction, rounded down
+# to 1/P), against fp32 at H = 100 on the English corpus, 12 outer steps. A round sends 1/P of the
+# blocks (P = 5: 1/35.6 of fp32's bytes; P = 7: 1/49.8) and the run's last outer step every block
+# (1/7.1), so the 12 steps average 1/26.7 (P = 5) and 1/33.2 (P = 7, "blocks4:0.1429"); estimate
+# ~2.5 min a cell (the 1200-step cells above took 100-135 s):
+#   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 -m "none blocks4:0.2 blocks4:0.1429" \
+#     --set train.steps=1200
 # (EVAL_BATCHES, default 16: validation batches of 8 × 256 tokens at the end; 64 = 131k of
 # the English validation tokens, for a steadier figure; tinyshakespeare has 32k in all.)
 #
 # configs/150m.json leaves the outer step to the defaults, so sparse cells get
-# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum) and the others
-# DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
+# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum), blocks4 cells
+# plain averaging (SGD lr 1, no momentum, undecayed error feedback) and the
+# others DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
 #
 # Estimates, not measured: ~15 s to start 4 CUDA processes, ~100 ms a step
 # with 4 processes sharing the GPU (30 s for 300 steps), 1-5 s per outer step

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -53,7 +54,7 @@ class CompressionSwarm : public ::testing::Test {
 };
 
 TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
-  for (const char* compression : {"int4", "sparse"}) {
+  for (const char* compression : {"int4", "sparse", "blocks4"}) {
     SCOPED_TRACE(compression);
     const std::string out = ::testing::TempDir() + "/compression_swarm_" + compression;
     fs::remove_all(out);
@@ -87,6 +88,17 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
     const double per_value = sent / 4.0 / values;
     if (std::string(compression) == "int4") {
       EXPECT_NEAR(per_value, 2.0 * 2 / 3 * 0.5625, 0.1);  // 2(N − 1)/N · 4.5 bits
+    } else if (std::string(compression) == "blocks4") {
+      // The same ring over a fifth of the values in outer steps 1-3, and
+      // over every value in the run's last (4): (3 · 1/5 + 1) / 4 of int4's.
+      EXPECT_NEAR(per_value, 2.0 * 2 / 3 * 0.5625 * (3.0 / 5 + 1) / 4, 0.05);
+      for (const auto& l : m[0])
+        if (l.contains("outer")) {
+          EXPECT_GT(l["outer"]["error_feedback_rms"].get<double>(), 0.0);
+          const bool last = l["outer"]["outer_step"].get<int64_t>() == 4;
+          // A fifth of the ~19 blocks, rounded to whole blocks of 4096; all of them at the end.
+          EXPECT_NEAR(l["outer"]["values_sent"].get<double>(), last ? values : values / 5, 4096 + values / 50);
+        }
     } else {
       EXPECT_LT(per_value, 2 * (2 * 0.01 + 0.01)) << "(N − 1) contributions of ~2 bytes per kept value";
     }
@@ -98,6 +110,8 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
     // from 5.56; 4.73 at 3%, 4.03 at 10%): it needs many more rounds.
     const double first = m[0].front()["loss"].get<double>(), val = m[0].back()["val_loss"].get<double>();
     EXPECT_LT(val, std::string(compression) == "int4" ? first - 2.0 : first - 0.2) << "it learned";
+    std::printf("%s: first loss %.3f, final validation loss %.3f, %.3f bytes a value per outer step\n", compression,
+                first, val, per_value);
   }
 }
 
@@ -105,8 +119,8 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
 // rounds since as the all-gather carried them (every node's contribution);
 // the joiner applies the same outer steps (same hashes) and then takes part
 // in the rings with an empty error-feedback buffer.
-TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
-  const std::string root = ::testing::TempDir() + "/compression_swarm_join";
+void joiner_catches_up_and_agrees(const std::string& compression) {
+  const std::string root = ::testing::TempDir() + "/compression_swarm_join_" + compression;
   fs::remove_all(root);
   make_dirs(root);
   const std::vector<uint8_t> key(32, 0x42);
@@ -128,7 +142,7 @@ TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
          {"train.out_dir=" + root + "/" + name, "mesh.name=" + name, "mesh.secret_file=" + root + "/secret",
           "mesh.coordinator=127.0.0.1:" + std::to_string(coordinator.port()), std::string("mesh.heartbeat_ms=300"),
           std::string("mesh.round_timeout_ms=20000"), std::string("diloco.enabled=true"),
-          std::string("diloco.inner_steps=5"), std::string("diloco.compression=sparse"),
+          std::string("diloco.inner_steps=5"), "diloco.compression=" + compression,
           std::string("train.steps=60"), "data.train=" + corpus_dir() + "/train_*.bin", std::string("data.val="),
           std::string("data.partitions=3"), std::string("ckpt.save_final=false")})
       sets.push_back(s);
@@ -166,6 +180,13 @@ TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) {
   EXPECT_GE(in_ring, 2) << "the joiner took part in the rings once it had caught up";
   EXPECT_NE(results[2].output.find("plus the error-feedback buffer"), std::string::npos) << results[2].output;
 }
+
+TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("sparse"); }
+
+// blocks4: the donor's rounds are the compact int4 vectors its ring
+// carried; the joiner scatters each with that round's selection and applies
+// the same outer steps.
+TEST_F(CompressionSwarm, ABlocks4JoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("blocks4"); }
 
 }  // namespace
 }  // namespace intellect

@@ -19,6 +19,8 @@ struct Piece {
   size_t begin = 0, len = 0;
   const uint8_t* block = nullptr;
   size_t kept = 0;
+  const float* dense = nullptr;  // blocks4: the values sent over exactly this range
+  bool untouched = false;        // blocks4: a block not sent: left as it is (only its Σ e² taken)
 };
 
 constexpr size_t kGapPiece = size_t{1} << 16;  // values of a piece nothing was sent over
@@ -51,6 +53,34 @@ std::vector<Piece> pieces_of(size_t n, const std::vector<SparseSent>& sent) {
   return pieces;
 }
 
+// blocks4: each selected block one piece (what was sent of it: its part of
+// the compact vector), the unselected runs between them untouched pieces.
+void add_untouched(std::vector<Piece>& pieces, size_t begin, size_t end) {
+  const size_t from = pieces.size();
+  add_gap(pieces, begin, end);
+  for (size_t i = from; i < pieces.size(); ++i) pieces[i].untouched = true;
+}
+
+std::vector<Piece> pieces_of(const BlockSelection& sel, const float* sent) {
+  std::vector<Piece> pieces;
+  size_t at = 0, pos = 0;
+  for (uint32_t b : sel.blocks) {
+    const size_t begin = sel.begin_of(b), len = sel.len_of(b);
+    INTELLECT_CHECK(begin >= at && begin + len <= sel.n);  // ascending, disjoint
+    add_untouched(pieces, at, begin);
+    Piece pc;
+    pc.begin = begin;
+    pc.len = len;
+    pc.dense = sent + pos;
+    pieces.push_back(pc);
+    pos += len;
+    at = begin + len;
+  }
+  INTELLECT_CHECK(pos == sel.values);
+  add_untouched(pieces, at, sel.n);
+  return pieces;
+}
+
 // Σ over the pieces' sums, in piece order: the same double on any thread count.
 double sum_in_order(const std::vector<double>& parts) {
   double s = 0.0;
@@ -80,6 +110,35 @@ double piece_sum_sq(float* x, size_t len, float b) {
   double s = 0.0;
   for (double a : acc) s += a;
   return s;
+}
+
+// Per piece: e + δ, minus what was sent of it, times β; returns Σ e² over
+// the buffer (summed per piece, then in piece order).
+double commit_pieces(float* residual, size_t n, const float* delta, const std::vector<Piece>& pieces, float b) {
+  std::vector<double> sq(pieces.size());
+  const bool decays = b != 1.0f;
+  const int64_t np = static_cast<int64_t>(pieces.size());
+  // Dynamic: a sent block decodes, a gap piece does not (16× longer, though).
+#pragma omp parallel for schedule(dynamic, 16) if (n > (size_t{1} << 16))
+  for (int64_t p = 0; p < np; ++p) {
+    const Piece& pc = pieces[p];
+    float* e = residual + pc.begin;
+    if (pc.untouched) {
+      sq[p] = piece_sum_sq<false>(e, pc.len, 1.0f);
+      continue;
+    }
+    const float* d = delta + pc.begin;
+#pragma omp simd
+    for (size_t i = 0; i < pc.len; ++i) e[i] += d[i];
+    if (pc.block) sparse_block_for_each(pc.block, pc.kept, [e](size_t i, float v) { e[i] -= v; });
+    if (pc.dense) {
+      const float* q = pc.dense;
+#pragma omp simd
+      for (size_t i = 0; i < pc.len; ++i) e[i] -= q[i];
+    }
+    sq[p] = decays ? piece_sum_sq<true>(e, pc.len, b) : piece_sum_sq<false>(e, pc.len, b);
+  }
+  return sum_in_order(sq);
 }
 
 }  // namespace
@@ -118,23 +177,14 @@ void ErrorFeedback::reset() {
 // (150m, 3%) and the decay were three passes, 0.25-0.57 s of an
 // overlapped boundary on the H200 host.
 void ErrorFeedback::commit_sent(const float* delta, const std::vector<SparseSent>& sent) {
-  const std::vector<Piece> pieces = pieces_of(residual_.size(), sent);
-  std::vector<double> sq(pieces.size());
-  const float b = decay_;
-  const bool decays = decay_ != 1.0f;
-  const int64_t np = static_cast<int64_t>(pieces.size());
-  // Dynamic: a sent block decodes, a gap piece does not (16× longer, though).
-#pragma omp parallel for schedule(dynamic, 16) if (residual_.size() > (size_t{1} << 16))
-  for (int64_t p = 0; p < np; ++p) {
-    const Piece& pc = pieces[p];
-    float* e = residual_.data() + pc.begin;
-    const float* d = delta + pc.begin;
-#pragma omp simd
-    for (size_t i = 0; i < pc.len; ++i) e[i] += d[i];
-    if (pc.block) sparse_block_for_each(pc.block, pc.kept, [e](size_t i, float v) { e[i] -= v; });
-    sq[p] = decays ? piece_sum_sq<true>(e, pc.len, b) : piece_sum_sq<false>(e, pc.len, b);
-  }
-  sum_sq_ = sum_in_order(sq);
+  sum_sq_ = commit_pieces(residual_.data(), residual_.size(), delta, pieces_of(residual_.size(), sent), decay_);
+}
+
+void ErrorFeedback::commit_blocks(const float* delta, const BlockSelection& sel, std::span<const float> sent) {
+  if (sel.n != residual_.size() || sent.size() != sel.values)
+    fail("error feedback: a block selection over ", sel.n, " values (", sent.size(), " sent) for a buffer of ",
+         residual_.size(), " (internal error)");
+  sum_sq_ = commit_pieces(residual_.data(), residual_.size(), delta, pieces_of(sel, sent.data()), decay_);
 }
 
 void ErrorFeedback::commit_none(const float* delta) { commit_sent(delta, {}); }

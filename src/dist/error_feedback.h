@@ -1,5 +1,5 @@
-// A node's error-feedback buffer for sparse pseudo-gradients (SparseLoCo's
-// accumulator): what this node computed but did not send, decayed by β
+// A node's error-feedback buffer for sparse and blocks4 pseudo-gradients
+// (SparseLoCo's accumulator): what this node computed but did not send, decayed by β
 // (diloco.error_feedback_decay) each round. SparseLoCo (Sarfi et al. 2025,
 // arXiv 2508.15706, Algorithm 1) runs, per node r and round t,
 //   e ← β·e + Δ_t;  sent_t = Q(TopK(e));  e ← e − sent_t
@@ -34,6 +34,7 @@
 #include <span>
 #include <vector>
 
+#include "dist/block_rotation.h"
 #include "dist/sparse_allgather.h"
 
 namespace intellect {
@@ -61,6 +62,13 @@ class ErrorFeedback {
   // Nothing of this round's pseudo-gradient was used (late for the ring,
   // the round's average from a donor): residual = β·(residual + delta).
   void commit_none(const float* delta);
+  // blocks4: this node sent `sent` (the compact vector, already through
+  // int4) over the blocks of `sel`:
+  //   residual = β·(delta + residual − sent)   on the selected blocks,
+  //   residual unchanged                       on the others:
+  // their progress stays in the node's weights, which blocks4's outer step
+  // does not reset there (dist/block_rotation.h), so the next δ still holds it.
+  void commit_blocks(const float* delta, const BlockSelection& sel, std::span<const float> sent);
 
   // Root mean square of the residual, for the metrics: taken by the pass
   // that last changed the buffer, so asking costs nothing.

@@ -115,6 +115,17 @@ struct CheckpointConfig {
 // (docs/PERFORMANCE.md, "Sparse with SparseLoCo's recipe").
 constexpr double kSparseErrorFeedbackDecay = 0.8;
 constexpr double kSparseOuterLr = 1.0;
+// diloco.compression "blocks4" (dist/block_rotation.h): the share of the
+// blocks each round sends, 1/5: at int4 (0.5625 bytes a value with its
+// scales) that is 0.2 · 0.5625 / 4 = 1/35.6 of fp32's ring bytes, for any N
+// (both are rings: 2(N − 1)/N of their vector). The largest 1/P under 1/32
+// of fp32's bytes is 1/5 (1/4 would be 1/28.4).
+constexpr double kBlocksFraction = 0.2;
+// Its error-feedback decay: none. The buffer holds only the int4 error of
+// what each block last sent (the unsent blocks' progress stays in the
+// weights), and every block is sent again within 2P − 1 rounds, so nothing
+// piles up (what top-k's decay guards against).
+constexpr double kBlocksErrorFeedbackDecay = 1.0;
 
 struct DilocoConfig {
   bool enabled = false;              // outer steps every inner_steps (alone, or over the mesh)
@@ -126,10 +137,18 @@ struct DilocoConfig {
   //   "none" fp32; "int8" (256 bin means per 64K block, 0.26x fp32 bytes);
   //   "int4" (a scale per 64 values, 0.14x); "sparse" (top-k per 4096-value
   //   block at sparse_density, 4-bit values and 12-bit indices, with an
-  //   error-feedback buffer per node; all-gathered, so bytes grow with N).
+  //   error-feedback buffer per node; all-gathered, so bytes grow with N);
+  //   "blocks4" (rotating int4 blocks: each round the same seeded 1/P of the
+  //   4096-value blocks on every node, P = ceil(1 / block_fraction), through
+  //   the int4 ring; the rest waits in the error-feedback buffer).
   std::string compression = "int8";
+  double block_fraction = kBlocksFraction;  // blocks4: share of the blocks sent per round (rounded down to 1/P)
+  // blocks4: the rotation's seed; the same on every node (like every
+  // diloco.* key: a node with another seed averages other blocks, and its
+  // outer hash disagrees at the first outer step).
+  uint64_t block_seed = 0;
   double sparse_density = 0.01;  // sparse: fraction of each block sent per round
-  // sparse: β, the error-feedback buffer's decay per round (SparseLoCo's
+  // sparse and blocks4 (kBlocksErrorFeedbackDecay, 1): β, the error-feedback buffer's decay per round (SparseLoCo's
   // e ← β·e + Δ; 1: none; SparseLoCo and Covenant-72B use 0.95). With compression sparse the outer step defaults
   // to SparseLoCo's too: outer_lr kSparseOuterLr, outer_momentum 0,
   // nesterov false (the decayed buffer stands in for outer momentum).

@@ -40,7 +40,8 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
       apply_on_arrival_(overlap_ && cfg.diloco.apply_on_arrival),
       apply_after_(overlap_ ? cfg.diloco.apply_after_steps : 0),
-      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse"),
+      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse" &&
+                cfg.diloco.compression != "blocks4"),
       snapshot_copier_([this](int64_t outer_step, std::vector<uint8_t> bytes) {
         if (mesh_) mesh_->publish_snapshot(outer_step, std::move(bytes));
       }) {
@@ -48,7 +49,12 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   n_ = n;
   if (!in_place_) pseudo_.resize(n);
-  if (cfg_.diloco.compression == "sparse") ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
+  if (cfg_.diloco.compression == "sparse" || cfg_.diloco.compression == "blocks4")
+    ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
+  if (cfg_.diloco.compression == "blocks4")
+    rotation_ = std::make_unique<BlockRotation>(
+        n, cfg_.diloco.block_fraction, cfg_.diloco.block_seed,
+        cfg_.train.steps % cfg_.diloco.inner_steps == 0 ? cfg_.train.steps / cfg_.diloco.inner_steps : 0);
   if (params_.size() != n)
     fail("DiLoCo: the training loop's weights hold ", params_.size(), " values, the model ", n, " (internal error)");
   // Every boundary moves the weights both ways through params_: page-locked,
@@ -75,6 +81,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                : str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
                      "outer parameters, momentum) = ", format_bytes(4 * copy));
   if (ef_) budget += str(", plus the error-feedback buffer (", format_bytes(copy), ")");
+  if (rotation_) budget += str(", plus blocks4's two compact vectors (about ", format_bytes(2 * copy / rotation_->period()), ")");
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
@@ -83,7 +90,14 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   note(budget);
   // Which outer recipe runs: sparse defaults to SparseLoCo's (config.h), and
   // a config file that still names DiLoCo's Nesterov settings overrides it.
-  if (ef_)
+  if (rotation_)
+    note(str("diloco.compression=blocks4: each round the same 1/", rotation_->period(), " of the ", rotation_->blocks(),
+             " blocks of ", kRotationBlock, " values on every node (seed ", cfg_.diloco.block_seed,
+             "; every block once per ", rotation_->period(), " rounds; the run's last outer step sends every "
+             "block), int4 through the ring; error-feedback decay ",
+             cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
+             cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : ""));
+  else if (ef_)
     note(str("diloco.compression=sparse: top-k at density ", cfg_.diloco.sparse_density, ", averaged over ",
              cfg_.diloco.sparse_aggregation == "mean" ? "all nodes" : "the nodes that sent each value",
              ", error-feedback decay ",
@@ -155,7 +169,7 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
   Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg_.mesh.round_timeout_ms);
   for (;;) {
     if (std::optional<StateDownload> r = mesh_->fetch_round_once(k + 1)) {
-      mesh_->decode_round_into(*r, params_);
+      decode_round_average(*r, k + 1);
       round_bytes += r->bytes.size();
       caught_up.step(params_.data(), nullptr);
       ++k;
@@ -274,6 +288,9 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     // the state: launched again (it may find its ring gone and take the
     // average from a donor, like a late node), or done now without overlap.
     const int64_t k = resumed_state.in_flight_step;
+    if (rotation_)
+      fail("the checkpoint has outer step ", k, "'s round in flight (a run with diloco.overlap), and "
+           "diloco.compression blocks4 runs without overlap: resume it with the compression it was saved with");
     if (resumed_state.in_flight.size() != n_)
       fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ", n_);
     pseudo_.swap(resumed_state.in_flight);
@@ -334,7 +351,7 @@ std::variant<bool, RewoundTo> OuterSync::round_from_donor(int64_t k) {
         mesh_->fetch_state(StateKind::round, k, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
     if (const auto* rw = std::get_if<RewoundTo>(&fetched)) return *rw;
     if (const auto* ev = std::get_if<Evicted>(&fetched)) throw EvictedFromRun(ev->reason);
-    mesh_->decode_round_into(std::get<StateDownload>(fetched), params_);
+    decode_round_average(std::get<StateDownload>(fetched), k);
     note(str("outer step ", k, ": late for the ring; took the round's average from a donor"));
     return true;
   } catch (const EvictedFromRun&) {
@@ -346,6 +363,29 @@ std::variant<bool, RewoundTo> OuterSync::round_from_donor(int64_t k) {
              "); taking the run's state from a donor instead"));
     return false;
   }
+}
+
+void OuterSync::decode_round_average(const StateDownload& d, int64_t k) {
+  if (!rotation_) {
+    mesh_->decode_round_into(d, params_);
+    return;
+  }
+  // The donor's round holds the selected blocks only, as its ring carried
+  // them; which blocks they are follows from k (a round of another size is
+  // refused by the decoder: not this run's rotation).
+  const BlockSelection sel = rotation_->select(k);
+  blocks_out_.resize(sel.values);
+  mesh_->decode_round_into(d, blocks_out_);
+  sel.scatter(blocks_out_, params_);
+}
+
+void OuterSync::prepare_blocks(Round& r) {
+  if (r.blocks_prepared) return;
+  r.blocks = rotation_->select(r.k);
+  blocks_in_.resize(r.blocks.values);
+  blocks_out_.resize(r.blocks.values);
+  rotation_prepare(r.blocks, pseudo_, ef_->residual(), blocks_in_);
+  r.blocks_prepared = true;
 }
 
 int64_t OuterSync::take_skip_to() {
@@ -361,6 +401,19 @@ std::optional<OuterSync::Turn> OuterSync::try_way(Round& r, int64_t take_at_leas
   for (;;) {
     switch (r.way) {
       case Way::ring: {
+        if (rotation_) {
+          // blocks4: the selected blocks, already int4, through the dense ring.
+          prepare_blocks(r);
+          RoundResult got = mesh_->average(r.k, data_position, blocks_in_, blocks_out_);
+          if (const auto* stats = std::get_if<OuterRoundStats>(&got)) {
+            r.rs = *stats;
+            r.blocks.scatter(blocks_out_, params_);
+            return std::nullopt;
+          }
+          if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
+          if (const auto* back = std::get_if<RewoundTo>(&got)) return *back;
+          throw EvictedFromRun(std::get<Evicted>(got).reason);
+        }
         if (ef_) r.sparse.residual = ef_->residual();  // read only: the training thread commits later
         // Not in place, pseudo_ stays as it was, for a retry. In place
         // (params_ holds δ and becomes the average), a retry or another
@@ -443,7 +496,10 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
       }
     }
   } else {
-    if (ef_) {  // alone, sparse still compresses: the same SparseLoCo as a swarm
+    if (rotation_) {  // alone, blocks4 still sends only its blocks (to itself), as in a swarm
+      prepare_blocks(r);
+      r.blocks.scatter(blocks_in_, params_);
+    } else if (ef_) {  // alone, sparse still compresses: the same SparseLoCo as a swarm
       r.sparse.sent.emplace_back();
       sparse_average_alone(pseudo_, ef_->residual(), params_, default_codec_block(Compression::Sparse),
                            sparse_k_for_density(cfg_.diloco.sparse_density, default_codec_block(Compression::Sparse)),
@@ -558,7 +614,10 @@ void OuterSync::abandon() {
 
 void OuterSync::commit_error_feedback(const Round& r) {
   if (!ef_ || r.state) return;  // the run's state: apply_run_state empties it
+  // blocks4, late: δ stays in the weights (keep_unsent_progress), not in the buffer.
+  if (rotation_ && r.late) return;
   if (r.late) ef_->commit_none(pseudo_.data());  // nothing of it was averaged: all of it waits
+  else if (rotation_) ef_->commit_blocks(pseudo_.data(), r.blocks, blocks_in_);
   else ef_->commit_sent(pseudo_.data(), r.sparse.sent);
 }
 
@@ -580,7 +639,7 @@ nlohmann::json OuterSync::metrics(const Round& r, uint64_t hash, nlohmann::json 
   for (auto& [name, v] : r.parts.items()) parts[name] = v;
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-  return nlohmann::json{{"outer_step", r.k},
+  nlohmann::json m{{"outer_step", r.k},
                         {"late", r.late},
                         {"publish_s", r.publish_s},
                         {"ring_size", r.rs.ring_size},
@@ -598,6 +657,9 @@ nlohmann::json OuterSync::metrics(const Round& r, uint64_t hash, nlohmann::json 
                         {"compression", cfg_.diloco.compression},
                         {"error_feedback_rms", ef_ ? ef_->rms() : 0.0},
                         {"parts", parts}};
+  // blocks4: how many values this round's blocks held (0: late, nothing of it sent).
+  if (rotation_) m["values_sent"] = r.late || r.state ? 0 : r.blocks.values;
+  return m;
 }
 
 nlohmann::json OuterSync::step(int64_t steps_done) {
@@ -625,6 +687,9 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
     apply_run_state(*r.state);  // late, and the run's state was taken afresh
   } else {
     outer_->apply(params_.data(), params_.data());  // params_ held the average
+    // blocks4: the blocks not averaged this round keep this node's progress
+    // (all of them when late: its δ was in no average).
+    if (rotation_) keep_unsent_progress(r.late ? nullptr : &r.blocks, outer_->params(), pseudo_, params_);
     lap("nesterov_s");
   }
   std::future<uint64_t> outer_hash = hash_outer_params();
@@ -800,6 +865,15 @@ nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
 }
 
 nlohmann::json OuterSync::finish(int64_t steps_done) {
+  if (rotation_ && steps_done % cfg_.diloco.inner_steps == 0) {
+    // blocks4 ends on the outer parameters every node shares, as every other
+    // compression does at a boundary: the progress of the blocks not sent
+    // lately (kept in this node's weights) is dropped, not evaluated.
+    params_.assign(outer_->params().begin(), outer_->params().end());
+    backend_.set_params(params_.data());
+    note(str("blocks4: the run ends on the outer parameters of outer step ", outer_done_,
+             " (the weights every node shares)"));
+  }
   if (!overlap_ || in_flight_ == 0) return nullptr;
   nlohmann::json parts;
   double waited = 0.0;

@@ -51,6 +51,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/block_rotation.h"
 #include "dist/diloco.h"
 #include "dist/error_feedback.h"
 #include "dist/mesh_node.h"
@@ -148,7 +149,7 @@ class OuterSync {
   int64_t in_flight_step() const { return in_flight_; }
   const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
   float in_flight_standin_scale() const { return standin_scale_; }
-  // Sparse compression: the node's error-feedback buffer (null otherwise).
+  // Sparse and blocks4 compression: the node's error-feedback buffer (null otherwise).
   // Changed only by the training thread at a boundary; a round in flight
   // only reads it, so a checkpoint may copy it at any step.
   const ErrorFeedback* error_feedback() const { return ef_.get(); }
@@ -173,6 +174,10 @@ class OuterSync {
     std::optional<RunState> state;
     OuterRoundStats rs;
     SparseRound sparse;  // sparse compression: what this node sent
+    // blocks4: the blocks of outer step k; blocks_in_ holds what this node
+    // sent of them (prepared: the attempt's ring input is ready).
+    BlockSelection blocks;
+    bool blocks_prepared = false;
     double allreduce_s = 0.0, publish_s = 0.0;
     // The ring's input is params_ itself (δ there, averaged in place), not
     // pseudo_; input_used: it was handed to an attempt (rebuild before another).
@@ -189,6 +194,12 @@ class OuterSync {
   void rebuild_pseudo_gradient();
   std::optional<Turn> try_way(Round& r, int64_t take_at_least, const std::string& data_position);
   std::variant<bool, RewoundTo> round_from_donor(int64_t k);
+  // A donor's round k (as its ring carried it) into params_: blocks4
+  // decodes the selected blocks and puts 0 elsewhere.
+  void decode_round_average(const StateDownload& d, int64_t k);
+  // blocks4: round k's selection and this node's sent values in blocks_in_
+  // (int4 of pseudo-gradient + residual over the selected blocks), once per round.
+  void prepare_blocks(Round& r);
   // The training thread's part: backend and outer optimizer.
   void apply_run_state(RunState& s);
   int64_t line_up(int64_t k);
@@ -229,7 +240,14 @@ class OuterSync {
   size_t n_ = 0;  // parameters
   bool pinned_ = false;  // params_ is page-locked (backend_.pin_params_buffer) until the destructor
   std::unique_ptr<OuterOptimizer> outer_;
-  std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" only
+  std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" and "blocks4" only
+  // blocks4: which blocks each round sends, and the round's compact vectors:
+  // blocks_in_ what this node sends (the ring's input, which it leaves
+  // untouched), blocks_out_ their average. The round thread (overlap) writes
+  // them; the training thread reads blocks_in_ when it commits the round's
+  // error feedback, before it launches the next round.
+  std::unique_ptr<BlockRotation> rotation_;
+  std::vector<float> blocks_in_, blocks_out_;
   // The ring's input, untouched by it (a retried round starts from it); with
   // overlap, the pseudo-gradient of the round in flight. Empty when rounds
   // run in place (in_place_), but for a resumed checkpoint's round in flight.
