@@ -20,7 +20,7 @@ fi
 
 out=build-fuzz
 mkdir -p "$out"
-# Only the sources the targets reach; libsodium for the handshake's HMAC.
+# Only the sources the targets reach; libsodium for the handshake's HMAC, libcrypto for frame_cipher.cpp.
 lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp
              src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
              src/dist/contribution_check.cpp
@@ -44,7 +44,7 @@ targets=(fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_s
          fuzz_int4 fuzz_sparse_message fuzz_ring_evidence)
 for target in "${targets[@]}"; do
   echo "fuzz: building $target"
-  clang++ "${common[@]}" -fsanitize=fuzzer,address,undefined "fuzz/$target.cpp" "${objs[@]}" -lsodium -pthread \
+  clang++ "${common[@]}" -fsanitize=fuzzer,address,undefined "fuzz/$target.cpp" "${objs[@]}" -lsodium -lcrypto -pthread \
     -o "$out/$target"
 done
 

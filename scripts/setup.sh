@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   nlohmann-json3-dev libgtest-dev   # config/JSON, tests
   libuv1-dev libsodium-dev          # the global mesh (event loop, authentication, checksums)
+  libssl-dev                        # the mesh's sealed frames (AES-256-GCM, ChaCha20-Poly1305: frame_cipher.h)
   libxxhash-dev                     # outer-parameter hashes (DiLoCo consistency check)
   libpcre2-dev                      # the tokenizer's pre-tokenizer regex
   zlib1g-dev libzstd-dev            # compressed .jsonl inputs

@@ -6,7 +6,7 @@
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
 //                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
-//                   [--plaintext] [--openers -1]
+//                   [--plaintext] [--openers -1] [--aead openssl|libsodium]
 // (--auth keys: every process gets a node key of its own, so ring messages
 // are signed (ring_evidence.h); secret: the shared run secret, unsigned.)
 // (--plaintext: BENCHMARK ONLY. Every process of this benchmark, coordinator
@@ -17,6 +17,9 @@
 // (--openers N: threads per process that open sealed frames
 // (TransportOptions::frame_openers): -1 sized from the cores, 0 the loop
 // thread opens every frame itself, the design before the opener pool.)
+// (--aead: the library that seals and opens the nodes' frames
+// (TransportOptions::aead_library): openssl, the default, or libsodium, the
+// one before; the same AES-256-GCM or ChaCha20-Poly1305 on the wire.)
 // (both = none and int8; sparse is the all-gather of top-k contributions at
 // --density, whose bytes grow with N: its "lower bound" column is the ring's.)
 #include <sodium.h>
@@ -54,7 +57,7 @@ int usage() {
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
-               "[--auth secret|keys] [--plaintext] [--openers N]\n");
+               "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium]\n");
   return 2;
 }
 
@@ -67,7 +70,7 @@ double cpu_seconds() {  // this process, all threads: user + system
 
 int run_node(int rank, const std::string& coordinator, const PeerCredentials& credentials, size_t elems, int rounds,
              const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
-             int codec_threads, bool plaintext, int openers, const std::string& out) {
+             int codec_threads, bool plaintext, int openers, AeadLibrary aead, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -82,6 +85,7 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
   o.codec_threads = codec_threads;
   o.unsealed_frames_for_benchmarks = plaintext;
   o.frame_openers = openers;
+  o.aead_library = aead;
   o.log = [](const std::string&) {};
   MeshNode node(o);
   std::vector<float> in(elems), avg(elems);
@@ -117,6 +121,7 @@ int main(int argc, char** argv) {
   std::string auth = "secret";
   bool plaintext = false;
   int openers = -1;
+  std::string aead = "openssl";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--plaintext") {
@@ -137,10 +142,11 @@ int main(int argc, char** argv) {
     else if (a == "--codec-threads") codec_threads = std::atoi(v.c_str());
     else if (a == "--auth") auth = v;
     else if (a == "--openers") openers = std::atoi(v.c_str());
+    else if (a == "--aead") aead = v;
     else return usage();
   }
   if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16 || codec_threads < 0 || openers < -1 ||
-      (auth != "secret" && auth != "keys"))
+      (auth != "secret" && auth != "keys") || (aead != "openssl" && aead != "libsodium"))
     return usage();
   try {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
@@ -174,7 +180,9 @@ int main(int argc, char** argv) {
                 nodes, elems, elems * 4 / 1e6, rounds, rings, lane_codec_threads(codec_threads, rings),
                 rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms,
                 auth == "keys" ? "node keys (signed ring messages)" : "shared secret (unsigned)",
-                plaintext ? "frames UNSEALED (benchmark only)" : "frames sealed",
+                plaintext ? "frames UNSEALED (benchmark only)"
+                          : str("frames sealed (", aes256gcm_available() ? "aes-256-gcm" : "chacha20-poly1305", ", ",
+                                aead, ")").c_str(),
                 openers < 0 ? (std::to_string(FrameOpeners::default_threads()) + " (from the cores)").c_str()
                             : openers == 0 ? "0 (the loop thread opens)" : std::to_string(openers).c_str());
     if (plaintext)
@@ -197,7 +205,8 @@ int main(int argc, char** argv) {
         if (pid == 0) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), credentials(r + 1), elems, rounds,
-                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, plaintext, openers, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, plaintext, openers,
+                                aead == "libsodium" ? AeadLibrary::libsodium : AeadLibrary::openssl, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);

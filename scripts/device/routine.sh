@@ -26,7 +26,9 @@
 #                    --plaintext (benchmark-only unsealed frames), alternating, 2 repeats, at --auth secret
 #                    and --auth keys (signed first hops, commitment audit); ELEMS (67108864) values; OPENERS
 #                    (unset: from the cores) sets --openers, the threads per process that open sealed frames
-#                    (0: the loop thread opens them, the design before the opener pool)
+#                    (0: the loop thread opens them, the design before the opener pool); each repeat also
+#                    runs sealed with --aead libsodium (the AEAD library before OpenSSL) unless LIBSODIUM=0;
+#                    first bench_aead (one core's seal/open GB/s per library and suite)
 #   ring-link        issue 15: the int8 ring at 1 Gbit/s and 50 ms one way (4 nodes, 277M and 16.8M values,
 #                    1 and 8 rings) and on loopback (2 and 4 nodes, 67M and 277M values), this build against
 #                    devbin/bench_allreduce_base (the build before the codec pool, packed with EXTRA_BINS)
@@ -175,9 +177,10 @@ for l in open('$oq/$m/node-0/metrics.jsonl'):
       # Issue 16: the int8 ring's throughput with every frame sealed against the same build with frames
       # unsealed (bench_allreduce --plaintext, benchmark only), alternating, same machine, same binary.
       section ring-crypto
-      nproc; lscpu | grep "Model name"
-      for auth in secret keys; do for rep in 1 2; do for k in 8 1; do for p in --plaintext ""; do
-        echo "--- auth $auth, ${p:-sealed}, $k ring(s), repeat $rep"
+      { nproc; lscpu | grep "Model name"; $B/bench_aead; } 2>&1 | tee "$OUT/aead.log"
+      variants=(--plaintext ""); [ "${LIBSODIUM:-1}" = 0 ] || variants+=("--aead libsodium")
+      for auth in secret keys; do for rep in 1 2; do for k in 8 1; do for p in "${variants[@]}"; do
+        echo "--- auth $auth, ${p:-sealed (openssl)}, $k ring(s), repeat $rep"
         $B/bench_allreduce --nodes 4 --rings $k --compression int8 --elems ${ELEMS:-67108864} --rounds 3 \
           --auth $auth $p ${OPENERS:+--openers $OPENERS} 2>&1 | grep -vE "^ *$"
       done; done; done; done | tee "$OUT/ring-crypto.log" ;;

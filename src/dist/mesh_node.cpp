@@ -62,7 +62,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
                                                             opt_.message_timeout, size_t(128) << 20,
                                                             size_t(256) << 20, 64, opt_.log,
                                                             opt_.unsealed_frames_for_benchmarks,
-                                                            opt_.frame_openers}) {
+                                                            opt_.frame_openers, opt_.aead_library}) {
   const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
   const uint16_t port = transport_.listen(lhost, lport);
   address_ = lhost + ":" + std::to_string(port);

@@ -122,6 +122,8 @@ struct MeshNodeOptions {
   // Threads that open this node's sealed mesh frames
   // (TransportOptions::frame_openers): -1 from the cores.
   int frame_openers = -1;
+  // The library that seals and opens them (TransportOptions::aead_library).
+  AeadLibrary aead_library = AeadLibrary::openssl;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
   // StoppedOnRequest instead of running to their deadline.

@@ -539,8 +539,8 @@ struct TransportLoop {
     const SessionKeys& keys = c->hs.session();
     std::shared_ptr<const FrameCipher> tx;  // both null when unsealed (benchmarks only)
     if (!keys.unsealed_for_benchmarks) {
-      tx = std::make_shared<const FrameCipher>(keys.suite, keys.send);
-      c->rx = std::make_shared<const FrameCipher>(keys.suite, keys.recv);
+      tx = std::make_shared<const FrameCipher>(keys.suite, keys.send, opt.aead_library);
+      c->rx = std::make_shared<const FrameCipher>(keys.suite, keys.recv, opt.aead_library);
     }
     {
       std::lock_guard lk(mu);

@@ -87,6 +87,12 @@ struct TransportOptions {
   // the loop thread (the design before the pool, kept for comparison and
   // tests); N > 0 gives N threads.
   int frame_openers = -1;
+  // Which library seals and opens this transport's frames (frame_cipher.h):
+  // OpenSSL, the fast one; libsodium is kept to compare against
+  // (bench_allreduce --aead libsodium) and to check OpenSSL's frames with an
+  // independent implementation. The bytes on the wire are the same, so two
+  // ends may differ.
+  AeadLibrary aead_library = AeadLibrary::openssl;
 };
 
 struct TransportEvent {
