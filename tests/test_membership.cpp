@@ -90,6 +90,62 @@ TEST(Membership, RingFormsWhenAllAreReadyOrAfterTheReadyTimeout) {
   EXPECT_TRUE(m.node(j.id).synced);
 }
 
+// The eighth session's join on the H200: rounds of 0.84 s of compute and a
+// 277 MB round that takes 2.2 s to download. A joiner that catches up one
+// round at a time holds s - 2 when the others are ready for s; not waited
+// for, it was late at every step to the end of the run. It is waited for
+// once; a joiner that misses that chance is not waited for again while it
+// is behind (the ring would pay the ready timeout every step).
+TEST(Membership, AJoinerOneRoundBehindIsWaitedForOnce) {
+  MembershipOptions o;
+  o.ready_timeout = std::chrono::milliseconds(1000);
+  Membership m(o);
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0));
+  const auto b = m.join("b", "x:2", c(0));
+  int64_t t = 0;
+  auto step_without_waiting = [&](int64_t s) {
+    t += 100;
+    for (auto id : {a.id, b.id}) m.ready(id, s, c(t));
+    return m.try_form_ring(s, c(t));
+  };
+  for (int64_t s = 1; s <= 3; ++s) ASSERT_TRUE(step_without_waiting(s));
+  const auto j = m.join("j", "x:3", c(t));
+  m.note_held(j.id, 0);  // fetching the state (a joiner holds the initialisation meanwhile)
+  ASSERT_TRUE(step_without_waiting(4)) << "fetching the snapshot: not waited for";
+  m.note_held(j.id, 3);  // caught up to 3, fetches round 4
+  ASSERT_TRUE(step_without_waiting(5)) << "two rounds behind: not waited for";
+  m.note_held(j.id, 4);  // caught up to 4, fetches round 5
+  t += 100;
+  for (auto id : {a.id, b.id}) m.ready(id, 6, c(t));
+  EXPECT_FALSE(m.try_form_ring(6, c(t + 200))) << "one round behind: waited for";
+  m.note_held(j.id, 5);
+  m.ready(j.id, 6, c(t + 300));
+  auto ring = m.try_form_ring(6, c(t + 300));
+  ASSERT_TRUE(ring);
+  EXPECT_EQ(ring->nodes.size(), 3u);
+  EXPECT_TRUE(m.node(j.id).synced);
+
+  // A second joiner that misses its chance is not waited for again while it is behind.
+  const auto k = m.join("k", "x:4", c(t + 400));
+  m.note_held(k.id, 5);  // caught up to 5, fetches round 6
+  t += 1000;
+  for (auto id : {a.id, b.id, j.id}) m.ready(id, 7, c(t));
+  EXPECT_FALSE(m.try_form_ring(7, c(t + 900)));
+  ring = m.try_form_ring(7, c(t + 1001));
+  ASSERT_TRUE(ring) << "the chance ends with the ready timeout";
+  EXPECT_EQ(ring->nodes.size(), 3u);
+  m.note_held(k.id, 6);  // one behind again, at step 8
+  t += 2000;
+  for (auto id : {a.id, b.id, j.id}) m.ready(id, 8, c(t));
+  ring = m.try_form_ring(8, c(t));
+  ASSERT_TRUE(ring) << "its chance is used: the ring does not wait again";
+  m.note_held(k.id, 8);  // holds what step 9 starts from: waited for as before
+  t += 100;
+  for (auto id : {a.id, b.id, j.id}) m.ready(id, 9, c(t));
+  EXPECT_FALSE(m.try_form_ring(9, c(t)));
+}
+
 TEST(Membership, FailedRoundReformsWithoutTheLostNode) {
   Membership m;
   FakeClock c;

@@ -109,10 +109,20 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
   // Rings wait (up to the ready timeout) for synced nodes, and for a joiner
   // once it holds the state this step starts from: caught up, it is a peer
   // doing the same inner steps. Not waited for, a joiner a moment behind the
-  // others would be late at every step and never enter a ring.
-  auto waited_for = [&](const NodeRecord& n) {
-    return n.synced || (n.held.kind != HeldState::Kind::unknown && n.held.step >= outer_step - 1);
+  // others would be late at every step and never enter a ring. A joiner
+  // still one round behind (fetching round s - 1 while the others finish
+  // the inner steps of s, which happens whenever a round's compute is
+  // shorter than one round's download: the eighth session's join on the
+  // H200) is waited for once: without that it is late at every step; waited
+  // for at every step, one too slow for the run would cost every ring the
+  // ready timeout.
+  auto known_from = [&](const NodeRecord& n, int64_t step) {
+    return n.held.kind != HeldState::Kind::unknown && n.held.step >= step;
   };
+  auto one_behind = [&](const NodeRecord& n) {
+    return !n.synced && !n.chance_used && known_from(n, outer_step - 2) && !known_from(n, outer_step - 1);
+  };
+  auto waited_for = [&](const NodeRecord& n) { return n.synced || known_from(n, outer_step - 1) || one_behind(n); };
   size_t synced = 0, synced_ready = 0;
   for (const auto& [id, n] : nodes_) {
     synced += waited_for(n);
@@ -127,6 +137,8 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
     return std::nullopt;
   }
   first_ready_.erase(first_ready_.begin(), std::next(first));  // older steps are done too
+  for (auto& [id, n] : nodes_)
+    if (n.ready_for != outer_step && one_behind(n)) n.chance_used = true;
   for (uint64_t id : ready) nodes_[id].synced = true;
   last_ring_step_ = std::max(last_ring_step_, outer_step);
   return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids

@@ -62,6 +62,10 @@ struct NodeRecord {
   // False for a node that joined a run in progress until it first takes part
   // in a ring: rings never wait for it before then.
   bool synced = true;
+  // A joiner one round behind (it holds step s - 2 and fetches round s - 1)
+  // is waited for once, at step s (try_form_ring); set when a ring formed
+  // without it while it was.
+  bool chance_used = false;
   HeldState held;  // control::Heartbeat
 };
 
