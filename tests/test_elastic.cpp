@@ -483,7 +483,9 @@ TEST_F(Elastic, SigtermWhileTheCoordinatorIsGoneStopsWithinSeconds) {
     double norm = 0.0;
     for (size_t j = 0; j < st.outer_in_flight.size(); ++j) {
       // The pseudo-gradient it keeps is the outer parameters minus the weights.
-      if (j % 997 == 0) EXPECT_FLOAT_EQ(st.outer_in_flight[j], st.outer[j] - st.params[j]) << j;
+      if (j % 997 == 0) {
+        EXPECT_FLOAT_EQ(st.outer_in_flight[j], st.outer[j] - st.params[j]) << j;
+      }
       norm += static_cast<double>(st.outer_in_flight[j]) * st.outer_in_flight[j];
     }
     EXPECT_GT(norm, 0.0);
