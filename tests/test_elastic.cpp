@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <map>
@@ -16,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/checkpoint.h"
 #include "dist/coordinator.h"
 #include "test_util.h"
 #include "util/file.h"
@@ -378,6 +380,116 @@ TEST_F(Elastic, KillDuringAnOverlappedRoundLosesNoOuterStep) {
       wb((std::istreambuf_iterator<char>(fb)), std::istreambuf_iterator<char>());
   EXPECT_FALSE(wa.empty());
   EXPECT_EQ(wa, wb) << "both end on the run's outer parameters";
+}
+
+// A SIGTERM while the coordinator is gone, with blocking rounds
+// (diloco.overlap none) and a round timeout of two minutes: each node is
+// in its round, waiting for the coordinator to come back, and must stop
+// within seconds, not at mesh.round_timeout_ms, as a stop does: exit 0,
+// the final checkpoint written, the round it gave up kept in it as in
+// flight (done on resume). docs/RELIABILITY.md: "A SIGTERM while the
+// coordinator is gone".
+TEST_F(Elastic, SigtermWhileTheCoordinatorIsGoneStopsWithinSeconds) {
+  TestRun run("elastic_stop_in_outage");
+  const std::string& root = run.root;
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  auto coordinator = std::make_unique<Coordinator>(run.options);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator->run(stop); });
+  const uint16_t port = coordinator->port();
+  const std::vector<std::string> names = {"a", "b"};
+  std::vector<test::CommandResult> results(2);
+  std::vector<std::atomic<bool>> exited(2);
+  std::vector<std::thread> nodes;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string cmd = "echo $$ > " + root + "/" + names[i] + ".pid; exec " +
+                            train_command(root, names[i], port, "", 100000,
+                                          {"diloco.overlap=none", "mesh.round_timeout_ms=120000",
+                                           "ckpt.save_final=true"}) +
+                            " > " + root + "/" + names[i] + ".log 2>&1";
+    nodes.emplace_back([&, i, cmd] {
+      results[i] = test::run_command(cmd);
+      exited[i] = true;
+    });
+  }
+  auto log_of = [&](const std::string& name) {
+    std::ifstream f(root + "/" + name + ".log");
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  auto pid_of = [&](const std::string& name) {
+    std::ifstream f(root + "/" + name + ".pid");
+    pid_t pid = 0;
+    f >> pid;
+    return pid;
+  };
+  // Ends every node still running (a failed assertion must not leave them).
+  auto kill_all = [&] {
+    for (size_t i = 0; i < names.size(); ++i)
+      if (!exited[i] && pid_of(names[i]) > 0) ::kill(pid_of(names[i]), SIGKILL);
+    for (auto& t : nodes)
+      if (t.joinable()) t.join();
+  };
+  for (int t = 0; t < 600 && coordinator->agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
+  if (coordinator->agreed_steps() < 2) {
+    kill_all();
+    stop = true;
+    ct.join();
+    FAIL() << "the two nodes did not get going:\n" << log_of("a") << "\n" << log_of("b");
+  }
+  // The coordinator goes away without a word, as a killed one does: its
+  // connections close and its port refuses.
+  stop = true;
+  ct.join();
+  coordinator.reset();
+  bool both_lost = false;
+  for (int t = 0; t < 200 && !both_lost; ++t) {
+    std::this_thread::sleep_for(milliseconds(100));
+    both_lost = log_of("a").find("lost the coordinator; reconnecting") != std::string::npos &&
+                log_of("b").find("lost the coordinator; reconnecting") != std::string::npos;
+  }
+  if (!both_lost) {
+    kill_all();
+    FAIL() << "the nodes did not notice the coordinator was gone:\n" << log_of("a") << "\n" << log_of("b");
+  }
+  // Each node reaches its next boundary within a fraction of a second (five
+  // small steps) and waits there in its round.
+  std::this_thread::sleep_for(milliseconds(3000));
+  for (const std::string& name : names) ::kill(pid_of(name), SIGTERM);
+  const auto t0 = std::chrono::steady_clock::now();
+  while ((!exited[0] || !exited[1]) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
+    std::this_thread::sleep_for(milliseconds(50));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const bool all_exited = exited[0] && exited[1];
+  kill_all();
+  ASSERT_TRUE(all_exited) << "a node did not stop within 30 s of SIGTERM (mesh.round_timeout_ms is 120 s):\n"
+                          << log_of("a") << "\n" << log_of("b");
+  EXPECT_LT(took, 10.0) << "the nodes took " << took << " s to stop after SIGTERM";
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string log = log_of(names[i]);
+    EXPECT_EQ(results[i].status, 0) << log;
+    EXPECT_NE(log.find("round given up on a stop request"), std::string::npos)
+        << "node " << names[i] << " was not stopped in its round:\n" << log;
+    EXPECT_NE(log.find("on request"), std::string::npos) << log;
+    // The final checkpoint is of the boundary the node stopped at, and
+    // holds the round it gave up.
+    const std::vector<std::string> saved = list_checkpoints(root + "/" + names[i] + "/checkpoints");
+    ASSERT_FALSE(saved.empty()) << log;
+    const std::string newest = *std::max_element(saved.begin(), saved.end());
+    const CheckpointState st = read_checkpoint(newest, true);
+    EXPECT_EQ(st.step % 5, 0) << newest;
+    EXPECT_EQ(st.outer_in_flight_step, st.step / 5) << newest;
+    EXPECT_EQ(st.outer_in_flight.size(), st.params.size());
+    double norm = 0.0;
+    for (size_t j = 0; j < st.outer_in_flight.size(); ++j) {
+      // The pseudo-gradient it keeps is the outer parameters minus the weights.
+      if (j % 997 == 0) {
+        EXPECT_FLOAT_EQ(st.outer_in_flight[j], st.outer[j] - st.params[j]) << j;
+      }
+      norm += static_cast<double>(st.outer_in_flight[j]) * st.outer_in_flight[j];
+    }
+    EXPECT_GT(norm, 0.0);
+  }
 }
 
 // The same with a network namespace per node and partitions between two live

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "dist/coordinator.h"
@@ -49,9 +50,13 @@ struct Swarm {
     coordinator = std::make_unique<Coordinator>(o);
     thread = std::thread([this] { coordinator->run(stop); });
   }
-  ~Swarm() {
+  ~Swarm() { kill(); }
+  // The coordinator goes away without a word, as a killed one does: its
+  // connections close and its port refuses.
+  void kill() {
     stop = true;
-    thread.join();
+    if (thread.joinable()) thread.join();
+    coordinator.reset();
   }
   MeshNodeOptions node(const std::string& name, uint8_t key = 7) const {
     MeshNodeOptions o;
@@ -723,6 +728,116 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
 
 namespace intellect {
 namespace {
+
+// The coordinator is gone and the node's heartbeat thread keeps trying to
+// reconnect (up to round_timeout, two minutes here). A round started
+// meanwhile only queues its Ready (it does not wait for the reconnection),
+// and cancel() ends it within a fraction of a second with StoppedOnRequest
+// (docs/RELIABILITY.md, "A SIGTERM while the coordinator is gone").
+TEST(Mesh, CancelEndsARoundWaitingForACoordinatorThatIsGone) {
+  Swarm swarm(milliseconds(10000), 2);
+  std::mutex log_mu;
+  std::string log;
+  MeshNodeOptions o = swarm.node("alone");
+  o.round_timeout = milliseconds(120000);
+  o.log = [&](const std::string& m) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    log += m + "\n";
+  };
+  auto logged = [&](const std::string& what) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    return log.find(what) != std::string::npos;
+  };
+  MeshNode node(std::move(o));
+  swarm.kill();
+  for (int t = 0; t < 100 && !logged("lost the coordinator; reconnecting"); ++t)
+    std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << log;
+  std::vector<float> in(1000, 1.0f), out(1000);
+  std::string error;
+  std::thread round([&] {
+    try {
+      node.average(1, "{}", in, out);
+      error = "<returned>";
+    } catch (const StoppedOnRequest& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = std::string("other: ") + e.what();
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  node.cancel();
+  round.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(1500));
+  EXPECT_NE(error.find("the node stops"), std::string::npos) << error;
+}
+
+// A round started while the coordinator is away is queued, and the
+// reconnection sends it: the coordinator, restarted on the same port from
+// its state file, forms the ring (of one here) and the round completes.
+TEST(Mesh, ARoundStartedWhileTheCoordinatorIsAwayIsSentByTheReconnection) {
+  const std::string state = ::testing::TempDir() + "/mesh_requeue_coordinator.json";
+  std::filesystem::remove(state);
+  CoordinatorOptions co;
+  co.credentials = secret(7);
+  co.heartbeat_interval = milliseconds(200);
+  co.membership.heartbeat_timeout = milliseconds(5000);
+  co.membership.ready_timeout = milliseconds(2000);
+  co.membership.min_ring = 1;
+  co.state_file = state;
+  co.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+  auto coordinator = std::make_unique<Coordinator>(co);
+  const uint16_t port = coordinator->port();
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator->run(stop); });
+  std::mutex log_mu;
+  std::string log;
+  MeshNodeOptions o;
+  o.coordinator = "127.0.0.1:" + std::to_string(port);
+  o.name = "alone";
+  o.credentials = secret(7);
+  o.round_timeout = milliseconds(30000);
+  o.message_timeout = milliseconds(3000);
+  o.log = [&](const std::string& m) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    log += m + "\n";
+  };
+  auto logged = [&](const std::string& what) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    return log.find(what) != std::string::npos;
+  };
+  MeshNode node(std::move(o));
+  stop = true;
+  ct.join();
+  coordinator.reset();
+  for (int t = 0; t < 100 && !logged("lost the coordinator; reconnecting"); ++t)
+    std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << log;
+  std::vector<float> in(1000), out(1000, 0.0f);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) * 0.25f;
+  std::string error;
+  std::optional<OuterRoundStats> stats;
+  std::thread round([&] {
+    try {
+      stats = averaged_or_fail(node.average(1, "{}", in, out));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(500));
+  co.listen = "127.0.0.1:" + std::to_string(port);
+  coordinator = std::make_unique<Coordinator>(co);
+  stop = false;
+  ct = std::thread([&] { coordinator->run(stop); });
+  round.join();
+  stop = true;
+  ct.join();
+  ASSERT_TRUE(stats.has_value()) << error << "\n" << log;
+  EXPECT_EQ(stats->ring_size, 1u);
+  EXPECT_EQ(out, in) << "a ring of one averages to its own input";
+  EXPECT_TRUE(logged("back with the coordinator")) << log;
+}
 
 // A coordinator whose loop stalls past the heartbeat timeout (a slow fsync of
 // its state file, a starved machine) finds the heartbeats sent meanwhile

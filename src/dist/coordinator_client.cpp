@@ -48,6 +48,7 @@ CoordinatorClient::CoordinatorClient(Transport& transport, CoordinatorClientOpti
   rewinds_ = welcome_.rewinds;
   log(str("joined the run as node ", welcome_.node_id, " (data partition ", welcome_.partition, ", epoch ",
           welcome_.epoch, "), listening for peers on ", opt_.address));
+  beating_ = true;
   heartbeat_ = std::thread([this] { heartbeat_loop(); });
 }
 
@@ -56,8 +57,17 @@ CoordinatorClient::~CoordinatorClient() {
     leave("node shutting down");
   } catch (...) {
   }
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    stop_ = true;
+  }
+  link_cv_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+void CoordinatorClient::pause(std::chrono::milliseconds d) {
+  std::unique_lock<std::mutex> lock(link_mu_);
+  link_cv_.wait_for(lock, d, [this] { return stop_.load() || reconnect_wanted_; });
 }
 
 void CoordinatorClient::heartbeat_loop() {
@@ -65,8 +75,13 @@ void CoordinatorClient::heartbeat_loop() {
   // A node that left the run (finished, or evicted and told so) beats no
   // more, and a send that fails because leave() just closed the
   // connection is no failure worth a line.
+  bool said_cancelled = false;
   while (!stop_.load() && !left_.load()) {
     const ConnId c = coord_.load();
+    {
+      std::lock_guard<std::mutex> lock(link_mu_);
+      reconnect_wanted_ = false;  // this turn checks the connection
+    }
     try {
       control::Heartbeat beat{welcome_.node_id, held_step_.load(), std::nullopt};
       {
@@ -76,28 +91,44 @@ void CoordinatorClient::heartbeat_loop() {
       send_on(c, beat);
     } catch (const Error& e) {
       if (left_.load()) return;
-      log(str("heartbeat failed: ", e.what()));
-      if (!transport_.is_open(c)) {
+      // A stopping node does not dial a coordinator that is away: it only
+      // says goodbye, best effort.
+      if (cancel_.load()) {
+        if (!said_cancelled) log(str("heartbeat failed: ", e.what(), "; not reconnecting: the node stops"));
+        said_cancelled = true;
+      } else {
+        log(str("heartbeat failed: ", e.what()));
+      }
+      if (!transport_.is_open(c) && !cancel_.load()) {
         try {
           reconnect(c);
         } catch (const EvictedFromRun& e2) {
           // No point beating for a run that no longer counts this node:
           // the caller sees the flag at its next wait and ends.
           log(str("evicted: ", e2.what()));
-          evicted_ = true;
+          {
+            std::lock_guard<std::mutex> lock(link_mu_);
+            evicted_ = true;
+          }
+          link_cv_.notify_all();
           return;
         } catch (const Error& e2) {
           log(str("could not reach the coordinator again: ", e2.what()));
+          {
+            std::lock_guard<std::mutex> lock(link_mu_);
+            last_link_error_ = e2.what();
+          }
+          link_cv_.notify_all();
         }
       }
     }
-    for (auto t = std::chrono::milliseconds(0); t < every && !stop_.load(); t += std::chrono::milliseconds(50))
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pause(every);
   }
 }
 
 void CoordinatorClient::leave(const std::string& reason) {
   if (left_.exchange(true)) return;
+  link_cv_.notify_all();  // a caller waiting for a new connection stops waiting
   const ConnId c = coord_.load();
   try {  // best effort: a coordinator that is away learns it from the timeout
     send_on(c, control::Leave{welcome_.node_id, reason});
@@ -107,46 +138,95 @@ void CoordinatorClient::leave(const std::string& reason) {
   transport_.close(c, "left the run");
 }
 
+void CoordinatorClient::rejoin(ConnId c) {
+  send_on(c, control::Rejoin{welcome_.node_id, opt_.name, opt_.address, opt_.state_address, held_step_.load()});
+  // In slices: a stop request ends the wait for an answer too.
+  const Deadline answer_by = deadline_in(std::chrono::milliseconds(5000));
+  std::optional<Message> m;
+  while (!m && MeshClock::now() < answer_by) {
+    if (cancel_.load() || stop_.load()) fail("gave up the rejoin: the node stops");
+    m = transport_.recv(c, std::min(answer_by, deadline_in(std::chrono::milliseconds(200))));
+  }
+  if (!m) fail("no answer to the rejoin within 5 s");
+  if (m->frame.type != FrameType::control) fail("the coordinator answered the rejoin with a non-control frame");
+  const control::Message reply = control::decode(m->frame.payload, "the coordinator");
+  if (const auto* r = std::get_if<control::Refused>(&reply))
+    throw EvictedFromRun(str("the coordinator no longer takes this node: ", r->reason));
+  const auto* back = std::get_if<control::Welcome>(&reply);
+  if (!back) fail("the coordinator answered the rejoin with '", control::name(reply), "'");
+  if (back->rewinds > rewinds_.load()) note_rewind(back->outer_step, back->rewinds);
+}
+
 void CoordinatorClient::reconnect(ConnId stale) {
-  std::lock_guard<std::mutex> lock(reconnect_mu_);
-  if (coord_.load() != stale) return;  // another thread got there first
+  if (coord_.load() != stale) return;  // replaced already
   log("lost the coordinator; reconnecting");
   const auto [chost, cport] = split_host_port(opt_.coordinator, "mesh.coordinator");
   // As long as a round may take: a coordinator restarted by hand takes a while.
   const Deadline deadline = deadline_in(opt_.reconnect_timeout);
   std::string why = "no attempt";
   // Not for a node that has left: the coordinator would refuse it, and a
-  // clean finish would log an eviction.
+  // clean finish would log an eviction. No lock is held here: callers queue
+  // their requests meanwhile, and cancel ends this loop within one attempt.
   while (MeshClock::now() < deadline && !stop_.load() && !cancel_.load() && !left_.load()) {
     ConnId c = 0;
     try {
-      c = transport_.connect(chost, cport, deadline_in(std::chrono::milliseconds(2000)));
-      send_on(c, control::Rejoin{welcome_.node_id, opt_.name, opt_.address, opt_.state_address, held_step_.load()});
-      std::optional<Message> m = transport_.recv(c, deadline_in(std::chrono::milliseconds(5000)));
-      if (!m) fail("no answer to the rejoin");
-      const control::Message reply = control::decode(m->frame.payload, "the coordinator");
-      if (const auto* r = std::get_if<control::Refused>(&reply))
-        throw EvictedFromRun(str("the coordinator no longer takes this node: ", r->reason));
-      const auto* back = std::get_if<control::Welcome>(&reply);
-      if (!back) fail("the coordinator answered the rejoin with '", control::name(reply), "'");
-      if (back->rewinds > rewinds_.load()) note_rewind(back->outer_step, back->rewinds);
+      c = transport_.connect(chost, cport, std::min(deadline, deadline_in(std::chrono::milliseconds(2000))));
+      rejoin(c);
+      std::vector<control::Message> resend;
+      {
+        // The swap and the copy together: a request queued after this
+        // goes out on `c` from its own caller, one queued before is in `resend`.
+        std::lock_guard<std::mutex> lock(link_mu_);
+        coord_ = c;
+        resend = pending_;
+        last_link_error_.clear();
+      }
+      link_cv_.notify_all();
       transport_.close(stale, "replaced");
-      coord_ = c;
       log("back with the coordinator");
-      for (const control::Message& p : pending_) send_on(c, p);
+      for (const control::Message& p : resend) send_on(c, p);
       return;
     } catch (const EvictedFromRun&) {
       if (c) transport_.close(c, "evicted");
       throw;
     } catch (const Error& e) {
       why = e.what();
-      if (c) transport_.close(c, "rejoin failed");
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (c && coord_.load() != c) transport_.close(c, "rejoin failed");
+      if (coord_.load() == c) return;  // swapped in, then a re-send failed: the next beat finds out
+      std::unique_lock<std::mutex> lock(link_mu_);
+      link_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stop_.load() || left_.load(); });
     }
   }
-  if (left_.load()) return;  // a goodbye meanwhile: nothing to come back to
+  if (left_.load() || stop_.load()) return;  // a goodbye meanwhile: nothing to come back to
+  if (cancel_.load()) fail("gave up reconnecting to the coordinator at ", opt_.coordinator, ": the node stops");
   fail("the coordinator at ", opt_.coordinator, " did not come back within ", opt_.reconnect_timeout.count(),
        " ms (last error: ", why, ")");
+}
+
+void CoordinatorClient::want_reconnect() {
+  {
+    std::lock_guard<std::mutex> lock(link_mu_);
+    reconnect_wanted_ = true;
+  }
+  link_cv_.notify_all();
+}
+
+ConnId CoordinatorClient::await_new_link(ConnId stale, Deadline deadline) {
+  // Before the join completed nobody reconnects: the join fails.
+  if (!beating_.load()) fail("lost the coordinator at ", opt_.coordinator, " before this node joined the run");
+  want_reconnect();
+  std::unique_lock<std::mutex> lock(link_mu_);
+  for (;;) {
+    if (coord_.load() != stale) return coord_.load();
+    if (evicted_.load()) throw EvictedFromRun("the coordinator no longer counts this node");
+    if (cancel_.load()) throw StoppedOnRequest("the node stops: gave up waiting for the coordinator to come back");
+    if (left_.load() || stop_.load()) fail("lost the coordinator after this node left the run");
+    if (MeshClock::now() >= deadline)
+      fail("lost the coordinator at ", opt_.coordinator, " and it did not come back before the deadline",
+           last_link_error_.empty() ? std::string() : " (last reconnection: " + last_link_error_ + ")");
+    // In slices: cancel() sets a flag without notifying.
+    link_cv_.wait_until(lock, std::min(deadline, deadline_in(std::chrono::milliseconds(100))));
+  }
 }
 
 void CoordinatorClient::send(const control::Message& m) {
@@ -155,8 +235,7 @@ void CoordinatorClient::send(const control::Message& m) {
     send_on(c, m);
   } catch (const Error&) {
     if (transport_.is_open(c)) throw;
-    reconnect(c);
-    send_on(coord_.load(), m);
+    send_on(await_new_link(c, deadline_in(opt_.reconnect_timeout)), m);
   }
 }
 
@@ -172,21 +251,29 @@ void CoordinatorClient::send_on(ConnId conn, const control::Message& m) {
 }
 
 CoordinatorClient::Awaiting::Awaiting(CoordinatorClient& c, const control::Message& request) : c_(c) {
+  ConnId conn = 0;
   {
-    std::lock_guard<std::mutex> lock(c_.reconnect_mu_);
+    std::lock_guard<std::mutex> lock(c_.link_mu_);
     c_.pending_.push_back(request);
+    conn = c_.coord_.load();
   }
   try {
-    c_.send(request);
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(c_.reconnect_mu_);  // no destructor runs for a constructor that throws
+    c_.send_on(conn, request);
+  } catch (const Error&) {
+    // Lost: queued, and the reconnection sends it (a caller's next() waits
+    // for the answer). Anything else is the caller's to know.
+    if (!c_.transport_.is_open(conn) && c_.beating_.load()) {
+      c_.want_reconnect();
+      return;
+    }
+    std::lock_guard<std::mutex> lock(c_.link_mu_);  // no destructor runs for a constructor that throws
     c_.pending_.pop_back();
     throw;
   }
 }
 
 CoordinatorClient::Awaiting::~Awaiting() {
-  std::lock_guard<std::mutex> lock(c_.reconnect_mu_);
+  std::lock_guard<std::mutex> lock(c_.link_mu_);
   c_.pending_.pop_back();
 }
 
@@ -249,7 +336,7 @@ std::variant<control::Message, RewoundTo> CoordinatorClient::next(Deadline deadl
       m = transport_.recv(c, slice);
     } catch (const Error&) {
       if (transport_.is_open(c) || left_.load()) throw;
-      reconnect(c);  // re-sends what we are waiting on an answer to
+      await_new_link(c, deadline);  // the reconnection re-sent what we are waiting on an answer to
       continue;
     }
     if (!m && MeshClock::now() < deadline) continue;

@@ -5,14 +5,21 @@
 // node's eviction on the way. It carries no bulk data and knows nothing of
 // rings or state: MeshNode's parts ask it for what they need.
 //
-// Threads. The heartbeat thread: beats (with held_step and status) and, when
-// the connection is lost, reconnects under reconnect_mu_. The caller of the
-// reading calls (next, poll, drain, send, Awaiting): one thread
-// at a time (MeshNode's round calls). set_held_step, set_status, rewinds,
-// evicted, leave: any thread.
+// Threads. The heartbeat thread owns the connection's recovery: it beats
+// (with held_step and status) and, when the connection is lost (its beat
+// fails, or a caller tells it so), reconnects: it dials and rejoins holding
+// no lock, and swaps the new connection in under link_mu_, re-sending the
+// requests callers await. The caller of the reading calls (next, poll,
+// drain, send, Awaiting): one thread at a time (MeshNode's round calls); it
+// never reconnects itself: a request is queued (pending_, under link_mu_,
+// held only for the push) and sent again by the reconnection, and a caller
+// that needs the connection waits for the new one on link_cv_, with its own
+// deadline, giving up at once on cancel or eviction. set_held_step,
+// set_status, rewinds, evicted, leave: any thread.
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -56,7 +63,8 @@ class CoordinatorClient {
   // to (a Rewound message, or a rewind the heartbeat thread learned of on a
   // reconnect): reported once, never lost. Throws EvictedFromRun,
   // StoppedOnRequest (cancel), or Error when nothing arrives before
-  // `deadline`. Reconnects on a lost connection.
+  // `deadline`. On a lost connection, waits (until `deadline`) for the one
+  // the heartbeat thread reconnects.
   std::variant<control::Message, RewoundTo> next(Deadline deadline);
   // A message that has already arrived, without waiting (nullopt: none, or
   // the coordinator is away, which the heartbeat thread deals with).
@@ -67,10 +75,13 @@ class CoordinatorClient {
   // did (now or earlier, not yet reported).
   std::optional<RewoundTo> drain();
 
-  // Sends; on a lost connection, reconnects and sends again.
+  // Sends; on a lost connection, waits for the heartbeat thread's new one
+  // (until reconnect_timeout; cancel ends the wait) and sends again.
   void send(const control::Message& m);
   // A request the caller waits on an answer to: sent now, and again after a
-  // reconnect, until the Awaiting object goes. They nest: after a reconnect
+  // reconnect, until the Awaiting object goes. With the connection lost it
+  // is only queued (never waiting for the reconnection): the reconnection
+  // sends it. They nest: after a reconnect
   // every live one is sent again, oldest first (a Ready, then the RoundDone
   // of a round completed in answer to it).
   class Awaiting {
@@ -98,10 +109,24 @@ class CoordinatorClient {
 
  private:
   void heartbeat_loop();
-  // A new connection to a restarted coordinator, unless another thread
-  // already replaced `stale`; fails if it does not come back in time or no
-  // longer knows this node (EvictedFromRun). Re-sends the awaited request.
+  // The heartbeat thread's: a new connection to a restarted coordinator, in
+  // place of `stale`; fails if it does not come back within
+  // reconnect_timeout, or when cancelled, or if it no longer knows this
+  // node (EvictedFromRun). Re-sends the awaited requests.
   void reconnect(ConnId stale);
+  // One rejoin attempt on a fresh connection `c`: true once the coordinator
+  // took this node back; throws EvictedFromRun when it refused it.
+  void rejoin(ConnId c);
+  // A caller found `stale` lost: wakes the heartbeat thread and waits for
+  // the connection that replaces it (returned), until `deadline`, cancel
+  // (StoppedOnRequest) or eviction (EvictedFromRun).
+  ConnId await_new_link(ConnId stale, Deadline deadline);
+  // A caller found the connection lost: the heartbeat thread reconnects
+  // now instead of at its next beat.
+  void want_reconnect();
+  // The heartbeat thread's pause: its period, or less when a caller wants a
+  // reconnection or the client stops.
+  void pause(std::chrono::milliseconds d);
   // A Rewound message, or a Welcome after a reconnect that counts more
   // rewinds than this node has seen (it missed the message).
   void note_rewind(int64_t outer_step, uint64_t rewinds);
@@ -113,9 +138,15 @@ class CoordinatorClient {
   Transport& transport_;
   CoordinatorClientOptions opt_;
   const std::atomic<bool>& cancel_;
-  std::atomic<ConnId> coord_{0};
-  std::mutex reconnect_mu_;
-  std::vector<control::Message> pending_;  // what a caller awaits answers to, oldest first (under reconnect_mu_)
+  std::atomic<ConnId> coord_{0};  // written by the heartbeat thread (and the constructor) under link_mu_
+  // Short holds only, never across a dial, a sleep or a network wait:
+  // pending_, reconnect_wanted_, last_link_error_, and the swap of coord_.
+  std::mutex link_mu_;
+  std::condition_variable link_cv_;  // coord_ replaced, a reconnection wanted, eviction, stop
+  std::vector<control::Message> pending_;  // what callers await answers to, oldest first
+  bool reconnect_wanted_ = false;  // a caller saw the connection lost before the heartbeat did
+  std::string last_link_error_;    // why the last reconnection failed ("" when none did), for callers' errors
+  std::atomic<bool> beating_{false};  // the heartbeat thread runs (after the join): it reconnects
   control::Welcome welcome_;
   std::atomic<bool> stop_{false}, left_{false};
   std::atomic<bool> evicted_{false};  // the heartbeat thread learned the coordinator dropped this node

@@ -126,7 +126,8 @@ struct MeshNodeOptions {
   AeadLibrary aead_library = AeadLibrary::openssl;
   std::function<void(const std::string&)> log;
   // Set by a signal handler: long waits for a donor give up with
-  // StoppedOnRequest instead of running to their deadline.
+  // StoppedOnRequest instead of running to their deadline. (Every other
+  // wait ends on cancel(), which the trainer calls on a stop request.)
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -219,9 +220,11 @@ class MeshNode {
   // Ends the round calls under way on another thread, and refuses later
   // ones, with StoppedOnRequest: waits on the coordinator, on peers and on
   // donors give up within a fraction of a second, and a ring in progress is
-  // aborted (its neighbours retry without this node). For a node that
-  // stops while a round runs in the background (DiLoCo's overlap);
-  // leave() still says goodbye afterwards.
+  // aborted (its neighbours retry without this node); the heartbeat thread
+  // stops reconnecting to a coordinator that is away. For a node that
+  // stops while a round runs in the background (DiLoCo's overlap), or, on
+  // a stop request, while the training thread is in a round (no overlap:
+  // OuterSync's StopRelay calls it); leave() still says goodbye afterwards.
   void cancel();
   bool cancelled() const { return cancel_.load(); }
 

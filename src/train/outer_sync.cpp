@@ -106,6 +106,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
              cfg_.diloco.outer_momentum == 0.0 && cfg_.diloco.error_feedback_decay < 1.0
                  ? " (SparseLoCo: the decayed buffer stands in for outer momentum)"
                  : ""));
+  if (mesh_ && stop_ && !overlap_) stop_relay_ = std::make_unique<StopRelay>(*stop_, [this] { mesh_->cancel(); });
   if (overlap_)
     note(str("diloco.overlap=", cfg_.diloco.overlap, ": each outer step's all-reduce runs on a thread of its own "
              "while the next round's inner steps run; its result is applied at the next boundary (one round "
@@ -679,7 +680,13 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   lap("download_s");
   outer_->pseudo_gradient(params_.data(), in_place_ ? params_.data() : pseudo_.data());
   lap("pseudo_gradient_s");
-  Round r = run_round(k, data_position_(), steps_done, in_place_);
+  Round r;
+  try {
+    r = run_round(k, data_position_(), steps_done, in_place_);
+  } catch (const StoppedOnRequest&) {
+    keep_round_in_flight(k, steps_done);
+    throw;
+  }
   finish_snapshot_copy(&parts);
   tp = Clock::now();
   commit_error_feedback(r);
@@ -698,6 +705,23 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   if (r.late) skip_to_ = line_up(r.k);
   const uint64_t hash = settle(r, std::move(outer_hash));
   return metrics(r, hash, parts);
+}
+
+// Without overlap, a round a stop request gave up: kept as the round in
+// flight, as overlap keeps one, for the checkpoint the stop writes. Its
+// pseudo-gradient is rebuilt from the weights (the GPU still holds them:
+// no inner step ran since the boundary; in place, params_ may hold part of
+// an average). start() does it on resume, from this node's own state (late
+// by then: the round's average from a donor).
+void OuterSync::keep_round_in_flight(int64_t k, int64_t steps_done) {
+  if (pseudo_.size() != n_) pseudo_.resize(n_);
+  backend_.get_params(params_.data());
+  outer_->pseudo_gradient(params_.data(), pseudo_.data());
+  in_flight_ = k;
+  launched_at_ = steps_done;
+  standin_scale_ = 1.0f;
+  note(str("outer step ", k, "'s round given up on a stop request: the checkpoint keeps it as in flight, done on "
+           "resume"));
 }
 
 // Where a round starts with overlap, from the outer state applied last (θ,

@@ -59,6 +59,7 @@
 #include "train/config.h"
 #include "train/join_state.h"
 #include "train/snapshot_copier.h"
+#include "util/stop_relay.h"
 
 namespace intellect {
 
@@ -144,8 +145,9 @@ class OuterSync {
   int64_t outer_done() const { return outer_done_; }
   const OuterOptimizer& optimizer() const { return *outer_; }
   bool overlapped() const { return overlap_; }
-  // The round in flight (overlap): its outer step (0: none) and its
-  // pseudo-gradient, which the round thread only reads: for checkpoints.
+  // The round in flight (overlap; or without it, a round a stop request
+  // gave up): its outer step (0: none) and its pseudo-gradient, which the
+  // round thread only reads: for checkpoints.
   int64_t in_flight_step() const { return in_flight_; }
   const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
   float in_flight_standin_scale() const { return standin_scale_; }
@@ -215,6 +217,7 @@ class OuterSync {
   // that round's pseudo-gradient. Training thread, at the boundary.
   void commit_error_feedback(const Round& r);
   nlohmann::json step_blocking(int64_t steps_done);
+  void keep_round_in_flight(int64_t k, int64_t steps_done);  // step_blocking's round, given up on a stop
   nlohmann::json step_overlapped(int64_t steps_done);
   // Before the outer state changes: a snapshot still being copied from it
   // is finished first (its seconds in parts["snapshot_wait_s"] when any).
@@ -256,6 +259,12 @@ class OuterSync {
   nlohmann::json joined_;
   int64_t outer_done_ = 0;  // the outer step whose result outer_ holds
   int64_t skip_to_ = 0;     // a late node's next step
+  // Without overlap, a round holds the training thread inside the mesh: a
+  // stop request reaches the mesh through this (MeshNode::cancel), so the
+  // round gives up within a fraction of a second (step() then throws
+  // StoppedOnRequest with the round kept as in flight). Null with overlap
+  // (abandon() cancels, after the last checkpoint) or without a mesh.
+  std::unique_ptr<StopRelay> stop_relay_;
   // Overlap: the round in flight (0: none), the inner step it was launched
   // at, and the round thread with what it got (under mu_).
   int64_t in_flight_ = 0, launched_at_ = 0;

@@ -422,10 +422,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                            {"ms", dt * 1e3},            {"tokens", (step + 1) * tokens_per_step},
                            {"data_position", loader.position().to_json()}};
     const bool pause = cfg.train.stop_after_steps > 0 && steps_this_run >= cfg.train.stop_after_steps;
-    const bool stopping = stop && stop->load();  // read once: a signal mid-step still gets the final save
-    const bool last = step + 1 == cfg.train.steps || stopping || pause;
-    const bool eval_now = have_val &&
-                          (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
+    bool stopping = stop && stop->load();  // read once: a signal mid-step still gets the final save
+    bool last = step + 1 == cfg.train.steps || stopping || pause;
     // Everything an outer step did, the training thread waited for: the
     // compute utilization this run reports is 1 - these seconds / wall time.
     auto outer_line = [&](const char* key, nlohmann::json o, double blocked) {
@@ -444,9 +442,19 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     };
     if (outer && (step + 1) % cfg.diloco.inner_steps == 0) {
       const Clock::time_point blocked_from = Clock::now();
-      nlohmann::json o = outer->step(step + 1);
-      const char* key = o.contains("outer_step") ? "outer" : "outer_launched";
-      outer_line(key, std::move(o), seconds_since(blocked_from));
+      try {
+        nlohmann::json o = outer->step(step + 1);
+        const char* key = o.contains("outer_step") ? "outer" : "outer_launched";
+        outer_line(key, std::move(o), seconds_since(blocked_from));
+      } catch (const StoppedOnRequest& e) {
+        // Without overlap a stop request cancels the round (OuterSync's
+        // StopRelay): it is kept as in flight, and the stop goes on as any
+        // other, with the final save holding that round.
+        if (!stop || !stop->load()) throw;
+        result.outer_blocked_s += seconds_since(blocked_from);
+        note(str("step ", step + 1, ": ", e.what()));
+        stopping = last = true;
+      }
     } else if (outer && step + 1 < cfg.train.steps) {
       // diloco.apply_on_arrival / apply_after_steps: the round in flight,
       // applied as soon as its average is here, or waited for when due.
@@ -466,6 +474,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
       }
     }
     // After the outer step: the last evaluation is of the weights the run saves.
+    const bool eval_now = have_val &&
+                          (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0));
     if (eval_now) {
       result.final_val_loss = evaluate(*backend, val_options, cfg);
       line["val_loss"] = result.final_val_loss;
