@@ -113,7 +113,7 @@ TEST(Membership, AJoinerOneRoundBehindIsWaitedForOnce) {
   const auto j = m.join("j", "x:3", c(t));
   m.note_held(j.id, 0);  // fetching the state (a joiner holds the initialisation meanwhile)
   ASSERT_TRUE(step_without_waiting(4)) << "fetching the snapshot: not waited for";
-  m.note_held(j.id, 3);  // caught up to 3, fetches round 4
+  m.note_held(j.id, 2);  // caught up to 2, fetches round 3
   ASSERT_TRUE(step_without_waiting(5)) << "two rounds behind: not waited for";
   m.note_held(j.id, 4);  // caught up to 4, fetches round 5
   t += 100;
