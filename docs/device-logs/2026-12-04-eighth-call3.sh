@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Eighth session, device call 3 (one H200), as run. Binaries: main after merging issue18-rotating-blocks
 # (diloco.compression blocks4) and issue16-seal-path (frames sealed by OpenSSL's libcrypto; libsodium with
-# --aead libsodium), with the donor's round pin (81bfb2b). Three parts, most important first, each bounded:
+# --aead libsodium), with the donor's round pin (81bfb2b); packed at 3f6896c. Three parts, most important first, each bounded:
 # issue 18's blocks4 cells at H = 100 (fp32 there: 4.6845, seventh session), issue 16's sealed/plaintext
 # ratio at 4 nodes and 8 rings (plaintext, OpenSSL, libsodium alternating), and issue 15's whole join.
 source scripts/device/env.sh
