@@ -28,18 +28,14 @@
 #include "dist/identity.h"
 #include "dist/transport.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using namespace intellect;
 using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) { return test::random_bytes(n, seed); }
 
 // The acceptor's challenge on the wire: header, mode, suites, X25519 key.
 constexpr size_t kChallengeFrameBytes = kFrameHeaderSize + 2 + kEphemeralBytes;

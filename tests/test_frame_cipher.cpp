@@ -15,17 +15,13 @@
 #include "dist/frame.h"
 #include "dist/frame_cipher.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using namespace intellect;
 
 namespace {
 
-std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) { return test::random_bytes(n, seed); }
 
 std::vector<CipherSuite> suites_here() {
   std::vector<CipherSuite> s = {CipherSuite::chacha20_poly1305};

@@ -729,6 +729,22 @@ TEST(Mesh, NodeThatLeavesMidRoundIsDroppedAndTheOthersFinish) {
 namespace intellect {
 namespace {
 
+// A node's mesh log, kept for a test to look into (the node's threads write it).
+struct LogCapture {
+  std::mutex mu;
+  std::string text;
+  std::function<void(const std::string&)> sink() {
+    return [this](const std::string& m) {
+      std::lock_guard<std::mutex> lock(mu);
+      text += m + "\n";
+    };
+  }
+  bool has(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu);
+    return text.find(what) != std::string::npos;
+  }
+};
+
 // The coordinator is gone and the node's heartbeat thread keeps trying to
 // reconnect (up to round_timeout, two minutes here). A round started
 // meanwhile only queues its Ready (it does not wait for the reconnection),
@@ -736,23 +752,16 @@ namespace {
 // (docs/RELIABILITY.md, "A SIGTERM while the coordinator is gone").
 TEST(Mesh, CancelEndsARoundWaitingForACoordinatorThatIsGone) {
   Swarm swarm(milliseconds(10000), 2);
-  std::mutex log_mu;
-  std::string log;
+  LogCapture captured;
   MeshNodeOptions o = swarm.node("alone");
   o.round_timeout = milliseconds(120000);
-  o.log = [&](const std::string& m) {
-    std::lock_guard<std::mutex> lock(log_mu);
-    log += m + "\n";
-  };
-  auto logged = [&](const std::string& what) {
-    std::lock_guard<std::mutex> lock(log_mu);
-    return log.find(what) != std::string::npos;
-  };
+  o.log = captured.sink();
+  auto logged = [&](const std::string& what) { return captured.has(what); };
   MeshNode node(std::move(o));
   swarm.kill();
   for (int t = 0; t < 100 && !logged("lost the coordinator; reconnecting"); ++t)
     std::this_thread::sleep_for(milliseconds(50));
-  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << log;
+  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << captured.text;
   std::vector<float> in(1000, 1.0f), out(1000);
   std::string error;
   std::thread round([&] {
@@ -791,29 +800,22 @@ TEST(Mesh, ARoundStartedWhileTheCoordinatorIsAwayIsSentByTheReconnection) {
   const uint16_t port = coordinator->port();
   std::atomic<bool> stop{false};
   std::thread ct([&] { coordinator->run(stop); });
-  std::mutex log_mu;
-  std::string log;
+  LogCapture captured;
   MeshNodeOptions o;
   o.coordinator = "127.0.0.1:" + std::to_string(port);
   o.name = "alone";
   o.credentials = secret(7);
   o.round_timeout = milliseconds(30000);
   o.message_timeout = milliseconds(3000);
-  o.log = [&](const std::string& m) {
-    std::lock_guard<std::mutex> lock(log_mu);
-    log += m + "\n";
-  };
-  auto logged = [&](const std::string& what) {
-    std::lock_guard<std::mutex> lock(log_mu);
-    return log.find(what) != std::string::npos;
-  };
+  o.log = captured.sink();
+  auto logged = [&](const std::string& what) { return captured.has(what); };
   MeshNode node(std::move(o));
   stop = true;
   ct.join();
   coordinator.reset();
   for (int t = 0; t < 100 && !logged("lost the coordinator; reconnecting"); ++t)
     std::this_thread::sleep_for(milliseconds(50));
-  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << log;
+  ASSERT_TRUE(logged("lost the coordinator; reconnecting")) << captured.text;
   std::vector<float> in(1000), out(1000, 0.0f);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) * 0.25f;
   std::string error;
@@ -833,10 +835,10 @@ TEST(Mesh, ARoundStartedWhileTheCoordinatorIsAwayIsSentByTheReconnection) {
   round.join();
   stop = true;
   ct.join();
-  ASSERT_TRUE(stats.has_value()) << error << "\n" << log;
+  ASSERT_TRUE(stats.has_value()) << error << "\n" << captured.text;
   EXPECT_EQ(stats->ring_size, 1u);
   EXPECT_EQ(out, in) << "a ring of one averages to its own input";
-  EXPECT_TRUE(logged("back with the coordinator")) << log;
+  EXPECT_TRUE(logged("back with the coordinator")) << captured.text;
 }
 
 // A coordinator whose loop stalls past the heartbeat timeout (a slow fsync of
