@@ -490,6 +490,40 @@ TEST_F(Elastic, SigtermWhileTheCoordinatorIsGoneStopsWithinSeconds) {
     }
     EXPECT_GT(norm, 0.0);
   }
+
+  // The coordinator back (a fresh one: no state file), and both nodes
+  // resumed from those checkpoints: the round they gave up is done first,
+  // and the run goes on in agreement to the end, on the same weights.
+  int64_t stopped_at = 0;
+  for (const std::string& name : names) {
+    const std::vector<std::string> saved = list_checkpoints(root + "/" + name + "/checkpoints");
+    stopped_at = std::max<int64_t>(stopped_at, read_checkpoint(*std::max_element(saved.begin(), saved.end()), true).step);
+  }
+  Coordinator back(run.options);
+  std::atomic<bool> stop_back{false};
+  std::thread cb([&] { back.run(stop_back); });
+  std::vector<std::thread> resumed;
+  std::vector<test::CommandResult> again(2);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string cmd = train_command(root, names[i], back.port(), "", static_cast<int>(stopped_at + 10),
+                                          {"diloco.overlap=none", "ckpt.resume=auto", "ckpt.save_final=true"}) +
+                            " > " + root + "/" + names[i] + "-resumed.log 2>&1";
+    resumed.emplace_back([&, i, cmd] { again[i] = test::run_command(cmd); });
+  }
+  for (auto& t : resumed) t.join();
+  stop_back = true;
+  cb.join();
+  for (size_t i = 0; i < names.size(); ++i)
+    EXPECT_EQ(again[i].status, 0) << log_of(names[i] + "-resumed");
+  EXPECT_GE(back.agreed_steps(), 2) << log_of("a-resumed") << "\n" << log_of("b-resumed");
+  EXPECT_EQ(back.disagreed_steps(), 0);
+  auto bytes_of = [&](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  const std::string wa = bytes_of(root + "/a/model.safetensors"), wb = bytes_of(root + "/b/model.safetensors");
+  EXPECT_FALSE(wa.empty());
+  EXPECT_TRUE(wa == wb) << "the resumed nodes ended on different weights";
 }
 
 // The same with a network namespace per node and partitions between two live
