@@ -233,6 +233,38 @@ TEST(Membership, AfterARestartTheLastAnnouncedStepIsSettledByTheNodes) {
   EXPECT_TRUE(r2.try_form_ring(2, c(11)));
 }
 
+// Nodes resuming from their checkpoints into a coordinator that lost its
+// state (a fresh one) join one by one. The first one's Ready puts the run at
+// its step; a second one holding that same step is in step with it (it is
+// waited for, and needs no download), while one holding an older step, or
+// nothing, fetches the state. Once this coordinator has formed a ring, the
+// run's position is its own: a joiner claiming that step fetches the state
+// anyway, as its checkpoint may be of a history the run has left.
+TEST(Membership, AFreshCoordinatorCountsAJoinerHoldingTheRunsStepAsInStep) {
+  Membership m(MembershipOptions{milliseconds(6000), milliseconds(30000), 2});
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0), 2);
+  EXPECT_TRUE(m.node(a.id).synced) << "the first node of a fresh coordinator";
+  m.ready(a.id, 3, c(1));
+  EXPECT_TRUE(m.note_step_done(3).empty());
+  ASSERT_EQ(m.last_ring_step(), 2);
+  const auto b = m.join("b", "x:2", c(2), 2);
+  EXPECT_TRUE(m.node(b.id).synced) << "holds step 2, as the only other node said it does";
+  EXPECT_FALSE(m.node(m.join("old", "x:3", c(2), 0).id).synced) << "holds an older step";
+  EXPECT_FALSE(m.node(m.join("new", "x:4", c(2), -1).id).synced) << "holds nothing";
+  // The ring of step 3 waits for b (synced), not for the two fetching.
+  EXPECT_FALSE(m.try_form_ring(3, c(3)));
+  m.ready(b.id, 3, c(4));
+  const std::optional<Ring> r = m.try_form_ring(3, c(4));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->nodes, (std::vector<uint64_t>{a.id, b.id}));
+  EXPECT_FALSE(m.node(m.join("late", "x:5", c(5), 3).id).synced)
+      << "after a ring formed here, a claim of the run's step is not enough";
+  // Restored from its state file, the coordinator knows the run's position too.
+  Membership restored = Membership::from_json(m.to_json(), {}, c(10));
+  EXPECT_FALSE(restored.node(restored.join("back", "x:6", c(11), 3).id).synced);
+}
+
 }  // namespace
 }  // namespace intellect
 

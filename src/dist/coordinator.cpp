@@ -392,7 +392,7 @@ control::Welcome Coordinator::welcome_for(const NodeRecord& n) const {
 
 void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now) {
   if (already) return send(conn, control::Refused{"this connection already joined"});
-  const Registration r = members_.join(j.name, j.address, now);
+  const Registration r = members_.join(j.name, j.address, now, j.held_step);
   if (std::string refused = bind_key(r.id, conn); !refused.empty()) {
     members_.leave(r.id);
     send(conn, control::Refused{refused});
@@ -400,7 +400,6 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
     return log(str("refused a join from ", transport_.peer(conn), ": ", refused));
   }
   members_.set_state_address(r.id, j.state_address);
-  members_.note_held(r.id, j.held_step);
   conn_of_[r.id] = conn;
   node_of_[conn] = r.id;
   control::Welcome w = welcome_for(members_.node(r.id));

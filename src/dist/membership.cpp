@@ -9,13 +9,19 @@ namespace intellect {
 
 Membership::Membership(MembershipOptions options) : opt_(options) {}
 
-Registration Membership::join(const std::string& name, const std::string& address, MembershipTime now) {
+Registration Membership::join(const std::string& name, const std::string& address, MembershipTime now,
+                              int64_t held_step) {
   NodeRecord n;
   n.id = next_id_++;
   n.name = name;
   n.address = address;
   n.last_seen = now;
-  n.synced = last_ring_step_ < 0;  // a run in progress: it must fetch the state first
+  n.held = HeldState::of_wire(held_step);
+  // A run in progress: a joiner fetches the state first, unless the run's
+  // position is only what other resumed nodes said and it holds as much
+  // (nodes resuming together after a coordinator lost its state).
+  n.synced = last_ring_step_ < 0 || (!position_witnessed_ && n.held.kind == HeldState::Kind::step &&
+                                     n.held.step >= last_ring_step_);
   if (!free_partitions_.empty()) {
     // A joiner takes over the data of a node that left, from where it stopped
     // (the position itself is tracked by the coordinator's data accounting).
@@ -141,6 +147,7 @@ std::optional<Ring> Membership::try_form_ring(int64_t outer_step, MembershipTime
     if (n.ready_for != outer_step && one_behind(n)) n.chance_used = true;
   for (uint64_t id : ready) nodes_[id].synced = true;
   last_ring_step_ = std::max(last_ring_step_, outer_step);
+  position_witnessed_ = true;
   return Ring{outer_step, epoch_, ready};  // std::map order: ascending ids
 }
 
@@ -228,6 +235,7 @@ Membership Membership::from_json(const nlohmann::json& j, MembershipOptions opti
     const int64_t announced = j.value("last_ring_step", int64_t{-1});
     m.last_ring_step_ = announced >= 0 ? announced - 1 : -1;
     m.uncertain_step_ = announced;
+    m.position_witnessed_ = announced >= 0;
     for (const auto& n : j.at("nodes")) {
       NodeRecord r;
       r.id = n.at("id").get<uint64_t>();

@@ -98,8 +98,15 @@ class Membership {
  public:
   explicit Membership(MembershipOptions options = {});
 
-  // A new node: the lowest partition freed by a node that left, else a fresh one.
-  Registration join(const std::string& name, const std::string& address, MembershipTime now);
+  // A new node: the lowest partition freed by a node that left, else a fresh
+  // one. It is synced (waited for by rings, no download) in a fresh run, and
+  // when it holds (`held_step`, on the wire: -1 nothing) the newest step
+  // while the run's position is only what nodes have said: nothing newer is
+  // known to exist. After a ring this coordinator formed, or restored from
+  // its state file, a joiner fetches the state even when it claims the same
+  // step: its state may be of another history (a step redone after a rewind).
+  Registration join(const std::string& name, const std::string& address, MembershipTime now,
+                    int64_t held_step = -1);
   void heartbeat(uint64_t id, MembershipTime now);  // fails for an unknown (e.g. evicted) node
   void leave(uint64_t id);                          // a clean goodbye; its partition is freed
   // Nodes silent for longer than the heartbeat timeout, removed; returns them.
@@ -157,6 +164,9 @@ class Membership {
   std::set<uint64_t> free_partitions_;
   uint64_t next_id_ = 1, next_partition_ = 0, epoch_ = 0;
   int64_t last_ring_step_ = -1;
+  // A ring formed here, or one restored: the run's position is this
+  // coordinator's own knowledge, not only what nodes said (see join).
+  bool position_witnessed_ = false;
   // After a restart, the newest step whose ring was announced may or may not
   // have completed: its ring forms only when every member is ready for it (no
   // timeout), and a node ready for the step after settles that it completed.

@@ -81,7 +81,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   co.reconnect_timeout = opt_.round_timeout;  // as long as a round may take: a coordinator restarted by hand takes a while
   co.message_timeout = opt_.message_timeout;
   co.log = opt_.log;
-  coordinator_ = std::make_unique<CoordinatorClient>(transport_, std::move(co), cancel_, -1);
+  coordinator_ = std::make_unique<CoordinatorClient>(transport_, std::move(co), cancel_, opt_.held_step);
   state_client_ = std::make_unique<StateClient>(
       *coordinator_, cancel_,
       StateClientOptions{opt_.credentials, opt_.state_timeout, opt_.log, opt_.stop, opt_.state_lanes});

@@ -57,6 +57,10 @@ struct MeshNodeOptions {
   std::string coordinator;                // "host:port"
   std::string listen = "127.0.0.1:0";     // where peers dial this node (port 0: any free one)
   std::string name;
+  // The outer step of the state this node holds as it joins (a resumed
+  // checkpoint's; -1: nothing): a coordinator that has formed no ring yet
+  // counts a joiner holding the run's newest step as in step with it.
+  int64_t held_step = -1;
   PeerCredentials credentials;  // the run secret (converts) or this node's key and the allowlist
   Compression compression = Compression::Int8;
   // The codec's block (0: default_codec_block(compression)); with sparse,

@@ -228,8 +228,7 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
   // The state this node starts from on its own (step 0, or the resumed
   // checkpoint's outer step; with a round in flight, the one before it):
   // what it holds until it has the run's.
-  const int64_t own_outer = resumed_state.in_flight_step > 0 ? resumed_state.in_flight_step - 1
-                                                             : start_step / cfg_.diloco.inner_steps;
+  const int64_t own_outer = held_outer_step(start_step, resumed_state.in_flight_step, cfg_.diloco.inner_steps);
   if (mesh_) mesh_->set_held_step(own_outer);
   std::optional<RunState> from_donor;
   if (mesh_ && mesh_->welcome().donor_id != 0) {

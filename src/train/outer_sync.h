@@ -73,6 +73,13 @@ class OuterSync {
   };
   static const char* way_name(Way w);
 
+  // The outer step whose result a node holds when it starts at `start_step`
+  // (0, or a resumed checkpoint's step) with `in_flight_step`'s round in
+  // flight (0: none): with one in flight, the step before it.
+  static int64_t held_outer_step(int64_t start_step, int64_t in_flight_step, int64_t inner_steps) {
+    return in_flight_step > 0 ? in_flight_step - 1 : start_step / inner_steps;
+  }
+
   // A checkpoint's DiLoCo state (all empty: none).
   struct Resumed {
     std::vector<float> outer, momentum;

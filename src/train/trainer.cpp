@@ -142,6 +142,31 @@ void trim_metrics(const std::string& path, int64_t last_step) {
   write_file_atomic(path, kept.data(), kept.size());
 }
 
+// `resume_dir` ("auto", a directory, or "") becomes the checkpoint found
+// ("" when none); the state is read once (the search keeps what it read).
+CheckpointState read_resume_checkpoint(const Config& cfg, std::string& resume_dir) {
+  CheckpointState resumed;
+  if (resume_dir == "auto") {
+    FoundCheckpoint found = find_newest_checkpoint(
+        cfg.ckpt.dir, true, [](const std::string& m) { note("ckpt.resume=auto: " + m); },
+        [&](const CheckpointState& s) { check_same_model(s.config, cfg, "this checkpoint"); });
+    resume_dir = found.dir;
+    resumed = std::move(found.state);
+    if (resume_dir.empty()) note(str("ckpt.resume=auto: no valid checkpoint under ", cfg.ckpt.dir, "; starting from step 0"));
+  } else if (!resume_dir.empty()) {
+    resumed = read_checkpoint(resume_dir, true);
+    check_same_model(resumed.config, cfg, resume_dir);
+  }
+  if (!resume_dir.empty()) {
+    if (resumed.exp_avg.empty())
+      fail(resume_dir, ": holds weights only (no optimizer state), so training cannot resume from it; "
+           "start from its weights with ckpt.init_from instead");
+    if (resumed.step >= cfg.train.steps)
+      fail(resume_dir, ": is at step ", resumed.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
+  }
+  return resumed;
+}
+
 }  // namespace
 
 TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
@@ -151,6 +176,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len;
   const int64_t accum = cfg.grad_accum_steps();
   const int64_t tokens_per_step = cfg.tokens_per_step();
+
+  // The checkpoint to resume, read before joining: the coordinator hears
+  // which outer step this node holds.
+  std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
+  CheckpointState resumed = read_resume_checkpoint(cfg, resume_dir);
 
   // With a mesh, this node joins the run first: the coordinator assigns its
   // data partition (a fresh one, or that of a node which left, with its position).
@@ -162,6 +192,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.coordinator = cfg.mesh.coordinator;
     mo.listen = cfg.mesh.listen;
     mo.name = cfg.mesh.name.empty() ? str("node-", ::getpid()) : cfg.mesh.name;
+    mo.held_step = resume_dir.empty() ? 0
+                                      : OuterSync::held_outer_step(resumed.step, resumed.outer_in_flight_step,
+                                                                   cfg.diloco.inner_steps);
     mo.credentials = load_credentials(cfg.mesh.secret_file, cfg.mesh.node_key_file, cfg.mesh.allowlist_file,
                                       [](const std::string& m) { note(m); });
     note(str("mesh: this node authenticates with its ", mo.credentials.describe()));
@@ -222,28 +255,11 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   init_params(params.data(), layout, mc, cfg.train.seed);
   backend->set_params(params.data());
 
-  // Where this run starts: a checkpoint to resume, weights to start from, or step 0.
+  // Where this run starts: a checkpoint to resume (read above), weights to
+  // start from, or step 0.
   int64_t start_step = 0;
   OuterSync::Resumed resumed_outer;  // DiLoCo state from a checkpoint
-  std::string resume_dir = cfg.ckpt.resume == "none" ? "" : cfg.ckpt.resume;
-  CheckpointState resumed;  // read once: the search for a valid checkpoint keeps what it read
-  if (resume_dir == "auto") {
-    FoundCheckpoint found = find_newest_checkpoint(
-        cfg.ckpt.dir, true, [](const std::string& m) { note("ckpt.resume=auto: " + m); },
-        [&](const CheckpointState& s) { check_same_model(s.config, cfg, "this checkpoint"); });
-    resume_dir = found.dir;
-    resumed = std::move(found.state);
-    if (resume_dir.empty()) note(str("ckpt.resume=auto: no valid checkpoint under ", cfg.ckpt.dir, "; starting from step 0"));
-  } else if (!resume_dir.empty()) {
-    resumed = read_checkpoint(resume_dir, true);
-    check_same_model(resumed.config, cfg, resume_dir);
-  }
   if (!resume_dir.empty()) {
-    if (resumed.exp_avg.empty())
-      fail(resume_dir, ": holds weights only (no optimizer state), so training cannot resume from it; "
-           "start from its weights with ckpt.init_from instead");
-    if (resumed.step >= cfg.train.steps)
-      fail(resume_dir, ": is at step ", resumed.step, ", and train.steps is ", cfg.train.steps, ": nothing left to do");
     backend->set_params(resumed.params.data());
     backend->set_optimizer_state(resumed.exp_avg, resumed.exp_avg_sq, resumed.optimizer_step);
     resumed_outer.outer = std::move(resumed.outer);
