@@ -64,9 +64,11 @@ for s in "$@"; do
       nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
       $B/intellect_gpu_tests --gtest_filter="${GTEST_FILTER:-*}" 2>&1 | tee "$OUT/tests.log" | grep -v "^\[ *RUN\|^\[ *OK" ;;
     sanitize)
-      for tool in memcheck initcheck racecheck; do
+      # SAN_TOOLS picks the tools; SAN_ARGS adds compute-sanitizer options (e.g. --kernel-name-exclude
+      # kns=nvjet to leave NVIDIA's library kernels uninstrumented, for racecheck over the whole suite).
+      for tool in ${SAN_TOOLS:-memcheck initcheck racecheck}; do
         section "sanitize $tool"
-        timeout ${SAN_TIMEOUT:-900} compute-sanitizer --tool $tool --print-limit 20 \
+        timeout ${SAN_TIMEOUT:-900} compute-sanitizer --tool $tool --print-limit 20 ${SAN_ARGS:-} \
           $B/intellect_gpu_tests --gtest_filter="${SAN_FILTER:-CudaKernels.*:CudaModel.*:CudaTraining.*:Packed/*:Precision/*:-*Fsdp*}" \
           > "$OUT/sanitize-$tool.log" 2>&1
         echo "exit $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize-$tool.log" | tail -5

@@ -51,4 +51,34 @@ class ParamLayout {
   size_t total_ = 0, embed_ = 0, final_norm_ = 0, lm_head_ = 0;
 };
 
+// Flat units and the pieces of the flat buffer a replica keeps: the terms in
+// which the model asks for its weights (model/unit_weights.h), FSDP shards
+// them (dist/shard_plan.h), and the optimizer's decay ranges are cut.
+struct FlatRange {
+  size_t begin = 0, end = 0;
+  size_t size() const { return end - begin; }
+};
+
+struct FlatUnit {
+  std::string name;  // "embed", "layers.<i>", "head"
+  FlatRange range;
+};
+
+// The units of a layout, in flat order, covering [0, total) without gaps.
+std::vector<FlatUnit> flat_units(const ParamLayout& layout);
+
+// Where a rank keeps part of the flat buffer: local[local_begin, +len) of its
+// shard buffer holds flat[flat_begin, +len).
+struct ShardPiece {
+  size_t local_begin = 0, flat_begin = 0, len = 0;
+};
+
+// Weight-decay ranges over a rank's local buffer, for the fused AdamW:
+// bounds (n+1 increasing offsets from 0 to local_n) and one flag per range.
+// Owned pieces take their tensors' flags (matrices decay; norm gains and the
+// embedding only with decay_all), padding none. Unsharded, pass the single
+// piece {0, 0, total}.
+void local_decay_ranges(const ParamLayout& layout, const std::vector<ShardPiece>& pieces, size_t local_n,
+                        bool decay_all, std::vector<int64_t>& bounds, std::vector<uint8_t>& flags);
+
 }  // namespace intellect

@@ -19,10 +19,10 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
+#include "dist/fsdp_weights.h"
+#include "model/deferred_update.h"
+#include "model/resident_weights.h"
 #include "util/error.h"
-#if defined(INTELLECT_HAVE_NCCL)
-#include "dist/nccl_group.h"
-#endif
 
 namespace intellect {
 
@@ -73,26 +73,19 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
   check(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming), "event");
 
+  const auto device_alloc = [this](size_t bytes) { return static_cast<void*>(alloc<uint8_t>(bytes)); };
+  std::unique_ptr<FsdpWeights> fsdp;
   if (opts_.world > 1 || opts_.rank != 0) {
-    if (opts_.rank < 0 || opts_.rank >= opts_.world)
-      fail("FSDP rank ", opts_.rank, " is outside the ", opts_.world, " GPUs of the node");
-#if !defined(INTELLECT_HAVE_NCCL)
-    fail("sharding over ", opts_.world, " GPUs needs NCCL, and this build has none (install NCCL and rebuild)");
-#endif
-    if (cfg.tie_embeddings)
-      fail("FSDP over several GPUs needs untied embeddings (model.tie_embeddings=false): the embedding and "
-           "the head are separate flat units");
-    if (!opts_.comm) fail("FSDP rank ", opts_.rank, " of ", opts_.world, " has no NCCL communicator");
     if (opts_.grads_bf16)
       fail("bf16 gradients are for one GPU: FSDP accumulates each rank's gradient shard in fp32 "
            "(set precision.grad_dtype to \"fp32\" or \"auto\"; precision.grad_reduce_dtype halves the bytes sent)");
-    plan_ = std::make_unique<ShardPlan>(layout_, opts_.world);
-    pieces_ = plan_->pieces(opts_.rank);
-    local_n_ = plan_->local_elements();
+    fsdp = std::make_unique<FsdpWeights>(layout_, opts_.rank, opts_.world, opts_.comm, opts_.reduce_bf16, stream_,
+                                         device_alloc);
+    local_n_ = fsdp->local_elements();
   } else {
-    pieces_ = {ShardPiece{0, 0, layout_.total()}};
     local_n_ = layout_.total();
   }
+  const std::vector<ShardPiece> pieces = fsdp ? fsdp->pieces() : std::vector<ShardPiece>{{0, 0, layout_.total()}};
   const int64_t P = static_cast<int64_t>(local_n_);
   const int64_t N = max_batch * seq_len, D = cfg.dim, F = cfg.ffn_dim, V = cfg.vocab_size;
   params_ = alloc<bf16>(P);
@@ -101,41 +94,16 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   // Weight-decay ranges: matrices decay; norm gains and the embedding only if asked.
   std::vector<int64_t> bounds;
   std::vector<uint8_t> flags;
-  local_decay_ranges(layout_, pieces_, local_n_, opts_.decay_norms_and_embeddings, bounds, flags);
+  local_decay_ranges(layout_, pieces, local_n_, opts_.decay_norms_and_embeddings, bounds, flags);
   adam_ = std::make_unique<CudaAdamW>(local_n_, opts_.master_weights, opts_.optim_state_bf16, bounds, flags,
-                                      [this](size_t bytes) { return static_cast<void*>(alloc<uint8_t>(bytes)); },
-                                      stream_);
-  if (!plan_) {
-    // Deferred updates: one range per unit, in the order the forward pass reads them.
-    check(cudaStreamCreateWithFlags(&opt_stream_, cudaStreamNonBlocking), "optimizer stream");
-    check(cudaEventCreateWithFlags(&grads_ready_, cudaEventDisableTiming), "event");
-    update_units_ = flat_units(layout_);
-    unit_updated_.resize(update_units_.size());
-    for (cudaEvent_t& e : unit_updated_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
-  }
-  if (plan_) {
-    // Gather and gradient buffers: two block-sized, one for the embedding or head.
-    size_t block_max = 0, big_max = 0, shard_max = 0;
-    for (size_t u = 0; u < plan_->units().size(); ++u) {
-      const size_t padded = plan_->shard_len(u) * opts_.world;
-      if (u == 0 || u + 1 == plan_->units().size()) big_max = std::max(big_max, padded);
-      else block_max = std::max(block_max, padded);
-      shard_max = std::max(shard_max, plan_->shard_len(u));
-    }
-    for (int s = 0; s < 3; ++s) {
-      const size_t n = s == kBigSlot ? big_max : block_max;
-      slots_[s].buf = alloc<bf16>(n);
-      grad_slots_[s].buf = alloc<float>(n);
-      for (Slot* x : {&slots_[s], &grad_slots_[s]}) {
-        check(cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming), "event");
-        check(cudaEventCreateWithFlags(&x->free, cudaEventDisableTiming), "event");
-      }
-    }
-    rs_out_ = alloc<float>(shard_max);
-    if (opts_.reduce_bf16) rs_in_bf16_ = alloc<bf16>(std::max(big_max, block_max));
-    check(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "comm stream");
-    check(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming), "event");
-    check(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming), "event");
+                                      device_alloc, stream_);
+  if (fsdp) {
+    fsdp->bind(params_, static_cast<float*>(grads_));
+    fsdp_ = fsdp.get();
+    weights_ = std::move(fsdp);
+  } else {
+    update_ = std::make_unique<DeferredUpdate>(*adam_, layout_, params_, grads_, opts_.grads_bf16);
+    weights_ = std::make_unique<ResidentWeights>(local_n_, params_, grads_, opts_.grads_bf16, *update_, stream_);
   }
   loss_dev_ = alloc<double>(3);
   check(cudaMemsetAsync(loss_dev_, 0, 3 * sizeof(double), stream_), "memset loss");
@@ -203,7 +171,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     std::vector<cuda::Blas::Shape> shapes;
     const bool dw_bf16 = opts_.grads_bf16;
     for (const bool acc : {false, true}) {
-      if (plan_ && !acc) continue;  // FSDP's unit buffers are zeroed and added into
+      if (fsdp_ && !acc) continue;  // FSDP's unit buffers are zeroed and added into
       for (const auto& [m, n, k] : std::vector<std::array<int64_t, 3>>{
                {N, cfg.qkv_dim(), D}, {N, D, cfg.q_dim()}, {N, 2 * F, D}, {N, D, F}, {chunk_rows_, V, D},
                {N % chunk_rows_, V, D}})
@@ -289,18 +257,8 @@ LlamaCuda::~LlamaCuda() {
     if (stage_[i]) cudaFreeHost(stage_[i]);
   }
   if (dma_scratch_) cudaFree(dma_scratch_);
-  if (comm_stream_) cudaStreamSynchronize(comm_stream_);
-  if (opt_stream_) cudaStreamSynchronize(opt_stream_);
-  for (cudaEvent_t e : unit_updated_) cudaEventDestroy(e);
-  if (grads_ready_) cudaEventDestroy(grads_ready_);
-  if (opt_stream_) cudaStreamDestroy(opt_stream_);
-  for (Slot* x : {&slots_[0], &slots_[1], &slots_[2], &grad_slots_[0], &grad_slots_[1], &grad_slots_[2]}) {
-    if (x->ready) cudaEventDestroy(x->ready);
-    if (x->free) cudaEventDestroy(x->free);
-  }
-  if (comm_done_) cudaEventDestroy(comm_done_);
-  if (compute_done_) cudaEventDestroy(compute_done_);
-  if (comm_stream_) cudaStreamDestroy(comm_stream_);
+  weights_.reset();  // its streams finish first
+  update_.reset();
   cudnn_attn_.reset();
   blas_.reset();
   for (void* p : allocations_) cudaFree(p);
@@ -407,7 +365,7 @@ void LlamaCuda::stage_to_device(void* dst, size_t elem_bytes, const float* host,
     check(cudaEventSynchronize(stage_free_[k]), "staging buffer");  // its previous copy has finished
     uint8_t* buf = static_cast<uint8_t*>(stage_[k]);
     for_local_range(
-        pieces_, lo, hi, [&](size_t local, size_t flat, size_t len) { convert(host + flat, buf + (local - lo) * elem_bytes, len); },
+        weights_->pieces(), lo, hi, [&](size_t local, size_t flat, size_t len) { convert(host + flat, buf + (local - lo) * elem_bytes, len); },
         [&](size_t local, size_t len) { std::memset(buf + (local - lo) * elem_bytes, 0, len * elem_bytes); });
     check(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + lo * elem_bytes, buf, (hi - lo) * elem_bytes,
                           cudaMemcpyHostToDevice, stream_),
@@ -434,7 +392,7 @@ void LlamaCuda::stage_from_device(const void* src, size_t elem_bytes, float* hos
     const size_t lo = c * per_chunk, hi = std::min(local_n_, lo + per_chunk);
     const uint8_t* buf = static_cast<const uint8_t*>(stage_[c % 2]);
     for_local_range(
-        pieces_, lo, hi, [&](size_t local, size_t flat, size_t len) { convert(buf + (local - lo) * elem_bytes, host + flat, len); },
+        weights_->pieces(), lo, hi, [&](size_t local, size_t flat, size_t len) { convert(buf + (local - lo) * elem_bytes, host + flat, len); },
         [](size_t, size_t) {});
   }
 }
@@ -443,7 +401,7 @@ void LlamaCuda::direct_to_device(const float* host, float* master) {
   const size_t per_chunk = kStageBytes / sizeof(float);
   if (!master && !dma_scratch_) check(cudaMalloc(&dma_scratch_, kStageBytes), "outer-step DMA scratch");
   for_local_range(
-      pieces_, 0, local_n_,
+      weights_->pieces(), 0, local_n_,
       [&](size_t local, size_t flat, size_t len) {
         if (master) {
           check(cudaMemcpyAsync(master + local, host + flat, len * sizeof(float), cudaMemcpyHostToDevice, stream_),
@@ -468,7 +426,7 @@ void LlamaCuda::direct_from_device(float* host, const float* master) {
   const size_t per_chunk = kStageBytes / sizeof(float);
   if (!master && !dma_scratch_) check(cudaMalloc(&dma_scratch_, kStageBytes), "outer-step DMA scratch");
   for_local_range(
-      pieces_, 0, local_n_,
+      weights_->pieces(), 0, local_n_,
       [&](size_t local, size_t flat, size_t len) {
         if (master) {
           check(cudaMemcpyAsync(host + flat, master + local, len * sizeof(float), cudaMemcpyDeviceToHost, stream_),
@@ -488,7 +446,7 @@ void LlamaCuda::direct_from_device(float* host, const float* master) {
 
 void LlamaCuda::upload_params(const float* host) {
   flush_updates();  // the step's update comes first; these weights replace its result
-  wait_for_comm();
+  weights_->wait_for_comm();
   float* master = adam_->master();
   if (cuda::is_pinned_host(host)) {
     direct_to_device(host, master);
@@ -505,12 +463,12 @@ void LlamaCuda::upload_params(const float* host) {
     stage_to_device(params_, sizeof(bf16), host, to_bf16_n);
   }
   check(cudaStreamSynchronize(stream_), "upload");
-  invalidate_gathered();
+  weights_->params_changed();
 }
 
 void LlamaCuda::download_params(float* host) {
   flush_updates();
-  wait_for_comm();
+  weights_->wait_for_comm();
   float* master = adam_->master();
   if (cuda::is_pinned_host(host)) {
     direct_from_device(host, master);
@@ -522,7 +480,7 @@ void LlamaCuda::download_params(float* host) {
 }
 
 void LlamaCuda::download_grads(float* host) {
-  wait_for_comm();
+  weights_->wait_for_comm();
   if (grads_zero_) {
     std::fill(host, host + layout_.total(), 0.0f);
     return;
@@ -531,13 +489,13 @@ void LlamaCuda::download_grads(float* host) {
     std::vector<bf16> b(local_n_);
     check(cudaMemcpyAsync(b.data(), grads_, local_n_ * sizeof(bf16), cudaMemcpyDeviceToHost, stream_), "grads");
     check(cudaStreamSynchronize(stream_), "download grads");
-    scatter_pieces(pieces_, b, host, from_bf16);
+    scatter_pieces(weights_->pieces(), b, host, from_bf16);
     return;
   }
   std::vector<float> f(local_n_);
   check(cudaMemcpyAsync(f.data(), grads_, local_n_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "grads");
   check(cudaStreamSynchronize(stream_), "download grads");
-  scatter_pieces(pieces_, f, host, identity);
+  scatter_pieces(weights_->pieces(), f, host, identity);
 }
 
 // Through the pinned staging buffers, as the weights' staged download: each
@@ -547,7 +505,7 @@ void LlamaCuda::download_grads(float* host) {
 // driver) and a one-thread scatter, about a second per GB.
 void LlamaCuda::download_optimizer_state(float* m, float* v) {
   flush_updates();
-  wait_for_comm();
+  weights_->wait_for_comm();
   ensure_staging();
   const bool b16 = opts_.optim_state_bf16;
   for (auto [dev, host] : {std::pair<const void*, float*>{adam_->m(), m}, {adam_->v(), v}})
@@ -557,14 +515,14 @@ void LlamaCuda::download_optimizer_state(float* m, float* v) {
 
 void LlamaCuda::upload_optimizer_state(const float* m, const float* v) {
   flush_updates();
-  wait_for_comm();
+  weights_->wait_for_comm();
   for (auto [dev, host] : {std::pair<void*, const float*>{adam_->m(), m}, {adam_->v(), v}}) {
     if (opts_.optim_state_bf16) {
-      const std::vector<bf16> b = gather_pieces<bf16>(pieces_, local_n_, host, to_bf16);
+      const std::vector<bf16> b = gather_pieces<bf16>(weights_->pieces(), local_n_, host, to_bf16);
       check(cudaMemcpyAsync(dev, b.data(), local_n_ * sizeof(bf16), cudaMemcpyHostToDevice, stream_), "state");
       check(cudaStreamSynchronize(stream_), "state");
     } else {
-      const std::vector<float> f = gather_pieces<float>(pieces_, local_n_, host, identity);
+      const std::vector<float> f = gather_pieces<float>(weights_->pieces(), local_n_, host, identity);
       check(cudaMemcpyAsync(dev, f.data(), local_n_ * sizeof(float), cudaMemcpyHostToDevice, stream_), "state");
       check(cudaStreamSynchronize(stream_), "state");
     }
@@ -572,8 +530,8 @@ void LlamaCuda::upload_optimizer_state(const float* m, const float* v) {
 }
 
 void LlamaCuda::zero_grads() {
-  wait_for_comm();
-  if (plan_) {
+  weights_->wait_for_comm();
+  if (weights_->sharded()) {
     // FSDP: reduced shards are added into the rank's gradient shard.
     check(cudaMemsetAsync(grads_, 0, local_n_ * sizeof(float), stream_), "zero grads");
     return;
@@ -593,92 +551,16 @@ void LlamaCuda::materialize_zero_grads() {
   grads_zero_ = false;
 }
 
-LlamaCuda::View LlamaCuda::whole() const {
-  View v;
-  v.p = params_;
-  v.g = grads_;
-  v.g_bf16 = opts_.grads_bf16;
-  v.accumulate = !grads_zero_;
+UnitView LlamaCuda::acquire(int unit) {
+  UnitView v = weights_->acquire(unit);
+  v.accumulate = !grads_zero_;  // only ever set on one GPU; FSDP's grad_begin adds into a zeroed slot
   return v;
 }
 
-// --- FSDP choreography ---------------------------------------------------------
-// Two streams: compute (stream_) and communication (comm_stream_). Events
-// order them: a gather into a slot waits until compute has released the
-// slot's previous unit; compute waits until the gather is ready. Everything
-// is issued in the same order on every rank, as NCCL requires.
-
-void LlamaCuda::wait_for_comm() {
-  if (!plan_) return;
-  check(cudaEventRecord(comm_done_, comm_stream_), "comm event");
-  check(cudaStreamWaitEvent(stream_, comm_done_, 0), "wait comm");
-}
-
-void LlamaCuda::invalidate_gathered() {
-  for (Slot& s : slots_) s.unit = -1;
-}
-
-void LlamaCuda::prefetch(int unit, int slot) {
-  if (!plan_) return;
-  Slot& s = slots_[slot];
-  if (s.unit == unit) return;  // still resident from an earlier use
-#if defined(INTELLECT_HAVE_NCCL)
-  const size_t n = plan_->shard_len(unit);
-  check(cudaStreamWaitEvent(comm_stream_, s.free, 0), "wait slot");
-  nccl::all_gather(params_ + plan_->local_offset(unit), s.buf, n, nccl::Type::bf16, opts_.comm, comm_stream_);
-  check(cudaEventRecord(s.ready, comm_stream_), "slot event");
-#endif
-  s.unit = unit;
-}
-
-LlamaCuda::View LlamaCuda::acquire(int unit, int slot) {
-  if (!plan_) {
-    wait_for_update(unit);
-    return whole();
-  }
-  prefetch(unit, slot);
-  check(cudaStreamWaitEvent(stream_, slots_[slot].ready, 0), "wait gather");
-  View v;
-  v.p = static_cast<const bf16*>(slots_[slot].buf);
-  v.base = plan_->units()[unit].range.begin;
+UnitView LlamaCuda::gradients_of(int unit) {
+  UnitView v = weights_->gradients_of(unit);
+  if (!weights_->sharded()) v.accumulate = !grads_zero_;
   return v;
-}
-
-void LlamaCuda::release(int slot) {
-  if (!plan_) return;
-  check(cudaEventRecord(slots_[slot].free, stream_), "release");
-}
-
-void LlamaCuda::grad_begin(View& w, int unit, int slot) {
-  if (!plan_) return;
-  Slot& g = grad_slots_[slot];
-  check(cudaStreamWaitEvent(stream_, g.free, 0), "wait grad slot");
-  check(cudaMemsetAsync(g.buf, 0, plan_->shard_len(unit) * opts_.world * sizeof(float), stream_), "zero");
-  w.g = g.buf;
-  w.g_bf16 = false;
-  w.accumulate = true;
-  w.base = plan_->units()[unit].range.begin;
-}
-
-void LlamaCuda::grad_end(int unit, int slot) {
-  if (!plan_) return;
-#if defined(INTELLECT_HAVE_NCCL)
-  Slot& g = grad_slots_[slot];
-  const size_t n = plan_->shard_len(unit);
-  float* shard = static_cast<float*>(grads_) + plan_->local_offset(unit);
-  check(cudaEventRecord(g.ready, stream_), "grad event");
-  check(cudaStreamWaitEvent(comm_stream_, g.ready, 0), "wait grad");
-  if (opts_.reduce_bf16) {
-    cuda::to_bf16(rs_in_bf16_, static_cast<const float*>(g.buf), static_cast<int64_t>(n * opts_.world),
-                  comm_stream_);
-    nccl::reduce_scatter_sum(rs_in_bf16_, rs_out_, n, nccl::Type::bf16, opts_.comm, comm_stream_);
-    cuda::add_into(shard, static_cast<const bf16*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
-  } else {
-    nccl::reduce_scatter_sum(g.buf, rs_out_, n, nccl::Type::f32, opts_.comm, comm_stream_);
-    cuda::add_into(shard, static_cast<const float*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
-  }
-  check(cudaEventRecord(g.free, comm_stream_), "grad free");
-#endif
 }
 
 // Device room for a micro-batch's segments and cuDNN's schedule of them, and
@@ -747,7 +629,7 @@ void LlamaCuda::attention_backward(const Block& a, int64_t B) {
   }
 }
 
-void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing, const View& w) {
+void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const float eps = static_cast<float>(cfg_.norm_eps);
   const BlockOffsets& o = layout_.block(l);
@@ -777,7 +659,7 @@ void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing
 // Op-level recomputation: the second norm and SwiGLU's output, from the
 // mid-block residual and gate|up the block kept (the first norm is redone
 // later, in backward_block, into the buffer the second one frees).
-void LlamaCuda::recompute_ops(int l, const Block& a, int64_t B, const View& w) {
+void LlamaCuda::recompute_ops(int l, const Block& a, int64_t B, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const BlockOffsets& o = layout_.block(l);
   cuda::residual_rmsnorm_forward(nullptr, a.norm2, a.rstd2, a.resid_mid, nullptr, w.param(o.mlp_norm), N, D,
@@ -785,7 +667,7 @@ void LlamaCuda::recompute_ops(int l, const Block& a, int64_t B, const View& w) {
   cuda::swiglu_forward(a.act, a.gate_up, N, F, stream_);
 }
 
-void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const View& w) {
+void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const BlockOffsets& o = layout_.block(l);
   blas_->backward(dact_, w.grad(o.w_down), dresid_, a.act, w.param(o.w_down), N, D, F);
@@ -809,7 +691,7 @@ void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const View& w) 
 }
 
 void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool backward,
-                           float* logits_host, const View& w) {
+                           float* logits_host, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
   for (int64_t r0 = 0; r0 < N; r0 += chunk_rows_) {
     const int64_t rows = std::min(chunk_rows_, N - r0);
@@ -859,69 +741,68 @@ void LlamaCuda::forward_backward(const int32_t* tokens, const int32_t* targets, 
   check(cudaMemcpyAsync(bucket_start_, s + 4 * N, (n_buckets_ + 1) * 4, cudaMemcpyHostToDevice, stream_),
         "buckets");
   check(cudaEventRecord(staging_free_, stream_), "staging event");
-  issue_updates();  // the last step's AdamW, unit by unit, beside this forward pass
+  if (update_) update_->issue();  // the last step's AdamW, unit by unit, beside this forward pass
 
-  // Units: 0 the embedding, 1 + l block l, L + 1 the head. Blocks alternate
-  // between slots 0 and 1 so the next block gathers while this one computes;
-  // the embedding and the head share the third.
+  // Units: 0 the embedding, 1 + l block l, L + 1 the head, asked for in the
+  // same order on every rank; the next two blocks are fetched while this one
+  // computes (a no-op on one GPU).
   const int L = static_cast<int>(cfg_.n_layers), head = L + 1;
   auto unit = [](int l) { return 1 + l; };
-  auto slot = [](int l) { return l % 2; };
-  prefetch(0, kBigSlot);
-  prefetch(unit(0), slot(0));
-  if (L > 1) prefetch(unit(1), slot(1));
-  const View ew = acquire(0, kBigSlot);
+  UnitWeights& units = *weights_;
+  units.prefetch(0);
+  units.prefetch(unit(0));
+  if (L > 1) units.prefetch(unit(1));
+  const UnitView ew = acquire(0);
   mark(kEmbedFwd);
   cuda::embedding_forward(resid_[0], tokens_, ew.param(layout_.embed()), N, D, stream_);
   mark(kBlocksFwd);
-  release(kBigSlot);
-  prefetch(head, kBigSlot);
+  units.release(0);
+  units.prefetch(head);
   for (int l = 0; l < L; ++l) {
-    const View w = acquire(unit(l), slot(l));
+    const UnitView w = acquire(unit(l));
     forward_block(l, blocks_[l], B, false, w);
-    release(slot(l));
-    if (l + 2 < L) prefetch(unit(l + 2), slot(l));
+    units.release(unit(l));
+    if (l + 2 < L) units.prefetch(unit(l + 2));
   }
   mark(kHead);
-  View hw = acquire(head, kBigSlot);
-  if (backward) grad_begin(hw, head, kBigSlot);
+  UnitView hw = acquire(head);
+  if (backward) units.grad_begin(hw, head);
   cuda::residual_rmsnorm_forward(resid_[L], norm_f_, rstd_f_, blocks_[L - 1].resid_mid, proj_,
                                  hw.param(layout_.final_norm()), N, D, eps, stream_);
   classifier(B, z_weight, grad_scale, backward, logits_host, hw);
-  updates_pending_ = false;  // every unit was waited for
+  if (update_) update_->forward_waited_for_all();
   if (!backward) {
-    release(kBigSlot);
+    units.release(head);
     return;
   }
 
   // dnorm_ holds ∂L/∂norm_f from the classifier.
   cuda::rmsnorm_backward(dresid_, hw.grad(layout_.final_norm()), norm_scratch_, dnorm_, resid_[L],
                          hw.param(layout_.final_norm()), rstd_f_, N, D, false, stream_);
-  release(kBigSlot);
-  grad_end(head, kBigSlot);
+  units.release(head);
+  units.grad_end(head);
   mark(kBlocksBwd);
   for (int l = L - 1; l >= 0; --l) {
-    View w = acquire(unit(l), slot(l));  // the last two are still resident from the forward pass
-    grad_begin(w, unit(l), slot(l));
+    UnitView w = acquire(unit(l));  // the last two are still resident from the forward pass
+    units.grad_begin(w, unit(l));
     const Block& a = blocks_[l];
     if (a.level == Recompute::full) forward_block(l, a, B, true, w);  // from its stored input
     if (a.level == Recompute::ops) recompute_ops(l, a, B, w);
     backward_block(l, a, B, w);
-    release(slot(l));
-    grad_end(unit(l), slot(l));
-    if (l - 2 >= 0) prefetch(unit(l - 2), slot(l));
+    units.release(unit(l));
+    units.grad_end(unit(l));
+    if (l - 2 >= 0) units.prefetch(unit(l - 2));
   }
   mark(kEmbedBwd);
-  View eg = plan_ ? View{} : whole();
-  grad_begin(eg, 0, kBigSlot);
-  if (!plan_ && grads_zero_ && !cfg_.tie_embeddings) {
+  const UnitView eg = gradients_of(0);
+  if (!units.sharded() && grads_zero_ && !cfg_.tie_embeddings) {
     check(cudaMemsetAsync(static_cast<uint8_t*>(grads_) + layout_.embed() * grad_elem_bytes(), 0,
                           layout_.get("embed").numel * grad_elem_bytes(), stream_), "zero embedding grads");
   }
   // Always added to: zero_grads() zeroed it, or (tied) the head's GEMM wrote it.
   cuda::embedding_backward(eg.grad(layout_.embed(), false), dresid_, bucket_pos_, bucket_start_, bucket_tok_,
                            n_buckets_, D, stream_);
-  grad_end(0, kBigSlot);
+  units.grad_end(0);
   mark(kOptimizer);
   grads_zero_ = false;
 }
@@ -962,35 +843,12 @@ cpu::LossSums LlamaCuda::take_loss() {
 }
 
 // --- the optimizer -------------------------------------------------------------
-// One GPU: optimizer_step() takes Σg² (for the norm and the clip) right after
-// the backward pass and returns; the update itself is deferred. The next
-// forward_backward() issues it on opt_stream_, one flat range per unit in
-// the order the forward pass reads them, and the compute stream waits for
-// each unit's update only just before reading its weights, so the
-// memory-bound update runs beside the compute-bound blocks. Anything else
-// that reads or replaces weights or optimizer state flushes it first.
-
-void LlamaCuda::issue_updates() {
-  if (!updates_pending_ || updates_issued_) return;
-  check(cudaStreamWaitEvent(opt_stream_, grads_ready_, 0), "wait grads");
-  for (size_t u = 0; u < update_units_.size(); ++u) {
-    adam_->update(params_, grads_, opts_.grads_bf16, update_units_[u].range.begin, update_units_[u].range.end,
-                  pending_args_, opt_stream_);
-    check(cudaEventRecord(unit_updated_[u], opt_stream_), "update event");
-  }
-  updates_issued_ = true;
-}
-
-void LlamaCuda::wait_for_update(int unit) {
-  if (!updates_pending_) return;
-  issue_updates();
-  check(cudaStreamWaitEvent(stream_, unit_updated_[unit], 0), "wait update");
-}
+// One GPU: Σg² (for the norm and the clip) right after the backward pass; the
+// update itself is deferred into the next forward pass (model/deferred_update.h).
+// FSDP: Σg² summed over the node, then the whole step (dist/fsdp_weights.h).
 
 void LlamaCuda::flush_updates() {
-  if (!updates_pending_) return;
-  wait_for_update(static_cast<int>(update_units_.size()) - 1);  // the stream is in order: all of them
-  updates_pending_ = false;
+  if (update_) update_->flush(stream_);
 }
 
 CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, double eps,
@@ -1003,12 +861,8 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
   flush_updates();  // two steps with no forward pass between them
   materialize_zero_grads();
   CudaStepStats st;
-  if (!plan_) {
-    adam_->sum_squares(grads_, opts_.grads_bf16, stream_);
-    check(cudaEventRecord(grads_ready_, stream_), "grads event");
-    pending_args_ = args;
-    updates_pending_ = true;
-    updates_issued_ = false;
+  if (update_) {
+    update_->begin(args, stream_);
     mark(kPhases);
     check(cudaMemcpyAsync(norm_host_, adam_->sum_squares_dev(), sizeof(float), cudaMemcpyDeviceToHost, stream_),
           "norm");
@@ -1016,23 +870,7 @@ CudaStepStats LlamaCuda::optimizer_step(double lr, double beta1, double beta2, d
     st.grad_norm = std::sqrt(static_cast<double>(*norm_host_));
     return st;
   }
-#if defined(INTELLECT_HAVE_NCCL)
-  // FSDP: the clip needs the norm over every shard: Σg² here, summed over the
-  // node, then the whole step at once.
-  wait_for_comm();
-  adam_->sum_squares(grads_, false, stream_);
-  // On the comm stream: NCCL calls of one communicator stay in one stream's order.
-  check(cudaEventRecord(compute_done_, stream_), "event");
-  check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
-  nccl::all_reduce_sum(adam_->sum_squares_dev(), adam_->sum_squares_dev(), 1, nccl::Type::f32, opts_.comm,
-                       comm_stream_);
-  wait_for_comm();
-  adam_->step(params_, grads_, false, args, stream_, adam_->sum_squares_dev());
-  // The next gathers read the updated shards.
-  check(cudaEventRecord(compute_done_, stream_), "event");
-  check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
-  invalidate_gathered();
-#endif
+  fsdp_->optimizer_step(*adam_, args);
   mark(kPhases);
   check(cudaMemcpyAsync(norm_host_, adam_->norm_dev(), sizeof(float), cudaMemcpyDeviceToHost, stream_), "norm");
   st.loss = take_loss();  // synchronises the stream, so norm_host_ is ready too

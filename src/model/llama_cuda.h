@@ -20,7 +20,7 @@
 #include "model/layout.h"
 #include "model/cuda_adamw.h"
 #include "model/memory_plan.h"
-#include "dist/shard_plan.h"
+#include "model/unit_weights.h"
 
 namespace intellect {
 
@@ -28,6 +28,8 @@ namespace cuda {
 class Blas;
 class CudnnAttention;
 }  // namespace cuda
+class DeferredUpdate;
+class FsdpWeights;
 
 struct CudaOptions {
   bool master_weights = true;
@@ -114,49 +116,17 @@ class LlamaCuda {
     float *rstd1, *rstd2, *lse;
     Recompute level = Recompute::none;
   };
-  // Where one flat unit's weights and gradients are: the whole flat buffers
-  // (base 0), or FSDP's gathered copy of one unit (base = the unit's first
-  // flat offset). Offsets from ParamLayout index through it either way.
-  // `accumulate` is false only for the first micro-batch after zero_grads()
-  // on one GPU: its gradients overwrite instead of adding to zeros.
-  struct View {
-    const cuda::bf16* p = nullptr;
-    void* g = nullptr;
-    bool g_bf16 = false;
-    bool accumulate = true;
-    size_t base = 0;
-    const cuda::bf16* param(size_t off) const { return p + (off - base); }
-    cuda::GradOut grad(size_t off, bool first_write = true) const {
-      const size_t i = off - base;
-      return {g_bf16 ? static_cast<void*>(static_cast<cuda::bf16*>(g) + i) : static_cast<void*>(static_cast<float*>(g) + i),
-              g_bf16, accumulate || !first_write};
-    }
-  };
-  // FSDP buffers: two for blocks (one in use, one being gathered), one for
-  // the embedding or the head.
-  static constexpr int kBigSlot = 2;
-  struct Slot {
-    void* buf = nullptr;
-    cudaEvent_t ready = nullptr, free = nullptr;
-    int unit = -1;  // which unit the buffer holds (host's view, in issue order)
-  };
   template <class T>
   T* alloc(size_t count);
   void allocate_activations(int64_t max_batch, int64_t seq_len);
-  View whole() const;  // the unsharded buffers
-  void forward_block(int l, const Block& a, int64_t B, bool recomputing, const View& w);
-  void recompute_ops(int l, const Block& a, int64_t B, const View& w);  // norm2 and SwiGLU's output
-  void backward_block(int l, const Block& a, int64_t B, const View& w);
+  void forward_block(int l, const Block& a, int64_t B, bool recomputing, const UnitView& w);
+  void recompute_ops(int l, const Block& a, int64_t B, const UnitView& w);  // norm2 and SwiGLU's output
+  void backward_block(int l, const Block& a, int64_t B, const UnitView& w);
   void classifier(int64_t B, float z_weight, float grad_scale, bool backward, float* logits_host,
-                  const View& w);
-  // FSDP choreography (each is a no-op, or the whole buffers, unsharded).
-  void prefetch(int unit, int slot);  // all-gather unit into slot on the comm stream
-  View acquire(int unit, int slot);   // compute stream waits for the gathered unit
-  void release(int slot);             // compute stream is done reading the slot
-  void grad_begin(View& w, int unit, int slot);  // zeroed fp32 buffer for the unit's gradient
-  void grad_end(int unit, int slot);  // reduce-scatter it and add into this rank's shard
-  void wait_for_comm();               // compute stream waits for everything issued on comm
-  void invalidate_gathered();         // the shards changed: gathered copies are stale
+                  const UnitView& w);
+  // The unit's weights from the provider, its gradient overwriting or adding.
+  UnitView acquire(int unit);
+  UnitView gradients_of(int unit);
   // Outer-step copies of the flat parameters (upload_params/download_params):
   // chunk by chunk through two pinned staging buffers, so converting one
   // chunk on the host overlaps the copy of the other, with no allocation and
@@ -177,10 +147,7 @@ class LlamaCuda {
   float* dma_scratch_ = nullptr;
   cudaEvent_t stage_free_[2] = {nullptr, nullptr};
   void materialize_zero_grads();
-  // The deferred optimizer update (see optimizer_step in the .cpp).
-  void issue_updates();               // enqueue every unit's update on opt_stream_
-  void wait_for_update(int unit);     // compute stream waits until the unit's weights are updated
-  void flush_updates();               // compute stream waits for the whole update
+  void flush_updates();  // the compute stream waits for any deferred update (one GPU)
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
   void setup_documents();
@@ -189,16 +156,14 @@ class LlamaCuda {
   ModelConfig cfg_;
   CudaOptions opts_;
   ParamLayout layout_;
-  std::unique_ptr<ShardPlan> plan_;      // world > 1
+  // Where each unit's weights come from: the whole flat buffers (one GPU), or
+  // FSDP's gathered shards (fsdp_ is then the same object, for its sharded
+  // optimizer step).
+  std::unique_ptr<UnitWeights> weights_;
+  FsdpWeights* fsdp_ = nullptr;
   MemoryPlan mem_plan_;
   std::string gemm_tuning_;
-  std::vector<ShardPiece> pieces_;       // what this rank owns (one piece unsharded)
   size_t local_n_ = 0;                   // elements in params_, grads_, m_, v_
-  cudaStream_t comm_stream_ = nullptr;
-  cudaEvent_t comm_done_ = nullptr, compute_done_ = nullptr;
-  Slot slots_[3], grad_slots_[3];
-  void* rs_out_ = nullptr;               // one reduced shard (fp32 or bf16)
-  cuda::bf16* rs_in_bf16_ = nullptr;     // a unit's gradient rounded to bf16
   int64_t max_batch_, T_;
   int64_t chunk_rows_;  // classifier rows per chunk
   cudaStream_t stream_ = nullptr;
@@ -208,12 +173,7 @@ class LlamaCuda {
   // parameters, gradients and the optimizer (flat)
   cuda::bf16* params_ = nullptr;
   std::unique_ptr<CudaAdamW> adam_;
-  cudaStream_t opt_stream_ = nullptr;  // deferred updates (one GPU)
-  cudaEvent_t grads_ready_ = nullptr;
-  std::vector<FlatUnit> update_units_;  // flat_units(): embedding, blocks, head, the order the forward pass reads
-  std::vector<cudaEvent_t> unit_updated_;
-  cuda::AdamWArgs pending_args_{};
-  bool updates_pending_ = false, updates_issued_ = false;
+  std::unique_ptr<DeferredUpdate> update_;  // one GPU: AdamW applied unit by unit beside the next forward pass
   void* grads_ = nullptr;          // fp32, or bf16 with opts_.grads_bf16
   bool grads_zero_ = false;        // zero_grads() was called and no backward has written since
   size_t grad_elem_bytes() const { return opts_.grads_bf16 ? 2 : 4; }
