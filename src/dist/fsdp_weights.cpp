@@ -7,9 +7,6 @@
 
 #include "kernels/grad_shard.h"
 #include "util/error.h"
-#if defined(INTELLECT_HAVE_NCCL)
-#include "dist/nccl_group.h"
-#endif
 
 namespace intellect {
 
@@ -21,17 +18,14 @@ void check(cudaError_t e, const char* what) {
 }
 }  // namespace
 
-FsdpWeights::FsdpWeights(const ParamLayout& layout, int rank, int world, void* nccl_comm, bool reduce_bf16,
-                         cudaStream_t compute, const Alloc& alloc)
-    : plan_(layout, world), world_(world), comm_(nccl_comm), reduce_bf16_(reduce_bf16), compute_(compute) {
+FsdpWeights::FsdpWeights(const ParamLayout& layout, int rank, int world, RankCollectives* collectives,
+                         bool reduce_bf16, cudaStream_t compute, const Alloc& alloc)
+    : plan_(layout, world), world_(world), comm_(collectives), reduce_bf16_(reduce_bf16), compute_(compute) {
   if (rank < 0 || rank >= world) fail("FSDP rank ", rank, " is outside the ", world, " GPUs of the node");
-#if !defined(INTELLECT_HAVE_NCCL)
-  fail("sharding over ", world, " GPUs needs NCCL, and this build has none (install NCCL and rebuild)");
-#endif
   if (layout.lm_head() == layout.embed())
     fail("FSDP over several GPUs needs untied embeddings (model.tie_embeddings=false): the embedding and "
          "the head are separate flat units");
-  if (!comm_) fail("FSDP rank ", rank, " of ", world, " has no NCCL communicator");
+  if (!comm_) fail("FSDP rank ", rank, " of ", world, " has no collectives (an NCCL communicator)");
   pieces_ = plan_.pieces(rank);
   size_t block_max = 0, big_max = 0, shard_max = 0;
   for (size_t u = 0; u < plan_.units().size(); ++u) {
@@ -89,12 +83,10 @@ void FsdpWeights::params_changed() {
 void FsdpWeights::prefetch(int unit) {
   Slot& s = slots_[slot_of(unit)];
   if (s.unit == unit) return;  // still resident from an earlier use
-#if defined(INTELLECT_HAVE_NCCL)
   const size_t n = plan_.shard_len(unit);
   check(cudaStreamWaitEvent(comm_stream_, s.free, 0), "wait slot");
-  nccl::all_gather(params_ + plan_.local_offset(unit), s.buf, n, nccl::Type::bf16, comm_, comm_stream_);
+  comm_->all_gather(params_ + plan_.local_offset(unit), s.buf, n, ElemType::bf16, comm_stream_);
   check(cudaEventRecord(s.ready, comm_stream_), "slot event");
-#endif
   s.unit = unit;
 }
 
@@ -131,7 +123,6 @@ UnitView FsdpWeights::gradients_of(int unit) {
 
 // Reduce-scatter the unit's gradient and add this rank's part into its shard.
 void FsdpWeights::grad_end(int unit) {
-#if defined(INTELLECT_HAVE_NCCL)
   Slot& g = grad_slots_[slot_of(unit)];
   const size_t n = plan_.shard_len(unit);
   float* shard = grads_ + plan_.local_offset(unit);
@@ -139,38 +130,30 @@ void FsdpWeights::grad_end(int unit) {
   check(cudaStreamWaitEvent(comm_stream_, g.ready, 0), "wait grad");
   if (reduce_bf16_) {
     cuda::to_bf16(rs_in_bf16_, static_cast<const float*>(g.buf), static_cast<int64_t>(n * world_), comm_stream_);
-    nccl::reduce_scatter_sum(rs_in_bf16_, rs_out_, n, nccl::Type::bf16, comm_, comm_stream_);
+    comm_->reduce_scatter_sum(rs_in_bf16_, rs_out_, n, ElemType::bf16, comm_stream_);
     cuda::add_into(shard, static_cast<const bf16*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
   } else {
-    nccl::reduce_scatter_sum(g.buf, rs_out_, n, nccl::Type::f32, comm_, comm_stream_);
+    comm_->reduce_scatter_sum(g.buf, rs_out_, n, ElemType::f32, comm_stream_);
     cuda::add_into(shard, static_cast<const float*>(rs_out_), static_cast<int64_t>(n), comm_stream_);
   }
   check(cudaEventRecord(g.free, comm_stream_), "grad free");
-#else
-  (void)unit;
-#endif
 }
 
 // The clip needs the norm over every shard: Σg² here, summed over the node,
 // then the whole step at once.
 void FsdpWeights::optimizer_step(CudaAdamW& adam, const cuda::AdamWArgs& args) {
-#if defined(INTELLECT_HAVE_NCCL)
   wait_for_comm();
   adam.sum_squares(grads_, false, compute_);
-  // On the comm stream: NCCL calls of one communicator stay in one stream's order.
+  // On the comm stream: a rank's collectives stay in one stream's order.
   check(cudaEventRecord(compute_done_, compute_), "event");
   check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
-  nccl::all_reduce_sum(adam.sum_squares_dev(), adam.sum_squares_dev(), 1, nccl::Type::f32, comm_, comm_stream_);
+  comm_->all_reduce_sum(adam.sum_squares_dev(), adam.sum_squares_dev(), 1, ElemType::f32, comm_stream_);
   wait_for_comm();
   adam.step(params_, grads_, false, args, compute_, adam.sum_squares_dev());
   // The next gathers read the updated shards.
   check(cudaEventRecord(compute_done_, compute_), "event");
   check(cudaStreamWaitEvent(comm_stream_, compute_done_, 0), "wait");
   params_changed();
-#else
-  (void)adam;
-  (void)args;
-#endif
 }
 
 }  // namespace intellect

@@ -11,14 +11,15 @@
 // requires. Slots: two for blocks (one in use, one being gathered), one for
 // the embedding or the head.
 //
-// Thread: the model's (the training thread); every NCCL call is queued on
-// the communication stream. It owns the gather and gradient slots and
+// Thread: the model's (the training thread); every collective (NCCL, or
+// dist/shared_gpu_group.h in tests) is queued on the communication stream. It owns the gather and gradient slots and
 // touches the model's local parameter and gradient shards (bind()).
 #pragma once
 #ifdef INTELLECT_HAVE_CUDA
 #include <functional>
 #include <memory>
 
+#include "dist/collectives.h"
 #include "dist/shard_plan.h"
 #include "kernels/adamw.h"
 #include "model/cuda_adamw.h"
@@ -29,7 +30,7 @@ namespace intellect {
 class FsdpWeights final : public UnitWeights {
  public:
   using Alloc = std::function<void*(size_t bytes)>;  // device memory, zeroed, owned by the caller
-  FsdpWeights(const ParamLayout& layout, int rank, int world, void* nccl_comm, bool reduce_bf16,
+  FsdpWeights(const ParamLayout& layout, int rank, int world, RankCollectives* collectives, bool reduce_bf16,
               cudaStream_t compute, const Alloc& alloc);
   ~FsdpWeights() override;
   FsdpWeights(const FsdpWeights&) = delete;
@@ -67,7 +68,7 @@ class FsdpWeights final : public UnitWeights {
   ShardPlan plan_;
   std::vector<ShardPiece> pieces_;
   int world_;
-  void* comm_;
+  RankCollectives* comm_;
   bool reduce_bf16_;
   cudaStream_t compute_, comm_stream_ = nullptr;
   cudaEvent_t comm_done_ = nullptr, compute_done_ = nullptr;

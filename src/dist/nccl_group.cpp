@@ -17,7 +17,26 @@ void check(ncclResult_t r, const char* what) {
          " (set NCCL_DEBUG=INFO for NCCL's own account of the failure)");
 }
 
-ncclDataType_t nccl_type(nccl::Type t) { return t == nccl::Type::f32 ? ncclFloat32 : ncclBfloat16; }
+ncclDataType_t nccl_type(ElemType t) { return t == ElemType::f32 ? ncclFloat32 : ncclBfloat16; }
+
+// One rank's communicator.
+class NcclRank final : public RankCollectives {
+ public:
+  explicit NcclRank(ncclComm_t comm) : comm_(comm) {}
+  ~NcclRank() override { ncclCommDestroy(comm_); }
+  void all_gather(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) override {
+    check(ncclAllGather(send, recv, count, nccl_type(t), comm_, s), "all-gather");
+  }
+  void reduce_scatter_sum(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) override {
+    check(ncclReduceScatter(send, recv, count, nccl_type(t), ncclSum, comm_, s), "reduce-scatter");
+  }
+  void all_reduce_sum(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) override {
+    check(ncclAllReduce(send, recv, count, nccl_type(t), ncclSum, comm_, s), "all-reduce");
+  }
+
+ private:
+  ncclComm_t comm_;
+};
 
 }  // namespace
 
@@ -28,12 +47,10 @@ NcclGroup::NcclGroup(const std::vector<int>& devices) {
   std::vector<ncclComm_t> comms(devices.size());
   check(ncclCommInitAll(comms.data(), static_cast<int>(devices.size()), devices.data()),
         "initialising the node's communicators");
-  for (ncclComm_t c : comms) comms_.push_back(c);
+  for (ncclComm_t c : comms) ranks_.push_back(std::make_unique<NcclRank>(c));
 }
 
-NcclGroup::~NcclGroup() {
-  for (void* c : comms_) ncclCommDestroy(static_cast<ncclComm_t>(c));
-}
+NcclGroup::~NcclGroup() = default;
 
 std::string NcclGroup::version() {
   int v = 0;
@@ -41,23 +58,6 @@ std::string NcclGroup::version() {
   return str(v / 10000, ".", (v / 100) % 100, ".", v % 100);
 }
 
-namespace nccl {
-
-void all_gather(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s) {
-  check(ncclAllGather(send, recv, count, nccl_type(t), static_cast<ncclComm_t>(comm), s), "all-gather");
-}
-
-void reduce_scatter_sum(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s) {
-  check(ncclReduceScatter(send, recv, count, nccl_type(t), ncclSum, static_cast<ncclComm_t>(comm), s),
-        "reduce-scatter");
-}
-
-void all_reduce_sum(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s) {
-  check(ncclAllReduce(send, recv, count, nccl_type(t), ncclSum, static_cast<ncclComm_t>(comm), s),
-        "all-reduce");
-}
-
-}  // namespace nccl
 
 }  // namespace intellect
 #endif

@@ -8,9 +8,11 @@
 #pragma once
 #if defined(INTELLECT_HAVE_CUDA) && defined(INTELLECT_HAVE_NCCL)
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "dist/collectives.h"
 #include "kernels/cuda_types.h"
 
 namespace intellect {
@@ -23,22 +25,13 @@ class NcclGroup {
   NcclGroup(const NcclGroup&) = delete;
   NcclGroup& operator=(const NcclGroup&) = delete;
 
-  int size() const { return static_cast<int>(comms_.size()); }
-  void* comm(int rank) const { return comms_.at(rank); }
+  int size() const { return static_cast<int>(ranks_.size()); }
+  RankCollectives* rank(int r) const { return ranks_.at(r).get(); }
   static std::string version();
 
  private:
-  std::vector<void*> comms_;
+  std::vector<std::unique_ptr<RankCollectives>> ranks_;
 };
-
-namespace nccl {
-enum class Type { f32, bf16 };
-// recv[rank·count + i] = send_of_rank[i] for every rank.
-void all_gather(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s);
-// recv[i] = Σ over ranks of send_of_rank[rank·count + i].
-void reduce_scatter_sum(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s);
-void all_reduce_sum(const void* send, void* recv, size_t count, Type t, void* comm, cudaStream_t s);
-}  // namespace nccl
 
 }  // namespace intellect
 #endif

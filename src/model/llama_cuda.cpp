@@ -79,7 +79,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     if (opts_.grads_bf16)
       fail("bf16 gradients are for one GPU: FSDP accumulates each rank's gradient shard in fp32 "
            "(set precision.grad_dtype to \"fp32\" or \"auto\"; precision.grad_reduce_dtype halves the bytes sent)");
-    fsdp = std::make_unique<FsdpWeights>(layout_, opts_.rank, opts_.world, opts_.comm, opts_.reduce_bf16, stream_,
+    fsdp = std::make_unique<FsdpWeights>(layout_, opts_.rank, opts_.world, opts_.collectives, opts_.reduce_bf16, stream_,
                                          device_alloc);
     local_n_ = fsdp->local_elements();
   } else {

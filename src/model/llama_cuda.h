@@ -30,6 +30,7 @@ class CudnnAttention;
 }  // namespace cuda
 class DeferredUpdate;
 class FsdpWeights;
+class RankCollectives;
 
 struct CudaOptions {
   bool master_weights = true;
@@ -45,7 +46,7 @@ struct CudaOptions {
   // (ShardPlan). Each flat unit (embedding, block, head) is all-gathered just
   // ahead of use and its gradient reduce-scattered right after.
   int rank = 0, world = 1;
-  void* comm = nullptr;       // the node's ncclComm_t for this rank (world > 1)
+  RankCollectives* collectives = nullptr;  // this rank's (dist/collectives.h; world > 1)
   bool reduce_bf16 = false;   // reduce-scatter gradients in bf16 (half the bytes) instead of fp32
 };
 

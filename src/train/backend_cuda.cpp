@@ -93,7 +93,7 @@ int resolve_gpu_count(const Config& cfg) {
   if (visible == 0)
     fail("train.device is \"cuda\" but no CUDA GPU is visible (", cuda::describe_device(0), ")");
   if (cfg.train.gpus == 0) return visible;
-  if (cfg.train.gpus > visible)
+  if (cfg.train.gpus > visible && !fsdp_on_shared_gpu())
     fail(cfg.source, ": train.gpus is ", cfg.train.gpus, " but this machine shows ", visible,
          " GPU(s); lower train.gpus, or set it to 0 to use every visible GPU");
   return static_cast<int>(cfg.train.gpus);

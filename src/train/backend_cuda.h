@@ -18,6 +18,9 @@ int resolve_gpu_count(const Config& cfg);
 
 std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, int64_t max_batch, int64_t seq_len);
 std::unique_ptr<Backend> make_fsdp_backend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len);
+// INTELLECT_FSDP_SHARED_GPU=1: every FSDP rank on GPU 0 with in-process
+// collectives (dist/shared_gpu_group.h), to test FSDP where one GPU is lent.
+bool fsdp_on_shared_gpu();
 
 }  // namespace intellect
 #endif

@@ -10,7 +10,9 @@
 // collectives in step.
 #if defined(INTELLECT_HAVE_CUDA)
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -20,13 +22,18 @@
 #include "kernels/cuda_device.h"
 #include "train/backend_cuda.h"
 #include "util/error.h"
+#include "dist/shared_gpu_group.h"
 #if defined(INTELLECT_HAVE_NCCL)
 #include "dist/nccl_group.h"
 #endif
 
 namespace intellect {
 
-#if defined(INTELLECT_HAVE_NCCL)
+bool fsdp_on_shared_gpu() {
+  const char* v = std::getenv("INTELLECT_FSDP_SHARED_GPU");
+  return v && std::string(v) == "1";
+}
+
 namespace {
 
 void set_device(int device) {
@@ -38,8 +45,10 @@ void set_device(int device) {
 // same job to every thread and waits for all of them.
 class RankThreads {
  public:
-  explicit RankThreads(int n) {
-    for (int r = 0; r < n; ++r) threads_.emplace_back([this, r] { loop(r); });
+  // Rank r runs on GPU devices[r].
+  explicit RankThreads(const std::vector<int>& devices) {
+    for (int r = 0; r < static_cast<int>(devices.size()); ++r)
+      threads_.emplace_back([this, r, d = devices[r]] { loop(r, d); });
   }
   ~RankThreads() {
     {
@@ -65,9 +74,9 @@ class RankThreads {
   }
 
  private:
-  void loop(int rank) {
+  void loop(int rank, int device) {
     uint64_t seen = 0;
-    set_device(rank);
+    set_device(device);
     for (;;) {
       const std::function<void(int)>* job = nullptr;
       {
@@ -103,15 +112,21 @@ class FsdpBackend final : public Backend {
  public:
   FsdpBackend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len)
       : cfg_(cfg), world_(gpus), T_(seq_len), max_batch_(max_batch), models_(gpus), slots_(gpus) {
-    std::vector<int> devices(gpus);
-    for (int r = 0; r < gpus; ++r) devices[r] = r;
-    group_ = std::make_unique<NcclGroup>(devices);
-    threads_ = std::make_unique<RankThreads>(gpus);
+    std::vector<int> devices(gpus, 0);  // every rank on GPU 0 when they share it
+    if (fsdp_on_shared_gpu()) {
+      shared_ = std::make_unique<SharedGpuGroup>(gpus);
+    } else {
+      for (int r = 0; r < gpus; ++r) devices[r] = r;
+#if defined(INTELLECT_HAVE_NCCL)
+      nccl_ = std::make_unique<NcclGroup>(devices);
+#endif
+    }
+    threads_ = std::make_unique<RankThreads>(devices);
     threads_->run_all([&](int r) {
       CudaOptions o = cuda_options(cfg_);
       o.rank = r;
       o.world = world_;
-      o.comm = group_->comm(r);
+      o.collectives = collectives(r);
       models_[r] = std::make_unique<LlamaCuda>(cfg_.model, o, max_batch_, T_);
     });
     if (cfg_.grad_accum_steps() % world_ != 0)
@@ -130,13 +145,14 @@ class FsdpBackend final : public Backend {
       } catch (const std::exception&) {
       }
     }
-    group_.reset();
+    nccl_.reset();
+    shared_.reset();
   }
 
   std::string describe() const override {
     size_t bytes = 0;
     for (const auto& m : models_) bytes = std::max(bytes, m->device_bytes());
-    return str("cuda x", world_, " (FSDP over NCCL ", NcclGroup::version(), ", gradients reduced in ",
+    return str("cuda x", world_, " (FSDP over ", collectives_name(), ", gradients reduced in ",
                cfg_.precision.grad_reduce_dtype, "): ", cuda::describe_device(0), ", bf16, ",
                cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
                ", AdamW state ", cfg_.precision.optim_state_dtype, ", attention: ",
@@ -275,7 +291,25 @@ class FsdpBackend final : public Backend {
   Config cfg_;
   int world_;
   int64_t T_, max_batch_;
-  std::unique_ptr<NcclGroup> group_;
+  RankCollectives* collectives(int r) const {
+#if defined(INTELLECT_HAVE_NCCL)
+    if (nccl_) return nccl_->rank(r);
+#endif
+    return shared_->rank(r);
+  }
+  std::string collectives_name() const {
+#if defined(INTELLECT_HAVE_NCCL)
+    if (nccl_) return "NCCL " + NcclGroup::version();
+#endif
+    return "one shared GPU, in-process collectives (INTELLECT_FSDP_SHARED_GPU=1, for tests)";
+  }
+
+#if defined(INTELLECT_HAVE_NCCL)
+  std::unique_ptr<NcclGroup> nccl_;
+#else
+  std::unique_ptr<int> nccl_;  // never set: this build has no NCCL
+#endif
+  std::unique_ptr<SharedGpuGroup> shared_;
   std::vector<std::unique_ptr<LlamaCuda>> models_;
   std::unique_ptr<RankThreads> threads_;
   std::vector<MicroBatch> slots_;  // one per rank, reused
@@ -286,17 +320,13 @@ class FsdpBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_fsdp_backend(const Config& cfg, int gpus, int64_t max_batch, int64_t seq_len) {
+#if !defined(INTELLECT_HAVE_NCCL)
+  if (!fsdp_on_shared_gpu())
+    fail(cfg.source, ": train.gpus asks for ", gpus, " GPUs, and sharding over several GPUs needs NCCL, which "
+         "this build lacks (install NCCL, reconfigure and rebuild)");
+#endif
   return std::make_unique<FsdpBackend>(cfg, gpus, max_batch, seq_len);
 }
-
-#else
-
-std::unique_ptr<Backend> make_fsdp_backend(const Config& cfg, int gpus, int64_t, int64_t) {
-  fail(cfg.source, ": train.gpus asks for ", gpus, " GPUs, and sharding over several GPUs needs NCCL, which "
-       "this build lacks (install NCCL, reconfigure and rebuild)");
-}
-
-#endif
 
 }  // namespace intellect
 #endif

@@ -1,11 +1,19 @@
 // FSDP over a node's GPUs against the one-GPU CUDA backend: the same
 // micro-batches give the same summed gradient, the same clipped step and the
 // same loss curve (bf16 tolerance), whether the step's micro-batches divide
-// evenly over the GPUs or not. Needs two or more GPUs; skips otherwise.
+// evenly over the GPUs or not. With fewer GPUs than ranks, the ranks share
+// GPU 0 and meet in in-process collectives instead of NCCL
+// (INTELLECT_FSDP_SHARED_GPU, dist/shared_gpu_group.h): the model's FSDP
+// choreography, the shards and the sharded optimizer step still run, NCCL
+// does not. The NCCL-only test skips there.
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "gpu_util.h"
 #include "model/init.h"
+#include "dist/shared_gpu_group.h"
 #include "train/backend.h"
 #include "train/config.h"
 
@@ -24,6 +32,26 @@ using namespace test;
       GTEST_SKIP() << "needs " << (n) << " GPUs, this machine shows " << ::intellect::cuda::device_count() \
                    << "; run on a multi-GPU device kind";                                           \
   } while (0)
+
+// Ranks on GPUs of their own where the machine has them, else all on GPU 0
+// with the shared-GPU collectives, for the life of the scope.
+class RanksOnGpus {
+ public:
+  explicit RanksOnGpus(int ranks) : shared_(::intellect::cuda::device_count() < ranks) {
+    if (shared_) {
+      setenv("INTELLECT_FSDP_SHARED_GPU", "1", 1);
+      std::printf("note: %d ranks share GPU 0 with in-process collectives (this machine shows %d GPU(s)); "
+                  "NCCL itself is not exercised\n", ranks, ::intellect::cuda::device_count());
+    }
+  }
+  ~RanksOnGpus() {
+    if (shared_) unsetenv("INTELLECT_FSDP_SHARED_GPU");
+  }
+  bool shared() const { return shared_; }
+
+ private:
+  bool shared_;
+};
 
 Config tiny(int gpus, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> o = {"train.device=cuda", "train.gpus=" + std::to_string(gpus)};
@@ -95,11 +123,13 @@ void expect_same_run(const Trace& one, const Trace& many, double grad_tol, doubl
 }
 
 TEST(Fsdp, MatchesOneGpuGradientsStepsAndLossCurve) {
-  REQUIRE_GPUS(2);
+  REQUIRE_GPU();
   std::vector<int> counts = {2};
   if (cuda::device_count() > 2) counts.push_back(cuda::device_count());
+  if (cuda::device_count() == 1) counts.push_back(4);  // four ranks sharing the one GPU
   for (int gpus : counts) {
     SCOPED_TRACE(::testing::Message() << gpus << " GPUs");
+    const RanksOnGpus placement(gpus);
     // 4 micro-batches of 4 per step: divides over 2 and 4 GPUs.
     const std::vector<std::string> shape = {"train.batch_size=16", "train.micro_batch_size=4"};
     const Trace one = train(tiny(1, shape), 30);
@@ -109,7 +139,8 @@ TEST(Fsdp, MatchesOneGpuGradientsStepsAndLossCurve) {
 }
 
 TEST(Fsdp, Bf16ReductionAndBf16StateStayClose) {
-  REQUIRE_GPUS(2);
+  REQUIRE_GPU();
+  const RanksOnGpus placement(2);
   const std::vector<std::string> o = {"train.batch_size=16", "train.micro_batch_size=4",
                                       "precision.master_weights=false", "precision.optim_state_dtype=bf16"};
   const Trace one = train(tiny(1, o), 20);
@@ -126,7 +157,8 @@ TEST(Fsdp, Bf16ReductionAndBf16StateStayClose) {
 }
 
 TEST(Fsdp, UnevenMicroBatchesArePaddedNotLost) {
-  REQUIRE_GPUS(2);
+  REQUIRE_GPU();
+  const RanksOnGpus placement(2);
   // 3 micro-batches per step on 2 GPUs: the second round is padded.
   const std::vector<std::string> shape = {"train.batch_size=12", "train.micro_batch_size=4"};
   const Trace one = train(tiny(1, shape), 10);
@@ -135,7 +167,8 @@ TEST(Fsdp, UnevenMicroBatchesArePaddedNotLost) {
 }
 
 TEST(Fsdp, EvaluationLossMatchesOneGpu) {
-  REQUIRE_GPUS(2);
+  REQUIRE_GPU();
+  const RanksOnGpus placement(2);
   const Config c1 = tiny(1), c2 = tiny(2);
   auto one = make_backend(c1, c1.train.micro_batch_size, c1.train.seq_len);
   auto many = make_backend(c2, c2.train.micro_batch_size, c2.train.seq_len);
@@ -154,8 +187,10 @@ TEST(Fsdp, EvaluationLossMatchesOneGpu) {
 }
 
 TEST(Fsdp, ShardsRoundTripParametersAndOptimizerStateExactly) {
-  REQUIRE_GPUS(2);
-  const Config c = tiny(cuda::device_count());
+  REQUIRE_GPU();
+  const int ranks = std::max(2, cuda::device_count());
+  const RanksOnGpus placement(ranks);
+  const Config c = tiny(ranks);
   auto b = make_backend(c, c.train.micro_batch_size, c.train.seq_len);
   const size_t P = b->layout().total();
   std::vector<float> p(P), m(P), v(P);
@@ -184,6 +219,30 @@ TEST(Fsdp, NvlinkMulticastIsOffWhateverTheEnvironmentSays) {
   ASSERT_NE(std::getenv("NCCL_NVLS_ENABLE"), nullptr);
   EXPECT_STREQ(std::getenv("NCCL_NVLS_ENABLE"), "0");
   EXPECT_CONTAINS(b->describe(), "FSDP over NCCL");
+}
+
+// The shared-GPU test double sums like a reduce-scatter and fails, rather
+// than hangs, when a rank never arrives.
+TEST(Fsdp, SharedGpuCollectivesSumAndGiveUpOnAMissingRank) {
+  REQUIRE_GPU();
+  SharedGpuGroup group(2, std::chrono::milliseconds(300));
+  DeviceBuffer<float> in0(4), in1(4), out0(2), out1(2);
+  in0.upload({1, 2, 3, 4});
+  in1.upload({10, 20, 30, 40});
+  cudaStream_t s0 = nullptr, s1 = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s0), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&s1), cudaSuccess);
+  std::thread other([&] { group.rank(1)->reduce_scatter_sum(in1.get(), out1.get(), 2, ElemType::f32, s1); });
+  group.rank(0)->reduce_scatter_sum(in0.get(), out0.get(), 2, ElemType::f32, s0);
+  other.join();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(out0.download(), (std::vector<float>{11, 22}));
+  EXPECT_EQ(out1.download(), (std::vector<float>{33, 44}));
+  // Rank 1 never calls: rank 0 gives up at the deadline with a message.
+  EXPECT_CONTAINS(error_of([&] { group.rank(0)->all_reduce_sum(in0.get(), in0.get(), 1, ElemType::f32, s0); }),
+                  "waited 300 ms for the other ranks to join the all-reduce");
+  cudaStreamDestroy(s0);
+  cudaStreamDestroy(s1);
 }
 
 TEST(Fsdp, MoreGpusThanVisibleIsAClearError) {
