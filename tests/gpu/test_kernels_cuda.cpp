@@ -176,7 +176,9 @@ TEST(CudaKernels, Swiglu) {
 
 TEST(CudaKernels, CrossEntropyWithZLoss) {
   REQUIRE_GPU();
-  for (auto [N, V] : std::vector<std::array<int64_t, 2>>{{1, 2}, {9, 258}, {16, 128256}}) {
+  // V % 8 != 0 (the scalar path); all of a row cached; 1025 and 2050 vectors a row (the paired loads' tails); a
+  // row longer than the shared-memory cache (its tail read back from L2).
+  for (auto [N, V] : std::vector<std::array<int64_t, 2>>{{1, 2}, {9, 258}, {5, 2048}, {3, 8200}, {4, 16400}, {16, 128256}}) {
     SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V);
     auto logits = randn_bf16(N * V, 13, 3.0f);
     std::vector<int32_t> tgt(N);
