@@ -22,7 +22,7 @@ out=build-fuzz
 mkdir -p "$out"
 # Only the sources the targets reach; libsodium for the handshake's HMAC, libcrypto for frame_cipher.cpp.
 lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp
-             src/dist/bytes.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
+             src/dist/bytes.cpp src/dist/sealed_frame.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
              src/dist/contribution_check.cpp
              src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
              src/dist/codec.cpp src/dist/quantize4.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
@@ -40,7 +40,7 @@ printf '%s\n' "${lib_sources[@]}" | xargs -P 2 -I{} sh -c \
 objs=()
 for src in "${lib_sources[@]}"; do objs+=("$out/obj/$(echo "$src" | tr / _).o"); done
 
-targets=(fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
          fuzz_int4 fuzz_sparse_message fuzz_ring_evidence)
 for target in "${targets[@]}"; do
   echo "fuzz: building $target"
@@ -48,7 +48,7 @@ for target in "${targets[@]}"; do
     -o "$out/$target"
 done
 
-targets=(fuzz_frame_decoder fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
          fuzz_int4 fuzz_sparse_message fuzz_ring_evidence)
 for target in "${targets[@]}"; do
   mkdir -p "$out/corpus/$target"

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "dist/frame_openers.h"
+#include "dist/sealed_frame.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -134,11 +135,6 @@ struct Conn {
 
   Conn(AuthRole role, const PeerCredentials& cred, Handshake::OwnEphemeralCheck check)
       : hs(role, cred, std::move(check)) {}
-};
-
-struct SealedFrame {
-  FrameHeader header;  // the additional data the tag covers
-  std::array<uint8_t, kAeadTagBytes> tag;
 };
 
 struct WriteReq {
@@ -460,21 +456,6 @@ struct TransportLoop {
     openers->run(std::move(job));
   }
 
-  // Opens f in place with its position as the nonce; empty on success, else
-  // the reason the connection closes.
-  static std::string open_frame(const FrameCipher& rx, uint64_t position, Frame& f) {
-    std::vector<uint8_t>& p = f.payload;
-    const FrameHeader header = encode_frame_header(f.type, p.size(), kAeadTagBytes);
-    if (p.size() < kAeadTagBytes ||
-        !rx.open(position, header.data(), header.size(), p.data(), p.size() - kAeadTagBytes,
-                 p.data() + p.size() - kAeadTagBytes))
-      return str("frame ", position, " (", frame_type_name(f.type), ", ", p.size(),
-                 " bytes) does not authenticate: it was altered, replayed, reordered or cut short on the way; "
-                 "closing the connection");
-    p.resize(p.size() - kAeadTagBytes);
-    return "";
-  }
-
   // An opener's result (any thread). Moves every frame at the front of the
   // connection's sequence that has opened into the inbox, in position order;
   // at a frame that failed, discards it and everything behind it and asks
@@ -787,11 +768,10 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
     fail("cannot send a frame of type ", static_cast<unsigned>(frame.type), " (", frame_type_name(frame.type),
          "): only application types may be sent on an authenticated connection");
   const bool unsealed = t->opt.unsealed_frames_for_benchmarks;  // the handshake made sure the peer agrees
-  const size_t tag = unsealed ? 0 : kAeadTagBytes;
-  const size_t sealed_len = frame.payload.size() + tag;
-  auto sealed = std::make_shared<SealedFrame>();
-  sealed->header = encode_frame_header(frame.type, sealed_len, tag);  // fails now if too large
-  const size_t bytes = kFrameHeaderSize + sealed_len;
+  // The header fails now if the frame is too large, before it takes a position.
+  auto sealed = std::make_shared<SealedFrame>(unsealed ? SealedFrame{encode_frame_header(frame.type, frame.payload.size()), {}}
+                                                       : sealed_frame_header(frame.type, frame.payload.size()));
+  const size_t bytes = kFrameHeaderSize + frame.payload.size() + (unsealed ? 0 : kAeadTagBytes);
   std::shared_ptr<ConnShared> sh;
   {
     std::lock_guard lk(t->mu);
@@ -822,9 +802,7 @@ void Transport::send(ConnId conn, Frame frame, Deadline deadline) {
   std::shared_ptr<const FrameCipher> tx = sh->tx;
   lk.unlock();
   // Encrypt here, on the sender's thread, in place.
-  if (tx)
-    tx->seal(sh->tx_next++, sealed->header.data(), sealed->header.size(), frame.payload.data(), frame.payload.size(),
-             sealed->tag.data());
+  if (tx) seal_frame(*tx, sh->tx_next++, frame.payload, *sealed);
   auto payload = std::make_shared<Frame>(std::move(frame));
   bool posted = t->post([t, conn, payload, bytes, sh, sealed = tx ? sealed : std::shared_ptr<SealedFrame>()] {
     auto it = t->conns.find(conn);
