@@ -9,6 +9,7 @@
 #pragma once
 #ifdef INTELLECT_HAVE_CUDA
 #include <cstddef>
+#include <string>
 
 #include "kernels/cuda_types.h"
 
@@ -25,6 +26,18 @@ class RankCollectives {
   virtual void reduce_scatter_sum(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) = 0;
   // recv[i] = Σ over ranks of send_of_rank[i] (send may be recv).
   virtual void all_reduce_sum(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) = 0;
+};
+
+// A node's ranks together: one RankCollectives each, and abort(), which
+// releases every rank waiting in a collective (their calls then fail) once
+// one rank has failed alone. After abort() the group is unusable.
+class CollectiveGroup {
+ public:
+  virtual ~CollectiveGroup() = default;
+  virtual int size() const = 0;
+  virtual RankCollectives* rank(int r) const = 0;
+  virtual void abort() = 0;  // any thread; idempotent
+  virtual std::string name() const = 0;
 };
 
 }  // namespace intellect

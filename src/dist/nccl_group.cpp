@@ -3,6 +3,7 @@
 
 #include <nccl.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "util/error.h"
@@ -23,7 +24,12 @@ ncclDataType_t nccl_type(ElemType t) { return t == ElemType::f32 ? ncclFloat32 :
 class NcclRank final : public RankCollectives {
  public:
   explicit NcclRank(ncclComm_t comm) : comm_(comm) {}
-  ~NcclRank() override { ncclCommDestroy(comm_); }
+  ~NcclRank() override {
+    if (!aborted_.exchange(true)) ncclCommDestroy(comm_);
+  }
+  void abort() {
+    if (!aborted_.exchange(true)) ncclCommAbort(comm_);  // frees the communicator too
+  }
   void all_gather(const void* send, void* recv, size_t count, ElemType t, cudaStream_t s) override {
     check(ncclAllGather(send, recv, count, nccl_type(t), comm_, s), "all-gather");
   }
@@ -36,6 +42,7 @@ class NcclRank final : public RankCollectives {
 
  private:
   ncclComm_t comm_;
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace
@@ -51,6 +58,10 @@ NcclGroup::NcclGroup(const std::vector<int>& devices) {
 }
 
 NcclGroup::~NcclGroup() = default;
+
+void NcclGroup::abort() {
+  for (auto& r : ranks_) static_cast<NcclRank*>(r.get())->abort();
+}
 
 std::string NcclGroup::version() {
   int v = 0;

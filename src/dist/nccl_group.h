@@ -17,16 +17,20 @@
 
 namespace intellect {
 
-class NcclGroup {
+class NcclGroup final : public CollectiveGroup {
  public:
   // One communicator per device in `devices` (rank i drives devices[i]).
   explicit NcclGroup(const std::vector<int>& devices);
-  ~NcclGroup();
+  ~NcclGroup() override;
   NcclGroup(const NcclGroup&) = delete;
   NcclGroup& operator=(const NcclGroup&) = delete;
 
-  int size() const { return static_cast<int>(ranks_.size()); }
-  RankCollectives* rank(int r) const { return ranks_.at(r).get(); }
+  int size() const override { return static_cast<int>(ranks_.size()); }
+  RankCollectives* rank(int r) const override { return ranks_.at(r).get(); }
+  // ncclCommAbort on every communicator: operations in flight end, and a
+  // rank blocked on one (in a stream synchronisation) returns.
+  void abort() override;
+  std::string name() const override { return "NCCL " + version(); }
   static std::string version();
 
  private:

@@ -123,8 +123,19 @@ SharedGpuGroup::~SharedGpuGroup() { ranks_.clear(); }
 
 RankCollectives* SharedGpuGroup::rank(int r) const { return ranks_.at(r).get(); }
 
+void SharedGpuGroup::abort() {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  cv_.notify_all();
+}
+
 void SharedGpuGroup::barrier(int rank, const char* call) {
   std::unique_lock<std::mutex> lock(mu_);
+  auto aborted = [&] {
+    fail("shared-GPU collectives: rank ", rank, " gave up its ", call,
+         ": another rank failed and the group was aborted");
+  };
+  if (aborted_) aborted();
   const uint64_t gen = generation_;
   if (++arrived_ == size()) {
     arrived_ = 0;
@@ -132,7 +143,12 @@ void SharedGpuGroup::barrier(int rank, const char* call) {
     cv_.notify_all();
     return;
   }
-  if (!cv_.wait_for(lock, deadline_, [&] { return generation_ != gen; })) {
+  const bool met = cv_.wait_for(lock, deadline_, [&] { return generation_ != gen || aborted_; });
+  if (generation_ == gen && aborted_) {
+    --arrived_;
+    aborted();
+  }
+  if (!met) {
     --arrived_;
     fail("shared-GPU collectives: rank ", rank, " waited ", deadline_.count(), " ms for the other ranks to join the ",
          call, "; a rank failed or issued another call (every rank must issue the same calls in the same order)");

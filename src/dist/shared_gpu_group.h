@@ -26,15 +26,20 @@
 
 namespace intellect {
 
-class SharedGpuGroup {
+class SharedGpuGroup final : public CollectiveGroup {
  public:
   explicit SharedGpuGroup(int world, std::chrono::milliseconds deadline = std::chrono::seconds(120));
-  ~SharedGpuGroup();
+  ~SharedGpuGroup() override;
   SharedGpuGroup(const SharedGpuGroup&) = delete;
   SharedGpuGroup& operator=(const SharedGpuGroup&) = delete;
 
-  int size() const { return static_cast<int>(ranks_.size()); }
-  RankCollectives* rank(int r) const;
+  int size() const override { return static_cast<int>(ranks_.size()); }
+  RankCollectives* rank(int r) const override;
+  // Every rank waiting at a barrier, and every later call, fails at once.
+  void abort() override;
+  std::string name() const override {
+    return "one shared GPU, in-process collectives (INTELLECT_FSDP_SHARED_GPU=1, for tests)";
+  }
 
   // What a rank has put up for the call in progress (read by the others
   // between the two barriers of that call).
@@ -55,6 +60,7 @@ class SharedGpuGroup {
   std::condition_variable cv_;
   int arrived_ = 0;
   uint64_t generation_ = 0;
+  bool aborted_ = false;
 };
 
 }  // namespace intellect

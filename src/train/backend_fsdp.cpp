@@ -9,7 +9,10 @@
 // micro-batches (every target ignored): they add nothing but keep the ranks'
 // collectives in step.
 #if defined(INTELLECT_HAVE_CUDA)
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -41,12 +44,30 @@ void set_device(int device) {
   if (e != cudaSuccess) fail("CUDA: selecting GPU ", device, ": ", cudaGetErrorString(e));
 }
 
+// How long a rank may take over one job (a round of micro-batches, a step,
+// a copy) before the node gives up on it, and how long the others get to
+// return once one has failed and the group was aborted. A job is a few
+// seconds on the 10B; a rank past these is stuck (a lost GPU, a collective
+// its peer will never join).
+constexpr std::chrono::seconds kRankJobDeadline{900};
+constexpr std::chrono::seconds kRankGraceAfterFailure{60};
+
 // One thread per GPU, each bound to its device for life; run_all() hands the
-// same job to every thread and waits for all of them.
+// same job to every thread and waits for all of them, with a deadline.
+//
+// A rank that fails alone would leave the others waiting in a collective
+// for ever: so on the first failure (or at the deadline) run_all() calls
+// `abort` (the group's CollectiveGroup::abort, which releases them) and
+// gives them kRankGraceAfterFailure to return. The first failure in time is
+// rethrown: the cause, not the others' "aborted". A rank that still has not
+// returned leaves the threads abandoned(): the node must exit (its GPUs are
+// in an unknown state), and the destructor then leaves the threads running
+// rather than wait for them.
 class RankThreads {
  public:
   // Rank r runs on GPU devices[r].
-  explicit RankThreads(const std::vector<int>& devices) {
+  RankThreads(const std::vector<int>& devices, std::function<void()> abort)
+      : abort_(std::move(abort)), done_(devices.size(), 1) {
     for (int r = 0; r < static_cast<int>(devices.size()); ++r)
       threads_.emplace_back([this, r, d = devices[r]] { loop(r, d); });
   }
@@ -56,21 +77,60 @@ class RankThreads {
       stop_ = true;
     }
     cv_.notify_all();
-    for (std::thread& t : threads_) t.join();
+    for (std::thread& t : threads_) {
+      if (abandoned_) t.detach();  // may never return; the process is on its way out
+      else t.join();
+    }
   }
+  bool abandoned() const { return abandoned_; }
 
-  // Runs fn(rank) on every rank's thread; rethrows the first failure (by rank).
   void run_all(const std::function<void(int)>& fn) {
     std::unique_lock<std::mutex> lock(mu_);
+    if (abandoned_) fail("FSDP: this node's GPU threads were abandoned after an earlier failure; restart the node");
     job_ = &fn;
     errors_.assign(threads_.size(), nullptr);
+    failed_order_.clear();
+    done_.assign(threads_.size(), 0);
     pending_ = static_cast<int>(threads_.size());
     ++generation_;
     cv_.notify_all();
-    done_cv_.wait(lock, [this] { return pending_ == 0; });
+    auto limit = std::chrono::steady_clock::now() + kRankJobDeadline;
+    bool aborted = false, timed_out = false;
+    while (pending_ > 0) {
+      const bool woke = done_cv_.wait_until(lock, limit, [&] {
+        return pending_ == 0 || (!aborted && !failed_order_.empty());
+      });
+      if (pending_ == 0) break;
+      if (aborted) {  // the grace after the abort ran out
+        abandoned_ = true;
+        break;
+      }
+      timed_out = !woke;
+      aborted = true;
+      lock.unlock();
+      abort_();
+      lock.lock();
+      limit = std::chrono::steady_clock::now() + kRankGraceAfterFailure;
+    }
     job_ = nullptr;
-    for (const std::exception_ptr& e : errors_)
-      if (e) std::rethrow_exception(e);
+    std::string stuck;
+    for (size_t r = 0; r < threads_.size(); ++r)
+      if (!done_[r]) stuck += str(stuck.empty() ? "" : ", ", r);
+    if (!failed_order_.empty()) {
+      const int first = failed_order_.front();
+      try {
+        std::rethrow_exception(errors_[first]);
+      } catch (const std::exception& e) {
+        fail("FSDP rank ", first, " failed: ", e.what(), "; the other ranks were released (the node's collectives ",
+             "were aborted)", abandoned_ ? str(", and rank(s) ", stuck, " did not return within ",
+                                              kRankGraceAfterFailure.count(), " s") : std::string(),
+             ". The node stops; restart it to rejoin the run");
+      }
+    }
+    if (timed_out || abandoned_)
+      fail("FSDP: rank(s) ", stuck, " did not finish a job within ", kRankJobDeadline.count(),
+           " s (a lost GPU, or a collective a peer never joined); the node's collectives were aborted. "
+           "The node stops; restart it to rejoin the run");
   }
 
  private:
@@ -94,18 +154,24 @@ class RankThreads {
       }
       std::lock_guard<std::mutex> lock(mu_);
       errors_[rank] = err;
-      if (--pending_ == 0) done_cv_.notify_all();
+      done_[rank] = true;
+      if (err) failed_order_.push_back(rank);
+      if (--pending_ == 0 || err) done_cv_.notify_all();
     }
   }
 
+  std::function<void()> abort_;
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
   std::vector<std::exception_ptr> errors_;
+  std::vector<int> failed_order_;              // ranks that failed in this job, first first
+  std::vector<char> done_;                     // per rank: returned from the current job
   uint64_t generation_ = 0;
   int pending_ = 0;
   bool stop_ = false;
+  std::atomic<bool> abandoned_{false};
 };
 
 class FsdpBackend final : public Backend {
@@ -114,19 +180,20 @@ class FsdpBackend final : public Backend {
       : cfg_(cfg), world_(gpus), T_(seq_len), max_batch_(max_batch), models_(gpus), slots_(gpus) {
     std::vector<int> devices(gpus, 0);  // every rank on GPU 0 when they share it
     if (fsdp_on_shared_gpu()) {
-      shared_ = std::make_unique<SharedGpuGroup>(gpus);
+      group_ = std::make_unique<SharedGpuGroup>(gpus);
     } else {
       for (int r = 0; r < gpus; ++r) devices[r] = r;
 #if defined(INTELLECT_HAVE_NCCL)
-      nccl_ = std::make_unique<NcclGroup>(devices);
+      group_ = std::make_unique<NcclGroup>(devices);
 #endif
     }
-    threads_ = std::make_unique<RankThreads>(devices);
+    read_injected_failure();
+    threads_ = std::make_unique<RankThreads>(devices, [this] { group_->abort(); });
     threads_->run_all([&](int r) {
       CudaOptions o = cuda_options(cfg_);
       o.rank = r;
       o.world = world_;
-      o.collectives = collectives(r);
+      o.collectives = group_->rank(r);
       models_[r] = std::make_unique<LlamaCuda>(cfg_.model, o, max_batch_, T_);
     });
     if (cfg_.grad_accum_steps() % world_ != 0)
@@ -138,21 +205,29 @@ class FsdpBackend final : public Backend {
   }
 
   ~FsdpBackend() override {
-    // Shards first (their streams use the communicators), then NCCL, then threads.
+    if (threads_ && threads_->abandoned()) {
+      // A rank never returned: it may still use its model, the group and the
+      // threads' state, so all of it stays allocated until the process ends.
+      (void)threads_.release();
+      for (auto& m : models_) (void)m.release();
+      (void)group_.release();
+      return;
+    }
+    // Shards first (their streams use the collectives), then the group, then threads.
     if (threads_) {
       try {
         threads_->run_all([&](int r) { models_[r].reset(); });
       } catch (const std::exception&) {
       }
     }
-    nccl_.reset();
-    shared_.reset();
+    threads_.reset();
+    group_.reset();
   }
 
   std::string describe() const override {
     size_t bytes = 0;
     for (const auto& m : models_) bytes = std::max(bytes, m->device_bytes());
-    return str("cuda x", world_, " (FSDP over ", collectives_name(), ", gradients reduced in ",
+    return str("cuda x", world_, " (FSDP over ", group_->name(), ", gradients reduced in ",
                cfg_.precision.grad_reduce_dtype, "): ", cuda::describe_device(0), ", bf16, ",
                cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
                ", AdamW state ", cfg_.precision.optim_state_dtype, ", attention: ",
@@ -279,7 +354,10 @@ class FsdpBackend final : public Backend {
       pad.logits_host = nullptr;
     }
     pending_ = 0;  // before running: a failure must not leave the slots counted full
+    const long long round = rounds_++;
     threads_->run_all([&](int r) {
+      if (r == inject_rank_ && round == inject_round_)
+        fail("injected failure (INTELLECT_FSDP_INJECT_FAILURE) on rank ", r, " in round ", round);
       const MicroBatch& mb = slots_[r];
       const int64_t n = static_cast<int64_t>(mb.cu_seqlens.size()) - 1;
       models_[r]->forward_backward(mb.tokens.data(), mb.targets.data(), mb.B, mb.z_weight, mb.grad_scale,
@@ -291,25 +369,20 @@ class FsdpBackend final : public Backend {
   Config cfg_;
   int world_;
   int64_t T_, max_batch_;
-  RankCollectives* collectives(int r) const {
-#if defined(INTELLECT_HAVE_NCCL)
-    if (nccl_) return nccl_->rank(r);
-#endif
-    return shared_->rank(r);
-  }
-  std::string collectives_name() const {
-#if defined(INTELLECT_HAVE_NCCL)
-    if (nccl_) return "NCCL " + NcclGroup::version();
-#endif
-    return "one shared GPU, in-process collectives (INTELLECT_FSDP_SHARED_GPU=1, for tests)";
+  // Test-only fault injection (INTELLECT_FSDP_INJECT_FAILURE="rank:round"):
+  // that rank throws instead of running its micro-batch in that round of
+  // micro-batches (counted from 0), to show a rank failing alone stops the
+  // node instead of hanging it (Fsdp.ARankThatFailsAloneStopsTheNodeWithinItsDeadline).
+  void read_injected_failure() {
+    const char* v = std::getenv("INTELLECT_FSDP_INJECT_FAILURE");
+    if (!v) return;
+    if (std::sscanf(v, "%d:%lld", &inject_rank_, &inject_round_) != 2 || inject_rank_ < 0 || inject_rank_ >= world_)
+      fail("INTELLECT_FSDP_INJECT_FAILURE=\"", v, "\": expected RANK:ROUND with RANK below train.gpus=", world_);
   }
 
-#if defined(INTELLECT_HAVE_NCCL)
-  std::unique_ptr<NcclGroup> nccl_;
-#else
-  std::unique_ptr<int> nccl_;  // never set: this build has no NCCL
-#endif
-  std::unique_ptr<SharedGpuGroup> shared_;
+  std::unique_ptr<CollectiveGroup> group_;
+  int inject_rank_ = -1;
+  long long inject_round_ = -1, rounds_ = 0;
   std::vector<std::unique_ptr<LlamaCuda>> models_;
   std::unique_ptr<RankThreads> threads_;
   std::vector<MicroBatch> slots_;  // one per rank, reused

@@ -15,6 +15,7 @@
 #include "model/init.h"
 #include "dist/shared_gpu_group.h"
 #include "train/backend.h"
+#include "util/error.h"
 #include "train/config.h"
 
 namespace intellect {
@@ -219,6 +220,39 @@ TEST(Fsdp, NvlinkMulticastIsOffWhateverTheEnvironmentSays) {
   ASSERT_NE(std::getenv("NCCL_NVLS_ENABLE"), nullptr);
   EXPECT_STREQ(std::getenv("NCCL_NVLS_ENABLE"), "0");
   EXPECT_CONTAINS(b->describe(), "FSDP over NCCL");
+}
+
+// One rank failing alone (here an injected error in its second round of
+// micro-batches) must not leave the other blocked in a collective: the node's
+// collectives are aborted, the failure is reported with its rank and cause,
+// and the node stops well within its deadline (the shared-GPU barrier's own
+// would take 120 s; NCCL's wait, for ever).
+TEST(Fsdp, ARankThatFailsAloneStopsTheNodeWithinItsDeadline) {
+  REQUIRE_GPU();
+  const RanksOnGpus placement(2);
+  const Config c = tiny(2, {"train.batch_size=16", "train.micro_batch_size=4"});
+  setenv("INTELLECT_FSDP_INJECT_FAILURE", "1:1", 1);
+  std::unique_ptr<Backend> b;
+  const std::string made = error_of([&] { b = make_backend(c, c.train.micro_batch_size, c.train.seq_len); });
+  unsetenv("INTELLECT_FSDP_INJECT_FAILURE");
+  ASSERT_TRUE(made.empty()) << made;
+  const std::vector<float> p0 = initial_params(c, b->layout());
+  b->set_params(p0.data());
+  std::vector<int32_t> x, y;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string err = error_of([&] {
+    b->zero_grads();
+    for (int m = 0; m < c.grad_accum_steps(); ++m) {
+      batch(c, m, x, y);
+      b->run(x.data(), y.data(), c.train.micro_batch_size, 0.0f, 1.0f / c.tokens_per_step(), true);
+    }
+    b->step(1e-3);
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_CONTAINS(err, "FSDP rank 1 failed: injected failure");
+  EXPECT_CONTAINS(err, "restart it to rejoin the run");
+  EXPECT_LT(seconds, 30.0) << "the other rank was left waiting in a collective";
+  b.reset();  // and the node's teardown does not hang either
 }
 
 // The shared-GPU test double sums like a reduce-scatter and fails, rather
