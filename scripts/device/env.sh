@@ -3,7 +3,12 @@
 # libraries and at the device's own CUDA libraries from its Python nvidia-*
 # packages. Keeps NVLink multicast off, as the device README requires.
 set -uo pipefail
-[ -d devbin ] || tar xzf devbin.tgz
+# Unpacked again whenever devbin.tgz changed: a warm machine keeps the last
+# call's devbin/, which once ran a stale binary (tenth session, call 8).
+packed=$(md5sum devbin.tgz | cut -d' ' -f1)
+if [ "$(cat devbin/.packed 2>/dev/null)" != "$packed" ]; then
+  rm -rf devbin && tar xzf devbin.tgz && echo "$packed" > devbin/.packed
+fi
 nvlibs=$(python3 - <<'PY'
 import os, nvidia
 roots = list(nvidia.__path__)

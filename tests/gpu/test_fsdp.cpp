@@ -232,10 +232,8 @@ TEST(Fsdp, ARankThatFailsAloneStopsTheNodeWithinItsDeadline) {
   const RanksOnGpus placement(2);
   const Config c = tiny(2, {"train.batch_size=16", "train.micro_batch_size=4"});
   setenv("INTELLECT_FSDP_INJECT_FAILURE", "1:1", 1);
-  std::unique_ptr<Backend> b;
-  const std::string made = error_of([&] { b = make_backend(c, c.train.micro_batch_size, c.train.seq_len); });
+  std::unique_ptr<Backend> b = make_backend(c, c.train.micro_batch_size, c.train.seq_len);  // reads it
   unsetenv("INTELLECT_FSDP_INJECT_FAILURE");
-  ASSERT_TRUE(made.empty()) << made;
   const std::vector<float> p0 = initial_params(c, b->layout());
   b->set_params(p0.data());
   std::vector<int32_t> x, y;
