@@ -104,6 +104,62 @@ TEST(DistCodec, SumOfSquaresIsThatOfTheDecodedValues) {
   }
 }
 
+// The ring hop's one pass (decode_fused) is bit for bit the separate passes
+// it replaced: a decode, or a copy of the base then decode_add, and
+// sum_squares; in place or not, for sizes ending mid-block (int8 also with
+// small blocks, so a message holds many blocks and a short last one). It
+// reports a non-finite sum, whether from the base or from an overflow.
+TEST(DistCodec, FusedDecodeIsTheSeparatePassesBitForBit) {
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  struct Case { Compression c; size_t block; };
+  for (const Case k : {Case{Compression::None, 0}, Case{Compression::Int8, 65536}, Case{Compression::Int8, 256},
+                       Case{Compression::Int8, 7}, Case{Compression::Int4, 64}}) {
+    const auto codec = make_block_codec(k.c, k.block);
+    for (size_t n : {size_t{0}, size_t{1}, size_t{3}, size_t{255}, size_t{257}, size_t{4099}, size_t{70'001}}) {
+      const std::string at = str(compression_name(k.c), " block ", k.block, " n=", n);
+      const std::vector<float> x = test::randn(n, 99 + n, 1e-2f);
+      const std::vector<float> base = test::randn(n, 7 + n, 1.0f);
+      std::vector<uint8_t> enc(codec->encoded_bytes(n));
+      codec->encode(x.data(), n, enc.data(), "test");
+
+      std::vector<float> want(n), got(n, -1.0f);
+      codec->decode(enc.data(), n, want.data());
+      double ss = -1.0;
+      EXPECT_FALSE(codec->decode_fused(enc.data(), n, nullptr, got.data(), &ss)) << at;
+      EXPECT_TRUE(same_bits(got, want)) << at;
+      const double want_ss = codec->sum_squares(enc.data(), n);
+      EXPECT_EQ(std::memcmp(&ss, &want_ss, sizeof ss), 0) << at << ": " << ss << " vs " << want_ss;
+
+      want = base;
+      codec->decode_add(enc.data(), n, want.data());
+      std::fill(got.begin(), got.end(), -1.0f);
+      EXPECT_FALSE(codec->decode_fused(enc.data(), n, base.data(), got.data(), nullptr)) << at;
+      EXPECT_TRUE(same_bits(got, want)) << at << " (base apart)";
+      got = base;
+      ss = -1.0;
+      EXPECT_FALSE(codec->decode_fused(enc.data(), n, got.data(), got.data(), &ss)) << at;
+      EXPECT_TRUE(same_bits(got, want)) << at << " (in place)";
+      EXPECT_EQ(std::memcmp(&ss, &want_ss, sizeof ss), 0) << at << " (in place)";
+      if (n == 0) continue;
+
+      // A NaN or inf in the base anywhere, the last value (a tail) too, is
+      // reported; so is a finite base that overflows with the payload.
+      for (const size_t at_i : {size_t{0}, n / 2, n - 1})
+        for (const float bad : {NAN, INFINITY, -INFINITY}) {
+          std::vector<float> b = base;
+          b[at_i] = bad;
+          EXPECT_TRUE(codec->decode_fused(enc.data(), n, b.data(), got.data(), nullptr)) << at << " bad at " << at_i;
+        }
+      std::vector<float> big(n, FLT_MAX), big_x(n, FLT_MAX);
+      std::vector<uint8_t> big_enc(codec->encoded_bytes(n));
+      codec->encode(big_x.data(), n, big_enc.data(), "test");
+      EXPECT_TRUE(codec->decode_fused(big_enc.data(), n, big.data(), got.data(), nullptr)) << at << " (overflow)";
+    }
+  }
+}
+
 TEST(DistInt4, GaussianErrorIsAboutATenthOfSigma) {
   std::vector<float> x(1 << 16);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(normal01(3, i));

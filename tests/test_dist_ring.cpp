@@ -519,6 +519,22 @@ TEST(DistRing, NonFiniteInputAndBadArgumentsRefused) {
   EXPECT_NE(res.errors[1].find("input value 42"), std::string::npos) << res.errors[1];
   EXPECT_NE(res.errors[0], "");  // its neighbour gave up, so must it, and promptly
   EXPECT_LT(res.seconds, 2.0);
+  // Every codec refuses it with the same words, whether the value is in a
+  // chunk this rank adds to (42: segment 0, the fused decode pass) or in its
+  // own segment (77: checked before its step-0 encoding).
+  for (Compression c : {Compression::None, Compression::Int8, Compression::Int4})
+    for (size_t i : {size_t{42}, size_t{77}, size_t{99}})
+      for (float bad : {NAN, INFINITY}) {
+        Ring r2(2);
+        auto in2 = make_inputs(2, 100, 13);
+        in2[1][i] = bad;
+        const auto res2 = run_ring(r2, in2, small_opts(c));
+        const std::string want = str("input value ", i, " is ", bad,
+                                     "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps "
+                                     "diverged; retrying will not help)");
+        EXPECT_NE(res2.errors[1].find(want), std::string::npos) << compression_name(c) << ": " << res2.errors[1];
+        EXPECT_NE(res2.errors[0], "");
+      }
   // Output overlapping part of the input is refused (in place, the very
   // same span, is allowed: Mesh's three-node averages run one node so).
   std::vector<float> buf(10);

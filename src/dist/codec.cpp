@@ -76,11 +76,54 @@ double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
   return s;
 }
 
+// Whether any of x is NaN/inf: integer bits, which vectorise.
+static bool any_non_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &x[i], 4);
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
+// The separate passes, for codecs without a fused kernel (int4).
+bool BlockCodec::decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const {
+  if (ss) *ss = sum_squares(in, n);
+  if (!base) {
+    decode(in, n, out);
+    return false;
+  }
+  if (base != out && n) std::memcpy(out, base, n * sizeof(float));
+  decode_add(in, n, out);
+  return any_non_finite(out, n);
+}
+
 namespace {
 
 class Fp32Codec final : public BlockCodec {
  public:
   double sum_squares(const uint8_t* in, size_t n) const override { return fp32_sum_squares(in, n); }
+  // The sum of squares stays its own sequential pass: a double sum's order
+  // is its value.
+  bool decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const override {
+    if (ss) *ss = fp32_sum_squares(in, n);
+    if (!base) {
+      decode(in, n, out);
+      return false;
+    }
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, in + 4 * i, 4);
+      v = base[i] + v;
+      out[i] = v;
+      uint32_t b;
+      std::memcpy(&b, &v, 4);
+      bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad != 0;
+  }
   Compression kind() const override { return Compression::None; }
   uint32_t block() const override { return 0; }
   size_t encoded_bytes(size_t n) const override { return n * sizeof(float); }
@@ -121,6 +164,9 @@ class Int8Codec final : public BlockCodec {
   void decode(const uint8_t* in, size_t n, float* out) const override { int8_decode(in, n, block_, out, threads_); }
   void decode_add(const uint8_t* in, size_t n, float* acc) const override {
     int8_decode_add(in, n, block_, acc, threads_);
+  }
+  bool decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const override {
+    return int8_decode_fused(in, n, block_, base, out, ss);
   }
 
  private:

@@ -45,6 +45,15 @@ class BlockCodec {
   // The sum of the squares of the n decoded values (contribution_check.h);
   // by default through a decode.
   virtual double sum_squares(const uint8_t* in, size_t n) const;
+  // A ring hop's work on a validated payload in one pass, so the chunk is
+  // read and written once, not once per step (issue 15: the hops were
+  // CPU-bound): out[i] = decoded value i, plus base[i] when base is not
+  // null (base may be out: in place), and *ss = sum_squares(in, n), the same
+  // double, when ss is not null. Returns true when some out[i] is not
+  // finite; the caller then looks for the cause. Bit for bit what decode or
+  // a copy then decode_add, and sum_squares, give. One thread: the ring
+  // runs one call per chunk on its codec pool.
+  virtual bool decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const;
   // True when decode(encode(x)) may differ from x: the chunk's owner then
   // replaces its own copy with the decoded average, so every rank agrees.
   bool lossy() const { return kind() != Compression::None; }

@@ -199,6 +199,64 @@ void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int 
   decode_impl<true>(in, n, block, acc, threads);
 }
 
+// One block of int8_decode_fused. The histogram is int8_sum_squares's (four
+// interleaved counts, summed bin by bin in the same order), so the double
+// is the same. Integer bits for the finiteness test, as first_non_finite.
+template <bool kBase, bool kSs>
+static uint32_t decode_fused_block(const float* table, const uint8_t* codes, size_t len, const float* x, float* o,
+                                   double* total) {
+  uint32_t part[4][kInt8Bins];
+  if constexpr (kSs) std::memset(part, 0, sizeof part);
+  uint32_t bad = 0;
+  auto one = [&](size_t i, int k) {
+    const uint8_t c = codes[i];
+    float v = table[c];
+    if constexpr (kBase) {
+      v = x[i] + v;
+      uint32_t b;
+      std::memcpy(&b, &v, 4);
+      bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+    }
+    o[i] = v;
+    if constexpr (kSs) ++part[k][c];
+  };
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4)
+    for (int k = 0; k < 4; ++k) one(i + k, k);
+  for (; i < len; ++i) one(i, 0);
+  if constexpr (kSs)
+    for (size_t k = 0; k < kInt8Bins; ++k) {
+      const uint32_t count = part[0][k] + part[1][k] + part[2][k] + part[3][k];
+      *total += double(count) * double(table[k]) * double(table[k]);
+    }
+  return bad;
+}
+
+template <bool kBase, bool kSs>
+static bool decode_fused_impl(const uint8_t* in, size_t n, size_t block, const float* base, float* out, double* ss) {
+  const size_t nblocks = (n + block - 1) / block;
+  double total = 0.0;
+  uint32_t bad = 0;
+  for (size_t b = 0; b < nblocks; ++b) {
+    const size_t begin = b * block;
+    const uint8_t* p = in + begin + b * kInt8TableBytes;
+    float table[kInt8Bins];
+    std::memcpy(table, p, kInt8TableBytes);
+    bad |= decode_fused_block<kBase, kSs>(table, p + kInt8TableBytes, std::min(block, n - begin),
+                                          kBase ? base + begin : nullptr, out + begin, &total);
+  }
+  if constexpr (kSs) *ss = total;
+  return bad != 0;
+}
+
+bool int8_decode_fused(const uint8_t* in, size_t n, size_t block, const float* base, float* out, double* ss) {
+  INTELLECT_CHECK(block > 0);
+  if (base) return ss ? decode_fused_impl<true, true>(in, n, block, base, out, ss)
+                      : decode_fused_impl<true, false>(in, n, block, base, out, ss);
+  return ss ? decode_fused_impl<false, true>(in, n, block, base, out, ss)
+            : decode_fused_impl<false, false>(in, n, block, base, out, ss);
+}
+
 double int8_sum_squares(const uint8_t* in, size_t n, size_t block) {
   INTELLECT_CHECK(block > 0);
   const size_t nblocks = (n + block - 1) / block;

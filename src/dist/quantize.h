@@ -57,4 +57,11 @@ void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int 
 // checks against a sender's announced norm.
 double int8_sum_squares(const uint8_t* in, size_t n, size_t block);
 
+// BlockCodec::decode_fused for int8 (codec.h), on the calling thread: each
+// code is read once for the add, the histogram of int8_sum_squares and the
+// finiteness test. Bit for bit int8_decode / a copy then int8_decode_add,
+// and int8_sum_squares. Returns (base given) whether some out[i] is not
+// finite; false without looking when base is null.
+bool int8_decode_fused(const uint8_t* in, size_t n, size_t block, const float* base, float* out, double* ss);
+
 }  // namespace intellect

@@ -182,11 +182,13 @@ class LaneRun {
   std::vector<uint8_t> build(const RingHeader& h, const float* x);
   std::vector<uint8_t> receive(const RingHeader& want);
   void check_payload(const Job& job, const std::string& what);
+  void check_contribution(const Job& job, double ss, const std::string& what);
   void send_leaves(uint64_t seq);
   void receive_leaves();
   void check_leaf(const Job& job, const std::string& what);
   void keep_chunk(const RingHeader& h, const uint8_t* payload);
-  void copy_input(const RingHeader& h);
+  void check_input(const RingHeader& h);
+  void refuse_non_finite_input(const RingHeader& h);
   void run_job(Job& job);
   void fail_round(std::exception_ptr e);
   void add_times(double encode_s, double decode_s);
@@ -342,6 +344,8 @@ void LaneRun::check_leaf(const Job& job, const std::string& what) {
                                         prev, {prev_leaf_msg_, job.msg});
 }
 
+// What a payload must pass before its values are used: its commitment leaf
+// (first hops), finite tables or values, and (chaos only) a forged accusation.
 void LaneRun::check_payload(const Job& job, const std::string& what) {
   const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
   if (audit_ && job.h.phase == kReduceScatter && job.h.step == 0) check_leaf(job, what);
@@ -352,8 +356,13 @@ void LaneRun::check_payload(const Job& job, const std::string& what) {
     throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
                                           static_cast<int>(wrap(int64_t(r_) - 1)), {std::move(forged)});
   }
+}
+
+// The announced-norm check of a payload whose sum of squares the decode pass
+// (BlockCodec::decode_fused) computed: after check_payload, before the
+// chunk's values go on or are kept.
+void LaneRun::check_contribution(const Job& job, double ss, const std::string& what) {
   if (!check_.enabled()) return;
-  const double ss = codec_->sum_squares(payload, job.h.count);
   std::lock_guard<std::mutex> lock(check_mu_);
   check_.add(job.h.phase == kAllGather, job.h.step, ss, what,
              job.h.is_signed ? std::span<const uint8_t>(job.msg) : std::span<const uint8_t>());
@@ -369,33 +378,41 @@ void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
   k.encoded.assign(payload, payload + codec_->encoded_bytes(h.count));
 }
 
-// A chunk's input, checked and copied into the output by the first job that
-// reads it (its step-0 encoding, or the reduce-scatter hop that adds to it):
-// done up front, one pass over the whole input would delay the first
-// message by that pass (about 0.1 s at 277M values).
-void LaneRun::copy_input(const RingHeader& h) {
+// Our own NaN/inf must not leave this rank: the error names the input
+// value. Called where a pass saw a non-finite value; a sum that overflowed
+// from finite inputs is not refused here (the next encode or the next
+// rank's validate does, as before the hop's passes were fused).
+void LaneRun::refuse_non_finite_input(const RingHeader& h) {
   const size_t off = chunk_off(h.segment, h.chunk);
   const float* x = in_.data() + off;
+  for (size_t i = 0; i < h.count; ++i)
+    if (!std::isfinite(x[i]))
+      fail("input value ", off + i, " is ", x[i],
+           "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
+}
+
+// A step-0 chunk of our own segment, before its encoding. It is encoded
+// straight from the input: the output's copy of segment r is written by
+// its all-gather hop, so copying it there first would be a wasted pass. Done
+// per chunk, not up front: one pass over the whole input would delay the
+// first message by that pass (about 0.1 s at 277M values).
+void LaneRun::check_input(const RingHeader& h) {
+  const float* x = in_.data() + chunk_off(h.segment, h.chunk);
   uint32_t bad = 0;
   for (size_t i = 0; i < h.count; ++i) {  // integer bits: vectorises
     uint32_t b;
     std::memcpy(&b, &x[i], 4);
     bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
   }
-  if (bad)
-    for (size_t i = 0; i < h.count; ++i)
-      if (!std::isfinite(x[i]))
-        fail("input value ", off + i, " is ", x[i],
-             "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
-  if (x != out_.data() + off) std::copy(x, x + h.count, out_.data() + off);  // in place: already there
+  if (bad) refuse_non_finite_input(h);
 }
 
 void LaneRun::run_job(Job& job) {
   const RingHeader& h = job.h;
   float* x = out_.data() + chunk_off(h.segment, h.chunk);
   if (job.kind == JobKind::EncodeOwn) {
-    copy_input(h);
-    queue_.put(job.seq, build(h, x));
+    check_input(h);
+    queue_.put(job.seq, build(h, in_.data() + chunk_off(h.segment, h.chunk)));
     return;
   }
   const std::string what = str(h.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ", h.step,
@@ -403,8 +420,14 @@ void LaneRun::run_job(Job& job) {
   const RingClock::time_point d = RingClock::now();
   check_payload(job, what);
   const uint8_t* payload = job.msg.data() + kRingHeaderBytes;
+  // One pass decodes (and adds) and sums the squares for the contribution
+  // check; a check that fails leaves the chunk written, which a failed
+  // round's output may be anyway.
+  double ss = 0.0;
+  double* want_ss = check_.enabled() ? &ss : nullptr;
   if (job.kind == JobKind::GatherHop) {
-    codec_->decode(payload, h.count, x);
+    codec_->decode_fused(payload, h.count, nullptr, x, want_ss);
+    check_contribution(job, ss, what);
     keep_chunk(h, payload);
     add_times(0.0, since(d));
     if (job.seq == UINT64_MAX) return;
@@ -414,8 +437,11 @@ void LaneRun::run_job(Job& job) {
     queue_.put(job.seq, std::move(job.msg));
     return;
   }
-  copy_input(h);  // each segment but r arrives exactly once in the reduce-scatter
-  codec_->decode_add(payload, h.count, x);
+  // Each segment but r arrives exactly once in the reduce-scatter: the
+  // input's chunk is read here, and only here, with the payload added.
+  const bool non_finite = codec_->decode_fused(payload, h.count, in_.data() + chunk_off(h.segment, h.chunk), x, want_ss);
+  check_contribution(job, ss, what);
+  if (non_finite) refuse_non_finite_input(h);
   add_times(0.0, since(d));
   if (h.step + 2 < N_) {
     queue_.put(job.seq, build(header(kReduceScatter, h.step + 1, h.segment, h.chunk), x));
@@ -545,7 +571,8 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
   // In place (the very same span) is allowed: each chunk of the input is
-  // read once, by copy_input, before that chunk of the output is written.
+  // read once, by its step-0 encoding or in the same pass as its reduce-
+  // scatter hop writes that chunk of the output, value by value.
   // A failed round then leaves it part-averaged: the caller rebuilds it.
   const float *in_lo = input.data(), *in_hi = in_lo + input.size();
   const bool in_place = input.data() == output.data();
@@ -574,7 +601,8 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   }
 
   // Our own NaN/inf is refused chunk by chunk, before that chunk's first
-  // encoding (LaneRun::copy_input): nothing non-finite of ours leaves.
+  // encoding or its reduce-scatter hop (LaneRun::check_input,
+  // refuse_non_finite_input): nothing non-finite of ours leaves.
   LaneRun lane(link, opt, input, output, carried);
   lane.run();
   if (std::string msg; lane.failed(msg)) {
