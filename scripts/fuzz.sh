@@ -40,7 +40,7 @@ printf '%s\n' "${lib_sources[@]}" | xargs -P 2 -I{} sh -c \
 objs=()
 for src in "${lib_sources[@]}"; do objs+=("$out/obj/$(echo "$src" | tr / _).o"); done
 
-targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_handshake_pair fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
          fuzz_int4 fuzz_sparse_message fuzz_ring_evidence)
 for target in "${targets[@]}"; do
   echo "fuzz: building $target"
@@ -48,7 +48,7 @@ for target in "${targets[@]}"; do
     -o "$out/$target"
 done
 
-targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
+targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_handshake_pair fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
          fuzz_int4 fuzz_sparse_message fuzz_ring_evidence)
 for target in "${targets[@]}"; do
   mkdir -p "$out/corpus/$target"

@@ -366,6 +366,56 @@ TEST(DistAuth, UnknownKeysAreRefusedOnEitherSide) {
       << r.initiator_failure;
 }
 
+// In the node-keys mode the handshake keys need no secret, so an outsider
+// can run the key exchange honestly and seal any proof it likes: what the
+// receiver checks after opening it must hold on its own.
+TEST(DistAuth, AnOutsiderWhoCompletesTheKeyExchangeCannotProveAnAdmittedKey) {
+  Keys a, b, stranger;
+  auto accept = PeerCredentials::keyed(a.key, admit_only({b.pk()}));
+  // Claims b's key under its own signature.
+  {
+    Handshake acc(AuthRole::acceptor, accept), ini(AuthRole::initiator, PeerCredentials::keyed(stranger.key, admit_only({a.pk()})));
+    const PublicKey claimed = b.pk();
+    ini.set_proof_transform_for_testing([&](std::vector<uint8_t> proof) {
+      std::copy(claimed.begin(), claimed.end(), proof.begin());
+      return proof;
+    });
+    auto r = run_handshake(ini, acc);
+    EXPECT_FALSE(r.acceptor_ok);
+    EXPECT_FALSE(r.confirm_sent);
+    EXPECT_TRUE(has(r.acceptor_failure, "signature by " + fingerprint(b.pk()) + " does not verify"))
+        << r.acceptor_failure;
+  }
+  // A proof of the wrong size: refused by its size, before any copy out of it.
+  for (size_t n : {size_t{0}, size_t{31}, kPublicKeyBytes + kSignatureBytes - 1, kPublicKeyBytes + kSignatureBytes + 1}) {
+    Handshake acc(AuthRole::acceptor, accept), ini(AuthRole::initiator, PeerCredentials::keyed(b.key, admit_only({a.pk()})));
+    ini.set_proof_transform_for_testing([n](std::vector<uint8_t> proof) {
+      proof.resize(n, 0x5A);
+      return proof;
+    });
+    auto r = run_handshake(ini, acc);
+    EXPECT_FALSE(r.acceptor_ok) << n;
+    EXPECT_TRUE(has(r.acceptor_failure, "identity proof is " + std::to_string(n) + " bytes")) << r.acceptor_failure;
+  }
+  // The acceptor's side: an impostor that flips one bit of its signature.
+  {
+    Handshake acc(AuthRole::acceptor, accept), ini(AuthRole::initiator, PeerCredentials::keyed(b.key, admit_only({a.pk()})));
+    acc.set_proof_transform_for_testing([](std::vector<uint8_t> proof) {
+      proof.back() ^= 1;
+      return proof;
+    });
+    auto r = run_handshake(ini, acc);
+    EXPECT_TRUE(r.confirm_sent);
+    EXPECT_FALSE(r.initiator_ok);
+    EXPECT_TRUE(has(r.initiator_failure, "does not verify")) << r.initiator_failure;
+  }
+  // Unchanged, the same pair completes: the refusals above are the changes'.
+  Handshake acc(AuthRole::acceptor, accept), ini(AuthRole::initiator, PeerCredentials::keyed(b.key, admit_only({a.pk()})));
+  ini.set_proof_transform_for_testing([](std::vector<uint8_t> proof) { return proof; });
+  auto r = run_handshake(ini, acc);
+  EXPECT_TRUE(r.acceptor_ok && r.initiator_ok) << r.acceptor_failure << r.initiator_failure;
+}
+
 TEST(DistAuth, ModesRefuseEachOtherAndDowngradesFail) {
   Keys a, b;
   auto keyed_a = PeerCredentials::keyed(a.key, admit_only({b.pk()}));

@@ -292,6 +292,7 @@ std::vector<uint8_t> Handshake::identity_proof(AuthRole prover) const {
     const auto mac = secret_mac(cred_.secret, m);
     out.assign(mac.begin(), mac.end());
   }
+  if (proof_transform_) out = proof_transform_(std::move(out));
   return out;
 }
 

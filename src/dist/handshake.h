@@ -50,6 +50,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "dist/auth.h"
 #include "dist/frame.h"
@@ -120,6 +121,14 @@ class Handshake {
   // Tests only: offer these suites (a bit mask of 1 << CipherSuite) instead
   // of what this CPU can do.
   void set_offered_suites_for_testing(uint8_t mask) { offered_ = mask; }
+  // Tests and fuzzing only (fuzz/fuzz_handshake_pair.cpp): pass this side's
+  // identity proof through `f` before it is sealed. It plays the peer that
+  // completes the key exchange honestly and then proves something else,
+  // which any outsider can do in the node-keys mode (the handshake keys need
+  // no secret there), so the receiver's checks of the opened proof get
+  // arbitrary input.
+  using ProofTransform = std::function<std::vector<uint8_t>(std::vector<uint8_t>)>;
+  void set_proof_transform_for_testing(ProofTransform f) { proof_transform_ = std::move(f); }
   // bench_allreduce --plaintext only (TransportOptions::
   // unsealed_frames_for_benchmarks): declare and require unsealed frames.
   // Before start().
@@ -150,6 +159,7 @@ class Handshake {
   SessionKeys session_;
   std::optional<PublicKey> peer_key_, initiator_key_;
   std::string failure_;
+  ProofTransform proof_transform_;
 };
 
 }  // namespace intellect
