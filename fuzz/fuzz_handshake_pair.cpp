@@ -37,6 +37,7 @@
 #include "dist/handshake.h"
 #include "dist/identity.h"
 #include "dist/sealed_frame.h"
+#include "fuzz_input.h"
 
 using namespace intellect;
 
@@ -58,20 +59,7 @@ void rng_buf(void* buf, size_t n) {
 }
 randombytes_implementation g_impl = {rng_name, rng_random, rng_stir, nullptr, rng_buf, nullptr};
 
-struct Reader {
-  const uint8_t* p;
-  size_t n;
-  uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-  std::vector<uint8_t> bytes(size_t k) {
-    std::vector<uint8_t> out;
-    while (k-- > 0) out.push_back(byte());
-    return out;
-  }
-};
+using Reader = FuzzInput;
 
 // The proof a side seals, changed as the fuzzer says; *changed tells whether
 // it differs from the honest one.

@@ -23,6 +23,7 @@
 #include "dist/frame.h"
 #include "dist/frame_cipher.h"
 #include "dist/sealed_frame.h"
+#include "fuzz_input.h"
 
 using namespace intellect;
 
@@ -35,15 +36,7 @@ AeadKey key() {
   return k;
 }
 
-struct Reader {
-  const uint8_t* p;
-  size_t n;
-  uint8_t byte() {
-    if (n == 0) return 0;
-    --n;
-    return *p++;
-  }
-};
+using Reader = FuzzInput;
 
 // Decodes and opens `stream` the transport's way; returns the frames
 // delivered before the first failure.

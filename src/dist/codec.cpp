@@ -2,6 +2,7 @@
 #include "dist/codec.h"
 
 #include "dist/contribution_check.h"
+#include "dist/finite.h"
 
 #include <cstring>
 
@@ -76,17 +77,6 @@ double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
   return s;
 }
 
-// Whether any of x is NaN/inf: integer bits, which vectorise.
-static bool any_non_finite(const float* x, size_t n) {
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, &x[i], 4);
-    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad != 0;
-}
-
 // The separate passes, for codecs without a fused kernel (int4).
 bool BlockCodec::decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const {
   if (ss) *ss = sum_squares(in, n);
@@ -96,7 +86,7 @@ bool BlockCodec::decode_fused(const uint8_t* in, size_t n, const float* base, fl
   }
   if (base != out && n) std::memcpy(out, base, n * sizeof(float));
   decode_add(in, n, out);
-  return any_non_finite(out, n);
+  return first_non_finite(out, n) < n;
 }
 
 namespace {
@@ -118,9 +108,7 @@ class Fp32Codec final : public BlockCodec {
       std::memcpy(&v, in + 4 * i, 4);
       v = base[i] + v;
       out[i] = v;
-      uint32_t b;
-      std::memcpy(&b, &v, 4);
-      bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+      bad |= non_finite_bit(v);
     }
     return bad != 0;
   }

@@ -1,5 +1,7 @@
 #include "dist/quantize.h"
 
+#include "dist/finite.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -20,21 +22,6 @@ size_t int8_encoded_bytes(size_t n, size_t block) {
   INTELLECT_CHECK(block > 0);
   const size_t nblocks = (n + block - 1) / block;
   return nblocks * kInt8TableBytes + n;
-}
-
-// Index of the first NaN/inf, or n. The scan ORs an exponent-all-ones test
-// over integer bits, which vectorises (a float compare chain would not).
-static size_t first_non_finite(const float* x, size_t n) {
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, &x[i], 4);
-    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
-  }
-  if (!bad) return n;
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return i;
-  return n;
 }
 
 // The reference encoder, and the one CPUs without AVX2 run.
@@ -213,9 +200,7 @@ static uint32_t decode_fused_block(const float* table, const uint8_t* codes, siz
     float v = table[c];
     if constexpr (kBase) {
       v = x[i] + v;
-      uint32_t b;
-      std::memcpy(&b, &v, 4);
-      bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+      bad |= non_finite_bit(v);
     }
     o[i] = v;
     if constexpr (kSs) ++part[k][c];
