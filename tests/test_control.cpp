@@ -15,13 +15,15 @@ namespace {
 using namespace control;
 
 std::vector<Message> samples() {
+  Welcome w{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1};
+  w.stripe_donors = {{4, "10.0.0.4:7001"}, {5, "10.0.0.5:7001"}};
   StateRequest sr{2, 41, 7, {}};
   sr.digest[0] = 9;
   sr.end_chunk = 12;
   StateInfo si{1, 40, {}, 10000, 4096, 3};
   si.digest[31] = 1;
   return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17},
-          Welcome{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1},
+          w,
           Heartbeat{3, 41},
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})", 5, 940.5f},
@@ -89,6 +91,18 @@ TEST(Control, MalformedMessagesAreRefused) {
   EXPECT_NE(test::error_of([&] { decode(huge, "peer 1.2.3.4"); }).find("peer 1.2.3.4"), std::string::npos);
   EXPECT_THROW(decode(encode(Join{"a", "b", 0, "", -1}), "t"), Error);
   EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, "", 0, "", 0}), "t"), Error);
+  {  // further donors: never the donor itself, never without an address, at most kMaxStripeDonors
+    Welcome w{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0};
+    w.stripe_donors = {{2, "b:1"}};
+    EXPECT_THROW(decode(encode(w), "t"), Error);
+    w.stripe_donors = {{3, ""}};
+    EXPECT_THROW(decode(encode(w), "t"), Error);
+    w.stripe_donors = {{3, "c:1"}};
+    EXPECT_EQ(std::get<Welcome>(decode(encode(w), "t")).stripe_donors[0].address, "c:1");
+    std::vector<uint8_t> many = encode(Welcome{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0});
+    many.back() = static_cast<uint8_t>(kMaxStripeDonors + 1);  // the count, and no donors after it
+    EXPECT_NE(test::error_of([&] { decode(many, "t"); }).find("at most"), std::string::npos);
+  }
   EXPECT_THROW(decode(encode(RingAnnounce{1, 1, 1, {}}), "t"), Error);
   EXPECT_THROW(decode(encode(PeerHello{1, 1, kMaxRingLanes}), "t"), Error);  // no such ring lane
   EXPECT_THROW(decode(encode(StateInfo{1, 1, {}, 10000, 4096, 2}), "t"), Error);  // 10000 bytes need 3 chunks

@@ -315,3 +315,28 @@ TEST(Membership, HeldStepsAndARewindToTheNewestOneHeld) {
 
 }  // namespace
 }  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// A joiner's further donors: synced nodes that serve state, lowest ids
+// first, never one excluded (the joiner, its donor), at most `max`.
+TEST(Membership, FurtherDonorsAreSyncedServingNodesUpToTheLimit) {
+  Membership m;
+  FakeClock c;
+  const auto a = m.join("a", "x:1", c(0)), b = m.join("b", "x:2", c(0)), d = m.join("d", "x:3", c(0)),
+             e = m.join("e", "x:4", c(0));
+  for (const auto* n : {&a, &d, &e}) m.set_state_address(n->id, "x:9");  // b serves no state
+  EXPECT_EQ(m.pick_donors({a.id}, 8), (std::vector<uint64_t>{d.id, e.id}));
+  EXPECT_EQ(m.pick_donors({a.id}, 1), (std::vector<uint64_t>{d.id}));
+  EXPECT_EQ(m.pick_donors({a.id, d.id, e.id}, 8), std::vector<uint64_t>{});
+  for (const auto* n : {&a, &b, &d, &e}) m.ready(n->id, 1, c(1));
+  ASSERT_TRUE(m.try_form_ring(1, c(1)));
+  const auto j = m.join("joiner", "x:5", c(2));
+  m.set_state_address(j.id, "x:9");
+  EXPECT_FALSE(m.node(j.id).synced);
+  EXPECT_EQ(m.pick_donors({a.id}, 8), (std::vector<uint64_t>{d.id, e.id})) << "a joiner is nobody's donor";
+}
+
+}  // namespace
+}  // namespace intellect

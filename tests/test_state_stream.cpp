@@ -347,3 +347,137 @@ TEST(StateLanes, ACorruptedChunkIsRefused) {
 
 }  // namespace
 }  // namespace intellect
+
+namespace intellect {
+namespace {
+
+// Stripes: further donors send the chunks of the prefix every node holds
+// alike; the rest comes from the joiner's own donor, whose digest decides.
+std::vector<uint8_t> with_prefix(const std::vector<uint8_t>& prefix, size_t tail, uint8_t seed) {
+  std::vector<uint8_t> v = prefix;
+  const std::vector<uint8_t> t = pattern(tail, seed);
+  v.insert(v.end(), t.begin(), t.end());
+  return v;
+}
+
+StateServerOptions paced(double bytes_per_s) {
+  StateServerOptions so;
+  so.emulate_link.rate_bytes_per_s = bytes_per_s;
+  return so;
+}
+
+StateFetchOptions striped(std::vector<std::string> further, uint64_t shared_bytes,
+                          std::vector<std::string>* log = nullptr) {
+  StateFetchOptions fo;
+  fo.lanes = 2;
+  fo.stripes.addresses = std::move(further);
+  fo.stripes.shared_bytes = shared_bytes;
+  fo.stripes.lanes = 2;
+  fo.stripes.pending_limit = std::chrono::milliseconds(5000);
+  static std::mutex mu;
+  fo.log = [log](const std::string& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (log) log->push_back(m);
+  };
+  return fo;
+}
+
+bool logged(const std::vector<std::string>& log, const std::string& what) {
+  for (const std::string& m : log)
+    if (m.find(what) != std::string::npos) return true;
+  return false;
+}
+
+TEST(StateStripes, FurtherDonorsSendSharedChunksAndTheBytesAreTheDonors) {
+  const std::vector<uint8_t> prefix = pattern(120 * 1000, 1);
+  // Other tails, of other lengths (the donors' own moments and headers).
+  const std::vector<uint8_t> a_blob = with_prefix(prefix, 60 * 1000 + 7, 2), b_blob = with_prefix(prefix, 60 * 1000 + 9, 3),
+                             c_blob = with_prefix(prefix, 61 * 1000, 4);
+  StateServer a(secret(), "127.0.0.1", [](const std::string&) {}, paced(200e3));
+  StateServer b(secret(), "127.0.0.1", [](const std::string&) {}, paced(200e3));
+  StateServer c(secret(), "127.0.0.1", [](const std::string&) {}, paced(200e3));
+  a.publish_snapshot(make_state_blob(StateKind::snapshot, 9, a_blob, 1000));
+  b.publish_snapshot(make_state_blob(StateKind::snapshot, 9, b_blob, 1000));
+  c.publish_snapshot(make_state_blob(StateKind::snapshot, 9, c_blob, 1000));
+  std::vector<std::string> log;
+  StateDownload d;
+  fetch_state(d, a.address(), secret(), std::chrono::milliseconds(10000),
+              striped({b.address(), c.address()}, prefix.size(), &log));
+  EXPECT_EQ(bytes_of(d), a_blob);
+  EXPECT_GT(b.chunks_served(), 0u) << "a further donor sent part of the prefix";
+  EXPECT_GT(c.chunks_served(), 0u);
+  EXPECT_EQ(d.striped_chunks, b.chunks_served() + c.chunks_served());
+  EXPECT_EQ(a.chunks_served() + d.striped_chunks, d.n_chunks) << "each chunk once";
+  for (uint32_t i = 0; i < d.n_chunks; ++i)
+    if (d.striped[i]) EXPECT_LT(i, 120u) << "only shared chunks come from further donors";
+  EXPECT_FALSE(logged(log, "does not match")) << "nothing was fetched twice";
+}
+
+TEST(StateStripes, AFurtherDonorWithOtherBytesIsCaughtAndTheDonorsOwnAreFetched) {
+  const std::vector<uint8_t> prefix = pattern(60 * 1000, 1);
+  const std::vector<uint8_t> a_blob = with_prefix(prefix, 20 * 1000, 2);
+  std::vector<uint8_t> b_blob = a_blob;
+  b_blob[1500] ^= 1;  // chunk 1 differs: a faulty or dishonest further donor
+  StateServer a(secret(), "127.0.0.1", [](const std::string&) {}, paced(100e3));
+  StateServer b(secret(), "127.0.0.1", [](const std::string&) {}, paced(100e3));
+  a.publish_snapshot(make_state_blob(StateKind::snapshot, 3, a_blob, 1000));
+  b.publish_snapshot(make_state_blob(StateKind::snapshot, 3, b_blob, 1000));
+  std::vector<std::string> log;
+  StateDownload d;
+  fetch_state(d, a.address(), secret(), std::chrono::milliseconds(10000), striped({b.address()}, prefix.size(), &log));
+  EXPECT_EQ(bytes_of(d), a_blob) << "the donor's digest decides";
+  EXPECT_GT(b.chunks_served(), 0u);
+  EXPECT_TRUE(logged(log, "does not match")) << "the mismatch is said";
+  EXPECT_EQ(d.striped_chunks, 0u) << "every chunk a further donor sent was fetched again from the donor";
+}
+
+TEST(StateStripes, FurtherDonorsElsewhereAreLeftOutAndOneAtTheStepTakesASnapshot) {
+  const std::vector<uint8_t> prefix = pattern(100 * 1000, 1);
+  const std::vector<uint8_t> a_blob = with_prefix(prefix, 10 * 1000, 2);
+  StateServer a(secret(), "127.0.0.1", [](const std::string&) {}, paced(50e3));  // two seconds alone
+  StateServer moved_on(secret(), "127.0.0.1", [](const std::string&) {}, paced(50e3));
+  StateServer at_step(secret(), "127.0.0.1", [](const std::string&) {}, paced(50e3));
+  a.publish_snapshot(make_state_blob(StateKind::snapshot, 9, a_blob, 1000));
+  moved_on.publish_round(make_state_blob(StateKind::round, 10, pattern(100, 5), 1000));
+  moved_on.publish_snapshot(make_state_blob(StateKind::snapshot, 10, with_prefix(pattern(100 * 1000, 7), 5, 1), 1000));
+  at_step.publish_round(make_state_blob(StateKind::round, 9, pattern(100, 5), 1000));  // at step 9, no snapshot yet
+  std::atomic<bool> done{false};
+  std::thread trainer([&] {  // at_step's trainer: takes a snapshot when asked
+    while (!done && !at_step.snapshot_wanted()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!done) at_step.publish_snapshot(make_state_blob(StateKind::snapshot, 9, with_prefix(prefix, 3, 8), 1000));
+  });
+  std::vector<std::string> log;
+  StateDownload d;
+  fetch_state(d, a.address(), secret(), std::chrono::milliseconds(10000),
+              striped({moved_on.address(), at_step.address()}, prefix.size(), &log));
+  done = true;
+  trainer.join();
+  EXPECT_EQ(bytes_of(d), a_blob);
+  EXPECT_EQ(moved_on.chunks_served(), 0u) << "a donor at another step sends nothing";
+  EXPECT_TRUE(logged(log, "does not help")) << "and is said to be left out";
+  EXPECT_GT(at_step.chunks_served(), 0u) << "a donor at the step took a snapshot and helped";
+  EXPECT_EQ(d.striped_chunks, at_step.chunks_served());
+}
+
+// The joiner's downlink (emulated) caps the whole download whatever the
+// donors' uplinks add up to.
+TEST(StateStripes, TheJoinersDownlinkLimitsTheDownload) {
+  const std::vector<uint8_t> prefix = pattern(150 * 1000, 1);
+  const std::vector<uint8_t> blob = with_prefix(prefix, 50 * 1000, 2);
+  StateServer a(secret(), "127.0.0.1", [](const std::string&) {}, paced(1e6));
+  StateServer b(secret(), "127.0.0.1", [](const std::string&) {}, paced(1e6));
+  a.publish_snapshot(make_state_blob(StateKind::snapshot, 2, blob, 1000));
+  b.publish_snapshot(make_state_blob(StateKind::snapshot, 2, blob, 1000));
+  StateDownload d;
+  StateFetchOptions fo = striped({b.address()}, prefix.size());
+  fo.downlink = std::make_shared<LinkPacer>(200e3);  // 200 kB at 200 kB/s: a second at least
+  const auto t0 = std::chrono::steady_clock::now();
+  fetch_state(d, a.address(), secret(), std::chrono::milliseconds(10000), fo);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(bytes_of(d), blob);
+  EXPECT_GT(b.chunks_served(), 0u);
+  EXPECT_GE(s, 0.9) << "the downlink carries 200 kB/s";
+}
+
+}  // namespace
+}  // namespace intellect

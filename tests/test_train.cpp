@@ -285,5 +285,28 @@ TEST(JoinState, EncodesOnSeveralThreadsAndDecodesToTheSameValues) {
   EXPECT_THROW(decode_join_state(cut, n), Error);
 }
 
+// Two nodes at the same outer step hold the same outer parameters and
+// momentum but their own moments and step counts: their encoded states
+// agree on exactly the shared prefix, whatever the headers hold, which is
+// what lets a joiner fetch that prefix from several donors.
+TEST(JoinState, NodesAtTheSameOuterStepShareThePrefixOnly) {
+  const size_t n = 10'000;
+  const std::vector<float> outer = test::randn(n, 1), momentum = test::randn(n, 2);
+  const std::vector<float> m1 = test::randn(n, 3), v1 = test::randn(n, 4), m2 = test::randn(n, 5),
+                           v2 = test::randn(n, 6);
+  const std::vector<uint8_t> a = encode_join_state(JoinStateView{4, 400, 400, outer, momentum, m1, v1});
+  const std::vector<uint8_t> b = encode_join_state(JoinStateView{4, 123456789, 98765, outer, momentum, m2, v2});
+  const uint64_t shared = join_state_shared_bytes(n);
+  ASSERT_LT(shared, a.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(shared), b.begin()));
+  EXPECT_NE(a[shared], b[shared]) << "the moments differ right after the prefix";
+  EXPECT_NE(a.size(), b.size()) << "headers of other lengths (the tests below rely on it)";
+  EXPECT_EQ(decode_join_state(b, n).step, 123456789);
+  // A state of the previous format (header first) is refused with a reason.
+  std::vector<uint8_t> old = a;
+  old.back() = '1';
+  EXPECT_NE(test::error_of([&] { decode_join_state(old, n); }).find("same build"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace intellect

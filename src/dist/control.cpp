@@ -2,6 +2,7 @@
 
 #include "dist/ring_evidence.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -54,6 +55,11 @@ void put(ByteWriter& w, const Welcome& m) {
   w.u64(m.donor_id);
   w.str(m.donor_address);
   w.u64(m.rewinds);
+  w.u8(static_cast<uint8_t>(std::min(m.stripe_donors.size(), kMaxStripeDonors)));
+  for (size_t i = 0; i < m.stripe_donors.size() && i < kMaxStripeDonors; ++i) {
+    w.u64(m.stripe_donors[i].id);
+    w.str(m.stripe_donors[i].address);
+  }
 }
 void put_f64(ByteWriter& w, double v) {
   uint64_t bits;
@@ -305,6 +311,19 @@ Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
       m.donor_id = r.u64("donor_id");
       m.donor_address = r.str("donor_address", kMaxName);
       m.rewinds = r.u64("rewinds");
+      const uint8_t stripes = r.u8("stripe_donors");
+      if (stripes > kMaxStripeDonors)
+        fail("control message from ", from, ": welcome names ", int{stripes}, " further donors, at most ",
+             kMaxStripeDonors);
+      for (uint8_t i = 0; i < stripes; ++i) {
+        Welcome::Donor d;
+        d.id = r.u64("stripe donor id");
+        d.address = r.str("stripe donor address", kMaxName);
+        if (d.id == 0 || d.id == m.donor_id || d.address.empty())
+          fail("control message from ", from, ": welcome names further donor ", d.id, " at '", d.address,
+               "' (not a node, the donor itself, or no address)");
+        m.stripe_donors.push_back(std::move(d));
+      }
       if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
         fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
              m.timeout_ms, " ms");

@@ -22,6 +22,7 @@ namespace control {
 inline constexpr size_t kMaxName = 256;         // node names, addresses, reasons
 inline constexpr size_t kMaxJson = 64 * 1024;   // data positions
 inline constexpr size_t kMaxRing = 4096;        // nodes in one ring
+inline constexpr size_t kMaxStripeDonors = 8;   // further donors named in a Welcome
 
 // node -> coordinator: I want to join (address: where peers dial me).
 struct Join {
@@ -41,6 +42,14 @@ struct Welcome {
   uint64_t donor_id = 0;
   std::string donor_address;
   uint64_t rewinds = 0;  // how often the run went back to an older outer step (see Rewound)
+  // Further donors at the run's outer step (at most kMaxStripeDonors): the
+  // part of the state every node holds alike may come from them too, side by
+  // side with the donor's own (state_stream.h: stripes).
+  struct Donor {
+    uint64_t id = 0;
+    std::string address;
+  };
+  std::vector<Donor> stripe_donors;
 };
 // What a node reports about itself with its heartbeats, for the run's status
 // page and metrics (dist/run_status.h). Every number is checked on decode:

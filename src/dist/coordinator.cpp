@@ -410,6 +410,8 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
     if (std::optional<uint64_t> d = members_.pick_donor({r.id})) {
       w.donor_id = *d;
       w.donor_address = members_.node(*d).state_address;
+      for (uint64_t s : members_.pick_donors({r.id, *d}, control::kMaxStripeDonors))
+        w.stripe_donors.push_back({s, members_.node(s).state_address});
     }
   }
   auto pos = partition_position_.find(r.partition);

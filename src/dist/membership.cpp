@@ -76,6 +76,13 @@ std::optional<uint64_t> Membership::pick_donor(const std::set<uint64_t>& exclude
   return std::nullopt;
 }
 
+std::vector<uint64_t> Membership::pick_donors(const std::set<uint64_t>& exclude, size_t max) const {
+  std::vector<uint64_t> out;
+  for (const auto& [id, n] : nodes_)
+    if (out.size() < max && !exclude.count(id) && n.synced && !n.state_address.empty()) out.push_back(id);
+  return out;
+}
+
 std::vector<std::pair<uint64_t, int64_t>> Membership::note_step_done(int64_t step) {
   std::vector<std::pair<uint64_t, int64_t>> behind;
   if (step - 1 <= last_ring_step_) return behind;

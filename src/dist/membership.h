@@ -115,6 +115,8 @@ class Membership {
   void set_state_address(uint64_t id, const std::string& address);
   // A synced node that serves state, other than `exclude` (lowest id first).
   std::optional<uint64_t> pick_donor(const std::set<uint64_t>& exclude = {}) const;
+  // Up to `max` such nodes (lowest ids first): a joiner's further donors.
+  std::vector<uint64_t> pick_donors(const std::set<uint64_t>& exclude, size_t max) const;
   // The newest outer step known to be under way or done (-1: none yet, a fresh run).
   int64_t last_ring_step() const { return last_ring_step_; }
   // A node ready for `step` shows that step − 1 was done. Returns the nodes

@@ -84,7 +84,8 @@ MeshNode::MeshNode(MeshNodeOptions options)
   coordinator_ = std::make_unique<CoordinatorClient>(transport_, std::move(co), cancel_, opt_.held_step);
   state_client_ = std::make_unique<StateClient>(
       *coordinator_, cancel_,
-      StateClientOptions{opt_.credentials, opt_.state_timeout, opt_.log, opt_.stop, opt_.state_lanes});
+      StateClientOptions{opt_.credentials, opt_.state_timeout, opt_.log, opt_.stop, opt_.state_lanes,
+                         opt_.state_stripe_donors, opt_.emulate_link.rate_bytes_per_s});
   RingRoundOptions ro;
   ro.compression = opt_.compression;
   ro.codec_block = opt_.codec_block;
@@ -327,9 +328,10 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
   }
 }
 
-StateResult MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up) {
+StateResult MeshNode::fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up,
+                                  uint64_t shared_bytes) {
   RoundCall call(*this, "fetch_state");
-  return eviction_as_value<StateResult>([&] { return state_client_->fetch(kind, outer_step, give_up); });
+  return eviction_as_value<StateResult>([&] { return state_client_->fetch(kind, outer_step, give_up, shared_bytes); });
 }
 
 std::optional<StateDownload> MeshNode::fetch_round_once(int64_t outer_step) {

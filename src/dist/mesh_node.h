@@ -90,6 +90,7 @@ struct MeshNodeOptions {
   LinkEmulation emulate_link;
   // Connections a download from a donor uses side by side (state_stream.h).
   int state_lanes = 4;
+  int state_stripe_donors = 3;  // further donors a joiner's snapshot download uses (StateStripes)
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
   // DiLoCo with overlap: this node applies each round one round late, so
   // its snapshot (outer step k - 1) may be one round older than the newest
@@ -172,7 +173,9 @@ class MeshNode {
   // assigned donor, switching donors through the coordinator when one fails
   // and keeping the chunks already received when the next serves the same
   // blob. Rewound or evicted meanwhile: that instead.
-  StateResult fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // `shared_bytes`: StateClient::fetch's.
+  StateResult fetch_state(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up,
+                          uint64_t shared_bytes = 0);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it (not yet completed, or too old) or fails (logged);
   // throws AuthenticationFailed when authentication fails either way (the

@@ -13,10 +13,13 @@ StateClient::StateClient(CoordinatorClient& coordinator, const std::atomic<bool>
       cancel_(cancel),
       opt_(std::move(options)),
       donor_id_(coordinator.welcome().donor_id),
-      donor_address_(coordinator.welcome().donor_address) {}
+      donor_address_(coordinator.welcome().donor_address),
+      further_(coordinator.welcome().stripe_donors) {
+  if (opt_.emulate_downlink_bytes_per_s > 0) downlink_ = std::make_shared<LinkPacer>(opt_.emulate_downlink_bytes_per_s);
+}
 
 std::variant<StateDownload, RewoundTo> StateClient::fetch(StateKind kind, int64_t outer_step,
-                                                          std::chrono::milliseconds give_up) {
+                                                          std::chrono::milliseconds give_up, uint64_t shared_bytes) {
   StateDownload d;
   d.kind = kind;
   d.outer_step = outer_step;
@@ -31,11 +34,23 @@ std::variant<StateDownload, RewoundTo> StateClient::fetch(StateKind kind, int64_
     if (donor_id_ != 0) {
       try {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - MeshClock::now());
-        StateFetchOptions fo;
-        fo.lanes = opt_.lanes;
+        StateFetchOptions fo = fetch_options();
         fo.pending_limit = std::max(left, std::chrono::milliseconds(1));
-        fo.stop = opt_.stop;
+        if (shared_bytes > 0) {
+          fo.stripes.shared_bytes = shared_bytes;
+          for (const control::Welcome::Donor& f : further_)
+            if (f.id != donor_id_ && fo.stripes.addresses.size() < static_cast<size_t>(std::max(0, opt_.stripe_donors)))
+              fo.stripes.addresses.push_back(f.address);
+          fo.stripes.lanes = std::max(1, opt_.lanes / 2);
+        }
+        const auto t0 = MeshClock::now();
         fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fo);
+        log(str("fetched the ", state_kind_name(kind), " of outer step ", d.outer_step, " (", d.total_bytes,
+                " bytes) in ", std::chrono::duration<double>(MeshClock::now() - t0).count(), " s from node ",
+                donor_id_, fo.stripes.addresses.empty()
+                               ? std::string()
+                               : str(" and ", fo.stripes.addresses.size(), " further donor(s), which sent ",
+                                     d.striped_chunks, " of its ", d.n_chunks, " chunks")));
         return d;
       } catch (const Error& e) {
         last_error = e.what();
@@ -74,16 +89,22 @@ std::optional<RewoundTo> StateClient::switch_donor(Deadline deadline) {
   }
 }
 
+StateFetchOptions StateClient::fetch_options() const {
+  StateFetchOptions fo;
+  fo.lanes = opt_.lanes;
+  fo.stop = opt_.stop;
+  fo.downlink = downlink_;
+  fo.log = opt_.log;
+  return fo;
+}
+
 std::optional<StateDownload> StateClient::fetch_round_once(int64_t outer_step) {
   if (donor_id_ == 0) return std::nullopt;
   StateDownload d;
   d.kind = StateKind::round;
   d.outer_step = outer_step;
   try {
-    StateFetchOptions fo;
-    fo.lanes = opt_.lanes;
-    fo.stop = opt_.stop;
-    fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fo);
+    fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fetch_options());
     return d;
   } catch (const AuthenticationFailed&) {
     throw;  // another run's donor, or one that does not admit this node: asking again will not help

@@ -39,6 +39,12 @@ struct StateClientOptions {
   const std::atomic<bool>* stop = nullptr;
   // Connections a download uses side by side (state_stream.h: lanes).
   int lanes = 4;
+  // Further donors named in the Welcome that a snapshot's shared part also
+  // comes from (state_stream.h: StateStripes), each on max(1, lanes / 2).
+  int stripe_donors = 3;
+  // The joiner's downlink as a WAN (mesh.emulate_link_mbit; 0: none):
+  // every download's chunks cross it, whichever donor sent them.
+  double emulate_downlink_bytes_per_s = 0;
 };
 
 class StateClient {
@@ -50,7 +56,11 @@ class StateClient {
   // switching donors through the coordinator when one fails and keeping the
   // chunks already received when the next serves the same blob; or the
   // outer step the run went back to meanwhile.
-  std::variant<StateDownload, RewoundTo> fetch(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up);
+  // `shared_bytes`: the blob's prefix that every donor holds alike at its
+  // step (join_state_shared_bytes for a snapshot; 0: none), fetched from
+  // further donors too.
+  std::variant<StateDownload, RewoundTo> fetch(StateKind kind, int64_t outer_step, std::chrono::milliseconds give_up,
+                                               uint64_t shared_bytes = 0);
   // One try at a round's average from the current donor: nullopt when the
   // donor does not have it or fails (logged once per distinct failure);
   // throws AuthenticationFailed when authentication fails either way.
@@ -64,12 +74,15 @@ class StateClient {
   // done; else the run went back meanwhile).
   std::optional<RewoundTo> switch_donor(Deadline deadline);
   void log(const std::string& m) const { mesh_log(opt_.log, m); }
+  StateFetchOptions fetch_options() const;  // lanes, stop, downlink, log
 
   CoordinatorClient& coordinator_;
   const std::atomic<bool>& cancel_;
   StateClientOptions opt_;
   uint64_t donor_id_ = 0;
   std::string donor_address_;
+  std::vector<control::Welcome::Donor> further_;  // the Welcome's further donors
+  std::shared_ptr<LinkPacer> downlink_;           // null: not emulated
   std::string last_fetch_error_;  // fetch_round_once's last logged failure
 };
 

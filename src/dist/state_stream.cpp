@@ -217,8 +217,14 @@ void StateServer::serve_one(const Message& m, std::chrono::steady_clock::time_po
     std::lock_guard<std::mutex> lock(mu_);
     if (kind == StateKind::snapshot) {
       const Digest none{};
+      const int64_t current = newest_round_ - snapshot_lag_.load();  // the outer step this node's state is at
       const bool fresh = req->outer_step < 0 && req->digest == none;
-      if (fresh && (!snapshot_ || snapshot_->outer_step < newest_round_ - snapshot_lag_.load())) {
+      // A joiner striping its download (state_fetch.cpp) asks each further
+      // donor for the snapshot of its own donor's step: this node takes one
+      // when that is where it is, as for a new joiner.
+      const bool striped = req->outer_step >= 0 && req->digest == none && req->outer_step == current &&
+                           (!snapshot_ || snapshot_->outer_step < current);
+      if ((fresh && (!snapshot_ || snapshot_->outer_step < current)) || striped) {
         // A new joiner, and nothing current to give it: the trainer takes a
         // snapshot after its next inner step.
         snapshot_wanted_ = true;

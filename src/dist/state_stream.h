@@ -218,14 +218,46 @@ struct StateDownload {
   std::vector<Digest> chunk_digests;  // of the chunks received so far, as computed here
   uint64_t bad_chunks = 0;  // digests that did not match (fetched again)
   uint64_t redials = 0;     // lanes' connections dialled again after one broke
+  std::vector<uint8_t> striped;  // per chunk: 1 when it came from a further donor (stripes)
+  uint64_t striped_chunks = 0;   // chunks that came from further donors, in all
   bool done() const { return started && chunks_have == n_chunks; }
   // Forgets chunk i (the tests' stand-in for a donor that died before it).
   void drop_chunk(uint32_t i);
 };
 
+// Further donors for the part of a blob that every node holds alike at the
+// blob's outer step (a snapshot's outer parameters and momentum: JoinState's
+// prefix; a round: all of it). A joiner's own donor is one uplink, and at
+// 150m its snapshot is 4.4 GB: side by side, each donor sends a share of the
+// prefix while the joiner's donor sends the rest, so the joiner's own link is
+// what limits the download.
+//
+// Trust: the blob's digest is the joiner's donor's (its summary), and every
+// chunk, whoever sent it, counts towards the digest the assembled blob must
+// match. A further donor that sends other bytes (another step, a faulty or
+// dishonest node) is found there: its chunks are dropped and fetched again
+// from the joiner's donor. A further donor that refuses, is slow to prepare
+// its snapshot, or fails leaves its share to the others.
+struct StateStripes {
+  std::vector<std::string> addresses;  // further donors' state addresses (not the donor fetch_state is given)
+  uint64_t shared_bytes = 0;           // [0, shared_bytes) are alike on every donor; 0: no striping
+  int lanes = 2;                       // connections to each further donor
+  // A further donor without a snapshot of the step takes one (it answers
+  // "pending"); it is waited for this long at most.
+  std::chrono::milliseconds pending_limit{30000};
+};
+
 struct StateFetchOptions {
   // Connections fetching side by side (fewer when the blob has fewer pieces).
   int lanes = 4;
+  StateStripes stripes;
+  // The joiner's downlink as a WAN (tests and benchmarks only,
+  // mesh.emulate_link_*): every lane's chunks share it, whichever donor
+  // sent them. Null: none.
+  std::shared_ptr<LinkPacer> downlink;
+  // What happened to further donors (refused, failed, sent other bytes);
+  // null: stderr.
+  std::function<void(const std::string&)> log;
   // Chunks whose digest does not match, fetched again, in all: one more and
   // the donor is given up.
   int max_bad = 8;
@@ -235,7 +267,8 @@ struct StateFetchOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
-// Fetches the rest of `d` from the StateServer at `address`. Returns normally
+// Fetches the rest of `d` from the StateServer at `address` (and the shared
+// prefix also from options.stripes' further donors). Returns normally
 // when complete; throws Error when the donor fails, is gone, or serves a
 // different blob (DonorHasOtherState); the download keeps every chunk it
 // checked. A lane whose connection breaks dials again (twice at most; not

@@ -212,6 +212,11 @@ struct MeshConfig {
   // side (state_stream.h: one connection, one sealing and one hashing thread
   // cap a transfer far below a fast link).
   int64_t state_lanes = 4;
+  // Further donors a joiner fetches the shared part of a snapshot from
+  // (outer parameters and momentum: half of it), each on state_lanes / 2
+  // connections (at least 1), beside its own donor: the donors' uplinks add
+  // up until the joiner's own link limits. 0: its own donor only.
+  int64_t state_stripe_donors = 3;
   int64_t max_retries = 3;
   // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
   // registered nodes are ready, so a run whose nodes start together averages

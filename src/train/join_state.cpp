@@ -35,28 +35,33 @@ void copy_blocks(Copy copy, size_t per_array, size_t threads) {
 
 }  // namespace
 
+namespace {
+constexpr char kTag[8] = {'I', 'J', 'S', 'T', 'A', 'T', 'E', '2'};
+constexpr uint64_t kMaxHeader = 4096;
+}  // namespace
+
 std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
   const size_t n = s.outer.size();
   if (s.momentum.size() != n || s.exp_avg.size() != n || s.exp_avg_sq.size() != n)
     fail("join state: the four arrays must have the same length");
-  const std::string header = nlohmann::json{{"format", 1}, {"outer_step", s.outer_step}, {"step", s.step},
+  const std::string header = nlohmann::json{{"format", 2}, {"outer_step", s.outer_step}, {"step", s.step},
                                             {"adam_step", s.adam_step}, {"n", n}}.dump();
+  const size_t per_array = n * sizeof(float);
+  const size_t body = 4 * per_array;
   // Not value-initialised: every byte is written below.
   std::vector<uint8_t> out;
-  out.reserve(8 + header.size() + 4 * n * sizeof(float));
-  const uint64_t len = header.size();
-  out.resize(8 + header.size());
-  std::memcpy(out.data(), &len, 8);
-  std::memcpy(out.data() + 8, header.data(), header.size());
+  out.reserve(body + header.size() + 8 + sizeof kTag);
   out.resize(out.capacity());
-  uint8_t* body = out.data() + 8 + header.size();
   const std::span<const float> arrays[4] = {s.outer, s.momentum, s.exp_avg, s.exp_avg_sq};
-  const size_t per_array = n * sizeof(float);
   copy_blocks(
       [&](size_t a, size_t at, size_t len_b) {
-        std::memcpy(body + a * per_array + at, reinterpret_cast<const uint8_t*>(arrays[a].data()) + at, len_b);
+        std::memcpy(out.data() + a * per_array + at, reinterpret_cast<const uint8_t*>(arrays[a].data()) + at, len_b);
       },
       per_array, threads);
+  const uint64_t len = header.size();
+  std::memcpy(out.data() + body, header.data(), header.size());
+  std::memcpy(out.data() + body + header.size(), &len, 8);
+  std::memcpy(out.data() + body + header.size() + 8, kTag, sizeof kTag);
   return out;
 }
 
@@ -66,20 +71,24 @@ std::vector<uint8_t> encode_join_state(const JoinState& s) {
 }
 
 JoinState decode_join_state(std::span<const uint8_t> bytes, size_t expected_n, size_t threads) {
-  if (bytes.size() < 8) fail("join state: ", bytes.size(), " bytes is too short for a header");
+  const size_t trailer = 8 + sizeof kTag;
+  if (bytes.size() < trailer || std::memcmp(bytes.data() + bytes.size() - sizeof kTag, kTag, sizeof kTag) != 0)
+    fail("join state: ", bytes.size(), " bytes without the format-2 tag at the end (a donor running another "
+         "version of intellect? every node of a run must run the same build)");
   uint64_t len = 0;
-  std::memcpy(&len, bytes.data(), 8);
-  if (len > 4096 || 8 + len > bytes.size()) fail("join state: header length ", len, " does not fit");
+  std::memcpy(&len, bytes.data() + bytes.size() - trailer, 8);
+  if (len > kMaxHeader || len + trailer > bytes.size()) fail("join state: header length ", len, " does not fit");
+  const size_t header_at = bytes.size() - trailer - len;
   nlohmann::json h;
   try {
-    h = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data() + 8), len));
+    h = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data() + header_at), len));
   } catch (const nlohmann::json::exception& e) {
     fail("join state: the header is not JSON: ", e.what());
   }
   JoinState s;
   size_t n = 0;
   try {
-    if (h.at("format").get<int>() != 1) fail("join state: format ", h.at("format").dump(), " is not 1");
+    if (h.at("format").get<int>() != 2) fail("join state: format ", h.at("format").dump(), " is not 2");
     s.outer_step = h.at("outer_step").get<int64_t>();
     s.step = h.at("step").get<int64_t>();
     s.adam_step = h.at("adam_step").get<int64_t>();
@@ -91,9 +100,9 @@ JoinState decode_join_state(std::span<const uint8_t> bytes, size_t expected_n, s
     fail("join state: the donor's model has ", n, " parameters, this one ", expected_n,
          " (every node of a run must use the same model config)");
   if (s.outer_step < 0 || s.step < 0 || s.adam_step < 0) fail("join state: negative counters");
-  if (bytes.size() != 8 + len + 4 * n * sizeof(float))
-    fail("join state: ", bytes.size(), " bytes, expected ", 8 + len + 4 * n * sizeof(float));
-  const uint8_t* body = bytes.data() + 8 + len;
+  if (header_at != 4 * n * sizeof(float))
+    fail("join state: ", header_at, " bytes of arrays, expected ", 4 * n * sizeof(float));
+  const uint8_t* body = bytes.data();
   std::vector<float>* arrays[4] = {&s.outer, &s.momentum, &s.exp_avg, &s.exp_avg_sq};
   if (threads == 0) threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16);
   // A vector cannot skip zeroing what it sizes: the four arrays are sized

@@ -5,9 +5,16 @@
 // the joiner's inner optimizer. The data position is not part of it: the
 // joiner reads the partition the coordinator gave it.
 //
-// Layout: u64 header length, the header as JSON (format, outer_step, step,
-// adam_step, n), then four fp32 arrays of n values: outer parameters, outer
-// momentum, AdamW exp_avg, exp_avg_sq (little-endian).
+// Layout (format 2): four fp32 arrays of n values (little-endian): outer
+// parameters, outer momentum, AdamW exp_avg, exp_avg_sq; then the header as
+// JSON (format, outer_step, step, adam_step, n), its length as a u64, and the
+// 8-byte tag "IJSTATE2".
+//
+// Why the arrays come first and the header last: the first 8n bytes (outer
+// parameters and momentum) are then the same bytes on every node at the same
+// outer step, at the same offsets whatever the header holds, so a joiner can
+// fetch that prefix's chunks from several donors at once and only the rest
+// from its own donor (state_stream.h: stripes).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +38,9 @@ struct JoinStateView {
 };
 
 std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads = 1);
+// The bytes at the start of an encoded state of n values that every node
+// holds alike at the same outer step (outer parameters and momentum).
+constexpr uint64_t join_state_shared_bytes(size_t n) { return uint64_t{2} * n * sizeof(float); }
 std::vector<uint8_t> encode_join_state(const JoinState& s);
 // Checks the format, that every array has n values and that n is `expected_n`
 // (this model's parameter count); fails naming what does not fit. The copy

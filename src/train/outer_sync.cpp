@@ -156,7 +156,8 @@ int64_t OuterSync::line_up(int64_t k) {
 // round's average, and nothing of this node changes until apply_run_state.
 std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t at_least) {
   StateResult fetched =
-      mesh_->fetch_state(StateKind::snapshot, -1, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms));
+      mesh_->fetch_state(StateKind::snapshot, -1, std::chrono::milliseconds(cfg_.mesh.round_timeout_ms),
+                         join_state_shared_bytes(backend_.layout().total()));
   if (const auto* rw = std::get_if<RewoundTo>(&fetched)) return *rw;
   if (const auto* ev = std::get_if<Evicted>(&fetched)) throw EvictedFromRun(ev->reason);
   const StateDownload& d = std::get<StateDownload>(fetched);
