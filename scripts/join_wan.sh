@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 15's whole join, measured: a running swarm of N nodes (a coordinator
 # and N training processes), every node's links emulated as a WAN
-# (mesh.emulate_link_*: the ring traffic and the state a donor serves), and
+# (mesh.emulate_link_*: the ring traffic and the state a donor serves, and
+# the joiner's downlink for the state it fetches), and
 # one more node that joins once the run is J outer steps in. The joiner's
 # first metrics line says how it joined (`joined`: `seconds` from its
 # request to holding the run's state, rounds caught up included, and
@@ -142,7 +143,8 @@ link_s = state * 8 / (mbit * 1e6)
 goal = 1.2 * link_s
 print(f"joiner: joined at outer step {joined['outer_step']} (first step {joined['first_step']}), "
       f"{state / 1e6:.1f} MB of state in {seconds:.2f} s, {joined['rounds_caught_up']} round(s) caught up "
-      f"({joined['round_bytes'] / 1e6:.1f} MB), {joined['bad_chunks_refetched']} chunk(s) fetched again")
+      f"({joined['round_bytes'] / 1e6:.1f} MB), {joined['bad_chunks_refetched']} chunk(s) fetched again, "
+      f"{joined.get('chunks_from_further_donors', 0)} of {joined.get('chunks', '?')} chunks from further donors")
 print(f"link {mbit:g} Mbit/s, {delay} ms one way: state bytes / link = {link_s:.2f} s; goal 1.2 x = {goal:.2f} s; "
       f"joined in {seconds:.2f} s = {seconds / link_s:.2f} x -> {'MET' if seconds <= goal else 'NOT MET'}")
 first_full = next((l["outer"]["outer_step"] for l in j if "outer" in l and not l["outer"]["late"]

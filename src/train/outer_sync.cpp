@@ -206,6 +206,8 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
                                {"state_bytes", d.bytes.size()},
                                {"bad_chunks_refetched", d.bad_chunks},
                                {"lanes_redialled", d.redials},
+                               {"chunks_from_further_donors", d.striped_chunks},
+                               {"chunks", d.n_chunks},
                                {"rounds_caught_up", rounds},
                                {"round_bytes", round_bytes}};
   return got;
