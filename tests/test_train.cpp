@@ -207,13 +207,13 @@ TEST(OuterSync, ASnapshotCopiedWhileABoundaryArrivesIsOfOneOuterStep) {
   int64_t adam_step = 0;
   backend->get_optimizer_state(m, v, adam_step);
 
-  std::vector<uint8_t> got;
+  ByteBuffer got;
   int64_t got_step = -1;
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::atomic<bool> copying{false};
   SnapshotCopier& copier = sync.snapshot_copier_for_test();
-  copier.set_sink_for_test([&](int64_t k, std::vector<uint8_t> b) {
+  copier.set_sink_for_test([&](int64_t k, ByteBuffer b) {
     got_step = k;
     got = std::move(b);
   });
@@ -269,7 +269,7 @@ TEST(JoinState, EncodesOnSeveralThreadsAndDecodesToTheSameValues) {
   std::vector<std::vector<float>> a;
   for (uint64_t seed = 1; seed <= 4; ++seed) a.push_back(test::randn(n, seed));
   const JoinStateView view{7, 700, 650, a[0], a[1], a[2], a[3]};
-  const std::vector<uint8_t> one = encode_join_state(view, 1), many = encode_join_state(view, 6);
+  const ByteBuffer one = encode_join_state(view, 1), many = encode_join_state(view, 6);
   EXPECT_EQ(one, many);
   const JoinState back = decode_join_state(many, n);
   EXPECT_EQ(back.outer_step, 7);
@@ -294,8 +294,8 @@ TEST(JoinState, NodesAtTheSameOuterStepShareThePrefixOnly) {
   const std::vector<float> outer = test::randn(n, 1), momentum = test::randn(n, 2);
   const std::vector<float> m1 = test::randn(n, 3), v1 = test::randn(n, 4), m2 = test::randn(n, 5),
                            v2 = test::randn(n, 6);
-  const std::vector<uint8_t> a = encode_join_state(JoinStateView{4, 400, 400, outer, momentum, m1, v1});
-  const std::vector<uint8_t> b = encode_join_state(JoinStateView{4, 123456789, 98765, outer, momentum, m2, v2});
+  const ByteBuffer a = encode_join_state(JoinStateView{4, 400, 400, outer, momentum, m1, v1});
+  const ByteBuffer b = encode_join_state(JoinStateView{4, 123456789, 98765, outer, momentum, m2, v2});
   const uint64_t shared = join_state_shared_bytes(n);
   ASSERT_LT(shared, a.size());
   EXPECT_TRUE(std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(shared), b.begin()));
@@ -303,7 +303,7 @@ TEST(JoinState, NodesAtTheSameOuterStepShareThePrefixOnly) {
   EXPECT_NE(a.size(), b.size()) << "headers of other lengths (the tests below rely on it)";
   EXPECT_EQ(decode_join_state(b, n).step, 123456789);
   // A state of the previous format (header first) is refused with a reason.
-  std::vector<uint8_t> old = a;
+  std::vector<uint8_t> old(a.begin(), a.end());
   old.back() = '1';
   EXPECT_NE(test::error_of([&] { decode_join_state(old, n); }).find("same build"), std::string::npos);
 }

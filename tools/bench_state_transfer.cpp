@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
                 aes256gcm_available() ? "aes-256-gcm" : "chacha20-poly1305");
     for (int r = 1; r <= repeats; ++r) {
       auto t = Clock::now();
-      std::vector<uint8_t> bytes = encode_join_state(view, threads);
+      ByteBuffer bytes = encode_join_state(view, threads);
       const double snapshot_s = since(t);
       const double total = static_cast<double>(bytes.size());
       t = Clock::now();

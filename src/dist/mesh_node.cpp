@@ -344,7 +344,7 @@ std::optional<int64_t> MeshNode::donor_progress() {
   return state_client_->donor_progress();
 }
 
-void MeshNode::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) {
+void MeshNode::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
   if (donor_) donor_->publish_snapshot(outer_step, std::move(bytes));
 }
 

@@ -185,7 +185,7 @@ class MeshNode {
   // published on a thread of its own; joiners are answered "pending" until
   // then. The caller's copy (OuterSync's snapshot copier) is off the
   // training thread too, but for AdamW's moments.
-  void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
+  void publish_snapshot(int64_t outer_step, ByteBuffer bytes);
   // A joiner asked for a snapshot this node does not have yet: publish one.
   bool snapshot_wanted() const { return donor_ && donor_->snapshot_wanted(); }
   // Frees a snapshot no joiner has fetched from for a while.

@@ -145,7 +145,7 @@ StateDonor::~StateDonor() {
   if (snapshot_worker_.joinable()) snapshot_worker_.join();
 }
 
-void StateDonor::publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes) {
+void StateDonor::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
   if (snapshot_worker_.joinable()) snapshot_worker_.join();  // the previous one (done: it was no longer busy)
   snapshot_busy_ = true;
   snapshot_worker_ = std::thread([this, outer_step, b = std::move(bytes)]() mutable {

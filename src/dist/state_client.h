@@ -103,7 +103,7 @@ class StateDonor {
 
   // Returns at once: the blob is hashed and published on the worker thread;
   // joiners are answered "pending" until then.
-  void publish_snapshot(int64_t outer_step, std::vector<uint8_t> bytes);
+  void publish_snapshot(int64_t outer_step, ByteBuffer bytes);
   bool snapshot_wanted() const { return !snapshot_busy_.load() && server_->snapshot_wanted(); }
   void drop_idle_snapshot() { server_->drop_idle_snapshot(2 * state_timeout_); }
 

@@ -32,20 +32,36 @@ long env_long(const char* name) {
 
 }  // namespace
 
-std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
-                                                 size_t chunk_bytes) {
+namespace {
+
+template <typename Bytes>
+std::shared_ptr<const StateBlob> blob_of(StateKind kind, int64_t outer_step, Bytes bytes, size_t chunk_bytes) {
   if (chunk_bytes == 0 || chunk_bytes > (size_t{32} << 20)) fail("state blob: chunk size ", chunk_bytes, " is not in (0, 32 MiB]");
   auto b = std::make_shared<StateBlob>();
   b->kind = kind;
   b->outer_step = outer_step;
   b->chunk_bytes = chunk_bytes;
-  b->bytes = std::move(bytes);
+  auto owned = std::make_shared<const Bytes>(std::move(bytes));
+  b->bytes = std::span<const uint8_t>(owned->data(), owned->size());
+  b->owner = std::move(owned);
   // One pass over the bytes, on several threads: at 10B a snapshot is
   // ~160 GB, and a round (a quarter of that) is published on the training
   // thread.
   b->chunk_digests = chunk_digests(b->bytes, chunk_bytes, std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16));
   b->digest = blob_digest(b->bytes.size(), chunk_bytes, b->chunk_digests);
   return b;
+}
+
+}  // namespace
+
+std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
+                                                 size_t chunk_bytes) {
+  return blob_of(kind, outer_step, std::move(bytes), chunk_bytes);
+}
+
+std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, ByteBuffer bytes,
+                                                 size_t chunk_bytes) {
+  return blob_of(kind, outer_step, std::move(bytes), chunk_bytes);
 }
 
 // --- server -------------------------------------------------------------------
@@ -284,7 +300,7 @@ void StateServer::send_chunks(ConnId conn, const StateBlob& blob, uint32_t first
     h.digest = blob.chunk_digests[i];
     Frame f;
     f.type = FrameType::data;
-    f.payload = encode_state_chunk(h, std::span<const uint8_t>(blob.bytes).subspan(at, n));
+    f.payload = encode_state_chunk(h, blob.bytes.subspan(at, n));
     if (opt_.test_corrupt_chunk == static_cast<long>(i) && n > 0 && test_corrupted_.exchange(1) == 0)
       f.payload.back() ^= 0x5a;  // the digest no longer matches: the joiner must ask again
     const Deadline deadline = deadline_in(kSendTimeout);

@@ -61,6 +61,7 @@
 #include "dist/link_emulation.h"
 #include "dist/state_chunk.h"
 #include "dist/transport.h"
+#include "util/byte_buffer.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -69,13 +70,16 @@ namespace intellect {
 struct StateBlob {
   StateKind kind = StateKind::snapshot;
   int64_t outer_step = 0;
-  std::vector<uint8_t> bytes;
+  std::span<const uint8_t> bytes;      // owned by `owner`
+  std::shared_ptr<const void> owner;   // a round's std::vector, a snapshot's ByteBuffer
   size_t chunk_bytes = 0;
   std::vector<Digest> chunk_digests;
   Digest digest{};  // blob_digest() of the chunk digests: a second donor proves it serves the same blob
   size_t chunks() const { return chunk_digests.size(); }
 };
 std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
+                                                 size_t chunk_bytes = size_t{4} << 20);
+std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, ByteBuffer bytes,
                                                  size_t chunk_bytes = size_t{4} << 20);
 
 // --- serving ----------------------------------------------------------------
@@ -182,28 +186,9 @@ class StateServer {
 };
 
 // --- fetching ---------------------------------------------------------------
-// A byte buffer sized without being zeroed. A download's buffer is written in
-// full by its lanes (every chunk's length is checked) before anyone reads it,
-// and zeroing 160 GB first, on one thread, would cost a 10B joiner a minute.
-template <typename T>
-struct UninitAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = UninitAllocator<U>;
-  };
-  UninitAllocator() = default;
-  template <typename U>
-  UninitAllocator(const UninitAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
-    ::new (static_cast<void*>(p)) U;  // default-, not value-initialised
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-using StateBytes = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+// A download's buffer is written in full by its lanes (every chunk's length
+// is checked) before anyone reads it: not zeroed first (util/byte_buffer.h).
+using StateBytes = ByteBuffer;
 
 // What a joiner has of one blob so far; carried from one donor to the next.
 struct StateDownload {

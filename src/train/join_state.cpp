@@ -40,7 +40,7 @@ constexpr char kTag[8] = {'I', 'J', 'S', 'T', 'A', 'T', 'E', '2'};
 constexpr uint64_t kMaxHeader = 4096;
 }  // namespace
 
-std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
+ByteBuffer encode_join_state(const JoinStateView& s, size_t threads) {
   const size_t n = s.outer.size();
   if (s.momentum.size() != n || s.exp_avg.size() != n || s.exp_avg_sq.size() != n)
     fail("join state: the four arrays must have the same length");
@@ -48,8 +48,8 @@ std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
                                             {"adam_step", s.adam_step}, {"n", n}}.dump();
   const size_t per_array = n * sizeof(float);
   const size_t body = 4 * per_array;
-  // Not value-initialised: every byte is written below.
-  std::vector<uint8_t> out;
+  // Not zeroed: every byte is written below, the arrays' on all the threads.
+  ByteBuffer out;
   out.reserve(body + header.size() + 8 + sizeof kTag);
   out.resize(out.capacity());
   const std::span<const float> arrays[4] = {s.outer, s.momentum, s.exp_avg, s.exp_avg_sq};
@@ -65,7 +65,7 @@ std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads) {
   return out;
 }
 
-std::vector<uint8_t> encode_join_state(const JoinState& s) {
+ByteBuffer encode_join_state(const JoinState& s) {
   return encode_join_state(JoinStateView{s.outer_step, s.step, s.adam_step, s.outer, s.momentum, s.exp_avg,
                                          s.exp_avg_sq});
 }

@@ -21,6 +21,8 @@
 #include <span>
 #include <vector>
 
+#include "util/byte_buffer.h"
+
 namespace intellect {
 
 struct JoinState {
@@ -37,11 +39,11 @@ struct JoinStateView {
   std::span<const float> outer, momentum, exp_avg, exp_avg_sq;
 };
 
-std::vector<uint8_t> encode_join_state(const JoinStateView& s, size_t threads = 1);
+ByteBuffer encode_join_state(const JoinStateView& s, size_t threads = 1);
 // The bytes at the start of an encoded state of n values that every node
 // holds alike at the same outer step (outer parameters and momentum).
 constexpr uint64_t join_state_shared_bytes(size_t n) { return uint64_t{2} * n * sizeof(float); }
-std::vector<uint8_t> encode_join_state(const JoinState& s);
+ByteBuffer encode_join_state(const JoinState& s);
 // Checks the format, that every array has n values and that n is `expected_n`
 // (this model's parameter count); fails naming what does not fit. The copy
 // into the four arrays runs on `threads` threads (0: the machine's, up to 16):

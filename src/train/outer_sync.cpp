@@ -42,7 +42,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       apply_after_(overlap_ ? cfg.diloco.apply_after_steps : 0),
       in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse" &&
                 cfg.diloco.compression != "blocks4"),
-      snapshot_copier_([this](int64_t outer_step, std::vector<uint8_t> bytes) {
+      snapshot_copier_([this](int64_t outer_step, ByteBuffer bytes) {
         if (mesh_) mesh_->publish_snapshot(outer_step, std::move(bytes));
       }) {
   const size_t n = backend_.layout().total();
@@ -162,20 +162,22 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
   if (const auto* ev = std::get_if<Evicted>(&fetched)) throw EvictedFromRun(ev->reason);
   const StateDownload& d = std::get<StateDownload>(fetched);
   RunState got;
-  got.js = decode_join_state(d.bytes, backend_.layout().total());
-  OuterOptimizer caught_up(outer_->size(), cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
-  caught_up.swap_state(got.js.outer, got.js.momentum);
-  int64_t k = got.js.outer_step, rounds = 0;
+  // The snapshot's parse (a copy of the whole state into four arrays, about
+  // a second at 150m) runs while the rounds since come over the link; they
+  // are applied once both are here.
+  const size_t n = backend_.layout().total();
+  std::future<JoinState> parsed = std::async(std::launch::async, [&d, n] { return decode_join_state(d.bytes, n); });
+  std::vector<StateDownload> rounds_got;
+  int64_t k = d.outer_step;
+  const int64_t from = k;
   mesh_->set_held_step(k);
   uint64_t round_bytes = 0;
   Clock::time_point give_up = Clock::now() + std::chrono::milliseconds(cfg_.mesh.round_timeout_ms);
   for (;;) {
     if (std::optional<StateDownload> r = mesh_->fetch_round_once(k + 1)) {
-      decode_round_average(*r, k + 1);
       round_bytes += r->bytes.size();
-      caught_up.step(params_.data(), nullptr);
+      rounds_got.push_back(std::move(*r));
       ++k;
-      ++rounds;
       mesh_->set_held_step(k);
       continue;
     }
@@ -197,6 +199,16 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
     if ((stop_ && stop_->load()) || mesh_->cancelled())
       throw StoppedOnRequest("stopped on request while catching up with the run");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  got.js = parsed.get();
+  if (got.js.outer_step != from)
+    fail("the donor's snapshot says outer step ", got.js.outer_step, " inside, ", from, " outside (a faulty donor)");
+  OuterOptimizer caught_up(outer_->size(), cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
+  caught_up.swap_state(got.js.outer, got.js.momentum);
+  const int64_t rounds = static_cast<int64_t>(rounds_got.size());
+  for (int64_t i = 0; i < rounds; ++i) {
+    decode_round_average(rounds_got[static_cast<size_t>(i)], from + i + 1);
+    caught_up.step(params_.data(), nullptr);
   }
   caught_up.release_state(got.js.outer, got.js.momentum);
   got.js.outer_step = k;

@@ -18,7 +18,7 @@ void SnapshotCopier::start(const JoinStateView& view, size_t threads) {
   thread_ = std::thread([this, view, threads] {
     try {
       if (before_copy_) before_copy_();
-      std::vector<uint8_t> bytes = encode_join_state(view, threads);
+      ByteBuffer bytes = encode_join_state(view, threads);
       sink_(view.outer_step, std::move(bytes));
     } catch (const std::exception& e) {  // out of memory, say: the joiner asks again, the trainer offers another
       note(str("could not copy the snapshot of outer step ", view.outer_step, " for a joiner: ", e.what()));

@@ -26,7 +26,7 @@ class SnapshotCopier {
  public:
   // Where a finished snapshot goes (MeshNode::publish_snapshot: hashed and
   // served from the donor's own threads). Called on the copier's thread.
-  using Sink = std::function<void(int64_t outer_step, std::vector<uint8_t> bytes)>;
+  using Sink = std::function<void(int64_t outer_step, ByteBuffer bytes)>;
   explicit SnapshotCopier(Sink sink);
   ~SnapshotCopier();  // waits for a copy in progress
   SnapshotCopier(const SnapshotCopier&) = delete;
