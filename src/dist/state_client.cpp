@@ -46,7 +46,8 @@ std::variant<StateDownload, RewoundTo> StateClient::fetch(StateKind kind, int64_
         const auto t0 = MeshClock::now();
         fetch_state(d, donor_address_, opt_.credentials, opt_.state_timeout, fo);
         log(str("fetched the ", state_kind_name(kind), " of outer step ", d.outer_step, " (", d.total_bytes,
-                " bytes) in ", std::chrono::duration<double>(MeshClock::now() - t0).count(), " s from node ",
+                " bytes) in ", std::chrono::duration<double>(MeshClock::now() - t0).count(), " s (",
+                d.prepare_wait_s, " s of it waiting for the donor to prepare it) from node ",
                 donor_id_, fo.stripes.addresses.empty()
                                ? std::string()
                                : str(" and ", fo.stripes.addresses.size(), " further donor(s), which sent ",
@@ -150,7 +151,10 @@ void StateDonor::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
   snapshot_busy_ = true;
   snapshot_worker_ = std::thread([this, outer_step, b = std::move(bytes)]() mutable {
     try {
+      const auto t0 = std::chrono::steady_clock::now();
       server_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(b)));
+      mesh_log(log_, str("snapshot of outer step ", outer_step, " hashed and served from ",
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s on"));
     } catch (const std::exception& e) {  // out of memory, say: joiners ask again, the trainer offers another
       mesh_log(log_, str("could not publish the snapshot of outer step ", outer_step, ": ", e.what()));
     }

@@ -475,7 +475,9 @@ void fetch_state(StateDownload& d, const std::string& address, const PeerCredent
       if (std::chrono::steady_clock::now() + std::chrono::milliseconds(p->retry_ms) > pending_until)
         fail("the donor at ", address, " was still preparing its ", state_kind_name(d.kind), " after ",
              opt.pending_limit.count(), " ms");
+      const auto t = std::chrono::steady_clock::now();
       std::this_thread::sleep_for(std::chrono::milliseconds(p->retry_ms));
+      d.prepare_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
       continue;
     }
     if (d.started) {

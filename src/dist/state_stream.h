@@ -205,6 +205,7 @@ struct StateDownload {
   uint64_t redials = 0;     // lanes' connections dialled again after one broke
   std::vector<uint8_t> striped;  // per chunk: 1 when it came from a further donor (stripes)
   uint64_t striped_chunks = 0;   // chunks that came from further donors, in all
+  double prepare_wait_s = 0;     // waiting for the donor to prepare the blob ("pending"), in all
   bool done() const { return started && chunks_have == n_chunks; }
   // Forgets chunk i (the tests' stand-in for a donor that died before it).
   void drop_chunk(uint32_t i);

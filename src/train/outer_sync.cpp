@@ -219,6 +219,7 @@ std::variant<OuterSync::RunState, RewoundTo> OuterSync::fetch_run_state(int64_t 
                                {"bad_chunks_refetched", d.bad_chunks},
                                {"lanes_redialled", d.redials},
                                {"chunks_from_further_donors", d.striped_chunks},
+                               {"donor_prepare_wait_s", d.prepare_wait_s},
                                {"chunks", d.n_chunks},
                                {"rounds_caught_up", rounds},
                                {"round_bytes", round_bytes}};

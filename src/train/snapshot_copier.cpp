@@ -18,7 +18,10 @@ void SnapshotCopier::start(const JoinStateView& view, size_t threads) {
   thread_ = std::thread([this, view, threads] {
     try {
       if (before_copy_) before_copy_();
+      const Clock::time_point t0 = Clock::now();
       ByteBuffer bytes = encode_join_state(view, threads);
+      note(str("copied the snapshot of outer step ", view.outer_step, " for a joiner (", bytes.size() / 1e6,
+               " MB) in ", seconds_since(t0), " s"));
       sink_(view.outer_step, std::move(bytes));
     } catch (const std::exception& e) {  // out of memory, say: the joiner asks again, the trainer offers another
       note(str("could not copy the snapshot of outer step ", view.outer_step, " for a joiner: ", e.what()));
