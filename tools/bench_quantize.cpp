@@ -1,6 +1,6 @@
 // bench_quantize: throughput of the pseudo-gradient codecs in GB/s of fp32
-// values: int8 (encode, decode, decode-and-add; sum of squares on one) at 1 and N threads, then int4
-// and sparse top-k (issue 18) on one core, as the ring runs them, with their
+// values: int8 (encode, decode, decode-and-add; sum of squares on one) at 1 and N threads, then int4,
+// int2 and sparse top-k (issue 18) on one core, as the ring runs them, with their
 // bytes per value and relative RMS error; and int8's
 // relative RMS error on pseudo-gradient-like data (Gaussian with 0.1% outliers
 // twenty times larger), next to the ±3σ clipped range INTELLECT-1 used
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dist/quantize.h"
+#include "dist/quantize2.h"
 #include "dist/quantize4.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -144,6 +145,19 @@ int main(int argc, char** argv) try {
                 "%6.2f GB/s\n", g, static_cast<double>(e4.size()) / n, gb / te, gb / td, gb / ta);
     intellect::int4_decode(e4.data(), n, g, y.data());
     report_error("int4, 0.1% outliers x20:", x, y);
+  }
+  {  // int2 (blocks2's ring codec), the same way
+    const size_t g = intellect::kInt2DefaultGroup;
+    std::vector<uint8_t> e2(intellect::int2_encoded_bytes(n, g));
+    const double te = best_seconds(repeat, [&] { intellect::int2_encode(x.data(), n, g, e2.data()); });
+    const double tv = best_seconds(repeat, [&] { intellect::int2_validate(e2.data(), n, g, "bench"); });
+    const double td = best_seconds(repeat, [&] { intellect::int2_decode(e2.data(), n, g, y.data()); });
+    const double ta = best_seconds(repeat, [&] { intellect::int2_decode_add(e2.data(), n, g, y.data()); });
+    std::printf("int2 (group %zu, %.3f bytes/value), 1 thread: encode %6.2f GB/s  validate %6.2f GB/s  decode %6.2f "
+                "GB/s  decode+add %6.2f GB/s\n", g, static_cast<double>(e2.size()) / n, gb / te, gb / tv, gb / td,
+                gb / ta);
+    intellect::int2_decode(e2.data(), n, g, y.data());
+    report_error("int2, 0.1% outliers x20:", x, y);
   }
   for (double density : {0.01, 0.03}) {
     const size_t b = intellect::kSparseMaxBlock, k = intellect::sparse_k_for_density(density, b);
