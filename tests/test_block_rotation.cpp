@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -243,6 +244,8 @@ TEST(BlockRotationRing, BitIdenticalOnEveryRankAndServedAsCarried) {
         e2 += (full[0][i] - mean_full[i]) * double(full[0][i] - mean_full[i]);
         w2 += double(mean_full[i]) * mean_full[i];
       }
+      std::printf("%s ring over the blocks, %d ranks, round %d: relative RMS error %.3f\n", compression_name(rc.c),
+                  world, static_cast<int>(k), std::sqrt(e2 / w2));
       EXPECT_LT(std::sqrt(e2 / w2), rc.ring_error) << "the ring's own error (int4: as int4's ring test)";
       EXPECT_GT(std::sqrt(e2 / w2), rc.ring_error / 50) << "a lossy ring: not a copy of the fp32 mean";
       for (int r = 0; r < world; ++r) {

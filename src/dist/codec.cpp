@@ -171,37 +171,36 @@ class Int8Codec final : public BlockCodec {
   int threads_;
 };
 
-class Int4Codec final : public BlockCodec {
- public:
-  explicit Int4Codec(size_t group) : group_(group) {}
-  Compression kind() const override { return Compression::Int4; }
-  uint32_t block() const override { return static_cast<uint32_t>(group_); }
-  size_t encoded_bytes(size_t n) const override { return int4_encoded_bytes(n, group_); }
-  void encode(const float* x, size_t n, uint8_t* out, const char* what) const override {
-    int4_encode(x, n, group_, out, what);
-  }
-  void validate(const uint8_t* in, size_t n, const char* what) const override { int4_validate(in, n, group_, what); }
-  void decode(const uint8_t* in, size_t n, float* out) const override { int4_decode(in, n, group_, out); }
-  void decode_add(const uint8_t* in, size_t n, float* acc) const override { int4_decode_add(in, n, group_, acc); }
-
- private:
-  size_t group_;
+// int4 and int2: a scale per group of values, the same calls on another
+// format.
+struct GroupFormat {
+  Compression kind;
+  size_t (*encoded_bytes)(size_t n, size_t group);
+  void (*encode)(const float* x, size_t n, size_t group, uint8_t* out, const char* what);
+  void (*validate)(const uint8_t* in, size_t n, size_t group, const char* what);
+  void (*decode)(const uint8_t* in, size_t n, size_t group, float* out);
+  void (*decode_add)(const uint8_t* in, size_t n, size_t group, float* acc);
 };
+constexpr GroupFormat kInt4Format{Compression::Int4, int4_encoded_bytes, int4_encode, int4_validate, int4_decode,
+                                  int4_decode_add};
+constexpr GroupFormat kInt2Format{Compression::Int2, int2_encoded_bytes, int2_encode, int2_validate, int2_decode,
+                                  int2_decode_add};
 
-class Int2Codec final : public BlockCodec {
+class GroupCodec final : public BlockCodec {
  public:
-  explicit Int2Codec(size_t group) : group_(group) {}
-  Compression kind() const override { return Compression::Int2; }
+  GroupCodec(const GroupFormat& f, size_t group) : f_(f), group_(group) {}
+  Compression kind() const override { return f_.kind; }
   uint32_t block() const override { return static_cast<uint32_t>(group_); }
-  size_t encoded_bytes(size_t n) const override { return int2_encoded_bytes(n, group_); }
+  size_t encoded_bytes(size_t n) const override { return f_.encoded_bytes(n, group_); }
   void encode(const float* x, size_t n, uint8_t* out, const char* what) const override {
-    int2_encode(x, n, group_, out, what);
+    f_.encode(x, n, group_, out, what);
   }
-  void validate(const uint8_t* in, size_t n, const char* what) const override { int2_validate(in, n, group_, what); }
-  void decode(const uint8_t* in, size_t n, float* out) const override { int2_decode(in, n, group_, out); }
-  void decode_add(const uint8_t* in, size_t n, float* acc) const override { int2_decode_add(in, n, group_, acc); }
+  void validate(const uint8_t* in, size_t n, const char* what) const override { f_.validate(in, n, group_, what); }
+  void decode(const uint8_t* in, size_t n, float* out) const override { f_.decode(in, n, group_, out); }
+  void decode_add(const uint8_t* in, size_t n, float* acc) const override { f_.decode_add(in, n, group_, acc); }
 
  private:
+  const GroupFormat& f_;
   size_t group_;
 };
 
@@ -213,8 +212,8 @@ std::unique_ptr<BlockCodec> make_block_codec(Compression c, size_t block, int th
   switch (c) {
     case Compression::None: return std::make_unique<Fp32Codec>();
     case Compression::Int8: return std::make_unique<Int8Codec>(block, threads);
-    case Compression::Int4: return std::make_unique<Int4Codec>(block);
-    case Compression::Int2: return std::make_unique<Int2Codec>(block);
+    case Compression::Int4: return std::make_unique<GroupCodec>(kInt4Format, block);
+    case Compression::Int2: return std::make_unique<GroupCodec>(kInt2Format, block);
     case Compression::Sparse: break;
   }
   fail("diloco.compression \"sparse\" is not a ring all-reduce codec: its contributions travel in an "
