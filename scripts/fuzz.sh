@@ -26,7 +26,7 @@ lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dis
              src/dist/bytes.cpp src/dist/sealed_frame.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
              src/dist/contribution_check.cpp
              src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
-             src/dist/codec.cpp src/dist/quantize4.cpp src/dist/quantize2.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
+             src/dist/codec.cpp src/dist/quantize4.cpp src/dist/quantize2.cpp src/dist/quantize2_avx2.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
              src/dist/ring_evidence.cpp src/dist/sparse_evidence.cpp src/dist/commitment.cpp src/dist/shard_plan.cpp
              src/model/layout.cpp)
 common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Isrc -Wno-unknown-pragmas)

@@ -14,6 +14,8 @@
 
 #include "dist/codec.h"
 #include "dist/quantize2.h"
+#include "dist/quantize2_kernels.h"
+#include "dist/quantize_kernels.h"
 #include "dist/ring_allreduce.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
@@ -174,6 +176,61 @@ TEST(DistInt2, NonFiniteRefusedAndBadScalesCaught) {
   std::vector<uint8_t> h(int2_encoded_bytes(64, 64));
   int2_encode(huge.data(), 64, 64, h.data());
   int2_validate(h.data(), 64, 64, "huge");
+}
+
+// The AVX2 group encoder writes the portable encoder's bytes for every
+// input class (both run here when the CPU has AVX2; without it the test
+// says so and checks only the portable one against itself).
+TEST(DistInt2, Avx2EncoderWritesThePortableBytes) {
+  if (!int8_kernels::avx2_available()) GTEST_SKIP() << "no AVX2 on this CPU";
+  auto check = [](const std::vector<float>& x, const char* what) {
+    for (size_t g = 0; g + 64 <= x.size(); g += 64) {
+      uint8_t a[20], b[20];
+      std::memset(a, 0xaa, sizeof a);
+      std::memset(b, 0x55, sizeof b);
+      const bool ok_a = int2_kernels::encode_group64_avx2(x.data() + g, a);
+      const bool ok_b = int2_kernels::encode_group_portable(x.data() + g, 64, b);
+      ASSERT_EQ(ok_a, ok_b) << what << ", group at " << g;
+      if (ok_a) {
+        ASSERT_EQ(0, std::memcmp(a, b, sizeof a)) << what << ", group at " << g;
+      }
+    }
+  };
+  const size_t n = 64 * 200;
+  check(gaussian(n, 41, 1e-3), "gaussian");
+  std::vector<float> z(n), den(n), big(n), bits(n), ties(n), heavy(n);
+  const float d = std::numeric_limits<float>::denorm_min();
+  for (size_t i = 0; i < n; ++i) {
+    z[i] = (hash_u64(42, i) & 1) ? 0.0f : -0.0f;
+    den[i] = d * static_cast<float>(static_cast<int>(hash_u64(43, i) % 15) - 7);
+    big[i] = static_cast<float>((uniform01(44, i) * 2.0 - 1.0) * FLT_MAX);
+    uint32_t b = static_cast<uint32_t>(hash_u64(45, i));
+    if ((b & 0x7f800000u) == 0x7f800000u) b &= ~0x00800000u;  // finite
+    std::memcpy(&bits[i], &b, 4);
+    ties[i] = static_cast<float>(static_cast<int>(hash_u64(46, i) % 5) - 2);  // values on the threshold's side
+    heavy[i] = static_cast<float>(normal01(47, i) * std::exp(2.0 * normal01(48, i)));
+  }
+  check(z, "±0");
+  check(den, "denormals");
+  check(big, "the whole float line");
+  check(bits, "random finite bit patterns");
+  check(ties, "small integers");
+  check(heavy, "heavy tails");
+  std::vector<float> nan = gaussian(n, 49);
+  nan[64 * 3 + 17] = std::numeric_limits<float>::quiet_NaN();
+  nan[64 * 5] = -std::numeric_limits<float>::infinity();
+  check(nan, "NaN and inf");
+  // Through int2_encode (AVX2 for whole groups, portable for the tail): the
+  // same bytes as the portable encoder group by group.
+  const std::vector<float> x = gaussian(1000, 50);
+  std::vector<uint8_t> got(int2_encoded_bytes(1000, 64)), want(got.size());
+  int2_encode(x.data(), 1000, 64, got.data());
+  for (size_t g = 0, at = 0; g < 1000; g += 64) {
+    const size_t len = std::min<size_t>(64, 1000 - g);
+    ASSERT_TRUE(int2_kernels::encode_group_portable(x.data() + g, len, want.data() + at));
+    at += 4 + (len + 3) / 4;
+  }
+  EXPECT_EQ(got, want);
 }
 
 // The ring's header and the commitment leaves accept int2's byte (4), not
