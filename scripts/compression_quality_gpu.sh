@@ -42,7 +42,7 @@
 # Rotating int2 blocks (diloco.compression blocks2, dist/quantize2.h: 2.5 bits a value with the
 # scales): 1/3 of the blocks a round ("blocks2:0.3334", P = 3: 1/38.4 of fp32's bytes in steady
 # rounds, 1/12.8 in the last full round, ~1/32.9 over 12 outer steps) or 1/4 ("blocks2:0.25",
-# P = 4: 1/51.2 steady, ~1/39.4 over the run); ~2.5 min a cell (estimate, as blocks4's):
+# P = 4: 1/51.2 steady, ~1/41.0 over the run); ~2.5 min a cell (estimate, as blocks4's):
 #   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 --set train.steps=1200 \
 #     -m "blocks2:0.3334 blocks2:0.25"
 # (EVAL_BATCHES, default 16: validation batches of 8 × 256 tokens at the end; 64 = 131k of
