@@ -9,11 +9,12 @@
 //
 // Why these levels and not int4's absmax grid: with four levels, an absmax
 // scale spends them on the group's extremes and puts most values in the
-// inner pair. Measured on 2^20 synthetic values in groups of 64 (one-off
-// program, docs/PERFORMANCE.md "2-bit codec"), relative MSE ‖x − x̂‖²/‖x‖²:
-//   Gaussian       absmax {±1/3, ±1}·max 0.256, ternary {0, ±1.22σ} 0.186, this 0.112
-//   Student-t (3)  absmax 1.70,            ternary 0.388,              this 0.302
-//   Laplace        absmax 0.590,           ternary 0.262,              this 0.176
+// inner pair. Measured on 2^20 synthetic values in groups of 64
+// (bench_quantize, docs/PERFORMANCE.md "2-bit codec"), relative MSE
+// ‖x − x̂‖²/‖x‖²:
+//   Gaussian       absmax {±1/3, ±1}·max 0.255, ternary {0, ±1.22σ} 0.186, this 0.113
+//   Laplace        absmax 0.585,            ternary 0.261,              this 0.177
+//   Student-t (3)  absmax 1.54,             ternary 0.379,              this 0.289
 // The least-squares scale (one refit, not Lloyd iterations to convergence:
 // a second refit gained under 1%) takes 2-3% off the RMS-scaled grid's
 // error, and makes the error orthogonal to what is sent:
