@@ -12,8 +12,9 @@
 #       [-m "none int8 int4 sparse:0.01 sparse:0.03"] [-o OUT] [-b BUILD] [--set k=v]...
 #
 # A mode is COMPRESSION[:X]: X is sparse's density (diloco.sparse_density) or
-# blocks4's share of the blocks sent per round (diloco.block_fraction), e.g.
-# "blocks4:0.2" (1/35.6 of fp32's bytes) or "blocks4:0.125".
+# blocks4's or blocks2's share of the blocks sent per round
+# (diloco.block_fraction), e.g. "blocks4:0.2" (1/35.6 of fp32's bytes in
+# steady rounds), "blocks2:0.3334" (1/38.4) or "blocks2:0.25" (1/51.2).
 # A mode may carry settings of its own after '+', e.g. the pre-SparseLoCo
 # sparse recipe (undecayed error feedback under DiLoCo's Nesterov step):
 #   sparse:0.03+diloco.error_feedback_decay=1+diloco.outer_lr=0.7+diloco.outer_momentum=0.9+diloco.nesterov=true
@@ -81,8 +82,9 @@ for h in $hs; do
     rm -rf "$dir"
     mkdir -p "$dir"
     extra=(--set "diloco.inner_steps=$h" --set "diloco.compression=$comp")
-    # COMPRESSION:X is sparse's density, or blocks4's block fraction.
-    if [[ -n "$density" && "$comp" == blocks4 ]]; then extra+=(--set "diloco.block_fraction=$density")
+    # COMPRESSION:X is sparse's density, or blocks4's / blocks2's block fraction.
+    if [[ -n "$density" && ( "$comp" == blocks4 || "$comp" == blocks2 ) ]]; then
+      extra+=(--set "diloco.block_fraction=$density")
     elif [[ -n "$density" ]]; then extra+=(--set "diloco.sparse_density=$density"); fi
     extra+=("${cell_sets[@]}")
     t0=$(date +%s.%N)

@@ -39,11 +39,17 @@
 # ~2.5 min a cell (the 1200-step cells above took 100-135 s):
 #   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 -m "none blocks4:0.2 blocks4:0.1429" \
 #     --set train.steps=1200
+# Rotating int2 blocks (diloco.compression blocks2, dist/quantize2.h: 2.5 bits a value with the
+# scales): 1/3 of the blocks a round ("blocks2:0.3334", P = 3: 1/38.4 of fp32's bytes in steady
+# rounds, 1/12.8 in the last full round, ~1/32.9 over 12 outer steps) or 1/4 ("blocks2:0.25",
+# P = 4: 1/51.2 steady, ~1/41.0 over the run); ~2.5 min a cell (estimate, as blocks4's):
+#   DATA=data/english EVAL_BATCHES=64 scripts/compression_quality_gpu.sh 100 --set train.steps=1200 \
+#     -m "blocks2:0.3334 blocks2:0.25"
 # (EVAL_BATCHES, default 16: validation batches of 8 × 256 tokens at the end; 64 = 131k of
 # the English validation tokens, for a steadier figure; tinyshakespeare has 32k in all.)
 #
 # configs/150m.json leaves the outer step to the defaults, so sparse cells get
-# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum), blocks4 cells
+# SparseLoCo's (decayed error feedback, SGD lr 1, no momentum), blocks4 and blocks2 cells
 # plain averaging (SGD lr 1, no momentum, undecayed error feedback) and the
 # others DiLoCo's Nesterov step (lr 0.7, momentum 0.9).
 #

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in fuzz/ with clang (ASan + UBSan) outside the
 # CMake build and runs each for a bounded time: scripts/fuzz.sh [seconds per
-# target, default 20]. The corpora persist in build-fuzz/corpus/ so later runs
-# start where earlier ones stopped. Exits non-zero on the first crash; the
+# target, default 20] [target...] (default: every target). The corpora
+# persist in build-fuzz/corpus/ so later runs start where earlier ones stopped. Exits non-zero on the first crash; the
 # crashing input is left in build-fuzz/ (crash-*), to be replayed with
 # `build-fuzz/<target> build-fuzz/crash-...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
+only=("${@:2}")  # targets to build and run; none named: all
 
 # clang with libFuzzer's runtime, and libomp's omp.h (the int8 codec includes it).
 if ! command -v clang++ >/dev/null 2>&1 || ! dpkg-query -W -f='${Status}' libomp-dev 2>/dev/null | grep -q "ok installed"; then
@@ -25,7 +26,7 @@ lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dis
              src/dist/bytes.cpp src/dist/sealed_frame.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
              src/dist/contribution_check.cpp
              src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
-             src/dist/codec.cpp src/dist/quantize4.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
+             src/dist/codec.cpp src/dist/quantize4.cpp src/dist/quantize2.cpp src/dist/quantize2_avx2.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
              src/dist/ring_evidence.cpp src/dist/sparse_evidence.cpp src/dist/commitment.cpp src/dist/shard_plan.cpp
              src/model/layout.cpp src/train/join_state.cpp)
 common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Isrc -Wno-unknown-pragmas)
@@ -41,7 +42,8 @@ objs=()
 for src in "${lib_sources[@]}"; do objs+=("$out/obj/$(echo "$src" | tr / _).o"); done
 
 targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_handshake_pair fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
-         fuzz_int4 fuzz_sparse_message fuzz_ring_evidence fuzz_join_state)
+         fuzz_int4 fuzz_int2 fuzz_sparse_message fuzz_ring_evidence fuzz_join_state)
+[ "${#only[@]}" -eq 0 ] || targets=("${only[@]}")
 for target in "${targets[@]}"; do
   echo "fuzz: building $target"
   clang++ "${common[@]}" -fsanitize=fuzzer,address,undefined "fuzz/$target.cpp" "${objs[@]}" -lsodium -lcrypto -pthread \
@@ -49,7 +51,8 @@ for target in "${targets[@]}"; do
 done
 
 targets=(fuzz_frame_decoder fuzz_sealed_frame fuzz_handshake fuzz_handshake_pair fuzz_control fuzz_ring_message fuzz_state_chunk fuzz_round
-         fuzz_int4 fuzz_sparse_message fuzz_ring_evidence fuzz_join_state)
+         fuzz_int4 fuzz_int2 fuzz_sparse_message fuzz_ring_evidence fuzz_join_state)
+[ "${#only[@]}" -eq 0 ] || targets=("${only[@]}")
 for target in "${targets[@]}"; do
   mkdir -p "$out/corpus/$target"
   echo "fuzz: running $target for ${seconds}s"

@@ -89,7 +89,7 @@ TEST(DistInt4, EveryValueWithinHalfAStepOfItsGroup) {
 // on the stack, no allocation per message) is that of the decoded values,
 // for every codec and for sizes that end mid-block.
 TEST(DistCodec, SumOfSquaresIsThatOfTheDecodedValues) {
-  for (Compression c : {Compression::None, Compression::Int8, Compression::Int4}) {
+  for (Compression c : {Compression::None, Compression::Int8, Compression::Int4, Compression::Int2}) {
     const auto codec = make_block_codec(c, c == Compression::None ? 0 : default_codec_block(c));
     for (size_t n : {size_t{1}, size_t{5}, size_t{4096}, size_t{10'007}, size_t{70'001}}) {
       const std::vector<float> x = test::randn(n, 1234 + n, 1e-3f);
@@ -115,7 +115,8 @@ TEST(DistCodec, FusedDecodeIsTheSeparatePassesBitForBit) {
   };
   struct Case { Compression c; size_t block; };
   for (const Case k : {Case{Compression::None, 0}, Case{Compression::Int8, 65536}, Case{Compression::Int8, 256},
-                       Case{Compression::Int8, 7}, Case{Compression::Int4, 64}}) {
+                       Case{Compression::Int8, 7}, Case{Compression::Int4, 64}, Case{Compression::Int2, 64},
+                       Case{Compression::Int2, 5}}) {
     const auto codec = make_block_codec(k.c, k.block);
     for (size_t n : {size_t{0}, size_t{1}, size_t{3}, size_t{255}, size_t{257}, size_t{4099}, size_t{70'001}}) {
       const std::string at = str(compression_name(k.c), " block ", k.block, " n=", n);
@@ -814,11 +815,11 @@ TEST(CompressionResume, ErrorFeedbackIsCheckpointedAndResumedBitForBit) {
     return v;
   };
   const std::string base = ::testing::TempDir() + "/compression_resume_";
-  // blocks4 too: its buffer holds the unselected blocks' progress (and the
-  // selected ones' int4 error), resumed through the same path.
-  for (const char* compression : {"sparse", "blocks4"})
+  // blocks4 and blocks2 too: their buffer holds the selected blocks'
+  // quantization error, resumed through the same path.
+  for (const char* compression : {"sparse", "blocks4", "blocks2"})
   for (const char* overlap : {"none", "eager"}) {
-    if (std::string(compression) == "blocks4" && std::string(overlap) != "none") continue;  // refused (config)
+    if (std::string(compression) != "sparse" && std::string(overlap) != "none") continue;  // refused (config)
     SCOPED_TRACE(std::string(compression) + " " + overlap);
     const std::string tag = std::string(compression) + "_" + overlap;
     const std::string a = base + "a_" + tag, b = base + "b_" + tag, c = base + "c_" + tag;
@@ -849,7 +850,7 @@ TEST(Compression, ConfigNamesTheChoices) {
     FAIL() << "int3 accepted";
   } catch (const Error& e) {
     const std::string m = e.what();
-    for (const char* c : {"none", "int8", "int4", "sparse", "blocks4"}) EXPECT_NE(m.find(c), std::string::npos) << m;
+    for (const char* c : {"none", "int8", "int4", "sparse", "blocks4", "blocks2"}) EXPECT_NE(m.find(c), std::string::npos) << m;
   }
   EXPECT_EQ(load_config("", {}).diloco.compression, "int8");
   EXPECT_EQ(load_config("", {"diloco.compression=sparse", "diloco.sparse_density=0.03"}).diloco.sparse_density, 0.03);

@@ -54,7 +54,7 @@ class CompressionSwarm : public ::testing::Test {
 };
 
 TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
-  for (const char* compression : {"int4", "sparse", "blocks4"}) {
+  for (const char* compression : {"int4", "sparse", "blocks4", "blocks2"}) {
     SCOPED_TRACE(compression);
     const std::string out = ::testing::TempDir() + "/compression_swarm_" + compression;
     fs::remove_all(out);
@@ -88,16 +88,19 @@ TEST_F(CompressionSwarm, ThreeNodesAgreeAtEveryStepWithInt4AndSparse) {
     const double per_value = sent / 4.0 / values;
     if (std::string(compression) == "int4") {
       EXPECT_NEAR(per_value, 2.0 * 2 / 3 * 0.5625, 0.1);  // 2(N − 1)/N · 4.5 bits
-    } else if (std::string(compression) == "blocks4") {
-      // The same ring over a fifth of the values in outer steps 1-3, and
-      // over every value in the run's last (4): (3 · 1/5 + 1) / 4 of int4's.
-      EXPECT_NEAR(per_value, 2.0 * 2 / 3 * 0.5625 * (3.0 / 5 + 1) / 4, 0.05);
+    } else if (std::string(compression) == "blocks4" || std::string(compression) == "blocks2") {
+      // The same ring over 1/P of the values in outer steps 1-3, and over
+      // every value in the run's last (4): (3 / P + 1) / 4 of the codec's
+      // ring. blocks4: P = 5 at int4 (4.5 bits); blocks2: P = 3 at int2 (2.5 bits).
+      const bool two = std::string(compression) == "blocks2";
+      const double period = two ? 3 : 5, bytes = two ? 0.3125 : 0.5625;
+      EXPECT_NEAR(per_value, 2.0 * 2 / 3 * bytes * (3.0 / period + 1) / 4, 0.03);
       for (const auto& l : m[0])
         if (l.contains("outer")) {
           EXPECT_GT(l["outer"]["error_feedback_rms"].get<double>(), 0.0);
           const bool last = l["outer"]["outer_step"].get<int64_t>() == 4;
-          // A fifth of the ~19 blocks, rounded to whole blocks of 4096; all of them at the end.
-          EXPECT_NEAR(l["outer"]["values_sent"].get<double>(), last ? values : values / 5, 4096 + values / 50);
+          // 1/P of the ~19 blocks, rounded to whole blocks of 4096; all of them at the end.
+          EXPECT_NEAR(l["outer"]["values_sent"].get<double>(), last ? values : values / period, 4096 + values / 50);
         }
     } else {
       EXPECT_LT(per_value, 2 * (2 * 0.01 + 0.01)) << "(N − 1) contributions of ~2 bytes per kept value";
@@ -187,6 +190,8 @@ TEST_F(CompressionSwarm, ASparseJoinerCatchesUpFromTheRingsBytesAndAgrees) { joi
 // carried; the joiner scatters each with that round's selection and applies
 // the same outer steps.
 TEST_F(CompressionSwarm, ABlocks4JoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("blocks4"); }
+// blocks2: the same with the int2 ring's compact vectors.
+TEST_F(CompressionSwarm, ABlocks2JoinerCatchesUpFromTheRingsBytesAndAgrees) { joiner_catches_up_and_agrees("blocks2"); }
 
 }  // namespace
 }  // namespace intellect

@@ -4,7 +4,7 @@
 // 2(N-1)/N·S·bytes lower bound, and achieved bandwidth. --rate-mbit paces
 // each node's sending to play a WAN link's capacity.
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
-//                   [--compression none|int8|int4|sparse|both] [--density 0.01] [--rate-mbit 0]
+//                   [--compression none|int8|int4|int2|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
 //                   [--plaintext] [--openers -1] [--aead openssl|libsodium]
 // (--auth keys: every process gets a node key of its own, so ring messages
@@ -54,7 +54,7 @@ using namespace intellect;
 
 int usage() {
   std::fprintf(stderr,
-               "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|sparse|both] "
+               "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|int2|sparse|both] "
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
                "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium]\n");
@@ -223,7 +223,11 @@ int main(int argc, char** argv) {
       stop = true;
       ct.join();
       if (failed) fail(failed, " node(s) failed with compression ", comp);
-      const double per_value = comp == "none" ? 4.0 : comp == "int4" ? 0.5 : comp == "sparse" ? 2.0 * density : 1.0;
+      const double per_value = comp == "none"     ? 4.0
+                               : comp == "int4"   ? 0.5
+                               : comp == "int2"   ? 0.25
+                               : comp == "sparse" ? 2.0 * density
+                                                  : 1.0;
       const double bound = comp == "sparse" ? (nodes - 1) * static_cast<double>(elems) * per_value
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {

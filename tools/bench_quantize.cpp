@@ -1,6 +1,6 @@
 // bench_quantize: throughput of the pseudo-gradient codecs in GB/s of fp32
-// values: int8 (encode, decode, decode-and-add; sum of squares on one) at 1 and N threads, then int4
-// and sparse top-k (issue 18) on one core, as the ring runs them, with their
+// values: int8 (encode, decode, decode-and-add; sum of squares on one) at 1 and N threads, then int4,
+// int2 and sparse top-k (issue 18) on one core, as the ring runs them, with their
 // bytes per value and relative RMS error; and int8's
 // relative RMS error on pseudo-gradient-like data (Gaussian with 0.1% outliers
 // twenty times larger), next to the ±3σ clipped range INTELLECT-1 used
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dist/quantize.h"
+#include "dist/quantize2.h"
 #include "dist/quantize4.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -53,6 +54,66 @@ void sigma_round_trip(const float* x, size_t n, float* y) {
     cnt[code[i]] += 1;
   }
   for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(sum[code[i]] / static_cast<double>(cnt[code[i]]));
+}
+
+// 2-bit alternatives to int2's grid, for comparison only (quantize2.h says
+// why it is the Lloyd-Max one): per group of 64, an absmax-scaled uniform
+// grid {±1/3, ±1}·max|x|, and a ternary grid {0, ±1.224σ} (Lloyd-Max's
+// 3 levels for a Gaussian, threshold 0.612σ).
+void int2_alternative_round_trip(bool ternary, const float* x, size_t n, float* y) {
+  for (size_t b = 0; b < n; b += 64) {
+    const size_t len = std::min<size_t>(64, n - b);
+    double amax = 0.0, ss = 0.0;
+    for (size_t i = b; i < b + len; ++i) {
+      amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
+      ss += static_cast<double>(x[i]) * x[i];
+    }
+    const double sd = std::sqrt(ss / static_cast<double>(len));
+    for (size_t i = b; i < b + len; ++i) {
+      const double a = std::fabs(static_cast<double>(x[i]));
+      const double v = ternary ? (a > 0.612 * sd ? 1.224 * sd : 0.0) : (a > 2.0 * amax / 3.0 ? amax : amax / 3.0);
+      y[i] = static_cast<float>(x[i] < 0 ? -v : v);
+    }
+  }
+}
+
+// Relative MSE ‖x − x̂‖²/‖x‖² of int2 and the two alternatives on Gaussian,
+// Laplace and Student-t (3 degrees of freedom) values.
+void compare_int2_grids(size_t n) {
+  std::vector<float> x(n), y(n);
+  auto rel_mse = [&] {
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      e += (static_cast<double>(y[i]) - x[i]) * (static_cast<double>(y[i]) - x[i]);
+      r += static_cast<double>(x[i]) * x[i];
+    }
+    return e / r;
+  };
+  std::vector<uint8_t> enc(intellect::int2_encoded_bytes(n, 64));
+  for (int dist = 0; dist < 3; ++dist) {
+    for (size_t i = 0; i < n; ++i) {
+      if (dist == 0) x[i] = static_cast<float>(intellect::normal01(7, i));
+      if (dist == 1) {
+        const double u = intellect::uniform01(8, i);
+        x[i] = static_cast<float>(u < 0.5 ? std::log(2.0 * u + 1e-300) : -std::log(2.0 * (1.0 - u) + 1e-300));
+      }
+      if (dist == 2) {
+        double chi = 0.0;
+        for (uint64_t k = 0; k < 3; ++k) chi += std::pow(intellect::normal01(10 + k, i), 2);
+        x[i] = static_cast<float>(intellect::normal01(9, i) / std::sqrt(chi / 3.0));
+      }
+    }
+    intellect::int2_encode(x.data(), n, 64, enc.data());
+    intellect::int2_decode(enc.data(), n, 64, y.data());
+    const double ours = rel_mse();
+    int2_alternative_round_trip(false, x.data(), n, y.data());
+    const double absmax = rel_mse();
+    int2_alternative_round_trip(true, x.data(), n, y.data());
+    const double ternary = rel_mse();
+    std::printf("2-bit grids, groups of 64, %-13s relative MSE: int2 (Lloyd-Max, LS scale) %.3f  absmax {±1/3,±1} "
+                "%.3f  ternary {0,±1.224σ} %.3f\n", dist == 0 ? "Gaussian:" : dist == 1 ? "Laplace:" : "Student-t(3):",
+                ours, absmax, ternary);
+  }
 }
 
 void report_error(const char* name, const std::vector<float>& x, const std::vector<float>& y) {
@@ -144,6 +205,20 @@ int main(int argc, char** argv) try {
                 "%6.2f GB/s\n", g, static_cast<double>(e4.size()) / n, gb / te, gb / td, gb / ta);
     intellect::int4_decode(e4.data(), n, g, y.data());
     report_error("int4, 0.1% outliers x20:", x, y);
+  }
+  {  // int2 (blocks2's ring codec), the same way
+    const size_t g = intellect::kInt2DefaultGroup;
+    std::vector<uint8_t> e2(intellect::int2_encoded_bytes(n, g));
+    const double te = best_seconds(repeat, [&] { intellect::int2_encode(x.data(), n, g, e2.data()); });
+    const double tv = best_seconds(repeat, [&] { intellect::int2_validate(e2.data(), n, g, "bench"); });
+    const double td = best_seconds(repeat, [&] { intellect::int2_decode(e2.data(), n, g, y.data()); });
+    const double ta = best_seconds(repeat, [&] { intellect::int2_decode_add(e2.data(), n, g, y.data()); });
+    std::printf("int2 (group %zu, %.3f bytes/value), 1 thread: encode %6.2f GB/s  validate %6.2f GB/s  decode %6.2f "
+                "GB/s  decode+add %6.2f GB/s\n", g, static_cast<double>(e2.size()) / n, gb / te, gb / tv, gb / td,
+                gb / ta);
+    intellect::int2_decode(e2.data(), n, g, y.data());
+    report_error("int2, 0.1% outliers x20:", x, y);
+    compare_int2_grids(std::min<size_t>(n, size_t{1} << 20));
   }
   for (double density : {0.01, 0.03}) {
     const size_t b = intellect::kSparseMaxBlock, k = intellect::sparse_k_for_density(density, b);

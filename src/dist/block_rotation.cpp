@@ -5,7 +5,7 @@
 #include <numeric>
 #include <string>
 
-#include "dist/quantize4.h"
+#include "dist/codec.h"
 #include "util/error.h"
 #include "util/rng.h"
 
@@ -116,33 +116,33 @@ BlockSelection BlockRotation::select(int64_t k) const {
 }
 
 void rotation_prepare(const BlockSelection& sel, std::span<const float> delta, std::span<const float> residual,
-                      std::span<float> compact) {
+                      std::span<float> compact, const BlockCodec& codec) {
   sel.gather(delta, residual, compact);
-  // Pieces of whole int4 groups, each encoded and decoded on its own: the
+  // Pieces of whole codec groups, each encoded and decoded on its own: the
   // same groups (and so the same bits) as one pass from the start.
   constexpr size_t kPiece = size_t{1} << 16;
-  static_assert(kPiece % kInt4DefaultGroup == 0);
+  INTELLECT_CHECK(codec.block() > 0 && kPiece % codec.block() == 0);
   const int64_t pieces = static_cast<int64_t>((sel.values + kPiece - 1) / kPiece);
   // An exception must not leave an OpenMP region: the first piece's error
   // (a non-finite value) is kept and thrown after it.
   std::vector<std::string> errors(static_cast<size_t>(pieces));
 #pragma omp parallel
   {
-    std::vector<uint8_t> enc(int4_encoded_bytes(kPiece, kInt4DefaultGroup));
+    std::vector<uint8_t> enc(codec.encoded_bytes(kPiece));
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pieces; ++p) {
       float* x = compact.data() + static_cast<size_t>(p) * kPiece;
       const size_t len = std::min(kPiece, sel.values - static_cast<size_t>(p) * kPiece);
       try {
-        int4_encode(x, len, kInt4DefaultGroup, enc.data(), "the pseudo-gradient's selected blocks (plus residual)");
-        int4_decode(enc.data(), len, kInt4DefaultGroup, x);
+        codec.encode(x, len, enc.data(), "the pseudo-gradient's selected blocks (plus residual)");
+        codec.decode(enc.data(), len, x);
       } catch (const std::exception& e) {
         errors[static_cast<size_t>(p)] = e.what();
       }
     }
   }
   for (const std::string& e : errors)
-    if (!e.empty()) fail("blocks4: ", e);
+    if (!e.empty()) fail("blocks (", compression_name(codec.kind()), "): ", e);
 }
 
 }  // namespace intellect

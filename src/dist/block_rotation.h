@@ -1,9 +1,11 @@
-// diloco.compression "blocks4": each outer round every node sends the same
-// subset of the flat pseudo-gradient's blocks, at int4, through the dense
-// ring. The blocks not sent keep training on each node (their weights are
-// not reset to the outer parameters: keep_unsent_progress), so the next
-// time a block is sent its δ holds all its progress since; the int4 error
-// of what was sent waits in the node's error-feedback buffer.
+// diloco.compression "blocks4" and "blocks2": each outer round every node
+// sends the same subset of the flat pseudo-gradient's blocks, at int4
+// (quantize4.h) or int2 (quantize2.h), through the dense ring. Both share
+// everything here; only the ring's codec differs. The blocks not sent keep
+// training on each node (their weights are not reset to the outer
+// parameters: keep_unsent_progress), so the next time a block is sent its δ
+// holds all its progress since; the quantization error of what was sent
+// waits in the node's error-feedback buffer.
 //
 // Why a shared subset: top-k sparse picks different indices on every node,
 // so its contributions cannot be summed on the way and travel whole in an
@@ -37,8 +39,10 @@
 
 namespace intellect {
 
-// A block of the rotation: 64 int4 groups, so the compact vector's groups
-// line up with the blocks (but for the model's last, shorter block).
+class BlockCodec;  // codec.h
+
+// A block of the rotation: 64 int4 (or int2) groups, so the compact vector's
+// groups line up with the blocks (but for the model's last, shorter block).
 constexpr size_t kRotationBlock = 4096;
 
 // The blocks one round sends: ascending block indices over [0, n).
@@ -75,7 +79,7 @@ class BlockRotation {
   int64_t final_round_;
 };
 
-// After blocks4's outer step (θ the new outer parameters, δ = θ_old − w
+// After a block rotation's outer step (θ the new outer parameters, δ = θ_old − w
 // the round's pseudo-gradient, weights = θ on entry): the blocks this round
 // did not average keep the node's own progress on top of θ, weights = θ − δ
 // (where the outer step moved θ there only by momentum, that is the node's
@@ -91,12 +95,12 @@ void keep_unsent_progress(const BlockSelection* sel, std::span<const float> thet
 // are not exact in binary).
 size_t rotation_period(double fraction);
 
-// What a node sends of its selected values: compact = int4 round trip of
-// (delta + residual) over the selection (groups of 64 from the compact
-// vector's start). Its error feedback then keeps (delta + residual − sent):
+// What a node sends of its selected values: compact = `codec`'s round trip
+// (int4 or int2, the ring's codec) of (delta + residual) over the selection
+// (its groups from the compact vector's start). Its error feedback then keeps (delta + residual − sent):
 // the unselected blocks whole, and the quantization error of the selected.
 // Runs on the caller's OpenMP team; the same bits on any thread count.
 void rotation_prepare(const BlockSelection& sel, std::span<const float> delta, std::span<const float> residual,
-                      std::span<float> compact);
+                      std::span<float> compact, const BlockCodec& codec);
 
 }  // namespace intellect

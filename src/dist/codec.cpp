@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "dist/quantize.h"
+#include "dist/quantize2.h"
 #include "dist/quantize4.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -18,6 +19,7 @@ Compression parse_compression(const std::string& s) {
   if (s == "int8") return Compression::Int8;
   if (s == "int4") return Compression::Int4;
   if (s == "sparse") return Compression::Sparse;
+  if (s == "int2") return Compression::Int2;
   fail("unknown all-reduce compression \"", s,
        "\" (diloco.compression): use \"none\" (fp32), \"int8\" (the default), \"int4\" or \"sparse\" "
        "(top-k with error feedback, density diloco.sparse_density)");
@@ -29,8 +31,13 @@ const char* compression_name(Compression c) {
     case Compression::Int8: return "int8";
     case Compression::Int4: return "int4";
     case Compression::Sparse: return "sparse";
+    case Compression::Int2: return "int2";
   }
   return "?";
+}
+
+bool is_ring_codec_byte(uint8_t c) {
+  return c <= static_cast<uint8_t>(Compression::Int4) || c == static_cast<uint8_t>(Compression::Int2);
 }
 
 size_t default_codec_block(Compression c) {
@@ -39,6 +46,7 @@ size_t default_codec_block(Compression c) {
     case Compression::Int8: return size_t{1} << 16;
     case Compression::Int4: return kInt4DefaultGroup;
     case Compression::Sparse: return kSparseMaxBlock;
+    case Compression::Int2: return kInt2DefaultGroup;
   }
   return 0;
 }
@@ -48,13 +56,14 @@ size_t codec_encoded_bytes(Compression c, size_t n, size_t block) {
     case Compression::None: return n * sizeof(float);
     case Compression::Int8: return int8_encoded_bytes(n, block);
     case Compression::Int4: return int4_encoded_bytes(n, block);
+    case Compression::Int2: return int2_encoded_bytes(n, block);
     case Compression::Sparse: break;
   }
   fail("codec_encoded_bytes: ", compression_name(c), " is not a ring codec");
 }
 
 // Decoded a few blocks at a time into a buffer on the stack: a check on
-// every arriving message must not allocate (int4 lands here). Blocks are
+// every arriving message must not allocate (int4 and int2 land here). Blocks are
 // encoded back to back, so a whole number of them starts at
 // encoded_bytes(values before it).
 double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
@@ -77,7 +86,7 @@ double BlockCodec::sum_squares(const uint8_t* in, size_t n) const {
   return s;
 }
 
-// The separate passes, for codecs without a fused kernel (int4).
+// The separate passes, for codecs without a fused kernel (int4, int2).
 bool BlockCodec::decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const {
   if (ss) *ss = sum_squares(in, n);
   if (!base) {
@@ -162,20 +171,36 @@ class Int8Codec final : public BlockCodec {
   int threads_;
 };
 
-class Int4Codec final : public BlockCodec {
+// int4 and int2: a scale per group of values, the same calls on another
+// format.
+struct GroupFormat {
+  Compression kind;
+  size_t (*encoded_bytes)(size_t n, size_t group);
+  void (*encode)(const float* x, size_t n, size_t group, uint8_t* out, const char* what);
+  void (*validate)(const uint8_t* in, size_t n, size_t group, const char* what);
+  void (*decode)(const uint8_t* in, size_t n, size_t group, float* out);
+  void (*decode_add)(const uint8_t* in, size_t n, size_t group, float* acc);
+};
+constexpr GroupFormat kInt4Format{Compression::Int4, int4_encoded_bytes, int4_encode, int4_validate, int4_decode,
+                                  int4_decode_add};
+constexpr GroupFormat kInt2Format{Compression::Int2, int2_encoded_bytes, int2_encode, int2_validate, int2_decode,
+                                  int2_decode_add};
+
+class GroupCodec final : public BlockCodec {
  public:
-  explicit Int4Codec(size_t group) : group_(group) {}
-  Compression kind() const override { return Compression::Int4; }
+  GroupCodec(const GroupFormat& f, size_t group) : f_(f), group_(group) {}
+  Compression kind() const override { return f_.kind; }
   uint32_t block() const override { return static_cast<uint32_t>(group_); }
-  size_t encoded_bytes(size_t n) const override { return int4_encoded_bytes(n, group_); }
+  size_t encoded_bytes(size_t n) const override { return f_.encoded_bytes(n, group_); }
   void encode(const float* x, size_t n, uint8_t* out, const char* what) const override {
-    int4_encode(x, n, group_, out, what);
+    f_.encode(x, n, group_, out, what);
   }
-  void validate(const uint8_t* in, size_t n, const char* what) const override { int4_validate(in, n, group_, what); }
-  void decode(const uint8_t* in, size_t n, float* out) const override { int4_decode(in, n, group_, out); }
-  void decode_add(const uint8_t* in, size_t n, float* acc) const override { int4_decode_add(in, n, group_, acc); }
+  void validate(const uint8_t* in, size_t n, const char* what) const override { f_.validate(in, n, group_, what); }
+  void decode(const uint8_t* in, size_t n, float* out) const override { f_.decode(in, n, group_, out); }
+  void decode_add(const uint8_t* in, size_t n, float* acc) const override { f_.decode_add(in, n, group_, acc); }
 
  private:
+  const GroupFormat& f_;
   size_t group_;
 };
 
@@ -187,7 +212,8 @@ std::unique_ptr<BlockCodec> make_block_codec(Compression c, size_t block, int th
   switch (c) {
     case Compression::None: return std::make_unique<Fp32Codec>();
     case Compression::Int8: return std::make_unique<Int8Codec>(block, threads);
-    case Compression::Int4: return std::make_unique<Int4Codec>(block);
+    case Compression::Int4: return std::make_unique<GroupCodec>(kInt4Format, block);
+    case Compression::Int2: return std::make_unique<GroupCodec>(kInt2Format, block);
     case Compression::Sparse: break;
   }
   fail("diloco.compression \"sparse\" is not a ring all-reduce codec: its contributions travel in an "

@@ -1,6 +1,7 @@
 // The pseudo-gradient codecs the ring all-reduce calls, behind one interface,
 // so the ring's control flow (segments, chunks, hops, checks) is the same
-// whatever travels: fp32, int8 (quantize.h) or int4 (quantize4.h). Each
+// whatever travels: fp32, int8 (quantize.h), int4 (quantize4.h) or int2
+// (quantize2.h, blocks2's selected blocks only). Each
 // codec works on a flat range of values in blocks of block() values (the
 // quantization table's or scale's reach; 0 for fp32), and its encoded size
 // depends only on (count, block), so a receiver knows each message's size
@@ -21,12 +22,16 @@
 namespace intellect {
 
 // diloco.compression. The values are the ring header's compression byte.
-enum class Compression : uint8_t { None = 0, Int8 = 1, Int4 = 2, Sparse = 3 };
-// "none" | "int8" | "int4" | "sparse"; anything else is an Error listing them.
+// Int2 is not a diloco.compression of its own: blocks2's ring carries it.
+enum class Compression : uint8_t { None = 0, Int8 = 1, Int4 = 2, Sparse = 3, Int2 = 4 };
+// "none" | "int8" | "int4" | "int2" | "sparse"; anything else is an Error listing them.
 Compression parse_compression(const std::string& s);
 const char* compression_name(Compression c);
+// A compression byte from a peer that names a ring codec (none, int8, int4,
+// int2; not sparse, which travels in all-gather messages).
+bool is_ring_codec_byte(uint8_t c);
 // The block a codec uses by default: int8 65536 (a 1 KiB table each), int4
-// 64 (a scale each), sparse 4096 (12-bit indices), fp32 0.
+// and int2 64 (a scale each), sparse 4096 (12-bit indices), fp32 0.
 size_t default_codec_block(Compression c);
 
 class BlockCodec {
@@ -60,10 +65,10 @@ class BlockCodec {
 };
 
 // The encoded size without a codec object (header checks). block must be
-// > 0 for int8 and int4.
+// > 0 for int8, int4 and int2.
 size_t codec_encoded_bytes(Compression c, size_t n, size_t block);
 
-// A ring codec: None, Int8 or Int4 (Sparse is refused: not a ring codec).
+// A ring codec: None, Int8, Int4 or Int2 (Sparse is refused: not a ring codec).
 // `threads` caps int8's OpenMP team per call (1: the calling thread only).
 std::unique_ptr<BlockCodec> make_block_codec(Compression c, size_t block, int threads = 1);
 

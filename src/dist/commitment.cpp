@@ -169,7 +169,7 @@ LeafMessage parse_leaf_message(std::span<const uint8_t> msg, const std::string& 
   if (flags & ~kLeafSigned) fail(what, ": unknown leaf message flags ", int(flags));
   m.is_signed = flags & kLeafSigned;
   const uint8_t c = r.u8("compression");
-  if (c > static_cast<uint8_t>(Compression::Int4)) fail(what, ": compression ", int(c), " is not a ring codec");
+  if (!is_ring_codec_byte(c)) fail(what, ": compression ", int(c), " is not a ring codec");
   m.layout.compression = static_cast<Compression>(c);
   if (r.u8("reserved") != 0) fail(what, ": reserved byte is not zero");
   m.round = r.u64("round");

@@ -65,8 +65,8 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
   h.phase = r.u8("phase");
   if (h.phase > kAllGather) fail(what, ": phase ", int(h.phase), " is neither reduce-scatter (0) nor all-gather (1)");
   const uint8_t c = r.u8("compression");
-  if (c > static_cast<uint8_t>(Compression::Int4))
-    fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1) or int4 (2)",
+  if (!is_ring_codec_byte(c))
+    fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1), int4 (2) or int2 (4)",
          c == static_cast<uint8_t>(Compression::Sparse) ? " (sparse travels in all-gather messages)" : "");
   h.compression = static_cast<Compression>(c);
   const uint8_t flags = r.u8("flags");

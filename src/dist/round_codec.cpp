@@ -3,10 +3,11 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "dist/bytes.h"
 #include "dist/quantize.h"
-#include "dist/quantize4.h"
+#include "dist/codec.h"
 #include "dist/ring_allreduce.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -20,7 +21,7 @@ constexpr uint32_t kMagic = 0x444e5249;  // "IRND" in memory order
 constexpr uint8_t kVersion = 1;
 // kSparseContributors: a sparse piece averaged per value over the
 // contributions that kept it (SparseAggregation::Contributors).
-constexpr uint8_t kFp32 = 0, kInt8 = 1, kInt4 = 2, kSparse = 3, kSparseContributors = 4;
+constexpr uint8_t kFp32 = 0, kInt8 = 1, kInt4 = 2, kSparse = 3, kSparseContributors = 4, kInt2 = 5;
 constexpr uint32_t kMaxWorld = 1u << 16;  // contributions in a sparse piece
 constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
 constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
@@ -69,10 +70,10 @@ void RoundEncoder::add_carried(const RingCarried& c) {
   if (c.count > total_ - covered_)
     fail("round encoder: ", c.count, " values would pass the end (", covered_, " of ", total_, " covered)");
   if (c.block == 0 || c.block > UINT32_MAX) fail("round encoder: a block of ", c.block, " values");
-  if (c.compression == Compression::Int4) {
-    if (c.encoded.size() != int4_encoded_bytes(c.count, c.block))
-      fail("round encoder: ", c.encoded.size(), " bytes for ", c.count, " int4 values");
-    piece_header(body_, kInt4, static_cast<uint32_t>(c.block), c.count);
+  if (c.compression == Compression::Int4 || c.compression == Compression::Int2) {
+    if (c.encoded.size() != codec_encoded_bytes(c.compression, c.count, c.block))
+      fail("round encoder: ", c.encoded.size(), " bytes for ", c.count, " ", compression_name(c.compression), " values");
+    piece_header(body_, c.compression == Compression::Int4 ? kInt4 : kInt2, static_cast<uint32_t>(c.block), c.count);
   } else if (c.compression == Compression::Sparse) {
     if (c.world == 0 || c.world > kMaxWorld || c.encoded.size() != c.world * sparse_encoded_bytes(c.count, c.block, c.k))
       fail("round encoder: ", c.encoded.size(), " bytes for ", c.world, " sparse contributions of ", c.count, " values");
@@ -150,14 +151,17 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       const uint8_t* p8 = r.view("int8 values", n);
       int8_validate(p8, count, block, piece.c_str());
       int8_decode(p8, count, block, out.data() + at, 1);
-    } else if (kind == kInt4) {
-      if (block == 0) fail(piece, ": an int4 piece with a block of 0");
-      // At least half a byte per value: bounds the count before the size is computed.
-      if (count / 2 > r.remaining()) fail(piece, ": truncated (", count, " int4 values announced)");
-      const size_t n = int4_encoded_bytes(count, block);
-      const uint8_t* p8 = r.view("int4 values", n);
-      int4_validate(p8, count, block, piece.c_str());
-      int4_decode(p8, count, block, out.data() + at);
+    } else if (kind == kInt4 || kind == kInt2) {
+      const Compression c = kind == kInt4 ? Compression::Int4 : Compression::Int2;
+      if (block == 0) fail(piece, ": an ", compression_name(c), " piece with a block of 0");
+      // At least half (int4) or a quarter (int2) of a byte per value: bounds
+      // the count before the size is computed.
+      if (count / (kind == kInt4 ? 2 : 4) > r.remaining())
+        fail(piece, ": truncated (", count, " ", compression_name(c), " values announced)");
+      const std::unique_ptr<BlockCodec> codec = make_block_codec(c, block);
+      const uint8_t* p8 = r.view("quantized values", codec->encoded_bytes(count));
+      codec->validate(p8, count, piece.c_str());
+      codec->decode(p8, count, out.data() + at);
     } else if (kind == kSparse || kind == kSparseContributors) {
       const uint32_t k = r.u32("sparse k");
       const uint32_t world = r.u32("sparse world");
@@ -173,7 +177,7 @@ void decode_round(std::span<const uint8_t> blob, std::span<float> out, const std
       sparse_average(p8, world, count, block, k, out.data() + at,
                      kind == kSparseContributors ? SparseAggregation::Contributors : SparseAggregation::Mean);
     } else {
-      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8, 2 int4, 3 sparse, 4 sparse averaged over contributors)");
+      fail(piece, ": unknown kind ", int(kind), " (0 fp32, 1 int8, 2 int4, 3 sparse, 4 sparse averaged over contributors, 5 int2)");
     }
     at += count;
   }

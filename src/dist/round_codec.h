@@ -2,7 +2,8 @@
 // (or to a node that was late for the ring): exactly the bytes the ring
 // carried in its all-gather, so the receiver decodes the same bytes every
 // ring member decoded and applies a bit-identical outer step, at the ring's
-// size: int8 about a quarter of fp32, int4 about 0.14, sparse every node's
+// size: int8 about a quarter of fp32, int4 about 0.14, int2 (blocks2's
+// selected blocks) about 0.078, sparse every node's
 // contribution (N · ~2 bytes per kept value), summed in rank order and
 // averaged as the all-gather did (diloco.sparse_aggregation: the kind says). Rounds that were not compressed (diloco.compression
 // "none", or a ring of one) travel as fp32 pieces.
@@ -10,7 +11,7 @@
 // Wire (little-endian): magic 'IRND', u8 version, u8 reserved (0), u16
 // reserved (0), u64 total values, u32 pieces, u32 reserved (0); then each
 // piece: u8 kind (0 fp32, 1 int8, 2 int4, 3 sparse, 4 sparse averaged per
-// value over the contributions that kept it), 3 reserved bytes (0),
+// value over the contributions that kept it, 5 int2), 3 reserved bytes (0),
 // u32 block (0 for fp32), u64 count; a sparse piece then u32 k, u32 world;
 // then count float32, or codec_encoded_bytes(kind, count, block), or world
 // contributions of sparse_encoded_bytes(count, block, k) in rank order.
@@ -35,7 +36,7 @@ class RoundEncoder {
   void add_fp32(std::span<const float> values);
   // `encoded` is int8_encoded_bytes(count, block) bytes from int8_encode.
   void add_int8(size_t count, size_t block, std::span<const uint8_t> encoded);
-  // A chunk as a ring carried it (int8, int4, or sparse with every rank's contribution).
+  // A chunk as a ring carried it (int8, int4, int2, or sparse with every rank's contribution).
   void add_carried(const RingCarried& c);
   // Fails unless the pieces added cover exactly total_values.
   std::vector<uint8_t> finish();

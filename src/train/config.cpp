@@ -219,12 +219,12 @@ Config parse_config(const json& doc, const std::string& source) {
     DilocoConfig& d = c.diloco;
     d.enabled = r.get_bool("enabled", false);
     d.inner_steps = r.get_int("inner_steps", 100, 1, kBig);
-    d.compression = r.get_string("compression", "int8", {"none", "int8", "int4", "sparse", "blocks4"});
-    const bool sparse = d.compression == "sparse", blocks = d.compression == "blocks4";
+    d.compression = r.get_string("compression", "int8", {"none", "int8", "int4", "sparse", "blocks4", "blocks2"});
+    const bool sparse = d.compression == "sparse", blocks = d.rotates_blocks();
     // Sparse runs SparseLoCo's recipe unless told otherwise: the decayed
     // error-feedback buffer replaces outer momentum, and the outer step is
     // plain SGD (docs/ARCHITECTURE.md, "What SparseLoCo does"). blocks4
-    // averages plainly too (outer lr 1, no momentum: each averaged block
+    // (and blocks2) average plainly too (outer lr 1, no momentum: each averaged block
     // becomes the mean of the nodes' copies; Nesterov was +6.2% against
     // plain averaging's −1.7% of fp32 on the CPU check, docs/PERFORMANCE.md).
     // Every other compression keeps DiLoCo's Nesterov outer step.
@@ -237,16 +237,17 @@ Config parse_config(const json& doc, const std::string& source) {
                           "or nesterov false)");
     d.sparse_density = r.get_double("sparse_density", 0.01, 1.0 / 4096, 1.0);
     if (!sparse && !blocks && r.has("error_feedback_decay"))
-      r.error("error_feedback_decay", str("applies only to diloco.compression \"sparse\" and \"blocks4\" (the ones "
-                                          "with an error-feedback buffer), and compression is \"", d.compression,
-                                          "\": remove the key or set compression sparse or blocks4"));
+      r.error("error_feedback_decay", str("applies only to diloco.compression \"sparse\", \"blocks4\" and \"blocks2\" "
+                                          "(the ones with an error-feedback buffer), and compression is \"",
+                                          d.compression, "\": remove the key or set compression sparse, blocks4 or blocks2"));
     d.error_feedback_decay = r.get_double("error_feedback_decay",
                                           blocks ? kBlocksErrorFeedbackDecay : kSparseErrorFeedbackDecay, 0.0, 1.0);
     for (const char* key : {"block_fraction", "block_seed"})
       if (!blocks && r.has(key))
-        r.error(key, str("applies only to diloco.compression \"blocks4\", and compression is \"", d.compression,
-                         "\": remove the key or set compression blocks4"));
-    d.block_fraction = r.get_double("block_fraction", kBlocksFraction, 1e-6, 1.0);
+        r.error(key, str("applies only to diloco.compression \"blocks4\" and \"blocks2\", and compression is \"",
+                         d.compression, "\": remove the key or set compression blocks4 or blocks2"));
+    d.block_fraction =
+        r.get_double("block_fraction", d.compression == "blocks2" ? kBlocks2Fraction : kBlocksFraction, 1e-6, 1.0);
     d.block_seed = static_cast<uint64_t>(r.get_int("block_seed", 0, 0, kBig));
     if (!sparse && r.has("sparse_aggregation"))
       r.error("sparse_aggregation", str("applies only to diloco.compression \"sparse\", and compression is \"",
@@ -255,7 +256,7 @@ Config parse_config(const json& doc, const std::string& source) {
     d.rings = r.get_int("rings", 1, 1, 16);
     d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
     if (blocks && d.overlap != "none")
-      r.error("overlap", str("is \"", d.overlap, "\", and diloco.compression \"blocks4\" runs without overlap "
+      r.error("overlap", str("is \"", d.overlap, "\", and diloco.compression \"", d.compression, "\" runs without overlap "
                              "(its outer step keeps each node's progress on the blocks not sent, which the "
                              "overlapped boundary does not do yet): set overlap none or another compression"));
     if (d.overlap != "eager" && r.has("eager_standin"))

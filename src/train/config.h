@@ -121,6 +121,12 @@ constexpr double kSparseOuterLr = 1.0;
 // (both are rings: 2(N − 1)/N of their vector). The largest 1/P under 1/32
 // of fp32's bytes is 1/5 (1/4 would be 1/28.4).
 constexpr double kBlocksFraction = 0.2;
+// diloco.compression "blocks2": the same rotation at int2 (quantize2.h: 2.5
+// bits a value with its scales, 0.078 of fp32), so 1/3 of the blocks per
+// round for about blocks4's bytes at 1/5: 1/38.4 of fp32's ring bytes in
+// steady rounds, and the run's last full round costs half of blocks4's. The
+// largest 1/P under 1/32 is 1/3 (1/2 would be 1/25.6).
+constexpr double kBlocks2Fraction = 1.0 / 3.0;
 // Its error-feedback decay: none. The buffer holds only the int4 error of
 // what each block last sent (the unsent blocks' progress stays in the
 // weights), and every block is sent again within 2P − 1 rounds, so nothing
@@ -140,15 +146,19 @@ struct DilocoConfig {
   //   error-feedback buffer per node; all-gathered, so bytes grow with N);
   //   "blocks4" (rotating int4 blocks: each round the same seeded 1/P of the
   //   4096-value blocks on every node, P = ceil(1 / block_fraction), through
-  //   the int4 ring; the rest waits in the error-feedback buffer).
+  //   the int4 ring; the rest keeps training on each node, and the int4
+  //   error waits in the error-feedback buffer); "blocks2" (the same at
+  //   int2, quantize2.h; block_fraction defaults to 1/3 there).
   std::string compression = "int8";
-  double block_fraction = kBlocksFraction;  // blocks4: share of the blocks sent per round (rounded down to 1/P)
-  // blocks4: the rotation's seed; the same on every node (like every
+  // blocks4 / blocks2: share of the blocks sent per round (rounded down to
+  // 1/P); default kBlocksFraction (blocks4) or kBlocks2Fraction (blocks2).
+  double block_fraction = kBlocksFraction;
+  // blocks4 / blocks2: the rotation's seed; the same on every node (like every
   // diloco.* key: a node with another seed averages other blocks, and its
   // outer hash disagrees at the first outer step).
   uint64_t block_seed = 0;
   double sparse_density = 0.01;  // sparse: fraction of each block sent per round
-  // sparse and blocks4 (kBlocksErrorFeedbackDecay, 1): β, the error-feedback buffer's decay per round (SparseLoCo's
+  // sparse, blocks4 and blocks2 (kBlocksErrorFeedbackDecay, 1): β, the error-feedback buffer's decay per round (SparseLoCo's
   // e ← β·e + Δ; 1: none; SparseLoCo and Covenant-72B use 0.95). With compression sparse the outer step defaults
   // to SparseLoCo's too: outer_lr kSparseOuterLr, outer_momentum 0,
   // nesterov false (the decayed buffer stands in for outer momentum).
@@ -189,6 +199,15 @@ struct DilocoConfig {
   // hidden as long as it takes less than τ steps of compute. In [0,
   // inner_steps): at the boundary itself it would be the blocking step.
   int64_t apply_after_steps = 0;
+
+  // compression "blocks4" or "blocks2": a block rotation (dist/block_rotation.h).
+  bool rotates_blocks() const { return compression == "blocks4" || compression == "blocks2"; }
+  // The ring codec's name (codec.h's parse_compression): a block rotation's
+  // selected blocks travel at int4 (blocks4) or int2 (blocks2); any other
+  // compression is its own.
+  std::string ring_compression() const {
+    return compression == "blocks4" ? "int4" : compression == "blocks2" ? "int2" : compression;
+  }
 };
 
 // The global mesh: where the coordinator is and how this node takes part.

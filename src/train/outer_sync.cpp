@@ -40,8 +40,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
       fitted_standin_(eager_ && cfg.diloco.eager_standin == "fitted"),
       apply_on_arrival_(overlap_ && cfg.diloco.apply_on_arrival),
       apply_after_(overlap_ ? cfg.diloco.apply_after_steps : 0),
-      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse" &&
-                cfg.diloco.compression != "blocks4"),
+      in_place_(cfg.diloco.overlap == "none" && cfg.diloco.compression != "sparse" && !cfg.diloco.rotates_blocks()),
       snapshot_copier_([this](int64_t outer_step, ByteBuffer bytes) {
         if (mesh_) mesh_->publish_snapshot(outer_step, std::move(bytes));
       }) {
@@ -49,12 +48,15 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   outer_ = std::make_unique<OuterOptimizer>(n, cfg_.diloco.outer_lr, cfg_.diloco.outer_momentum, cfg_.diloco.nesterov);
   n_ = n;
   if (!in_place_) pseudo_.resize(n);
-  if (cfg_.diloco.compression == "sparse" || cfg_.diloco.compression == "blocks4")
+  if (cfg_.diloco.compression == "sparse" || cfg_.diloco.rotates_blocks())
     ef_ = std::make_unique<ErrorFeedback>(n, cfg_.diloco.error_feedback_decay);
-  if (cfg_.diloco.compression == "blocks4")
+  if (cfg_.diloco.rotates_blocks()) {
     rotation_ = std::make_unique<BlockRotation>(
         n, cfg_.diloco.block_fraction, cfg_.diloco.block_seed,
         cfg_.train.steps % cfg_.diloco.inner_steps == 0 ? cfg_.train.steps / cfg_.diloco.inner_steps : 0);
+    const Compression c = parse_compression(cfg_.diloco.ring_compression());
+    rotation_codec_ = make_block_codec(c, default_codec_block(c));
+  }
   if (params_.size() != n)
     fail("DiLoCo: the training loop's weights hold ", params_.size(), " values, the model ", n, " (internal error)");
   // Every boundary moves the weights both ways through params_: page-locked,
@@ -81,7 +83,7 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                : str("DiLoCo host memory: 4 fp32 copies of the model (weights|average, pseudo-gradient, "
                      "outer parameters, momentum) = ", format_bytes(4 * copy));
   if (ef_) budget += str(", plus the error-feedback buffer (", format_bytes(copy), ")");
-  if (rotation_) budget += str(", plus blocks4's two compact vectors (about ", format_bytes(2 * copy / rotation_->period()), ")");
+  if (rotation_) budget += str(", plus ", cfg_.diloco.compression, "'s two compact vectors (about ", format_bytes(2 * copy / rotation_->period()), ")");
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
@@ -91,10 +93,10 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
   // Which outer recipe runs: sparse defaults to SparseLoCo's (config.h), and
   // a config file that still names DiLoCo's Nesterov settings overrides it.
   if (rotation_)
-    note(str("diloco.compression=blocks4: each round the same 1/", rotation_->period(), " of the ", rotation_->blocks(),
-             " blocks of ", kRotationBlock, " values on every node (seed ", cfg_.diloco.block_seed,
+    note(str("diloco.compression=", cfg_.diloco.compression, ": each round the same 1/", rotation_->period(), " of the ",
+             rotation_->blocks(), " blocks of ", kRotationBlock, " values on every node (seed ", cfg_.diloco.block_seed,
              "; every block once per ", rotation_->period(), " rounds; the run's last outer step sends every "
-             "block), int4 through the ring; error-feedback decay ",
+             "block), ", compression_name(rotation_codec_->kind()), " through the ring; error-feedback decay ",
              cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
              cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : ""));
   else if (ef_)
@@ -306,7 +308,8 @@ int64_t OuterSync::start(int64_t start_step, bool resumed, Resumed resumed_state
     const int64_t k = resumed_state.in_flight_step;
     if (rotation_)
       fail("the checkpoint has outer step ", k, "'s round in flight (a run with diloco.overlap), and "
-           "diloco.compression blocks4 runs without overlap: resume it with the compression it was saved with");
+           "diloco.compression ", cfg_.diloco.compression,
+           " runs without overlap: resume it with the compression it was saved with");
     if (resumed_state.in_flight.size() != n_)
       fail("the checkpoint's round in flight has ", resumed_state.in_flight.size(), " values, the model has ", n_);
     pseudo_.swap(resumed_state.in_flight);
@@ -400,7 +403,7 @@ void OuterSync::prepare_blocks(Round& r) {
   r.blocks = rotation_->select(r.k);
   blocks_in_.resize(r.blocks.values);
   blocks_out_.resize(r.blocks.values);
-  rotation_prepare(r.blocks, pseudo_, ef_->residual(), blocks_in_);
+  rotation_prepare(r.blocks, pseudo_, ef_->residual(), blocks_in_, *rotation_codec_);
   r.blocks_prepared = true;
 }
 
@@ -418,7 +421,7 @@ std::optional<OuterSync::Turn> OuterSync::try_way(Round& r, int64_t take_at_leas
     switch (r.way) {
       case Way::ring: {
         if (rotation_) {
-          // blocks4: the selected blocks, already int4, through the dense ring.
+          // A block rotation: the selected blocks, already through the ring's codec, through the dense ring.
           prepare_blocks(r);
           RoundResult got = mesh_->average(r.k, data_position, blocks_in_, blocks_out_);
           if (const auto* stats = std::get_if<OuterRoundStats>(&got)) {
@@ -512,7 +515,7 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
       }
     }
   } else {
-    if (rotation_) {  // alone, blocks4 still sends only its blocks (to itself), as in a swarm
+    if (rotation_) {  // alone, a block rotation still sends only its blocks (to itself), as in a swarm
       prepare_blocks(r);
       r.blocks.scatter(blocks_in_, params_);
     } else if (ef_) {  // alone, sparse still compresses: the same SparseLoCo as a swarm
@@ -630,7 +633,7 @@ void OuterSync::abandon() {
 
 void OuterSync::commit_error_feedback(const Round& r) {
   if (!ef_ || r.state) return;  // the run's state: apply_run_state empties it
-  // blocks4, late: δ stays in the weights (keep_unsent_progress), not in the buffer.
+  // A block rotation, late: δ stays in the weights (keep_unsent_progress), not in the buffer.
   if (rotation_ && r.late) return;
   if (r.late) ef_->commit_none(pseudo_.data());  // nothing of it was averaged: all of it waits
   else if (rotation_) ef_->commit_blocks(pseudo_.data(), r.blocks, blocks_in_);
@@ -905,12 +908,12 @@ nlohmann::json OuterSync::apply_if_arrived(int64_t steps_done) {
 
 nlohmann::json OuterSync::finish(int64_t steps_done) {
   if (rotation_ && steps_done % cfg_.diloco.inner_steps == 0) {
-    // blocks4 ends on the outer parameters every node shares, as every other
+    // A block rotation ends on the outer parameters every node shares, as every other
     // compression does at a boundary: the progress of the blocks not sent
     // lately (kept in this node's weights) is dropped, not evaluated.
     params_.assign(outer_->params().begin(), outer_->params().end());
     backend_.set_params(params_.data());
-    note(str("blocks4: the run ends on the outer parameters of outer step ", outer_done_,
+    note(str(cfg_.diloco.compression, ": the run ends on the outer parameters of outer step ", outer_done_,
              " (the weights every node shares)"));
   }
   if (!overlap_ || in_flight_ == 0) return nullptr;

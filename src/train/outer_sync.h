@@ -52,6 +52,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dist/block_rotation.h"
+#include "dist/codec.h"
 #include "dist/diloco.h"
 #include "dist/error_feedback.h"
 #include "dist/mesh_node.h"
@@ -158,7 +159,7 @@ class OuterSync {
   int64_t in_flight_step() const { return in_flight_; }
   const std::vector<float>& in_flight_pseudo_gradient() const { return pseudo_; }
   float in_flight_standin_scale() const { return standin_scale_; }
-  // Sparse and blocks4 compression: the node's error-feedback buffer (null otherwise).
+  // Sparse, blocks4 and blocks2 compression: the node's error-feedback buffer (null otherwise).
   // Changed only by the training thread at a boundary; a round in flight
   // only reads it, so a checkpoint may copy it at any step.
   const ErrorFeedback* error_feedback() const { return ef_.get(); }
@@ -207,7 +208,7 @@ class OuterSync {
   // decodes the selected blocks and puts 0 elsewhere.
   void decode_round_average(const StateDownload& d, int64_t k);
   // blocks4: round k's selection and this node's sent values in blocks_in_
-  // (int4 of pseudo-gradient + residual over the selected blocks), once per round.
+  // (the ring codec's round trip of pseudo-gradient + residual over the selected blocks), once per round.
   void prepare_blocks(Round& r);
   // The training thread's part: backend and outer optimizer.
   void apply_run_state(RunState& s);
@@ -250,13 +251,14 @@ class OuterSync {
   size_t n_ = 0;  // parameters
   bool pinned_ = false;  // params_ is page-locked (backend_.pin_params_buffer) until the destructor
   std::unique_ptr<OuterOptimizer> outer_;
-  std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse" and "blocks4" only
-  // blocks4: which blocks each round sends, and the round's compact vectors:
+  std::unique_ptr<ErrorFeedback> ef_;  // diloco.compression "sparse", "blocks4" and "blocks2" only
+  // blocks4 / blocks2: which blocks each round sends, and the round's compact vectors:
   // blocks_in_ what this node sends (the ring's input, which it leaves
   // untouched), blocks_out_ their average. The round thread (overlap) writes
   // them; the training thread reads blocks_in_ when it commits the round's
   // error feedback, before it launches the next round.
   std::unique_ptr<BlockRotation> rotation_;
+  std::unique_ptr<BlockCodec> rotation_codec_;  // the ring's codec (int4 or int2), for rotation_prepare
   std::vector<float> blocks_in_, blocks_out_;
   // The ring's input, untouched by it (a retried round starts from it); with
   // overlap, the pseudo-gradient of the round in flight. Empty when rounds

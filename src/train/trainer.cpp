@@ -198,8 +198,9 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.credentials = load_credentials(cfg.mesh.secret_file, cfg.mesh.node_key_file, cfg.mesh.allowlist_file,
                                       [](const std::string& m) { note(m); });
     note(str("mesh: this node authenticates with its ", mo.credentials.describe()));
-    // blocks4's selected values are one dense vector on every node: the int4 ring averages them.
-    mo.compression = parse_compression(cfg.diloco.compression == "blocks4" ? "int4" : cfg.diloco.compression);
+    // A block rotation's selected values are one dense vector on every node:
+    // the int4 (blocks4) or int2 (blocks2) ring averages them.
+    mo.compression = parse_compression(cfg.diloco.ring_compression());
     mo.sparse_k = sparse_k_for_density(cfg.diloco.sparse_density, default_codec_block(Compression::Sparse));
     mo.sparse_aggregation = parse_sparse_aggregation(cfg.diloco.sparse_aggregation);
     mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
