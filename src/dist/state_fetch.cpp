@@ -376,19 +376,24 @@ void run_further_donor(Lanes& L, const std::string& address, int lanes) {
   for (std::thread& t : more) t.join();
 }
 
-// The chunks `d` lacks, cut into pieces: a few per lane, so a lane that
-// finishes early takes over part of what a slower one would have fetched, and
-// at most kMaxPieceChunks each, so that a donor's stream workers turn over
-// every few seconds even at 10B (other joiners' requests wait for one). No
+// The chunks `d` lacks, cut into pieces: many per lane (kPiecesPerLane), so
+// a lane that finishes early takes over part of what a slower one would have
+// fetched and the download's tail, when only a lane or two still stream and
+// one lane alone does not fill a link, is short; and at most kMaxPieceChunks
+// each, so that a donor's stream workers turn over every few seconds even at
+// 10B (other joiners' requests wait for one). A lane asks for its next piece
+// while the current one streams, so small pieces cost no round trips. No
 // piece spans the end of the shared chunks.
 constexpr uint64_t kMaxPieceChunks = 64;
+constexpr uint64_t kPiecesPerLane = 16;
 
 void cut_missing_pieces(Lanes& L, int lanes) {
   const StateDownload& d = L.d;
   uint64_t missing = 0;
   for (uint32_t i = 0; i < d.n_chunks; ++i) missing += d.have[i] ? 0 : 1;
   const uint32_t per_piece = static_cast<uint32_t>(std::clamp<uint64_t>(
-      (missing + 4 * static_cast<uint64_t>(lanes) - 1) / (4 * static_cast<uint64_t>(lanes)), 1, kMaxPieceChunks));
+      (missing + kPiecesPerLane * static_cast<uint64_t>(lanes) - 1) / (kPiecesPerLane * static_cast<uint64_t>(lanes)), 1,
+      kMaxPieceChunks));
   std::lock_guard<std::mutex> lock(L.mu);
   L.own.clear();
   L.shared.clear();
