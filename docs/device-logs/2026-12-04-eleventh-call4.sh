@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Eleventh session, device call 4 (one H200): call 2 again (the whole join, the snapshot's shared prefix
-# striped over further donors, the joiner's downlink emulated; 1.27x there, 1.20x in call 2), with pieces of a quarter the size (16 a lane),
-# encoded into an unzeroed buffer and the joiner parsing the snapshot while the rounds since arrive, and the
-# preparation's timings logged. The same setting as the tenth session's call 5: 150m,
-# 1 Gbit/s and 50 ms on every link, 2 nodes + a joiner at outer step 2, H = 100 inner steps of 64 x 1024 tokens.
+# Eleventh session, device call 4 (one H200): call 2 again (the whole join with the snapshot's shared prefix
+# striped over further donors, the joiner's downlink emulated, the donor's snapshot encoded unzeroed, the
+# joiner's parse beside the round's download: 1.20x there), now with pieces of a quarter the size (16 a lane
+# instead of 4), for the download's tail. The same setting: 150m, 1 Gbit/s and 50 ms on every link, 2 nodes +
+# a joiner at outer step 2, H = 100 inner steps of 64 x 1024 tokens.
 source scripts/device/env.sh
 BATCH=64 MICRO=16 H=100 STEPS=600 JOIN_AT=2 RUN_DEADLINE_S=400 timeout 500 bash scripts/device/routine.sh join-wan \
   > $OUT/join-wan-all.log 2>&1
