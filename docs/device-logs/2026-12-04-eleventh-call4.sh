@@ -5,7 +5,7 @@
 # instead of 4), for the download's tail. The same setting: 150m, 1 Gbit/s and 50 ms on every link, 2 nodes +
 # a joiner at outer step 2, H = 100 inner steps of 64 x 1024 tokens.
 source scripts/device/env.sh
-BATCH=64 MICRO=16 H=100 STEPS=600 JOIN_AT=2 RUN_DEADLINE_S=400 timeout 500 bash scripts/device/routine.sh join-wan \
+BATCH=64 MICRO=16 H=100 STEPS=500 JOIN_AT=2 RUN_DEADLINE_S=380 timeout 440 bash scripts/device/routine.sh join-wan \
   > $OUT/join-wan-all.log 2>&1
 echo "exit $?"
 grep -E "join_wan|joined at|joiner:|link |donor|utilization|late" $OUT/join-wan-all.log | tail -14
