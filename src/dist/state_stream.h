@@ -36,7 +36,8 @@
 // Threads. StateServer: a dispatcher thread (takes requests off the
 // transport, at most one in service per connection) and `streams` workers
 // (each serves one request at a time); publish_* and set_*: any thread.
-// fetch_state: the caller's thread, plus one thread per lane while it runs,
+// fetch_state: the caller's thread, plus one thread per lane (and per further
+// donor, for its summary and first lane) while it runs,
 // joined before it returns.
 #pragma once
 #include <array>
