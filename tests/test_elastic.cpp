@@ -139,6 +139,56 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
   EXPECT_LT(j.back()["loss"].get<double>(), a.front()["loss"].get<double>() - 1.0) << "and it learned";
 }
 
+// Stripes end to end: the state cut into 64 KiB chunks and every link
+// emulated slow enough that the download takes seconds, a joiner takes part
+// of the snapshot's shared half (outer parameters and momentum) from the node
+// that is not its donor, and agrees with everyone from its first ring on.
+TEST_F(Elastic, AJoinerTakesPartOfTheSharedStateFromAFurtherDonor) {
+  TestRun run("elastic_stripes");
+  const std::string& root = run.root;
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  Coordinator coordinator(run.options);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator.run(stop); });
+  // 1.2 MB of state at 4 Mbit/s: about 2.4 s, for the joiner's downlink too.
+  const std::vector<std::string> slow = {"mesh.state_chunk_kib=64", "mesh.emulate_link_mbit=4"};
+  auto command = [&](const std::string& name) { return train_command(root, name, coordinator.port(), "", 50, slow); };
+  std::vector<test::CommandResult> results(3);
+  std::vector<std::thread> nodes;
+  for (int i = 0; i < 2; ++i)
+    nodes.emplace_back([&, i] { results[i] = test::run_command(command("node-" + std::to_string(i))); });
+  for (int t = 0; t < 600 && coordinator.agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_GE(coordinator.agreed_steps(), 2) << "the first two nodes did not get going";
+  nodes.emplace_back([&] { results[2] = test::run_command(command("joiner")); });
+  for (auto& t : nodes) t.join();
+  stop = true;
+  ct.join();
+
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
+  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  const auto j = read_metrics(root + "/joiner/metrics.jsonl");
+  ASSERT_FALSE(j.empty());
+  ASSERT_TRUE(j.front().contains("joined")) << j.front().dump();
+  const auto& joined = j.front()["joined"];
+  EXPECT_GT(joined["chunks"].get<int64_t>(), 10) << "the state was cut into 64 KiB chunks";
+  EXPECT_GE(joined["chunks_from_further_donors"].get<int64_t>(), 1) << results[2].output;
+  EXPECT_LT(joined["chunks_from_further_donors"].get<int64_t>(), joined["chunks"].get<int64_t>() / 2 + 1)
+      << "only the shared half can come from a further donor";
+  EXPECT_NE(results[2].output.find("further donor"), std::string::npos) << "the log says where the state came from";
+  const auto a = read_metrics(root + "/node-0/metrics.jsonl");
+  std::map<int64_t, std::string> hash_a;
+  for (const auto& l : a)
+    if (l.contains("outer")) hash_a[l["outer"]["outer_step"].get<int64_t>()] = l["outer"]["hash"];
+  int compared = 0;
+  for (const auto& l : j)
+    if (l.contains("outer")) {
+      EXPECT_EQ(l["outer"]["hash"], hash_a[l["outer"]["outer_step"].get<int64_t>()]);
+      ++compared;
+    }
+  EXPECT_GE(compared, 2) << "the joiner took part in outer steps after it joined";
+}
+
 // Every node holding the run's newest state dies at once (kill -9 of both),
 // and the nodes started next have nothing newer than their own step 0: the
 // coordinator finds no live holder of the newest outer step and rewinds the

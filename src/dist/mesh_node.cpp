@@ -69,6 +69,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   if (opt_.serve_state) {
     StateServerOptions so;
     so.emulate_link = opt_.emulate_link;
+    so.chunk_bytes = opt_.state_chunk_bytes;
     donor_ = std::make_unique<StateDonor>(opt_.credentials, lhost, opt_.rounds_applied_late, opt_.state_timeout,
                                           opt_.log, std::move(so));
   }

@@ -91,6 +91,7 @@ struct MeshNodeOptions {
   // Connections a download from a donor uses side by side (state_stream.h).
   int state_lanes = 4;
   int state_stripe_donors = 3;  // further donors a joiner's snapshot download uses (StateStripes)
+  size_t state_chunk_bytes = size_t{4} << 20;  // the chunks this node's served state is cut into
   bool serve_state = true;  // run a StateServer so that joiners can fetch this node's state
   // DiLoCo with overlap: this node applies each round one round late, so
   // its snapshot (outer step k - 1) may be one round older than the newest

@@ -152,7 +152,7 @@ void StateDonor::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
   snapshot_worker_ = std::thread([this, outer_step, b = std::move(bytes)]() mutable {
     try {
       const auto t0 = std::chrono::steady_clock::now();
-      server_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(b)));
+      server_->publish_snapshot(make_state_blob(StateKind::snapshot, outer_step, std::move(b), server_->chunk_bytes()));
       mesh_log(log_, str("snapshot of outer step ", outer_step, " hashed and served from ",
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s on"));
     } catch (const std::exception& e) {  // out of memory, say: joiners ask again, the trainer offers another
@@ -174,7 +174,8 @@ void StateDonor::publish_round(int64_t outer_step, std::span<const float> averag
   last_round_.clear();
   last_round_step_ = -1;
   // A node that applies rounds one round late keeps one more for joiners.
-  server_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes)), rounds_applied_late_ ? 3 : 2);
+  server_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes), server_->chunk_bytes()),
+                         rounds_applied_late_ ? 3 : 2);
 }
 
 }  // namespace intellect

@@ -85,6 +85,9 @@ std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_s
 
 // --- serving ----------------------------------------------------------------
 struct StateServerOptions {
+  // The size of the chunks a donor's blobs are cut into (each checked on
+  // arrival, and the unit a download resumes from).
+  size_t chunk_bytes = size_t{4} << 20;
   // Requests served at once (each joiner's lane holds one while it streams);
   // more wait their turn. Each is a thread that seals what it sends.
   size_t streams = 16;
@@ -117,6 +120,7 @@ class StateServer {
   StateServer(const StateServer&) = delete;
   StateServer& operator=(const StateServer&) = delete;
   std::string address() const { return address_; }
+  size_t chunk_bytes() const { return opt_.chunk_bytes; }
 
   // The snapshot a joiner should start from (replaces the previous one).
   // Snapshots are taken on demand: a request for the newest snapshot when

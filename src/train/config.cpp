@@ -301,6 +301,7 @@ Config parse_config(const json& doc, const std::string& source) {
     m.serve_state = r.get_bool("serve_state", true);
     m.state_lanes = r.get_int("state_lanes", 4, 1, 64);
     m.state_stripe_donors = r.get_int("state_stripe_donors", 3, 0, static_cast<int64_t>(control::kMaxStripeDonors));
+    m.state_chunk_kib = r.get_int("state_chunk_kib", 4096, 16, 32768);
     m.emulate_link_mbit = r.get_double("emulate_link_mbit", 0.0, 0.0, 1e6);
     m.emulate_link_delay_ms = r.get_int("emulate_link_delay_ms", 0, 0, 60000);
     m.emulate_link_jitter_ms = r.get_int("emulate_link_jitter_ms", 0, 0, 60000);

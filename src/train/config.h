@@ -236,6 +236,10 @@ struct MeshConfig {
   // connections (at least 1), beside its own donor: the donors' uplinks add
   // up until the joiner's own link limits. 0: its own donor only.
   int64_t state_stripe_donors = 3;
+  // The chunks a donor cuts the state it serves into, in KiB: each is
+  // checked on arrival and is what a download resumes from (a donor that
+  // fails loses at most the chunks in flight).
+  int64_t state_chunk_kib = 4096;
   int64_t max_retries = 3;
   // Coordinator: nodes a ring waits for (up to ready_timeout_ms) even when all
   // registered nodes are ready, so a run whose nodes start together averages

@@ -210,6 +210,7 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
     mo.serve_state = cfg.mesh.serve_state;
     mo.state_lanes = static_cast<int>(cfg.mesh.state_lanes);
     mo.state_stripe_donors = static_cast<int>(cfg.mesh.state_stripe_donors);
+    mo.state_chunk_bytes = static_cast<size_t>(cfg.mesh.state_chunk_kib) << 10;
     mo.rounds_applied_late = cfg.diloco.overlap != "none";
     mo.announce_norms = cfg.mesh.announce_norms;
     mo.attack_scale = cfg.mesh.attack_scale;
