@@ -377,11 +377,12 @@ TEST_F(Overlap, ApplyAfterStepsLandsEachRoundAtTheSameStepOnEveryNodeAndRepeats)
   const std::string w0 = read_all(a.out + "/node-0/model.safetensors");
   for (int i = 1; i < 3; ++i) EXPECT_EQ(read_all(a.out + "/node-" + std::to_string(i) + "/model.safetensors"), w0);
   EXPECT_LT(a.metrics[0].back()["val_loss"].get<double>(), a.metrics[0].front()["loss"].get<double>() - 1.5);
-  // The same swarm over links 250 ms one way: each round (4 hops) now outlasts two
-  // inner steps, so every node waits at step 6k + 2 (time it reports as
-  // held), and still ends on the same bits.
+  // The same swarm over links 500 ms one way: each round (4 hops, 2 s) now
+  // outlasts two inner steps, so every node waits at step 6k + 2 (time it
+  // reports as held), and still ends on the same bits. (At 250 ms, two inner
+  // steps on a loaded 2-core machine sometimes took as long as the round.)
   std::vector<std::string> slow = sets;
-  slow.push_back("mesh.emulate_link_delay_ms=250");
+  slow.push_back("mesh.emulate_link_delay_ms=500");
   const SwarmRun b = run_swarm(3, "overlap_swarm_after_slow", slow);
   ASSERT_EQ(b.status, 0) << b.output;
   EXPECT_EQ(read_all(b.out + "/node-0/model.safetensors"), w0) << "apply_after_steps made the result depend on timing";
@@ -391,7 +392,7 @@ TEST_F(Overlap, ApplyAfterStepsLandsEachRoundAtTheSameStepOnEveryNodeAndRepeats)
     EXPECT_EQ(o["at_step"].get<int64_t>(), 6 * k + 2) << "outer step " << k << " over the slow link";
     held += o["outer_blocked_s"].get<double>();
   }
-  EXPECT_GT(held, 7 * 0.1) << "no node waited for a round at its due step over 250 ms links";
+  EXPECT_GT(held, 7 * 0.1) << "no node waited for a round at its due step over 500 ms links";
   std::string e = test::error_of([] { load_config("", {"diloco.apply_after_steps=2"}); });
   EXPECT_NE(e.find("diloco.apply_after_steps: applies only with diloco.overlap"), std::string::npos) << e;
   e = test::error_of([] {
