@@ -666,9 +666,14 @@ void Coordinator::dispatch(const Message& m) {
 }
 
 void Coordinator::connection_closed(ConnId conn, const std::string& reason) {
-  // Frames the node sent before closing (its last hash, its goodbye) count.
+  // Frames the node sent before closing (its last hash, its goodbye) count,
+  // those still being opened on the transport's openers too: the closed
+  // event can overtake them, and a recv that does not wait for them missed
+  // a node's last hash (the coordinator then dropped the node and refused
+  // the hash). recv returns as soon as they are in or the connection has
+  // nothing left; the bound only guards against a stuck opener.
   try {
-    while (std::optional<Message> m = transport_.recv(conn, deadline_in(std::chrono::milliseconds(0)))) dispatch(*m);
+    while (std::optional<Message> m = transport_.recv(conn, deadline_in(std::chrono::milliseconds(1000)))) dispatch(*m);
   } catch (const Error&) {  // inbox empty and the connection closed
   }
   if (node_of_.count(conn)) drop_node(node_of_.at(conn), "connection lost: " + reason);
