@@ -71,6 +71,37 @@ struct TestRun {
   }
 };
 
+// Two nodes of the test run, then a third ("joiner") once the run is two
+// outer steps in; every process runs to its end and the coordinator stops.
+struct JoinRun {
+  bool got_going = false;  // the first two reached outer step 2 (else no joiner started)
+  std::vector<test::CommandResult> results = std::vector<test::CommandResult>(3);
+  int64_t disagreed_steps = 0;
+};
+JoinRun run_two_then_a_joiner(TestRun& run, const std::string& donor_env, int steps,
+                              const std::vector<std::string>& extra = {}) {
+  run.options.membership.ready_timeout = milliseconds(20000);
+  run.options.membership.min_ring = 2;
+  Coordinator coordinator(run.options);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { coordinator.run(stop); });
+  auto command = [&](const std::string& name, const std::string& env) {
+    return train_command(run.root, name, coordinator.port(), env, steps, extra);
+  };
+  JoinRun out;
+  std::vector<std::thread> nodes;
+  for (int i = 0; i < 2; ++i)
+    nodes.emplace_back([&, i] { out.results[i] = test::run_command(command("node-" + std::to_string(i), donor_env)); });
+  for (int t = 0; t < 600 && coordinator.agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
+  out.got_going = coordinator.agreed_steps() >= 2;
+  if (out.got_going) nodes.emplace_back([&] { out.results[2] = test::run_command(command("joiner", "")); });
+  for (auto& t : nodes) t.join();
+  stop = true;
+  ct.join();
+  out.disagreed_steps = coordinator.disagreed_steps();
+  return out;
+}
+
 class Elastic : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -85,30 +116,11 @@ class Elastic : public ::testing::Test {
 TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
   TestRun run("elastic_join");
   const std::string& root = run.root;
-  run.options.membership.ready_timeout = milliseconds(20000);
-  run.options.membership.min_ring = 2;
-  Coordinator coordinator(run.options);
-  std::atomic<bool> stop{false};
-  std::thread ct([&] { coordinator.run(stop); });
-  auto command = [&](const std::string& name, const std::string& env) {
-    return train_command(root, name, coordinator.port(), env, 60);
-  };
   // Both donors corrupt the first chunk they serve: the joiner must fetch it again.
-  const std::string donor_env = "INTELLECT_STATE_TEST_CORRUPT=0";
-  std::vector<test::CommandResult> results(3);
-  std::vector<std::thread> nodes;
-  for (int i = 0; i < 2; ++i)
-    nodes.emplace_back([&, i] { results[i] = test::run_command(command("node-" + std::to_string(i), donor_env)); });
-  // The joiner starts once the run is two outer steps in.
-  for (int t = 0; t < 600 && coordinator.agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
-  ASSERT_GE(coordinator.agreed_steps(), 2) << "the first two nodes did not get going";
-  nodes.emplace_back([&] { results[2] = test::run_command(command("joiner", "")); });
-  for (auto& t : nodes) t.join();
-  stop = true;
-  ct.join();
-
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
-  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  const JoinRun jr = run_two_then_a_joiner(run, "INTELLECT_STATE_TEST_CORRUPT=0", 60);
+  ASSERT_TRUE(jr.got_going) << "the first two nodes did not get going";
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(jr.results[i].status, 0) << jr.results[i].output;
+  EXPECT_EQ(jr.disagreed_steps, 0);
   const auto a = read_metrics(root + "/node-0/metrics.jsonl");
   const auto j = read_metrics(root + "/joiner/metrics.jsonl");
   ASSERT_EQ(a.size(), 60u);
@@ -146,27 +158,12 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
 TEST_F(Elastic, AJoinerTakesPartOfTheSharedStateFromAFurtherDonor) {
   TestRun run("elastic_stripes");
   const std::string& root = run.root;
-  run.options.membership.ready_timeout = milliseconds(20000);
-  run.options.membership.min_ring = 2;
-  Coordinator coordinator(run.options);
-  std::atomic<bool> stop{false};
-  std::thread ct([&] { coordinator.run(stop); });
   // 1.2 MB of state at 4 Mbit/s: about 2.4 s, for the joiner's downlink too.
-  const std::vector<std::string> slow = {"mesh.state_chunk_kib=64", "mesh.emulate_link_mbit=4"};
-  auto command = [&](const std::string& name) { return train_command(root, name, coordinator.port(), "", 50, slow); };
-  std::vector<test::CommandResult> results(3);
-  std::vector<std::thread> nodes;
-  for (int i = 0; i < 2; ++i)
-    nodes.emplace_back([&, i] { results[i] = test::run_command(command("node-" + std::to_string(i))); });
-  for (int t = 0; t < 600 && coordinator.agreed_steps() < 2; ++t) std::this_thread::sleep_for(milliseconds(100));
-  ASSERT_GE(coordinator.agreed_steps(), 2) << "the first two nodes did not get going";
-  nodes.emplace_back([&] { results[2] = test::run_command(command("joiner")); });
-  for (auto& t : nodes) t.join();
-  stop = true;
-  ct.join();
-
+  const JoinRun jr = run_two_then_a_joiner(run, "", 50, {"mesh.state_chunk_kib=64", "mesh.emulate_link_mbit=4"});
+  ASSERT_TRUE(jr.got_going) << "the first two nodes did not get going";
+  const std::vector<test::CommandResult>& results = jr.results;
   for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
-  EXPECT_EQ(coordinator.disagreed_steps(), 0);
+  EXPECT_EQ(jr.disagreed_steps, 0);
   const auto j = read_metrics(root + "/joiner/metrics.jsonl");
   ASSERT_FALSE(j.empty());
   ASSERT_TRUE(j.front().contains("joined")) << j.front().dump();
