@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -93,13 +94,16 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
   std::ofstream f(out);
   for (int r = 1; r <= rounds; ++r) {
     const double cpu0 = cpu_seconds();
+    const auto t0 = std::chrono::steady_clock::now();
     SparseRound sparse;  // no residual: each round sends the same top-k
     const OuterRoundStats s =
         averaged_or_fail(node.average(r, "", in, avg, o.compression == Compression::Sparse ? &sparse : nullptr));
+    const double whole = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double cpu = cpu_seconds() - cpu0;
     f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
                         {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries},
-                        {"encode", s.encode_s}, {"decode", s.decode_s}, {"recv_wait", s.recv_wait_s}, {"send", s.send_s}}
+                        {"encode", s.encode_s}, {"decode", s.decode_s}, {"recv_wait", s.recv_wait_s}, {"send", s.send_s},
+                        {"whole", whole}, {"commit", s.commit_s}, {"keep", s.keep_s}}
               .dump()
       << "\n";
   }
@@ -232,6 +236,7 @@ int main(int argc, char** argv) {
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
         double worst = 0, fastest = 1e30, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
+        double whole = 0, commit = 0, keep = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
@@ -245,6 +250,9 @@ int main(int argc, char** argv) {
             decode = std::max(decode, j["decode"].get<double>());
             wait = std::max(wait, j["recv_wait"].get<double>());
             send = std::max(send, j["send"].get<double>());
+            whole = std::max(whole, j["whole"].get<double>());
+            commit = std::max(commit, j["commit"].get<double>());
+            keep = std::max(keep, j["keep"].get<double>());
           }
         }
         // CPU seconds per wall second: how many cores a node kept busy (the
@@ -270,6 +278,12 @@ int main(int argc, char** argv) {
           std::printf("; a perfect pipeline: %.3f s (%.1f%% of the cap)", ideal, 100.0 * link_s / ideal);
         }
         std::printf("\n");
+        // The whole outer step's communication as a node's training thread
+        // waits for it (MeshNode::average): the commitment before the ring,
+        // the ring, the coordinator's verdict, the round kept for joiners.
+        std::printf("        whole outer step (average call, slowest node): %.3f s, %.2f GB/s of fp32 per node; "
+                    "commitment %.3f s, round kept %.3f s\n",
+                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep);
       }
     }
     std::error_code ec;

@@ -1,5 +1,7 @@
 #include "dist/commitment.h"
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include <algorithm>
@@ -18,7 +20,8 @@ namespace intellect {
 
 namespace {
 
-constexpr uint8_t kLeafVersion = 1;
+// 2: leaves are SHA-256 (leaf_digest).
+constexpr uint8_t kLeafVersion = 2;
 constexpr uint8_t kLeafSigned = 1;
 
 void put_u64(crypto_generichash_state& st, uint64_t v) {
@@ -37,16 +40,24 @@ void put_label(crypto_generichash_state& st, const char* label) {
 
 }  // namespace
 
+// SHA-256, not BLAKE2b as the roots: every leaf byte of every contribution
+// is hashed by its sender before the ring and by its successor in it (and
+// every signed message's payload), and OpenSSL's SHA-256 runs on the CPU's
+// SHA extensions at about 1.8 GB/s a core where libsodium's BLAKE2b runs at
+// 0.65 (dev VM, 266 KB messages): the commitment was as slow as the ring.
 Digest leaf_digest(std::span<const uint8_t> encoded) {
+  static_assert(sizeof(Digest) == 32, "a leaf digest is SHA-256's 32 bytes");
   Digest d{};
-  crypto_generichash(d.data(), d.size(), encoded.data(), encoded.size(), nullptr, 0);
+  unsigned int n = 0;
+  if (EVP_Digest(encoded.data(), encoded.size(), d.data(), &n, EVP_sha256(), nullptr) != 1 || n != d.size())
+    fail("leaf_digest: OpenSSL's SHA-256 failed (", ERR_reason_error_string(ERR_get_error()), ")");
   return d;
 }
 
 Digest lane_root(uint64_t lane_elems, std::span<const Digest> leaves) {
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
-  put_label(st, "intellect lane leaves v1");
+  put_label(st, "intellect lane leaves v2");
   put_u64(st, lane_elems);
   for (const Digest& d : leaves) crypto_generichash_update(&st, d.data(), d.size());
   Digest out{};
@@ -57,7 +68,7 @@ Digest lane_root(uint64_t lane_elems, std::span<const Digest> leaves) {
 Digest commitment_root(uint64_t total_elems, const CommitLayout& layout, std::span<const Digest> lane_roots) {
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
-  put_label(st, "intellect pseudo-gradient commitment v2");
+  put_label(st, "intellect pseudo-gradient commitment v3");
   put_u64(st, total_elems);
   const uint8_t c = static_cast<uint8_t>(layout.compression);
   crypto_generichash_update(&st, &c, 1);

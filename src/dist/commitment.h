@@ -7,13 +7,14 @@
 // the lanes (ring_segments of the vector over `lanes` parallel rings), the
 // chunk (values per message) and the codec. So each lane is cut into leaves
 // of `chunk` values from its start (the last one short), each leaf's
-// commitment is the BLAKE2b-256 of its encoding, and the ring aligns its
+// commitment is the SHA-256 of its encoding (leaf_digest says why not
+// BLAKE2b), and the ring aligns its
 // segments to whole leaves (aligned_segment_begin) whatever its size: each
 // reduce-scatter message at step 0 then carries exactly one leaf of its
 // sender's own contribution. The announced commitment is the root:
 //
-//   lane_root = BLAKE2b("intellect lane leaves v1" | u64 lane_elems | leaves)
-//   root      = BLAKE2b("intellect pseudo-gradient commitment v2" | u64 total
+//   lane_root = BLAKE2b("intellect lane leaves v2" | u64 lane_elems | leaves)
+//   root      = BLAKE2b("intellect pseudo-gradient commitment v3" | u64 total
 //                       | u8 compression | u32 block | u32 chunk | u32 lanes
 //                       | lane roots)
 //

@@ -45,6 +45,7 @@ void take_attempt_stats(OuterRoundStats& stats, const OuterRoundStats& attempt) 
   stats.recv_wait_s = attempt.recv_wait_s;
   stats.decode_s = attempt.decode_s;
   stats.send_s = attempt.send_s;
+  stats.keep_s = attempt.keep_s;
 }
 
 }  // namespace
@@ -129,7 +130,11 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
   ring_->set_commitment(nullptr);
   if (opt_.announce_norms) {
     const bool dense = opt_.compression != Compression::Sparse;
-    const int threads = std::max(1, opt_.rings);
+    // The node's whole codec budget: nothing else runs while it commits (the
+    // ring waits for every member's Ready), and one thread per ring made the
+    // commitment (an encode and a BLAKE2b pass over all of it) as slow as
+    // the ring itself.
+    const int threads = lane_codec_threads(opt_.codec_threads, 1);
     const Announcement an = announce_contribution(input, threads, residual, !dense);
     ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
     ready.commitment = an.commitment;
@@ -254,11 +259,13 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
   if (is_sparse && !sparse->residual.empty() && sparse->residual.size() != input.size())
     fail("MeshNode::average: a residual of ", sparse->residual.size(), " values for ", input.size());
   std::vector<float> attacked;
+  const auto commit_t0 = MeshClock::now();
   const control::Ready ready =
       ready_for(outer_step, data_position, input, is_sparse ? std::span<const float>(sparse->residual) : std::span<const float>(),
                 attacked);
   CoordinatorClient::Awaiting awaiting(*coordinator_, ready);
   OuterRoundStats stats;
+  stats.commit_s = std::chrono::duration<double>(MeshClock::now() - commit_t0).count();
   uint64_t last_round = 0;
   bool disowned = false;  // attack_disown_completed_round
   std::optional<control::RingAnnounce> replacement;  // announced while this node awaited a verdict

@@ -61,6 +61,11 @@ struct RingLink {
   virtual ~RingLink() = default;
   // Delivers one whole message, in order. The span is valid only during the call.
   virtual void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) = 0;
+  // The same, handing the message over: a link that would copy it (into a
+  // transport frame) takes the buffer instead. The ring's sender uses this.
+  virtual void send_owned_to_next(std::vector<uint8_t>&& msg, RingClock::time_point deadline) {
+    send_to_next(msg, deadline);
+  }
   // The next whole message from the previous rank, in the order it was sent.
   virtual std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) = 0;
   virtual void abort() noexcept = 0;

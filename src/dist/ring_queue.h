@@ -64,9 +64,10 @@ void send_queued(Queue& queue, Link& link, Stats& stats, Deadline deadline) {
   std::vector<uint8_t> msg;
   while (queue.pop(msg)) {
     const auto t = std::chrono::steady_clock::now();
-    link.send_to_next(msg, deadline());
+    const size_t bytes = msg.size();
+    link.send_owned_to_next(std::move(msg), deadline());
     stats.send_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    stats.bytes_sent += msg.size();
+    stats.bytes_sent += bytes;
     stats.messages_sent += 1;
   }
 }

@@ -25,6 +25,14 @@ class TransportRingLink final : public RingLink {
     f.payload.assign(msg.begin(), msg.end());
     t_.send(next_, std::move(f), deadline);
   }
+  // The ring's messages are built for the wire: the frame takes the buffer
+  // (a copy of every byte sent, and its fresh pages, otherwise).
+  void send_owned_to_next(std::vector<uint8_t>&& msg, RingClock::time_point deadline) override {
+    Frame f;
+    f.type = FrameType::data;
+    f.payload = std::move(msg);
+    t_.send(next_, std::move(f), deadline);
+  }
   std::vector<uint8_t> recv_from_prev(RingClock::time_point deadline) override {
     std::optional<Message> m = t_.recv(prev_, deadline);
     if (!m) fail("ring: no message from the previous node before the deadline");
@@ -322,7 +330,14 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   }
   if (opt_.keep_round) {
     // The round as the rings carried it, for joiners and late nodes.
+    const auto keep_t0 = RingClock::now();
     RoundEncoder round(output.size());
+    size_t body = 0;
+    for (int k = 0; k < K; ++k) {
+      if (carried[k].empty()) body += round_fp32_piece_bytes(segs[k].size());
+      for (const RingCarried& c : carried[k]) body += round_piece_bytes(c);
+    }
+    round.reserve(body);  // the round is copied once, not at every doubling of a growing buffer
     for (int k = 0; k < K; ++k) {
       if (carried[k].empty()) {
         round.add_fp32(output.subspan(segs[k].begin, segs[k].size()));
@@ -334,6 +349,7 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
       }
     }
     got.round_bytes = round.finish();
+    got.stats.keep_s = std::chrono::duration<double>(RingClock::now() - keep_t0).count();
   }
   conns.reason = "round done";
   return got;

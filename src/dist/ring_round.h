@@ -56,6 +56,10 @@ struct OuterRoundStats {
   int rings = 1;
   // The last attempt's parts (RingStats), the slowest lane's of each.
   double encode_s = 0.0, recv_wait_s = 0.0, decode_s = 0.0, send_s = 0.0;
+  // Outside the all-reduce's seconds but inside the outer step's: the norm
+  // and commitment this node announced before the ring (commit_s), and the
+  // round's bytes gathered for joiners after it (keep_s).
+  double commit_s = 0.0, keep_s = 0.0;
   // This node's link to its ring successor as this round measured it
   // (link_rate_mbit, ring_order.h; 0: not measured), reported with the next Ready.
   uint64_t link_to = 0;

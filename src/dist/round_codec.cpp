@@ -91,6 +91,14 @@ void RoundEncoder::add_carried(const RingCarried& c) {
   ++pieces_;
 }
 
+void RoundEncoder::reserve(size_t piece_bytes) { body_.reserve(kHeaderBytes + piece_bytes); }
+
+size_t round_piece_bytes(const RingCarried& c) {
+  return kPieceHeaderBytes + (c.compression == Compression::Sparse ? 8 : 0) + c.encoded.size();
+}
+
+size_t round_fp32_piece_bytes(size_t count) { return kPieceHeaderBytes + 4 * count; }
+
 std::vector<uint8_t> RoundEncoder::finish() {
   if (covered_ != total_) fail("round encoder: the pieces cover ", covered_, " of ", total_, " values");
   ByteWriter w(kHeaderBytes);

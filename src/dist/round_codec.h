@@ -38,6 +38,9 @@ class RoundEncoder {
   void add_int8(size_t count, size_t block, std::span<const uint8_t> encoded);
   // A chunk as a ring carried it (int8, int4, int2, or sparse with every rank's contribution).
   void add_carried(const RingCarried& c);
+  // Room for `piece_bytes` bytes of pieces (round_piece_bytes summed), so
+  // adding them never moves what was added before.
+  void reserve(size_t piece_bytes);
   // Fails unless the pieces added cover exactly total_values.
   std::vector<uint8_t> finish();
 
@@ -46,6 +49,10 @@ class RoundEncoder {
   uint32_t pieces_ = 0;
   std::vector<uint8_t> body_;
 };
+
+// What add_carried / add_fp32 append for a piece: its header and payload.
+size_t round_piece_bytes(const RingCarried& c);
+size_t round_fp32_piece_bytes(size_t count);
 
 // The whole of `values` as one fp32 piece.
 std::vector<uint8_t> encode_round_fp32(std::span<const float> values);
