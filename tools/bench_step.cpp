@@ -194,9 +194,20 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
   bf16* logits = dalloc<bf16>(chunk * V);
   fill_random_bf16(logits, chunk * V, 6, 2.0f);
   float *ce = dalloc<float>(N), *zz = dalloc<float>(N);
-  row_mem("cross-entropy+z fwd/bwd (chunk)", time_ms(s, it, [&] {
+  // The kernel the launcher picks for the chunk, then (when that is the
+  // cluster kernel) the rowwise fallback on the same logits: the before/after
+  // in one run. Both floors are the 4 bytes a logit of one read and one write.
+  const bool cluster =
+      cuda::cross_entropy_kernel_for(chunk, V, logits, nullptr) == cuda::CrossEntropyKernel::kCluster;
+  row_mem(cluster ? "cross-entropy+z (chunk), cluster" : "cross-entropy+z (chunk), rowwise", time_ms(s, it, [&] {
             cuda::cross_entropy_forward_backward(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
           }), 4.0 * chunk * V);
+  if (cluster) {
+    fill_random_bf16(logits, chunk * V, 6, 2.0f);
+    row_mem("cross-entropy+z (chunk), rowwise", time_ms(s, it, [&] {
+              cuda::cross_entropy_forward_backward_rowwise(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
+            }), 4.0 * chunk * V);
+  }
   cudaFree(logits);
 
   // attention

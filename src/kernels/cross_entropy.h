@@ -33,6 +33,20 @@ void cross_entropy_forward_backward(bf16* logits, float* row_ce, float* row_z,
                                     float* logits_f32, const int32_t* targets, int64_t N,
                                     int64_t V, float z_weight, float grad_scale,
                                     cudaStream_t stream);
+// The kernel cross_entropy_forward_backward runs for these arguments:
+// kCluster (one thread-block cluster per row, the row held in registers, read
+// from DRAM once) where V is a multiple of 8 up to kClusterMaxVocab and the
+// pointers are 16-byte aligned; kRowwise (one block per row, the row read
+// twice) otherwise. Tests and bench_step ask, so each path is known to be run.
+enum class CrossEntropyKernel { kCluster, kRowwise };
+constexpr int64_t kClusterMaxVocab = 8 * 512 * 8 * 8;  // 8 blocks × 512 threads × 8 vectors × 8 logits
+CrossEntropyKernel cross_entropy_kernel_for(int64_t N, int64_t V, const bf16* logits, const float* logits_f32);
+// The one-block-per-row kernel alone (the fallback), with the same contract:
+// for tests and bench_step's before/after.
+void cross_entropy_forward_backward_rowwise(bf16* logits, float* row_ce, float* row_z,
+                                            float* logits_f32, const int32_t* targets, int64_t N,
+                                            int64_t V, float z_weight, float grad_scale,
+                                            cudaStream_t stream);
 // sums[0] += Σ row_ce, sums[1] += Σ row_z, sums[2] += valid rows: one block,
 // fixed order, so the step's loss is deterministic.
 void accumulate_loss(double* sums, const float* row_ce, const float* row_z, const int32_t* targets,

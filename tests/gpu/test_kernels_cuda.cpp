@@ -174,36 +174,144 @@ TEST(CudaKernels, Swiglu) {
   }
 }
 
+// Runs the launcher (or, with `rowwise`, the fallback kernel alone) on logits
+// placed `offset` elements into their device buffer and the fp32 copy (if
+// `with_f32`) `f32_offset` floats into its own, so misaligned pointers can be
+// asked for; checks that the launcher picks `expected` and that the losses,
+// dlogits and the copy match cpu::cross_entropy. Returns dlogits and the CPU's.
+std::pair<std::vector<float>, std::vector<float>> run_cross_entropy(
+    const std::vector<float>& logits, const std::vector<int32_t>& tgt, int64_t N, int64_t V, float zw,
+    cuda::CrossEntropyKernel expected, bool rowwise = false, bool with_f32 = true, int64_t offset = 0,
+    int64_t f32_offset = 0) {
+  int64_t valid = 0;
+  for (auto t : tgt) valid += t >= 0;
+  const float scale = 1.0f / std::max<int64_t>(valid, 1);
+  DeviceBuffer<bf16> dl(N * V + offset);
+  DeviceBuffer<float> ce(N), z(N), f32(with_f32 ? N * V + f32_offset : 0);
+  DeviceBuffer<int32_t> dt(N);
+  DeviceBuffer<double> sums(3);
+  std::vector<bf16> host(N * V + offset, __float2bfloat16(0.0f));
+  std::copy_n(to_bf16(logits).begin(), N * V, host.begin() + offset);
+  dl.upload(host);
+  dt.upload(tgt);
+  cudaMemset(sums.get(), 0, 3 * sizeof(double));
+  bf16* l = dl.get() + offset;
+  float* lf = with_f32 ? f32.get() + f32_offset : nullptr;
+  EXPECT_EQ(cuda::cross_entropy_kernel_for(N, V, l, lf), expected);
+  if (rowwise)
+    cuda::cross_entropy_forward_backward_rowwise(l, ce.get(), z.get(), lf, dt.get(), N, V, zw, scale, nullptr);
+  else
+    cuda::cross_entropy_forward_backward(l, ce.get(), z.get(), lf, dt.get(), N, V, zw, scale, nullptr);
+  cuda::accumulate_loss(sums.get(), ce.get(), z.get(), dt.get(), N, nullptr);
+  std::vector<float> dref(N * V);
+  const cpu::LossSums ref = cpu::cross_entropy(logits.data(), dref.data(), tgt.data(), N, V, zw, scale);
+  if (with_f32) {
+    const auto copy = f32.download();
+    EXPECT_EQ(rel_error(std::vector<float>(copy.begin() + f32_offset, copy.end()), logits), 0.0);
+  }
+  const auto s = sums.download();
+  EXPECT_NEAR(s[0], ref.ce, 1e-4 * (1 + ref.ce));
+  EXPECT_NEAR(s[1], ref.z, 1e-4 * (1 + ref.z));
+  EXPECT_EQ(s[2], static_cast<double>(ref.n_valid));
+  const auto out = to_f32(dl.download());
+  std::vector<float> d(out.begin() + offset, out.end());
+  EXPECT_LT(rel_error(d, dref), kBf16Tol);
+  return {d, dref};
+}
+
+std::vector<int32_t> some_targets(int64_t N, int64_t V, uint64_t seed) {
+  std::vector<int32_t> tgt(N);
+  for (int64_t i = 0; i < N; ++i) tgt[i] = static_cast<int32_t>(hash_u64(seed, i) % V);
+  if (N > 2) tgt[1] = -1;  // an ignored row
+  return tgt;
+}
+
 TEST(CudaKernels, CrossEntropyWithZLoss) {
   REQUIRE_GPU();
-  // V % 8 != 0 (the scalar path); all of a row cached; 1025 and 2050 vectors a row (the paired loads' tails); a
-  // row longer than the shared-memory cache (its tail read back from L2).
-  for (auto [N, V] : std::vector<std::array<int64_t, 2>>{{1, 2}, {9, 258}, {5, 2048}, {3, 8200}, {4, 16400}, {16, 128256}}) {
+  using K = cuda::CrossEntropyKernel;
+  // V % 8 != 0 (the rowwise kernel's scalar path); clusters of 1 block (a row
+  // shorter than the block's 32768 slots: 1025 vectors, a thread with a single
+  // vector), 2 blocks (the second part-filled), 3, 4 (Llama-3's 128256) and 8
+  // (the largest row the registers hold); one vector past it (the rowwise
+  // kernel). Each shape through the launcher and through the rowwise kernel.
+  for (auto [N, V] : std::vector<std::array<int64_t, 2>>{{1, 2}, {9, 258}, {5, 2048}, {3, 8200}, {4, 16400},
+                                                         {3, 40000}, {3, 70000}, {16, 128256}, {3, 262144},
+                                                         {3, 262152}}) {
     SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V);
-    auto logits = randn_bf16(N * V, 13, 3.0f);
-    std::vector<int32_t> tgt(N);
-    for (int64_t i = 0; i < N; ++i) tgt[i] = static_cast<int32_t>(hash_u64(14, i) % V);
-    if (N > 2) tgt[1] = -1;
-    int64_t valid = 0;
-    for (auto t : tgt) valid += t >= 0;
-    const float zw = 1e-2f, scale = 1.0f / valid;
-    DeviceBuffer<bf16> dl(N * V);
-    DeviceBuffer<float> ce(N), z(N), f32(N * V);
-    DeviceBuffer<int32_t> dt(N);
-    DeviceBuffer<double> sums(3);
-    dl.upload(to_bf16(logits));
-    dt.upload(tgt);
-    cudaMemset(sums.get(), 0, 3 * sizeof(double));
-    cuda::cross_entropy_forward_backward(dl.get(), ce.get(), z.get(), f32.get(), dt.get(), N, V, zw, scale, nullptr);
-    cuda::accumulate_loss(sums.get(), ce.get(), z.get(), dt.get(), N, nullptr);
-    std::vector<float> dref(N * V);
-    const cpu::LossSums ref = cpu::cross_entropy(logits.data(), dref.data(), tgt.data(), N, V, zw, scale);
-    EXPECT_EQ(rel_error(f32.download(), logits), 0.0);
-    const auto s = sums.download();
-    EXPECT_NEAR(s[0], ref.ce, 1e-4 * (1 + ref.ce));
-    EXPECT_NEAR(s[1], ref.z, 1e-4 * (1 + ref.z));
-    EXPECT_EQ(s[2], static_cast<double>(ref.n_valid));
-    EXPECT_LT(rel_error(to_f32(dl.download()), dref), kBf16Tol);
+    const auto logits = randn_bf16(N * V, 13, 3.0f);
+    const auto tgt = some_targets(N, V, 14);
+    const K expected = V % 8 == 0 && V <= cuda::kClusterMaxVocab ? K::kCluster : K::kRowwise;
+    run_cross_entropy(logits, tgt, N, V, 1e-2f, expected);
+    {
+      SCOPED_TRACE("rowwise kernel");
+      run_cross_entropy(logits, tgt, N, V, 1e-2f, expected, /*rowwise=*/true);
+    }
+    {
+      SCOPED_TRACE("no fp32 copy (an ignored row is not read)");
+      run_cross_entropy(logits, tgt, N, V, 1e-2f, expected, false, /*with_f32=*/false);
+    }
+  }
+  EXPECT_EQ(cuda::kClusterMaxVocab, 262144);  // the bound the shapes above straddle
+}
+
+TEST(CudaKernels, CrossEntropyMisalignedTakesTheRowwiseKernel) {
+  REQUIRE_GPU();
+  using K = cuda::CrossEntropyKernel;
+  const int64_t N = 4, V = 128256;
+  const auto logits = randn_bf16(N * V, 15, 3.0f);
+  const auto tgt = some_targets(N, V, 16);
+  {
+    SCOPED_TRACE("logits 8 bytes off 16-byte alignment");
+    run_cross_entropy(logits, tgt, N, V, 1e-2f, K::kRowwise, false, true, /*offset=*/4);
+  }
+  {
+    SCOPED_TRACE("fp32 copy 4 bytes off");
+    run_cross_entropy(logits, tgt, N, V, 1e-2f, K::kRowwise, false, true, 0, /*f32_offset=*/1);
+  }
+  {
+    SCOPED_TRACE("aligned: the cluster kernel");
+    run_cross_entropy(logits, tgt, N, V, 1e-2f, K::kCluster, false, true, 8, 4);
+  }
+}
+
+// Ties of the max go to the lowest index (max()'s gradient, the z-loss's,
+// goes there alone): ties in one bf16 pair, across a pair's halves, between
+// threads and between the blocks of a cluster, one at the target, and rows
+// where the max is everywhere or all but one entry. z_weight is large so a
+// misplaced z-gradient (2·z_weight·max·grad_scale) is far outside tolerance.
+TEST(CudaKernels, CrossEntropyTiesGoToTheLowestIndex) {
+  REQUIRE_GPU();
+  for (int64_t V : {int64_t(2048), int64_t(128256), int64_t(130)}) {  // 1 block, 4 blocks, rowwise
+    SCOPED_TRACE(::testing::Message() << "V=" << V);
+    const std::vector<std::vector<int64_t>> ties = {
+        {V - 2, V - 1},                // a pair's two halves
+        {3, 4, V - 1},                 // high half of a pair before low half of the next
+        {V / 2 + 8, V / 2},            // listed highest first
+        {9, 17, std::min<int64_t>(9 + 3 * 32768, V - 9)},  // neighbouring threads; block 3 of 4
+        {V / 3, 2 * V / 3},            // the target is the second: the first gets the z-gradient
+        {V / 5, V / 4},                // the target is the first
+    };
+    const int64_t N = static_cast<int64_t>(ties.size()) + 2;
+    auto logits = round_bf16(randn(N * V, 17, 1.0f));
+    std::vector<int32_t> tgt = some_targets(N, V, 18);
+    tgt[1] = 7;  // the ignored row is elsewhere
+    tgt[N - 1] = -1;
+    for (size_t r = 0; r < ties.size(); ++r)
+      for (int64_t i : ties[r]) logits[r * V + i] = 10.0f;
+    tgt[4] = static_cast<int32_t>(2 * V / 3);
+    tgt[5] = static_cast<int32_t>(V / 5);
+    // Row 6: every entry equal; row 7 (ignored): all equal but the last.
+    for (int64_t i = 0; i < V; ++i) logits[6 * V + i] = logits[7 * V + i] = 2.0f;
+    logits[7 * V + V - 1] = 3.0f;
+    const auto expected = V % 8 == 0 ? cuda::CrossEntropyKernel::kCluster : cuda::CrossEntropyKernel::kRowwise;
+    const auto [d, dref] = run_cross_entropy(logits, tgt, N, V, 0.1f, expected);
+    for (size_t r = 0; r < ties.size(); ++r)
+      for (int64_t i : ties[r]) {
+        SCOPED_TRACE(::testing::Message() << "row " << r << " index " << i);
+        EXPECT_NEAR(d[r * V + i], dref[r * V + i], 1e-2 * std::fabs(dref[r * V + i]) + 1e-6);
+      }
+    for (int64_t i : {int64_t(0), int64_t(1), V - 1})
+      EXPECT_NEAR(d[6 * V + i], dref[6 * V + i], 1e-2 * std::fabs(dref[6 * V + i]));
   }
 }
 
