@@ -191,7 +191,8 @@ std::vector<std::vector<float>> blocks_round(std::vector<Node>& nodes, const Blo
     if (served) {
       RoundEncoder enc(s.values);
       for (const RingCarried& c : res.carried[r]) enc.add_carried(c);
-      served->push_back(enc.finish());
+      const ByteBuffer round = enc.finish();
+      served->emplace_back(round.begin(), round.end());
     }
   }
   return full;

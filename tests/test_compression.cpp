@@ -332,7 +332,7 @@ TEST(DistRingInt4, BitIdenticalOnEveryRankAccurateAndServedAsCarried) {
         ASSERT_EQ(0, std::memcmp(res.out[r].data(), res.out[0].data(), size * 4)) << "rank " << r << " differs";
         RoundEncoder enc(size);
         for (const RingCarried& c : res.carried[r]) enc.add_carried(c);
-        const std::vector<uint8_t> blob = enc.finish();
+        const ByteBuffer blob = enc.finish();
         if (size > 10'000) {
           EXPECT_LT(blob.size(), size * 4 * 0.15 + 4096) << "about 0.14 of fp32";
         }

@@ -268,7 +268,7 @@ TEST(DistRing, CarriedInt8DecodesToTheOutputBitForBit) {
           enc.add_int8(c.count, c.block, c.encoded);
         }
         ASSERT_EQ(at, size);
-        const std::vector<uint8_t> blob = enc.finish();
+        const ByteBuffer blob = enc.finish();
         if (size > 5000) {
           EXPECT_LT(blob.size(), size * sizeof(float) * 0.3 + 100 * 1024) << "not a quarter";
         }
@@ -282,6 +282,58 @@ TEST(DistRing, CarriedInt8DecodesToTheOutputBitForBit) {
   Ring ring(3);
   const auto res = run_ring(ring, make_inputs(3, 100, 9), small_opts(Compression::None));
   for (int r = 0; r < 3; ++r) EXPECT_TRUE(res.carried[r].empty());
+}
+
+// A donor's ring writes the round it carries straight into place
+// (PlannedRound, laid out by ring_chunk_counts): the same bytes as the round
+// assembled from the carried chunks, with int8 and int4, audited or not.
+TEST(DistRing, APlannedRoundHoldsTheBytesTheCarriedChunksMake) {
+  for (Compression c : {Compression::Int8, Compression::Int4}) {
+    for (int n : {2, 3, 5}) {
+      for (size_t size : {size_t{10'007}, size_t{999}, size_t{4}}) {
+        RingOptions base = small_opts(c);
+        if (c == Compression::Int4) base.int8_block = default_codec_block(Compression::Int4);
+        const auto in = make_inputs(n, size, 400 + n);
+        Ring assembled_ring(n);
+        const auto assembled = run_ring(assembled_ring, in, base);
+        Ring planned_ring(n);
+        std::vector<ByteBuffer> planned(n);
+        const auto res = memring::run_ranks(n, size, [&](int r, std::vector<float>& out, auto&) {
+          RingOptions o = base;
+          o.rank = r;
+          o.world = n;
+          std::vector<PlannedRound::Piece> pieces;
+          for (size_t count : ring_chunk_counts(o, size)) pieces.push_back({c, count, o.int8_block});
+          PlannedRound round(size, pieces);
+          o.carried_into = &round;
+          ring_allreduce_average(*planned_ring.links[r], o, in[r], out);
+          planned[r] = round.finish();
+        });
+        for (int r = 0; r < n; ++r) {
+          ASSERT_EQ(res.errors[r], "") << "n=" << n << " size=" << size;
+          ASSERT_EQ(assembled.errors[r], "");
+          RoundEncoder enc(size);
+          for (const RingCarried& k : assembled.carried[r]) enc.add_carried(k);
+          const ByteBuffer want = enc.finish();
+          EXPECT_TRUE(want == planned[r]) << compression_name(c) << " n=" << n << " size=" << size << " rank " << r;
+          ASSERT_EQ(0, std::memcmp(res.out[r].data(), assembled.out[r].data(), size * sizeof(float)));
+        }
+      }
+    }
+  }
+  // A plan cut otherwise than the lane is refused before anything is sent.
+  Ring ring(2);
+  const auto in = make_inputs(2, 5000, 7);
+  const auto res = memring::run_ranks(2, 5000, [&](int r, std::vector<float>& out, auto&) {
+    RingOptions o = small_opts(Compression::Int8);
+    o.rank = r;
+    o.world = 2;
+    const std::vector<PlannedRound::Piece> one{{Compression::Int8, 5000, o.int8_block}};
+    PlannedRound round(5000, one);
+    o.carried_into = &round;
+    ring_allreduce_average(*ring.links[r], o, in[r], out);
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_NE(res.errors[r].find("does not match the lane's cut"), std::string::npos) << res.errors[r];
 }
 
 TEST(DistRound, Fp32AndMixedPiecesRoundTrip) {
@@ -325,7 +377,8 @@ TEST(DistRound, DecoderRefusesEveryMalformedBlob) {
   RoundEncoder e(v.size());
   e.add_int8(500, 256, enc);
   e.add_fp32(std::span<const float>(v).subspan(500));
-  const std::vector<uint8_t> good = e.finish();
+  const ByteBuffer good_round = e.finish();
+  const std::vector<uint8_t> good(good_round.begin(), good_round.end());
   std::vector<float> out(v.size());
   decode_round(good, out, "good");
   // Every truncation fails, as does a trailing byte.

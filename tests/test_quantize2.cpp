@@ -261,13 +261,13 @@ TEST(DistInt2, RoundCodecCarriesInt2Pieces) {
   int2_encode(x.data(), n, 64, c.encoded.data());
   RoundEncoder enc(n);
   enc.add_carried(c);
-  const std::vector<uint8_t> blob = enc.finish();
+  const ByteBuffer blob = enc.finish();
   std::vector<float> got(n), want(n);
   decode_round(blob, got, "round");
   int2_decode(c.encoded.data(), n, 64, want.data());
   EXPECT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float)));
   EXPECT_LT(blob.size(), n * 0.3125 + 100);
-  std::vector<uint8_t> bad = blob;
+  std::vector<uint8_t> bad(blob.begin(), blob.end());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(bad.data() + blob.size() - int2_encoded_bytes(n, 64) + 20, &nan, 4);  // group 1's scale
   EXPECT_THROW(decode_round(bad, got, "round"), Error);

@@ -365,7 +365,7 @@ void MeshNode::decode_round_into(const StateDownload& d, std::span<float> out) {
   RoundCall call(*this, "decode_round_into");
   decode_round(d.bytes, out, str("the donor's round ", d.outer_step));
   // Served on, so a late node passes on the same bytes.
-  if (donor_) donor_->keep_round(d.outer_step, std::vector<uint8_t>(d.bytes.begin(), d.bytes.end()));
+  if (donor_) donor_->keep_round(d.outer_step, ByteBuffer(d.bytes.begin(), d.bytes.end()));
 }
 
 MeshNode::RoundCall::RoundCall(MeshNode& n, const char* what) : n_(n) {

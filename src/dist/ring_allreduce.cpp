@@ -116,6 +116,35 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
 
 namespace {
 
+// With fewer chunks than ranks, segments on whole chunks would leave some
+// rank without one (nothing of it checked at a first hop, and the ring's
+// load on the others): such lanes (small vectors) are cut as usual and not
+// audited. Every rank decides the same from the sizes.
+bool lane_audited(const RingOptions& opt, size_t S) {
+  const ContributionCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
+  return opt.audit && check.enabled() && (S + opt.chunk_elems - 1) / opt.chunk_elems >= static_cast<size_t>(opt.world);
+}
+
+size_t cut_segment_begin(size_t S, size_t N, size_t chunk, bool audited, size_t s) {
+  return audited ? aligned_segment_begin(S, N, chunk, s) : S * s / N;
+}
+
+}  // namespace
+
+std::vector<size_t> ring_chunk_counts(const RingOptions& opt, size_t S) {
+  const size_t N = static_cast<size_t>(std::max(opt.world, 1));
+  const bool audited = lane_audited(opt, S);
+  std::vector<size_t> counts;
+  for (size_t s = 0; s < N; ++s) {
+    const size_t b = cut_segment_begin(S, N, opt.chunk_elems, audited, s);
+    const size_t e = cut_segment_begin(S, N, opt.chunk_elems, audited, s + 1);
+    for (size_t at = b; at < e; at += opt.chunk_elems) counts.push_back(std::min(opt.chunk_elems, e - at));
+  }
+  return counts;
+}
+
+namespace {
+
 // One lane's all-reduce, as three kinds of thread share it: the calling
 // thread receives each message the schedule says comes next and checks its
 // header; the codec pool (RingOptions::codec_threads) validates, decodes and
@@ -137,15 +166,21 @@ class LaneRun {
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
         check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack, opt.signer != nullptr),
-        carried_(carried && codec_->lossy() ? carried : nullptr) {
-    // With fewer chunks than ranks, segments on whole chunks would leave
-    // some rank without one (nothing of it checked at a first hop, and the
-    // ring's load on the others): such lanes (small vectors) are cut as
-    // usual and not audited. Every rank decides the same from the sizes.
-    audit_ = opt.audit && check_.enabled() && (S_ + opt.chunk_elems - 1) / opt.chunk_elems >= N_;
+        carried_(carried && codec_->lossy() ? carried : nullptr),
+        carried_into_(codec_->lossy() ? opt.carried_into : nullptr) {
+    audit_ = lane_audited(opt, S_);
     first_chunk_of_.assign(N_ + 1, 0);
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
     if (carried_) carried_->resize(first_chunk_of_[N_]);
+    if (carried_into_) {  // the plan was cut by ring_chunk_counts: it must be this lane's cut
+      const size_t n = first_chunk_of_[N_];
+      bool fits = opt.carried_first_piece + n <= carried_into_->pieces();
+      for (size_t s = 0; fits && s < N_; ++s)
+        for (size_t c = 0; fits && c < n_chunks(s); ++c)
+          fits = carried_into_->payload_bytes(opt.carried_first_piece + first_chunk_of_[s] + c) ==
+                 codec_->encoded_bytes(chunk_len(s, c));
+      if (!fits) fail("ring lane ", opt.lane, ": the planned round does not match the lane's cut (internal error)");
+    }
   }
 
   // Runs the round; the first failure (with the offender, if a contribution
@@ -165,9 +200,7 @@ class LaneRun {
     std::vector<uint8_t> msg;      // received
   };
 
-  size_t seg_begin(size_t s) const {
-    return audit_ ? aligned_segment_begin(S_, N_, opt_.chunk_elems, s) : S_ * s / N_;
-  }
+  size_t seg_begin(size_t s) const { return cut_segment_begin(S_, N_, opt_.chunk_elems, audit_, s); }
   size_t seg_len(size_t s) const { return seg_begin(s + 1) - seg_begin(s); }
   size_t n_chunks(size_t s) const { return (seg_len(s) + opt_.chunk_elems - 1) / opt_.chunk_elems; }
   size_t wrap(int64_t s) const { return static_cast<size_t>(((s % int64_t(N_)) + int64_t(N_)) % int64_t(N_)); }
@@ -203,7 +236,8 @@ class LaneRun {
   ContributionCheck check_;
   std::mutex check_mu_;  // check_ and the codec times, from the pool's threads
   std::vector<RingCarried>* carried_;
-  std::vector<size_t> first_chunk_of_;  // carried_'s slot of each segment's first chunk
+  PlannedRound* carried_into_;
+  std::vector<size_t> first_chunk_of_;  // the lane's index (offset order) of each segment's first chunk
   OrderedSendQueue queue_;
   FirstError first_error_;
   std::mutex fail_mu_;
@@ -370,6 +404,11 @@ void LaneRun::check_contribution(const Job& job, double ss, const std::string& w
 }
 
 void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
+  if (carried_into_) {
+    const size_t piece = opt_.carried_first_piece + first_chunk_of_[h.segment] + h.chunk;
+    std::memcpy(carried_into_->payload(piece), payload, carried_into_->payload_bytes(piece));
+    return;
+  }
   if (!carried_) return;
   RingCarried& k = (*carried_)[first_chunk_of_[h.segment] + h.chunk];
   k.compression = opt_.compression;
@@ -564,6 +603,7 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     refuse("int8_block (the codec's block) must be in [1, 2^32)");
   if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
   if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
+  if (carried && opt.carried_into) refuse("the carried chunks go to a planned round or to `carried`, not both");
   // In place (the very same span) is allowed: each chunk of the input is
   // read once, by its step-0 encoding or in the same pass as its reduce-
   // scatter hop writes that chunk of the output, value by value.

@@ -45,6 +45,7 @@
 #include "dist/codec.h"
 #include "dist/commitment.h"
 #include "dist/identity.h"
+#include "dist/round_codec.h"
 #include "dist/sparse.h"
 
 namespace intellect {
@@ -122,7 +123,19 @@ struct RingOptions {
   // Null: no audit (or the norms were not all announced, which turns it off too).
   const RingAudit* audit = nullptr;
   RingClock::time_point deadline = RingClock::time_point::max();  // for the whole round
+  // Where this lane's carried chunks go (a donor keeps the round for
+  // joiners): chunk i of the lane, in offset order (ring_chunk_counts), is
+  // piece carried_first_piece + i of the round, written in place by the
+  // codec thread that carried it. Null: none kept, or RingCarried copies
+  // (ring_allreduce_average's `carried`; not both).
+  PlannedRound* carried_into = nullptr;
+  size_t carried_first_piece = 0;
 };
+
+// How a lane of S values is cut into messages, in offset order: their value
+// counts, as LaneRun sends and carries them (the commitment audit aligns
+// segments to whole chunks). What a PlannedRound is laid out from.
+std::vector<size_t> ring_chunk_counts(const RingOptions& opt, size_t S);
 
 // The previous rank sent a partial sum (or an average) larger than the norms
 // its contributors announced allow: it scaled its own contribution beyond

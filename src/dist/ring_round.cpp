@@ -183,7 +183,8 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
                                             const std::vector<EmulatedRingLink*>& emulated,
                                             const std::vector<FlatRange>& segs, std::span<const float> input,
                                             std::span<float> output, SparseRound* sparse,
-                                            std::vector<std::vector<RingCarried>>* carried, Deadline deadline) {
+                                            std::vector<std::vector<RingCarried>>* carried,
+                                            std::optional<PlannedRound>* planned, Deadline deadline) {
   const int K = static_cast<int>(links.size());
   const size_t n = ring.members.size();
   const bool is_sparse = opt_.compression == Compression::Sparse;
@@ -195,6 +196,25 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
   if (audited) {
     audit.own = commitment_;
     for (const control::RingMember& m : ring.members) audit.roots.push_back(m.commitment);
+  }
+  std::vector<RingOptions> dense(is_sparse ? 0 : K);
+  for (int k = 0; !is_sparse && k < K; ++k)
+    dense[k] = dense_lane_options(ring, index, k, K, audited ? &audit : nullptr, deadline);
+  if (planned) {
+    // The round kept for joiners, laid out from every lane's cut before any
+    // lane runs: each carried chunk is then written once, in place.
+    std::vector<PlannedRound::Piece> pieces;
+    std::vector<size_t> first(K);
+    for (int k = 0; k < K; ++k) {
+      first[k] = pieces.size();
+      for (size_t count : ring_chunk_counts(dense[k], segs[k].size()))
+        pieces.push_back({opt_.compression, count, dense[k].int8_block});
+    }
+    planned->emplace(input.size(), pieces);
+    for (int k = 0; k < K; ++k) {
+      dense[k].carried_into = &**planned;
+      dense[k].carried_first_piece = first[k];
+    }
   }
   std::vector<SparseSent> sent(is_sparse ? K : 0);
   std::mutex error_mu;
@@ -227,27 +247,8 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         lane_stats[k] = sparse_allgather_average(*links[k], so, segment(input, k), res, segment(output, k), &sent[k], keep);
         sent[k].offset += segs[k].begin;
       } else {
-        RingOptions ro;
-        ro.rank = static_cast<int>(index);
-        ro.world = static_cast<int>(n);
-        ro.round = ring.round;
-        ro.lane = static_cast<uint32_t>(k);
-        if (audited) ro.audit = &audit;
-        ro.compression = opt_.compression;
-        if (opt_.compression != Compression::None)
-          ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
-        if (opt_.chunk_elems > 0) ro.chunk_elems = opt_.chunk_elems;
-        else if (opt_.compression != Compression::None) ro.chunk_elems = size_t{1} << 18;
-        ro.codec_threads = lane_codec_threads(opt_.codec_threads, K);
-        ro.message_timeout = opt_.message_timeout;
-        ro.deadline = deadline;
-        for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
-        if (!opt_.signer.empty()) {
-          ro.signer = &opt_.signer;
-          ro.prev_key = prev_key_;
-        }
-        ro.attack_false_accusation = opt_.attack_false_accusation;
-        lane_stats[k] = ring_allreduce_average(*links[k], ro, segment(input, k), segment(output, k), keep);
+        lane_stats[k] = ring_allreduce_average(*links[k], dense[k], segment(input, k), segment(output, k),
+                                               planned ? nullptr : keep);
       }
       if (!emulated.empty()) emulated[k]->drain(deadline);
     } catch (...) {
@@ -281,6 +282,31 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
   return lane_stats;
 }
 
+RingOptions RingRound::dense_lane_options(const control::RingAnnounce& ring, size_t index, int k, int lanes,
+                                          const RingAudit* audit, Deadline deadline) const {
+  RingOptions ro;
+  ro.rank = static_cast<int>(index);
+  ro.world = static_cast<int>(ring.members.size());
+  ro.round = ring.round;
+  ro.lane = static_cast<uint32_t>(k);
+  ro.audit = audit;
+  ro.compression = opt_.compression;
+  if (opt_.compression != Compression::None)
+    ro.int8_block = opt_.codec_block ? opt_.codec_block : default_codec_block(opt_.compression);
+  if (opt_.chunk_elems > 0) ro.chunk_elems = opt_.chunk_elems;
+  else if (opt_.compression != Compression::None) ro.chunk_elems = size_t{1} << 18;
+  ro.codec_threads = lane_codec_threads(opt_.codec_threads, lanes);
+  ro.message_timeout = opt_.message_timeout;
+  ro.deadline = deadline;
+  for (const control::RingMember& m : ring.members) ro.announced_norms.push_back(m.norm);
+  if (!opt_.signer.empty()) {
+    ro.signer = &opt_.signer;
+    ro.prev_key = prev_key_;
+  }
+  ro.attack_false_accusation = opt_.attack_false_accusation;
+  return ro;
+}
+
 std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounce& ring, size_t index,
                                                       std::span<const float> input, std::span<float> output,
                                                       SparseRound* sparse, Deadline deadline, uint64_t* unreachable) {
@@ -311,11 +337,17 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
     }
   }
   std::vector<std::vector<RingCarried>> carried(K);
+  // A lossy dense ring writes the round it carries straight into place
+  // (PlannedRound); sparse and fp32 rounds are assembled after the ring.
+  const bool lossy_dense = opt_.compression == Compression::Int8 || opt_.compression == Compression::Int4 ||
+                           opt_.compression == Compression::Int2;
+  std::optional<PlannedRound> planned;
   // Wall time of all lanes together: lanes start a little apart, so the
   // slowest lane's own time would understate the round.
   const auto t0 = RingClock::now();
-  const std::vector<RingStats> lane_stats = run_lanes(ring, index, links, emulated, segs, input, output, sparse,
-                                                      opt_.keep_round ? &carried : nullptr, deadline);
+  const std::vector<RingStats> lane_stats =
+      run_lanes(ring, index, links, emulated, segs, input, output, sparse, opt_.keep_round ? &carried : nullptr,
+                opt_.keep_round && lossy_dense ? &planned : nullptr, deadline);
   RingAttempt got;
   got.stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
   got.stats.rings = K;
@@ -328,7 +360,9 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
     got.stats.decode_s = std::max(got.stats.decode_s, rs.decode_s);
     got.stats.send_s = std::max(got.stats.send_s, rs.send_s);
   }
-  if (opt_.keep_round) {
+  if (planned) {
+    got.round_bytes = planned->finish();
+  } else if (opt_.keep_round) {
     // The round as the rings carried it, for joiners and late nodes.
     const auto keep_t0 = RingClock::now();
     RoundEncoder round(output.size());

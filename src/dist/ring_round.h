@@ -91,7 +91,7 @@ struct RingRoundOptions {
 // round as the rings carried it (empty unless keep_round).
 struct RingAttempt {
   OuterRoundStats stats;  // bytes, seconds, the parts and rings; not ring_size/round/retries
-  std::vector<uint8_t> round_bytes;
+  ByteBuffer round_bytes;
 };
 
 // A lane's codec threads when the node has `node_threads` (0: automatic,
@@ -139,7 +139,10 @@ class RingRound {
                                    const std::vector<EmulatedRingLink*>& emulated,
                                    const std::vector<FlatRange>& segs, std::span<const float> input,
                                    std::span<float> output, SparseRound* sparse,
-                                   std::vector<std::vector<RingCarried>>* carried, Deadline deadline);
+                                   std::vector<std::vector<RingCarried>>* carried, std::optional<PlannedRound>* planned,
+                                   Deadline deadline);
+  RingOptions dense_lane_options(const control::RingAnnounce& ring, size_t index, int k, int lanes,
+                                 const RingAudit* audit, Deadline deadline) const;
 
   Transport& transport_;
   CoordinatorClient& coordinator_;

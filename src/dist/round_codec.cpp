@@ -26,7 +26,7 @@ constexpr uint32_t kMaxWorld = 1u << 16;  // contributions in a sparse piece
 constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
 constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
 
-void piece_header(std::vector<uint8_t>& out, uint8_t kind, uint32_t block, uint64_t count) {
+void piece_header(ByteBuffer& out, uint8_t kind, uint32_t block, uint64_t count) {
   ByteWriter w(kPieceHeaderBytes);
   w.u8(kind);
   w.u8(0);
@@ -35,11 +35,59 @@ void piece_header(std::vector<uint8_t>& out, uint8_t kind, uint32_t block, uint6
   w.u64(count);
   out.insert(out.end(), w.data().begin(), w.data().end());
 }
+
+void round_header(uint8_t* at, uint64_t total, uint32_t pieces) {
+  ByteWriter w(kHeaderBytes);
+  w.u32(kMagic);
+  w.u8(kVersion);
+  w.u8(0);
+  w.u16(0);
+  w.u64(total);
+  w.u32(pieces);
+  w.u32(0);
+  std::memcpy(at, w.data().data(), kHeaderBytes);
+}
+
+uint8_t dense_kind(Compression c) {
+  switch (c) {
+    case Compression::Int8: return kInt8;
+    case Compression::Int4: return kInt4;
+    case Compression::Int2: return kInt2;
+    default: fail("round encoder: a dense ring piece with compression ", compression_name(c));
+  }
+}
 }  // namespace
 
 // The header's bytes are reserved up front and filled in by finish(), so the
 // encoded round (a quarter of the model's fp32 size) is never copied.
 RoundEncoder::RoundEncoder(size_t total_values) : total_(total_values), body_(kHeaderBytes, 0) {}
+
+PlannedRound::PlannedRound(size_t total_values, std::span<const Piece> pieces) {
+  if (pieces.size() > UINT32_MAX) fail("planned round: ", pieces.size(), " pieces");
+  size_t size = kHeaderBytes, covered = 0;
+  payload_at_.reserve(pieces.size());
+  payload_bytes_.reserve(pieces.size());
+  for (const Piece& p : pieces) {
+    dense_kind(p.compression);
+    if (p.block == 0 || p.block > UINT32_MAX) fail("planned round: a block of ", p.block, " values");
+    payload_at_.push_back(size + kPieceHeaderBytes);
+    payload_bytes_.push_back(codec_encoded_bytes(p.compression, p.count, p.block));
+    size += kPieceHeaderBytes + payload_bytes_.back();
+    covered += p.count;
+  }
+  if (covered != total_values) fail("planned round: the pieces cover ", covered, " of ", total_values, " values");
+  bytes_.resize(size);
+  round_header(bytes_.data(), total_values, static_cast<uint32_t>(pieces.size()));
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    ByteWriter w(kPieceHeaderBytes);
+    w.u8(dense_kind(pieces[i].compression));
+    w.u8(0);
+    w.u16(0);
+    w.u32(static_cast<uint32_t>(pieces[i].block));
+    w.u64(pieces[i].count);
+    std::memcpy(bytes_.data() + payload_at_[i] - kPieceHeaderBytes, w.data().data(), kPieceHeaderBytes);
+  }
+}
 
 void RoundEncoder::add_fp32(std::span<const float> values) {
   if (values.size() > total_ - covered_)
@@ -99,25 +147,17 @@ size_t round_piece_bytes(const RingCarried& c) {
 
 size_t round_fp32_piece_bytes(size_t count) { return kPieceHeaderBytes + 4 * count; }
 
-std::vector<uint8_t> RoundEncoder::finish() {
+ByteBuffer RoundEncoder::finish() {
   if (covered_ != total_) fail("round encoder: the pieces cover ", covered_, " of ", total_, " values");
-  ByteWriter w(kHeaderBytes);
-  w.u32(kMagic);
-  w.u8(kVersion);
-  w.u8(0);
-  w.u16(0);
-  w.u64(total_);
-  w.u32(pieces_);
-  w.u32(0);
-  std::memcpy(body_.data(), w.data().data(), kHeaderBytes);
-  std::vector<uint8_t> out = std::move(body_);
+  round_header(body_.data(), total_, pieces_);
+  ByteBuffer out = std::move(body_);
   body_.assign(kHeaderBytes, 0);
   covered_ = 0;
   pieces_ = 0;
   return out;
 }
 
-std::vector<uint8_t> encode_round_fp32(std::span<const float> values) {
+ByteBuffer encode_round_fp32(std::span<const float> values) {
   RoundEncoder e(values.size());
   e.add_fp32(values);
   return e.finish();

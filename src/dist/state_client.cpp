@@ -162,7 +162,7 @@ void StateDonor::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
   });
 }
 
-void StateDonor::keep_round(int64_t outer_step, std::vector<uint8_t> bytes) {
+void StateDonor::keep_round(int64_t outer_step, ByteBuffer bytes) {
   last_round_ = std::move(bytes);
   last_round_step_ = outer_step;
 }
@@ -170,7 +170,7 @@ void StateDonor::keep_round(int64_t outer_step, std::vector<uint8_t> bytes) {
 void StateDonor::publish_round(int64_t outer_step, std::span<const float> averaged) {
   // The ring's own bytes when this node took part (or fetched the round);
   // fp32 only when it has nothing else (a ring of one).
-  std::vector<uint8_t> bytes = last_round_step_ == outer_step ? std::move(last_round_) : encode_round_fp32(averaged);
+  ByteBuffer bytes = last_round_step_ == outer_step ? std::move(last_round_) : encode_round_fp32(averaged);
   last_round_.clear();
   last_round_step_ = -1;
   // A node that applies rounds one round late keeps one more for joiners.

@@ -109,7 +109,7 @@ class StateDonor {
 
   // The round of `outer_step` in its wire form (round_codec.h), as this
   // node's rings carried it or as it was fetched: what publish_round serves.
-  void keep_round(int64_t outer_step, std::vector<uint8_t> bytes);
+  void keep_round(int64_t outer_step, ByteBuffer bytes);
   // Serves the round: the kept bytes when they are of this step, else
   // `averaged` in fp32 (a ring of one).
   void publish_round(int64_t outer_step, std::span<const float> averaged);
@@ -121,7 +121,7 @@ class StateDonor {
   std::function<void(const std::string&)> log_;
   std::thread snapshot_worker_;  // hashes and publishes a snapshot
   std::atomic<bool> snapshot_busy_{false};
-  std::vector<uint8_t> last_round_;  // the newest round's wire form
+  ByteBuffer last_round_;  // the newest round's wire form
   int64_t last_round_step_ = -1;
 };
 
