@@ -2,7 +2,10 @@
 // on the GPU with CUDA events, after warm-up, and prints tokens/s, achieved
 // TFLOP/s and MFU; then each kernel alone at the same shapes against its floor.
 //   bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]
-//              [--doc-len MEAN]
+//              [--doc-len MEAN] [--ce-cluster]
+// --ce-cluster lets the training step's loss use the cluster cross-entropy
+// kernel (kernels/cross_entropy.h: not yet the default); the kernel table
+// times both kernels either way.
 // --doc-len MEAN packs documents of lengths drawn around MEAN (exponentially
 // distributed, as web text roughly is: many short, a long tail) into the rows
 // and times the step and attention masked per document as well as causal per
@@ -194,11 +197,16 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
   bf16* logits = dalloc<bf16>(chunk * V);
   fill_random_bf16(logits, chunk * V, 6, 2.0f);
   float *ce = dalloc<float>(N), *zz = dalloc<float>(N);
-  // The kernel the launcher picks for the chunk, then (when that is the
-  // cluster kernel) the rowwise fallback on the same logits: the before/after
+  // The cluster kernel (allowed here whatever --ce-cluster says: the table
+  // times both), then the rowwise kernel on the same logits: the before/after
   // in one run. Both floors are the 4 bytes a logit of one read and one write.
+  const bool was_allowed = cuda::cluster_cross_entropy_allowed();
+  cuda::allow_cluster_cross_entropy(true);
   const bool cluster =
       cuda::cross_entropy_kernel_for(chunk, V, logits, nullptr) == cuda::CrossEntropyKernel::kCluster;
+  std::printf("  (timing the cross-entropy chunk, %s kernel, %lld x %lld)\n", cluster ? "cluster" : "rowwise",
+              static_cast<long long>(chunk), static_cast<long long>(V));
+  std::fflush(stdout);
   row_mem(cluster ? "cross-entropy+z (chunk), cluster" : "cross-entropy+z (chunk), rowwise", time_ms(s, it, [&] {
             cuda::cross_entropy_forward_backward(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
           }), 4.0 * chunk * V);
@@ -208,6 +216,7 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
               cuda::cross_entropy_forward_backward_rowwise(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
             }), 4.0 * chunk * V);
   }
+  cuda::allow_cluster_cross_entropy(was_allowed);
   cudaFree(logits);
 
   // attention
@@ -390,11 +399,12 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoi(value().c_str());
     else if (a == "--warmup") warmup = std::atoi(value().c_str());
     else if (a == "--no-kernels") kernels = false;
+    else if (a == "--ce-cluster") cuda::allow_cluster_cross_entropy(true);  // the training step's loss too
     else if (a == "--doc-len") doc_len = std::atof(value().c_str());
     else {
       std::fprintf(stderr,
                    "usage: bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels] "
-                   "[--doc-len MEAN]\n");
+                   "[--doc-len MEAN] [--ce-cluster]\n");
       return 2;
     }
     if (a == "--doc-len" && !(doc_len >= 1)) {

@@ -30,6 +30,8 @@
 #include <cooperative_groups.h>
 
 #include "kernels/cross_entropy.h"
+
+#include <atomic>
 #include "kernels/cuda_common.cuh"
 
 namespace intellect::cuda {
@@ -353,8 +355,16 @@ void cross_entropy_forward_backward_rowwise(bf16* logits, float* row_ce, float* 
   CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+std::atomic<bool> cluster_allowed{false};
+}  // namespace
+
+void allow_cluster_cross_entropy(bool allowed) { cluster_allowed.store(allowed); }
+bool cluster_cross_entropy_allowed() { return cluster_allowed.load(); }
+
 CrossEntropyKernel cross_entropy_kernel_for(int64_t N, int64_t V, const bf16* logits,
                                             const float* logits_f32) {
+  if (!cluster_allowed.load()) return CrossEntropyKernel::kRowwise;
   const int64_t blocks = (V + kVecsPerBlock * 8 - 1) / (kVecsPerBlock * 8);
   const bool fits = V > 0 && V % 8 == 0 && V <= kClusterMaxVocab && N * blocks <= INT32_MAX;
   const bool aligned = aligned16(logits) && (!logits_f32 || aligned16(logits_f32));

@@ -226,8 +226,28 @@ std::vector<int32_t> some_targets(int64_t N, int64_t V, uint64_t seed) {
   return tgt;
 }
 
+// The cluster kernel is opt-in until it is timed (cross_entropy.h): these
+// tests allow it for their scope, and the launcher's default stays rowwise.
+struct ClusterCrossEntropyAllowed {
+  const bool before = cuda::cluster_cross_entropy_allowed();
+  ClusterCrossEntropyAllowed() { cuda::allow_cluster_cross_entropy(true); }
+  ~ClusterCrossEntropyAllowed() { cuda::allow_cluster_cross_entropy(before); }
+};
+
+TEST(CudaKernels, CrossEntropyLauncherKeepsTheRowwiseKernelUnlessTheClusterIsAllowed) {
+  REQUIRE_GPU();
+  using K = cuda::CrossEntropyKernel;
+  const auto logits = randn_bf16(2 * 128256, 3, 1.0f);
+  const auto tgt = some_targets(2, 128256, 4);
+  ASSERT_FALSE(cuda::cluster_cross_entropy_allowed());
+  run_cross_entropy(logits, tgt, 2, 128256, 1e-2f, K::kRowwise);
+  ClusterCrossEntropyAllowed allow;
+  run_cross_entropy(logits, tgt, 2, 128256, 1e-2f, K::kCluster);
+}
+
 TEST(CudaKernels, CrossEntropyWithZLoss) {
   REQUIRE_GPU();
+  ClusterCrossEntropyAllowed allow;
   using K = cuda::CrossEntropyKernel;
   // V % 8 != 0 (the rowwise kernel's scalar path); clusters of 1 block (a row
   // shorter than the block's 32768 slots: 1025 vectors, a thread with a single
@@ -256,6 +276,7 @@ TEST(CudaKernels, CrossEntropyWithZLoss) {
 
 TEST(CudaKernels, CrossEntropyMisalignedTakesTheRowwiseKernel) {
   REQUIRE_GPU();
+  ClusterCrossEntropyAllowed allow;
   using K = cuda::CrossEntropyKernel;
   const int64_t N = 4, V = 128256;
   const auto logits = randn_bf16(N * V, 15, 3.0f);
@@ -281,6 +302,7 @@ TEST(CudaKernels, CrossEntropyMisalignedTakesTheRowwiseKernel) {
 // misplaced z-gradient (2·z_weight·max·grad_scale) is far outside tolerance.
 TEST(CudaKernels, CrossEntropyTiesGoToTheLowestIndex) {
   REQUIRE_GPU();
+  ClusterCrossEntropyAllowed allow;
   for (int64_t V : {int64_t(2048), int64_t(128256), int64_t(130)}) {  // 1 block, 4 blocks, rowwise
     SCOPED_TRACE(::testing::Message() << "V=" << V);
     const std::vector<std::vector<int64_t>> ties = {
