@@ -319,5 +319,30 @@ TEST(CommitmentAudit, LeafMessagesRoundTripAndRefuseMalformedOnes) {
   EXPECT_THROW(parse_leaf_message(many, "test"), Error);
 }
 
+// The announced norm is the vector's L2 norm (eight running sums, any
+// length, any thread count), and with a residual the norm of their float sum.
+TEST(CommitmentAudit, TheAnnouncedNormIsTheVectorsNorm) {
+  for (size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{1001}, size_t{100'003}}) {
+    std::vector<float> x(n), res(n);
+    for (size_t i = 0; i < n; ++i) {
+      x[i] = static_cast<float>(std::sin(0.37 * double(i)) * (i % 13 == 0 ? 40.0 : 1e-3));
+      res[i] = static_cast<float>(std::cos(0.11 * double(i)) * 1e-3);
+    }
+    long double want = 0, want_res = 0;
+    for (size_t i = 0; i < n; ++i) {
+      want += static_cast<long double>(x[i]) * x[i];
+      const float a = x[i] + res[i];
+      want_res += static_cast<long double>(a) * a;
+    }
+    for (int threads : {1, 3}) {
+      EXPECT_NEAR(announce_contribution(x, threads).norm, std::sqrt(double(want)), 1e-12 * std::sqrt(double(want)))
+          << "n=" << n << " threads=" << threads;
+      EXPECT_NEAR(announce_contribution(x, threads, res).norm, std::sqrt(double(want_res)),
+                  1e-12 * std::sqrt(double(want_res)))
+          << "n=" << n << " threads=" << threads << " with a residual";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace intellect
