@@ -7,6 +7,7 @@
 #include <thread>
 #include <cstring>
 
+#include "dist/commitment.h"
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
 #include "util/error.h"
@@ -158,8 +159,7 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
     // the norm is of the very values the top-k chooses from.
     part_sumsq[p] = sum_squares_f64(x.data() + begin, residual.empty() ? nullptr : residual.data() + begin, end - begin);
     if (commit_bytes)
-      crypto_generichash(part_hash[p].data(), 32, reinterpret_cast<const uint8_t*>(x.data() + begin),
-                       (end - begin) * sizeof(float), nullptr, 0);
+      part_hash[p] = leaf_digest({reinterpret_cast<const uint8_t*>(x.data() + begin), (end - begin) * sizeof(float)});
   };
   const size_t team = std::clamp<size_t>(static_cast<size_t>(threads), 1, kParts);
   std::vector<std::thread> pool;
@@ -176,7 +176,7 @@ Announcement announce_contribution(std::span<const float> x, int threads, std::s
   if (!commit_bytes) return a;
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
-  static const char label[] = "intellect pseudo-gradient commitment v1";
+  static const char label[] = "intellect pseudo-gradient commitment v2 (sha-256 parts)";
   crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(label), sizeof label);
   const uint64_t n = x.size();
   uint8_t len[8];

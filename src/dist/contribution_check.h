@@ -102,8 +102,9 @@ class SourceNormCheck {
 };
 
 // What a node announces of its pseudo-gradient before a ring forms: its L2
-// norm, and a BLAKE2b-256 commitment to its bytes (over 16 fixed parts, so
-// `threads` changes the speed, never the result). With sparse compression
+// norm, and a commitment to its bytes: the BLAKE2b-256 of the SHA-256 of
+// 16 fixed parts (leaf_digest: the hash a core runs fastest), so `threads`
+// changes the speed, never the result. With sparse compression
 // the norm is of x + residual (the error-feedback buffer added before the
 // top-k; empty: none), the commitment of x alone. Dense rounds commit to
 // their encoded chunks instead (commitment.h): commit_bytes = false skips
