@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     intellect::RoundEncoder enc(n);
     enc.add_carried(c);
-    const std::vector<uint8_t> blob = enc.finish();
+    const intellect::ByteBuffer blob = enc.finish();
     std::vector<float> got(n, 1.0f);
     intellect::decode_round(blob, got, "fuzz round");
     if (!valid) std::abort();  // a scale validate() refused got through

@@ -88,7 +88,8 @@ TEST_F(Swarm, ThreeNodesAgreeAtEveryOuterStepAndLearn) {
     EXPECT_GE(o["outer_blocked_s"].get<double>(), o["allreduce_s"].get<double>());
     // Each part of the outer step, timed (issue 15: find the slow parts first).
     for (const char* part : {"download_s", "pseudo_gradient_s", "check_s", "publish_s", "nesterov_s", "upload_s",
-                             "ring_encode_s", "ring_recv_wait_s", "ring_decode_s", "ring_send_s"})
+                             "ring_encode_s", "ring_recv_wait_s", "ring_decode_s", "ring_send_s", "commit_s",
+                             "round_kept_s"})
       EXPECT_GE(o["parts"][part].get<double>(), 0.0) << part;
     EXPECT_GT(o["bytes_sent"].get<uint64_t>(), 0u);
     for (int i = 1; i < 3; ++i) EXPECT_EQ(int8.metrics[i][s]["outer"]["hash"], o["hash"]) << "step " << s + 1;

@@ -552,6 +552,11 @@ OuterSync::Round OuterSync::run_round(int64_t k, const std::string& data_positio
     r.parts["ring_recv_wait_s"] = r.rs.recv_wait_s;
     r.parts["ring_decode_s"] = r.rs.decode_s;
     r.parts["ring_send_s"] = r.rs.send_s;
+    // Outside the ring's seconds, inside the outer step's: the commitment
+    // announced before it, and the round gathered for joiners after it
+    // (0 when the ring wrote it in place).
+    r.parts["commit_s"] = r.rs.commit_s;
+    r.parts["round_kept_s"] = r.rs.keep_s;
   }
   return r;
 }
