@@ -340,6 +340,18 @@ TEST(CommitmentAudit, TheAnnouncedNormIsTheVectorsNorm) {
       EXPECT_NEAR(announce_contribution(x, threads, res).norm, std::sqrt(double(want_res)),
                   1e-12 * std::sqrt(double(want_res)))
           << "n=" << n << " threads=" << threads << " with a residual";
+      // A dense node's norm comes from its commitment's pass, leaf by leaf:
+      // the same sum, and the same bits whatever the thread count.
+      CommitLayout l;
+      l.compression = Compression::Int8;
+      l.block = 256;
+      l.chunk = 1000;
+      l.lanes = 2;
+      double ss = -1.0, ss1 = -1.0;
+      (void)commit_leaves(x, l, threads, &ss);
+      (void)commit_leaves(x, l, 1, &ss1);
+      EXPECT_NEAR(ss, double(want), 1e-12 * double(want)) << "n=" << n << " threads=" << threads;
+      EXPECT_EQ(ss, ss1) << "n=" << n;
     }
   }
 }

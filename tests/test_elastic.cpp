@@ -155,35 +155,47 @@ TEST_F(Elastic, NodeJoiningMidRunStreamsTheStateAndAgreesFromThen) {
 // emulated slow enough that the download takes seconds, a joiner takes part
 // of the snapshot's shared half (outer parameters and momentum) from the node
 // that is not its donor, and agrees with everyone from its first ring on.
+// A further donor helps only while it is still at the donor's outer step,
+// and a round of this tiny model takes about 0.3 s: on a loaded machine the
+// node the Welcome named has sometimes moved on before the joiner asks, and
+// rightly refuses (the log says so, and the donor sends everything). So up
+// to three runs, each checked in full; in at least one the further donor
+// must have sent chunks.
 TEST_F(Elastic, AJoinerTakesPartOfTheSharedStateFromAFurtherDonor) {
-  TestRun run("elastic_stripes");
-  const std::string& root = run.root;
-  // 1.2 MB of state at 4 Mbit/s: about 2.4 s, for the joiner's downlink too.
-  const JoinRun jr = run_two_then_a_joiner(run, "", 50, {"mesh.state_chunk_kib=64", "mesh.emulate_link_mbit=4"});
-  ASSERT_TRUE(jr.got_going) << "the first two nodes did not get going";
-  const std::vector<test::CommandResult>& results = jr.results;
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
-  EXPECT_EQ(jr.disagreed_steps, 0);
-  const auto j = read_metrics(root + "/joiner/metrics.jsonl");
-  ASSERT_FALSE(j.empty());
-  ASSERT_TRUE(j.front().contains("joined")) << j.front().dump();
-  const auto& joined = j.front()["joined"];
-  EXPECT_GT(joined["chunks"].get<int64_t>(), 10) << "the state was cut into 64 KiB chunks";
-  EXPECT_GE(joined["chunks_from_further_donors"].get<int64_t>(), 1) << results[2].output;
-  EXPECT_LT(joined["chunks_from_further_donors"].get<int64_t>(), joined["chunks"].get<int64_t>() / 2 + 1)
-      << "only the shared half can come from a further donor";
-  EXPECT_NE(results[2].output.find("further donor"), std::string::npos) << "the log says where the state came from";
-  const auto a = read_metrics(root + "/node-0/metrics.jsonl");
-  std::map<int64_t, std::string> hash_a;
-  for (const auto& l : a)
-    if (l.contains("outer")) hash_a[l["outer"]["outer_step"].get<int64_t>()] = l["outer"]["hash"];
-  int compared = 0;
-  for (const auto& l : j)
-    if (l.contains("outer")) {
-      EXPECT_EQ(l["outer"]["hash"], hash_a[l["outer"]["outer_step"].get<int64_t>()]);
-      ++compared;
-    }
-  EXPECT_GE(compared, 2) << "the joiner took part in outer steps after it joined";
+  int64_t helped = 0;
+  for (int attempt = 0; attempt < 3 && helped == 0; ++attempt) {
+    SCOPED_TRACE(::testing::Message() << "attempt " << attempt + 1);
+    TestRun run("elastic_stripes_" + std::to_string(attempt));
+    const std::string& root = run.root;
+    // 1.2 MB of state at 4 Mbit/s: about 2.4 s, for the joiner's downlink
+    // too, and its catch-up after: 150 steps (30 rounds) leave it rounds to
+    // take part in (at 50 it once joined at the last one).
+    const JoinRun jr = run_two_then_a_joiner(run, "", 150, {"mesh.state_chunk_kib=64", "mesh.emulate_link_mbit=4"});
+    ASSERT_TRUE(jr.got_going) << "the first two nodes did not get going";
+    const std::vector<test::CommandResult>& results = jr.results;
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(results[i].status, 0) << results[i].output;
+    EXPECT_EQ(jr.disagreed_steps, 0);
+    const auto j = read_metrics(root + "/joiner/metrics.jsonl");
+    ASSERT_FALSE(j.empty());
+    ASSERT_TRUE(j.front().contains("joined")) << j.front().dump();
+    const auto& joined = j.front()["joined"];
+    EXPECT_GT(joined["chunks"].get<int64_t>(), 10) << "the state was cut into 64 KiB chunks";
+    helped = joined["chunks_from_further_donors"].get<int64_t>();
+    EXPECT_LT(helped, joined["chunks"].get<int64_t>() / 2 + 1) << "only the shared half can come from a further donor";
+    EXPECT_NE(results[2].output.find("further donor"), std::string::npos) << "the log says where the state came from";
+    const auto a = read_metrics(root + "/node-0/metrics.jsonl");
+    std::map<int64_t, std::string> hash_a;
+    for (const auto& l : a)
+      if (l.contains("outer")) hash_a[l["outer"]["outer_step"].get<int64_t>()] = l["outer"]["hash"];
+    int compared = 0;
+    for (const auto& l : j)
+      if (l.contains("outer")) {
+        EXPECT_EQ(l["outer"]["hash"], hash_a[l["outer"]["outer_step"].get<int64_t>()]);
+        ++compared;
+      }
+    EXPECT_GE(compared, 2) << "the joiner took part in outer steps after it joined";
+  }
+  EXPECT_GE(helped, 1) << "in three runs the further donor never sent a chunk";
 }
 
 // Every node holding the run's newest state dies at once (kill -9 of both),

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/contribution_check.h"
 #include "dist/ring_evidence.h"
 #include "dist/shard_plan.h"
 #include "util/error.h"
@@ -86,7 +87,7 @@ size_t aligned_segment_begin(size_t S, size_t N, size_t chunk, size_t s) {
   return std::min(S, chunk * (leaves * s / N));
 }
 
-LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads) {
+LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads, double* sum_squares) {
   if (layout.chunk == 0 || layout.chunk > UINT32_MAX || layout.lanes < 1)
     fail("commit_leaves: a chunk of ", layout.chunk, " values over ", layout.lanes, " lanes");
   LeafCommitment c;
@@ -106,6 +107,7 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
     for (size_t i = 0; i < n; ++i)
       all.push_back({k, lanes[k].begin + i * layout.chunk, std::min(layout.chunk, lanes[k].size() - i * layout.chunk)});
   }
+  std::vector<double> leaf_ss(sum_squares ? all.size() : 0);
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
   std::string error;
@@ -119,6 +121,7 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
         enc.resize(codec->encoded_bytes(l.count));
         codec->encode(x.data() + l.begin, l.count, enc.data(), "the pseudo-gradient");
         c.leaves[l.lane][(l.begin - lanes[l.lane].begin) / layout.chunk] = leaf_digest(enc);
+        if (sum_squares) leaf_ss[j] = sum_squares_f64(x.data() + l.begin, nullptr, l.count);
       }
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(error_mu);
@@ -131,6 +134,10 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
   work();
   for (auto& th : pool) th.join();
   if (failed) fail("committing to the pseudo-gradient: ", error);
+  if (sum_squares) {
+    *sum_squares = 0.0;
+    for (double v : leaf_ss) *sum_squares += v;
+  }
   for (size_t k = 0; k < lanes.size(); ++k) c.lane_roots.push_back(lane_root(lanes[k].size(), c.leaves[k]));
   c.root = commitment_root(c.total_elems, layout, c.lane_roots);
   return c;

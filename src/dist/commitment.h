@@ -58,7 +58,12 @@ struct LeafCommitment {
   Digest root{};
 };
 
-LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads);
+// `sum_squares` (when given) receives Σ x², summed leaf by leaf in leaf
+// order (the same bits for any thread count) while each leaf is still in
+// cache from its encoding: a dense node's announced norm without a second
+// pass over the vector.
+LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads,
+                             double* sum_squares = nullptr);
 Digest leaf_digest(std::span<const uint8_t> encoded);
 Digest lane_root(uint64_t lane_elems, std::span<const Digest> leaves);
 Digest commitment_root(uint64_t total_elems, const CommitLayout& layout, std::span<const Digest> lane_roots);

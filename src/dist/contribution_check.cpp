@@ -118,8 +118,6 @@ double fp32_sum_squares(const uint8_t* payload, size_t count) {
   return s;
 }
 
-namespace {
-
 // Σ v², v = x[i] (+ residual[i], added in float as the sparse encoder adds
 // them), in double. Eight running sums, not one: a single accumulator is a
 // chain of dependent adds, which made this pass 5.8% of a loopback round's
@@ -143,8 +141,6 @@ double sum_squares_f64(const float* x, const float* residual, size_t n) {
   for (double a : acc) s += a;
   return s;
 }
-
-}  // namespace
 
 Announcement announce_contribution(std::span<const float> x, int threads, std::span<const float> residual,
                                    bool commit_bytes) {

@@ -71,6 +71,9 @@ class ContributionCheck {
 };
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);
+// Σ (x[i] + residual[i])² in double (residual may be null), on eight
+// running sums: the announced norm's sum.
+double sum_squares_f64(const float* x, const float* residual, size_t n);
 
 // The sparse all-gather's check (sparse_allgather.h): there contributions
 // travel the ring unchanged, each message one chunk of one source's, so

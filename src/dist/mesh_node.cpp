@@ -1,5 +1,7 @@
 #include "dist/mesh_node.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -135,17 +137,22 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
     // commitment (an encode and a BLAKE2b pass over all of it) as slow as
     // the ring itself.
     const int threads = lane_codec_threads(opt_.codec_threads, 1);
-    const Announcement an = announce_contribution(input, threads, residual, !dense);
-    ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
-    ready.commitment = an.commitment;
     if (dense && !input.empty()) {
+      // The norm comes from the commitment's pass (each leaf still in cache
+      // from its encoding), not from a pass of its own.
       const CommitLayout layout = dense_commit_layout(ring_options_, input.size());
-      commitment_ = commit_leaves(input, layout, threads);
+      double ss = 0.0;
+      commitment_ = commit_leaves(input, layout, threads, &ss);
+      ready.norm = static_cast<float>(std::sqrt(ss) * opt_.attack_announce);
       ready.commitment = commitment_.root;
       // intellect_chaos --byzantine: announces a commitment to its honest
       // pseudo-gradient, then reveals (and sends) the leaves of another.
       if (opt_.attack_commit_unscaled) ready.commitment = commit_leaves(honest, layout, threads).root;
       ring_->set_commitment(&commitment_);
+    } else {
+      const Announcement an = announce_contribution(input, threads, residual, !dense);
+      ready.norm = static_cast<float>(an.norm * opt_.attack_announce);
+      ready.commitment = an.commitment;
     }
   }
   return ready;
