@@ -17,8 +17,12 @@ common=(--config configs/10b.json --set train.batch_size=1 --set train.micro_bat
 echo "=== bench4, no kernel table ($(date -u +%T))"
 timeout 100 devbin/bench_step "${common[@]}" --steps 10 --warmup 3 --no-kernels > $OUT/bench4.log 2>&1; echo "exit $?"
 grep -E "ms/step|MFU|tokens/s" $OUT/bench4.log | head -4
+echo "=== bench4, no kernel table, the step's loss on the cluster kernel ($(date -u +%T))"
+timeout 100 devbin/bench_step "${common[@]}" --steps 10 --warmup 3 --no-kernels --ce-cluster > $OUT/bench4-ce-cluster.log 2>&1
+echo "exit $?"; grep -E "ms/step|MFU|tokens/s" $OUT/bench4-ce-cluster.log | head -4
 echo "=== bench4, kernel table, line-buffered ($(date -u +%T))"
 timeout 240 stdbuf -oL -eL devbin/bench_step "${common[@]}" --steps 3 --warmup 1 2>&1 \
   | while IFS= read -r l; do echo "$(date -u +%T) $l"; done > $OUT/bench4-kernels.log; echo "exit ${PIPESTATUS[0]}"
 grep -E "ms/step|cross-entropy|lm_head" $OUT/bench4-kernels.log | head; tail -4 $OUT/bench4-kernels.log
+bash docs/device-logs/2026-12-04-twelfth-ce.sh sanitize
 echo "=== end ($(date -u +%T))"
