@@ -1,8 +1,7 @@
 #include "dist/mesh_node.h"
 
-#include <cmath>
-
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <type_traits>
@@ -134,8 +133,8 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
     const bool dense = opt_.compression != Compression::Sparse;
     // The node's whole codec budget: nothing else runs while it commits (the
     // ring waits for every member's Ready), and one thread per ring made the
-    // commitment (an encode and a BLAKE2b pass over all of it) as slow as
-    // the ring itself.
+    // commitment (an encode and a hash pass over all of it) as slow as the
+    // ring itself.
     const int threads = lane_codec_threads(opt_.codec_threads, 1);
     if (dense && !input.empty()) {
       // The norm comes from the commitment's pass (each leaf still in cache

@@ -20,10 +20,7 @@ class TransportRingLink final : public RingLink {
   TransportRingLink(Transport& t, ConnId next, ConnId prev) : t_(t), next_(next), prev_(prev) {}
 
   void send_to_next(std::span<const uint8_t> msg, RingClock::time_point deadline) override {
-    Frame f;
-    f.type = FrameType::data;
-    f.payload.assign(msg.begin(), msg.end());
-    t_.send(next_, std::move(f), deadline);
+    send_owned_to_next(std::vector<uint8_t>(msg.begin(), msg.end()), deadline);
   }
   // The ring's messages are built for the wire: the frame takes the buffer
   // (a copy of every byte sent, and its fresh pages, otherwise).
@@ -339,8 +336,8 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   std::vector<std::vector<RingCarried>> carried(K);
   // A lossy dense ring writes the round it carries straight into place
   // (PlannedRound); sparse and fp32 rounds are assembled after the ring.
-  const bool lossy_dense = opt_.compression == Compression::Int8 || opt_.compression == Compression::Int4 ||
-                           opt_.compression == Compression::Int2;
+  const bool lossy_dense =
+      opt_.compression != Compression::None && is_ring_codec_byte(static_cast<uint8_t>(opt_.compression));
   std::optional<PlannedRound> planned;
   // Wall time of all lanes together: lanes start a little apart, so the
   // slowest lane's own time would understate the round.

@@ -26,14 +26,20 @@ constexpr uint32_t kMaxWorld = 1u << 16;  // contributions in a sparse piece
 constexpr size_t kHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4 + 4;
 constexpr size_t kPieceHeaderBytes = 1 + 3 + 4 + 8;
 
-void piece_header(ByteBuffer& out, uint8_t kind, uint32_t block, uint64_t count) {
+void write_piece_header(uint8_t* at, uint8_t kind, uint32_t block, uint64_t count) {
   ByteWriter w(kPieceHeaderBytes);
   w.u8(kind);
   w.u8(0);
   w.u16(0);
   w.u32(block);
   w.u64(count);
-  out.insert(out.end(), w.data().begin(), w.data().end());
+  std::memcpy(at, w.data().data(), kPieceHeaderBytes);
+}
+
+void piece_header(ByteBuffer& out, uint8_t kind, uint32_t block, uint64_t count) {
+  const size_t at = out.size();
+  out.resize(at + kPieceHeaderBytes);
+  write_piece_header(out.data() + at, kind, block, count);
 }
 
 void round_header(uint8_t* at, uint64_t total, uint32_t pieces) {
@@ -78,15 +84,9 @@ PlannedRound::PlannedRound(size_t total_values, std::span<const Piece> pieces) {
   if (covered != total_values) fail("planned round: the pieces cover ", covered, " of ", total_values, " values");
   bytes_.resize(size);
   round_header(bytes_.data(), total_values, static_cast<uint32_t>(pieces.size()));
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    ByteWriter w(kPieceHeaderBytes);
-    w.u8(dense_kind(pieces[i].compression));
-    w.u8(0);
-    w.u16(0);
-    w.u32(static_cast<uint32_t>(pieces[i].block));
-    w.u64(pieces[i].count);
-    std::memcpy(bytes_.data() + payload_at_[i] - kPieceHeaderBytes, w.data().data(), kPieceHeaderBytes);
-  }
+  for (size_t i = 0; i < pieces.size(); ++i)
+    write_piece_header(bytes_.data() + payload_at_[i] - kPieceHeaderBytes, dense_kind(pieces[i].compression),
+                       static_cast<uint32_t>(pieces[i].block), pieces[i].count);
 }
 
 void RoundEncoder::add_fp32(std::span<const float> values) {
@@ -121,7 +121,7 @@ void RoundEncoder::add_carried(const RingCarried& c) {
   if (c.compression == Compression::Int4 || c.compression == Compression::Int2) {
     if (c.encoded.size() != codec_encoded_bytes(c.compression, c.count, c.block))
       fail("round encoder: ", c.encoded.size(), " bytes for ", c.count, " ", compression_name(c.compression), " values");
-    piece_header(body_, c.compression == Compression::Int4 ? kInt4 : kInt2, static_cast<uint32_t>(c.block), c.count);
+    piece_header(body_, dense_kind(c.compression), static_cast<uint32_t>(c.block), c.count);
   } else if (c.compression == Compression::Sparse) {
     if (c.world == 0 || c.world > kMaxWorld || c.encoded.size() != c.world * sparse_encoded_bytes(c.count, c.block, c.k))
       fail("round encoder: ", c.encoded.size(), " bytes for ", c.world, " sparse contributions of ", c.count, " values");

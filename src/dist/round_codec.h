@@ -54,8 +54,8 @@ class RoundEncoder {
 };
 
 // A dense ring's round, whose pieces are known before their bytes (every
-// chunk's codec, count and block follows from the ring's cut: ring_cut,
-// ring_allreduce.h). The buffer is allocated once, unzeroed, with the round's
+// chunk's codec, count and block follows from the ring's cut:
+// ring_chunk_counts, ring_allreduce.h). The buffer is allocated once, unzeroed, with the round's
 // and every piece's header written here; each chunk's encoding is then
 // copied straight into place by the codec thread that carried it. So the
 // round is never assembled after the ring (a serial copy of the whole round,
