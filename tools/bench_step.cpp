@@ -2,10 +2,10 @@
 // on the GPU with CUDA events, after warm-up, and prints tokens/s, achieved
 // TFLOP/s and MFU; then each kernel alone at the same shapes against its floor.
 //   bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels]
-//              [--doc-len MEAN] [--ce-cluster]
-// --ce-cluster lets the training step's loss use the cluster cross-entropy
-// kernel (kernels/cross_entropy.h: not yet the default); the kernel table
-// times both kernels either way.
+//              [--doc-len MEAN] [--ce-rowwise]
+// --ce-rowwise times the training step on the rowwise cross-entropy kernel
+// instead of the cluster kernel (the default, kernels/cross_entropy.h); the
+// kernel table times both kernels either way.
 // --doc-len MEAN packs documents of lengths drawn around MEAN (exponentially
 // distributed, as web text roughly is: many short, a long tail) into the rows
 // and times the step and attention masked per document as well as causal per
@@ -197,7 +197,7 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
   bf16* logits = dalloc<bf16>(chunk * V);
   fill_random_bf16(logits, chunk * V, 6, 2.0f);
   float *ce = dalloc<float>(N), *zz = dalloc<float>(N);
-  // The cluster kernel (allowed here whatever --ce-cluster says: the table
+  // The cluster kernel (allowed here whatever --ce-rowwise says: the table
   // times both), then the rowwise kernel on the same logits: the before/after
   // in one run. Both floors are the 4 bytes a logit of one read and one write.
   const bool was_allowed = cuda::cluster_cross_entropy_allowed();
@@ -399,12 +399,12 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoi(value().c_str());
     else if (a == "--warmup") warmup = std::atoi(value().c_str());
     else if (a == "--no-kernels") kernels = false;
-    else if (a == "--ce-cluster") cuda::allow_cluster_cross_entropy(true);  // the training step's loss too
+    else if (a == "--ce-rowwise") cuda::allow_cluster_cross_entropy(false);  // the training step's loss too
     else if (a == "--doc-len") doc_len = std::atof(value().c_str());
     else {
       std::fprintf(stderr,
                    "usage: bench_step [--config FILE] [--set k=v]... [--steps N] [--warmup N] [--no-kernels] "
-                   "[--doc-len MEAN] [--ce-cluster]\n");
+                   "[--doc-len MEAN] [--ce-rowwise]\n");
       return 2;
     }
     if (a == "--doc-len" && !(doc_len >= 1)) {

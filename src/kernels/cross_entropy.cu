@@ -356,7 +356,7 @@ void cross_entropy_forward_backward_rowwise(bf16* logits, float* row_ce, float* 
 }
 
 namespace {
-std::atomic<bool> cluster_allowed{false};
+std::atomic<bool> cluster_allowed{true};
 }  // namespace
 
 void allow_cluster_cross_entropy(bool allowed) { cluster_allowed.store(allowed); }

@@ -226,23 +226,24 @@ std::vector<int32_t> some_targets(int64_t N, int64_t V, uint64_t seed) {
   return tgt;
 }
 
-// The cluster kernel is opt-in until it is timed (cross_entropy.h): these
-// tests allow it for their scope, and the launcher's default stays rowwise.
+// The cluster kernel is the launcher's default (cross_entropy.h); these
+// tests make sure of it for their scope, whatever an earlier test left.
 struct ClusterCrossEntropyAllowed {
   const bool before = cuda::cluster_cross_entropy_allowed();
   ClusterCrossEntropyAllowed() { cuda::allow_cluster_cross_entropy(true); }
   ~ClusterCrossEntropyAllowed() { cuda::allow_cluster_cross_entropy(before); }
 };
 
-TEST(CudaKernels, CrossEntropyLauncherKeepsTheRowwiseKernelUnlessTheClusterIsAllowed) {
+TEST(CudaKernels, CrossEntropyLauncherTakesTheClusterKernelUnlessDisallowed) {
   REQUIRE_GPU();
   using K = cuda::CrossEntropyKernel;
   const auto logits = randn_bf16(2 * 128256, 3, 1.0f);
   const auto tgt = some_targets(2, 128256, 4);
-  ASSERT_FALSE(cuda::cluster_cross_entropy_allowed());
-  run_cross_entropy(logits, tgt, 2, 128256, 1e-2f, K::kRowwise);
-  ClusterCrossEntropyAllowed allow;
+  ASSERT_TRUE(cuda::cluster_cross_entropy_allowed());
   run_cross_entropy(logits, tgt, 2, 128256, 1e-2f, K::kCluster);
+  cuda::allow_cluster_cross_entropy(false);
+  run_cross_entropy(logits, tgt, 2, 128256, 1e-2f, K::kRowwise);
+  cuda::allow_cluster_cross_entropy(true);
 }
 
 TEST(CudaKernels, CrossEntropyWithZLoss) {
