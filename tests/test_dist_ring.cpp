@@ -735,6 +735,84 @@ TEST(DistDiloco, FusedBoundaryPassesEqualTheSeparateCalls) {
   EXPECT_EQ(g, c.params());
 }
 
+// A rotation's outer step (StepMask): the moving blocks step exactly as an
+// unmasked step would; the others keep parameters and momentum (Nesterov does
+// not coast on a block nobody averaged), and new_params_out gets their
+// parameters as they are. With momentum 0 and lr 1 (blocks4's and blocks2's
+// default) the mask changes no bit against a step with zeros there.
+TEST(DistDiloco, AMaskedOuterStepMovesOnlyItsBlocks) {
+  const size_t block = 4096, n = 5 * block + 77;  // the last block shorter
+  const std::vector<uint8_t> moves = {1, 0, 0, 1, 0, 1};
+  const StepMask mask{moves, block};
+  auto moved = [&](size_t i) { return moves[i / block] != 0; };
+  const std::vector<float> p0 = pseudo_grad(n, 51, 1.0), g0 = pseudo_grad(n, 52), g = pseudo_grad(n, 53);
+  std::vector<float> g_zeroed = g;
+  for (size_t i = 0; i < n; ++i)
+    if (!moved(i)) g_zeroed[i] = 0.0f;
+  {
+    SCOPED_TRACE("Nesterov, lr 0.7, momentum 0.9");
+    OuterOptimizer full(n, 0.7, 0.9, true), masked(n, 0.7, 0.9, true);
+    full.init(p0.data());
+    masked.init(p0.data());
+    full.step(g0.data(), nullptr);  // some momentum everywhere
+    masked.step(g0.data(), nullptr);
+    const std::vector<float> p1 = masked.params(), v1 = masked.momentum();
+    std::vector<float> out_full(n), out_masked(n, -1.0f);
+    full.apply(g.data(), out_full.data());
+    masked.apply(g.data(), out_masked.data(), &mask);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (moved(i)) {
+        ASSERT_EQ(masked.params()[i], full.params()[i]) << i;
+        ASSERT_EQ(masked.momentum()[i], full.momentum()[i]) << i;
+        ASSERT_EQ(out_masked[i], out_full[i]) << i;
+      } else {
+        ASSERT_EQ(masked.params()[i], p1[i]) << i;
+        ASSERT_EQ(masked.momentum()[i], v1[i]) << i;
+        ASSERT_EQ(out_masked[i], p1[i]) << i;
+        differ += full.params()[i] != p1[i];  // unmasked, momentum moved them
+      }
+    }
+    EXPECT_GT(differ, n / 4);
+    EXPECT_EQ(masked.steps_taken(), 2);
+
+    // The fused boundary pass with the same mask: every value's start from the
+    // state before, the step on the moving blocks alone.
+    OuterOptimizer fused(n, 0.7, 0.9, true), apart(n, 0.7, 0.9, true);
+    fused.init(p0.data());
+    apart.init(p0.data());
+    fused.step(g0.data(), nullptr);
+    apart.step(g0.data(), nullptr);
+    const std::vector<float> delta_prev = pseudo_grad(n, 54);
+    std::vector<float> start_apart(n);
+    for (size_t i = 0; i < n; ++i) start_apart[i] = apart.params()[i] - delta_prev[i];
+    apart.apply(g.data(), nullptr, &mask);
+    std::vector<float> start_fused = delta_prev;
+    fused.apply_after_start(g.data(), start_fused.data(), start_fused.data(), false, 1.0f, nullptr, &mask);
+    EXPECT_EQ(start_fused, start_apart);
+    EXPECT_EQ(fused.params(), apart.params());
+    EXPECT_EQ(fused.momentum(), apart.momentum());
+  }
+  {
+    SCOPED_TRACE("plain averaging: lr 1, momentum 0");
+    OuterOptimizer zeroed(n, 1.0, 0.0, false), masked(n, 1.0, 0.0, false);
+    zeroed.init(p0.data());
+    masked.init(p0.data());
+    zeroed.apply(g_zeroed.data(), nullptr);
+    masked.apply(g.data(), nullptr, &mask);
+    EXPECT_EQ(masked.params(), zeroed.params());
+    EXPECT_EQ(masked.momentum(), zeroed.momentum());
+  }
+  {
+    SCOPED_TRACE("a mask that does not fit the vector");
+    OuterOptimizer o(n, 0.7, 0.9, true);
+    o.init(p0.data());
+    const std::vector<uint8_t> short_moves(5, 1);
+    const StepMask wrong{short_moves, block};
+    EXPECT_THROW(o.apply(g.data(), nullptr, &wrong), Error);
+  }
+}
+
 // The fitted eager stand-in: start(scale·δ) is the step scale·δ would give
 // (scale 1: the step itself, bit for bit); the fit in the fused pass
 // changes none of its results, equals ⟨g, δ⟩ / ⟨δ, δ⟩ (clamped to [0, 1];

@@ -33,6 +33,12 @@ void BlockSelection::gather(std::span<const float> a, std::span<const float> b, 
   }
 }
 
+std::vector<uint8_t> BlockSelection::chosen() const {
+  std::vector<uint8_t> c(n == 0 ? 0 : (n + block - 1) / block, 0);
+  for (uint32_t b : blocks) c[b] = 1;
+  return c;
+}
+
 void BlockSelection::scatter(std::span<const float> compact, std::span<float> full) const {
   INTELLECT_CHECK(full.size() == n && compact.size() == values);
   std::vector<uint8_t> chosen(n == 0 ? 0 : (n + block - 1) / block, 0);

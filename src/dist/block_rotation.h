@@ -58,6 +58,8 @@ struct BlockSelection {
   void gather(std::span<const float> a, std::span<const float> b, std::span<float> compact) const;
   // full = compact on the selected blocks, 0 everywhere else.
   void scatter(std::span<const float> compact, std::span<float> full) const;
+  // Per block of the whole vector: 1 when selected (an outer step's StepMask, diloco.h).
+  std::vector<uint8_t> chosen() const;
 };
 
 class BlockRotation {

@@ -107,19 +107,40 @@ struct StepMath {
 };
 }  // namespace
 
-void OuterOptimizer::apply(const float* g, float* new_params_out) {
+void OuterOptimizer::check_mask(const StepMask& mask) const {
+  if (mask.block == 0 || mask.moves.size() != (n_ + mask.block - 1) / mask.block)
+    fail("outer step: a block mask of ", mask.moves.size(), " blocks of ", mask.block, " values for ", n_,
+         " parameters (internal error)");
+}
+
+void OuterOptimizer::apply(const float* g, float* new_params_out, const StepMask* mask) {
   require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
   const StepMath m{lr_, mu_, nesterov_};
-#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
-  for (size_t i = 0; i < n_; ++i) {
+  auto one = [&](size_t i) {
     const float gi = g[i];
     const float vi = m.momentum(v[i], gi);
     v[i] = vi;
     const float pi = m.param(p[i], gi, vi);
     p[i] = pi;
     if (new_params_out) new_params_out[i] = pi;  // in the same pass (it may alias g: g[i] was read)
+  };
+  if (!mask) {
+#pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
+    for (size_t i = 0; i < n_; ++i) one(i);
+  } else {
+    check_mask(*mask);
+    const int64_t blocks = static_cast<int64_t>(mask->moves.size());
+#pragma omp parallel for schedule(static) if (n_ > (1u << 16))
+    for (int64_t b = 0; b < blocks; ++b) {
+      const size_t lo = static_cast<size_t>(b) * mask->block, hi = std::min(n_, lo + mask->block);
+      if (mask->moves[static_cast<size_t>(b)]) {
+        for (size_t i = lo; i < hi; ++i) one(i);
+      } else if (new_params_out) {
+        std::copy(p + lo, p + hi, new_params_out + lo);
+      }
+    }
   }
   ++steps_;
 }
@@ -141,7 +162,7 @@ float OuterOptimizer::StandinFit::scale() const {
 }
 
 void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted,
-                                       float scale, StandinFit* fit) {
+                                       float scale, StandinFit* fit, const StepMask* mask) {
   require_init("step");
   float* p = outer_.data();
   float* v = momentum_.data();
@@ -154,7 +175,20 @@ void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, 
     v[i] = vn;
     p[i] = m.param(pi, gi, vn);
   };
-  if (!fit) {
+  if (mask) {
+    if (fit) fail("outer step: a block mask with a fitted stand-in (internal error: rotations run without overlap)");
+    check_mask(*mask);
+    const int64_t blocks = static_cast<int64_t>(mask->moves.size());
+#pragma omp parallel for schedule(static) if (n_ > (1u << 16))
+    for (int64_t b = 0; b < blocks; ++b) {
+      const size_t lo = static_cast<size_t>(b) * mask->block, hi = std::min(n_, lo + mask->block);
+      const bool moves = mask->moves[static_cast<size_t>(b)] != 0;
+      for (size_t i = lo; i < hi; ++i) {
+        if (moves) one(i);
+        else start_out[i] = m.start(p[i], v[i], delta_prev[i], predicted, scale);
+      }
+    }
+  } else if (!fit) {
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
     for (size_t i = 0; i < n_; ++i) one(i);
   } else {

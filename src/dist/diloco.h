@@ -9,9 +9,21 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace intellect {
+
+// Which fixed blocks of the flat vector an outer step moves: a block
+// rotation's round (block_rotation.h) averages only its selected blocks, and
+// the others' outer parameters and momentum wait, unchanged, for their own
+// round. Without it a zero pseudo-gradient would still decay their momentum
+// and move them by it (Nesterov coasting on a block nobody averaged). With
+// momentum 0 the two are the same bits: p − lr·0 = p, v = 0.
+struct StepMask {
+  std::span<const uint8_t> moves;  // per block: nonzero when this step moves it
+  size_t block = 0;                // values per block (the last may be shorter)
+};
 
 class OuterOptimizer {
  public:
@@ -40,7 +52,9 @@ class OuterOptimizer {
   // the refusal of a non-finite value (no state changed), then the update.
   // new_params_out may alias the pseudo-gradient (it is read first).
   void check_finite(const float* averaged_pseudo_gradient) const;
-  void apply(const float* averaged_pseudo_gradient, float* new_params_out);
+  // With a mask, only its moving blocks step; the others keep parameters
+  // and momentum (new_params_out gets their parameters as they are).
+  void apply(const float* averaged_pseudo_gradient, float* new_params_out, const StepMask* mask = nullptr);
   // The outer parameters a step with g would give, without taking it (no
   // state changes; the same arithmetic as apply). out may alias g. DiLoCo
   // with overlap starts a round from the step its own pseudo-gradient
@@ -71,8 +85,10 @@ class OuterOptimizer {
   //    δ_prev against g (its average), in the same pass.
   //  - next_start: δ_out = start − weights, then start_out = start(δ_out).
   //    δ_out may alias `start`, start_out may alias `weights`.
+  //    With a mask (no fit), only its moving blocks step, as apply's; the
+  //    start is computed for every value.
   void apply_after_start(const float* g, const float* delta_prev, float* start_out, bool predicted,
-                         float scale = 1.0f, StandinFit* fit = nullptr);
+                         float scale = 1.0f, StandinFit* fit = nullptr, const StepMask* mask = nullptr);
   void next_start(const float* start, const float* weights, float* delta_out, float* start_out,
                   bool predicted, float scale = 1.0f) const;
 
@@ -88,6 +104,7 @@ class OuterOptimizer {
 
  private:
   void require_init(const char* what) const;
+  void check_mask(const StepMask& mask) const;
   size_t n_;
   float lr_, mu_;
   bool nesterov_;

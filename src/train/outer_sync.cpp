@@ -398,6 +398,16 @@ void OuterSync::decode_round_average(const StateDownload& d, int64_t k) {
   sel.scatter(blocks_out_, params_);
 }
 
+// A rotation's outer step k moves only the blocks round k averaged (StepMask).
+OuterSync::RotationMask OuterSync::rotation_mask(int64_t k) const {
+  RotationMask rm;
+  if (!rotation_) return rm;
+  const BlockSelection sel = rotation_->select(k);
+  rm.moves = sel.chosen();
+  rm.block = sel.block;
+  return rm;
+}
+
 void OuterSync::prepare_blocks(Round& r) {
   if (r.blocks_prepared) return;
   r.blocks = rotation_->select(r.k);
@@ -716,7 +726,8 @@ nlohmann::json OuterSync::step_blocking(int64_t steps_done) {
   if (r.state) {
     apply_run_state(*r.state);  // late, and the run's state was taken afresh
   } else {
-    outer_->apply(params_.data(), params_.data());  // params_ held the average
+    RotationMask rm = rotation_mask(r.k);
+    outer_->apply(params_.data(), params_.data(), rm.get());  // params_ held the average
     // blocks4: the blocks not averaged this round keep this node's progress
     // (all of them when late: its δ was in no average).
     if (rotation_) keep_unsent_progress(r.late ? nullptr : &r.blocks, outer_->params(), pseudo_, params_);
@@ -863,7 +874,9 @@ nlohmann::json OuterSync::land(Round& r, bool exact, nlohmann::json parts) {
     lap("outer_step_s");
   } else {
     // pseudo_ = the local start s of the round in progress, and the step: one pass.
-    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_, standin_scale_);
+    RotationMask rm = rotation_mask(r.k);
+    outer_->apply_after_start(params_.data(), pseudo_.data(), pseudo_.data(), eager_, standin_scale_, nullptr,
+                              rm.get());
     lap("outer_step_s");
     if (exact) {
       params_.assign(outer_->params().begin(), outer_->params().end());

@@ -177,6 +177,18 @@ class OuterSync {
     JoinState js;
   };
   // What one round got: params_ holds the average (unless `state`).
+  // The outer step's block mask under a rotation (none otherwise).
+  struct RotationMask {
+    std::vector<uint8_t> moves;  // empty: no rotation, every value steps
+    size_t block = 0;
+    StepMask mask;
+    const StepMask* get() {  // the span made here, where `moves` now lives
+      if (moves.empty()) return nullptr;
+      mask = StepMask{moves, block};
+      return &mask;
+    }
+  };
+  RotationMask rotation_mask(int64_t k) const;
   struct Round {
     int64_t k = 0;  // the outer step (with `state`: the one the state is of)
     Way way = Way::ring;
