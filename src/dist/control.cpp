@@ -284,237 +284,232 @@ std::vector<uint8_t> encode(const Message& m) {
   return w.take();
 }
 
+namespace {
+
+// One reader per message kind, the mirror of its put() above: every field
+// bounded as it is read, the message refused (naming `from`) otherwise.
+void get(ByteReader& r, Join& m, const std::string& from) {
+  m.name = r.str("name", kMaxName);
+  m.address = r.str("address", kMaxName);
+  m.gpus = r.u32("gpus");
+  if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
+  m.state_address = r.str("state_address", kMaxName);
+  m.held_step = held_field(r, "held_step");
+}
+
+void get(ByteReader& r, Welcome& m, const std::string& from) {
+  m.node_id = r.u64("node_id");
+  m.partition = r.u64("partition");
+  m.epoch = r.u64("epoch");
+  m.outer_step = step_field(r, "outer_step");
+  m.heartbeat_ms = r.u32("heartbeat_ms");
+  m.timeout_ms = r.u32("timeout_ms");
+  m.data_position = r.str("data_position", kMaxJson);
+  m.donor_id = r.u64("donor_id");
+  m.donor_address = r.str("donor_address", kMaxName);
+  m.rewinds = r.u64("rewinds");
+  const uint8_t stripes = r.u8("stripe_donors");
+  if (stripes > kMaxStripeDonors)
+    fail("control message from ", from, ": welcome names ", int{stripes}, " further donors, at most ",
+         kMaxStripeDonors);
+  for (uint8_t i = 0; i < stripes; ++i) {
+    Welcome::Donor d;
+    d.id = r.u64("stripe donor id");
+    d.address = r.str("stripe donor address", kMaxName);
+    if (d.id == 0 || d.id == m.donor_id || d.address.empty())
+      fail("control message from ", from, ": welcome names further donor ", d.id, " at '", d.address,
+           "' (not a node, the donor itself, or no address)");
+    m.stripe_donors.push_back(std::move(d));
+  }
+  if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
+    fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
+         m.timeout_ms, " ms");
+}
+
+void get(ByteReader& r, Heartbeat& m, const std::string& from) {
+  m.node_id = r.u64("node_id");
+  m.held_step = held_field(r, "held_step");
+  if (r.remaining() > 0) m.status = status_block(r, from);
+}
+
+void get(ByteReader& r, Rewound& m, const std::string& /*from*/) {
+  m.outer_step = step_field(r, "outer_step");
+  m.rewinds = r.u64("rewinds");
+}
+
+void get(ByteReader& r, Leave& m, const std::string& /*from*/) {
+  m.node_id = r.u64("node_id");
+  m.reason = r.str("reason", kMaxName);
+}
+
+void get(ByteReader& r, Ready& m, const std::string& from) {
+  m.node_id = r.u64("node_id");
+  m.outer_step = step_field(r, "outer_step");
+  m.data_position = r.str("data_position", kMaxJson);
+  m.link_to = r.u64("link_to");
+  m.link_mbit = r.f32("link_mbit");
+  // Up to 10 Tbit/s; a measurement that is not a rate is refused, not stored.
+  if (!(m.link_mbit >= 0.0f && m.link_mbit <= 1e7f))
+    fail("control message from ", from, ": link_mbit ", m.link_mbit, " is not a link rate");
+  m.norm = r.f32("norm");
+  if (!(m.norm == -1.0f || (m.norm >= 0.0f && std::isfinite(m.norm))))
+    fail("control message from ", from, ": norm ", m.norm, " is neither a norm nor -1 (not announced)");
+  r.bytes("commitment", m.commitment.data(), m.commitment.size());
+}
+
+void get(ByteReader& r, RingAnnounce& m, const std::string& from) {
+  m.outer_step = step_field(r, "outer_step");
+  m.epoch = r.u64("epoch");
+  m.round = r.u64("round");
+  const uint32_t n = r.u32("members");
+  if (n == 0 || n > kMaxRing) fail("control message from ", from, ": a ring of ", n, " nodes");
+  for (uint32_t i = 0; i < n; ++i) {
+    RingMember mem;
+    mem.node_id = r.u64("member node_id");
+    mem.address = r.str("member address", kMaxName);
+    mem.norm = r.f32("member norm");
+    if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
+      fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
+    r.bytes("member commitment", mem.commitment.data(), mem.commitment.size());
+    mem.name = r.str("member name", kMaxName);
+    r.bytes("member key", mem.key.data(), mem.key.size());
+    m.members.push_back(std::move(mem));
+  }
+}
+
+void get(ByteReader& r, RingFailed& m, const std::string& from) {
+  m.node_id = r.u64("node_id");
+  m.outer_step = step_field(r, "outer_step");
+  m.round = r.u64("round");
+  m.reason = r.str("reason", kMaxName);
+  m.unreachable = r.u64("unreachable");
+  m.accused = r.u64("accused");
+  const uint32_t n = r.u32("evidence count");
+  if (n > kMaxEvidenceMessages)
+    fail("control message from ", from, ": ring-failed with ", n, " evidence messages (at most ",
+         kMaxEvidenceMessages, ")");
+  if (n > 0 && m.accused == 0) fail("control message from ", from, ": ring-failed with evidence but nobody accused");
+  size_t total = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t len = r.u32("evidence length");
+    total += len;
+    if (total > kMaxEvidenceBytes)
+      fail("control message from ", from, ": ring-failed with more than ", kMaxEvidenceBytes, " bytes of evidence");
+    const uint8_t* p = r.view("evidence", len);
+    m.evidence.emplace_back(p, p + len);
+  }
+}
+
+void get(ByteReader& r, OuterHash& m, const std::string& /*from*/) {
+  m.node_id = r.u64("node_id");
+  m.outer_step = step_field(r, "outer_step");
+  m.hash = r.u64("hash");
+}
+
+void get(ByteReader& r, RoundDone& m, const std::string& /*from*/) {
+  m.node_id = r.u64("node_id");
+  m.outer_step = step_field(r, "outer_step");
+  m.round = r.u64("round");
+}
+
+void get(ByteReader& r, RoundCommit& m, const std::string& /*from*/) {
+  m.outer_step = step_field(r, "outer_step");
+  m.round = r.u64("round");
+}
+
+void get(ByteReader& r, PeerHello& m, const std::string& from) {
+  m.node_id = r.u64("node_id");
+  m.round = r.u64("round");
+  m.lane = r.u32("lane");
+  if (m.lane >= kMaxRingLanes) fail("control message from ", from, ": ring lane ", m.lane, " is not below ",
+                                     kMaxRingLanes);
+}
+
+void get(ByteReader& r, DonorRequest& m, const std::string& /*from*/) {
+  m.node_id = r.u64("node_id");
+  m.exclude = r.u64("exclude");
+}
+
+void get(ByteReader& r, DonorAssign& m, const std::string& /*from*/) {
+  m.donor_id = r.u64("donor_id");
+  m.donor_address = r.str("donor_address", kMaxName);
+}
+
+void get(ByteReader& r, StatePending& m, const std::string& from) {
+  m.retry_ms = r.u32("retry_ms");
+  if (m.retry_ms == 0 || m.retry_ms > 60000)
+    fail("control message from ", from, ": retry_ms ", m.retry_ms, " is outside [1, 60000]");
+}
+
+void get(ByteReader& r, Rejoin& m, const std::string& /*from*/) {
+  m.node_id = r.u64("node_id");
+  m.name = r.str("name", kMaxName);
+  m.address = r.str("address", kMaxName);
+  m.state_address = r.str("state_address", kMaxName);
+  m.held_step = held_field(r, "held_step");
+}
+
+void get(ByteReader& r, StateRequest& m, const std::string& from) {
+  m.kind = r.u8("kind");
+  if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
+  const uint64_t step = r.u64("outer_step");
+  if (step != UINT64_MAX && step > static_cast<uint64_t>(INT64_MAX))
+    fail("control message from ", from, ": outer_step out of range");
+  m.outer_step = static_cast<int64_t>(step);
+  m.first_chunk = r.u32("first_chunk");
+  r.bytes("digest", m.digest.data(), m.digest.size());
+  m.end_chunk = r.u32("end_chunk");
+  if (m.end_chunk < m.first_chunk)
+    fail("control message from ", from, ": state chunks [", m.first_chunk, ", ", m.end_chunk, ") run backwards");
+}
+
+void get(ByteReader& r, StateInfo& m, const std::string& from) {
+  m.kind = r.u8("kind");
+  if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
+  m.outer_step = step_field(r, "outer_step");
+  r.bytes("digest", m.digest.data(), m.digest.size());
+  m.total_bytes = r.u64("total_bytes");
+  m.chunk_bytes = r.u64("chunk_bytes");
+  m.n_chunks = r.u32("n_chunks");
+  if (m.total_bytes > kMaxStateBytes || m.chunk_bytes == 0 || m.chunk_bytes > (uint64_t{32} << 20) ||
+      m.n_chunks != (m.total_bytes + m.chunk_bytes - 1) / m.chunk_bytes)
+    fail("control message from ", from, ": state of ", m.total_bytes, " bytes in ", m.n_chunks,
+         " chunks of ", m.chunk_bytes, " is inconsistent");
+}
+
+template <typename T>
+T read(ByteReader& r, const std::string& from) {
+  T m;
+  get(r, m, from);
+  return m;
+}
+
+}  // namespace
+
 Message decode(const std::vector<uint8_t>& payload, const std::string& from) {
   ByteReader r(payload, "control message from " + from);
   Message out;
   switch (r.u8("kind")) {
-    case kJoin: {
-      Join m;
-      m.name = r.str("name", kMaxName);
-      m.address = r.str("address", kMaxName);
-      m.gpus = r.u32("gpus");
-      if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
-      m.state_address = r.str("state_address", kMaxName);
-      m.held_step = held_field(r, "held_step");
-      out = m;
-      break;
-    }
-    case kWelcome: {
-      Welcome m;
-      m.node_id = r.u64("node_id");
-      m.partition = r.u64("partition");
-      m.epoch = r.u64("epoch");
-      m.outer_step = step_field(r, "outer_step");
-      m.heartbeat_ms = r.u32("heartbeat_ms");
-      m.timeout_ms = r.u32("timeout_ms");
-      m.data_position = r.str("data_position", kMaxJson);
-      m.donor_id = r.u64("donor_id");
-      m.donor_address = r.str("donor_address", kMaxName);
-      m.rewinds = r.u64("rewinds");
-      const uint8_t stripes = r.u8("stripe_donors");
-      if (stripes > kMaxStripeDonors)
-        fail("control message from ", from, ": welcome names ", int{stripes}, " further donors, at most ",
-             kMaxStripeDonors);
-      for (uint8_t i = 0; i < stripes; ++i) {
-        Welcome::Donor d;
-        d.id = r.u64("stripe donor id");
-        d.address = r.str("stripe donor address", kMaxName);
-        if (d.id == 0 || d.id == m.donor_id || d.address.empty())
-          fail("control message from ", from, ": welcome names further donor ", d.id, " at '", d.address,
-               "' (not a node, the donor itself, or no address)");
-        m.stripe_donors.push_back(std::move(d));
-      }
-      if (m.heartbeat_ms == 0 || m.timeout_ms <= m.heartbeat_ms)
-        fail("control message from ", from, ": welcome with heartbeat ", m.heartbeat_ms, " ms and timeout ",
-             m.timeout_ms, " ms");
-      out = m;
-      break;
-    }
-    case kHeartbeat: {
-      Heartbeat m;
-      m.node_id = r.u64("node_id");
-      m.held_step = held_field(r, "held_step");
-      if (r.remaining() > 0) m.status = status_block(r, from);
-      out = m;
-      break;
-    }
-    case kRewound: {
-      Rewound m;
-      m.outer_step = step_field(r, "outer_step");
-      m.rewinds = r.u64("rewinds");
-      out = m;
-      break;
-    }
-    case kLeave: {
-      Leave m;
-      m.node_id = r.u64("node_id");
-      m.reason = r.str("reason", kMaxName);
-      out = m;
-      break;
-    }
-    case kReady: {
-      Ready m;
-      m.node_id = r.u64("node_id");
-      m.outer_step = step_field(r, "outer_step");
-      m.data_position = r.str("data_position", kMaxJson);
-      m.link_to = r.u64("link_to");
-      m.link_mbit = r.f32("link_mbit");
-      // Up to 10 Tbit/s; a measurement that is not a rate is refused, not stored.
-      if (!(m.link_mbit >= 0.0f && m.link_mbit <= 1e7f))
-        fail("control message from ", from, ": link_mbit ", m.link_mbit, " is not a link rate");
-      m.norm = r.f32("norm");
-      if (!(m.norm == -1.0f || (m.norm >= 0.0f && std::isfinite(m.norm))))
-        fail("control message from ", from, ": norm ", m.norm, " is neither a norm nor -1 (not announced)");
-      r.bytes("commitment", m.commitment.data(), m.commitment.size());
-      out = m;
-      break;
-    }
-    case kRingAnnounce: {
-      RingAnnounce m;
-      m.outer_step = step_field(r, "outer_step");
-      m.epoch = r.u64("epoch");
-      m.round = r.u64("round");
-      const uint32_t n = r.u32("members");
-      if (n == 0 || n > kMaxRing) fail("control message from ", from, ": a ring of ", n, " nodes");
-      for (uint32_t i = 0; i < n; ++i) {
-        RingMember mem;
-        mem.node_id = r.u64("member node_id");
-        mem.address = r.str("member address", kMaxName);
-        mem.norm = r.f32("member norm");
-        if (!(mem.norm == -1.0f || (mem.norm >= 0.0f && std::isfinite(mem.norm))))
-          fail("control message from ", from, ": member norm ", mem.norm, " is neither a norm nor -1");
-        r.bytes("member commitment", mem.commitment.data(), mem.commitment.size());
-        mem.name = r.str("member name", kMaxName);
-        r.bytes("member key", mem.key.data(), mem.key.size());
-        m.members.push_back(std::move(mem));
-      }
-      out = m;
-      break;
-    }
-    case kRingFailed: {
-      RingFailed m;
-      m.node_id = r.u64("node_id");
-      m.outer_step = step_field(r, "outer_step");
-      m.round = r.u64("round");
-      m.reason = r.str("reason", kMaxName);
-      m.unreachable = r.u64("unreachable");
-      m.accused = r.u64("accused");
-      const uint32_t n = r.u32("evidence count");
-      if (n > kMaxEvidenceMessages)
-        fail("control message from ", from, ": ring-failed with ", n, " evidence messages (at most ",
-             kMaxEvidenceMessages, ")");
-      if (n > 0 && m.accused == 0) fail("control message from ", from, ": ring-failed with evidence but nobody accused");
-      size_t total = 0;
-      for (uint32_t i = 0; i < n; ++i) {
-        const uint32_t len = r.u32("evidence length");
-        total += len;
-        if (total > kMaxEvidenceBytes)
-          fail("control message from ", from, ": ring-failed with more than ", kMaxEvidenceBytes, " bytes of evidence");
-        const uint8_t* p = r.view("evidence", len);
-        m.evidence.emplace_back(p, p + len);
-      }
-      out = m;
-      break;
-    }
-    case kOuterHash: {
-      OuterHash m;
-      m.node_id = r.u64("node_id");
-      m.outer_step = step_field(r, "outer_step");
-      m.hash = r.u64("hash");
-      out = m;
-      break;
-    }
-    case kRoundDone: {
-      RoundDone m;
-      m.node_id = r.u64("node_id");
-      m.outer_step = step_field(r, "outer_step");
-      m.round = r.u64("round");
-      out = m;
-      break;
-    }
-    case kRoundCommit: {
-      RoundCommit m;
-      m.outer_step = step_field(r, "outer_step");
-      m.round = r.u64("round");
-      out = m;
-      break;
-    }
+    case kJoin: out = read<Join>(r, from); break;
+    case kWelcome: out = read<Welcome>(r, from); break;
+    case kHeartbeat: out = read<Heartbeat>(r, from); break;
+    case kRewound: out = read<Rewound>(r, from); break;
+    case kLeave: out = read<Leave>(r, from); break;
+    case kReady: out = read<Ready>(r, from); break;
+    case kRingAnnounce: out = read<RingAnnounce>(r, from); break;
+    case kRingFailed: out = read<RingFailed>(r, from); break;
+    case kOuterHash: out = read<OuterHash>(r, from); break;
+    case kRoundDone: out = read<RoundDone>(r, from); break;
+    case kRoundCommit: out = read<RoundCommit>(r, from); break;
     case kRefused: out = Refused{r.str("reason", kMaxName)}; break;
-    case kPeerHello: {
-      PeerHello m;
-      m.node_id = r.u64("node_id");
-      m.round = r.u64("round");
-      m.lane = r.u32("lane");
-      if (m.lane >= kMaxRingLanes) fail("control message from ", from, ": ring lane ", m.lane, " is not below ",
-                                         kMaxRingLanes);
-      out = m;
-      break;
-    }
-    case kDonorRequest: {
-      DonorRequest m;
-      m.node_id = r.u64("node_id");
-      m.exclude = r.u64("exclude");
-      out = m;
-      break;
-    }
-    case kDonorAssign: {
-      DonorAssign m;
-      m.donor_id = r.u64("donor_id");
-      m.donor_address = r.str("donor_address", kMaxName);
-      out = m;
-      break;
-    }
+    case kPeerHello: out = read<PeerHello>(r, from); break;
+    case kDonorRequest: out = read<DonorRequest>(r, from); break;
+    case kDonorAssign: out = read<DonorAssign>(r, from); break;
     case kLate: out = Late{step_field(r, "outer_step")}; break;
-    case kStatePending: {
-      StatePending m;
-      m.retry_ms = r.u32("retry_ms");
-      if (m.retry_ms == 0 || m.retry_ms > 60000)
-        fail("control message from ", from, ": retry_ms ", m.retry_ms, " is outside [1, 60000]");
-      out = m;
-      break;
-    }
-    case kRejoin: {
-      Rejoin m;
-      m.node_id = r.u64("node_id");
-      m.name = r.str("name", kMaxName);
-      m.address = r.str("address", kMaxName);
-      m.state_address = r.str("state_address", kMaxName);
-      m.held_step = held_field(r, "held_step");
-      out = m;
-      break;
-    }
-    case kStateRequest: {
-      StateRequest m;
-      m.kind = r.u8("kind");
-      if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
-      const uint64_t step = r.u64("outer_step");
-      if (step != UINT64_MAX && step > static_cast<uint64_t>(INT64_MAX))
-        fail("control message from ", from, ": outer_step out of range");
-      m.outer_step = static_cast<int64_t>(step);
-      m.first_chunk = r.u32("first_chunk");
-      r.bytes("digest", m.digest.data(), m.digest.size());
-      m.end_chunk = r.u32("end_chunk");
-      if (m.end_chunk < m.first_chunk)
-        fail("control message from ", from, ": state chunks [", m.first_chunk, ", ", m.end_chunk, ") run backwards");
-      out = m;
-      break;
-    }
-    case kStateInfo: {
-      StateInfo m;
-      m.kind = r.u8("kind");
-      if (m.kind < 1 || m.kind > 3) fail("control message from ", from, ": state kind ", int(m.kind));
-      m.outer_step = step_field(r, "outer_step");
-      r.bytes("digest", m.digest.data(), m.digest.size());
-      m.total_bytes = r.u64("total_bytes");
-      m.chunk_bytes = r.u64("chunk_bytes");
-      m.n_chunks = r.u32("n_chunks");
-      if (m.total_bytes > kMaxStateBytes || m.chunk_bytes == 0 || m.chunk_bytes > (uint64_t{32} << 20) ||
-          m.n_chunks != (m.total_bytes + m.chunk_bytes - 1) / m.chunk_bytes)
-        fail("control message from ", from, ": state of ", m.total_bytes, " bytes in ", m.n_chunks,
-             " chunks of ", m.chunk_bytes, " is inconsistent");
-      out = m;
-      break;
-    }
+    case kStatePending: out = read<StatePending>(r, from); break;
+    case kRejoin: out = read<Rejoin>(r, from); break;
+    case kStateRequest: out = read<StateRequest>(r, from); break;
+    case kStateInfo: out = read<StateInfo>(r, from); break;
     default: fail("control message from ", from, ": unknown kind ", int(payload.empty() ? 0 : payload[0]));
   }
   r.expect_end();
