@@ -348,6 +348,35 @@ CheckpointState checkpoint_state(const Config& cfg, Backend& backend, const Oute
   return st;
 }
 
+// Hands the state after `steps_done` steps to the writer thread; returns
+// the seconds the training thread paid (the host copy, and waiting for the
+// previous save first: two host copies of the whole state would double the
+// memory a checkpoint needs).
+double save_checkpoint(AsyncCheckpointer& checkpointer, const Config& cfg, Backend& backend, const OuterSync* outer,
+                       const PrefetchLoader& loader, int64_t steps_done, double lr) {
+  const Clock::time_point c0 = Clock::now();
+  checkpointer.wait();
+  const double waited = seconds_since(c0);
+  checkpointer.save(checkpoint_state(cfg, backend, outer, loader, steps_done, lr));
+  if (waited > 0.01)
+    note(str("step ", steps_done, ": waited ", waited, " s for the previous checkpoint to finish writing"));
+  return seconds_since(c0);
+}
+
+// One optimizer step: each micro-batch's forward and backward (gradients
+// accumulated, scaled by 1 / tokens per step), then the update at `lr`.
+StepStats optimizer_step(const Config& cfg, Backend& backend, PrefetchLoader& loader, Batch& batch, double lr) {
+  const float grad_scale = 1.0f / static_cast<float>(cfg.tokens_per_step());
+  backend.zero_grads();
+  for (int64_t micro = 0; micro < cfg.grad_accum_steps(); ++micro) {
+    loader.next(batch);
+    const auto [cu_seqlens, n_segments] = documents(batch, cfg);
+    backend.run(batch.inputs.data(), batch.targets.data(), cfg.train.micro_batch_size,
+                static_cast<float>(cfg.train.z_loss_weight), grad_scale, true, nullptr, cu_seqlens, n_segments);
+  }
+  return backend.step(lr);
+}
+
 void print_run_header(const Config& cfg, const Backend& backend, const PrefetchLoader& loader, uint64_t partition,
                       double unigram) {
   const ModelConfig& mc = cfg.model;
@@ -476,7 +505,6 @@ void print_utilization(const TrainResult& result) {
 TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   if (cfg.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg.train.threads));
   const int64_t B = cfg.train.micro_batch_size, T = cfg.train.seq_len;
-  const int64_t accum = cfg.grad_accum_steps();
   const int64_t tokens_per_step = cfg.tokens_per_step();
 
   // The checkpoint to resume, read before joining: the coordinator hears
@@ -538,7 +566,6 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
 
   TrainResult result;
   Batch batch;
-  const float grad_scale = 1.0f / static_cast<float>(tokens_per_step);
   int64_t steps_this_run = 0;
   double lr = 0.0;
   nlohmann::json line_joined;
@@ -546,15 +573,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
   const Clock::time_point run_t0 = Clock::now();
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const Clock::time_point t0 = Clock::now();
-    backend->zero_grads();
-    for (int64_t micro = 0; micro < accum; ++micro) {
-      loader.next(batch);
-      const auto [cu_seqlens, n_segments] = documents(batch, cfg);
-      backend->run(batch.inputs.data(), batch.targets.data(), B, static_cast<float>(cfg.train.z_loss_weight),
-                   grad_scale, true, nullptr, cu_seqlens, n_segments);
-    }
     lr = lr_at(cfg.optim, step, cfg.train.steps);
-    const StepStats os = backend->step(lr);
+    const StepStats os = optimizer_step(cfg, *backend, loader, batch, lr);
     const double dt = seconds_since(t0);
     const double loss = os.loss.ce / static_cast<double>(os.loss.n_valid);
     const double z_loss = cfg.train.z_loss_weight * os.loss.z / static_cast<double>(os.loss.n_valid);
@@ -591,17 +611,8 @@ TrainResult train(const Config& cfg, const std::atomic<bool>* stop) {
                line["snapshot_s"].get<double>(), " s on the training thread (the moments; copied, hashed and "
                "served from other threads)"));
     }
-    if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final))) {
-      const Clock::time_point c0 = Clock::now();
-      // The previous save first: two host copies of the whole state would
-      // double the memory a checkpoint needs.
-      checkpointer->wait();
-      const double waited = seconds_since(c0);
-      checkpointer->save(checkpoint_state(cfg, *backend, outer.get(), loader, step + 1, lr));
-      line["ckpt_stall_ms"] = seconds_since(c0) * 1e3;
-      if (waited > 0.01)
-        note(str("step ", step + 1, ": waited ", waited, " s for the previous checkpoint to finish writing"));
-    }
+    if (checkpointer && ((cfg.ckpt.every > 0 && (step + 1) % cfg.ckpt.every == 0) || (last && cfg.ckpt.save_final)))
+      line["ckpt_stall_ms"] = save_checkpoint(*checkpointer, cfg, *backend, outer.get(), loader, step + 1, lr) * 1e3;
     if (!line_joined.is_null()) {
       line["joined"] = line_joined;
       line_joined = nullptr;
