@@ -176,7 +176,6 @@ class OuterSync {
     nlohmann::json summary;
     JoinState js;
   };
-  // What one round got: params_ holds the average (unless `state`).
   // The outer step's block mask under a rotation (none otherwise).
   struct RotationMask {
     std::vector<uint8_t> moves;  // empty: no rotation, every value steps
@@ -189,6 +188,7 @@ class OuterSync {
     }
   };
   RotationMask rotation_mask(int64_t k) const;
+  // What one round got: params_ holds the average (unless `state`).
   struct Round {
     int64_t k = 0;  // the outer step (with `state`: the one the state is of)
     Way way = Way::ring;
