@@ -282,8 +282,9 @@ int main(int argc, char** argv) {
         // waits for it (MeshNode::average): the commitment before the ring,
         // the ring, the coordinator's verdict, the round kept for joiners.
         std::printf("        whole outer step (average call, slowest node): %.3f s, %.2f GB/s of fp32 per node; "
-                    "commitment %.3f s, round kept %.3f s\n",
-                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep);
+                    "commitment %.3f s, round kept %.3f s; %.2f CPU-seconds per node (all its threads, "
+                    "the mean over nodes)\n",
+                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep, cpu);
       }
     }
     std::error_code ec;
