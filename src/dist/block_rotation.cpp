@@ -41,10 +41,9 @@ std::vector<uint8_t> BlockSelection::chosen() const {
 
 void BlockSelection::scatter(std::span<const float> compact, std::span<float> full) const {
   INTELLECT_CHECK(full.size() == n && compact.size() == values);
-  std::vector<uint8_t> chosen(n == 0 ? 0 : (n + block - 1) / block, 0);
+  const std::vector<uint8_t> chosen = this->chosen();
   std::vector<size_t> at(chosen.size(), 0);
   for (size_t i = 0, pos = 0; i < blocks.size(); ++i) {
-    chosen[blocks[i]] = 1;
     at[blocks[i]] = pos;
     pos += len_of(blocks[i]);
   }
@@ -63,9 +62,7 @@ void keep_unsent_progress(const BlockSelection* sel, std::span<const float> thet
   const size_t n = weights.size();
   INTELLECT_CHECK(theta.size() == n && delta.size() == n && (!sel || sel->n == n));
   const size_t block = sel ? sel->block : kRotationBlock, blocks = (n + block - 1) / block;
-  std::vector<uint8_t> sent(blocks, 0);
-  if (sel)
-    for (uint32_t b : sel->blocks) sent[b] = 1;
+  const std::vector<uint8_t> sent = sel ? sel->chosen() : std::vector<uint8_t>(blocks, 0);
   const int64_t nb = static_cast<int64_t>(blocks);
 #pragma omp parallel for schedule(static) if (n > (size_t{1} << 16))
   for (int64_t b = 0; b < nb; ++b) {

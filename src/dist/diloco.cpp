@@ -113,6 +113,19 @@ void OuterOptimizer::check_mask(const StepMask& mask) const {
          " parameters (internal error)");
 }
 
+namespace {
+// f(lo, hi, moves) for each block [lo, hi) of a masked step, on every core.
+template <typename F>
+void over_blocks(const StepMask& mask, size_t n, F f) {
+  const int64_t blocks = static_cast<int64_t>(mask.moves.size());
+#pragma omp parallel for schedule(static) if (n > (1u << 16))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t lo = static_cast<size_t>(b) * mask.block, hi = std::min(n, lo + mask.block);
+    f(lo, hi, mask.moves[static_cast<size_t>(b)] != 0);
+  }
+}
+}  // namespace
+
 void OuterOptimizer::apply(const float* g, float* new_params_out, const StepMask* mask) {
   require_init("step");
   float* p = outer_.data();
@@ -131,16 +144,13 @@ void OuterOptimizer::apply(const float* g, float* new_params_out, const StepMask
     for (size_t i = 0; i < n_; ++i) one(i);
   } else {
     check_mask(*mask);
-    const int64_t blocks = static_cast<int64_t>(mask->moves.size());
-#pragma omp parallel for schedule(static) if (n_ > (1u << 16))
-    for (int64_t b = 0; b < blocks; ++b) {
-      const size_t lo = static_cast<size_t>(b) * mask->block, hi = std::min(n_, lo + mask->block);
-      if (mask->moves[static_cast<size_t>(b)]) {
+    over_blocks(*mask, n_, [&](size_t lo, size_t hi, bool moves) {
+      if (moves) {
         for (size_t i = lo; i < hi; ++i) one(i);
       } else if (new_params_out) {
         std::copy(p + lo, p + hi, new_params_out + lo);
       }
-    }
+    });
   }
   ++steps_;
 }
@@ -178,16 +188,12 @@ void OuterOptimizer::apply_after_start(const float* g, const float* delta_prev, 
   if (mask) {
     if (fit) fail("outer step: a block mask with a fitted stand-in (internal error: rotations run without overlap)");
     check_mask(*mask);
-    const int64_t blocks = static_cast<int64_t>(mask->moves.size());
-#pragma omp parallel for schedule(static) if (n_ > (1u << 16))
-    for (int64_t b = 0; b < blocks; ++b) {
-      const size_t lo = static_cast<size_t>(b) * mask->block, hi = std::min(n_, lo + mask->block);
-      const bool moves = mask->moves[static_cast<size_t>(b)] != 0;
+    over_blocks(*mask, n_, [&](size_t lo, size_t hi, bool moves) {
       for (size_t i = lo; i < hi; ++i) {
         if (moves) one(i);
         else start_out[i] = m.start(p[i], v[i], delta_prev[i], predicted, scale);
       }
-    }
+    });
   } else if (!fit) {
 #pragma omp parallel for simd schedule(static) if (n_ > (1u << 16))
     for (size_t i = 0; i < n_; ++i) one(i);
