@@ -93,6 +93,31 @@ struct Ring {
   }
 };
 
+// Every pair of ranks linked both ways, for the direct pattern
+// (direct_allreduce.h): link(i, j) sends on channel i→j and receives on
+// channel j→i; aborting it closes both, as closing a connection would.
+struct Mesh {
+  std::vector<std::vector<std::unique_ptr<Channel>>> ch;    // [from][to]
+  std::vector<std::vector<std::unique_ptr<MemLink>>> link;  // [rank][peer], null on the diagonal
+  explicit Mesh(int n) : ch(n), link(n) {
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) ch[i].push_back(i == j ? nullptr : std::make_unique<Channel>());
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        link[i].push_back(nullptr);
+        if (i == j) continue;
+        link[i][j] = std::make_unique<MemLink>();
+        link[i][j]->out = ch[i][j].get();
+        link[i][j]->in = ch[j][i].get();
+      }
+  }
+  std::vector<RingLink*> peers(int r) {
+    std::vector<RingLink*> p;
+    for (auto& l : link[r]) p.push_back(l.get());
+    return p;
+  }
+};
+
 // What each rank of one run_ring got: its output, the messages it carried,
 // and what ended it ("" and null when it finished; the exception itself for
 // tests that look into it).

@@ -88,7 +88,17 @@ size_t aligned_segment_begin(size_t S, size_t N, size_t chunk, size_t s) {
   return std::min(S, chunk * (leaves * s / N));
 }
 
-LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads, double* sum_squares) {
+std::span<const uint8_t> LeafCommitment::leaf_bytes(size_t lane, size_t i) const {
+  INTELLECT_CHECK(lane < encoded.size() && lane < leaves.size() && i < leaves[lane].size());
+  const size_t full = codec_encoded_bytes(layout.compression, layout.chunk, layout.block);
+  const size_t begin = i * full;
+  const size_t end = i + 1 == leaves[lane].size() ? encoded[lane].size() : begin + full;
+  INTELLECT_CHECK(begin <= end && end <= encoded[lane].size());
+  return {encoded[lane].data() + begin, end - begin};
+}
+
+LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads, double* sum_squares,
+                             bool keep_encoded) {
   if (layout.chunk == 0 || layout.chunk > UINT32_MAX || layout.lanes < 1)
     fail("commit_leaves: a chunk of ", layout.chunk, " values over ", layout.lanes, " lanes");
   LeafCommitment c;
@@ -109,6 +119,17 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
       all.push_back({k, lanes[k].begin + i * layout.chunk, std::min(layout.chunk, lanes[k].size() - i * layout.chunk)});
   }
   std::vector<double> leaf_ss(sum_squares ? all.size() : 0);
+  // Kept leaves go straight to their place: every leaf but a lane's last
+  // is a whole chunk, so leaf i starts at i whole chunks' encodings.
+  const size_t full_bytes = codec_encoded_bytes(layout.compression, layout.chunk, layout.block);
+  if (keep_encoded) {
+    c.encoded.resize(lanes.size());
+    for (size_t k = 0; k < lanes.size(); ++k) {
+      const size_t n = c.leaves[k].size();
+      const size_t last = n ? lanes[k].size() - (n - 1) * layout.chunk : 0;
+      c.encoded[k].resize(n ? (n - 1) * full_bytes + codec_encoded_bytes(layout.compression, last, layout.block) : 0);
+    }
+  }
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
   std::string error;
@@ -119,9 +140,11 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
       std::vector<uint8_t> enc;
       for (size_t j; !failed && (j = next++) < all.size();) {
         const Leaf& l = all[j];
-        enc.resize(codec->encoded_bytes(l.count));
-        codec->encode(x.data() + l.begin, l.count, enc.data(), "the pseudo-gradient");
-        c.leaves[l.lane][(l.begin - lanes[l.lane].begin) / layout.chunk] = leaf_digest(enc);
+        const size_t i = (l.begin - lanes[l.lane].begin) / layout.chunk;
+        const size_t bytes = codec->encoded_bytes(l.count);
+        uint8_t* out = keep_encoded ? c.encoded[l.lane].data() + i * full_bytes : (enc.resize(bytes), enc.data());
+        codec->encode(x.data() + l.begin, l.count, out, "the pseudo-gradient");
+        c.leaves[l.lane][i] = leaf_digest({out, bytes});
         if (sum_squares) leaf_ss[j] = sum_squares_f64(x.data() + l.begin, nullptr, l.count);
       }
     } catch (const std::exception& e) {

@@ -56,14 +56,21 @@ struct LeafCommitment {
   std::vector<Digest> lane_roots;           // per lane
   std::vector<std::vector<Digest>> leaves;  // per lane, per leaf
   Digest root{};
+  // Per lane, every leaf's encoding back to back (commit_leaves with
+  // keep_encoded; empty otherwise): the direct pattern sends these very
+  // bytes (direct_allreduce.h), so a contribution is encoded once.
+  std::vector<std::vector<uint8_t>> encoded;
+  // Leaf `i` of lane `lane` as committed (keep_encoded only).
+  std::span<const uint8_t> leaf_bytes(size_t lane, size_t i) const;
 };
 
+// `keep_encoded` keeps every leaf's encoding (LeafCommitment::encoded).
 // `sum_squares` (when given) receives Σ x², summed leaf by leaf in leaf
 // order (the same bits for any thread count) while each leaf is still in
 // cache from its encoding: a dense node's announced norm without a second
 // pass over the vector.
 LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads,
-                             double* sum_squares = nullptr);
+                             double* sum_squares = nullptr, bool keep_encoded = false);
 Digest leaf_digest(std::span<const uint8_t> encoded);
 Digest lane_root(uint64_t lane_elems, std::span<const Digest> leaves);
 Digest commitment_root(uint64_t total_elems, const CommitLayout& layout, std::span<const Digest> lane_roots);

@@ -108,6 +108,44 @@ void SourceNormCheck::add(size_t source, double sum_squares, const std::string& 
       prev);
 }
 
+DirectNormCheck::DirectNormCheck(const std::vector<double>& norms, int world, double slack)
+    : norms_(norms), contributed_(norms.size(), 0.0), averaged_(norms.size(), 0.0), slack_(slack) {
+  enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
+  for (double n : norms_)
+    if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
+}
+
+double DirectNormCheck::average_bound() const {
+  double sum = 0.0;
+  for (double n : norms_) sum += n;
+  return norms_.empty() ? 0.0 : slack_ * sum / static_cast<double>(norms_.size());
+}
+
+void DirectNormCheck::add_contribution(size_t source, double sum_squares, const std::string& what) {
+  if (!enabled_ || source >= contributed_.size()) return;
+  double& seen = contributed_[source];
+  seen += sum_squares;
+  const double b = contribution_bound(source);
+  if (seen <= b * b + kNormFloor) return;
+  throw ContributionExceedsAnnouncement(
+      str(what, ": rank ", source, "'s contribution decodes to a norm of ", std::sqrt(seen),
+          " over this segment so far, above the ", b, " its announced norm allows (", norms_[source], " with slack ",
+          slack_, "): rank ", source, " sent more than it announced"),
+      static_cast<int>(source));
+}
+
+void DirectNormCheck::add_average(size_t owner, double sum_squares, const std::string& what) {
+  if (!enabled_ || owner >= averaged_.size()) return;
+  double& seen = averaged_[owner];
+  seen += sum_squares;
+  const double b = average_bound();
+  if (seen <= b * b + kNormFloor) return;
+  throw ContributionExceedsAnnouncement(
+      str(what, ": rank ", owner, "'s average of its segment has a norm of ", std::sqrt(seen), " so far, above the ", b,
+          " the mean of the announced norms allows (slack ", slack_, "): rank ", owner, " inflated the average"),
+      static_cast<int>(owner));
+}
+
 double fp32_sum_squares(const uint8_t* payload, size_t count) {
   double s = 0.0;
   for (size_t i = 0; i < count; ++i) {

@@ -70,6 +70,27 @@ class ContributionCheck {
   std::vector<std::vector<uint8_t>> evidence(std::vector<Kept>& kept, double bound) const;
 };
 
+// The direct pattern's check (direct_allreduce.h): every contribution
+// reaches its segment's owner unsummed, so contribution k's decoded squares,
+// summed over the owner's segment, must stay within k's announced norm, and
+// an owner's average over its segment within the mean of the norms (times
+// `slack` each: the codec's rounding). The offender is the sender itself.
+// One per direct call, shared by its codec threads under the caller's lock.
+class DirectNormCheck {
+ public:
+  DirectNormCheck(const std::vector<double>& norms, int world, double slack);
+  bool enabled() const { return enabled_; }
+  void add_contribution(size_t source, double sum_squares, const std::string& what);
+  void add_average(size_t owner, double sum_squares, const std::string& what);
+  double contribution_bound(size_t source) const { return slack_ * norms_[source]; }
+  double average_bound() const;
+
+ private:
+  std::vector<double> norms_, contributed_, averaged_;
+  double slack_;
+  bool enabled_ = false;
+};
+
 double fp32_sum_squares(const uint8_t* payload, size_t count);
 // Σ (x[i] + residual[i])² in double (residual may be null), on eight
 // running sums: the announced norm's sum.

@@ -28,7 +28,7 @@ constexpr uint32_t kMagic = 0x52415249;  // "IRAR" in memory order
 // 2: the flags byte (signed first hops, ring_evidence.h) and the lane.
 constexpr uint8_t kVersion = 2;
 constexpr uint8_t kFlagSigned = 1;
-constexpr uint8_t kReduceScatter = 0, kAllGather = 1;
+constexpr uint8_t kReduceScatter = kRingPhaseReduceScatter, kAllGather = kRingPhaseAllGather;
 constexpr size_t kStepOffset = 28;  // of the u32 step field (after magic..world), patched when forwarding
 
 size_t payload_bytes(Compression c, size_t count, size_t block) { return codec_encoded_bytes(c, count, block); }
@@ -63,7 +63,9 @@ RingHeader parse_ring_header(std::span<const uint8_t> msg, const std::string& wh
     fail(what, ": ring message version ", int(v), ", we speak ", int(kVersion), "; run the same intellect build on every node");
   RingHeader h;
   h.phase = r.u8("phase");
-  if (h.phase > kAllGather) fail(what, ": phase ", int(h.phase), " is neither reduce-scatter (0) nor all-gather (1)");
+  if (h.phase > kDirectPhaseGather)
+    fail(what, ": phase ", int(h.phase), " is none of the ring's reduce-scatter (0) and all-gather (1) and the direct "
+         "pattern's (2, 3)");
   const uint8_t c = r.u8("compression");
   if (!is_ring_codec_byte(c))
     fail(what, ": compression ", int(c), " is none of fp32 (0), int8 (1), int4 (2) or int2 (4)",
@@ -107,14 +109,15 @@ void expect_ring_header(const RingHeader& got, const RingHeader& want, const std
   check("signed", got.is_signed, want.is_signed,
         "one peer signs its ring messages (node keys) and the other does not: run one authentication mode");
   const char* order = "messages out of order: the peers disagree on the ring layout or chunk size";
-  check("phase", got.phase, want.phase, order);
+  check("phase", got.phase, want.phase,
+        (got.phase >= kDirectPhaseReduce) != (want.phase >= kDirectPhaseReduce)
+            ? "one node averages over a ring and the other directly: set the same diloco.all_reduce on every node"
+            : order);
   check("step", got.step, want.step, order);
   check("segment", got.segment, want.segment, order);
   check("chunk", got.chunk, want.chunk, order);
   check("count", got.count, want.count, order);
 }
-
-namespace {
 
 // With fewer chunks than ranks, segments on whole chunks would leave some
 // rank without one (nothing of it checked at a first hop, and the ring's
@@ -125,22 +128,47 @@ bool lane_audited(const RingOptions& opt, size_t S) {
   return opt.audit && check.enabled() && (S + opt.chunk_elems - 1) / opt.chunk_elems >= static_cast<size_t>(opt.world);
 }
 
-size_t cut_segment_begin(size_t S, size_t N, size_t chunk, bool audited, size_t s) {
-  return audited ? aligned_segment_begin(S, N, chunk, s) : S * s / N;
+size_t lane_segment_begin(const RingOptions& opt, size_t S, bool audited, size_t s) {
+  const size_t N = static_cast<size_t>(std::max(opt.world, 1));
+  return audited ? aligned_segment_begin(S, N, opt.chunk_elems, s) : S * s / N;
 }
-
-}  // namespace
 
 std::vector<size_t> ring_chunk_counts(const RingOptions& opt, size_t S) {
   const size_t N = static_cast<size_t>(std::max(opt.world, 1));
   const bool audited = lane_audited(opt, S);
   std::vector<size_t> counts;
   for (size_t s = 0; s < N; ++s) {
-    const size_t b = cut_segment_begin(S, N, opt.chunk_elems, audited, s);
-    const size_t e = cut_segment_begin(S, N, opt.chunk_elems, audited, s + 1);
+    const size_t b = lane_segment_begin(opt, S, audited, s);
+    const size_t e = lane_segment_begin(opt, S, audited, s + 1);
     for (size_t at = b; at < e; at += opt.chunk_elems) counts.push_back(std::min(opt.chunk_elems, e - at));
   }
   return counts;
+}
+
+std::vector<Digest> accept_leaf_message(std::span<const uint8_t> msg, const RingOptions& opt, size_t lane_elems,
+                                        int sender, const std::string& what) {
+  const LeafMessage m = parse_leaf_message(msg, what);
+  const LeafCommitment& own = *opt.audit->own;
+  auto check = [&](const char* field, uint64_t got, uint64_t want) {
+    expect_header_field(what, field, got, want, "the peers cut the pseudo-gradient differently: run one config");
+  };
+  check("signed", m.is_signed, opt.signer != nullptr);
+  check("round", m.round, opt.round);
+  check("lane", m.lane, opt.lane);
+  check("lanes", static_cast<uint64_t>(m.layout.lanes), static_cast<uint64_t>(own.layout.lanes));
+  check("total_elems", m.total_elems, own.total_elems);
+  check("lane_elems", m.lane_elems, lane_elems);
+  check("compression", static_cast<uint64_t>(m.layout.compression), static_cast<uint64_t>(opt.compression));
+  check("block", m.layout.block, opt.compression == Compression::None ? 0 : opt.int8_block);
+  check("chunk", m.layout.chunk, opt.chunk_elems);
+  Digest root{};
+  std::string why;
+  if (!leaf_message_root(m, &root, &why) || root != opt.audit->roots[static_cast<size_t>(sender)])
+    throw ContributionExceedsAnnouncement(
+        str(what, ": ", why.empty() ? str("it does not hash to the commitment rank ", sender, " announced") : why,
+            ": rank ", sender, " sent other than it committed to"),
+        sender, {std::vector<uint8_t>(msg.begin(), msg.end())});
+  return m.leaves;
 }
 
 namespace {
@@ -200,7 +228,7 @@ class LaneRun {
     std::vector<uint8_t> msg;      // received
   };
 
-  size_t seg_begin(size_t s) const { return cut_segment_begin(S_, N_, opt_.chunk_elems, audit_, s); }
+  size_t seg_begin(size_t s) const { return lane_segment_begin(opt_, S_, audit_, s); }
   size_t seg_len(size_t s) const { return seg_begin(s + 1) - seg_begin(s); }
   size_t n_chunks(size_t s) const { return (seg_len(s) + opt_.chunk_elems - 1) / opt_.chunk_elems; }
   size_t wrap(int64_t s) const { return static_cast<size_t>(((s % int64_t(N_)) + int64_t(N_)) % int64_t(N_)); }
@@ -342,29 +370,7 @@ void LaneRun::receive_leaves() {
   stats_.recv_wait_s += since(t);
   stats_.bytes_received += msg.size();
   stats_.messages_received += 1;
-  const LeafMessage m = parse_leaf_message(msg, what);
-  const LeafCommitment& own = *opt_.audit->own;
-  auto check = [&](const char* field, uint64_t got, uint64_t want) {
-    expect_header_field(what, field, got, want, "the peers cut the pseudo-gradient differently: run one config");
-  };
-  check("signed", m.is_signed, opt_.signer != nullptr);
-  check("round", m.round, opt_.round);
-  check("lane", m.lane, opt_.lane);
-  check("lanes", static_cast<uint64_t>(m.layout.lanes), static_cast<uint64_t>(own.layout.lanes));
-  check("total_elems", m.total_elems, own.total_elems);
-  check("lane_elems", m.lane_elems, S_);
-  check("compression", static_cast<uint64_t>(m.layout.compression), static_cast<uint64_t>(opt_.compression));
-  check("block", m.layout.block, codec_->block());
-  check("chunk", m.layout.chunk, opt_.chunk_elems);
-  const int prev = static_cast<int>(wrap(int64_t(r_) - 1));
-  Digest root{};
-  std::string why;
-  if (!leaf_message_root(m, &root, &why) || root != opt_.audit->roots[static_cast<size_t>(prev)])
-    throw ContributionExceedsAnnouncement(
-        str(what, ": ", why.empty() ? str("it does not hash to the commitment rank ", prev, " announced") : why,
-            ": rank ", prev, " sent other than it committed to"),
-        prev, {msg});
-  prev_leaves_ = m.leaves;
+  prev_leaves_ = accept_leaf_message(msg, opt_, S_, static_cast<int>(wrap(int64_t(r_) - 1)), what);
   prev_leaf_msg_ = std::move(msg);
 }
 

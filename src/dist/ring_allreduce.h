@@ -132,6 +132,21 @@ struct RingOptions {
   size_t carried_first_piece = 0;
 };
 
+// A sender's commitment leaf message for this lane (commitment.h), checked
+// against the lane's layout and the root `sender` announced
+// (opt.audit->roots): its leaves, or ContributionExceedsAnnouncement naming
+// the sender with the message as evidence. Shared with the direct pattern
+// (direct_allreduce.h), where every member sends its leaves to every other.
+std::vector<Digest> accept_leaf_message(std::span<const uint8_t> msg, const RingOptions& opt, size_t lane_elems,
+                                        int sender, const std::string& what);
+
+// Whether a lane of S values is audited (opt.audit, every norm announced,
+// and at least a chunk per rank), and where its segment s begins: on whole
+// chunks (commitment leaves) when audited, at S·s/N otherwise. Every rank
+// decides the same from the sizes. s = world gives S.
+bool lane_audited(const RingOptions& opt, size_t S);
+size_t lane_segment_begin(const RingOptions& opt, size_t S, bool audited, size_t s);
+
 // How a lane of S values is cut into messages, in offset order: their value
 // counts, as LaneRun sends and carries them (the commitment audit aligns
 // segments to whole chunks). What a PlannedRound is laid out from.
@@ -187,7 +202,8 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
 
 // --- message format, exposed for the tests ----------------------------------
 // Header, little-endian, 52 bytes:
-//   u32 magic 'IRAR'  u8 version (2)  u8 phase (0 reduce-scatter, 1 all-gather)
+//   u32 magic 'IRAR'  u8 version (2)  u8 phase (0 reduce-scatter, 1 all-gather;
+//   2 and 3 the same of the direct pattern, direct_allreduce.h)
 //   u8 compression  u8 flags (bit 0: signed; others 0)  u64 round
 //   u64 total_elems  u32 world  u32 step  u32 segment  u32 chunk  u32 count
 //   u32 int8_block (the codec's block; 0 for none)  u32 lane
@@ -203,6 +219,8 @@ struct RingHeader {
   uint32_t world = 0, step = 0, segment = 0, chunk = 0, count = 0, int8_block = 0, lane = 0;
 };
 constexpr size_t kRingHeaderBytes = 52;
+constexpr uint8_t kRingPhaseReduceScatter = 0, kRingPhaseAllGather = 1;
+constexpr uint8_t kDirectPhaseReduce = 2, kDirectPhaseGather = 3;
 
 std::vector<uint8_t> encode_ring_header(const RingHeader& h);
 // Parses and checks magic, version, flags, the enums and that the payload

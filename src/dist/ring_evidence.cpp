@@ -96,7 +96,7 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
   }
   if (!h.is_signed) return no("the ring message is not signed");
   if (!ring_message_signed_by(m, accused)) return no("the ring message's signature is not the accused's");
-  if (h.round != ctx.round || h.world != static_cast<uint32_t>(ctx.world) || h.phase != 0 || h.step != 0 ||
+  if (h.round != ctx.round || h.world != static_cast<uint32_t>(ctx.world) || h.phase != kRingPhaseReduceScatter || h.step != 0 ||
       h.segment != prev || h.lane != leaf.lane || h.total_elems != leaf.lane_elems ||
       h.compression != leaf.layout.compression || h.int8_block != leaf.layout.block)
     return no("the ring message is not the accused's step-0 message of that round and lane");
@@ -148,6 +148,7 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
     if (!ring_message_signed_by(m, accused)) return no(what, ": the signature is not the accused's");
     if (h.round != ctx.round) return no(what, " is of round ", h.round, ", not ", ctx.round);
     if (h.world != static_cast<uint32_t>(ctx.world)) return no(what, " is of a ring of ", h.world, ", not ", ctx.world);
+    if (h.phase > kRingPhaseAllGather) return no(what, " is a message of the direct pattern, not of a ring");
     if (i == 0) first = h;
     if (h.phase != first.phase || h.step != first.step || h.segment != first.segment)
       return no(what, " is of another phase, step or segment than message 0");
