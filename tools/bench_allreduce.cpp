@@ -6,7 +6,9 @@
 //   bench_allreduce [--nodes 4] [--elems 16777216] [--rounds 3]
 //                   [--compression none|int8|int4|int2|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
-//                   [--plaintext] [--openers -1] [--aead openssl|libsodium]
+//                   [--plaintext] [--openers -1] [--aead openssl|libsodium] [--all-reduce ring|direct]
+// (--all-reduce direct: dense rounds over the direct pattern,
+// direct_allreduce.h, instead of the ring; the same bytes per node.)
 // (--auth keys: every process gets a node key of its own, so ring messages
 // are signed (ring_evidence.h); secret: the shared run secret, unsigned.)
 // (--plaintext: BENCHMARK ONLY. Every process of this benchmark, coordinator
@@ -58,7 +60,7 @@ int usage() {
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|int2|sparse|both] "
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
-               "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium]\n");
+               "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium] [--all-reduce ring|direct]\n");
   return 2;
 }
 
@@ -71,7 +73,7 @@ double cpu_seconds() {  // this process, all threads: user + system
 
 int run_node(int rank, const std::string& coordinator, const PeerCredentials& credentials, size_t elems, int rounds,
              const std::string& compression, double density, double rate, int rings, size_t chunk, int delay_ms,
-             int codec_threads, bool plaintext, int openers, AeadLibrary aead, const std::string& out) {
+             int codec_threads, bool plaintext, int openers, AeadLibrary aead, bool direct, const std::string& out) {
   MeshNodeOptions o;
   o.coordinator = coordinator;
   o.name = "bench-" + std::to_string(rank);
@@ -82,6 +84,7 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
   o.emulate_link.delay = std::chrono::milliseconds(delay_ms);
   o.emulate_link.seed = static_cast<uint64_t>(rank) + 1;
   o.rings = rings;
+  o.direct = direct;
   o.chunk_elems = chunk;
   o.codec_threads = codec_threads;
   o.unsealed_frames_for_benchmarks = plaintext;
@@ -126,6 +129,7 @@ int main(int argc, char** argv) {
   bool plaintext = false;
   int openers = -1;
   std::string aead = "openssl";
+  std::string pattern = "ring";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--plaintext") {
@@ -147,10 +151,12 @@ int main(int argc, char** argv) {
     else if (a == "--auth") auth = v;
     else if (a == "--openers") openers = std::atoi(v.c_str());
     else if (a == "--aead") aead = v;
+    else if (a == "--all-reduce") pattern = v;
     else return usage();
   }
   if (nodes < 2 || rounds < 1 || elems < 1 || rings < 1 || rings > 16 || codec_threads < 0 || openers < -1 ||
-      (auth != "secret" && auth != "keys") || (aead != "openssl" && aead != "libsodium"))
+      (auth != "secret" && auth != "keys") || (aead != "openssl" && aead != "libsodium") ||
+      (pattern != "ring" && pattern != "direct"))
     return usage();
   try {
     if (sodium_init() < 0) fail("libsodium failed to initialise");
@@ -179,9 +185,9 @@ int main(int argc, char** argv) {
       return auth == "keys" ? PeerCredentials::keyed(keys[static_cast<size_t>(who)], admit)
                             : PeerCredentials(load_run_secret(dir + "/secret"));
     };
-    std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %d ring(s), "
+    std::printf("bench_allreduce: %d processes on loopback, %zu floats (%.1f MB fp32), %d rounds, %s pattern, %d ring(s), "
                 "%d codec thread(s) per ring, link pacing %s, one-way delay %d ms, %s, %s, frame openers %s\n",
-                nodes, elems, elems * 4 / 1e6, rounds, rings, lane_codec_threads(codec_threads, rings),
+                nodes, elems, elems * 4 / 1e6, rounds, pattern.c_str(), rings, lane_codec_threads(codec_threads, rings),
                 rate_mbit > 0 ? (std::to_string(rate_mbit) + " Mbit/s per node").c_str() : "none", delay_ms,
                 auth == "keys" ? "node keys (signed ring messages)" : "shared secret (unsigned)",
                 plaintext ? "frames UNSEALED (benchmark only)"
@@ -210,7 +216,8 @@ int main(int argc, char** argv) {
           try {
             std::_Exit(run_node(r, "127.0.0.1:" + std::to_string(coordinator.port()), credentials(r + 1), elems, rounds,
                                 comp, density, rate_mbit * 1e6 / 8, rings, chunk, delay_ms, codec_threads, plaintext, openers,
-                                aead == "libsodium" ? AeadLibrary::libsodium : AeadLibrary::openssl, dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
+                                aead == "libsodium" ? AeadLibrary::libsodium : AeadLibrary::openssl, pattern == "direct",
+                                dir + "/" + comp + "-" + std::to_string(r) + ".jsonl"));
           } catch (const std::exception& e) {
             std::fprintf(stderr, "node %d: %s\n", r, e.what());
             std::_Exit(1);

@@ -98,7 +98,7 @@ std::span<const uint8_t> LeafCommitment::leaf_bytes(size_t lane, size_t i) const
 }
 
 LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads, double* sum_squares,
-                             bool keep_encoded) {
+                             bool keep_encoded, std::vector<std::vector<uint8_t>> reuse) {
   if (layout.chunk == 0 || layout.chunk > UINT32_MAX || layout.lanes < 1)
     fail("commit_leaves: a chunk of ", layout.chunk, " values over ", layout.lanes, " lanes");
   LeafCommitment c;
@@ -123,6 +123,7 @@ LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layou
   // is a whole chunk, so leaf i starts at i whole chunks' encodings.
   const size_t full_bytes = codec_encoded_bytes(layout.compression, layout.chunk, layout.block);
   if (keep_encoded) {
+    c.encoded = std::move(reuse);
     c.encoded.resize(lanes.size());
     for (size_t k = 0; k < lanes.size(); ++k) {
       const size_t n = c.leaves[k].size();

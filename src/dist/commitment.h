@@ -64,13 +64,16 @@ struct LeafCommitment {
   std::span<const uint8_t> leaf_bytes(size_t lane, size_t i) const;
 };
 
-// `keep_encoded` keeps every leaf's encoding (LeafCommitment::encoded).
+// `keep_encoded` keeps every leaf's encoding (LeafCommitment::encoded), in
+// `reuse` when given (the last round's: the same size, so no fresh pages
+// to fault in and zero each round).
 // `sum_squares` (when given) receives Σ x², summed leaf by leaf in leaf
 // order (the same bits for any thread count) while each leaf is still in
 // cache from its encoding: a dense node's announced norm without a second
 // pass over the vector.
 LeafCommitment commit_leaves(std::span<const float> x, const CommitLayout& layout, int threads,
-                             double* sum_squares = nullptr, bool keep_encoded = false);
+                             double* sum_squares = nullptr, bool keep_encoded = false,
+                             std::vector<std::vector<uint8_t>> reuse = {});
 Digest leaf_digest(std::span<const uint8_t> encoded);
 Digest lane_root(uint64_t lane_elems, std::span<const Digest> leaves);
 Digest commitment_root(uint64_t total_elems, const CommitLayout& layout, std::span<const Digest> lane_roots);

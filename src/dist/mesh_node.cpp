@@ -96,6 +96,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.sparse_aggregation = opt_.sparse_aggregation;
   ro.chunk_elems = opt_.chunk_elems;
   ro.rings = opt_.rings;
+  ro.direct = opt_.direct && opt_.compression != Compression::Sparse;
   ro.codec_threads = opt_.codec_threads;
   ro.emulate_link = opt_.emulate_link;
   ro.message_timeout = opt_.message_timeout;
@@ -141,7 +142,8 @@ control::Ready MeshNode::ready_for(int64_t outer_step, const std::string& data_p
       // from its encoding), not from a pass of its own.
       const CommitLayout layout = dense_commit_layout(ring_options_, input.size());
       double ss = 0.0;
-      commitment_ = commit_leaves(input, layout, threads, &ss);
+      // The direct pattern sends these very encodings (no encode in the round).
+      commitment_ = commit_leaves(input, layout, threads, &ss, ring_options_.direct, std::move(commitment_.encoded));
       ready.norm = static_cast<float>(std::sqrt(ss) * opt_.attack_announce);
       ready.commitment = commitment_.root;
       // intellect_chaos --byzantine: announces a commitment to its honest
@@ -334,9 +336,13 @@ RoundResult MeshNode::average_in_ring(int64_t outer_step, const std::string& dat
       continue;
     }
     take_attempt_stats(stats, got->stats);
-    stats.link_to = ring.members[static_cast<size_t>(me - ring.members.begin() + 1) % ring.members.size()].node_id;
-    stats.link_mbit = link_rate_mbit(got->stats.bytes_sent, got->stats.send_s);
-    if (stats.link_mbit > 0) measured_ = {stats.link_to, stats.link_mbit};
+    // The ring measures the link to its successor for the coordinator's
+    // ring order; the direct pattern uses every link at once (nothing to order).
+    if (!ring_options_.direct) {
+      stats.link_to = ring.members[static_cast<size_t>(me - ring.members.begin() + 1) % ring.members.size()].node_id;
+      stats.link_mbit = link_rate_mbit(got->stats.bytes_sent, got->stats.send_s);
+      if (stats.link_mbit > 0) measured_ = {stats.link_to, stats.link_mbit};
+    }
     if (donor_) donor_->keep_round(outer_step, std::move(got->round_bytes));
     return stats;
   }

@@ -73,6 +73,10 @@ struct MeshNodeOptions {
   std::chrono::milliseconds message_timeout{60000};
   int max_retries = 3;
   int rings = 1;  // parallel rings (lanes) per round, the same on every node
+  // Dense rounds over the direct pattern (direct_allreduce.h: each
+  // contribution sent once to its segment's owner) instead of a ring; the
+  // same on every node (diloco.all_reduce).
+  bool direct = false;
   // Values per ring message (0: 2^20 for fp32, 2^18 for int8 and int4, whose
   // per-hop decode and re-encode sit on the pipeline's critical path, so
   // shorter messages fill it sooner; sparse: 64 blocks of 4096, or with

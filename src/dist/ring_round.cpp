@@ -5,6 +5,7 @@
 #include <memory>
 #include <thread>
 
+#include "dist/direct_allreduce.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
 
@@ -68,17 +69,21 @@ CommitLayout dense_commit_layout(const RingRoundOptions& opt, size_t total) {
   return l;
 }
 
-// The attempt's connections, closed when it ends (the reason says how).
+// The attempt's connections, by lane and member (a ring uses its two
+// neighbours', the direct pattern every other member's), closed when it
+// ends (the reason says how).
 struct RingRound::Connections {
   Transport& t;
-  std::vector<ConnId> to_next, from_prev;
+  std::vector<std::vector<ConnId>> to, from;  // [lane][member index]; 0: none
   const char* reason = "round failed";
-  Connections(Transport& transport, int lanes) : t(transport), to_next(lanes, 0), from_prev(lanes, 0) {}
+  Connections(Transport& transport, int lanes, size_t members)
+      : t(transport), to(lanes, std::vector<ConnId>(members, 0)), from(lanes, std::vector<ConnId>(members, 0)) {}
   ~Connections() {
-    for (size_t k = 0; k < to_next.size(); ++k) {
-      if (to_next[k]) t.close(to_next[k], reason);
-      if (from_prev[k]) t.close(from_prev[k], reason);
-    }
+    for (size_t k = 0; k < to.size(); ++k)
+      for (size_t j = 0; j < to[k].size(); ++j) {
+        if (to[k][j]) t.close(to[k][j], reason);
+        if (from[k][j]) t.close(from[k][j], reason);
+      }
   }
 };
 
@@ -133,8 +138,9 @@ std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint6
     const control::Message m = control::decode(hello->frame.payload, ev->peer);
     const auto* h = std::get_if<control::PeerHello>(&m);
     if (h && h->node_id == peer_id && h->round == round && h->lane == lane) return ev->conn;
-    if (h && (h->round > round || (h->round == round && h->node_id == peer_id))) {
-      // Another lane of this round, or a neighbour already in a newer round.
+    if (h && (h->round > round || (h->round == round && (h->node_id == peer_id || opt_.direct)))) {
+      // Another lane of this round (the direct pattern: another member's),
+      // or a neighbour already in a newer round.
       early_peers_[{h->node_id, h->round, h->lane}] = ev->conn;
       continue;
     }
@@ -142,47 +148,49 @@ std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint6
   }
 }
 
-// Dials the next node once per lane (saying who is calling for which round
-// and lane), then accepts the previous node's lanes.
-std::optional<LateForRing> RingRound::dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes,
-                                                      Connections& c, Deadline deadline, uint64_t* unreachable) {
-  const size_t n = ring.members.size();
-  const control::RingMember& next = ring.members[(index + 1) % n];
-  const control::RingMember& prev = ring.members[(index + n - 1) % n];
-  const auto [host, port] = split_host_port(next.address, str("address of node ", next.node_id));
+// Dials each member in `to` once per lane (saying who is calling for which
+// round and lane), then accepts each member in `from`'s lanes: a ring's
+// next and previous node, or every other member (the direct pattern).
+std::optional<LateForRing> RingRound::dial_peers(const control::RingAnnounce& ring, const std::vector<size_t>& to,
+                                                 const std::vector<size_t>& from, int lanes, Connections& c,
+                                                 Deadline deadline, uint64_t* unreachable) {
   // A live neighbour answers a dial at once; one we cannot reach within a
   // message timeout is reported as such (a partition between two live
   // nodes), before the others give up on their messages.
   const Deadline dial_by = std::min(deadline, deadline_in(opt_.message_timeout / 2));
-  for (int k = 0; k < lanes; ++k) {
-    try {
-      c.to_next[k] = transport_.connect(host, port, dial_by);
-    } catch (const Error&) {
-      *unreachable = next.node_id;
-      throw;
+  for (size_t j : to) {
+    const control::RingMember& peer = ring.members[j];
+    const auto [host, port] = split_host_port(peer.address, str("address of node ", peer.node_id));
+    for (int k = 0; k < lanes; ++k) {
+      try {
+        c.to[k][j] = transport_.connect(host, port, dial_by);
+      } catch (const Error&) {
+        *unreachable = peer.node_id;
+        throw;
+      }
+      coordinator_.send_on(c.to[k][j], control::PeerHello{coordinator_.id(), ring.round, static_cast<uint32_t>(k)});
     }
-    coordinator_.send_on(c.to_next[k], control::PeerHello{coordinator_.id(), ring.round, static_cast<uint32_t>(k)});
   }
-  for (int k = 0; k < lanes; ++k) {
-    std::variant<ConnId, LateForRing> got =
-        accept_peer(prev.node_id, ring.round, static_cast<uint32_t>(k), ring.outer_step, deadline);
-    if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
-    c.from_prev[k] = std::get<ConnId>(got);
-  }
+  for (size_t j : from)
+    for (int k = 0; k < lanes; ++k) {
+      std::variant<ConnId, LateForRing> got =
+          accept_peer(ring.members[j].node_id, ring.round, static_cast<uint32_t>(k), ring.outer_step, deadline);
+      if (const auto* late = std::get_if<LateForRing>(&got)) return *late;
+      c.from[k][j] = std::get<ConnId>(got);
+    }
   return std::nullopt;
 }
 
 // Each lane's all-reduce of its segment on its own thread (lane 0 on this
 // one). The first lane to fail aborts the others, which then fail fast
 // instead of at their deadline; its error is the attempt's.
-std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, size_t index,
-                                            std::vector<RingLink*>& links,
-                                            const std::vector<EmulatedRingLink*>& emulated,
+std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, size_t index, LaneLinks& lane_links,
                                             const std::vector<FlatRange>& segs, std::span<const float> input,
                                             std::span<float> output, SparseRound* sparse,
                                             std::vector<std::vector<RingCarried>>* carried,
                                             std::optional<PlannedRound>* planned, Deadline deadline) {
-  const int K = static_cast<int>(links.size());
+  std::vector<RingLink*>& links = lane_links.all;
+  const int K = static_cast<int>(lane_links.ring.size() + lane_links.direct.size());
   const size_t n = ring.members.size();
   const bool is_sparse = opt_.compression == Compression::Sparse;
   std::vector<RingStats> lane_stats(K);
@@ -241,13 +249,17 @@ std::vector<RingStats> RingRound::run_lanes(const control::RingAnnounce& ring, s
         so.message_timeout = opt_.message_timeout;
         so.deadline = deadline;
         const std::span<const float> res = sparse->residual.empty() ? sparse->residual : segment(sparse->residual, k);
-        lane_stats[k] = sparse_allgather_average(*links[k], so, segment(input, k), res, segment(output, k), &sent[k], keep);
+        lane_stats[k] = sparse_allgather_average(*lane_links.ring[k], so, segment(input, k), res, segment(output, k),
+                                                 &sent[k], keep);
         sent[k].offset += segs[k].begin;
+      } else if (!lane_links.direct.empty()) {
+        lane_stats[k] = direct_allreduce_average(lane_links.direct[k], dense[k], segment(input, k), segment(output, k),
+                                                 audited ? commitment_ : nullptr, planned ? nullptr : keep);
       } else {
-        lane_stats[k] = ring_allreduce_average(*links[k], dense[k], segment(input, k), segment(output, k),
+        lane_stats[k] = ring_allreduce_average(*lane_links.ring[k], dense[k], segment(input, k), segment(output, k),
                                                planned ? nullptr : keep);
       }
-      if (!emulated.empty()) emulated[k]->drain(deadline);
+      for (EmulatedRingLink* e : lane_links.emulated[k]) e->drain(deadline);
     } catch (...) {
       {
         std::lock_guard<std::mutex> lock(error_mu);
@@ -310,29 +322,50 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   *unreachable = 0;
   // Never more rings than values (the size is the same on every node).
   const int K = static_cast<int>(std::clamp<size_t>(static_cast<size_t>(opt_.rings), 1, std::max<size_t>(1, input.size())));
-  Connections conns(transport_, K);
-  if (std::optional<LateForRing> late = dial_neighbours(ring, index, K, conns, deadline, unreachable)) return *late;
+  const size_t n = ring.members.size();
+  const bool direct = opt_.direct && opt_.compression != Compression::Sparse;
+  // Whom this node sends to and hears from: its ring neighbours, or (the
+  // direct pattern) every other member.
+  std::vector<size_t> to, from;
+  if (direct) {
+    for (size_t j = 0; j < n; ++j)
+      if (j != index) to.push_back(j), from.push_back(j);
+  } else {
+    to.push_back((index + 1) % n);
+    from.push_back((index + n - 1) % n);
+  }
+  Connections conns(transport_, K, n);
+  if (std::optional<LateForRing> late = dial_peers(ring, to, from, K, conns, deadline, unreachable)) return *late;
   // One ring per segment; the node's pacing (a WAN link's capacity) is
-  // shared out among them.
+  // shared out among them, and in the direct pattern among its peers too
+  // (a node's uplink carries all of them at once).
   const std::vector<FlatRange> segs = ring_segments(input.size(), K);
-  prev_key_ = transport_.peer_key(conns.from_prev[0]);
+  prev_key_ = transport_.peer_key(conns.from[0][from[0]]);
   std::vector<std::unique_ptr<TransportRingLink>> plain;
   std::vector<std::unique_ptr<EmulatedRingLink>> emulated_owned;
-  std::vector<EmulatedRingLink*> emulated;
-  std::vector<RingLink*> links;
-  const LinkEmulation to_next = opt_.emulate_link.toward(ring.members[(index + 1) % ring.members.size()].name);
-  for (int k = 0; k < K; ++k) {
-    plain.push_back(std::make_unique<TransportRingLink>(transport_, conns.to_next[k], conns.from_prev[k]));
-    links.push_back(plain.back().get());
-    if (to_next.on()) {
-      LinkEmulation lane = to_next;
-      lane.rate_bytes_per_s /= K;
-      lane.seed = lane.seed * 1000003 + ring.round * 64 + static_cast<uint64_t>(k);
-      emulated_owned.push_back(std::make_unique<EmulatedRingLink>(*plain.back(), lane));
-      emulated.push_back(emulated_owned.back().get());
-      links.back() = emulated.back();
+  LaneLinks links;
+  links.emulated.resize(K);
+  if (direct) links.direct.assign(K, std::vector<RingLink*>(n, nullptr));
+  for (int k = 0; k < K; ++k)
+    for (size_t i = 0; i < to.size(); ++i) {
+      // A ring sends to its next node and hears its previous one; the
+      // direct pattern's link with member j is both ways with j.
+      const size_t j = to[i];
+      plain.push_back(std::make_unique<TransportRingLink>(transport_, conns.to[k][j], conns.from[k][from[i]]));
+      RingLink* link = plain.back().get();
+      const LinkEmulation toward = opt_.emulate_link.toward(ring.members[j].name);
+      if (toward.on()) {
+        LinkEmulation lane = toward;
+        lane.rate_bytes_per_s /= static_cast<double>(K) * static_cast<double>(to.size());
+        lane.seed = lane.seed * 1000003 + ring.round * 64 + static_cast<uint64_t>(k) + (direct ? 4096 * (j + 1) : 0);
+        emulated_owned.push_back(std::make_unique<EmulatedRingLink>(*plain.back(), lane));
+        links.emulated[k].push_back(emulated_owned.back().get());
+        link = emulated_owned.back().get();
+      }
+      links.all.push_back(link);
+      if (direct) links.direct[k][j] = link;
+      else links.ring.push_back(link);
     }
-  }
   std::vector<std::vector<RingCarried>> carried(K);
   // A lossy dense ring writes the round it carries straight into place
   // (PlannedRound); sparse and fp32 rounds are assembled after the ring.
@@ -343,7 +376,7 @@ std::variant<RingAttempt, LateForRing> RingRound::run(const control::RingAnnounc
   // slowest lane's own time would understate the round.
   const auto t0 = RingClock::now();
   const std::vector<RingStats> lane_stats =
-      run_lanes(ring, index, links, emulated, segs, input, output, sparse, opt_.keep_round ? &carried : nullptr,
+      run_lanes(ring, index, links, segs, input, output, sparse, opt_.keep_round ? &carried : nullptr,
                 opt_.keep_round && lossy_dense ? &planned : nullptr, deadline);
   RingAttempt got;
   got.stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();

@@ -73,6 +73,10 @@ struct RingRoundOptions {
   SparseAggregation sparse_aggregation = SparseAggregation::Mean;
   size_t chunk_elems = 0;  // 0: the codec's default (MeshNodeOptions::chunk_elems)
   int rings = 1;
+  // Dense rounds over the direct pattern (direct_allreduce.h): each lane
+  // dials every other member and accepts each of them, instead of its ring
+  // neighbours. Ignored for sparse (an all-gather over the ring).
+  bool direct = false;
   // Codec threads of this node, shared out among its rings (each lane gets
   // at least one: RingOptions::codec_threads); 0: half the machine's
   // hardware threads, at most 16.
@@ -133,10 +137,20 @@ class RingRound {
   // Waits for the previous ring node to dial in for `round`, lane `lane`.
   std::variant<ConnId, LateForRing> accept_peer(uint64_t peer_id, uint64_t round, uint32_t lane, int64_t outer_step,
                                                 Deadline deadline);
-  std::optional<LateForRing> dial_neighbours(const control::RingAnnounce& ring, size_t index, int lanes,
-                                             Connections& c, Deadline deadline, uint64_t* unreachable);
-  std::vector<RingStats> run_lanes(const control::RingAnnounce& ring, size_t index, std::vector<RingLink*>& links,
-                                   const std::vector<EmulatedRingLink*>& emulated,
+  // An attempt's links: per lane, the ring's one (to the next node, from
+  // the previous) or the direct pattern's, one per member (null at this
+  // node); the emulated ones among them, per lane; and all of them, for
+  // aborting.
+  struct LaneLinks {
+    std::vector<RingLink*> ring;
+    std::vector<std::vector<RingLink*>> direct;
+    std::vector<std::vector<EmulatedRingLink*>> emulated;
+    std::vector<RingLink*> all;
+  };
+  std::optional<LateForRing> dial_peers(const control::RingAnnounce& ring, const std::vector<size_t>& to,
+                                        const std::vector<size_t>& from, int lanes, Connections& c, Deadline deadline,
+                                        uint64_t* unreachable);
+  std::vector<RingStats> run_lanes(const control::RingAnnounce& ring, size_t index, LaneLinks& links,
                                    const std::vector<FlatRange>& segs, std::span<const float> input,
                                    std::span<float> output, SparseRound* sparse,
                                    std::vector<std::vector<RingCarried>>* carried, std::optional<PlannedRound>* planned,

@@ -247,6 +247,11 @@ void read_diloco(JsonReader r, Config& c) {
                                       d.compression, "\": remove the key or set compression sparse"));
   d.sparse_aggregation = r.get_string("sparse_aggregation", "contributors", {"contributors", "mean"});
   d.rings = r.get_int("rings", 1, 1, 16);
+  d.all_reduce = r.get_string("all_reduce", "ring", {"ring", "direct"});
+  if (sparse && d.all_reduce == "direct")
+    r.error("all_reduce", "is \"direct\", and diloco.compression \"sparse\" travels as an all-gather over the ring "
+                          "(each node's top-k indices differ, so there is no segment to own): set all_reduce ring or "
+                          "a dense compression");
   d.overlap = r.get_string("overlap", "none", {"none", "eager", "delayed"});
   if (blocks && d.overlap != "none")
     r.error("overlap", str("is \"", d.overlap, "\", and diloco.compression \"", d.compression, "\" runs without overlap "

@@ -171,6 +171,17 @@ struct DilocoConfig {
   // pseudo-gradient on its own connections and thread (INTELLECT-1: one per
   // GPU, 8). Run-wide, independent of any node's GPU count.
   int64_t rings = 1;
+  // How a dense round averages (dist/direct_allreduce.h):
+  //   "ring":   a ring all-reduce: each node talks to its two neighbours,
+  //             re-quantizing partial sums at every hop, in the order the
+  //             coordinator chose for the links' measured speeds;
+  //   "direct": each node sends each segment of its contribution, as it
+  //             committed to it, straight to that segment's owner, which
+  //             sends back the average: the same bytes per node, one encode
+  //             of a contribution instead of one per hop, every contribution
+  //             audited; N − 1 connections per ring a node, every link used.
+  // Not for sparse (an all-gather over the ring). The same on every node.
+  std::string all_reduce = "ring";
   // When an outer step's all-reduce runs (train/outer_sync.h):
   //   "none":    the training thread waits for it at each boundary (DiLoCo as published);
   //   "eager":   it runs on a thread of its own while the next round's inner

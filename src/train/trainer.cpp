@@ -188,6 +188,7 @@ MeshNodeOptions mesh_node_options(const Config& cfg, int64_t held_step, const st
   mo.round_timeout = std::chrono::milliseconds(cfg.mesh.round_timeout_ms);
   mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
   mo.rings = static_cast<int>(cfg.diloco.rings);
+  mo.direct = cfg.diloco.all_reduce == "direct";
   mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
   mo.serve_state = cfg.mesh.serve_state;
   mo.state_lanes = static_cast<int>(cfg.mesh.state_lanes);
