@@ -10,10 +10,12 @@
 #include "dist/commitment.h"
 #include "dist/contribution_check.h"
 #include "dist/direct_allreduce.h"
+#include "dist/message_buffers.h"
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
 #include "dist/round_codec.h"
 #include "mem_ring.h"
+#include "train/config.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -353,6 +355,43 @@ TEST(DirectAllReduce, BadArgumentsAreRefused) {
   in[1][1234] = std::nanf("");
   const RingRun res = run_direct(m2, in, options(Compression::Int8));
   EXPECT_NE(res.errors[1].find("input value 1234"), std::string::npos) << res.errors[1];
+}
+
+// A buffer given back serves the next request of about its size (its
+// memory, not a fresh allocation); small ones and ones past the limit are
+// not kept; a request far smaller than a kept buffer does not take it.
+TEST(MessageBuffers, AGivenBufferServesTheNextRequestOfItsSize) {
+  MessageBuffers pool;
+  std::vector<uint8_t> a = pool.take(300'000);
+  EXPECT_EQ(a.size(), 300'000u);
+  EXPECT_GE(a.capacity(), 300'000u);
+  const uint8_t* mem = a.data();
+  pool.give(std::move(a));
+  EXPECT_GT(pool.held_bytes(), 0u);
+  std::vector<uint8_t> tiny = pool.take(1000);  // under kMinBytes: never from the pool
+  EXPECT_EQ(pool.reused(), 0u);
+  std::vector<uint8_t> far = pool.take(100'000);  // the kept one is more than twice as large
+  EXPECT_NE(far.data(), mem);
+  std::vector<uint8_t> b = pool.take_capacity(299'000);
+  EXPECT_EQ(b.data(), mem);
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(pool.reused(), 1u);
+  EXPECT_EQ(pool.held_bytes(), 0u);
+  pool.set_max_bytes(0);
+  pool.give(std::move(b));
+  EXPECT_EQ(pool.held_bytes(), 0u);
+  pool.give(std::move(tiny));
+  EXPECT_EQ(pool.held_bytes(), 0u);
+}
+
+TEST(DirectAllReduce, TheConfigKeyTakesRingOrDirectAndRefusesDirectWithSparse) {
+  EXPECT_EQ(load_config("", {}).diloco.all_reduce, "ring");
+  EXPECT_EQ(load_config("", {"diloco.all_reduce=direct", "diloco.compression=blocks2"}).diloco.all_reduce, "direct");
+  const std::string bad = test::error_of([] { load_config("", {"diloco.all_reduce=tree"}); });
+  EXPECT_NE(bad.find("diloco.all_reduce"), std::string::npos) << bad;
+  const std::string sparse =
+      test::error_of([] { load_config("", {"diloco.all_reduce=direct", "diloco.compression=sparse"}); });
+  EXPECT_NE(sparse.find("all-gather over the ring"), std::string::npos) << sparse;
 }
 
 }  // namespace

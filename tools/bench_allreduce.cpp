@@ -7,6 +7,8 @@
 //                   [--compression none|int8|int4|int2|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
 //                   [--plaintext] [--openers -1] [--aead openssl|libsodium] [--all-reduce ring|direct]
+// (--no-buffer-reuse: every message a fresh allocation, as before
+// message_buffers.h, for comparison.)
 // (--all-reduce direct: dense rounds over the direct pattern,
 // direct_allreduce.h, instead of the ring; the same bytes per node.)
 // (--auth keys: every process gets a node key of its own, so ring messages
@@ -45,6 +47,7 @@
 #include "dist/coordinator.h"
 #include "dist/frame_openers.h"
 #include "dist/mesh_node.h"
+#include "dist/message_buffers.h"
 #include "dist/ring_round.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -60,7 +63,8 @@ int usage() {
                "usage: bench_allreduce [--nodes N] [--elems S] [--rounds R] [--compression none|int8|int4|int2|sparse|both] "
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
-               "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium] [--all-reduce ring|direct]\n");
+               "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium] [--all-reduce ring|direct] "
+               "[--no-buffer-reuse]\n");
   return 2;
 }
 
@@ -106,7 +110,9 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
     f << nlohmann::json{{"rank", rank}, {"round", r}, {"ring", s.ring_size}, {"seconds", s.seconds}, {"cpu", cpu},
                         {"sent", s.bytes_sent}, {"received", s.bytes_received}, {"retries", s.retries},
                         {"encode", s.encode_s}, {"decode", s.decode_s}, {"recv_wait", s.recv_wait_s}, {"send", s.send_s},
-                        {"whole", whole}, {"commit", s.commit_s}, {"keep", s.keep_s}}
+                        {"whole", whole}, {"commit", s.commit_s}, {"keep", s.keep_s},
+                        {"buffers_reused", MessageBuffers::process().reused()},
+                        {"buffers_held_mb", MessageBuffers::process().held_bytes() / 1e6}}
               .dump()
       << "\n";
   }
@@ -134,6 +140,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--plaintext") {
       plaintext = true;
+      continue;
+    }
+    if (a == "--no-buffer-reuse") {
+      MessageBuffers::process().set_max_bytes(0);  // inherited by the forked nodes
       continue;
     }
     if (i + 1 >= argc) return usage();
@@ -243,7 +253,7 @@ int main(int argc, char** argv) {
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
         double worst = 0, fastest = 1e30, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
-        double whole = 0, commit = 0, keep = 0;
+        double whole = 0, commit = 0, keep = 0, reused = 0, held_mb = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
@@ -260,6 +270,8 @@ int main(int argc, char** argv) {
             whole = std::max(whole, j["whole"].get<double>());
             commit = std::max(commit, j["commit"].get<double>());
             keep = std::max(keep, j["keep"].get<double>());
+            reused += j["buffers_reused"].get<double>() / nodes;
+            held_mb += j["buffers_held_mb"].get<double>() / nodes;
           }
         }
         // CPU seconds per wall second: how many cores a node kept busy (the
@@ -290,8 +302,8 @@ int main(int argc, char** argv) {
         // the ring, the coordinator's verdict, the round kept for joiners.
         std::printf("        whole outer step (average call, slowest node): %.3f s, %.2f GB/s of fp32 per node; "
                     "commitment %.3f s, round kept %.3f s; %.2f CPU-seconds per node (all its threads, "
-                    "the mean over nodes)\n",
-                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep, cpu);
+                    "the mean over nodes); message buffers reused so far %.0f, held %.0f MB (per node)\n",
+                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep, cpu, reused, held_mb);
       }
     }
     std::error_code ec;

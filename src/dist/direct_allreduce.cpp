@@ -10,6 +10,7 @@
 
 #include "dist/contribution_check.h"
 #include "dist/finite.h"
+#include "dist/message_buffers.h"
 #include "dist/ring_evidence.h"
 #include "dist/ring_pipeline.h"
 #include "dist/ring_queue.h"
@@ -250,8 +251,10 @@ void DirectRun::send_own(const Job& job) {
   const uint8_t* payload = nullptr;
   const std::vector<uint8_t> fresh = own_encoding(h.segment, h.chunk, &payload);
   const size_t bytes = codec_->encoded_bytes(h.count);
-  std::vector<uint8_t> msg = encode_ring_header(h);
-  msg.resize(kRingHeaderBytes + bytes + (h.is_signed ? kRingSignatureBytes : 0));
+  std::vector<uint8_t> msg =
+      MessageBuffers::process().take(kRingHeaderBytes + bytes + (h.is_signed ? kRingSignatureBytes : 0));
+  const std::vector<uint8_t> head = encode_ring_header(h);
+  std::memcpy(msg.data(), head.data(), kRingHeaderBytes);
   std::memcpy(msg.data() + kRingHeaderBytes, payload, bytes);
   if (h.is_signed) {
     // A committed leaf's digest is known already: no pass over the payload.
@@ -306,21 +309,28 @@ void DirectRun::reduce_chunk(size_t c) {
          "is not); the round is abandoned");
   const float n = static_cast<float>(N_);
   for (size_t i = 0; i < h.count; ++i) x[i] /= n;
+  for (std::vector<uint8_t>& m : held_[c]) MessageBuffers::process().give(std::move(m));
   std::vector<std::vector<uint8_t>>().swap(held_[c]);
   add_times(0.0, since(t));
   const RingClock::time_point e = RingClock::now();
-  std::vector<uint8_t> avg = encode_ring_header(h);
-  avg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count));
+  std::vector<uint8_t> avg = MessageBuffers::process().take(kRingHeaderBytes + codec_->encoded_bytes(h.count));
+  const std::vector<uint8_t> head = encode_ring_header(h);
+  std::memcpy(avg.data(), head.data(), kRingHeaderBytes);
   codec_->encode(x, h.count, avg.data() + kRingHeaderBytes, "the average");
   if (codec_->lossy()) codec_->decode(avg.data() + kRingHeaderBytes, h.count, x);
   add_times(since(e), 0.0);
   keep_chunk(r_, c, avg.data() + kRingHeaderBytes);
-  // One copy per peer but the last, which takes the buffer.
+  // One copy per peer but the last, which takes the buffer: each link seals
+  // its frame in place, under its own key.
   size_t last = N_;
   for (size_t j = 0; j < N_; ++j)
     if (j != r_) last = j;
   for (size_t j = 0; j < N_; ++j)
-    if (j != r_ && j != last) queues_[j].put(average_seq(j, c), avg);
+    if (j != r_ && j != last) {
+      std::vector<uint8_t> copy = MessageBuffers::process().take(avg.size());
+      std::memcpy(copy.data(), avg.data(), avg.size());
+      queues_[j].put(average_seq(j, c), std::move(copy));
+    }
   queues_[last].put(average_seq(last, c), std::move(avg));
 }
 
@@ -339,6 +349,7 @@ void DirectRun::take_average(Job& job) {
     check_.add_average(job.from, ss, what);
   }
   keep_chunk(job.from, job.h.chunk, payload);
+  MessageBuffers::process().give(std::move(job.msg));
 }
 
 void DirectRun::keep_chunk(size_t seg, size_t c, const uint8_t* payload) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "dist/message_buffers.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -118,10 +119,10 @@ bool FrameDecoder::check_header() {
     return false;
   }
   frame_.type = info->type;
-  frame_.payload.clear();
   // Reserved, not filled: a large payload's pages become resident only as its
-  // bytes arrive, not when a header announces it.
-  frame_.payload.reserve(len);
+  // bytes arrive, not when a header announces it (or they are a recycled
+  // buffer's, resident already: message_buffers.h).
+  frame_.payload = MessageBuffers::process().take_capacity(len);
   payload_len_ = len;
   return true;
 }

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "dist/bytes.h"
+#include "dist/message_buffers.h"
 #include "dist/ring_evidence.h"
 #include "dist/ring_pipeline.h"
 #include "dist/ring_queue.h"
@@ -308,8 +309,10 @@ void LaneRun::add_times(double encode_s, double decode_s) {
 // Header + payload for h.count values at x: their encoding.
 std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   const RingClock::time_point t = RingClock::now();
-  std::vector<uint8_t> msg = encode_ring_header(h);
-  msg.resize(kRingHeaderBytes + codec_->encoded_bytes(h.count) + (h.is_signed ? kRingSignatureBytes : 0));
+  std::vector<uint8_t> msg = MessageBuffers::process().take(kRingHeaderBytes + codec_->encoded_bytes(h.count) +
+                                                            (h.is_signed ? kRingSignatureBytes : 0));
+  const std::vector<uint8_t> head = encode_ring_header(h);
+  std::memcpy(msg.data(), head.data(), kRingHeaderBytes);
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
   if (h.is_signed) {
     // An audited first hop is a committed leaf: its digest is known already.
@@ -469,7 +472,7 @@ void LaneRun::run_job(Job& job) {
     check_contribution(job, ss, what);
     keep_chunk(h, payload);
     add_times(0.0, since(d));
-    if (job.seq == UINT64_MAX) return;
+    if (job.seq == UINT64_MAX) return MessageBuffers::process().give(std::move(job.msg));
     // The owner's bytes go on unchanged, but for the step.
     const uint32_t next_step = h.step + 1;
     std::memcpy(job.msg.data() + kStepOffset, &next_step, 4);
@@ -481,6 +484,7 @@ void LaneRun::run_job(Job& job) {
   const bool non_finite = codec_->decode_fused(payload, h.count, in_.data() + chunk_off(h.segment, h.chunk), x, want_ss);
   check_contribution(job, ss, what);
   if (non_finite) refuse_non_finite_input(h);
+  MessageBuffers::process().give(std::move(job.msg));  // added in: its pages serve a later message
   add_times(0.0, since(d));
   if (h.step + 2 < N_) {
     queue_.put(job.seq, build(header(kReduceScatter, h.step + 1, h.segment, h.chunk), x));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "dist/frame_openers.h"
+#include "dist/message_buffers.h"
 #include "dist/sealed_frame.h"
 #include "util/error.h"
 
@@ -594,6 +595,7 @@ struct TransportLoop {
     --c->writes_in_flight;
     c->last_write_ms = uv_now(&t->loop);
     t->give_back(c, w->accounted);
+    MessageBuffers::process().give(std::move(w->payload));  // sent: its pages serve a later message
     delete w;
     if (status < 0 && status != UV_ECANCELED) t->drop(c, str("write failed: ", uv_error(status)));
   }
