@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <filesystem>
+#include <iterator>
 #include <fstream>
 #include <thread>
 
@@ -365,6 +366,34 @@ TEST_F(Elastic, ChaosShortRunWithOverlapKeepsEveryNodeInAgreement) {
   EXPECT_GE(s["outer_steps"].get<int>(), 5);
   EXPECT_FALSE(s["joins"].empty()) << "a node started mid-run joined with the run's state";
   EXPECT_LT(s["loss_last"].get<double>(), s["loss_first"].get<double>());
+}
+
+// The short chaos run with every node on the direct pattern
+// (diloco.all_reduce=direct): a killed or stopped node now fails every
+// member's round at once, and the round is re-formed without it.
+TEST_F(Elastic, ChaosShortRunWithTheDirectPatternKeepsEveryNodeInAgreement) {
+  const std::string out = ::testing::TempDir() + "/chaos_short_direct";
+  const auto r = test::run_command(test::binary_dir() + "/intellect_chaos --seconds 45 --seed 5 --all-reduce direct --out " +
+                                   out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream f(out + "/chaos_summary.json");
+  const nlohmann::json s = nlohmann::json::parse(f);
+  EXPECT_EQ(s["all_reduce"], "direct");
+  for (const char* kind : {"kill9", "stop", "start", "coordinator_restart", "kill_half"})
+    EXPECT_GE(s["faults"][kind].get<int>(), 1) << kind;
+  EXPECT_EQ(s["diverged"], 0);
+  EXPECT_GE(s["outer_steps"].get<int>(), 5);
+  EXPECT_FALSE(s["joins"].empty()) << "a node started mid-run joined with the run's state";
+  EXPECT_LT(s["loss_last"].get<double>(), s["loss_first"].get<double>());
+  // Every node ran the pattern (it says so at start).
+  int said = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(out))
+    if (e.path().filename() == "train.log") {
+      std::ifstream log(e.path());
+      const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      said += text.find("over the direct pattern") != std::string::npos;
+    }
+  EXPECT_GE(said, 3);
 }
 
 // Both nodes of an overlapping run (diloco.overlap=eager) are killed (kill -9)

@@ -6,7 +6,7 @@
 // and the coordinator killed and restarted on the same address.
 //
 //   intellect_chaos [--nodes 3] [--max-nodes 5] [--seconds 60] [--seed 1]
-//                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed]
+//                   [--out DIR] [--netns] [--lose-state] [--overlap none|eager|delayed] [--all-reduce ring|direct]
 //                   [--byzantine scale|understate|accuse|alter] [--set k=v]...
 //
 // --byzantine: one more node attacks the run all along (faults spare it).
@@ -30,6 +30,10 @@
 // outer step's all-reduce on a thread of its own while the next inner steps
 // run, applied one round late), so every fault also lands while a round is
 // in flight in the background.
+//
+// --all-reduce direct: every node averages over the direct pattern
+// (diloco.all_reduce, direct_allreduce.h), so a killed or stopped node
+// fails every member's round at once, not just its neighbours'.
 //
 // --lose-state: a further fault kills every running node at the newest outer
 // step at once while a node behind them lives on, so no live node holds the
@@ -287,7 +291,8 @@ class OuterProgress {
 
 int usage() {
   std::fprintf(stderr, "usage: intellect_chaos [--nodes N] [--max-nodes M] [--seconds S] [--seed X] [--out DIR] "
-                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--byzantine scale|understate|accuse|alter]\n"
+                       "[--netns] [--lose-state] [--overlap none|eager|delayed] [--all-reduce ring|direct]\n"
+                       "                       [--byzantine scale|understate|accuse|alter]\n"
                        "                       [--status PORT|IPV4:PORT] [--set k=v]...\n"
                        "  --status: the coordinator serves the run's dashboard there (kept across its restarts)\n");
   return 2;
@@ -302,6 +307,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> extra;
   bool use_netns = false, lose_state = false;
   std::string overlap = "none";
+  std::string all_reduce = "ring";
   std::string byzantine;
   std::string status_listen;
   for (int i = 1; i < argc; ++i) {
@@ -337,6 +343,12 @@ int main(int argc, char** argv) {
         return 2;
       }
       overlap = v;
+    } else if (a == "--all-reduce") {
+      if (v != "ring" && v != "direct") {
+        std::fprintf(stderr, "intellect_chaos: --all-reduce must be ring or direct, got '%s'\n", v.c_str());
+        return 2;
+      }
+      all_reduce = v;
     }
     else return usage();
   }
@@ -439,7 +451,7 @@ int main(int argc, char** argv) {
                    "model.dim=48", "model.ffn_dim=128", "model.head_dim=12", "model.n_layers=2",
                    "train.eval_every=0", "train.log_every=1000", "data.train=" + corpus + "/train_*.bin",
                    "data.val=", "data.partitions=" + std::to_string(max_nodes + 64), "ckpt.save_final=false",
-                   "diloco.overlap=" + overlap});
+                   "diloco.overlap=" + overlap, "diloco.all_reduce=" + all_reduce});
       sets.insert(sets.end(), extra.begin(), extra.end());
       make_dirs(out + "/" + p.name);
       p.pid = spawn(with_sets({train}, sets), out + "/" + p.name + "/train.log", lab ? lab->ns(p.index) : "");
@@ -482,8 +494,10 @@ int main(int argc, char** argv) {
     std::vector<Cut> cuts;
     std::vector<std::string> failures;
     std::vector<int> attacker_exits;
-    std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, logs under %s\n",
+    std::printf("intellect_chaos: coordinator at %s, %d nodes, up to %d, %d s, seed %llu, overlap %s, %s pattern, "
+                "logs under %s\n",
                 coord.c_str(), nodes, max_nodes, seconds, static_cast<unsigned long long>(seed), overlap.c_str(),
+                all_reduce.c_str(),
                 out.c_str());
     if (!dashboard.empty()) std::printf("intellect_chaos: dashboard of the run: %s\n", dashboard.c_str());
     std::fflush(stdout);
@@ -774,6 +788,7 @@ int main(int argc, char** argv) {
                               {"interrupted", g_interrupted != 0},
                               {"seed", seed},
                               {"overlap", overlap},
+                              {"all_reduce", all_reduce},
                               {"byzantine", attack},
                               {"faults", faults},
                               {"outer_steps", max_outer},

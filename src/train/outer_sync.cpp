@@ -84,6 +84,12 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                      "outer parameters, momentum) = ", format_bytes(4 * copy));
   if (ef_) budget += str(", plus the error-feedback buffer (", format_bytes(copy), ")");
   if (rotation_) budget += str(", plus ", cfg_.diloco.compression, "'s two compact vectors (about ", format_bytes(2 * copy / rotation_->period()), ")");
+  if (mesh_ && cfg_.diloco.all_reduce == "direct" && cfg_.mesh.announce_norms) {
+    const Compression c = parse_compression(cfg_.diloco.ring_compression());
+    const size_t values = rotation_ ? n / rotation_->period() : n;
+    budget += str(", plus the commitment's encodings, which the direct pattern sends (about ",
+                  format_bytes(codec_encoded_bytes(c, values, c == Compression::None ? 0 : default_codec_block(c))), ")");
+  }
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",

@@ -189,6 +189,10 @@ MeshNodeOptions mesh_node_options(const Config& cfg, int64_t held_step, const st
   mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
   mo.rings = static_cast<int>(cfg.diloco.rings);
   mo.direct = cfg.diloco.all_reduce == "direct";
+  if (mo.direct)
+    note("mesh: dense rounds over the direct pattern (diloco.all_reduce=direct): each node sends each segment of its "
+         "committed contribution to the segment's owner and takes the averages from every owner; N - 1 connections "
+         "per ring each way");
   mo.message_timeout = std::chrono::milliseconds(cfg.mesh.message_timeout_ms);
   mo.serve_state = cfg.mesh.serve_state;
   mo.state_lanes = static_cast<int>(cfg.mesh.state_lanes);
