@@ -33,8 +33,9 @@ struct Swarm {
   explicit Swarm(milliseconds ready_timeout = milliseconds(5000), size_t min_ring = 3,
                  std::function<void()> on_turn = {}, PeerCredentials credentials = secret(7),
                  std::function<void(const std::string&)> log = {}, bool order_by_rate = true,
-                 bool unsealed_frames_for_benchmarks = false) {
+                 bool unsealed_frames_for_benchmarks = false, bool direct = false) {
     CoordinatorOptions o;
+    o.direct = direct;
     o.unsealed_frames_for_benchmarks = unsealed_frames_for_benchmarks;
     o.order_by_rate = order_by_rate;
     o.on_turn = std::move(on_turn);
@@ -418,13 +419,17 @@ TEST(Mesh, ADonorRefusingThisNodesKeyIsAnAuthenticationFailureNotNotReady) {
 // sparse compression the same holds: a node announces the norm of its input
 // plus its error-feedback residual, and each arriving chunk of a source's
 // contribution is checked against that source's own norm.
-void byzantine_round(double scale, double announce, bool expect_banned, Compression compression = Compression::Int8) {
+void byzantine_round(double scale, double announce, bool expect_banned, Compression compression = Compression::Int8,
+                     bool direct = false) {
   std::mutex mu;
   std::vector<std::string> lines;
-  Swarm swarm(milliseconds(3000), 3, {}, secret(7), [&](const std::string& m) {
-    std::lock_guard lk(mu);
-    lines.push_back(m);
-  });
+  Swarm swarm(
+      milliseconds(3000), 3, {}, secret(7),
+      [&](const std::string& m) {
+        std::lock_guard lk(mu);
+        lines.push_back(m);
+      },
+      true, false, direct);
   const size_t n = 30011;
   std::vector<std::vector<float>> out(3, std::vector<float>(n));
   std::vector<std::string> errors(3);
@@ -437,6 +442,7 @@ void byzantine_round(double scale, double announce, bool expect_banned, Compress
         if (i == 2) o.attack_scale = scale, o.attack_announce = announce;
         o.max_retries = 2;
         o.compression = compression;
+        o.direct = direct;
         if (compression == Compression::Sparse)
           o.sparse_k = sparse_k_for_density(0.1, default_codec_block(Compression::Sparse));
         MeshNode node(o);
@@ -520,7 +526,8 @@ struct Accusation {
 };
 
 Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false,
-                                 Compression compression = Compression::Int8, int alter_forwarded = 0) {
+                                 Compression compression = Compression::Int8, int alter_forwarded = 0,
+                                 bool direct = false) {
   Accusation a;
   std::string allowlist;
   for (int i = 0; i < 4; ++i) {
@@ -548,6 +555,7 @@ Accusation keyed_byzantine_round(double scale, double announce, int false_accusa
           o.credentials = PeerCredentials::keyed(a.keys[i + 1], admit);
           o.chunk_elems = 4096;  // 8 chunks: every rank has a segment of its own, and the commitment is audited
           o.compression = compression;
+          o.direct = direct;
           if (compression == Compression::Sparse)
             o.sparse_k = sparse_k_for_density(0.1, default_codec_block(Compression::Sparse));
           if (i == 2) {
@@ -624,6 +632,27 @@ TEST(Mesh, NodeKeysACommitmentMismatchIsCaughtAtTheFirstHopAndRefused) {
   EXPECT_TRUE(a.logged("does not hash to the commitment it announced"));
 }
 TEST(Mesh, NodeKeysAForgedSignatureInEvidenceRefusesTheAccuser) { expect_false_accuser_refused(2); }
+
+// The direct pattern (direct_allreduce.h): every member owns a segment and
+// hears every other directly, so an attacker is caught by each owner it
+// sends to, whoever its ring neighbours would have been, and refused on its
+// own signed messages: its contributions above its announced norm, or its
+// leaf message that does not hash to its commitment.
+TEST(Mesh, NodeKeysTheDirectPatternRefusesANodeSendingMoreThanItAnnounced) {
+  const Accusation a = keyed_byzantine_round(100.0, 0.01, 0, false, Compression::Int8, 0, /*direct=*/true);
+  expect_refused_on_evidence(a);
+}
+TEST(Mesh, NodeKeysTheDirectPatternRefusesACommitmentMismatch) {
+  const Accusation a = keyed_byzantine_round(0.5, 1.0, 0, /*commit_unscaled=*/true, Compression::Int8, 0, true);
+  expect_refused_on_evidence(a);
+  EXPECT_TRUE(a.logged("does not hash to the commitment it announced"));
+}
+// Shared secret: no evidence; in a run of the direct pattern the
+// coordinator takes any member's word against any other, as it takes a ring
+// successor's against its predecessor.
+TEST(Mesh, TheDirectPatternRefusesANodeSendingMoreThanItAnnounced) {
+  byzantine_round(100.0, 0.01, true, Compression::Int8, /*direct=*/true);
+}
 
 // Sparse rounds in a keyed run (sparse_evidence.h): every chunk signed by
 // its author. An honest round refuses nobody; a node sending 100x what it

@@ -78,6 +78,7 @@ intellect::CoordinatorOptions coordinator_options(const intellect::Config& c) {
   co.state_file = c.train.out_dir + "/coordinator.json";
   co.norm_outlier_factor = c.mesh.norm_outlier_factor;
   co.order_by_rate = c.mesh.order_rings_by_rate;
+  co.direct = c.diloco.all_reduce == "direct";
   co.status_listen = c.mesh.status_listen;
   co.status_token_file = c.mesh.status_token_file;
   co.status_title = "intellect run: " + c.source;

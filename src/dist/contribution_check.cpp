@@ -108,8 +108,13 @@ void SourceNormCheck::add(size_t source, double sum_squares, const std::string& 
       prev);
 }
 
-DirectNormCheck::DirectNormCheck(const std::vector<double>& norms, int world, double slack)
-    : norms_(norms), contributed_(norms.size(), 0.0), averaged_(norms.size(), 0.0), slack_(slack) {
+DirectNormCheck::DirectNormCheck(const std::vector<double>& norms, int world, double slack, bool keep_evidence)
+    : norms_(norms),
+      contributed_(norms.size(), 0.0),
+      averaged_(norms.size(), 0.0),
+      slack_(slack),
+      keep_evidence_(keep_evidence),
+      kept_(norms.size()) {
   enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
   for (double n : norms_)
     if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
@@ -121,17 +126,44 @@ double DirectNormCheck::average_bound() const {
   return norms_.empty() ? 0.0 : slack_ * sum / static_cast<double>(norms_.size());
 }
 
-void DirectNormCheck::add_contribution(size_t source, double sum_squares, const std::string& what) {
+void DirectNormCheck::add_contribution(size_t source, double sum_squares, const std::string& what,
+                                       std::span<const uint8_t> message) {
   if (!enabled_ || source >= contributed_.size()) return;
   double& seen = contributed_[source];
   seen += sum_squares;
   const double b = contribution_bound(source);
+  auto& kept = kept_[source];
+  if (keep_evidence_ && !message.empty()) {
+    // The kKeptPerStep largest so far, as ContributionCheck keeps them.
+    auto smallest = std::min_element(kept.begin(), kept.end(),
+                                     [](const auto& x, const auto& y) { return x.first < y.first; });
+    if (kept.size() < ContributionCheck::kKeptPerStep)
+      kept.emplace_back(sum_squares, std::vector<uint8_t>(message.begin(), message.end()));
+    else if (smallest->first < sum_squares)
+      *smallest = {sum_squares, std::vector<uint8_t>(message.begin(), message.end())};
+  }
   if (seen <= b * b + kNormFloor) return;
   throw ContributionExceedsAnnouncement(
       str(what, ": rank ", source, "'s contribution decodes to a norm of ", std::sqrt(seen),
           " over this segment so far, above the ", b, " its announced norm allows (", norms_[source], " with slack ",
           slack_, "): rank ", source, " sent more than it announced"),
-      static_cast<int>(source));
+      static_cast<int>(source), keep_evidence_ ? fewest_exceeding(kept, b) : std::vector<std::vector<uint8_t>>{});
+}
+
+std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<std::pair<double, std::vector<uint8_t>>>& kept,
+                                                   double bound) {
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::vector<uint8_t>> out;
+  double sum = 0.0;
+  size_t bytes = 0;
+  for (auto& k : kept) {
+    bytes += k.second.size();
+    if (bytes > kMaxEvidenceBytes || out.size() >= kMaxEvidenceMessages) break;
+    sum += k.first;
+    out.push_back(std::move(k.second));
+    if (sum > bound * bound + kNormFloor) return out;
+  }
+  return {};
 }
 
 void DirectNormCheck::add_average(size_t owner, double sum_squares, const std::string& what) {

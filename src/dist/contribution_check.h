@@ -75,12 +75,20 @@ class ContributionCheck {
 // summed over the owner's segment, must stay within k's announced norm, and
 // an owner's average over its segment within the mean of the norms (times
 // `slack` each: the codec's rounding). The offender is the sender itself.
+// With keep_evidence (node-key runs), as ContributionCheck: the
+// kKeptPerStep largest signed contribution messages of each source are
+// kept, and a violation carries the fewest of them whose squares alone
+// break the bound (judge_direct_evidence checks them). Averages are not
+// signed: an inflated average carries none.
 // One per direct call, shared by its codec threads under the caller's lock.
 class DirectNormCheck {
  public:
-  DirectNormCheck(const std::vector<double>& norms, int world, double slack);
+  DirectNormCheck(const std::vector<double>& norms, int world, double slack, bool keep_evidence = false);
   bool enabled() const { return enabled_; }
-  void add_contribution(size_t source, double sum_squares, const std::string& what);
+  // `message`: the whole signed message the squares are of (kept as evidence
+  // if it is among the source's largest); empty: none.
+  void add_contribution(size_t source, double sum_squares, const std::string& what,
+                        std::span<const uint8_t> message = {});
   void add_average(size_t owner, double sum_squares, const std::string& what);
   double contribution_bound(size_t source) const { return slack_ * norms_[source]; }
   double average_bound() const;
@@ -88,8 +96,15 @@ class DirectNormCheck {
  private:
   std::vector<double> norms_, contributed_, averaged_;
   double slack_;
-  bool enabled_ = false;
+  bool enabled_ = false, keep_evidence_ = false;
+  std::vector<std::vector<std::pair<double, std::vector<uint8_t>>>> kept_;  // per source: (squares, message)
 };
+
+// The fewest of `kept` (sum of squares, message), largest first, whose
+// squares exceed bound² (summed in that order, as the judges sum them); none
+// if all of them do not, or they would not fit an accusation.
+std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<std::pair<double, std::vector<uint8_t>>>& kept,
+                                                   double bound);
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);
 // Σ (x[i] + residual[i])² in double (residual may be null), on eight

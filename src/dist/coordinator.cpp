@@ -519,16 +519,23 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
   // own predecessor there: nobody else saw that node's messages. A sparse
   // accusation with evidence, between two keyed members, may name any other
   // member: its chunks travel the whole ring under their author's signature.
+  // So may the direct pattern's (every member hears every other): any
+  // accusation in a run of the direct pattern, and with keys any accusation
+  // whose evidence is a direct contribution or a leaf message (both signed
+  // by the accused, so they prove themselves whoever hands them over).
   const OuterStepState* step = steps_.active(f.outer_step) ? steps_.find(f.outer_step) : nullptr;
   if (f.accused != 0 && step && f.round == step->round) {
     const auto& nodes = step->ring.nodes;
     auto me = std::find(nodes.begin(), nodes.end(), id);
     if (me != nodes.end() && nodes.size() > 1) {
       const size_t i = static_cast<size_t>(me - nodes.begin());
-      const bool sparse_evidence = !f.evidence.empty() && is_sparse_message(f.evidence[0]) && key_of_.count(id) &&
-                                   key_of_.count(f.accused) && f.accused != id &&
-                                   std::find(nodes.begin(), nodes.end(), f.accused) != nodes.end();
-      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused || sparse_evidence)
+      const bool member = f.accused != id && std::find(nodes.begin(), nodes.end(), f.accused) != nodes.end();
+      const bool keyed = key_of_.count(id) && key_of_.count(f.accused);
+      const bool self_proving = !f.evidence.empty() && (is_sparse_message(f.evidence[0]) ||
+                                                        is_leaf_message(f.evidence[0]) ||
+                                                        is_direct_contribution(f.evidence[0]));
+      if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused || (member && keyed && self_proving) ||
+          (member && opt_.direct))
         judge_accusation(id, f, step->ring, i, now);
     }
   }

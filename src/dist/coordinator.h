@@ -48,6 +48,12 @@ struct CoordinatorOptions {
   // Order each ring by the link rates nodes measure (order_ring_by_rate in
   // ring_order.h); false: ascending ids, around failed links only.
   bool order_by_rate = true;
+  // The run's dense rounds use the direct pattern (diloco.all_reduce
+  // "direct", direct_allreduce.h): every member receives from every other,
+  // so an accusation from any member against any other counts, as a ring
+  // successor's against its predecessor does. (With node keys, evidence of
+  // the direct pattern is judged whatever this says: it proves itself.)
+  bool direct = false;
   // A node whose announced pseudo-gradient norm is above this many times the
   // median of the other ready nodes' norms is left out of that step's ring
   // (it takes the round from a donor, like a late node). 0: never.

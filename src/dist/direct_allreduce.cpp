@@ -36,7 +36,7 @@ class DirectRun {
         N_(static_cast<size_t>(opt.world)),
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
-        check_(opt.announced_norms, opt.world, opt.norm_slack),
+        check_(opt.announced_norms, opt.world, opt.norm_slack, opt.signer != nullptr),
         carried_(carried && codec_->lossy() ? carried : nullptr),
         carried_into_(codec_->lossy() ? opt.carried_into : nullptr),
         queues_(N_),
@@ -71,6 +71,7 @@ class DirectRun {
   RingStats stats() const;
   bool failed(std::string& msg) { return first_error_.get(msg); }
   int offender() const { return offender_; }
+  std::vector<std::vector<uint8_t>> take_evidence() { return std::move(evidence_); }
 
  private:
   enum class JobKind { SendOwn, Contribution, Average };
@@ -134,6 +135,7 @@ class DirectRun {
   FirstError first_error_;
   std::mutex fail_mu_;
   int offender_ = -1;
+  std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_)
 };
 
 RingHeader DirectRun::header(uint8_t phase, size_t seg, size_t chunk) const {
@@ -301,7 +303,8 @@ void DirectRun::reduce_chunk(size_t c) {
     non_finite |= codec_->decode_fused(p, h.count, k == 0 ? nullptr : x, x, check_.enabled() ? &ss : nullptr);
     if (k != r_ && check_.enabled()) {
       std::lock_guard<std::mutex> lock(check_mu_);
-      check_.add_contribution(k, ss, message_name(header(kDirectPhaseReduce, r_, c), k));
+      check_.add_contribution(k, ss, message_name(header(kDirectPhaseReduce, r_, c), k),
+                              opt_.signer ? std::span<const uint8_t>(held_[c][k]) : std::span<const uint8_t>());
     }
   }
   if (non_finite)
@@ -383,7 +386,7 @@ void DirectRun::fail_round(std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
     } catch (const ContributionExceedsAnnouncement& c) {
-      if (first) offender_ = c.offender_rank;
+      if (first) offender_ = c.offender_rank, evidence_ = c.evidence;
       first_error_.record(c.what());
     } catch (const std::exception& x) {
       first_error_.record(x.what());
@@ -451,6 +454,31 @@ void DirectRun::run() {
   pool_ = nullptr;
 }
 
+// An accuser hands over only what the coordinator will find holds (as the
+// ring's keep_provable): checked here with the offender's key and the same
+// judgement; otherwise the accusation goes without evidence.
+std::string keep_provable(const RingOptions& opt, int offender, std::vector<std::vector<uint8_t>>& evidence) {
+  if (!opt.signer || evidence.empty() || static_cast<size_t>(offender) >= opt.member_keys.size()) {
+    const bool had = !evidence.empty();
+    evidence.clear();
+    return opt.signer && had ? " (the offender's key is not known here: no evidence)" : "";
+  }
+  EvidenceContext ec;
+  ec.round = opt.round;
+  ec.accuser_rank = opt.rank;
+  ec.accused_rank = offender;
+  ec.world = opt.world;
+  ec.norms = opt.announced_norms;
+  ec.slack = opt.norm_slack;
+  if (opt.audit) ec.commitments = opt.audit->roots;
+  const EvidenceVerdict v = judge_ring_evidence(evidence, opt.member_keys[static_cast<size_t>(offender)], ec);
+  if (!v.holds) {
+    evidence.clear();
+    return str(" (its messages do not prove it on their own: ", v.why, ")");
+  }
+  return str(" (evidence: ", evidence.size(), " of its signed messages)");
+}
+
 }  // namespace
 
 RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingOptions& opt,
@@ -509,10 +537,12 @@ RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingO
   run.run();
   if (std::string msg; run.failed(msg)) {
     if (carried) carried->clear();
-    // No evidence goes with it yet: the coordinator judges the ring's
-    // accusations only (direct_allreduce.h).
-    if (run.offender() >= 0)
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, ". The round is abandoned"), run.offender());
+    if (run.offender() >= 0) {
+      std::vector<std::vector<uint8_t>> evidence = run.take_evidence();
+      const std::string note = keep_provable(opt, run.offender(), evidence);
+      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), run.offender(),
+                                            std::move(evidence));
+    }
     fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
   }
   RingStats stats = run.stats();

@@ -116,6 +116,10 @@ struct RingOptions {
   // they are handed over.
   const NodeKey* signer = nullptr;
   std::optional<PublicKey> prev_key;
+  // The direct pattern (direct_allreduce.h): every member's key, by rank, as
+  // the coordinator announced them; an accusation is checked with the
+  // offender's before it carries evidence. Empty: none carried.
+  std::vector<PublicKey> member_keys;
   // Tests and intellect_chaos --byzantine only: this rank accuses its
   // predecessor falsely on the first message it receives, handing over that
   // honest message as evidence (1) or the same with its signature altered (2).

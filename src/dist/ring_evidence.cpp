@@ -72,7 +72,10 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
       ctx.commitments.size() != static_cast<size_t>(ctx.world))
     return no("no commitments are known for that ring");
   if (messages.size() > 2) return no(messages.size(), " messages where a leaf message and one ring message show it");
-  const size_t prev = wrap(int64_t(ctx.accuser_rank) - 1, ctx.world);
+  // The sender of the leaves: a ring's predecessor, or in the direct
+  // pattern any member (every member sends its leaves to every other).
+  const size_t prev = ctx.accused_rank >= 0 && ctx.accused_rank < ctx.world ? static_cast<size_t>(ctx.accused_rank)
+                                                                            : wrap(int64_t(ctx.accuser_rank) - 1, ctx.world);
   LeafMessage leaf;
   try {
     leaf = parse_leaf_message(messages[0], "evidence leaf message");
@@ -96,13 +99,18 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
   }
   if (!h.is_signed) return no("the ring message is not signed");
   if (!ring_message_signed_by(m, accused)) return no("the ring message's signature is not the accused's");
-  if (h.round != ctx.round || h.world != static_cast<uint32_t>(ctx.world) || h.phase != kRingPhaseReduceScatter || h.step != 0 ||
-      h.segment != prev || h.lane != leaf.lane || h.total_elems != leaf.lane_elems ||
-      h.compression != leaf.layout.compression || h.int8_block != leaf.layout.block)
-    return no("the ring message is not the accused's step-0 message of that round and lane");
+  // A ring's first hop carries the sender's own segment; a direct
+  // contribution, the receiver's (the accuser's) segment.
+  const bool direct = h.phase == kDirectPhaseReduce;
+  const size_t seg = direct ? static_cast<size_t>(ctx.accuser_rank) : prev;
+  if (h.round != ctx.round || h.world != static_cast<uint32_t>(ctx.world) ||
+      (h.phase != kRingPhaseReduceScatter && !direct) || h.step != 0 || h.segment != seg || h.lane != leaf.lane ||
+      h.total_elems != leaf.lane_elems || h.compression != leaf.layout.compression ||
+      h.int8_block != leaf.layout.block)
+    return no("the ring message is not the accused's step-0 message (or direct contribution) of that round and lane");
   const size_t chunk = leaf.layout.chunk, S = leaf.lane_elems;
-  const size_t begin = aligned_segment_begin(S, ctx.world, chunk, prev);
-  const size_t end = aligned_segment_begin(S, ctx.world, chunk, prev + 1);
+  const size_t begin = aligned_segment_begin(S, ctx.world, chunk, seg);
+  const size_t end = aligned_segment_begin(S, ctx.world, chunk, seg + 1);
   const size_t off = begin + size_t{h.chunk} * chunk;
   if (off >= end || h.count != std::min(chunk, end - off))
     return no("chunk ", h.chunk, " of ", h.count, " values is not in the accused's segment");
@@ -115,7 +123,71 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
              " of the commitment it announced and signed");
 }
 
+// The direct pattern's contributions (direct_allreduce.h): signed messages
+// the accused sent the accuser, each a chunk of the accuser's segment of
+// the accused's own contribution, whose squares together exceed the bound
+// the accused's announced norm sets.
+EvidenceVerdict judge_direct_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
+                                      const EvidenceContext& ctx) {
+  auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
+  if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
+  if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world || ctx.accused_rank < 0 ||
+      ctx.accused_rank >= ctx.world || ctx.accused_rank == ctx.accuser_rank ||
+      ctx.norms.size() != static_cast<size_t>(ctx.world))
+    return no("the accuser and the accused are not two members of the round");
+  const double norm = ctx.norms[static_cast<size_t>(ctx.accused_rank)];
+  if (!(norm >= 0.0) || !std::isfinite(norm)) return no("the accused announced no norm for that step");
+  const double b = ctx.slack * norm;
+  size_t bytes = 0;
+  double sum_squares = 0.0;
+  std::set<std::array<uint8_t, 32>> seen;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::vector<uint8_t>& m = messages[i];
+    const std::string what = str("evidence message ", i);
+    bytes += m.size();
+    if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
+    RingHeader h;
+    try {
+      h = parse_ring_header(m, what);
+    } catch (const Error& e) {
+      return no(e.what());
+    }
+    if (h.phase != kDirectPhaseReduce) return no(what, " is not a contribution of the direct pattern");
+    if (!h.is_signed) return no(what, " is not signed");
+    if (!ring_message_signed_by(m, accused)) return no(what, ": the signature is not the accused's");
+    if (h.round != ctx.round) return no(what, " is of round ", h.round, ", not ", ctx.round);
+    if (h.world != static_cast<uint32_t>(ctx.world)) return no(what, " is of a round of ", h.world, ", not ", ctx.world);
+    if (h.segment != static_cast<uint32_t>(ctx.accuser_rank))
+      return no(what, ": segment ", h.segment, " is not the accuser's (", ctx.accuser_rank, ")");
+    // The same message twice would count its squares twice.
+    std::array<uint8_t, 32> d{};
+    crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
+    if (!seen.insert(d).second) return no(what, " repeats an earlier one");
+    try {
+      const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
+      const uint8_t* payload = m.data() + kRingHeaderBytes;
+      codec->validate(payload, h.count, what.c_str());
+      sum_squares += codec->sum_squares(payload, h.count);
+    } catch (const Error& e) {
+      return no(e.what());
+    }
+  }
+  if (sum_squares <= b * b + kNormFloor)
+    return no("the ", messages.size(), " messages' norm ", std::sqrt(sum_squares), " is within the ", b,
+              " the accused's announced norm allows");
+  return EvidenceVerdict{true, str(messages.size(), " contribution messages signed by the accused have a norm of ",
+                                   std::sqrt(sum_squares), ", above the ", b, " its announced norm allows")};
+}
+
 }  // namespace
+
+bool is_direct_contribution(std::span<const uint8_t> msg) {
+  try {
+    return parse_ring_header(msg, "message").phase == kDirectPhaseReduce;
+  } catch (const Error&) {
+    return false;
+  }
+}
 
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx) {
@@ -123,6 +195,7 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
   if (messages.empty()) return no("no messages");
   if (is_leaf_message(messages[0])) return judge_commitment_evidence(messages, accused, ctx);
   if (is_sparse_message(messages[0])) return judge_sparse_evidence(messages, accused, ctx);
+  if (is_direct_contribution(messages[0])) return judge_direct_evidence(messages, accused, ctx);
   if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
   if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
       ctx.norms.size() != static_cast<size_t>(ctx.world))

@@ -72,8 +72,10 @@ struct EvidenceContext {
   // Announced commitments, by rank (commitment.h): an accusation whose
   // first message is a leaf message is judged against them.
   std::vector<std::array<uint8_t, 32>> commitments;
-  // Sparse accusations (sparse_evidence.h): the accused's rank (the author
-  // of the chunks, any member but the accuser) and the sparse check's slack.
+  // The accused's rank (-1: the accuser's ring predecessor). Sparse
+  // accusations (sparse_evidence.h): the author of the chunks; the direct
+  // pattern's: the sender of the contribution or the leaves; either may be
+  // any member but the accuser. And the sparse check's slack.
   int accused_rank = -1;
   double sparse_slack = kSparseNormSlack;
   // Every member's key, by rank (sparse: the author's key of a chunk the
@@ -96,9 +98,17 @@ struct EvidenceVerdict {
 // not hash to its announced commitment, or that does plus its signed step-0
 // message whose bytes do not match their leaf.
 // Sparse chunks (the first message has the sparse all-gather's magic) are
-// judged by judge_sparse_evidence (sparse_evidence.h).
+// judged by judge_sparse_evidence (sparse_evidence.h). The direct pattern's
+// (direct_allreduce.h): its contribution messages (phase 2), each a chunk
+// of the accuser's segment signed by the accused (ctx.accused_rank, any
+// member), whose squares exceed its announced norm's bound; and a leaf
+// message is judged against the accused's commitment (ctx.accused_rank when
+// set, otherwise the accuser's ring predecessor).
 // Never throws on malformed input: a malformed message is a verdict.
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx);
+// A contribution message of the direct pattern (a well-formed ring header of
+// phase kDirectPhaseReduce).
+bool is_direct_contribution(std::span<const uint8_t> msg);
 
 }  // namespace intellect

@@ -311,6 +311,8 @@ RingOptions RingRound::dense_lane_options(const control::RingAnnounce& ring, siz
   if (!opt_.signer.empty()) {
     ro.signer = &opt_.signer;
     ro.prev_key = prev_key_;
+    if (opt_.direct)
+      for (const control::RingMember& m : ring.members) ro.member_keys.push_back(m.key);
   }
   ro.attack_false_accusation = opt_.attack_false_accusation;
   return ro;
