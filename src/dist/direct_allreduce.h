@@ -47,11 +47,14 @@
 //
 // Failure: as the ring's: any error aborts every peer link (so the peers
 // fail fast) and throws; ContributionExceedsAnnouncement names the
-// offender (any member: it sent to us directly). Not yet: evidence. The
-// coordinator judges only a ring member's accusation of its predecessor
-// (coordinator.cpp, judge_ring_evidence), so a direct accusation carries
-// none, and in a node-key run it refuses nobody: the round fails and is
-// formed again. Swarms that do not trust every member run the ring.
+// offender (any member: it sent to us directly). In node-key runs it
+// carries evidence the coordinator judges (ring_evidence.h): the offender's
+// signed contributions whose squares break its announced norm's bound, or
+// its signed leaf message that does not hash to its commitment; checked
+// here with the offender's key (RingOptions::member_keys) before it goes.
+// A contribution whose bytes differ from its leaf is named without
+// evidence, as the ring's first hop is: it is signed with the committed
+// leaf's digest (no pass over the bytes), so it proves nothing.
 #pragma once
 #include <span>
 #include <vector>
