@@ -32,27 +32,26 @@ double ContributionCheck::bound(bool all_gather, size_t step) const {
   return slack_ * sum;
 }
 
-void ContributionCheck::keep(std::vector<Kept>& kept, double sum_squares, std::span<const uint8_t> message) {
-  if (kept.size() < kKeptPerStep) {
-    kept.push_back(Kept{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
+void keep_largest(std::vector<KeptMessage>& kept, size_t most, double sum_squares, std::span<const uint8_t> message) {
+  if (kept.size() < most) {
+    kept.push_back(KeptMessage{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
     return;
   }
-  auto smallest = std::min_element(kept.begin(), kept.end(),
-                                   [](const Kept& a, const Kept& b) { return a.sum_squares < b.sum_squares; });
+  auto smallest = std::min_element(kept.begin(), kept.end(), [](const KeptMessage& a, const KeptMessage& b) {
+    return a.sum_squares < b.sum_squares;
+  });
   if (smallest->sum_squares >= sum_squares) return;
   smallest->sum_squares = sum_squares;
   smallest->message.assign(message.begin(), message.end());
 }
 
-// The fewest kept messages, largest first, whose squares exceed bound²
-// (summed in that order, as judge_ring_evidence sums them); none if all of
-// them do not, or they would not fit an accusation.
-std::vector<std::vector<uint8_t>> ContributionCheck::evidence(std::vector<Kept>& kept, double bound) const {
-  std::sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.sum_squares > b.sum_squares; });
+std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<KeptMessage>& kept, double bound) {
+  std::sort(kept.begin(), kept.end(),
+            [](const KeptMessage& a, const KeptMessage& b) { return a.sum_squares > b.sum_squares; });
   std::vector<std::vector<uint8_t>> out;
   double sum = 0.0;
   size_t bytes = 0;
-  for (Kept& k : kept) {
+  for (KeptMessage& k : kept) {
     bytes += k.message.size();
     if (bytes > kMaxEvidenceBytes || out.size() >= kMaxEvidenceMessages) break;
     sum += k.sum_squares;
@@ -70,15 +69,15 @@ void ContributionCheck::add(bool all_gather, size_t step, double sum_squares, co
   const double b = bound(all_gather, step);
   const bool keeping = keep_evidence_ && !message.empty();
   if (seen <= b * b + kNormFloor) {
-    if (keeping) keep(kept_[{all_gather, step}], sum_squares, message);
+    if (keeping) keep_largest(kept_[{all_gather, step}], kKeptPerStep, sum_squares, message);
     return;
   }
   const int prev = (rank_ - 1 + world_) % world_;
   std::vector<std::vector<uint8_t>> proof;
   if (keeping) {
-    std::vector<Kept>& kept = kept_[{all_gather, step}];
-    kept.push_back(Kept{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
-    proof = evidence(kept, b);
+    std::vector<KeptMessage>& kept = kept_[{all_gather, step}];
+    kept.push_back(KeptMessage{sum_squares, std::vector<uint8_t>(message.begin(), message.end())});
+    proof = fewest_exceeding(kept, b);
   }
   throw ContributionExceedsAnnouncement(
       str(what, ": its norm so far is ", std::sqrt(seen), ", above the ", b, " that the announced norms allow (",
@@ -132,38 +131,14 @@ void DirectNormCheck::add_contribution(size_t source, double sum_squares, const 
   double& seen = contributed_[source];
   seen += sum_squares;
   const double b = contribution_bound(source);
-  auto& kept = kept_[source];
-  if (keep_evidence_ && !message.empty()) {
-    // The kKeptPerStep largest so far, as ContributionCheck keeps them.
-    auto smallest = std::min_element(kept.begin(), kept.end(),
-                                     [](const auto& x, const auto& y) { return x.first < y.first; });
-    if (kept.size() < ContributionCheck::kKeptPerStep)
-      kept.emplace_back(sum_squares, std::vector<uint8_t>(message.begin(), message.end()));
-    else if (smallest->first < sum_squares)
-      *smallest = {sum_squares, std::vector<uint8_t>(message.begin(), message.end())};
-  }
+  std::vector<KeptMessage>& kept = kept_[source];
+  if (keep_evidence_ && !message.empty()) keep_largest(kept, ContributionCheck::kKeptPerStep, sum_squares, message);
   if (seen <= b * b + kNormFloor) return;
   throw ContributionExceedsAnnouncement(
       str(what, ": rank ", source, "'s contribution decodes to a norm of ", std::sqrt(seen),
           " over this segment so far, above the ", b, " its announced norm allows (", norms_[source], " with slack ",
           slack_, "): rank ", source, " sent more than it announced"),
       static_cast<int>(source), keep_evidence_ ? fewest_exceeding(kept, b) : std::vector<std::vector<uint8_t>>{});
-}
-
-std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<std::pair<double, std::vector<uint8_t>>>& kept,
-                                                   double bound) {
-  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::vector<std::vector<uint8_t>> out;
-  double sum = 0.0;
-  size_t bytes = 0;
-  for (auto& k : kept) {
-    bytes += k.second.size();
-    if (bytes > kMaxEvidenceBytes || out.size() >= kMaxEvidenceMessages) break;
-    sum += k.first;
-    out.push_back(std::move(k.second));
-    if (sum > bound * bound + kNormFloor) return out;
-  }
-  return {};
 }
 
 void DirectNormCheck::add_average(size_t owner, double sum_squares, const std::string& what) {

@@ -40,6 +40,19 @@ namespace intellect {
 // quantizes to zeros, and fp32 sums of denormals are not worth an accusation.
 constexpr double kNormFloor = 1e-30;
 
+// A signed message kept as evidence, with its decoded sum of squares.
+struct KeptMessage {
+  double sum_squares = 0.0;
+  std::vector<uint8_t> message;
+};
+// Keeps `message` among the `most` largest by sum of squares (a copy only
+// when it is among them).
+void keep_largest(std::vector<KeptMessage>& kept, size_t most, double sum_squares, std::span<const uint8_t> message);
+// The fewest of `kept`, largest first, whose squares exceed bound² (summed
+// in that order, as the judges sum them); none if all of them do not, or
+// they would not fit an accusation.
+std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<KeptMessage>& kept, double bound);
+
 class ContributionCheck {
  public:
   // norms[k]: rank k's announced norm (empty or any negative: no checks).
@@ -61,13 +74,7 @@ class ContributionCheck {
   double slack_;
   bool enabled_ = false, keep_evidence_ = false;
   std::map<std::pair<bool, size_t>, double> seen_;  // (phase, step) -> sum of squares so far
-  struct Kept {
-    double sum_squares;
-    std::vector<uint8_t> message;
-  };
-  std::map<std::pair<bool, size_t>, std::vector<Kept>> kept_;  // (phase, step) -> its largest messages
-  void keep(std::vector<Kept>& kept, double sum_squares, std::span<const uint8_t> message);
-  std::vector<std::vector<uint8_t>> evidence(std::vector<Kept>& kept, double bound) const;
+  std::map<std::pair<bool, size_t>, std::vector<KeptMessage>> kept_;  // (phase, step) -> its largest messages
 };
 
 // The direct pattern's check (direct_allreduce.h): every contribution
@@ -97,14 +104,8 @@ class DirectNormCheck {
   std::vector<double> norms_, contributed_, averaged_;
   double slack_;
   bool enabled_ = false, keep_evidence_ = false;
-  std::vector<std::vector<std::pair<double, std::vector<uint8_t>>>> kept_;  // per source: (squares, message)
+  std::vector<std::vector<KeptMessage>> kept_;  // per source: its largest signed contributions
 };
-
-// The fewest of `kept` (sum of squares, message), largest first, whose
-// squares exceed bound² (summed in that order, as the judges sum them); none
-// if all of them do not, or they would not fit an accusation.
-std::vector<std::vector<uint8_t>> fewest_exceeding(std::vector<std::pair<double, std::vector<uint8_t>>>& kept,
-                                                   double bound);
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);
 // Σ (x[i] + residual[i])² in double (residual may be null), on eight

@@ -100,6 +100,7 @@ class DirectRun {
   std::string message_name(const RingHeader& h, size_t from) const;
 
   void receive_from(size_t peer);
+  std::vector<uint8_t> receive_raw(size_t peer);
   std::vector<uint8_t> receive(size_t peer, const RingHeader& want);
   void run_job(Job& job);
   void send_own(const Job& job);
@@ -183,13 +184,19 @@ RingStats DirectRun::stats() const {
   return s;
 }
 
-std::vector<uint8_t> DirectRun::receive(size_t peer, const RingHeader& want) {
+// The next message from `peer`, counted and timed.
+std::vector<uint8_t> DirectRun::receive_raw(size_t peer) {
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = peers_[peer]->recv_from_prev(op_deadline());
   RingStats& st = peer_stats_[peer];
   st.recv_wait_s += since(t);
   st.bytes_received += msg.size();
   st.messages_received += 1;
+  return msg;
+}
+
+std::vector<uint8_t> DirectRun::receive(size_t peer, const RingHeader& want) {
+  std::vector<uint8_t> msg = receive_raw(peer);
   const std::string what = message_name(want, peer);
   expect_ring_header(parse_ring_header(msg, what), want, what);
   return msg;
@@ -199,14 +206,9 @@ std::vector<uint8_t> DirectRun::receive(size_t peer, const RingHeader& want) {
 // to our segment, then its average of its own segment.
 void DirectRun::receive_from(size_t peer) {
   if (audit_) {
-    const std::string what = str("commitment leaf message from rank ", peer);
-    const RingClock::time_point t = RingClock::now();
-    std::vector<uint8_t> msg = peers_[peer]->recv_from_prev(op_deadline());
-    RingStats& st = peer_stats_[peer];
-    st.recv_wait_s += since(t);
-    st.bytes_received += msg.size();
-    st.messages_received += 1;
-    peer_leaves_[peer] = accept_leaf_message(msg, opt_, S_, static_cast<int>(peer), what);
+    const std::vector<uint8_t> msg = receive_raw(peer);
+    peer_leaves_[peer] = accept_leaf_message(msg, opt_, S_, static_cast<int>(peer),
+                                             str("commitment leaf message from rank ", peer));
   }
   for (size_t c = 0; c < n_chunks(r_); ++c) {
     const RingHeader want = header(kDirectPhaseReduce, r_, c);
@@ -454,31 +456,6 @@ void DirectRun::run() {
   pool_ = nullptr;
 }
 
-// An accuser hands over only what the coordinator will find holds (as the
-// ring's keep_provable): checked here with the offender's key and the same
-// judgement; otherwise the accusation goes without evidence.
-std::string keep_provable(const RingOptions& opt, int offender, std::vector<std::vector<uint8_t>>& evidence) {
-  if (!opt.signer || evidence.empty() || static_cast<size_t>(offender) >= opt.member_keys.size()) {
-    const bool had = !evidence.empty();
-    evidence.clear();
-    return opt.signer && had ? " (the offender's key is not known here: no evidence)" : "";
-  }
-  EvidenceContext ec;
-  ec.round = opt.round;
-  ec.accuser_rank = opt.rank;
-  ec.accused_rank = offender;
-  ec.world = opt.world;
-  ec.norms = opt.announced_norms;
-  ec.slack = opt.norm_slack;
-  if (opt.audit) ec.commitments = opt.audit->roots;
-  const EvidenceVerdict v = judge_ring_evidence(evidence, opt.member_keys[static_cast<size_t>(offender)], ec);
-  if (!v.holds) {
-    evidence.clear();
-    return str(" (its messages do not prove it on their own: ", v.why, ")");
-  }
-  return str(" (evidence: ", evidence.size(), " of its signed messages)");
-}
-
 }  // namespace
 
 RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingOptions& opt,
@@ -491,31 +468,11 @@ RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingO
       if (l) l->abort();
     fail(ctx, ": ", why..., ". The round is abandoned and the input is untouched");
   };
-  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) refuse("rank must be in [0, world) and world ≥ 1");
+  if (const std::string why = round_argument_error(opt, input, output, carried != nullptr); !why.empty()) refuse(why);
   if (peers.size() != static_cast<size_t>(opt.world)) refuse(peers.size(), " peer links for a world of ", opt.world);
   for (size_t j = 0; j < peers.size(); ++j)
     if ((peers[j] == nullptr) != (j == static_cast<size_t>(opt.rank)))
       refuse("the link with rank ", j, j == static_cast<size_t>(opt.rank) ? " (this rank) must be null" : " is missing");
-  if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) refuse("chunk_elems must be in [1, 2^32)");
-  if (opt.compression == Compression::Sparse) refuse("sparse compression is not a dense average: use the all-gather");
-  if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
-    refuse("int8_block (the codec's block) must be in [1, 2^32)");
-  if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
-  if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
-  if (carried && opt.carried_into) refuse("the carried chunks go to a planned round or to `carried`, not both");
-  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  const bool in_place = input.data() == output.data();
-  if (!input.empty() && !in_place && output.data() < in_hi && in_lo < output.data() + output.size())
-    refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
-  const size_t S = input.size();
-  if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
-  if (opt.audit) {
-    const LeafCommitment* own = opt.audit->own;
-    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
-        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
-        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
-      refuse("this rank's commitment does not fit the round's layout (its chunk, codec or lanes; internal error)");
-  }
   // In place, our segment's chunks are read (committed or encoded) before
   // the job that sums them writes them, and the others' chunks of the
   // input are read only by their SendOwn jobs, which the averages written
@@ -524,11 +481,7 @@ RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingO
   // encoding is made in the same job, before the write.
   if (carried) carried->clear();
   if (opt.world == 1) {
-    for (size_t i = 0; i < S; ++i)
-      if (!std::isfinite(input[i]))
-        refuse("input value ", i, " is ", input[i],
-               "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
-    if (!in_place) std::copy(input.begin(), input.end(), output.begin());
+    if (const std::string why = average_alone(input, output); !why.empty()) refuse(why);
     RingStats stats;
     stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
     return stats;
@@ -539,7 +492,9 @@ RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingO
     if (carried) carried->clear();
     if (run.offender() >= 0) {
       std::vector<std::vector<uint8_t>> evidence = run.take_evidence();
-      const std::string note = keep_provable(opt, run.offender(), evidence);
+      const size_t who = static_cast<size_t>(run.offender());
+      const std::string note =
+          keep_provable(opt, run.offender(), who < opt.member_keys.size() ? &opt.member_keys[who] : nullptr, evidence);
       throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), run.offender(),
                                             std::move(evidence));
     }

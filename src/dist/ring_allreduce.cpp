@@ -563,29 +563,28 @@ void LaneRun::run() {
   sender.join();
 }
 
-// An accuser hands over only what the coordinator will find holds: it
-// checks the messages with the predecessor's key and the same judgement.
-// Otherwise (a predecessor that signed badly, an excess spread over more
-// messages than were kept) the accusation goes without evidence, which in a
-// node-key run refuses nobody. Returns a note for the error message.
-std::string keep_provable(const RingOptions& opt, std::vector<std::vector<uint8_t>>& evidence) {
+}  // namespace
+
+std::string keep_provable(const RingOptions& opt, int accused_rank, const PublicKey* accused_key,
+                          std::vector<std::vector<uint8_t>>& evidence) {
   if (!opt.signer) {
     evidence.clear();
     return "";
   }
   if (evidence.empty()) return " (no evidence kept: the excess is spread over more messages than are kept)";
-  if (!opt.prev_key) {
+  if (!accused_key) {
     evidence.clear();
-    return " (the predecessor's key is not known here: no evidence)";
+    return " (the accused's key is not known here: no evidence)";
   }
   EvidenceContext ec;
   ec.round = opt.round;
   ec.accuser_rank = opt.rank;
+  ec.accused_rank = accused_rank;
   ec.world = opt.world;
   ec.norms = opt.announced_norms;
   ec.slack = opt.norm_slack;
   if (opt.audit) ec.commitments = opt.audit->roots;
-  const EvidenceVerdict v = judge_ring_evidence(evidence, *opt.prev_key, ec);
+  const EvidenceVerdict v = judge_ring_evidence(evidence, *accused_key, ec);
   if (!v.holds) {
     evidence.clear();
     return str(" (its messages do not prove it on their own: ", v.why, ")");
@@ -593,7 +592,41 @@ std::string keep_provable(const RingOptions& opt, std::vector<std::vector<uint8_
   return str(" (evidence: ", evidence.size(), " of its signed messages)");
 }
 
-}  // namespace
+std::string round_argument_error(const RingOptions& opt, std::span<const float> input, std::span<float> output,
+                                 bool carried) {
+  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) return "rank must be in [0, world) and world ≥ 1";
+  if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) return "chunk_elems must be in [1, 2^32)";
+  if (opt.compression == Compression::Sparse)
+    return "sparse compression is not a dense average: use sparse_allgather_average";
+  if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
+    return "int8_block (the codec's block) must be in [1, 2^32)";
+  if (opt.codec_threads < 1 || opt.codec_threads > 256) return "codec_threads must be in [1, 256]";
+  if (input.size() != output.size()) return str("input has ", input.size(), " values but output ", output.size());
+  if (carried && opt.carried_into) return "the carried chunks go to a planned round or to `carried`, not both";
+  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
+  const bool in_place = input.data() == output.data();
+  if (!input.empty() && !in_place && output.data() < in_hi && in_lo < output.data() + output.size())
+    return "output overlaps part of the input; pass the same buffer (in place) or a separate one";
+  const size_t S = input.size();
+  if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) return "too many chunks; raise chunk_elems";
+  if (opt.audit) {
+    const LeafCommitment* own = opt.audit->own;
+    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
+        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
+        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
+      return "this rank's commitment does not fit the round's layout (its chunk, codec or lanes; internal error)";
+  }
+  return "";
+}
+
+std::string average_alone(std::span<const float> input, std::span<float> output) {
+  for (size_t i = 0; i < input.size(); ++i)
+    if (!std::isfinite(input[i]))
+      return str("input value ", i, " is ", input[i],
+                 "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
+  if (input.data() != output.data()) std::copy(input.begin(), input.end(), output.begin());
+  return "";
+}
 
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
                                  std::span<float> output, std::vector<RingCarried>* carried) {
@@ -605,40 +638,14 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     link.abort();
     fail(ctx, ": ", why..., ". The round is abandoned and the input is untouched");
   };
-  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) refuse("rank must be in [0, world) and world ≥ 1");
-  if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) refuse("chunk_elems must be in [1, 2^32)");
-  if (opt.compression == Compression::Sparse)
-    refuse("sparse compression is not a ring all-reduce: use sparse_allgather_average");
-  if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
-    refuse("int8_block (the codec's block) must be in [1, 2^32)");
-  if (opt.codec_threads < 1 || opt.codec_threads > 256) refuse("codec_threads must be in [1, 256]");
-  if (input.size() != output.size()) refuse("input has ", input.size(), " values but output ", output.size());
-  if (carried && opt.carried_into) refuse("the carried chunks go to a planned round or to `carried`, not both");
+  if (const std::string why = round_argument_error(opt, input, output, carried != nullptr); !why.empty()) refuse(why);
   // In place (the very same span) is allowed: each chunk of the input is
   // read once, by its step-0 encoding or in the same pass as its reduce-
   // scatter hop writes that chunk of the output, value by value.
   // A failed round then leaves it part-averaged: the caller rebuilds it.
-  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  const bool in_place = input.data() == output.data();
-  if (!input.empty() && !in_place && output.data() < in_hi && in_lo < output.data() + output.size())
-    refuse("output overlaps part of the input; pass the same buffer (in place) or a separate one");
-  const size_t S = input.size();
-  if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) refuse("too many chunks; raise chunk_elems");
-  if (opt.audit) {
-    const LeafCommitment* own = opt.audit->own;
-    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
-        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
-        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
-      refuse("this rank's commitment does not fit the ring's layout (its chunk, codec or lanes; internal error)");
-  }
-
   if (carried) carried->clear();
   if (opt.world == 1) {
-    for (size_t i = 0; i < S; ++i)
-      if (!std::isfinite(input[i]))
-        refuse("input value ", i, " is ", input[i],
-               "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
-    if (!in_place) std::copy(input.begin(), input.end(), output.begin());
+    if (const std::string why = average_alone(input, output); !why.empty()) refuse(why);
     RingStats stats;
     stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();
     return stats;
@@ -653,7 +660,9 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
     if (carried) carried->clear();
     if (lane.offender() >= 0) {
       std::vector<std::vector<uint8_t>> evidence = lane.take_evidence();
-      std::string note = opt.attack_false_accusation ? "" : keep_provable(opt, evidence);
+      std::string note = opt.attack_false_accusation
+                             ? ""
+                             : keep_provable(opt, -1, opt.prev_key ? &*opt.prev_key : nullptr, evidence);
       throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), lane.offender(),
                                             std::move(evidence));
     }

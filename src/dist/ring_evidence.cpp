@@ -123,6 +123,40 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
              " of the commitment it announced and signed");
 }
 
+// What both judges check of each message: a ring header, the accused's
+// signature, this round and this ring size. "" when it passes (*h filled).
+std::string signed_by_accused(const std::vector<uint8_t>& m, const std::string& what, const PublicKey& accused,
+                              const EvidenceContext& ctx, RingHeader* h) {
+  try {
+    *h = parse_ring_header(m, what);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  if (!h->is_signed) return str(what, " is not signed");
+  if (!ring_message_signed_by(m, accused)) return str(what, ": the signature is not the accused's");
+  if (h->round != ctx.round) return str(what, " is of round ", h->round, ", not ", ctx.round);
+  if (h->world != static_cast<uint32_t>(ctx.world)) return str(what, " is of a ring of ", h->world, ", not ", ctx.world);
+  return "";
+}
+
+// Adds a message's decoded squares to *sum_squares, unless it repeats one
+// already counted (its squares would count twice) or does not decode.
+std::string add_squares(const std::vector<uint8_t>& m, const RingHeader& h, const std::string& what,
+                        std::set<std::array<uint8_t, 32>>& seen, double* sum_squares) {
+  std::array<uint8_t, 32> d{};
+  crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
+  if (!seen.insert(d).second) return str(what, " repeats an earlier one");
+  try {
+    const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
+    const uint8_t* payload = m.data() + kRingHeaderBytes;
+    codec->validate(payload, h.count, what.c_str());
+    *sum_squares += codec->sum_squares(payload, h.count);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // The direct pattern's contributions (direct_allreduce.h): signed messages
 // the accused sent the accuser, each a chunk of the accuser's segment of
 // the accused's own contribution, whose squares together exceed the bound
@@ -147,30 +181,11 @@ EvidenceVerdict judge_direct_evidence(const std::vector<std::vector<uint8_t>>& m
     bytes += m.size();
     if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
     RingHeader h;
-    try {
-      h = parse_ring_header(m, what);
-    } catch (const Error& e) {
-      return no(e.what());
-    }
+    if (std::string why = signed_by_accused(m, what, accused, ctx, &h); !why.empty()) return no(why);
     if (h.phase != kDirectPhaseReduce) return no(what, " is not a contribution of the direct pattern");
-    if (!h.is_signed) return no(what, " is not signed");
-    if (!ring_message_signed_by(m, accused)) return no(what, ": the signature is not the accused's");
-    if (h.round != ctx.round) return no(what, " is of round ", h.round, ", not ", ctx.round);
-    if (h.world != static_cast<uint32_t>(ctx.world)) return no(what, " is of a round of ", h.world, ", not ", ctx.world);
     if (h.segment != static_cast<uint32_t>(ctx.accuser_rank))
       return no(what, ": segment ", h.segment, " is not the accuser's (", ctx.accuser_rank, ")");
-    // The same message twice would count its squares twice.
-    std::array<uint8_t, 32> d{};
-    crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
-    if (!seen.insert(d).second) return no(what, " repeats an earlier one");
-    try {
-      const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
-      const uint8_t* payload = m.data() + kRingHeaderBytes;
-      codec->validate(payload, h.count, what.c_str());
-      sum_squares += codec->sum_squares(payload, h.count);
-    } catch (const Error& e) {
-      return no(e.what());
-    }
+    if (std::string why = add_squares(m, h, what, seen, &sum_squares); !why.empty()) return no(why);
   }
   if (sum_squares <= b * b + kNormFloor)
     return no("the ", messages.size(), " messages' norm ", std::sqrt(sum_squares), " is within the ", b,
@@ -212,15 +227,7 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
     bytes += m.size();
     if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
     RingHeader h;
-    try {
-      h = parse_ring_header(m, what);
-    } catch (const Error& e) {
-      return no(e.what());
-    }
-    if (!h.is_signed) return no(what, " is not signed");
-    if (!ring_message_signed_by(m, accused)) return no(what, ": the signature is not the accused's");
-    if (h.round != ctx.round) return no(what, " is of round ", h.round, ", not ", ctx.round);
-    if (h.world != static_cast<uint32_t>(ctx.world)) return no(what, " is of a ring of ", h.world, ", not ", ctx.world);
+    if (std::string why = signed_by_accused(m, what, accused, ctx, &h); !why.empty()) return no(why);
     if (h.phase > kRingPhaseAllGather) return no(what, " is a message of the direct pattern, not of a ring");
     if (i == 0) first = h;
     if (h.phase != first.phase || h.step != first.step || h.segment != first.segment)
@@ -231,20 +238,9 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
     const size_t want_segment = wrap(int64_t(ctx.accuser_rank) - int64_t(h.step) - (all_gather ? 0 : 1), ctx.world);
     if (h.segment != want_segment)
       return no(what, ": segment ", h.segment, " is not what the accuser receives at step ", h.step, " (", want_segment, ")");
-    // The same message twice would count its squares twice. (Two lanes'
-    // messages of one header are different values: their squares add up
-    // within the same bound.)
-    std::array<uint8_t, 32> d{};
-    crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
-    if (!seen.insert(d).second) return no(what, " repeats an earlier one");
-    try {
-      const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
-      const uint8_t* payload = m.data() + kRingHeaderBytes;
-      codec->validate(payload, h.count, what.c_str());
-      sum_squares += codec->sum_squares(payload, h.count);
-    } catch (const Error& e) {
-      return no(e.what());
-    }
+    // (Two lanes' messages of one header are different values: their
+    // squares add up within the same bound.)
+    if (std::string why = add_squares(m, h, what, seen, &sum_squares); !why.empty()) return no(why);
   }
   const double b = check.bound(first.phase == 1, first.step);
   const double norm = std::sqrt(sum_squares);
