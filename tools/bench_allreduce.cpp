@@ -287,14 +287,20 @@ int main(int argc, char** argv) {
         // step's transfer T_s = link time / 2(N - 1); when T_s >= the delay
         // d the link never waits and the delay is paid once, 2(N - 1) T_s + d;
         // otherwise every chunk's 2(N - 1) hops each wait d, 2(N - 1) d + T_s.
+        // The direct pattern's chunks make two hops, and a node's uplink
+        // carries its contributions, then its averages, without waiting for
+        // them: the link time plus the last average's one delay, link + d.
         std::printf("        fastest node %.3f s; parts (max over nodes): encode %.3f s, decode+check %.3f s, "
                     "receive wait %.3f s, send %.3f s",
                     fastest, encode, decode, wait, send);
         if (rate_mbit > 0) {
           const double link_s = sent * 8 / (rate_mbit * 1e6), step_s = link_s / (2.0 * (nodes - 1));
           const double d = delay_ms / 1e3;
-          const double ideal = step_s >= d ? link_s + d : 2.0 * (nodes - 1) * d + step_s;
-          std::printf("; a perfect pipeline: %.3f s (%.1f%% of the cap)", ideal, 100.0 * link_s / ideal);
+          const double ideal = pattern == "direct" ? link_s + d
+                               : step_s >= d      ? link_s + d
+                                                  : 2.0 * (nodes - 1) * d + step_s;
+          std::printf("; a perfect %s: %.3f s (%.1f%% of the cap)", pattern == "direct" ? "direct round" : "pipeline",
+                      ideal, 100.0 * link_s / ideal);
         }
         std::printf("\n");
         // The whole outer step's communication as a node's training thread
