@@ -220,8 +220,10 @@ TEST(DirectAllReduce, AuditedRoundsSendTheCommittedBytes) {
         ASSERT_EQ(encoded.errors[r], "") << "rank " << r;
         EXPECT_EQ(with_kept.out[r], encoded.out[0]);
         // Unaudited, the segments are cut elsewhere (not on whole leaves):
-        // other chunks, other codec blocks; fp32 sums the same values.
-        if (c == Compression::None) EXPECT_EQ(with_kept.out[r], plain.out[0]);
+        // other chunks, other codec blocks, other owners (each adds the
+        // others to its own), so other bits; each is still the average.
+        EXPECT_LT(relative_error(with_kept.out[r], mean_of(in)), c == Compression::None ? 1e-6 : 0.2);
+        EXPECT_LT(relative_error(plain.out[r], mean_of(in)), c == Compression::None ? 1e-6 : 0.2);
       }
     }
 }

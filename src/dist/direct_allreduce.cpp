@@ -290,20 +290,25 @@ void DirectRun::take_contribution(Job& job) {
   if (arrived_[job.h.chunk].fetch_add(1) + 1 == N_ - 1) reduce_chunk(job.h.chunk);
 }
 
-// Chunk c of our segment: the N contributions decoded and summed in rank
-// order (ours as committed), averaged, quantized once, and sent to all.
+// Chunk c of our segment: our own contribution as it is (unquantized, as
+// a ring's owner adds its own: no encode or decode of it here) plus the
+// others' decoded in rank order, averaged, quantized once, sent to all.
 void DirectRun::reduce_chunk(size_t c) {
   const RingHeader h = header(kDirectPhaseGather, r_, c);
   float* x = out_.data() + chunk_off(r_, c);
-  const uint8_t* own = nullptr;
-  const std::vector<uint8_t> fresh = own_encoding(r_, c, &own);
+  const float* own = in_.data() + chunk_off(r_, c);  // in place, x itself: read before written, value by value
+  // Our own NaN/inf is named as such before anything is summed (it never
+  // left: no message carries our segment's contribution).
+  if (first_non_finite(own, h.count) < h.count) refuse_non_finite_input(r_, c);
   const RingClock::time_point t = RingClock::now();
-  bool non_finite = false;
+  bool non_finite = false, first = true;
   for (size_t k = 0; k < N_; ++k) {
-    const uint8_t* p = k == r_ ? own : held_[c][k].data() + kRingHeaderBytes;
+    if (k == r_) continue;
     double ss = 0.0;
-    non_finite |= codec_->decode_fused(p, h.count, k == 0 ? nullptr : x, x, check_.enabled() ? &ss : nullptr);
-    if (k != r_ && check_.enabled()) {
+    non_finite |= codec_->decode_fused(held_[c][k].data() + kRingHeaderBytes, h.count, first ? own : x, x,
+                                       check_.enabled() ? &ss : nullptr);
+    first = false;
+    if (check_.enabled()) {
       std::lock_guard<std::mutex> lock(check_mu_);
       check_.add_contribution(k, ss, message_name(header(kDirectPhaseReduce, r_, c), k),
                               opt_.signer ? std::span<const uint8_t>(held_[c][k]) : std::span<const uint8_t>());

@@ -9,8 +9,9 @@
 // committed to before the round (LeafCommitment::encoded): no encode in the
 // round, and every chunk of every contribution is audited against its
 // sender's leaves, where the ring audits only the first hop, 1/N of it.
-// The owner decodes the N contributions of a chunk in rank order (its own
-// too, as committed), divides by N, quantizes the average once and keeps
+// The owner adds the N − 1 others' contributions to a chunk, decoded in rank
+// order, to its own as it is (unquantized, as a ring's owner adds its own:
+// no encode or decode of it), divides by N, quantizes the average once and keeps
 // the decoded values. Gather: the owner sends that encoding to every other
 // rank, which decodes it; so every rank ends with the same bits, as in the
 // ring. Each rank sends (N − 1)/N of the buffer in each phase, as the ring's
