@@ -3,7 +3,9 @@
 // against the norm bound, or, when the first message has a leaf message's
 // magic ("IRCL", commitment.h), a commitment mismatch (the leaf message
 // decoder included), or, with the sparse all-gather's magic ("ISAG"), a
-// sparse accusation (sparse_evidence.h). The input is cut into messages (a u8 count, then each
+// sparse accusation (sparse_evidence.h), or with a ring header of the direct
+// pattern's phase (2), a direct accusation against any member
+// (judge_direct_evidence). The input is cut into messages (a u8 count, then each
 // a u16 length and its bytes). With
 // the first byte's top bit set the harness signs each message with the
 // accused's key first (as a sparse chunk when it has that magic), so that the checks past the signature (the header
