@@ -459,6 +459,35 @@ TEST(MessageBuffers, AGivenBufferServesTheNextRequestOfItsSize) {
   EXPECT_EQ(pool.held_bytes(), 0u);
 }
 
+// A full pool makes room for a buffer by freeing larger ones, never smaller
+// ones: large buffers (state chunks) cannot crowd out the rounds' messages.
+TEST(MessageBuffers, AFullPoolFreesLargerBuffersForSmallerOnes) {
+  auto buffer = [](size_t capacity) {
+    std::vector<uint8_t> v;
+    v.reserve(capacity);
+    return v;
+  };
+  MessageBuffers pool;
+  pool.set_max_bytes(size_t{16} << 20);
+  for (int i = 0; i < 4; ++i) pool.give(buffer(size_t{3} << 20));  // 12 MiB of state-chunk-sized buffers
+  EXPECT_EQ(pool.held_bytes(), size_t{12} << 20);
+  for (int i = 0; i < 20; ++i) pool.give(buffer(300'000));  // 6 MB of messages: the large ones make room
+  EXPECT_LE(pool.held_bytes(), size_t{16} << 20);
+  for (int i = 0; i < 20; ++i) EXPECT_LT(pool.take_capacity(300'000).capacity(), 600'000u) << i;
+  EXPECT_EQ(pool.reused(), 20u);
+
+  // A buffer larger than every kept one, into a full pool, is not kept.
+  MessageBuffers small;
+  small.set_max_bytes(size_t{4} << 20);
+  for (int i = 0; i < 13; ++i) small.give(buffer(300'000));
+  const size_t full = small.held_bytes();
+  EXPECT_EQ(full, 13u * 300'000u);
+  small.give(buffer(900'000));
+  EXPECT_EQ(small.held_bytes(), full);
+  small.give(buffer(size_t{2} << 20));  // over a quarter of the limit: never kept
+  EXPECT_EQ(small.held_bytes(), full);
+}
+
 TEST(DirectAllReduce, TheConfigKeyTakesRingOrDirectAndRefusesDirectWithSparse) {
   EXPECT_EQ(load_config("", {}).diloco.all_reduce, "ring");
   EXPECT_EQ(load_config("", {"diloco.all_reduce=direct", "diloco.compression=blocks2"}).diloco.all_reduce, "direct");

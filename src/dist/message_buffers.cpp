@@ -38,8 +38,20 @@ void MessageBuffers::give(std::vector<uint8_t>&& v) {
   const size_t cap = v.capacity();
   if (cap < kMinBytes) return;
   std::vector<uint8_t> keep = std::move(v);
+  std::vector<std::vector<uint8_t>> evicted;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
-  if (held_ + cap > max_) return;  // `keep` is freed after the lock is released
+  if (cap > max_ / 4) return;  // one buffer may not take most of the pool (`keep` is freed after the lock)
+  // Full: kept buffers at least as large as this one go first, largest
+  // first, so that a burst of large ones (a donor's 4 MiB state chunks)
+  // cannot crowd out the rounds' messages for good; a buffer larger than
+  // every kept one is not kept.
+  while (held_ + cap > max_ && !free_.empty() && std::prev(free_.end())->first >= cap) {
+    auto largest = std::prev(free_.end());
+    held_ -= largest->first;
+    evicted.push_back(std::move(largest->second));
+    free_.erase(largest);
+  }
+  if (held_ + cap > max_) return;
   held_ += cap;
   free_.emplace(cap, std::move(keep));
 }

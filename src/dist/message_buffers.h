@@ -12,8 +12,11 @@
 // its pages stay resident and warm.
 //
 // Only buffers of kMinBytes or more are kept (malloc serves small ones
-// well), at most kMaxBytes of them in all (what a round keeps in flight,
-// not what it sends): past that a buffer given back is freed. A buffer is
+// well), none over a quarter of the limit, and at most kMaxBytes of them in
+// all (what a round keeps in flight, not what it sends): past that, kept
+// buffers at least as large as the one given back are freed to make room
+// (largest first), so a burst of large buffers (a donor's state chunks)
+// does not crowd out the rounds' messages for good. A buffer is
 // handed out for a request of n bytes when its capacity is at least n and
 // at most twice n. A fresh one is reserved a little larger than asked,
 // rounded to pages, so that buffers of one round's message kinds (a ring
