@@ -59,10 +59,20 @@ OuterRoundStats averaged_or_fail(RoundResult r) {
   return {};
 }
 
+namespace {
+// Inbound connections a node lets wait for their handshake at once: a
+// ring's K lanes come from one neighbour, but the direct pattern's from
+// every member, all at the start of a round: 64 per lane (members beyond
+// 65 would be refused in a burst and fail the round).
+size_t pending_handshakes(const MeshNodeOptions& o) {
+  return o.direct ? size_t{64} * static_cast<size_t>(std::max(1, o.rings)) : 64;
+}
+}  // namespace
+
 MeshNode::MeshNode(MeshNodeOptions options)
     : opt_(std::move(options)), transport_(TransportOptions{opt_.credentials, std::chrono::milliseconds(10000),
                                                             opt_.message_timeout, size_t(128) << 20,
-                                                            size_t(256) << 20, 64, opt_.log,
+                                                            size_t(256) << 20, pending_handshakes(opt_), opt_.log,
                                                             opt_.unsealed_frames_for_benchmarks,
                                                             opt_.frame_openers, opt_.aead_library}) {
   const auto [lhost, lport] = split_host_port(opt_.listen, "mesh.listen");
