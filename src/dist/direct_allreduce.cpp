@@ -47,9 +47,10 @@ class DirectRun {
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
     // Our own chunks as committed: only on the aligned cut, where a
     // segment's chunks are the commitment's leaves.
-    if (audit_ && committed && opt.lane < committed->encoded.size() && committed->layout.chunk == opt.chunk_elems &&
-        committed->layout.compression == opt.compression && committed->leaves[opt.lane].size() ==
-        (S_ + opt.chunk_elems - 1) / opt.chunk_elems)
+    if (audit_ && committed && opt.lane < committed->encoded.size() && opt.lane < committed->leaves.size() &&
+        committed->layout.chunk == opt.chunk_elems && committed->layout.compression == opt.compression &&
+        committed->layout.block == codec_->block() &&
+        committed->leaves[opt.lane].size() == (S_ + opt.chunk_elems - 1) / opt.chunk_elems)
       committed_ = committed;
     if (carried_) carried_->resize(first_chunk_of_[N_]);
     if (carried_into_) {
@@ -107,7 +108,7 @@ class DirectRun {
   void take_contribution(Job& job);
   void reduce_chunk(size_t c);
   void take_average(Job& job);
-  std::vector<uint8_t> own_encoding(size_t seg, size_t c, const uint8_t** payload);
+  void own_encoding(size_t seg, size_t c, uint8_t* out);
   void keep_chunk(size_t seg, size_t c, const uint8_t* payload);
   void refuse_non_finite_input(size_t seg, size_t c);
   void fail_round(std::exception_ptr e);
@@ -231,35 +232,30 @@ void DirectRun::refuse_non_finite_input(size_t seg, size_t c) {
            "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
 }
 
-// Our contribution's chunk c of segment `seg`: the committed leaf when we
-// kept it (*payload points into the commitment, nothing returned), or a
-// fresh encoding (returned, *payload into it).
-std::vector<uint8_t> DirectRun::own_encoding(size_t seg, size_t c, const uint8_t** payload) {
-  if (committed_) {
-    *payload = committed_->leaf_bytes(opt_.lane, leaf_index(seg, c)).data();
-    return {};
-  }
+// Our contribution's chunk c of segment `seg` into `out`: the committed
+// leaf when we kept it, otherwise encoded here (our NaN/inf refused first).
+void DirectRun::own_encoding(size_t seg, size_t c, uint8_t* out) {
   const size_t n = chunk_len(seg, c);
+  if (committed_) {
+    const std::span<const uint8_t> leaf = committed_->leaf_bytes(opt_.lane, leaf_index(seg, c));
+    std::memcpy(out, leaf.data(), leaf.size());
+    return;
+  }
   const float* x = in_.data() + chunk_off(seg, c);
   if (first_non_finite(x, n) < n) refuse_non_finite_input(seg, c);
   const RingClock::time_point t = RingClock::now();
-  std::vector<uint8_t> enc(codec_->encoded_bytes(n));
-  codec_->encode(x, n, enc.data(), "the pseudo-gradient");
+  codec_->encode(x, n, out, "the pseudo-gradient");
   add_times(since(t), 0.0);
-  *payload = enc.data();
-  return enc;
 }
 
 void DirectRun::send_own(const Job& job) {
   const RingHeader& h = job.h;
-  const uint8_t* payload = nullptr;
-  const std::vector<uint8_t> fresh = own_encoding(h.segment, h.chunk, &payload);
   const size_t bytes = codec_->encoded_bytes(h.count);
   std::vector<uint8_t> msg =
       MessageBuffers::process().take(kRingHeaderBytes + bytes + (h.is_signed ? kRingSignatureBytes : 0));
   const std::vector<uint8_t> head = encode_ring_header(h);
   std::memcpy(msg.data(), head.data(), kRingHeaderBytes);
-  std::memcpy(msg.data() + kRingHeaderBytes, payload, bytes);
+  own_encoding(h.segment, h.chunk, msg.data() + kRingHeaderBytes);
   if (h.is_signed) {
     // A committed leaf's digest is known already: no pass over the payload.
     const Digest* leaf = audit_ ? &opt_.audit->own->leaves[opt_.lane][leaf_index(h.segment, h.chunk)] : nullptr;
