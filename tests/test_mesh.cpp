@@ -158,6 +158,42 @@ TEST(Mesh, TheDirectPatternAveragesToIdenticalResults) {
   three_nodes_average(3, Compression::None, 1e-6, true);
 }
 
+// A swarm whose nodes disagree on diloco.all_reduce fails its rounds, and
+// says why: whichever way the mismatch shows (a header of the other
+// pattern's phase, a peer that dials without being a ring neighbour, a
+// member that never dials), the message names the key.
+TEST(Mesh, NodesOnDifferentPatternsFailNamingTheConfigKey) {
+  Swarm swarm(milliseconds(3000));
+  const size_t n = 30011;
+  std::mutex mu;
+  std::vector<std::string> said;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] {
+      MeshNodeOptions o = swarm.node("n" + std::to_string(i));
+      o.direct = i != 0;
+      o.max_retries = 0;
+      o.round_timeout = milliseconds(4000);
+      o.message_timeout = milliseconds(1500);
+      o.log = [&](const std::string& m) {
+        std::lock_guard<std::mutex> lock(mu);
+        said.push_back(m);
+      };
+      try {
+        MeshNode node(o);
+        std::vector<float> in = test::randn(n, 7 + i, 1e-3f), out(n);
+        (void)node.average(1, "{}", in, out);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(mu);
+        said.push_back(e.what());
+      }
+    });
+  for (auto& t : threads) t.join();
+  bool named = false;
+  for (const auto& m : said) named |= m.find("diloco.all_reduce") != std::string::npos;
+  EXPECT_TRUE(named) << "nothing said names diloco.all_reduce";
+}
+
 // With node keys every contribution is signed and audited against its
 // sender's commitment, at every owner.
 TEST(Mesh, NodeKeysTheDirectPatternAverages) {

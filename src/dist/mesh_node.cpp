@@ -107,6 +107,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   ro.chunk_elems = opt_.chunk_elems;
   ro.rings = opt_.rings;
   ro.direct = opt_.direct && opt_.compression != Compression::Sparse;
+  ro.log = opt_.log;
   ro.codec_threads = opt_.codec_threads;
   ro.emulate_link = opt_.emulate_link;
   ro.message_timeout = opt_.message_timeout;

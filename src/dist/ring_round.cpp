@@ -115,7 +115,11 @@ std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint6
       early_peers_.erase(early);
       if (transport_.is_open(c)) return c;
     }
-    if (MeshClock::now() > deadline) fail("ring: node ", peer_id, " did not connect before the deadline");
+    if (MeshClock::now() > deadline)
+      fail("ring: node ", peer_id, " did not connect before the deadline",
+           opt_.direct ? " (with diloco.all_reduce direct every member dials every other; a node on the ring "
+                         "pattern dials only its next one: set the same diloco.all_reduce on every node)"
+                       : "");
     if (cancel_.load()) throw StoppedOnRequest("the node stops: gave up waiting for a ring neighbour");
     // The coordinator away (restarting): the ring it announced goes on; the
     // next wait for it reconnects.
@@ -144,6 +148,12 @@ std::variant<ConnId, LateForRing> RingRound::accept_peer(uint64_t peer_id, uint6
       early_peers_[{h->node_id, h->round, h->lane}] = ev->conn;
       continue;
     }
+    // A member of this round that is not our ring neighbour dials us when
+    // it runs the direct pattern (every member dials every other).
+    if (h && h->round == round && opt_.log)
+      opt_.log(str("node ", h->node_id, " dialled this node for round ", round, " lane ", h->lane,
+                            " without being its ring neighbour: it runs diloco.all_reduce direct, this node the "
+                            "ring; set the same diloco.all_reduce on every node"));
     transport_.close(ev->conn, "not the expected ring neighbour for this round");
   }
 }

@@ -17,6 +17,7 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,7 @@ struct RingRoundOptions {
   // accusation can carry evidence (ring_evidence.h); empty: shared secret.
   NodeKey signer;
   int attack_false_accusation = 0;  // tests and intellect_chaos only (RingOptions)
+  std::function<void(const std::string&)> log;  // the node's log (a config mismatch a peer shows); may be empty
   int attack_alter_forwarded = 0;   // tests and intellect_chaos only (SparseRingOptions)
 };
 
