@@ -11,6 +11,7 @@
 
 #include "ckpt/hf_export.h"
 #include "dist/mesh_node.h"
+#include "dist/message_buffers.h"
 #include "dist/sparse.h"
 #include "train/join_state.h"
 #include "train/log.h"
@@ -90,6 +91,9 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
     budget += str(", plus the commitment's encodings, which the direct pattern sends (about ",
                   format_bytes(codec_encoded_bytes(c, values, c == Compression::None ? 0 : default_codec_block(c))), ")");
   }
+  if (mesh_)
+    budget += str(", plus up to ", format_bytes(MessageBuffers::kMaxBytes),
+                  " of message buffers kept for reuse (dist/message_buffers.h)");
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
     budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
