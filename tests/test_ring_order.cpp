@@ -88,6 +88,26 @@ void both_ways(LinkRates& r, uint64_t a, uint64_t b, double mbit) {
   r[{b, a}] = mbit;
 }
 
+// The direct pattern uses every link between members: one end of each bad
+// link is left out (the one with the most, then the highest id), the rest
+// keep their order.
+TEST(RingOrder, DirectRoundsLeaveOutOneEndOfEveryBadLink) {
+  std::vector<uint64_t> out;
+  EXPECT_EQ(arrange_direct({4, 2, 9, 7}, {}, &out), (std::vector<uint64_t>{4, 2, 9, 7}));
+  EXPECT_TRUE(out.empty());
+  // A ring could go around 2-9; the direct pattern cannot.
+  EXPECT_EQ(arrange_direct({4, 2, 9, 7}, {{2, 9}}, &out), (std::vector<uint64_t>{4, 2, 7}));
+  EXPECT_EQ(out, (std::vector<uint64_t>{9}));
+  // The node with the most bad links goes first.
+  out.clear();
+  EXPECT_EQ(arrange_direct({1, 2, 3, 5, 6}, {{1, 5}, {2, 5}, {3, 6}}, &out), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(out, (std::vector<uint64_t>{5, 6}));
+  // Links to nodes not in the round do not count.
+  out.clear();
+  EXPECT_EQ(arrange_direct({1, 2}, {{1, 7}, {2, 8}}, &out), (std::vector<uint64_t>{1, 2}));
+  EXPECT_TRUE(out.empty());
+}
+
 TEST(RingOrder, WithoutMeasurementsTheGivenOrderIsKept) {
   const RingOrder o = order_ring_by_rate({4, 2, 9, 7}, {}, {});
   EXPECT_EQ(o.nodes, (std::vector<uint64_t>{4, 2, 9, 7}));

@@ -170,11 +170,14 @@ void Coordinator::announce(Ring ring) {
   // Around links that do not work; a node that no ring can include this
   // round takes the round's average from a donor, like a late one.
   std::vector<uint64_t> left_out;
+  // The direct pattern uses every link between members: none may be bad.
   const LinkSet bad = live_bad_links();
-  ring.nodes = arrange_ring(ring.nodes, bad, &left_out);
-  // Then by the link rates nodes measured: the slowest link sets a ring's pace.
-  const LinkRates rates = opt_.order_by_rate ? live_link_rates() : LinkRates{};
-  if (opt_.order_by_rate) {
+  ring.nodes = opt_.direct ? arrange_direct(ring.nodes, bad, &left_out) : arrange_ring(ring.nodes, bad, &left_out);
+  // Then by the link rates nodes measured: the slowest link sets a ring's
+  // pace (the direct pattern has no order to choose).
+  const bool by_rate = opt_.order_by_rate && !opt_.direct;
+  const LinkRates rates = by_rate ? live_link_rates() : LinkRates{};
+  if (by_rate) {
     const RingOrder order = order_ring_by_rate(ring.nodes, bad, rates);
     if (order.reordered)
       log(str("outer step ", ring.outer_step, ": ring ordered by measured link rates: slowest link ",
@@ -184,8 +187,9 @@ void Coordinator::announce(Ring ring) {
     ring.nodes = order.nodes;
   }
   for (uint64_t id : left_out) {
-    log(str("outer step ", ring.outer_step, ": node ", id,
-            " left out of the ring (links to it fail); it will catch up from a donor"));
+    log(str("outer step ", ring.outer_step, ": node ", id, " left out of the ",
+            opt_.direct ? "round (a link between it and another member fails)" : "ring (links to it fail)",
+            "; it will catch up from a donor"));
     status_->node_late(id, ring.outer_step);
     send(conn_of_.at(id), control::Late{ring.outer_step});
   }
@@ -224,7 +228,8 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) names += (names.empty() ? "" : " -> ") + std::to_string(id);
   const double slowest = slowest_link(ring.nodes, rates);
   log(str("outer step ", ring.outer_step, ": ring of ", ring.nodes.size(), " (", names, "), round ", a.round,
-          ring.nodes.size() < 2 || !opt_.order_by_rate ? std::string()
+          opt_.direct ? std::string("; the direct pattern: every member with every other")
+          : ring.nodes.size() < 2 || !opt_.order_by_rate ? std::string()
           : slowest > 0 ? str("; slowest measured link ", slowest, " Mbit/s")
                         : std::string("; no link of it measured yet")));
   // Written before anyone hears of it: a restarted coordinator must know

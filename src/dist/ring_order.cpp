@@ -213,4 +213,21 @@ RingOrder order_ring_by_rate(const std::vector<uint64_t>& ring, const LinkSet& b
   return out;
 }
 
+std::vector<uint64_t> arrange_direct(std::vector<uint64_t> nodes, const LinkSet& bad,
+                                     std::vector<uint64_t>* left_out) {
+  for (;;) {
+    std::map<uint64_t, size_t> broken;  // member -> its bad links to other members
+    const std::set<uint64_t> in(nodes.begin(), nodes.end());
+    for (const auto& [a, b] : bad)
+      if (a != b && in.count(a) && in.count(b)) ++broken[a], ++broken[b];
+    if (broken.empty()) return nodes;
+    uint64_t worst = 0;
+    size_t most = 0;
+    for (const auto& [id, n] : broken)
+      if (n > most || (n == most && id > worst)) worst = id, most = n;
+    nodes.erase(std::remove(nodes.begin(), nodes.end(), worst), nodes.end());
+    if (left_out) left_out->push_back(worst);
+  }
+}
+
 }  // namespace intellect

@@ -26,6 +26,14 @@ using LinkSet = std::set<std::pair<uint64_t, uint64_t>>;
 std::vector<uint64_t> arrange_ring(std::vector<uint64_t> nodes, const LinkSet& bad,
                                    std::vector<uint64_t>* left_out);
 
+// The direct pattern's round (direct_allreduce.h): every member talks to
+// every other, so no pair in `bad` may both be members. Nodes are left out
+// (the one with the most bad links among those still in first, then the
+// highest id) until none is; the others keep their order. Left-out nodes
+// are appended to `left_out`.
+std::vector<uint64_t> arrange_direct(std::vector<uint64_t> nodes, const LinkSet& bad,
+                                     std::vector<uint64_t>* left_out);
+
 // Measured throughput of directed links, Mbit/s: (from, to), where `from`
 // sends to `to` (ring traffic flows one way: each member sends to the next).
 // Links are asymmetric (a home line uploads slower than it downloads), so
