@@ -406,7 +406,8 @@ int main(int argc, char** argv) {
       coord_sets.insert(coord_sets.end(), k.begin(), k.end());
     }
     coord_sets.insert(coord_sets.end(), {"mesh.listen=" + coord, "train.out_dir=" + out + "/coordinator",
-                                         "mesh.min_ring=" + std::to_string(nodes)});
+                                         "mesh.min_ring=" + std::to_string(nodes),
+                                         "diloco.all_reduce=" + all_reduce});
     std::string dashboard;
     if (!status_listen.empty()) {
       // A fixed port: the coordinator is restarted on the same one, and the URL stays valid.
