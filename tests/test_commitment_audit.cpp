@@ -79,12 +79,6 @@ AuditRun run_audited(const std::vector<std::vector<float>>& sent, const std::vec
                   std::move(log.received)};
 }
 
-std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {
-  std::vector<std::vector<float>> v;
-  for (int r = 0; r < n; ++r) v.push_back(test::randn(size, seed + 17 * r, 1e-3f));
-  return v;
-}
-
 std::vector<NodeKey> keys_for(int n) {
   std::vector<NodeKey> k;
   for (int i = 0; i < n; ++i) k.push_back(NodeKey::generate());
@@ -97,7 +91,7 @@ TEST(CommitmentAudit, HonestRingsPassWithTwoThreeAndFiveRanks) {
       SCOPED_TRACE(str(compression_name(c), " N=", n));
       RingOptions o = options(c);
       if (c == Compression::Int4) o.int8_block = 64;
-      const auto in = inputs(n, 7001, 50 + n);
+      const auto in = test::rank_inputs(n, 7001, 50 + n);
       const auto keys = keys_for(n);
       const AuditRun res = run_audited(in, in, o, &keys);
       for (int r = 0; r < n; ++r) {
@@ -128,7 +122,7 @@ TEST(CommitmentAudit, HonestRingsPassWithTwoThreeAndFiveRanks) {
 // leaf message), so that every rank keeps a segment of its own.
 TEST(CommitmentAudit, ALaneWithFewerChunksThanRanksIsNotAudited) {
   const int n = 5;
-  const auto in = inputs(n, 2500, 21);  // 3 chunks of 1000
+  const auto in = test::rank_inputs(n, 2500, 21);  // 3 chunks of 1000
   const auto keys = keys_for(n);
   const AuditRun res = run_audited(in, in, options(Compression::Int8), &keys);
   for (int r = 0; r < n; ++r) {
@@ -165,7 +159,7 @@ TEST(CommitmentAudit, AMismatchAtTheFirstHopIsCaughtAndBlamedOnTheSender) {
     for (int n : {2, 3, 5}) {
       SCOPED_TRACE(str(compression_name(c), " N=", n));
       RingOptions o = options(c);
-      const auto committed = inputs(n, 7001, 80 + n);
+      const auto committed = test::rank_inputs(n, 7001, 80 + n);
       auto sent = committed;
       const int liar = 1 % n;
       for (float& v : sent[liar]) v *= 0.5f;  // less than it committed to: no norm check could see it
@@ -211,7 +205,7 @@ TEST(CommitmentAudit, LeavesOtherThanTheAnnouncedCommitmentAreProvenByTheLeafMes
   for (int n : {2, 3, 5}) {
     SCOPED_TRACE(str("N=", n));
     RingOptions o = options(Compression::Int8);
-    const auto announced = inputs(n, 7001, 60 + n);
+    const auto announced = test::rank_inputs(n, 7001, 60 + n);
     auto sent = announced;
     const int liar = n - 1;
     for (float& v : sent[liar]) v *= 0.5f;
@@ -236,7 +230,7 @@ TEST(CommitmentAudit, LeavesOtherThanTheAnnouncedCommitmentAreProvenByTheLeafMes
 TEST(CommitmentAudit, HonestLeavesDoNotProveAMismatch) {
   const int n = 3;
   RingOptions o = options(Compression::Int8);
-  const auto in = inputs(n, 7001, 7);
+  const auto in = test::rank_inputs(n, 7001, 7);
   const auto keys = keys_for(n);
   const AuditRun res = run_audited(in, in, o, &keys);
   EvidenceContext ctx;
@@ -262,7 +256,7 @@ TEST(CommitmentAudit, HonestLeavesDoNotProveAMismatch) {
 TEST(CommitmentAudit, UnsignedRingsStillCatchAMismatch) {
   const int n = 3;
   RingOptions o = options(Compression::Int8);
-  const auto committed = inputs(n, 7001, 11);
+  const auto committed = test::rank_inputs(n, 7001, 11);
   auto sent = committed;
   sent[2][6000] += 1e-3f;  // in rank 2's own segment ([5000, 7001) of 8 chunks over 3 ranks)
   const AuditRun res = run_audited(sent, committed, o, nullptr);

@@ -39,12 +39,6 @@ RingOptions options(Compression c) {
   return o;
 }
 
-std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {
-  std::vector<std::vector<float>> v;
-  for (int r = 0; r < n; ++r) v.push_back(test::randn(size, seed + 17 * r, 1e-3f));
-  return v;
-}
-
 std::vector<double> mean_of(const std::vector<std::vector<float>>& in) {
   std::vector<double> m(in[0].size(), 0.0);
   for (const auto& v : in)
@@ -113,7 +107,7 @@ TEST(DirectAllReduce, Fp32IsTheExactAverageOnEveryRank) {
     for (size_t size : {size_t{20'011}, size_t{3}, size_t{1}}) {
       SCOPED_TRACE(str("N=", n, " size=", size));
       Mesh mesh(n);
-      const auto in = inputs(n, size, 3 + n);
+      const auto in = test::rank_inputs(n, size, 3 + n);
       const RingRun res = run_direct(mesh, in, options(Compression::None));
       const auto want = mean_of(in);
       for (int r = 0; r < n; ++r) {
@@ -129,7 +123,7 @@ TEST(DirectAllReduce, QuantizedAveragesAreBitIdenticalOnTwoThreeAndFiveRanks) {
     for (int n : {2, 3, 5}) {
       SCOPED_TRACE(str(compression_name(c), " N=", n));
       Mesh mesh(n);
-      const auto in = inputs(n, 20'011, 90 + n);
+      const auto in = test::rank_inputs(n, 20'011, 90 + n);
       const auto copy = in;
       RingOptions o = options(c);
       o.codec_threads = 3;
@@ -151,7 +145,7 @@ TEST(DirectAllReduce, AtTwoBitsItsErrorDoesNotGrowWithTheRanks) {
   std::vector<double> direct_err, ring_err;
   for (int n : {3, 8}) {
     SCOPED_TRACE(str("N=", n));
-    const auto in = inputs(n, 40'000, 7 + n);
+    const auto in = test::rank_inputs(n, 40'000, 7 + n);
     const auto want = mean_of(in);
     Mesh mesh(n);
     const RingRun direct = run_direct(mesh, in, options(Compression::Int2));
@@ -171,7 +165,7 @@ TEST(DirectAllReduce, AtTwoBitsItsErrorDoesNotGrowWithTheRanks) {
 
 TEST(DirectAllReduce, InPlaceGivesTheSameBits) {
   const int n = 3;
-  const auto in = inputs(n, 9'999, 5);
+  const auto in = test::rank_inputs(n, 9'999, 5);
   Mesh a(n), b(n);
   const RingRun apart = run_direct(a, in, options(Compression::Int8));
   std::vector<std::vector<float>> buf = in;
@@ -196,7 +190,7 @@ TEST(DirectAllReduce, AuditedRoundsSendTheCommittedBytes) {
   for (Compression c : {Compression::None, Compression::Int8, Compression::Int4})
     for (int n : {2, 3, 5}) {
       SCOPED_TRACE(str(compression_name(c), " N=", n));
-      const auto in = inputs(n, 12'345, 60 + n);
+      const auto in = test::rank_inputs(n, 12'345, 60 + n);
       const RingOptions o = options(c);
       const std::vector<NodeKey> keys = [&] {
         std::vector<NodeKey> k;
@@ -236,7 +230,7 @@ TEST(DirectAllReduce, AuditedRoundsSendTheCommittedBytes) {
 TEST(DirectAllReduce, AContributionOtherThanCommittedIsCaughtAndBlamedOnItsSender) {
   const int n = 4;
   const RingOptions o = options(Compression::Int8);
-  const auto honest = inputs(n, 12'000, 77);
+  const auto honest = test::rank_inputs(n, 12'000, 77);
   auto sent = honest;
   for (float& v : sent[2]) v *= 0.5f;  // smaller: the norm check alone would pass it
   Audited a(honest, o, false);          // commitments to the honest vectors
@@ -266,7 +260,7 @@ TEST(DirectAllReduce, AContributionOtherThanCommittedIsCaughtAndBlamedOnItsSende
 TEST(DirectAllReduce, AContributionAboveItsAnnouncedNormIsNamed) {
   const int n = 3;
   RingOptions o = options(Compression::Int8);
-  const auto in = inputs(n, 9'000, 123);
+  const auto in = test::rank_inputs(n, 9'000, 123);
   for (const auto& v : in) o.announced_norms.push_back(announce_contribution(v, 1).norm);
   o.announced_norms[1] *= 0.5;  // rank 1 understates its norm
   Mesh mesh(n);
@@ -296,7 +290,7 @@ TEST(DirectAllReduce, AContributionAboveItsAnnouncedNormIsNamed) {
 TEST(DirectAllReduce, AnOwnersEvidenceOfAnUnderstatedNormHoldsForAnyMember) {
   const int n = 4;
   RingOptions o = options(Compression::Int8);
-  const auto in = inputs(n, 16'000, 321);
+  const auto in = test::rank_inputs(n, 16'000, 321);
   for (const auto& v : in) o.announced_norms.push_back(announce_contribution(v, 1).norm);
   const std::vector<double> honest = o.announced_norms;
   o.announced_norms[1] *= 0.2;  // rank 1 understates its norm: any one chunk of a segment shows it
@@ -359,7 +353,7 @@ TEST(DirectAllReduce, AnOwnersEvidenceOfAnUnderstatedNormHoldsForAnyMember) {
 
 TEST(DirectAllReduce, CarriedChunksDecodeToTheOutputBitForBit) {
   const int n = 3;
-  const auto in = inputs(n, 10'007, 11);
+  const auto in = test::rank_inputs(n, 10'007, 11);
   Mesh mesh(n);
   const RingRun res = run_direct(mesh, in, options(Compression::Int8));
   for (int r = 0; r < n; ++r) {
@@ -377,7 +371,7 @@ TEST(DirectAllReduce, ADeadLinkFailsEveryRankPromptly) {
   const int n = 4;
   Mesh mesh(n);
   mesh.link[2][0]->die_after = 3;
-  const auto in = inputs(n, 20'000, 9);
+  const auto in = test::rank_inputs(n, 20'000, 9);
   const auto copy = in;
   const RingRun res = run_direct(mesh, in, options(Compression::Int8));
   for (int r = 0; r < n; ++r) EXPECT_NE(res.errors[r], "") << "rank " << r;
@@ -392,7 +386,7 @@ TEST(DirectAllReduce, AStalledPeerTimesOut) {
   mesh.link[1][2]->stall_after = 0;
   RingOptions o = options(Compression::Int8);
   o.message_timeout = 300ms;
-  const RingRun res = run_direct(mesh, inputs(n, 5'000, 3), o);
+  const RingRun res = run_direct(mesh, test::rank_inputs(n, 5'000, 3), o);
   for (int r = 0; r < n; ++r) EXPECT_NE(res.errors[r], "") << "rank " << r;
   EXPECT_LT(res.seconds, 3.0);
 }
@@ -404,7 +398,7 @@ TEST(DirectAllReduce, ARingMessageIsRefusedNamingTheMismatch) {
   mesh.link[0][1]->corrupt = [](std::vector<uint8_t>& m) {
     if (m.size() >= kRingHeaderBytes) m[5] = kRingPhaseReduceScatter;
   };
-  const RingRun res = run_direct(mesh, inputs(n, 4'000, 1), options(Compression::Int8));
+  const RingRun res = run_direct(mesh, test::rank_inputs(n, 4'000, 1), options(Compression::Int8));
   EXPECT_NE(res.errors[1].find("diloco.all_reduce"), std::string::npos) << res.errors[1];
 }
 
@@ -426,7 +420,7 @@ TEST(DirectAllReduce, BadArgumentsAreRefused) {
   EXPECT_THROW(direct_allreduce_average(mesh.peers(0), o, x, y), Error);
   // A rank's own NaN never leaves it.
   Mesh m2(2);
-  std::vector<std::vector<float>> in = inputs(2, 3'000, 4);
+  std::vector<std::vector<float>> in = test::rank_inputs(2, 3'000, 4);
   in[1][1234] = std::nanf("");
   const RingRun res = run_direct(m2, in, options(Compression::Int8));
   EXPECT_NE(res.errors[1].find("input value 1234"), std::string::npos) << res.errors[1];

@@ -48,12 +48,6 @@ RingOptions options(Compression c) {
   return o;
 }
 
-std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {
-  std::vector<std::vector<float>> v;
-  for (int r = 0; r < n; ++r) v.push_back(test::randn(size, seed + 17 * r, 1e-3f));
-  return v;
-}
-
 std::vector<double> norms_of(const std::vector<std::vector<float>>& in) {
   std::vector<double> n;
   for (const auto& v : in) n.push_back(announce_contribution(v, 2).norm);
@@ -93,7 +87,7 @@ TEST(RingEvidence, SignedHonestRingsPassAndAverageAsUnsignedOnes) {
   for (Compression c : {Compression::None, Compression::Int8})
     for (int n : {2, 3, 5}) {
       SCOPED_TRACE(str(compression_name(c), " N=", n));
-      const auto in = inputs(n, 5003, 40 + n);
+      const auto in = test::rank_inputs(n, 5003, 40 + n);
       RingOptions o = options(c);
       o.announced_norms = norms_of(in);
       const Keys keys(n);
@@ -125,7 +119,7 @@ TEST(RingEvidence, SignedHonestRingsPassAndAverageAsUnsignedOnes) {
 }
 
 TEST(RingEvidence, ASignedAndAnUnsignedPeerRefuseEachOther) {
-  const auto in = inputs(2, 3000, 5);
+  const auto in = test::rank_inputs(2, 3000, 5);
   RingOptions o = options(Compression::Int8);
   const Keys keys(2);
   Ring ring(2);
@@ -164,7 +158,7 @@ TEST(RingEvidence, ATrueAccusationCarriesEvidenceThatHolds) {
     for (int n : {2, 3, 5})
       for (double scale : {100.0, 3.0}) {
         SCOPED_TRACE(str(compression_name(c), " N=", n, " scale ", scale));
-        auto in = inputs(n, 5003, 70 + n);
+        auto in = test::rank_inputs(n, 5003, 70 + n);
         RingOptions o = options(c);
         o.announced_norms = norms_of(in);
         const int liar = n - 1;
@@ -195,7 +189,7 @@ TEST(RingEvidence, ATrueAccusationCarriesEvidenceThatHolds) {
 // longer holds: only the accused could have produced it.
 TEST(RingEvidence, EvidenceWithABadSignatureIsRefused) {
   const int n = 3;
-  auto in = inputs(n, 5003, 9);
+  auto in = test::rank_inputs(n, 5003, 9);
   RingOptions o = options(Compression::Int8);
   o.announced_norms = norms_of(in);
   for (float& v : in[2]) v *= 100.0f;
@@ -228,7 +222,7 @@ TEST(RingEvidence, EvidenceWithABadSignatureIsRefused) {
 TEST(RingEvidence, HonestMessagesDoNotProveAnAccusation) {
   for (int n : {2, 3, 5}) {
     SCOPED_TRACE(str("N=", n));
-    const auto in = inputs(n, 5003, 90 + n);
+    const auto in = test::rank_inputs(n, 5003, 90 + n);
     RingOptions o = options(Compression::Int8);
     o.announced_norms = norms_of(in);
     const Keys keys(n);
@@ -262,7 +256,7 @@ TEST(RingEvidence, HonestMessagesDoNotProveAnAccusation) {
 TEST(RingEvidence, AFalseAccusersEvidenceDoesNotHold) {
   for (int mode : {1, 2}) {
     const int n = 3;
-    const auto in = inputs(n, 5003, 30);
+    const auto in = test::rank_inputs(n, 5003, 30);
     RingOptions o = options(Compression::Int8);
     o.announced_norms = norms_of(in);
     const Keys keys(n);

@@ -49,10 +49,8 @@ SparseRingOptions options() {
   return o;
 }
 
-std::vector<std::vector<float>> inputs(int n, size_t size, uint64_t seed) {
-  std::vector<std::vector<float>> v;
-  for (int r = 0; r < n; ++r) v.push_back(test::randn(size, seed + 13 * r, 1e-3f));
-  return v;
+std::vector<std::vector<float>> sparse_inputs(int n, size_t size, uint64_t seed) {
+  return test::rank_inputs(n, size, seed, 13);
 }
 
 std::vector<double> norms_of(const std::vector<std::vector<float>>& in) {
@@ -114,7 +112,7 @@ TEST(SparseEvidence, SignedHonestRoundsPassAndAverageAsUnsignedOnes) {
   for (int n : {2, 3, 5}) {
     SCOPED_TRACE(str("N=", n));
     const size_t size = 5003;
-    const auto in = inputs(n, size, 40 + n);
+    const auto in = sparse_inputs(n, size, 40 + n);
     SparseRingOptions o = options();
     o.announced_norms = norms_of(in);
     const Keys keys(n);
@@ -149,7 +147,7 @@ TEST(SparseEvidence, SignedHonestRoundsPassAndAverageAsUnsignedOnes) {
 }
 
 TEST(SparseEvidence, ASignedAndAnUnsignedPeerRefuseEachOther) {
-  const auto in = inputs(2, 3000, 5);
+  const auto in = sparse_inputs(2, 3000, 5);
   const SparseRingOptions o = options();
   const Keys keys(2);
   Ring ring(2);
@@ -174,7 +172,7 @@ TEST(SparseEvidence, ASignedAndAnUnsignedPeerRefuseEachOther) {
 TEST(SparseEvidence, AnInflatedContributionIsShownByItsAuthorsOwnSignedChunks) {
   const int n = 4;
   const size_t size = 5003;
-  auto in = inputs(n, size, 9);
+  auto in = sparse_inputs(n, size, 9);
   SparseRingOptions o = options();
   o.announced_norms = norms_of(in);
   for (float& v : in[3]) v *= 100.0f;
@@ -217,7 +215,7 @@ TEST(SparseEvidence, AnInflatedContributionIsShownByItsAuthorsOwnSignedChunks) {
 TEST(SparseEvidence, ATamperedChunkProvesNothing) {
   const int n = 3;
   const size_t size = 5003;
-  const auto in = inputs(n, size, 12);
+  const auto in = sparse_inputs(n, size, 12);
   SparseRingOptions o = options();
   o.announced_norms = norms_of(in);
   const Keys keys(n);
@@ -256,7 +254,7 @@ TEST(SparseEvidence, ATamperedChunkProvesNothing) {
 TEST(SparseEvidence, EvidenceWithABadSignatureOrRepeatedChunksIsRefused) {
   const int n = 3;
   const size_t size = 5003;
-  auto in = inputs(n, size, 19);
+  auto in = sparse_inputs(n, size, 19);
   SparseRingOptions o = options();
   o.announced_norms = norms_of(in);
   for (float& v : in[2]) v *= 100.0f;
@@ -301,7 +299,7 @@ TEST(SparseEvidence, EvidenceWithABadSignatureOrRepeatedChunksIsRefused) {
 TEST(SparseEvidence, HonestChunksDoNotProveAnAccusation) {
   const int n = 4;
   const size_t size = 7001;
-  const auto in = inputs(n, size, 77);
+  const auto in = sparse_inputs(n, size, 77);
   SparseRingOptions o = options();
   o.announced_norms = norms_of(in);
   const Keys keys(n);
@@ -340,7 +338,7 @@ TEST(SparseEvidence, AForwarderThatAltersAnothersChunkIsCaughtByTheNextRankOnIts
   for (int n : {3, 5}) {
     SCOPED_TRACE(str("N=", n));
     const size_t size = 5003;
-    const auto in = inputs(n, size, 60 + n);
+    const auto in = sparse_inputs(n, size, 60 + n);
     SparseRingOptions o = options();
     o.announced_norms = norms_of(in);
     const int forwarder = 1, next = 2;
@@ -420,7 +418,7 @@ TEST(SparseEvidence, AForwarderThatAltersAnothersChunkIsCaughtByTheNextRankOnIts
 TEST(SparseEvidence, AChunkReplayedFromAnotherRoundOrLaneIsRefused) {
   const int n = 3;
   const size_t size = 5003;
-  const auto in = inputs(n, size, 88);
+  const auto in = sparse_inputs(n, size, 88);
   SparseRingOptions o = options();
   o.announced_norms = norms_of(in);
   const Keys keys(n);

@@ -81,6 +81,14 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
   return v;
 }
 
+// One pseudo-gradient-sized vector per rank (values of about 1e-3, rank r
+// seeded seed + stride·r): the inputs of the ring and evidence tests.
+inline std::vector<std::vector<float>> rank_inputs(int n, size_t size, uint64_t seed, uint64_t stride = 17) {
+  std::vector<std::vector<float>> v;
+  for (int r = 0; r < n; ++r) v.push_back(randn(size, seed + stride * static_cast<uint64_t>(r), 1e-3f));
+  return v;
+}
+
 // max |a−b| / max(max |b|, floor): one number for a whole tensor.
 inline double rel_error(const float* a, const float* b, size_t n, double floor = 1e-6) {
   double diff = 0.0, ref = floor;

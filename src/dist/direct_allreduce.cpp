@@ -10,6 +10,7 @@
 
 #include "dist/contribution_check.h"
 #include "dist/finite.h"
+#include "dist/lane_common.h"
 #include "dist/message_buffers.h"
 #include "dist/ring_evidence.h"
 #include "dist/ring_pipeline.h"
@@ -37,8 +38,7 @@ class DirectRun {
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
         check_(opt.announced_norms, opt.world, opt.norm_slack, opt.signer != nullptr),
-        carried_(carried && codec_->lossy() ? carried : nullptr),
-        carried_into_(codec_->lossy() ? opt.carried_into : nullptr),
+        kept_(opt, *codec_, output.size(), carried, "direct"),
         queues_(N_),
         peer_stats_(N_),
         peer_leaves_(N_) {
@@ -52,16 +52,6 @@ class DirectRun {
         committed->layout.block == codec_->block() &&
         committed->leaves[opt.lane].size() == (S_ + opt.chunk_elems - 1) / opt.chunk_elems)
       committed_ = committed;
-    if (carried_) carried_->resize(first_chunk_of_[N_]);
-    if (carried_into_) {
-      const size_t n = first_chunk_of_[N_];
-      bool fits = opt.carried_first_piece + n <= carried_into_->pieces();
-      for (size_t s = 0; fits && s < N_; ++s)
-        for (size_t c = 0; fits && c < n_chunks(s); ++c)
-          fits = carried_into_->payload_bytes(opt.carried_first_piece + first_chunk_of_[s] + c) ==
-                 codec_->encoded_bytes(chunk_len(s, c));
-      if (!fits) fail("direct lane ", opt.lane, ": the planned round does not match the lane's cut (internal error)");
-    }
     held_.resize(n_chunks(r_));
     for (auto& h : held_) h.resize(N_);
     arrived_ = std::make_unique<std::atomic<size_t>[]>(n_chunks(r_));
@@ -70,9 +60,7 @@ class DirectRun {
 
   void run();
   RingStats stats() const;
-  bool failed(std::string& msg) { return first_error_.get(msg); }
-  int offender() const { return offender_; }
-  std::vector<std::vector<uint8_t>> take_evidence() { return std::move(evidence_); }
+  LaneFailure& failure() { return failure_; }
 
  private:
   enum class JobKind { SendOwn, Contribution, Average };
@@ -109,8 +97,10 @@ class DirectRun {
   void reduce_chunk(size_t c);
   void take_average(Job& job);
   void own_encoding(size_t seg, size_t c, uint8_t* out);
-  void keep_chunk(size_t seg, size_t c, const uint8_t* payload);
-  void refuse_non_finite_input(size_t seg, size_t c);
+  void keep_chunk(size_t seg, size_t c, const uint8_t* payload) { kept_.keep(first_chunk_of_[seg] + c, payload); }
+  void refuse_non_finite_input(size_t seg, size_t c) {
+    intellect::refuse_non_finite_input(in_, chunk_off(seg, c), chunk_len(seg, c));
+  }
   void fail_round(std::exception_ptr e);
   void add_times(double encode_s, double decode_s);
 
@@ -122,8 +112,7 @@ class DirectRun {
   const std::unique_ptr<BlockCodec> codec_;
   DirectNormCheck check_;
   std::mutex check_mu_;  // check_ and the codec times
-  std::vector<RingCarried>* carried_;
-  PlannedRound* carried_into_;
+  CarriedChunks kept_;
   const LeafCommitment* committed_ = nullptr;
   bool audit_ = false;
   std::vector<size_t> first_chunk_of_;
@@ -134,10 +123,7 @@ class DirectRun {
   std::unique_ptr<std::atomic<size_t>[]> arrived_;       // per chunk of our segment: contributions held
   double encode_s_ = 0.0, decode_s_ = 0.0;
   CodecPool<Job>* pool_ = nullptr;  // run()'s, while it runs
-  FirstError first_error_;
-  std::mutex fail_mu_;
-  int offender_ = -1;
-  std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_)
+  LaneFailure failure_;
 };
 
 RingHeader DirectRun::header(uint8_t phase, size_t seg, size_t chunk) const {
@@ -223,15 +209,6 @@ void DirectRun::receive_from(size_t peer) {
   }
 }
 
-void DirectRun::refuse_non_finite_input(size_t seg, size_t c) {
-  const size_t off = chunk_off(seg, c), n = chunk_len(seg, c);
-  const float* x = in_.data() + off;
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      fail("input value ", off + i, " is ", x[i],
-           "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
-}
-
 // Our contribution's chunk c of segment `seg` into `out`: the committed
 // leaf when we kept it, otherwise encoded here (our NaN/inf refused first).
 void DirectRun::own_encoding(size_t seg, size_t c, uint8_t* out) {
@@ -250,11 +227,7 @@ void DirectRun::own_encoding(size_t seg, size_t c, uint8_t* out) {
 
 void DirectRun::send_own(const Job& job) {
   const RingHeader& h = job.h;
-  const size_t bytes = codec_->encoded_bytes(h.count);
-  std::vector<uint8_t> msg =
-      MessageBuffers::process().take(kRingHeaderBytes + bytes + (h.is_signed ? kRingSignatureBytes : 0));
-  const std::vector<uint8_t> head = encode_ring_header(h);
-  std::memcpy(msg.data(), head.data(), kRingHeaderBytes);
+  std::vector<uint8_t> msg = new_ring_message(h);
   own_encoding(h.segment, h.chunk, msg.data() + kRingHeaderBytes);
   if (h.is_signed) {
     // A committed leaf's digest is known already: no pass over the payload.
@@ -319,9 +292,7 @@ void DirectRun::reduce_chunk(size_t c) {
   std::vector<std::vector<uint8_t>>().swap(held_[c]);
   add_times(0.0, since(t));
   const RingClock::time_point e = RingClock::now();
-  std::vector<uint8_t> avg = MessageBuffers::process().take(kRingHeaderBytes + codec_->encoded_bytes(h.count));
-  const std::vector<uint8_t> head = encode_ring_header(h);
-  std::memcpy(avg.data(), head.data(), kRingHeaderBytes);
+  std::vector<uint8_t> avg = new_ring_message(h);
   codec_->encode(x, h.count, avg.data() + kRingHeaderBytes, "the average");
   if (codec_->lossy()) codec_->decode(avg.data() + kRingHeaderBytes, h.count, x);
   add_times(since(e), 0.0);
@@ -358,21 +329,6 @@ void DirectRun::take_average(Job& job) {
   MessageBuffers::process().give(std::move(job.msg));
 }
 
-void DirectRun::keep_chunk(size_t seg, size_t c, const uint8_t* payload) {
-  if (carried_into_) {
-    const size_t piece = opt_.carried_first_piece + first_chunk_of_[seg] + c;
-    std::memcpy(carried_into_->payload(piece), payload, carried_into_->payload_bytes(piece));
-    return;
-  }
-  if (!carried_) return;
-  RingCarried& k = (*carried_)[first_chunk_of_[seg] + c];
-  k.compression = opt_.compression;
-  k.offset = chunk_off(seg, c);
-  k.count = chunk_len(seg, c);
-  k.block = codec_->block();
-  k.encoded.assign(payload, payload + codec_->encoded_bytes(k.count));
-}
-
 void DirectRun::run_job(Job& job) {
   switch (job.kind) {
     case JobKind::SendOwn: return send_own(job);
@@ -381,20 +337,10 @@ void DirectRun::run_job(Job& job) {
   }
 }
 
+// The first failure wins; every link is aborted (unblocking the other
+// threads and telling the peers) and what is queued is dropped.
 void DirectRun::fail_round(std::exception_ptr e) {
-  {
-    std::lock_guard<std::mutex> lock(fail_mu_);
-    std::string already;
-    const bool first = !first_error_.get(already);
-    try {
-      std::rethrow_exception(e);
-    } catch (const ContributionExceedsAnnouncement& c) {
-      if (first) offender_ = c.offender_rank, evidence_ = c.evidence;
-      first_error_.record(c.what());
-    } catch (const std::exception& x) {
-      first_error_.record(x.what());
-    }
-  }
+  failure_.record(e);
   for (size_t j = 0; j < N_; ++j)
     if (j != r_) {
       peers_[j]->abort();
@@ -409,6 +355,8 @@ void DirectRun::run() {
                       [this](std::exception_ptr e) { fail_round(e); });
   pool_ = &pool;
   std::vector<std::thread> senders, receivers;
+  // The same leaf message opens every link (encoded and signed once).
+  const std::vector<uint8_t> leaves = audit_ ? own_leaf_message(opt_, S_) : std::vector<uint8_t>();
   for (size_t j = 0; j < N_; ++j) {
     if (j == r_) continue;
     senders.emplace_back([this, j] {
@@ -418,18 +366,7 @@ void DirectRun::run() {
         fail_round(std::make_exception_ptr(Error(str("sending to rank ", j, ": ", e.what()))));
       }
     });
-    if (audit_) {
-      LeafMessage m;
-      const LeafCommitment& own = *opt_.audit->own;
-      m.round = opt_.round;
-      m.total_elems = own.total_elems;
-      m.lane_elems = S_;
-      m.lane = opt_.lane;
-      m.layout = own.layout;
-      m.lane_roots = own.lane_roots;
-      m.leaves = own.leaves[opt_.lane];
-      queues_[j].put(0, encode_leaf_message(m, opt_.signer));
-    }
+    if (audit_) queues_[j].put(0, leaves);
     queues_[j].close(leaf_count() + n_chunks(j) + n_chunks(r_));
     receivers.emplace_back([this, j] {
       try {
@@ -489,17 +426,11 @@ RingStats direct_allreduce_average(std::span<RingLink* const> peers, const RingO
   }
   DirectRun run(peers, opt, input, output, committed, carried);
   run.run();
-  if (std::string msg; run.failed(msg)) {
+  if (std::string msg; run.failure().failed(msg)) {
     if (carried) carried->clear();
-    if (run.offender() >= 0) {
-      std::vector<std::vector<uint8_t>> evidence = run.take_evidence();
-      const size_t who = static_cast<size_t>(run.offender());
-      const std::string note =
-          keep_provable(opt, run.offender(), who < opt.member_keys.size() ? &opt.member_keys[who] : nullptr, evidence);
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), run.offender(),
-                                            std::move(evidence));
-    }
-    fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
+    const size_t who = static_cast<size_t>(run.failure().offender());
+    throw_lane_failure(ctx, run.failure(), opt, run.failure().offender(),
+                       who < opt.member_keys.size() ? &opt.member_keys[who] : nullptr, true);
   }
   RingStats stats = run.stats();
   stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();

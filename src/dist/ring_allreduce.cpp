@@ -2,6 +2,7 @@
 
 #include "dist/contribution_check.h"
 #include "dist/finite.h"
+#include "dist/lane_common.h"
 
 #include <algorithm>
 #include <bit>
@@ -195,30 +196,17 @@ class LaneRun {
         r_(static_cast<size_t>(opt.rank)),
         codec_(make_block_codec(opt.compression, opt.int8_block, 1)),
         check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack, opt.signer != nullptr),
-        carried_(carried && codec_->lossy() ? carried : nullptr),
-        carried_into_(codec_->lossy() ? opt.carried_into : nullptr) {
+        kept_(opt, *codec_, output.size(), carried, "ring") {
     audit_ = lane_audited(opt, S_);
     first_chunk_of_.assign(N_ + 1, 0);
     for (size_t s = 0; s < N_; ++s) first_chunk_of_[s + 1] = first_chunk_of_[s] + n_chunks(s);
-    if (carried_) carried_->resize(first_chunk_of_[N_]);
-    if (carried_into_) {  // the plan was cut by ring_chunk_counts: it must be this lane's cut
-      const size_t n = first_chunk_of_[N_];
-      bool fits = opt.carried_first_piece + n <= carried_into_->pieces();
-      for (size_t s = 0; fits && s < N_; ++s)
-        for (size_t c = 0; fits && c < n_chunks(s); ++c)
-          fits = carried_into_->payload_bytes(opt.carried_first_piece + first_chunk_of_[s] + c) ==
-                 codec_->encoded_bytes(chunk_len(s, c));
-      if (!fits) fail("ring lane ", opt.lane, ": the planned round does not match the lane's cut (internal error)");
-    }
   }
 
   // Runs the round; the first failure (with the offender, if a contribution
   // check named one) is left for failed() and offender().
   void run();
   RingStats stats() const { return stats_; }
-  bool failed(std::string& msg) { return first_error_.get(msg); }
-  int offender() const { return offender_; }
-  std::vector<std::vector<uint8_t>> take_evidence() { return std::move(evidence_); }
+  LaneFailure& failure() { return failure_; }
 
  private:
   enum class JobKind { EncodeOwn, ReduceHop, GatherHop };
@@ -264,14 +252,10 @@ class LaneRun {
   const std::unique_ptr<BlockCodec> codec_;
   ContributionCheck check_;
   std::mutex check_mu_;  // check_ and the codec times, from the pool's threads
-  std::vector<RingCarried>* carried_;
-  PlannedRound* carried_into_;
+  CarriedChunks kept_;
   std::vector<size_t> first_chunk_of_;  // the lane's index (offset order) of each segment's first chunk
   OrderedSendQueue queue_;
-  FirstError first_error_;
-  std::mutex fail_mu_;
-  int offender_ = -1;  // under fail_mu_ until the threads are joined
-  std::vector<std::vector<uint8_t>> evidence_;  // the offender's signed messages (under fail_mu_ likewise)
+  LaneFailure failure_;
   // The commitment audit: on, and the predecessor's leaves of this lane and
   // the message that carried them (written before any hop job is submitted).
   bool audit_ = false;
@@ -309,10 +293,7 @@ void LaneRun::add_times(double encode_s, double decode_s) {
 // Header + payload for h.count values at x: their encoding.
 std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
   const RingClock::time_point t = RingClock::now();
-  std::vector<uint8_t> msg = MessageBuffers::process().take(kRingHeaderBytes + codec_->encoded_bytes(h.count) +
-                                                            (h.is_signed ? kRingSignatureBytes : 0));
-  const std::vector<uint8_t> head = encode_ring_header(h);
-  std::memcpy(msg.data(), head.data(), kRingHeaderBytes);
+  std::vector<uint8_t> msg = new_ring_message(h);
   codec_->encode(x, h.count, msg.data() + kRingHeaderBytes, "the partial sum");
   if (h.is_signed) {
     // An audited first hop is a committed leaf: its digest is known already.
@@ -352,16 +333,7 @@ std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
 
 // This rank's leaves of this lane, first in the lane's schedule.
 void LaneRun::send_leaves(uint64_t seq) {
-  const LeafCommitment& own = *opt_.audit->own;
-  LeafMessage m;
-  m.round = opt_.round;
-  m.total_elems = own.total_elems;
-  m.lane_elems = S_;
-  m.lane = opt_.lane;
-  m.layout = own.layout;
-  m.lane_roots = own.lane_roots;
-  m.leaves = own.leaves[opt_.lane];
-  queue_.put(seq, encode_leaf_message(m, opt_.signer));
+  queue_.put(seq, own_leaf_message(opt_, S_));
 }
 
 // The predecessor's leaves: they must fit this lane and hash to the root it
@@ -413,18 +385,7 @@ void LaneRun::check_contribution(const Job& job, double ss, const std::string& w
 }
 
 void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
-  if (carried_into_) {
-    const size_t piece = opt_.carried_first_piece + first_chunk_of_[h.segment] + h.chunk;
-    std::memcpy(carried_into_->payload(piece), payload, carried_into_->payload_bytes(piece));
-    return;
-  }
-  if (!carried_) return;
-  RingCarried& k = (*carried_)[first_chunk_of_[h.segment] + h.chunk];
-  k.compression = opt_.compression;
-  k.offset = chunk_off(h.segment, h.chunk);
-  k.count = h.count;
-  k.block = codec_->block();
-  k.encoded.assign(payload, payload + codec_->encoded_bytes(h.count));
+  kept_.keep(first_chunk_of_[h.segment] + h.chunk, payload);
 }
 
 // Our own NaN/inf must not leave this rank: the error names the input
@@ -432,12 +393,7 @@ void LaneRun::keep_chunk(const RingHeader& h, const uint8_t* payload) {
 // from finite inputs is not refused here (the next encode or the next
 // rank's validate does, as before the hop's passes were fused).
 void LaneRun::refuse_non_finite_input(const RingHeader& h) {
-  const size_t off = chunk_off(h.segment, h.chunk);
-  const float* x = in_.data() + off;
-  for (size_t i = 0; i < h.count; ++i)
-    if (!std::isfinite(x[i]))
-      fail("input value ", off + i, " is ", x[i],
-           "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged; retrying will not help)");
+  intellect::refuse_non_finite_input(in_, chunk_off(h.segment, h.chunk), h.count);
 }
 
 // A step-0 chunk of our own segment, before its encoding. It is encoded
@@ -502,19 +458,7 @@ void LaneRun::run_job(Job& job) {
 // The first failure wins; the link is aborted (unblocking the other threads
 // and telling the neighbours) and what is queued is dropped.
 void LaneRun::fail_round(std::exception_ptr e) {
-  {
-    std::lock_guard<std::mutex> lock(fail_mu_);  // the offender goes with the error that won
-    std::string already;
-    const bool first = !first_error_.get(already);
-    try {
-      std::rethrow_exception(e);
-    } catch (const ContributionExceedsAnnouncement& c) {
-      if (first) offender_ = c.offender_rank, evidence_ = c.evidence;
-      first_error_.record(c.what());
-    } catch (const std::exception& x) {
-      first_error_.record(x.what());
-    }
-  }
+  failure_.record(e);
   link_.abort();
   queue_.stop();
 }
@@ -565,69 +509,6 @@ void LaneRun::run() {
 
 }  // namespace
 
-std::string keep_provable(const RingOptions& opt, int accused_rank, const PublicKey* accused_key,
-                          std::vector<std::vector<uint8_t>>& evidence) {
-  if (!opt.signer) {
-    evidence.clear();
-    return "";
-  }
-  if (evidence.empty()) return " (no evidence kept: the excess is spread over more messages than are kept)";
-  if (!accused_key) {
-    evidence.clear();
-    return " (the accused's key is not known here: no evidence)";
-  }
-  EvidenceContext ec;
-  ec.round = opt.round;
-  ec.accuser_rank = opt.rank;
-  ec.accused_rank = accused_rank;
-  ec.world = opt.world;
-  ec.norms = opt.announced_norms;
-  ec.slack = opt.norm_slack;
-  if (opt.audit) ec.commitments = opt.audit->roots;
-  const EvidenceVerdict v = judge_ring_evidence(evidence, *accused_key, ec);
-  if (!v.holds) {
-    evidence.clear();
-    return str(" (its messages do not prove it on their own: ", v.why, ")");
-  }
-  return str(" (evidence: ", evidence.size(), " of its signed messages)");
-}
-
-std::string round_argument_error(const RingOptions& opt, std::span<const float> input, std::span<float> output,
-                                 bool carried) {
-  if (opt.world < 1 || opt.rank < 0 || opt.rank >= opt.world) return "rank must be in [0, world) and world ≥ 1";
-  if (opt.chunk_elems == 0 || opt.chunk_elems > UINT32_MAX) return "chunk_elems must be in [1, 2^32)";
-  if (opt.compression == Compression::Sparse)
-    return "sparse compression is not a dense average: use sparse_allgather_average";
-  if (opt.compression != Compression::None && (opt.int8_block == 0 || opt.int8_block > UINT32_MAX))
-    return "int8_block (the codec's block) must be in [1, 2^32)";
-  if (opt.codec_threads < 1 || opt.codec_threads > 256) return "codec_threads must be in [1, 256]";
-  if (input.size() != output.size()) return str("input has ", input.size(), " values but output ", output.size());
-  if (carried && opt.carried_into) return "the carried chunks go to a planned round or to `carried`, not both";
-  const float *in_lo = input.data(), *in_hi = in_lo + input.size();
-  const bool in_place = input.data() == output.data();
-  if (!input.empty() && !in_place && output.data() < in_hi && in_lo < output.data() + output.size())
-    return "output overlaps part of the input; pass the same buffer (in place) or a separate one";
-  const size_t S = input.size();
-  if ((S + opt.chunk_elems - 1) / opt.chunk_elems > UINT32_MAX) return "too many chunks; raise chunk_elems";
-  if (opt.audit) {
-    const LeafCommitment* own = opt.audit->own;
-    if (!own || opt.audit->roots.size() != static_cast<size_t>(opt.world) || own->layout.chunk != opt.chunk_elems ||
-        own->layout.compression != opt.compression || opt.lane >= own->leaves.size() ||
-        own->leaves[opt.lane].size() != (S + opt.chunk_elems - 1) / opt.chunk_elems)
-      return "this rank's commitment does not fit the round's layout (its chunk, codec or lanes; internal error)";
-  }
-  return "";
-}
-
-std::string average_alone(std::span<const float> input, std::span<float> output) {
-  for (size_t i = 0; i < input.size(); ++i)
-    if (!std::isfinite(input[i]))
-      return str("input value ", i, " is ", input[i],
-                 "; a pseudo-gradient with NaN/inf must not be averaged (the inner steps diverged)");
-  if (input.data() != output.data()) std::copy(input.begin(), input.end(), output.begin());
-  return "";
-}
-
 RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::span<const float> input,
                                  std::span<float> output, std::vector<RingCarried>* carried) {
   const auto t0 = RingClock::now();
@@ -656,17 +537,10 @@ RingStats ring_allreduce_average(RingLink& link, const RingOptions& opt, std::sp
   // refuse_non_finite_input): nothing non-finite of ours leaves.
   LaneRun lane(link, opt, input, output, carried);
   lane.run();
-  if (std::string msg; lane.failed(msg)) {
+  if (std::string msg; lane.failure().failed(msg)) {
     if (carried) carried->clear();
-    if (lane.offender() >= 0) {
-      std::vector<std::vector<uint8_t>> evidence = lane.take_evidence();
-      std::string note = opt.attack_false_accusation
-                             ? ""
-                             : keep_provable(opt, -1, opt.prev_key ? &*opt.prev_key : nullptr, evidence);
-      throw ContributionExceedsAnnouncement(str(ctx, " failed: ", msg, note, ". The round is abandoned"), lane.offender(),
-                                            std::move(evidence));
-    }
-    fail(ctx, " failed: ", msg, ". The round is abandoned and the input is untouched; retry with a new ring");
+    throw_lane_failure(ctx, lane.failure(), opt, -1, opt.prev_key ? &*opt.prev_key : nullptr,
+                       !opt.attack_false_accusation);
   }
   RingStats stats = lane.stats();
   stats.seconds = std::chrono::duration<double>(RingClock::now() - t0).count();

@@ -151,22 +151,6 @@ std::vector<Digest> accept_leaf_message(std::span<const uint8_t> msg, const Ring
 bool lane_audited(const RingOptions& opt, size_t S);
 size_t lane_segment_begin(const RingOptions& opt, size_t S, bool audited, size_t s);
 
-// Shared by the ring and the direct pattern (direct_allreduce.h):
-// - why a dense round cannot run with these arguments ("" when it can);
-// - a round of one: output = input (unquantized), or why not (a non-finite
-//   value: "" when fine);
-// - an accuser hands over only what the coordinator will find holds: the
-//   evidence is checked with the accused's key (null: unknown) and the same
-//   judgement (accused_rank -1: the ring predecessor), and cleared when it
-//   does not hold (a sender that signed badly, an excess spread over more
-//   messages than were kept), so the accusation goes without it, which in
-//   a node-key run refuses nobody. Returns a note for the error message.
-std::string round_argument_error(const RingOptions& opt, std::span<const float> input, std::span<float> output,
-                                 bool carried);
-std::string average_alone(std::span<const float> input, std::span<float> output);
-std::string keep_provable(const RingOptions& opt, int accused_rank, const PublicKey* accused_key,
-                          std::vector<std::vector<uint8_t>>& evidence);
-
 // How a lane of S values is cut into messages, in offset order: their value
 // counts, as LaneRun sends and carries them (the commitment audit aligns
 // segments to whole chunks). What a PlannedRound is laid out from.

@@ -123,39 +123,55 @@ EvidenceVerdict judge_commitment_evidence(const std::vector<std::vector<uint8_t>
              " of the commitment it announced and signed");
 }
 
-// What both judges check of each message: a ring header, the accused's
-// signature, this round and this ring size. "" when it passes (*h filled).
-std::string signed_by_accused(const std::vector<uint8_t>& m, const std::string& what, const PublicKey& accused,
-                              const EvidenceContext& ctx, RingHeader* h) {
-  try {
-    *h = parse_ring_header(m, what);
-  } catch (const Error& e) {
-    return e.what();
+// What both norm judges check of each message, in order, and the squares
+// they sum: within the byte cap, a ring header signed by the accused, of
+// this round and this ring size (open); not a repeat of one already counted
+// (its squares would count twice), a payload that decodes (add_squares).
+class SignedEvidence {
+ public:
+  SignedEvidence(const PublicKey& accused, const EvidenceContext& ctx) : accused_(accused), ctx_(ctx) {}
+  // Message i; "" when it passes (*h filled).
+  std::string open(size_t i, const std::vector<uint8_t>& m, RingHeader* h) {
+    what_ = str("evidence message ", i);
+    bytes_ += m.size();
+    if (bytes_ > kMaxEvidenceBytes) return str("more than ", kMaxEvidenceBytes, " bytes of messages");
+    try {
+      *h = parse_ring_header(m, what_);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    if (!h->is_signed) return str(what_, " is not signed");
+    if (!ring_message_signed_by(m, accused_)) return str(what_, ": the signature is not the accused's");
+    if (h->round != ctx_.round) return str(what_, " is of round ", h->round, ", not ", ctx_.round);
+    if (h->world != static_cast<uint32_t>(ctx_.world))
+      return str(what_, " is of a ring of ", h->world, ", not ", ctx_.world);
+    return "";
   }
-  if (!h->is_signed) return str(what, " is not signed");
-  if (!ring_message_signed_by(m, accused)) return str(what, ": the signature is not the accused's");
-  if (h->round != ctx.round) return str(what, " is of round ", h->round, ", not ", ctx.round);
-  if (h->world != static_cast<uint32_t>(ctx.world)) return str(what, " is of a ring of ", h->world, ", not ", ctx.world);
-  return "";
-}
+  std::string add_squares(const std::vector<uint8_t>& m, const RingHeader& h) {
+    std::array<uint8_t, 32> d{};
+    crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
+    if (!seen_.insert(d).second) return str(what_, " repeats an earlier one");
+    try {
+      const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
+      const uint8_t* payload = m.data() + kRingHeaderBytes;
+      codec->validate(payload, h.count, what_.c_str());
+      sum_squares_ += codec->sum_squares(payload, h.count);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+  const std::string& what() const { return what_; }
+  double sum_squares() const { return sum_squares_; }
 
-// Adds a message's decoded squares to *sum_squares, unless it repeats one
-// already counted (its squares would count twice) or does not decode.
-std::string add_squares(const std::vector<uint8_t>& m, const RingHeader& h, const std::string& what,
-                        std::set<std::array<uint8_t, 32>>& seen, double* sum_squares) {
-  std::array<uint8_t, 32> d{};
-  crypto_generichash(d.data(), d.size(), m.data(), m.size(), nullptr, 0);
-  if (!seen.insert(d).second) return str(what, " repeats an earlier one");
-  try {
-    const std::unique_ptr<BlockCodec> codec = make_block_codec(h.compression, h.int8_block, 1);
-    const uint8_t* payload = m.data() + kRingHeaderBytes;
-    codec->validate(payload, h.count, what.c_str());
-    *sum_squares += codec->sum_squares(payload, h.count);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+ private:
+  const PublicKey& accused_;
+  const EvidenceContext& ctx_;
+  std::string what_;
+  size_t bytes_ = 0;
+  double sum_squares_ = 0.0;
+  std::set<std::array<uint8_t, 32>> seen_;
+};
 
 // The direct pattern's contributions (direct_allreduce.h): signed messages
 // the accused sent the accuser, each a chunk of the accuser's segment of
@@ -172,21 +188,16 @@ EvidenceVerdict judge_direct_evidence(const std::vector<std::vector<uint8_t>>& m
   const double norm = ctx.norms[static_cast<size_t>(ctx.accused_rank)];
   if (!(norm >= 0.0) || !std::isfinite(norm)) return no("the accused announced no norm for that step");
   const double b = ctx.slack * norm;
-  size_t bytes = 0;
-  double sum_squares = 0.0;
-  std::set<std::array<uint8_t, 32>> seen;
+  SignedEvidence ev(accused, ctx);
   for (size_t i = 0; i < messages.size(); ++i) {
-    const std::vector<uint8_t>& m = messages[i];
-    const std::string what = str("evidence message ", i);
-    bytes += m.size();
-    if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
     RingHeader h;
-    if (std::string why = signed_by_accused(m, what, accused, ctx, &h); !why.empty()) return no(why);
-    if (h.phase != kDirectPhaseReduce) return no(what, " is not a contribution of the direct pattern");
+    if (std::string why = ev.open(i, messages[i], &h); !why.empty()) return no(why);
+    if (h.phase != kDirectPhaseReduce) return no(ev.what(), " is not a contribution of the direct pattern");
     if (h.segment != static_cast<uint32_t>(ctx.accuser_rank))
-      return no(what, ": segment ", h.segment, " is not the accuser's (", ctx.accuser_rank, ")");
-    if (std::string why = add_squares(m, h, what, seen, &sum_squares); !why.empty()) return no(why);
+      return no(ev.what(), ": segment ", h.segment, " is not the accuser's (", ctx.accuser_rank, ")");
+    if (std::string why = ev.add_squares(messages[i], h); !why.empty()) return no(why);
   }
+  const double sum_squares = ev.sum_squares();
   if (sum_squares <= b * b + kNormFloor)
     return no("the ", messages.size(), " messages' norm ", std::sqrt(sum_squares), " is within the ", b,
               " the accused's announced norm allows");
@@ -217,17 +228,12 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
     return no("the accuser is not in a ring of two or more");
   const ContributionCheck check(ctx.norms, ctx.accuser_rank, ctx.world, ctx.slack);
   if (!check.enabled()) return no("not every member of the ring announced a norm, so nothing was checked");
-  size_t bytes = 0;
-  double sum_squares = 0.0;
   RingHeader first;
-  std::set<std::array<uint8_t, 32>> seen;
+  SignedEvidence ev(accused, ctx);
   for (size_t i = 0; i < messages.size(); ++i) {
-    const std::vector<uint8_t>& m = messages[i];
-    const std::string what = str("evidence message ", i);
-    bytes += m.size();
-    if (bytes > kMaxEvidenceBytes) return no("more than ", kMaxEvidenceBytes, " bytes of messages");
+    const std::string& what = ev.what();
     RingHeader h;
-    if (std::string why = signed_by_accused(m, what, accused, ctx, &h); !why.empty()) return no(why);
+    if (std::string why = ev.open(i, messages[i], &h); !why.empty()) return no(why);
     if (h.phase > kRingPhaseAllGather) return no(what, " is a message of the direct pattern, not of a ring");
     if (i == 0) first = h;
     if (h.phase != first.phase || h.step != first.step || h.segment != first.segment)
@@ -240,8 +246,9 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
       return no(what, ": segment ", h.segment, " is not what the accuser receives at step ", h.step, " (", want_segment, ")");
     // (Two lanes' messages of one header are different values: their
     // squares add up within the same bound.)
-    if (std::string why = add_squares(m, h, what, seen, &sum_squares); !why.empty()) return no(why);
+    if (std::string why = ev.add_squares(messages[i], h); !why.empty()) return no(why);
   }
+  const double sum_squares = ev.sum_squares();
   const double b = check.bound(first.phase == 1, first.step);
   const double norm = std::sqrt(sum_squares);
   if (sum_squares <= b * b + kNormFloor)
