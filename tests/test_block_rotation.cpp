@@ -414,7 +414,8 @@ TEST(BlockRotationConfig, DefaultsAndErrors) {
 }
 
 // blocks2: the same keys, fraction 1/3 by default (P = 3), the int2 ring,
-// plain averaging; the same refusals.
+// plain averaging stepped 1.25 times past the average (an outer lr given
+// overrides it); the same refusals.
 TEST(BlockRotationConfig, Blocks2DefaultsAndErrors) {
   const DilocoConfig d = load_config("", {"diloco.compression=blocks2"}).diloco;
   EXPECT_TRUE(d.rotates_blocks());
@@ -422,8 +423,10 @@ TEST(BlockRotationConfig, Blocks2DefaultsAndErrors) {
   EXPECT_EQ(parse_compression(d.ring_compression()), Compression::Int2);
   EXPECT_EQ(rotation_period(d.block_fraction), 3u);
   EXPECT_EQ(d.error_feedback_decay, 1.0);
-  EXPECT_EQ(d.outer_lr, 1.0);
+  EXPECT_EQ(d.outer_lr, 1.25);
   EXPECT_EQ(d.outer_momentum, 0.0);
+  EXPECT_FALSE(d.nesterov);
+  EXPECT_EQ(load_config("", {"diloco.compression=blocks2", "diloco.outer_lr=1"}).diloco.outer_lr, 1.0);
   EXPECT_EQ(load_config("", {"diloco.compression=blocks4"}).diloco.ring_compression(), "int4");
   EXPECT_FALSE(load_config("", {"diloco.compression=int4"}).diloco.rotates_blocks());
   // "blocks2:0.25" in the quality scripts' cells.

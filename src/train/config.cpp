@@ -217,12 +217,15 @@ void read_diloco(JsonReader r, Config& c) {
   // Sparse runs SparseLoCo's recipe unless told otherwise: the decayed
   // error-feedback buffer replaces outer momentum, and the outer step is
   // plain SGD (docs/ARCHITECTURE.md, "What SparseLoCo does"). blocks4
-  // (and blocks2) average plainly too (outer lr 1, no momentum: each averaged block
-  // becomes the mean of the nodes' copies; Nesterov was +6.2% against
-  // plain averaging's −1.7% of fp32 on the CPU check, docs/PERFORMANCE.md).
+  // (and blocks2) average plainly too (no momentum: blocks4 at outer lr 1, each
+  // averaged block becomes the mean of the nodes' copies; Nesterov was +6.2%
+  // against plain averaging's −1.7% of fp32 on the CPU check,
+  // docs/PERFORMANCE.md); blocks2 steps past the mean (kBlocks2OuterLr).
   // Every other compression keeps DiLoCo's Nesterov outer step.
   const bool plain = sparse || blocks;
-  d.outer_lr = r.get_double("outer_lr", plain ? kSparseOuterLr : 0.7, 0.0, 100.0);
+  const double default_outer_lr =
+      d.compression == "blocks2" ? kBlocks2OuterLr : plain ? kSparseOuterLr : 0.7;
+  d.outer_lr = r.get_double("outer_lr", default_outer_lr, 0.0, 100.0);
   d.outer_momentum = r.get_double("outer_momentum", plain ? 0.0 : 0.9, 0.0, 0.999999);
   d.nesterov = r.get_bool("nesterov", d.outer_momentum > 0.0);
   if (d.nesterov && d.outer_momentum == 0.0)

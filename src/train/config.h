@@ -127,6 +127,16 @@ constexpr double kBlocksFraction = 0.2;
 // steady rounds, and the run's last full round costs half of blocks4's. The
 // largest 1/P under 1/32 is 1/3 (1/2 would be 1/25.6).
 constexpr double kBlocks2Fraction = 1.0 / 3.0;
+// blocks2's outer step: plain averaging extrapolated, each averaged block
+// moved 1.25 times its average (no momentum). A block is averaged once every
+// P rounds and carries P rounds of local progress; fp32 DiLoCo's Nesterov
+// step grows round by round, plain averaging does not. On the 150m at H = 100
+// the step past the average took blocks2 1/3 from +1.40% to +0.61% of fp32's
+// final loss (the direct pattern, one call) and from +1.97% to +1.21% (the
+// ring, two sessions); the tiny model's CPU check ranked 1.25 first of 1 to 2
+// three times (docs/PERFORMANCE.md, "blocks2 through the direct pattern").
+// blocks4 keeps 1: its step was never measured past the average.
+constexpr double kBlocks2OuterLr = 1.25;
 // Its error-feedback decay: none. The buffer holds only the int4 error of
 // what each block last sent (the unsent blocks' progress stays in the
 // weights), and every block is sent again within 2P − 1 rounds, so nothing
