@@ -4,8 +4,11 @@
 // refuses to mix in a different one.
 #include "dist/state_stream.h"
 
+#include <cstring>
 #include <thread>
 
+#include "dist/round_buffers.h"
+#include "dist/round_codec.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -477,6 +480,71 @@ TEST(StateStripes, TheJoinersDownlinkLimitsTheDownload) {
   EXPECT_EQ(bytes_of(d), blob);
   EXPECT_GT(b.chunks_served(), 0u);
   EXPECT_GE(s, 0.9) << "the downlink carries 200 kB/s";
+}
+
+// A buffer given back serves the next request of about its size (its
+// memory, not a fresh allocation); one spare at most, the last given; a
+// request under half a spare's capacity takes a fresh buffer; off, nothing
+// is kept.
+TEST(RoundBuffers, TheLastBufferGivenBackServesTheNextRoundOfItsSize) {
+  RoundBuffers pool;
+  ByteBuffer a = pool.take(1'000'000);
+  EXPECT_EQ(a.size(), 1'000'000u);
+  const uint8_t* mem = a.data();
+  pool.give(std::move(a));
+  EXPECT_GE(pool.held_bytes(), 1'000'000u);
+  ByteBuffer small = pool.take(400'000);  // under half the spare: fresh
+  EXPECT_NE(small.data(), mem);
+  EXPECT_EQ(pool.reused(), 0u);
+  ByteBuffer b = pool.take(999'000);
+  EXPECT_EQ(b.data(), mem);
+  EXPECT_EQ(b.size(), 999'000u);
+  EXPECT_EQ(pool.reused(), 1u);
+  EXPECT_EQ(pool.held_bytes(), 0u);
+  ByteBuffer larger = pool.take(1'000'001);  // nothing spare: fresh
+  pool.give(std::move(b));
+  pool.give(std::move(small));  // the last given replaces the spare
+  EXPECT_EQ(pool.held_bytes(), 400'000u);
+  pool.set_enabled(false);
+  EXPECT_EQ(pool.held_bytes(), 0u);
+  pool.give(std::move(larger));
+  EXPECT_EQ(pool.held_bytes(), 0u);
+  EXPECT_NE(pool.take(1'000'000).data(), nullptr);
+  EXPECT_EQ(pool.reused(), 1u);
+}
+
+// The path a node's kept rounds take: a round written into place
+// (PlannedRound), kept by the state server, trimmed when newer ones come;
+// the trimmed round's memory is where the next round is written, and what
+// the server still serves is untouched.
+TEST(RoundBuffers, ARoundTheServerTrimsIsWhereTheNextRoundIsWritten) {
+  RoundBuffers& pool = RoundBuffers::process();
+  pool.set_enabled(true);
+  StateServer server(secret(), "127.0.0.1", [](const std::string&) {});
+  const std::vector<PlannedRound::Piece> pieces = {{Compression::Int8, 300'000, 65536}};
+  auto round = [&](uint8_t fill) {
+    PlannedRound planned(300'000, pieces);
+    std::memset(planned.payload(0), fill, planned.payload_bytes(0));
+    return planned.finish();
+  };
+  ByteBuffer first = round(1);
+  const uint8_t* first_mem = first.data();
+  server.publish_round(make_state_blob(StateKind::round, 1, std::move(first), 1 << 16), 1);
+  server.publish_round(make_state_blob(StateKind::round, 2, round(2), 1 << 16), 1);  // trims round 1
+  const uint64_t reused = pool.reused();
+  ByteBuffer third = round(3);
+  EXPECT_EQ(third.data(), first_mem) << "round 3 is written where round 1 was";
+  EXPECT_EQ(pool.reused(), reused + 1);
+  const size_t third_bytes = third.size();
+  server.publish_round(make_state_blob(StateKind::round, 3, std::move(third), 1 << 16), 1);
+  // Round 3 is served as written (round 2's buffer is the spare now).
+  StateDownload r;
+  r.kind = StateKind::round;
+  r.outer_step = 3;
+  fetch_state(r, server.address(), secret(), std::chrono::milliseconds(5000));
+  ASSERT_EQ(r.bytes.size(), third_bytes);
+  EXPECT_EQ(r.bytes.back(), 3);
+  EXPECT_EQ(server.rounds_held(), std::vector<int64_t>{3});
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
 //                   [--compression none|int8|int4|int2|sparse|both] [--density 0.01] [--rate-mbit 0]
 //                   [--delay-ms 0] [--rings 1] [--chunk 0] [--codec-threads 0] [--auth secret|keys]
 //                   [--plaintext] [--openers -1] [--aead openssl|libsodium] [--all-reduce ring|direct]
-// (--no-buffer-reuse: every message a fresh allocation, as before
-// message_buffers.h, for comparison.)
+// (--no-buffer-reuse: every message and every kept round a fresh
+// allocation, as before message_buffers.h and round_buffers.h, for comparison;
+// --no-round-buffer-reuse: kept rounds only.)
 // (--all-reduce direct: dense rounds over the direct pattern,
 // direct_allreduce.h, instead of the ring; the same bytes per node.)
 // (--auth keys: every process gets a node key of its own, so ring messages
@@ -48,6 +49,7 @@
 #include "dist/frame_openers.h"
 #include "dist/mesh_node.h"
 #include "dist/message_buffers.h"
+#include "dist/round_buffers.h"
 #include "dist/ring_round.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -64,7 +66,7 @@ int usage() {
                "[--density D] "
                "[--rate-mbit X] [--delay-ms D] [--rings K] [--chunk VALUES] [--codec-threads T] "
                "[--auth secret|keys] [--plaintext] [--openers N] [--aead openssl|libsodium] [--all-reduce ring|direct] "
-               "[--no-buffer-reuse]\n");
+               "[--no-buffer-reuse] [--no-round-buffer-reuse]\n");
   return 2;
 }
 
@@ -112,7 +114,8 @@ int run_node(int rank, const std::string& coordinator, const PeerCredentials& cr
                         {"encode", s.encode_s}, {"decode", s.decode_s}, {"recv_wait", s.recv_wait_s}, {"send", s.send_s},
                         {"whole", whole}, {"commit", s.commit_s}, {"keep", s.keep_s},
                         {"buffers_reused", MessageBuffers::process().reused()},
-                        {"buffers_held_mb", MessageBuffers::process().held_bytes() / 1e6}}
+                        {"buffers_held_mb", MessageBuffers::process().held_bytes() / 1e6},
+                        {"round_buffers_reused", RoundBuffers::process().reused()}}
               .dump()
       << "\n";
   }
@@ -142,8 +145,13 @@ int main(int argc, char** argv) {
       plaintext = true;
       continue;
     }
+    if (a == "--no-round-buffer-reuse") {
+      RoundBuffers::process().set_enabled(false);  // kept rounds only; messages still recycled
+      continue;
+    }
     if (a == "--no-buffer-reuse") {
       MessageBuffers::process().set_max_bytes(0);  // inherited by the forked nodes
+      RoundBuffers::process().set_enabled(false);
       continue;
     }
     if (i + 1 >= argc) return usage();
@@ -253,7 +261,7 @@ int main(int argc, char** argv) {
                                             : 2.0 * (nodes - 1) / nodes * static_cast<double>(elems) * per_value;
       for (int round = 1; round <= rounds; ++round) {
         double worst = 0, fastest = 1e30, sent = 0, cpu = 0, encode = 0, decode = 0, wait = 0, send = 0;
-        double whole = 0, commit = 0, keep = 0, reused = 0, held_mb = 0;
+        double whole = 0, commit = 0, keep = 0, reused = 0, held_mb = 0, rounds_reused = 0;
         for (int r = 0; r < nodes; ++r) {
           std::ifstream f(dir + "/" + comp + "-" + std::to_string(r) + ".jsonl");
           for (std::string l; std::getline(f, l);) {
@@ -272,6 +280,7 @@ int main(int argc, char** argv) {
             keep = std::max(keep, j["keep"].get<double>());
             reused += j["buffers_reused"].get<double>() / nodes;
             held_mb += j["buffers_held_mb"].get<double>() / nodes;
+            rounds_reused += j.value("round_buffers_reused", 0.0) / nodes;
           }
         }
         // CPU seconds per wall second: how many cores a node kept busy (the
@@ -308,8 +317,10 @@ int main(int argc, char** argv) {
         // the ring, the coordinator's verdict, the round kept for joiners.
         std::printf("        whole outer step (average call, slowest node): %.3f s, %.2f GB/s of fp32 per node; "
                     "commitment %.3f s, round kept %.3f s; %.2f CPU-seconds per node (all its threads, "
-                    "the mean over nodes); message buffers reused so far %.0f, held %.0f MB (per node)\n",
-                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep, cpu, reused, held_mb);
+                    "the mean over nodes); message buffers reused so far %.0f, held %.0f MB; kept rounds' "
+                    "buffers reused %.0f (per node)\n",
+                    whole, 4.0 * static_cast<double>(elems) / whole / 1e9, commit, keep, cpu, reused, held_mb,
+                    rounds_reused);
       }
     }
     std::error_code ec;

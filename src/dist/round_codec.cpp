@@ -8,6 +8,7 @@
 #include "dist/bytes.h"
 #include "dist/quantize.h"
 #include "dist/codec.h"
+#include "dist/round_buffers.h"
 #include "dist/ring_allreduce.h"
 #include "dist/sparse.h"
 #include "util/error.h"
@@ -82,7 +83,7 @@ PlannedRound::PlannedRound(size_t total_values, std::span<const Piece> pieces) {
     covered += p.count;
   }
   if (covered != total_values) fail("planned round: the pieces cover ", covered, " of ", total_values, " values");
-  bytes_.resize(size);
+  bytes_ = RoundBuffers::process().take(size);
   round_header(bytes_.data(), total_values, static_cast<uint32_t>(pieces.size()));
   for (size_t i = 0; i < pieces.size(); ++i)
     write_piece_header(bytes_.data() + payload_at_[i] - kPieceHeaderBytes, dense_kind(pieces[i].compression),

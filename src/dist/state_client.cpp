@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "dist/mesh_outcomes.h"
+#include "dist/round_buffers.h"
 #include "dist/round_codec.h"
 #include "util/error.h"
 
@@ -163,6 +164,9 @@ void StateDonor::publish_snapshot(int64_t outer_step, ByteBuffer bytes) {
 }
 
 void StateDonor::keep_round(int64_t outer_step, ByteBuffer bytes) {
+  // A round kept but never published (a retried or abandoned outer step):
+  // its pages serve the next round.
+  RoundBuffers::process().give(std::move(last_round_));
   last_round_ = std::move(bytes);
   last_round_step_ = outer_step;
 }
@@ -171,7 +175,7 @@ void StateDonor::publish_round(int64_t outer_step, std::span<const float> averag
   // The ring's own bytes when this node took part (or fetched the round);
   // fp32 only when it has nothing else (a ring of one).
   ByteBuffer bytes = last_round_step_ == outer_step ? std::move(last_round_) : encode_round_fp32(averaged);
-  last_round_.clear();
+  RoundBuffers::process().give(std::move(last_round_));  // a stale one's pages serve the next round
   last_round_step_ = -1;
   // A node that applies rounds one round late keeps one more for joiners.
   server_->publish_round(make_state_blob(StateKind::round, outer_step, std::move(bytes), server_->chunk_bytes()),

@@ -10,6 +10,7 @@
 
 #include "dist/bytes.h"
 #include "dist/control.h"
+#include "dist/round_buffers.h"
 #include "util/error.h"
 
 namespace intellect {
@@ -34,15 +35,26 @@ long env_long(const char* name) {
 
 namespace {
 
-template <typename Bytes>
-std::shared_ptr<const StateBlob> blob_of(StateKind kind, int64_t outer_step, Bytes bytes, size_t chunk_bytes) {
+// A kept round's bytes, given back to RoundBuffers when the last holder
+// (the server's map, or a worker still sending it) lets go: the next
+// round is written into its pages.
+struct RecycledRoundBytes {
+  ByteBuffer bytes;
+  explicit RecycledRoundBytes(ByteBuffer b) : bytes(std::move(b)) {}
+  RecycledRoundBytes(const RecycledRoundBytes&) = delete;
+  RecycledRoundBytes& operator=(const RecycledRoundBytes&) = delete;
+  ~RecycledRoundBytes() { RoundBuffers::process().give(std::move(bytes)); }
+};
+
+template <typename Owned>
+std::shared_ptr<const StateBlob> blob_of(StateKind kind, int64_t outer_step, std::shared_ptr<const Owned> owned,
+                                         std::span<const uint8_t> bytes, size_t chunk_bytes) {
   if (chunk_bytes == 0 || chunk_bytes > (size_t{32} << 20)) fail("state blob: chunk size ", chunk_bytes, " is not in (0, 32 MiB]");
   auto b = std::make_shared<StateBlob>();
   b->kind = kind;
   b->outer_step = outer_step;
   b->chunk_bytes = chunk_bytes;
-  auto owned = std::make_shared<const Bytes>(std::move(bytes));
-  b->bytes = std::span<const uint8_t>(owned->data(), owned->size());
+  b->bytes = bytes;
   b->owner = std::move(owned);
   // One pass over the bytes, on several threads: at 10B a snapshot is
   // ~160 GB, and a round (a quarter of that) is published on the training
@@ -56,12 +68,18 @@ std::shared_ptr<const StateBlob> blob_of(StateKind kind, int64_t outer_step, Byt
 
 std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, std::vector<uint8_t> bytes,
                                                  size_t chunk_bytes) {
-  return blob_of(kind, outer_step, std::move(bytes), chunk_bytes);
+  auto owned = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+  return blob_of(kind, outer_step, owned, {owned->data(), owned->size()}, chunk_bytes);
 }
 
 std::shared_ptr<const StateBlob> make_state_blob(StateKind kind, int64_t outer_step, ByteBuffer bytes,
                                                  size_t chunk_bytes) {
-  return blob_of(kind, outer_step, std::move(bytes), chunk_bytes);
+  if (kind == StateKind::round) {
+    auto owned = std::make_shared<const RecycledRoundBytes>(std::move(bytes));
+    return blob_of(kind, outer_step, owned, {owned->bytes.data(), owned->bytes.size()}, chunk_bytes);
+  }
+  auto owned = std::make_shared<const ByteBuffer>(std::move(bytes));
+  return blob_of(kind, outer_step, owned, {owned->data(), owned->size()}, chunk_bytes);
 }
 
 // --- server -------------------------------------------------------------------

@@ -96,8 +96,9 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
                   " of message buffers kept for reuse (dist/message_buffers.h)");
   const int kept_rounds = overlap_ ? 3 : 2;
   if (cfg_.mesh.serve_state && mesh_)
-    budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them (",
-                  format_bytes(cfg_.diloco.compression == "none" ? kept_rounds * copy : kept_rounds * copy / 4),
+    budget += str(", plus ", kept_rounds, " rounds' averages as the ring carried them and the buffer the next "
+                  "is written into, the oldest one's recycled (dist/round_buffers.h) (",
+                  format_bytes(cfg_.diloco.compression == "none" ? (kept_rounds + 1) * copy : (kept_rounds + 1) * copy / 4),
                   ") and, while a joiner fetches one, a snapshot (about ", format_bytes(4 * copy), ")");
   note(budget);
   // Which outer recipe runs: sparse defaults to SparseLoCo's (config.h), and
