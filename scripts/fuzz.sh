@@ -24,8 +24,8 @@ mkdir -p "$out"
 # Only the sources the targets reach; libsodium for the handshake's HMAC, libcrypto for frame_cipher.cpp.
 lib_sources=(src/dist/frame.cpp src/dist/auth.cpp src/dist/handshake.cpp src/dist/frame_cipher.cpp src/dist/identity.cpp
              src/dist/bytes.cpp src/dist/sealed_frame.cpp src/dist/control.cpp src/dist/quantize.cpp src/dist/quantize_avx2.cpp src/dist/quantize4_avx2.cpp
-             src/dist/contribution_check.cpp src/dist/message_buffers.cpp src/dist/lane_common.cpp
-             src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/state_chunk.cpp src/util/file.cpp
+             src/dist/contribution_check.cpp src/dist/message_buffers.cpp src/dist/round_buffers.cpp src/dist/lane_common.cpp
+             src/dist/ring_allreduce.cpp src/dist/round_codec.cpp src/dist/run_settings.cpp src/dist/state_chunk.cpp src/util/file.cpp
              src/dist/codec.cpp src/dist/quantize4.cpp src/dist/quantize2.cpp src/dist/quantize2_avx2.cpp src/dist/sparse.cpp src/dist/sparse_allgather.cpp
              src/dist/ring_evidence.cpp src/dist/sparse_evidence.cpp src/dist/commitment.cpp src/dist/shard_plan.cpp
              src/model/layout.cpp src/train/join_state.cpp)

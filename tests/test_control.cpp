@@ -22,7 +22,7 @@ std::vector<Message> samples() {
   sr.end_chunk = 12;
   StateInfo si{1, 40, {}, 10000, 4096, 3};
   si.digest[31] = 1;
-  return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17},
+  return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17, R"({"diloco":{"outer_lr":0.7}})"},
           w,
           Heartbeat{3, 41},
           Leave{3, "SIGTERM"},

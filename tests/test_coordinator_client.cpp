@@ -80,7 +80,7 @@ struct Node {
   explicit Node(uint16_t coordinator_port)
       : transport(transport_options()),
         client(transport,
-               CoordinatorClientOptions{"127.0.0.1:" + std::to_string(coordinator_port), "node-7", "127.0.0.1:1", "",
+               CoordinatorClientOptions{"127.0.0.1:" + std::to_string(coordinator_port), "node-7", "127.0.0.1:1", "", "",
                                         10s, 10s, 10s, [](const std::string&) {}},
                cancel, 1) {}
   // Polls until a message other than a Rewound arrives (Rewound messages are

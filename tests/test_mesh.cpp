@@ -327,6 +327,70 @@ TEST(Mesh, AnUnsealedNodeCannotJoinASealedRunNorASealedOneAnUnsealedRun) {
   }
 }
 
+// A node whose run-wide settings (model.*, diloco.*) differ from the run's
+// is refused at its join, the keys named; the run's are the first node's
+// that gave any. The same settings in another text join, and so does a node
+// that gives none (tools, tests).
+TEST(Mesh, AJoinerWithOtherSettingsIsRefusedWithTheKeysNamed) {
+  Swarm swarm;
+  MeshNodeOptions a = swarm.node("a");
+  a.run_settings = R"({"diloco":{"compression":"blocks2","outer_lr":1.25},"model":{"dim":48}})";
+  MeshNode first(a);
+  MeshNodeOptions b = swarm.node("b");
+  b.run_settings = R"({"diloco":{"compression":"blocks2","outer_lr":1},"model":{"dim":48}})";
+  b.join_timeout = milliseconds(3000);
+  const std::string error = test::error_of([&] { MeshNode refused(b); });
+  EXPECT_NE(error.find("diloco.outer_lr is 1 here and 1.25 in the run"), std::string::npos) << error;
+  EXPECT_NE(error.find("restart the node"), std::string::npos) << error;
+  MeshNodeOptions c = swarm.node("c");
+  c.run_settings = R"({"model": {"dim": 48}, "diloco": {"outer_lr": 1.25, "compression": "blocks2"}})";
+  MeshNode same(c);
+  MeshNode unsaid(swarm.node("d"));
+}
+
+// The run's settings survive a coordinator restart (its state file): a
+// joiner with others is refused by the restarted coordinator too.
+TEST(Mesh, TheRunsSettingsSurviveACoordinatorRestart) {
+  const std::string state = ::testing::TempDir() + "/mesh_settings_coordinator.json";
+  std::filesystem::remove(state);
+  CoordinatorOptions co;
+  co.credentials = secret(7);
+  co.heartbeat_interval = milliseconds(200);
+  co.membership.heartbeat_timeout = milliseconds(5000);
+  co.state_file = state;
+  co.log = [](const std::string& m) { if (std::getenv("MESH_LOG")) std::fprintf(stderr, "[coord] %s\n", m.c_str()); };
+  auto options = [&](const std::string& name, uint16_t port, const std::string& settings) {
+    MeshNodeOptions o;
+    o.coordinator = "127.0.0.1:" + std::to_string(port);
+    o.name = name;
+    o.credentials = secret(7);
+    o.join_timeout = milliseconds(3000);
+    o.message_timeout = milliseconds(3000);
+    o.run_settings = settings;
+    o.log = [](const std::string&) {};
+    return o;
+  };
+  const std::string run = R"({"diloco":{"rings":1}})";
+  {
+    Coordinator coordinator(co);
+    std::atomic<bool> stop{false};
+    std::thread ct([&] { coordinator.run(stop); });
+    { MeshNode first(options("first", coordinator.port(), run)); }
+    stop = true;
+    ct.join();
+  }
+  ASSERT_TRUE(std::filesystem::exists(state));
+  Coordinator restarted(co);
+  std::atomic<bool> stop{false};
+  std::thread ct([&] { restarted.run(stop); });
+  const std::string error =
+      test::error_of([&] { MeshNode refused(options("second", restarted.port(), R"({"diloco":{"rings":8}})")); });
+  EXPECT_NE(error.find("diloco.rings is 8 here and 1 in the run"), std::string::npos) << error;
+  { MeshNode same(options("third", restarted.port(), run)); }
+  stop = true;
+  ct.join();
+}
+
 TEST(Mesh, WrongSecretIsRefused) {
   Swarm swarm;
   MeshNodeOptions o = swarm.node("intruder", 9);

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "dist/bytes.h"
+#include "dist/run_settings.h"
 #include "util/error.h"
 
 static_assert(intellect::kMaxEvidenceBytes == size_t{16} << 20,
@@ -42,6 +43,7 @@ void put(ByteWriter& w, const Join& m) {
   w.u32(m.gpus);
   w.str(m.state_address);
   w.u64(static_cast<uint64_t>(m.held_step));
+  w.str(m.settings);
 }
 void put(ByteWriter& w, const Welcome& m) {
   w.u8(kWelcome);
@@ -295,6 +297,7 @@ void get(ByteReader& r, Join& m, const std::string& from) {
   if (m.gpus == 0 || m.gpus > 1024) fail("control message from ", from, ": join with ", m.gpus, " GPUs");
   m.state_address = r.str("state_address", kMaxName);
   m.held_step = held_field(r, "held_step");
+  m.settings = r.str("settings", kMaxRunSettingsBytes);
 }
 
 void get(ByteReader& r, Welcome& m, const std::string& from) {

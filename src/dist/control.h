@@ -30,6 +30,9 @@ struct Join {
   uint32_t gpus = 1;
   std::string state_address;  // where this node serves its state to joiners (empty: it does not)
   int64_t held_step = -1;     // the outer step of the state it holds (see Heartbeat)
+  // The settings every node of the run must share, a JSON object of at most
+  // kMaxRunSettingsBytes (dist/run_settings.h); empty: not compared.
+  std::string settings;
 };
 // coordinator -> node
 struct Welcome {

@@ -7,6 +7,7 @@
 #include "dist/norm_outliers.h"
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
+#include "dist/run_settings.h"
 #include "dist/sparse_allgather.h"
 #include "status/status_routes.h"
 #include "util/error.h"
@@ -36,6 +37,7 @@ Coordinator::Coordinator(CoordinatorOptions options)
       agreed_ = j.value("agreed", int64_t{0});
       rewinds_ = j.value("rewinds", uint64_t{0});
       disagreed_ = j.value("disagreed", int64_t{0});
+      run_settings_ = j.value("run_settings", std::string());
       for (uint64_t id : j.value("banned_nodes", std::vector<uint64_t>{})) banned_ids_.insert(id);
       for (const auto& hex : j.value("banned_keys", std::vector<std::string>{}))
         banned_keys_.insert(parse_public_key(hex, opt_.state_file + ": banned_keys"));
@@ -92,6 +94,7 @@ void Coordinator::write_state() {
   nlohmann::json j = {{"membership", members_.to_json()}, {"next_round", next_round_},
                       {"partition_position", positions}, {"agreed", agreed_.load()}, {"disagreed", disagreed_.load()},
                       {"rewinds", rewinds_}};
+  if (!run_settings_.empty()) j["run_settings"] = run_settings_;
   if (!banned_ids_.empty()) {
     j["banned_nodes"] = banned_ids_;
     nlohmann::json keys = nlohmann::json::array();
@@ -397,6 +400,17 @@ control::Welcome Coordinator::welcome_for(const NodeRecord& n) const {
 
 void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now) {
   if (already) return send(conn, control::Refused{"this connection already joined"});
+  if (!j.settings.empty() && !run_settings_.empty()) {
+    if (const std::string differ = run_settings_difference(run_settings_, j.settings); !differ.empty()) {
+      // The remedy first: a long list is clipped on the wire (the
+      // coordinator's log keeps all of it).
+      const std::string why = str("settings differ from the run's (every node uses the same model.* and diloco.*; "
+                                  "set them as the run has them and restart the node): ", differ);
+      send(conn, control::Refused{why});
+      transport_.close(conn, "settings differ from the run's");
+      return log(str("refused a join from ", transport_.peer(conn), " (", j.name, "): ", differ));
+    }
+  }
   const Registration r = members_.join(j.name, j.address, now, j.held_step);
   if (std::string refused = bind_key(r.id, conn); !refused.empty()) {
     members_.leave(r.id);
@@ -405,6 +419,16 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
     return log(str("refused a join from ", transport_.peer(conn), ": ", refused));
   }
   members_.set_state_address(r.id, j.state_address);
+  if (run_settings_.empty() && !j.settings.empty()) {
+    if (!nlohmann::json::accept(j.settings)) {
+      members_.leave(r.id);
+      send(conn, control::Refused{"this node's run settings are not JSON (internal error): restart it"});
+      transport_.close(conn, "settings are not JSON");
+      return log(str("refused a join from ", transport_.peer(conn), ": its settings are not JSON"));
+    }
+    run_settings_ = j.settings;
+    log(str("the run's settings are those of ", j.name, ", its first node to give any: ", j.settings));
+  }
   conn_of_[r.id] = conn;
   node_of_[conn] = r.id;
   control::Welcome w = welcome_for(members_.node(r.id));

@@ -147,6 +147,9 @@ class Coordinator {
   };
   std::map<uint64_t, Announced> announced_;  // node -> its newest Ready's announcement
   std::set<uint64_t> banned_ids_;            // refused for the rest of the run (persisted)
+  // The settings every node must share: the first joiner's that gave any
+  // (dist/run_settings.h; persisted). Empty until then.
+  std::string run_settings_;
   double reference_norm_ = 0.0;              // the median norm of the newest announced ring
   std::set<std::pair<int64_t, uint64_t>> told_outlier_;  // (outer step, node) already left out and told
   std::set<PublicKey> banned_keys_;

@@ -31,7 +31,7 @@ CoordinatorClient::CoordinatorClient(Transport& transport, CoordinatorClientOpti
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
   }
-  send_on(coord_, control::Join{opt_.name, opt_.address, 1, opt_.state_address, held_step_.load()});
+  send_on(coord_, control::Join{opt_.name, opt_.address, 1, opt_.state_address, held_step_.load(), opt_.settings});
   const Deadline answer_by = deadline_in(opt_.join_timeout);
   control::Message reply;
   for (;;) {  // a rewind before this node is a member is none of its business

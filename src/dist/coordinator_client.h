@@ -39,6 +39,7 @@ struct CoordinatorClientOptions {
   std::string name;
   std::string address;        // where peers dial this node, "host:port"
   std::string state_address;  // where its StateServer listens ("" when none)
+  std::string settings;       // the run-wide settings, compared at the join (dist/run_settings.h; "": not compared)
   std::chrono::milliseconds join_timeout{30000};
   std::chrono::milliseconds reconnect_timeout{300000};  // a restarted coordinator gets this long to come back
   std::chrono::milliseconds message_timeout{60000};

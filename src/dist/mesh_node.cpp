@@ -90,6 +90,7 @@ MeshNode::MeshNode(MeshNodeOptions options)
   co.name = opt_.name;
   co.address = address_;
   co.state_address = donor_ ? donor_->address() : "";
+  co.settings = opt_.run_settings;
   co.join_timeout = opt_.join_timeout;
   co.reconnect_timeout = opt_.round_timeout;  // as long as a round may take: a coordinator restarted by hand takes a while
   co.message_timeout = opt_.message_timeout;

@@ -61,6 +61,10 @@ struct MeshNodeOptions {
   // checkpoint's; -1: nothing): a coordinator that has formed no ring yet
   // counts a joiner holding the run's newest step as in step with it.
   int64_t held_step = -1;
+  // The settings every node of the run must share (dist/run_settings.h),
+  // sent with the join; a coordinator whose run has others refuses the
+  // join, naming them. "": not compared.
+  std::string run_settings;
   PeerCredentials credentials;  // the run secret (converts) or this node's key and the allowlist
   Compression compression = Compression::Int8;
   // The codec's block (0: default_codec_block(compression)); with sparse,

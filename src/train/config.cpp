@@ -382,4 +382,28 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(doc, source);
 }
 
+nlohmann::json run_settings(const Config& c) {
+  const DilocoConfig& d = c.diloco;
+  // Every diloco.* key: each one changes the outer step a node computes
+  // from the same average, or the bytes it sends.
+  const nlohmann::json diloco = {{"enabled", d.enabled},
+                                 {"inner_steps", d.inner_steps},
+                                 {"outer_lr", d.outer_lr},
+                                 {"outer_momentum", d.outer_momentum},
+                                 {"nesterov", d.nesterov},
+                                 {"compression", d.compression},
+                                 {"block_fraction", d.block_fraction},
+                                 {"block_seed", d.block_seed},
+                                 {"sparse_density", d.sparse_density},
+                                 {"error_feedback_decay", d.error_feedback_decay},
+                                 {"sparse_aggregation", d.sparse_aggregation},
+                                 {"rings", d.rings},
+                                 {"all_reduce", d.all_reduce},
+                                 {"overlap", d.overlap},
+                                 {"eager_standin", d.eager_standin},
+                                 {"apply_on_arrival", d.apply_on_arrival},
+                                 {"apply_after_steps", d.apply_after_steps}};
+  return {{"model", c.model.to_json()}, {"diloco", diloco}};
+}
+
 }  // namespace intellect

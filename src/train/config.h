@@ -325,4 +325,9 @@ Config parse_config(const nlohmann::json& doc, const std::string& source);
 // overrides in order.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
 
+// The settings every node of a run must share, as resolved (defaults
+// included): model.* and diloco.*, a JSON object sent with a node's join
+// and compared by the coordinator (dist/run_settings.h).
+nlohmann::json run_settings(const Config& c);
+
 }  // namespace intellect

@@ -189,6 +189,7 @@ MeshNodeOptions mesh_node_options(const Config& cfg, int64_t held_step, const st
   mo.max_retries = static_cast<int>(cfg.mesh.max_retries);
   mo.rings = static_cast<int>(cfg.diloco.rings);
   mo.direct = cfg.diloco.all_reduce == "direct";
+  mo.run_settings = run_settings(cfg).dump();
   if (mo.direct)
     note("mesh: dense rounds over the direct pattern (diloco.all_reduce=direct): each node sends each segment of its "
          "committed contribution to the segment's owner and takes the averages from every owner; N - 1 connections "
