@@ -107,9 +107,15 @@ OuterSync::OuterSync(const Config& cfg, Backend& backend, MeshNode* mesh, std::v
     note(str("diloco.compression=", cfg_.diloco.compression, ": each round the same 1/", rotation_->period(), " of the ",
              rotation_->blocks(), " blocks of ", kRotationBlock, " values on every node (seed ", cfg_.diloco.block_seed,
              "; every block once per ", rotation_->period(), " rounds; the run's last outer step sends every "
-             "block), ", compression_name(rotation_codec_->kind()), " through the ring; error-feedback decay ",
+             "block), ", compression_name(rotation_codec_->kind()),
+             cfg_.diloco.all_reduce == "direct" ? " through the direct pattern" : " through the ring",
+             "; error-feedback decay ",
              cfg_.diloco.error_feedback_decay, ", outer lr ", cfg_.diloco.outer_lr, ", outer momentum ",
-             cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : ""));
+             cfg_.diloco.outer_momentum, cfg_.diloco.nesterov ? " (Nesterov)" : "",
+             mesh_ && cfg_.diloco.compression == "blocks2" && cfg_.diloco.all_reduce == "ring"
+                 ? " (diloco.all_reduce=direct quantizes each contribution once, not each hop's partial sum: "
+                   "closer to fp32 on the 150m, docs/PERFORMANCE.md)"
+                 : ""));
   else if (ef_)
     note(str("diloco.compression=sparse: top-k at density ", cfg_.diloco.sparse_density, ", averaged over ",
              cfg_.diloco.sparse_aggregation == "mean" ? "all nodes" : "the nodes that sent each value",
