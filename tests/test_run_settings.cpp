@@ -36,6 +36,20 @@ TEST(RunSettings, DifferencesAreNamedKeyByKey) {
   EXPECT_NE(many.find("and 4 more"), std::string::npos) << many;
   for (const char* bad : {"", "not json", "[1,2]", "{\"diloco\":"})
     EXPECT_NE(run_settings_difference(run, bad).find("not a JSON object"), std::string::npos) << bad;
+  // Nested deeper than settings ever are: refused before anything recurses over it.
+  std::string deep;
+  for (int i = 0; i < 5000; ++i) deep += "{\"a\":";
+  deep += "1";
+  for (int i = 0; i < 5000; ++i) deep += "}";
+  EXPECT_NE(run_settings_difference(run, deep).find("not a JSON object"), std::string::npos);
+  std::string arrays = "{\"a\":";
+  for (int i = 0; i < 5000; ++i) arrays += "[";
+  for (int i = 0; i < 5000; ++i) arrays += "]";
+  arrays += "}";
+  EXPECT_NE(run_settings_difference(run, arrays).find("not a JSON object"), std::string::npos);
+  EXPECT_TRUE(run_settings_valid(run));
+  EXPECT_FALSE(run_settings_valid(deep));
+  EXPECT_FALSE(run_settings_valid("[]"));
 }
 
 TEST(RunSettings, TheTrainersSettingsCarryEveryDilocoKeyAndTheModel) {

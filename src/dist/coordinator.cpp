@@ -420,9 +420,10 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
   }
   members_.set_state_address(r.id, j.state_address);
   if (run_settings_.empty() && !j.settings.empty()) {
-    if (!nlohmann::json::accept(j.settings)) {
+    if (!run_settings_valid(j.settings)) {
       members_.leave(r.id);
-      send(conn, control::Refused{"this node's run settings are not JSON (internal error): restart it"});
+      send(conn, control::Refused{"this node's run settings are not a JSON object of at most 8 levels (internal "
+                                  "error): restart it"});
       transport_.close(conn, "settings are not JSON");
       return log(str("refused a join from ", transport_.peer(conn), ": its settings are not JSON"));
     }

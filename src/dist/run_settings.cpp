@@ -10,6 +10,24 @@ namespace intellect {
 
 namespace {
 
+// Settings are two levels deep; a joiner's text nested deeper than this is
+// refused before anything recurses over it (flatten, dump).
+constexpr int kMaxDepth = 8;
+
+// The text as a JSON object no deeper than kMaxDepth; discarded otherwise.
+nlohmann::json parse_settings(const std::string& text) {
+  bool too_deep = false;
+  nlohmann::json j = nlohmann::json::parse(
+      text,
+      [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        if (depth > kMaxDepth) too_deep = true;
+        return !too_deep;
+      },
+      false);
+  if (too_deep || !j.is_object()) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return j;
+}
+
 // Leaves of a JSON object as "a.b" -> their JSON text.
 void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::string, std::string>& out) {
   if (j.is_object() && !j.empty()) {
@@ -21,12 +39,14 @@ void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::s
 
 }  // namespace
 
+bool run_settings_valid(const std::string& text) { return !parse_settings(text).is_discarded(); }
+
 std::string run_settings_difference(const std::string& run, const std::string& joiner) {
   if (run == joiner) return "";
-  const nlohmann::json theirs = nlohmann::json::parse(joiner, nullptr, false);
-  if (theirs.is_discarded() || !theirs.is_object()) return "the joiner's settings are not a JSON object";
-  const nlohmann::json ours = nlohmann::json::parse(run, nullptr, false);
-  if (ours.is_discarded() || !ours.is_object()) return "the run's settings are not a JSON object (internal error)";
+  const nlohmann::json theirs = parse_settings(joiner);
+  if (theirs.is_discarded()) return "the joiner's settings are not a JSON object (of at most 8 levels)";
+  const nlohmann::json ours = parse_settings(run);
+  if (ours.is_discarded()) return "the run's settings are not a JSON object (internal error)";
   std::map<std::string, std::string> a, b;
   flatten(ours, "", a);
   flatten(theirs, "", b);

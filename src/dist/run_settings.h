@@ -24,7 +24,11 @@ constexpr size_t kMaxRunSettingsBytes = 16384;
 // "" when `joiner` has the same settings as `run`; otherwise what differs,
 // up to a few keys, e.g. "diloco.outer_lr is 1 here and 1.25 in the run;
 // diloco.all_reduce is ...". A joiner whose text is not a JSON object gets
-// that said instead. Keys present on one side only count as differences.
+// that said instead (nor one nested more than 8 levels: nothing recurses over
+// a peer's text). Keys present on one side only count as differences.
 std::string run_settings_difference(const std::string& run, const std::string& joiner);
+
+// Whether `text` is settings at all: a JSON object of at most 8 levels.
+bool run_settings_valid(const std::string& text);
 
 }  // namespace intellect
