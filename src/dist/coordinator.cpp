@@ -400,8 +400,13 @@ control::Welcome Coordinator::welcome_for(const NodeRecord& n) const {
 
 void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, MembershipTime now) {
   if (already) return send(conn, control::Refused{"this connection already joined"});
-  if (!j.settings.empty() && !run_settings_.empty()) {
-    if (const std::string differ = run_settings_difference(run_settings_, j.settings); !differ.empty()) {
+  // Settings are checked before the node is registered: against the run's,
+  // or, from the run's first node to give any, that they are settings at all.
+  if (!j.settings.empty()) {
+    const std::string differ = !run_settings_.empty()              ? run_settings_difference(run_settings_, j.settings)
+                               : run_settings_valid(j.settings) ? ""
+                                                                 : "they are not a JSON object of at most 8 levels";
+    if (!differ.empty()) {
       // The remedy first: a long list is clipped on the wire (the
       // coordinator's log keeps all of it).
       const std::string why = str("settings differ from the run's (every node uses the same model.* and diloco.*; "
@@ -420,13 +425,6 @@ void Coordinator::on_join(ConnId conn, bool already, const control::Join& j, Mem
   }
   members_.set_state_address(r.id, j.state_address);
   if (run_settings_.empty() && !j.settings.empty()) {
-    if (!run_settings_valid(j.settings)) {
-      members_.leave(r.id);
-      send(conn, control::Refused{"this node's run settings are not a JSON object of at most 8 levels (internal "
-                                  "error): restart it"});
-      transport_.close(conn, "settings are not JSON");
-      return log(str("refused a join from ", transport_.peer(conn), ": its settings are not JSON"));
-    }
     run_settings_ = j.settings;
     log(str("the run's settings are those of ", j.name, ", its first node to give any: ", j.settings));
   }
