@@ -104,6 +104,11 @@ TEST(Config, ErrorsNameFileAndField) {
                   "train.gpus: sharding over several GPUs needs train.device \"cuda\"");
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"precision.grad_reduce_dtype=fp16"}); }),
                   "precision.grad_reduce_dtype: must be one of \"fp32\", \"bf16\"");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"precision.matmul=fp8"}); }),
+                  "precision.matmul: \"fp8\" runs on the CUDA backend");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"precision.matmul=int8"}); }),
+                  "precision.matmul: must be one of \"bf16\", \"fp8\"");
+  EXPECT_EQ(load_config("", {"train.device=cuda", "precision.matmul=fp8"}).precision.matmul, "fp8");
   const std::string path = ::testing::TempDir() + "/broken.json";
   write_file_atomic(path, "{ \"model\": ", 11);
   EXPECT_CONTAINS(test::error_of([&] { load_config(path, {}); }), path + ": not valid JSON");

@@ -6,6 +6,7 @@
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
+#include "kernels/fp8.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -423,6 +424,60 @@ TEST(AdamwCpu, SumSquaresIsExactAndThreadIndependent) {
   for (float x : g) ref += double(x) * x;
   EXPECT_NEAR(cpu::sum_squares(g.data(), g.size()), ref, 1e-9 * ref);
   EXPECT_EQ(cpu::sum_squares(g.data(), 0), 0.0);
+}
+
+// The FP8 formats from their definitions: the GPU's conversions are held to
+// these bit for bit (CudaKernels.Fp8CastsMatchTheCpu).
+TEST(Fp8Cpu, EncodesByTheFormatsDefinitions) {
+  using F = Fp8Format;
+  EXPECT_EQ(cpu::fp8_encode(1.0f, F::e4m3), 0x38);  // exponent 7 (bias 7), mantissa 0
+  EXPECT_EQ(cpu::fp8_encode(448.0f, F::e4m3), 0x7e);
+  EXPECT_EQ(cpu::fp8_encode(-448.0f, F::e4m3), 0xfe);
+  EXPECT_EQ(cpu::fp8_encode(465.0f, F::e4m3), 0x7e);      // past max: saturated, never NaN
+  EXPECT_EQ(cpu::fp8_encode(INFINITY, F::e4m3), 0x7e);
+  EXPECT_EQ(cpu::fp8_encode(std::ldexp(1.0f, -9), F::e4m3), 0x01);      // smallest subnormal
+  EXPECT_EQ(cpu::fp8_encode(std::ldexp(1.0f, -10), F::e4m3), 0x00);     // half of it: ties to even (0)
+  EXPECT_EQ(cpu::fp8_encode(std::ldexp(3.0f, -10), F::e4m3), 0x02);     // 1.5 of it: ties to even (2)
+  EXPECT_EQ(cpu::fp8_encode(1.0625f, F::e4m3), 0x38);  // halfway 1 and 1.125: to even (1)
+  EXPECT_EQ(cpu::fp8_encode(1.1875f, F::e4m3), 0x3a);  // halfway 1.125 and 1.25: to even (1.25)
+  EXPECT_EQ(cpu::fp8_encode(-0.0f, F::e4m3), 0x80);
+  EXPECT_TRUE(std::isnan(cpu::fp8_decode(cpu::fp8_encode(NAN, F::e4m3), F::e4m3)));
+  EXPECT_EQ(cpu::fp8_encode(1.0f, F::e5m2), 0x3c);
+  EXPECT_EQ(cpu::fp8_encode(57344.0f, F::e5m2), 0x7b);
+  EXPECT_EQ(cpu::fp8_encode(1e6f, F::e5m2), 0x7b);
+  EXPECT_EQ(cpu::fp8_encode(std::ldexp(1.0f, -16), F::e5m2), 0x01);
+  EXPECT_TRUE(std::isnan(cpu::fp8_decode(cpu::fp8_encode(NAN, F::e5m2), F::e5m2)));
+  EXPECT_EQ(cpu::fp8_decode(0x7c, F::e5m2), INFINITY);
+  // Every finite byte decodes to a value that encodes back to it.
+  for (F f : {F::e4m3, F::e5m2})
+    for (int b = 0; b < 256; ++b) {
+      const float v = cpu::fp8_decode(static_cast<uint8_t>(b), f);
+      if (!std::isfinite(v)) continue;
+      EXPECT_EQ(cpu::fp8_encode(v, f), b) << "byte " << b << " value " << v;
+    }
+}
+
+TEST(Fp8Cpu, ScalesArePowersOfTwoThatFitTheMaximum) {
+  using F = Fp8Format;
+  EXPECT_EQ(cpu::fp8_scale(448.0f, F::e4m3), 1.0f);
+  EXPECT_EQ(cpu::fp8_scale(1.0f, F::e4m3), 256.0f);    // 448 → the power of two below
+  EXPECT_EQ(cpu::fp8_scale(3.5f, F::e4m3), 128.0f);    // exactly fits: 3.5 · 128 = 448
+  EXPECT_EQ(cpu::fp8_scale(3.6f, F::e4m3), 64.0f);     // 128 would pass 448
+  EXPECT_EQ(cpu::fp8_scale(1.0f, F::e5m2), 32768.0f);
+  EXPECT_EQ(cpu::fp8_scale(0.0f, F::e4m3), 1.0f);
+  EXPECT_EQ(cpu::fp8_scale(1e-40f, F::e4m3), std::ldexp(1.0f, 100));
+  EXPECT_TRUE(std::isnan(cpu::fp8_scale(INFINITY, F::e4m3)));
+  EXPECT_TRUE(std::isnan(cpu::fp8_scale(NAN, F::e5m2)));
+  std::vector<float> x = {0.5f, -3.0f, 2.0f};
+  EXPECT_EQ(cpu::absmax(x.data(), 3), 3.0f);
+  x.push_back(NAN);
+  EXPECT_TRUE(std::isnan(cpu::absmax(x.data(), 4)));
+  // A scaled tensor fills the format: its largest value lands in the top two binades.
+  for (float amax : {1e-3f, 0.37f, 7.0f, 3000.0f}) {
+    const float s = cpu::fp8_scale(amax, F::e4m3);
+    EXPECT_LE(amax * s, 448.0f);
+    EXPECT_GT(amax * s, 224.0f - 1e-3f);
+  }
 }
 
 }  // namespace

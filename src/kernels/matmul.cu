@@ -54,6 +54,7 @@ struct Blas::Tuned {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // FP8: the heuristics' offers, until one has run
   ~Tuned() {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -82,6 +83,7 @@ Blas::Blas(cudaStream_t stream, void* workspace, size_t workspace_bytes)
 
 Blas::~Blas() {
   tuned_.clear();
+  fp8_.clear();
   if (lt_) cublasLtDestroy(static_cast<cublasLtHandle_t>(lt_));
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
 }
@@ -115,6 +117,96 @@ void Blas::backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* 
   // fp32 accumulation inside the GEMM either way; a bf16 gradient is rounded
   // once per micro-batch when it is written.
   if (dw.p) gemm(false, true, k_, n_, m_, in, k_, dout, n_, dw.p, k_, !dw.bf16, dw.accumulate);
+}
+
+bool Blas::Fp8Key::operator<(const Fp8Key& o) const {
+  return std::tie(m, n, k, b_e5m2, fast_accum) < std::tie(o.m, o.n, o.k, o.b_e5m2, o.fast_accum);
+}
+
+// The descriptors and cuBLASLt's first-ranked algorithm for each FP8 shape,
+// made at its first use (the warm-up step) and kept: a step after it only
+// points the descriptor at this call's scales.
+void Blas::gemm_fp8(const Fp8Key& key, const void* A, const float* a_scale_inv, const void* B,
+                    const float* b_scale_inv, bf16* D) {
+  cublasLtHandle_t lt = static_cast<cublasLtHandle_t>(lt_);
+  std::shared_ptr<Tuned>& slot = fp8_[key];
+  if (!slot) {
+    if (key.m % 16 || key.n % 16 || key.k % 16)
+      fail("FP8 matmul: every dimension must be a multiple of 16 for cuBLASLt's FP8 kernels (m=", key.m,
+           ", n=", key.n, ", k=", key.k, "); use precision.matmul \"bf16\" for this shape");
+    auto t = std::make_shared<Tuned>();
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&t->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+    const int8_t fast = key.fast_accum ? 1 : 0;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    // Any device pointer while the algorithm is chosen; each call sets its own.
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale_inv,
+                                                sizeof(a_scale_inv)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale_inv,
+                                                sizeof(b_scale_inv)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->a, CUDA_R_8F_E4M3, key.k, key.m, key.k));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->b, key.b_e5m2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3, key.k, key.n, key.k));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->c, CUDA_R_16BF, key.m, key.n, key.m));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t ws = workspace_bytes_;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    cublasLtMatmulHeuristicResult_t cand[8]{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, t->desc, t->a, t->b, t->c, t->c, pref, 8, cand, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+      fail("FP8 matmul: cuBLASLt offers no FP8 algorithm for m=", key.m, " n=", key.n, " k=", key.k, " (",
+           status_name(st), "); FP8 GEMMs need a Hopper GPU (compute capability 9.0) or newer; use "
+           "precision.matmul \"bf16\"");
+    for (int i = 0; i < found; ++i) t->candidates.push_back(cand[i].algo);
+    slot = std::move(t);
+  }
+  Tuned& t = *slot;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale_inv,
+                                              sizeof(a_scale_inv)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale_inv,
+                                              sizeof(b_scale_inv)));
+  const float alpha = 1.0f, beta = 0.0f;
+  auto run = [&](const cublasLtMatmulAlgo_t* algo) {
+    return cublasLtMatmul(lt, t.desc, &alpha, A, t.a, B, t.b, &beta, D, t.c, D, t.c, algo, workspace_,
+                          workspace_bytes_, static_cast<cudaStream_t>(stream_));
+  };
+  if (t.candidates.empty()) {
+    CUBLAS_CHECK(run(&t.algo));
+    return;
+  }
+  // First use: the first of the heuristics' candidates that runs is kept
+  // (a refusal is returned before anything is launched).
+  cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+  for (const cublasLtMatmulAlgo_t& algo : t.candidates) {
+    st = run(&algo);
+    if (st == CUBLAS_STATUS_SUCCESS) {
+      t.algo = algo;
+      t.candidates.clear();
+      return;
+    }
+  }
+  auto align = [](const void* p) { return static_cast<int>(reinterpret_cast<uintptr_t>(p) & 255); };
+  fail("FP8 matmul: cuBLASLt refused all ", t.candidates.size(), " algorithms it offered for m=", key.m,
+       " n=", key.n, " k=", key.k, " (", status_name(st), "; pointer offsets mod 256: A ", align(A), ", B ",
+       align(B), ", D ", align(D), ", scales ", align(a_scale_inv), " and ", align(b_scale_inv),
+       "); use precision.matmul \"bf16\"");
+}
+
+//   out = in · wᵀ  ⇔  outᵀ[N,M] = (w8 as [K,N])ᵀ · (in8 as [K,M])
+void Blas::forward_fp8(bf16* out, const uint8_t* in8, const float* in_scale_inv, const uint8_t* w8,
+                       const float* w_scale_inv, int64_t M, int64_t N, int64_t K) {
+  gemm_fp8({to_int(N, "N"), to_int(M, "M"), to_int(K, "K"), false, true}, w8, w_scale_inv, in8, in_scale_inv, out);
+}
+
+//   din = dout · w  ⇔  dinᵀ[K,M] = (wt8 as [N,K])ᵀ · (dout8 as [N,M])
+void Blas::input_grad_fp8(bf16* din, const uint8_t* dout8, const float* dout_scale_inv, const uint8_t* wt8,
+                          const float* w_scale_inv, int64_t M, int64_t N, int64_t K) {
+  gemm_fp8({to_int(K, "K"), to_int(M, "M"), to_int(N, "N"), true, false}, wt8, w_scale_inv, dout8, dout_scale_inv,
+           din);
 }
 
 namespace {

@@ -45,6 +45,19 @@ class Blas {
                 int64_t N, int64_t K);
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
+  // FP8 products (precision.matmul "fp8", Hopper; kernels/fp8.h makes the
+  // operands): FP8 inputs with their inverse scales on the device, fp32
+  // accumulation, bf16 out. cuBLASLt's FP8 kernels take both operands with
+  // the reduction dimension contiguous, hence the transposed weight for din.
+  // Every dimension must be a multiple of 16 (fails otherwise).
+  // out[M,N] = in8[M,K] · w8[N,K]ᵀ, both E4M3; the accumulation is cuBLAS's
+  // fast one, as torchao's forward.
+  void forward_fp8(bf16* out, const uint8_t* in8, const float* in_scale_inv, const uint8_t* w8,
+                   const float* w_scale_inv, int64_t M, int64_t N, int64_t K);
+  // din[M,K] = dout8[M,N] · w[N,K], with dout8 E5M2 and w given as wt8[K,N], E4M3.
+  void input_grad_fp8(bf16* din, const uint8_t* dout8, const float* dout_scale_inv, const uint8_t* wt8,
+                      const float* w_scale_inv, int64_t M, int64_t N, int64_t K);
+
   // One GEMM the model will run, as forward(M, N, K) or backward(M, N, K)
   // name them; dw_bf16/dw_accumulate select the weight-gradient variant.
   struct Shape {
@@ -71,6 +84,15 @@ class Blas {
   // the tuned product when there is one, else cublasGemmEx.
   void gemm(bool ta, bool tb, int m, int n, int k, const void* A, int lda, const void* B, int ldb, void* C,
             int ldc, bool c_f32, bool beta1);
+  struct Fp8Key {
+    int m, n, k;
+    bool b_e5m2, fast_accum;
+    bool operator<(const Fp8Key& o) const;
+  };
+  // D[m,n] = Aᵀ·B (column-major), A [k,m] E4M3, B [k,n] E4M3 or E5M2, D bf16.
+  void gemm_fp8(const Fp8Key& key, const void* A, const float* a_scale_inv, const void* B, const float* b_scale_inv,
+                bf16* D);
+  std::map<Fp8Key, std::shared_ptr<Tuned>> fp8_;
   void* handle_ = nullptr;     // cublasHandle_t
   void* lt_ = nullptr;         // cublasLtHandle_t
   void* stream_ = nullptr;     // cudaStream_t

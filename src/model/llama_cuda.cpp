@@ -15,6 +15,7 @@
 #include "kernels/cuda_device.h"
 #include "kernels/embedding.h"
 #include "kernels/grad_shard.h"
+#include "kernels/fp8.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -180,9 +181,63 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
     gemm_tuning_ = blas_->tune(shapes);
   }
   if (opts_.doc_masking) setup_documents();
+  if (opts_.fp8) allocate_fp8();
   // Last, so the plan sees what everything else took.
   allocate_activations(max_batch, seq_len);
   check(cudaStreamSynchronize(stream_), "init");
+}
+
+void LlamaCuda::allocate_fp8() {
+  const int64_t N = max_batch_ * T_, D = cfg_.dim, F = cfg_.ffn_dim;
+  for (const auto& [what, v] : std::vector<std::pair<const char*, int64_t>>{
+           {"model.dim", D}, {"the query width (n_heads x head_dim)", cfg_.q_dim()},
+           {"the q|k|v width", cfg_.qkv_dim()}, {"model.ffn_dim", F}, {"train.seq_len", T_}})
+    if (v % 16 != 0)
+      fail("precision.matmul \"fp8\" needs every GEMM dimension to be a multiple of 16 (cuBLASLt's FP8 "
+           "kernels), but ", what, " is ", v, "; use precision.matmul \"bf16\" with this model");
+  x8_ = alloc<uint8_t>(N * std::max({D, cfg_.q_dim(), F}));
+  g8_ = alloc<uint8_t>(N * std::max({cfg_.qkv_dim(), D, 2 * F}));
+  const int64_t w = std::max({cfg_.qkv_dim() * D, D * cfg_.q_dim(), 2 * F * D, D * F});
+  w8_ = alloc<uint8_t>(w);
+  wt8_ = alloc<uint8_t>(w);
+  fp8_slots_ = alloc<float>(kFp8SlotBytes / sizeof(float) * (kFp8FixedSlots + 4 * cfg_.n_layers));
+}
+
+// Slots of fp8_slots_, 16 bytes apart (cuBLASLt's FP8 kernels want aligned
+// pointers, scales included): the operand in hand (amax, then inverse
+// scale), then each block's weights' amax.
+namespace {
+enum Fp8Slot { kInAmax, kInScaleInv, kGradAmax, kGradScaleInv, kWeightScaleInv, kWeightTScaleInv };
+constexpr int kSlotFloats = kFp8SlotBytes / sizeof(float);
+float* slot(float* slots, int i) { return slots + kSlotFloats * i; }
+}
+
+void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N,
+                               int64_t K) {
+  if (!opts_.fp8) return blas_->forward(out, in, w, M, N, K);
+  float* s = fp8_slots_;
+  float* w_amax = slot(s, kFp8FixedSlots + 4 * l + which);
+  cuda::absmax(slot(s, kInAmax), in, M * K, stream_);
+  cuda::fp8_cast(x8_, slot(s, kInScaleInv), in, M * K, slot(s, kInAmax), Fp8Format::e4m3, stream_);
+  cuda::absmax(w_amax, w, N * K, stream_);
+  cuda::fp8_cast(w8_, slot(s, kWeightScaleInv), w, N * K, w_amax, Fp8Format::e4m3, stream_);
+  blas_->forward_fp8(out, x8_, slot(s, kInScaleInv), w8_, slot(s, kWeightScaleInv), M, N, K);
+}
+
+// The weight gradient stays a bf16 product (FP8 would need both its operands
+// transposed, and it is what the optimizer steps with); the input gradient
+// runs in FP8 against the weight transposed, scaled by the amax its forward
+// pass kept (the weights do not change between the two passes).
+void LlamaCuda::linear_backward(int l, int which, bf16* din, const cuda::GradOut& dw, const bf16* dout,
+                                const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K) {
+  if (!opts_.fp8) return blas_->backward(din, dw, dout, in, w, M, N, K);
+  blas_->backward(nullptr, dw, dout, in, w, M, N, K);
+  float* s = fp8_slots_;
+  const float* w_amax = slot(s, kFp8FixedSlots + 4 * l + which);
+  cuda::absmax(slot(s, kGradAmax), dout, M * N, stream_);
+  cuda::fp8_cast(g8_, slot(s, kGradScaleInv), dout, M * N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
+  cuda::fp8_cast_transposed(wt8_, slot(s, kWeightTScaleInv), w, N, K, w_amax, Fp8Format::e4m3, stream_);
+  blas_->input_grad_fp8(din, g8_, slot(s, kGradScaleInv), wt8_, slot(s, kWeightTScaleInv), M, N, K);
 }
 
 // Per-block activations at the levels of the memory plan: planned from the
@@ -644,16 +699,16 @@ void LlamaCuda::forward_block(int l, const Block& a, int64_t B, bool recomputing
     cuda::residual_rmsnorm_forward(resid_[l], a.norm1, a.rstd1, blocks_[l - 1].resid_mid, proj_,
                                    w.param(o.attn_norm), N, D, eps, stream_);
   }
-  blas_->forward(a.qkv, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
+  linear_forward(l, 0, a.qkv, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
   cuda::rope_apply(a.qkv, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
                    rope_cos_, rope_sin_, false, stream_);
   attention_forward(a, B);
-  blas_->forward(proj_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
+  linear_forward(l, 1, proj_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
   cuda::residual_rmsnorm_forward(a.resid_mid, a.norm2, a.rstd2, resid_[l], proj_,
                                  w.param(o.mlp_norm), N, D, eps, stream_);
-  blas_->forward(a.gate_up, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
+  linear_forward(l, 2, a.gate_up, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
   cuda::swiglu_forward(a.act, a.gate_up, N, F, stream_);
-  blas_->forward(proj_, a.act, w.param(o.w_down), N, D, F);  // added by the next fused norm
+  linear_forward(l, 3, proj_, a.act, w.param(o.w_down), N, D, F);  // added by the next fused norm
 }
 
 // Op-level recomputation: the second norm and SwiGLU's output, from the
@@ -670,12 +725,12 @@ void LlamaCuda::recompute_ops(int l, const Block& a, int64_t B, const UnitView& 
 void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, F = cfg_.ffn_dim;
   const BlockOffsets& o = layout_.block(l);
-  blas_->backward(dact_, w.grad(o.w_down), dresid_, a.act, w.param(o.w_down), N, D, F);
+  linear_backward(l, 3, dact_, w.grad(o.w_down), dresid_, a.act, w.param(o.w_down), N, D, F);
   cuda::swiglu_backward(dgate_up_, dact_, a.gate_up, N, F, stream_);
-  blas_->backward(dnorm_, w.grad(o.w_gate_up), dgate_up_, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
+  linear_backward(l, 2, dnorm_, w.grad(o.w_gate_up), dgate_up_, a.norm2, w.param(o.w_gate_up), N, 2 * F, D);
   cuda::rmsnorm_backward(dresid_, w.grad(o.mlp_norm), norm_scratch_, dnorm_, a.resid_mid, w.param(o.mlp_norm),
                          a.rstd2, N, D, true, stream_);
-  blas_->backward(datt_, w.grad(o.wo), dresid_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
+  linear_backward(l, 1, datt_, w.grad(o.wo), dresid_, a.att, w.param(o.wo), N, D, cfg_.q_dim());
   attention_backward(a, B);
   cuda::rope_apply(dqkv_, B, T_, cfg_.n_heads + cfg_.n_kv_heads, cfg_.qkv_dim(), cfg_.head_dim,
                    rope_cos_, rope_sin_, true, stream_);
@@ -685,7 +740,7 @@ void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const UnitView&
     cuda::residual_rmsnorm_forward(nullptr, a.norm1, a.rstd1, resid_[l], nullptr, w.param(o.attn_norm), N, D,
                                    static_cast<float>(cfg_.norm_eps), stream_);
   }
-  blas_->backward(dnorm_, w.grad(o.wqkv), dqkv_, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
+  linear_backward(l, 0, dnorm_, w.grad(o.wqkv), dqkv_, a.norm1, w.param(o.wqkv), N, cfg_.qkv_dim(), D);
   cuda::rmsnorm_backward(dresid_, w.grad(o.attn_norm), norm_scratch_, dnorm_, resid_[l], w.param(o.attn_norm),
                          a.rstd1, N, D, true, stream_);
 }

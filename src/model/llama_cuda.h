@@ -48,6 +48,10 @@ struct CudaOptions {
   int rank = 0, world = 1;
   RankCollectives* collectives = nullptr;  // this rank's (dist/collectives.h; world > 1)
   bool reduce_bf16 = false;   // reduce-scatter gradients in bf16 (half the bytes) instead of fp32
+  // FP8 linear layers in the blocks (precision.matmul "fp8"): forward and
+  // input-gradient GEMMs in FP8, each operand scaled per tensor as it is cast;
+  // weight gradients in bf16 products (kernels/fp8.h).
+  bool fp8 = false;
 };
 
 struct CudaStepStats {
@@ -149,6 +153,14 @@ class LlamaCuda {
   cudaEvent_t stage_free_[2] = {nullptr, nullptr};
   void materialize_zero_grads();
   void flush_updates();  // the compute stream waits for any deferred update (one GPU)
+  // The blocks' four linear layers, in bf16 or FP8 products (opts_.fp8):
+  // `which` (0 qkv, 1 o, 2 gate|up, 3 down) names the weight whose absolute
+  // maximum the forward pass keeps for the backward one.
+  void linear_forward(int l, int which, cuda::bf16* out, const cuda::bf16* in, const cuda::bf16* w, int64_t M,
+                      int64_t N, int64_t K);
+  void linear_backward(int l, int which, cuda::bf16* din, const cuda::GradOut& dw, const cuda::bf16* dout,
+                       const cuda::bf16* in, const cuda::bf16* w, int64_t M, int64_t N, int64_t K);
+  void allocate_fp8();
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);
   void setup_documents();
@@ -208,6 +220,11 @@ class LlamaCuda {
   bool phase_timing_ = false;
   cudaEvent_t phase_ev_[kPhases + 1] = {};
   std::unique_ptr<cuda::Blas> blas_;
+  // FP8 operands (opts_.fp8), cast just before each product on the compute
+  // stream, which orders their reuse: the linear input, the output gradient,
+  // the weight and the weight transposed; and the scales (model/memory_plan.h).
+  uint8_t *x8_ = nullptr, *g8_ = nullptr, *w8_ = nullptr, *wt8_ = nullptr;
+  float* fp8_slots_ = nullptr;
   std::unique_ptr<cuda::CudnnAttention> cudnn_attn_;
   int64_t cudnn_batch_ = -1;
 

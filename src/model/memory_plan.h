@@ -37,6 +37,16 @@ struct RecomputeSpec {
 // GEMM's tile height: a ragged chunk ran the lm_head at 87% of cuBLAS's rate).
 int64_t classifier_chunk_rows(int64_t N, int64_t V);
 
+// The FP8 linear layers' scratch (precision.matmul "fp8") at N tokens a
+// micro-batch: one FP8 copy of the largest linear input, of the largest
+// output gradient, and of the largest weight twice (as is, and transposed for
+// the input gradient), cast just before each product; and the scales:
+// kFp8FixedSlots slots for the operand in hand, and each block's four
+// weights' absolute maxima, kept from the forward pass for the backward one.
+constexpr int kFp8FixedSlots = 6;
+constexpr int kFp8SlotBytes = 16;  // each slot aligned for cuBLASLt
+size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N);
+
 // Activation bytes of one block at B sequences of T tokens.
 struct BlockBytes {
   size_t none = 0;         // a block that keeps everything

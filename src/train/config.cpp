@@ -188,6 +188,10 @@ void read_precision(JsonReader r, Config& c) {
   c.precision.optim_state_dtype = r.get_string("optim_state_dtype", "fp32", {"fp32", "bf16"});
   c.precision.grad_reduce_dtype = r.get_string("grad_reduce_dtype", "fp32", {"fp32", "bf16"});
   c.precision.grad_dtype = r.get_string("grad_dtype", "auto", {"auto", "fp32", "bf16"});
+  c.precision.matmul = r.get_string("matmul", "bf16", {"bf16", "fp8"});
+  if (c.precision.matmul == "fp8" && c.train.device != "cuda")
+    r.error("matmul", "\"fp8\" runs on the CUDA backend (Hopper GEMMs); train.device is \"" + c.train.device +
+                          "\", whose fp32 products are the reference: set train.device to \"cuda\" or matmul to \"bf16\"");
   r.finish();
 }
 

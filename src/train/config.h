@@ -75,6 +75,11 @@ struct PrecisionConfig {
   // is one micro-batch, so each gradient is one fp32-accumulated GEMM result
   // rounded once; fp32 when micro-batches accumulate).
   std::string grad_dtype = "auto";
+  // The blocks' linear layers: bf16 products, or fp8 (the forward and
+  // input-gradient GEMMs in FP8 with per-tensor scales, E4M3 forward and E5M2
+  // gradients; the weight gradients, attention and the classifier stay bf16).
+  // CUDA on Hopper only.
+  std::string matmul = "bf16";
 };
 
 // One dataset of a mixture. In the config either a string (the path; one

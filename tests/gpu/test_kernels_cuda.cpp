@@ -9,6 +9,7 @@
 #include "kernels/attention_cudnn.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
+#include "kernels/fp8.h"
 #include "kernels/grad_shard.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
@@ -546,6 +547,118 @@ TEST(CudaKernels, AttentionCudnn) {
                                       << " hd=" << c.hd);
     check_attention(c, true);
   }
+}
+
+// The casts against their CPU twin, byte for byte: absmax, the scale, plain
+// and transposed, both formats, at sizes with and without the vector paths,
+// a zero tensor, a tensor of tiny values, and one with a NaN.
+TEST(CudaKernels, Fp8CastsMatchTheCpu) {
+  REQUIRE_GPU();
+  auto same_bytes = [](const std::vector<uint8_t>& got, const std::vector<uint8_t>& want, Fp8Format f) {
+    size_t bad = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const bool both_nan = std::isnan(cpu::fp8_decode(got[i], f)) && std::isnan(cpu::fp8_decode(want[i], f));
+      if (got[i] != want[i] && !both_nan && bad++ < 5)
+        ADD_FAILURE() << "byte " << i << ": GPU " << int(got[i]) << ", CPU " << int(want[i]);
+    }
+    return bad == 0;
+  };
+  struct Case {
+    int64_t rows, cols;
+    float scale;
+  };
+  for (const Case c : std::vector<Case>{{1, 1, 1.0f}, {1, 7, 3.0f}, {1, 8, 1.0f}, {3, 333, 0.01f}, {64, 64, 1.0f},
+                                        {128, 192, 40.0f}, {37, 40, 1e-30f}, {100, 24, 1.0f}, {512, 1040, 0.02f},
+                                        {7, 9, 0.0f}}) {
+    const int64_t n = c.rows * c.cols;
+    SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.cols << " scale " << c.scale);
+    auto x = randn_bf16(n, 23, c.scale);
+    DeviceBuffer<bf16> dx(n);
+    dx.upload(to_bf16(x));
+    DeviceBuffer<float> slots(3);
+    DeviceBuffer<uint8_t> out(n), outt(n);
+    cuda::absmax(slots.get(), dx.get(), n, nullptr);
+    const float amax = cpu::absmax(x.data(), n);
+    EXPECT_EQ(slots.download()[0], amax);
+    for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
+      cuda::fp8_cast(out.get(), slots.get() + 1, dx.get(), n, slots.get(), f, nullptr);
+      cuda::fp8_cast_transposed(outt.get(), slots.get() + 2, dx.get(), c.rows, c.cols, slots.get(), f, nullptr);
+      const float s = cpu::fp8_scale(amax, f);
+      std::vector<uint8_t> want(n), want_t(n);
+      cpu::fp8_cast(want.data(), x.data(), n, s, f);
+      for (int64_t r = 0; r < c.rows; ++r)
+        for (int64_t k = 0; k < c.cols; ++k) want_t[k * c.rows + r] = want[r * c.cols + k];
+      EXPECT_TRUE(same_bytes(out.download(), want, f));
+      EXPECT_TRUE(same_bytes(outt.download(), want_t, f));
+      const auto sl = slots.download();
+      EXPECT_EQ(sl[1], 1.0f / s);
+      EXPECT_EQ(sl[2], 1.0f / s);
+    }
+  }
+  // A NaN anywhere makes the amax NaN, and the cast NaN (caught downstream as a NaN loss).
+  std::vector<float> x = randn_bf16(1000, 24);
+  x[517] = NAN;
+  DeviceBuffer<bf16> dx(1000);
+  dx.upload(to_bf16(x));
+  DeviceBuffer<float> slots(2);
+  DeviceBuffer<uint8_t> out(1000);
+  cuda::absmax(slots.get(), dx.get(), 1000, nullptr);
+  cuda::fp8_cast(out.get(), slots.get() + 1, dx.get(), 1000, slots.get(), Fp8Format::e4m3, nullptr);
+  EXPECT_TRUE(std::isnan(slots.download()[0]));
+  EXPECT_TRUE(std::isnan(cpu::fp8_decode(out.download()[3], Fp8Format::e4m3)));
+}
+
+// FP8 products against fp32 products of the same FP8 values (the casts'
+// bytes decoded and scaled back): what is left is fp32 accumulation order,
+// cuBLAS's fast accumulation in the forward product, and bf16 output.
+TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
+  REQUIRE_GPU();
+  DeviceBuffer<uint8_t> ws(cuda::Blas::kWorkspaceBytes);
+  cuda::Blas blas(nullptr, ws.get(), cuda::Blas::kWorkspaceBytes);
+  auto decoded = [](const std::vector<uint8_t>& b, float scale_inv, Fp8Format f) {
+    std::vector<float> v(b.size());
+    for (size_t i = 0; i < b.size(); ++i) v[i] = cpu::fp8_decode(b[i], f) * scale_inv;
+    return v;
+  };
+  for (auto [M, N, K] : std::vector<std::array<int64_t, 3>>{{16, 16, 16}, {64, 48, 32}, {256, 768, 512}, {128, 2048, 1024}}) {
+    SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K);
+    auto x = randn_bf16(M * K, 25), w = randn_bf16(N * K, 26, 0.05f), g = randn_bf16(M * N, 27, 1e-3f);
+    DeviceBuffer<bf16> dx(M * K), dw(N * K), dg(M * N), dy(M * N), ddx(M * K);
+    dx.upload(to_bf16(x));
+    dw.upload(to_bf16(w));
+    dg.upload(to_bf16(g));
+    DeviceBuffer<float> s(4 * 7);  // slots 16 bytes apart: cuBLASLt wants aligned scale pointers
+    auto at = [&](int k) { return s.get() + 4 * k; };
+    DeviceBuffer<uint8_t> x8(M * K), w8(N * K), wt8(N * K), g8(M * N);
+    cuda::absmax(at(0), dx.get(), M * K, nullptr);
+    cuda::fp8_cast(x8.get(), at(1), dx.get(), M * K, at(0), Fp8Format::e4m3, nullptr);
+    cuda::absmax(at(2), dw.get(), N * K, nullptr);
+    cuda::fp8_cast(w8.get(), at(3), dw.get(), N * K, at(2), Fp8Format::e4m3, nullptr);
+    cuda::fp8_cast_transposed(wt8.get(), at(4), dw.get(), N, K, at(2), Fp8Format::e4m3, nullptr);
+    cuda::absmax(at(5), dg.get(), M * N, nullptr);
+    cuda::fp8_cast(g8.get(), at(6), dg.get(), M * N, at(5), Fp8Format::e5m2, nullptr);
+    blas.forward_fp8(dy.get(), x8.get(), at(1), w8.get(), at(3), M, N, K);
+    blas.input_grad_fp8(ddx.get(), g8.get(), at(6), wt8.get(), at(4), M, N, K);
+    const auto sl = s.download();
+    const auto xq = decoded(x8.download(), sl[4 * 1], Fp8Format::e4m3), wq = decoded(w8.download(), sl[4 * 3], Fp8Format::e4m3),
+               gq = decoded(g8.download(), sl[4 * 6], Fp8Format::e5m2);
+    std::vector<float> y(M * N), rdx(M * K);
+    cpu::matmul_forward(y.data(), xq.data(), wq.data(), M, N, K);
+    cpu::matmul_backward(rdx.data(), nullptr, gq.data(), xq.data(), wq.data(), M, N, K);
+    EXPECT_LT(rel_error(to_f32(dy.download()), y), kBf16Tol);
+    EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
+    // And the quantization itself is what FP8 promises against the bf16 product.
+    std::vector<float> y16(M * N);
+    cpu::matmul_forward(y16.data(), x.data(), w.data(), M, N, K);
+    EXPECT_LT(rel_error(to_f32(dy.download()), y16), 0.1);
+  }
+  // Shapes FP8 cannot take are refused with the reason.
+  DeviceBuffer<bf16> out(24 * 16);
+  DeviceBuffer<uint8_t> a(24 * 16), b(16 * 16);
+  DeviceBuffer<float> s(1);
+  const std::string why =
+      test::error_of([&] { blas.forward_fp8(out.get(), a.get(), s.get(), b.get(), s.get(), 16, 24, 12); });
+  EXPECT_NE(why.find("multiple of 16"), std::string::npos) << why;
 }
 
 TEST(CudaKernels, Matmul) {

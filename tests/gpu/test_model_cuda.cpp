@@ -300,6 +300,37 @@ TEST(CudaModel, Bf16GradientsMatchFp32Gradients) {
     EXPECT_LT(rel_error(b16.grads.data() + e.offset, f32.grads.data() + e.offset, e.numel), 8e-3) << e.name;
 }
 
+// FP8 linear layers (precision.matmul "fp8") against bf16 products on the same
+// weights and tokens: close at FP8's precision (E4M3 keeps 3 mantissa bits,
+// E5M2 2), and bit-identical under every recompute level (the weights' amax
+// the forward pass keeps serves the recomputed and the backward products).
+TEST(CudaModel, Fp8LinearsStayNearBf16AndRecomputeTheSame) {
+  REQUIRE_GPU();
+  Config c = small_model("cuda");
+  const Outputs b16 = run_once(c, 2, 48);
+  c.precision.matmul = "fp8";
+  const Outputs f8 = run_once(c, 2, 48);
+  const double logit_err = rel_error(f8.logits, b16.logits);
+  std::printf("fp8 against bf16 products: logits rel. error %.4f, loss %.5f against %.5f\n", logit_err,
+              f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid);
+  EXPECT_LT(logit_err, 0.08);
+  EXPECT_NEAR(f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid, 0.02 * b16.loss.ce / b16.loss.n_valid);
+  const ParamLayout layout(c.model);
+  for (const ParamEntry& e : layout.entries()) {
+    const double err = rel_error(f8.grads.data() + e.offset, b16.grads.data() + e.offset, e.numel);
+    std::printf("  grad %-28s rel. error %.4f\n", e.name.c_str(), err);
+    EXPECT_LT(err, 0.25) << e.name;
+  }
+  EXPECT_NE(f8.grads, b16.grads);  // the FP8 path did run
+  for (const auto& levels : std::vector<std::vector<Recompute>>{{Recompute::full, Recompute::ops},
+                                                                  {Recompute::ops, Recompute::full}}) {
+    c.train.recompute = {false, levels};
+    const Outputs r = run_once(c, 2, 48);
+    EXPECT_EQ(rel_error(r.logits, f8.logits), 0.0);
+    EXPECT_EQ(rel_error(r.grads, f8.grads), 0.0);
+  }
+}
+
 // The automatic plan keeps everything when memory allows, and a memory limit
 // just above the states forces recomputation; both train to the same result.
 TEST(CudaModel, AutomaticRecomputePlanFollowsTheMemoryLimit) {
@@ -360,12 +391,15 @@ TEST(CudaTraining, FollowsTheCpuLossCurve) {
   write_corpus(o);
   // The CPU oracle; CUDA with fp32 gradients (tiny.json's two micro-batches
   // per step); CUDA with one micro-batch of 16 (so bf16 gradients by
-  // default); CUDA with bf16 gradients accumulated over two micro-batches.
+  // default); CUDA with bf16 gradients accumulated over two micro-batches;
+  // CUDA with FP8 linear layers.
   const std::vector<std::vector<std::string>> runs = {
       {"train.device=cpu"},
       {"train.device=cuda"},
       {"train.device=cuda", "train.micro_batch_size=16"},
-      {"train.device=cuda", "precision.grad_dtype=bf16"}};
+      {"train.device=cuda", "precision.grad_dtype=bf16"},
+      // FP8 linear layers at the yardstick's setting (one micro-batch a step).
+      {"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8"}};
   std::vector<std::vector<double>> curves;
   for (size_t r = 0; r < runs.size(); ++r) {
     const std::string out = ::testing::TempDir() + "/gpu_run_" + std::to_string(r);
