@@ -3,6 +3,8 @@
 # (CUBLAS_STATUS_NOT_SUPPORTED at the first FP8 matmul): scales now 16 bytes apart, and the first of the
 # heuristics' candidates that runs is kept. The 10B runs only when the FP8 product test passes.
 source scripts/device/env.sh
+echo "=== fp8 probe ($(date -u +%T)): which cuBLASLt FP8 configurations run (source: 2026-12-05-sixteenth-fp8-probe.cu)"
+timeout 60 devbin/fp8_probe
 echo "=== tests ($(date -u +%T))"
 GTEST_FILTER='CudaKernels.Fp8*:CudaKernels.Matmul:CudaModel.Fp8*:CudaModel.LogitsAndGradientsMatchCpu:CudaModel.RecomputationGivesTheSameGradients:CudaTraining.FollowsTheCpuLossCurve' \
   timeout 200 bash scripts/device/routine.sh tests > $OUT/tests-run.log 2>&1
