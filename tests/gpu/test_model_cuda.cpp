@@ -380,47 +380,57 @@ std::vector<double> losses(const std::string& metrics) {
   return v;
 }
 
-TEST(CudaTraining, FollowsTheCpuLossCurve) {
-  REQUIRE_GPU();
-  const std::string dir = ::testing::TempDir() + "/gpu_corpus";
+// Trains the tiny config 60 steps on the CPU oracle and then with each of
+// `runs` (config overrides), and holds every run's loss curve to the CPU's.
+void expect_loss_curves_follow_cpu(const std::string& tag, const std::vector<std::vector<std::string>>& runs) {
+  const std::string dir = ::testing::TempDir() + "/gpu_corpus_" + tag;
   std::filesystem::remove_all(dir);
   CorpusOptions o;
   o.out_dir = dir;
   o.docs = 400;
   o.val_docs = 20;
   write_corpus(o);
-  // The CPU oracle; CUDA with fp32 gradients (tiny.json's two micro-batches
-  // per step); CUDA with one micro-batch of 16 (so bf16 gradients by
-  // default); CUDA with bf16 gradients accumulated over two micro-batches;
-  // CUDA with FP8 linear layers.
-  const std::vector<std::vector<std::string>> runs = {
-      {"train.device=cpu"},
-      {"train.device=cuda"},
-      {"train.device=cuda", "train.micro_batch_size=16"},
-      {"train.device=cuda", "precision.grad_dtype=bf16"},
-      // FP8 linear layers at the yardstick's setting (one micro-batch a step).
-      {"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8"}};
+  std::vector<std::vector<std::string>> all = {{"train.device=cpu"}};
+  all.insert(all.end(), runs.begin(), runs.end());
   std::vector<std::vector<double>> curves;
-  for (size_t r = 0; r < runs.size(); ++r) {
-    const std::string out = ::testing::TempDir() + "/gpu_run_" + std::to_string(r);
+  for (size_t r = 0; r < all.size(); ++r) {
+    const std::string out = ::testing::TempDir() + "/gpu_run_" + tag + "_" + std::to_string(r);
     std::vector<std::string> args = {"train.steps=60", "train.log_every=1000", "train.eval_every=0",
                                      "data.train=" + dir + "/train_*.bin", "data.val=" + dir + "/val_*.bin",
                                      "train.out_dir=" + out};
-    args.insert(args.end(), runs[r].begin(), runs[r].end());
+    args.insert(args.end(), all[r].begin(), all[r].end());
     train(load_config("", args));
     curves.push_back(losses(out + "/metrics.jsonl"));
     ASSERT_EQ(curves.back().size(), 60u);
   }
-  for (size_t r = 1; r < runs.size(); ++r) {
+  for (size_t r = 1; r < all.size(); ++r) {
     double worst = 0;
     for (size_t s = 0; s < 60; ++s) worst = std::max(worst, std::fabs(curves[0][s] - curves[r][s]));
     std::string what;
-    for (const std::string& a : runs[r]) what += " " + a;
+    for (const std::string& a : all[r]) what += " " + a;
     std::printf("tiny config, 60 steps: cpu loss %.4f -> %.4f,%s: %.4f -> %.4f, max |diff| %.4f\n",
                 curves[0].front(), curves[0].back(), what.c_str(), curves[r].front(), curves[r].back(), worst);
     EXPECT_LT(worst, 0.1) << what;
     EXPECT_LT(std::fabs(curves[0].back() - curves[r].back()), 0.05) << what;
   }
+}
+
+TEST(CudaTraining, FollowsTheCpuLossCurve) {
+  REQUIRE_GPU();
+  // CUDA with fp32 gradients (tiny.json's two micro-batches per step); with
+  // one micro-batch of 16 (so bf16 gradients by default); with bf16
+  // gradients accumulated over two micro-batches.
+  expect_loss_curves_follow_cpu("bf16", {{"train.device=cuda"},
+                                         {"train.device=cuda", "train.micro_batch_size=16"},
+                                         {"train.device=cuda", "precision.grad_dtype=bf16"}});
+}
+
+// FP8 linear layers (precision.matmul "fp8") at the yardstick's setting (one
+// micro-batch a step) and with fp32 gradients over two micro-batches.
+TEST(CudaTraining, Fp8FollowsTheCpuLossCurve) {
+  REQUIRE_GPU();
+  expect_loss_curves_follow_cpu("fp8", {{"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8"},
+                                        {"train.device=cuda", "precision.matmul=fp8"}});
 }
 
 // With deterministic kernels (the fallback attention; cuBLAS GEMMs, our own
