@@ -139,6 +139,19 @@ TEST(MemoryEstimate, MatchesWhatTheH200AllocatedForTheTenB) {
   EXPECT_EQ(e.gradients, e.weights);  // bf16 gradients: one micro-batch on one GPU
 }
 
+// FP8 linear layers add their scratch (one FP8 copy of the largest linear
+// input, output gradient and weight, the weight twice) to the step's buffers.
+TEST(MemoryEstimate, Fp8LinearLayersAddTheirScratch) {
+  const Config b16 = ten_b_config({"train.memory_limit_gib=139.8"});
+  const Config f8 = ten_b_config({"train.memory_limit_gib=139.8", "precision.matmul=fp8"});
+  const size_t scratch = fp8_scratch_bytes(f8.model, 8192);
+  // 8192 x 14336 (SwiGLU's output) + 8192 x 28672 (gate|up's gradient) + 2 x 28672 x 4096 (gate|up's weight)
+  EXPECT_EQ(scratch, size_t(8192) * 14336 + size_t(8192) * 28672 + 2 * size_t(28672) * 4096 +
+                         size_t(kFp8FixedSlots + 4 * 42) * kFp8SlotBytes);
+  EXPECT_EQ(estimate_gpu_memory(f8, 1).step_buffers - estimate_gpu_memory(b16, 1).step_buffers, scratch);
+  EXPECT_TRUE(estimate_gpu_memory(f8, 1).fits);
+}
+
 TEST(MemoryEstimate, TheTenBOnEightyGigabyteGpus) {
   // One 80 GB H100: weights, bf16 gradients and bf16 moments alone are 76 GiB of 74.5.
   const MemoryEstimate one = estimate_gpu_memory(ten_b_config({"train.memory_limit_gib=74.5"}), 1);
