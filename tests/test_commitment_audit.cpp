@@ -98,9 +98,11 @@ TEST(CommitmentAudit, HonestRingsPassWithTwoThreeAndFiveRanks) {
         EXPECT_EQ(res.errors[r], "") << "rank " << r;
         EXPECT_EQ(res.out[r], res.out[0]);
         // First hops signed with the committed leaf's digest verify as any other.
-        for (const auto& m : res.received[r])
-          if (!is_leaf_message(m) && parse_ring_header(m, "m").is_signed)
+        for (const auto& m : res.received[r]) {
+          if (!is_leaf_message(m) && parse_ring_header(m, "m").is_signed) {
             EXPECT_TRUE(ring_message_signed_by(m, keys[(r + n - 1) % n].public_key()));
+          }
+        }
         // Each lane opened with a leaf message from the predecessor.
         ASSERT_FALSE(res.received[r].empty());
         EXPECT_TRUE(is_leaf_message(res.received[r][0]));
@@ -114,7 +116,9 @@ TEST(CommitmentAudit, HonestRingsPassWithTwoThreeAndFiveRanks) {
         err += (res.out[0][i] - m) * (res.out[0][i] - m);
         ref += m * m;
       }
-      if (c != Compression::Int4) EXPECT_LT(std::sqrt(err / ref), c == Compression::None ? 1e-5 : 0.05);
+      if (c != Compression::Int4) {
+        EXPECT_LT(std::sqrt(err / ref), c == Compression::None ? 1e-5 : 0.05);
+      }
     }
 }
 

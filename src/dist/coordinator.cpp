@@ -214,7 +214,10 @@ void Coordinator::announce(Ring ring) {
   for (uint64_t id : ring.nodes) {
     auto an = announced_.find(id);
     const float norm = an != announced_.end() && an->second.outer_step == ring.outer_step ? an->second.norm : -1.0f;
-    control::RingMember m{id, members_.node(id).address, norm};
+    control::RingMember m;
+    m.node_id = id;
+    m.address = members_.node(id).address;
+    m.norm = norm;
     m.name = members_.node(id).name;
     if (an != announced_.end() && an->second.outer_step == ring.outer_step) m.commitment = an->second.commitment;
     if (auto k = key_of_.find(id); k != key_of_.end()) m.key = k->second;

@@ -276,7 +276,7 @@ struct TransportLoop {
         closed_order.pop_front();
       }
       if (was_open)
-        push_event({TransportEvent::Kind::closed, c->id, c->sh->inbound, c->sh->peer, reason});
+        push_event({TransportEvent::Kind::closed, c->id, c->sh->inbound, c->sh->peer, reason, std::nullopt});
     }
     cv.notify_all();
     log(str(was_open ? "closed connection " : "dropped connection ", c->id, " ",

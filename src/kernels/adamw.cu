@@ -103,12 +103,6 @@ __device__ __forceinline__ void load4(const bf16* p, int64_t i, float out[4]) {
 __device__ __forceinline__ void store4(float* p, int64_t i, const float x[4]) {
   *reinterpret_cast<float4*>(p + i) = make_float4(x[0], x[1], x[2], x[3]);
 }
-__device__ __forceinline__ void store4(bf16* p, int64_t i, const float x[4]) {
-  Bf16x4 o;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) o.v[k] = __float2bfloat16(x[k]);
-  *reinterpret_cast<Bf16x4*>(p + i) = o;
-}
 
 // Eight consecutive values as wide loads: one 16-byte access of bf16, two of fp32.
 __device__ __forceinline__ void load8f(const float* p, int64_t i, float out[8]) {

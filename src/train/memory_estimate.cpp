@@ -28,7 +28,8 @@ std::string MemoryEstimate::describe() const {
   s += str("  gradients                 ", g(gradients), "\n");
   s += str("  optimizer state           ", g(optimizer), "\n");
   if (gather_buffers) s += str("  FSDP unit buffers         ", g(gather_buffers), "\n");
-  s += str("  step working buffers      ", g(step_buffers), "\n");
+  s += str("  step working buffers      ", g(step_buffers),
+           fp8_scratch ? str(" (FP8 operands ", g(fp8_scratch), ")") : std::string(), "\n");
   s += str("  residual stream           ", g(residual_stream), "\n");
   s += str("  reserve (context, libs)   ", g(reserve), "\n");
   s += str("  activations               ", g(plan.activation_bytes), " (", plan.describe(), ")\n");
@@ -81,7 +82,10 @@ MemoryEstimate estimate_gpu_memory(const Config& cfg, int gpus, size_t gpu_bytes
   step += static_cast<size_t>(B * H * T) * kF32 + 5 * N * sizeof(int32_t);
   step += 264 * static_cast<size_t>(D) * kF32;  // rmsnorm backward's per-block partial gains
   step += std::max<size_t>(size_t(32) << 20, 2 * static_cast<size_t>(N * H * m.head_dim) * kF32 + (size_t(1) << 20));
-  if (cfg.precision.matmul == "fp8") step += fp8_scratch_bytes(m, N);
+  if (cfg.precision.matmul == "fp8") {
+    e.fp8_scratch = fp8_scratch_bytes(m, N);
+    step += e.fp8_scratch;
+  }
   e.step_buffers = step;
   e.residual_stream = static_cast<size_t>(m.n_layers + 1) * N * D * kBf16;
   e.reserve = size_t(3) << 29;  // the 1.5 GiB LlamaCuda's auto plan leaves free

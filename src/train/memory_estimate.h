@@ -25,6 +25,7 @@ struct MemoryEstimate {
   size_t optimizer = 0;        // AdamW m and v, fp32 master weights when on
   size_t gather_buffers = 0;   // FSDP: three unit slots of weights and of gradients, reduce-scatter output
   size_t step_buffers = 0;     // backward's working set, final norm, classifier chunk, workspaces, tokens
+  size_t fp8_scratch = 0;      // of step_buffers: FP8 operands (precision.matmul fp8)
   size_t residual_stream = 0;  // the input of every block (kept at every level)
   size_t reserve = 0;          // CUDA context and libraries' lazy buffers, as the auto plan leaves free
   MemoryPlan plan;             // the activations' levels and bytes
