@@ -623,6 +623,11 @@ struct Accusation {
       if (l.find(what) != std::string::npos) return true;
     return false;
   }
+  std::string log() const {  // the coordinator's lines, for a failure's message
+    std::string s;
+    for (const auto& l : lines) s += "\n  " + l;
+    return s;
+  }
 };
 
 Accusation keyed_byzantine_round(double scale, double announce, int false_accusation, bool commit_unscaled = false,
@@ -686,8 +691,8 @@ void expect_refused_on_evidence(const Accusation& a, const std::string& why = "b
   // A sparse attacker may already hold every contribution when it is
   // caught; it still applies nothing (no round it was in is committed).
   EXPECT_NE(a.errors[2], "") << "the attacker finished a round with the honest nodes";
-  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") " + why + ", shown by the evidence"));
-  EXPECT_FALSE(a.logged("a false accusation"));
+  EXPECT_TRUE(a.logged(fingerprint(a.keys[3].public_key()) + ") " + why + ", shown by the evidence")) << a.log();
+  EXPECT_FALSE(a.logged("a false accusation")) << a.log();
 }
 
 TEST(Mesh, NodeKeysATrueAccusationWithEvidenceRefusesTheAccused) {

@@ -341,6 +341,102 @@ void sparse_average_alone(std::span<const float> input, std::span<const float> r
   if (sent) *sent = std::move(own);
 }
 
+namespace {
+
+double seconds_since(RingClock::time_point t) {
+  return std::chrono::duration<double>(RingClock::now() - t).count();
+}
+
+// The receiving side of one rank's sparse all-gather, on the calling
+// thread: each message from the previous rank is checked (header, codes,
+// its author's signature, the source's announced bound), kept in `all`, and
+// forwarded while later ranks still need it. The sender thread only drains
+// `queue`.
+class SparseReceiver {
+ public:
+  SparseReceiver(RingLink& link, const SparseRingOptions& opt, const SparseLayout& layout, std::vector<uint8_t>& all,
+                 size_t one, RingStats& stats, SendQueue& queue)
+      : link_(link), opt_(opt), layout_(layout), all_(all), one_(one), stats_(stats), queue_(queue),
+        N_(static_cast<size_t>(opt.world)), r_(static_cast<size_t>(opt.rank)), prev_((r_ + N_ - 1) % N_),
+        keyed_(opt.signer != nullptr), check_(opt.announced_norms, opt.rank, opt.world, opt.norm_slack),
+        arrived_(keyed_ ? N_ : 0, keyed_ ? layout.n_chunks : 0) {}
+
+  // Step t, chunk c: rank r − t − 1's contribution; it goes on while t + 2 < N.
+  void receive(size_t t, size_t c) {
+    const size_t source = (r_ + N_ - t - 1) % N_;
+    const SparseHeader want = layout_.header(t, source, c);
+    const std::string what = str("sparse all-gather message (step ", t, ", contribution of rank ", source, ", chunk ",
+                                 c, ") from the previous rank");
+    const RingClock::time_point tw = RingClock::now();
+    std::vector<uint8_t> msg = link_.recv_from_prev(std::min(RingClock::now() + opt_.message_timeout, opt_.deadline));
+    stats_.recv_wait_s += seconds_since(tw);
+    const RingClock::time_point d = RingClock::now();
+    stats_.bytes_received += msg.size();
+    stats_.messages_received += 1;
+    expect_sparse_header(parse_sparse_header(msg, what), want, what);
+    const uint8_t* payload = msg.data() + kSparseHeaderBytes;
+    const size_t bytes = sparse_encoded_bytes(want.count, opt_.block, opt_.k);
+    sparse_validate(payload, want.count, opt_.block, opt_.k, what.c_str());
+    SparseDigest digest{};
+    if (keyed_) digest = check_author(msg, source, prev_, opt_, what);  // before it is kept or forwarded
+    if (opt_.attack_false_accusation && t == 0 && c == 0) {
+      if (opt_.attack_false_accusation == 2) msg[msg.size() - kSparseSignedBytes] ^= 1;  // the author's signature
+      throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
+                                            static_cast<int>(source), {std::move(msg)});
+    }
+    std::memcpy(all_.data() + source * one_ + layout_.chunk_at(c), payload, bytes);
+    if (check_.enabled() || keyed_) {
+      double ss = 0.0;
+      sparse_for_each(payload, want.count, opt_.block, opt_.k, [&](size_t, float v) { ss += double(v) * double(v); });
+      if (keyed_) arrived_.record(source, c, ss, msg);
+      try {
+        check_.add(source, ss, what);  // before it is forwarded
+      } catch (const ContributionExceedsAnnouncement& e) {
+        accuse(e, source, t);
+      }
+    }
+    stats_.decode_s += seconds_since(d);
+    if (t + 2 < N_) {
+      const uint32_t next_step = static_cast<uint32_t>(t + 1);
+      std::memcpy(msg.data() + kSparseStepOffset, &next_step, 4);
+      if (keyed_) sign_sparse_forward(msg, *opt_.signer, digest);  // the step is in what it signs
+      if (opt_.attack_alter_forwarded) alter_forwarded(msg, opt_);
+      queue_.push(std::move(msg));
+    }
+  }
+
+ private:
+  // A source above its bound: keyed, its author is accused on its own signed
+  // chunks when they prove it (provable_excess); otherwise the predecessor
+  // is named without evidence, as before.
+  [[noreturn]] void accuse(const ContributionExceedsAnnouncement& e, size_t source, size_t step) {
+    if (!keyed_) throw e;  // shared secret: the predecessor, on the successor's word
+    std::string note;
+    std::vector<std::vector<uint8_t>> proof = provable_excess(
+        opt_, source, check_.bound(source), arrived_,
+        [&](size_t c, const Signature& sig) {
+          return layout_.message(step, source, c, all_.data() + source * one_ + layout_.chunk_at(c), &sig);
+        },
+        &note);
+    if (proof.empty()) throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(prev_));
+    throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(source), std::move(proof));
+  }
+
+  RingLink& link_;
+  const SparseRingOptions& opt_;
+  const SparseLayout& layout_;
+  std::vector<uint8_t>& all_;  // every contribution, `one_` bytes each, in rank order
+  const size_t one_;
+  RingStats& stats_;
+  SendQueue& queue_;
+  const size_t N_, r_, prev_;
+  const bool keyed_;
+  SourceNormCheck check_;
+  ArrivedChunks arrived_;
+};
+
+}  // namespace
+
 RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt, std::span<const float> input,
                                    std::span<const float> residual, std::span<float> output, SparseSent* sent,
                                    std::vector<RingCarried>* carried) {
@@ -358,7 +454,6 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
 
   RingStats stats;
   if (carried) carried->clear();
-  auto since = [](RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); };
   // Our contribution, encoded once (throws on our own NaN/inf before anything is sent).
   const size_t one = sparse_encoded_bytes(S, opt.block, opt.k);
   std::vector<uint8_t> all(N * one);
@@ -370,39 +465,21 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     } catch (const Error& e) {
       refuse(e.what());
     }
-    stats.encode_s += since(t);
+    stats.encode_s += seconds_since(t);
   }
   const bool keyed = opt.signer != nullptr;
   const SparseLayout layout{opt, S, N, chunk, n_chunks, keyed};
-  auto chunk_at = [&](size_t c) { return layout.chunk_at(c); };
   auto op_deadline = [&] { return std::min(RingClock::now() + opt.message_timeout, opt.deadline); };
   std::vector<std::vector<uint8_t>> own;
   if (N > 1) {
     const RingClock::time_point t = RingClock::now();
     own = layout.own_messages(r, all.data() + r * one);
-    stats.encode_s += since(t);
+    stats.encode_s += seconds_since(t);
   }
 
   SendQueue queue;
   FirstError first_error;
-  SourceNormCheck check(opt.announced_norms, opt.rank, opt.world, opt.norm_slack);
-  ArrivedChunks arrived(keyed ? N : 0, keyed ? n_chunks : 0);
-  const size_t prev = (r + N - 1) % N;
-  // A source above its bound: keyed, its author is accused on its own signed
-  // chunks when they prove it (provable_excess); otherwise the predecessor
-  // is named without evidence, as before.
-  auto accuse = [&](const ContributionExceedsAnnouncement& e, size_t source, size_t step) {
-    if (!keyed) throw e;  // shared secret: the predecessor, on the successor's word
-    std::string note;
-    std::vector<std::vector<uint8_t>> proof = provable_excess(
-        opt, source, check.bound(source), arrived,
-        [&](size_t c, const Signature& sig) {
-          return layout.message(step, source, c, all.data() + source * one + chunk_at(c), &sig);
-        },
-        &note);
-    if (proof.empty()) throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(prev));
-    throw ContributionExceedsAnnouncement(str(e.what(), note), static_cast<int>(source), std::move(proof));
-  };
+  SparseReceiver receiver(link, opt, layout, all, one, stats, queue);
   int offender = -1;
   std::vector<std::vector<uint8_t>> evidence;
   std::thread sender;
@@ -421,55 +498,12 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
       if (keyed) {
         const RingClock::time_point t = RingClock::now();
         sign_sparse_message(msg, *opt.signer);
-        stats.encode_s += since(t);
+        stats.encode_s += seconds_since(t);
       }
       queue.push(std::move(msg));
     }
-    // Step t brings rank r − t − 1's contribution; it goes on while t + 2 < N.
-    for (size_t t = 0; t + 1 < N; ++t) {
-      const size_t source = (r + N - t - 1) % N;
-      for (size_t c = 0; c < n_chunks; ++c) {
-        const SparseHeader want = layout.header(t, source, c);
-        const std::string what = str("sparse all-gather message (step ", t, ", contribution of rank ", source,
-                                     ", chunk ", c, ") from the previous rank");
-        RingClock::time_point tw = RingClock::now();
-        std::vector<uint8_t> msg = link.recv_from_prev(op_deadline());
-        stats.recv_wait_s += since(tw);
-        const RingClock::time_point d = RingClock::now();
-        stats.bytes_received += msg.size();
-        stats.messages_received += 1;
-        expect_sparse_header(parse_sparse_header(msg, what), want, what);
-        const uint8_t* payload = msg.data() + kSparseHeaderBytes;
-        const size_t bytes = sparse_encoded_bytes(want.count, opt.block, opt.k);
-        sparse_validate(payload, want.count, opt.block, opt.k, what.c_str());
-        SparseDigest digest{};
-        if (keyed) digest = check_author(msg, source, prev, opt, what);  // before it is kept or forwarded
-        if (opt.attack_false_accusation && t == 0 && c == 0) {
-          if (opt.attack_false_accusation == 2) msg[msg.size() - kSparseSignedBytes] ^= 1;  // the author's signature
-          throw ContributionExceedsAnnouncement(str(what, ": (a false accusation, intellect_chaos --byzantine)"),
-                                                static_cast<int>(source), {std::move(msg)});
-        }
-        std::memcpy(all.data() + source * one + chunk_at(c), payload, bytes);
-        if (check.enabled() || keyed) {
-          double ss = 0.0;
-          sparse_for_each(payload, want.count, opt.block, opt.k, [&](size_t, float v) { ss += double(v) * double(v); });
-          if (keyed) arrived.record(source, c, ss, msg);
-          try {
-            check.add(source, ss, what);  // before it is forwarded
-          } catch (const ContributionExceedsAnnouncement& e) {
-            accuse(e, source, t);
-          }
-        }
-        stats.decode_s += since(d);
-        if (t + 2 < N) {
-          const uint32_t next_step = static_cast<uint32_t>(t + 1);
-          std::memcpy(msg.data() + kSparseStepOffset, &next_step, 4);
-          if (keyed) sign_sparse_forward(msg, *opt.signer, digest);  // the step is in what it signs
-          if (opt.attack_alter_forwarded) alter_forwarded(msg, opt);
-          queue.push(std::move(msg));
-        }
-      }
-    }
+    for (size_t t = 0; t + 1 < N; ++t)
+      for (size_t c = 0; c < n_chunks; ++c) receiver.receive(t, c);
     queue.close();
   } catch (ContributionExceedsAnnouncement& e) {
     offender = e.offender_rank;
@@ -492,7 +526,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
 
   const RingClock::time_point d = RingClock::now();
   average_chunks(all, N, S, opt, output, carried);
-  stats.decode_s += since(d);
+  stats.decode_s += seconds_since(d);
   if (sent) {
     sent->offset = 0;
     sent->count = S;
@@ -501,7 +535,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
     sent->encoded.assign(all.begin() + static_cast<std::ptrdiff_t>(r * one),
                          all.begin() + static_cast<std::ptrdiff_t>((r + 1) * one));
   }
-  stats.seconds = since(t0);
+  stats.seconds = seconds_since(t0);
   return stats;
 }
 
