@@ -30,6 +30,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_device.h"
 #include "kernels/embedding.h"
+#include "kernels/fp8.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -119,6 +120,45 @@ void row_flops(const char* name, double ms, double flops, double ceiling) {
               flops / (ms * 1e-3) / 1e12, floor_ms, 100.0 * floor_ms / ms, ceiling);
 }
 
+// The FP8 linear layers' own work (precision.matmul fp8): the casts against
+// their copy-bandwidth floor (absmax reads 2 bytes a value, a cast reads 2
+// and writes 1), and the FP8 products against FP8's dense peak
+// (kFp8PeakTflops: twice bf16's 989).
+constexpr double kFp8PeakTflops = 1979.0;
+void bench_fp8_kernels(const ModelConfig& m, int64_t N, cudaStream_t s, cuda::Blas& blas, int it) {
+  const int64_t D = m.dim, F = m.ffn_dim, Q = m.qkv_dim();
+  std::printf("  FP8 linear layers (precision.matmul fp8):\n");
+  const int64_t x_n = N * std::max({D, m.q_dim(), F}), g_n = N * std::max({Q, D, 2 * F}), w_n = 2 * F * D;
+  bf16 *x = dalloc<bf16>(g_n), *w = dalloc<bf16>(w_n), *out = dalloc<bf16>(N * std::max(2 * F, Q));
+  fill_random_bf16(x, g_n, 11, 1.0f);
+  fill_random_bf16(w, w_n, 12, 0.02f);
+  uint8_t *x8 = dalloc<uint8_t>(g_n), *g8 = dalloc<uint8_t>(g_n), *w8 = dalloc<uint8_t>(w_n), *wt8 = dalloc<uint8_t>(w_n);
+  float* slots = dalloc<float>(4 * 4);  // 16 bytes apart, as the model keeps them
+  row_mem("fp8 absmax (SwiGLU's output)", time_ms(s, it, [&] { cuda::absmax(slots, x, N * F, s); }), 2.0 * N * F);
+  row_mem("fp8 cast e4m3 (SwiGLU's output)", time_ms(s, it, [&] {
+            cuda::fp8_cast(x8, slots + 4, x, N * F, slots, Fp8Format::e4m3, s);
+          }), 3.0 * N * F);
+  cuda::absmax(slots + 8, w, w_n, s);
+  row_mem("fp8 cast e4m3 transposed (gate|up w)", time_ms(s, it, [&] {
+            cuda::fp8_cast_transposed(wt8, slots + 12, w, 2 * F, D, slots + 8, Fp8Format::e4m3, s);
+          }), 3.0 * w_n);
+  cuda::fp8_cast(x8, slots + 4, x, x_n, slots, Fp8Format::e4m3, s);
+  cuda::absmax(slots, x, g_n, s);
+  cuda::fp8_cast(g8, slots + 4, x, g_n, slots, Fp8Format::e5m2, s);  // an output gradient's format
+  cuda::fp8_cast(w8, slots + 12, w, w_n, slots + 8, Fp8Format::e4m3, s);
+  struct G { const char* name; int64_t M, Nn, K; };
+  for (const G& g : {G{"fp8 gemm qkv   fwd", N, Q, D}, G{"fp8 gemm o     fwd", N, D, m.q_dim()},
+                     G{"fp8 gemm gate|up fwd", N, 2 * F, D}, G{"fp8 gemm down  fwd", N, D, F}})
+    row_flops(g.name, time_ms(s, it, [&] { blas.forward_fp8(out, x8, slots + 4, w8, slots + 12, g.M, g.Nn, g.K); }),
+              2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
+  for (const G& g : {G{"fp8 gemm gate|up dX", N, 2 * F, D}, G{"fp8 gemm down  dX", N, D, F}})
+    row_flops(g.name, time_ms(s, it, [&] { blas.input_grad_fp8(out, g8, slots + 4, wt8, slots + 12, g.M, g.Nn, g.K); }),
+              2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
+  for (void* p : {static_cast<void*>(x), static_cast<void*>(w), static_cast<void*>(out), static_cast<void*>(x8),
+                  static_cast<void*>(g8), static_cast<void*>(w8), static_cast<void*>(wt8), static_cast<void*>(slots)})
+    cudaFree(p);
+}
+
 void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<int32_t>& docs) {
   const ModelConfig& m = cfg.model;
   const int64_t N = B * T, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
@@ -157,6 +197,7 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
               time_ms(s, it, [&] { blas.backward(c, {dw, true, false}, a, b, w, g.M, g.Nn, g.K); }),
               4.0 * g.M * g.Nn * g.K, kGemmTflops);
   }
+  if (cfg.precision.matmul == "fp8") bench_fp8_kernels(m, N, s, blas, it);
   // memory-bound kernels
   bf16* wn = dalloc<bf16>(D);
   fill_random_bf16(wn, D, 4, 1.0f);
