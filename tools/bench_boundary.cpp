@@ -31,6 +31,7 @@
 #include "dist/sparse_allgather.h"
 #include "model/layout.h"
 #include "train/config.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/rng.h"
 
@@ -49,8 +50,6 @@ constexpr const char* kUsage =
     "  --decay B      error-feedback decay (default 0.8)\n"
     "  --threads T    OpenMP threads (default: all cores)\n"
     "  --repeat R     runs; the median of each part is printed (default 3)\n";
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

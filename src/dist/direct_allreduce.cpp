@@ -83,8 +83,7 @@ class DirectRun {
   uint64_t leaf_count() const { return audit_ ? 1 : 0; }
   uint64_t contribution_seq(size_t c) const { return leaf_count() + c; }
   uint64_t average_seq(size_t peer, size_t c) const { return leaf_count() + n_chunks(peer) + c; }
-  RingClock::time_point op_deadline() const { return std::min(RingClock::now() + opt_.message_timeout, opt_.deadline); }
-  static double since(RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); }
+  RingClock::time_point op_deadline() const { return message_deadline(opt_.message_timeout, opt_.deadline); }
   RingHeader header(uint8_t phase, size_t seg, size_t chunk) const;
   std::string message_name(const RingHeader& h, size_t from) const;
 
@@ -176,7 +175,7 @@ std::vector<uint8_t> DirectRun::receive_raw(size_t peer) {
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = peers_[peer]->recv_from_prev(op_deadline());
   RingStats& st = peer_stats_[peer];
-  st.recv_wait_s += since(t);
+  st.recv_wait_s += seconds_since(t);
   st.bytes_received += msg.size();
   st.messages_received += 1;
   return msg;
@@ -222,7 +221,7 @@ void DirectRun::own_encoding(size_t seg, size_t c, uint8_t* out) {
   if (first_non_finite(x, n) < n) refuse_non_finite_input(seg, c);
   const RingClock::time_point t = RingClock::now();
   codec_->encode(x, n, out, "the pseudo-gradient");
-  add_times(since(t), 0.0);
+  add_times(seconds_since(t), 0.0);
 }
 
 void DirectRun::send_own(const Job& job) {
@@ -254,7 +253,7 @@ void DirectRun::take_contribution(Job& job) {
   }
   const RingClock::time_point t = RingClock::now();
   codec_->validate(payload, job.h.count, what.c_str());
-  add_times(0.0, since(t));
+  add_times(0.0, seconds_since(t));
   held_[job.h.chunk][job.from] = std::move(job.msg);
   if (arrived_[job.h.chunk].fetch_add(1) + 1 == N_ - 1) reduce_chunk(job.h.chunk);
 }
@@ -290,12 +289,12 @@ void DirectRun::reduce_chunk(size_t c) {
   for (size_t i = 0; i < h.count; ++i) x[i] /= n;
   for (std::vector<uint8_t>& m : held_[c]) MessageBuffers::process().give(std::move(m));
   std::vector<std::vector<uint8_t>>().swap(held_[c]);
-  add_times(0.0, since(t));
+  add_times(0.0, seconds_since(t));
   const RingClock::time_point e = RingClock::now();
   std::vector<uint8_t> avg = new_ring_message(h);
   codec_->encode(x, h.count, avg.data() + kRingHeaderBytes, "the average");
   if (codec_->lossy()) codec_->decode(avg.data() + kRingHeaderBytes, h.count, x);
-  add_times(since(e), 0.0);
+  add_times(seconds_since(e), 0.0);
   keep_chunk(r_, c, avg.data() + kRingHeaderBytes);
   // One copy per peer but the last, which takes the buffer: each link seals
   // its frame in place, under its own key.
@@ -320,7 +319,7 @@ void DirectRun::take_average(Job& job) {
   double ss = 0.0;
   codec_->decode_fused(payload, job.h.count, nullptr, out_.data() + chunk_off(job.from, job.h.chunk),
                        check_.enabled() ? &ss : nullptr);
-  add_times(0.0, since(t));
+  add_times(0.0, seconds_since(t));
   if (check_.enabled()) {
     std::lock_guard<std::mutex> lock(check_mu_);
     check_.add_average(job.from, ss, what);

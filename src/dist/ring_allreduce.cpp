@@ -225,8 +225,7 @@ class LaneRun {
   size_t chunk_len(size_t seg, size_t c) const {
     return std::min(opt_.chunk_elems, seg_begin(seg) + seg_len(seg) - chunk_off(seg, c));
   }
-  RingClock::time_point op_deadline() const { return std::min(RingClock::now() + opt_.message_timeout, opt_.deadline); }
-  static double since(RingClock::time_point t) { return std::chrono::duration<double>(RingClock::now() - t).count(); }
+  RingClock::time_point op_deadline() const { return message_deadline(opt_.message_timeout, opt_.deadline); }
   RingHeader header(uint8_t phase, size_t step, size_t seg, size_t chunk) const;
 
   void send_loop();
@@ -305,7 +304,7 @@ std::vector<uint8_t> LaneRun::build(const RingHeader& h, const float* x) {
     }
     sign_ring_message(msg, *opt_.signer, leaf);
   }
-  add_times(since(t), 0.0);
+  add_times(seconds_since(t), 0.0);
   return msg;
 }
 
@@ -322,7 +321,7 @@ void LaneRun::send_loop() {
 std::vector<uint8_t> LaneRun::receive(const RingHeader& want) {
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = link_.recv_from_prev(op_deadline());
-  stats_.recv_wait_s += since(t);
+  stats_.recv_wait_s += seconds_since(t);
   stats_.bytes_received += msg.size();
   stats_.messages_received += 1;
   const std::string what = str(want.phase == kReduceScatter ? "reduce-scatter" : "all-gather", " message (step ",
@@ -342,7 +341,7 @@ void LaneRun::receive_leaves() {
   const std::string what = "commitment leaf message from the previous rank";
   const RingClock::time_point t = RingClock::now();
   std::vector<uint8_t> msg = link_.recv_from_prev(op_deadline());
-  stats_.recv_wait_s += since(t);
+  stats_.recv_wait_s += seconds_since(t);
   stats_.bytes_received += msg.size();
   stats_.messages_received += 1;
   prev_leaves_ = accept_leaf_message(msg, opt_, S_, static_cast<int>(wrap(int64_t(r_) - 1)), what);
@@ -427,7 +426,7 @@ void LaneRun::run_job(Job& job) {
     codec_->decode_fused(payload, h.count, nullptr, x, want_ss);
     check_contribution(job, ss, what);
     keep_chunk(h, payload);
-    add_times(0.0, since(d));
+    add_times(0.0, seconds_since(d));
     if (job.seq == UINT64_MAX) return MessageBuffers::process().give(std::move(job.msg));
     // The owner's bytes go on unchanged, but for the step.
     const uint32_t next_step = h.step + 1;
@@ -441,7 +440,7 @@ void LaneRun::run_job(Job& job) {
   check_contribution(job, ss, what);
   if (non_finite) refuse_non_finite_input(h);
   MessageBuffers::process().give(std::move(job.msg));  // added in: its pages serve a later message
-  add_times(0.0, since(d));
+  add_times(0.0, seconds_since(d));
   if (h.step + 2 < N_) {
     queue_.put(job.seq, build(header(kReduceScatter, h.step + 1, h.segment, h.chunk), x));
     return;

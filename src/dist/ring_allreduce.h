@@ -33,6 +33,7 @@
 // rather than at their deadline). The input is never written; the output is
 // unspecified after a failure. Retry with a new ring and a new round id.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -47,10 +48,17 @@
 #include "dist/identity.h"
 #include "dist/round_codec.h"
 #include "dist/sparse.h"
+#include "util/clock.h"
 
 namespace intellect {
 
 using RingClock = std::chrono::steady_clock;
+
+// One send's or receive's deadline: its own timeout, within the round's.
+inline RingClock::time_point message_deadline(std::chrono::milliseconds message_timeout,
+                                              RingClock::time_point round_deadline) {
+  return std::min(RingClock::now() + message_timeout, round_deadline);
+}
 
 // One rank's two neighbours. send_to_next and recv_from_prev are called from
 // two different threads at once and must be safe to do so. Both throw Error

@@ -343,10 +343,6 @@ void sparse_average_alone(std::span<const float> input, std::span<const float> r
 
 namespace {
 
-double seconds_since(RingClock::time_point t) {
-  return std::chrono::duration<double>(RingClock::now() - t).count();
-}
-
 // The receiving side of one rank's sparse all-gather, on the calling
 // thread: each message from the previous rank is checked (header, codes,
 // its author's signature, the source's announced bound), kept in `all`, and
@@ -368,7 +364,7 @@ class SparseReceiver {
     const std::string what = str("sparse all-gather message (step ", t, ", contribution of rank ", source, ", chunk ",
                                  c, ") from the previous rank");
     const RingClock::time_point tw = RingClock::now();
-    std::vector<uint8_t> msg = link_.recv_from_prev(std::min(RingClock::now() + opt_.message_timeout, opt_.deadline));
+    std::vector<uint8_t> msg = link_.recv_from_prev(message_deadline(opt_.message_timeout, opt_.deadline));
     stats_.recv_wait_s += seconds_since(tw);
     const RingClock::time_point d = RingClock::now();
     stats_.bytes_received += msg.size();
@@ -469,7 +465,7 @@ RingStats sparse_allgather_average(RingLink& link, const SparseRingOptions& opt,
   }
   const bool keyed = opt.signer != nullptr;
   const SparseLayout layout{opt, S, N, chunk, n_chunks, keyed};
-  auto op_deadline = [&] { return std::min(RingClock::now() + opt.message_timeout, opt.deadline); };
+  auto op_deadline = [&] { return message_deadline(opt.message_timeout, opt.deadline); };
   std::vector<std::vector<uint8_t>> own;
   if (N > 1) {
     const RingClock::time_point t = RingClock::now();

@@ -187,22 +187,6 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaStreamSynchronize(stream_), "init");
 }
 
-void LlamaCuda::allocate_fp8() {
-  const int64_t N = max_batch_ * T_, D = cfg_.dim, F = cfg_.ffn_dim;
-  for (const auto& [what, v] : std::vector<std::pair<const char*, int64_t>>{
-           {"model.dim", D}, {"the query width (n_heads x head_dim)", cfg_.q_dim()},
-           {"the q|k|v width", cfg_.qkv_dim()}, {"model.ffn_dim", F}, {"train.seq_len", T_}})
-    if (v % 16 != 0)
-      fail("precision.matmul \"fp8\" needs every GEMM dimension to be a multiple of 16 (cuBLASLt's FP8 "
-           "kernels), but ", what, " is ", v, "; use precision.matmul \"bf16\" with this model");
-  x8_ = alloc<uint8_t>(N * std::max({D, cfg_.q_dim(), F}));
-  g8_ = alloc<uint8_t>(N * std::max({cfg_.qkv_dim(), D, 2 * F}));
-  const int64_t w = std::max({cfg_.qkv_dim() * D, D * cfg_.q_dim(), 2 * F * D, D * F});
-  w8_ = alloc<uint8_t>(w);
-  wt8_ = alloc<uint8_t>(w);
-  fp8_slots_ = alloc<float>(kFp8SlotBytes / sizeof(float) * (kFp8FixedSlots + 4 * cfg_.n_layers));
-}
-
 // Slots of fp8_slots_, 16 bytes apart (cuBLASLt's FP8 kernels want aligned
 // pointers, scales included): the operand in hand (amax, then inverse
 // scale), then each block's weights' amax.
@@ -210,6 +194,21 @@ namespace {
 enum Fp8Slot { kInAmax, kInScaleInv, kGradAmax, kGradScaleInv, kWeightScaleInv, kWeightTScaleInv };
 constexpr int kSlotFloats = kFp8SlotBytes / sizeof(float);
 float* slot(float* slots, int i) { return slots + kSlotFloats * i; }
+}  // namespace
+
+void LlamaCuda::allocate_fp8() {
+  for (const auto& [what, v] : std::vector<std::pair<const char*, int64_t>>{
+           {"model.dim", cfg_.dim}, {"the query width (n_heads x head_dim)", cfg_.q_dim()},
+           {"the q|k|v width", cfg_.qkv_dim()}, {"model.ffn_dim", cfg_.ffn_dim}, {"train.seq_len", T_}})
+    if (v % 16 != 0)
+      fail("precision.matmul \"fp8\" needs every GEMM dimension to be a multiple of 16 (cuBLASLt's FP8 "
+           "kernels), but ", what, " is ", v, "; use precision.matmul \"bf16\" with this model");
+  const Fp8Scratch sizes = fp8_scratch(cfg_, max_batch_ * T_);  // what the memory estimate counts
+  x8_ = alloc<uint8_t>(sizes.input);
+  g8_ = alloc<uint8_t>(sizes.grad);
+  w8_ = alloc<uint8_t>(sizes.weight);
+  wt8_ = alloc<uint8_t>(sizes.weight);
+  fp8_slots_ = alloc<float>(kSlotFloats * sizes.slots);
 }
 
 void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N,

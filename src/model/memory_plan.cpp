@@ -82,12 +82,19 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V) {
   return std::min(N, rows);
 }
 
-size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N) {
+Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N) {
   const int64_t D = cfg.dim, F = cfg.ffn_dim, Q = cfg.q_dim(), QKV = cfg.qkv_dim();
-  const int64_t x = N * std::max({D, Q, F});
-  const int64_t g = N * std::max({QKV, D, 2 * F});
-  const int64_t w = std::max({QKV * D, D * Q, 2 * F * D, D * F});
-  return static_cast<size_t>(x + g + 2 * w) + static_cast<size_t>(kFp8FixedSlots + 4 * cfg.n_layers) * kFp8SlotBytes;
+  Fp8Scratch s;
+  s.input = N * std::max({D, Q, F});
+  s.grad = N * std::max({QKV, D, 2 * F});
+  s.weight = std::max({QKV * D, D * Q, 2 * F * D, D * F});
+  s.slots = kFp8FixedSlots + 4 * cfg.n_layers;
+  return s;
+}
+
+size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N) {
+  const Fp8Scratch s = fp8_scratch(cfg, N);
+  return static_cast<size_t>(s.input + s.grad + 2 * s.weight) + static_cast<size_t>(s.slots) * kFp8SlotBytes;
 }
 
 }  // namespace intellect

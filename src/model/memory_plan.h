@@ -45,6 +45,11 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V);
 // weights' absolute maxima, kept from the forward pass for the backward one.
 constexpr int kFp8FixedSlots = 6;
 constexpr int kFp8SlotBytes = 16;  // each slot aligned for cuBLASLt
+struct Fp8Scratch {
+  int64_t input = 0, grad = 0, weight = 0;  // elements (bytes) of each FP8 buffer; the weight's twice
+  int64_t slots = 0;                        // scale slots of kFp8SlotBytes
+};
+Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N);
 size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N);
 
 // Activation bytes of one block at B sequences of T tokens.

@@ -6,11 +6,11 @@
 #include <cstdio>
 #include <string>
 
+#include "util/clock.h"
+
 namespace intellect {
 
 using Clock = std::chrono::steady_clock;
-
-inline double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // One "intellect: ..." line on stderr.
 inline void note(const std::string& msg) { std::fprintf(stderr, "intellect: %s\n", msg.c_str()); }
