@@ -133,27 +133,28 @@ void bench_fp8_kernels(const ModelConfig& m, int64_t N, cudaStream_t s, cuda::Bl
   fill_random_bf16(x, g_n, 11, 1.0f);
   fill_random_bf16(w, w_n, 12, 0.02f);
   uint8_t *x8 = dalloc<uint8_t>(g_n), *g8 = dalloc<uint8_t>(g_n), *w8 = dalloc<uint8_t>(w_n), *wt8 = dalloc<uint8_t>(w_n);
-  // 16 bytes apart, as the model keeps them: the input's amax and inverse scale, the weight's, the gradient's
-  float* slots = dalloc<float>(4 * 6);
+  // kFp8ScaleSlotBytes apart, as the model keeps them: the input's amax and inverse scale, the weight's, the gradient's
+  constexpr int kS = kFp8ScaleSlotBytes / sizeof(float);
+  float* slots = dalloc<float>(kS * 6);
   row_mem("fp8 absmax (SwiGLU's output)", time_ms(s, it, [&] { cuda::absmax(slots, x, N * F, s); }), 2.0 * N * F);
   row_mem("fp8 cast e4m3 (SwiGLU's output)", time_ms(s, it, [&] {
-            cuda::fp8_cast(x8, slots + 4, x, N * F, slots, Fp8Format::e4m3, s);
+            cuda::fp8_cast(x8, slots + kS, x, N * F, slots, Fp8Format::e4m3, s);
           }), 3.0 * N * F);
-  cuda::absmax(slots + 8, w, w_n, s);
+  cuda::absmax(slots + 2 * kS, w, w_n, s);
   row_mem("fp8 cast e4m3 transposed (gate|up w)", time_ms(s, it, [&] {
-            cuda::fp8_cast_transposed(wt8, slots + 12, w, 2 * F, D, slots + 8, Fp8Format::e4m3, s);
+            cuda::fp8_cast_transposed(wt8, slots + 3 * kS, w, 2 * F, D, slots + 2 * kS, Fp8Format::e4m3, s);
           }), 3.0 * w_n);
-  cuda::fp8_cast(x8, slots + 4, x, x_n, slots, Fp8Format::e4m3, s);
-  cuda::absmax(slots + 16, x, g_n, s);
-  cuda::fp8_cast(g8, slots + 20, x, g_n, slots + 16, Fp8Format::e5m2, s);  // an output gradient's format
-  cuda::fp8_cast(w8, slots + 12, w, w_n, slots + 8, Fp8Format::e4m3, s);
+  cuda::fp8_cast(x8, slots + kS, x, x_n, slots, Fp8Format::e4m3, s);
+  cuda::absmax(slots + 4 * kS, x, g_n, s);
+  cuda::fp8_cast(g8, slots + 5 * kS, x, g_n, slots + 4 * kS, Fp8Format::e5m2, s);  // an output gradient's format
+  cuda::fp8_cast(w8, slots + 3 * kS, w, w_n, slots + 2 * kS, Fp8Format::e4m3, s);
   struct G { const char* name; int64_t M, Nn, K; };
   for (const G& g : {G{"fp8 gemm qkv   fwd", N, Q, D}, G{"fp8 gemm o     fwd", N, D, m.q_dim()},
                      G{"fp8 gemm gate|up fwd", N, 2 * F, D}, G{"fp8 gemm down  fwd", N, D, F}})
-    row_flops(g.name, time_ms(s, it, [&] { blas.forward_fp8(out, x8, slots + 4, w8, slots + 12, g.M, g.Nn, g.K); }),
+    row_flops(g.name, time_ms(s, it, [&] { blas.forward_fp8(out, x8, slots + kS, w8, slots + 3 * kS, g.M, g.Nn, g.K); }),
               2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
   for (const G& g : {G{"fp8 gemm gate|up dX", N, 2 * F, D}, G{"fp8 gemm down  dX", N, D, F}})
-    row_flops(g.name, time_ms(s, it, [&] { blas.input_grad_fp8(out, g8, slots + 20, wt8, slots + 12, g.M, g.Nn, g.K); }),
+    row_flops(g.name, time_ms(s, it, [&] { blas.input_grad_fp8(out, g8, slots + 5 * kS, wt8, slots + 3 * kS, g.M, g.Nn, g.K); }),
               2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
   for (void* p : {static_cast<void*>(x), static_cast<void*>(w), static_cast<void*>(out), static_cast<void*>(x8),
                   static_cast<void*>(g8), static_cast<void*>(w8), static_cast<void*>(wt8), static_cast<void*>(slots)})

@@ -16,6 +16,10 @@
 
 namespace intellect {
 enum class Fp8Format : uint8_t { e4m3, e5m2 };
+// How far apart FP8 scales are kept on the GPU (each in a slot of its own):
+// cudaMalloc's alignment. cuBLASLt refused FP8 products whose scales sat 4
+// bytes apart (H200, 2026-12-05) and documents no bound for them.
+constexpr int kFp8ScaleSlotBytes = 256;
 }
 
 namespace intellect::cpu {

@@ -120,20 +120,27 @@ void Blas::backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* 
 }
 
 bool Blas::Fp8Key::operator<(const Fp8Key& o) const {
-  return std::tie(m, n, k, b_e5m2, fast_accum) < std::tie(o.m, o.n, o.k, o.b_e5m2, o.fast_accum);
+  return std::tie(m, n, k, b_e5m2, fast_accum, align) < std::tie(o.m, o.n, o.k, o.b_e5m2, o.fast_accum, o.align);
 }
 
 // The descriptors and cuBLASLt's first-ranked algorithm for each FP8 shape,
 // made at its first use (the warm-up step) and kept: a step after it only
 // points the descriptor at this call's scales.
-void Blas::gemm_fp8(const Fp8Key& key, const void* A, const float* a_scale_inv, const void* B,
+void Blas::gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const void* B,
                     const float* b_scale_inv, bf16* D) {
   cublasLtHandle_t lt = static_cast<cublasLtHandle_t>(lt_);
+  // The heuristics assume 256-byte aligned operands unless told otherwise, and
+  // an algorithm chosen so refuses a less aligned pointer (NOT_SUPPORTED):
+  // the key carries the alignment the pointers actually have.
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(A) | reinterpret_cast<uintptr_t>(B) |
+                         reinterpret_cast<uintptr_t>(D) | uintptr_t{256};
+  key.align = static_cast<int>(bits & (~bits + 1));
   std::shared_ptr<Tuned>& slot = fp8_[key];
   if (!slot) {
-    if (key.m % 16 || key.n % 16 || key.k % 16)
+    if (key.m % 16 || key.n % 16 || key.k % 16 || key.align < 16)
       fail("FP8 matmul: every dimension must be a multiple of 16 for cuBLASLt's FP8 kernels (m=", key.m,
-           ", n=", key.n, ", k=", key.k, "); use precision.matmul \"bf16\" for this shape");
+           ", n=", key.n, ", k=", key.k, ") and every operand 16-byte aligned (their common alignment is ",
+           key.align, " bytes); use precision.matmul \"bf16\" for this shape");
     auto t = std::make_shared<Tuned>();
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&t->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
@@ -153,6 +160,10 @@ void Blas::gemm_fp8(const Fp8Key& key, const void* A, const float* a_scale_inv, 
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const size_t ws = workspace_bytes_;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    const uint32_t align = static_cast<uint32_t>(key.align);
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
     cublasLtMatmulHeuristicResult_t cand[8]{};
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, t->desc, t->a, t->b, t->c, t->c, pref, 8, cand, &found);

@@ -87,10 +87,11 @@ class Blas {
   struct Fp8Key {
     int m, n, k;
     bool b_e5m2, fast_accum;
+    int align = 256;  // the operands' common pointer alignment, bytes (the heuristics choose for it)
     bool operator<(const Fp8Key& o) const;
   };
   // D[m,n] = Aᵀ·B (column-major), A [k,m] E4M3, B [k,n] E4M3 or E5M2, D bf16.
-  void gemm_fp8(const Fp8Key& key, const void* A, const float* a_scale_inv, const void* B, const float* b_scale_inv,
+  void gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const void* B, const float* b_scale_inv,
                 bf16* D);
   std::map<Fp8Key, std::shared_ptr<Tuned>> fp8_;
   void* handle_ = nullptr;     // cublasHandle_t

@@ -187,7 +187,7 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
   check(cudaStreamSynchronize(stream_), "init");
 }
 
-// Slots of fp8_slots_, 16 bytes apart (cuBLASLt's FP8 kernels want aligned
+// Slots of fp8_slots_, kFp8SlotBytes apart (cuBLASLt's FP8 kernels want aligned
 // pointers, scales included): the operand in hand (amax, then inverse
 // scale), then each block's weights' amax.
 namespace {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/fp8.h"
 #include "model/config.h"
 
 namespace intellect {
@@ -44,7 +45,7 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V);
 // kFp8FixedSlots slots for the operand in hand, and each block's four
 // weights' absolute maxima, kept from the forward pass for the backward one.
 constexpr int kFp8FixedSlots = 6;
-constexpr int kFp8SlotBytes = 16;  // each slot aligned for cuBLASLt
+constexpr int kFp8SlotBytes = kFp8ScaleSlotBytes;
 struct Fp8Scratch {
   int64_t input = 0, grad = 0, weight = 0;  // elements (bytes) of each FP8 buffer; the weight's twice
   int64_t slots = 0;                        // scale slots of kFp8SlotBytes

@@ -627,8 +627,9 @@ TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
     dx.upload(to_bf16(x));
     dw.upload(to_bf16(w));
     dg.upload(to_bf16(g));
-    DeviceBuffer<float> s(4 * 7);  // slots 16 bytes apart: cuBLASLt wants aligned scale pointers
-    auto at = [&](int k) { return s.get() + 4 * k; };
+    constexpr int kS = kFp8ScaleSlotBytes / sizeof(float);  // as the model keeps its scales
+    DeviceBuffer<float> s(kS * 7);
+    auto at = [&](int k) { return s.get() + kS * k; };
     DeviceBuffer<uint8_t> x8(M * K), w8(N * K), wt8(N * K), g8(M * N);
     cuda::absmax(at(0), dx.get(), M * K, nullptr);
     cuda::fp8_cast(x8.get(), at(1), dx.get(), M * K, at(0), Fp8Format::e4m3, nullptr);
@@ -640,8 +641,8 @@ TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
     blas.forward_fp8(dy.get(), x8.get(), at(1), w8.get(), at(3), M, N, K);
     blas.input_grad_fp8(ddx.get(), g8.get(), at(6), wt8.get(), at(4), M, N, K);
     const auto sl = s.download();
-    const auto xq = decoded(x8.download(), sl[4 * 1], Fp8Format::e4m3), wq = decoded(w8.download(), sl[4 * 3], Fp8Format::e4m3),
-               gq = decoded(g8.download(), sl[4 * 6], Fp8Format::e5m2);
+    const auto xq = decoded(x8.download(), sl[kS * 1], Fp8Format::e4m3), wq = decoded(w8.download(), sl[kS * 3], Fp8Format::e4m3),
+               gq = decoded(g8.download(), sl[kS * 6], Fp8Format::e5m2);
     std::vector<float> y(M * N), rdx(M * K);
     cpu::matmul_forward(y.data(), xq.data(), wq.data(), M, N, K);
     cpu::matmul_backward(rdx.data(), nullptr, gq.data(), xq.data(), wq.data(), M, N, K);
