@@ -109,6 +109,10 @@ TEST(Config, ErrorsNameFileAndField) {
   EXPECT_CONTAINS(test::error_of([] { load_config("", {"precision.matmul=int8"}); }),
                   "precision.matmul: must be one of \"bf16\", \"fp8\"");
   EXPECT_EQ(load_config("", {"train.device=cuda", "precision.matmul=fp8"}).precision.matmul, "fp8");
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.device=cuda", "precision.fp8_weight_gradients=true"}); }),
+                  "precision.fp8_weight_gradients: is true but matmul is \"bf16\"");
+  EXPECT_TRUE(load_config("", {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_weight_gradients=true"})
+                  .precision.fp8_weight_gradients);
   const std::string path = ::testing::TempDir() + "/broken.json";
   write_file_atomic(path, "{ \"model\": ", 11);
   EXPECT_CONTAINS(test::error_of([&] { load_config(path, {}); }), path + ": not valid JSON");

@@ -147,7 +147,7 @@ TEST(MemoryEstimate, Fp8LinearLayersAddTheirScratch) {
   const size_t scratch = fp8_scratch_bytes(f8.model, 8192);
   // 8192 x 14336 (SwiGLU's output) + 8192 x 28672 (gate|up's gradient) + 2 x 28672 x 4096 (gate|up's weight)
   EXPECT_EQ(scratch, size_t(8192) * 14336 + size_t(8192) * 28672 + 2 * size_t(28672) * 4096 +
-                         size_t(kFp8FixedSlots + 4 * 42) * kFp8SlotBytes);
+                         size_t(kFp8FixedSlots + kFp8SlotsPerBlock * 42) * kFp8SlotBytes);
   EXPECT_EQ(estimate_gpu_memory(f8, 1).step_buffers - estimate_gpu_memory(b16, 1).step_buffers, scratch);
   EXPECT_TRUE(estimate_gpu_memory(f8, 1).fits);
 }

@@ -156,6 +156,14 @@ void bench_fp8_kernels(const ModelConfig& m, int64_t N, cudaStream_t s, cuda::Bl
   for (const G& g : {G{"fp8 gemm gate|up dX", N, 2 * F, D}, G{"fp8 gemm down  dX", N, D, F}})
     row_flops(g.name, time_ms(s, it, [&] { blas.input_grad_fp8(out, g8, slots + 5 * kS, wt8, slots + 3 * kS, g.M, g.Nn, g.K); }),
               2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
+  // precision.fp8_weight_gradients: the operands cast transposed (the casts' cost is the transposed row above)
+  bf16* dw = dalloc<bf16>(w_n);
+  for (const G& g : {G{"fp8 gemm gate|up dW", N, 2 * F, D}, G{"fp8 gemm down  dW", N, D, F}})
+    row_flops(g.name, time_ms(s, it, [&] {
+                blas.weight_grad_fp8({dw, true, false}, g8, slots + 5 * kS, x8, slots + kS, g.M, g.Nn, g.K);
+              }),
+              2.0 * g.M * g.Nn * g.K, kFp8PeakTflops);
+  cudaFree(dw);
   for (void* p : {static_cast<void*>(x), static_cast<void*>(w), static_cast<void*>(out), static_cast<void*>(x8),
                   static_cast<void*>(g8), static_cast<void*>(w8), static_cast<void*>(wt8), static_cast<void*>(slots)})
     cudaFree(p);

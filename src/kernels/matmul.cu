@@ -120,14 +120,15 @@ void Blas::backward(bf16* din, const GradOut& dw, const bf16* dout, const bf16* 
 }
 
 bool Blas::Fp8Key::operator<(const Fp8Key& o) const {
-  return std::tie(m, n, k, b_e5m2, fast_accum, align) < std::tie(o.m, o.n, o.k, o.b_e5m2, o.fast_accum, o.align);
+  return std::tie(m, n, k, b_e5m2, fast_accum, d_f32, beta1, align) <
+         std::tie(o.m, o.n, o.k, o.b_e5m2, o.fast_accum, o.d_f32, o.beta1, o.align);
 }
 
 // The descriptors and cuBLASLt's first-ranked algorithm for each FP8 shape,
 // made at its first use (the warm-up step) and kept: a step after it only
 // points the descriptor at this call's scales.
 void Blas::gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const void* B,
-                    const float* b_scale_inv, bf16* D) {
+                    const float* b_scale_inv, void* D) {
   cublasLtHandle_t lt = static_cast<cublasLtHandle_t>(lt_);
   // The heuristics assume 256-byte aligned operands unless told otherwise, and
   // an algorithm chosen so refuses a less aligned pointer (NOT_SUPPORTED):
@@ -155,7 +156,7 @@ void Blas::gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const v
                                                 sizeof(b_scale_inv)));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->a, CUDA_R_8F_E4M3, key.k, key.m, key.k));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->b, key.b_e5m2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3, key.k, key.n, key.k));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->c, CUDA_R_16BF, key.m, key.n, key.m));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&t->c, key.d_f32 ? CUDA_R_32F : CUDA_R_16BF, key.m, key.n, key.m));
     cublasLtMatmulPreference_t pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const size_t ws = workspace_bytes_;
@@ -180,7 +181,7 @@ void Blas::gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const v
                                               sizeof(a_scale_inv)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(t.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale_inv,
                                               sizeof(b_scale_inv)));
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = key.beta1 ? 1.0f : 0.0f;
   auto run = [&](const cublasLtMatmulAlgo_t* algo) {
     return cublasLtMatmul(lt, t.desc, &alpha, A, t.a, B, t.b, &beta, D, t.c, D, t.c, algo, workspace_,
                           workspace_bytes_, static_cast<cudaStream_t>(stream_));
@@ -218,6 +219,16 @@ void Blas::input_grad_fp8(bf16* din, const uint8_t* dout8, const float* dout_sca
                           const float* w_scale_inv, int64_t M, int64_t N, int64_t K) {
   gemm_fp8({to_int(K, "K"), to_int(M, "M"), to_int(N, "N"), true, false}, wt8, w_scale_inv, dout8, dout_scale_inv,
            din);
+}
+
+//   dw[N,K] (+)= doutᵀ·in  ⇔  dwᵀ[K,N] (+)= (in_t8 as [M,K])ᵀ · (dout_t8 as [M,N])
+void Blas::weight_grad_fp8(const GradOut& dw, const uint8_t* dout_t8, const float* dout_scale_inv, const uint8_t* in_t8,
+                           const float* in_scale_inv, int64_t M, int64_t N, int64_t K) {
+  if (!dw.p) return;
+  Fp8Key key{to_int(K, "K"), to_int(N, "N"), to_int(M, "M"), true, false};
+  key.d_f32 = !dw.bf16;
+  key.beta1 = dw.accumulate;
+  gemm_fp8(key, in_t8, in_scale_inv, dout_t8, dout_scale_inv, dw.p);
 }
 
 namespace {

@@ -57,6 +57,11 @@ class Blas {
   // din[M,K] = dout8[M,N] · w[N,K], with dout8 E5M2 and w given as wt8[K,N], E4M3.
   void input_grad_fp8(bf16* din, const uint8_t* dout8, const float* dout_scale_inv, const uint8_t* wt8,
                       const float* w_scale_inv, int64_t M, int64_t N, int64_t K);
+  // dw[N,K] (+)= doutᵀ · in over the M tokens, both operands given transposed
+  // (tokens contiguous, as cuBLASLt's FP8 kernels take the reduction
+  // dimension): dout_t8[N,M] E5M2, in_t8[K,M] E4M3; fp32 or bf16 out as dw says.
+  void weight_grad_fp8(const GradOut& dw, const uint8_t* dout_t8, const float* dout_scale_inv, const uint8_t* in_t8,
+                       const float* in_scale_inv, int64_t M, int64_t N, int64_t K);
 
   // One GEMM the model will run, as forward(M, N, K) or backward(M, N, K)
   // name them; dw_bf16/dw_accumulate select the weight-gradient variant.
@@ -87,12 +92,13 @@ class Blas {
   struct Fp8Key {
     int m, n, k;
     bool b_e5m2, fast_accum;
+    bool d_f32 = false, beta1 = false;  // D (and C) fp32 instead of bf16; D += rather than D =
     int align = 256;  // the operands' common pointer alignment, bytes (the heuristics choose for it)
     bool operator<(const Fp8Key& o) const;
   };
-  // D[m,n] = Aᵀ·B (column-major), A [k,m] E4M3, B [k,n] E4M3 or E5M2, D bf16.
+  // D[m,n] (+)= Aᵀ·B (column-major), A [k,m] E4M3, B [k,n] E4M3 or E5M2, D bf16 or fp32.
   void gemm_fp8(Fp8Key key, const void* A, const float* a_scale_inv, const void* B, const float* b_scale_inv,
-                bf16* D);
+                void* D);
   std::map<Fp8Key, std::shared_ptr<Tuned>> fp8_;
   void* handle_ = nullptr;     // cublasHandle_t
   void* lt_ = nullptr;         // cublasLtHandle_t

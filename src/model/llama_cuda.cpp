@@ -188,12 +188,18 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
 }
 
 // Slots of fp8_slots_, kFp8SlotBytes apart (cuBLASLt's FP8 kernels want aligned
-// pointers, scales included): the operand in hand (amax, then inverse
-// scale), then each block's weights' amax.
+// pointers, scales included): the inverse scales of the operands in hand and
+// the output gradient's amax; then per block its four weights' amax and its
+// four linear inputs' amax, kept from the forward pass for the backward one.
 namespace {
-enum Fp8Slot { kInAmax, kInScaleInv, kGradAmax, kGradScaleInv, kWeightScaleInv, kWeightTScaleInv };
+enum Fp8Slot { kInScaleInv, kGradAmax, kGradScaleInv, kWeightScaleInv, kWeightTScaleInv, kInTScaleInv, kGradTScaleInv };
+static_assert(kGradTScaleInv + 1 == kFp8FixedSlots);
 constexpr int kSlotFloats = kFp8SlotBytes / sizeof(float);
 float* slot(float* slots, int i) { return slots + kSlotFloats * i; }
+float* weight_amax(float* slots, int l, int which) { return slot(slots, kFp8FixedSlots + kFp8SlotsPerBlock * l + which); }
+float* input_amax(float* slots, int l, int which) {
+  return slot(slots, kFp8FixedSlots + kFp8SlotsPerBlock * l + 4 + which);
+}
 }  // namespace
 
 void LlamaCuda::allocate_fp8() {
@@ -215,28 +221,38 @@ void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, cons
                                int64_t K) {
   if (!opts_.fp8) return blas_->forward(out, in, w, M, N, K);
   float* s = fp8_slots_;
-  float* w_amax = slot(s, kFp8FixedSlots + 4 * l + which);
-  cuda::absmax(slot(s, kInAmax), in, M * K, stream_);
-  cuda::fp8_cast(x8_, slot(s, kInScaleInv), in, M * K, slot(s, kInAmax), Fp8Format::e4m3, stream_);
+  float* w_amax = weight_amax(s, l, which);
+  float* in_amax = input_amax(s, l, which);
+  cuda::absmax(in_amax, in, M * K, stream_);
+  cuda::fp8_cast(x8_, slot(s, kInScaleInv), in, M * K, in_amax, Fp8Format::e4m3, stream_);
   cuda::absmax(w_amax, w, N * K, stream_);
   cuda::fp8_cast(w8_, slot(s, kWeightScaleInv), w, N * K, w_amax, Fp8Format::e4m3, stream_);
   blas_->forward_fp8(out, x8_, slot(s, kInScaleInv), w8_, slot(s, kWeightScaleInv), M, N, K);
 }
 
-// The weight gradient stays a bf16 product (FP8 would need both its operands
-// transposed, and it is what the optimizer steps with); the input gradient
-// runs in FP8 against the weight transposed, scaled by the amax its forward
-// pass kept (the weights do not change between the two passes).
+// The input gradient runs in FP8 against the weight transposed, scaled by
+// the amax its forward pass kept (the weights do not change between the two
+// passes). The weight gradient is a bf16 product unless opts_.fp8_dw: then
+// the output gradient and the input, cast transposed (tokens contiguous, as
+// cuBLASLt's FP8 kernels take the reduction dimension) into the buffers the
+// input gradient's product has finished with (stream order), by the amax
+// of each that is already known.
 void LlamaCuda::linear_backward(int l, int which, bf16* din, const cuda::GradOut& dw, const bf16* dout,
                                 const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K) {
   if (!opts_.fp8) return blas_->backward(din, dw, dout, in, w, M, N, K);
-  blas_->backward(nullptr, dw, dout, in, w, M, N, K);
   float* s = fp8_slots_;
-  const float* w_amax = slot(s, kFp8FixedSlots + 4 * l + which);
   cuda::absmax(slot(s, kGradAmax), dout, M * N, stream_);
-  cuda::fp8_cast(g8_, slot(s, kGradScaleInv), dout, M * N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
-  cuda::fp8_cast_transposed(wt8_, slot(s, kWeightTScaleInv), w, N, K, w_amax, Fp8Format::e4m3, stream_);
-  blas_->input_grad_fp8(din, g8_, slot(s, kGradScaleInv), wt8_, slot(s, kWeightTScaleInv), M, N, K);
+  if (din) {
+    cuda::fp8_cast(g8_, slot(s, kGradScaleInv), dout, M * N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
+    cuda::fp8_cast_transposed(wt8_, slot(s, kWeightTScaleInv), w, N, K, weight_amax(s, l, which), Fp8Format::e4m3,
+                              stream_);
+    blas_->input_grad_fp8(din, g8_, slot(s, kGradScaleInv), wt8_, slot(s, kWeightTScaleInv), M, N, K);
+  }
+  if (!dw.p) return;
+  if (!opts_.fp8_dw) return blas_->backward(nullptr, dw, dout, in, w, M, N, K);
+  cuda::fp8_cast_transposed(g8_, slot(s, kGradTScaleInv), dout, M, N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
+  cuda::fp8_cast_transposed(x8_, slot(s, kInTScaleInv), in, M, K, input_amax(s, l, which), Fp8Format::e4m3, stream_);
+  blas_->weight_grad_fp8(dw, g8_, slot(s, kGradTScaleInv), x8_, slot(s, kInTScaleInv), M, N, K);
 }
 
 // Per-block activations at the levels of the memory plan: planned from the

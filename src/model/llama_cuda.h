@@ -50,8 +50,9 @@ struct CudaOptions {
   bool reduce_bf16 = false;   // reduce-scatter gradients in bf16 (half the bytes) instead of fp32
   // FP8 linear layers in the blocks (precision.matmul "fp8"): forward and
   // input-gradient GEMMs in FP8, each operand scaled per tensor as it is cast;
-  // weight gradients in bf16 products (kernels/fp8.h).
+  // weight gradients in bf16 products (kernels/fp8.h) unless fp8_dw.
   bool fp8 = false;
+  bool fp8_dw = false;  // precision.fp8_weight_gradients: the weight gradients' GEMMs in FP8 too
 };
 
 struct CudaStepStats {

@@ -88,7 +88,7 @@ Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N) {
   s.input = N * std::max({D, Q, F});
   s.grad = N * std::max({QKV, D, 2 * F});
   s.weight = std::max({QKV * D, D * Q, 2 * F * D, D * F});
-  s.slots = kFp8FixedSlots + 4 * cfg.n_layers;
+  s.slots = kFp8FixedSlots + kFp8SlotsPerBlock * cfg.n_layers;
   return s;
 }
 

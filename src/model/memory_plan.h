@@ -41,10 +41,13 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V);
 // The FP8 linear layers' scratch (precision.matmul "fp8") at N tokens a
 // micro-batch: one FP8 copy of the largest linear input, of the largest
 // output gradient, and of the largest weight twice (as is, and transposed for
-// the input gradient), cast just before each product; and the scales:
-// kFp8FixedSlots slots for the operand in hand, and each block's four
-// weights' absolute maxima, kept from the forward pass for the backward one.
-constexpr int kFp8FixedSlots = 6;
+// the input gradient), cast just before each product (FP8 weight gradients
+// cast the input and the output gradient transposed into the same two
+// buffers, free by then); and the scales: kFp8FixedSlots slots for the
+// operands in hand, and each block's four weights' and four inputs' absolute
+// maxima (kFp8SlotsPerBlock), kept from the forward pass for the backward one.
+constexpr int kFp8FixedSlots = 7;
+constexpr int kFp8SlotsPerBlock = 8;
 constexpr int kFp8SlotBytes = kFp8ScaleSlotBytes;
 struct Fp8Scratch {
   int64_t input = 0, grad = 0, weight = 0;  // elements (bytes) of each FP8 buffer; the weight's twice

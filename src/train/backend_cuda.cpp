@@ -19,7 +19,9 @@ class CudaBackend final : public Backend {
                cfg_.precision.master_weights ? "fp32 master weights" : "bf16 weights (stochastic rounding)",
                ", AdamW state ", cfg_.precision.optim_state_dtype, ", gradients ",
                cuda_options(cfg_).grads_bf16 ? "bf16" : "fp32",
-               cfg_.precision.matmul == "fp8" ? ", FP8 linear layers (forward and input gradients)" : "",
+               cfg_.precision.matmul != "fp8"            ? ""
+               : cfg_.precision.fp8_weight_gradients ? ", FP8 linear layers (forward, input and weight gradients)"
+                                                     : ", FP8 linear layers (forward and input gradients)",
                ", attention: ", model_.attention_impl(),
                ", ", model_.device_bytes() / double(1 << 30), " GiB allocated; recompute plan: ",
                model_.memory_plan().describe(), "; ", model_.gemm_tuning());
@@ -88,6 +90,7 @@ CudaOptions cuda_options(const Config& cfg) {
   o.decay_norms_and_embeddings = cfg.optim.decay_norms_and_embeddings;
   o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";
   o.fp8 = cfg.precision.matmul == "fp8";
+  o.fp8_dw = o.fp8 && cfg.precision.fp8_weight_gradients;
   return o;
 }
 

@@ -192,6 +192,10 @@ void read_precision(JsonReader r, Config& c) {
   if (c.precision.matmul == "fp8" && c.train.device != "cuda")
     r.error("matmul", "\"fp8\" runs on the CUDA backend (Hopper GEMMs); train.device is \"" + c.train.device +
                           "\", whose fp32 products are the reference: set train.device to \"cuda\" or matmul to \"bf16\"");
+  c.precision.fp8_weight_gradients = r.get_bool("fp8_weight_gradients", false);
+  if (c.precision.fp8_weight_gradients && c.precision.matmul != "fp8")
+    r.error("fp8_weight_gradients", "is true but matmul is \"" + c.precision.matmul +
+                                        "\": FP8 weight gradients go with FP8 linear layers; set matmul to \"fp8\"");
   r.finish();
 }
 

@@ -80,6 +80,10 @@ struct PrecisionConfig {
   // gradients; the weight gradients, attention and the classifier stay bf16).
   // CUDA on Hopper only.
   std::string matmul = "bf16";
+  // With matmul "fp8": the weight-gradient GEMMs in FP8 too (E5M2 output
+  // gradient × E4M3 input, both cast transposed), as torchao's tensorwise
+  // recipe does; off, they stay bf16 products.
+  bool fp8_weight_gradients = false;
 };
 
 // One dataset of a mixture. In the config either a string (the path; one

@@ -628,7 +628,7 @@ TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
     dw.upload(to_bf16(w));
     dg.upload(to_bf16(g));
     constexpr int kS = kFp8ScaleSlotBytes / sizeof(float);  // as the model keeps its scales
-    DeviceBuffer<float> s(kS * 7);
+    DeviceBuffer<float> s(kS * 9);
     auto at = [&](int k) { return s.get() + kS * k; };
     DeviceBuffer<uint8_t> x8(M * K), w8(N * K), wt8(N * K), g8(M * N);
     cuda::absmax(at(0), dx.get(), M * K, nullptr);
@@ -648,6 +648,35 @@ TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
     cpu::matmul_backward(rdx.data(), nullptr, gq.data(), xq.data(), wq.data(), M, N, K);
     EXPECT_LT(rel_error(to_f32(dy.download()), y), kBf16Tol);
     EXPECT_LT(rel_error(to_f32(ddx.download()), rdx), kBf16Tol);
+    // The weight gradient from both operands cast transposed (tokens
+    // contiguous): written in bf16, and added onto an fp32 gradient.
+    DeviceBuffer<uint8_t> xt8(M * K), gt8(M * N);
+    cuda::fp8_cast_transposed(xt8.get(), at(7), dx.get(), M, K, at(0), Fp8Format::e4m3, nullptr);
+    cuda::fp8_cast_transposed(gt8.get(), at(8), dg.get(), M, N, at(5), Fp8Format::e5m2, nullptr);
+    DeviceBuffer<bf16> ddw16(N * K);
+    DeviceBuffer<float> ddw32(N * K);
+    std::vector<float> prior(N * K);
+    for (int64_t i = 0; i < N * K; ++i) prior[i] = 1e-3f * static_cast<float>((i % 7) - 3);
+    ddw32.upload(prior);
+    blas.weight_grad_fp8({ddw16.get(), true, false}, gt8.get(), at(8), xt8.get(), at(7), M, N, K);
+    blas.weight_grad_fp8({ddw32.get(), false, true}, gt8.get(), at(8), xt8.get(), at(7), M, N, K);
+    {
+      const auto sl2 = s.download();
+      std::vector<uint8_t> xt = xt8.download(), gt = gt8.download();
+      std::vector<float> xq2(M * K), gq2(M * N);  // back to row-major [M, K] and [M, N]
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t k = 0; k < K; ++k) xq2[m * K + k] = cpu::fp8_decode(xt[k * M + m], Fp8Format::e4m3) * sl2[kS * 7];
+        for (int64_t n = 0; n < N; ++n) gq2[m * N + n] = cpu::fp8_decode(gt[n * M + m], Fp8Format::e5m2) * sl2[kS * 8];
+      }
+      EXPECT_EQ(xq2, xq);  // the transposed casts are the same values
+      EXPECT_EQ(gq2, gq);
+      std::vector<float> rdw(N * K, 0.0f);
+      cpu::matmul_backward(nullptr, rdw.data(), gq.data(), xq.data(), wq.data(), M, N, K);
+      EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw), kBf16Tol);
+      std::vector<float> want = rdw;
+      for (int64_t i = 0; i < N * K; ++i) want[i] += prior[i];
+      EXPECT_LT(rel_error(ddw32.download(), want), 1e-5);
+    }
     // And the quantization itself is what FP8 promises against the bf16 product.
     std::vector<float> y16(M * N);
     cpu::matmul_forward(y16.data(), x.data(), w.data(), M, N, K);

@@ -304,15 +304,19 @@ TEST(CudaModel, Bf16GradientsMatchFp32Gradients) {
 // weights and tokens: close at FP8's precision (E4M3 keeps 3 mantissa bits,
 // E5M2 2), and bit-identical under every recompute level (the weights' amax
 // the forward pass keeps serves the recomputed and the backward products).
-TEST(CudaModel, Fp8LinearsStayNearBf16AndRecomputeTheSame) {
-  REQUIRE_GPU();
+// FP8 products (forward and input gradients; with dw, the weight gradients
+// too) against bf16 ones on the same batch, and recomputation giving the very
+// same result. Returns the FP8 gradients.
+static std::vector<float> expect_fp8_near_bf16(bool dw) {
   Config c = small_model("cuda");
   const Outputs b16 = run_once(c, 2, 48);
   c.precision.matmul = "fp8";
+  c.precision.fp8_weight_gradients = dw;
   const Outputs f8 = run_once(c, 2, 48);
   const double logit_err = rel_error(f8.logits, b16.logits);
-  std::printf("fp8 against bf16 products: logits rel. error %.4f, loss %.5f against %.5f\n", logit_err,
-              f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid);
+  std::printf("fp8%s against bf16 products: logits rel. error %.4f, loss %.5f against %.5f\n",
+              dw ? " (weight gradients too)" : "", logit_err, f8.loss.ce / f8.loss.n_valid,
+              b16.loss.ce / b16.loss.n_valid);
   EXPECT_LT(logit_err, 0.08);
   EXPECT_NEAR(f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid, 0.02 * b16.loss.ce / b16.loss.n_valid);
   const ParamLayout layout(c.model);
@@ -329,6 +333,18 @@ TEST(CudaModel, Fp8LinearsStayNearBf16AndRecomputeTheSame) {
     EXPECT_EQ(rel_error(r.logits, f8.logits), 0.0);
     EXPECT_EQ(rel_error(r.grads, f8.grads), 0.0);
   }
+  return f8.grads;
+}
+
+TEST(CudaModel, Fp8LinearsStayNearBf16AndRecomputeTheSame) {
+  REQUIRE_GPU();
+  expect_fp8_near_bf16(false);
+}
+
+TEST(CudaModel, Fp8WeightGradientsStayNearBf16AndRecomputeTheSame) {
+  REQUIRE_GPU();
+  const std::vector<float> with_dw = expect_fp8_near_bf16(true), without = expect_fp8_near_bf16(false);
+  EXPECT_NE(with_dw, without);  // the weight gradients' FP8 products did run
 }
 
 // The automatic plan keeps everything when memory allows, and a memory limit
@@ -431,6 +447,16 @@ TEST(CudaTraining, Fp8FollowsTheCpuLossCurve) {
   REQUIRE_GPU();
   expect_loss_curves_follow_cpu("fp8", {{"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8"},
                                         {"train.device=cuda", "precision.matmul=fp8"}});
+}
+
+// The same with the weight gradients' products in FP8 too: one micro-batch
+// (bf16 gradients written) and several (fp32 gradients added to).
+TEST(CudaTraining, Fp8WeightGradientsFollowTheCpuLossCurve) {
+  REQUIRE_GPU();
+  expect_loss_curves_follow_cpu("fp8 with FP8 weight gradients",
+                                {{"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8",
+                                  "precision.fp8_weight_gradients=true"},
+                                 {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_weight_gradients=true"}});
 }
 
 // With deterministic kernels (the fallback attention; cuBLAS GEMMs, our own
