@@ -9,9 +9,11 @@
 #include <mutex>
 #include <vector>
 
+#include "dist/codec.h"
 #include "dist/commitment.h"
 #include "dist/contribution_check.h"
 #include "dist/direct_allreduce.h"
+#include "dist/lane_common.h"
 #include "dist/message_buffers.h"
 #include "dist/ring_allreduce.h"
 #include "dist/ring_evidence.h"
@@ -302,7 +304,7 @@ TEST(DirectAllReduce, AnOwnersEvidenceOfAnUnderstatedNormHoldsForAnyMember) {
   std::vector<std::vector<uint8_t>> to_3;
   mesh.link[1][3]->corrupt = [&](std::vector<uint8_t>& m) {
     std::lock_guard<std::mutex> lock(mu);
-    if (is_direct_contribution(m)) to_3.push_back(m);
+    if (is_direct_message(m) && parse_ring_header(m, "m").phase == kDirectPhaseReduce) to_3.push_back(m);
   };
   const RingRun res = run_direct(mesh, in, o, [&](int r, RingOptions& x) {
     x.signer = &keys[r];
@@ -349,6 +351,87 @@ TEST(DirectAllReduce, AnOwnersEvidenceOfAnUnderstatedNormHoldsForAnyMember) {
     ++proven;
   }
   EXPECT_GE(proven, 1);
+}
+
+// An owner's average of its segment, signed by it (node keys), as
+// reduce_chunk makes it: chunk `chunk` of segment `owner` holding `values`.
+std::vector<uint8_t> signed_average(const RingOptions& o, int world, int owner, uint32_t chunk,
+                                    const std::vector<float>& values, const NodeKey& key) {
+  RingHeader h;
+  h.phase = kDirectPhaseGather;
+  h.compression = o.compression;
+  h.round = o.round;
+  h.total_elems = static_cast<uint64_t>(world) * values.size();
+  h.world = static_cast<uint32_t>(world);
+  h.segment = static_cast<uint32_t>(owner);
+  h.chunk = chunk;
+  h.count = static_cast<uint32_t>(values.size());
+  h.int8_block = static_cast<uint32_t>(o.int8_block);
+  h.is_signed = true;
+  std::vector<uint8_t> msg = new_ring_message(h);
+  make_block_codec(o.compression, o.int8_block, 1)->encode(values.data(), values.size(), msg.data() + kRingHeaderBytes,
+                                                           "the average");
+  sign_ring_message(msg, key);
+  return msg;
+}
+
+// Node keys: an owner's averages are signed too, so an owner that inflates
+// its average (above the mean of the announced norms, which bounds any
+// honest average) is shown by its own messages to any member it sent them
+// to; an honest average, another segment, another key or a repeated message
+// prove nothing. Before averages were signed, that owner could fail rounds
+// without ever being refused (RELIABILITY.md, the direct pattern).
+TEST(DirectAllReduce, AnOwnersInflatedAverageIsProvenByItsOwnSignedMessages) {
+  const int n = 4;
+  RingOptions o = options(Compression::Int8);
+  const std::vector<double> norms = {1.0, 1.2, 0.8, 1.0};  // mean 1: an average's bound is 1.02
+  std::vector<NodeKey> keys;
+  for (int i = 0; i < n; ++i) keys.push_back(NodeKey::generate());
+  auto values = [](float scale, uint64_t seed) {
+    std::vector<float> v = test::randn(2000, seed, 1.0f);
+    double ss = 0.0;
+    for (float x : v) ss += double(x) * x;
+    for (float& x : v) x = static_cast<float>(x * scale / std::sqrt(ss));  // norm `scale`
+    return v;
+  };
+  EvidenceContext ctx;
+  ctx.round = o.round;
+  ctx.accuser_rank = 3;
+  ctx.accused_rank = 1;
+  ctx.world = n;
+  ctx.norms = norms;
+  ctx.slack = o.norm_slack;
+  // Two chunks of norm 0.9 each: neither alone breaks the bound, together they do.
+  const std::vector<std::vector<uint8_t>> inflated = {signed_average(o, n, 1, 0, values(0.9f, 1), keys[1]),
+                                                      signed_average(o, n, 1, 1, values(0.9f, 2), keys[1])};
+  const EvidenceVerdict v = judge_ring_evidence(inflated, keys[1].public_key(), ctx);
+  EXPECT_TRUE(v.holds) << v.why;
+  EXPECT_NE(v.why.find("average messages signed by the accused"), std::string::npos) << v.why;
+  EXPECT_FALSE(judge_ring_evidence({inflated[0]}, keys[1].public_key(), ctx).holds) << "one chunk is within the bound";
+  EXPECT_FALSE(judge_ring_evidence({inflated[0], inflated[0]}, keys[1].public_key(), ctx).holds)
+      << "a message counted twice";
+  EXPECT_FALSE(judge_ring_evidence(inflated, keys[2].public_key(), ctx).holds) << "another member's key";
+  EvidenceContext other_owner = ctx;
+  other_owner.accused_rank = 2;
+  EXPECT_FALSE(judge_ring_evidence(inflated, keys[1].public_key(), other_owner).holds) << "segment 1 is not rank 2's";
+  EvidenceContext unannounced = ctx;
+  unannounced.norms[0] = -1.0;
+  EXPECT_FALSE(judge_ring_evidence(inflated, keys[1].public_key(), unannounced).holds)
+      << "without every norm no average bound exists";
+  const std::vector<std::vector<uint8_t>> honest = {signed_average(o, n, 1, 0, values(0.5f, 3), keys[1]),
+                                                    signed_average(o, n, 1, 1, values(0.5f, 4), keys[1])};
+  EXPECT_FALSE(judge_ring_evidence(honest, keys[1].public_key(), ctx).holds);
+  // Averages and contributions are not summed together.
+  RingHeader h = parse_ring_header(inflated[0], "m");
+  h.phase = kDirectPhaseReduce;
+  h.segment = 3;
+  std::vector<uint8_t> contribution = new_ring_message(h);
+  std::memcpy(contribution.data() + kRingHeaderBytes, inflated[0].data() + kRingHeaderBytes,
+              contribution.size() - kRingHeaderBytes - kRingSignatureBytes);
+  sign_ring_message(contribution, keys[1]);
+  const EvidenceVerdict mixed = judge_ring_evidence({inflated[0], contribution}, keys[1].public_key(), ctx);
+  EXPECT_FALSE(mixed.holds);
+  EXPECT_NE(mixed.why.find("another phase"), std::string::npos) << mixed.why;
 }
 
 TEST(DirectAllReduce, CarriedChunksDecodeToTheOutputBitForBit) {

@@ -113,7 +113,8 @@ DirectNormCheck::DirectNormCheck(const std::vector<double>& norms, int world, do
       averaged_(norms.size(), 0.0),
       slack_(slack),
       keep_evidence_(keep_evidence),
-      kept_(norms.size()) {
+      kept_(norms.size()),
+      kept_avg_(norms.size()) {
   enabled_ = world > 1 && norms_.size() == static_cast<size_t>(world);
   for (double n : norms_)
     if (!(n >= 0.0) || !std::isfinite(n)) enabled_ = false;  // someone did not announce
@@ -141,16 +142,19 @@ void DirectNormCheck::add_contribution(size_t source, double sum_squares, const 
       static_cast<int>(source), keep_evidence_ ? fewest_exceeding(kept, b) : std::vector<std::vector<uint8_t>>{});
 }
 
-void DirectNormCheck::add_average(size_t owner, double sum_squares, const std::string& what) {
+void DirectNormCheck::add_average(size_t owner, double sum_squares, const std::string& what,
+                                  std::span<const uint8_t> message) {
   if (!enabled_ || owner >= averaged_.size()) return;
   double& seen = averaged_[owner];
   seen += sum_squares;
   const double b = average_bound();
+  std::vector<KeptMessage>& kept = kept_avg_[owner];
+  if (keep_evidence_ && !message.empty()) keep_largest(kept, ContributionCheck::kKeptPerStep, sum_squares, message);
   if (seen <= b * b + kNormFloor) return;
   throw ContributionExceedsAnnouncement(
       str(what, ": rank ", owner, "'s average of its segment has a norm of ", std::sqrt(seen), " so far, above the ", b,
           " the mean of the announced norms allows (slack ", slack_, "): rank ", owner, " inflated the average"),
-      static_cast<int>(owner));
+      static_cast<int>(owner), keep_evidence_ ? fewest_exceeding(kept, b) : std::vector<std::vector<uint8_t>>{});
 }
 
 double fp32_sum_squares(const uint8_t* payload, size_t count) {

@@ -85,8 +85,9 @@ class ContributionCheck {
 // With keep_evidence (node-key runs), as ContributionCheck: the
 // kKeptPerStep largest signed contribution messages of each source are
 // kept, and a violation carries the fewest of them whose squares alone
-// break the bound (judge_direct_evidence checks them). Averages are not
-// signed: an inflated average carries none.
+// break the bound (judge_direct_evidence checks them). So with an owner's
+// averages, signed too: an inflated average carries the fewest of the
+// owner's largest that break the mean of the norms' bound.
 // One per direct call, shared by its codec threads under the caller's lock.
 class DirectNormCheck {
  public:
@@ -96,7 +97,7 @@ class DirectNormCheck {
   // if it is among the source's largest); empty: none.
   void add_contribution(size_t source, double sum_squares, const std::string& what,
                         std::span<const uint8_t> message = {});
-  void add_average(size_t owner, double sum_squares, const std::string& what);
+  void add_average(size_t owner, double sum_squares, const std::string& what, std::span<const uint8_t> message = {});
   double contribution_bound(size_t source) const { return slack_ * norms_[source]; }
   double average_bound() const;
 
@@ -104,7 +105,8 @@ class DirectNormCheck {
   std::vector<double> norms_, contributed_, averaged_;
   double slack_;
   bool enabled_ = false, keep_evidence_ = false;
-  std::vector<std::vector<KeptMessage>> kept_;  // per source: its largest signed contributions
+  std::vector<std::vector<KeptMessage>> kept_;      // per source: its largest signed contributions
+  std::vector<std::vector<KeptMessage>> kept_avg_;  // per owner: its largest signed averages
 };
 
 double fp32_sum_squares(const uint8_t* payload, size_t count);

@@ -564,7 +564,7 @@ void Coordinator::on_ring_failed(uint64_t id, const control::RingFailed& f, Memb
       const bool keyed = key_of_.count(id) && key_of_.count(f.accused);
       const bool self_proving = !f.evidence.empty() && (is_sparse_message(f.evidence[0]) ||
                                                         is_leaf_message(f.evidence[0]) ||
-                                                        is_direct_contribution(f.evidence[0]));
+                                                        is_direct_message(f.evidence[0]));
       if (nodes[(i + nodes.size() - 1) % nodes.size()] == f.accused || (member && keyed && self_proving) ||
           (member && opt_.direct))
         judge_accusation(id, f, step->ring, i, now);

@@ -137,8 +137,10 @@ RingHeader DirectRun::header(uint8_t phase, size_t seg, size_t chunk) const {
   h.chunk = static_cast<uint32_t>(chunk);
   h.count = static_cast<uint32_t>(chunk_len(seg, chunk));
   h.int8_block = codec_->block();
-  // A contribution is its sender's own: signed, as a ring's first hop.
-  h.is_signed = opt_.signer != nullptr && phase == kDirectPhaseReduce;
+  // A contribution is its sender's own: signed, as a ring's first hop. So is
+  // an owner's average: an owner that inflates it is then shown by its own
+  // signed messages, as a contributor that sends more than it announced.
+  h.is_signed = opt_.signer != nullptr;
   h.lane = opt_.lane;
   return h;
 }
@@ -294,6 +296,7 @@ void DirectRun::reduce_chunk(size_t c) {
   std::vector<uint8_t> avg = new_ring_message(h);
   codec_->encode(x, h.count, avg.data() + kRingHeaderBytes, "the average");
   if (codec_->lossy()) codec_->decode(avg.data() + kRingHeaderBytes, h.count, x);
+  if (h.is_signed) sign_ring_message(avg, *opt_.signer);
   add_times(seconds_since(e), 0.0);
   keep_chunk(r_, c, avg.data() + kRingHeaderBytes);
   // One copy per peer but the last, which takes the buffer: each link seals
@@ -322,7 +325,7 @@ void DirectRun::take_average(Job& job) {
   add_times(0.0, seconds_since(t));
   if (check_.enabled()) {
     std::lock_guard<std::mutex> lock(check_mu_);
-    check_.add_average(job.from, ss, what);
+    check_.add_average(job.from, ss, what, opt_.signer ? std::span<const uint8_t>(job.msg) : std::span<const uint8_t>());
   }
   keep_chunk(job.from, job.h.chunk, payload);
   MessageBuffers::process().give(std::move(job.msg));

@@ -173,10 +173,12 @@ class SignedEvidence {
   std::set<std::array<uint8_t, 32>> seen_;
 };
 
-// The direct pattern's contributions (direct_allreduce.h): signed messages
-// the accused sent the accuser, each a chunk of the accuser's segment of
-// the accused's own contribution, whose squares together exceed the bound
-// the accused's announced norm sets.
+// The direct pattern's messages (direct_allreduce.h), all of one phase:
+// contributions the accused sent the accuser, each a chunk of the accuser's
+// segment of the accused's own contribution, whose squares together exceed
+// the bound the accused's announced norm sets; or averages of the accused's
+// own segment, whose squares exceed the bound the mean of all announced
+// norms sets (DirectNormCheck::average_bound).
 EvidenceVerdict judge_direct_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                       const EvidenceContext& ctx) {
   auto no = [](auto&&... why) { return EvidenceVerdict{false, str(why...)}; };
@@ -185,31 +187,48 @@ EvidenceVerdict judge_direct_evidence(const std::vector<std::vector<uint8_t>>& m
       ctx.accused_rank >= ctx.world || ctx.accused_rank == ctx.accuser_rank ||
       ctx.norms.size() != static_cast<size_t>(ctx.world))
     return no("the accuser and the accused are not two members of the round");
-  const double norm = ctx.norms[static_cast<size_t>(ctx.accused_rank)];
-  if (!(norm >= 0.0) || !std::isfinite(norm)) return no("the accused announced no norm for that step");
-  const double b = ctx.slack * norm;
   SignedEvidence ev(accused, ctx);
+  uint8_t phase = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     RingHeader h;
     if (std::string why = ev.open(i, messages[i], &h); !why.empty()) return no(why);
-    if (h.phase != kDirectPhaseReduce) return no(ev.what(), " is not a contribution of the direct pattern");
-    if (h.segment != static_cast<uint32_t>(ctx.accuser_rank))
-      return no(ev.what(), ": segment ", h.segment, " is not the accuser's (", ctx.accuser_rank, ")");
+    if (h.phase != kDirectPhaseReduce && h.phase != kDirectPhaseGather)
+      return no(ev.what(), " is not a message of the direct pattern");
+    if (i == 0) phase = h.phase;
+    if (h.phase != phase) return no(ev.what(), " is of another phase than message 0");
+    // A contribution to the accuser's segment, or an average of the accused's own.
+    const int want = phase == kDirectPhaseReduce ? ctx.accuser_rank : ctx.accused_rank;
+    if (h.segment != static_cast<uint32_t>(want))
+      return no(ev.what(), ": segment ", h.segment, " is not the ", phase == kDirectPhaseReduce ? "accuser" : "accused",
+                "'s (", want, ")");
     if (std::string why = ev.add_squares(messages[i], h); !why.empty()) return no(why);
   }
+  double b = 0.0;
+  if (phase == kDirectPhaseReduce) {
+    const double norm = ctx.norms[static_cast<size_t>(ctx.accused_rank)];
+    if (!(norm >= 0.0) || !std::isfinite(norm)) return no("the accused announced no norm for that step");
+    b = ctx.slack * norm;
+  } else {
+    const DirectNormCheck check(ctx.norms, ctx.world, ctx.slack);
+    if (!check.enabled()) return no("not every member of the round announced a norm, so no average was checked");
+    b = check.average_bound();
+  }
+  const char* kind = phase == kDirectPhaseReduce ? "contribution" : "average";
+  const char* bound_of = phase == kDirectPhaseReduce ? "its announced norm" : "the mean of the announced norms";
   const double sum_squares = ev.sum_squares();
   if (sum_squares <= b * b + kNormFloor)
-    return no("the ", messages.size(), " messages' norm ", std::sqrt(sum_squares), " is within the ", b,
-              " the accused's announced norm allows");
-  return EvidenceVerdict{true, str(messages.size(), " contribution messages signed by the accused have a norm of ",
-                                   std::sqrt(sum_squares), ", above the ", b, " its announced norm allows")};
+    return no("the ", messages.size(), " ", kind, " messages' norm ", std::sqrt(sum_squares), " is within the ", b,
+              " ", bound_of, " allows");
+  return EvidenceVerdict{true, str(messages.size(), " ", kind, " messages signed by the accused have a norm of ",
+                                   std::sqrt(sum_squares), ", above the ", b, " ", bound_of, " allows")};
 }
 
 }  // namespace
 
-bool is_direct_contribution(std::span<const uint8_t> msg) {
+bool is_direct_message(std::span<const uint8_t> msg) {
   try {
-    return parse_ring_header(msg, "message").phase == kDirectPhaseReduce;
+    const uint8_t phase = parse_ring_header(msg, "message").phase;
+    return phase == kDirectPhaseReduce || phase == kDirectPhaseGather;
   } catch (const Error&) {
     return false;
   }
@@ -221,7 +240,7 @@ EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& mes
   if (messages.empty()) return no("no messages");
   if (is_leaf_message(messages[0])) return judge_commitment_evidence(messages, accused, ctx);
   if (is_sparse_message(messages[0])) return judge_sparse_evidence(messages, accused, ctx);
-  if (is_direct_contribution(messages[0])) return judge_direct_evidence(messages, accused, ctx);
+  if (is_direct_message(messages[0])) return judge_direct_evidence(messages, accused, ctx);
   if (messages.size() > kMaxEvidenceMessages) return no(messages.size(), " messages, more than ", kMaxEvidenceMessages);
   if (ctx.world < 2 || ctx.accuser_rank < 0 || ctx.accuser_rank >= ctx.world ||
       ctx.norms.size() != static_cast<size_t>(ctx.world))

@@ -101,14 +101,16 @@ struct EvidenceVerdict {
 // judged by judge_sparse_evidence (sparse_evidence.h). The direct pattern's
 // (direct_allreduce.h): its contribution messages (phase 2), each a chunk
 // of the accuser's segment signed by the accused (ctx.accused_rank, any
-// member), whose squares exceed its announced norm's bound; and a leaf
-// message is judged against the accused's commitment (ctx.accused_rank when
-// set, otherwise the accuser's ring predecessor).
+// member), whose squares exceed its announced norm's bound, or its average
+// messages (phase 3), chunks of the accused's own segment, whose squares
+// exceed the mean of the announced norms' bound; and a leaf message is
+// judged against the accused's commitment (ctx.accused_rank when set,
+// otherwise the accuser's ring predecessor).
 // Never throws on malformed input: a malformed message is a verdict.
 EvidenceVerdict judge_ring_evidence(const std::vector<std::vector<uint8_t>>& messages, const PublicKey& accused,
                                     const EvidenceContext& ctx);
-// A contribution message of the direct pattern (a well-formed ring header of
-// phase kDirectPhaseReduce).
-bool is_direct_contribution(std::span<const uint8_t> msg);
+// A message of the direct pattern (a well-formed ring header of phase
+// kDirectPhaseReduce or kDirectPhaseGather).
+bool is_direct_message(std::span<const uint8_t> msg);
 
 }  // namespace intellect
