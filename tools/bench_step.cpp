@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -169,88 +170,77 @@ void bench_fp8_kernels(const ModelConfig& m, int64_t N, cudaStream_t s, cuda::Bl
     cudaFree(p);
 }
 
-void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<int32_t>& docs) {
-  const ModelConfig& m = cfg.model;
-  const int64_t N = B * T, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
-  cudaStream_t s;
-  check(cudaStreamCreate(&s));
-  const int it = 20;
-  std::printf("\nper-kernel timings at N=%lld tokens (floors: bytes / %.1f TB/s copy bandwidth; "
-              "FLOPs / %.0f TFLOP/s measured cuBLAS bf16)\n",
-              static_cast<long long>(N), kCopyTBs, kGemmTflops);
-  bf16 *a = dalloc<bf16>(N * std::max(2 * F, Q)), *b = dalloc<bf16>(N * std::max(2 * F, Q)),
-       *c = dalloc<bf16>(N * std::max(2 * F, Q)), *d = dalloc<bf16>(N * std::max(2 * F, Q));
-  fill_random_bf16(a, N * std::max(2 * F, Q), 1, 1.0f);
-  fill_random_bf16(b, N * std::max(2 * F, Q), 2, 1.0f);
-  bf16* w = dalloc<bf16>(std::max(2 * F, std::max(V, Q)) * std::max(D, F));
-  fill_random_bf16(w, std::max(2 * F, std::max(V, Q)) * std::max(D, F), 3, 0.02f);
-  float* dw = dalloc<float>(std::max(2 * F, std::max(V, Q)) * std::max(D, F));
-  float* rstd = dalloc<float>(N);
-  float* scratch = dalloc<float>(std::max<size_t>(cuda::rmsnorm_backward_scratch_floats(N, D), N * m.n_heads));
-  void* ws = dalloc<uint8_t>(cuda::Blas::kWorkspaceBytes);
-  cuda::Blas blas(s, ws, cuda::Blas::kWorkspaceBytes);
+// What the kernel timings share: the shapes, a stream, activation buffers
+// as large as the widest GEMM output, a weight and its fp32 gradient as
+// large as the largest, RMSNorm's and attention's scratch, and cuBLAS.
+struct KernelBench {
+  const Config& cfg;
+  const ModelConfig& m;
+  int64_t B, T, N;
+  cudaStream_t s = nullptr;
+  int it = 20;
+  bf16 *a = nullptr, *b = nullptr, *c = nullptr, *d = nullptr, *w = nullptr;
+  float *dw = nullptr, *rstd = nullptr, *scratch = nullptr;
+  void* ws = nullptr;
+  std::unique_ptr<cuda::Blas> blas;
 
-  // GEMMs
+  KernelBench(const Config& config, int64_t batch, int64_t seq)
+      : cfg(config), m(config.model), B(batch), T(seq), N(batch * seq) {
+    const int64_t D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
+    check(cudaStreamCreate(&s));
+    const int64_t act = N * std::max(2 * F, Q), wsz = std::max(2 * F, std::max(V, Q)) * std::max(D, F);
+    a = dalloc<bf16>(act), b = dalloc<bf16>(act), c = dalloc<bf16>(act), d = dalloc<bf16>(act);
+    fill_random_bf16(a, act, 1, 1.0f);
+    fill_random_bf16(b, act, 2, 1.0f);
+    w = dalloc<bf16>(wsz);
+    fill_random_bf16(w, wsz, 3, 0.02f);
+    dw = dalloc<float>(wsz);
+    rstd = dalloc<float>(N);
+    scratch = dalloc<float>(std::max<size_t>(cuda::rmsnorm_backward_scratch_floats(N, D), N * m.n_heads));
+    ws = dalloc<uint8_t>(cuda::Blas::kWorkspaceBytes);
+    blas = std::make_unique<cuda::Blas>(s, ws, cuda::Blas::kWorkspaceBytes);
+  }
+  // The activations and weights, before AdamW times buffers of the whole model.
+  void free_activations() {
+    for (void* p : {static_cast<void*>(a), static_cast<void*>(b), static_cast<void*>(c), static_cast<void*>(d),
+                    static_cast<void*>(w), static_cast<void*>(dw)})
+      cudaFree(p);
+    a = b = c = d = w = nullptr;
+    dw = nullptr;
+  }
+  int64_t classifier_chunk() const { return std::min<int64_t>(N, (int64_t(512) << 20) / (2 * m.vocab_size)); }
+};
+
+void bench_gemm_rows(KernelBench& k) {
+  const ModelConfig& m = k.m;
+  const int64_t N = k.N, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
   struct G { const char* name; int64_t M, Nn, K; };
-  const int64_t chunk = std::min<int64_t>(N, (int64_t(512) << 20) / (2 * V));
   for (const G& g : {G{"gemm qkv   fwd", N, Q, D}, G{"gemm o     fwd", N, D, m.q_dim()},
                      G{"gemm gate|up fwd", N, 2 * F, D}, G{"gemm down  fwd", N, D, F},
-                     G{"gemm lm_head fwd (chunk)", chunk, V, D}}) {
-    row_flops(g.name, time_ms(s, it, [&] { blas.forward(c, a, w, g.M, g.Nn, g.K); }), 2.0 * g.M * g.Nn * g.K,
-              kGemmTflops);
+                     G{"gemm lm_head fwd (chunk)", k.classifier_chunk(), V, D}}) {
+    row_flops(g.name, time_ms(k.s, k.it, [&] { k.blas->forward(k.c, k.a, k.w, g.M, g.Nn, g.K); }),
+              2.0 * g.M * g.Nn * g.K, kGemmTflops);
   }
   for (const G& g : {G{"gemm gate|up bwd (dX+dW)", N, 2 * F, D}, G{"gemm down bwd (dX+dW)", N, D, F}}) {
-    row_flops((g.name + std::string(", dW fp32 +=")).c_str(),
-              time_ms(s, it, [&] { blas.backward(c, {dw, false, true}, a, b, w, g.M, g.Nn, g.K); }),
-              4.0 * g.M * g.Nn * g.K, kGemmTflops);
-    row_flops((g.name + std::string(", dW bf16 =")).c_str(),
-              time_ms(s, it, [&] { blas.backward(c, {dw, true, false}, a, b, w, g.M, g.Nn, g.K); }),
-              4.0 * g.M * g.Nn * g.K, kGemmTflops);
+    row_flops((g.name + std::string(", dW fp32 +=")).c_str(), time_ms(k.s, k.it, [&] {
+                k.blas->backward(k.c, {k.dw, false, true}, k.a, k.b, k.w, g.M, g.Nn, g.K);
+              }), 4.0 * g.M * g.Nn * g.K, kGemmTflops);
+    row_flops((g.name + std::string(", dW bf16 =")).c_str(), time_ms(k.s, k.it, [&] {
+                k.blas->backward(k.c, {k.dw, true, false}, k.a, k.b, k.w, g.M, g.Nn, g.K);
+              }), 4.0 * g.M * g.Nn * g.K, kGemmTflops);
   }
-  if (cfg.precision.matmul == "fp8") bench_fp8_kernels(m, N, s, blas, it);
-  // memory-bound kernels
-  bf16* wn = dalloc<bf16>(D);
-  fill_random_bf16(wn, D, 4, 1.0f);
-  row_mem("residual+rmsnorm fwd", time_ms(s, it, [&] {
-            cuda::residual_rmsnorm_forward(c, d, rstd, a, b, wn, N, D, 1e-5f, s);
-          }), 8.0 * N * D);
-  row_mem("rmsnorm bwd (accumulate)", time_ms(s, it, [&] {
-            cuda::rmsnorm_backward(c, {dw, false, true}, scratch, a, b, wn, rstd, N, D, true, s);
-          }), 8.0 * N * D);
-  const RopeTable rope = rope_table(m, T);
-  float* rc = dalloc<float>(rope.cos.size());
-  float* rsn = dalloc<float>(rope.sin.size());
-  check(cudaMemcpy(rc, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice));
-  check(cudaMemcpy(rsn, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice));
-  row_mem("rope (q and k)", time_ms(s, it, [&] {
-            cuda::rope_apply(a, B, T, m.n_heads + m.n_kv_heads, Q, m.head_dim, rc, rsn, false, s);
-          }), 4.0 * N * (m.n_heads + m.n_kv_heads) * m.head_dim);
-  row_mem("swiglu fwd", time_ms(s, it, [&] { cuda::swiglu_forward(c, a, N, F, s); }), 6.0 * N * F);
-  row_mem("swiglu bwd", time_ms(s, it, [&] { cuda::swiglu_backward(c, b, a, N, F, s); }), 10.0 * N * F);
-  std::vector<int32_t> tok(N);
-  for (int64_t i = 0; i < N; ++i) tok[i] = static_cast<int32_t>(hash_u64(5, i) % V);
-  int32_t* dtok = dalloc<int32_t>(N);
-  check(cudaMemcpy(dtok, tok.data(), N * 4, cudaMemcpyHostToDevice));
-  bf16* table = dalloc<bf16>(V * D);
-  row_mem("embedding fwd", time_ms(s, it, [&] { cuda::embedding_forward(c, dtok, table, N, D, s); }),
-          4.0 * N * D);
-  const cpu::TokenBuckets bk = cpu::bucket_tokens(tok.data(), N);
-  int32_t *bp = dalloc<int32_t>(N), *bs = dalloc<int32_t>(bk.starts.size()), *bt = dalloc<int32_t>(bk.tokens.size());
-  check(cudaMemcpy(bp, bk.positions.data(), N * 4, cudaMemcpyHostToDevice));
-  check(cudaMemcpy(bs, bk.starts.data(), bk.starts.size() * 4, cudaMemcpyHostToDevice));
-  check(cudaMemcpy(bt, bk.tokens.data(), bk.tokens.size() * 4, cudaMemcpyHostToDevice));
-  float* dtable = dalloc<float>(V * D);
-  row_mem("embedding bwd (deterministic)", time_ms(s, it, [&] {
-            cuda::embedding_backward({dtable, false, true}, a, bp, bs, bt, static_cast<int64_t>(bk.tokens.size()), D, s);
-          }), 2.0 * N * D + 8.0 * bk.tokens.size() * D);
-  cudaFree(dtable);
-  cudaFree(table);
+  if (k.cfg.precision.matmul == "fp8") bench_fp8_kernels(m, N, k.s, *k.blas, k.it);
+}
+
+// The cross-entropy chunk: the cluster kernel (allowed here whatever
+// --ce-rowwise says: the table times both), then the rowwise kernel on the
+// same logits, the before/after in one run. Both floors are the 4 bytes a
+// logit of one read and one write.
+void bench_cross_entropy_rows(KernelBench& k, const int32_t* dtok) {
+  const int64_t chunk = k.classifier_chunk(), V = k.m.vocab_size;
   bf16* logits = dalloc<bf16>(chunk * V);
   fill_random_bf16(logits, chunk * V, 6, 2.0f);
-  float *ce = dalloc<float>(N), *zz = dalloc<float>(N);
-  // The cluster kernel (allowed here whatever --ce-rowwise says: the table
-  // times both), then the rowwise kernel on the same logits: the before/after
-  // in one run. Both floors are the 4 bytes a logit of one read and one write.
+  float *ce = dalloc<float>(k.N), *zz = dalloc<float>(k.N);
   const bool was_allowed = cuda::cluster_cross_entropy_allowed();
   cuda::allow_cluster_cross_entropy(true);
   const bool cluster =
@@ -258,24 +248,81 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
   std::printf("  (timing the cross-entropy chunk, %s kernel, %lld x %lld)\n", cluster ? "cluster" : "rowwise",
               static_cast<long long>(chunk), static_cast<long long>(V));
   std::fflush(stdout);
-  row_mem(cluster ? "cross-entropy+z (chunk), cluster" : "cross-entropy+z (chunk), rowwise", time_ms(s, it, [&] {
-            cuda::cross_entropy_forward_backward(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
+  row_mem(cluster ? "cross-entropy+z (chunk), cluster" : "cross-entropy+z (chunk), rowwise", time_ms(k.s, k.it, [&] {
+            cuda::cross_entropy_forward_backward(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, k.s);
           }), 4.0 * chunk * V);
   if (cluster) {
     fill_random_bf16(logits, chunk * V, 6, 2.0f);
-    row_mem("cross-entropy+z (chunk), rowwise", time_ms(s, it, [&] {
-              cuda::cross_entropy_forward_backward_rowwise(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, s);
+    row_mem("cross-entropy+z (chunk), rowwise", time_ms(k.s, k.it, [&] {
+              cuda::cross_entropy_forward_backward_rowwise(logits, ce, zz, nullptr, dtok, chunk, V, 2e-4f, 1e-4f, k.s);
             }), 4.0 * chunk * V);
   }
   cuda::allow_cluster_cross_entropy(was_allowed);
   cudaFree(logits);
+  cudaFree(ce);
+  cudaFree(zz);
+}
 
-  // attention
-  const cpu::AttentionShape as{B, T, m.n_heads, m.n_kv_heads, m.head_dim};
-  const double attn_fwd = 4.0 * B * m.n_heads * double(T) * T * m.head_dim / 2;
-  float* lse = dalloc<float>(B * m.n_heads * T);
-  // Masked per document, the FLOPs the unmasked figures count are still the
-  // yardstick: the masked rows show time, and the speed-up is in the ms.
+// The memory-bound kernels against copy bandwidth: norms, RoPE, SwiGLU, the
+// embedding both ways, the cross-entropy chunk.
+void bench_memory_rows(KernelBench& k) {
+  const ModelConfig& m = k.m;
+  const int64_t N = k.N, D = m.dim, F = m.ffn_dim, V = m.vocab_size, Q = m.qkv_dim();
+  const cudaStream_t s = k.s;
+  bf16* wn = dalloc<bf16>(D);
+  fill_random_bf16(wn, D, 4, 1.0f);
+  row_mem("residual+rmsnorm fwd", time_ms(s, k.it, [&] {
+            cuda::residual_rmsnorm_forward(k.c, k.d, k.rstd, k.a, k.b, wn, N, D, 1e-5f, s);
+          }), 8.0 * N * D);
+  row_mem("rmsnorm bwd (accumulate)", time_ms(s, k.it, [&] {
+            cuda::rmsnorm_backward(k.c, {k.dw, false, true}, k.scratch, k.a, k.b, wn, k.rstd, N, D, true, s);
+          }), 8.0 * N * D);
+  const RopeTable rope = rope_table(m, k.T);
+  float* rc = dalloc<float>(rope.cos.size());
+  float* rsn = dalloc<float>(rope.sin.size());
+  check(cudaMemcpy(rc, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(rsn, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice));
+  row_mem("rope (q and k)", time_ms(s, k.it, [&] {
+            cuda::rope_apply(k.a, k.B, k.T, m.n_heads + m.n_kv_heads, Q, m.head_dim, rc, rsn, false, s);
+          }), 4.0 * N * (m.n_heads + m.n_kv_heads) * m.head_dim);
+  row_mem("swiglu fwd", time_ms(s, k.it, [&] { cuda::swiglu_forward(k.c, k.a, N, F, s); }), 6.0 * N * F);
+  row_mem("swiglu bwd", time_ms(s, k.it, [&] { cuda::swiglu_backward(k.c, k.b, k.a, N, F, s); }), 10.0 * N * F);
+  std::vector<int32_t> tok(N);
+  for (int64_t i = 0; i < N; ++i) tok[i] = static_cast<int32_t>(hash_u64(5, i) % V);
+  int32_t* dtok = dalloc<int32_t>(N);
+  check(cudaMemcpy(dtok, tok.data(), N * 4, cudaMemcpyHostToDevice));
+  bf16* table = dalloc<bf16>(V * D);
+  row_mem("embedding fwd", time_ms(s, k.it, [&] { cuda::embedding_forward(k.c, dtok, table, N, D, s); }),
+          4.0 * N * D);
+  const cpu::TokenBuckets bk = cpu::bucket_tokens(tok.data(), N);
+  int32_t *bp = dalloc<int32_t>(N), *bs = dalloc<int32_t>(bk.starts.size()), *bt = dalloc<int32_t>(bk.tokens.size());
+  check(cudaMemcpy(bp, bk.positions.data(), N * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(bs, bk.starts.data(), bk.starts.size() * 4, cudaMemcpyHostToDevice));
+  check(cudaMemcpy(bt, bk.tokens.data(), bk.tokens.size() * 4, cudaMemcpyHostToDevice));
+  float* dtable = dalloc<float>(V * D);
+  row_mem("embedding bwd (deterministic)", time_ms(s, k.it, [&] {
+            cuda::embedding_backward({dtable, false, true}, k.a, bp, bs, bt, static_cast<int64_t>(bk.tokens.size()), D, s);
+          }), 2.0 * N * D + 8.0 * bk.tokens.size() * D);
+  cudaFree(dtable);
+  cudaFree(table);
+  bench_cross_entropy_rows(k, dtok);
+  for (void* p : {static_cast<void*>(wn), static_cast<void*>(rc), static_cast<void*>(rsn), static_cast<void*>(dtok),
+                  static_cast<void*>(bp), static_cast<void*>(bs), static_cast<void*>(bt)})
+    cudaFree(p);
+}
+
+// cuDNN's fused SDPA (causal per row, and masked per document when the run
+// packs documents) and our fallback kernel. Masked per document, the FLOPs
+// the unmasked figures count are still the yardstick: the masked rows show
+// time, and the speed-up is in the ms.
+void bench_attention_rows(KernelBench& k, const std::vector<int32_t>& docs) {
+  const ModelConfig& m = k.m;
+  const cudaStream_t s = k.s;
+  const int it = k.it;
+  bf16 *a = k.a, *b = k.b, *c = k.c, *d = k.d;
+  const cpu::AttentionShape as{k.B, k.T, m.n_heads, m.n_kv_heads, m.head_dim};
+  const double attn_fwd = 4.0 * k.B * m.n_heads * double(k.T) * k.T * m.head_dim / 2;
+  float* lse = dalloc<float>(k.B * m.n_heads * k.T);
   const int64_t n_docs = static_cast<int64_t>(docs.size()) - 1;
   int32_t* dcu = docs.empty() ? nullptr : dalloc<int32_t>(docs.size());
   if (dcu) check(cudaMemcpy(dcu, docs.data(), docs.size() * 4, cudaMemcpyHostToDevice));
@@ -313,26 +360,29 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
       std::printf("  attention (cuDNN): unavailable: %s\n", e.what());
     }
   }
-  const int fit = T > 2048 ? 2 : it;  // the fallback is slow at long T
+  const int fit = k.T > 2048 ? 2 : it;  // the fallback is slow at long T
   row_flops("attention fwd (fallback)", time_ms(s, fit, [&] { cuda::attention_forward(c, lse, a, as, s); }),
             attn_fwd, kGemmTflops);
   const double fallback_ms = time_ms(s, fit, [&] {
     cuda::attention_forward(c, lse, a, as, s);
-    cuda::attention_backward(d, scratch, b, a, c, lse, as, s);
+    cuda::attention_backward(d, k.scratch, b, a, c, lse, as, s);
   });
   row_flops("attention fwd+bwd (fallback)", fallback_ms, 3.5 * attn_fwd, kGemmTflops);
   if (dcu) {
     const double doc_ms = time_ms(s, fit, [&] {
       cuda::attention_forward(c, lse, a, as, s, dcu, n_docs);
-      cuda::attention_backward(d, scratch, b, a, c, lse, as, s, dcu, n_docs);
+      cuda::attention_backward(d, k.scratch, b, a, c, lse, as, s, dcu, n_docs);
     });
     std::printf("  %-34s %9.3f ms  (causal per row %.3f ms: %+.1f%%)\n", "attention fwd+bwd per doc (fallback)",
                 doc_ms, fallback_ms, 100.0 * (doc_ms / fallback_ms - 1.0));
     cudaFree(dcu);
   }
+  cudaFree(lse);
+}
 
-  // AdamW over the model's parameters, in the run's precision and in the default one.
-  const int64_t P = m.num_params();
+// AdamW over the model's parameters, in the run's precision and in the default one.
+void bench_adamw_rows(const Config& cfg, cudaStream_t s) {
+  const int64_t P = cfg.model.num_params();
   int64_t* bounds = dalloc<int64_t>(2);
   uint8_t* flags = dalloc<uint8_t>(1);
   const int64_t hb[2] = {0, P};
@@ -340,12 +390,6 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
   check(cudaMemcpy(bounds, hb, 16, cudaMemcpyHostToDevice));
   check(cudaMemcpy(flags, hf, 1, cudaMemcpyHostToDevice));
   float *norm = dalloc<float>(1), *ascratch = dalloc<float>(cuda::adamw_scratch_floats());
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  cudaFree(d);
-  cudaFree(w);
-  cudaFree(dw);
   const bool run_gb = use_bf16_grads(cfg);
   for (const bool master_on : {cfg.precision.master_weights, !cfg.precision.master_weights}) {
     const bool sb = master_on ? false : cfg.precision.optim_state_dtype == "bf16";
@@ -376,7 +420,26 @@ void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<in
     cudaFree(mm);
     cudaFree(vv);
   }
-  cudaStreamDestroy(s);
+  for (void* p : {static_cast<void*>(bounds), static_cast<void*>(flags), static_cast<void*>(norm),
+                  static_cast<void*>(ascratch)})
+    cudaFree(p);
+}
+
+void bench_kernels(const Config& cfg, int64_t B, int64_t T, const std::vector<int32_t>& docs) {
+  KernelBench k(cfg, B, T);
+  std::printf("\nper-kernel timings at N=%lld tokens (floors: bytes / %.1f TB/s copy bandwidth; "
+              "FLOPs / %.0f TFLOP/s measured cuBLAS bf16)\n",
+              static_cast<long long>(k.N), kCopyTBs, kGemmTflops);
+  bench_gemm_rows(k);
+  bench_memory_rows(k);
+  bench_attention_rows(k, docs);
+  k.free_activations();
+  bench_adamw_rows(cfg, k.s);
+  k.blas.reset();
+  cudaFree(k.ws);
+  cudaFree(k.rstd);
+  cudaFree(k.scratch);
+  cudaStreamDestroy(k.s);
 }
 
 double flops_per_token(const ModelConfig& m, int64_t T) {
