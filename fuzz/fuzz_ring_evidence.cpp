@@ -4,7 +4,7 @@
 // magic ("IRCL", commitment.h), a commitment mismatch (the leaf message
 // decoder included), or, with the sparse all-gather's magic ("ISAG"), a
 // sparse accusation (sparse_evidence.h), or with a ring header of the direct
-// pattern's phase (2), a direct accusation against any member
+// pattern's phases (2: contributions, 3: averages), a direct accusation against any member
 // (judge_direct_evidence). The input is cut into messages (a u8 count, then each
 // a u16 length and its bytes). With
 // the first byte's top bit set the harness signs each message with the
