@@ -161,6 +161,59 @@ TEST(DistCodec, FusedDecodeIsTheSeparatePassesBitForBit) {
   }
 }
 
+// The direct pattern owner's one pass (average_fused) is bit for bit
+// decode_fused onto its own values, then onto the sum for each contribution
+// in order, then a division, and each contribution's sum_squares; in place
+// or not, for 1 to 7 contributions and sizes ending mid-block and mid-piece.
+// It reports a sum that overflowed on the way.
+TEST(DistCodec, FusedAverageIsTheSeparatePassesBitForBit) {
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  struct Case { Compression c; size_t block; };
+  for (const Case cs : {Case{Compression::None, 0}, Case{Compression::Int8, 65536}, Case{Compression::Int8, 256},
+                        Case{Compression::Int8, 7}, Case{Compression::Int8, 3000}, Case{Compression::Int4, 64},
+                        Case{Compression::Int2, 64}}) {
+    const auto codec = make_block_codec(cs.c, cs.block);
+    for (size_t k : {size_t{1}, size_t{3}, size_t{7}})
+      for (size_t n : {size_t{1}, size_t{255}, size_t{2049}, size_t{4099}, size_t{70'001}}) {
+        const std::string at = str(compression_name(cs.c), " block ", cs.block, " k=", k, " n=", n);
+        const std::vector<float> own = test::randn(n, 5 + n, 1e-2f);
+        std::vector<std::vector<uint8_t>> enc(k);
+        std::vector<const uint8_t*> ptr;
+        for (size_t j = 0; j < k; ++j) {
+          const std::vector<float> x = test::randn(n, 100 * j + n, 1e-2f * float(j + 1));
+          enc[j].resize(codec->encoded_bytes(n));
+          codec->encode(x.data(), n, enc[j].data(), "test");
+          ptr.push_back(enc[j].data());
+        }
+        const float divisor = static_cast<float>(k + 1);
+        std::vector<float> want(n);
+        std::vector<double> want_ss(k);
+        for (size_t j = 0; j < k; ++j)
+          EXPECT_FALSE(codec->decode_fused(ptr[j], n, j == 0 ? own.data() : want.data(), want.data(), &want_ss[j]));
+        for (float& v : want) v /= divisor;
+        std::vector<float> got(n, -1.0f);
+        std::vector<double> ss(k, -1.0);
+        EXPECT_FALSE(codec->average_fused(ptr.data(), k, n, own.data(), got.data(), divisor, ss.data())) << at;
+        EXPECT_TRUE(same_bits(got, want)) << at;
+        for (size_t j = 0; j < k; ++j) EXPECT_EQ(std::memcmp(&ss[j], &want_ss[j], sizeof(double)), 0) << at << " j=" << j;
+        got = own;
+        EXPECT_FALSE(codec->average_fused(ptr.data(), k, n, got.data(), got.data(), divisor, nullptr)) << at;
+        EXPECT_TRUE(same_bits(got, want)) << at << " (in place)";
+      }
+    // A sum that overflows fp32 on the way is reported, even where a later
+    // contribution brings it back below FLT_MAX in exact arithmetic.
+    const size_t n = 1000;
+    std::vector<float> big(n, FLT_MAX), minus(n, -FLT_MAX), own(n, FLT_MAX), got(n);
+    std::vector<uint8_t> e_big(codec->encoded_bytes(n)), e_minus(codec->encoded_bytes(n));
+    codec->encode(big.data(), n, e_big.data(), "test");
+    codec->encode(minus.data(), n, e_minus.data(), "test");
+    const uint8_t* both[2] = {e_big.data(), e_minus.data()};
+    EXPECT_TRUE(codec->average_fused(both, 2, n, own.data(), got.data(), 3.0f, nullptr)) << compression_name(cs.c);
+  }
+}
+
 TEST(DistInt4, GaussianErrorIsAboutATenthOfSigma) {
   std::vector<float> x(1 << 16);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(normal01(3, i));

@@ -207,6 +207,46 @@ int main(int argc, char** argv) try {
     if (t == nt) break;
   }
 
+  // The direct pattern's owner with 4 members: 3 contributions added onto
+  // its own and divided, chunk by chunk (a message's 2^20 values), as
+  // separate passes (decode_fused per contribution, then a division: the
+  // build before average_fused) and as one. On T threads the chunks run side
+  // by side, as several nodes' codec threads share a host's memory: where
+  // that bandwidth binds, the one pass's fewer reads and writes show.
+  {
+    const size_t chunk = block * std::max<size_t>(1, (size_t{1} << 20) / block), chunks = n / chunk;
+    if (chunks > 0) {
+      for (int t : {1, nt}) {
+        omp_set_num_threads(t);
+        const double ts = best_seconds(repeat, [&] {
+#pragma omp parallel for schedule(static)
+          for (size_t c = 0; c < chunks; ++c) {
+            const uint8_t* p = enc.data() + intellect::int8_encoded_bytes(c * chunk, block);
+            float* out = y.data() + c * chunk;
+            double ss = 0.0;
+            intellect::int8_decode_fused(p, chunk, block, x.data() + c * chunk, out, &ss);
+            intellect::int8_decode_fused(p, chunk, block, out, out, &ss);
+            intellect::int8_decode_fused(p, chunk, block, out, out, &ss);
+            for (size_t i = 0; i < chunk; ++i) out[i] /= 4.0f;
+          }
+        });
+        const double tf = best_seconds(repeat, [&] {
+#pragma omp parallel for schedule(static)
+          for (size_t c = 0; c < chunks; ++c) {
+            const uint8_t* p = enc.data() + intellect::int8_encoded_bytes(c * chunk, block);
+            const uint8_t* three[3] = {p, p, p};
+            double ss[3];
+            intellect::int8_average_fused(three, 3, chunk, block, x.data() + c * chunk, y.data() + c * chunk, 4.0f, ss);
+          }
+        });
+        const double g = static_cast<double>(chunks * chunk) * sizeof(float) / 1e9;
+        std::printf("threads %2d: a direct owner's average of 3 contributions (GB/s of fp32 out): separate passes "
+                    "%6.2f  one pass %6.2f\n", t, g / ts, g / tf);
+        if (t == nt) break;
+      }
+    }
+  }
+
   // int4 and sparse, one core: the ring calls them from one thread per lane.
   omp_set_num_threads(1);
   {

@@ -98,6 +98,15 @@ bool BlockCodec::decode_fused(const uint8_t* in, size_t n, const float* base, fl
   return first_non_finite(out, n) < n;
 }
 
+bool BlockCodec::average_fused(const uint8_t* const* in, size_t k, size_t n, const float* own, float* out,
+                               float divisor, double* ss) const {
+  bool non_finite = false;
+  for (size_t j = 0; j < k; ++j) non_finite |= decode_fused(in[j], n, j == 0 ? own : out, out, ss ? &ss[j] : nullptr);
+  if (k == 0 && own != out && n) std::memcpy(out, own, n * sizeof(float));
+  for (size_t i = 0; i < n; ++i) out[i] /= divisor;
+  return non_finite;
+}
+
 namespace {
 
 class Fp32Codec final : public BlockCodec {
@@ -164,6 +173,10 @@ class Int8Codec final : public BlockCodec {
   }
   bool decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const override {
     return int8_decode_fused(in, n, block_, base, out, ss);
+  }
+  bool average_fused(const uint8_t* const* in, size_t k, size_t n, const float* own, float* out, float divisor,
+                     double* ss) const override {
+    return int8_average_fused(in, k, n, block_, own, out, divisor, ss);
   }
 
  private:

@@ -59,6 +59,16 @@ class BlockCodec {
   // a copy then decode_add, and sum_squares, give. One thread: the ring
   // runs one call per chunk on its codec pool.
   virtual bool decode_fused(const uint8_t* in, size_t n, const float* base, float* out, double* ss) const;
+  // The direct pattern's owner (direct_allreduce.h) on k validated payloads
+  // of n values: out[i] = (own[i] + d_0[i] + ... + d_{k-1}[i]) / divisor,
+  // added in that order in float, d_j the values in[j] decodes to, and
+  // ss[j] = sum_squares(in[j], n) when ss is not null. own may be out.
+  // Bit for bit what decode_fused onto own and then onto out for each j,
+  // and a division, give; returns true when some sum is not finite. By
+  // default those passes; int8 does it in one, so the owner's chunk is read
+  // and written once, not once per contribution.
+  virtual bool average_fused(const uint8_t* const* in, size_t k, size_t n, const float* own, float* out,
+                             float divisor, double* ss) const;
   // True when decode(encode(x)) may differ from x: the chunk's owner then
   // replaces its own copy with the decoded average, so every rank agrees.
   bool lossy() const { return kind() != Compression::None; }

@@ -271,24 +271,27 @@ void DirectRun::reduce_chunk(size_t c) {
   // left: no message carries our segment's contribution).
   if (first_non_finite(own, h.count) < h.count) refuse_non_finite_input(r_, c);
   const RingClock::time_point t = RingClock::now();
-  bool non_finite = false, first = true;
-  for (size_t k = 0; k < N_; ++k) {
-    if (k == r_) continue;
-    double ss = 0.0;
-    non_finite |= codec_->decode_fused(held_[c][k].data() + kRingHeaderBytes, h.count, first ? own : x, x,
-                                       check_.enabled() ? &ss : nullptr);
-    first = false;
-    if (check_.enabled()) {
-      std::lock_guard<std::mutex> lock(check_mu_);
-      check_.add_contribution(k, ss, message_name(header(kDirectPhaseReduce, r_, c), k),
+  // Every other member's contribution in rank order, added onto our own and
+  // divided by N in one pass (the chunk is read and written once), each
+  // one's sum of squares for the check.
+  std::vector<const uint8_t*> payloads;
+  std::vector<size_t> sources;
+  for (size_t k = 0; k < N_; ++k)
+    if (k != r_) payloads.push_back(held_[c][k].data() + kRingHeaderBytes), sources.push_back(k);
+  std::vector<double> ss(payloads.size(), 0.0);
+  const bool non_finite = codec_->average_fused(payloads.data(), payloads.size(), h.count, own, x,
+                                                static_cast<float>(N_), check_.enabled() ? ss.data() : nullptr);
+  if (check_.enabled()) {
+    std::lock_guard<std::mutex> lock(check_mu_);
+    for (size_t j = 0; j < sources.size(); ++j) {
+      const size_t k = sources[j];
+      check_.add_contribution(k, ss[j], message_name(header(kDirectPhaseReduce, r_, c), k),
                               opt_.signer ? std::span<const uint8_t>(held_[c][k]) : std::span<const uint8_t>());
     }
   }
   if (non_finite)
     fail("chunk ", c, " of segment ", r_, ": the sum of the contributions overflowed fp32 (finite inputs whose sum "
          "is not); the round is abandoned");
-  const float n = static_cast<float>(N_);
-  for (size_t i = 0; i < h.count; ++i) x[i] /= n;
   for (std::vector<uint8_t>& m : held_[c]) MessageBuffers::process().give(std::move(m));
   std::vector<std::vector<uint8_t>>().swap(held_[c]);
   add_times(0.0, seconds_since(t));

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "dist/quantize_kernels.h"
 #include "util/error.h"
@@ -240,6 +241,63 @@ bool int8_decode_fused(const uint8_t* in, size_t n, size_t block, const float* b
                       : decode_fused_impl<true, false>(in, n, block, base, out, ss);
   return ss ? decode_fused_impl<false, true>(in, n, block, base, out, ss)
             : decode_fused_impl<false, false>(in, n, block, base, out, ss);
+}
+
+bool int8_average_fused(const uint8_t* const* in, size_t k, size_t n, size_t block, const float* own, float* out,
+                        float divisor, double* ss) {
+  INTELLECT_CHECK(block > 0);
+  constexpr size_t kPiece = 2048;  // 8 KB of sums: they stay in L1 while each payload is added
+  const size_t nblocks = (n + block - 1) / block;
+  std::vector<float> tables(k * kInt8Bins);
+  std::vector<uint32_t> counts(ss ? k * 4 * kInt8Bins : 0);
+  for (size_t j = 0; ss && j < k; ++j) ss[j] = 0.0;
+  float acc[kPiece];
+  uint32_t bad = 0;
+  for (size_t b = 0; b < nblocks; ++b) {
+    const size_t begin = b * block, len = std::min(block, n - begin);
+    for (size_t j = 0; j < k; ++j)
+      std::memcpy(&tables[j * kInt8Bins], in[j] + begin + b * kInt8TableBytes, kInt8TableBytes);
+    std::fill(counts.begin(), counts.end(), 0u);
+    for (size_t off = 0; off < len; off += kPiece) {
+      const size_t m = std::min(kPiece, len - off);
+      std::memcpy(acc, own + begin + off, m * sizeof(float));
+      for (size_t j = 0; j < k; ++j) {
+        const uint8_t* codes = in[j] + begin + b * kInt8TableBytes + kInt8TableBytes + off;
+        const float* t = &tables[j * kInt8Bins];
+        if (ss) {
+          // Four interleaved counts, as int8_sum_squares: a run of one code
+          // would otherwise wait on its own increments.
+          uint32_t* h = &counts[j * 4 * kInt8Bins];
+          size_t i = 0;
+          for (; i + 4 <= m; i += 4)
+            for (size_t q = 0; q < 4; ++q) {
+              acc[i + q] += t[codes[i + q]];
+              ++h[q * kInt8Bins + codes[i + q]];
+            }
+          for (; i < m; ++i) {
+            acc[i] += t[codes[i]];
+            ++h[codes[i]];
+          }
+        } else {
+          for (size_t i = 0; i < m; ++i) acc[i] += t[codes[i]];
+        }
+      }
+      float* o = out + begin + off;
+      for (size_t i = 0; i < m; ++i) {
+        bad |= non_finite_bit(acc[i]);  // a sum that overflowed on the way stays non-finite to the end
+        o[i] = acc[i] / divisor;
+      }
+    }
+    for (size_t j = 0; ss && j < k; ++j) {
+      const uint32_t* h = &counts[j * 4 * kInt8Bins];
+      const float* t = &tables[j * kInt8Bins];
+      for (size_t c = 0; c < kInt8Bins; ++c) {
+        const uint32_t count = h[c] + h[kInt8Bins + c] + h[2 * kInt8Bins + c] + h[3 * kInt8Bins + c];
+        ss[j] += double(count) * double(t[c]) * double(t[c]);
+      }
+    }
+  }
+  return bad != 0;
 }
 
 double int8_sum_squares(const uint8_t* in, size_t n, size_t block) {

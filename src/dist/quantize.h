@@ -63,5 +63,11 @@ double int8_sum_squares(const uint8_t* in, size_t n, size_t block);
 // and int8_sum_squares. Returns (base given) whether some out[i] is not
 // finite; false without looking when base is null.
 bool int8_decode_fused(const uint8_t* in, size_t n, size_t block, const float* base, float* out, double* ss);
+// BlockCodec::average_fused for int8: k payloads of n values added onto own
+// in order, a piece of a block at a time in a buffer the size of a core's
+// first-level cache, so that own is read and out written once; each
+// payload's histogram as int8_sum_squares's (the same double).
+bool int8_average_fused(const uint8_t* const* in, size_t k, size_t n, size_t block, const float* own, float* out,
+                        float divisor, double* ss);
 
 }  // namespace intellect
