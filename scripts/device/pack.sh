@@ -10,7 +10,7 @@ build=${BUILD_DIR:-build}
 rm -rf devbin devbin.tgz
 mkdir -p devbin/lib devbin/shared/data devbin/shared/bench
 bins=(intellect_gpu_tests bench_step intellect_train intellect_forward make_corpus bench_allreduce bench_state_transfer
-      bench_boundary bench_aead)
+      bench_boundary bench_aead bench_quantize)
 for b in "${bins[@]}"; do strip -o "devbin/$b" "$build/$b"; done
 # EXTRA_BINS="path:name ...": more binaries, e.g. an older build to compare against.
 for e in ${EXTRA_BINS:-}; do strip -o "devbin/${e#*:}" "${e%%:*}"; done
