@@ -92,6 +92,12 @@ void decode(const uint8_t* in, size_t n, size_t block, float* out) {
   }
 }
 
+// The check's sum of squares. Its definition changed once, on purpose
+// (2026-12-05): value i of a block adds double(v)² to lane i mod 8, a block's
+// sum is its eight lanes added in order, the total its blocks' sums added in
+// order (it was a histogram of each block's codes against its table). Every
+// library path that computes it must give this double, bit for bit: the
+// coordinator's judge recomputes what an accuser's check found.
 inline double sum_squares(const uint8_t* in, size_t n, size_t block) {
   double total = 0.0;
   for (size_t begin = 0, b = 0; begin < n; begin += block, ++b) {
@@ -99,9 +105,14 @@ inline double sum_squares(const uint8_t* in, size_t n, size_t block) {
     const uint8_t* p = in + begin + b * kInt8TableBytes;
     float table[kInt8Bins];
     std::memcpy(table, p, kInt8TableBytes);
-    uint32_t count[kInt8Bins] = {};
-    for (size_t i = 0; i < len; ++i) ++count[p[kInt8TableBytes + i]];
-    for (size_t k = 0; k < kInt8Bins; ++k) total += double(count[k]) * double(table[k]) * double(table[k]);
+    double lane[8] = {};
+    for (size_t i = 0; i < len; ++i) {
+      const double v = table[p[kInt8TableBytes + i]];
+      lane[i % 8] += v * v;
+    }
+    double block_sum = 0.0;
+    for (double l : lane) block_sum += l;
+    total += block_sum;
   }
   return total;
 }

@@ -52,21 +52,21 @@ void int8_decode(const uint8_t* in, size_t n, size_t block, float* out, int thre
 // acc[i] += decoded value i: the reduce-scatter's accumulation, done in fp32.
 void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int threads = 0);
 
-// The sum of the squares of the n decoded values, without decoding them (a
-// histogram of each block's codes against its table): what a ring successor
-// checks against a sender's announced norm.
+// The sum of the squares of the n decoded values, in eight lanes per block
+// (quantize.cpp says why and how): what a ring successor or an owner checks
+// against a sender's announced norm, and the coordinator's judge recomputes.
 double int8_sum_squares(const uint8_t* in, size_t n, size_t block);
 
 // BlockCodec::decode_fused for int8 (codec.h), on the calling thread: each
-// code is read once for the add, the histogram of int8_sum_squares and the
-// finiteness test. Bit for bit int8_decode / a copy then int8_decode_add,
+// code is read once for the add, int8_sum_squares's sum and the finiteness
+// test. Bit for bit int8_decode / a copy then int8_decode_add,
 // and int8_sum_squares. Returns (base given) whether some out[i] is not
 // finite; false without looking when base is null.
 bool int8_decode_fused(const uint8_t* in, size_t n, size_t block, const float* base, float* out, double* ss);
 // BlockCodec::average_fused for int8: k payloads of n values added onto own
 // in order, a piece of a block at a time in a buffer the size of a core's
 // first-level cache, so that own is read and out written once; each
-// payload's histogram as int8_sum_squares's (the same double).
+// payload's sum of squares as int8_sum_squares's (the same double).
 bool int8_average_fused(const uint8_t* const* in, size_t k, size_t n, size_t block, const float* own, float* out,
                         float divisor, double* ss);
 
