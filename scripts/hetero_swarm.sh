@@ -84,33 +84,18 @@ micro=$("$train" "${cfg[@]}" "${sets[@]}" --print-config 2>/dev/null \
 
 rm -rf "$out"
 mkdir -p "$out"
-head -c 32 /dev/urandom > "$out/secret"
-chmod 600 "$out/secret"
+NAME=hetero_swarm OUT=$out TRAIN=$train PORT=$port
+source "$(dirname "$0")/swarm_lib.sh"
+swarm_secret
 link=()
 (( mbit > 0 )) && link=(--set "mesh.emulate_link_mbit=$mbit" --set "mesh.emulate_link_delay_ms=$delay")
 common=("${cfg[@]}" "${sets[@]}" --set diloco.enabled=true --set "mesh.secret_file=$out/secret"
         --set "mesh.coordinator=127.0.0.1:$port" --set "data.partitions=$nodes" "${link[@]}")
-pids=()
-coordinator=""
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 20); do
-    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    (( alive )) || break; sleep 0.5
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [[ -n "$coordinator" ]] && kill "$coordinator" 2>/dev/null || true
-}
-trap cleanup EXIT
 
 echo "hetero_swarm: nodes of ${gpus} GPU(s), config ${config:-<embedded tiny>}, ${accum} micro-batch(es) of" \
      "$micro per GPU per inner step, links $( (( mbit > 0 )) && echo "$mbit Mbit/s, $delay ms one way" || echo "not emulated")," \
      "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname)"
-"$train" --coordinator "${cfg[@]}" --set "mesh.secret_file=$out/secret" --set "mesh.listen=127.0.0.1:$port" \
-  --set "mesh.min_ring=$nodes" --set "train.out_dir=$out/coordinator" > "$out/coordinator.log" 2>&1 &
-coordinator=$!
-for _ in $(seq 100); do grep -q "coordinator listening" "$out/coordinator.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "coordinator listening" "$out/coordinator.log" || { echo "hetero_swarm: the coordinator did not start:"; tail "$out/coordinator.log"; exit 1; }
+swarm_start_coordinator "$nodes" "${cfg[@]}"
 
 first=0
 for ((i = 0; i < nodes; i++)); do
@@ -130,26 +115,10 @@ for ((i = 0; i < nodes; i++)); do
   echo "hetero_swarm: node-$i on $where, train.batch_size $(( (k > 0 ? k : 1) * micro * accum ))"
   env "${env_vars[@]}" "$train" "${common[@]}" "${node_sets[@]}" --set "data.partition=$i" \
     --set "mesh.name=node-$i" --set "train.out_dir=$out/node-$i" > "$out/node-$i/train.log" 2>&1 &
-  pids+=($!)
+  PIDS+=($!)
 done
-rc=0
-deadline=$(( $(date +%s) + ${RUN_DEADLINE_S:-3600} ))
-for p in "${pids[@]}"; do
-  while kill -0 "$p" 2>/dev/null; do
-    if (( $(date +%s) > deadline )); then
-      echo "hetero_swarm: the run did not end within ${RUN_DEADLINE_S:-3600} s; the processes' last lines:"
-      for d in "$out"/node-*; do echo "--- $(basename "$d")"; tail -n 8 "$d/train.log" 2>/dev/null; done
-      echo "--- coordinator"; tail -n 8 "$out/coordinator.log"
-      exit 1
-    fi
-    sleep 1
-  done
-  wait "$p" || rc=$?
-done
-pids=()
-kill -INT "$coordinator" 2>/dev/null || true
-wait "$coordinator" 2>/dev/null || true
-coordinator=""
+swarm_wait_nodes "${RUN_DEADLINE_S:-3600}" "its start"
+rc=$SWARM_RC
 
 status=0
 python3 - "$out" "$gpus" <<'EOF' || status=$?

@@ -58,73 +58,37 @@ cfg=()
 
 rm -rf "$out"
 mkdir -p "$out"
-# A shared secret for this run (mode 600: the nodes refuse a readable one).
-head -c 32 /dev/urandom > "$out/secret"
-chmod 600 "$out/secret"
+NAME=join_wan OUT=$out TRAIN=$train PORT=$port
+source "$(dirname "$0")/swarm_lib.sh"
+swarm_secret
 common=("${cfg[@]}" "${sets[@]}" --set diloco.enabled=true --set "mesh.secret_file=$out/secret"
         --set "mesh.coordinator=127.0.0.1:$port" --set "data.partitions=$((nodes + 1))"
         --set "mesh.emulate_link_mbit=$mbit" --set "mesh.emulate_link_delay_ms=$delay")
-pids=()
-coordinator=""
-# Nodes first (SIGTERM: each saves and stops), the coordinator after them: a
-# node whose coordinator is gone retries it for mesh.round_timeout_ms and
-# does not see a SIGTERM meanwhile (noted in docs/RELIABILITY.md), so what
-# is left after 10 s is killed.
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 20); do
-    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    (( alive )) || break; sleep 0.5
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [[ -n "$coordinator" ]] && kill "$coordinator" 2>/dev/null || true
-}
-trap cleanup EXIT
 
 echo "join_wan: $nodes nodes + 1 joiner at outer step $join_at, config ${config:-<embedded tiny>}," \
      "links $mbit Mbit/s, $delay ms one way, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(hostname)"
-"$train" --coordinator "${cfg[@]}" --set "mesh.secret_file=$out/secret" --set "mesh.listen=127.0.0.1:$port" \
-  --set "mesh.min_ring=$nodes" --set "train.out_dir=$out/coordinator" > "$out/coordinator.log" 2>&1 &
-coordinator=$!
-for _ in $(seq 100); do grep -q "coordinator listening" "$out/coordinator.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "coordinator listening" "$out/coordinator.log" || { echo "join_wan: the coordinator did not start:"; tail "$out/coordinator.log"; exit 1; }
+swarm_start_coordinator "$nodes" "${cfg[@]}"
 
 node() {  # name: a training process of the run, its log and metrics under $out/<name>
   mkdir -p "$out/$1"
   exec "$train" "${common[@]}" --set "mesh.name=$1" --set "train.out_dir=$out/$1" > "$out/$1/train.log" 2>&1  # exec: the pid the cleanup kills is the process
 }
-for ((i = 0; i < nodes; i++)); do node "node-$i" & pids+=($!); done
+for ((i = 0; i < nodes; i++)); do node "node-$i" & PIDS+=($!); done
 # The joiner starts once node-0 has applied outer step join_at.
 t0=$(date +%s)
 applied() { grep -c '"outer_step":' "$out/node-0/metrics.jsonl" 2>/dev/null || true; }
 until [[ $(applied) -ge $join_at ]]; do
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then echo "join_wan: node-0 ended before outer step $join_at:"; tail "$out/node-0/train.log"; exit 1; fi
+  if ! kill -0 "${PIDS[0]}" 2>/dev/null; then echo "join_wan: node-0 ended before outer step $join_at:"; tail "$out/node-0/train.log"; exit 1; fi
   if (( $(date +%s) - t0 > ${JOIN_WAIT_S:-1800} )); then echo "join_wan: no outer step $join_at after ${JOIN_WAIT_S:-1800} s"; exit 1; fi
   sleep 0.5
 done
 echo "join_wan: the run is at outer step $join_at after $(( $(date +%s) - t0 )) s; the joiner starts"
-node joiner & pids+=($!)
-rc=0
+node joiner & PIDS+=($!)
 # RUN_DEADLINE_S bounds the rest of the run: past it, where each process had
 # got to is printed (its log's last lines) and the script fails, so a run cut
 # short still says why.
-deadline=$(( $(date +%s) + ${RUN_DEADLINE_S:-3600} ))
-for p in "${pids[@]}"; do
-  while kill -0 "$p" 2>/dev/null; do
-    if (( $(date +%s) > deadline )); then
-      echo "join_wan: the run did not end within ${RUN_DEADLINE_S:-3600} s of the joiner's start; the processes' last lines:"
-      for d in "$out"/node-* "$out"/joiner; do echo "--- $(basename "$d")"; tail -n 8 "$d/train.log" 2>/dev/null; done
-      echo "--- coordinator"; tail -n 8 "$out/coordinator.log"
-      exit 1
-    fi
-    sleep 1
-  done
-  wait "$p" || rc=$?
-done
-pids=()
-kill -INT "$coordinator" 2>/dev/null || true
-wait "$coordinator" 2>/dev/null || true
-coordinator=""
+swarm_wait_nodes "${RUN_DEADLINE_S:-3600}" "the joiner's start"
+rc=$SWARM_RC
 
 status=0
 python3 - "$out" "$nodes" "$mbit" "$delay" <<'EOF' || status=$?
