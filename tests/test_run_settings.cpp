@@ -31,7 +31,11 @@ TEST(RunSettings, DifferencesAreNamedKeyByKey) {
   EXPECT_NE(missing.find("model.ffn_dim is 128 here and not set in the run"), std::string::npos) << missing;
   // Many differences: a few named, the rest counted.
   nlohmann::json a, b;
-  for (int i = 0; i < 10; ++i) a["diloco"]["k" + std::to_string(i)] = i, b["diloco"]["k" + std::to_string(i)] = i + 1;
+  for (int i = 0; i < 10; ++i) {
+    const std::string key = std::string("k").append(std::to_string(i));  // not "k" + ...: GCC 12's -Wrestrict false positive
+    a["diloco"][key] = i;
+    b["diloco"][key] = i + 1;
+  }
   const std::string many = run_settings_difference(a.dump(), b.dump());
   EXPECT_NE(many.find("and 4 more"), std::string::npos) << many;
   for (const char* bad : {"", "not json", "[1,2]", "{\"diloco\":"})
