@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15 on the one-GPU H200 host (16 cores; written in the seventeenth session, not yet run; ~5 min):
+# Issue 15 on the one-GPU H200 host (16 cores; written in the seventeenth session, not yet run; ~7 min):
 # is a 4-node round on this host bound by memory bandwidth? (docs/PERFORMANCE.md, "Is the host's 4-node
 # round bound by memory?"). Pack the build before the one-pass owner (4850eff) beside this one:
 #   git worktree add /tmp/base 4850eff && cmake -S /tmp/base -B /tmp/base/build -DCMAKE_BUILD_TYPE=Release &&
@@ -18,5 +18,12 @@ for b in bench_allreduce bench_allreduce_base bench_allreduce bench_allreduce_ba
   echo "=== $b, 4 nodes, direct, 277M values ($(date -u +%T))"
   timeout 150 devbin/$b --nodes 4 --elems 277000000 --rounds 3 --compression int8 --rings 1 --all-reduce direct 2>&1 \
     | grep -E "round [23]:|whole outer step"
+done
+# Messages of 2^18 values (1 MB of fp32, within a core's L2 here) instead of 2^20: the owner's encode and
+# decode of its average, and the commitment's pieces, then reread from L2 rather than memory.
+for chunk in 262144 1048576; do
+  echo "=== bench_allreduce, 4 nodes, direct, 277M values, --chunk $chunk ($(date -u +%T))"
+  timeout 150 devbin/bench_allreduce --nodes 4 --elems 277000000 --rounds 3 --compression int8 --rings 1 \
+    --all-reduce direct --chunk $chunk 2>&1 | grep -E "round [23]:|whole outer step"
 done
 echo "=== end ($(date -u +%T))"
