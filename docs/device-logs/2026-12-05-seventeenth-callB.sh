@@ -4,6 +4,12 @@
 # weight gradients too, and with bf16 products; the kernel table has the FP8 casts against copy bandwidth
 # and the FP8 products (dW included) against FP8's peak. Carry devbin.tgz.
 source scripts/device/env.sh
+# The FP8 tests again first, with the bounds call A's measurements set (the accumulation of FP8 tensor cores,
+# the tiny model's logits and loss curve), and the FP8 weight gradients' loss curve, which call A's filter missed.
+echo "=== FP8 tests ($(date -u +%T))"
+GTEST_FILTER='CudaKernels.Fp8*:CudaModel.Fp8*:CudaTraining.Fp8*' timeout 150 bash scripts/device/routine.sh tests \
+  > $OUT/tests-run.log 2>&1
+echo "exit $?"; grep -E "^\[  (FAILED|     OK|  PASSED)|tiny config|Failure|actual|fp8.* against" $OUT/tests.log | head -30
 echo "=== bench4 fp8 + yardstick ($(date -u +%T))"
 BENCH_ARGS="--set precision.matmul=fp8" timeout 200 bash scripts/device/routine.sh bench4 > $OUT/r1.log 2>&1
 echo "exit $?"; cp $OUT/bench4.log $OUT/bench4-fp8.log; grep -vE "^ +[a-z_]+ +[0-9]" $OUT/bench4-fp8.log | tail -22

@@ -675,7 +675,11 @@ TEST(CudaKernels, Fp8MatmulMatchesTheCpuOnTheCastOperands) {
       EXPECT_LT(rel_error(to_f32(ddw16.download()), rdw), kBf16Tol);
       std::vector<float> want = rdw;
       for (int64_t i = 0; i < N * K; ++i) want[i] += prior[i];
-      EXPECT_LT(rel_error(ddw32.download(), want), 1e-5);
+      // Hopper's FP8 tensor cores accumulate in less than fp32 (DeepSeek-V3
+      // measured about 14 bits; cuBLAS promotes partial sums now and then):
+      // 3e-5 to 4e-4 against the CPU's fp32 here (H200, 2026-12-05). A wrong
+      // layout or scale would be off by order one.
+      EXPECT_LT(rel_error(ddw32.download(), want), 2e-3);
     }
     // And the quantization itself is what FP8 promises against the bf16 product.
     std::vector<float> y16(M * N);
