@@ -24,4 +24,6 @@ echo "exit $?"; grep -E "ms/step|MFU|phases|median" $OUT/bench4-fp8dw.log | head
 echo "=== bench4 bf16 ($(date -u +%T))"
 timeout 100 devbin/bench_step "${common[@]}" > $OUT/bench4-bf16.log 2>&1
 echo "exit $?"; grep -E "ms/step|MFU|phases|median" $OUT/bench4-bf16.log | head -6
+# Whether PyTorch's own FP8 training (torchao's Float8Linear) is on this machine, for an FP8 yardstick.
+python3 -c "import torchao, torch; print('torchao', torchao.__version__, 'torch', torch.__version__)" 2>&1 | tail -1
 echo "=== end ($(date -u +%T))"
