@@ -22,7 +22,10 @@ for lib in $(ldd "${bins[@]/#/$build/}" | awk '/=> \//{print $3}' | sort -u); do
 done
 cp -r ../shared/data/fixtures devbin/shared/data/
 cp ../shared/bench/torch_llama_bench.py devbin/shared/bench/
-cp -r scripts/device/*.sh devbin/
+cp -r scripts/device/*.sh scripts/device/*.py devbin/
+# torchao's wheel for the FP8 yardstick (routine.sh yard-fp8), when downloaded into build-wheels/: the
+# device image has no torchao and no network.
+if ls build-wheels/torchao-*.whl > /dev/null 2>&1; then mkdir -p devbin/wheels && cp build-wheels/torchao-*.whl devbin/wheels/; fi
 tar czf devbin.tgz devbin
 rm -rf devbin
 ls -l devbin.tgz

@@ -8,6 +8,9 @@
 #   bench10b         bench_step on the full 10B (1 micro-batch per step), and the yardstick
 #   bench10b-accum8  bench_step on the full 10B, 8 micro-batches per step
 #   yard10b          the yardstick alone on the full 10B (torch.compile, nothing checkpointed)
+#   yard-fp8         the yardstick with PyTorch's own FP8 training (torchao float8, tensorwise; its wheel packed
+#                    from build-wheels/, see pack.sh): LAYERS (4 or 42), FP8_HEAD (1: the classifier in FP8 too,
+#                    the faster variant; 0: bf16, as ours), STEPS10B; issue 14's FP8 comparison
 #   bench4docs       the 4-layer slice masked per document (lengths around 1500 tokens) against causal per row
 #   sdpa-configs     the 4-layer slice with each of cuDNN's ranked attention engine configs
 #   overlap150m      issue 15: 4 nodes of 150m, DiLoCo none vs eager over an emulated link (LINK_MBIT, LINK_DELAY;
@@ -110,6 +113,19 @@ for s in "$@"; do
       python3 devbin/shared/bench/torch_llama_bench.py --layers 42 --compile 1 --steps ${STEPS10B:-6} 2>&1 | grep '^{' \
         | tee "$OUT/yard10b.log"
       clocks_stop yard10b | tee -a "$OUT/yard10b.log" ;;
+    yard-fp8)
+      section "yard-fp8 (${LAYERS:-4} layers, FP8 classifier ${FP8_HEAD:-1})"
+      if ! python3 -c "import torchao" 2>/dev/null; then
+        whl=$(ls devbin/wheels/torchao-*.whl 2>/dev/null | head -1)
+        [ -n "$whl" ] || { echo "routine.sh yard-fp8: torchao is not on this machine and no wheel was packed:" \
+          "run 'pip download torchao --no-deps -d build-wheels' on the dev machine, then scripts/device/pack.sh"; exit 2; }
+        rm -rf /tmp/pyao && python3 -m zipfile -e "$whl" /tmp/pyao && export PYTHONPATH=/tmp/pyao${PYTHONPATH:+:$PYTHONPATH}
+      fi
+      clocks_start yard-fp8
+      python3 devbin/torchao_fp8_yardstick.py devbin/shared/bench/torch_llama_bench.py --fp8-head ${FP8_HEAD:-1} -- \
+        --layers ${LAYERS:-4} --compile 1 --steps ${STEPS10B:-8} 2>&1 | grep -E '^\{|float8 linears|Error' \
+        | tee "$OUT/yard-fp8.log"
+      clocks_stop yard-fp8 | tee -a "$OUT/yard-fp8.log" ;;
     bench4docs)
       section bench4docs
       $B/bench_step "${common[@]}" --set model.n_layers=4 --steps 10 --warmup 3 --doc-len ${DOC_LEN:-1500} \
