@@ -197,6 +197,14 @@ void int8_decode_add(const uint8_t* in, size_t n, size_t block, float* acc, int 
 // load and store for every value, the slower of the two when the values
 // are decoded anyway: 4.4 against 5.6 GB/s for a hop's decode on the dev VM).
 namespace {
+inline double sq(float v) { return double(v) * double(v); }
+// Two lanes per instruction where the vector unit allows (cvtps2pd, mulpd,
+// addpd on x86-64's baseline SSE2): a lane still takes sq(d) and one add in
+// the same order, so its sum is the same double. Measured: the eighteenth
+// session's note in docs/PERFORMANCE.md ("Where a steady-state direct
+// round's CPU goes").
+typedef float Float2 __attribute__((vector_size(8)));
+typedef double Double2 __attribute__((vector_size(16)));
 struct SquareLanes {
   double lane[8] = {};
   double sum() const {
@@ -204,8 +212,19 @@ struct SquareLanes {
     for (double l : lane) s += l;
     return s;
   }
+  // Values d[0..7] onto lanes 0..7.
+  void add8(const float* d) {
+    for (int p = 0; p < 4; ++p) {
+      Float2 f;
+      Double2 l;
+      std::memcpy(&f, d + 2 * p, sizeof f);
+      std::memcpy(&l, lane + 2 * p, sizeof l);
+      const Double2 e = __builtin_convertvector(f, Double2);
+      l += e * e;
+      std::memcpy(lane + 2 * p, &l, sizeof l);
+    }
+  }
 };
-inline double sq(float v) { return double(v) * double(v); }
 }  // namespace
 
 // One block of int8_decode_fused; integer bits for the finiteness test, as
@@ -226,8 +245,19 @@ static uint32_t decode_fused_block(const float* table, const uint8_t* codes, siz
     if constexpr (kSs) lanes.lane[lane] += sq(d);
   };
   size_t i = 0;
-  for (; i + 8 <= len; i += 8)
-    for (size_t k = 0; k < 8; ++k) one(i + k, k);
+  for (; i + 8 <= len; i += 8) {
+    float d[8];
+    for (size_t k = 0; k < 8; ++k) {
+      d[k] = table[codes[i + k]];
+      float v = d[k];
+      if constexpr (kBase) {
+        v = x[i + k] + d[k];
+        bad |= non_finite_bit(v);
+      }
+      o[i + k] = v;
+    }
+    if constexpr (kSs) lanes.add8(d);
+  }
   for (; i < len; ++i) one(i, i & 7);
   if constexpr (kSs) *total += lanes.sum();
   return bad;
@@ -283,12 +313,14 @@ bool int8_average_fused(const uint8_t* const* in, size_t k, size_t n, size_t blo
           // Lane (off + i) mod 8 is lane i mod 8: off is a multiple of 8.
           SquareLanes& l = lanes[j];
           size_t i = 0;
-          for (; i + 8 <= m; i += 8)
+          for (; i + 8 <= m; i += 8) {
+            float d[8];
             for (size_t q = 0; q < 8; ++q) {
-              const float d = t[codes[i + q]];
-              acc[i + q] += d;
-              l.lane[q] += sq(d);
+              d[q] = t[codes[i + q]];
+              acc[i + q] += d[q];
             }
+            l.add8(d);
+          }
           for (; i < m; ++i) {
             const float d = t[codes[i]];
             acc[i] += d;
