@@ -15,7 +15,7 @@ namespace {
 using namespace control;
 
 std::vector<Message> samples() {
-  Welcome w{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1};
+  Welcome w{3, 1, 7, 42, 2000, 6000, R"({"rows":12})", 2, "10.0.0.2:7001", 1, {}};
   w.stripe_donors = {{4, "10.0.0.4:7001"}, {5, "10.0.0.5:7001"}};
   StateRequest sr{2, 41, 7, {}};
   sr.digest[0] = 9;
@@ -24,11 +24,11 @@ std::vector<Message> samples() {
   si.digest[31] = 1;
   return {Join{"node-a", "10.0.0.1:7000", 8, "10.0.0.1:7001", 17, R"({"diloco":{"outer_lr":0.7}})"},
           w,
-          Heartbeat{3, 41},
+          Heartbeat{3, 41, {}},
           Leave{3, "SIGTERM"},
           Ready{3, 42, R"({"rows":100})", 5, 940.5f},
           RingAnnounce{42, 7, 99, {{1, "10.0.0.1:7000", -1.0f, "node-a"}, {3, "10.0.0.3:7000", 2.5f, "node-c"}}},
-          RingFailed{3, 42, 99, "next node timed out", 4},
+          RingFailed{3, 42, 99, "next node timed out", 4, 0, {}},
           OuterHash{3, 42, 0x1234567890abcdefull},
           Refused{"wrong protocol"},
           PeerHello{3, 99, 5},
@@ -58,9 +58,9 @@ TEST(Control, EveryMessageRoundTrips) {
   EXPECT_EQ(ready.link_to, 5u);
   EXPECT_EQ(ready.link_mbit, 940.5f);
   // "Holds no state" survives the trip; a held step that is neither is refused.
-  EXPECT_EQ(std::get<Heartbeat>(decode(encode(Heartbeat{3, -1}), "t")).held_step, -1);
+  EXPECT_EQ(std::get<Heartbeat>(decode(encode(Heartbeat{3, -1, {}}), "t")).held_step, -1);
   EXPECT_EQ(std::get<Rejoin>(decode(encode(samples()[15]), "t")).held_step, -1);
-  EXPECT_THROW(decode(encode(Heartbeat{3, -2}), "t"), Error);
+  EXPECT_THROW(decode(encode(Heartbeat{3, -2, {}}), "t"), Error);
   const auto done = std::get<RoundDone>(decode(encode(RoundDone{3, 42, 99}), "t"));
   EXPECT_EQ(done.node_id, 3u);
   EXPECT_EQ(done.outer_step, 42);
@@ -89,17 +89,17 @@ TEST(Control, MalformedMessagesAreRefused) {
   // a string length far beyond its cap is refused before any copy
   std::vector<uint8_t> huge = {1, 0xff, 0xff, 0xff, 0x7f};
   EXPECT_NE(test::error_of([&] { decode(huge, "peer 1.2.3.4"); }).find("peer 1.2.3.4"), std::string::npos);
-  EXPECT_THROW(decode(encode(Join{"a", "b", 0, "", -1}), "t"), Error);
-  EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, "", 0, "", 0}), "t"), Error);
+  EXPECT_THROW(decode(encode(Join{"a", "b", 0, "", -1, ""}), "t"), Error);
+  EXPECT_THROW(decode(encode(Welcome{1, 1, 1, 1, 2000, 1000, "", 0, "", 0, {}}), "t"), Error);
   {  // further donors: never the donor itself, never without an address, at most kMaxStripeDonors
-    Welcome w{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0};
+    Welcome w{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0, {}};
     w.stripe_donors = {{2, "b:1"}};
     EXPECT_THROW(decode(encode(w), "t"), Error);
     w.stripe_donors = {{3, ""}};
     EXPECT_THROW(decode(encode(w), "t"), Error);
     w.stripe_donors = {{3, "c:1"}};
     EXPECT_EQ(std::get<Welcome>(decode(encode(w), "t")).stripe_donors[0].address, "c:1");
-    std::vector<uint8_t> many = encode(Welcome{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0});
+    std::vector<uint8_t> many = encode(Welcome{1, 1, 1, 1, 2000, 6000, "", 2, "a:1", 0, {}});
     many.back() = static_cast<uint8_t>(kMaxStripeDonors + 1);  // the count, and no donors after it
     EXPECT_NE(test::error_of([&] { decode(many, "t"); }).find("at most"), std::string::npos);
   }
@@ -170,8 +170,8 @@ TEST(Control, HeartbeatCarriesNodeStatus) {
   EXPECT_EQ(back.status->join_bytes, 987654321u);
   EXPECT_EQ(encode(back), wire);
   // A node with nothing to report yet sends the heartbeat of old: still a heartbeat.
-  EXPECT_FALSE(std::get<Heartbeat>(decode(encode(Heartbeat{3, 41}), "t")).status.has_value());
-  EXPECT_EQ(encode(Heartbeat{3, 41}).size(), 17u);
+  EXPECT_FALSE(std::get<Heartbeat>(decode(encode(Heartbeat{3, 41, {}}), "t")).status.has_value());
+  EXPECT_EQ(encode(Heartbeat{3, 41, {}}).size(), 17u);
   // Every truncation inside the status block is refused (at 17 bytes it is a plain heartbeat).
   for (size_t cut = 18; cut < wire.size(); ++cut)
     EXPECT_THROW(decode(std::vector<uint8_t>(wire.begin(), wire.begin() + cut), "t"), Error) << "cut at " << cut;
@@ -221,7 +221,7 @@ TEST(Control, NodeStatusFiguresAreValidated) {
 
 namespace intellect::control {
 TEST(Control, LongReasonsAreClippedNotRefused) {
-  RingFailed f{3, 42, 99, std::string(1000, 'x') + "\xc3\xa9", 0, 7};
+  RingFailed f{3, 42, 99, std::string(1000, 'x') + "\xc3\xa9", 0, 7, {}};
   const auto back = std::get<RingFailed>(decode(encode(f), "t"));
   EXPECT_LE(back.reason.size(), kMaxName);
   EXPECT_EQ(back.reason.substr(back.reason.size() - 3), "...");

@@ -444,7 +444,9 @@ TEST_F(Elastic, KillDuringAnOverlappedRoundLosesNoOuterStep) {
           const int64_t k = l[key]["outer_step"].get<int64_t>();
           order.push_back(k);
           applied[i][k] = {l[key]["rewinds"].get<int64_t>(), l[key]["hash"].get<std::string>()};
-          if (k == 2) EXPECT_EQ(l["step"], 15) << name << ": the relaunched round is applied at the first boundary";
+          if (k == 2) {
+            EXPECT_EQ(l["step"], 15) << name << ": the relaunched round is applied at the first boundary";
+          }
         }
     EXPECT_EQ(order, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8})) << name;
   }

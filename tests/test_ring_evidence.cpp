@@ -271,7 +271,7 @@ TEST(RingEvidence, AFalseAccusersEvidenceDoesNotHold) {
 
 // An accusation's evidence travels in RingFailed; the decoder caps it.
 TEST(RingEvidence, RingFailedCarriesEvidenceWithinItsCaps) {
-  control::RingFailed f{3, 7, 11, "too much", 0, 5};
+  control::RingFailed f{3, 7, 11, "too much", 0, 5, {}};
   f.evidence = {std::vector<uint8_t>(100, 1), std::vector<uint8_t>(3, 2)};
   const std::vector<uint8_t> wire = control::encode(f);
   const auto back = std::get<control::RingFailed>(control::decode(wire, "test"));
@@ -289,7 +289,7 @@ TEST(RingEvidence, RingFailedCarriesEvidenceWithinItsCaps) {
     EXPECT_THROW(control::decode(t, "test"), Error) << cut;
   }
   // A length past the cap is refused before anything is copied.
-  std::vector<uint8_t> huge = control::encode(control::RingFailed{3, 7, 11, "x", 0, 5});
+  std::vector<uint8_t> huge = control::encode(control::RingFailed{3, 7, 11, "x", 0, 5, {}});
   huge.resize(huge.size() - 4);
   const uint32_t one = 1, big = static_cast<uint32_t>(kMaxEvidenceBytes + 1);
   huge.insert(huge.end(), reinterpret_cast<const uint8_t*>(&one), reinterpret_cast<const uint8_t*>(&one) + 4);

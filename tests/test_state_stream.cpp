@@ -412,7 +412,9 @@ TEST(StateStripes, FurtherDonorsSendSharedChunksAndTheBytesAreTheDonors) {
   EXPECT_EQ(d.striped_chunks, b.chunks_served() + c.chunks_served());
   EXPECT_EQ(a.chunks_served() + d.striped_chunks, d.n_chunks) << "each chunk once";
   for (uint32_t i = 0; i < d.n_chunks; ++i)
-    if (d.striped[i]) EXPECT_LT(i, 120u) << "only shared chunks come from further donors";
+    if (d.striped[i]) {
+      EXPECT_LT(i, 120u) << "only shared chunks come from further donors";
+    }
   EXPECT_FALSE(logged(log, "does not match")) << "nothing was fetched twice";
 }
 
