@@ -234,7 +234,8 @@ static uint32_t decode_fused_block(const float* table, const uint8_t* codes, siz
                                    double* total) {
   SquareLanes lanes;
   uint32_t bad = 0;
-  auto one = [&](size_t i, size_t lane) {
+  // Value i decoded, onto the base, checked and stored; the decoded value back for the squares.
+  auto one = [&](size_t i) {
     const float d = table[codes[i]];
     float v = d;
     if constexpr (kBase) {
@@ -242,23 +243,18 @@ static uint32_t decode_fused_block(const float* table, const uint8_t* codes, siz
       bad |= non_finite_bit(v);
     }
     o[i] = v;
-    if constexpr (kSs) lanes.lane[lane] += sq(d);
+    return d;
   };
   size_t i = 0;
   for (; i + 8 <= len; i += 8) {
     float d[8];
-    for (size_t k = 0; k < 8; ++k) {
-      d[k] = table[codes[i + k]];
-      float v = d[k];
-      if constexpr (kBase) {
-        v = x[i + k] + d[k];
-        bad |= non_finite_bit(v);
-      }
-      o[i + k] = v;
-    }
+    for (size_t k = 0; k < 8; ++k) d[k] = one(i + k);
     if constexpr (kSs) lanes.add8(d);
   }
-  for (; i < len; ++i) one(i, i & 7);
+  for (; i < len; ++i) {
+    const float d = one(i);
+    if constexpr (kSs) lanes.lane[i & 7] += sq(d);
+  }
   if constexpr (kSs) *total += lanes.sum();
   return bad;
 }
