@@ -113,6 +113,16 @@ TEST(Config, ErrorsNameFileAndField) {
                   "precision.fp8_weight_gradients: is true but matmul is \"bf16\"");
   EXPECT_TRUE(load_config("", {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_weight_gradients=true"})
                   .precision.fp8_weight_gradients);
+  EXPECT_CONTAINS(test::error_of([] { load_config("", {"train.device=cuda", "precision.fp8_classifier=true"}); }),
+                  "precision.fp8_classifier: is true but matmul is \"bf16\"");
+  EXPECT_CONTAINS(test::error_of([] {
+                    load_config("", {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_classifier=true",
+                                     "model.vocab_size=258"});
+                  }),
+                  "precision.fp8_classifier: is true but model.vocab_size is 258, not a multiple of 16");
+  EXPECT_TRUE(load_config("", {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_classifier=true",
+                               "model.vocab_size=272"})
+                  .precision.fp8_classifier);
   const std::string path = ::testing::TempDir() + "/broken.json";
   write_file_atomic(path, "{ \"model\": ", 11);
   EXPECT_CONTAINS(test::error_of([&] { load_config(path, {}); }), path + ": not valid JSON");

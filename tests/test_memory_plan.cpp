@@ -144,12 +144,28 @@ TEST(MemoryEstimate, MatchesWhatTheH200AllocatedForTheTenB) {
 TEST(MemoryEstimate, Fp8LinearLayersAddTheirScratch) {
   const Config b16 = ten_b_config({"train.memory_limit_gib=139.8"});
   const Config f8 = ten_b_config({"train.memory_limit_gib=139.8", "precision.matmul=fp8"});
-  const size_t scratch = fp8_scratch_bytes(f8.model, 8192);
+  const size_t scratch = fp8_scratch_bytes(f8.model, 8192, false);
   // 8192 x 14336 (SwiGLU's output) + 8192 x 28672 (gate|up's gradient) + 2 x 28672 x 4096 (gate|up's weight)
   EXPECT_EQ(scratch, size_t(8192) * 14336 + size_t(8192) * 28672 + 2 * size_t(28672) * 4096 +
                          size_t(kFp8FixedSlots + kFp8SlotsPerBlock * 42) * kFp8SlotBytes);
   EXPECT_EQ(estimate_gpu_memory(f8, 1).step_buffers - estimate_gpu_memory(b16, 1).step_buffers, scratch);
   EXPECT_TRUE(estimate_gpu_memory(f8, 1).fits);
+}
+
+// An FP8 classifier casts the head's weight whole (twice: as is and
+// transposed) and a chunk's logit gradient, so those set the buffers' sizes.
+TEST(MemoryEstimate, Fp8ClassifierAddsTheHeadsOperands) {
+  const Config f8 = ten_b_config({"train.memory_limit_gib=139.8", "precision.matmul=fp8"});
+  const Config head = ten_b_config({"train.memory_limit_gib=139.8", "precision.matmul=fp8",
+                                    "precision.fp8_classifier=true"});
+  const size_t rows = static_cast<size_t>(classifier_chunk_rows(8192, 128256));
+  EXPECT_EQ(rows, 2048u);
+  EXPECT_EQ(fp8_scratch_bytes(head.model, 8192, true),
+            size_t(8192) * 14336 + rows * 128256 + 2 * size_t(128256) * 4096 +
+                size_t(kFp8FixedSlots + kFp8SlotsPerBlock * 42 + kFp8ClassifierSlots) * kFp8SlotBytes);
+  EXPECT_EQ(estimate_gpu_memory(head, 1).step_buffers - estimate_gpu_memory(f8, 1).step_buffers,
+            fp8_scratch_bytes(head.model, 8192, true) - fp8_scratch_bytes(f8.model, 8192, false));
+  EXPECT_TRUE(estimate_gpu_memory(head, 1).fits) << estimate_gpu_memory(head, 1).describe();
 }
 
 TEST(MemoryEstimate, TheTenBOnEightyGigabyteGpus) {

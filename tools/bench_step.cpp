@@ -600,14 +600,15 @@ int main(int argc, char** argv) {
                 n_params / 1e9, (long long)m.n_layers, (long long)m.dim, (long long)m.ffn_dim,
                 (long long)m.n_heads, (long long)m.n_kv_heads, (long long)m.vocab_size);
     std::printf("  step: %lld x %lld tokens x %lld accum; attention: %s; master weights %s; AdamW state %s; "
-                "gradients %s; blocks' linear layers %s; %.1f GiB allocated, %.1f GiB of %.1f GiB in use on the GPU\n",
+                "gradients %s; blocks' linear layers %s; classifier %s; %.1f GiB allocated, %.1f GiB of %.1f GiB in "
+                "use on the GPU\n",
                 (long long)B, (long long)T, (long long)accum, model.attention_impl().c_str(),
                 o.master_weights ? "fp32" : "off", cfg.precision.optim_state_dtype.c_str(),
                 o.grads_bf16 ? "bf16" : "fp32",
                 !o.fp8     ? "bf16"
                 : o.fp8_dw ? "FP8 (forward, input and weight gradients)"
                            : "FP8 (forward and input gradients; weight gradients bf16)",
-                model.device_bytes() / double(1 << 30),
+                o.fp8_classifier ? "FP8" : "bf16", model.device_bytes() / double(1 << 30),
                 (total_b - free_b) / double(1 << 30), total_b / double(1 << 30));
     if (const std::string plans = model.attention_plans(); !plans.empty()) std::printf("  %s\n", plans.c_str());
     std::printf("  recompute plan%s: %s\n", o.recompute.automatic ? " (auto)" : "",

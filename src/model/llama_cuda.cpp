@@ -190,7 +190,8 @@ LlamaCuda::LlamaCuda(const ModelConfig& cfg, const CudaOptions& opts, int64_t ma
 // Slots of fp8_slots_, kFp8SlotBytes apart (cuBLASLt's FP8 kernels want aligned
 // pointers, scales included): the inverse scales of the operands in hand and
 // the output gradient's amax; then per block its four weights' amax and its
-// four linear inputs' amax, kept from the forward pass for the backward one.
+// four linear inputs' amax, kept from the forward pass for the backward one;
+// then (opts_.fp8_classifier) the head weight's amax and a chunk input's.
 namespace {
 enum Fp8Slot { kInScaleInv, kGradAmax, kGradScaleInv, kWeightScaleInv, kWeightTScaleInv, kInTScaleInv, kGradTScaleInv };
 static_assert(kGradTScaleInv + 1 == kFp8FixedSlots);
@@ -200,16 +201,22 @@ float* weight_amax(float* slots, int l, int which) { return slot(slots, kFp8Fixe
 float* input_amax(float* slots, int l, int which) {
   return slot(slots, kFp8FixedSlots + kFp8SlotsPerBlock * l + 4 + which);
 }
+float* classifier_amax(float* slots, int n_layers, int which) {  // 0 the head's weight, 1 a chunk's input
+  return slot(slots, kFp8FixedSlots + kFp8SlotsPerBlock * n_layers + which);
+}
 }  // namespace
 
 void LlamaCuda::allocate_fp8() {
-  for (const auto& [what, v] : std::vector<std::pair<const char*, int64_t>>{
-           {"model.dim", cfg_.dim}, {"the query width (n_heads x head_dim)", cfg_.q_dim()},
-           {"the q|k|v width", cfg_.qkv_dim()}, {"model.ffn_dim", cfg_.ffn_dim}, {"train.seq_len", T_}})
+  std::vector<std::pair<const char*, int64_t>> dims = {
+      {"model.dim", cfg_.dim}, {"the query width (n_heads x head_dim)", cfg_.q_dim()},
+      {"the q|k|v width", cfg_.qkv_dim()}, {"model.ffn_dim", cfg_.ffn_dim}, {"train.seq_len", T_}};
+  if (opts_.fp8_classifier) dims.push_back({"model.vocab_size (precision.fp8_classifier)", cfg_.vocab_size});
+  for (const auto& [what, v] : dims)
     if (v % 16 != 0)
       fail("precision.matmul \"fp8\" needs every GEMM dimension to be a multiple of 16 (cuBLASLt's FP8 "
            "kernels), but ", what, " is ", v, "; use precision.matmul \"bf16\" with this model");
-  const Fp8Scratch sizes = fp8_scratch(cfg_, max_batch_ * T_);  // what the memory estimate counts
+  // What the memory estimate counts.
+  const Fp8Scratch sizes = fp8_scratch(cfg_, max_batch_ * T_, opts_.fp8_classifier);
   x8_ = alloc<uint8_t>(sizes.input);
   g8_ = alloc<uint8_t>(sizes.grad);
   w8_ = alloc<uint8_t>(sizes.weight);
@@ -217,17 +224,27 @@ void LlamaCuda::allocate_fp8() {
   fp8_slots_ = alloc<float>(kSlotFloats * sizes.slots);
 }
 
+void LlamaCuda::fp8_cast_weight(float* w_amax, const bf16* w, int64_t N, int64_t K, bool measure) {
+  if (measure) cuda::absmax(w_amax, w, N * K, stream_);
+  cuda::fp8_cast(w8_, slot(fp8_slots_, kWeightScaleInv), w, N * K, w_amax, Fp8Format::e4m3, stream_);
+}
+
+void LlamaCuda::fp8_cast_weight_t(const float* w_amax, const bf16* w, int64_t N, int64_t K) {
+  cuda::fp8_cast_transposed(wt8_, slot(fp8_slots_, kWeightTScaleInv), w, N, K, w_amax, Fp8Format::e4m3, stream_);
+}
+
+void LlamaCuda::fp8_forward(float* in_amax, bf16* out, const bf16* in, int64_t M, int64_t N, int64_t K) {
+  float* s = fp8_slots_;
+  cuda::absmax(in_amax, in, M * K, stream_);
+  cuda::fp8_cast(x8_, slot(s, kInScaleInv), in, M * K, in_amax, Fp8Format::e4m3, stream_);
+  blas_->forward_fp8(out, x8_, slot(s, kInScaleInv), w8_, slot(s, kWeightScaleInv), M, N, K);
+}
+
 void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N,
                                int64_t K) {
   if (!opts_.fp8) return blas_->forward(out, in, w, M, N, K);
-  float* s = fp8_slots_;
-  float* w_amax = weight_amax(s, l, which);
-  float* in_amax = input_amax(s, l, which);
-  cuda::absmax(in_amax, in, M * K, stream_);
-  cuda::fp8_cast(x8_, slot(s, kInScaleInv), in, M * K, in_amax, Fp8Format::e4m3, stream_);
-  cuda::absmax(w_amax, w, N * K, stream_);
-  cuda::fp8_cast(w8_, slot(s, kWeightScaleInv), w, N * K, w_amax, Fp8Format::e4m3, stream_);
-  blas_->forward_fp8(out, x8_, slot(s, kInScaleInv), w8_, slot(s, kWeightScaleInv), M, N, K);
+  fp8_cast_weight(weight_amax(fp8_slots_, l, which), w, N, K, true);
+  fp8_forward(input_amax(fp8_slots_, l, which), out, in, M, N, K);
 }
 
 // The input gradient runs in FP8 against the weight transposed, scaled by
@@ -237,22 +254,28 @@ void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, cons
 // cuBLASLt's FP8 kernels take the reduction dimension) into the buffers the
 // input gradient's product has finished with (stream order), by the amax
 // of each that is already known.
-void LlamaCuda::linear_backward(int l, int which, bf16* din, const cuda::GradOut& dw, const bf16* dout,
-                                const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K) {
-  if (!opts_.fp8) return blas_->backward(din, dw, dout, in, w, M, N, K);
+void LlamaCuda::fp8_backward(const float* w_amax, const float* in_amax, bool cast_weight_t, bf16* din,
+                             const cuda::GradOut& dw, const bf16* dout, const bf16* in, const bf16* w, int64_t M,
+                             int64_t N, int64_t K) {
   float* s = fp8_slots_;
   cuda::absmax(slot(s, kGradAmax), dout, M * N, stream_);
   if (din) {
     cuda::fp8_cast(g8_, slot(s, kGradScaleInv), dout, M * N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
-    cuda::fp8_cast_transposed(wt8_, slot(s, kWeightTScaleInv), w, N, K, weight_amax(s, l, which), Fp8Format::e4m3,
-                              stream_);
+    if (cast_weight_t) fp8_cast_weight_t(w_amax, w, N, K);
     blas_->input_grad_fp8(din, g8_, slot(s, kGradScaleInv), wt8_, slot(s, kWeightTScaleInv), M, N, K);
   }
   if (!dw.p) return;
   if (!opts_.fp8_dw) return blas_->backward(nullptr, dw, dout, in, w, M, N, K);
   cuda::fp8_cast_transposed(g8_, slot(s, kGradTScaleInv), dout, M, N, slot(s, kGradAmax), Fp8Format::e5m2, stream_);
-  cuda::fp8_cast_transposed(x8_, slot(s, kInTScaleInv), in, M, K, input_amax(s, l, which), Fp8Format::e4m3, stream_);
+  cuda::fp8_cast_transposed(x8_, slot(s, kInTScaleInv), in, M, K, in_amax, Fp8Format::e4m3, stream_);
   blas_->weight_grad_fp8(dw, g8_, slot(s, kGradTScaleInv), x8_, slot(s, kInTScaleInv), M, N, K);
+}
+
+void LlamaCuda::linear_backward(int l, int which, bf16* din, const cuda::GradOut& dw, const bf16* dout,
+                                const bf16* in, const bf16* w, int64_t M, int64_t N, int64_t K) {
+  if (!opts_.fp8) return blas_->backward(din, dw, dout, in, w, M, N, K);
+  fp8_backward(weight_amax(fp8_slots_, l, which), input_amax(fp8_slots_, l, which), true, din, dw, dout, in, w, M,
+               N, K);
 }
 
 // Per-block activations at the levels of the memory plan: planned from the
@@ -760,12 +783,28 @@ void LlamaCuda::backward_block(int l, const Block& a, int64_t B, const UnitView&
                          a.rstd1, N, D, true, stream_);
 }
 
+// The classifier chunk by chunk: logits, their fp32 cross-entropy and z-loss
+// gradients written back over them (bf16), then ∂L/∂norm_f and the head's
+// gradient from them. With opts_.fp8_classifier the head's weight is cast to
+// FP8 once (and once transposed for the input gradients), not per chunk.
 void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool backward,
                            float* logits_host, const UnitView& w) {
   const int64_t N = B * T_, D = cfg_.dim, V = cfg_.vocab_size;
+  const bf16* head = w.param(layout_.lm_head());
+  const bool fp8 = opts_.fp8_classifier;
+  float* const head_amax = fp8 ? classifier_amax(fp8_slots_, static_cast<int>(cfg_.n_layers), 0) : nullptr;
+  float* const chunk_amax = fp8 ? classifier_amax(fp8_slots_, static_cast<int>(cfg_.n_layers), 1) : nullptr;
+  if (fp8) {
+    fp8_cast_weight(head_amax, head, V, D, true);
+    if (backward) fp8_cast_weight_t(head_amax, head, V, D);
+  }
   for (int64_t r0 = 0; r0 < N; r0 += chunk_rows_) {
     const int64_t rows = std::min(chunk_rows_, N - r0);
-    blas_->forward(logits_, norm_f_ + r0 * D, w.param(layout_.lm_head()), rows, V, D);
+    const bf16* in = norm_f_ + r0 * D;
+    if (fp8)
+      fp8_forward(chunk_amax, logits_, in, rows, V, D);
+    else
+      blas_->forward(logits_, in, head, rows, V, D);
     float* f32 = nullptr;
     if (logits_host) {
       if (!logits_f32_) logits_f32_ = alloc<float>(chunk_rows_ * V);  // only for inspection tools
@@ -778,9 +817,12 @@ void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool bac
                             stream_), "logits");
       check(cudaStreamSynchronize(stream_), "logits");
     }
-    if (backward)
-      blas_->backward(dnorm_ + r0 * D, w.grad(layout_.lm_head(), r0 == 0), logits_, norm_f_ + r0 * D,
-                      w.param(layout_.lm_head()), rows, V, D);
+    if (!backward) continue;
+    const cuda::GradOut dw = w.grad(layout_.lm_head(), r0 == 0);
+    if (fp8)
+      fp8_backward(head_amax, chunk_amax, false, dnorm_ + r0 * D, dw, logits_, in, head, rows, V, D);
+    else
+      blas_->backward(dnorm_ + r0 * D, dw, logits_, in, head, rows, V, D);
   }
   cuda::accumulate_loss(loss_dev_, row_ce_, row_z_, targets_, N, stream_);
 }

@@ -53,6 +53,7 @@ struct CudaOptions {
   // weight gradients in bf16 products (kernels/fp8.h) unless fp8_dw.
   bool fp8 = false;
   bool fp8_dw = false;  // precision.fp8_weight_gradients: the weight gradients' GEMMs in FP8 too
+  bool fp8_classifier = false;  // precision.fp8_classifier: the classifier's products in FP8 too (needs fp8)
 };
 
 struct CudaStepStats {
@@ -161,6 +162,16 @@ class LlamaCuda {
                       int64_t N, int64_t K);
   void linear_backward(int l, int which, cuda::bf16* din, const cuda::GradOut& dw, const cuda::bf16* dout,
                        const cuda::bf16* in, const cuda::bf16* w, int64_t M, int64_t N, int64_t K);
+  // The FP8 pieces the blocks' layers and the classifier share: a weight
+  // w[N,K] cast into w8_ (or transposed into wt8_) by its amax (measured
+  // first when `measure`), a product against the weight in w8_, and the
+  // gradients against the one in wt8_ (cast first when `cast_weight_t`).
+  void fp8_cast_weight(float* w_amax, const cuda::bf16* w, int64_t N, int64_t K, bool measure);
+  void fp8_cast_weight_t(const float* w_amax, const cuda::bf16* w, int64_t N, int64_t K);
+  void fp8_forward(float* in_amax, cuda::bf16* out, const cuda::bf16* in, int64_t M, int64_t N, int64_t K);
+  void fp8_backward(const float* w_amax, const float* in_amax, bool cast_weight_t, cuda::bf16* din,
+                    const cuda::GradOut& dw, const cuda::bf16* dout, const cuda::bf16* in, const cuda::bf16* w,
+                    int64_t M, int64_t N, int64_t K);
   void allocate_fp8();
   void attention_forward(const Block& a, int64_t B);
   void attention_backward(const Block& a, int64_t B);

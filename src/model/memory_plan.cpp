@@ -82,18 +82,24 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V) {
   return std::min(N, rows);
 }
 
-Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N) {
-  const int64_t D = cfg.dim, F = cfg.ffn_dim, Q = cfg.q_dim(), QKV = cfg.qkv_dim();
+Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N, bool classifier) {
+  const int64_t D = cfg.dim, F = cfg.ffn_dim, Q = cfg.q_dim(), QKV = cfg.qkv_dim(), V = cfg.vocab_size;
   Fp8Scratch s;
   s.input = N * std::max({D, Q, F});
   s.grad = N * std::max({QKV, D, 2 * F});
   s.weight = std::max({QKV * D, D * Q, 2 * F * D, D * F});
   s.slots = kFp8FixedSlots + kFp8SlotsPerBlock * cfg.n_layers;
+  if (classifier) {
+    const int64_t rows = classifier_chunk_rows(N, V);
+    s.grad = std::max(s.grad, rows * V);
+    s.weight = std::max(s.weight, V * D);
+    s.slots += kFp8ClassifierSlots;
+  }
   return s;
 }
 
-size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N) {
-  const Fp8Scratch s = fp8_scratch(cfg, N);
+size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N, bool classifier) {
+  const Fp8Scratch s = fp8_scratch(cfg, N, classifier);
   return static_cast<size_t>(s.input + s.grad + 2 * s.weight) + static_cast<size_t>(s.slots) * kFp8SlotBytes;
 }
 

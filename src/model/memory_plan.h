@@ -46,15 +46,19 @@ int64_t classifier_chunk_rows(int64_t N, int64_t V);
 // buffers, free by then); and the scales: kFp8FixedSlots slots for the
 // operands in hand, and each block's four weights' and four inputs' absolute
 // maxima (kFp8SlotsPerBlock), kept from the forward pass for the backward one.
+// With the classifier in FP8 too (`classifier`), the buffers also hold a
+// chunk's input, a chunk's logit gradient and the head's weight (V x D, cast
+// once a step), and two more slots keep the head's weight and chunk input amax.
 constexpr int kFp8FixedSlots = 7;
 constexpr int kFp8SlotsPerBlock = 8;
+constexpr int kFp8ClassifierSlots = 2;
 constexpr int kFp8SlotBytes = kFp8ScaleSlotBytes;
 struct Fp8Scratch {
   int64_t input = 0, grad = 0, weight = 0;  // elements (bytes) of each FP8 buffer; the weight's twice
   int64_t slots = 0;                        // scale slots of kFp8SlotBytes
 };
-Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N);
-size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N);
+Fp8Scratch fp8_scratch(const ModelConfig& cfg, int64_t N, bool classifier);
+size_t fp8_scratch_bytes(const ModelConfig& cfg, int64_t N, bool classifier);
 
 // Activation bytes of one block at B sequences of T tokens.
 struct BlockBytes {

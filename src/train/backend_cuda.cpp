@@ -22,6 +22,7 @@ class CudaBackend final : public Backend {
                cfg_.precision.matmul != "fp8"            ? ""
                : cfg_.precision.fp8_weight_gradients ? ", FP8 linear layers (forward, input and weight gradients)"
                                                      : ", FP8 linear layers (forward and input gradients)",
+               cfg_.precision.fp8_classifier ? ", FP8 classifier" : "",
                ", attention: ", model_.attention_impl(),
                ", ", model_.device_bytes() / double(1 << 30), " GiB allocated; recompute plan: ",
                model_.memory_plan().describe(), "; ", model_.gemm_tuning());
@@ -91,6 +92,7 @@ CudaOptions cuda_options(const Config& cfg) {
   o.reduce_bf16 = cfg.precision.grad_reduce_dtype == "bf16";
   o.fp8 = cfg.precision.matmul == "fp8";
   o.fp8_dw = o.fp8 && cfg.precision.fp8_weight_gradients;
+  o.fp8_classifier = o.fp8 && cfg.precision.fp8_classifier;
   return o;
 }
 

@@ -196,6 +196,14 @@ void read_precision(JsonReader r, Config& c) {
   if (c.precision.fp8_weight_gradients && c.precision.matmul != "fp8")
     r.error("fp8_weight_gradients", "is true but matmul is \"" + c.precision.matmul +
                                         "\": FP8 weight gradients go with FP8 linear layers; set matmul to \"fp8\"");
+  c.precision.fp8_classifier = r.get_bool("fp8_classifier", false);
+  if (c.precision.fp8_classifier && c.precision.matmul != "fp8")
+    r.error("fp8_classifier", "is true but matmul is \"" + c.precision.matmul +
+                                  "\": an FP8 classifier goes with FP8 linear layers; set matmul to \"fp8\"");
+  if (c.precision.fp8_classifier && c.model.vocab_size % 16 != 0)
+    r.error("fp8_classifier", str("is true but model.vocab_size is ", c.model.vocab_size,
+                                  ", not a multiple of 16 (cuBLASLt's FP8 kernels); pad the vocabulary (extra "
+                                  "ids are never targets) or set fp8_classifier to false"));
   r.finish();
 }
 

@@ -84,6 +84,11 @@ struct PrecisionConfig {
   // gradient × E4M3 input, both cast transposed), as torchao's tensorwise
   // recipe does; off, they stay bf16 products.
   bool fp8_weight_gradients = false;
+  // With matmul "fp8": the classifier's products in FP8 too (its chunks'
+  // logits and input gradient; the weight gradient as fp8_weight_gradients
+  // says), the head's weight cast once a step; the softmax, cross-entropy and
+  // z-loss stay fp32 on bf16 logits. Needs model.vocab_size a multiple of 16.
+  bool fp8_classifier = false;
 };
 
 // One dataset of a mixture. In the config either a string (the path; one

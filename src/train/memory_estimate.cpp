@@ -83,7 +83,7 @@ MemoryEstimate estimate_gpu_memory(const Config& cfg, int gpus, size_t gpu_bytes
   step += 264 * static_cast<size_t>(D) * kF32;  // rmsnorm backward's per-block partial gains
   step += std::max<size_t>(size_t(32) << 20, 2 * static_cast<size_t>(N * H * m.head_dim) * kF32 + (size_t(1) << 20));
   if (cfg.precision.matmul == "fp8") {
-    e.fp8_scratch = fp8_scratch_bytes(m, N);
+    e.fp8_scratch = fp8_scratch_bytes(m, N, cfg.precision.fp8_classifier);
     step += e.fp8_scratch;
   }
   e.step_buffers = step;

@@ -305,18 +305,22 @@ TEST(CudaModel, Bf16GradientsMatchFp32Gradients) {
 // E5M2 2), and bit-identical under every recompute level (the weights' amax
 // the forward pass keeps serves the recomputed and the backward products).
 // FP8 products (forward and input gradients; with dw, the weight gradients
-// too) against bf16 ones on the same batch, and recomputation giving the very
-// same result. Returns the FP8 gradients.
-static std::vector<float> expect_fp8_near_bf16(bool dw) {
+// too; with classifier, the classifier's products too) against bf16 ones on
+// the same batch, and recomputation giving the very same result. Returns the
+// FP8 gradients.
+static std::vector<float> expect_fp8_near_bf16(bool dw, bool classifier = false, bool tied = false) {
   Config c = small_model("cuda");
+  c.model.tie_embeddings = tied;
+  if (classifier) c.model.vocab_size = 112;  // FP8 GEMMs want multiples of 16
   const Outputs b16 = run_once(c, 2, 48);
   c.precision.matmul = "fp8";
   c.precision.fp8_weight_gradients = dw;
+  c.precision.fp8_classifier = classifier;
   const Outputs f8 = run_once(c, 2, 48);
   const double logit_err = rel_error(f8.logits, b16.logits);
-  std::printf("fp8%s against bf16 products: logits rel. error %.4f, loss %.5f against %.5f\n",
-              dw ? " (weight gradients too)" : "", logit_err, f8.loss.ce / f8.loss.n_valid,
-              b16.loss.ce / b16.loss.n_valid);
+  std::printf("fp8%s%s%s against bf16 products: logits rel. error %.4f, loss %.5f against %.5f\n",
+              dw ? " (weight gradients too)" : "", classifier ? " (classifier too)" : "", tied ? " (tied)" : "",
+              logit_err, f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid);
   // E4M3 keeps 3 mantissa bits: at random initialisation, through two
   // blocks, the logits move 13.6% (H200, 2026-12-05) while the loss moves
   // 0.06%.
@@ -348,6 +352,29 @@ TEST(CudaModel, Fp8WeightGradientsStayNearBf16AndRecomputeTheSame) {
   REQUIRE_GPU();
   const std::vector<float> with_dw = expect_fp8_near_bf16(true), without = expect_fp8_near_bf16(false);
   EXPECT_NE(with_dw, without);  // the weight gradients' FP8 products did run
+}
+
+// precision.fp8_classifier: the head's products in FP8 too (its weight cast
+// once for all chunks), with and without FP8 weight gradients, and with the
+// head tied to the embedding (its gradient then adds to the embedding's).
+TEST(CudaModel, Fp8ClassifierStaysNearBf16AndRecomputesTheSame) {
+  REQUIRE_GPU();
+  for (const bool dw : {false, true}) {
+    SCOPED_TRACE(dw ? "FP8 weight gradients" : "bf16 weight gradients");
+    const std::vector<float> head = expect_fp8_near_bf16(dw, true);
+    Config c = small_model("cuda");
+    c.model.vocab_size = 112;
+    const ParamLayout layout(c.model);
+    // The same run with a bf16 classifier differs in the head's gradient.
+    const ParamEntry& lm = layout.entries()[layout.lm_head()];
+    Config plain = c;
+    plain.precision.matmul = "fp8";
+    plain.precision.fp8_weight_gradients = dw;
+    const Outputs without = run_once(plain, 2, 48);
+    EXPECT_NE(std::vector<float>(head.begin() + lm.offset, head.begin() + lm.offset + lm.numel),
+              std::vector<float>(without.grads.begin() + lm.offset, without.grads.begin() + lm.offset + lm.numel));
+  }
+  expect_fp8_near_bf16(true, true, true);
 }
 
 // The automatic plan keeps everything when memory allows, and a memory limit
@@ -404,7 +431,8 @@ std::vector<double> losses(const std::string& metrics) {
 // `worst_bound` bounds the largest per-step difference, `last_bound` the last
 // step's.
 void expect_loss_curves_follow_cpu(const std::string& tag, const std::vector<std::vector<std::string>>& runs,
-                                   double worst_bound = 0.1, double last_bound = 0.05) {
+                                   double worst_bound = 0.1, double last_bound = 0.05,
+                                   const std::vector<std::string>& shared = {}) {
   const std::string dir = ::testing::TempDir() + "/gpu_corpus_" + tag;
   std::filesystem::remove_all(dir);
   CorpusOptions o;
@@ -420,6 +448,7 @@ void expect_loss_curves_follow_cpu(const std::string& tag, const std::vector<std
     std::vector<std::string> args = {"train.steps=60", "train.log_every=1000", "train.eval_every=0",
                                      "data.train=" + dir + "/train_*.bin", "data.val=" + dir + "/val_*.bin",
                                      "train.out_dir=" + out};
+    args.insert(args.end(), shared.begin(), shared.end());
     args.insert(args.end(), all[r].begin(), all[r].end());
     train(load_config("", args));
     curves.push_back(losses(out + "/metrics.jsonl"));
@@ -471,6 +500,18 @@ TEST(CudaTraining, Fp8WeightGradientsFollowTheCpuLossCurve) {
                                   "precision.fp8_weight_gradients=true"},
                                  {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_weight_gradients=true"}},
                                 kFp8CurveTolerance, kFp8CurveTolerance);
+}
+
+// The classifier's products in FP8 too, on the tiny config with its
+// vocabulary padded to 272 (a multiple of 16; ids 258..271 never occur),
+// which the CPU run shares.
+TEST(CudaTraining, Fp8ClassifierFollowsTheCpuLossCurve) {
+  REQUIRE_GPU();
+  expect_loss_curves_follow_cpu("fp8head",
+                                {{"train.device=cuda", "train.micro_batch_size=16", "precision.matmul=fp8",
+                                  "precision.fp8_weight_gradients=true", "precision.fp8_classifier=true"},
+                                 {"train.device=cuda", "precision.matmul=fp8", "precision.fp8_classifier=true"}},
+                                kFp8CurveTolerance, kFp8CurveTolerance, {"model.vocab_size=272"});
 }
 
 // With deterministic kernels (the fallback attention; cuBLAS GEMMs, our own
