@@ -323,14 +323,16 @@ static std::vector<float> expect_fp8_near_bf16(bool dw, bool classifier = false,
               logit_err, f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid);
   // E4M3 keeps 3 mantissa bits: at random initialisation, through two
   // blocks, the logits move 13.6% (H200, 2026-12-05) while the loss moves
-  // 0.06%.
+  // 0.06%. The gradients move 5-24%, most in the norm gains (a sum over
+  // tokens of small products of either sign); with the classifier in FP8 as
+  // well, up to 25.4% (H100, 2026-12-05), hence its looser bound.
   EXPECT_LT(logit_err, 0.2);
   EXPECT_NEAR(f8.loss.ce / f8.loss.n_valid, b16.loss.ce / b16.loss.n_valid, 0.02 * b16.loss.ce / b16.loss.n_valid);
   const ParamLayout layout(c.model);
   for (const ParamEntry& e : layout.entries()) {
     const double err = rel_error(f8.grads.data() + e.offset, b16.grads.data() + e.offset, e.numel);
     std::printf("  grad %-28s rel. error %.4f\n", e.name.c_str(), err);
-    EXPECT_LT(err, 0.25) << e.name;
+    EXPECT_LT(err, classifier ? 0.3 : 0.25) << e.name;
   }
   EXPECT_NE(f8.grads, b16.grads);  // the FP8 path did run
   for (const auto& levels : std::vector<std::vector<Recompute>>{{Recompute::full, Recompute::ops},
@@ -366,7 +368,11 @@ TEST(CudaModel, Fp8ClassifierStaysNearBf16AndRecomputesTheSame) {
     c.model.vocab_size = 112;
     const ParamLayout layout(c.model);
     // The same run with a bf16 classifier differs in the head's gradient.
-    const ParamEntry& lm = layout.entries()[layout.lm_head()];
+    const ParamEntry* found = nullptr;
+    for (const ParamEntry& e : layout.entries())
+      if (e.offset == layout.lm_head()) found = &e;
+    ASSERT_NE(found, nullptr);
+    const ParamEntry& lm = *found;
     Config plain = c;
     plain.precision.matmul = "fp8";
     plain.precision.fp8_weight_gradients = dw;
