@@ -224,8 +224,8 @@ void LlamaCuda::allocate_fp8() {
   fp8_slots_ = alloc<float>(kSlotFloats * sizes.slots);
 }
 
-void LlamaCuda::fp8_cast_weight(float* w_amax, const bf16* w, int64_t N, int64_t K, bool measure) {
-  if (measure) cuda::absmax(w_amax, w, N * K, stream_);
+void LlamaCuda::fp8_cast_weight(float* w_amax, const bf16* w, int64_t N, int64_t K) {
+  cuda::absmax(w_amax, w, N * K, stream_);
   cuda::fp8_cast(w8_, slot(fp8_slots_, kWeightScaleInv), w, N * K, w_amax, Fp8Format::e4m3, stream_);
 }
 
@@ -243,7 +243,7 @@ void LlamaCuda::fp8_forward(float* in_amax, bf16* out, const bf16* in, int64_t M
 void LlamaCuda::linear_forward(int l, int which, bf16* out, const bf16* in, const bf16* w, int64_t M, int64_t N,
                                int64_t K) {
   if (!opts_.fp8) return blas_->forward(out, in, w, M, N, K);
-  fp8_cast_weight(weight_amax(fp8_slots_, l, which), w, N, K, true);
+  fp8_cast_weight(weight_amax(fp8_slots_, l, which), w, N, K);
   fp8_forward(input_amax(fp8_slots_, l, which), out, in, M, N, K);
 }
 
@@ -795,7 +795,7 @@ void LlamaCuda::classifier(int64_t B, float z_weight, float grad_scale, bool bac
   float* const head_amax = fp8 ? classifier_amax(fp8_slots_, static_cast<int>(cfg_.n_layers), 0) : nullptr;
   float* const chunk_amax = fp8 ? classifier_amax(fp8_slots_, static_cast<int>(cfg_.n_layers), 1) : nullptr;
   if (fp8) {
-    fp8_cast_weight(head_amax, head, V, D, true);
+    fp8_cast_weight(head_amax, head, V, D);
     if (backward) fp8_cast_weight_t(head_amax, head, V, D);
   }
   for (int64_t r0 = 0; r0 < N; r0 += chunk_rows_) {

@@ -163,10 +163,11 @@ class LlamaCuda {
   void linear_backward(int l, int which, cuda::bf16* din, const cuda::GradOut& dw, const cuda::bf16* dout,
                        const cuda::bf16* in, const cuda::bf16* w, int64_t M, int64_t N, int64_t K);
   // The FP8 pieces the blocks' layers and the classifier share: a weight
-  // w[N,K] cast into w8_ (or transposed into wt8_) by its amax (measured
-  // first when `measure`), a product against the weight in w8_, and the
-  // gradients against the one in wt8_ (cast first when `cast_weight_t`).
-  void fp8_cast_weight(float* w_amax, const cuda::bf16* w, int64_t N, int64_t K, bool measure);
+  // w[N,K] cast into w8_ by the amax measured into w_amax (or transposed
+  // into wt8_ by the amax measured before), a product against the weight in
+  // w8_, and the gradients against the one in wt8_ (cast first when
+  // `cast_weight_t`).
+  void fp8_cast_weight(float* w_amax, const cuda::bf16* w, int64_t N, int64_t K);
   void fp8_cast_weight_t(const float* w_amax, const cuda::bf16* w, int64_t N, int64_t K);
   void fp8_forward(float* in_amax, cuda::bf16* out, const cuda::bf16* in, int64_t M, int64_t N, int64_t K);
   void fp8_backward(const float* w_amax, const float* in_amax, bool cast_weight_t, cuda::bf16* din,
